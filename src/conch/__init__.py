@@ -1,0 +1,41 @@
+"""conch: distributed locks and coordination. Whoever holds the conch may act.
+
+>>> import conch
+>>> with conch.connect("memory://") as coordinator:
+...     with coordinator.lock("vnf-42") as lock:
+...         lock.token is not None
+True
+"""
+
+from conch.capabilities import Capabilities
+from conch.coordinator import Coordinator, connect
+from conch.decorators import synchronized
+from conch.errors import (
+    BackendUnavailable,
+    ConchError,
+    InvalidLockName,
+    InvalidURL,
+    LockAcquireFailed,
+    LockLost,
+    LockNotHeld,
+    NotStarted,
+    NotSupported,
+)
+from conch.lock import Lock
+
+__all__ = [
+    "BackendUnavailable",
+    "Capabilities",
+    "ConchError",
+    "Coordinator",
+    "InvalidLockName",
+    "InvalidURL",
+    "Lock",
+    "LockAcquireFailed",
+    "LockLost",
+    "LockNotHeld",
+    "NotStarted",
+    "NotSupported",
+    "connect",
+    "synchronized",
+]

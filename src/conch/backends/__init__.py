@@ -1,0 +1,1 @@
+"""Backends: one module per server, each translating the contract of :mod:`conch.backends.base`."""

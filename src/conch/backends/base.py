@@ -1,0 +1,88 @@
+"""The contract a backend implements; everything shared lives in :mod:`conch.lock`.
+
+A backend owns the coordinator's connection and session (liveness: lease,
+heartbeat, connection) and hands out one :class:`LockHandle` per lock object.
+The handle only acquires and releases; blocking rules, ownership, tokens and
+loss reporting are the caller's (:class:`conch.lock.Lock`).
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+from conch.capabilities import Capabilities
+from conch.url import BackendURL
+
+LossCallback = Callable[[str], None]
+"""Called by a backend, from any thread, with a reason when a hold is lost."""
+
+
+class Deadline:
+    """When a wait must end: ``None`` seconds means never. Uses the monotonic clock."""
+
+    __slots__ = ("_end",)
+
+    def __init__(self, timeout: float | None) -> None:
+        self._end = None if timeout is None else time.monotonic() + timeout
+
+    @property
+    def forever(self) -> bool:
+        """True when the wait has no end."""
+        return self._end is None
+
+    def remaining(self) -> float | None:
+        """Seconds left (never negative), or ``None`` when waiting forever."""
+        if self._end is None:
+            return None
+        return max(0.0, self._end - time.monotonic())
+
+    def expired(self) -> bool:
+        """True once no time is left."""
+        return self._end is not None and time.monotonic() >= self._end
+
+
+class LockHandle(abc.ABC):
+    """One lock object's connection to its backend lock.
+
+    The caller guarantees a handle is never acquired twice without a release in
+    between, and never released when not held.
+    """
+
+    @abc.abstractmethod
+    def acquire(self, deadline: Deadline) -> int | None:
+        """Take the lock before ``deadline``; return the hold's fencing token, or ``None``.
+
+        Always tries at least once, even when the deadline has passed. On any
+        exception the lock must be left not held. Raise only :class:`conch.ConchError`
+        subclasses for known failures; anything else is reported as unavailable.
+        """
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Free the lock (best effort when the hold was already lost)."""
+
+
+class Backend(abc.ABC):
+    """A coordinator's connection to one server: its session and its lock handles."""
+
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, url: BackendURL, member_id: str) -> None:
+        """Check ``url`` (raise :class:`conch.InvalidURL`); do no I/O."""
+        self.url = url
+        self.member_id = member_id
+
+    @abc.abstractmethod
+    def connect(self) -> None:
+        """Open the connection and start the session; raise :class:`conch.BackendUnavailable`."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """End the session; the locks it kept alive are freed. Never raises."""
+
+    @abc.abstractmethod
+    def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        """A handle for the lock named ``key`` (already validated, at most 64 KiB)."""

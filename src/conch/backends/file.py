@@ -1,0 +1,257 @@
+"""``file:///dir``: kernel locks (``flock``) on one lock file per name, no server.
+
+Translation of the contract:
+
+* **hold**: an exclusive ``flock`` on the name's lock file, through a file
+  description opened by this lock object, so two objects in one process exclude
+  each other like two processes. The kernel frees it when the holder dies.
+* **wait forever**: a blocking ``flock``; the kernel wakes the waiter.
+* **timed wait**: inotify on the lock file (close events, which a release or a
+  dying holder causes) with a ``poll`` timeout, retrying a non-blocking ``flock``
+  on each event. The kernel wakes the waiter; nothing sleeps on a timer.
+* **fencing token**: the last token of a name is stored in its lock file and
+  incremented by each holder. A new lock file starts from the directory's
+  high-water mark in ``.conch-fencing-tokens``, which is created with the wall
+  clock in microseconds, so even a wiped directory starts above the tokens it
+  handed out (unless the clock went back, or more than a million tokens per
+  second were issued).
+* **clean-up**: creating and unlinking a file per hold would cost more than the
+  lock itself, so files stay while in use. Files idle longer than
+  ``sweep_after`` seconds (URL option, default 300) are removed by a sweep that
+  locks each one first and raises the high-water mark to its token. A waiter
+  that locks a swept (unlinked) file sees ``st_nlink == 0`` and starts over:
+  only the file linked at the path counts.
+
+Linux only (inotify). Locks exclude the processes of one host that see the
+same directory; do not use NFS.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import struct
+import threading
+import time
+import weakref
+
+import inotify_simple  # type: ignore[import-untyped]
+
+from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
+from conch.capabilities import Capabilities
+from conch.errors import BackendUnavailable, InvalidURL
+from conch.url import BackendURL
+
+HIGH_WATER_FILE = ".conch-fencing-tokens"
+_TOKEN = struct.Struct("<Q")
+# Closing a file opened for writing: the holder released or died.
+_FREED = inotify_simple.flags.CLOSE_WRITE | inotify_simple.flags.ATTRIB
+_UNREADABLE = re.compile(rb"[^A-Za-z0-9_-]+")
+
+_open_backends: weakref.WeakSet[FileBackend] = weakref.WeakSet()
+
+
+def lock_file_name(key: bytes) -> str:
+    """A file name unique to ``key``: a readable prefix and 160 bits of its SHA-256."""
+    readable = _UNREADABLE.sub(b"_", key[:48]).decode("ascii")
+    return f"{readable}.{hashlib.sha256(key).hexdigest()[:40]}.lock"
+
+
+class FileBackend(Backend):
+    """Locks in a directory of this host."""
+
+    capabilities = Capabilities(
+        session_bound=True, fencing=True, fifo=False, notify=True,
+        shared_locks=False, distributed=False,
+    )
+
+    def __init__(self, url: BackendURL, member_id: str) -> None:
+        super().__init__(url, member_id)
+        url.options({"sweep_after"})
+        if url.hosts not in ((), (("localhost", None),)):
+            raise InvalidURL(f"file:// URLs take no host, use file:///absolute/dir: {url}")
+        if not url.path.startswith("/") or url.path == "/":
+            raise InvalidURL(f"file:// URLs need an absolute directory, as file:///dir: {url}")
+        self.directory = url.path
+        self.sweep_after = url.float_option("sweep_after", 300.0)
+        self._high_water_fd = -1
+        self._high_water_mutex = threading.Lock()
+        self._next_sweep = 0.0
+        self._sweeping = threading.Lock()
+
+    def connect(self) -> None:
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            self._open_high_water()
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"cannot use lock directory {self.directory}: {exc.strerror}"
+            ) from None
+        self._next_sweep = time.monotonic() + self.sweep_after
+        _open_backends.add(self)
+
+    def close(self) -> None:
+        _open_backends.discard(self)
+        if self._high_water_fd >= 0:
+            os.close(self._high_water_fd)
+            self._high_water_fd = -1
+
+    def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return _FileLock(self, os.path.join(self.directory, lock_file_name(key)))
+
+    def next_token(self, lock_fd: int) -> int:
+        """Store and return the next token of the locked file ``lock_fd``."""
+        stored = os.pread(lock_fd, _TOKEN.size, 0)
+        if len(stored) == _TOKEN.size:
+            token = int(_TOKEN.unpack(stored)[0]) + 1
+        else:
+            token = self._raise_high_water(None)
+        os.pwrite(lock_fd, _TOKEN.pack(token), 0)
+        return token
+
+    def sweep_if_due(self) -> None:
+        """Start a background sweep when ``sweep_after`` has passed since the last one."""
+        now = time.monotonic()
+        if now >= self._next_sweep and self._sweeping.acquire(blocking=False):
+            self._next_sweep = now + self.sweep_after
+            threading.Thread(target=self.sweep, name="conch-file-sweep", daemon=True).start()
+
+    def sweep(self) -> int:
+        """Remove lock files idle for ``sweep_after`` seconds; return how many."""
+        removed = 0
+        # File times are wall-clock: a jump only changes which idle files go.
+        oldest = time.time() - self.sweep_after
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".lock") and entry.stat().st_mtime < oldest:
+                        removed += self._remove_if_free(entry.path)
+        except OSError:
+            pass  # the next sweep tries again; a failed sweep never affects locking
+        finally:
+            if self._sweeping.locked():
+                self._sweeping.release()
+        return removed
+
+    def _remove_if_free(self, path: str) -> int:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            if not _try_lock(fd) or os.fstat(fd).st_nlink == 0:
+                return 0
+            stored = os.pread(fd, _TOKEN.size, 0)
+            if len(stored) == _TOKEN.size:
+                self._raise_high_water(int(_TOKEN.unpack(stored)[0]))
+            os.unlink(path)
+            return 1
+        finally:
+            os.close(fd)
+
+    def _raise_high_water(self, seen: int | None) -> int:
+        """Raise the mark to ``seen``, or (``None``) to a fresh token above it; return it."""
+        fd = self._high_water_fd
+        with self._high_water_mutex:  # flock does not exclude threads sharing one fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                stored = os.pread(fd, _TOKEN.size, 0)
+                mark = int(_TOKEN.unpack(stored)[0]) if len(stored) == _TOKEN.size \
+                    else time.time_ns() // 1000
+                mark = mark + 1 if seen is None else max(mark, seen)
+                os.pwrite(fd, _TOKEN.pack(mark), 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        return mark
+
+    def _open_high_water(self) -> None:
+        self._high_water_fd = os.open(
+            os.path.join(self.directory, HIGH_WATER_FILE),
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+            0o644,
+        )
+
+    def _reopen_in_child(self) -> None:
+        # After fork the child shares the parent's file description, so the
+        # parent's flock would not exclude it: give the child its own.
+        self._high_water_mutex = threading.Lock()
+        self._sweeping = threading.Lock()
+        if self._high_water_fd >= 0:
+            os.close(self._high_water_fd)
+            self._open_high_water()
+
+
+class _FileLock(LockHandle):
+    def __init__(self, backend: FileBackend, path: str) -> None:
+        self._backend = backend
+        self._path = path
+        self._fd = -1
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        while True:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                if not _lock_before(fd, deadline):
+                    os.close(fd)
+                    return None
+                if os.fstat(fd).st_nlink == 0:  # swept while we waited: use the new file
+                    os.close(fd)
+                    continue
+                token = self._backend.next_token(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+            return token
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        os.close(fd)  # frees the flock and wakes the waiters
+        self._backend.sweep_if_due()
+
+
+def _lock_before(fd: int, deadline: Deadline) -> bool:
+    """Take an exclusive flock on ``fd`` before ``deadline``; False when it passed."""
+    if _try_lock(fd):
+        return True
+    if deadline.forever:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    if deadline.expired():
+        return False
+    try:
+        watcher = inotify_simple.INotify()
+    except OSError as exc:
+        if exc.errno == errno.EMFILE:
+            raise BackendUnavailable(
+                "no inotify instance left for a timed wait; raise fs.inotify.max_user_instances"
+            ) from None
+        raise
+    with watcher:
+        # /proc/self/fd resolves to the file we opened even once it is unlinked.
+        watcher.add_watch(f"/proc/self/fd/{fd}", _FREED)
+        while not _try_lock(fd):  # watch first, then retry: no wakeup is missed
+            remaining = deadline.remaining()
+            if not remaining:
+                return False
+            watcher.read(timeout=max(1, int(remaining * 1000 + 0.999)))
+    return True
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _reopen_all_in_child() -> None:
+    for backend in list(_open_backends):
+        backend._reopen_in_child()
+
+
+os.register_at_fork(after_in_child=_reopen_all_in_child)

@@ -1,0 +1,140 @@
+"""The Coordinator: one member of a group of processes sharing a lock backend.
+
+It owns the backend connection and its session (lease, heartbeat, connection),
+which keeps alive every lock its :class:`~conch.lock.Lock` objects hold.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable
+from types import TracebackType
+
+from conch.backends.base import Backend
+from conch.capabilities import Capabilities
+from conch.errors import BackendUnavailable, ConchError, NotStarted
+from conch.lock import Lock, LockName, lock_key
+from conch.url import backend_class, parse_url
+
+
+class Coordinator:
+    """A member of the group using ``url``'s backend. Not started: call :meth:`start`.
+
+    ``member_id`` defaults to a random UUID; ``prefix`` is prepended to it.
+    ``require`` names capabilities (see :class:`conch.Capabilities`) the backend
+    must have; :meth:`start` raises :class:`conch.NotSupported` otherwise.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        member_id: str | None = None,
+        prefix: str = "",
+        require: Iterable[str] = (),
+    ) -> None:
+        self._url = parse_url(url)
+        self.member_id = prefix + (member_id or str(uuid.uuid4()))
+        self._backend_class = backend_class(self._url)
+        self._required = frozenset(require)
+        self.capabilities.require(self._required, self._url.scheme)
+        self._backend: Backend | None = None
+        self._state_lock = threading.Lock()
+        # Strong references: a held lock is never garbage-collected before release().
+        self._held: set[Lock] = set()
+
+    @property
+    def url(self) -> str:
+        """The backend URL with credentials redacted."""
+        return self._url.redacted()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this coordinator's backend guarantees."""
+        return self._backend_class.capabilities
+
+    @property
+    def is_started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._backend is not None
+
+    def __repr__(self) -> str:
+        state = "started" if self.is_started else "stopped"
+        return f"<conch.Coordinator {self.member_id!r} {self.url} {state}>"
+
+    def start(self) -> Coordinator:
+        """Connect and open the session. Raises :class:`conch.BackendUnavailable`."""
+        with self._state_lock:
+            if self._backend is None:
+                backend = self._backend_class(self._url, self.member_id)
+                try:
+                    backend.connect()
+                except ConchError:
+                    raise
+                except Exception as exc:
+                    raise BackendUnavailable(self._describe_error(exc)) from None
+                self._backend = backend
+        return self
+
+    def stop(self) -> None:
+        """End the session. Locks still held are freed and their holders told they lost them."""
+        with self._state_lock:
+            backend, self._backend = self._backend, None
+        if backend is None:
+            return
+        for lock in list(self._held):
+            lock._mark_lost("the coordinator was stopped")
+        backend.close()
+
+    def lock(self, name: LockName) -> Lock:
+        """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock)."""
+        key = lock_key(name)
+        backend = self._backend
+        if backend is None:
+            raise NotStarted(f"{self!r} is not started: call start() or use conch.connect()")
+        return Lock(
+            name,
+            lambda on_lost: backend.handle(key, on_lost),
+            self._describe_error,
+            self._track_hold,
+        )
+
+    get_lock = lock
+
+    def __enter__(self) -> Coordinator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _track_hold(self, lock: Lock, held: bool) -> None:
+        if held:
+            self._held.add(lock)
+        else:
+            self._held.discard(lock)
+
+    def _describe_error(self, exc: BaseException) -> str:
+        text = f"{self._url.scheme} backend at {self.url}: {type(exc).__name__}: {exc}"
+        for secret in self._url.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def connect(
+    url: str | None = None,
+    member_id: str | None = None,
+    prefix: str = "",
+    require: Iterable[str] = (),
+) -> Coordinator:
+    """A started :class:`Coordinator` for ``url`` (default: ``CONCH_URL``, then the file default).
+
+    Use it as a context manager to stop it on exit.
+    """
+    from conch.defaults import default_url
+
+    return Coordinator(url or default_url(), member_id, prefix, require).start()

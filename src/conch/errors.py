@@ -1,0 +1,43 @@
+"""One exception hierarchy for everything conch raises.
+
+Client-library exceptions never reach callers: backends translate them into
+these, with credentials removed from the message.
+"""
+
+from __future__ import annotations
+
+
+class ConchError(Exception):
+    """Base of every error conch raises."""
+
+
+class LockAcquireFailed(ConchError):
+    """A lock was not acquired within the allowed time (context manager, decorator)."""
+
+
+class LockLost(ConchError):
+    """A hold ended before ``release()``: session expired, lock broken, server lost it."""
+
+
+class LockNotHeld(ConchError):
+    """``release()`` was called on a lock object that does not hold its lock."""
+
+
+class NotSupported(ConchError):
+    """The backend lacks a capability or operation the caller asked for."""
+
+
+class InvalidURL(ConchError, ValueError):
+    """A backend URL is malformed, names an unknown scheme, or has a bad option."""
+
+
+class InvalidLockName(ConchError, ValueError):
+    """A lock name is empty, too long, or not ``str``/``bytes``."""
+
+
+class BackendUnavailable(ConchError):
+    """The backend cannot be reached or refused the operation (auth, I/O, network)."""
+
+
+class NotStarted(ConchError):
+    """The coordinator was used before ``start()`` or after ``stop()``."""

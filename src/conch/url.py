@@ -1,0 +1,181 @@
+"""Backend URLs: parsing, redaction, and the scheme → backend registry.
+
+A URL's password (and any secret-looking query option) never appears in
+``repr``/``str``, logs or error text: use :meth:`BackendURL.redacted`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+import urllib.parse
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from conch.errors import InvalidURL
+
+if TYPE_CHECKING:
+    from conch.backends.base import Backend
+
+# Scheme → "module:class". Imported lazily so a backend's client library is only
+# needed by those who use it.
+_BACKENDS: dict[str, str] = {
+    "file": "conch.backends.file:FileBackend",
+    "memory": "conch.backends.memory:MemoryBackend",
+    "redis": "conch.backends.redis:RedisBackend",
+    "rediss": "conch.backends.redis:RedisBackend",
+    "etcd": "conch.backends.etcd:EtcdBackend",
+    "zookeeper": "conch.backends.zookeeper:ZooKeeperBackend",
+    "postgresql": "conch.backends.postgresql:PostgreSQLBackend",
+    "postgres": "conch.backends.postgresql:PostgreSQLBackend",
+    "mysql": "conch.backends.mysql:MySQLBackend",
+    "memcached": "conch.backends.memcached:MemcachedBackend",
+}
+
+_SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+
+
+def register_backend(scheme: str, target: str) -> None:
+    """Make ``scheme://`` URLs use the backend class at ``target`` ("module:Class")."""
+    _BACKENDS[scheme] = target
+
+
+def known_schemes() -> list[str]:
+    """The schemes :func:`backend_class` accepts."""
+    return sorted(_BACKENDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendURL:
+    """A parsed backend URL. ``hosts`` keeps every ``host:port`` of a comma list."""
+
+    scheme: str
+    hosts: tuple[tuple[str, int | None], ...]
+    path: str
+    query: dict[str, str]
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never be shown: the password and secret-looking options."""
+        found = [self.password] if self.password else []
+        found += [v for k, v in self.query.items() if v and _SECRET_OPTION.search(k)]
+        return tuple(found)
+
+    def redacted(self) -> str:
+        """The URL as it is safe to show, with the password and secrets replaced by ``***``."""
+        netloc = ",".join(host if port is None else f"{host}:{port}" for host, port in self.hosts)
+        if self.username is not None:
+            user = urllib.parse.quote(self.username, safe="")
+            netloc = f"{user}{':***' if self.password else ''}@{netloc}"
+        query = urllib.parse.urlencode(
+            {k: ("***" if v and _SECRET_OPTION.search(k) else v) for k, v in self.query.items()}
+        )
+        return f"{self.scheme}://{netloc}{self.path}{'?' + query if query else ''}"
+
+    def __str__(self) -> str:
+        return self.redacted()
+
+    def options(self, known: Iterable[str]) -> dict[str, str]:
+        """The query options, after checking each is one of ``known``."""
+        known = set(known)
+        unknown = sorted(set(self.query) - known)
+        if unknown:
+            accepted = ", ".join(sorted(known)) or "none"
+            raise InvalidURL(
+                f"unknown option {', '.join(unknown)} for {self.scheme}:// URLs "
+                f"(accepted: {accepted}): {self.redacted()}"
+            )
+        return dict(self.query)
+
+    def float_option(self, name: str, default: float) -> float:
+        """Query option ``name`` as a positive number of seconds (or ``default``)."""
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value > 0 or value == float("inf"):
+            raise InvalidURL(f"option {name} must be a positive number, got {raw!r}")
+        return value
+
+
+def parse_url(url: str) -> BackendURL:
+    """Parse ``url``; raise :class:`InvalidURL` (without the password) when malformed."""
+    if not isinstance(url, str):
+        raise InvalidURL(f"a backend URL must be a str, not {type(url).__name__}")
+    scheme, sep, _ = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or not _SCHEME.match(scheme):
+        raise InvalidURL(
+            f"not a backend URL (expected scheme://...): {_scrub(url)!r}; "
+            f"known schemes: {', '.join(known_schemes())}"
+        )
+    if scheme not in _BACKENDS:
+        raise InvalidURL(
+            f"unknown backend scheme {scheme!r} in {_scrub(url)!r}; "
+            f"known schemes: {', '.join(known_schemes())}"
+        )
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    username = password = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, has_password, secret = userinfo.partition(":")
+        username = urllib.parse.unquote(user)
+        password = urllib.parse.unquote(secret) if has_password else None
+    try:
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True,
+                                            strict_parsing=bool(parts.query)))
+    except ValueError:
+        raise InvalidURL(f"malformed query string in {_scrub(url)!r}") from None
+    return BackendURL(
+        scheme=scheme,
+        hosts=_parse_hosts(netloc, url),
+        path=urllib.parse.unquote(parts.path),
+        query=query,
+        username=username,
+        password=password,
+    )
+
+
+def backend_class(url: BackendURL) -> type[Backend]:
+    """The backend class registered for ``url``'s scheme."""
+    module_name, _, class_name = _BACKENDS[url.scheme].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidURL(
+            f"the {url.scheme}:// backend needs a client library that is not installed "
+            f"({exc.name}); install conch[{url.scheme}]"
+        ) from None
+    cls: type[Backend] = getattr(module, class_name)
+    return cls
+
+
+def _parse_hosts(netloc: str, url: str) -> tuple[tuple[str, int | None], ...]:
+    hosts: list[tuple[str, int | None]] = []
+    for item in filter(None, netloc.split(",")):
+        host, port = item, None
+        match = re.fullmatch(r"(\[[^\]]*\]|[^:]*)(?::(\d*))?", item)
+        if match is None:
+            raise InvalidURL(f"malformed host {item!r} in {_scrub(url)!r}")
+        host = match.group(1).strip("[]")
+        if match.group(2):
+            port = int(match.group(2))
+            if not 0 < port < 65536:
+                raise InvalidURL(f"port {port} out of range in {_scrub(url)!r}")
+        elif match.group(2) == "":
+            raise InvalidURL(f"empty port in {_scrub(url)!r}")
+        hosts.append((host, port))
+    return tuple(hosts)
+
+
+def _scrub(url: str) -> str:
+    """Hide the userinfo of a URL we could not parse, so no password leaks."""
+    return re.sub(r"(://)[^/@]*@", r"\1***@", url)

@@ -1,0 +1,58 @@
+"""Fixtures shared by every suite: backend URLs, unique lock names."""
+
+from __future__ import annotations
+
+import pathlib
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import conch
+
+SERVERS_DIR = pathlib.Path(__file__).parent / "servers"
+
+# Every backend of the contract suite: the embedded ones and one per server
+# module in tests/servers/ (each provides a ``<name>_url`` fixture).
+SERVER_BACKENDS = sorted(
+    path.stem for path in SERVERS_DIR.glob("*.py") if path.stem not in {"__init__", "base"}
+)
+BACKENDS = ["file", "memory", *SERVER_BACKENDS]
+pytest_plugins = [f"tests.servers.{name}" for name in SERVER_BACKENDS]
+
+
+@pytest.fixture
+def file_url(tmp_path: pathlib.Path) -> str:
+    """A fresh lock directory."""
+    return f"file://{tmp_path / 'locks'}"
+
+
+@pytest.fixture
+def memory_url() -> str:
+    """A fresh in-process store."""
+    return f"memory://test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest) -> str:
+    """The URL of each backend in turn."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def backend(url: str) -> str:
+    """The scheme of the backend under test."""
+    return url.split("://", 1)[0]
+
+
+@pytest.fixture
+def lock_name() -> str:
+    """A lock name no other test uses (servers are shared by the whole session)."""
+    return f"test-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def coordinator(url: str) -> Iterator[conch.Coordinator]:
+    """A started coordinator on the backend under test."""
+    with conch.connect(url) as started:
+        yield started
