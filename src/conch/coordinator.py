@@ -23,7 +23,8 @@ class Coordinator:
 
     ``member_id`` defaults to a random UUID; ``prefix`` is prepended to it.
     ``require`` names capabilities (see :class:`conch.Capabilities`) the backend
-    must have; :meth:`start` raises :class:`conch.NotSupported` otherwise.
+    must have. A malformed URL, an unknown option or a missing capability raises
+    here (:class:`conch.InvalidURL`, :class:`conch.NotSupported`), before any I/O.
     """
 
     def __init__(
@@ -38,6 +39,8 @@ class Coordinator:
         self._backend_class = backend_class(self._url)
         self._required = frozenset(require)
         self.capabilities.require(self._required, self._url.scheme)
+        # Built now so a bad URL option fails here; a backend does no I/O until connect().
+        self._unused_backend: Backend | None = self._backend_class(self._url, self.member_id)
         self._backend: Backend | None = None
         self._state_lock = threading.Lock()
         # Strong references: a held lock is never garbage-collected before release().
@@ -66,7 +69,8 @@ class Coordinator:
         """Connect and open the session. Raises :class:`conch.BackendUnavailable`."""
         with self._state_lock:
             if self._backend is None:
-                backend = self._backend_class(self._url, self.member_id)
+                backend = self._unused_backend or self._backend_class(self._url, self.member_id)
+                self._unused_backend = None
                 try:
                     backend.connect()
                 except ConchError:
@@ -83,7 +87,7 @@ class Coordinator:
         if backend is None:
             return
         for lock in list(self._held):
-            lock._mark_lost("the coordinator was stopped")
+            lock._abandon("the coordinator was stopped")
         backend.close()
 
     def lock(self, name: LockName) -> Lock:

@@ -102,6 +102,7 @@ class Lock:
         self._mutex = threading.Lock()  # guards _state and _token
         self._state = _State.IDLE
         self._token: int | None = None
+        self._backend_holds = False  # the handle still needs release()
         self._handle = make_handle(self._mark_lost)
 
     def __repr__(self) -> str:
@@ -141,6 +142,7 @@ class Lock:
                 self.lost.clear()
             self._token = token
             self._state = _State.HELD
+            self._backend_holds = True
         self._on_hold_change(self, True)
         return True
 
@@ -153,9 +155,11 @@ class Lock:
                 raise LockNotHeld(f"lock {self.name!r} is not held by this object")
             self._state = _State.IDLE
             self._token = None
+            backend_holds, self._backend_holds = self._backend_holds, False
         self._on_hold_change(self, False)
         try:
-            self._handle.release()
+            if backend_holds:
+                self._handle.release()
         except Exception as exc:
             if state is _State.HELD:
                 raise BackendUnavailable(self._describe_error(exc)) from None
@@ -174,6 +178,17 @@ class Lock:
         log.warning("lock %r lost: %s", self.name, reason)
         self.lost.set()
         self._on_hold_change(self, False)
+
+    def _abandon(self, reason: str) -> None:
+        """Free the backend's hold now and report it lost (the coordinator is stopping)."""
+        self._mark_lost(reason)
+        with self._mutex:
+            backend_holds, self._backend_holds = self._backend_holds, False
+        if backend_holds:
+            try:
+                self._handle.release()
+            except Exception as exc:
+                log.warning("lock %r: %s", self.name, self._describe_error(exc))
 
     def __call__(self, blocking: Blocking = True) -> _Hold:
         """A context manager: acquire with ``blocking``, else raise :class:`LockAcquireFailed`."""

@@ -79,6 +79,10 @@ class BackendURL:
     def __str__(self) -> str:
         return self.redacted()
 
+    def __repr__(self) -> str:
+        # The generated repr would show secret-looking query options.
+        return f"BackendURL({self.redacted()!r})"
+
     def options(self, known: Iterable[str]) -> dict[str, str]:
         """The query options, after checking each is one of ``known``."""
         known = set(known)
@@ -121,7 +125,10 @@ def parse_url(url: str) -> BackendURL:
             f"unknown backend scheme {scheme!r} in {_scrub(url)!r}; "
             f"known schemes: {', '.join(known_schemes())}"
         )
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise InvalidURL(f"malformed URL {_scrub(url)!r}") from None
     netloc = parts.netloc
     username = password = None
     if "@" in netloc:
@@ -177,5 +184,7 @@ def _parse_hosts(netloc: str, url: str) -> tuple[tuple[str, int | None], ...]:
 
 
 def _scrub(url: str) -> str:
-    """Hide the userinfo of a URL we could not parse, so no password leaks."""
-    return re.sub(r"(://)[^/@]*@", r"\1***@", url)
+    """Hide the userinfo and secret-looking query values of a URL we could not parse."""
+    url = re.sub(r"(://)[^?#]*@", r"\1***@", url)  # up to the last "@": passwords may hold "@"
+    return re.sub(rf"([?&][^=&#]*(?:{_SECRET_OPTION.pattern})[^=&#]*=)[^&#]*", r"\1***", url,
+                  flags=re.IGNORECASE)

@@ -10,10 +10,10 @@ Translation of the contract:
   dying holder causes) with a ``poll`` timeout, retrying a non-blocking ``flock``
   on each event. The kernel wakes the waiter; nothing sleeps on a timer.
 * **fencing token**: the last token of a name is stored in its lock file and
-  incremented by each holder. A new lock file starts from the directory's
-  high-water mark in ``.conch-fencing-tokens``, which is created with the wall
-  clock in microseconds, so even a wiped directory starts above the tokens it
-  handed out (unless the clock went back, or more than a million tokens per
+  incremented by each holder. A new lock file starts above the directory's
+  high-water mark in ``.conch-fencing-tokens`` and above the wall clock in
+  microseconds, so even a wiped lock file or directory starts above the tokens
+  it handed out (unless the clock went back, or more than a million tokens per
   second were issued).
 * **clean-up**: creating and unlinking a file per hold would cost more than the
   lock itself, so files stay while in use. Files idle longer than
@@ -95,9 +95,10 @@ class FileBackend(Backend):
 
     def close(self) -> None:
         _open_backends.discard(self)
-        if self._high_water_fd >= 0:
-            os.close(self._high_water_fd)
-            self._high_water_fd = -1
+        with self._high_water_mutex:  # a sweep thread may be using the descriptor
+            if self._high_water_fd >= 0:
+                os.close(self._high_water_fd)
+                self._high_water_fd = -1
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return _FileLock(self, os.path.join(self.directory, lock_file_name(key)))
@@ -154,14 +155,19 @@ class FileBackend(Backend):
 
     def _raise_high_water(self, seen: int | None) -> int:
         """Raise the mark to ``seen``, or (``None``) to a fresh token above it; return it."""
-        fd = self._high_water_fd
         with self._high_water_mutex:  # flock does not exclude threads sharing one fd
+            fd = self._high_water_fd
+            if fd < 0:
+                raise OSError(errno.EBADF, f"lock directory {self.directory} was closed")
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 stored = os.pread(fd, _TOKEN.size, 0)
                 mark = int(_TOKEN.unpack(stored)[0]) if len(stored) == _TOKEN.size \
                     else time.time_ns() // 1000
-                mark = mark + 1 if seen is None else max(mark, seen)
+                # A fresh file starts above the clock too: its name's old file may have
+                # been wiped after issuing tokens above the mark.
+                mark = max(mark + 1, time.time_ns() // 1000) if seen is None \
+                    else max(mark, seen)
                 os.pwrite(fd, _TOKEN.pack(mark), 0)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)

@@ -1,0 +1,164 @@
+"""Work the contract suite runs in other processes (and, for ``memory://``, other threads).
+
+Run as ``python -m tests.contract.workers <command> ...`` from the repository root,
+with the backend URL in ``CONCH_URL`` (not on the command line, where ``ps`` shows
+passwords):
+
+``hold NAME``
+    Acquire ``NAME``, print ``held <token>``, then sleep until killed.
+``contend NAME HISTORY COUNTER THREADS``
+    Connect, print ``ready``, wait for a ``go <seconds>`` line on stdin, then let
+    ``THREADS`` lock objects take ``NAME`` in turn for that long, recording each
+    critical section in ``HISTORY`` and bumping the counter file ``COUNTER``
+    inside it; print ``done <sections>``.
+
+The parent side (:func:`spawn`, :func:`expect`, :func:`finish`) lives here too.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+import conch
+from conch.history import Lost, Recorder
+
+REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
+
+
+def bump(counter: pathlib.Path) -> None:
+    """Add one to the number in ``counter`` the unsafe way: read, yield, write.
+
+    Two holders inside at once lose an update, which the final count reveals.
+    """
+    value = int(counter.read_text() or "0")
+    time.sleep(0.0001)  # widen the window in which an intruder would read the same value
+    counter.write_text(str(value + 1))
+
+
+def contend(
+    lock: conch.Lock,
+    recorder: Recorder,
+    counter: pathlib.Path,
+    stop_at: float,
+) -> int:
+    """Take ``lock`` again and again until ``stop_at`` (monotonic); return the sections run."""
+    name = lock.name if isinstance(lock.name, str) else lock.name.decode()
+    sections = 0
+    while time.monotonic() < stop_at:
+        lock.acquire()
+        try:
+            with recorder.section(name, lock.token, Lost(lock.lost.is_set)):
+                bump(counter)
+        finally:
+            lock.release()
+        sections += 1
+    return sections
+
+
+def contend_in_threads(
+    coordinators: Sequence[conch.Coordinator],
+    name: str,
+    history: pathlib.Path,
+    counter: pathlib.Path,
+    threads: int,
+    seconds: float,
+) -> int:
+    """Run :func:`contend` on ``threads`` lock objects (spread over ``coordinators``) at once.
+
+    Returns the number of sections; re-raises the first error a thread met.
+    """
+    stop_at = time.monotonic() + seconds
+    counts: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        coordinator = coordinators[index % len(coordinators)]
+        recorder = Recorder(history, f"{coordinator.member_id}-thread{index}")
+        try:
+            counts.append(contend(coordinator.lock(name), recorder, counter, stop_at))
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
+    return sum(counts)
+
+
+def spawn(url: str, *argv: str) -> subprocess.Popen[str]:
+    """Start ``python -m tests.contract.workers argv...`` on ``url``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.contract.workers", *argv],
+        cwd=REPOSITORY,
+        env={**os.environ, "CONCH_URL": url},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def expect(worker: subprocess.Popen[str], word: str, timeout: float = 30.0) -> str:
+    """Wait for the worker's next line, which must start with ``word``; return the rest."""
+    assert worker.stdout is not None
+    ready, _, _ = select.select([worker.stdout], [], [], timeout)
+    line = worker.stdout.readline() if ready else ""
+    if not line.startswith(word):
+        worker.kill()
+        _, errors = worker.communicate()
+        raise AssertionError(f"worker said {line!r}, expected {word!r}; stderr:\n{errors}")
+    return line[len(word):].strip()
+
+
+def finish(worker: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    """Wait for the worker to exit successfully; return its remaining output."""
+    try:
+        output, errors = worker.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        output, errors = worker.communicate()
+        raise AssertionError(f"worker did not finish in {timeout} s; stderr:\n{errors}") from None
+    assert worker.returncode == 0, f"worker exited with {worker.returncode}:\n{errors}"
+    return output
+
+
+def _hold(name: str) -> None:
+    coordinator = conch.connect()
+    lock = coordinator.lock(name)
+    lock.acquire()
+    print(f"held {lock.token}", flush=True)
+    while True:
+        time.sleep(60)
+
+
+def _contend(name: str, history: str, counter: str, threads: str) -> None:
+    with conch.connect() as coordinator:
+        print("ready", flush=True)
+        command, _, seconds = sys.stdin.readline().partition(" ")
+        assert command == "go", command
+        sections = contend_in_threads(
+            [coordinator], name, pathlib.Path(history), pathlib.Path(counter),
+            int(threads), float(seconds),
+        )
+    print(f"done {sections}", flush=True)
+
+
+if __name__ == "__main__":
+    command, *arguments = sys.argv[1:]
+    if command == "hold":
+        _hold(*arguments)
+    elif command == "contend":
+        _contend(*arguments)
+    else:
+        sys.exit(f"unknown command {command!r}; see the module docstring")
