@@ -1,0 +1,313 @@
+"""``redis://`` and ``rediss://`` (TLS): TTL locks on a Redis master (found by Sentinel if asked).
+
+Translation of the contract (the scripts are in :mod:`conch.backends.redis_scripts`):
+
+* **hold**: the name's holder key, set to a random value of this hold with a TTL
+  (``?ttl=``, default 10 s) by the ACQUIRE script; RELEASE deletes it only if it
+  still has that value, so a late release never frees another holder's lock.
+* **liveness**: the coordinator's one :class:`~conch.backends.session.Heartbeat`
+  renews every key it holds with one RENEW call (one round-trip, whatever the
+  number of locks) every ``ttl / 3``. A key found gone or taken over is reported
+  lost. When renewals fail (server unreachable), each hold is reported lost at
+  the last failed renewal before its TTL would end, so the holder knows before
+  anyone else can take the lock. A crashed holder's locks are free after the TTL:
+  the backend is not session-bound.
+* **wait**: RELEASE leaves one signal on the name's wake list and ``BLPOP``
+  hands it to one waiter, which retries. The list outlives the release briefly,
+  so a waiter between its failed attempt and its ``BLPOP`` still finds it. A
+  holder whose TTL runs out sends no signal: waiters block for at most the
+  holder's remaining TTL (its ``PTTL``), then retry.
+* **fencing token**: a per-name counter incremented by ACQUIRE in the same
+  script; it never expires and is first raised to the server clock in µs, so
+  tokens keep increasing after a restart that lost it.
+* **lost replies**: one acquire keeps its hold value across retries; a retry
+  that finds its own value gets the hold's token back instead of orphaning it.
+* **names**: ``conch:<sha256 hex of the name>:{holder,token,wake}``: any bytes,
+  bounded length, distinct names never share a key.
+* **Sentinel** (``?sentinel=MASTER``): connections follow the current master. With
+  ``?wait_replicas=N`` an acquire counts only once ``N`` replicas acknowledged it
+  (``WAIT``), so a failover right after it does not hand the lock to someone else.
+
+Error handling: each call waits at most ``socket_timeout`` for its reply
+(connecting: ``connect_timeout``; both 2 s by default), then raises
+:class:`~conch.BackendUnavailable`. An acquire or release is first retried once
+on a fresh connection: both steps are idempotent. An acquire that fails leaves
+nothing held: it frees what it may have taken or, failing that, the key expires
+after the TTL. A waiter whose ``BLPOP`` connection breaks retries its acquire at
+once. During a Sentinel failover calls fail until the sentinel names the new
+master; holds survive when that happens before their TTL runs out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
+from conch.backends.redis_client import Command, RedisClient, RedisOptions
+from conch.backends.redis_scripts import ACQUIRE, RELEASE, RENEW
+from conch.backends.session import Heartbeat, Holds
+from conch.capabilities import Capabilities
+from conch.errors import BackendUnavailable, NotStarted
+from conch.url import BackendURL
+
+log = logging.getLogger("conch")
+
+KEY_PREFIX = b"conch:"
+# How long a release's wake signal waits for a waiter: long enough to bridge a
+# waiter's failed attempt and its BLPOP; an unused signal only costs one retry.
+WAKE_SIGNAL_MS = 2000
+# Past a waiter's bound the holder's key is due to expire: retry just after it.
+_EXPIRY_SLACK_S = 0.002
+_TRANSIENT = (RedisConnectionError, RedisTimeoutError)
+
+
+class LockKeys(NamedTuple):
+    """The Redis keys of one lock name."""
+
+    holder: bytes
+    counter: bytes
+    wake: bytes
+
+
+def lock_keys(name: bytes) -> LockKeys:
+    """The keys of lock ``name``: its SHA-256, so any bytes map to a short, distinct key."""
+    base = KEY_PREFIX + hashlib.sha256(name).hexdigest().encode()
+    return LockKeys(base + b":holder", base + b":token", base + b":wake")
+
+
+@dataclasses.dataclass(eq=False)
+class RedisHold:
+    """A lock this coordinator holds, kept alive by its heartbeat."""
+
+    keys: LockKeys
+    value: bytes
+    valid_until: float
+    """Monotonic time by which the server frees it unless a renewal succeeds."""
+    reported_lost: bool = False
+
+
+class RedisBackend(Backend):
+    """Locks on a Redis master (see the module documentation)."""
+
+    capabilities = Capabilities(
+        session_bound=False, fencing=True, fifo=False, notify=True,
+        shared_locks=False, distributed=True,
+    )
+
+    def __init__(self, url: BackendURL, member_id: str) -> None:
+        super().__init__(url, member_id)
+        self.options = RedisOptions.from_url(url)
+        self.holds: Holds[RedisHold] = Holds()
+        self._ttl_ms = max(1, round(self.options.ttl * 1000))
+        self._client: RedisClient | None = None
+        self._heartbeat: Heartbeat | None = None
+
+    def connect(self) -> None:
+        client = RedisClient(self.url, self.options)
+        try:
+            client.load_scripts()
+        except RedisError as exc:
+            client.close()
+            raise BackendUnavailable(client.describe(exc)) from None
+        self._client = client
+        self._heartbeat = Heartbeat("conch-redis-renewal", self.options.ttl / 3, self.renew)
+        self._heartbeat.start()
+
+    def close(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
+        self.holds.lose_all("the coordinator was stopped")
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return _RedisLock(self, lock_keys(key), on_lost)
+
+    @contextlib.contextmanager
+    def _calls(self) -> Iterator[RedisClient]:
+        """The open client; Redis errors in the block leave as :class:`BackendUnavailable`."""
+        client = self._client
+        if client is None:
+            raise NotStarted("the coordinator of this lock was stopped")
+        try:
+            yield client
+        except RedisError as exc:
+            raise BackendUnavailable(client.describe(exc)) from None
+
+    def new_hold_value(self) -> bytes:
+        """A value no other hold ever has (the member id only helps a human reading keys)."""
+        return f"{secrets.token_hex(16)} {self.member_id}".encode("utf-8", "backslashreplace")
+
+    def try_acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
+        """One attempt to hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds)``
+        until the current holder's TTL ends. Repeating it with the same ``value`` is safe."""
+        commands: list[Command] = [ACQUIRE.call([keys.holder, keys.counter],
+                                                [value, self._ttl_ms])]
+        timeout = self.options.socket_timeout
+        wanted = self.options.wait_replicas
+        if wanted:
+            commands.append(("WAIT", wanted, self._ttl_ms // 3))
+            timeout += self.options.ttl / 3
+        with self._calls() as client:
+            try:
+                replies = _retry_once(lambda: client.run(commands, timeout))
+            except BaseException:
+                self._abandon(client, keys, value)
+                raise
+            acquired, number = _pair(replies[0])
+            if not acquired:
+                return None, self.options.ttl if number < 0 else number / 1000 + _EXPIRY_SLACK_S
+            acknowledged = replies[-1]
+            if wanted and not (isinstance(acknowledged, int) and acknowledged >= wanted):
+                self._abandon(client, keys, value)
+                raise BackendUnavailable(
+                    f"redis at {self.options.where}: {wanted} replica(s) must acknowledge a "
+                    f"lock (wait_replicas) within {self.options.ttl / 3:.2f} s; WAIT "
+                    f"answered {acknowledged}"
+                )
+        return number, 0.0
+
+    def wait_for_release(self, keys: LockKeys, seconds: float) -> None:
+        """Block until a release signals ``keys`` or ``seconds`` pass (no sleep: ``BLPOP``).
+
+        A connection failure ends the wait early: the caller's next attempt tells
+        whether the server is really gone (and the lock may be free if it restarted).
+        """
+        seconds = max(seconds, 0.001)  # BLPOP 0 would wait forever
+        with self._calls() as client:
+            try:
+                reply = client.roundtrip([("BLPOP", keys.wake, f"{seconds:.3f}")],
+                                         timeout=seconds + self.options.socket_timeout)[0]
+            except _TRANSIENT:
+                return
+            if isinstance(reply, RedisError):
+                raise reply
+
+    def keep(self, keys: LockKeys, value: bytes, sent: float, on_lost: LossCallback) -> RedisHold:
+        """Start renewing a hold acquired by a request sent at monotonic time ``sent``."""
+        hold = RedisHold(keys, value, sent + self.options.ttl)
+
+        def report(reason: str) -> None:
+            hold.reported_lost = True
+            on_lost(reason)
+
+        self.holds.add(hold, report)
+        return hold
+
+    def release(self, hold: RedisHold) -> None:
+        """Stop renewing ``hold`` and free its lock, waking one waiter."""
+        self.holds.discard(hold)
+        with self._calls() as client:
+            freed = _reply(_retry_once(lambda: client.run([self._release_command(hold)]))[0])
+        if not freed and not hold.reported_lost:
+            log.warning("lock key %s expired or changed holder before its release, "
+                        "unnoticed: was the process paused?", hold.keys.holder.decode())
+
+    def renew(self) -> None:
+        """Renew every hold in one round-trip; report those found gone, or about to expire."""
+        holds = self.holds.snapshot()
+        client = self._client
+        if not holds or client is None:
+            return
+        interval = self.options.ttl / 3
+        sent = time.monotonic()
+        command = RENEW.call([hold.keys.holder for hold in holds],
+                             [self._ttl_ms, *(hold.value for hold in holds)])
+        try:
+            reply = client.run([command], timeout=min(self.options.socket_timeout, interval))[0]
+            if isinstance(reply, RedisError):
+                raise reply
+        except RedisError as exc:
+            why = client.describe(exc)
+            log.warning("renewing %d redis lock(s) failed: %s", len(holds), why)
+            # The next renewal would come too late for these: the server frees them first.
+            deadline = time.monotonic() + interval
+            for hold in holds:
+                if hold.valid_until <= deadline:
+                    self.holds.lose(hold, f"renewals failed until its TTL ran out: {why}")
+            return
+        assert isinstance(reply, list)
+        for hold, renewed in zip(holds, reply, strict=True):
+            if renewed:
+                hold.valid_until = sent + self.options.ttl
+            else:
+                self.holds.lose(hold, "its TTL ran out, or another holder took it")
+
+    def _release_command(self, hold: RedisHold) -> Command:
+        return RELEASE.call([hold.keys.holder, hold.keys.wake], [hold.value, WAKE_SIGNAL_MS])
+
+    def _abandon(self, client: RedisClient, keys: LockKeys, value: bytes) -> None:
+        """Best effort: free a lock an acquire that is failing may have taken."""
+        hold = RedisHold(keys, value, 0.0)
+        try:
+            client.run([self._release_command(hold)])
+        except RedisError:
+            log.warning("could not free lock key %s after a failed acquire; it expires "
+                        "within the TTL", keys.holder.decode())
+
+
+class _RedisLock(LockHandle):
+    def __init__(self, backend: RedisBackend, keys: LockKeys, on_lost: LossCallback) -> None:
+        self._backend = backend
+        self._keys = keys
+        self._on_lost = on_lost
+        self._hold: RedisHold | None = None
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        backend = self._backend
+        value = backend.new_hold_value()
+        while True:
+            sent = time.monotonic()
+            token, busy_for = backend.try_acquire(self._keys, value)
+            if token is not None:
+                self._hold = backend.keep(self._keys, value, sent, self._on_lost)
+                return token
+            remaining = deadline.remaining()
+            if remaining == 0:
+                return None
+            backend.wait_for_release(
+                self._keys, busy_for if remaining is None else min(busy_for, remaining)
+            )
+
+    def release(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self._backend.release(hold)
+
+
+def _retry_once(call: Callable[[], list[object]]) -> list[object]:
+    """``call()``, once more after a connection failure (a stale pooled connection after a
+    server restart, a master demoted by a failover): only for idempotent steps."""
+    try:
+        return call()
+    except _TRANSIENT:
+        return call()
+
+
+def _reply(reply: object) -> int:
+    """An integer reply; a refused command raises its error."""
+    if isinstance(reply, Exception):
+        raise reply
+    assert isinstance(reply, int), reply
+    return reply
+
+
+def _pair(reply: object) -> tuple[int, int]:
+    """A reply of two integers (ACQUIRE's)."""
+    if isinstance(reply, Exception):
+        raise reply
+    assert isinstance(reply, list) and len(reply) == 2, reply
+    return int(reply[0]), int(reply[1])

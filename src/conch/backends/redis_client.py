@@ -1,0 +1,226 @@
+"""The ``redis://`` backend's connection: URL options, the pool, timed round-trips, error text.
+
+Every call goes through :meth:`RedisClient.roundtrip`, which writes a batch of
+commands at once and reads their replies with a timeout chosen per call: a
+renewal must not wait longer than its holds stay valid, and a ``BLPOP`` reply
+may take as long as the ``BLPOP`` itself. redis-py's own retry loop is off
+(its default retries ten times with back-off): this backend decides which
+steps are safe to repeat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+import redis.sentinel
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from conch.backends.redis_scripts import ALL as ALL_SCRIPTS
+from conch.errors import InvalidURL
+from conch.url import BackendURL
+
+log = logging.getLogger("conch")
+
+DEFAULT_PORT = 6379
+DEFAULT_SENTINEL_PORT = 26379
+OPTIONS = frozenset({
+    "ttl", "connect_timeout", "socket_timeout", "wait_replicas",
+    "sentinel", "sentinel_fallback", "sentinel_password",
+    "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
+})
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+# Replies that mean the server refused who we said we are.
+_CREDENTIAL_ERRORS = ("NOAUTH", "WRONGPASS", "NOPERM", "AUTH")
+
+Command = tuple[object, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisOptions:
+    """What a ``redis://`` URL asks for (see ``docs/redis.md`` for each option)."""
+
+    ttl: float
+    connect_timeout: float
+    socket_timeout: float
+    wait_replicas: int
+    sentinel: str | None
+    where: str
+    """Where the server is, for messages: ``host:port`` list (and sentinel master name)."""
+
+    @classmethod
+    def from_url(cls, url: BackendURL) -> RedisOptions:
+        """Check ``url``'s options (raise :class:`InvalidURL`)."""
+        query = url.options(OPTIONS)
+        if url.scheme != "rediss" and any(name in query for name in _TLS_OPTIONS):
+            raise InvalidURL(f"ssl_* options need a rediss:// URL: {url}")
+        sentinel = query.get("sentinel") or None
+        if len(url.hosts) > 1 and sentinel is None:
+            raise InvalidURL(f"several hosts are sentinels: add ?sentinel=MASTER_NAME: {url}")
+        if "sentinel_fallback" in query and sentinel is None:
+            raise InvalidURL(f"sentinel_fallback needs ?sentinel=MASTER_NAME: {url}")
+        _database(url)
+        hosts = ",".join(f"{host}:{port}" for host, port in _hosts(url, query))
+        return cls(
+            ttl=url.float_option("ttl", 10.0),
+            connect_timeout=url.float_option("connect_timeout", 2.0),
+            socket_timeout=url.float_option("socket_timeout", 2.0),
+            wait_replicas=_count(query.get("wait_replicas", "0"), "wait_replicas"),
+            sentinel=sentinel,
+            where=f"{hosts} (sentinels of {sentinel!r})" if sentinel else hosts,
+        )
+
+
+class RedisClient:
+    """A pool of connections to the Redis master ``url`` names (through Sentinel if asked)."""
+
+    def __init__(self, url: BackendURL, options: RedisOptions) -> None:
+        self._url = url
+        self.options = options
+        self._pool = _make_pool(url, options)
+
+    def roundtrip(self, commands: Sequence[Command], timeout: float | None = None) -> list[object]:
+        """Send ``commands`` in one write and return their replies, in order.
+
+        A command the server refused has its :class:`ResponseError` as reply. Waits at
+        most ``timeout`` (default: the ``socket_timeout`` option) for each reply;
+        raises :class:`RedisError` when the server cannot be reached or is too slow.
+        """
+        read_timeout = self.options.socket_timeout if timeout is None else timeout
+        # redis-py's Connection is only partly annotated.
+        connection: Any = self._pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[object] = []
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response(timeout=read_timeout))
+                except ResponseError as refused:
+                    replies.append(refused)
+        except BaseException:
+            # A reply may still be on its way: never give this connection to anyone else.
+            connection.disconnect()
+            raise
+        finally:
+            self._pool.release(connection)
+        return replies
+
+    def run(self, commands: Sequence[Command], timeout: float | None = None) -> list[object]:
+        """:meth:`roundtrip`, loading the scripts first when the server lost them."""
+        replies = self.roundtrip(commands, timeout)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            # A restart or SCRIPT FLUSH emptied the script cache; EVALSHA ran nothing.
+            self.load_scripts()
+            replies = self.roundtrip(commands, timeout)
+        return replies
+
+    def load_scripts(self) -> None:
+        """Put the backend's scripts in the server's cache (also checks it answers)."""
+        for reply in self.roundtrip([script.load() for script in ALL_SCRIPTS]):
+            if isinstance(reply, Exception):
+                raise reply
+
+    def close(self) -> None:
+        """Close every connection."""
+        self._pool.disconnect()
+
+    def describe(self, exc: BaseException) -> str:
+        """``exc`` as a message for users: what failed where, never a credential."""
+        where = self.options.where
+        if isinstance(exc, redis.sentinel.MasterNotFoundError):
+            # Its text embeds the repr of every sentinel client: say what it means instead.
+            text = (f"redis at {where}: no sentinel answered with a reachable master "
+                    f"named {self.options.sentinel!r}")
+        elif self._url.password is None and _is_credential_error(exc):
+            text = f"redis at {where} requires a password: use redis://[user]:PASSWORD@host"
+        elif _is_credential_error(exc):
+            text = f"redis at {where} refused the URL's credentials (user or password): {exc}"
+        elif isinstance(exc, RedisTimeoutError):
+            text = (f"redis at {where} did not answer in time ({exc}); see the URL options "
+                    f"connect_timeout and socket_timeout")
+        elif isinstance(exc, RedisConnectionError):
+            text = f"redis at {where} is unreachable: {exc}"
+        else:
+            text = f"redis at {where} failed: {type(exc).__name__}: {exc}"
+        for secret in self._url.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _is_credential_error(exc: BaseException) -> bool:
+    if isinstance(exc, AuthenticationError):
+        return True
+    # Redis 7 refuses HELLO before AUTH with "...called with the client already authenticated".
+    text = str(exc)
+    return isinstance(exc, ResponseError) and (
+        text.startswith(_CREDENTIAL_ERRORS) or "authenticated" in text
+    )
+
+
+def _make_pool(url: BackendURL, options: RedisOptions) -> redis.ConnectionPool:
+    query = url.query
+    settings: dict[str, Any] = {
+        "db": _database(url),
+        "username": url.username or None,
+        "password": url.password,
+        "socket_connect_timeout": options.connect_timeout,
+        "socket_timeout": options.socket_timeout,
+        "socket_keepalive": True,
+        "client_name": "conch",
+        "retry": Retry(redis.backoff.NoBackoff(), 0),
+    }
+    if url.scheme == "rediss":
+        settings.update({name: query[name] for name in _TLS_OPTIONS if name in query})
+    hosts = _hosts(url, query)
+    if options.sentinel is None:
+        host, port = hosts[0]
+        if url.scheme == "rediss":
+            settings["connection_class"] = redis.SSLConnection
+        return redis.ConnectionPool(host=host, port=port, **settings)
+    sentinel_settings: dict[str, Any] = {
+        "socket_connect_timeout": options.connect_timeout,
+        "socket_timeout": options.socket_timeout,
+        "password": query.get("sentinel_password") or None,
+        "retry": Retry(redis.backoff.NoBackoff(), 0),
+    }
+    manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        hosts, sentinel_kwargs=sentinel_settings
+    )
+    return redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
+        options.sentinel, manager, ssl=url.scheme == "rediss", **settings
+    )
+
+
+def _hosts(url: BackendURL, query: dict[str, str]) -> list[tuple[str, int]]:
+    """The Redis host, or the sentinels (``sentinel_fallback`` adds a comma list, as tooz)."""
+    port = DEFAULT_SENTINEL_PORT if query.get("sentinel") else DEFAULT_PORT
+    hosts = [(host or "localhost", given or port) for host, given in url.hosts]
+    for item in filter(None, query.get("sentinel_fallback", "").split(",")):
+        host, _, given = item.rpartition(":")
+        if not host or not given.isdigit() or not 0 < int(given) < 65536:
+            raise InvalidURL(f"sentinel_fallback wants host:port[,host:port]: {url}")
+        hosts.append((host.strip("[]"), int(given)))
+    return hosts or [("localhost", port)]
+
+
+def _database(url: BackendURL) -> int:
+    """The database number of the URL's path (``/3``); 0 without one."""
+    path = url.path.strip("/")
+    if not path:
+        return 0
+    if not path.isdigit():
+        raise InvalidURL(f"the path of a redis:// URL is a database number, as /0: {url}")
+    return int(path)
+
+
+def _count(raw: str, name: str) -> int:
+    if not raw.isdigit():
+        raise InvalidURL(f"option {name} must be a whole number >= 0, got {raw!r}")
+    return int(raw)
+

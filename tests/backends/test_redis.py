@@ -1,0 +1,329 @@
+"""The redis:// backend on a real Redis: TTL liveness, wake-ups, tokens, keys, errors, TLS.
+
+The contract suite (tests/contract) checks the behaviour every backend shares;
+these tests check what only a TTL lock on Redis has. Timings are printed
+(``pytest -s``) and asserted with generous bounds: the test machines are loaded.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import conch
+from conch.backends.redis import RedisBackend, RedisHold, lock_keys
+from tests.contract import workers
+from tests.servers.base import free_port
+from tests.servers.redis import RedisProcess, start_redis
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisProcess]:
+    """A server of this test alone: free to restart, pause, and count commands on."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def calls(server: RedisProcess, command: str) -> int:
+    """How many times the server ran ``command`` since its last ``CONFIG RESETSTAT``
+    (commands run by scripts included)."""
+    with server.admin() as admin:
+        stats = admin.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+def backend_of(coordinator: conch.Coordinator) -> RedisBackend:
+    backend = coordinator._backend
+    assert isinstance(backend, RedisBackend)
+    return backend
+
+
+def test_a_killed_holder_process_is_replaced_within_the_ttl(
+    redis_server: RedisProcess, lock_name: str
+) -> None:
+    url = f"{redis_server.url}/0?ttl=2"
+    holder = workers.spawn(url, "hold", lock_name)
+    try:
+        dead_token = int(workers.expect(holder, "held "))
+        with conch.connect(url) as coordinator:
+            lock = coordinator.lock(lock_name)
+            assert lock.acquire(blocking=False) is False
+            holder.send_signal(signal.SIGKILL)
+            holder.wait()
+            killed = time.monotonic()
+            assert lock.acquire(blocking=10)
+            took = time.monotonic() - killed
+            assert lock.token is not None and lock.token > dead_token
+            lock.release()
+    finally:
+        holder.kill()
+        holder.communicate()
+    print(f"\nkilled holder's lock taken over {took:.2f} s after SIGKILL (ttl 2 s)")
+    assert took < 2 + 1.0
+
+
+@pytest.mark.parametrize("change", ["deleted", "taken over"])
+def test_a_renewal_that_finds_the_key_changed_reports_the_lock_lost(
+    redis_server: RedisProcess, lock_name: str, change: str
+) -> None:
+    with conch.connect(f"{redis_server.url}/0?ttl=1.5") as coordinator:
+        lock = coordinator.lock(lock_name)
+        lock.acquire()
+        holder_key = lock_keys(lock_name.encode()).holder
+        with redis_server.admin() as admin:
+            if change == "deleted":
+                admin.delete(holder_key)
+            else:
+                admin.set(holder_key, b"an intruder", px=60_000)
+        assert lock.lost.wait(1.5 / 3 + 2.0), "the next renewal did not notice"
+        assert not lock.held
+        with pytest.raises(conch.LockLost):
+            lock.release()
+
+
+def test_a_server_restart_loses_the_hold_and_tokens_keep_increasing(
+    own_redis: RedisProcess, lock_name: str
+) -> None:
+    url = f"{own_redis.url}/0?ttl=1.5"
+    with conch.connect(url) as holder, conch.connect(url) as waiter:
+        held = holder.lock(lock_name)
+        held.acquire()
+        first_token = held.token
+        own_redis.restart()  # no persistence: the lock and its counter are gone
+        restarted = time.monotonic()
+        assert held.lost.wait(10), "the holder was never told"
+        print(f"\nrestart noticed by the holder after {time.monotonic() - restarted:.2f} s")
+        taker = waiter.lock(lock_name)
+        assert taker.acquire(blocking=5)
+        assert first_token is not None and taker.token is not None
+        assert taker.token > first_token, "the counter is re-seeded from the server clock"
+        taker.release()
+        with pytest.raises(conch.LockLost):
+            held.release()
+
+
+def test_a_server_paused_beyond_the_ttl_costs_the_holder_its_lock_before_it_resumes(
+    own_redis: RedisProcess, lock_name: str
+) -> None:
+    ttl = 1.5
+    url = f"{own_redis.url}/0?ttl={ttl}&socket_timeout=0.5"
+    with conch.connect(url) as holder:
+        held = holder.lock(lock_name)
+        held.acquire()
+        first_token = held.token
+        own_redis.pause()
+        paused = time.monotonic()
+        try:
+            assert held.lost.wait(ttl + 2.0), "renewals failed for the whole TTL, unnoticed"
+            told_after = time.monotonic() - paused
+        finally:
+            own_redis.resume()
+        with conch.connect(url) as waiter:
+            taker = waiter.lock(lock_name)
+            assert taker.acquire(blocking=5)
+            assert first_token is not None and taker.token is not None
+            assert taker.token > first_token
+            taker.release()
+        with pytest.raises(conch.LockLost):
+            held.release()
+    print(f"\nholder told of the loss {told_after:.2f} s into a pause (ttl {ttl} s)")
+    assert told_after <= ttl + 0.5, "the holder must know before the server frees the lock"
+
+
+def test_renewing_many_held_locks_is_one_round_trip_per_interval(
+    own_redis: RedisProcess, lock_name: str
+) -> None:
+    held_count, ttl = 20, 1.5
+    with conch.connect(f"{own_redis.url}/0?ttl={ttl}") as coordinator:
+        locks = [coordinator.lock(f"{lock_name}-{i}") for i in range(held_count)]
+        for lock in locks:
+            lock.acquire()
+        own_redis.admin().config_resetstat()
+        time.sleep(4 * ttl / 3 + 0.2)
+        renewals, expiries = calls(own_redis, "evalsha"), calls(own_redis, "pexpire")
+        for lock in locks:
+            assert lock.held
+            lock.release()
+    print(f"\n{renewals} renewal calls renewed {expiries} keys of {held_count} held locks")
+    assert 2 <= renewals <= 6, "one renewal call per ttl/3"
+    assert expiries == held_count * renewals, "each call renews every held lock"
+
+
+def test_a_retried_acquire_with_the_same_hold_value_gets_its_own_token_back(
+    redis_url: str, lock_name: str
+) -> None:
+    # What happens when an acquire's reply is lost and the step is retried.
+    with conch.connect(redis_url) as coordinator:
+        backend = backend_of(coordinator)
+        keys = lock_keys(lock_name.encode())
+        value = backend.new_hold_value()
+        token, _ = backend.try_acquire(keys, value)
+        assert token is not None
+        assert backend.try_acquire(keys, value) == (token, 0.0), "not orphaned"
+        refused, busy_for = backend.try_acquire(keys, backend.new_hold_value())
+        assert refused is None and 0 < busy_for <= 3.1
+        other = coordinator.lock(lock_name)
+        assert other.acquire(blocking=False) is False
+        backend.release(RedisHold(keys, value, 0.0))
+        assert other.acquire(blocking=False) is True
+        assert other.token is not None and other.token > token
+        other.release()
+
+
+def test_a_waiter_blocks_on_the_server_without_polling_and_wakes_on_release(
+    own_redis: RedisProcess, lock_name: str
+) -> None:
+    url = f"{own_redis.url}/0?ttl=30"  # no renewal falls in the counted window
+    with conch.connect(url) as coordinator:
+        held, waited = coordinator.lock(lock_name), coordinator.lock(lock_name)
+        held.acquire()
+        returned_at: list[float] = []
+        waiter = threading.Thread(target=lambda: returned_at.append(
+            time.monotonic() if waited.acquire() else 0.0))
+        waiter.start()
+        time.sleep(0.3)
+        own_redis.admin().config_resetstat()
+        time.sleep(2.0)
+        attempts, pops = calls(own_redis, "evalsha"), calls(own_redis, "blpop")
+        released = time.monotonic()
+        held.release()
+        waiter.join(5)
+        assert returned_at and returned_at[0] > 0
+        waited.release()
+    handoff = returned_at[0] - released
+    print(f"\nwaiting 2 s cost {attempts} acquire attempts and {pops} BLPOP; "
+          f"hand-off {handoff * 1000:.1f} ms")
+    assert attempts == 0 and pops <= 1
+    assert handoff < 1.0
+
+
+def test_a_waiter_takes_over_when_the_holders_ttl_runs_out_without_a_release(
+    redis_server: RedisProcess, redis_url: str, lock_name: str
+) -> None:
+    keys = lock_keys(lock_name.encode())
+    redis_server.admin().set(keys.holder, b"a crashed holder", px=1500)
+    with conch.connect(redis_url) as coordinator:
+        lock = coordinator.lock(lock_name)
+        started = time.monotonic()
+        assert lock.acquire(blocking=0.3) is False
+        assert 0.25 <= time.monotonic() - started < 1.3
+        assert lock.acquire(blocking=True)
+        took = time.monotonic() - started
+        lock.release()
+    print(f"\nwaiter took over {took:.2f} s after a 1.5 s TTL started (no release signal)")
+    assert 1.3 <= took < 2.8
+
+
+def test_keys_are_bounded_and_only_the_holder_expires(
+    redis_server: RedisProcess, redis_url: str
+) -> None:
+    name = "ü/../\0" * 9_000  # 63,000 bytes
+    keys = lock_keys(name.encode())
+    assert all(key.startswith(b"conch:") and len(key) < 80 for key in keys)
+    assert len({*keys, *lock_keys(name.encode()[:-1])}) == 6
+    with conch.connect(redis_url) as coordinator, coordinator.lock(name):
+        admin = redis_server.admin()
+        assert 0 < admin.pttl(keys.holder) <= 3000
+        assert admin.pttl(keys.counter) == -1, "the fencing counter never expires"
+        assert admin.get(keys.holder).endswith(coordinator.member_id.encode())
+    assert admin.exists(keys.holder) == 0
+
+
+def test_wait_replicas_without_enough_replicas_refuses_and_leaves_the_lock_free(
+    redis_server: RedisProcess, lock_name: str
+) -> None:
+    url = f"{redis_server.url}/0?ttl=1.5&wait_replicas=1"
+    with conch.connect(url) as coordinator, \
+            pytest.raises(conch.BackendUnavailable, match="WAIT answered 0"):
+        coordinator.lock(lock_name).acquire()
+    assert redis_server.admin().exists(lock_keys(lock_name.encode()).holder) == 0
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("refused", "is unreachable"),
+    ("silent", "did not answer in time"),
+    ("wrong password", "refused the URL's credentials"),
+    ("no password", "requires a password"),
+])
+def test_connection_failures_give_one_clear_message_without_the_password(
+    redis_server: RedisProcess, case: str, expected: str
+) -> None:
+    password = "hunter2-secret"
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        urls = {
+            "refused": f"redis://:{password}@127.0.0.1:{free_port()}",
+            "silent": f"redis://:{password}@127.0.0.1:{silent.getsockname()[1]}"
+                      "?connect_timeout=0.5&socket_timeout=0.5",
+            "wrong password": f"redis://:{password}@127.0.0.1:{redis_server.port}",
+            "no password": f"redis://127.0.0.1:{redis_server.port}",
+        }
+        started = time.monotonic()
+        with pytest.raises(conch.BackendUnavailable) as raised:
+            conch.connect(urls[case])
+    assert time.monotonic() - started < 3.0
+    assert expected in str(raised.value) and password not in str(raised.value)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("redis://:hunter2-secret@127.0.0.1:6379/zero", "database number"),
+    ("redis://:hunter2-secret@127.0.0.1:1,127.0.0.1:2", "sentinel=MASTER_NAME"),
+    ("redis://:hunter2-secret@127.0.0.1?ttl=soon", "ttl must be a positive number"),
+    ("redis://:hunter2-secret@127.0.0.1?wait_replicas=-1", "wait_replicas"),
+    ("redis://:hunter2-secret@127.0.0.1?sentinel_fallback=a:1", "needs ?sentinel"),
+    ("redis://:hunter2-secret@127.0.0.1?sentinel=m&sentinel_fallback=a", "host:port"),
+    ("redis://:hunter2-secret@127.0.0.1?ssl_ca_certs=/ca.pem", "rediss://"),
+    ("redis://:hunter2-secret@127.0.0.1?tls=yes", "unknown option tls"),
+])
+def test_malformed_urls_are_refused_without_the_password(url: str, expected: str) -> None:
+    with pytest.raises(conch.InvalidURL) as raised:
+        conch.connect(url)
+    assert expected in str(raised.value) and "hunter2-secret" not in str(raised.value)
+
+
+@pytest.fixture
+def tls_redis(tmp_path: pathlib.Path) -> Iterator[tuple[RedisProcess, pathlib.Path]]:
+    """A TLS-only server whose certificate (for IP 127.0.0.1) a fresh test CA signed."""
+    def openssl(*argv: str) -> None:
+        subprocess.run(["openssl", *argv], cwd=tmp_path, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+            "-subj", "/CN=conch test CA")
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext")
+    ca = tmp_path / "ca.crt"
+    server = start_redis(
+        "--tls-cert-file", str(tmp_path / "server.crt"), "--tls-key-file",
+        str(tmp_path / "server.key"), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+        tls=ssl.create_default_context(cafile=str(ca)),
+    )
+    try:
+        yield server, ca
+    finally:
+        server.cleanup()
+
+
+def test_rediss_locks_over_tls_and_refuses_an_unknown_certificate(
+    tls_redis: tuple[RedisProcess, pathlib.Path], lock_name: str
+) -> None:
+    server, ca = tls_redis
+    url = f"rediss://127.0.0.1:{server.port}?ssl_ca_certs={ca}"
+    with conch.connect(url) as coordinator, coordinator.lock(lock_name) as lock:
+        assert lock.token is not None
+    with pytest.raises(conch.BackendUnavailable, match="certificate verify failed"):
+        conch.connect(f"rediss://127.0.0.1:{server.port}?connect_timeout=1")

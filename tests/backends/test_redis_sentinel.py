@@ -1,0 +1,142 @@
+"""redis:// through Sentinel: a real master, replica and sentinel; the master is killed.
+
+The sentinel declares the master down after 1 s without answers and, as the
+only sentinel (quorum 1), promotes the replica; the lock's connections follow.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import conch
+from conch.backends.redis import lock_keys
+from tests.servers.base import require_binary, wait_until
+from tests.servers.redis import RedisProcess, start_redis
+
+MASTER_NAME = "conch-master"
+
+SENTINEL_CONF = """\
+port {port}
+bind 127.0.0.1
+dir {dir}
+sentinel monitor {name} 127.0.0.1 {master_port} 1
+sentinel down-after-milliseconds {name} 1000
+sentinel failover-timeout {name} 10000
+"""
+
+
+class SentinelGroup:
+    """A master, its replica, and one sentinel watching them."""
+
+    def __init__(self) -> None:
+        self.master = start_redis(name="redis-master")
+        self.replica = start_redis("--replicaof", "127.0.0.1", str(self.master.port),
+                                   name="redis-replica")
+        wait_until(self._replica_in_sync, 15, "the replica's first sync")
+        # Started after the sync, so its first INFO of the master lists the replica.
+        self.sentinel = self._start_sentinel()
+        wait_until(self._sentinel_knows_the_replica, 15, "the sentinel's view of the replica")
+
+    def url(self, query: str = "") -> str:
+        """The URL that finds the master through the sentinel."""
+        return f"redis://127.0.0.1:{self.sentinel.port}/0?sentinel={MASTER_NAME}" + (
+            f"&{query}" if query else "")
+
+    def fail_over(self) -> float:
+        """SIGKILL the master; return the seconds until the sentinel names the replica."""
+        killed = time.monotonic()
+        self.master.kill()
+        wait_until(self._replica_promoted, 30, "the failover")
+        return time.monotonic() - killed
+
+    def cleanup(self) -> None:
+        for server in (self.sentinel, self.replica, self.master):
+            server.cleanup()
+
+    def _start_sentinel(self) -> RedisProcess:
+        binary = require_binary("redis-sentinel", "redis-sentinel")
+        sentinel = RedisProcess("redis-sentinel")
+        conf = os.path.join(sentinel.data_dir, "sentinel.conf")  # the sentinel rewrites it
+        with open(conf, "w") as out:
+            out.write(SENTINEL_CONF.format(port=sentinel.port, dir=sentinel.data_dir,
+                                           name=MASTER_NAME, master_port=self.master.port))
+        sentinel.start([binary, conf])
+        return sentinel
+
+    def _replica_in_sync(self) -> bool:
+        with self.replica.admin() as replica:
+            return bool(replica.info("replication").get("master_link_status") == "up")
+
+    def _sentinel_knows_the_replica(self) -> bool:
+        with self.sentinel.admin() as sentinel:
+            replicas = sentinel.sentinel_slaves(MASTER_NAME)
+        return any(int(replica["port"]) == self.replica.port for replica in replicas)
+
+    def _replica_promoted(self) -> bool:
+        # The sentinel names the new master a moment before it clears the failover's
+        # down flags, and clients (redis-py) only trust a master without them.
+        with self.sentinel.admin() as sentinel:
+            state = sentinel.sentinel_master(MASTER_NAME)
+        return bool(int(state["port"]) == self.replica.port
+                    and not state["is_sdown"] and not state["is_odown"])
+
+
+@pytest.fixture
+def sentinel_group() -> Iterator[SentinelGroup]:
+    """A fresh group per test: a failover changes who is master."""
+    group = SentinelGroup()
+    try:
+        yield group
+    finally:
+        group.cleanup()
+
+
+def test_locks_through_sentinel_live_on_the_master(
+    sentinel_group: SentinelGroup, lock_name: str
+) -> None:
+    with conch.connect(sentinel_group.url()) as coordinator, \
+            coordinator.lock(lock_name) as lock:
+        assert lock.token is not None
+        with sentinel_group.master.admin() as master:
+            assert master.exists(lock_keys(lock_name.encode()).holder) == 1
+
+
+def test_locking_continues_after_a_failover(
+    sentinel_group: SentinelGroup, lock_name: str
+) -> None:
+    with conch.connect(sentinel_group.url()) as coordinator:
+        lock = coordinator.lock(lock_name)
+        with lock:
+            before = lock.token
+        failover = sentinel_group.fail_over()
+        started = time.monotonic()
+        with lock:
+            after = lock.token
+        first_lock = time.monotonic() - started
+    print(f"\nfailover took {failover:.2f} s; first lock after it {first_lock * 1000:.0f} ms")
+    assert before is not None and after is not None and after > before
+
+
+def test_a_lock_acquired_with_wait_replicas_is_still_held_on_the_new_master(
+    sentinel_group: SentinelGroup, lock_name: str
+) -> None:
+    # The other member does not wait for replicas: after the failover there is none left.
+    with conch.connect(sentinel_group.url("wait_replicas=1&ttl=10")) as holder, \
+            conch.connect(sentinel_group.url()) as other:
+        lock = holder.lock(lock_name)
+        assert lock.acquire(blocking=False)
+        sentinel_group.fail_over()  # right after: the acquire's WAIT saw the replica have it
+        with sentinel_group.replica.admin() as new_master:
+            assert new_master.exists(lock_keys(lock_name.encode()).holder) == 1
+        assert other.lock(lock_name).acquire(blocking=False) is False
+        time.sleep(10 / 3 + 0.5)  # at least one renewal, now on the new master
+        assert lock.held and not lock.lost.is_set()
+        lock.release()
+        taker = other.lock(lock_name)
+        assert taker.acquire(blocking=False)
+        assert taker.token is not None and lock.token is None
+        taker.release()
