@@ -160,8 +160,13 @@ class Lock:
         try:
             if backend_holds:
                 self._handle.release()
+        except LockLost:  # the backend found the hold gone only now
+            self.lost.set()
+            raise
         except Exception as exc:
             if state is _State.HELD:
+                if isinstance(exc, ConchError):
+                    raise
                 raise BackendUnavailable(self._describe_error(exc)) from None
         finally:
             self._occupied.release()

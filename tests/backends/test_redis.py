@@ -327,3 +327,20 @@ def test_rediss_locks_over_tls_and_refuses_an_unknown_certificate(
         assert lock.token is not None
     with pytest.raises(conch.BackendUnavailable, match="certificate verify failed"):
         conch.connect(f"rediss://127.0.0.1:{server.port}?connect_timeout=1")
+
+
+def test_release_of_a_hold_that_vanished_unnoticed_raises_lock_lost(
+    own_redis: RedisProcess, lock_name: str
+) -> None:
+    # The key is gone before any renewal looked (as after a pause longer than the
+    # TTL): release must say so, never report a silent success.
+    with conch.connect(f"{own_redis.url}/0?ttl=30") as coordinator:
+        lock = coordinator.lock(lock_name)
+        assert lock.acquire(blocking=False)
+        with own_redis.admin() as admin:
+            admin.flushall()
+        with pytest.raises(conch.LockLost, match="expired or changed holder"):
+            lock.release()
+        assert lock.lost.is_set() and not lock.held
+        assert lock.acquire(blocking=False)  # the object is usable again
+        lock.release()

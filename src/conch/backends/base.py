@@ -62,7 +62,11 @@ class LockHandle(abc.ABC):
 
     @abc.abstractmethod
     def release(self) -> None:
-        """Free the lock (best effort when the hold was already lost)."""
+        """Free the lock (best effort when the hold was already lost).
+
+        Raise :class:`conch.LockLost` when the lock turns out to be no longer this
+        hold's (expired, taken over): the caller must hear of it, not a silent release.
+        """
 
 
 class Backend(abc.ABC):

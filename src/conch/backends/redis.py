@@ -58,7 +58,7 @@ from conch.backends.redis_client import Command, RedisClient, RedisOptions
 from conch.backends.redis_scripts import ACQUIRE, RELEASE, RENEW
 from conch.backends.session import Heartbeat, Holds
 from conch.capabilities import Capabilities
-from conch.errors import BackendUnavailable, NotStarted
+from conch.errors import BackendUnavailable, LockLost, NotStarted
 from conch.url import BackendURL
 
 log = logging.getLogger("conch")
@@ -213,8 +213,10 @@ class RedisBackend(Backend):
         with self._calls() as client:
             freed = _reply(_retry_once(lambda: client.run([self._release_command(hold)]))[0])
         if not freed and not hold.reported_lost:
-            log.warning("lock key %s expired or changed holder before its release, "
-                        "unnoticed: was the process paused?", hold.keys.holder.decode())
+            raise LockLost(
+                f"lock key {hold.keys.holder.decode()} expired or changed holder before its "
+                "release, unnoticed: was the process paused longer than the TTL?"
+            )
 
     def renew(self) -> None:
         """Renew every hold in one round-trip; report those found gone, or about to expire."""
