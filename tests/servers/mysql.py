@@ -1,0 +1,150 @@
+"""A real MariaDB 10.11 for the tests: ``mysql_server`` (session) and ``mysql_url``.
+
+The data directory is initialised once per test session (``mariadb-install-db``,
+about 2 s). ``root`` logs in only over the Unix socket (``unix_socket``
+authentication), which the harness uses to administer the server; the tests
+connect over TCP as ``conch`` with a password, so a wrong password is a real
+refusal by the server. The server also speaks TLS with a self-signed
+certificate for 127.0.0.1 (:attr:`MySQLServer.certificate`), which user
+``conch_tls`` must use.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+
+import pymysql  # type: ignore[import-untyped]
+import pytest
+
+from tests.servers.base import ServerProcess, free_port, require_binary
+
+USER = "conch"
+TLS_USER = "conch_tls"
+DATABASE = "conch"
+
+
+class MySQLServer(ServerProcess):
+    """One ``mariadbd`` on a free loopback port, its data in a temp dir."""
+
+    def __init__(self, durable: bool = False) -> None:
+        """``durable``: flush InnoDB's log at each commit, as a production server does
+        (tests skip it for speed; benchmarks need it, since each acquire commits a token)."""
+        self.durable = durable
+        self.port = free_port()
+        # Characters that must be percent-encoded in a URL: the tests prove they survive.
+        self.password = f"p@ss:w/rd-{uuid.uuid4().hex}"
+        super().__init__("mysql", self._answers_ping)
+        self.datadir = os.path.join(self.data_dir, "data")
+        self.socket = os.path.join(self.data_dir, "sock")
+        self.certificate = os.path.join(self.data_dir, "server-cert.pem")
+        """The server's self-signed certificate: the CA file for TLS clients."""
+        self._private_key = os.path.join(self.data_dir, "server-key.pem")
+
+    @property
+    def url(self) -> str:
+        """The URL tests use: user ``conch`` with its password, database ``conch``."""
+        return self.url_with()
+
+    def url_with(self, password: str | None = None, port: int | None = None,
+                 database: str = DATABASE, query: str = "", user: str = USER) -> str:
+        """:attr:`url` with another password, port, database, query string or user."""
+        secret = urllib.parse.quote(self.password if password is None else password, safe="")
+        return (f"mysql://{user}:{secret}@127.0.0.1:{port or self.port}/{database}"
+                f"{'?' + query if query else ''}")
+
+    def initialise(self) -> None:
+        """Create the data directory, start the server, create the test user and database."""
+        installed = subprocess.run(
+            ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.datadir}",
+             "--auth-root-authentication-method=socket", "--skip-test-db"],
+            capture_output=True, check=False,
+        )
+        if installed.returncode != 0:
+            raise RuntimeError(f"mariadb-install-db failed: {installed.stdout.decode()} "
+                               f"{installed.stderr.decode()}")
+        self._make_certificate()
+        self.start([
+            "mariadbd", "--no-defaults", "--user=root", f"--datadir={self.datadir}",
+            "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.socket}",
+            "--skip-name-resolve",
+            # A test server: durability across an OS crash is not what the tests check.
+            f"--innodb-flush-log-at-trx-commit={1 if self.durable else 2}",
+            "--innodb-buffer-pool-size=32M", "--max-connections=300",
+            f"--ssl-cert={self.certificate}", f"--ssl-key={self._private_key}",
+        ])
+        self.create_database(DATABASE)
+        self.execute(
+            f"CREATE USER '{TLS_USER}'@'127.0.0.1' IDENTIFIED BY '{self.password}' REQUIRE SSL",
+            f"GRANT ALL ON `{DATABASE}`.* TO '{TLS_USER}'@'127.0.0.1'",
+        )
+
+    def create_database(self, name: str) -> None:
+        """Create database ``name`` (if missing) and let the test user use it, over TCP
+        (``127.0.0.1``) and over the Unix socket (``localhost``)."""
+        statements = [f"CREATE DATABASE IF NOT EXISTS `{name}`"]
+        for host in ("127.0.0.1", "localhost"):
+            statements += [
+                f"CREATE USER IF NOT EXISTS '{USER}'@'{host}' IDENTIFIED BY '{self.password}'",
+                f"GRANT ALL ON `{name}`.* TO '{USER}'@'{host}'",
+            ]
+        self.execute(*statements)
+
+    def execute(self, *statements: str) -> list[tuple[object, ...]]:
+        """Run ``statements`` as root over the socket; the rows of the last one."""
+        admin = pymysql.connect(unix_socket=self.socket, user="root", autocommit=True)
+        try:
+            with admin.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+                return list(cursor.fetchall())
+        finally:
+            admin.close()
+
+    def _make_certificate(self) -> None:
+        made = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1",
+             "-keyout", self._private_key, "-out", self.certificate],
+            capture_output=True, check=False,
+        )
+        if made.returncode != 0:
+            raise RuntimeError(f"openssl failed: {made.stderr.decode()}")
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def _answers_ping(self) -> bool:
+        ping = subprocess.run(["mariadb-admin", "--no-defaults", "-S", self.socket, "ping"],
+                              capture_output=True, check=False)
+        return ping.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[MySQLServer]:
+    """A MariaDB server shared by the whole test session."""
+    for binary in ("mariadbd", "mariadb-install-db", "mariadb-admin"):
+        require_binary(binary, "mariadb-server")
+    require_binary("openssl", "openssl")
+    server = MySQLServer()
+    try:
+        server.initialise()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def mysql_url(mysql_server: MySQLServer) -> str:
+    """The server's URL; restarts the server if an earlier test left it stopped or paused."""
+    if mysql_server.running:
+        mysql_server.resume()
+    else:
+        mysql_server.start(mysql_server._argv)
+    return mysql_server.url
