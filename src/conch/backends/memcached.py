@@ -1,0 +1,309 @@
+"""``memcached://host:port``: TTL locks on one memcached 1.6 server.
+
+Translation of the contract (connection details in :mod:`conch.backends.memcached_client`):
+
+* **hold**: ``add`` of the name's key (``conch:<sha256 hex>``), whose value is
+  random to this hold, with expiry ``?ttl=`` (whole seconds, default 10).
+  ``add`` stores only when the key is absent: one holder at a time.
+* **liveness**: the coordinator's one :class:`~conch.backends.session.Heartbeat`
+  reads every held key with one ``gets`` and extends each still holding our
+  value with ``cas`` (only if unchanged since the read) every ``(ttl - 1) / 3``
+  s: memcached's clock ticks once a second, so a key set to live ``ttl`` s is
+  only sure to live ``ttl - 1``. A key found gone or holding another value is
+  reported lost; when renewals fail, each hold is reported lost at the last
+  failed renewal before that lease would end. A crashed holder's locks are
+  free after the TTL: the backend is not session-bound.
+* **release** is atomic: ``gets`` the key; if it holds our value, delete it with
+  the meta protocol's compare-and-delete (``md <key> C<cas>``), which deletes
+  nothing if the key changed since the read. A hold that expired and was taken
+  by another process is never deleted by its late release (tooz's driver reads,
+  then deletes: its own comment admits it may delete another holder's lock).
+* **wait**: memcached cannot notify (``notify`` is False). A release wakes the
+  waiters of this process at once; other processes poll with a back-off capped
+  at 10 ms (:mod:`conch.backends.memcached_waiting`). A timed wait never sleeps
+  past its deadline.
+* **fencing token**: ``incr`` of the name's counter key (``...:token``), right
+  after the ``add`` succeeded, so successive holders get increasing tokens. A
+  counter found missing (first use, eviction, restart) is first created with
+  the wall clock in microseconds: tokens stay above those handed out before, as
+  long as the name got fewer acquisitions than microseconds passed since its
+  counter was created, and the clock of the host re-creating it is not behind
+  by more than that margin.
+* **restart grace**: a restart (or ``flush_all``) empties the server: every
+  lock is free at once, while its holder learns of the loss only at its next
+  renewal. So the server's state carries an epoch key (``conch:epoch``, no
+  expiry): an acquirer whose counter is missing and finds no epoch knows the
+  server lost its state, creates a grace key that expires after ``ttl`` s, then
+  the epoch, and (like every acquirer who sees the grace key) frees what it
+  took and grants nothing until the grace key expires. By then every earlier
+  holder has been told its lock was lost (if all clients use the same ``ttl``).
+  A fresh server, too, grants its first lock one TTL after first use.
+* **lost replies**: an acquire keeps its hold value across retries; a retry that
+  finds the key holding its own value holds the lock rather than orphaning it.
+
+Error handling: each call waits at most ``?timeout=`` for its reply
+(connecting: ``?connect_timeout=``; both 2 s by default; renewals at most one
+renewal interval), then raises :class:`~conch.BackendUnavailable`. An acquire
+or release is retried once on a fresh connection: both are idempotent. An
+acquire that fails leaves nothing held: it frees what it may have taken or,
+when the server is unreachable, that key expires within the TTL.
+
+Memcached is a cache: a held key must never be evicted. Give the server memory
+to spare, or run it with ``-M`` (refuse to store rather than evict; an acquire
+then fails with :class:`~conch.BackendUnavailable`). An evicted counter is
+re-created from the clock, as after a restart. See ``docs/memcached.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+import time
+
+from pymemcache.client.base import Client  # type: ignore[import-untyped]
+from pymemcache.exceptions import MemcacheError  # type: ignore[import-untyped]
+
+from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
+from conch.backends.memcached_client import (
+    KEY_PREFIX,
+    TRANSIENT,
+    ConnectionPool,
+    LockKeys,
+    MemcachedOptions,
+    compare_and_delete,
+    lock_keys,
+)
+from conch.backends.memcached_waiting import LOCAL_RELEASES, Backoff
+from conch.backends.session import Heartbeat, Holds
+from conch.capabilities import Capabilities
+from conch.errors import BackendUnavailable
+from conch.url import BackendURL
+
+log = logging.getLogger("conch")
+
+EPOCH_KEY = KEY_PREFIX + b"epoch"
+GRACE_KEY = KEY_PREFIX + b"grace"
+# During a restart grace period (seconds long) waiters poll more slowly.
+GRACE_POLL = 0.05
+# A compare-and-delete (or a renewal's cas) finds the CAS id changed when our own
+# renewal (or release) changed the key after the read: read again, a few times at most.
+_CAS_TRIES = 3
+
+
+@dataclasses.dataclass(eq=False)
+class MemcachedHold:
+    """A lock this coordinator holds, kept alive by its heartbeat."""
+
+    keys: LockKeys
+    value: bytes
+    valid_until: float
+    """Monotonic time by which the server frees it unless a renewal succeeds."""
+
+
+class MemcachedBackend(Backend):
+    """Locks on one memcached server (see the module documentation)."""
+
+    capabilities = Capabilities(
+        session_bound=False, fencing=True, fifo=False, notify=False,
+        shared_locks=False, distributed=True,
+    )
+
+    def __init__(self, url: BackendURL, member_id: str) -> None:
+        super().__init__(url, member_id)
+        self.options = MemcachedOptions.from_url(url)
+        self.holds: Holds[MemcachedHold] = Holds()
+        self.pool = ConnectionPool(self.options)
+        self.renewal_interval = self.options.lease / 3
+        self._heartbeat: Heartbeat | None = None
+        # The heartbeat's own connection: a renewal waits no longer than one interval.
+        self._renewer = self.pool.new_client(min(self.options.timeout, self.renewal_interval))
+
+    def connect(self) -> None:
+        self.pool.check_server()
+        self._heartbeat = Heartbeat("conch-memcached-renewal", self.renewal_interval, self.renew)
+        self._heartbeat.start()
+
+    def close(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.stop()
+        self.holds.lose_all("the coordinator was stopped")
+        self._renewer.close()
+        self.pool.close()
+
+    def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return _MemcachedLock(self, lock_keys(key), on_lost)
+
+    def signal_key(self, keys: LockKeys) -> bytes:
+        """The key of this lock among the process's local releases (per server)."""
+        return f"{self.options.where} ".encode() + keys.holder
+
+    def new_hold_value(self) -> bytes:
+        """A value no other hold ever has (the member id only helps a human reading keys)."""
+        member = self.member_id.encode("ascii", "backslashreplace")[:100]
+        return secrets.token_hex(16).encode() + b" " + member
+
+    def try_acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
+        """One attempt to hold ``keys`` with ``value``: ``(token, 0)`` or, when busy,
+        ``(None, seconds to pause at least)``. Repeating it with the same ``value`` is safe."""
+
+        def attempt(client: Client, retried: bool) -> tuple[int | None, float]:
+            # After a lost reply our own add may have stored it: then it is ours.
+            if not client.add(keys.holder, value, expire=self.options.ttl) \
+                    and not (retried and client.get(keys.holder) == value):
+                return None, 0.0
+            token = self._next_token(client, keys)
+            if token is None:  # restart grace: hold nothing until it ends
+                self._free(client, keys, value)
+                return None, GRACE_POLL
+            return token, 0.0
+
+        try:
+            return self.pool.run(attempt)
+        except TRANSIENT as exc:
+            # Twice unreachable: freeing would fail alike. What the add may have
+            # stored expires within the TTL.
+            raise BackendUnavailable(self.pool.describe(exc)) from None
+        except BaseException as exc:
+            self._abandon(keys, value)
+            if isinstance(exc, MemcacheError):
+                raise BackendUnavailable(self.pool.describe(exc)) from None
+            raise
+
+    def keep(
+        self, keys: LockKeys, value: bytes, sent: float, on_lost: LossCallback
+    ) -> MemcachedHold:
+        """Start renewing a hold acquired by a request sent at monotonic time ``sent``."""
+        hold = MemcachedHold(keys, value, sent + self.options.lease)
+        self.holds.add(hold, on_lost)
+        return hold
+
+    def release(self, hold: MemcachedHold) -> None:
+        """Stop renewing ``hold``, free its lock if still ours, and wake local waiters."""
+        self.holds.discard(hold)
+
+        def free(client: Client, retried: bool) -> bool:
+            # After a lost reply the key may be gone because our own delete ran.
+            return self._free(client, hold.keys, hold.value) or retried
+
+        try:
+            freed = self.pool.run(free)
+        except (*TRANSIENT, MemcacheError) as exc:
+            raise BackendUnavailable(self.pool.describe(exc)) from None
+        finally:
+            LOCAL_RELEASES.released(self.signal_key(hold.keys))
+        if not freed:
+            log.warning("lock key %s had expired or changed holder before its release",
+                        hold.keys.holder.decode())
+
+    def renew(self) -> None:
+        """Extend every hold still ours; report those found gone, or about to expire."""
+        holds = self.holds.snapshot()
+        if not holds:
+            return
+        sent = time.monotonic()
+        try:
+            found = self._renewer.gets_many([hold.keys.holder for hold in holds])
+            for hold in holds:
+                if self._extend(hold, found.get(hold.keys.holder)):
+                    hold.valid_until = sent + self.options.lease
+                else:
+                    self.holds.lose(hold, "its TTL ran out, or another holder took it")
+        except (*TRANSIENT, MemcacheError) as exc:
+            self._renewer.close()
+            why = self.pool.describe(exc)
+            log.warning("renewing %d memcached lock(s) failed: %s", len(holds), why)
+            # The next renewal would come too late for these: the server frees them first.
+            deadline = time.monotonic() + self.renewal_interval
+            for hold in holds:
+                if hold.valid_until <= deadline:
+                    self.holds.lose(hold, f"renewals failed until its TTL ran out: {why}")
+
+    def _extend(self, hold: MemcachedHold, found: tuple[bytes, bytes] | None) -> bool:
+        """Extend ``hold``'s key if it still holds its value (``found``: value and CAS id)."""
+        key = hold.keys.holder
+        for _ in range(_CAS_TRIES):
+            if found is None or found[0] != hold.value:
+                return False
+            # cas, not touch: touch would extend a key another holder set since the read.
+            if self._renewer.cas(key, hold.value, found[1], expire=self.options.ttl):
+                return True
+            value, cas = self._renewer.gets(key)
+            found = None if value is None else (value, cas)
+        return False
+
+    def _next_token(self, client: Client, keys: LockKeys) -> int | None:
+        """The fencing token of a hold just taken, or ``None`` during a restart grace period."""
+        token = client.incr(keys.counter, 1)
+        if token is None:  # no counter: a new name, an eviction, or a server that lost its state
+            if self._in_grace(client):
+                return None
+            client.add(keys.counter, str(time.time_ns() // 1000).encode(), expire=0)
+            token = client.incr(keys.counter, 1)
+            if token is None:
+                raise BackendUnavailable(f"memcached at {self.options.where} evicts the fencing "
+                                         f"counter as soon as it is stored: give it more memory")
+        return int(token)
+
+    def _in_grace(self, client: Client) -> bool:
+        """True while the server may still have holders from before it lost its state."""
+        found = client.get_many([EPOCH_KEY, GRACE_KEY])
+        if EPOCH_KEY not in found:
+            # Grace first: whoever sees the epoch then sees the grace key until it expires.
+            client.add(GRACE_KEY, b"restart", expire=self.options.ttl)
+            client.add(EPOCH_KEY, str(time.time_ns() // 1000).encode(), expire=0)
+            log.warning("memcached at %s lost its state (restart, flush, or first use): no "
+                        "lock is granted for %d s", self.options.where, self.options.ttl)
+        return GRACE_KEY in found or EPOCH_KEY not in found
+
+    def _free(self, client: Client, keys: LockKeys, value: bytes) -> bool:
+        """Delete ``keys.holder`` if it holds ``value``; False when it does not."""
+        for _ in range(_CAS_TRIES):
+            found, cas = client.gets(keys.holder)
+            if found != value:
+                return False
+            reply = compare_and_delete(client, keys.holder, cas)
+            if reply != b"EX":
+                return reply == b"HD"
+        return False
+
+    def _abandon(self, keys: LockKeys, value: bytes) -> None:
+        """Best effort: free a lock an acquire that is failing may have taken."""
+        try:
+            with self.pool.client() as client:
+                self._free(client, keys, value)
+        except (*TRANSIENT, MemcacheError, BackendUnavailable):
+            log.warning("could not free lock key %s after a failed acquire; it expires "
+                        "within the TTL", keys.holder.decode())
+
+
+class _MemcachedLock(LockHandle):
+    def __init__(self, backend: MemcachedBackend, keys: LockKeys, on_lost: LossCallback) -> None:
+        self._backend = backend
+        self._keys = keys
+        self._on_lost = on_lost
+        self._hold: MemcachedHold | None = None
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        backend = self._backend
+        value = backend.new_hold_value()
+        backoff = Backoff()
+        with LOCAL_RELEASES.watching(backend.signal_key(self._keys)) as watch:
+            while True:
+                seen = watch.releases
+                sent = time.monotonic()
+                token, at_least = backend.try_acquire(self._keys, value)
+                if token is not None:
+                    self._hold = backend.keep(self._keys, value, sent, self._on_lost)
+                    return token
+                remaining = deadline.remaining()
+                if remaining == 0:
+                    return None
+                pause = max(backoff.next_pause(), at_least)
+                watch.wait(seen, pause if remaining is None else min(pause, remaining))
+
+    def release(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self._backend.release(hold)
