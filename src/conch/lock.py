@@ -78,6 +78,7 @@ def wait_budget(blocking: Blocking) -> float | None:
 
 class _State(enum.Enum):
     IDLE = "idle"
+    ACQUIRING = "acquiring"
     HELD = "held"
     LOST = "lost"
 
@@ -103,6 +104,7 @@ class Lock:
         self._state = _State.IDLE
         self._token: int | None = None
         self._backend_holds = False  # the handle still needs release()
+        self._loss_while_acquiring: str | None = None
         self._handle = make_handle(self._mark_lost)
 
     def __repr__(self) -> str:
@@ -121,37 +123,53 @@ class Lock:
     def acquire(self, blocking: Blocking = True) -> bool:
         """Take the lock; see the module's table for ``blocking``. Returns whether it was taken.
 
-        Raises :class:`BackendUnavailable` when the backend cannot be reached.
+        Raises :class:`BackendUnavailable` when the backend cannot be reached. A hold
+        the backend loses before this returns is still reported: ``True``, with
+        :attr:`lost` already set.
         """
         deadline = Deadline(wait_budget(blocking))
         remaining = deadline.remaining()
         if not self._occupied.acquire(timeout=-1 if remaining is None else remaining):
             return False
+        with self._mutex:
+            self._state = _State.ACQUIRING
+            self._loss_while_acquiring = None
         try:
             token = self._handle.acquire(deadline)
         except BaseException as exc:
-            self._occupied.release()
+            self._give_up_acquiring()
             if isinstance(exc, Exception) and not isinstance(exc, ConchError):
                 raise BackendUnavailable(self._describe_error(exc)) from None
             raise
         if token is None:
-            self._occupied.release()
+            self._give_up_acquiring()
             return False
         with self._mutex:
             if self.lost.is_set():
                 self.lost.clear()
-            self._token = token
-            self._state = _State.HELD
             self._backend_holds = True
+            # A loss the backend reported before we got here belongs to this hold.
+            lost_reason, self._loss_while_acquiring = self._loss_while_acquiring, None
+            self._state = _State.HELD if lost_reason is None else _State.LOST
+            self._token = token if lost_reason is None else None
+        if lost_reason is not None:
+            log.warning("lock %r lost: %s", self.name, lost_reason)
+            self.lost.set()
+            return True
         self._on_hold_change(self, True)
         return True
+
+    def _give_up_acquiring(self) -> None:
+        with self._mutex:
+            self._state = _State.IDLE
+        self._occupied.release()
 
     def release(self) -> None:
         """Free the lock. Raises :class:`LockNotHeld` when not held and :class:`LockLost`
         when the hold was lost before this call (the object is free again either way)."""
         with self._mutex:
             state = self._state
-            if state is _State.IDLE:
+            if state is _State.IDLE or state is _State.ACQUIRING:
                 raise LockNotHeld(f"lock {self.name!r} is not held by this object")
             self._state = _State.IDLE
             self._token = None
@@ -176,6 +194,9 @@ class Lock:
     def _mark_lost(self, reason: str) -> None:
         """Record that the backend lost this hold (called by the backend, any thread)."""
         with self._mutex:
+            if self._state is _State.ACQUIRING:
+                self._loss_while_acquiring = reason
+                return
             if self._state is not _State.HELD:
                 return
             self._state = _State.LOST

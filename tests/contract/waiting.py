@@ -31,7 +31,7 @@ LEASE_MARGIN = 5.0
 """Seconds beyond the lease a backend without ``session_bound`` may take to free them."""
 
 DEFAULT_LEASE = 30.0
-"""The lease assumed when the URL does not set one with ``?ttl=``."""
+"""The lease assumed when the URL sets none with ``?ttl=`` (or ZooKeeper's ``?timeout=``)."""
 
 
 def handoff_bound(capabilities: conch.Capabilities) -> float:
@@ -43,12 +43,13 @@ def dead_holder_bound(coordinator: conch.Coordinator) -> float:
     """Seconds within which the locks of a killed holder must be free again.
 
     A backend without ``session_bound`` frees them when their lease runs out; the
-    suite reads the lease from the URL option ``ttl`` (seconds), which server
-    fixtures of such backends set short.
+    suite reads the lease from the URL option ``ttl`` (or ``timeout``, the session
+    timeout of zookeeper://), in seconds, which server fixtures set short.
     """
     if coordinator.capabilities.session_bound:
         return SESSION_END
-    lease = parse_url(coordinator.url).query.get("ttl")
+    query = parse_url(coordinator.url).query
+    lease = query.get("ttl") or query.get("timeout")
     return (float(lease) if lease else DEFAULT_LEASE) + LEASE_MARGIN
 
 
