@@ -1,0 +1,193 @@
+"""Redis: conch ``redis://`` against tooz's redis driver, redis-py's Lock and python-redis-lock.
+
+* **conch**: an ACQUIRE script (``SET`` + fencing token) and a RELEASE script;
+  a waiter blocks in ``BLPOP`` on a signal the release pushes; one renewal call
+  per coordinator every ``ttl / 3`` whatever the number of locks held.
+* **tooz** wraps redis-py's Lock (below) and renews each lock from its heartbeat.
+* **redis-py Lock** (``client.lock(name, timeout=10)``): ``SET NX PX``, a release
+  script; a blocked acquire retries every 100 ms (its default ``sleep``). No renewal.
+* **python-redis-lock** (``expire=10, auto_renewal=True``): ``GET`` + ``SET NX EX``,
+  waits in ``BLPOP`` on a signal like conch; one renewal thread per held lock.
+* **floor**: a one-token list, ``BLPOP`` to take and ``LPUSH`` to give back: one
+  request each, blocking in the server; no TTL, no owner check, no token.
+
+``python -m benchmarks.contenders.redis`` also counts, per acquisition, the
+requests each library sends (writes to the socket, a pipeline counting once)
+and the commands the server runs (commands inside scripts included).
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import multiprocessing.connection
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
+import redis_lock  # type: ignore[import-untyped]
+from redis.connection import AbstractConnection
+from tests.servers.redis import start_redis
+
+from benchmarks.contenders.base import Contender, LockLike, Target
+from benchmarks.contenders.common import Conch, Tooz
+
+TARGETS = (
+    Target("hand-off p50 ≤ 0.1x redis-py Lock's (notified, not polled every 100 ms)",
+           "handoff p50", "conch", 0.1, peer="redis-py Lock"),
+    Target("uncontended p50 ≤ 1.5x redis-py Lock's (two requests per cycle each)",
+           "uncontended p50", "conch", 1.5, peer="redis-py Lock"),
+)
+
+
+@contextmanager
+def target() -> Iterator[str]:
+    """A Redis server of the test harness (with a password), stopped by PID afterwards."""
+    server = start_redis(password=f"bench-{uuid.uuid4().hex}")
+    try:
+        yield f"{server.url}/0"
+    finally:
+        server.cleanup()
+
+
+
+
+
+
+class _Client(Contender):
+    """A contender on a plain redis-py client."""
+
+    def setup(self) -> None:
+        self._client = redis.Redis.from_url(self.target)
+
+    def teardown(self) -> None:
+        self._client.close()
+
+
+class RedisPyLock(_Client):
+    """redis-py's ``Lock`` with a 10 s TTL and its defaults otherwise."""
+
+    name = "redis-py Lock"
+    distribution = "redis"
+
+    def lock(self, name: str) -> LockLike:
+        lock: LockLike = self._client.lock(name, timeout=10)
+        return lock
+
+
+class PythonRedisLock(_Client):
+    """python-redis-lock's ``Lock`` with a 10 s TTL renewed by its own thread."""
+
+    name = "python-redis-lock"
+    distribution = "python-redis-lock"
+
+    def lock(self, name: str) -> LockLike:
+        lock: LockLike = redis_lock.Lock(self._client, name, expire=10, auto_renewal=True)
+        return lock
+
+
+class _TokenList:
+    """A list holding one token: ``BLPOP`` takes it, ``LPUSH`` puts it back."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self._client = client
+        self._key = f"bench-floor:{name}"
+        if client.set(f"{self._key}:created", 1, nx=True):  # the first process adds the token
+            client.lpush(self._key, 1)
+
+    def acquire(self) -> bool:
+        self._client.blpop([self._key], 0)
+        return True
+
+    def release(self) -> None:
+        self._client.lpush(self._key, 1)
+
+
+class BareTokenList(_Client):
+    """The floor: one blocking request to take, one to give back."""
+
+    name = "bare BLPOP/LPUSH"
+    distribution = "redis"
+    floor = True
+
+    def lock(self, name: str) -> LockLike:
+        return _TokenList(self._client, name)
+
+
+CONTENDERS: tuple[type[Contender], ...] = (
+    Conch, Tooz, RedisPyLock, PythonRedisLock, BareTokenList,
+)
+
+
+# Requests per acquisition -------------------------------------------------------------
+
+
+def _count_requests() -> Callable[[], int]:
+    """Count every write of a redis-py connection from now on; return the reader."""
+    sent = [0]
+    original = AbstractConnection.send_packed_command
+
+    @functools.wraps(original)
+    def counting(self: AbstractConnection, *args: object, **kwargs: object) -> None:
+        sent[0] += 1
+        original(self, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    return lambda: sent[0]
+
+
+def _cycles(contender_class: type[Contender], target: str, name: str, seconds: float,
+            report: multiprocessing.connection.Connection) -> None:
+    """In a child: acquire and release ``name`` for ``seconds``; send (cycles, requests)."""
+    contender = contender_class(target)
+    contender.setup()
+    lock = contender.lock(name)
+    requests = _count_requests()
+    cycles, stop_at = 0, time.monotonic() + seconds
+    while time.monotonic() < stop_at:
+        lock.acquire()
+        lock.release()
+        cycles += 1
+    report.send((cycles, requests()))
+    contender.teardown()
+
+
+def requests_per_acquisition(contender_class: type[Contender], target: str,
+                             processes: int, seconds: float = 2.0) -> tuple[float, float]:
+    """(client requests, server commands) per acquisition with ``processes`` contending."""
+    fork = multiprocessing.get_context("fork")
+    name = f"count-{uuid.uuid4().hex}"
+    with redis.Redis.from_url(target) as admin:
+        before = int(admin.info("stats")["total_commands_processed"])
+        pipes = [fork.Pipe(duplex=False) for _ in range(processes)]
+        children = [fork.Process(target=_cycles, args=(contender_class, target, name, seconds,
+                                                       sender)) for _, sender in pipes]
+        for child in children:
+            child.start()
+        counts = [receiver.recv() for receiver, _ in pipes]
+        for child in children:
+            child.join()
+        # Minus the two INFO calls of this count.
+        executed = int(admin.info("stats")["total_commands_processed"]) - before - 2
+    acquisitions = sum(cycles for cycles, _ in counts)
+    return (sum(requests for _, requests in counts) / acquisitions,
+            executed / acquisitions)
+
+
+def main() -> None:
+    """Print the requests-per-acquisition table (markdown)."""
+    print("| contender | requests/acq. alone | server cmds/acq. alone "
+          "| requests/acq. 2 procs | server cmds/acq. 2 procs |")
+    print("|---|---|---|---|---|")
+    with target() as url:
+        for contender_class in CONTENDERS:
+            alone = requests_per_acquisition(contender_class, url, 1)
+            shared = requests_per_acquisition(contender_class, url, 2)
+            print(f"| {contender_class.name} | {alone[0]:.2f} | {alone[1]:.2f} "
+                  f"| {shared[0]:.2f} | {shared[1]:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

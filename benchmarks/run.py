@@ -1,0 +1,193 @@
+"""``python -m benchmarks.run SERVER... [--quick] [--out DIR] [--only NAME,...]``.
+
+Measures every contender of each server side by side in one run (measurement by
+measurement, so load changes hit all of them alike), prints the markdown report
+and writes ``<out>/<server>.md`` and ``<server>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
+
+from benchmarks import harness, report
+from benchmarks.contenders import load, servers
+from benchmarks.contenders.base import Contender, Settings
+from benchmarks.harness import ContenderResult
+from conch import ConchError
+from conch.url import parse_url
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO_ROOT, "benchmarks", "results")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = args.out or (None if args.quick else RESULTS_DIR)
+    for name in args.servers:
+        server = load(name)
+        settings = server.settings.quick() if args.quick else server.settings
+        contenders = [c for c in server.contenders if not args.only or c.name in args.only]
+        environment = _environment()
+        with server.target() as target:
+            environment["target"] = _describe(target)
+            results = measure(contenders, target, settings)
+        environment["load_after"] = os.getloadavg()
+        outcomes = [report.evaluate(goal, results) for goal in server.targets]
+        text = report.markdown(name, environment, settings, results, outcomes)
+        print(text)
+        if out is not None:
+            document = report.document(name, environment, settings, results, outcomes)
+            for path in report.write(out, name, document, text):
+                _progress(f"wrote {path}")
+    return 0
+
+
+def measure(
+    contenders: Sequence[type[Contender]], target: str, settings: Settings
+) -> dict[str, ContenderResult]:
+    """Every measurement of ``settings`` for each contender, one contender at a time.
+
+    Uncontended and hand-off work comes in blocks that every contender takes in turn,
+    and all contended runs of one process count follow each other, so that a change
+    in the machine's load hits every contender alike.
+    """
+    results = {c.name: ContenderResult(c.name, _version(c), c.floor) for c in contenders}
+
+    def run(what: str, contender: type[Contender], step: Callable[[], Any]) -> Any:
+        started = time.monotonic()
+        try:
+            outcome = step()
+        except harness.MeasurementFailed as exc:
+            results[contender.name].errors[what] = str(exc)
+            _progress(f"{what:<16} {contender.name:<18} FAILED: {exc}")
+            return None
+        _progress(f"{what:<16} {contender.name:<18} {_brief(outcome)}"
+                  f"  [{time.monotonic() - started:.1f} s]")
+        return outcome
+
+    durations: dict[str, list[int]] = {c.name: [] for c in contenders}
+    handoffs: dict[str, list[harness.HandoffRun]] = {c.name: [] for c in contenders}
+    for block in range(1, settings.blocks + 1):
+        for contender in contenders:
+            cycles = run(f"uncontended {block}/{settings.blocks}", contender, functools.partial(
+                harness.uncontended, contender, target, settings.iterations // settings.blocks))
+            durations[contender.name].extend(cycles or ())
+    for block in range(1, settings.blocks + 1):
+        holds = harness.hold_times(settings, settings.handoff_rounds // settings.blocks, block)
+        for contender in contenders:
+            pingpong = run(f"hand-off {block}/{settings.blocks}", contender,
+                           functools.partial(harness.handoff, contender, target, holds))
+            if pingpong is not None:
+                handoffs[contender.name].append(pingpong)
+    for name, result in results.items():
+        failed = " ".join(result.errors)  # a figure from fewer blocks would not compare
+        if durations[name] and "uncontended" not in failed:
+            result.uncontended = harness.Latency.of(durations[name])
+        if handoffs[name] and "hand-off" not in failed:
+            result.handoff = harness.Handoff.of(handoffs[name])
+    for count in settings.process_counts:
+        for contender in contenders:
+            throughput = run(
+                f"contended x{count}", contender,
+                functools.partial(harness.contended, contender, target, settings, count))
+            if throughput is not None:
+                results[contender.name].contended[count] = throughput
+    return results
+
+
+def _brief(outcome: Any) -> str:
+    if isinstance(outcome, harness.HandoffRun):
+        outcome = harness.Latency.of(outcome.durations_ns)
+    elif isinstance(outcome, list):
+        outcome = harness.Latency.of(outcome)
+    if isinstance(outcome, harness.Latency):
+        return f"p50 {outcome.p50_us:.1f} µs, p99 {outcome.p99_us:.1f} µs"
+    if isinstance(outcome, harness.Throughput):
+        return f"{outcome.total_per_s:,.0f} acq/s, Jain {outcome.jain:.2f}"
+    return ""
+
+
+def _environment() -> dict[str, Any]:
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
+        "conch_commit": _git_commit(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "cpus": os.cpu_count() or 1,
+        "load_before": os.getloadavg(),
+    }
+
+
+def _describe(target: str) -> str:
+    """A URL without its credentials; a directory with its file system (which sets flock's cost)."""
+    if not os.path.isdir(target):
+        try:
+            return parse_url(target).redacted()
+        except ConchError:
+            return target.partition(":")[0] + "://…"
+    path = os.path.realpath(target)
+    best = ("", "?")
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            _, mount_point, fs_type, *_ = line.split()
+            inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best[0]):
+                best = (mount_point, fs_type)
+    return f"a temporary directory on {best[1]} ({path})"
+
+
+def _git_commit() -> str:
+    """HEAD, marked when src/ has uncommitted changes (read-only git commands)."""
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=REPO_ROOT, timeout=10, check=False)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").stdout.strip()
+        changed = git("diff", "--quiet", "HEAD", "--", "src").returncode == 1
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted changes in src/' if changed else ''}"
+
+
+def _version(contender: type[Contender]) -> str:
+    if not contender.distribution:
+        return ""
+    try:
+        return metadata.version(contender.distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description="Benchmark conch against peer lock libraries."
+    )
+    parser.add_argument("servers", nargs="+", choices=servers(), metavar="SERVER",
+                        help=f"one or more of: {', '.join(servers())}")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run, about a tenth of the work; writes only with --out")
+    parser.add_argument("--out", metavar="DIR",
+                        help=f"where to write <server>.md and .json (default: {RESULTS_DIR})")
+    parser.add_argument("--only", type=lambda text: set(text.split(",")), metavar="NAME,...",
+                        help="measure only these contenders (targets need their peers)")
+    return parser
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
