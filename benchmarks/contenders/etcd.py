@@ -1,0 +1,163 @@
+"""etcd v3: conch ``etcd://`` against tooz's ``etcd3+http`` driver (etcd3gw).
+
+* **conch**: one lease per coordinator; an uncontended cycle is two requests
+  (a transaction that puts the key if nobody queues, a delete). A waiter watches
+  its predecessor's key, so a release wakes it through the watch stream.
+* **tooz** (etcd3gw, over ``requests``): each acquire grants a new lease and
+  tries a put-if-absent transaction; a blocked acquire retries it about once a
+  second; release deletes the key but never revokes the lease, so every
+  acquire leaves a lease behind until its TTL (30 s) runs out.
+* **etcd lock service**: etcd's own ``/v3/lock/lock`` and ``/v3/lock/unlock``
+  (the same queue recipe, run inside the server) over one urllib3 pool and one
+  lease per process: one request to lock (it blocks in the server until the
+  lock is ours), one to unlock, nothing else: the least a client can do, but
+  not a floor for hand-offs. Its waiter watches from the revision it read, an
+  "unsynced" watch that etcd serves from a loop running every 100 ms
+  (mvcc ``syncWatchersLoop``), so its hand-offs take tens of milliseconds.
+
+``python -m benchmarks.contenders.etcd`` also counts the leases each library
+leaves in etcd after 100 acquire/release cycles and its coordinator's stop.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import urllib3
+from tests.servers.etcd import EtcdServer, start_etcd
+
+from benchmarks.contenders import common
+from benchmarks.contenders.base import Contender, LockLike, Settings, Target
+from benchmarks.contenders.common import Conch
+
+# tooz's hand-offs take about a second each and its cycles ~10 ms: fewer rounds keep a
+# run near three minutes.
+SETTINGS = Settings(iterations=1_000, handoff_rounds=60)
+
+TARGETS = (
+    Target("hand-off p50 ≤ 0.1x tooz's (watched, not polled once a second)",
+           "handoff p50", "conch", 0.1, peer="tooz"),
+    Target("uncontended p50 ≤ 0.5x tooz's (one lease per session, not one per acquire)",
+           "uncontended p50", "conch", 0.5, peer="tooz"),
+    Target("uncontended p50 ≤ 1.5x etcd's own lock service (two requests per cycle each)",
+           "uncontended p50", "conch", 1.5, peer="etcd lock service"),
+)
+
+
+@contextmanager
+def target() -> Iterator[str]:
+    """An etcd of the test harness (no auth: tooz's driver takes no credentials)."""
+    server = start_etcd()
+    try:
+        yield f"etcd://{server.endpoint}"
+    finally:
+        server.cleanup()
+
+
+def _endpoint(url: str) -> str:
+    return url.removeprefix("etcd://")
+
+
+
+
+class Tooz(common.Tooz):
+    """tooz's ``etcd3+http://`` driver: a started coordinator's ``get_lock``."""
+
+    def tooz_url(self) -> str:
+        return f"etcd3+http://{_endpoint(self.target)}"
+
+
+class _ServiceLock:
+    """A name of etcd's lock service: ``lock`` blocks in the server, ``unlock`` frees it."""
+
+    def __init__(self, pool: urllib3.HTTPConnectionPool, lease: str, name: str) -> None:
+        self._pool = pool
+        self._lease = lease
+        self._name = base64.b64encode(name.encode()).decode()
+        self._key = ""
+
+    def acquire(self) -> bool:
+        answer = _post(self._pool, "/v3/lock/lock", {"name": self._name, "lease": self._lease})
+        self._key = answer["key"]
+        return True
+
+    def release(self) -> None:
+        _post(self._pool, "/v3/lock/unlock", {"key": self._key})
+
+
+class EtcdLockService(Contender):
+    """etcd's own lock service: two requests per cycle on one lease."""
+
+    name = "etcd lock service"
+
+    def setup(self) -> None:
+        host, _, port = _endpoint(self.target).partition(":")
+        self._pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=4, retries=False,
+                                                timeout=urllib3.Timeout(connect=3, read=None))
+        self._lease = _post(self._pool, "/v3/lease/grant", {"TTL": 60})["ID"]
+
+    def lock(self, name: str) -> LockLike:
+        return _ServiceLock(self._pool, self._lease, name)
+
+    def teardown(self) -> None:
+        _post(self._pool, "/v3/lease/revoke", {"ID": self._lease})
+        self._pool.close()
+
+
+def _post(pool: urllib3.HTTPConnectionPool, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = pool.urlopen("POST", path, body=json.dumps(body).encode())
+    if response.status != 200:
+        raise RuntimeError(f"{path}: HTTP {response.status} {response.data[:200]!r}")
+    answer: dict[str, Any] = json.loads(response.data)
+    return answer
+
+
+CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, EtcdLockService)
+
+
+# Leases left behind -------------------------------------------------------------------
+
+
+def _cycle_and_stop(contender_class: type[Contender], url: str, cycles: int) -> None:
+    """In a child: ``cycles`` acquire/release cycles, then stop the library."""
+    contender = contender_class(url)
+    contender.setup()
+    lock = contender.lock(f"leases-{uuid.uuid4().hex}")
+    for _ in range(cycles):
+        lock.acquire()
+        lock.release()
+    contender.teardown()
+
+
+def leases_left(contender_class: type[Contender], server: EtcdServer, cycles: int) -> int:
+    """How many more leases etcd holds after a process ran ``cycles`` cycles and stopped."""
+    before = server.lease_ids()
+    child = multiprocessing.get_context("fork").Process(
+        target=_cycle_and_stop, args=(contender_class, f"etcd://{server.endpoint}", cycles))
+    child.start()
+    child.join()
+    return len(server.lease_ids() - before)
+
+
+def main() -> None:
+    """Print the leases-left table (markdown)."""
+    cycles = 100
+    print(f"| contender | leases left after {cycles} cycles and stop |")
+    print("|---|--:|")
+    server = start_etcd()
+    try:
+        for contender_class in CONTENDERS:
+            print(f"| {contender_class.name} | {leases_left(contender_class, server, cycles)} |",
+                  flush=True)
+    finally:
+        server.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""A real etcd 3.4 (Debian package ``etcd-server``) for the tests: ``etcd_server``, ``etcd_url``.
+
+One member on free loopback ports (client and peer), data in a temp directory.
+The shared server has auth enabled (user ``root`` with a random password), so
+every test also runs through etcd's auth tokens. :func:`start_etcd` starts more
+servers for tests that break one (kill, pause, wipe): never leave the shared
+server broken, though ``etcd_url`` restarts or resumes it if a test did.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.servers.base import ServerProcess, free_port, require_binary
+
+SHORT_TTL = 3
+"""The lease TTL of ``etcd_url``: the locks of a killed holder are free after it."""
+
+
+class EtcdServer(ServerProcess):
+    """One etcd member on a free client port and a free peer port."""
+
+    def __init__(self, password: str | None = None) -> None:
+        self.port = free_port()
+        self.peer_port = free_port()
+        self.password = password
+        """The password of user ``root`` once auth is enabled (``None``: no auth)."""
+        super().__init__("etcd", self._healthy, start_timeout=20.0)
+
+    @property
+    def endpoint(self) -> str:
+        """``127.0.0.1:port`` of the client API (gRPC and the JSON gateway)."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def url(self, prefix: str | None = None, **options: object) -> str:
+        """An ``etcd://`` URL (as root when auth is on) with a fresh key prefix unless
+        ``prefix`` is given; ``options`` become its query."""
+        auth = f"root:{self.password}@" if self.password else ""
+        path = prefix if prefix is not None else f"/conch-test-{uuid.uuid4().hex}"
+        query = "&".join(f"{name}={value}" for name, value in options.items())
+        return f"etcd://{auth}{self.endpoint}{path}{'?' + query if query else ''}"
+
+    def call(self, path: str, body: dict[str, object]) -> dict[str, Any]:
+        """POST to the JSON gateway as root (the tests' own inspection); etcd's answer."""
+        headers = {}
+        if self.password and path != "/v3/auth/authenticate":
+            token = self.call("/v3/auth/authenticate", {"name": "root", "password": self.password})
+            headers["Authorization"] = str(token["token"])
+        request = urllib.request.Request(
+            f"http://{self.endpoint}{path}", data=json.dumps(body).encode(), method="POST",
+            headers=headers,
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer: dict[str, Any] = json.load(response)
+        return answer
+
+    def lease_ids(self) -> set[int]:
+        """The IDs of every lease the server holds."""
+        return {int(lease["ID"]) for lease in self.call("/v3/lease/leases", {}).get("leases", [])}
+
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``."""
+        start = prefix.encode()
+        end = start[:-1] + bytes([start[-1] + 1])
+        answer = self.call("/v3/kv/range", {"key": _b64(start), "range_end": _b64(end),
+                                            "keys_only": True})
+        return [base64.b64decode(kv["key"]).decode() for kv in answer.get("kvs", [])]
+
+    def launch(self, *extra: str) -> EtcdServer:
+        """Start the member (a new cluster in ``data_dir``; ``extra`` are more flags)."""
+        binary = require_binary("etcd", "etcd-server")
+        client = f"http://127.0.0.1:{self.port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        self.start([
+            binary, "--name", "n1", "--data-dir", f"{self.data_dir}/member",
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"n1={peer}", "--initial-cluster-state", "new",
+            "--listen-metrics-urls", "", "--log-level", "warn", "--logger", "zap", *extra,
+        ])
+        if self.password:
+            self._enable_auth()
+        return self
+
+    def _enable_auth(self) -> None:
+        # etcd enables auth only once user root exists with role root (etcd docs, "Role
+        # based access control": enabling authentication).
+        password, self.password = self.password, None  # no token before auth is on
+        self.call("/v3/auth/role/add", {"name": "root"})
+        self.call("/v3/auth/user/add", {"name": "root", "password": password})
+        self.call("/v3/auth/user/grant", {"user": "root", "role": "root"})
+        self.call("/v3/auth/enable", {})
+        self.password = password
+
+    def _healthy(self) -> bool:
+        with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=1) as response:
+            return bool(json.load(response).get("health") == "true")
+
+
+def start_etcd(password: str | None = None) -> EtcdServer:
+    """A fresh etcd member, with auth when ``password`` is given (stop it with ``cleanup()``)."""
+    return EtcdServer(password).launch()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    """One etcd with auth enabled for the whole test session."""
+    server = EtcdServer(password=f"pw-{uuid.uuid4().hex}")
+    try:
+        yield server.launch()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def etcd_url(etcd_server: EtcdServer) -> str:
+    """A URL with a key prefix of its own and a short lease TTL; restarts or resumes the
+    shared server if an earlier test left it down."""
+    if etcd_server.running:
+        etcd_server.resume()
+    else:
+        etcd_server.start(etcd_server._argv)
+    return etcd_server.url(ttl=SHORT_TTL)
