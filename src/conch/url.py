@@ -157,6 +157,8 @@ def backend_class(url: BackendURL) -> type[Backend]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if exc.name and exc.name.split(".")[0] == "conch":
+            raise  # a bug in conch itself, not a missing client library
         raise InvalidURL(
             f"the {url.scheme}:// backend needs a client library that is not installed "
             f"({exc.name}); install conch[{url.scheme}]"
