@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import uuid
 from collections.abc import Iterator
@@ -33,10 +34,24 @@ def memory_url() -> str:
     return f"memory://test-{uuid.uuid4().hex}"
 
 
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest) -> str:
-    """The URL of each backend in turn."""
-    return str(request.getfixturevalue(f"{request.param}_url"))
+# The contract suite runs through conch.aio too (seen through the sync API by
+# tests/aio/sync_view.py), as backend "<name>-async": on these backends unless
+# CONCH_ASYNC_CONTRACT names others ("all", or a comma-separated list).
+_ASYNC_CHOICE = os.environ.get("CONCH_ASYNC_CONTRACT", "file,memory,redis,postgresql")
+ASYNC_BACKENDS = [name for name in BACKENDS
+                  if _ASYNC_CHOICE == "all" or name in _ASYNC_CHOICE.split(",")]
+
+
+@pytest.fixture(params=[*BACKENDS, *(f"{name}-async" for name in ASYNC_BACKENDS)])
+def url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of each backend in turn (through the async API for ``<name>-async``)."""
+    name = str(request.param)
+    if name.endswith("-async"):
+        from tests.aio.sync_view import use_async_api
+
+        use_async_api(monkeypatch)
+        name = name.removesuffix("-async")
+    return str(request.getfixturevalue(f"{name}_url"))
 
 
 @pytest.fixture

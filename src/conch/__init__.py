@@ -12,7 +12,9 @@ from conch.coordinator import Coordinator, connect
 from conch.decorators import synchronized
 from conch.errors import (
     BackendUnavailable,
+    BreakRefused,
     ConchError,
+    HolderChanged,
     InvalidLockName,
     InvalidURL,
     LockAcquireFailed,
@@ -21,17 +23,22 @@ from conch.errors import (
     NotStarted,
     NotSupported,
 )
+from conch.introspection import HolderInfo, LockInfo
 from conch.lock import Lock
 
 __all__ = [
     "BackendUnavailable",
+    "BreakRefused",
     "Capabilities",
     "ConchError",
     "Coordinator",
+    "HolderChanged",
+    "HolderInfo",
     "InvalidLockName",
     "InvalidURL",
     "Lock",
     "LockAcquireFailed",
+    "LockInfo",
     "LockLost",
     "LockNotHeld",
     "NotStarted",

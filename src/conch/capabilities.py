@@ -18,6 +18,9 @@ class Capabilities:
     ``notify``: waiters are woken by the backend, not by polling.
     ``shared_locks``: reader/writer (shared) locks are available.
     ``distributed``: the lock excludes processes on different hosts.
+    ``introspection``: :meth:`conch.Coordinator.describe` and ``holders`` show who holds a lock.
+    ``breakable``: :meth:`conch.Coordinator.break_lock` frees another process's hold, and
+    that holder is told it lost the lock.
     """
 
     session_bound: bool
@@ -26,6 +29,8 @@ class Capabilities:
     notify: bool
     shared_locks: bool
     distributed: bool
+    introspection: bool = False
+    breakable: bool = False
 
     @classmethod
     def names(cls) -> frozenset[str]:

@@ -1,4 +1,5 @@
-"""The ``conch`` command: ``exec`` runs a command under a lock, ``demo`` shows conch at work.
+"""The ``conch`` command: ``exec`` runs a command under a lock, ``demo`` shows conch at work,
+``ls``/``show``/``break``/``wait`` look at locks from outside (:mod:`conch.cli_introspection`).
 
 Every subcommand takes ``--url`` (default: ``CONCH_URL``, then a per-user
 ``file://`` directory). Errors are one line, ``conch: error: ...``, never a
@@ -16,10 +17,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from conch.cli_introspection import EXIT_NO_PERMISSION, add_commands
 from conch.coordinator import Coordinator
 from conch.defaults import default_url
 from conch.demo import add_arguments, run_demo
-from conch.errors import BackendUnavailable, ConchError, InvalidLockName, InvalidURL
+from conch.errors import BackendUnavailable, BreakRefused, ConchError, InvalidLockName, InvalidURL
 from conch.exec import (
     DEFAULT_GRACE,
     EXIT_CANNOT_EXECUTE,
@@ -86,7 +88,6 @@ def _parser() -> _Parser:
         epilog="Run 'conch COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"conch {_version()}")
-    # Room for `ls`, `show`, `break` and `wait`: each is one more _add_* function.
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     url = _Parser(add_help=False)
     url.add_argument(
@@ -95,6 +96,7 @@ def _parser() -> _Parser:
     )
     _add_exec(commands, url)
     _add_demo(commands, url)
+    add_commands(commands, url, _Parser, _seconds)
     return parser
 
 
@@ -180,6 +182,8 @@ def _status_of(exc: ConchError) -> int:
         return EXIT_USAGE
     if isinstance(exc, BackendUnavailable):
         return EXIT_UNAVAILABLE
+    if isinstance(exc, BreakRefused):
+        return EXIT_NO_PERMISSION
     return 1
 
 

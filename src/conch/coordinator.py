@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import TypeVar
 
-from conch.backends.base import Backend
+from conch import metrics
+from conch.backends.base import Backend, LockHandle, LossCallback
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, ConchError, NotStarted
+from conch.introspection import LockInfo, matching
 from conch.lock import Lock, LockName, lock_key
 from conch.url import backend_class, parse_url
+
+T = TypeVar("T")
 
 
 class Coordinator:
@@ -90,20 +95,54 @@ class Coordinator:
             lock._abandon("the coordinator was stopped")
         backend.close()
 
-    def lock(self, name: LockName) -> Lock:
-        """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock)."""
+    def lock(self, name: LockName, metric_label: str | None = None) -> Lock:
+        """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock).
+
+        ``metric_label`` is the ``conch.lock`` attribute of its metrics: keep the number
+        of distinct labels small (default: :func:`conch.metrics.name_label`).
+        """
         key = lock_key(name)
         backend = self._backend
         if backend is None:
             raise NotStarted(f"{self!r} is not started: call start() or use conch.connect()")
-        return Lock(
-            name,
-            lambda on_lost: backend.handle(key, on_lost),
-            self._describe_error,
-            self._track_hold,
-        )
+
+        def make_handle(on_lost: LossCallback) -> LockHandle:
+            return backend.handle(key, on_lost)
+
+        if metrics.ENABLED:
+            label = metrics.bounded(metric_label) if metric_label else metrics.name_label(name)
+            return Lock(name, metrics.metered(make_handle, self._url.scheme, label),
+                        self._describe_error, self._track_hold)
+        return Lock(name, make_handle, self._describe_error, self._track_hold)
 
     get_lock = lock
+
+    def describe(self, name: LockName) -> LockInfo:
+        """Who holds lock ``name`` now, since when, and who waits (``None`` where the
+        backend cannot tell). Raises :class:`conch.NotSupported` unless the backend has
+        the ``introspection`` capability."""
+        key = lock_key(name)
+        return self._introspect(lambda backend: backend.describe_lock(key))
+
+    def holders(self, prefix: LockName = "") -> list[LockInfo]:
+        """The locks held now whose name starts with ``prefix``, sorted by name
+        (``introspection`` capability)."""
+        wanted = prefix.encode("utf-8", "surrogateescape") if isinstance(prefix, str) \
+            else bytes(prefix)
+        return self._introspect(lambda backend: matching(backend.list_locks(wanted), wanted))
+
+    def break_lock(self, name: LockName, token: int | None = None) -> LockInfo:
+        """Free lock ``name`` whoever holds it; the holder is told it lost the lock (at its
+        next renewal or session check). With ``token``, only the hold with that fencing
+        token is broken, else :class:`conch.HolderChanged` is raised.
+        Returns the lock as it was just before (``holder`` ``None``: it was free).
+
+        Only for holders that are gone or stuck: the holder may still be acting on
+        what the lock protects, which is why stores should check fencing tokens.
+        Raises :class:`conch.NotSupported` unless the backend is ``breakable``.
+        """
+        key = lock_key(name)
+        return self._introspect(lambda backend: backend.break_lock(key, token))
 
     def __enter__(self) -> Coordinator:
         return self.start()
@@ -115,6 +154,17 @@ class Coordinator:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _introspect(self, look: Callable[[Backend], T]) -> T:
+        backend = self._backend
+        if backend is None:
+            raise NotStarted(f"{self!r} is not started: call start() or use conch.connect()")
+        try:
+            return look(backend)
+        except ConchError:
+            raise
+        except Exception as exc:
+            raise BackendUnavailable(self._describe_error(exc)) from None
 
     def _track_hold(self, lock: Lock, held: bool) -> None:
         if held:

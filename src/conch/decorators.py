@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
 import string
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from conch.aio.coordinator import AsyncCoordinator
 from conch.coordinator import Coordinator
 from conch.defaults import default_coordinator
 from conch.errors import LockAcquireFailed
-from conch.lock import Blocking, Lock, wait_budget
+from conch.lock import Blocking, LockName, wait_budget
 
 log = logging.getLogger("conch")
 
@@ -23,7 +22,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def synchronized(
-    template: str, blocking: Blocking = True, coordinator: Coordinator | None = None
+    template: str,
+    blocking: Blocking = True,
+    coordinator: Coordinator | AsyncCoordinator | None = None,
 ) -> Callable[[F], F]:
     """Decorate a function (plain or ``async def``) to run while holding a lock.
 
@@ -33,47 +34,66 @@ def synchronized(
     ``ValueError`` when decorating. ``blocking`` is as for ``Lock.acquire``; not
     acquired in time raises :class:`conch.LockAcquireFailed`. ``coordinator=None``
     uses the process default (``CONCH_URL``, else a per-user ``file://`` directory).
-    Wait and hold times are logged at DEBUG on the ``conch`` logger.
+    A coroutine function waits through :mod:`conch.aio`, without blocking its event
+    loop and without a thread per waiting call; either kind of coordinator serves
+    either kind of function. Wait and hold times are logged at DEBUG on the
+    ``conch`` logger; metrics are labelled with ``template``, not the formatted name.
     """
     wait_budget(blocking)
 
     def decorate(func: F) -> F:
         name_of = _lock_namer(template, func)
 
-        def lock_for(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Lock:
-            return (coordinator or default_coordinator()).lock(name_of(args, kwargs))
-
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                lock = lock_for(args, kwargs)
+                lock = _async_coordinator(coordinator).lock(name_of(args, kwargs), template)
                 started = time.monotonic()
-                if not await _acquire_in_thread(lock, blocking):
-                    raise _not_acquired(lock, func, blocking)
-                acquired = _log_acquired(lock, func, started)
+                if not await lock.acquire(blocking):
+                    raise _not_acquired(lock.name, func, blocking)
+                acquired = _log_acquired(lock.name, func, started)
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    _release(lock, func, acquired)
+                    try:
+                        await lock.release()
+                    finally:
+                        _log_released(lock.name, func, acquired)
 
             return cast(F, run_async)
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
-            lock = lock_for(args, kwargs)
+            lock = _sync_coordinator(coordinator).lock(name_of(args, kwargs), template)
             started = time.monotonic()
             if not lock.acquire(blocking):
-                raise _not_acquired(lock, func, blocking)
-            acquired = _log_acquired(lock, func, started)
+                raise _not_acquired(lock.name, func, blocking)
+            acquired = _log_acquired(lock.name, func, started)
             try:
                 return func(*args, **kwargs)
             finally:
-                _release(lock, func, acquired)
+                try:
+                    lock.release()
+                finally:
+                    _log_released(lock.name, func, acquired)
 
         return cast(F, run)
 
     return decorate
+
+
+def _sync_coordinator(given: Coordinator | AsyncCoordinator | None) -> Coordinator:
+    if given is None:
+        return default_coordinator()
+    return given.coordinator if isinstance(given, AsyncCoordinator) else given
+
+
+def _async_coordinator(given: Coordinator | AsyncCoordinator | None) -> AsyncCoordinator:
+    if isinstance(given, AsyncCoordinator):
+        return given
+    # One AsyncCoordinator per coordinator, so concurrent calls share its wait queues.
+    return AsyncCoordinator.sharing(given or default_coordinator())
 
 
 def _lock_namer(
@@ -101,65 +121,20 @@ def _lock_namer(
     return name_of
 
 
-def _not_acquired(lock: Lock, func: Callable[..., Any], blocking: Blocking) -> LockAcquireFailed:
+def _not_acquired(
+    name: LockName, func: Callable[..., Any], blocking: Blocking
+) -> LockAcquireFailed:
     waited = "at once" if blocking is False else f"within {blocking} s"
-    return LockAcquireFailed(f"{func.__qualname__}: lock {lock.name!r} not acquired {waited}")
+    return LockAcquireFailed(f"{func.__qualname__}: lock {name!r} not acquired {waited}")
 
 
-def _log_acquired(lock: Lock, func: Callable[..., Any], started: float) -> float:
+def _log_acquired(name: LockName, func: Callable[..., Any], started: float) -> float:
     acquired = time.monotonic()
     log.debug("lock %r acquired by %s after waiting %.6f s",
-              lock.name, func.__qualname__, acquired - started)
+              name, func.__qualname__, acquired - started)
     return acquired
 
 
-def _release(lock: Lock, func: Callable[..., Any], acquired: float) -> None:
-    try:
-        lock.release()
-    finally:
-        log.debug("lock %r released by %s after holding %.6f s",
-                  lock.name, func.__qualname__, time.monotonic() - acquired)
-
-
-async def _acquire_in_thread(lock: Lock, blocking: Blocking) -> bool:
-    """``lock.acquire(blocking)`` without blocking the event loop.
-
-    The wait runs in its own thread (not the loop's bounded executor, which a
-    few waiters would exhaust). If the task is cancelled, a hold that arrives
-    later is released at once, so a cancelled acquire leaves nothing held.
-    """
-    loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[bool] = loop.create_future()
-    cancelled = threading.Event()
-
-    def deliver(acquired: bool) -> None:
-        if not outcome.done():
-            outcome.set_result(acquired)
-        elif acquired:
-            lock.release()
-
-    def deliver_error(exc: BaseException) -> None:
-        if not outcome.done():
-            outcome.set_exception(exc)
-
-    def wait() -> None:
-        try:
-            acquired = lock.acquire(blocking)
-        except BaseException as exc:
-            loop.call_soon_threadsafe(deliver_error, exc)
-            return
-        if cancelled.is_set() and acquired:
-            lock.release()
-            return
-        try:
-            loop.call_soon_threadsafe(deliver, acquired)
-        except RuntimeError:  # the loop is closed: nobody will use this hold
-            if acquired:
-                lock.release()
-
-    threading.Thread(target=wait, name=f"conch-acquire-{lock.name!r}", daemon=True).start()
-    try:
-        return await outcome
-    except asyncio.CancelledError:
-        cancelled.set()
-        raise
+def _log_released(name: LockName, func: Callable[..., Any], acquired: float) -> None:
+    log.debug("lock %r released by %s after holding %.6f s",
+              name, func.__qualname__, time.monotonic() - acquired)

@@ -227,9 +227,9 @@ class _LockWitness(Coordinator):
         self.last_lock: Lock | None = None
         self.asked = 0.0
 
-    def lock(self, name: LockName) -> Lock:
+    def lock(self, name: LockName, metric_label: str | None = None) -> Lock:
         self.asked = time.monotonic()
-        self.last_lock = super().lock(name)
+        self.last_lock = super().lock(name, metric_label)
         return self.last_lock
 
 

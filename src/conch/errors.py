@@ -41,3 +41,12 @@ class BackendUnavailable(ConchError):
 
 class NotStarted(ConchError):
     """The coordinator was used before ``start()`` or after ``stop()``."""
+
+
+class BreakRefused(ConchError):
+    """The backend refused to break a hold (the URL's user lacks the right)."""
+
+
+class HolderChanged(ConchError):
+    """``break_lock(name, token=...)``: the lock is no longer held by the hold with that
+    token (released, or taken by someone else since it was described); nothing was broken."""

@@ -76,6 +76,19 @@ def wait_budget(blocking: Blocking) -> float | None:
     return None if math.isinf(blocking) else float(blocking)
 
 
+class _LossEvent(threading.Event):
+    """:attr:`Lock.lost`: an Event that also calls the lock's loss listeners when set."""
+
+    def __init__(self, listeners: list[Callable[[], None]]) -> None:
+        super().__init__()
+        self._listeners = listeners
+
+    def set(self) -> None:
+        super().set()
+        for listener in self._listeners:
+            listener()
+
+
 class _State(enum.Enum):
     IDLE = "idle"
     ACQUIRING = "acquiring"
@@ -94,7 +107,8 @@ class Lock:
         on_hold_change: Callable[[Lock, bool], None],
     ) -> None:
         self.name = name
-        self.lost = threading.Event()
+        self._loss_listeners: list[Callable[[], None]] = []
+        self.lost: threading.Event = _LossEvent(self._loss_listeners)
         """Set when a hold is lost before ``release()``; cleared by the next acquire."""
         self._describe_error = describe_error
         self._on_hold_change = on_hold_change
@@ -119,6 +133,11 @@ class Lock:
     def token(self) -> int | None:
         """The fencing token of the current hold, or ``None`` when not held."""
         return self._token if self._state is _State.HELD else None
+
+    def add_loss_listener(self, listener: Callable[[], None]) -> None:
+        """Also call ``listener()`` whenever :attr:`lost` is set, on the thread that sets it
+        (a backend's, or the one releasing): adapters such as :mod:`conch.aio` use it."""
+        self._loss_listeners.append(listener)
 
     def acquire(self, blocking: Blocking = True) -> bool:
         """Take the lock; see the module's table for ``blocking``. Returns whether it was taken.

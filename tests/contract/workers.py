@@ -155,6 +155,9 @@ def _contend(name: str, history: str, counter: str, threads: str) -> None:
 
 
 if __name__ == "__main__":
+    from tests.aio.sync_view import install_in_worker
+
+    install_in_worker()  # a test of the async API runs its workers through it too
     command, *arguments = sys.argv[1:]
     if command == "hold":
         _hold(*arguments)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from conch.capabilities import Capabilities
+from conch.errors import NotSupported
+from conch.introspection import LockInfo
 from conch.url import BackendURL
 
 LossCallback = Callable[[str], None]
@@ -90,3 +92,26 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         """A handle for the lock named ``key`` (already validated, at most 64 KiB)."""
+
+    # Introspection (optional): a backend that implements these declares
+    # ``introspection`` / ``breakable`` in its capabilities.
+
+    def describe_lock(self, key: bytes) -> LockInfo:
+        """Lock ``key`` as the server sees it now: its holder (``None``: free) and waiters."""
+        raise NotSupported(f"the {self.url.scheme} backend cannot describe its locks")
+
+    def list_locks(self, prefix: bytes) -> Iterable[LockInfo]:
+        """The locks held now; those whose name starts with ``prefix`` at least (the
+        caller filters and sorts)."""
+        raise NotSupported(f"the {self.url.scheme} backend cannot list its locks")
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        """Free lock ``key``, whoever holds it, so that the holder learns it lost it.
+
+        With ``token``, only the hold with that fencing token is broken: raise
+        :class:`conch.HolderChanged` when another hold (or none) has the
+        lock. Returns the lock as it was just before (``holder`` ``None``: it was free
+        and nothing was done). Raise :class:`conch.BreakRefused` when
+        the server refuses for lack of rights.
+        """
+        raise NotSupported(f"the {self.url.scheme} backend cannot break locks")

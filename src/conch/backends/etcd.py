@@ -19,6 +19,7 @@ Translation of the contract (the recipe of etcd's own ``concurrency.Mutex``):
   is left.
 * **timed wait**: the watch is read with the remaining time; on timeout or any
   error the waiter deletes its own key, so nothing stays queued.
+* **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.etcd_inspection`.
 * **fencing token**: the hold key's create revision. etcd's revision strictly
   increases and is stored with the data, so it survives client and server
   restarts; a wiped data directory restarts it at 1.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+from conch.backends import etcd_inspection
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.backends.etcd_client import (
     NOT_FOUND,
@@ -48,6 +50,7 @@ from conch.backends.etcd_session import EtcdSession, Hold, Lease
 from conch.backends.etcd_watch import DeleteWatch
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL
+from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
 DEFAULT_PORT = 2379
@@ -66,7 +69,7 @@ class EtcdBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=True, notify=True,
-        shared_locks=False, distributed=True,
+        shared_locks=False, distributed=True, introspection=True, breakable=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -107,15 +110,28 @@ class EtcdBackend(Backend):
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return _EtcdLock(self, key, on_lost)
 
+    def queue(self, key: bytes) -> bytes:
+        """The key prefix of lock ``key``'s queue: 160 bits of its SHA-256, so names up
+        to 64 KiB make keys of one short, fixed size."""
+        return self.prefix + b"/" + hashlib.sha256(key).hexdigest()[:40].encode() + b"/"
+
+    def describe_lock(self, key: bytes) -> LockInfo:
+        return etcd_inspection.describe(self.gateway, self.queue(key), key)[0]
+
+    def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        return etcd_inspection.held_locks(self.gateway, self.prefix)
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        return etcd_inspection.break_hold(self.gateway, self.queue(key), key, token)
+
 
 class _EtcdLock(LockHandle):
     def __init__(self, backend: EtcdBackend, key: bytes, on_lost: LossCallback) -> None:
         self._gateway = backend.gateway
         self._session = backend.session
-        self._member_id = encode(backend.member_id.encode())
+        self._stamp = HolderStamp(key, backend.member_id)  # each key's value, for `conch show`
         self._on_lost = on_lost
-        # 160 bits of SHA-256: names up to 64 KiB make keys of one short, fixed size.
-        self._queue = backend.prefix + b"/" + hashlib.sha256(key).hexdigest()[:40].encode() + b"/"
+        self._queue = backend.queue(key)
         self._hold: Hold | None = None
 
     def acquire(self, deadline: Deadline) -> int | None:
@@ -146,7 +162,7 @@ class _EtcdLock(LockHandle):
 
     def _take(self, lease: Lease, key: bytes, deadline: Deadline) -> int | None:
         """Queue ``key`` and wait for its turn: its token, or None (nothing left queued)."""
-        put = {"request_put": {"key": encode(key), "value": self._member_id,
+        put = {"request_put": {"key": encode(key), "value": encode(self._stamp.stamp()),
                                "lease": str(lease.id)}}
         may_wait = not deadline.expired()
         try:

@@ -32,6 +32,7 @@ import threading
 import time
 import weakref
 
+from conch import metrics
 from conch.backends.base import LossCallback
 from conch.backends.etcd_client import Gateway
 from conch.backends.etcd_watch import DeleteWatch
@@ -201,6 +202,7 @@ class EtcdSession:
         try:
             ttl = self.gateway.keep_alive(lease.id, timeout=interval / 2)
         except BackendUnavailable as exc:
+            metrics.record_renewals("etcd", 0, len(lease.holds.snapshot()))
             if time.monotonic() + interval >= lease.renewed_at + lease.ttl:
                 unrenewed = time.monotonic() - lease.renewed_at
                 self.lease_lost(lease, f"not renewed for {unrenewed:.1f} s of its "
@@ -213,6 +215,7 @@ class EtcdSession:
             return
         lease.renewed_at = sent
         holds = lease.holds.snapshot()
+        metrics.record_renewals("etcd", len(holds))
         if holds:
             self._check_keys(lease, holds, interval / 2)
 

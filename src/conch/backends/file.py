@@ -22,6 +22,9 @@ Translation of the contract:
   that locks a swept (unlinked) file sees ``st_nlink == 0`` and starts over:
   only the file linked at the path counts.
 
+* **introspection**: each hold writes its stamp after the token (see ``HOLD_RECORD``);
+  :mod:`conch.backends.file_inspection` reads it, and ``/proc/locks`` for who holds.
+
 Linux only (inotify). Locks exclude the processes of one host that see the
 same directory; do not use NFS.
 """
@@ -40,13 +43,20 @@ import weakref
 
 import inotify_simple  # type: ignore[import-untyped]
 
+from conch.backends import file_inspection
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.capabilities import Capabilities
-from conch.errors import BackendUnavailable, InvalidURL
+from conch.errors import BackendUnavailable, InvalidURL, NotSupported
+from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
 HIGH_WATER_FILE = ".conch-fencing-tokens"
 _TOKEN = struct.Struct("<Q")
+HOLD_RECORD = struct.Struct("<QqI")
+"""A lock file starts with its last token, the hold's start (Unix µs) and the holder's
+pid, then the holder's stamp head (JSON), all written by one ``pwrite``: formatting
+them as JSON text would cost more than the rest of the acquire. Bytes left over
+from a longer stamp are ignored by the reader."""
 # Closing a file opened for writing: the holder released or died.
 _FREED = inotify_simple.flags.CLOSE_WRITE | inotify_simple.flags.ATTRIB
 _UNREADABLE = re.compile(rb"[^A-Za-z0-9_-]+")
@@ -65,7 +75,7 @@ class FileBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=False,
+        shared_locks=False, distributed=False, introspection=True, breakable=False,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -81,6 +91,7 @@ class FileBackend(Backend):
         self._high_water_mutex = threading.Lock()
         self._next_sweep = 0.0
         self._sweeping = threading.Lock()
+        self._pid = 0  # for hold records (os.getpid() per acquire costs more); see connect()
 
     def connect(self) -> None:
         try:
@@ -91,6 +102,7 @@ class FileBackend(Backend):
                 f"cannot use lock directory {self.directory}: {exc.strerror}"
             ) from None
         self._next_sweep = time.monotonic() + self.sweep_after
+        self._pid = os.getpid()
         _open_backends.add(self)
 
     def close(self) -> None:
@@ -101,16 +113,33 @@ class FileBackend(Backend):
                 self._high_water_fd = -1
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return _FileLock(self, os.path.join(self.directory, lock_file_name(key)))
+        return _FileLock(self, os.path.join(self.directory, lock_file_name(key)),
+                         HolderStamp(key, self.member_id))
 
-    def next_token(self, lock_fd: int) -> int:
-        """Store and return the next token of the locked file ``lock_fd``."""
+    def describe_lock(self, key: bytes) -> LockInfo:
+        return file_inspection.describe(os.path.join(self.directory, lock_file_name(key)), key)
+
+    def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        return file_inspection.held_locks(self.directory)
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        holder = self.describe_lock(key).holder
+        pid = f" (pid {holder.pid})" if holder is not None and holder.pid else ""
+        raise NotSupported(
+            "file:// locks are kernel flocks: only the holding process can release one; "
+            f"stop the holder{pid} instead, and the kernel frees its locks"
+        )
+
+    def next_token(self, lock_fd: int, stamp: HolderStamp) -> int:
+        """Store and return the next token of the locked file ``lock_fd``, with the hold's
+        start time, pid and stamp for ``conch show`` (see ``HOLD_RECORD``)."""
         stored = os.pread(lock_fd, _TOKEN.size, 0)
         if len(stored) == _TOKEN.size:
             token = int(_TOKEN.unpack(stored)[0]) + 1
         else:
             token = self._raise_high_water(None)
-        os.pwrite(lock_fd, _TOKEN.pack(token), 0)
+        os.pwrite(lock_fd, HOLD_RECORD.pack(token, time.time_ns() // 1000, self._pid)
+                  + stamp.head, 0)
         return token
 
     def sweep_if_due(self) -> None:
@@ -185,15 +214,17 @@ class FileBackend(Backend):
         # parent's flock would not exclude it: give the child its own.
         self._high_water_mutex = threading.Lock()
         self._sweeping = threading.Lock()
+        self._pid = os.getpid()
         if self._high_water_fd >= 0:
             os.close(self._high_water_fd)
             self._open_high_water()
 
 
 class _FileLock(LockHandle):
-    def __init__(self, backend: FileBackend, path: str) -> None:
+    def __init__(self, backend: FileBackend, path: str, stamp: HolderStamp) -> None:
         self._backend = backend
         self._path = path
+        self._stamp = stamp
         self._fd = -1
 
     def acquire(self, deadline: Deadline) -> int | None:
@@ -206,7 +237,7 @@ class _FileLock(LockHandle):
                 if os.fstat(fd).st_nlink == 0:  # swept while we waited: use the new file
                     os.close(fd)
                     continue
-                token = self._backend.next_token(fd)
+                token = self._backend.next_token(fd, self._stamp)
             except BaseException:
                 os.close(fd)
                 raise

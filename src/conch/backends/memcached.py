@@ -38,6 +38,7 @@ Translation of the contract (connection details in :mod:`conch.backends.memcache
   took and grants nothing until the grace key expires. By then every earlier
   holder has been told its lock was lost (if all clients use the same ``ttl``).
   A fresh server, too, grants its first lock one TTL after first use.
+* **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.memcached_inspection`.
 * **lost replies**: an acquire keeps its hold value across retries; a retry that
   finds the key holding its own value holds the lock rather than orphaning it.
 
@@ -60,10 +61,14 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 from pymemcache.exceptions import MemcacheError  # type: ignore[import-untyped]
 
+from conch import metrics
+from conch.backends import memcached_inspection
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.backends.memcached_client import (
     KEY_PREFIX,
@@ -77,10 +82,12 @@ from conch.backends.memcached_client import (
 from conch.backends.memcached_waiting import LOCAL_RELEASES, Backoff
 from conch.backends.session import Heartbeat, Holds
 from conch.capabilities import Capabilities
-from conch.errors import BackendUnavailable
+from conch.errors import BackendUnavailable, LockLost
+from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
 log = logging.getLogger("conch")
+T = TypeVar("T")
 
 EPOCH_KEY = KEY_PREFIX + b"epoch"
 GRACE_KEY = KEY_PREFIX + b"grace"
@@ -106,7 +113,7 @@ class MemcachedBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=False, notify=False,
-        shared_locks=False, distributed=True,
+        shared_locks=False, distributed=True, introspection=True, breakable=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -133,16 +140,33 @@ class MemcachedBackend(Backend):
         self.pool.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return _MemcachedLock(self, lock_keys(key), on_lost)
+        return _MemcachedLock(self, lock_keys(key), HolderStamp(key, self.member_id), on_lost)
+
+    def describe_lock(self, key: bytes) -> LockInfo:
+        return self._inspect(lambda client: memcached_inspection.describe(
+            client, lock_keys(key), key)[0])
+
+    def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        return self._inspect(memcached_inspection.held_locks)
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        return self._inspect(lambda client: memcached_inspection.break_hold(
+            client, lock_keys(key), key, token))
+
+    def _inspect(self, look: Callable[[Client], T]) -> T:
+        try:
+            with self.pool.client() as client:
+                return look(client)
+        except (*TRANSIENT, MemcacheError) as exc:
+            raise BackendUnavailable(self.pool.describe(exc)) from None
 
     def signal_key(self, keys: LockKeys) -> bytes:
         """The key of this lock among the process's local releases (per server)."""
         return f"{self.options.where} ".encode() + keys.holder
 
-    def new_hold_value(self) -> bytes:
-        """A value no other hold ever has (the member id only helps a human reading keys)."""
-        member = self.member_id.encode("ascii", "backslashreplace")[:100]
-        return secrets.token_hex(16).encode() + b" " + member
+    def new_hold_value(self, stamp: HolderStamp) -> bytes:
+        """A value no other hold ever has, then the hold's stamp (for ``conch show``)."""
+        return secrets.token_hex(16).encode() + b" " + stamp.stamp()
 
     def try_acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
         """One attempt to hold ``keys`` with ``value``: ``(token, 0)`` or, when busy,
@@ -194,8 +218,8 @@ class MemcachedBackend(Backend):
         finally:
             LOCAL_RELEASES.released(self.signal_key(hold.keys))
         if not freed:
-            log.warning("lock key %s had expired or changed holder before its release",
-                        hold.keys.holder.decode())
+            raise LockLost(f"lock key {hold.keys.holder.decode()} had expired or changed "
+                           "holder before its release")
 
     def renew(self) -> None:
         """Extend every hold still ours; report those found gone, or about to expire."""
@@ -208,12 +232,15 @@ class MemcachedBackend(Backend):
             for hold in holds:
                 if self._extend(hold, found.get(hold.keys.holder)):
                     hold.valid_until = sent + self.options.lease
+                    metrics.record_renewals("memcached", 1)
                 else:
-                    self.holds.lose(hold, "its TTL ran out, or another holder took it")
+                    self.holds.lose(hold, "its TTL ran out, it was broken (conch break), or "
+                                    "another holder took it")
         except (*TRANSIENT, MemcacheError) as exc:
             self._renewer.close()
             why = self.pool.describe(exc)
             log.warning("renewing %d memcached lock(s) failed: %s", len(holds), why)
+            metrics.record_renewals("memcached", 0, len(holds))
             # The next renewal would come too late for these: the server frees them first.
             deadline = time.monotonic() + self.renewal_interval
             for hold in holds:
@@ -279,18 +306,22 @@ class MemcachedBackend(Backend):
 
 
 class _MemcachedLock(LockHandle):
-    def __init__(self, backend: MemcachedBackend, keys: LockKeys, on_lost: LossCallback) -> None:
+    def __init__(self, backend: MemcachedBackend, keys: LockKeys, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
         self._backend = backend
         self._keys = keys
+        self._stamp = stamp
         self._on_lost = on_lost
         self._hold: MemcachedHold | None = None
 
     def acquire(self, deadline: Deadline) -> int | None:
         backend = self._backend
-        value = backend.new_hold_value()
         backoff = Backoff()
         with LOCAL_RELEASES.watching(backend.signal_key(self._keys)) as watch:
             while True:
+                # A new value per attempt (a busy answer means the last one holds
+                # nothing), so that the stamp tells when the hold began.
+                value = backend.new_hold_value(self._stamp)
                 seen = watch.releases
                 sent = time.monotonic()
                 token, at_least = backend.try_acquire(self._keys, value)

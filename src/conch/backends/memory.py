@@ -8,10 +8,13 @@ the release.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
+import time
 
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.capabilities import Capabilities
+from conch.introspection import HOST, HolderChanged, HolderInfo, LockInfo
 from conch.url import BackendURL
 
 
@@ -19,7 +22,8 @@ class _Name:
     """One name's holder and the waiters to wake when it is freed."""
 
     def __init__(self, mutex: threading.Lock) -> None:
-        self.holder: object | None = None
+        self.holder: _MemoryLock | None = None
+        self.holder_info: HolderInfo | None = None
         self.waiters = 0
         self.freed = threading.Condition(mutex)
 
@@ -42,7 +46,7 @@ class MemoryBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=False,
+        shared_locks=False, distributed=False, introspection=True, breakable=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -59,13 +63,43 @@ class MemoryBackend(Backend):
         pass
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return _MemoryLock(self._store, key)
+        return _MemoryLock(self._store, key, self.member_id, on_lost)
+
+    def describe_lock(self, key: bytes) -> LockInfo:
+        with self._store.mutex:
+            name = self._store.names.get(key)
+            if name is None:
+                return LockInfo(key, None, 0)
+            return LockInfo(key, name.holder_info, name.waiters)
+
+    def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        with self._store.mutex:
+            return [LockInfo(key, name.holder_info, name.waiters)
+                    for key, name in self._store.names.items()]
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        with self._store.mutex:
+            name = self._store.names.get(key)
+            if name is None or name.holder is None:
+                if token is not None:
+                    raise HolderChanged(f"lock {key!r} is no longer held")
+                return LockInfo(key, None, 0)
+            broken = LockInfo(key, name.holder_info, name.waiters)
+            if token is not None and (name.holder_info is None
+                                      or name.holder_info.token != token):
+                raise HolderChanged(f"lock {key!r} is held by another hold than token {token}")
+            holder = name.holder
+            holder.free(name)
+        holder.on_lost("the lock was broken (conch break)")
+        return broken
 
 
 class _MemoryLock(LockHandle):
-    def __init__(self, store: _Store, key: bytes) -> None:
+    def __init__(self, store: _Store, key: bytes, member_id: str, on_lost: LossCallback) -> None:
         self._store = store
         self._key = key
+        self._member_id = member_id
+        self.on_lost = on_lost
 
     def acquire(self, deadline: Deadline) -> int | None:
         store = self._store
@@ -82,16 +116,23 @@ class _MemoryLock(LockHandle):
                     name.freed.wait(remaining)
                 finally:
                     name.waiters -= 1
+            token = next(store.tokens)
             name.holder = self
-            return next(store.tokens)
+            name.holder_info = HolderInfo(member_id=self._member_id, host=HOST,
+                                          pid=os.getpid(), acquired_at=time.time(), token=token)
+            return token
 
     def release(self) -> None:
         with self._store.mutex:
             name = self._store.names.get(self._key)
             if name is not None and name.holder is self:
-                name.holder = None
-                name.freed.notify()
-                self._forget_if_unused(name)
+                self.free(name)
+
+    def free(self, name: _Name) -> None:
+        """Free ``name``, held by this lock, and wake a waiter (the store's mutex is held)."""
+        name.holder = name.holder_info = None
+        name.freed.notify()
+        self._forget_if_unused(name)
 
     def _forget_if_unused(self, name: _Name) -> None:
         if name.holder is None and name.waiters == 0:

@@ -37,6 +37,7 @@ Translation of the contract:
   check left unanswered for the I/O timeout (half of ``session_timeout``) means
   the server is unreachable: every hold is given up then, before the server can
   free them. A server restart ends the sessions: their holds are reported lost.
+* **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.mysql_inspection`.
 * **fork**: a child shares its parent's sockets, so it forgets the parent's
   sessions without using or closing them (that would release or end the
   parent's locks) and opens its own.
@@ -57,6 +58,8 @@ from collections.abc import Iterator
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
+from conch import metrics
+from conch.backends import mysql_inspection
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.backends.mysql_connections import (
     Connection,
@@ -71,25 +74,34 @@ from conch.backends.mysql_connections import (
 from conch.backends.session import Heartbeat, Holds
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, LockLost, NotStarted
+from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
 SERVER_NAME_PREFIX = "conch:"
 FENCING_TABLE = "conch_fencing"
 
+# The holder columns (the last hold's stamp, connection and server time) serve
+# `conch show` (mysql_inspection): written by the INSERT that counts the token up.
+_HOLDER_COLUMNS = ("holder MEDIUMBLOB NULL", "connection_id BIGINT UNSIGNED NULL",
+                   "acquired_at DECIMAL(17, 6) NULL")
 _CREATE_FENCING_TABLE = f"""
 CREATE TABLE IF NOT EXISTS {FENCING_TABLE} (
     lock_key CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
-    token BIGINT UNSIGNED NOT NULL
+    token BIGINT UNSIGNED NOT NULL,
+    {", ".join(_HOLDER_COLUMNS)}
 ) ENGINE=InnoDB"""
 
-# One round-trip: wait for the lock; if taken, count the token up. The INSERT's
-# affected rows say whether the lock was taken (0: timed out), and its OK packet
-# carries the token set by LAST_INSERT_ID(expr). Params: name, wait (seconds).
+# One round-trip: wait for the lock; if taken, count the token up and record the
+# holder. The INSERT's affected rows say whether the lock was taken (0: timed out),
+# and its OK packet carries the token set by LAST_INSERT_ID(expr). Params: name,
+# wait (seconds), holder (the stamp). NOW(6) is the INSERT's start: after the grant.
 _ACQUIRE = (
     "SET @conch_locked = GET_LOCK(%(name)s, %(wait)s);"
-    f" INSERT INTO {FENCING_TABLE} (lock_key, token)"
-    " SELECT %(name)s, LAST_INSERT_ID(1) FROM DUAL WHERE @conch_locked = 1"
-    " ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1)"
+    f" INSERT INTO {FENCING_TABLE} (lock_key, token, holder, connection_id, acquired_at)"
+    " SELECT %(name)s, LAST_INSERT_ID(1), %(holder)s, CONNECTION_ID(), UNIX_TIMESTAMP(NOW(6))"
+    " FROM DUAL WHERE @conch_locked = 1"
+    " ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1), holder = VALUES(holder),"
+    " connection_id = VALUES(connection_id), acquired_at = VALUES(acquired_at)"
 )
 # 1 when released, 0 when another session holds it, NULL when nobody does.
 _RELEASE = "SELECT RELEASE_LOCK(%s)"
@@ -102,7 +114,7 @@ class MySQLBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=True,
+        shared_locks=False, distributed=True, introspection=True, breakable=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -137,7 +149,18 @@ class MySQLBackend(Backend):
         self.pool.close_all()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return _MySQLLock(self, self.server_name(key), on_lost)
+        return _MySQLLock(self, self.server_name(key), HolderStamp(key, self.member_id), on_lost)
+
+    def describe_lock(self, key: bytes) -> LockInfo:
+        return mysql_inspection.inspecting(self, lambda session: mysql_inspection.describe(
+            session, self.server_name(key), key)[0])
+
+    def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        return mysql_inspection.inspecting(self, mysql_inspection.held_locks)
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        return mysql_inspection.inspecting(self, lambda session: mysql_inspection.break_hold(
+            session, self.server_name(key), key, token))
 
     def server_name(self, key: bytes) -> str:
         """The ``GET_LOCK`` name of lock ``key``: 64 ASCII characters."""
@@ -188,12 +211,15 @@ class MySQLBackend(Backend):
                         silent_server = reason
             if reason is not None:
                 self.holds.lose(hold, reason)
+            metrics.record_renewals("mysql", int(reason is None), int(reason is not None))
 
 
 class _MySQLLock(LockHandle):
-    def __init__(self, backend: MySQLBackend, name: str, on_lost: LossCallback) -> None:
+    def __init__(self, backend: MySQLBackend, name: str, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
         self._backend = backend
         self._name = name
+        self._stamp = stamp
         self._on_lost = on_lost
         # One user of the held session at a time: release() or the session check.
         self._mutex = threading.Lock()
@@ -302,7 +328,8 @@ class _MySQLLock(LockHandle):
             while True:
                 remaining = deadline.remaining()
                 wait = longest if remaining is None else min(remaining, longest)
-                cursor.execute(_ACQUIRE, {"name": self._name, "wait": round(wait, 3)})
+                cursor.execute(_ACQUIRE, {"name": self._name, "wait": round(wait, 3),
+                                          "holder": self._stamp.stamp()})
                 cursor.nextset()
                 if cursor.rowcount > 0:
                     return int(cursor.lastrowid)
@@ -324,11 +351,17 @@ os.register_at_fork(after_in_child=_forget_parents_sessions_in_child)
 
 
 def _ensure_fencing_table(session: Connection) -> None:
-    """Create ``conch_fencing`` unless it exists (so a user without CREATE can use it)."""
+    """Create ``conch_fencing`` unless it exists (so a user without CREATE can use it),
+    and add the holder columns to a table made before they existed."""
     with session.cursor() as cursor:
         try:
-            cursor.execute(f"SELECT 1 FROM {FENCING_TABLE} LIMIT 0")
-        except pymysql.ProgrammingError as exc:
-            if exc.args[0] != ER.NO_SUCH_TABLE:
+            cursor.execute(f"SELECT holder, connection_id, acquired_at FROM {FENCING_TABLE} "
+                           "LIMIT 0")
+        except (pymysql.ProgrammingError, pymysql.OperationalError) as exc:
+            if exc.args[0] == ER.NO_SUCH_TABLE:
+                cursor.execute(_CREATE_FENCING_TABLE)
+            elif exc.args[0] == ER.BAD_FIELD_ERROR:
+                columns = ", ".join(f"ADD COLUMN {column}" for column in _HOLDER_COLUMNS)
+                cursor.execute(f"ALTER TABLE {FENCING_TABLE} {columns}")
+            else:
                 raise
-            cursor.execute(_CREATE_FENCING_TABLE)

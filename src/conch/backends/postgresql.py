@@ -38,6 +38,7 @@ Translation of the contract:
   its session (``pg_locks``). A failed connection (server restart, network), a
   lock no longer listed, or no answer within ``connect_timeout`` marks the hold
   lost; a hold whose session fails at release raises there.
+* **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.postgresql_inspection`.
 * **errors**: libpq's messages, with the URL's secrets removed. The server's
   deadlock detector never fires: a session holds at most one lock and a waiting
   session holds none, so a cycle of threads waiting on each other's locks is not
@@ -64,9 +65,13 @@ import weakref
 
 from psycopg.conninfo import make_conninfo
 
+from conch import metrics
+from conch.backends import postgresql_inspection
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.backends.postgresql_sessions import (
+    CREATE_NAMES_TABLE,
     FENCING_SEQUENCE,
+    NAMES_TABLE,
     QUERY_CANCELED,
     Session,
     SessionBroken,
@@ -82,6 +87,7 @@ from conch.errors import (
     LockLost,
     NotStarted,
 )
+from conch.introspection import LockInfo
 from conch.url import BackendURL
 
 _LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
@@ -90,6 +96,7 @@ _LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 _SESSION_SETTINGS = ("-c statement_timeout=0 -c lock_timeout=0 -c tcp_keepalives_idle=10"
                      " -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3")
 _DUPLICATE_OBJECT = ("23505", "42P07")  # two clients created the sequence at once
+_NAMED_KEYS_KEPT = 100_000
 
 _open_backends: weakref.WeakSet[PostgreSQLBackend] = weakref.WeakSet()
 
@@ -104,7 +111,7 @@ class PostgreSQLBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=True,
+        shared_locks=False, distributed=True, introspection=True, breakable=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -126,24 +133,32 @@ class PostgreSQLBackend(Backend):
         ).encode()
         self.pool = SessionPool(self._open_session, _pool_size(url))
         self.holds: Holds[_Hold] = Holds()
+        self.named_keys: set[int] = set()
+        """Keys whose name this process recorded (conch_lock_names): not sent again."""
         self._heartbeat = Heartbeat(f"conch-postgresql {member_id}", self.heartbeat_interval,
                                     self._check_holds)
 
     def connect(self) -> None:
         session = self._open_session(prepare=False)
         try:
-            if session.execute(f"SELECT to_regclass('{FENCING_SEQUENCE}')") is None:
-                try:
-                    session.execute(f"CREATE SEQUENCE IF NOT EXISTS {FENCING_SEQUENCE} AS bigint")
-                except StatementFailed as exc:
-                    if exc.sqlstate not in _DUPLICATE_OBJECT:
-                        raise
+            for name, create in (
+                (FENCING_SEQUENCE, f"CREATE SEQUENCE IF NOT EXISTS {FENCING_SEQUENCE} AS bigint"),
+                (NAMES_TABLE, CREATE_NAMES_TABLE),
+            ):
+                if session.execute(f"SELECT to_regclass('{name}')") is None:
+                    try:
+                        session.execute(create)
+                    except StatementFailed as exc:
+                        if exc.sqlstate not in _DUPLICATE_OBJECT:
+                            raise
             session.prepare()
         except StatementFailed as exc:
             session.close()
             raise BackendUnavailable(self.describe(
-                f"cannot set up the fencing sequence {FENCING_SEQUENCE} ({exc}); "
-                "create it once with CREATE SEQUENCE and grant USAGE on it")) from None
+                f"cannot set up the fencing sequence {FENCING_SEQUENCE} and the lock names "
+                f"table {NAMES_TABLE} ({exc}); create them once with CREATE SEQUENCE and "
+                "CREATE TABLE (docs/postgresql.md), then grant USAGE on the sequence and "
+                "SELECT, INSERT on the table")) from None
         except SessionBroken as exc:
             raise self.unavailable(exc) from None
         self.pool.give_back(session)
@@ -157,7 +172,18 @@ class PostgreSQLBackend(Backend):
         self.holds.lose_all("the coordinator was stopped")
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return _AdvisoryLock(self, advisory_key(key), on_lost)
+        return _AdvisoryLock(self, advisory_key(key), key, on_lost)
+
+    def describe_lock(self, key: bytes) -> LockInfo:
+        return postgresql_inspection.inspecting(self, lambda session: postgresql_inspection
+                                                .describe(session, advisory_key(key), key))
+
+    def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        return postgresql_inspection.inspecting(self, postgresql_inspection.held_locks)
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        return postgresql_inspection.inspecting(self, lambda session: postgresql_inspection
+                                                .break_hold(session, advisory_key(key), key, token))
 
     def describe(self, problem: object) -> str:
         """``problem`` prefixed with the redacted URL, with every secret removed."""
@@ -169,6 +195,13 @@ class PostgreSQLBackend(Backend):
     def unavailable(self, exc: Exception) -> BackendUnavailable:
         """``exc`` (a failed connection or statement) as a conch error."""
         return BackendUnavailable(self.describe(exc))
+
+    def name_recorded(self, key: int) -> None:
+        """Remember that ``key``'s name is recorded (forgetting all past a bound: a
+        name recorded twice costs only a skipped insert)."""
+        if len(self.named_keys) >= _NAMED_KEYS_KEPT:
+            self.named_keys.clear()
+        self.named_keys.add(key)
 
     def _open_session(self, prepare: bool = True) -> Session:
         try:
@@ -185,6 +218,9 @@ class PostgreSQLBackend(Backend):
             if reason is not None:
                 self.pool.discard(hold.session)
                 self.holds.lose(hold, reason)
+                metrics.record_renewals("postgresql", 0, 1)
+            else:
+                metrics.record_renewals("postgresql", 1)
 
 
 class _Hold:
@@ -216,9 +252,11 @@ class _Hold:
 
 
 class _AdvisoryLock(LockHandle):
-    def __init__(self, backend: PostgreSQLBackend, key: int, on_lost: LossCallback) -> None:
+    def __init__(self, backend: PostgreSQLBackend, key: int, name: bytes,
+                 on_lost: LossCallback) -> None:
         self._backend = backend
         self._key = key
+        self._name = name
         self._on_lost = on_lost
         self._hold: _Hold | None = None
 
@@ -239,7 +277,11 @@ class _AdvisoryLock(LockHandle):
         except SessionBroken:
             raise NotStarted(backend.describe("the coordinator was stopped")) from None
         try:
-            token = _lock(session, self._key, deadline)
+            # Name the key in conch_lock_names with this process's first hold of it.
+            name = None if self._key in backend.named_keys else self._name
+            token = _lock(session, self._key, deadline, name)
+            if token is not None and name is not None:
+                backend.name_recorded(self._key)
         except StatementFailed as exc:
             pool.discard(session)  # it may hold the lock now: closing the session frees it
             raise self._translate(exc) from None
@@ -286,15 +328,16 @@ class _AdvisoryLock(LockHandle):
         return BackendUnavailable(describe(exc))
 
 
-def _lock(session: Session, key: int, deadline: Deadline) -> int | None:
-    """Take ``key`` on ``session`` before ``deadline``: the fencing token, or ``None``."""
+def _lock(session: Session, key: int, deadline: Deadline, name: bytes | None) -> int | None:
+    """Take ``key`` on ``session`` before ``deadline``: the fencing token, or ``None``
+    (with ``name``: recorded as the key's name when taken)."""
     if deadline.forever:
-        return session.wait_lock(key, None)
-    token = session.try_lock(key)
+        return session.wait_lock(key, None, name)
+    token = session.try_lock(key, name)
     remaining = deadline.remaining()
     if token is not None or not remaining:
         return token
-    return session.wait_lock(key, remaining)
+    return session.wait_lock(key, remaining, name)
 
 
 def _pool_size(url: BackendURL) -> int:

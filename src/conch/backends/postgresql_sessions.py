@@ -28,8 +28,18 @@ from collections.abc import Callable
 from psycopg import pq
 
 FENCING_SEQUENCE = "conch_fencing_token"
+NAMES_TABLE = "conch_lock_names"
+"""Lock names by advisory key, for ``conch ls`` (the server only knows the keys): each
+process inserts a name with its first hold of it, in the acquiring statement."""
+CREATE_NAMES_TABLE = (f"CREATE TABLE IF NOT EXISTS {NAMES_TABLE} "
+                      "(key bigint PRIMARY KEY, name bytea NOT NULL)")
 _INT8 = 20  # pg_type OIDs of the parameters
 _TEXT = 25
+# Also record the name (rows of ``taken``: one when the lock was taken). A data-modifying
+# CTE runs exactly once, whether or not the query reads it (docs, "WITH Queries").
+_NAMING = (f", named AS (INSERT INTO {NAMES_TABLE} (key, name) SELECT $1, decode($2, 'hex')"
+           " FROM taken WHERE token IS NOT NULL ON CONFLICT (key) DO NOTHING)"
+           " SELECT token FROM taken")
 
 # Name → (SQL, parameter types). Prepared once per session.
 _STATEMENTS: dict[bytes, tuple[bytes, list[int]]] = {
@@ -41,6 +51,12 @@ _STATEMENTS: dict[bytes, tuple[bytes, list[int]]] = {
     # exists only once the lock is granted.
     b"conch_wait": (f"SELECT nextval('{FENCING_SEQUENCE}') "
                     f"FROM pg_advisory_lock($1)".encode(), [_INT8]),
+    # The same, naming the key: a hold of a name this process has not named yet.
+    b"conch_try_named": (f"WITH taken AS (SELECT CASE WHEN pg_try_advisory_lock($1) "
+                         f"THEN nextval('{FENCING_SEQUENCE}') END AS token)"
+                         f"{_NAMING}".encode(), [_INT8, _TEXT]),
+    b"conch_wait_named": (f"WITH taken AS (SELECT nextval('{FENCING_SEQUENCE}') AS token "
+                          f"FROM pg_advisory_lock($1)){_NAMING}".encode(), [_INT8, _TEXT]),
     b"conch_unlock": (b"SELECT pg_advisory_unlock($1)", [_INT8]),
     # pg_locks shows a bigint key as its high half in classid, low half in objid,
     # objsubid 1 (docs, "pg_locks").
@@ -91,14 +107,17 @@ class Session:
         """Run one setup statement; return the first value of its first row, if any."""
         return self._value(lambda: self._pg.send_query(sql.encode()), self.io_timeout)
 
-    def try_lock(self, key: int) -> int | None:
-        """Take ``key`` if it is free: the new fencing token, or ``None``."""
-        value = self._run(b"conch_try", key, self.io_timeout)
+    def try_lock(self, key: int, name: bytes | None = None) -> int | None:
+        """Take ``key`` if it is free: the new fencing token, or ``None``. With ``name``,
+        also record it as the key's name."""
+        statement = b"conch_try" if name is None else b"conch_try_named"
+        value = self._run(statement, key, self.io_timeout, name)
         return None if value is None else int(value)
 
-    def wait_lock(self, key: int, timeout: float | None) -> int | None:
+    def wait_lock(self, key: int, timeout: float | None, name: bytes | None = None) -> int | None:
         """Wait on the server until ``key`` is granted (the fencing token), or up to
-        ``timeout`` seconds (``None``: forever) and return ``None``."""
+        ``timeout`` seconds (``None``: forever) and return ``None``. With ``name``, also
+        record it as the key's name."""
         millis = 0 if timeout is None else max(1, math.ceil(timeout * 1000))
         if millis != self._lock_timeout_ms:
             self._run(b"conch_lock_timeout", f"{millis}ms", self.io_timeout)
@@ -108,8 +127,8 @@ class Session:
             if self._cancelled:
                 raise StatementFailed(QUERY_CANCELED, "cancelled before the wait began")
             # The server answers by lock_timeout; the margin covers the round-trip.
-            value = self._run(b"conch_wait", key,
-                              None if timeout is None else timeout + self.io_timeout)
+            value = self._run(b"conch_wait" if name is None else b"conch_wait_named", key,
+                              None if timeout is None else timeout + self.io_timeout, name)
         except StatementFailed as exc:
             if exc.sqlstate != LOCK_NOT_AVAILABLE:
                 raise
@@ -177,9 +196,20 @@ class Session:
             os.close(devnull)
         self._pg.finish()
 
-    def _run(self, name: bytes, param: int | str, timeout: float | None) -> str | None:
-        return self._value(
-            lambda: self._pg.send_query_prepared(name, [str(param).encode()]), timeout)
+    def query(self, sql: str, params: list[bytes]) -> list[list[str | None]]:
+        """Run one statement with text parameters; every row, each value as text."""
+        result = self._exchange(lambda: self._pg.send_query_params(sql.encode(), params),
+                                self.io_timeout)
+        return [[None if (value := result.get_value(row, column)) is None
+                 else bytes(value).decode() for column in range(result.nfields)]
+                for row in range(result.ntuples)]
+
+    def _run(self, statement: bytes, param: int | str, timeout: float | None,
+             name: bytes | None = None) -> str | None:
+        params = [str(param).encode()]
+        if name is not None:
+            params.append(name.hex().encode())
+        return self._value(lambda: self._pg.send_query_prepared(statement, params), timeout)
 
     def _value(self, send: Callable[[], None], timeout: float | None) -> str | None:
         result = self._exchange(send, timeout)

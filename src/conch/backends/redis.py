@@ -22,6 +22,7 @@ Translation of the contract (the scripts are in :mod:`conch.backends.redis_scrip
   tokens keep increasing after a restart that lost it.
 * **lost replies**: one acquire keeps its hold value across retries; a retry
   that finds its own value gets the hold's token back instead of orphaning it.
+* **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.redis_inspection`.
 * **names**: ``conch:<sha256 hex of the name>:{holder,token,wake}``: any bytes,
   bounded length, distinct names never share a key.
 * **Sentinel** (``?sentinel=MASTER``): connections follow the current master. With
@@ -53,12 +54,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from conch import metrics
+from conch.backends import redis_inspection
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.backends.redis_client import Command, RedisClient, RedisOptions
 from conch.backends.redis_scripts import ACQUIRE, RELEASE, RENEW
 from conch.backends.session import Heartbeat, Holds
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, LockLost, NotStarted
+from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
 log = logging.getLogger("conch")
@@ -102,7 +106,7 @@ class RedisBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=True,
+        shared_locks=False, distributed=True, introspection=True, breakable=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -134,7 +138,20 @@ class RedisBackend(Backend):
             client.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return _RedisLock(self, lock_keys(key), on_lost)
+        return _RedisLock(self, lock_keys(key), HolderStamp(key, self.member_id), on_lost)
+
+    def describe_lock(self, key: bytes) -> LockInfo:
+        with self._calls() as client:
+            return redis_inspection.describe(client, lock_keys(key), key)[0]
+
+    def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        with self._calls() as client:
+            return redis_inspection.held_locks(client, KEY_PREFIX)
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        with self._calls() as client:
+            return redis_inspection.break_hold(client, lock_keys(key), key, token,
+                                               lambda hold: self._release_command(hold))
 
     @contextlib.contextmanager
     def _calls(self) -> Iterator[RedisClient]:
@@ -147,9 +164,13 @@ class RedisBackend(Backend):
         except RedisError as exc:
             raise BackendUnavailable(client.describe(exc)) from None
 
-    def new_hold_value(self) -> bytes:
-        """A value no other hold ever has (the member id only helps a human reading keys)."""
-        return f"{secrets.token_hex(16)} {self.member_id}".encode("utf-8", "backslashreplace")
+    def new_hold_value(self, stamp: HolderStamp | None = None) -> bytes:
+        """A value no other hold ever has, then the hold's stamp (for ``conch show``;
+        without one, the member id: for people reading keys)."""
+        unique = secrets.token_hex(16).encode() + b" "
+        if stamp is None:
+            return unique + self.member_id.encode("utf-8", "backslashreplace")
+        return unique + stamp.stamp()
 
     def try_acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
         """One attempt to hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds)``
@@ -235,6 +256,7 @@ class RedisBackend(Backend):
         except RedisError as exc:
             why = client.describe(exc)
             log.warning("renewing %d redis lock(s) failed: %s", len(holds), why)
+            metrics.record_renewals("redis", 0, len(holds))
             # The next renewal would come too late for these: the server frees them first.
             deadline = time.monotonic() + interval
             for hold in holds:
@@ -242,11 +264,13 @@ class RedisBackend(Backend):
                     self.holds.lose(hold, f"renewals failed until its TTL ran out: {why}")
             return
         assert isinstance(reply, list)
+        metrics.record_renewals("redis", sum(1 for renewed in reply if renewed))
         for hold, renewed in zip(holds, reply, strict=True):
             if renewed:
                 hold.valid_until = sent + self.options.ttl
             else:
-                self.holds.lose(hold, "its TTL ran out, or another holder took it")
+                self.holds.lose(hold, "its TTL ran out, it was broken (conch break), or "
+                                "another holder took it")
 
     def _release_command(self, hold: RedisHold) -> Command:
         return RELEASE.call([hold.keys.holder, hold.keys.wake], [hold.value, WAKE_SIGNAL_MS])
@@ -262,16 +286,20 @@ class RedisBackend(Backend):
 
 
 class _RedisLock(LockHandle):
-    def __init__(self, backend: RedisBackend, keys: LockKeys, on_lost: LossCallback) -> None:
+    def __init__(self, backend: RedisBackend, keys: LockKeys, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
         self._backend = backend
         self._keys = keys
+        self._stamp = stamp
         self._on_lost = on_lost
         self._hold: RedisHold | None = None
 
     def acquire(self, deadline: Deadline) -> int | None:
         backend = self._backend
-        value = backend.new_hold_value()
         while True:
+            # A new value per attempt (a busy answer means the last one holds nothing),
+            # so that the stamp tells when the hold began, not when the wait did.
+            value = backend.new_hold_value(self._stamp)
             sent = time.monotonic()
             token, busy_for = backend.try_acquire(self._keys, value)
             if token is not None:

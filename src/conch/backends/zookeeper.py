@@ -19,6 +19,7 @@ Translation of the contract (the session lives in :mod:`conch.backends.zookeeper
   id of its creation. Zxids increase across every write of the ensemble, so tokens
   keep increasing across holders, client restarts and a re-created parent. Only
   a wiped data directory (a new ensemble) starts them again from zero.
+* **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.zookeeper_inspection`.
 * **loss**: see :mod:`conch.backends.zookeeper_session` (SUSPENDED and LOST both).
 
 ``timeout`` is the session timeout (seconds, default 10; the server clamps it to
@@ -37,11 +38,14 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
+from kazoo.protocol.states import EventType  # type: ignore[import-untyped]
 
+from conch.backends import zookeeper_inspection
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.backends.zookeeper_session import NoAnswer, SessionExpired, ZooKeeperSession
 from conch.capabilities import Capabilities
-from conch.errors import InvalidURL
+from conch.errors import BackendUnavailable, InvalidURL, LockLost
+from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
 DEFAULT_PORT = 2181
@@ -74,7 +78,7 @@ class ZooKeeperBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=True, notify=True,
-        shared_locks=False, distributed=True,
+        shared_locks=False, distributed=True, introspection=True, breakable=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -105,22 +109,33 @@ class ZooKeeperBackend(Backend):
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         parent = f"{self.locks_path}/{lock_parent_name(key)}"
-        member = self.member_id.encode("utf-8", "backslashreplace")  # for people reading the tree
-        return _ZooKeeperLock(self.session, parent, member, on_lost)
+        return _ZooKeeperLock(self.session, parent, HolderStamp(key, self.member_id), on_lost)
+
+    def describe_lock(self, key: bytes) -> LockInfo:
+        parent = f"{self.locks_path}/{lock_parent_name(key)}"
+        return zookeeper_inspection.describe(self.session, parent, key)[0]
+
+    def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        return zookeeper_inspection.held_locks(self.session, self.locks_path)
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        parent = f"{self.locks_path}/{lock_parent_name(key)}"
+        return zookeeper_inspection.break_hold(self.session, parent, key, token)
 
 
 class _ZooKeeperLock(LockHandle):
     def __init__(
-        self, session: ZooKeeperSession, parent: str, member: bytes, on_lost: LossCallback
+        self, session: ZooKeeperSession, parent: str, stamp: HolderStamp, on_lost: LossCallback
     ) -> None:
         self._session = session
         self._client = session.client
         self._parent = parent
-        self._member = member
+        self._stamp = stamp  # the child's data: who holds it, for `conch show`
         self._on_lost = on_lost
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
         self._predecessor_gone = threading.Event()
+        self._waited = False  # the current acquire found the lock held
 
     def acquire(self, deadline: Deadline) -> int | None:
         while True:
@@ -137,8 +152,9 @@ class _ZooKeeperLock(LockHandle):
         prefix = f"{uuid.uuid4().hex}_"
         generation = session.generation
         # create2 returns the new child's stat: its czxid is the token, at no extra round-trip.
+        self._waited = False
         created = self._client.create_async(
-            f"{self._parent}/{prefix}", self._member,
+            f"{self._parent}/{prefix}", self._stamp.stamp(),
             ephemeral=True, sequence=True, makepath=True, include_data=True,
         )
         # ZooKeeper answers a session's requests in order, so a listing sent right
@@ -161,6 +177,7 @@ class _ZooKeeperLock(LockHandle):
                 with self._mutex:
                     if session.hold(self, self._lost, generation):
                         self._held = name
+                        self._watch_own_node(path)
                         return int(stat.czxid)
                 if session.generation != generation:
                     raise SessionExpired(f"the ZooKeeper session at {session.hosts} expired")
@@ -180,8 +197,13 @@ class _ZooKeeperLock(LockHandle):
         try:
             self._session.answer(self._client.delete_async(f"{self._parent}/{name}"),
                                  "delete the lock node")
-        except NoNodeError:
-            pass
+        except NoNodeError:  # expired or deleted before the session noticed: say so
+            raise LockLost(f"the lock node {name} was gone at release") from None
+        except BackendUnavailable as exc:
+            # No connection (or the session expired): the hold counts as lost, as on
+            # SUSPENDED (see zookeeper_session); the node is deleted once reconnected.
+            self._session.abandon(self._parent, _prefix(name))
+            raise LockLost(f"lock node {name} not deleted, the hold is lost: {exc}") from None
         except BaseException:
             self._session.abandon(self._parent, _prefix(name))
             raise
@@ -231,6 +253,7 @@ class _ZooKeeperLock(LockHandle):
             ]
             if not before:
                 return True
+            self._waited = True
             if deadline.expired():
                 return False
             # From now on a timed wait gives each request the time it has left, so
@@ -254,6 +277,33 @@ class _ZooKeeperLock(LockHandle):
 
     def _wake(self, event: Any) -> None:
         self._predecessor_gone.set()
+
+    def _watch_own_node(self, path: str) -> None:
+        """Hear of our child's deletion by someone else (``conch break``) as a loss.
+
+        Sent without waiting for answers: taking the lock costs no extra round-trip.
+        A holder that waited first restamps its child with the time it got the lock;
+        the server answers in order, so that write cannot trigger the watch.
+        """
+        if self._waited:
+            self._client.set_async(path, self._stamp.stamp())
+        self._client.exists_async(path, watch=self._own_node_event).rawlink(
+            lambda result: self._own_node_checked(path, result))
+
+    def _own_node_checked(self, path: str, result: Any) -> None:
+        if result.successful() and result.value is None:  # deleted before the watch was set
+            self._own_node_gone(path)
+
+    def _own_node_event(self, event: Any) -> None:
+        if event.type == EventType.DELETED:
+            self._own_node_gone(event.path)
+
+    def _own_node_gone(self, path: str) -> None:
+        with self._mutex:
+            ours = self._held is not None and path == f"{self._parent}/{self._held}"
+        if ours:  # not released by us: someone deleted it
+            self._session.holds.lose(self, "its lock node was deleted (conch break, or by "
+                                     "hand): another client may take the lock")
 
     def _lost(self, reason: str) -> None:
         with self._mutex:

@@ -1,0 +1,180 @@
+"""``AsyncCoordinator``: a :class:`conch.Coordinator` for asyncio programs.
+
+It wraps a sync coordinator (the backend, its session and its liveness are
+exactly those of the sync API) and never blocks the event loop: connecting
+and closing run on conch's thread pool, and lock waits go through one
+:class:`~conch.aio.queue.NameQueue` per name and event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterable
+from types import TracebackType
+
+from conch.aio.lock import AsyncLock
+from conch.aio.queue import NameQueue
+from conch.aio.threads import pool, run_in_thread
+from conch.capabilities import Capabilities
+from conch.coordinator import Coordinator
+from conch.errors import NotStarted
+from conch.lock import LockName, lock_key
+
+_shared: weakref.WeakValueDictionary[int, AsyncCoordinator] = weakref.WeakValueDictionary()
+_shared_mutex = threading.Lock()
+
+
+class AsyncCoordinator:
+    """A member of the group using ``url``'s backend, for asyncio. Not started: ``await``
+    :meth:`start`, or use :func:`conch.aio.connect`.
+
+    The arguments are those of :class:`conch.Coordinator`; a malformed URL, an unknown
+    option or a missing capability raises here, before any I/O.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        member_id: str | None = None,
+        prefix: str = "",
+        require: Iterable[str] = (),
+    ) -> None:
+        self._init(Coordinator(url, member_id, prefix, require))
+
+    def _init(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        """The sync coordinator underneath: its locks exclude this one's like another
+        member's do."""
+        self._queues: dict[tuple[asyncio.AbstractEventLoop, bytes], NameQueue] = {}
+        self._queues_mutex = threading.Lock()  # a queue may be forgotten from a thread
+
+    @classmethod
+    def sharing(cls, coordinator: Coordinator) -> AsyncCoordinator:
+        """The AsyncCoordinator of an existing ``coordinator``: the same member, session
+        and start/stop (stopping either stops both). Asked twice for one coordinator,
+        it gives the same object while that one is in use, so their waiters share queues."""
+        with _shared_mutex:
+            shared = _shared.get(id(coordinator))
+            if shared is None or shared.coordinator is not coordinator:
+                shared = cls.__new__(cls)
+                shared._init(coordinator)
+                _shared[id(coordinator)] = shared
+            return shared
+
+    @property
+    def url(self) -> str:
+        """The backend URL with credentials redacted."""
+        return self.coordinator.url
+
+    @property
+    def member_id(self) -> str:
+        """This member's id (the ``prefix`` and the given or random id)."""
+        return self.coordinator.member_id
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this coordinator's backend guarantees."""
+        return self.coordinator.capabilities
+
+    @property
+    def is_started(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self.coordinator.is_started
+
+    def __repr__(self) -> str:
+        state = "started" if self.is_started else "stopped"
+        return f"<conch.aio.AsyncCoordinator {self.member_id!r} {self.url} {state}>"
+
+    async def start(self) -> AsyncCoordinator:
+        """Connect and open the session (on a thread). Raises :class:`conch.BackendUnavailable`.
+
+        If the caller is cancelled meanwhile, the connection may still complete:
+        :meth:`stop` ends it.
+        """
+        await run_in_thread(self.coordinator.start)
+        return self
+
+    async def stop(self) -> None:
+        """End the session. Pending acquires raise :class:`conch.NotStarted`; locks still
+        held are freed and their holders told they lost them (:attr:`AsyncLock.lost`)."""
+        with self._queues_mutex:
+            queues, self._queues = list(self._queues.values()), {}
+        running = asyncio.get_running_loop()
+        reason = f"coordinator {self.member_id!r} on {self.url} stopped while the lock was awaited"
+        for queue in queues:
+            if queue.loop is running:
+                queue.close(reason)
+            else:  # a queue of another event loop (a shared coordinator's)
+                with contextlib.suppress(RuntimeError):  # that loop is closed
+                    queue.loop.call_soon_threadsafe(queue.close, reason)
+        await run_in_thread(self.coordinator.stop)
+
+    def lock(self, name: LockName, metric_label: str | None = None) -> AsyncLock:
+        """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock).
+
+        ``metric_label`` is as for :meth:`conch.Coordinator.lock`.
+
+        Raises :class:`conch.InvalidLockName` for a bad name and :class:`conch.NotStarted`
+        before :meth:`start`.
+        """
+        key = lock_key(name)
+        if not self.is_started:
+            raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
+        return AsyncLock(name, lambda: self._queue(name, key, metric_label))
+
+    get_lock = lock
+
+    async def __aenter__(self) -> AsyncCoordinator:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _queue(self, name: LockName, key: bytes, metric_label: str | None) -> NameQueue:
+        """The queue of lock ``key`` on the running loop (made on first use)."""
+        where = (asyncio.get_running_loop(), key)
+        with self._queues_mutex:
+            queue = self._queues.get(where)
+            if queue is None:
+                if not self.is_started:
+                    raise NotStarted(f"{self!r} is not started")
+                queue = self._queues[where] = NameQueue(
+                    where[0], lambda: self.coordinator.lock(name, metric_label),
+                    lambda idle: self._forget(where, idle),
+                )
+            return queue
+
+    def _forget(self, where: tuple[asyncio.AbstractEventLoop, bytes], queue: NameQueue) -> None:
+        with self._queues_mutex:
+            if self._queues.get(where) is queue:
+                del self._queues[where]
+
+
+async def connect(
+    url: str | None = None,
+    member_id: str | None = None,
+    prefix: str = "",
+    require: Iterable[str] = (),
+) -> AsyncCoordinator:
+    """A started :class:`AsyncCoordinator` for ``url`` (default: ``CONCH_URL``, then the
+    file default). ``async with`` it to stop it on exit."""
+    from conch.defaults import default_url
+
+    coordinator = AsyncCoordinator(url or default_url(), member_id, prefix, require)
+    sync = coordinator.coordinator
+    starting = pool().submit(sync.start)
+    try:
+        await asyncio.wrap_future(starting)
+    except asyncio.CancelledError:
+        # The start may go on in its thread, and nobody would stop it.
+        starting.add_done_callback(lambda _: sync.stop())
+        raise
+    return coordinator

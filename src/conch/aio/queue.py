@@ -1,0 +1,308 @@
+"""Coroutines waiting for one lock name, served by one backend call at a time.
+
+The coroutines of one :class:`~conch.aio.AsyncCoordinator` (on one event loop)
+that want the same name line up here in arrival order. Only the queue talks
+to the backend, through the blocking :class:`conch.Lock` API, and never more
+than one acquire at a time:
+
+1. while a hold of this queue is live, nobody asks the backend: the waiters wait
+   for its local release (the backend would refuse them anyway);
+2. otherwise the first waiter *tries once* (a short call on the shared pool);
+3. if the name is held elsewhere and that waiter may wait, one acquire waits on
+   the backend, on a thread of its own, until that waiter's deadline: a hundred
+   waiting coroutines cost one thread, not a hundred.
+
+A hold the backend grants goes to the first waiter still waiting, whoever the
+call was made for: a waiter that timed out or was cancelled meanwhile simply
+drops out (a hold nobody wants is released at once, so a cancelled acquire
+leaves nothing held). Each waiter keeps its own deadline on a loop timer; the
+waiter a call was made for ends with that call, which honours its deadline.
+
+A lock object holds at most one hold: its next acquire waits for its release
+(waiters whose lock object still has a hold are passed over meanwhile).
+
+Every hold is its own :class:`conch.Lock`, kept for reuse once released, so a
+hold that was lost (and not yet released) does not stop the next waiter from
+acquiring, exactly as between two lock objects of the sync API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from conch.aio.threads import Outcome, call_in_thread
+from conch.backends.base import Deadline
+from conch.errors import LockLost, NotStarted
+from conch.lock import Lock
+
+log = logging.getLogger("conch")
+
+
+class Owner(Protocol):
+    """The lock object a hold is granted to (:class:`conch.aio.AsyncLock`)."""
+
+    def _hold_lost(self, hold: Hold) -> None:
+        """The backend lost ``hold`` (called on the loop)."""
+
+
+class Hold:
+    """One acquisition of the name: the sync lock that holds it and its owner."""
+
+    __slots__ = ("owner", "queue", "sync")
+
+    def __init__(self, queue: NameQueue, sync: Lock, owner: Owner) -> None:
+        self.queue = queue
+        self.sync = sync
+        self.owner = owner
+
+
+class _Waiter:
+    __slots__ = ("deadline", "future", "owner", "timer", "tried")
+
+    def __init__(self, owner: Owner, deadline: Deadline, future: asyncio.Future[Hold | None]):
+        self.owner = owner
+        self.deadline = deadline
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
+        self.tried = False  # its one-try was made: next comes a wait
+
+
+class _Call:
+    """The backend acquire in flight, and the waiter it was made for."""
+
+    __slots__ = ("sync", "waiter", "waits")
+
+    def __init__(self, sync: Lock, waiter: _Waiter, waits: bool) -> None:
+        self.sync = sync
+        self.waiter = waiter
+        self.waits = waits
+
+
+class NameQueue:
+    """The waiters for one name of one coordinator on one event loop (use it on that loop).
+
+    ``new_lock()`` makes a sync lock for the name; ``forget(queue)`` (any thread)
+    is called once the queue has nothing left to do.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        new_lock: Callable[[], Lock],
+        forget: Callable[[NameQueue], None],
+    ) -> None:
+        self._loop = loop
+        self._new_lock = new_lock
+        self._forget = forget
+        self._waiters: dict[_Waiter, None] = {}  # in arrival order
+        self._spare: list[Lock] = []  # released sync locks, for the next holds
+        self._live: Hold | None = None  # the hold in force (not lost, not released)
+        self._owners: set[Owner] = set()  # lock objects with a hold not yet released
+        self._call: _Call | None = None
+        self._releases = 0  # backend releases in flight
+        self._closed: str | None = None  # why, once the coordinator stopped
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the queue belongs to."""
+        return self._loop
+
+    async def acquire(self, owner: Owner, deadline: Deadline) -> Hold | None:
+        """A hold for ``owner`` before ``deadline``, else ``None``.
+
+        Raises what the backend call made for this waiter raised, and
+        :class:`conch.NotStarted` when the coordinator stops meanwhile.
+        """
+        if self._closed is not None:
+            raise NotStarted(self._closed)
+        waiter = _Waiter(owner, deadline, self._loop.create_future())
+        self._waiters[waiter] = None
+        self._serve()
+        remaining = deadline.remaining()
+        if remaining is not None and not waiter.future.done():
+            waiter.timer = self._loop.call_later(remaining, self._expire, waiter)
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            self._withdraw(waiter)
+            raise
+
+    def release(self, hold: Hold) -> asyncio.Future[None]:
+        """Release ``hold`` on the backend; the future says how it went (an awaiting
+        caller may be cancelled: the release still completes)."""
+        self._owners.discard(hold.owner)
+        result: asyncio.Future[None] = self._loop.create_future()
+
+        def report(outcome: Outcome[None]) -> None:
+            if result.done():
+                return
+            if outcome.error is not None:
+                result.set_exception(outcome.error)
+            else:
+                result.set_result(None)
+
+        self._release(hold.sync, report)
+        return result
+
+    def close(self, reason: str) -> None:
+        """The coordinator stops: every waiter, and every later acquire, raises
+        :class:`conch.NotStarted` with ``reason``."""
+        self._closed = reason
+        for waiter in list(self._waiters):
+            self._settle(waiter, error=NotStarted(reason))
+
+    def _serve(self) -> None:
+        """Start the next backend call if one is due; forget the queue once idle."""
+        while self._call is None and self._live is None and not self._releases:
+            head = self._first_eligible()
+            if head is None:
+                if not self._waiters and not self._owners:
+                    self._forget(self)
+                return
+            if self._closed is not None:
+                return
+            try:
+                self._start_call(head)
+            except Exception as exc:  # no call started (the coordinator stopped under us)
+                self._call = None
+                self._settle(head, error=exc)
+            else:
+                return
+
+    def _start_call(self, head: _Waiter) -> None:
+        """Ask the backend for the name on behalf of ``head``: its one try, then its wait."""
+        remaining = head.deadline.remaining()
+        waits = head.tried and remaining != 0
+        blocking: bool | float = (True if remaining is None else remaining) if waits else False
+        sync = self._spare.pop() if self._spare else self._lock_for_this_queue()
+        call = self._call = _Call(sync, head, waits)
+        call_in_thread(
+            self._loop,
+            lambda: sync.acquire(blocking),
+            lambda outcome: self._acquired(call, outcome),
+            lambda outcome: self._orphaned(sync, outcome),
+            waits=waits,
+        )
+        head.tried = True
+
+    def _acquired(self, call: _Call, outcome: Outcome[bool]) -> None:
+        self._call = None
+        sync, asked_for = call.sync, call.waiter
+        if outcome.error is not None:  # its lock is dropped: the next hold uses a fresh one
+            if not asked_for.future.done():
+                self._settle(asked_for, error=outcome.error)
+            else:
+                log.debug("conch.aio: an acquire nobody awaits failed: %r", outcome.error)
+        elif outcome.value:
+            waiter = self._first_eligible()
+            if waiter is None or self._closed is not None:
+                self._release(sync, None)  # acquired for nobody: give it back at once
+            else:
+                hold = Hold(self, sync, waiter.owner)
+                self._owners.add(waiter.owner)
+                if sync.held:  # else lost already: the owner sees it when it resumes
+                    self._live = hold
+                self._settle(waiter, hold=hold)
+        else:
+            self._spare.append(sync)
+        # The call ended by its waiter's deadline (or a failed wait): so does that waiter.
+        gave_up = call.waits and outcome.error is None and not outcome.value
+        if not asked_for.future.done() and (gave_up or asked_for.deadline.expired()):
+            self._settle(asked_for, hold=None)
+        self._serve()
+
+    def _release(self, sync: Lock, report: Callable[[Outcome[None]], None] | None) -> None:
+        if self._live is not None and self._live.sync is sync:
+            self._live = None
+        self._releases += 1
+
+        def released(outcome: Outcome[None]) -> None:
+            self._releases -= 1
+            if outcome.error is None or isinstance(outcome.error, LockLost):
+                self._spare.append(sync)  # else dropped: its backend handle may be confused
+            if report is not None:
+                report(outcome)
+            elif outcome.error is not None:
+                log.debug("conch.aio: releasing an unwanted hold: %r", outcome.error)
+            self._serve()
+
+        call_in_thread(self._loop, sync.release, released, lambda _: None, waits=False)
+
+    def _orphaned(self, sync: Lock, outcome: Outcome[bool]) -> None:
+        """On the calling thread: the loop closed while ``sync`` was acquiring."""
+        if outcome.value:
+            try:
+                sync.release()
+            except Exception as exc:
+                log.debug("conch.aio: releasing a hold of a closed loop: %r", exc)
+        self._forget(self)
+
+    def _lock_for_this_queue(self) -> Lock:
+        sync = self._new_lock()
+
+        def lost() -> None:  # on the thread that reports the loss
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
+                self._loop.call_soon_threadsafe(self._lost, sync)
+
+        sync.add_loss_listener(lost)
+        return sync
+
+    def _lost(self, sync: Lock) -> None:
+        hold = self._live
+        if hold is None or hold.sync is not sync:
+            return  # lost while acquiring (its owner checks), or released already
+        self._live = None
+        hold.owner._hold_lost(hold)
+        self._serve()  # the name is free for the next waiter, as for another lock object
+
+    def _first_eligible(self) -> _Waiter | None:
+        for waiter in self._waiters:
+            # A cancelled task's future is cancelled before its coroutine withdraws.
+            if waiter.owner not in self._owners and not waiter.future.done():
+                return waiter
+        return None
+
+    def _expire(self, waiter: _Waiter) -> None:
+        call = self._call
+        if call is not None and call.waiter is waiter:
+            return  # its own call ends by its deadline: that call decides
+        if not waiter.future.done():
+            self._settle(waiter, hold=None)
+            self._serve()
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        """The waiting coroutine was cancelled: drop out, giving back a hold it was granted."""
+        future = waiter.future
+        if future.done() and not future.cancelled() and future.exception() is None:
+            hold = future.result()
+            if hold is not None:
+                self._owners.discard(hold.owner)
+                self._release(hold.sync, None)
+            return
+        self._settle(waiter, cancelled=True)
+        self._serve()
+
+    def _settle(
+        self,
+        waiter: _Waiter,
+        *,
+        hold: Hold | None = None,
+        error: BaseException | None = None,
+        cancelled: bool = False,
+    ) -> None:
+        """Take ``waiter`` out of the line and give its coroutine its result."""
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        self._waiters.pop(waiter, None)
+        if waiter.future.done():
+            return
+        if cancelled:
+            waiter.future.cancel()
+        elif error is not None:
+            waiter.future.set_exception(error)
+        else:
+            waiter.future.set_result(hold)

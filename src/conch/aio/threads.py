@@ -1,0 +1,93 @@
+"""Running conch's blocking calls off the event loop, on a few threads conch owns.
+
+Two kinds of call, two kinds of thread:
+
+* **short calls** (a one-try acquire, a release, start/stop: bounded by a few
+  round-trips and the backends' timeouts) run on one small pool shared by the
+  process, never on the loop's default executor, which the application may fill;
+* **waits** (an acquire that may block until its deadline) each get a daemon
+  thread of their own, so a long wait never starves the pool. :mod:`conch.aio.queue`
+  runs at most one wait per lock name and coordinator, whatever the number of
+  coroutines waiting.
+
+The outcome comes back to the loop through ``call_soon_threadsafe``. When the
+loop has closed meanwhile, nobody is left to receive it: ``orphaned`` runs on
+the calling thread instead, so that (for instance) a hold nobody will use is
+released rather than kept until the coordinator stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+POOL_THREADS = 8
+"""Threads of the pool for short calls, shared by every AsyncCoordinator of the process."""
+
+_pool: ThreadPoolExecutor | None = None
+_pool_mutex = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What a blocking call returned, or the exception it raised."""
+
+    value: T | None = None
+    error: BaseException | None = None
+
+
+def pool() -> ThreadPoolExecutor:
+    """The process's pool for short calls (created on first use)."""
+    global _pool
+    with _pool_mutex:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="conch-aio")
+        return _pool
+
+
+def call_in_thread(
+    loop: asyncio.AbstractEventLoop,
+    call: Callable[[], T],
+    done: Callable[[Outcome[T]], None],
+    orphaned: Callable[[Outcome[T]], None],
+    *,
+    waits: bool,
+) -> None:
+    """Run ``call`` on a conch thread (its own one when it ``waits``), then ``done(outcome)``
+    on ``loop``; ``orphaned(outcome)`` on that thread if ``loop`` is closed by then."""
+
+    def run() -> None:
+        try:
+            outcome: Outcome[T] = Outcome(value=call())
+        except BaseException as exc:  # delivered to the loop, which re-raises it
+            outcome = Outcome(error=exc)
+        try:
+            loop.call_soon_threadsafe(done, outcome)
+        except RuntimeError:  # the loop is closed
+            orphaned(outcome)
+
+    if waits:
+        threading.Thread(target=run, name="conch-aio-wait", daemon=True).start()
+    else:
+        pool().submit(run)
+
+
+async def run_in_thread(call: Callable[[], T]) -> T:
+    """``call()`` on the pool, awaited (for calls whose result cannot be orphaned)."""
+    return await asyncio.get_running_loop().run_in_executor(pool(), call)
+
+
+def _forget_pool_in_child() -> None:
+    # The pool's threads do not exist in a forked child: start a new pool there.
+    global _pool, _pool_mutex
+    _pool, _pool_mutex = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)

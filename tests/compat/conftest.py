@@ -1,0 +1,66 @@
+"""Fixtures of the compat suite: each backend's URL in the form a tooz user's config holds."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+
+from conch.compat.tooz import coordination
+from tests.conftest import BACKENDS
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest) -> str:
+    """Each backend's URL in turn, through conch's synchronous API only (the compat layers
+    are synchronous; the suite-wide ``url`` also runs the async API as "<name>-async")."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+def as_tooz_url(url: str) -> str:
+    """The tooz 9 URL for the same server as conch test URL ``url`` (conch-only schemes,
+    such as memory://, stay as they are: get_coordinator takes conch URLs too)."""
+    parts = urllib.parse.urlsplit(url)
+    scheme, path = parts.scheme, parts.path
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    if "ttl" in query:  # conch's lease is tooz's lock_timeout
+        query["lock_timeout"] = query.pop("ttl")
+    if scheme == "redis" and path.strip("/"):
+        query["db"], path = path.strip("/"), ""
+    elif scheme == "etcd":
+        scheme = "etcd3+http"
+    elif scheme == "zookeeper":
+        scheme = "kazoo"
+        if path.strip("/"):
+            query["namespace"], path = path.strip("/"), ""
+    encoded = urllib.parse.urlencode(query)
+    return f"{scheme}://{parts.netloc}{path}{'?' + encoded if encoded else ''}"
+
+
+@pytest.fixture
+def tooz_url(url: str) -> str:
+    """The backend under test, as a tooz URL."""
+    return as_tooz_url(url)
+
+
+def _started(url: str, member: bytes) -> Iterator[coordination.CoordinationDriver]:
+    coordinator = coordination.get_coordinator(url, member)
+    coordinator.start(start_heart=True)
+    try:
+        yield coordinator
+    finally:
+        if coordinator.is_started:
+            coordinator.stop()
+
+
+@pytest.fixture
+def tooz_coordinator(tooz_url: str) -> Iterator[coordination.CoordinationDriver]:
+    """A started coordinator, obtained the way tooz users do."""
+    yield from _started(tooz_url, b"conductor-1")
+
+
+@pytest.fixture
+def other_tooz_coordinator(tooz_url: str) -> Iterator[coordination.CoordinationDriver]:
+    """A second member of the group (another conductor)."""
+    yield from _started(tooz_url, b"conductor-2")
