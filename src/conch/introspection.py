@@ -150,6 +150,21 @@ def read_stamp(data: bytes | str | None) -> Stamp | None:
     )
 
 
+def has_hold_to_break(lock: LockInfo, token: int | None) -> bool:
+    """Whether ``lock`` (just described) has a hold that ``break_lock(token=token)`` may end.
+
+    Raises :class:`HolderChanged` when ``token`` is given and is not the current hold's.
+    """
+    if lock.holder is None:
+        if token is not None:
+            raise HolderChanged(f"lock {lock.name!r} is no longer held")
+        return False
+    if token is not None and lock.holder.token != token:
+        raise HolderChanged(f"lock {lock.name!r} is now held by token {lock.holder.token}, "
+                            f"not {token}")
+    return True
+
+
 def matching(locks: Iterable[LockInfo], prefix: bytes) -> list[LockInfo]:
     """The held ``locks`` whose name starts with ``prefix``, sorted by name."""
     return sorted((lock for lock in locks if lock.held and lock.key.startswith(prefix)),

@@ -17,7 +17,7 @@ reports the loss.
 from __future__ import annotations
 
 from conch.backends.etcd_client import Gateway, Message, decode, encode, prefix_end
-from conch.introspection import HolderChanged, HolderInfo, LockInfo, read_stamp
+from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
 
 def describe(gateway: Gateway, queue: bytes, name: bytes) -> tuple[LockInfo, Message | None]:
@@ -56,13 +56,8 @@ def held_locks(gateway: Gateway, prefix: bytes) -> list[LockInfo]:
 def break_hold(gateway: Gateway, queue: bytes, name: bytes, token: int | None) -> LockInfo:
     """Delete the holder's key of lock ``name`` (only the one with ``token``, if given)."""
     lock, kv = describe(gateway, queue, name)
-    if lock.holder is None or kv is None:
-        if token is not None:
-            raise HolderChanged(f"lock {lock.name!r} is no longer held")
+    if not has_hold_to_break(lock, token) or kv is None:
         return lock
-    if token is not None and lock.holder.token != token:
-        raise HolderChanged(f"lock {lock.name!r} is now held by token {lock.holder.token}, "
-                            f"not {token}")
     answer = gateway.txn(
         compare=[{"key": kv["key"], "target": "CREATE", "result": "EQUAL",
                   "create_revision": kv["create_revision"]}],

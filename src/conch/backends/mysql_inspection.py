@@ -28,7 +28,14 @@ import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
 from conch.backends.mysql_connections import Connection, close_quietly
-from conch.introspection import BreakRefused, HolderChanged, HolderInfo, LockInfo, read_stamp
+from conch.introspection import (
+    BreakRefused,
+    HolderChanged,
+    HolderInfo,
+    LockInfo,
+    has_hold_to_break,
+    read_stamp,
+)
 
 if TYPE_CHECKING:
     from conch.backends.mysql import MySQLBackend
@@ -91,13 +98,8 @@ def held_locks(session: Connection) -> list[LockInfo]:
 def break_hold(session: Connection, server_name: str, key: bytes, token: int | None) -> LockInfo:
     """Kill the connection holding lock ``key`` (only the hold with ``token``, if given)."""
     lock, connection_id = describe(session, server_name, key)
-    if lock.holder is None or connection_id is None:
-        if token is not None:
-            raise HolderChanged(f"lock {lock.name!r} is no longer held")
+    if not has_hold_to_break(lock, token) or connection_id is None:
         return lock
-    if token is not None and lock.holder.token != token:
-        raise HolderChanged(f"lock {lock.name!r} is now held by token {lock.holder.token}, "
-                            f"not {token}")
     try:
         with session.cursor() as cursor:
             cursor.execute(f"KILL CONNECTION {int(connection_id)}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from conch.backends.redis_client import Command, RedisClient
-from conch.introspection import HolderChanged, HolderInfo, LockInfo, read_stamp
+from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
 if TYPE_CHECKING:
     from conch.backends.redis import LockKeys, RedisHold
@@ -72,13 +72,8 @@ def break_hold(
     from conch.backends.redis import RedisHold
 
     lock, value = describe(client, keys, name)
-    if lock.holder is None or value is None:
-        if token is not None:
-            raise HolderChanged(f"lock {lock.name!r} is no longer held")
+    if not has_hold_to_break(lock, token) or value is None:
         return lock
-    if token is not None and lock.holder.token != token:
-        raise HolderChanged(f"lock {lock.name!r} is now held by token {lock.holder.token}, "
-                            f"not {token}")
     deleted = _replies(client.run([release_command(RedisHold(keys, value, 0.0))]))[0]
     if not deleted:
         raise HolderChanged(f"lock {lock.name!r} changed holder while it was being broken")

@@ -20,7 +20,7 @@ from typing import Any
 from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 
 from conch.backends.zookeeper_session import ZooKeeperSession
-from conch.introspection import HolderChanged, HolderInfo, LockInfo, read_stamp
+from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
 # Listing reads, sent at once and answered in order: a few hundred locks at a time.
 _BATCH = 200
@@ -78,13 +78,8 @@ def held_locks(session: ZooKeeperSession, locks_path: str) -> list[LockInfo]:
 def break_hold(session: ZooKeeperSession, parent: str, key: bytes, token: int | None) -> LockInfo:
     """Delete the holder's child of lock ``key`` (only the one with ``token``, if given)."""
     lock, path = describe(session, parent, key)
-    if lock.holder is None or path is None:
-        if token is not None:
-            raise HolderChanged(f"lock {lock.name!r} is no longer held")
+    if not has_hold_to_break(lock, token) or path is None:
         return lock
-    if token is not None and lock.holder.token != token:
-        raise HolderChanged(f"lock {lock.name!r} is now held by token {lock.holder.token}, "
-                            f"not {token}")
     try:
         # The child's name is unique to this hold: deleting it never ends another.
         session.answer(session.client.delete_async(path), "delete the lock holder")
