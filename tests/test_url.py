@@ -149,8 +149,19 @@ def test_file_url_may_name_localhost(tmp_path: pathlib.Path) -> None:
 
 
 def test_scheme_whose_client_library_is_missing_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
-    monkeypatch.setitem(conch_url._BACKENDS, "nosuch", "conch.backends.nosuch:NoSuchBackend")
+    # A backend module whose client library is not installed.
+    (tmp_path / "nosuch_backend.py").write_text("import nosuch_client_library\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(conch_url._BACKENDS, "nosuch", "nosuch_backend:NoSuchBackend")
     with pytest.raises(conch.InvalidURL, match=r"install conch\[nosuch\]"):
         conch.Coordinator(f"nosuch://u:{SECRET}@host")
+
+
+def test_an_import_error_inside_conch_is_not_blamed_on_a_client_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(conch_url._BACKENDS, "broken", "conch.backends.nosuch:NoSuchBackend")
+    with pytest.raises(ModuleNotFoundError, match=r"conch\.backends\.nosuch"):
+        conch.Coordinator("broken://host")
