@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import pathlib
 
-from conch.history import Lost, Recorder, Section, load, violations
+from conch.history import (
+    FencedWrite,
+    Lost,
+    Recorder,
+    Section,
+    fenced_counter_violations,
+    load,
+    load_writes,
+    violations,
+)
 
 
 def _section(holder: str, token: int | None, enter: float, exit: float,
@@ -106,3 +117,77 @@ def test_a_section_is_recorded_even_when_its_body_raises(tmp_path: pathlib.Path)
     except RuntimeError:
         pass
     assert [section.token for section in load(tmp_path)] == [1]
+
+
+# --- a loss nobody reported ----------------------------------------------------------------
+
+
+def test_a_holder_never_told_while_a_later_token_took_the_lock_is_an_unreported_loss() -> None:
+    # b was told (its hold ended at once), but its grant proves a lost its lock unawares.
+    found = violations([_section("a", 1, 0.0, 5.0), _section("b", 2, 1.0, 2.0, lost=True)])
+    assert len(found) == 1 and "never told" in found[0] and "token 2" in found[0]
+
+
+def test_a_told_holder_overlapped_by_a_later_token_is_safe() -> None:
+    history = [_section("a", 1, 0.0, 5.0, lost=True), _section("b", 2, 1.0, 2.0, lost=True)]
+    assert violations(history) == []
+
+
+def test_an_older_token_entering_late_is_not_taken_for_a_loss() -> None:
+    # b was granted first (token 1) but entered late, and was told of its loss: its
+    # grant says nothing about a's hold.
+    history = [_section("a", 2, 0.0, 5.0), _section("b", 1, 1.0, 2.0, lost=True)]
+    assert violations(history) == []
+
+
+def test_a_told_holder_entering_late_with_an_old_token_is_not_a_regression() -> None:
+    # b was granted token 1, then frozen before it entered; a got token 2 meanwhile.
+    # b was told of its loss: its entry time says nothing of its grant.
+    history = [_section("a", 2, 0.0, 1.0), _section("b", 1, 2.0, 3.0, lost=True),
+               _section("c", 3, 4.0, 5.0)]
+    assert violations(history) == []
+
+
+def test_unreported_losses_are_not_checked_without_fencing() -> None:
+    history = [_section("a", 1, 0.0, 5.0), _section("b", 2, 1.0, 2.0, lost=True)]
+    assert violations(history, fencing=False) == []
+
+
+# --- the fenced counter --------------------------------------------------------------------
+
+
+def _write(holder: str, token: int, read: int, accepted: bool = True,
+           name: str = "vnf-42") -> FencedWrite:
+    return FencedWrite(name=name, holder=holder, token=token, read=read, accepted=accepted)
+
+
+def test_accepted_writes_that_each_read_the_last_value_lose_no_update() -> None:
+    writes = [_write("a", 1, 0), _write("a", 1, 1), _write("b", 2, 2), _write("a", 1, 3, False),
+              _write("c", 9, 0, name="other-name")]
+    assert fenced_counter_violations(writes) == []
+
+
+def test_two_accepted_writes_of_one_value_are_a_lost_update() -> None:
+    found = fenced_counter_violations([_write("a", 1, 0), _write("b", 2, 0)])
+    assert len(found) == 1 and "update was lost" in found[0] and "b" in found[0]
+
+
+def test_a_rejected_write_in_a_section_never_told_of_a_loss_is_reported() -> None:
+    sections = [_section("a", 1, 0.0, 5.0), _section("b", 2, 1.0, 2.0, lost=True)]
+    writes = [_write("b", 2, 0), _write("a", 1, 0, accepted=False)]
+    found = fenced_counter_violations(writes, sections)
+    assert len(found) == 1 and "never told" in found[0] and "token 1" in found[0]
+
+
+def test_a_rejected_write_of_a_told_holder_is_the_fencing_at_work() -> None:
+    sections = [_section("a", 1, 0.0, 5.0, lost=True), _section("b", 2, 1.0, 2.0)]
+    writes = [_write("b", 2, 0), _write("a", 1, 0, accepted=False)]
+    assert fenced_counter_violations(writes, sections) == []
+
+
+def test_fenced_writes_load_back_in_order(tmp_path: pathlib.Path) -> None:
+    log = tmp_path / "writes.jsonl"
+    writes = [_write("a", 1, 0), _write("b", 2, 0, accepted=False)]
+    log.write_text("".join(json.dumps(dataclasses.asdict(w)) + "\n" for w in writes))
+    assert load_writes(log) == writes
+    assert load_writes(tmp_path / "missing.jsonl") == []

@@ -2,6 +2,11 @@
 
 Used by ``conch demo`` and by the test suites (one checker for all). Times come
 from ``time.monotonic()``, which is one clock for every process of a host.
+
+Two records: a :class:`Section` per critical section (who held which name, with
+which token, when, and whether the holder was told of a loss), and, where the
+holders update a shared counter through a store that checks fencing tokens, a
+:class:`FencedWrite` per write attempt (:func:`fenced_counter_violations`).
 """
 
 from __future__ import annotations
@@ -77,8 +82,11 @@ def violations(sections: Iterable[Section], *, fencing: bool = True) -> list[str
     """Each safety violation in a history, as a sentence; empty when the history is safe.
 
     Violations: two sections on one name overlap while neither holder was told
-    of a loss; tokens of one name do not strictly increase in entry order
-    (checked when ``fencing``).
+    of a loss; tokens of one name do not strictly increase in entry order among
+    the holders not told of a loss (checked when ``fencing``); a loss went
+    unreported: a holder with a larger token entered while a section that was
+    never told of a loss went on (the lock changed hands under it; checked when
+    ``fencing``, as the tokens tell who was granted the lock later).
     """
     found: list[str] = []
     by_name: dict[str, list[Section]] = defaultdict(list)
@@ -86,9 +94,13 @@ def violations(sections: Iterable[Section], *, fencing: bool = True) -> list[str
         by_name[section.name].append(section)
     for name, history in by_name.items():
         history.sort(key=lambda s: s.enter)
-        found += _overlaps(name, [s for s in history if not s.lost])
+        told = [s for s in history if not s.lost]
+        found += _overlaps(name, told)
         if fencing:
-            found += _token_regressions(name, history)
+            # A holder told of a loss may have stopped (frozen, paged out) between its
+            # grant and its entry: its entry time says nothing of when it was granted.
+            found += _token_regressions(name, told)
+            found += _unreported_losses(name, history)
     return found
 
 
@@ -120,3 +132,82 @@ def _token_regressions(name: str, history: list[Section]) -> list[str]:
             )
         previous = section
     return found
+
+
+def _unreported_losses(name: str, history: list[Section]) -> list[str]:
+    # Two sections that were both not told are an overlap (above); here the later one
+    # was told (it may have lost the lock at once), yet its grant, after the earlier
+    # one's (larger token) and before the earlier one left, took the lock from it.
+    found = []
+    for index, section in enumerate(history):
+        if section.lost or section.token is None:
+            continue
+        for later in history[index + 1:]:
+            if later.enter >= section.exit:
+                break
+            if later.lost and later.token is not None and later.token > section.token:
+                found.append(
+                    f"{name}: {section.holder} (token {section.token}) was never told it "
+                    f"lost the lock, yet {later.holder} got it with token {later.token} at "
+                    f"{later.enter:.6f}, before {section.holder} left at {section.exit:.6f}"
+                )
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class FencedWrite:
+    """One write attempt on a fenced counter, as the store saw it.
+
+    The counter of ``name`` starts at 0. A holder reads it, then writes ``read + 1``
+    with the fencing token of its hold; the store accepts the write only if no
+    larger token read or wrote the counter before it (the classic fencing check),
+    and records every attempt in the order it decided them. A read the store
+    refused for the same reason is recorded as a rejected attempt with ``read = -1``.
+    """
+
+    name: str
+    holder: str
+    token: int
+    read: int
+    accepted: bool
+
+
+def fenced_counter_violations(
+    writes: Iterable[FencedWrite], sections: Iterable[Section] = ()
+) -> list[str]:
+    """Each violation shown by a fenced counter's writes (in the store's order).
+
+    Violations: an accepted write lost an update (it read a value that an accepted
+    write had already replaced: two holders read the same value and both wrote);
+    a write was rejected (a larger token had used the counter, so the writer's
+    hold had passed to someone else) during a section of ``sections`` whose
+    holder was never told of a loss.
+    """
+    found: list[str] = []
+    accepted: dict[str, int] = defaultdict(int)
+    unfenced_sections = {(s.name, s.holder, s.token) for s in sections if not s.lost}
+    for write in writes:
+        if not write.accepted:
+            if (write.name, write.holder, write.token) in unfenced_sections:
+                found.append(
+                    f"{write.name}: the write of {write.holder} with token {write.token} was "
+                    "rejected by the fencing check, but its holder was never told of a loss"
+                )
+            continue
+        if write.read != accepted[write.name]:
+            found.append(
+                f"{write.name}: {write.holder} (token {write.token}) wrote {write.read + 1} "
+                f"after reading {write.read}, but the counter was already "
+                f"{accepted[write.name]}: an update was lost"
+            )
+        accepted[write.name] = write.read + 1
+    return found
+
+
+def load_writes(path: str | os.PathLike[str]) -> list[FencedWrite]:
+    """The write attempts a fenced store recorded (JSON lines) at ``path``, in order."""
+    source = pathlib.Path(path)
+    if not source.exists():
+        return []
+    return [FencedWrite(**json.loads(line))
+            for line in source.read_text(encoding="utf-8").splitlines()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import re
 import urllib.parse
 from collections.abc import Iterable
@@ -107,6 +108,23 @@ class BackendURL:
         if not value > 0 or value == float("inf"):
             raise InvalidURL(f"option {name} must be a positive number, got {raw!r}")
         return value
+
+
+class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger for a client library that would log credentials (kazoo logs its auth
+    packet at DEBUG): every message is formatted, then each secret replaced by ``***``."""
+
+    def __init__(self, logger: logging.Logger, secrets: tuple[str, ...]) -> None:
+        super().__init__(logger, {})
+        self._secrets = tuple(secret for secret in secrets if secret)
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        if not self.isEnabledFor(level):
+            return
+        text = str(msg) % args if args else str(msg)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        self.logger.log(level, "%s", text, **kwargs)
 
 
 def parse_url(url: str) -> BackendURL:

@@ -132,9 +132,10 @@ class Gateway:
                          {"compare": list(compare), "success": list(success),
                           "failure": list(failure)})
 
-    def delete(self, key: bytes, timeout: float | None = None) -> None:
-        """Delete ``key`` (nothing happens when it is already gone)."""
-        self.call("/v3/kv/deleterange", {"key": encode(key)}, timeout)
+    def delete(self, key: bytes, timeout: float | None = None) -> int:
+        """Delete ``key``; how many keys were deleted (0 when it was already gone)."""
+        answer = self.call("/v3/kv/deleterange", {"key": encode(key)}, timeout)
+        return int(answer.get("deleted", 0))
 
     def grant_lease(self, ttl: int) -> tuple[int, int]:
         """A new lease: its ID and the TTL etcd granted (it raises TTLs below its minimum)."""

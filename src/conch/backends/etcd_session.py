@@ -37,7 +37,7 @@ from conch.backends.base import LossCallback
 from conch.backends.etcd_client import Gateway
 from conch.backends.etcd_watch import DeleteWatch
 from conch.backends.session import Heartbeat, Holds
-from conch.errors import BackendUnavailable, NotStarted
+from conch.errors import BackendUnavailable, LockLost, NotStarted
 
 log = logging.getLogger("conch")
 
@@ -164,15 +164,23 @@ class EtcdSession:
         watch.close()
 
     def release(self, hold: Hold) -> None:
-        """Stop keeping ``hold`` alive and delete its key (wakes the next waiter)."""
-        hold.lease.holds.discard(hold)
-        if hold.pid == os.getpid():  # never a forked parent's key
-            self.delete(hold.key)
+        """Stop keeping ``hold`` alive and delete its key (wakes the next waiter).
 
-    def delete(self, key: bytes) -> None:
-        """Delete a hold's key; if etcd cannot be reached, a later beat does, and raise."""
+        Raises :class:`LockLost` when the key was already gone: its lease expired
+        unnoticed (a process paused past the TTL) or the lock was broken.
+        """
+        hold.lease.holds.discard(hold)
+        if hold.pid == os.getpid() and not self.delete(hold.key):  # never a parent's key
+            raise LockLost(
+                "its key was gone before the release: the lease expired (was the process "
+                "paused longer than the TTL?) or the lock was broken"
+            )
+
+    def delete(self, key: bytes) -> int:
+        """Delete a hold's key (0: it was gone); if etcd cannot be reached, a later beat
+        does, and raise."""
         try:
-            self.gateway.delete(key)
+            return self.gateway.delete(key)
         except BackendUnavailable:
             with self._mutex:
                 if not self._closed:

@@ -38,11 +38,15 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     NoNodeError,
     SessionExpiredError,
 )
-from kazoo.security import make_digest_acl  # type: ignore[import-untyped]
+from kazoo.security import (  # type: ignore[import-untyped]
+    make_digest_acl,
+    make_digest_acl_credential,
+)
 
 from conch.backends.base import LossCallback
 from conch.backends.session import Holds
 from conch.errors import BackendUnavailable
+from conch.url import RedactingLogger
 
 log = logging.getLogger("conch")
 
@@ -76,13 +80,17 @@ class ZooKeeperSession:
         self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
         auth: dict[str, Any] = {}
+        secrets: tuple[str, ...] = ()
         if credentials is not None:
             user, password = credentials
             # Nodes we create are readable and writable by members with the same credentials.
             auth = {"auth_data": [("digest", f"{user}:{password}")],
                     "default_acl": [make_digest_acl(user, password, all=True)]}
+            secrets = (password, make_digest_acl_credential(user, password))
         self.client = KazooClient(
-            hosts=hosts, timeout=session_timeout, connection_retry=dict(_RECONNECT), **auth
+            hosts=hosts, timeout=session_timeout, connection_retry=dict(_RECONNECT),
+            # kazoo logs its auth packet, password included, at DEBUG.
+            logger=RedactingLogger(logging.getLogger("kazoo.client"), secrets), **auth
         )
         self._mutex = threading.Lock()  # orders state changes against new holds
         self._connected = False
