@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import conch
 from conch.history import load
 from tests.chaos.clusters import Cluster, EtcdCluster, ZooKeeperCluster
 from tests.chaos.scenario import Scenario
 from tests.chaos.targets import Target
 from tests.chaos.test_server_faults import next_acquired
+from tests.chaos.worker import Holder
 
 CONTENTION = 10.0
 """Seconds the contenders run; the leader is killed after :data:`KILL_AFTER` of them."""
@@ -107,7 +109,7 @@ def test_killing_the_leader_during_contention_loses_no_update(
     assert sum(tally.acquisitions for tally in tallies) == len(sections)
     after = [section.enter for section in sections if section.enter > killed + 0.05]
     if not after:  # the election outlasted the contention: one more process tries
-        probe = run.holder("probe")
+        probe = _holder_once_serving(run, "probe", deadline=killed + RECOVERY)
         assert probe.acquire(RECOVERY) is not None, "no lock since the leader was killed"
         after = [time.monotonic()]
         assert not probe.release()
@@ -116,6 +118,17 @@ def test_killing_the_leader_during_contention_loses_no_update(
                            f"{sum(t.errors for t in tallies)} errors, "
                            f"{sum(t.losses_reported for t in tallies)} losses reported")
     run.check()
+
+
+def _holder_once_serving(run: Scenario, name: str, deadline: float) -> Holder:
+    """A holder connected once the cluster serves again (a ZooKeeper election may take
+    longer than one connect timeout)."""
+    while True:
+        try:
+            return run.holder(name)
+        except conch.BackendUnavailable:
+            if time.monotonic() > deadline:
+                raise
 
 
 @pytest.mark.timeout(180)
