@@ -11,7 +11,6 @@ import base64
 import hashlib
 import os
 import re
-import signal
 import socket
 import threading
 import time
@@ -67,22 +66,7 @@ def test_a_killed_holder_process_is_replaced_within_the_lease_ttl(
     etcd_server: EtcdServer, lock_name: str
 ) -> None:
     url = etcd_server.url(ttl=2)
-    holder = workers.spawn(url, "hold", lock_name)
-    try:
-        dead_token = int(workers.expect(holder, "held "))
-        with conch.connect(url) as coordinator:
-            lock = coordinator.lock(lock_name)
-            assert lock.acquire(blocking=False) is False
-            holder.send_signal(signal.SIGKILL)
-            holder.wait()
-            killed = time.monotonic()
-            assert lock.acquire(blocking=10)
-            took = time.monotonic() - killed
-            assert lock.token is not None and lock.token > dead_token
-            lock.release()
-    finally:
-        holder.kill()
-        holder.communicate()
+    took = workers.takeover_after_kill(url, lock_name)
     print(f"\nkilled holder's lock taken over {took:.2f} s after SIGKILL (lease ttl 2 s)")
     # etcd checks for expired leases every 500 ms: the lease ends 2-2.5 s after its last renewal.
     assert took < 2 + 1.5

@@ -7,7 +7,6 @@ these tests check what only a TTL lock on memcached has. Timings are printed
 
 from __future__ import annotations
 
-import signal
 import socket
 import threading
 import time
@@ -44,22 +43,7 @@ def test_a_killed_holder_process_is_replaced_within_the_ttl(
     memcached_server: MemcachedProcess, lock_name: str
 ) -> None:
     url = f"{memcached_server.url}?ttl=2"
-    holder = workers.spawn(url, "hold", lock_name)
-    try:
-        dead_token = int(workers.expect(holder, "held "))
-        with conch.connect(url) as coordinator:
-            lock = coordinator.lock(lock_name)
-            assert lock.acquire(blocking=False) is False
-            holder.send_signal(signal.SIGKILL)
-            holder.wait()
-            killed = time.monotonic()
-            assert lock.acquire(blocking=10)
-            took = time.monotonic() - killed
-            assert lock.token is not None and lock.token > dead_token
-            lock.release()
-    finally:
-        holder.kill()
-        holder.communicate()
+    took = workers.takeover_after_kill(url, lock_name)
     print(f"\nkilled holder's lock taken over {took:.2f} s after SIGKILL (ttl 2 s)")
     assert took < 2 + 1.0
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import pathlib
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -131,6 +132,28 @@ def finish(worker: subprocess.Popen[str], timeout: float = 60.0) -> str:
         raise AssertionError(f"worker did not finish in {timeout} s; stderr:\n{errors}") from None
     assert worker.returncode == 0, f"worker exited with {worker.returncode}:\n{errors}"
     return output
+
+
+def takeover_after_kill(url: str, name: str) -> float:
+    """Seconds from SIGKILLing a worker process holding ``name`` until this process holds
+    it (waiting at most 10 s), checking the new token exceeds the dead holder's."""
+    holder = spawn(url, "hold", name)
+    try:
+        dead_token = int(expect(holder, "held "))
+        with conch.connect(url) as coordinator:
+            lock = coordinator.lock(name)
+            assert lock.acquire(blocking=False) is False
+            holder.send_signal(signal.SIGKILL)
+            holder.wait()
+            killed = time.monotonic()
+            assert lock.acquire(blocking=10)
+            took = time.monotonic() - killed
+            assert lock.token is not None and lock.token > dead_token
+            lock.release()
+    finally:
+        holder.kill()
+        holder.communicate()
+    return took
 
 
 def _hold(name: str) -> None:
