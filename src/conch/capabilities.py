@@ -21,6 +21,9 @@ class Capabilities:
     ``introspection``: :meth:`conch.Coordinator.describe` and ``holders`` show who holds a lock.
     ``breakable``: :meth:`conch.Coordinator.break_lock` frees another process's hold, and
     that holder is told it lost the lock.
+    ``native_async``: :mod:`conch.aio` waits on the event loop itself (the client library's
+    asyncio support, or the backend's socket or file descriptor on the loop), with no
+    thread per call; without it, :mod:`conch.aio` runs the sync calls on conch's threads.
     """
 
     session_bound: bool
@@ -31,6 +34,7 @@ class Capabilities:
     distributed: bool
     introspection: bool = False
     breakable: bool = False
+    native_async: bool = False
 
     @classmethod
     def names(cls) -> frozenset[str]:

@@ -10,15 +10,19 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from conch import metrics
-from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, ConchError, NotStarted
+from conch.hold_state import Holding
 from conch.introspection import LockInfo, matching
 from conch.lock import Lock, LockName, lock_key
 from conch.url import backend_class, parse_url
+
+if TYPE_CHECKING:
+    from conch.aio.native import NativeLock
 
 T = TypeVar("T")
 
@@ -49,7 +53,7 @@ class Coordinator:
         self._backend: Backend | None = None
         self._state_lock = threading.Lock()
         # Strong references: a held lock is never garbage-collected before release().
-        self._held: set[Lock] = set()
+        self._held: set[Holding] = set()
 
     @property
     def url(self) -> str:
@@ -117,6 +121,21 @@ class Coordinator:
 
     get_lock = lock
 
+    def _native_lock(self, name: LockName, metric_label: str | None = None) -> NativeLock:
+        """For :mod:`conch.aio`, on the event loop that will use it: a lock awaiting the
+        backend's asyncio handle (``native_async`` backends only)."""
+        from conch.aio.native import NativeLock
+
+        key = lock_key(name)
+        backend = self._backend
+        if backend is None:
+            raise NotStarted(f"{self!r} is not started")
+
+        def make_handle(on_lost: LossCallback) -> AsyncLockHandle:
+            return backend.async_handle(key, on_lost)
+
+        return NativeLock(name, make_handle, self._describe_error, self._track_hold)
+
     def describe(self, name: LockName) -> LockInfo:
         """Who holds lock ``name`` now, since when, and who waits (``None`` where the
         backend cannot tell). Raises :class:`conch.NotSupported` unless the backend has
@@ -166,7 +185,7 @@ class Coordinator:
         except Exception as exc:
             raise BackendUnavailable(self._describe_error(exc)) from None
 
-    def _track_hold(self, lock: Lock, held: bool) -> None:
+    def _track_hold(self, lock: Holding, held: bool) -> None:
         if held:
             self._held.add(lock)
         else:

@@ -22,7 +22,6 @@ turns ``False``, and ``release()`` / leaving ``with`` raises :class:`LockLost`.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import threading
@@ -31,13 +30,11 @@ from types import TracebackType
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.errors import (
-    BackendUnavailable,
-    ConchError,
     InvalidLockName,
     LockAcquireFailed,
     LockLost,
-    LockNotHeld,
 )
+from conch.hold_state import Holding, HoldState, State, reported
 
 log = logging.getLogger("conch")
 
@@ -76,26 +73,6 @@ def wait_budget(blocking: Blocking) -> float | None:
     return None if math.isinf(blocking) else float(blocking)
 
 
-class _LossEvent(threading.Event):
-    """:attr:`Lock.lost`: an Event that also calls the lock's loss listeners when set."""
-
-    def __init__(self, listeners: list[Callable[[], None]]) -> None:
-        super().__init__()
-        self._listeners = listeners
-
-    def set(self) -> None:
-        super().set()
-        for listener in self._listeners:
-            listener()
-
-
-class _State(enum.Enum):
-    IDLE = "idle"
-    ACQUIRING = "acquiring"
-    HELD = "held"
-    LOST = "lost"
-
-
 class Lock:
     """A named lock of one coordinator. Create it with ``Coordinator.lock(name)``."""
 
@@ -104,40 +81,34 @@ class Lock:
         name: LockName,
         make_handle: Callable[[LossCallback], LockHandle],
         describe_error: Callable[[BaseException], str],
-        on_hold_change: Callable[[Lock, bool], None],
+        on_hold_change: Callable[[Holding, bool], None],
     ) -> None:
         self.name = name
-        self._loss_listeners: list[Callable[[], None]] = []
-        self.lost: threading.Event = _LossEvent(self._loss_listeners)
+        self._state = HoldState(name, self, on_hold_change)
+        self.lost: threading.Event = self._state.lost
         """Set when a hold is lost before ``release()``; cleared by the next acquire."""
         self._describe_error = describe_error
-        self._on_hold_change = on_hold_change
         # Held from the start of an acquire until release(): one hold per object.
         self._occupied = threading.Lock()
-        self._mutex = threading.Lock()  # guards _state and _token
-        self._state = _State.IDLE
-        self._token: int | None = None
-        self._backend_holds = False  # the handle still needs release()
-        self._loss_while_acquiring: str | None = None
-        self._handle = make_handle(self._mark_lost)
+        self._handle = make_handle(self._state.mark_lost)
 
     def __repr__(self) -> str:
-        return f"<conch.Lock {self.name!r} {self._state.value}>"
+        return f"<conch.Lock {self.name!r} {self._state.state.value}>"
 
     @property
     def held(self) -> bool:
         """True while this object holds the lock (False once the hold is lost)."""
-        return self._state is _State.HELD
+        return self._state.state is State.HELD
 
     @property
     def token(self) -> int | None:
         """The fencing token of the current hold, or ``None`` when not held."""
-        return self._token if self._state is _State.HELD else None
+        return self._state.token
 
     def add_loss_listener(self, listener: Callable[[], None]) -> None:
         """Also call ``listener()`` whenever :attr:`lost` is set, on the thread that sets it
         (a backend's, or the one releasing): adapters such as :mod:`conch.aio` use it."""
-        self._loss_listeners.append(listener)
+        self._state.lost.listeners.append(listener)
 
     def acquire(self, blocking: Blocking = True) -> bool:
         """Take the lock; see the module's table for ``blocking``. Returns whether it was taken.
@@ -150,86 +121,48 @@ class Lock:
         remaining = deadline.remaining()
         if not self._occupied.acquire(timeout=-1 if remaining is None else remaining):
             return False
-        with self._mutex:
-            self._state = _State.ACQUIRING
-            self._loss_while_acquiring = None
+        self._state.start_acquiring()
         try:
             token = self._handle.acquire(deadline)
         except BaseException as exc:
             self._give_up_acquiring()
-            if isinstance(exc, Exception) and not isinstance(exc, ConchError):
-                raise BackendUnavailable(self._describe_error(exc)) from None
-            raise
+            error = reported(exc, self._describe_error)
+            if error is exc:
+                raise
+            raise error from None
         if token is None:
             self._give_up_acquiring()
             return False
-        with self._mutex:
-            if self.lost.is_set():
-                self.lost.clear()
-            self._backend_holds = True
-            # A loss the backend reported before we got here belongs to this hold.
-            lost_reason, self._loss_while_acquiring = self._loss_while_acquiring, None
-            self._state = _State.HELD if lost_reason is None else _State.LOST
-            self._token = token if lost_reason is None else None
-        if lost_reason is not None:
-            log.warning("lock %r lost: %s", self.name, lost_reason)
-            self.lost.set()
-            return True
-        self._on_hold_change(self, True)
+        self._state.acquired(token)
         return True
 
     def _give_up_acquiring(self) -> None:
-        with self._mutex:
-            self._state = _State.IDLE
+        self._state.give_up()
         self._occupied.release()
 
     def release(self) -> None:
         """Free the lock. Raises :class:`LockNotHeld` when not held and :class:`LockLost`
         when the hold was lost before this call (the object is free again either way)."""
-        with self._mutex:
-            state = self._state
-            if state is _State.IDLE or state is _State.ACQUIRING:
-                raise LockNotHeld(f"lock {self.name!r} is not held by this object")
-            self._state = _State.IDLE
-            self._token = None
-            backend_holds, self._backend_holds = self._backend_holds, False
-        self._on_hold_change(self, False)
+        state, backend_holds = self._state.start_release()
         try:
             if backend_holds:
                 self._handle.release()
         except LockLost:  # the backend found the hold gone only now
-            self.lost.set()
+            self._state.release_failed_lost()
             raise
         except Exception as exc:
-            if state is _State.HELD:
-                if isinstance(exc, ConchError):
+            if state is State.HELD:
+                error = reported(exc, self._describe_error)
+                if error is exc:
                     raise
-                raise BackendUnavailable(self._describe_error(exc)) from None
+                raise error from None
         finally:
             self._occupied.release()
-        if state is _State.LOST:
-            raise LockLost(f"lock {self.name!r} was lost before it was released")
-
-    def _mark_lost(self, reason: str) -> None:
-        """Record that the backend lost this hold (called by the backend, any thread)."""
-        with self._mutex:
-            if self._state is _State.ACQUIRING:
-                self._loss_while_acquiring = reason
-                return
-            if self._state is not _State.HELD:
-                return
-            self._state = _State.LOST
-            self._token = None
-        log.warning("lock %r lost: %s", self.name, reason)
-        self.lost.set()
-        self._on_hold_change(self, False)
+        self._state.released(state)
 
     def _abandon(self, reason: str) -> None:
         """Free the backend's hold now and report it lost (the coordinator is stopping)."""
-        self._mark_lost(reason)
-        with self._mutex:
-            backend_holds, self._backend_holds = self._backend_holds, False
-        if backend_holds:
+        if self._state.abandon(reason):
             try:
                 self._handle.release()
             except Exception as exc:

@@ -14,10 +14,12 @@ import threading
 import weakref
 from collections.abc import Iterable
 from types import TracebackType
+from typing import Any
 
 from conch.aio.lock import AsyncLock
+from conch.aio.native import TaskCalls
 from conch.aio.queue import NameQueue
-from conch.aio.threads import pool, run_in_thread
+from conch.aio.threads import ThreadCalls, pool, run_in_thread
 from conch.capabilities import Capabilities
 from conch.coordinator import Coordinator
 from conch.errors import NotStarted
@@ -48,7 +50,7 @@ class AsyncCoordinator:
         self.coordinator = coordinator
         """The sync coordinator underneath: its locks exclude this one's like another
         member's do."""
-        self._queues: dict[tuple[asyncio.AbstractEventLoop, bytes], NameQueue] = {}
+        self._queues: dict[tuple[asyncio.AbstractEventLoop, bytes], NameQueue[Any]] = {}
         self._queues_mutex = threading.Lock()  # a queue may be forgotten from a thread
 
     @classmethod
@@ -110,7 +112,10 @@ class AsyncCoordinator:
             else:  # a queue of another event loop (a shared coordinator's)
                 with contextlib.suppress(RuntimeError):  # that loop is closed
                     queue.loop.call_soon_threadsafe(queue.close, reason)
+        backend = self.coordinator._backend
         await run_in_thread(self.coordinator.stop)
+        if backend is not None:
+            await backend.close_async()
 
     def lock(self, name: LockName, metric_label: str | None = None) -> AsyncLock:
         """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock).
@@ -138,21 +143,29 @@ class AsyncCoordinator:
     ) -> None:
         await self.stop()
 
-    def _queue(self, name: LockName, key: bytes, metric_label: str | None) -> NameQueue:
-        """The queue of lock ``key`` on the running loop (made on first use)."""
-        where = (asyncio.get_running_loop(), key)
+    def _queue(self, name: LockName, key: bytes, metric_label: str | None) -> NameQueue[Any]:
+        """The queue of lock ``key`` on the running loop (made on first use): natively
+        async on a ``native_async`` backend, else through conch's threads."""
+        loop = asyncio.get_running_loop()
+        where = (loop, key)
         with self._queues_mutex:
             queue = self._queues.get(where)
-            if queue is None:
-                if not self.is_started:
-                    raise NotStarted(f"{self!r} is not started")
-                queue = self._queues[where] = NameQueue(
-                    where[0], lambda: self.coordinator.lock(name, metric_label),
-                    lambda idle: self._forget(where, idle),
-                )
+            if queue is not None:
+                return queue
+            if not self.is_started:
+                raise NotStarted(f"{self!r} is not started")
+            sync = self.coordinator
+            if self.capabilities.native_async:
+                queue = NameQueue(loop, lambda: sync._native_lock(name, metric_label),
+                                  TaskCalls(loop), lambda idle: self._forget(where, idle))
+            else:
+                queue = NameQueue(loop, lambda: sync.lock(name, metric_label),
+                                  ThreadCalls(loop), lambda idle: self._forget(where, idle))
+            self._queues[where] = queue
             return queue
 
-    def _forget(self, where: tuple[asyncio.AbstractEventLoop, bytes], queue: NameQueue) -> None:
+    def _forget(self, where: tuple[asyncio.AbstractEventLoop, bytes],
+                queue: NameQueue[Any]) -> None:
         with self._queues_mutex:
             if self._queues.get(where) is queue:
                 del self._queues[where]

@@ -18,6 +18,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from conch.aio.queue import Hold, NameQueue
 from conch.backends.base import Deadline
@@ -29,12 +30,12 @@ class AsyncLock:
     """A named lock of an :class:`~conch.aio.AsyncCoordinator`; make it with
     ``coordinator.lock(name)``."""
 
-    def __init__(self, name: LockName, queue: Callable[[], NameQueue]) -> None:
+    def __init__(self, name: LockName, queue: Callable[[], NameQueue[Any]]) -> None:
         self.name = name
         self.lost = asyncio.Event()
         """Set when a hold is lost before :meth:`release`; cleared by the next acquire."""
         self._queue = queue
-        self._hold: Hold | None = None
+        self._hold: Hold[Any] | None = None
         self._cancel_on_loss: asyncio.Task[object] | None = None
         self._cancelled_on_loss = False
 
@@ -45,12 +46,12 @@ class AsyncLock:
     @property
     def held(self) -> bool:
         """True while this object holds the lock (False once the hold is lost)."""
-        return self._hold is not None and self._hold.sync.held
+        return self._hold is not None and self._hold.lock.held
 
     @property
     def token(self) -> int | None:
         """The fencing token of the current hold, or ``None`` when not held."""
-        return None if self._hold is None else self._hold.sync.token
+        return None if self._hold is None else self._hold.lock.token
 
     async def acquire(self, blocking: Blocking = True) -> bool:
         """Take the lock: wait forever (``True``), try once (``False``) or wait at most
@@ -65,7 +66,7 @@ class AsyncLock:
         if hold is None:
             return False
         self._hold = hold
-        if hold.sync.held:
+        if hold.lock.held:
             self.lost.clear()
         else:
             self.lost.set()
@@ -106,7 +107,7 @@ class AsyncLock:
     ) -> None:
         await self.release()
 
-    def _hold_lost(self, hold: Hold) -> None:
+    def _hold_lost(self, hold: Hold[Any]) -> None:
         """The queue reports that the backend lost ``hold`` (on the loop)."""
         if hold is self._hold:
             self.lost.set()
@@ -121,7 +122,7 @@ class AsyncLock:
         """Cancel ``task`` when the current hold is lost (now, if it already is)."""
         self._cancel_on_loss = task
         self._cancelled_on_loss = False
-        if self._hold is not None and not self._hold.sync.held:
+        if self._hold is not None and not self._hold.lock.held:
             self._cancel_holder()
 
     def _unwatch(self) -> bool:

@@ -2,15 +2,17 @@
 
 The coroutines of one :class:`~conch.aio.AsyncCoordinator` (on one event loop)
 that want the same name line up here in arrival order. Only the queue talks
-to the backend, through the blocking :class:`conch.Lock` API, and never more
-than one acquire at a time:
+to the backend, and never more than one acquire at a time: through the blocking
+:class:`conch.Lock` API on conch's threads, or through a
+:class:`~conch.aio.native.NativeLock` on the loop on ``native_async`` backends
+(``Calls``: :class:`conch.aio.threads.ThreadCalls` / :class:`conch.aio.native.TaskCalls`):
 
 1. while a hold of this queue is live, nobody asks the backend: the waiters wait
    for its local release (the backend would refuse them anyway);
 2. otherwise the first waiter *tries once* (a short call on the shared pool);
 3. if the name is held elsewhere and that waiter may wait, one acquire waits on
-   the backend, on a thread of its own, until that waiter's deadline: a hundred
-   waiting coroutines cost one thread, not a hundred.
+   the backend until that waiter's deadline (on a thread of its own, or as one
+   task): a hundred waiting coroutines cost one backend wait, not a hundred.
 
 A hold the backend grants goes to the first waiter still waiting, whoever the
 call was made for: a waiter that timed out or was cancelled meanwhile simply
@@ -21,7 +23,7 @@ waiter a call was made for ends with that call, which honours its deadline.
 A lock object holds at most one hold: its next acquire waits for its release
 (waiters whose lock object still has a hold are passed over meanwhile).
 
-Every hold is its own :class:`conch.Lock`, kept for reuse once released, so a
+Every hold is its own lock object, kept for reuse once released, so a
 hold that was lost (and not yet released) does not stop the next waiter from
 acquiring, exactly as between two lock objects of the sync API.
 """
@@ -32,12 +34,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from conch.aio.threads import Outcome, call_in_thread
+from conch.aio.threads import Outcome
 from conch.backends.base import Deadline
 from conch.errors import LockLost, NotStarted
-from conch.lock import Lock
+from conch.lock import Blocking
 
 log = logging.getLogger("conch")
 
@@ -45,25 +47,53 @@ log = logging.getLogger("conch")
 class Owner(Protocol):
     """The lock object a hold is granted to (:class:`conch.aio.AsyncLock`)."""
 
-    def _hold_lost(self, hold: Hold) -> None:
+    def _hold_lost(self, hold: Hold[Any]) -> None:
         """The backend lost ``hold`` (called on the loop)."""
 
 
-class Hold:
-    """One acquisition of the name: the sync lock that holds it and its owner."""
+class QueuedLock(Protocol):
+    """What the queue reads of a lock object (:class:`conch.Lock`, or a NativeLock)."""
 
-    __slots__ = ("owner", "queue", "sync")
+    @property
+    def held(self) -> bool: ...
 
-    def __init__(self, queue: NameQueue, sync: Lock, owner: Owner) -> None:
+    @property
+    def token(self) -> int | None: ...
+
+    def add_loss_listener(self, listener: Callable[[], None]) -> None: ...
+
+
+L = TypeVar("L", bound=QueuedLock)
+L_contra = TypeVar("L_contra", bound=QueuedLock, contravariant=True)
+
+
+class Calls(Protocol[L_contra]):
+    """How a queue calls its lock objects' acquire and release off its loop's way."""
+
+    def acquire(self, lock: L_contra, blocking: Blocking, done: Callable[[Outcome[bool]], None],
+                orphaned: Callable[[], None], *, waits: bool) -> None:
+        """Start ``lock.acquire(blocking)``; ``done(outcome)`` on the loop, or, when the
+        loop is closed by then, ``orphaned()`` (after giving back any hold it got)."""
+
+    def release(self, lock: L_contra, done: Callable[[Outcome[None]], None]) -> None:
+        """Start ``lock.release()``; ``done(outcome)`` on the loop (if it still runs)."""
+
+
+class Hold(Generic[L]):
+    """One acquisition of the name: the lock object that holds it and its owner."""
+
+    __slots__ = ("lock", "owner", "queue")
+
+    def __init__(self, queue: NameQueue[L], lock: L, owner: Owner) -> None:
         self.queue = queue
-        self.sync = sync
+        self.lock = lock
         self.owner = owner
 
 
 class _Waiter:
     __slots__ = ("deadline", "future", "owner", "timer", "tried")
 
-    def __init__(self, owner: Owner, deadline: Deadline, future: asyncio.Future[Hold | None]):
+    def __init__(self, owner: Owner, deadline: Deadline, future: asyncio.Future[Hold[Any] | None]):
         self.owner = owner
         self.deadline = deadline
         self.future = future
@@ -71,38 +101,40 @@ class _Waiter:
         self.tried = False  # its one-try was made: next comes a wait
 
 
-class _Call:
+class _Call(Generic[L]):
     """The backend acquire in flight, and the waiter it was made for."""
 
     __slots__ = ("sync", "waiter", "waits")
 
-    def __init__(self, sync: Lock, waiter: _Waiter, waits: bool) -> None:
+    def __init__(self, sync: L, waiter: _Waiter, waits: bool) -> None:
         self.sync = sync
         self.waiter = waiter
         self.waits = waits
 
 
-class NameQueue:
+class NameQueue(Generic[L]):
     """The waiters for one name of one coordinator on one event loop (use it on that loop).
 
-    ``new_lock()`` makes a sync lock for the name; ``forget(queue)`` (any thread)
-    is called once the queue has nothing left to do.
+    ``new_lock()`` makes a lock object for the name, ``calls`` calls it;
+    ``forget(queue)`` (any thread) is called once the queue has nothing left to do.
     """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        new_lock: Callable[[], Lock],
-        forget: Callable[[NameQueue], None],
+        new_lock: Callable[[], L],
+        calls: Calls[L],
+        forget: Callable[[NameQueue[L]], None],
     ) -> None:
         self._loop = loop
         self._new_lock = new_lock
+        self._calls = calls
         self._forget = forget
         self._waiters: dict[_Waiter, None] = {}  # in arrival order
-        self._spare: list[Lock] = []  # released sync locks, for the next holds
-        self._live: Hold | None = None  # the hold in force (not lost, not released)
+        self._spare: list[L] = []  # released lock objects, for the next holds
+        self._live: Hold[L] | None = None  # the hold in force (not lost, not released)
         self._owners: set[Owner] = set()  # lock objects with a hold not yet released
-        self._call: _Call | None = None
+        self._call: _Call[L] | None = None
         self._releases = 0  # backend releases in flight
         self._closed: str | None = None  # why, once the coordinator stopped
 
@@ -111,7 +143,7 @@ class NameQueue:
         """The event loop the queue belongs to."""
         return self._loop
 
-    async def acquire(self, owner: Owner, deadline: Deadline) -> Hold | None:
+    async def acquire(self, owner: Owner, deadline: Deadline) -> Hold[L] | None:
         """A hold for ``owner`` before ``deadline``, else ``None``.
 
         Raises what the backend call made for this waiter raised, and
@@ -131,7 +163,7 @@ class NameQueue:
             self._withdraw(waiter)
             raise
 
-    def release(self, hold: Hold) -> asyncio.Future[None]:
+    def release(self, hold: Hold[L]) -> asyncio.Future[None]:
         """Release ``hold`` on the backend; the future says how it went (an awaiting
         caller may be cancelled: the release still completes)."""
         self._owners.discard(hold.owner)
@@ -145,7 +177,7 @@ class NameQueue:
             else:
                 result.set_result(None)
 
-        self._release(hold.sync, report)
+        self._release(hold.lock, report)
         return result
 
     def close(self, reason: str) -> None:
@@ -180,16 +212,13 @@ class NameQueue:
         blocking: bool | float = (True if remaining is None else remaining) if waits else False
         sync = self._spare.pop() if self._spare else self._lock_for_this_queue()
         call = self._call = _Call(sync, head, waits)
-        call_in_thread(
-            self._loop,
-            lambda: sync.acquire(blocking),
-            lambda outcome: self._acquired(call, outcome),
-            lambda outcome: self._orphaned(sync, outcome),
-            waits=waits,
+        self._calls.acquire(
+            sync, blocking, lambda outcome: self._acquired(call, outcome),
+            lambda: self._forget(self), waits=waits,
         )
         head.tried = True
 
-    def _acquired(self, call: _Call, outcome: Outcome[bool]) -> None:
+    def _acquired(self, call: _Call[L], outcome: Outcome[bool]) -> None:
         self._call = None
         sync, asked_for = call.sync, call.waiter
         if outcome.error is not None:  # its lock is dropped: the next hold uses a fresh one
@@ -215,8 +244,8 @@ class NameQueue:
             self._settle(asked_for, hold=None)
         self._serve()
 
-    def _release(self, sync: Lock, report: Callable[[Outcome[None]], None] | None) -> None:
-        if self._live is not None and self._live.sync is sync:
+    def _release(self, sync: L, report: Callable[[Outcome[None]], None] | None) -> None:
+        if self._live is not None and self._live.lock is sync:
             self._live = None
         self._releases += 1
 
@@ -230,18 +259,9 @@ class NameQueue:
                 log.debug("conch.aio: releasing an unwanted hold: %r", outcome.error)
             self._serve()
 
-        call_in_thread(self._loop, sync.release, released, lambda _: None, waits=False)
+        self._calls.release(sync, released)
 
-    def _orphaned(self, sync: Lock, outcome: Outcome[bool]) -> None:
-        """On the calling thread: the loop closed while ``sync`` was acquiring."""
-        if outcome.value:
-            try:
-                sync.release()
-            except Exception as exc:
-                log.debug("conch.aio: releasing a hold of a closed loop: %r", exc)
-        self._forget(self)
-
-    def _lock_for_this_queue(self) -> Lock:
+    def _lock_for_this_queue(self) -> L:
         sync = self._new_lock()
 
         def lost() -> None:  # on the thread that reports the loss
@@ -251,9 +271,9 @@ class NameQueue:
         sync.add_loss_listener(lost)
         return sync
 
-    def _lost(self, sync: Lock) -> None:
+    def _lost(self, sync: L) -> None:
         hold = self._live
-        if hold is None or hold.sync is not sync:
+        if hold is None or hold.lock is not sync:
             return  # lost while acquiring (its owner checks), or released already
         self._live = None
         hold.owner._hold_lost(hold)
@@ -281,7 +301,7 @@ class NameQueue:
             hold = future.result()
             if hold is not None:
                 self._owners.discard(hold.owner)
-                self._release(hold.sync, None)
+                self._release(hold.lock, None)
             return
         self._settle(waiter, cancelled=True)
         self._serve()
@@ -290,7 +310,7 @@ class NameQueue:
         self,
         waiter: _Waiter,
         *,
-        hold: Hold | None = None,
+        hold: Hold[L] | None = None,
         error: BaseException | None = None,
         cancelled: bool = False,
     ) -> None:

@@ -19,6 +19,7 @@ released rather than kept until the coordinator stops.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -26,7 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from conch.lock import Blocking, Lock
+
 T = TypeVar("T")
+log = logging.getLogger("conch")
 
 POOL_THREADS = 8
 """Threads of the pool for short calls, shared by every AsyncCoordinator of the process."""
@@ -77,6 +81,31 @@ def call_in_thread(
         threading.Thread(target=run, name="conch-aio-wait", daemon=True).start()
     else:
         pool().submit(run)
+
+
+class ThreadCalls:
+    """The queue's calls for a sync :class:`conch.Lock`: on conch's threads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def acquire(self, lock: Lock, blocking: Blocking, done: Callable[[Outcome[bool]], None],
+                orphaned: Callable[[], None], *, waits: bool) -> None:
+        """Run ``lock.acquire(blocking)`` on a thread (its own one when it ``waits``)."""
+
+        def give_back(outcome: Outcome[bool]) -> None:  # the loop closed meanwhile
+            if outcome.value:
+                try:
+                    lock.release()
+                except Exception as exc:
+                    log.debug("conch.aio: releasing a hold of a closed loop: %r", exc)
+            orphaned()
+
+        call_in_thread(self._loop, lambda: lock.acquire(blocking), done, give_back, waits=waits)
+
+    def release(self, lock: Lock, done: Callable[[Outcome[None]], None]) -> None:
+        """Run ``lock.release()`` on the pool."""
+        call_in_thread(self._loop, lock.release, done, lambda _: None, waits=False)
 
 
 async def run_in_thread(call: Callable[[], T]) -> T:

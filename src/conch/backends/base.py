@@ -71,6 +71,35 @@ class LockHandle(abc.ABC):
         """
 
 
+class AsyncLockHandle(abc.ABC):
+    """A :class:`LockHandle` for asyncio, used only on the event loop that made it.
+
+    The same contract as :class:`LockHandle`, awaited, never blocking the loop. The
+    caller (:class:`conch.aio.native.NativeLock`) also guarantees :meth:`abandon` and
+    :meth:`release` are never both called for one hold.
+    """
+
+    @abc.abstractmethod
+    async def acquire(self, deadline: Deadline) -> int | None:
+        """As :meth:`LockHandle.acquire`, awaited.
+
+        When the awaiting task is cancelled, the lock must be left not held before
+        ``CancelledError`` propagates, or be freed promptly by what the handle does
+        (for instance dropping the connection that holds it): a cancelled acquire
+        leaves nothing held.
+        """
+
+    @abc.abstractmethod
+    async def release(self) -> None:
+        """As :meth:`LockHandle.release`, awaited."""
+
+    @abc.abstractmethod
+    def abandon(self) -> None:
+        """Free the current hold now, from any thread and without the event loop (the
+        coordinator is stopping; the loop may be busy or closed). Best effort, never
+        raises; called only while the handle holds the lock."""
+
+
 class Backend(abc.ABC):
     """A coordinator's connection to one server: its session and its lock handles."""
 
@@ -92,6 +121,23 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         """A handle for the lock named ``key`` (already validated, at most 64 KiB)."""
+
+    # Native asyncio (optional): a backend that implements these declares
+    # ``native_async`` in its capabilities; :mod:`conch.aio` uses threads otherwise.
+
+    def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
+        """As :meth:`handle`, for asyncio; called on the event loop that will use it.
+
+        Loss is reported through ``on_lost`` from any thread, as for :meth:`handle`.
+        """
+        raise NotSupported(f"the {self.url.scheme} backend has no native asyncio support")
+
+    async def close_async(self) -> None:
+        """Close what the async handles opened on the running event loop (idle
+        connections, descriptors). ``AsyncCoordinator.stop()`` awaits it on its loop
+        after :meth:`close` (every hold is abandoned by then); what other loops opened
+        is left to the garbage collector. Never raises."""
+        return None
 
     # Introspection (optional): a backend that implements these declares
     # ``introspection`` / ``breakable`` in its capabilities.

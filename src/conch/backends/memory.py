@@ -1,18 +1,21 @@
 """``memory://[name]``: locks inside this process, for tests and examples.
 
 Every coordinator of the process with the same URL shares one store, as if it
-were a server. A waiter sleeps on the name's condition variable and is woken by
-the release.
+were a server. A waiter sleeps on the name's condition variable, or (asyncio) on
+a future, and is woken by the release.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import os
 import threading
 import time
+from collections.abc import Callable
 
-from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Backend, Deadline, LockHandle, LossCallback
 from conch.capabilities import Capabilities
 from conch.introspection import HOST, HolderChanged, HolderInfo, LockInfo
 from conch.url import BackendURL
@@ -26,6 +29,7 @@ class _Name:
         self.holder_info: HolderInfo | None = None
         self.waiters = 0
         self.freed = threading.Condition(mutex)
+        self.wakers: list[Callable[[], None]] = []  # of async waiters, called when freed
 
 
 class _Store:
@@ -47,6 +51,7 @@ class MemoryBackend(Backend):
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
         shared_locks=False, distributed=False, introspection=True, breakable=True,
+        native_async=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -64,6 +69,9 @@ class MemoryBackend(Backend):
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return _MemoryLock(self._store, key, self.member_id, on_lost)
+
+    def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
+        return _MemoryAsyncLock(_MemoryLock(self._store, key, self.member_id, on_lost))
 
     def describe_lock(self, key: bytes) -> LockInfo:
         with self._store.mutex:
@@ -102,11 +110,8 @@ class _MemoryLock(LockHandle):
         self.on_lost = on_lost
 
     def acquire(self, deadline: Deadline) -> int | None:
-        store = self._store
-        with store.mutex:
-            name = store.names.get(self._key)
-            if name is None:
-                name = store.names[self._key] = _Name(store.mutex)
+        with self._store.mutex:
+            name = self.entry()
             while name.holder is not None:
                 remaining = deadline.remaining()
                 if remaining == 0:
@@ -116,11 +121,23 @@ class _MemoryLock(LockHandle):
                     name.freed.wait(remaining)
                 finally:
                     name.waiters -= 1
-            token = next(store.tokens)
-            name.holder = self
-            name.holder_info = HolderInfo(member_id=self._member_id, host=HOST,
-                                          pid=os.getpid(), acquired_at=time.time(), token=token)
-            return token
+            return self.take(name)
+
+    def entry(self) -> _Name:
+        """This lock's name in the store (the store's mutex is held)."""
+        names = self._store.names
+        name = names.get(self._key)
+        if name is None:
+            name = names[self._key] = _Name(self._store.mutex)
+        return name
+
+    def take(self, name: _Name) -> int:
+        """Hold free ``name``; its token (the store's mutex is held)."""
+        token = next(self._store.tokens)
+        name.holder = self
+        name.holder_info = HolderInfo(member_id=self._member_id, host=HOST,
+                                      pid=os.getpid(), acquired_at=time.time(), token=token)
+        return token
 
     def release(self) -> None:
         with self._store.mutex:
@@ -132,8 +149,63 @@ class _MemoryLock(LockHandle):
         """Free ``name``, held by this lock, and wake a waiter (the store's mutex is held)."""
         name.holder = name.holder_info = None
         name.freed.notify()
-        self._forget_if_unused(name)
+        wakers, name.wakers = name.wakers, []
+        for wake in wakers:
+            wake()
+        self.forget_if_unused(name)
 
-    def _forget_if_unused(self, name: _Name) -> None:
+    def forget_if_unused(self, name: _Name) -> None:
+        """Drop ``name`` from the store when nobody holds or awaits it (mutex held)."""
         if name.holder is None and name.waiters == 0:
             del self._store.names[self._key]
+
+
+class _MemoryAsyncLock(AsyncLockHandle):
+    """The same hold as :class:`_MemoryLock`; an async waiter awaits a future the release sets."""
+
+    def __init__(self, lock: _MemoryLock) -> None:
+        self._lock = lock
+
+    async def acquire(self, deadline: Deadline) -> int | None:
+        lock, loop = self._lock, asyncio.get_running_loop()
+        while True:
+            freed: asyncio.Future[None] = loop.create_future()
+            with lock._store.mutex:
+                name = lock.entry()
+                if name.holder is None:
+                    return lock.take(name)
+                remaining = deadline.remaining()
+                if remaining == 0:
+                    return None
+                wake = _waker(loop, freed)
+                name.wakers.append(wake)
+                name.waiters += 1
+            try:  # cancelled here, nothing is held
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(freed, remaining)
+            finally:
+                with lock._store.mutex:
+                    name.waiters -= 1
+                    if wake in name.wakers:
+                        name.wakers.remove(wake)
+                    lock.forget_if_unused(name)
+
+    async def release(self) -> None:
+        self._lock.release()
+
+    def abandon(self) -> None:
+        self._lock.release()
+
+
+def _waker(loop: asyncio.AbstractEventLoop, freed: asyncio.Future[None]) -> Callable[[], None]:
+    """Sets ``freed`` on its loop, from any thread (nothing if that loop is closed)."""
+
+    def wake_up() -> None:
+        if not freed.done():
+            freed.set_result(None)
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(wake_up)
+
+    return wake

@@ -1,0 +1,139 @@
+"""``NativeLock``: one hold at a time through a backend's asyncio handle.
+
+The async twin of :class:`conch.Lock` for backends with the ``native_async``
+capability: the same states, token and loss reporting (:mod:`conch.hold_state`),
+with the backend's :class:`~conch.backends.base.AsyncLockHandle` awaited on the
+event loop instead of called on a thread. :mod:`conch.aio.queue` drives it: it
+never starts an acquire while a hold is in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from conch.aio.threads import Outcome
+from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
+from conch.errors import LockLost
+from conch.hold_state import Holding, HoldState, State, reported
+from conch.lock import Blocking, LockName, wait_budget
+
+log = logging.getLogger("conch")
+T = TypeVar("T")
+
+
+class NativeLock:
+    """A named lock of one coordinator, used on the event loop that made it."""
+
+    def __init__(
+        self,
+        name: LockName,
+        make_handle: Callable[[LossCallback], AsyncLockHandle],
+        describe_error: Callable[[BaseException], str],
+        on_hold_change: Callable[[Holding, bool], None],
+    ) -> None:
+        self.name = name
+        self._state = HoldState(name, self, on_hold_change)
+        self.lost: threading.Event = self._state.lost
+        self._describe_error = describe_error
+        self._handle = make_handle(self._state.mark_lost)
+
+    def __repr__(self) -> str:
+        return f"<conch.aio.NativeLock {self.name!r} {self._state.state.value}>"
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock (False once the hold is lost)."""
+        return self._state.state is State.HELD
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the current hold, or ``None`` when not held."""
+        return self._state.token
+
+    def add_loss_listener(self, listener: Callable[[], None]) -> None:
+        """Also call ``listener()`` (on the reporting thread) whenever a hold is lost."""
+        self._state.lost.listeners.append(listener)
+
+    async def acquire(self, blocking: Blocking = True) -> bool:
+        """Take the lock as :meth:`conch.Lock.acquire` does; a cancelled acquire leaves
+        nothing held (the handle's promise)."""
+        deadline = Deadline(wait_budget(blocking))
+        self._state.start_acquiring()
+        try:
+            token = await self._handle.acquire(deadline)
+        except BaseException as exc:
+            self._state.give_up()
+            error = reported(exc, self._describe_error)
+            if error is exc:
+                raise
+            raise error from None
+        if token is None:
+            self._state.give_up()
+            return False
+        self._state.acquired(token)
+        return True
+
+    async def release(self) -> None:
+        """Free the lock, raising as :meth:`conch.Lock.release` does."""
+        state, backend_holds = self._state.start_release()
+        try:
+            if backend_holds:
+                await self._handle.release()
+        except LockLost:
+            self._state.release_failed_lost()
+            raise
+        except Exception as exc:
+            if state is State.HELD:
+                error = reported(exc, self._describe_error)
+                if error is exc:
+                    raise
+                raise error from None
+        self._state.released(state)
+
+    def _abandon(self, reason: str) -> None:
+        """Report the hold lost and free it without the loop (the coordinator is stopping)."""
+        if self._state.abandon(reason):
+            try:
+                self._handle.abandon()
+            except Exception as exc:
+                log.warning("lock %r: %s", self.name, self._describe_error(exc))
+
+
+class TaskCalls:
+    """The queue's calls for a :class:`NativeLock`: tasks on the queue's loop.
+
+    A task still running when the loop shuts down is cancelled, and a cancelled
+    acquire leaves nothing held, so nothing is ever orphaned.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._running: set[asyncio.Task[Any]] = set()  # strong references until done
+
+    def acquire(self, lock: NativeLock, blocking: Blocking,
+                done: Callable[[Outcome[bool]], None], orphaned: Callable[[], None],
+                *, waits: bool) -> None:
+        """Start ``lock.acquire(blocking)`` as a task."""
+        self._start(lock.acquire(blocking), done)
+
+    def release(self, lock: NativeLock, done: Callable[[Outcome[None]], None]) -> None:
+        """Start ``lock.release()`` as a task (a caller's cancellation does not stop it)."""
+        self._start(lock.release(), done)
+
+    def _start(self, call: Coroutine[Any, Any, T], done: Callable[[Outcome[T]], None]) -> None:
+        task = self._loop.create_task(call)
+        self._running.add(task)
+
+        def finished(task: asyncio.Task[T]) -> None:
+            self._running.discard(task)
+            if task.cancelled():
+                done(Outcome(error=asyncio.CancelledError()))
+            else:
+                error = task.exception()
+                done(Outcome(error=error) if error is not None else Outcome(value=task.result()))
+
+        task.add_done_callback(finished)
