@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from conch.backends.memory import MemoryBackend
 from tests.conftest import BACKENDS
 
 
@@ -13,7 +16,15 @@ def url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
-@pytest.fixture(params=["file", "memory"])
-def local_url(request: pytest.FixtureRequest) -> str:
-    """The URL of each backend without a server (for the tests of the generic layer)."""
-    return str(request.getfixturevalue(f"{request.param}_url"))
+@pytest.fixture(params=["file", "memory", "memory-threads"])
+def local_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of each backend without a server (for the tests of the queue of waiters).
+
+    ``memory-threads`` is ``memory://`` without its native asyncio support, so that
+    these tests also cover the thread path that the server backends without one take.
+    """
+    backend = request.param.removesuffix("-threads")
+    if request.param.endswith("-threads"):
+        threads_only = dataclasses.replace(MemoryBackend.capabilities, native_async=False)
+        monkeypatch.setattr(MemoryBackend, "capabilities", threads_only)
+    return str(request.getfixturevalue(f"{backend}_url"))

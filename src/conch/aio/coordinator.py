@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -23,10 +24,15 @@ from conch.aio.threads import ThreadCalls, pool, run_in_thread
 from conch.capabilities import Capabilities
 from conch.coordinator import Coordinator
 from conch.errors import NotStarted
+from conch.introspection import LockInfo
 from conch.lock import LockName, lock_key
 
 _shared: weakref.WeakValueDictionary[int, AsyncCoordinator] = weakref.WeakValueDictionary()
 _shared_mutex = threading.Lock()
+
+_Where = tuple[asyncio.AbstractEventLoop, bytes]  # a queue's event loop and lock name
+IDLE_QUEUES = 64
+"""Idle name queues an AsyncCoordinator keeps for reuse (the least recently used go)."""
 
 
 class AsyncCoordinator:
@@ -50,7 +56,10 @@ class AsyncCoordinator:
         self.coordinator = coordinator
         """The sync coordinator underneath: its locks exclude this one's like another
         member's do."""
-        self._queues: dict[tuple[asyncio.AbstractEventLoop, bytes], NameQueue[Any]] = {}
+        self._queues: dict[_Where, NameQueue[Any]] = {}
+        # Queues with nothing to do, kept (the last IDLE_QUEUES) with their lock objects
+        # so that a name used again and again does not make them anew each time.
+        self._idle: OrderedDict[_Where, None] = OrderedDict()
         self._queues_mutex = threading.Lock()  # a queue may be forgotten from a thread
 
     @classmethod
@@ -104,6 +113,7 @@ class AsyncCoordinator:
         held are freed and their holders told they lost them (:attr:`AsyncLock.lost`)."""
         with self._queues_mutex:
             queues, self._queues = list(self._queues.values()), {}
+            self._idle.clear()
         running = asyncio.get_running_loop()
         reason = f"coordinator {self.member_id!r} on {self.url} stopped while the lock was awaited"
         for queue in queues:
@@ -132,6 +142,58 @@ class AsyncCoordinator:
 
     get_lock = lock
 
+    async def describe(self, name: LockName) -> LockInfo:
+        """Who holds lock ``name`` now, since when, and who waits (``None`` where the
+        backend cannot tell), as :meth:`conch.Coordinator.describe`. A short call (a
+        few round-trips), run on conch's thread pool.
+
+        Raises :class:`conch.InvalidLockName` for a bad name and :class:`conch.NotStarted`
+        before :meth:`start` (both before any I/O), :class:`conch.NotSupported` unless
+        the backend has the ``introspection`` capability, and
+        :class:`conch.BackendUnavailable` when the backend cannot answer.
+        """
+        key = lock_key(name)
+        sync = self._introspectable()
+        return await run_in_thread(lambda: sync.describe(key))
+
+    async def holders(self, prefix: LockName = "") -> list[LockInfo]:
+        """The locks held now whose name starts with ``prefix`` (``str`` or ``bytes``),
+        sorted by name, as :meth:`conch.Coordinator.holders`. A short call run on conch's
+        thread pool, but it reads every lock on some backends: not for a hot path.
+
+        Raises :class:`conch.NotStarted` before :meth:`start` (before any I/O), and
+        :class:`conch.NotSupported` and :class:`conch.BackendUnavailable` as
+        :meth:`describe` does.
+        """
+        sync = self._introspectable()
+        return await run_in_thread(lambda: sync.holders(prefix))
+
+    async def break_lock(self, name: LockName, token: int | None = None) -> LockInfo:
+        """Free lock ``name`` whoever holds it, as :meth:`conch.Coordinator.break_lock`:
+        the holder is told it lost the lock (an :class:`AsyncLock`'s :attr:`~AsyncLock.lost`
+        is set) at once or at its next renewal or session check. With ``token``, only the
+        hold with that fencing token is broken, else :class:`conch.HolderChanged` is raised.
+        Returns the lock as it was just before (``holder`` ``None``: it was free).
+
+        A short call run on conch's thread pool; if the caller is cancelled meanwhile,
+        the break may still happen. Only for holders that are gone or stuck: the holder
+        may still be acting on what the lock protects, which is why stores should check
+        fencing tokens.
+
+        Raises :class:`conch.InvalidLockName` and :class:`conch.NotStarted` before any
+        I/O, :class:`conch.NotSupported` unless the backend is ``breakable``,
+        :class:`conch.BreakRefused` when the server denies the right, and
+        :class:`conch.BackendUnavailable` when the backend cannot answer.
+        """
+        key = lock_key(name)
+        sync = self._introspectable()
+        return await run_in_thread(lambda: sync.break_lock(key, token))
+
+    def _introspectable(self) -> Coordinator:
+        if not self.is_started:
+            raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
+        return self.coordinator
+
     async def __aenter__(self) -> AsyncCoordinator:
         return await self.start()
 
@@ -151,6 +213,7 @@ class AsyncCoordinator:
         with self._queues_mutex:
             queue = self._queues.get(where)
             if queue is not None:
+                self._idle.pop(where, None)
                 return queue
             if not self.is_started:
                 raise NotStarted(f"{self!r} is not started")
@@ -164,11 +227,19 @@ class AsyncCoordinator:
             self._queues[where] = queue
             return queue
 
-    def _forget(self, where: tuple[asyncio.AbstractEventLoop, bytes],
-                queue: NameQueue[Any]) -> None:
+    def _forget(self, where: _Where, queue: NameQueue[Any]) -> None:
         with self._queues_mutex:
-            if self._queues.get(where) is queue:
+            if self._queues.get(where) is not queue:
+                return
+            if where[0].is_closed():
                 del self._queues[where]
+                self._idle.pop(where, None)
+                return
+            self._idle[where] = None
+            self._idle.move_to_end(where)
+            if len(self._idle) > IDLE_QUEUES:
+                oldest, _ = self._idle.popitem(last=False)
+                del self._queues[oldest]
 
 
 async def connect(
