@@ -116,12 +116,15 @@ class AsyncCoordinator:
             self._idle.clear()
         running = asyncio.get_running_loop()
         reason = f"coordinator {self.member_id!r} on {self.url} stopped while the lock was awaited"
+        ending: list[asyncio.Future[Any]] = []
         for queue in queues:
             if queue.loop is running:
-                queue.close(reason)
+                ending += queue.close(reason)
             else:  # a queue of another event loop (a shared coordinator's)
                 with contextlib.suppress(RuntimeError):  # that loop is closed
                     queue.loop.call_soon_threadsafe(queue.close, reason)
+        if ending:  # cancelled native acquires: let them give back what they got first
+            await asyncio.wait(ending)
         backend = self.coordinator._backend
         await run_in_thread(self.coordinator.stop)
         if backend is not None:

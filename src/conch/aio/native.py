@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -113,18 +114,27 @@ class TaskCalls:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._running: set[asyncio.Task[Any]] = set()  # strong references until done
+        self._acquiring: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     def acquire(self, lock: NativeLock, blocking: Blocking,
                 done: Callable[[Outcome[bool]], None], orphaned: Callable[[], None],
                 *, waits: bool) -> None:
         """Start ``lock.acquire(blocking)`` as a task."""
-        self._start(lock.acquire(blocking), done)
+        self._acquiring.add(self._start(lock.acquire(blocking), done))
 
     def release(self, lock: NativeLock, done: Callable[[Outcome[None]], None]) -> None:
         """Start ``lock.release()`` as a task (a caller's cancellation does not stop it)."""
         self._start(lock.release(), done)
 
-    def _start(self, call: Coroutine[Any, Any, T], done: Callable[[Outcome[T]], None]) -> None:
+    def stop_acquiring(self) -> list[asyncio.Future[Any]]:
+        """Cancel the acquires in flight (a cancelled acquire leaves nothing held)."""
+        tasks = [task for task in self._acquiring if not task.done()]
+        for task in tasks:
+            task.cancel()
+        return list(tasks)
+
+    def _start(self, call: Coroutine[Any, Any, T],
+               done: Callable[[Outcome[T]], None]) -> asyncio.Task[T]:
         task = self._loop.create_task(call)
         self._running.add(task)
 
@@ -137,3 +147,4 @@ class TaskCalls:
                 done(Outcome(error=error) if error is not None else Outcome(value=task.result()))
 
         task.add_done_callback(finished)
+        return task

@@ -78,6 +78,10 @@ class Calls(Protocol[L_contra]):
     def release(self, lock: L_contra, done: Callable[[Outcome[None]], None]) -> None:
         """Start ``lock.release()``; ``done(outcome)`` on the loop (if it still runs)."""
 
+    def stop_acquiring(self) -> list[asyncio.Future[Any]]:
+        """The coordinator stops: end the acquires in flight where that is possible;
+        what to await until they have ended."""
+
 
 class Hold(Generic[L]):
     """One acquisition of the name: the lock object that holds it and its owner."""
@@ -180,12 +184,14 @@ class NameQueue(Generic[L]):
         self._release(hold.lock, report)
         return result
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str) -> list[asyncio.Future[Any]]:
         """The coordinator stops: every waiter, and every later acquire, raises
-        :class:`conch.NotStarted` with ``reason``."""
+        :class:`conch.NotStarted` with ``reason``. Returns the backend acquires
+        being ended, to await before the backend closes."""
         self._closed = reason
         for waiter in list(self._waiters):
             self._settle(waiter, error=NotStarted(reason))
+        return self._calls.stop_acquiring()
 
     def _serve(self) -> None:
         """Start the next backend call if one is due; forget the queue once idle."""

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from conch.lock import Blocking, Lock
 
@@ -106,6 +106,11 @@ class ThreadCalls:
     def release(self, lock: Lock, done: Callable[[Outcome[None]], None]) -> None:
         """Run ``lock.release()`` on the pool."""
         call_in_thread(self._loop, lock.release, done, lambda _: None, waits=False)
+
+    def stop_acquiring(self) -> list[asyncio.Future[Any]]:
+        """A blocking acquire cannot be interrupted: it ends by its deadline (and gives
+        back what it gets: the queue is closed)."""
+        return []
 
 
 async def run_in_thread(call: Callable[[], T]) -> T:
