@@ -38,6 +38,8 @@ Translation of the contract:
   its session (``pg_locks``). A failed connection (server restart, network), a
   lock no longer listed, or no answer within ``connect_timeout`` marks the hold
   lost; a hold whose session fails at release raises there.
+* **asyncio** (``native_async``): the same holds, sessions and statements, waited for
+  on the event loop: :mod:`conch.backends.postgresql_async`.
 * **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.postgresql_inspection`.
 * **errors**: libpq's messages, with the URL's secrets removed. The server's
   deadlock detector never fires: a session holds at most one lock and a waiting
@@ -57,7 +59,6 @@ for any answer but a lock grant), ``heartbeat`` (seconds, default 2), ``pool_siz
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import urllib.parse
@@ -67,24 +68,25 @@ from psycopg.conninfo import make_conninfo
 
 from conch import metrics
 from conch.backends import postgresql_inspection
-from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
-from conch.backends.postgresql_sessions import (
+from conch.backends.base import AsyncLockHandle, Backend, Deadline, LockHandle, LossCallback
+from conch.backends.postgresql_async import AsyncSessions
+from conch.backends.postgresql_protocol import (
     CREATE_NAMES_TABLE,
     FENCING_SEQUENCE,
     NAMES_TABLE,
-    QUERY_CANCELED,
-    Session,
     SessionBroken,
-    SessionPool,
     StatementFailed,
+    advisory_key,
+    cannot_connect,
+    lost_at_release,
+    refused,
 )
+from conch.backends.postgresql_sessions import Session, SessionPool
 from conch.backends.session import Heartbeat, Holds
 from conch.capabilities import Capabilities
 from conch.errors import (
     BackendUnavailable,
-    ConchError,
     InvalidURL,
-    LockLost,
     NotStarted,
 )
 from conch.introspection import LockInfo
@@ -101,17 +103,13 @@ _NAMED_KEYS_KEPT = 100_000
 _open_backends: weakref.WeakSet[PostgreSQLBackend] = weakref.WeakSet()
 
 
-def advisory_key(name: bytes) -> int:
-    """The advisory lock key of ``name``: 64 bits of its SHA-256, as a signed ``bigint``."""
-    return int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
-
-
 class PostgreSQLBackend(Backend):
     """Session-level advisory locks in one PostgreSQL database."""
 
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
         shared_locks=False, distributed=True, introspection=True, breakable=True,
+        native_async=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -132,6 +130,7 @@ class PostgreSQLBackend(Backend):
             **{name: options[name] for name in _LIBPQ_OPTIONS if name in options},
         ).encode()
         self.pool = SessionPool(self._open_session, _pool_size(url))
+        self.async_sessions = AsyncSessions(self, self._conninfo, _pool_size(url))
         self.holds: Holds[_Hold] = Holds()
         self.named_keys: set[int] = set()
         """Keys whose name this process recorded (conch_lock_names): not sent again."""
@@ -169,10 +168,17 @@ class PostgreSQLBackend(Backend):
         _open_backends.discard(self)
         self._heartbeat.stop()
         self.pool.close()
+        self.async_sessions.close()
         self.holds.lose_all("the coordinator was stopped")
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return _AdvisoryLock(self, advisory_key(key), key, on_lost)
+
+    def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
+        return self.async_sessions.handle(advisory_key(key), key, on_lost)
+
+    async def close_async(self) -> None:
+        await self.async_sessions.close_async()
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return postgresql_inspection.inspecting(self, lambda session: postgresql_inspection
@@ -209,7 +215,7 @@ class PostgreSQLBackend(Backend):
             if prepare:
                 session.prepare()
         except (SessionBroken, StatementFailed) as exc:
-            raise BackendUnavailable(self.describe(f"cannot connect: {exc}")) from None
+            raise cannot_connect(self.describe, exc) from None
         return session
 
     def _check_holds(self) -> None:
@@ -221,6 +227,7 @@ class PostgreSQLBackend(Backend):
                 metrics.record_renewals("postgresql", 0, 1)
             else:
                 metrics.record_renewals("postgresql", 1)
+        self.async_sessions.check_holds()
 
 
 class _Hold:
@@ -279,12 +286,12 @@ class _AdvisoryLock(LockHandle):
         try:
             # Name the key in conch_lock_names with this process's first hold of it.
             name = None if self._key in backend.named_keys else self._name
-            token = _lock(session, self._key, deadline, name)
+            token = session.lock(self._key, deadline, name)
             if token is not None and name is not None:
                 backend.name_recorded(self._key)
         except StatementFailed as exc:
             pool.discard(session)  # it may hold the lock now: closing the session frees it
-            raise self._translate(exc) from None
+            raise refused(backend.describe, exc, pool.closed) from None
         except BaseException:
             pool.discard(session)
             raise
@@ -313,31 +320,11 @@ class _AdvisoryLock(LockHandle):
             unlocked = hold.session.unlock(self._key)
         except (SessionBroken, StatementFailed) as exc:
             backend.pool.discard(hold.session)
-            raise LockLost(backend.describe(
-                f"the session holding the lock failed before release ({exc}); "
-                "the server freed the lock, another holder may have taken it")) from None
+            raise lost_at_release(backend.describe, exc) from None
         if not unlocked:
             backend.pool.discard(hold.session)
-            raise LockLost(backend.describe("the server did not list the lock as held"))
+            raise lost_at_release(backend.describe, None)
         backend.pool.give_back(hold.session)
-
-    def _translate(self, exc: StatementFailed) -> ConchError:
-        describe = self._backend.describe
-        if exc.sqlstate == QUERY_CANCELED and self._backend.pool.closed:
-            return NotStarted(describe("the coordinator was stopped"))
-        return BackendUnavailable(describe(exc))
-
-
-def _lock(session: Session, key: int, deadline: Deadline, name: bytes | None) -> int | None:
-    """Take ``key`` on ``session`` before ``deadline``: the fencing token, or ``None``
-    (with ``name``: recorded as the key's name when taken)."""
-    if deadline.forever:
-        return session.wait_lock(key, None, name)
-    token = session.try_lock(key, name)
-    remaining = deadline.remaining()
-    if token is not None or not remaining:
-        return token
-    return session.wait_lock(key, remaining, name)
 
 
 def _pool_size(url: BackendURL) -> int:
@@ -352,6 +339,7 @@ def _disown_all_in_child() -> None:
     # would break the parent's sessions and the locks they hold.
     for backend in list(_open_backends):
         backend.pool.disown_all()
+        backend.async_sessions.disown_all()
 
 
 os.register_at_fork(after_in_child=_disown_all_in_child)

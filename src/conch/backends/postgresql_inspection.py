@@ -22,12 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from conch.backends.postgresql_sessions import (
-    NAMES_TABLE,
-    Session,
-    SessionBroken,
-    StatementFailed,
-)
+from conch.backends.postgresql_protocol import NAMES_TABLE, SessionBroken, StatementFailed
+from conch.backends.postgresql_sessions import Session
 from conch.errors import NotStarted, NotSupported
 from conch.introspection import BreakRefused, HolderChanged, HolderInfo, LockInfo
 
