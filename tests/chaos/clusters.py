@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tests.chaos.proxy import Proxy
-from tests.servers.base import ServerProcess, free_port, require_binary, wait_until
+from tests.servers.base import ServerProcess, require_binary, wait_until
 from tests.servers.zookeeper import (
     SLF4J_SIMPLE_JAR,
     ZOOKEEPER_JAR,
@@ -37,10 +37,20 @@ class Member(ServerProcess):
 
     def __init__(self, kind: str, index: int, peer_ports: int) -> None:
         self.index = index
-        self.port = free_port()
-        self.peer_ports = [free_port() for _ in range(peer_ports)]
+        super().__init__(f"{kind}-{index}", self.serving, start_timeout=60.0,
+                         ports=1 + peer_ports)
         self.proxies = [Proxy(port) for port in self.peer_ports]
-        super().__init__(f"{kind}-{index}", self.serving, start_timeout=60.0)
+
+    @property
+    def peer_ports(self) -> list[int]:
+        """The peer ports the member listens on (the others reach them through its proxies)."""
+        return self.ports[1:]
+
+    def pick_ports(self) -> None:
+        # The other members know this one by its proxies' ports, which stay.
+        super().pick_ports()
+        for proxy, port in zip(self.proxies, self.peer_ports, strict=True):
+            proxy.upstream_port = port
 
     @property
     def running(self) -> bool:
@@ -160,16 +170,20 @@ class EtcdCluster(Cluster):
     def launch(self, member: Member) -> None:
         binary = require_binary("etcd", "etcd-server")
         peers = ",".join(f"n{m.index}=http://127.0.0.1:{m.proxies[0].port}" for m in self.members)
-        client = f"http://127.0.0.1:{member.port}"
-        member.start([
-            binary, "--name", f"n{member.index}", "--data-dir", f"{member.data_dir}/member",
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", f"http://127.0.0.1:{member.peer_ports[0]}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{member.proxies[0].port}",
-            "--initial-cluster", peers, "--initial-cluster-state", "new",
-            "--initial-cluster-token", self.token,
-            "--listen-metrics-urls", "", "--log-level", "warn", "--logger", "zap",
-        ])
+
+        def command() -> list[str]:
+            client = f"http://127.0.0.1:{member.port}"
+            return [
+                binary, "--name", f"n{member.index}", "--data-dir", f"{member.data_dir}/member",
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", f"http://127.0.0.1:{member.peer_ports[0]}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{member.proxies[0].port}",
+                "--initial-cluster", peers, "--initial-cluster-state", "new",
+                "--initial-cluster-token", self.token,
+                "--listen-metrics-urls", "", "--log-level", "warn", "--logger", "zap",
+            ]
+
+        member.start_on_free_ports(command)
 
     def is_leader(self, member: Member) -> bool:
         assert isinstance(member, EtcdMember)
@@ -209,27 +223,31 @@ class ZooKeeperCluster(Cluster):
     def launch(self, member: Member) -> None:
         java = require_binary("java", "default-jre-headless")
         require_binary(ZOOKEEPER_SCRIPT, "zookeeper")
-        lines = [ZOO_CFG.format(data_dir=member.data_dir, port=member.port)]
-        for other in self.members:
-            # A member listens on its own real ports and reaches the others' proxies.
-            quorum, election = (other.peer_ports if other is member
-                                else [proxy.port for proxy in other.proxies])
-            lines.append(f"server.{other.index + 1}=127.0.0.1:{quorum}:{election}\n")
         config = os.path.join(member.data_dir, "zoo.cfg")
-        with open(config, "w") as out:
-            out.write("".join(lines))
         with open(os.path.join(member.data_dir, "myid"), "w") as out:
             out.write(f"{member.index + 1}\n")
         classpath = [member.data_dir, ZOOKEEPER_JAR]
         if os.path.exists(SLF4J_SIMPLE_JAR):
             classpath.append(SLF4J_SIMPLE_JAR)
-        member.start([
-            java, "-Xmx192m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            f"-Dzookeeper.log.dir={member.data_dir}",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-cp", ":".join(classpath),
-            "org.apache.zookeeper.server.quorum.QuorumPeerMain", config,
-        ])
+
+        def command() -> list[str]:
+            lines = [ZOO_CFG.format(data_dir=member.data_dir, port=member.port)]
+            for other in self.members:
+                # A member listens on its own real ports and reaches the others' proxies.
+                quorum, election = (other.peer_ports if other is member
+                                    else [proxy.port for proxy in other.proxies])
+                lines.append(f"server.{other.index + 1}=127.0.0.1:{quorum}:{election}\n")
+            with open(config, "w") as out:
+                out.write("".join(lines))
+            return [
+                java, "-Xmx192m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                f"-Dzookeeper.log.dir={member.data_dir}",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp", ":".join(classpath),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain", config,
+            ]
+
+        member.start_on_free_ports(command)
 
     def is_leader(self, member: Member) -> bool:
         return "Mode: leader" in four_letter_word(member.port, "srvr")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers.base import ServerProcess, free_port, require_binary
+from tests.servers.base import ServerProcess, require_binary
 
 SHORT_TTL = 3
 """The lease TTL of ``etcd_url``: the locks of a killed holder are free after it."""
@@ -28,11 +28,14 @@ class EtcdServer(ServerProcess):
     """One etcd member on a free client port and a free peer port."""
 
     def __init__(self, password: str | None = None) -> None:
-        self.port = free_port()
-        self.peer_port = free_port()
         self.password = password
         """The password of user ``root`` once auth is enabled (``None``: no auth)."""
-        super().__init__("etcd", self._healthy, start_timeout=20.0)
+        super().__init__("etcd", self._healthy, start_timeout=20.0, ports=2)
+
+    @property
+    def peer_port(self) -> int:
+        """The port of the peer API (no other member uses it)."""
+        return self.ports[1]
 
     @property
     def endpoint(self) -> str:
@@ -81,15 +84,19 @@ class EtcdServer(ServerProcess):
     def launch(self, *extra: str) -> EtcdServer:
         """Start the member (a new cluster in ``data_dir``; ``extra`` are more flags)."""
         binary = require_binary("etcd", "etcd-server")
-        client = f"http://127.0.0.1:{self.port}"
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        self.start([
-            binary, "--name", "n1", "--data-dir", f"{self.data_dir}/member",
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"n1={peer}", "--initial-cluster-state", "new",
-            "--listen-metrics-urls", "", "--log-level", "warn", "--logger", "zap", *extra,
-        ])
+
+        def command() -> list[str]:
+            client = f"http://127.0.0.1:{self.port}"
+            peer = f"http://127.0.0.1:{self.peer_port}"
+            return [
+                binary, "--name", "n1", "--data-dir", f"{self.data_dir}/member",
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"n1={peer}", "--initial-cluster-state", "new",
+                "--listen-metrics-urls", "", "--log-level", "warn", "--logger", "zap", *extra,
+            ]
+
+        self.start_on_free_ports(command)
         if self.password:
             self._enable_auth()
         return self

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 import conch
-from tests.servers.base import ServerProcess, free_port, require_binary
+from tests.servers.base import ServerProcess, require_binary
 
 SHORT_TTL = 3
 """The shared server's lock TTL (seconds): a killed holder's locks are free soon."""
@@ -27,7 +27,6 @@ class MemcachedProcess(ServerProcess):
     """One ``memcached`` on a free loopback port (64 MB, TCP only)."""
 
     def __init__(self) -> None:
-        self.port = free_port()
         super().__init__("memcached", self._answers_version, start_timeout=15.0)
 
     @property
@@ -62,8 +61,8 @@ def start_memcached(settle: bool = True) -> MemcachedProcess:
     """Start a fresh ``memcached`` (and, with ``settle``, wait out its grace period)."""
     binary = require_binary("memcached", "memcached")
     server = MemcachedProcess()
-    server.start([binary, "-l", "127.0.0.1", "-p", str(server.port), "-U", "0",
-                  "-m", "64", "-u", "root"])
+    server.start_on_free_ports(lambda: [binary, "-l", "127.0.0.1", "-p", str(server.port),
+                                        "-U", "0", "-m", "64", "-u", "root"])
     if settle:
         server.settle()
     return server

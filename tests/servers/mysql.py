@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pymysql  # type: ignore[import-untyped]
 import pytest
 
-from tests.servers.base import ServerProcess, free_port, require_binary
+from tests.servers.base import ServerProcess, require_binary
 
 USER = "conch"
 TLS_USER = "conch_tls"
@@ -34,7 +34,6 @@ class MySQLServer(ServerProcess):
         """``durable``: flush InnoDB's log at each commit, as a production server does
         (tests skip it for speed; benchmarks need it, since each acquire commits a token)."""
         self.durable = durable
-        self.port = free_port()
         # Characters that must be percent-encoded in a URL: the tests prove they survive.
         self.password = f"p@ss:w/rd-{uuid.uuid4().hex}"
         super().__init__("mysql", self._answers_ping)
@@ -67,7 +66,7 @@ class MySQLServer(ServerProcess):
             raise RuntimeError(f"mariadb-install-db failed: {installed.stdout.decode()} "
                                f"{installed.stderr.decode()}")
         self._make_certificate()
-        self.start([
+        self.start_on_free_ports(lambda: [
             "mariadbd", "--no-defaults", "--user=root", f"--datadir={self.datadir}",
             "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.socket}",
             "--skip-name-resolve",

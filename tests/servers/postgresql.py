@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.servers.base import ServerProcess, free_port, require_binary
+from tests.servers.base import ServerProcess, require_binary
 
 BIN_DIR = "/usr/lib/postgresql/15/bin"
 USER = "conch"
@@ -42,7 +42,6 @@ class PostgreSQLServer(ServerProcess):
     def __init__(self, durable: bool = False) -> None:
         """``durable``: keep ``fsync`` on (benchmarks); tests turn it off for speed."""
         self.durable = durable
-        self.port = free_port()
         self.password = f"pw-{uuid.uuid4().hex}"
         super().__init__("postgresql", self._accepts_connections)
         self.pgdata = os.path.join(self.data_dir, "pgdata")
@@ -68,7 +67,7 @@ class PostgreSQLServer(ServerProcess):
             hba.write(PG_HBA)
         # Tests do not check durability across an OS crash: fsync only costs them time.
         durability = [] if self.durable else ["-c", "fsync=off"]
-        self.start(_setpriv_argv([
+        self.start_on_free_ports(lambda: _setpriv_argv([
             f"{BIN_DIR}/postgres", "-D", self.pgdata, "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1",
             "-c", f"unix_socket_directories={self.data_dir}",

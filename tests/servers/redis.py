@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import pytest
 import redis
 
-from tests.servers.base import ServerProcess, free_port, require_binary
+from tests.servers.base import ServerProcess, require_binary
 
 SHORT_TTL = 3
 
@@ -25,7 +25,6 @@ class RedisProcess(ServerProcess):
 
     def __init__(self, name: str = "redis", password: str | None = None,
                  tls: ssl.SSLContext | None = None) -> None:
-        self.port = free_port()
         self.password = password
         self.tls = tls
         super().__init__(name, self._answers_ping, start_timeout=15.0)
@@ -64,13 +63,17 @@ def start_redis(*extra: str, password: str | None = None, name: str = "redis",
     """
     binary = require_binary("redis-server", "redis-server")
     server = RedisProcess(name, password, tls)
-    port = ["--port", "0", "--tls-port", str(server.port)] if tls else ["--port", str(server.port)]
-    argv: Sequence[str] = [
-        binary, "--bind", "127.0.0.1", *port, "--dir", server.data_dir,
-        "--save", "", "--appendonly", "no", "--daemonize", "no",
-        *(["--requirepass", password] if password else []), *extra,
-    ]
-    server.start(argv)
+
+    def command() -> Sequence[str]:
+        port = (["--port", "0", "--tls-port", str(server.port)] if tls
+                else ["--port", str(server.port)])
+        return [
+            binary, "--bind", "127.0.0.1", *port, "--dir", server.data_dir,
+            "--save", "", "--appendonly", "no", "--daemonize", "no",
+            *(["--requirepass", password] if password else []), *extra,
+        ]
+
+    server.start_on_free_ports(command)
     return server
 
 

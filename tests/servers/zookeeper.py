@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
 
-from tests.servers.base import ServerProcess, free_port, require_binary
+from tests.servers.base import ServerProcess, require_binary
 
 ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
 ZOOKEEPER_SCRIPT = "/usr/share/zookeeper/bin/zkServer.sh"  # shipped by the same package
@@ -56,7 +56,6 @@ class ZooKeeperServer(ServerProcess):
     """
 
     def __init__(self, durable: bool = False) -> None:
-        self.port = free_port()
         self.durable = durable
         super().__init__("zookeeper", self._serving)
 
@@ -87,19 +86,23 @@ class ZooKeeperServer(ServerProcess):
         java = require_binary("java", "default-jre-headless")
         require_binary(ZOOKEEPER_SCRIPT, "zookeeper")
         config = os.path.join(self.data_dir, "zoo.cfg")
-        with open(config, "w") as out:
-            out.write(ZOO_CFG.format(data_dir=self.data_dir, port=self.port,
-                                     force_sync="yes" if self.durable else "no"))
         classpath = [self.data_dir, ZOOKEEPER_JAR]
         if os.path.exists(SLF4J_SIMPLE_JAR):
             classpath.append(SLF4J_SIMPLE_JAR)
-        self.start([
-            java, "-Xmx256m", "-XX:+UseSerialGC",
-            f"-Dzookeeper.log.dir={self.data_dir}",
-            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-            "-cp", ":".join(classpath),
-            "org.apache.zookeeper.server.quorum.QuorumPeerMain", config,
-        ])
+
+        def command() -> list[str]:
+            with open(config, "w") as out:
+                out.write(ZOO_CFG.format(data_dir=self.data_dir, port=self.port,
+                                         force_sync="yes" if self.durable else "no"))
+            return [
+                java, "-Xmx256m", "-XX:+UseSerialGC",
+                f"-Dzookeeper.log.dir={self.data_dir}",
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+                "-cp", ":".join(classpath),
+                "org.apache.zookeeper.server.quorum.QuorumPeerMain", config,
+            ]
+
+        self.start_on_free_ports(command)
         return self
 
     def _serving(self) -> bool:
