@@ -11,18 +11,25 @@ import pytest
 
 import conch
 from conch import metrics
+from conch.backends.memory import MemoryBackend
+from conch.lock import LockName
+from tests.aio.sync_view import SyncLockView, SyncView
 
 sdk_metrics = pytest.importorskip("opentelemetry.sdk.metrics")
 from opentelemetry import metrics as otel_metrics  # noqa: E402
 from opentelemetry import trace as otel_trace  # noqa: E402
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
+from opentelemetry.sdk.metrics.export import (  # noqa: E402
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    NumberDataPoint,
+)
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
 )
 
-Points = dict[tuple[str, frozenset[tuple[str, object]]], object]
+Attributes = frozenset[tuple[str, object]]
 
 _READER = InMemoryMetricReader()
 _SPANS = InMemorySpanExporter()
@@ -40,85 +47,199 @@ def sdk() -> None:
     metrics.refresh()
 
 
-def read() -> Points:
-    """Every data point so far: (instrument, attributes) → sum (counters) or
-    (count, sum) (histograms)."""
-    points: Points = {}
-    data = _READER.get_metrics_data()
-    for resource in data.resource_metrics if data else []:
-        for scope in resource.scope_metrics:
-            for metric in scope.metrics:
-                for point in metric.data.data_points:
-                    key = (metric.name, frozenset(point.attributes.items()))
-                    points[key] = (point.count, point.sum) if hasattr(point, "count") \
-                        else point.value
-    return points
+class Points:
+    """Every data point so far, by (instrument, attributes)."""
+
+    def __init__(self) -> None:
+        self.counters: dict[tuple[str, Attributes], float] = {}
+        self.histograms: dict[tuple[str, Attributes], tuple[int, float]] = {}
+        data = _READER.get_metrics_data()
+        for resource in data.resource_metrics if data else []:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        key = (metric.name, frozenset((point.attributes or {}).items()))
+                        if isinstance(point, HistogramDataPoint):
+                            self.histograms[key] = (point.count, point.sum)
+                        elif isinstance(point, NumberDataPoint):
+                            self.counters[key] = point.value
+
+    def count(self, instrument: str, label: str, **more: str) -> float:
+        """A counter's value (0 when never reported)."""
+        return self.counters.get((instrument, attributes(label, **more)), 0)
+
+    def histogram(self, instrument: str, label: str, **more: str) -> tuple[int, float]:
+        """A histogram's (count, sum) ((0, 0) when never recorded)."""
+        return self.histograms.get((instrument, attributes(label, **more)), (0, 0.0))
+
+    def series(self, label: str) -> set[tuple[str, Attributes]]:
+        """``label``'s series that counted something: (instrument, its other attributes)."""
+        found: set[tuple[str, Attributes]] = set()
+        for points in (self.counters, self.histograms):
+            for (name, attrs), value in points.items():
+                if ("conch.lock", label) in attrs and value not in (0, (0, 0.0)):
+                    found.add((name, attrs - {("conch.lock", label)}))
+        return found
 
 
-def attributes(label: str, backend: str = "memory", **more: str) -> frozenset[tuple[str, object]]:
+def attributes(label: str, backend: str = "memory", **more: str) -> Attributes:
     return frozenset({"conch.backend": backend, "conch.lock": label, **more}.items())
 
 
+def outcome(value: str) -> dict[str, str]:
+    return {"conch.outcome": value}
+
+
+class AsyncAPI(SyncView):
+    """conch.aio (natively async on memory://) with the sync API's methods the tests use."""
+
+    def lock(self, name: LockName, metric_label: str | None = None) -> SyncLockView:
+        return SyncLockView(self.aio.lock(name, metric_label))
+
+    def break_lock(self, name: LockName) -> conch.LockInfo:
+        return self.aio.coordinator.break_lock(name)
+
+
+API = ["memory", "memory-async"]
+"""The same tests through the sync API and through conch.aio, named as tests/contract does."""
+
+
+def connect(api: str, url: str) -> conch.Coordinator | AsyncAPI:
+    if api == "memory":
+        return conch.connect(url)
+    coordinator = AsyncAPI(url)
+    coordinator.start()
+    return coordinator
+
+
 @pytest.fixture
-def coordinator(memory_url: str) -> Iterator[conch.Coordinator]:
+def other(memory_url: str) -> Iterator[conch.Coordinator]:
+    """Another member (conch.aio waits behind a hold of its own coordinator without
+    asking the backend: contention is measured between members)."""
     with conch.connect(memory_url) as started:
         yield started
 
 
+@pytest.fixture(params=API)
+def api(request: pytest.FixtureRequest) -> str:
+    assert MemoryBackend.capabilities.native_async  # conch.aio awaits its AsyncLockHandle
+    return str(request.param)
+
+
+@pytest.fixture
+def coordinator(api: str, memory_url: str) -> Iterator[conch.Coordinator | AsyncAPI]:
+    started = connect(api, memory_url)
+    yield started
+    started.stop()
+
+
 def test_an_acquire_and_release_record_wait_hold_and_acquisition(
-    coordinator: conch.Coordinator, lock_name: str
+    coordinator: conch.Coordinator | AsyncAPI, lock_name: str
 ) -> None:
     label = f"held{lock_name[5:]}"  # a label of its own: the reader keeps every earlier point
     with coordinator.lock(lock_name, metric_label=label):
         pass
-    points = read()
-    assert points[("conch.lock.acquisitions", attributes(label))] == 1
-    count, waited = points[("conch.lock.wait", attributes(label, **{"conch.outcome":
-                                                                    "acquired"}))]
+    points = Points()
+    assert points.count("conch.lock.acquisitions", label) == 1
+    count, waited = points.histogram("conch.lock.wait", label, **outcome("acquired"))
     assert count == 1 and 0 <= waited < 1
-    count, held = points[("conch.lock.hold", attributes(label))]
+    count, held = points.histogram("conch.lock.hold", label)
     assert count == 1 and 0 <= held < 1
+    memory = frozenset({("conch.backend", "memory")})
+    assert points.series(label) == {  # and nothing else
+        ("conch.lock.acquisitions", memory),
+        ("conch.lock.wait", memory | {("conch.outcome", "acquired")}),
+        ("conch.lock.hold", memory),
+    }
+
+
+def test_a_try_that_fails_counts_as_a_timeout(
+    coordinator: conch.Coordinator | AsyncAPI, other: conch.Coordinator, lock_name: str
+) -> None:
+    label = f"tried{lock_name[5:]}"
+    with other.lock(lock_name):
+        assert not coordinator.lock(lock_name, metric_label=label).acquire(blocking=False)
+    points = Points()
+    assert points.count("conch.lock.acquire_failures", label, **{"conch.reason": "timeout"}) == 1
+    assert points.histogram("conch.lock.wait", label, **outcome("timeout"))[0] == 1
+    memory = frozenset({("conch.backend", "memory")})
+    assert points.series(label) == {
+        ("conch.lock.acquire_failures", memory | {("conch.reason", "timeout")}),
+        ("conch.lock.wait", memory | {("conch.outcome", "timeout")}),
+    }
 
 
 def test_a_timed_out_acquire_counts_as_a_failure_with_its_wait(
-    coordinator: conch.Coordinator, lock_name: str
+    api: str, coordinator: conch.Coordinator | AsyncAPI, other: conch.Coordinator,
+    lock_name: str
 ) -> None:
     label = f"timeout{lock_name[5:]}"
-    with coordinator.lock(lock_name, metric_label=label):
+    with other.lock(lock_name):
         assert not coordinator.lock(lock_name, metric_label=label).acquire(blocking=0.1)
-    points = read()
-    assert points[("conch.lock.acquire_failures",
-                   attributes(label, **{"conch.reason": "timeout"}))] == 1
-    count, waited = points[("conch.lock.wait", attributes(label, **{"conch.outcome":
-                                                                    "timeout"}))]
-    assert count == 1 and waited >= 0.09
+    points = Points()
+    # conch.aio tries once before it waits on the backend: two backend calls, two timeouts.
+    calls = 1 if api == "memory" else 2
+    assert points.count("conch.lock.acquire_failures", label,
+                        **{"conch.reason": "timeout"}) == calls
+    count, waited = points.histogram("conch.lock.wait", label, **outcome("timeout"))
+    assert count == calls and waited >= 0.09
 
 
 def test_a_broken_hold_counts_as_a_loss_and_ends_its_hold_time(
-    coordinator: conch.Coordinator, lock_name: str
+    coordinator: conch.Coordinator | AsyncAPI, lock_name: str
 ) -> None:
     label = f"lost{lock_name[5:]}"
     lock = coordinator.lock(lock_name, metric_label=label)
     assert lock.acquire()
     coordinator.break_lock(lock_name)
-    assert lock.lost.is_set()
     with pytest.raises(conch.LockLost):
         lock.release()
-    points = read()
-    assert points[("conch.lock.losses", attributes(label))] == 1
-    assert points[("conch.lock.hold", attributes(label))][0] == 1  # type: ignore[index]
+    points = Points()
+    assert points.count("conch.lock.losses", label) == 1
+    assert points.histogram("conch.lock.hold", label)[0] == 1
+
+
+def test_a_hold_the_stopping_coordinator_frees_ends_once_and_is_no_loss(
+    api: str, memory_url: str, lock_name: str
+) -> None:
+    label = f"stopped{lock_name[5:]}"
+    coordinator = connect(api, memory_url)
+    lock = coordinator.lock(lock_name, metric_label=label)
+    assert lock.acquire()
+    coordinator.stop()  # frees the hold (AsyncLockHandle.abandon() on the async path)
+    with pytest.raises(conch.LockLost):
+        lock.release()
+    points = Points()
+    assert points.histogram("conch.lock.hold", label)[0] == 1
+    assert points.count("conch.lock.losses", label) == 0  # the application ended it
 
 
 def test_every_acquire_is_a_span_with_its_outcome_and_token(
-    coordinator: conch.Coordinator, lock_name: str
+    coordinator: conch.Coordinator | AsyncAPI, other: conch.Coordinator, lock_name: str
 ) -> None:
+    label = f"spanned{lock_name[5:]}"
     _SPANS.clear()
-    with coordinator.lock(lock_name, metric_label="spanned") as lock:
+    with coordinator.lock(lock_name, metric_label=label) as lock:
         token = lock.token
-    [span] = [span for span in _SPANS.get_finished_spans() if span.name == "conch.acquire"]
-    assert span.attributes is not None
-    assert dict(span.attributes) == {"conch.backend": "memory", "conch.lock": "spanned",
-                                     "conch.outcome": "acquired", "conch.token": token}
+    with other.lock(lock_name):
+        assert not coordinator.lock(lock_name, metric_label=label).acquire(blocking=False)
+    spans = [dict(span.attributes or {}) for span in _SPANS.get_finished_spans()
+             if span.name == "conch.acquire" and (span.attributes or {}).get("conch.lock")
+             == label]
+    assert spans == [
+        {"conch.backend": "memory", "conch.lock": label, "conch.outcome": "acquired",
+         "conch.token": token},
+        {"conch.backend": "memory", "conch.lock": label, "conch.outcome": "timeout"},
+    ]
+
+
+def test_a_lock_without_metric_label_is_labelled_by_its_name(
+    coordinator: conch.Coordinator | AsyncAPI, lock_name: str
+) -> None:
+    before = Points().count("conch.lock.acquisitions", "metricsdefault")
+    with coordinator.lock(f"metricsdefault-{lock_name}"):
+        pass
+    assert Points().count("conch.lock.acquisitions", "metricsdefault") == before + 1
 
 
 def test_the_default_label_is_the_name_up_to_its_first_separator_or_digit() -> None:
@@ -135,22 +256,30 @@ def test_labels_stay_bounded_however_many_names(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_renewals_are_counted_per_backend(redis_url: str, lock_name: str) -> None:
-    before = read().get(("conch.lock.renewals", frozenset({"conch.backend": "redis"}.items())), 0)
+    renewals = ("conch.lock.renewals", frozenset({"conch.backend": "redis"}.items()))
+    before = Points().counters.get(renewals, 0)
     with conch.connect(redis_url) as coordinator, coordinator.lock(lock_name):
         threading.Event().wait(2.5)  # the test URL's TTL is 3 s: renewed every second
-    after = read()[("conch.lock.renewals", frozenset({"conch.backend": "redis"}.items()))]
-    assert after >= before + 2  # type: ignore[operator]
+    assert Points().counters[renewals] >= before + 2
 
 
 def test_conch_works_without_opentelemetry_installed(tmp_path: object) -> None:
     script = (
-        "import sys; sys.modules['opentelemetry'] = None\n"  # makes its import fail
-        "import conch, conch.metrics\n"
+        "import asyncio, sys; sys.modules['opentelemetry'] = None\n"  # makes its import fail
+        "import conch, conch.aio, conch.metrics\n"
         "assert not conch.metrics.ENABLED\n"
         "with conch.connect('memory://') as c, c.lock('vnf-1', metric_label='vnf') as l:\n"
         "    print(l.token)\n"
+        "    assert type(l._handle).__name__ == '_MemoryLock'\n"  # not wrapped
+        "async def main():\n"
+        "    async with await conch.aio.connect('memory://') as c:\n"
+        "        assert type(c.coordinator._native_lock('vnf-1')._handle).__name__ == \\\n"
+        "            '_MemoryAsyncLock'\n"
+        "        async with c.lock('vnf-1', metric_label='vnf') as l:\n"
+        "            print(l.token)\n"
+        "asyncio.run(main())\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1"
+    assert done.stdout.split() == ["1", "2"]

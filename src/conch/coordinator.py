@@ -134,6 +134,10 @@ class Coordinator:
         def make_handle(on_lost: LossCallback) -> AsyncLockHandle:
             return backend.async_handle(key, on_lost)
 
+        if metrics.ENABLED:
+            label = metrics.bounded(metric_label) if metric_label else metrics.name_label(name)
+            return NativeLock(name, metrics.metered_async(make_handle, self._url.scheme, label),
+                              self._describe_error, self._track_hold)
         return NativeLock(name, make_handle, self._describe_error, self._track_hold)
 
     def describe(self, name: LockName) -> LockInfo:

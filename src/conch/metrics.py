@@ -14,7 +14,7 @@ scheme) and ``conch.lock`` (a *bounded* label for the lock name, see
 =================================  =========  ========================================
 ``conch.lock.wait``                histogram  seconds an acquire waited; ``conch.outcome``
                                               is ``acquired``, ``timeout`` or ``error``
-``conch.lock.hold``                histogram  seconds a hold lasted (until release or loss)
+``conch.lock.hold``                histogram  seconds a hold lasted (until release, loss or stop)
 ``conch.lock.acquisitions``        counter    holds taken
 ``conch.lock.acquire_failures``    counter    acquires that returned ``False`` (``conch.reason``
                                               ``timeout``) or raised (``error``)
@@ -26,18 +26,20 @@ scheme) and ``conch.lock`` (a *bounded* label for the lock name, see
 The counters are observable (read when the SDK collects), so an acquire costs the
 SDK two histogram records, not four calls. With a tracer provider configured,
 each acquire is also a span ``conch.acquire`` (its duration is the wait) with the
-same attributes, its outcome and its token.
+same attributes, its outcome and its token. :mod:`conch.aio` reports the same, from
+its asyncio handles (:func:`metered_async`) or its threads.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, LockHandle, LossCallback
+from conch.metrics_handles import AsyncMeteredHandle, MeteredHandle, Series
+from conch.metrics_handles import refresh as refresh
 
 try:
     from opentelemetry import metrics as _otel_metrics
@@ -45,6 +47,14 @@ try:
 except ImportError:  # conch works without it: nothing is measured
     _otel_metrics = None  # type: ignore[assignment]
     _otel_trace = None  # type: ignore[assignment]
+
+try:  # the API's default provider, a proxy until an SDK is set (not exported)
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+    _PROXY_METERS: tuple[type, ...] = (_ProxyMeterProvider,)
+except ImportError:  # another API version: meter always (correct, a little slower)
+    _PROXY_METERS = ()
+
 
 ENABLED = _otel_metrics is not None
 """True when ``opentelemetry-api`` is installed (coordinators then meter their locks)."""
@@ -83,35 +93,20 @@ def bounded(label: str) -> str:
     return OTHER
 
 
-class _Series:
-    """What conch reports for one (backend, label): its attribute sets, built once, and
-    its event counts. The counts are plain integers read by observable counters when
-    the SDK collects: an SDK counter's ``add()`` costs about 11 µs, as much as the rest
-    of an uncontended ``file://`` acquire."""
-
-    def __init__(self, backend: str, label: str) -> None:
-        self.lock = {"conch.backend": backend, "conch.lock": label}
-        self.acquired = {**self.lock, "conch.outcome": "acquired"}
-        self.timed_out = {**self.lock, "conch.outcome": "timeout"}
-        self.failed = {**self.lock, "conch.outcome": "error"}
-        self.mutex = threading.Lock()
-        self.acquisitions = self.timeouts = self.errors = self.losses = 0
-
-
-_series: dict[tuple[str, str], _Series] = {}
+_series: dict[tuple[str, str], Series] = {}
 _renewals: dict[str, list[int]] = {}  # backend → [renewed, failed]
 _counts_mutex = threading.Lock()
 
 
-def _series_of(backend: str, label: str) -> _Series:
+def _series_of(backend: str, label: str) -> Series:
     with _counts_mutex:
         found = _series.get((backend, label))
         if found is None:
-            found = _series[backend, label] = _Series(backend, label)
+            found = _series[backend, label] = Series(backend, label)
         return found
 
 
-class _Instruments:
+class Instruments:
     """conch's instruments, made once from the global meter (a proxy until an SDK is set)."""
 
     def __init__(self) -> None:
@@ -127,10 +122,10 @@ class _Instruments:
         self.wait = _histogram(meter, "conch.lock.wait", "Seconds an acquire waited")
         self.hold = _histogram(meter, "conch.lock.hold", "Seconds a hold lasted")
         counters = {
-            "conch.lock.acquisitions": ("Holds taken", _lock_counts("acquisitions")),
+            "conch.lock.acquisitions": ("Holds taken", _lock_counts("acquired")),
             "conch.lock.acquire_failures": ("Acquires that timed out or failed",
                                             _failure_counts),
-            "conch.lock.losses": ("Holds lost before their release", _lock_counts("losses")),
+            "conch.lock.losses": ("Holds lost before their release", _lock_counts("lost")),
             "conch.lock.renewals": ("Holds a heartbeat renewed or confirmed alive",
                                     _renewal_counts(0)),
             "conch.lock.renewal_failures": ("Holds a heartbeat failed to renew",
@@ -138,6 +133,15 @@ class _Instruments:
         }
         for name, (description, observe) in counters.items():
             meter.create_observable_counter(name, callbacks=[observe], description=description)
+
+    def configured(self) -> tuple[bool, bool]:
+        """Whether the application configured a meter provider, and a tracer provider."""
+        assert _otel_metrics is not None and _otel_trace is not None
+        meters = _otel_metrics.get_meter_provider()
+        tracers = _otel_trace.get_tracer_provider()
+        return (not isinstance(meters, (_otel_metrics.NoOpMeterProvider, *_PROXY_METERS)),
+                not isinstance(tracers, (_otel_trace.NoOpTracerProvider,
+                                         _otel_trace.ProxyTracerProvider)))
 
 
 def _histogram(meter: Any, name: str, description: str) -> Any:
@@ -154,7 +158,7 @@ def _lock_counts(count: str) -> Callable[[Any], Iterator[Any]]:
         with _counts_mutex:
             every = list(_series.values())
         for series in every:
-            yield _otel_metrics.Observation(getattr(series, count), series.lock)
+            yield _otel_metrics.Observation(series.counts[count], series.lock)
     return observe
 
 
@@ -163,8 +167,9 @@ def _failure_counts(options: Any) -> Iterator[Any]:
     with _counts_mutex:
         every = list(_series.values())
     for series in every:
-        for reason, count in (("timeout", series.timeouts), ("error", series.errors)):
-            yield _otel_metrics.Observation(count, {**series.lock, "conch.reason": reason})
+        for reason in ("timeout", "error"):
+            yield _otel_metrics.Observation(series.counts[reason],
+                                            {**series.lock, "conch.reason": reason})
 
 
 def _renewal_counts(index: int) -> Callable[[Any], Iterator[Any]]:
@@ -177,49 +182,14 @@ def _renewal_counts(index: int) -> Callable[[Any], Iterator[Any]]:
     return observe
 
 
-_instruments: _Instruments | None = None
+_instruments: Instruments | None = None
 
 
-def _get_instruments() -> _Instruments:
+def _get_instruments() -> Instruments:
     global _instruments
     if _instruments is None:
-        _instruments = _Instruments()
+        _instruments = Instruments()
     return _instruments
-
-
-# Whether the application configured an SDK: until it does, a handle skips its
-# instruments (the API's proxies would discard the values anyway). Asked at most
-# once a second, as get_meter_provider() and get_tracer_provider() cost over 1 µs.
-_RECHECK = 1.0
-_recheck_at = 0.0
-_metering_on = False
-_tracing_on = False
-
-
-def _recheck(now: float) -> None:
-    global _recheck_at, _metering_on, _tracing_on
-    assert _otel_metrics is not None and _otel_trace is not None
-    meters = _otel_metrics.get_meter_provider()
-    _metering_on = not isinstance(meters, (_otel_metrics.NoOpMeterProvider, *_PROXY_METERS))
-    tracers = _otel_trace.get_tracer_provider()
-    _tracing_on = not isinstance(tracers, (_otel_trace.NoOpTracerProvider,
-                                           _otel_trace.ProxyTracerProvider))
-    _recheck_at = now + _RECHECK
-
-
-def refresh() -> None:
-    """Notice at once a meter or tracer provider configured just now (else conch notices
-    within a second)."""
-    global _recheck_at
-    _recheck_at = 0.0
-
-
-try:  # the API's default provider, a proxy until an SDK is set (not exported)
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
-
-    _PROXY_METERS: tuple[type, ...] = (_ProxyMeterProvider,)
-except ImportError:  # another API version: meter always (correct, a little slower)
-    _PROXY_METERS = ()
 
 
 def record_renewals(backend: str, renewed: int, failed: int = 0) -> None:
@@ -239,85 +209,15 @@ def metered(
     """``make_handle`` whose handles report to the instruments (or itself when disabled)."""
     if not ENABLED:
         return make_handle
-    instruments = _get_instruments()
-    series = _series_of(backend, label)
-    return lambda on_lost: _MeteredHandle(make_handle, on_lost, instruments, series)
+    instruments, series = _get_instruments(), _series_of(backend, label)
+    return lambda on_lost: MeteredHandle(make_handle, on_lost, instruments, series)
 
 
-class _MeteredHandle(LockHandle):
-    """A backend's lock handle, timed: wait, hold, outcome, loss."""
-
-    __slots__ = ("_handle", "_held_since", "_instruments", "_on_lost", "_series")
-
-    def __init__(self, make_handle: Callable[[LossCallback], LockHandle], on_lost: LossCallback,
-                 instruments: _Instruments, series: _Series) -> None:
-        self._instruments = instruments
-        self._series = series
-        self._on_lost = on_lost
-        # Start time of the current hold; list.pop() is atomic, so a release and a loss
-        # racing each other record the hold once.
-        self._held_since: list[float] = []
-        self._handle = make_handle(self._lost)
-
-    def acquire(self, deadline: Deadline) -> int | None:
-        # The uncontended path runs this on every acquire: kept flat, no extra calls.
-        started = time.monotonic()
-        if started >= _recheck_at:
-            _recheck(started)
-        if _tracing_on:
-            return self._traced_acquire(deadline, started)
-        if not _metering_on:
-            return self._handle.acquire(deadline)
-        return self._timed_acquire(deadline, started)
-
-    def _timed_acquire(self, deadline: Deadline, started: float) -> int | None:
-        series = self._series
-        try:
-            token = self._handle.acquire(deadline)
-        except BaseException:
-            self._instruments.wait.record(time.monotonic() - started, series.failed)
-            with series.mutex:
-                series.errors += 1
-            raise
-        now = time.monotonic()
-        if token is None:
-            self._instruments.wait.record(now - started, series.timed_out)
-            with series.mutex:
-                series.timeouts += 1
-            return None
-        self._instruments.wait.record(now - started, series.acquired)
-        with series.mutex:
-            series.acquisitions += 1
-        self._held_since.append(now)
-        return token
-
-    def _traced_acquire(self, deadline: Deadline, started: float) -> int | None:
-        with self._instruments.tracer.start_as_current_span(
-            "conch.acquire", attributes=self._series.lock
-        ) as span:
-            token = self._timed_acquire(deadline, started) if _metering_on \
-                else self._handle.acquire(deadline)
-            span.set_attribute("conch.outcome", "timeout" if token is None else "acquired")
-            if token is not None:
-                span.set_attribute("conch.token", token)
-            return token
-
-    def release(self) -> None:
-        if self._held_since:
-            self._record_hold()
-        self._handle.release()
-
-    def _lost(self, reason: str) -> None:
-        if self._held_since:
-            self._record_hold()
-        if _metering_on:
-            with self._series.mutex:
-                self._series.losses += 1
-        self._on_lost(reason)
-
-    def _record_hold(self) -> None:
-        try:
-            since = self._held_since.pop()
-        except IndexError:  # a release and a loss raced: the other one recorded it
-            return
-        self._instruments.hold.record(time.monotonic() - since, self._series.lock)
+def metered_async(
+    make_handle: Callable[[LossCallback], AsyncLockHandle], backend: str, label: str
+) -> Callable[[LossCallback], AsyncLockHandle]:
+    """:func:`metered` for asyncio handles (an abandoned hold ends as a released one)."""
+    if not ENABLED:
+        return make_handle
+    instruments, series = _get_instruments(), _series_of(backend, label)
+    return lambda on_lost: AsyncMeteredHandle(make_handle, on_lost, instruments, series)

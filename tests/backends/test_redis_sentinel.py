@@ -61,10 +61,14 @@ class SentinelGroup:
         binary = require_binary("redis-sentinel", "redis-sentinel")
         sentinel = RedisProcess("redis-sentinel")
         conf = os.path.join(sentinel.data_dir, "sentinel.conf")  # the sentinel rewrites it
-        with open(conf, "w") as out:
-            out.write(SENTINEL_CONF.format(port=sentinel.port, dir=sentinel.data_dir,
-                                           name=MASTER_NAME, master_port=self.master.port))
-        sentinel.start([binary, conf])
+
+        def command() -> list[str]:  # written again for new ports on a retry
+            with open(conf, "w") as out:
+                out.write(SENTINEL_CONF.format(port=sentinel.port, dir=sentinel.data_dir,
+                                               name=MASTER_NAME, master_port=self.master.port))
+            return [binary, conf]
+
+        sentinel.start_on_free_ports(command)
         return sentinel
 
     def _replica_in_sync(self) -> bool:
