@@ -111,6 +111,8 @@ class TaskCalls:
     acquire leaves nothing held, so nothing is ever orphaned.
     """
 
+    waits_cheaply = True
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._running: set[asyncio.Task[Any]] = set()  # strong references until done

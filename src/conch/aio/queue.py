@@ -9,7 +9,8 @@ to the backend, and never more than one acquire at a time: through the blocking
 
 1. while a hold of this queue is live, nobody asks the backend: the waiters wait
    for its local release (the backend would refuse them anyway);
-2. otherwise the first waiter *tries once* (a short call on the shared pool);
+2. otherwise the first waiter *tries once* (a short call on the shared pool; on the
+   native path, where a wait costs no thread, this step is skipped);
 3. if the name is held elsewhere and that waiter may wait, one acquire waits on
    the backend until that waiter's deadline (on a thread of its own, or as one
    task): a hundred waiting coroutines cost one backend wait, not a hundred.
@@ -68,7 +69,13 @@ L_contra = TypeVar("L_contra", bound=QueuedLock, contravariant=True)
 
 
 class Calls(Protocol[L_contra]):
-    """How a queue calls its lock objects' acquire and release off its loop's way."""
+    """How a queue calls its lock objects' acquire and release off its loop's way.
+
+    ``waits_cheaply``: a waiting acquire costs no more than a one-try (no thread of its
+    own), so the first waiter's call may wait at once instead of trying once first.
+    """
+
+    waits_cheaply: bool
 
     def acquire(self, lock: L_contra, blocking: Blocking, done: Callable[[Outcome[bool]], None],
                 orphaned: Callable[[], None], *, waits: bool) -> None:
@@ -214,7 +221,7 @@ class NameQueue(Generic[L]):
     def _start_call(self, head: _Waiter) -> None:
         """Ask the backend for the name on behalf of ``head``: its one try, then its wait."""
         remaining = head.deadline.remaining()
-        waits = head.tried and remaining != 0
+        waits = (head.tried or self._calls.waits_cheaply) and remaining != 0
         blocking: bool | float = (True if remaining is None else remaining) if waits else False
         sync = self._spare.pop() if self._spare else self._lock_for_this_queue()
         call = self._call = _Call(sync, head, waits)

@@ -86,6 +86,8 @@ def call_in_thread(
 class ThreadCalls:
     """The queue's calls for a sync :class:`conch.Lock`: on conch's threads."""
 
+    waits_cheaply = False  # a wait takes a thread of its own: try once on the pool first
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
