@@ -29,6 +29,9 @@ Translation of the contract (the scripts are in :mod:`conch.backends.redis_scrip
   ``?wait_replicas=N`` an acquire counts only once ``N`` replicas acknowledged it
   (``WAIT``), so a failover right after it does not hand the lock to someone else.
 
+**asyncio** (``conch.aio``): :mod:`conch.backends.redis_async`, the same steps on a
+``redis.asyncio`` pool per event loop; its holds are renewed by the same heartbeat.
+
 Error handling: each call waits at most ``socket_timeout`` for its reply
 (connecting: ``connect_timeout``; both 2 s by default), then raises
 :class:`~conch.BackendUnavailable`. An acquire or release is first retried once
@@ -42,13 +45,10 @@ master; holds survive when that happens before their TTL runs out.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -56,49 +56,32 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conch import metrics
 from conch.backends import redis_inspection
-from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
-from conch.backends.redis_client import Command, RedisClient, RedisOptions
-from conch.backends.redis_scripts import ACQUIRE, RELEASE, RENEW
+from conch.backends.base import AsyncLockHandle, Backend, Deadline, LockHandle, LossCallback
+from conch.backends.redis_async import RedisAsyncLock
+from conch.backends.redis_async_client import AsyncClients, AsyncRedisClient
+from conch.backends.redis_client import RedisClient, RedisOptions
+from conch.backends.redis_scripts import RENEW
+from conch.backends.redis_steps import (
+    KEY_PREFIX,
+    LockKeys,
+    RedisHold,
+    acquire_commands,
+    acquire_outcome,
+    check_released,
+    int_reply,
+    lock_keys,
+    release_command,
+    wait_command,
+)
 from conch.backends.session import Heartbeat, Holds
 from conch.capabilities import Capabilities
-from conch.errors import BackendUnavailable, LockLost, NotStarted
+from conch.errors import BackendUnavailable, NotStarted
 from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
 log = logging.getLogger("conch")
 
-KEY_PREFIX = b"conch:"
-# How long a release's wake signal waits for a waiter: long enough to bridge a
-# waiter's failed attempt and its BLPOP; an unused signal only costs one retry.
-WAKE_SIGNAL_MS = 2000
-# Past a waiter's bound the holder's key is due to expire: retry just after it.
-_EXPIRY_SLACK_S = 0.002
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError)
-
-
-class LockKeys(NamedTuple):
-    """The Redis keys of one lock name."""
-
-    holder: bytes
-    counter: bytes
-    wake: bytes
-
-
-def lock_keys(name: bytes) -> LockKeys:
-    """The keys of lock ``name``: its SHA-256, so any bytes map to a short, distinct key."""
-    base = KEY_PREFIX + hashlib.sha256(name).hexdigest().encode()
-    return LockKeys(base + b":holder", base + b":token", base + b":wake")
-
-
-@dataclasses.dataclass(eq=False)
-class RedisHold:
-    """A lock this coordinator holds, kept alive by its heartbeat."""
-
-    keys: LockKeys
-    value: bytes
-    valid_until: float
-    """Monotonic time by which the server frees it unless a renewal succeeds."""
-    reported_lost: bool = False
 
 
 class RedisBackend(Backend):
@@ -107,14 +90,15 @@ class RedisBackend(Backend):
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=False, notify=True,
         shared_locks=False, distributed=True, introspection=True, breakable=True,
+        native_async=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
         self.options = RedisOptions.from_url(url)
         self.holds: Holds[RedisHold] = Holds()
-        self._ttl_ms = max(1, round(self.options.ttl * 1000))
         self._client: RedisClient | None = None
+        self.async_clients = AsyncClients(url, self.options)
         self._heartbeat: Heartbeat | None = None
 
     def connect(self) -> None:
@@ -136,9 +120,22 @@ class RedisBackend(Backend):
         client, self._client = self._client, None
         if client is not None:
             client.close()
+        self.async_clients.close()
+
+    async def close_async(self) -> None:
+        await self.async_clients.close_running()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return _RedisLock(self, lock_keys(key), HolderStamp(key, self.member_id), on_lost)
+
+    def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
+        return RedisAsyncLock(self, lock_keys(key), HolderStamp(key, self.member_id), on_lost)
+
+    def async_client(self) -> AsyncRedisClient:
+        """The running event loop's client; :class:`NotStarted` once the coordinator stops."""
+        if self._client is None:
+            raise NotStarted("the coordinator of this lock was stopped")
+        return self.async_clients.running()
 
     def describe_lock(self, key: bytes) -> LockInfo:
         with self._calls() as client:
@@ -151,7 +148,7 @@ class RedisBackend(Backend):
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
         with self._calls() as client:
             return redis_inspection.break_hold(client, lock_keys(key), key, token,
-                                               lambda hold: self._release_command(hold))
+                                               release_command)
 
     @contextlib.contextmanager
     def _calls(self) -> Iterator[RedisClient]:
@@ -175,31 +172,14 @@ class RedisBackend(Backend):
     def try_acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
         """One attempt to hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds)``
         until the current holder's TTL ends. Repeating it with the same ``value`` is safe."""
-        commands: list[Command] = [ACQUIRE.call([keys.holder, keys.counter],
-                                                [value, self._ttl_ms])]
-        timeout = self.options.socket_timeout
-        wanted = self.options.wait_replicas
-        if wanted:
-            commands.append(("WAIT", wanted, self._ttl_ms // 3))
-            timeout += self.options.ttl / 3
+        commands, timeout = acquire_commands(keys, value, self.options)
         with self._calls() as client:
             try:
-                replies = _retry_once(lambda: client.run(commands, timeout))
+                return acquire_outcome(_retry_once(lambda: client.run(commands, timeout)),
+                                       self.options)
             except BaseException:
-                self._abandon(client, keys, value)
+                self.abandon(keys, value)
                 raise
-            acquired, number = _pair(replies[0])
-            if not acquired:
-                return None, self.options.ttl if number < 0 else number / 1000 + _EXPIRY_SLACK_S
-            acknowledged = replies[-1]
-            if wanted and not (isinstance(acknowledged, int) and acknowledged >= wanted):
-                self._abandon(client, keys, value)
-                raise BackendUnavailable(
-                    f"redis at {self.options.where}: {wanted} replica(s) must acknowledge a "
-                    f"lock (wait_replicas) within {self.options.ttl / 3:.2f} s; WAIT "
-                    f"answered {acknowledged}"
-                )
-        return number, 0.0
 
     def wait_for_release(self, keys: LockKeys, seconds: float) -> None:
         """Block until a release signals ``keys`` or ``seconds`` pass (no sleep: ``BLPOP``).
@@ -207,10 +187,9 @@ class RedisBackend(Backend):
         A connection failure ends the wait early: the caller's next attempt tells
         whether the server is really gone (and the lock may be free if it restarted).
         """
-        seconds = max(seconds, 0.001)  # BLPOP 0 would wait forever
         with self._calls() as client:
             try:
-                reply = client.roundtrip([("BLPOP", keys.wake, f"{seconds:.3f}")],
+                reply = client.roundtrip([wait_command(keys, seconds)],
                                          timeout=seconds + self.options.socket_timeout)[0]
             except _TRANSIENT:
                 return
@@ -232,12 +211,7 @@ class RedisBackend(Backend):
         """Stop renewing ``hold`` and free its lock, waking one waiter."""
         self.holds.discard(hold)
         with self._calls() as client:
-            freed = _reply(_retry_once(lambda: client.run([self._release_command(hold)]))[0])
-        if not freed and not hold.reported_lost:
-            raise LockLost(
-                f"lock key {hold.keys.holder.decode()} expired or changed holder before its "
-                "release, unnoticed: was the process paused longer than the TTL?"
-            )
+            check_released(hold, _retry_once(lambda: client.run([release_command(hold)]))[0])
 
     def renew(self) -> None:
         """Renew every hold in one round-trip; report those found gone, or about to expire."""
@@ -248,7 +222,7 @@ class RedisBackend(Backend):
         interval = self.options.ttl / 3
         sent = time.monotonic()
         command = RENEW.call([hold.keys.holder for hold in holds],
-                             [self._ttl_ms, *(hold.value for hold in holds)])
+                             [self.options.ttl_ms, *(hold.value for hold in holds)])
         try:
             reply = client.run([command], timeout=min(self.options.socket_timeout, interval))[0]
             if isinstance(reply, RedisError):
@@ -272,17 +246,17 @@ class RedisBackend(Backend):
                 self.holds.lose(hold, "its TTL ran out, it was broken (conch break), or "
                                 "another holder took it")
 
-    def _release_command(self, hold: RedisHold) -> Command:
-        return RELEASE.call([hold.keys.holder, hold.keys.wake], [hold.value, WAKE_SIGNAL_MS])
-
-    def _abandon(self, client: RedisClient, keys: LockKeys, value: bytes) -> None:
-        """Best effort: free a lock an acquire that is failing may have taken."""
-        hold = RedisHold(keys, value, 0.0)
+    def abandon(self, keys: LockKeys, value: bytes) -> None:
+        """Best effort, on the blocking client: free the lock of ``keys`` if ``value`` holds
+        it (an acquire that is failing may have taken it)."""
+        client = self._client
         try:
-            client.run([self._release_command(hold)])
-        except RedisError:
-            log.warning("could not free lock key %s after a failed acquire; it expires "
-                        "within the TTL", keys.holder.decode())
+            if client is None:
+                raise NotStarted("the coordinator was stopped")
+            int_reply(client.run([release_command(RedisHold(keys, value, 0.0))])[0])
+        except Exception:
+            log.warning("could not free lock key %s; it expires within the TTL",
+                        keys.holder.decode())
 
 
 class _RedisLock(LockHandle):
@@ -325,19 +299,3 @@ def _retry_once(call: Callable[[], list[object]]) -> list[object]:
         return call()
     except _TRANSIENT:
         return call()
-
-
-def _reply(reply: object) -> int:
-    """An integer reply; a refused command raises its error."""
-    if isinstance(reply, Exception):
-        raise reply
-    assert isinstance(reply, int), reply
-    return reply
-
-
-def _pair(reply: object) -> tuple[int, int]:
-    """A reply of two integers (ACQUIRE's)."""
-    if isinstance(reply, Exception):
-        raise reply
-    assert isinstance(reply, list) and len(reply) == 2, reply
-    return int(reply[0]), int(reply[1])

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+import redis.asyncio.sentinel
 import redis.sentinel
 from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -38,6 +39,9 @@ OPTIONS = frozenset({
 _TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 # Replies that mean the server refused who we said we are.
 _CREDENTIAL_ERRORS = ("NOAUTH", "WRONGPASS", "NOPERM", "AUTH")
+# The blocking and the asyncio sentinel clients raise distinct classes.
+_MASTER_NOT_FOUND = (redis.sentinel.MasterNotFoundError,
+                     redis.asyncio.sentinel.MasterNotFoundError)
 
 Command = tuple[object, ...]
 
@@ -75,6 +79,47 @@ class RedisOptions:
             sentinel=sentinel,
             where=f"{hosts} (sentinels of {sentinel!r})" if sentinel else hosts,
         )
+
+    @property
+    def ttl_ms(self) -> int:
+        """The TTL in whole milliseconds (at least 1), as the scripts take it."""
+        return max(1, round(self.ttl * 1000))
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolSettings:
+    """How to reach the master a URL names: what the blocking and the asyncio pools
+    are both made from (each adds its own connection classes and retry policy)."""
+
+    hosts: list[tuple[str, int]]
+    """The Redis host, or the sentinels."""
+    connection: dict[str, Any]
+    """Keyword arguments of every connection to the master."""
+    sentinel: dict[str, Any]
+    """Keyword arguments of the connections to the sentinels."""
+    tls: bool
+
+    @classmethod
+    def from_url(cls, url: BackendURL, options: RedisOptions) -> PoolSettings:
+        """The settings of ``url`` (checked by :meth:`RedisOptions.from_url`)."""
+        query = url.query
+        connection: dict[str, Any] = {
+            "db": _database(url),
+            "username": url.username or None,
+            "password": url.password,
+            "socket_connect_timeout": options.connect_timeout,
+            "socket_timeout": options.socket_timeout,
+            "socket_keepalive": True,
+            "client_name": "conch",
+        }
+        if url.scheme == "rediss":
+            connection.update({name: query[name] for name in _TLS_OPTIONS if name in query})
+        sentinel = {
+            "socket_connect_timeout": options.connect_timeout,
+            "socket_timeout": options.socket_timeout,
+            "password": query.get("sentinel_password") or None,
+        }
+        return cls(_hosts(url, query), connection, sentinel, url.scheme == "rediss")
 
 
 class RedisClient:
@@ -132,25 +177,31 @@ class RedisClient:
 
     def describe(self, exc: BaseException) -> str:
         """``exc`` as a message for users: what failed where, never a credential."""
-        where = self.options.where
-        if isinstance(exc, redis.sentinel.MasterNotFoundError):
-            # Its text embeds the repr of every sentinel client: say what it means instead.
-            text = (f"redis at {where}: no sentinel answered with a reachable master "
-                    f"named {self.options.sentinel!r}")
-        elif self._url.password is None and _is_credential_error(exc):
-            text = f"redis at {where} requires a password: use redis://[user]:PASSWORD@host"
-        elif _is_credential_error(exc):
-            text = f"redis at {where} refused the URL's credentials (user or password): {exc}"
-        elif isinstance(exc, RedisTimeoutError):
-            text = (f"redis at {where} did not answer in time ({exc}); see the URL options "
-                    f"connect_timeout and socket_timeout")
-        elif isinstance(exc, RedisConnectionError):
-            text = f"redis at {where} is unreachable: {exc}"
-        else:
-            text = f"redis at {where} failed: {type(exc).__name__}: {exc}"
-        for secret in self._url.secrets:
-            text = text.replace(secret, "***")
-        return text
+        return describe(self._url, self.options, exc)
+
+
+def describe(url: BackendURL, options: RedisOptions, exc: BaseException) -> str:
+    """``exc``, raised by a client of ``url``, as a message for users: what failed where,
+    never a credential."""
+    where = options.where
+    if isinstance(exc, _MASTER_NOT_FOUND):
+        # Its text embeds the repr of every sentinel client: say what it means instead.
+        text = (f"redis at {where}: no sentinel answered with a reachable master "
+                f"named {options.sentinel!r}")
+    elif url.password is None and _is_credential_error(exc):
+        text = f"redis at {where} requires a password: use redis://[user]:PASSWORD@host"
+    elif _is_credential_error(exc):
+        text = f"redis at {where} refused the URL's credentials (user or password): {exc}"
+    elif isinstance(exc, RedisTimeoutError):
+        text = (f"redis at {where} did not answer in time ({exc}); see the URL options "
+                f"connect_timeout and socket_timeout")
+    elif isinstance(exc, RedisConnectionError):
+        text = f"redis at {where} is unreachable: {exc}"
+    else:
+        text = f"redis at {where} failed: {type(exc).__name__}: {exc}"
+    for secret in url.secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def _is_credential_error(exc: BaseException) -> bool:
@@ -164,36 +215,19 @@ def _is_credential_error(exc: BaseException) -> bool:
 
 
 def _make_pool(url: BackendURL, options: RedisOptions) -> redis.ConnectionPool:
-    query = url.query
-    settings: dict[str, Any] = {
-        "db": _database(url),
-        "username": url.username or None,
-        "password": url.password,
-        "socket_connect_timeout": options.connect_timeout,
-        "socket_timeout": options.socket_timeout,
-        "socket_keepalive": True,
-        "client_name": "conch",
-        "retry": Retry(redis.backoff.NoBackoff(), 0),
-    }
-    if url.scheme == "rediss":
-        settings.update({name: query[name] for name in _TLS_OPTIONS if name in query})
-    hosts = _hosts(url, query)
+    settings = PoolSettings.from_url(url, options)
+    connection = {**settings.connection, "retry": Retry(redis.backoff.NoBackoff(), 0)}
     if options.sentinel is None:
-        host, port = hosts[0]
-        if url.scheme == "rediss":
-            settings["connection_class"] = redis.SSLConnection
-        return redis.ConnectionPool(host=host, port=port, **settings)
-    sentinel_settings: dict[str, Any] = {
-        "socket_connect_timeout": options.connect_timeout,
-        "socket_timeout": options.socket_timeout,
-        "password": query.get("sentinel_password") or None,
-        "retry": Retry(redis.backoff.NoBackoff(), 0),
-    }
+        host, port = settings.hosts[0]
+        if settings.tls:
+            connection["connection_class"] = redis.SSLConnection
+        return redis.ConnectionPool(host=host, port=port, **connection)
     manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-        hosts, sentinel_kwargs=sentinel_settings
+        settings.hosts,
+        sentinel_kwargs={**settings.sentinel, "retry": Retry(redis.backoff.NoBackoff(), 0)},
     )
     return redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
-        options.sentinel, manager, ssl=url.scheme == "rediss", **settings
+        options.sentinel, manager, ssl=settings.tls, **connection
     )
 
 

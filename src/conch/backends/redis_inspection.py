@@ -15,15 +15,12 @@ learns of it at its next renewal, at most ``ttl / 3`` later.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from conch.backends.redis_client import Command, RedisClient
+from conch.backends.redis_steps import LockKeys, RedisHold
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
-
-if TYPE_CHECKING:
-    from conch.backends.redis import LockKeys, RedisHold
 
 # Keys per SCAN step and per pipelined batch of reads.
 _BATCH = 500
@@ -69,8 +66,6 @@ def break_hold(
     release_command: Callable[[RedisHold], Command],
 ) -> LockInfo:
     """Delete the hold of lock ``name`` (only the one with ``token``, if given)."""
-    from conch.backends.redis import RedisHold
-
     lock, value = describe(client, keys, name)
     if not has_hold_to_break(lock, token) or value is None:
         return lock

@@ -5,7 +5,7 @@ check who holds a lock and act on it without a race. Each script is sent by
 SHA-1 (``EVALSHA``); the caller loads it again when the server answers
 ``NOSCRIPT`` (after a restart or ``SCRIPT FLUSH``).
 
-Key layout of one lock name (see :func:`conch.backends.redis.lock_keys`):
+Key layout of one lock name (see :func:`conch.backends.redis_steps.lock_keys`):
 ``…:holder`` (string, the holder's per-hold value, with the TTL),
 ``…:token`` (string, the fencing counter, never expires),
 ``…:wake`` (list, at most one wake-up signal for a waiter, short expiry).
