@@ -9,6 +9,8 @@ Translation of the contract:
 * **timed wait**: inotify on the lock file (close events, which a release or a
   dying holder causes) with a ``poll`` timeout, retrying a non-blocking ``flock``
   on each event. The kernel wakes the waiter; nothing sleeps on a timer.
+* **asyncio**: the same inotify events, read through the event loop
+  (:mod:`conch.backends.file_async`), for every wait.
 * **fencing token**: the last token of a name is stored in its lock file and
   incremented by each holder. A new lock file starts above the directory's
   high-water mark in ``.conch-fencing-tokens`` and above the wall clock in
@@ -41,10 +43,10 @@ import threading
 import time
 import weakref
 
-import inotify_simple  # type: ignore[import-untyped]
-
 from conch.backends import file_inspection
-from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Backend, Deadline, LockHandle, LossCallback
+from conch.backends.file_async import FileAsyncLock
+from conch.backends.file_locking import LockFile, new_inotify, try_lock, watch
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL, NotSupported
 from conch.introspection import HolderStamp, LockInfo
@@ -57,8 +59,6 @@ HOLD_RECORD = struct.Struct("<QqI")
 pid, then the holder's stamp head (JSON), all written by one ``pwrite``: formatting
 them as JSON text would cost more than the rest of the acquire. Bytes left over
 from a longer stamp are ignored by the reader."""
-# Closing a file opened for writing: the holder released or died.
-_FREED = inotify_simple.flags.CLOSE_WRITE | inotify_simple.flags.ATTRIB
 _UNREADABLE = re.compile(rb"[^A-Za-z0-9_-]+")
 
 _open_backends: weakref.WeakSet[FileBackend] = weakref.WeakSet()
@@ -76,6 +76,7 @@ class FileBackend(Backend):
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
         shared_locks=False, distributed=False, introspection=True, breakable=False,
+        native_async=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -113,8 +114,12 @@ class FileBackend(Backend):
                 self._high_water_fd = -1
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return _FileLock(self, os.path.join(self.directory, lock_file_name(key)),
-                         HolderStamp(key, self.member_id))
+        return FileLock(self, os.path.join(self.directory, lock_file_name(key)),
+                        HolderStamp(key, self.member_id))
+
+    def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
+        return FileAsyncLock(FileLock(self, os.path.join(self.directory, lock_file_name(key)),
+                                      HolderStamp(key, self.member_id)))
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return file_inspection.describe(os.path.join(self.directory, lock_file_name(key)), key)
@@ -172,7 +177,7 @@ class FileBackend(Backend):
         except FileNotFoundError:
             return 0
         try:
-            if not _try_lock(fd) or os.fstat(fd).st_nlink == 0:
+            if not try_lock(fd) or os.fstat(fd).st_nlink == 0:
                 return 0
             stored = os.pread(fd, _TOKEN.size, 0)
             if len(stored) == _TOKEN.size:
@@ -220,70 +225,42 @@ class FileBackend(Backend):
             self._open_high_water()
 
 
-class _FileLock(LockHandle):
+class FileLock(LockHandle):
+    """The hold of one lock object: the flock of its descriptor of the lock file."""
+
     def __init__(self, backend: FileBackend, path: str, stamp: HolderStamp) -> None:
         self._backend = backend
-        self._path = path
-        self._stamp = stamp
-        self._fd = -1
+        self.file = LockFile(backend, path, stamp)
 
     def acquire(self, deadline: Deadline) -> int | None:
-        while True:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                if not _lock_before(fd, deadline):
-                    os.close(fd)
-                    return None
-                if os.fstat(fd).st_nlink == 0:  # swept while we waited: use the new file
-                    os.close(fd)
-                    continue
-                token = self._backend.next_token(fd, self._stamp)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd = fd
-            return token
+        with self.file.attempt() as file:
+            if file.try_take() is None and not deadline.expired():
+                if deadline.forever:
+                    _wait_forever(file)
+                else:
+                    _wait_until(file, deadline)
+        return file.token
 
     def release(self) -> None:
-        fd, self._fd = self._fd, -1
-        os.close(fd)  # frees the flock and wakes the waiters
+        self.file.close()  # frees the flock and wakes the waiters
         self._backend.sweep_if_due()
 
 
-def _lock_before(fd: int, deadline: Deadline) -> bool:
-    """Take an exclusive flock on ``fd`` before ``deadline``; False when it passed."""
-    if _try_lock(fd):
-        return True
-    if deadline.forever:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return True
-    if deadline.expired():
-        return False
-    try:
-        watcher = inotify_simple.INotify()
-    except OSError as exc:
-        if exc.errno == errno.EMFILE:
-            raise BackendUnavailable(
-                "no inotify instance left for a timed wait; raise fs.inotify.max_user_instances"
-            ) from None
-        raise
-    with watcher:
-        # /proc/self/fd resolves to the file we opened even once it is unlinked.
-        watcher.add_watch(f"/proc/self/fd/{fd}", _FREED)
-        while not _try_lock(fd):  # watch first, then retry: no wakeup is missed
+def _wait_forever(file: LockFile) -> None:
+    while file.try_take() is None:
+        # The kernel wakes us holding the flock; the try then checks the file still counts.
+        fcntl.flock(file.fd, fcntl.LOCK_EX)
+
+
+def _wait_until(file: LockFile, deadline: Deadline) -> None:
+    with new_inotify() as watcher:
+        file.on_open = lambda fd: watch(watcher, fd)
+        watch(watcher, file.fd)
+        while file.try_take() is None:  # watch first, then retry: no wakeup is missed
             remaining = deadline.remaining()
             if not remaining:
-                return False
+                return
             watcher.read(timeout=max(1, int(remaining * 1000 + 0.999)))
-    return True
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _reopen_all_in_child() -> None:

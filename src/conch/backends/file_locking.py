@@ -1,0 +1,117 @@
+"""Taking one ``file://`` lock file: what the blocking and asyncio handles share.
+
+A :class:`LockFile` opens the name's lock file and tries its ``flock`` without
+waiting; the handle decides how to wait between tries. A waiter learns that the
+file may be free from inotify (``FREED``) on the file it opened.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import inotify_simple  # type: ignore[import-untyped]
+
+from conch.errors import BackendUnavailable
+from conch.introspection import HolderStamp
+
+if TYPE_CHECKING:
+    from conch.backends.file import FileBackend
+
+FREED = inotify_simple.flags.CLOSE_WRITE | inotify_simple.flags.ATTRIB
+"""The events after which a waiter tries again. Every description of a lock file is
+opened for writing, so closing the holder's (a release, or the kernel closing the
+files of a holder that died) is a ``CLOSE_WRITE``; an unlink (a sweep) is an
+``ATTRIB``, as the link count changes. Other writers' closes only cost a retry."""
+
+
+class LockFile:
+    """A lock object's descriptor of its name's lock file: opened by each acquire
+    (:meth:`attempt`), kept while the lock is held, closed to release it."""
+
+    __slots__ = ("_backend", "_path", "_stamp", "fd", "on_open", "token")
+
+    def __init__(self, backend: FileBackend, path: str, stamp: HolderStamp) -> None:
+        self._backend = backend
+        self._path = path
+        self._stamp = stamp
+        self.fd = -1
+        self.token: int | None = None
+        # Called with the new descriptor when the file is replaced (to watch it).
+        self.on_open: Callable[[int], object] | None = None
+
+    def attempt(self) -> LockFile:
+        """Open the file for an acquire; a context manager closing it on exit (and
+        resetting ``token``) unless :meth:`try_take` took the lock."""
+        self.token = None
+        self.on_open = None
+        self.fd = _open(self._path)
+        return self
+
+    def __enter__(self) -> LockFile:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self.token is None or exc_type is not None:
+            self.token = None
+            self.close()
+
+    def try_take(self) -> int | None:
+        """Try once, without waiting: the new hold's fencing token (also in ``token``), or
+        ``None`` while another description holds the file.
+
+        A file swept (unlinked) while we waited no longer counts: it is dropped for
+        the file now at the path, which is tried in turn.
+        """
+        while try_lock(self.fd):
+            if os.fstat(self.fd).st_nlink:
+                self.token = self._backend.next_token(self.fd, self._stamp)
+                return self.token
+            self.close()
+            self.fd = _open(self._path)
+            if self.on_open is not None:
+                self.on_open(self.fd)
+        return None
+
+    def close(self) -> None:
+        """Close the descriptor, freeing its flock (from any thread)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def try_lock(fd: int) -> bool:
+    """Take an exclusive flock on ``fd`` if nobody else holds one (true also when ``fd``
+    holds it already)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def new_inotify(nonblocking: bool = False) -> inotify_simple.INotify:
+    """An inotify instance, or :class:`BackendUnavailable` when the user has none left."""
+    try:
+        return inotify_simple.INotify(nonblocking=nonblocking)
+    except OSError as exc:
+        if exc.errno == errno.EMFILE:
+            raise BackendUnavailable(
+                "no inotify instance left for a wait; raise fs.inotify.max_user_instances"
+            ) from None
+        raise
+
+
+def watch(inotify: inotify_simple.INotify, fd: int) -> int:
+    """Watch the file open as ``fd`` for ``FREED``; the watch descriptor."""
+    # /proc/self/fd resolves to the file we opened even once it is unlinked.
+    return int(inotify.add_watch(f"/proc/self/fd/{fd}", FREED))
+
+
+def _open(path: str) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
