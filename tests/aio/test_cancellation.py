@@ -157,3 +157,31 @@ def test_a_wait_left_behind_by_a_closed_event_loop_gives_back_what_it_gets(
         probe = sync.lock(lock_name)
         assert probe.acquire(blocking=10), "the abandoned wait kept the lock"
         probe.release()
+
+
+def test_cancelling_the_last_waiter_ends_a_native_backend_wait_at_once(
+    memory_url: str, lock_name: str
+) -> None:
+    async def waiters(coordinator: conch.aio.AsyncCoordinator) -> int | None:
+        return (await coordinator.describe(lock_name)).waiters
+
+    async def main() -> None:
+        async with await conch.aio.connect(memory_url) as coordinator, \
+                await conch.aio.connect(memory_url) as other:
+            assert coordinator.capabilities.native_async
+            holder = other.lock(lock_name)
+            assert await holder.acquire()
+            waiter = asyncio.ensure_future(coordinator.lock(lock_name).acquire())
+            while await waiters(coordinator) != 1:
+                await asyncio.sleep(0.01)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            for _ in range(100):
+                if await waiters(coordinator) == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert await waiters(coordinator) == 0, "the backend wait outlived its waiters"
+            await holder.release()
+
+    asyncio.run(main())

@@ -120,9 +120,11 @@ class TaskCalls:
 
     def acquire(self, lock: NativeLock, blocking: Blocking,
                 done: Callable[[Outcome[bool]], None], orphaned: Callable[[], None],
-                *, waits: bool) -> None:
-        """Start ``lock.acquire(blocking)`` as a task."""
-        self._acquiring.add(self._start(lock.acquire(blocking), done))
+                *, waits: bool) -> Callable[[], object]:
+        """Start ``lock.acquire(blocking)`` as a task; cancelling it stops it."""
+        task = self._start(lock.acquire(blocking), done)
+        self._acquiring.add(task)
+        return task.cancel
 
     def release(self, lock: NativeLock, done: Callable[[Outcome[None]], None]) -> None:
         """Start ``lock.release()`` as a task (a caller's cancellation does not stop it)."""

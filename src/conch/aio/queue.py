@@ -78,9 +78,10 @@ class Calls(Protocol[L_contra]):
     waits_cheaply: bool
 
     def acquire(self, lock: L_contra, blocking: Blocking, done: Callable[[Outcome[bool]], None],
-                orphaned: Callable[[], None], *, waits: bool) -> None:
+                orphaned: Callable[[], None], *, waits: bool) -> Callable[[], object] | None:
         """Start ``lock.acquire(blocking)``; ``done(outcome)`` on the loop, or, when the
-        loop is closed by then, ``orphaned()`` (after giving back any hold it got)."""
+        loop is closed by then, ``orphaned()`` (after giving back any hold it got).
+        Returns how to stop it early (it then ends holding nothing), if it can be."""
 
     def release(self, lock: L_contra, done: Callable[[Outcome[None]], None]) -> None:
         """Start ``lock.release()``; ``done(outcome)`` on the loop (if it still runs)."""
@@ -115,12 +116,13 @@ class _Waiter:
 class _Call(Generic[L]):
     """The backend acquire in flight, and the waiter it was made for."""
 
-    __slots__ = ("sync", "waiter", "waits")
+    __slots__ = ("stop", "sync", "waiter", "waits")
 
     def __init__(self, sync: L, waiter: _Waiter, waits: bool) -> None:
         self.sync = sync
         self.waiter = waiter
         self.waits = waits
+        self.stop: Callable[[], object] | None = None
 
 
 class NameQueue(Generic[L]):
@@ -225,7 +227,7 @@ class NameQueue(Generic[L]):
         blocking: bool | float = (True if remaining is None else remaining) if waits else False
         sync = self._spare.pop() if self._spare else self._lock_for_this_queue()
         call = self._call = _Call(sync, head, waits)
-        self._calls.acquire(
+        call.stop = self._calls.acquire(
             sync, blocking, lambda outcome: self._acquired(call, outcome),
             lambda: self._forget(self), waits=waits,
         )
@@ -317,6 +319,10 @@ class NameQueue(Generic[L]):
                 self._release(hold.lock, None)
             return
         self._settle(waiter, cancelled=True)
+        call = self._call
+        if call is not None and call.stop is not None and call.waiter.future.done() \
+                and self._first_eligible() is None:
+            call.stop()  # nobody wants what it would get: free the backend wait now
         self._serve()
 
     def _settle(

@@ -93,7 +93,8 @@ class ThreadCalls:
 
     def acquire(self, lock: Lock, blocking: Blocking, done: Callable[[Outcome[bool]], None],
                 orphaned: Callable[[], None], *, waits: bool) -> None:
-        """Run ``lock.acquire(blocking)`` on a thread (its own one when it ``waits``)."""
+        """Run ``lock.acquire(blocking)`` on a thread (its own one when it ``waits``); it
+        cannot be stopped early."""
 
         def give_back(outcome: Outcome[bool]) -> None:  # the loop closed meanwhile
             if outcome.value:

@@ -180,10 +180,13 @@ class _MemoryAsyncLock(AsyncLockHandle):
                 wake = _waker(loop, freed)
                 name.wakers.append(wake)
                 name.waiters += 1
+            # Not asyncio.wait_for: before Python 3.12 it may swallow a cancellation.
+            timer = None if remaining is None else loop.call_later(remaining, _set, freed)
             try:  # cancelled here, nothing is held
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(freed, remaining)
+                await freed
             finally:
+                if timer is not None:
+                    timer.cancel()
                 with lock._store.mutex:
                     name.waiters -= 1
                     if wake in name.wakers:
@@ -197,15 +200,16 @@ class _MemoryAsyncLock(AsyncLockHandle):
         self._lock.release()
 
 
+def _set(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _waker(loop: asyncio.AbstractEventLoop, freed: asyncio.Future[None]) -> Callable[[], None]:
     """Sets ``freed`` on its loop, from any thread (nothing if that loop is closed)."""
 
-    def wake_up() -> None:
-        if not freed.done():
-            freed.set_result(None)
-
     def wake() -> None:
         with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(wake_up)
+            loop.call_soon_threadsafe(_set, freed)
 
     return wake
