@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from conch.aio.threads import Outcome
+from conch.aio.calls import Outcome
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.errors import LockLost
 from conch.hold_state import Holding, HoldState, State, reported

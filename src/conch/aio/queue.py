@@ -35,12 +35,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol
 
-from conch.aio.threads import Outcome
+from conch.aio.calls import Calls, L, Outcome
 from conch.backends.base import Deadline
 from conch.errors import LockLost, NotStarted
-from conch.lock import Blocking
 
 log = logging.getLogger("conch")
 
@@ -50,45 +49,6 @@ class Owner(Protocol):
 
     def _hold_lost(self, hold: Hold[Any]) -> None:
         """The backend lost ``hold`` (called on the loop)."""
-
-
-class QueuedLock(Protocol):
-    """What the queue reads of a lock object (:class:`conch.Lock`, or a NativeLock)."""
-
-    @property
-    def held(self) -> bool: ...
-
-    @property
-    def token(self) -> int | None: ...
-
-    def add_loss_listener(self, listener: Callable[[], None]) -> None: ...
-
-
-L = TypeVar("L", bound=QueuedLock)
-L_contra = TypeVar("L_contra", bound=QueuedLock, contravariant=True)
-
-
-class Calls(Protocol[L_contra]):
-    """How a queue calls its lock objects' acquire and release off its loop's way.
-
-    ``waits_cheaply``: a waiting acquire costs no more than a one-try (no thread of its
-    own), so the first waiter's call may wait at once instead of trying once first.
-    """
-
-    waits_cheaply: bool
-
-    def acquire(self, lock: L_contra, blocking: Blocking, done: Callable[[Outcome[bool]], None],
-                orphaned: Callable[[], None], *, waits: bool) -> Callable[[], object] | None:
-        """Start ``lock.acquire(blocking)``; ``done(outcome)`` on the loop, or, when the
-        loop is closed by then, ``orphaned()`` (after giving back any hold it got).
-        Returns how to stop it early (it then ends holding nothing), if it can be."""
-
-    def release(self, lock: L_contra, done: Callable[[Outcome[None]], None]) -> None:
-        """Start ``lock.release()``; ``done(outcome)`` on the loop (if it still runs)."""
-
-    def stop_acquiring(self) -> list[asyncio.Future[Any]]:
-        """The coordinator stops: end the acquires in flight where that is possible;
-        what to await until they have ended."""
 
 
 class Hold(Generic[L]):

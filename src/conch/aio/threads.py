@@ -24,9 +24,9 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
+from conch.aio.calls import Outcome
 from conch.lock import Blocking, Lock
 
 T = TypeVar("T")
@@ -37,14 +37,6 @@ POOL_THREADS = 8
 
 _pool: ThreadPoolExecutor | None = None
 _pool_mutex = threading.Lock()
-
-
-@dataclass(frozen=True)
-class Outcome(Generic[T]):
-    """What a blocking call returned, or the exception it raised."""
-
-    value: T | None = None
-    error: BaseException | None = None
 
 
 def pool() -> ThreadPoolExecutor:
