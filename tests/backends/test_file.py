@@ -7,6 +7,8 @@ import os
 import pathlib
 import shutil
 import signal
+import statistics
+import threading
 import time
 
 import pytest
@@ -213,3 +215,26 @@ def _in_child_time_a_first_token(coordinator: conch.Coordinator, reported: int) 
         os.write(reported, repr(exc).encode())
     finally:
         os._exit(status)
+
+
+def test_a_timed_waiter_returns_at_once_after_the_release(directory: pathlib.Path) -> None:
+    # Closing an inotify instance once a watch was removed waits for a kernel grace
+    # period (~16 ms): a waiter that closed its instance on the way out came back late.
+    url = f"file://{directory}"
+    with conch.connect(url) as first, conch.connect(url) as second:
+        holder, waiter = first.lock("handoff"), second.lock("handoff")
+        assert holder.acquire()
+        delays = []
+        for _ in range(15):
+            returned: list[float] = []
+            thread = threading.Thread(target=lambda w=waiter, r=returned: (
+                w.acquire(blocking=10), r.append(time.perf_counter())))
+            thread.start()
+            time.sleep(0.02)  # the waiter watches the file by now
+            released = time.perf_counter()
+            holder.release()
+            thread.join()
+            delays.append(returned[0] - released)
+            holder, waiter = waiter, holder
+        holder.release()
+    assert statistics.median(delays) < 0.008, f"hand-offs took {sorted(delays)}"

@@ -46,7 +46,13 @@ import weakref
 from conch.backends import file_inspection
 from conch.backends.base import AsyncLockHandle, Backend, Deadline, LockHandle, LossCallback
 from conch.backends.file_async import FileAsyncLock
-from conch.backends.file_locking import LockFile, new_inotify, try_lock, watch
+from conch.backends.file_locking import (
+    LockFile,
+    borrow_inotify,
+    give_back_inotify,
+    try_lock,
+    watch,
+)
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL, NotSupported
 from conch.introspection import HolderStamp, LockInfo
@@ -253,14 +259,18 @@ def _wait_forever(file: LockFile) -> None:
 
 
 def _wait_until(file: LockFile, deadline: Deadline) -> None:
-    with new_inotify() as watcher:
-        file.on_open = lambda fd: watch(watcher, fd)
-        watch(watcher, file.fd)
+    watcher = borrow_inotify()
+    watches = [watch(watcher, file.fd)]
+    file.on_open = lambda fd: watches.append(watch(watcher, fd))
+    try:
         while file.try_take() is None:  # watch first, then retry: no wakeup is missed
             remaining = deadline.remaining()
             if not remaining:
                 return
             watcher.read(timeout=max(1, int(remaining * 1000 + 0.999)))
+    finally:
+        file.on_open = None
+        give_back_inotify(watcher, watches)
 
 
 def _reopen_all_in_child() -> None:

@@ -8,8 +8,9 @@ descriptor was closed, by a release or by the kernel when the holder died, or
 the file was unlinked), read from an inotify descriptor the loop watches with
 ``add_reader``, and tries again. No thread, and nothing polls.
 
-Each event loop has one inotify instance, open only while some acquire waits
-(instances are few: ``fs.inotify.max_user_instances``, often 128 per user).
+Each event loop uses one inotify instance while some acquire waits (instances are
+few: ``fs.inotify.max_user_instances``, often 128 per user); it then goes back to
+the process's idle instances (:func:`~conch.backends.file_locking.borrow_inotify`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from conch.backends.base import AsyncLockHandle, Deadline
-from conch.backends.file_locking import LockFile, new_inotify, watch
+from conch.backends.file_locking import LockFile, borrow_inotify, give_back_inotify, watch
 
 if TYPE_CHECKING:
     from conch.backends.file import FileLock
@@ -76,7 +77,7 @@ class _Watcher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._inotify = new_inotify(nonblocking=True)
+        self._inotify = borrow_inotify()
         self._wakers: dict[int, list[Callable[[], None]]] = {}  # by watch descriptor
         self.users = 0
         loop.add_reader(self._inotify.fileno(), self._dispatch)
@@ -102,7 +103,7 @@ class _Watcher:
 
     def close(self) -> None:
         self._loop.remove_reader(self._inotify.fileno())  # nothing when the loop is closed
-        self._inotify.close()
+        give_back_inotify(self._inotify, ())  # its watches are removed with their waiters
 
     def _add(self, fd: int, wake: Callable[[], None]) -> int:
         # One file watched twice (two waiters of this loop) is one watch descriptor.

@@ -7,10 +7,12 @@ file may be free from inotify (``FREED``) on the file it opened.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -95,16 +97,54 @@ def try_lock(fd: int) -> bool:
     return True
 
 
-def new_inotify(nonblocking: bool = False) -> inotify_simple.INotify:
-    """An inotify instance, or :class:`BackendUnavailable` when the user has none left."""
+IDLE_INOTIFY = 8
+"""Inotify instances a process keeps for its next waits."""
+
+# Closing an inotify instance once a watch was removed makes the kernel wait for a
+# grace period (about 16 ms here): a waiter that just got its lock would wait for it.
+# So instances are kept (without watches) for the next wait instead of closed.
+_idle: list[inotify_simple.INotify] = []
+_idle_mutex = threading.Lock()
+
+
+def borrow_inotify() -> inotify_simple.INotify:
+    """A non-blocking inotify instance without watches, for a wait (give it back with
+    :func:`give_back_inotify`), or :class:`BackendUnavailable` when the user has none left."""
+    with _idle_mutex:
+        if _idle:
+            return _idle.pop()
     try:
-        return inotify_simple.INotify(nonblocking=nonblocking)
+        return inotify_simple.INotify(nonblocking=True)
     except OSError as exc:
         if exc.errno == errno.EMFILE:
             raise BackendUnavailable(
                 "no inotify instance left for a wait; raise fs.inotify.max_user_instances"
             ) from None
         raise
+
+
+def give_back_inotify(instance: inotify_simple.INotify, watches: Iterable[int]) -> None:
+    """The wait is over: remove its ``watches`` and keep ``instance`` for the next one."""
+    for wd in watches:
+        with contextlib.suppress(OSError):  # removed already: its file is gone
+            instance.rm_watch(wd)
+    instance.read(timeout=0)  # drop the events left, such as those of the removal
+    with _idle_mutex:
+        if len(_idle) < IDLE_INOTIFY:
+            _idle.append(instance)
+            return
+    instance.close()
+
+
+def _forget_idle_in_child() -> None:
+    # A forked child shares its parent's instances: it must not read their events.
+    global _idle_mutex
+    _idle_mutex = threading.Lock()
+    while _idle:
+        _idle.pop().close()
+
+
+os.register_at_fork(after_in_child=_forget_idle_in_child)
 
 
 def watch(inotify: inotify_simple.INotify, fd: int) -> int:
