@@ -279,16 +279,18 @@ def _hammer(
         counted += 1
 
 
-def _child(
-    contender_class: type[Contender], target: str, job: Job, index: int, results: Any
-) -> None:
+def _with_contender(contender_class: type[Contender], target: str, job: Job) -> Any:
+    contender = contender_class(target)
+    contender.setup()
     try:
-        contender = contender_class(target)
-        contender.setup()
-        try:
-            outcome = job(contender)
-        finally:
-            contender.teardown()
+        return job(contender)
+    finally:
+        contender.teardown()
+
+
+def _child(job: Callable[[], Any], index: int, results: Any) -> None:
+    try:
+        outcome = job()
     except BaseException:
         results.put((index, None, traceback.format_exc()))
     else:
@@ -301,11 +303,22 @@ def _child(
 def _run(
     contender: type[Contender], target: str, jobs: Sequence[Job], timeout: float
 ) -> list[Any]:
-    """Run each job in its own forked process; their outcomes in job order."""
+    """Run each job in its own forked process, with a contender set up for it alone."""
+    return in_children(
+        contender.name,
+        [functools.partial(_with_contender, contender, target, job) for job in jobs], timeout)
+
+
+def in_children(label: str, jobs: Sequence[Callable[[], Any]], timeout: float) -> list[Any]:
+    """Run each job in its own forked process; their outcomes in job order.
+
+    Raises :class:`MeasurementFailed` when a job raises or all are not done within
+    ``timeout`` seconds (the children left are killed).
+    """
     results = _FORK.Queue()
     children = [
-        _FORK.Process(target=_child, args=(contender, target, job, index, results),
-                      name=f"bench-{contender.name}-{index}", daemon=True)
+        _FORK.Process(target=_child, args=(job, index, results),
+                      name=f"bench-{label}-{index}", daemon=True)
         for index, job in enumerate(jobs)
     ]
     for child in children:

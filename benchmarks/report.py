@@ -98,8 +98,8 @@ def markdown(
         "",
         f"Recorded {env['date']} with `{env['command']}` (conch at {env['conch_commit']}).",
         f"{env['platform']}, {env['cpus']} CPUs, {env['python']}; target: {env['target']}.",
-        f"Load average (1/5/15 min): {_load(env['load_before'])} before the run, "
-        f"{_load(env['load_after'])} after it (which counts the run's own processes).",
+        f"Load average (1/5/15 min): {load_text(env['load_before'])} before the run, "
+        f"{load_text(env['load_after'])} after it (which counts the run's own processes).",
         f"Each contender ran in its own fresh processes: {settings.iterations} uncontended "
         f"cycles and {settings.handoff_rounds} hand-offs (holds of "
         f"{settings.hold_ms[0]:g}-{settings.hold_ms[1]:g} ms), both in {settings.blocks} "
@@ -117,7 +117,7 @@ def markdown(
     failures = [(r.name, m, e) for r in results.values() for m, e in r.errors.items()]
     if failures:
         lines += ["", "## Failures", ""]
-        lines += [f"- {name}, {what}: `{_last_line(error)}`" for name, what, error in failures]
+        lines += [f"- {name}, {what}: `{last_line(error)}`" for name, what, error in failures]
     return "\n".join(lines) + "\n"
 
 
@@ -132,10 +132,10 @@ def _latency_table(results: Results) -> list[str]:
     for result in results.values():
         uncontended, handoff = result.uncontended, result.handoff
         cells = [_name(result), result.version or "-"]
-        cells += ([_us(uncontended.p50_us), _us(uncontended.p99_us)] if uncontended
+        cells += ([us(uncontended.p50_us), us(uncontended.p99_us)] if uncontended
                   else ["failed"] * 2)
-        cells += ([_us(handoff.latency.p50_us), _us(handoff.latency.p99_us),
-                   _us(handoff.latency.mean_us)] if handoff else ["failed"] * 3)
+        cells += ([us(handoff.latency.p50_us), us(handoff.latency.p99_us),
+                   us(handoff.latency.mean_us)] if handoff else ["failed"] * 3)
         lines.append("| " + " | ".join(cells) + " |")
     late = {r.name: r.handoff.late_waiters for r in results.values()
             if r.handoff and r.handoff.late_waiters}
@@ -173,15 +173,17 @@ def _name(result: ContenderResult) -> str:
     return f"{result.name} (floor)" if result.floor else result.name
 
 
-def _us(value: float) -> str:
+def us(value: float) -> str:
+    """Microseconds (or milliseconds) for a table: no decimals from 100 on."""
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
 def _figure(metric_key: str, value: float) -> str:
-    return f"{value:,.0f} acq/s" if metric_key.startswith("throughput") else f"{_us(value)} µs"
+    return f"{value:,.0f} acq/s" if metric_key.startswith("throughput") else f"{us(value)} µs"
 
 
-def _load(load: Sequence[float]) -> str:
+def load_text(load: Sequence[float]) -> str:
+    """A load average (1/5/15 min)."""
     return " / ".join(f"{value:.2f}" for value in load)
 
 
@@ -189,6 +191,7 @@ def _verdict(met: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "-"}[met]
 
 
-def _last_line(error: str) -> str:
+def last_line(error: str) -> str:
+    """The last line of an error's text (its exception)."""
     lines = error.strip().splitlines()
     return lines[-1] if lines else "?"

@@ -37,9 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = load(name)
         settings = server.settings.quick() if args.quick else server.settings
         contenders = [c for c in server.contenders if not args.only or c.name in args.only]
-        environment = _environment()
+        environment = describe_environment("benchmarks.run")
         with server.target() as target:
-            environment["target"] = _describe(target)
+            environment["target"] = describe_target(target)
             results = measure(contenders, target, settings)
         environment["load_after"] = os.getloadavg()
         outcomes = [report.evaluate(goal, results) for goal in server.targets]
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out is not None:
             document = report.document(name, environment, settings, results, outcomes)
             for path in report.write(out, name, document, text):
-                _progress(f"wrote {path}")
+                progress(f"wrote {path}")
     return 0
 
 
@@ -61,7 +61,8 @@ def measure(
     and all contended runs of one process count follow each other, so that a change
     in the machine's load hits every contender alike.
     """
-    results = {c.name: ContenderResult(c.name, _version(c), c.floor) for c in contenders}
+    results = {c.name: ContenderResult(c.name, installed_version(c.distribution), c.floor)
+               for c in contenders}
 
     def run(what: str, contender: type[Contender], step: Callable[[], Any]) -> Any:
         started = time.monotonic()
@@ -69,10 +70,10 @@ def measure(
             outcome = step()
         except harness.MeasurementFailed as exc:
             results[contender.name].errors[what] = str(exc)
-            _progress(f"{what:<16} {contender.name:<18} FAILED: {exc}")
+            progress(f"{what:<16} {contender.name:<18} FAILED: {exc}")
             return None
-        _progress(f"{what:<16} {contender.name:<18} {_brief(outcome)}"
-                  f"  [{time.monotonic() - started:.1f} s]")
+        progress(f"{what:<16} {contender.name:<18} {_brief(outcome)}"
+                 f"  [{time.monotonic() - started:.1f} s]")
         return outcome
 
     durations: dict[str, list[int]] = {c.name: [] for c in contenders}
@@ -117,10 +118,11 @@ def _brief(outcome: Any) -> str:
     return ""
 
 
-def _environment() -> dict[str, Any]:
+def describe_environment(module: str) -> dict[str, Any]:
+    """The run's context (date, command of ``python -m module``, commit, machine, load)."""
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python", "-m", module, *sys.argv[1:]]),
         "conch_commit": _git_commit(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
@@ -129,7 +131,7 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def _describe(target: str) -> str:
+def describe_target(target: str) -> str:
     """A URL without its credentials; a directory with its file system (which sets flock's cost)."""
     if not os.path.isdir(target):
         try:
@@ -161,11 +163,12 @@ def _git_commit() -> str:
     return f"{head or 'unknown'}{' + uncommitted changes in src/' if changed else ''}"
 
 
-def _version(contender: type[Contender]) -> str:
-    if not contender.distribution:
+def installed_version(distribution: str) -> str:
+    """The installed version of ``distribution`` ("" for none, else "not installed")."""
+    if not distribution:
         return ""
     try:
-        return metadata.version(contender.distribution)
+        return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "not installed"
 
@@ -185,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _progress(text: str) -> None:
+def progress(text: str) -> None:
+    """A progress line on stderr."""
     print(text, file=sys.stderr, flush=True)
 
 
