@@ -108,7 +108,8 @@ class FileLock(_OwnDirectory):
     distribution = "filelock"
 
     def lock(self, name: str) -> LockLike:
-        return filelock.FileLock(os.path.join(self.directory, name))
+        lock: LockLike = filelock.FileLock(os.path.join(self.directory, name))
+        return lock
 
 
 class _OsloExternalLock:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
-import redis_lock  # type: ignore[import-untyped]
+import redis_lock
 from redis.connection import AbstractConnection
 from tests.servers.redis import start_redis
 

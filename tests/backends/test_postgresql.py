@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 import conch
-from conch.backends.postgresql import advisory_key
+from conch.backends.postgresql_protocol import advisory_key
 from tests.contract import workers
 from tests.contract.waiting import Waiter
 from tests.servers.postgresql import PostgreSQLServer
@@ -53,11 +53,11 @@ def holder_pid(server: PostgreSQLServer, name: str) -> object:
     return rows[0][0] if rows else None
 
 
-def sessions_of(server: PostgreSQLServer, coordinator: conch.Coordinator) -> list[object]:
-    """The server processes of ``coordinator``'s connections."""
+def sessions_of(server: PostgreSQLServer, coordinator: conch.Coordinator) -> set[object]:
+    """The server processes (PIDs) of ``coordinator``'s connections."""
     rows = server.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
                           f"conch {coordinator.member_id}"[:63])
-    return sorted(row[0] for row in rows)
+    return {row[0] for row in rows}
 
 
 def wait_for(event: threading.Event, timeout: float) -> float:

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 import conch
-from conch.backends.redis import RedisBackend, RedisHold, lock_keys
+from conch.backends.redis import RedisBackend
+from conch.backends.redis_steps import RedisHold, lock_keys
 from tests.contract import workers
 from tests.servers.base import free_port
 from tests.servers.redis import RedisProcess, start_redis
@@ -220,7 +221,8 @@ def test_keys_are_bounded_and_only_the_holder_expires(
         admin = redis_server.admin()
         assert 0 < admin.pttl(keys.holder) <= 3000
         assert admin.pttl(keys.counter) == -1, "the fencing counter never expires"
-        assert coordinator.member_id.encode() in admin.get(keys.holder)  # in its stamp
+        stamp = admin.get(keys.holder)
+        assert isinstance(stamp, bytes) and coordinator.member_id.encode() in stamp
     assert admin.exists(keys.holder) == 0
 
 

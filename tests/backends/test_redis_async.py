@@ -23,7 +23,7 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends.redis import lock_keys
+from conch.backends.redis_steps import lock_keys
 from tests.backends import test_redis
 from tests.backends.test_redis_sentinel import SentinelGroup
 from tests.contract import workers

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import conch
-from conch.backends.redis import lock_keys
+from conch.backends.redis_steps import lock_keys
 from tests.servers.base import require_binary, wait_until
 from tests.servers.redis import RedisProcess, start_redis
 

@@ -186,8 +186,7 @@ class Target:
     def port(self) -> int:
         """The server's client port."""
         assert self.server is not None
-        port: int = self.server.port  # type: ignore[attr-defined]
-        return port
+        return self.server.port
 
     def url(self, via: Proxy | None = None, long_lease: bool = False) -> str:
         """The URL of the backend, reached through ``via`` when given, with short leases
