@@ -16,7 +16,7 @@ from conch import metrics
 from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, ConchError, NotStarted
-from conch.hold_state import Holding
+from conch.hold_state import Membership
 from conch.introspection import LockInfo, matching
 from conch.lock import Lock, LockName, lock_key
 from conch.url import backend_class, parse_url
@@ -52,8 +52,7 @@ class Coordinator:
         self._unused_backend: Backend | None = self._backend_class(self._url, self.member_id)
         self._backend: Backend | None = None
         self._state_lock = threading.Lock()
-        # Strong references: a held lock is never garbage-collected before release().
-        self._held: set[Holding] = set()
+        self._membership: Membership | None = None  # set while started
 
     @property
     def url(self) -> str:
@@ -86,18 +85,21 @@ class Coordinator:
                     raise
                 except Exception as exc:
                     raise BackendUnavailable(self._describe_error(exc)) from None
+                self._membership = Membership(f"coordinator {self.member_id!r} on {self.url}")
                 self._backend = backend
         return self
 
     def stop(self) -> None:
-        """End the session. Locks still held are freed and their holders told they lost them."""
+        """End the session. Locks still held are freed and their holders told they lost
+        them; acquires waiting meanwhile raise :class:`conch.NotStarted`."""
         with self._state_lock:
             backend, self._backend = self._backend, None
-        if backend is None:
+            membership, self._membership = self._membership, None
+        if backend is None or membership is None:
             return
-        for lock in list(self._held):
+        for lock in membership.stop():
             lock._abandon("the coordinator was stopped")
-        backend.close()
+        backend.close()  # which wakes, or fails, the backend's waits where it can
 
     def lock(self, name: LockName, metric_label: str | None = None) -> Lock:
         """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock).
@@ -106,8 +108,8 @@ class Coordinator:
         of distinct labels small (default: :func:`conch.metrics.name_label`).
         """
         key = lock_key(name)
-        backend = self._backend
-        if backend is None:
+        membership, backend = self._membership, self._backend
+        if backend is None or membership is None:
             raise NotStarted(f"{self!r} is not started: call start() or use conch.connect()")
 
         def make_handle(on_lost: LossCallback) -> LockHandle:
@@ -116,8 +118,8 @@ class Coordinator:
         if metrics.ENABLED:
             label = metrics.bounded(metric_label) if metric_label else metrics.name_label(name)
             return Lock(name, metrics.metered(make_handle, self._url.scheme, label),
-                        self._describe_error, self._track_hold)
-        return Lock(name, make_handle, self._describe_error, self._track_hold)
+                        self._describe_error, membership.track, membership)
+        return Lock(name, make_handle, self._describe_error, membership.track, membership)
 
     get_lock = lock
 
@@ -127,8 +129,8 @@ class Coordinator:
         from conch.aio.native import NativeLock
 
         key = lock_key(name)
-        backend = self._backend
-        if backend is None:
+        membership, backend = self._membership, self._backend
+        if backend is None or membership is None:
             raise NotStarted(f"{self!r} is not started")
 
         def make_handle(on_lost: LossCallback) -> AsyncLockHandle:
@@ -137,8 +139,8 @@ class Coordinator:
         if metrics.ENABLED:
             label = metrics.bounded(metric_label) if metric_label else metrics.name_label(name)
             return NativeLock(name, metrics.metered_async(make_handle, self._url.scheme, label),
-                              self._describe_error, self._track_hold)
-        return NativeLock(name, make_handle, self._describe_error, self._track_hold)
+                              self._describe_error, membership.track)
+        return NativeLock(name, make_handle, self._describe_error, membership.track)
 
     def describe(self, name: LockName) -> LockInfo:
         """Who holds lock ``name`` now, since when, and who waits (``None`` where the
@@ -188,12 +190,6 @@ class Coordinator:
             raise
         except Exception as exc:
             raise BackendUnavailable(self._describe_error(exc)) from None
-
-    def _track_hold(self, lock: Holding, held: bool) -> None:
-        if held:
-            self._held.add(lock)
-        else:
-            self._held.discard(lock)
 
     def _describe_error(self, exc: BaseException) -> str:
         text = f"{self._url.scheme} backend at {self.url}: {type(exc).__name__}: {exc}"

@@ -150,3 +150,42 @@ class HoldState:
         with self._mutex:
             backend_holds, self._backend_holds = self._backend_holds, False
         return backend_holds
+
+
+class Membership:
+    """One start-to-stop of a coordinator: the holds of its lock objects (freed when it
+    stops), and whether they may still take one."""
+
+    def __init__(self, who: str) -> None:
+        self.who = who
+        """The coordinator, for error messages."""
+        self.stopped = False
+        # Reentrant: recording a hold (track) happens inside admit().
+        self._mutex = threading.RLock()
+        self._held: set[Holding] = set()  # strong: a held lock is never garbage-collected
+
+    def track(self, lock: Holding, held: bool) -> None:
+        """``on_hold_change`` of its lock objects: a hold starts or ends."""
+        with self._mutex:
+            if held:
+                self._held.add(lock)
+            else:
+                self._held.discard(lock)
+
+    def admit(self, state: HoldState, token: int) -> bool:
+        """Record the hold the backend granted ``state``'s lock, unless the coordinator
+        stopped: then the caller must give it back. (:meth:`stop` waits for this, so a
+        hold is either in what it returns or refused.)"""
+        with self._mutex:
+            if self.stopped:
+                return False
+            state.acquired(token)
+            return True
+
+    def stop(self) -> list[Holding]:
+        """The coordinator stops: the lock objects holding now, to abandon; no hold is
+        admitted from now on."""
+        with self._mutex:
+            self.stopped = True
+            held, self._held = list(self._held), set()
+        return held

@@ -18,6 +18,11 @@ released, like :class:`threading.Lock`.
 When the backend loses a hold before ``release()`` (session expired, lock broken,
 server restarted) the holder is told: :attr:`Lock.lost` is set, :attr:`Lock.held`
 turns ``False``, and ``release()`` / leaving ``with`` raises :class:`LockLost`.
+
+When the coordinator stops, an acquire waiting meanwhile (and any later one on
+its lock objects) raises :class:`NotStarted` and leaves nothing held: a hold the
+backend grants as it stops is released at once. How soon the wait ends depends
+on the backend (see README, "Ownership, loss and tokens").
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from conch.errors import (
     InvalidLockName,
     LockAcquireFailed,
     LockLost,
+    NotStarted,
 )
-from conch.hold_state import Holding, HoldState, State, reported
+from conch.hold_state import Holding, HoldState, Membership, State, reported
 
 log = logging.getLogger("conch")
 
@@ -82,8 +88,12 @@ class Lock:
         make_handle: Callable[[LossCallback], LockHandle],
         describe_error: Callable[[BaseException], str],
         on_hold_change: Callable[[Holding, bool], None],
+        membership: Membership | None = None,
     ) -> None:
+        """``membership``: the coordinator's start-to-stop whose holds ``on_hold_change``
+        records; once it stops, acquire raises :class:`NotStarted` (``None``: never)."""
         self.name = name
+        self._membership = membership
         self._state = HoldState(name, self, on_hold_change)
         self.lost: threading.Event = self._state.lost
         """Set when a hold is lost before ``release()``; cleared by the next acquire."""
@@ -113,28 +123,62 @@ class Lock:
     def acquire(self, blocking: Blocking = True) -> bool:
         """Take the lock; see the module's table for ``blocking``. Returns whether it was taken.
 
-        Raises :class:`BackendUnavailable` when the backend cannot be reached. A hold
-        the backend loses before this returns is still reported: ``True``, with
-        :attr:`lost` already set.
+        Raises :class:`BackendUnavailable` when the backend cannot be reached, and
+        :class:`NotStarted` when the coordinator is stopped (before or while this
+        waits). A hold the backend loses before this returns is still reported:
+        ``True``, with :attr:`lost` already set.
         """
         deadline = Deadline(wait_budget(blocking))
+        membership = self._membership
+        if membership is not None and membership.stopped:
+            raise NotStarted(f"{membership.who} was stopped: lock {self.name!r} cannot "
+                             "be acquired (after start(), make a new lock object)")
         remaining = deadline.remaining()
         if not self._occupied.acquire(timeout=-1 if remaining is None else remaining):
             return False
+        if membership is not None and membership.stopped:  # while its last hold ended
+            self._occupied.release()
+            raise NotStarted(self._awaited(membership))
         self._state.start_acquiring()
         try:
             token = self._handle.acquire(deadline)
         except BaseException as exc:
             self._give_up_acquiring()
+            stopped = self._stopped_while_waiting()
+            if stopped is not None and isinstance(exc, Exception):
+                raise stopped from None  # closing the backend under a wait makes it fail
             error = reported(exc, self._describe_error)
             if error is exc:
                 raise
             raise error from None
         if token is None:
             self._give_up_acquiring()
+            stopped = self._stopped_while_waiting()
+            if stopped is not None:
+                raise stopped
             return False
-        self._state.acquired(token)
-        return True
+        if membership is None:
+            self._state.acquired(token)
+            return True
+        if membership.admit(self._state, token):
+            return True
+        # Granted as the coordinator stopped: its stop() did not see this hold, so
+        # nobody else would ever free it.
+        try:
+            self._handle.release()
+        except Exception as exc:
+            log.warning("lock %r: %s", self.name, self._describe_error(exc))
+        self._give_up_acquiring()
+        raise NotStarted(self._awaited(membership))
+
+    def _stopped_while_waiting(self) -> NotStarted | None:
+        membership = self._membership
+        if membership is None or not membership.stopped:
+            return None
+        return NotStarted(self._awaited(membership))
+
+    def _awaited(self, membership: Membership) -> str:
+        return f"{membership.who} was stopped while lock {self.name!r} was awaited"
 
     def _give_up_acquiring(self) -> None:
         self._state.give_up()

@@ -9,6 +9,8 @@ Translation of the contract:
 * **timed wait**: inotify on the lock file (close events, which a release or a
   dying holder causes) with a ``poll`` timeout, retrying a non-blocking ``flock``
   on each event. The kernel wakes the waiter; nothing sleeps on a timer.
+  Closing the backend wakes its timed waiters the same way (it opens and closes
+  their lock files); a blocking ``flock`` cannot be woken: it ends when granted.
 * **asyncio**: the same inotify events, read through the event loop
   (:mod:`conch.backends.file_async`), for every wait.
 * **fencing token**: the last token of a name is stored in its lock file and
@@ -33,6 +35,7 @@ same directory; do not use NFS.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -42,6 +45,7 @@ import struct
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 
 from conch.backends import file_inspection
 from conch.backends.base import AsyncLockHandle, Backend, Deadline, LockHandle, LossCallback
@@ -99,6 +103,9 @@ class FileBackend(Backend):
         self._next_sweep = 0.0
         self._sweeping = threading.Lock()
         self._pid = 0  # for hold records (os.getpid() per acquire costs more); see connect()
+        self.closed = False
+        self._timed_waits: dict[str, int] = {}  # lock file path: timed waiters on it
+        self._timed_waits_mutex = threading.Lock()
 
     def connect(self) -> None:
         try:
@@ -114,6 +121,12 @@ class FileBackend(Backend):
 
     def close(self) -> None:
         _open_backends.discard(self)
+        with self._timed_waits_mutex:
+            self.closed = True
+            waited = list(self._timed_waits)
+        for path in waited:  # a close for writing is the event its waiters watch for
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
         with self._high_water_mutex:  # a sweep thread may be using the descriptor
             if self._high_water_fd >= 0:
                 os.close(self._high_water_fd)
@@ -140,6 +153,20 @@ class FileBackend(Backend):
             "file:// locks are kernel flocks: only the holding process can release one; "
             f"stop the holder{pid} instead, and the kernel frees its locks"
         )
+
+    @contextlib.contextmanager
+    def timed_wait(self, path: str) -> Iterator[None]:
+        """A timed wait on lock file ``path``, which :meth:`close` wakes: enter it once
+        the file is watched, and check :attr:`closed` after."""
+        with self._timed_waits_mutex:
+            self._timed_waits[path] = self._timed_waits.get(path, 0) + 1
+        try:
+            yield
+        finally:
+            with self._timed_waits_mutex:
+                self._timed_waits[path] -= 1
+                if not self._timed_waits[path]:
+                    del self._timed_waits[path]
 
     def next_token(self, lock_fd: int, stamp: HolderStamp) -> int:
         """Store and return the next token of the locked file ``lock_fd``, with the hold's
@@ -236,6 +263,7 @@ class FileLock(LockHandle):
 
     def __init__(self, backend: FileBackend, path: str, stamp: HolderStamp) -> None:
         self._backend = backend
+        self._path = path
         self.file = LockFile(backend, path, stamp)
 
     def acquire(self, deadline: Deadline) -> int | None:
@@ -244,7 +272,7 @@ class FileLock(LockHandle):
                 if deadline.forever:
                     _wait_forever(file)
                 else:
-                    _wait_until(file, deadline)
+                    _wait_until(file, deadline, self._backend, self._path)
         return file.token
 
     def release(self) -> None:
@@ -258,16 +286,17 @@ def _wait_forever(file: LockFile) -> None:
         fcntl.flock(file.fd, fcntl.LOCK_EX)
 
 
-def _wait_until(file: LockFile, deadline: Deadline) -> None:
+def _wait_until(file: LockFile, deadline: Deadline, backend: FileBackend, path: str) -> None:
     watcher = borrow_inotify()
     watches = [watch(watcher, file.fd)]
     file.on_open = lambda fd: watches.append(watch(watcher, fd))
     try:
-        while file.try_take() is None:  # watch first, then retry: no wakeup is missed
-            remaining = deadline.remaining()
-            if not remaining:
-                return
-            watcher.read(timeout=max(1, int(remaining * 1000 + 0.999)))
+        with backend.timed_wait(path):
+            while file.try_take() is None:  # watch first, then retry: no wakeup is missed
+                remaining = deadline.remaining()
+                if not remaining or backend.closed:
+                    return
+                watcher.read(timeout=max(1, int(remaining * 1000 + 0.999)))
     finally:
         file.on_open = None
         give_back_inotify(watcher, watches)

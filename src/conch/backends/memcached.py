@@ -57,11 +57,12 @@ re-created from the clock, as after a restart. See ``docs/memcached.md``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
@@ -212,7 +213,11 @@ class MemcachedBackend(Backend):
             return self._free(client, hold.keys, hold.value) or retried
 
         try:
-            freed = self.pool.run(free)
+            if self.pool.closed:  # granted as the coordinator stopped: free it all the same
+                with self._client_even_closed() as client:
+                    freed = self._free(client, hold.keys, hold.value)
+            else:
+                freed = self.pool.run(free)
         except (*TRANSIENT, MemcacheError) as exc:
             raise BackendUnavailable(self.pool.describe(exc)) from None
         finally:
@@ -298,11 +303,26 @@ class MemcachedBackend(Backend):
     def _abandon(self, keys: LockKeys, value: bytes) -> None:
         """Best effort: free a lock an acquire that is failing may have taken."""
         try:
-            with self.pool.client() as client:
+            with self._client_even_closed() as client:
                 self._free(client, keys, value)
         except (*TRANSIENT, MemcacheError, BackendUnavailable):
             log.warning("could not free lock key %s after a failed acquire; it expires "
                         "within the TTL", keys.holder.decode())
+
+
+    @contextlib.contextmanager
+    def _client_even_closed(self) -> Iterator[Client]:
+        """A pooled client, or once the pool is closed a client of its own: an acquire
+        that got a hold as the coordinator stopped must still free it."""
+        if not self.pool.closed:
+            with self.pool.client() as client:
+                yield client
+            return
+        client = self.pool.new_client()
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 class _MemcachedLock(LockHandle):

@@ -190,6 +190,11 @@ class ConnectionPool:
             why = f"{type(exc).__name__}: {exc}"
         return f"memcached at {self.options.where}: {why}"
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def close(self) -> None:
         """Close every connection; later calls raise :class:`BackendUnavailable`."""
         with self._mutex:

@@ -2,7 +2,7 @@
 
 Every coordinator of the process with the same URL shares one store, as if it
 were a server. A waiter sleeps on the name's condition variable, or (asyncio) on
-a future, and is woken by the release.
+a future, and is woken by the release (or, sync, by its coordinator's close).
 """
 
 from __future__ import annotations
@@ -60,18 +60,24 @@ class MemoryBackend(Backend):
         store_name = ",".join(host for host, _ in url.hosts) + url.path
         with _stores_mutex:
             self._store = _stores.setdefault(store_name, _Store())
+        self._closed = threading.Event()
 
     def connect(self) -> None:
         pass
 
     def close(self) -> None:
-        pass
+        with self._store.mutex:
+            self._closed.set()
+            # Other coordinators' waiters just wake and sleep again.
+            for name in self._store.names.values():
+                name.freed.notify_all()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return _MemoryLock(self._store, key, self.member_id, on_lost)
+        return _MemoryLock(self._store, key, self.member_id, on_lost, self._closed)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
-        return _MemoryAsyncLock(_MemoryLock(self._store, key, self.member_id, on_lost))
+        return _MemoryAsyncLock(_MemoryLock(self._store, key, self.member_id, on_lost,
+                                            self._closed))
 
     def describe_lock(self, key: bytes) -> LockInfo:
         with self._store.mutex:
@@ -103,18 +109,20 @@ class MemoryBackend(Backend):
 
 
 class _MemoryLock(LockHandle):
-    def __init__(self, store: _Store, key: bytes, member_id: str, on_lost: LossCallback) -> None:
+    def __init__(self, store: _Store, key: bytes, member_id: str, on_lost: LossCallback,
+                 closed: threading.Event) -> None:
         self._store = store
         self._key = key
         self._member_id = member_id
         self.on_lost = on_lost
+        self._closed = closed  # its backend's: set (and waiters woken) by close()
 
     def acquire(self, deadline: Deadline) -> int | None:
         with self._store.mutex:
             name = self.entry()
             while name.holder is not None:
                 remaining = deadline.remaining()
-                if remaining == 0:
+                if remaining == 0 or self._closed.is_set():
                     return None
                 name.waiters += 1
                 try:

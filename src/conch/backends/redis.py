@@ -98,6 +98,7 @@ class RedisBackend(Backend):
         self.options = RedisOptions.from_url(url)
         self.holds: Holds[RedisHold] = Holds()
         self._client: RedisClient | None = None
+        self._closed_client: RedisClient | None = None
         self.async_clients = AsyncClients(url, self.options)
         self._heartbeat: Heartbeat | None = None
 
@@ -119,6 +120,7 @@ class RedisBackend(Backend):
         self.holds.lose_all("the coordinator was stopped")
         client, self._client = self._client, None
         if client is not None:
+            self._closed_client = client  # see abandon()
             client.close()
         self.async_clients.close()
 
@@ -210,6 +212,9 @@ class RedisBackend(Backend):
     def release(self, hold: RedisHold) -> None:
         """Stop renewing ``hold`` and free its lock, waking one waiter."""
         self.holds.discard(hold)
+        if self._client is None:  # granted as the coordinator stopped: free it all the same
+            self.abandon(hold.keys, hold.value)
+            return
         with self._calls() as client:
             check_released(hold, _retry_once(lambda: client.run([release_command(hold)]))[0])
 
@@ -248,8 +253,11 @@ class RedisBackend(Backend):
 
     def abandon(self, keys: LockKeys, value: bytes) -> None:
         """Best effort, on the blocking client: free the lock of ``keys`` if ``value`` holds
-        it (an acquire that is failing may have taken it)."""
-        client = self._client
+        it (an acquire that is failing, or that got it as the coordinator stopped, may
+        have taken it). Once closed, the client connects again for this, then closes."""
+        client, closed = self._client, self._client is None
+        if client is None:
+            client = self._closed_client
         try:
             if client is None:
                 raise NotStarted("the coordinator was stopped")
@@ -257,6 +265,9 @@ class RedisBackend(Backend):
         except Exception:
             log.warning("could not free lock key %s; it expires within the TTL",
                         keys.holder.decode())
+        finally:
+            if closed and client is not None:
+                client.close()
 
 
 class _RedisLock(LockHandle):
