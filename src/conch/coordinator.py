@@ -139,8 +139,8 @@ class Coordinator:
         if metrics.ENABLED:
             label = metrics.bounded(metric_label) if metric_label else metrics.name_label(name)
             return NativeLock(name, metrics.metered_async(make_handle, self._url.scheme, label),
-                              self._describe_error, membership.track)
-        return NativeLock(name, make_handle, self._describe_error, membership.track)
+                              self._describe_error, membership)
+        return NativeLock(name, make_handle, self._describe_error, membership)
 
     def describe(self, name: LockName) -> LockInfo:
         """Who holds lock ``name`` now, since when, and who waits (``None`` where the

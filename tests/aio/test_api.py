@@ -180,3 +180,26 @@ def test_a_shared_async_coordinator_excludes_the_sync_locks_of_its_coordinator(
 async def _enter(lock: conch.aio.AsyncLock, blocking: bool | float) -> None:
     async with lock(blocking):
         pass
+
+
+def test_a_shared_coordinator_restarted_directly_serves_its_async_side_again(
+    local_url: str, lock_name: str
+) -> None:
+    sync = conch.Coordinator(local_url).start()
+    shared = conch.aio.AsyncCoordinator.sharing(sync)
+
+    async def cycle() -> None:
+        lock = shared.lock(lock_name)
+        assert await lock.acquire(blocking=5)
+        await lock.release()
+
+    async def main() -> None:
+        await cycle()  # leaves an idle queue behind, with its lock objects
+        sync.stop()
+        sync.start()
+        await cycle()
+
+    try:
+        asyncio.run(main())
+    finally:
+        sync.stop()

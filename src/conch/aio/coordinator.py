@@ -30,7 +30,8 @@ from conch.lock import LockName, lock_key
 _shared: weakref.WeakValueDictionary[int, AsyncCoordinator] = weakref.WeakValueDictionary()
 _shared_mutex = threading.Lock()
 
-_Where = tuple[asyncio.AbstractEventLoop, bytes]  # a queue's event loop and lock name
+# A queue's event loop, lock name and coordinator start (its Membership).
+_Where = tuple[asyncio.AbstractEventLoop, bytes, object]
 IDLE_QUEUES = 64
 """Idle name queues an AsyncCoordinator keeps for reuse (the least recently used go)."""
 
@@ -212,7 +213,8 @@ class AsyncCoordinator:
         """The queue of lock ``key`` on the running loop (made on first use): natively
         async on a ``native_async`` backend, else through conch's threads."""
         loop = asyncio.get_running_loop()
-        where = (loop, key)
+        # Per start of the coordinator too: the lock objects a queue keeps belong to one.
+        where = (loop, key, self.coordinator._membership)
         with self._queues_mutex:
             queue = self._queues.get(where)
             if queue is not None:

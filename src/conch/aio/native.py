@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from conch.aio.calls import Outcome
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
-from conch.errors import LockLost
-from conch.hold_state import Holding, HoldState, State, reported
+from conch.errors import LockLost, NotStarted
+from conch.hold_state import HoldState, Membership, State, reported
 from conch.lock import Blocking, LockName, wait_budget
 
 log = logging.getLogger("conch")
@@ -34,10 +34,11 @@ class NativeLock:
         name: LockName,
         make_handle: Callable[[LossCallback], AsyncLockHandle],
         describe_error: Callable[[BaseException], str],
-        on_hold_change: Callable[[Holding, bool], None],
+        membership: Membership,
     ) -> None:
         self.name = name
-        self._state = HoldState(name, self, on_hold_change)
+        self._membership = membership
+        self._state = HoldState(name, self, membership.track)
         self.lost: threading.Event = self._state.lost
         self._describe_error = describe_error
         self._handle = make_handle(self._state.mark_lost)
@@ -63,6 +64,8 @@ class NativeLock:
         """Take the lock as :meth:`conch.Lock.acquire` does; a cancelled acquire leaves
         nothing held (the handle's promise)."""
         deadline = Deadline(wait_budget(blocking))
+        if self._membership.stopped:
+            raise NotStarted(f"{self._membership.who} was stopped")
         self._state.start_acquiring()
         try:
             token = await self._handle.acquire(deadline)
@@ -75,8 +78,13 @@ class NativeLock:
         if token is None:
             self._state.give_up()
             return False
-        self._state.acquired(token)
-        return True
+        if self._membership.admit(self._state, token):
+            return True
+        # Granted as the coordinator stopped, which did not see this hold: give it back.
+        self._handle.abandon()
+        self._state.give_up()
+        raise NotStarted(f"{self._membership.who} was stopped while lock {self.name!r} "
+                         "was awaited")
 
     async def release(self) -> None:
         """Free the lock, raising as :meth:`conch.Lock.release` does."""
