@@ -8,6 +8,7 @@ once. Every method is thread-safe: a backend reports losses from its own threads
 
 from __future__ import annotations
 
+import abc
 import enum
 import logging
 import threading
@@ -189,3 +190,40 @@ class Membership:
             self.stopped = True
             held, self._held = list(self._held), set()
         return held
+
+
+class LockObject(abc.ABC):
+    """What the sync and async lock objects share: their name, hold state and loss event.
+
+    ``membership``: the coordinator's start-to-stop whose holds ``on_hold_change``
+    records; once it stops, acquiring raises :class:`conch.NotStarted` (``None``: never).
+    """
+
+    def __init__(self, name: str | bytes, describe_error: Callable[[BaseException], str],
+                 on_hold_change: Callable[[Holding, bool], None],
+                 membership: Membership | None) -> None:
+        self.name = name
+        self._membership = membership
+        self._state = HoldState(name, self, on_hold_change)
+        self.lost: threading.Event = self._state.lost
+        """Set when a hold is lost before ``release()``; cleared by the next acquire."""
+        self._describe_error = describe_error
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds the lock (False once the hold is lost)."""
+        return self._state.state is State.HELD
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the current hold, or ``None`` when not held."""
+        return self._state.token
+
+    def add_loss_listener(self, listener: Callable[[], None]) -> None:
+        """Also call ``listener()`` whenever :attr:`lost` is set, on the thread that sets it
+        (a backend's, or the one releasing): adapters such as :mod:`conch.aio` use it."""
+        self._state.lost.listeners.append(listener)
+
+    @abc.abstractmethod
+    def _abandon(self, reason: str) -> None:
+        """Report the hold lost and free it (the coordinator is stopping)."""

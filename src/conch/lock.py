@@ -40,7 +40,7 @@ from conch.errors import (
     LockLost,
     NotStarted,
 )
-from conch.hold_state import Holding, HoldState, Membership, State, reported
+from conch.hold_state import Holding, LockObject, Membership, State, reported
 
 log = logging.getLogger("conch")
 
@@ -79,7 +79,7 @@ def wait_budget(blocking: Blocking) -> float | None:
     return None if math.isinf(blocking) else float(blocking)
 
 
-class Lock:
+class Lock(LockObject):
     """A named lock of one coordinator. Create it with ``Coordinator.lock(name)``."""
 
     def __init__(
@@ -90,35 +90,13 @@ class Lock:
         on_hold_change: Callable[[Holding, bool], None],
         membership: Membership | None = None,
     ) -> None:
-        """``membership``: the coordinator's start-to-stop whose holds ``on_hold_change``
-        records; once it stops, acquire raises :class:`NotStarted` (``None``: never)."""
-        self.name = name
-        self._membership = membership
-        self._state = HoldState(name, self, on_hold_change)
-        self.lost: threading.Event = self._state.lost
-        """Set when a hold is lost before ``release()``; cleared by the next acquire."""
-        self._describe_error = describe_error
+        super().__init__(name, describe_error, on_hold_change, membership)
         # Held from the start of an acquire until release(): one hold per object.
         self._occupied = threading.Lock()
         self._handle = make_handle(self._state.mark_lost)
 
     def __repr__(self) -> str:
         return f"<conch.Lock {self.name!r} {self._state.state.value}>"
-
-    @property
-    def held(self) -> bool:
-        """True while this object holds the lock (False once the hold is lost)."""
-        return self._state.state is State.HELD
-
-    @property
-    def token(self) -> int | None:
-        """The fencing token of the current hold, or ``None`` when not held."""
-        return self._state.token
-
-    def add_loss_listener(self, listener: Callable[[], None]) -> None:
-        """Also call ``listener()`` whenever :attr:`lost` is set, on the thread that sets it
-        (a backend's, or the one releasing): adapters such as :mod:`conch.aio` use it."""
-        self._state.lost.listeners.append(listener)
 
     def acquire(self, blocking: Blocking = True) -> bool:
         """Take the lock; see the module's table for ``blocking``. Returns whether it was taken.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -19,14 +18,14 @@ from typing import Any, TypeVar
 from conch.aio.calls import Outcome
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.errors import LockLost, NotStarted
-from conch.hold_state import HoldState, Membership, State, reported
+from conch.hold_state import LockObject, Membership, State, reported
 from conch.lock import Blocking, LockName, wait_budget
 
 log = logging.getLogger("conch")
 T = TypeVar("T")
 
 
-class NativeLock:
+class NativeLock(LockObject):
     """A named lock of one coordinator, used on the event loop that made it."""
 
     def __init__(
@@ -36,29 +35,12 @@ class NativeLock:
         describe_error: Callable[[BaseException], str],
         membership: Membership,
     ) -> None:
-        self.name = name
-        self._membership = membership
-        self._state = HoldState(name, self, membership.track)
-        self.lost: threading.Event = self._state.lost
-        self._describe_error = describe_error
+        super().__init__(name, describe_error, membership.track, membership)
+        self._membership: Membership = membership
         self._handle = make_handle(self._state.mark_lost)
 
     def __repr__(self) -> str:
         return f"<conch.aio.NativeLock {self.name!r} {self._state.state.value}>"
-
-    @property
-    def held(self) -> bool:
-        """True while this object holds the lock (False once the hold is lost)."""
-        return self._state.state is State.HELD
-
-    @property
-    def token(self) -> int | None:
-        """The fencing token of the current hold, or ``None`` when not held."""
-        return self._state.token
-
-    def add_loss_listener(self, listener: Callable[[], None]) -> None:
-        """Also call ``listener()`` (on the reporting thread) whenever a hold is lost."""
-        self._state.lost.listeners.append(listener)
 
     async def acquire(self, blocking: Blocking = True) -> bool:
         """Take the lock as :meth:`conch.Lock.acquire` does; a cancelled acquire leaves
