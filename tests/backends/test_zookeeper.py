@@ -100,8 +100,11 @@ def test_waiters_are_granted_the_lock_in_the_order_they_queued(
             thread = threading.Thread(target=wait_then_record, args=(index, lock))
             thread.start()
             threads.append(thread)
-            wait_until(lambda n=index: len(queue_of(zookeeper_server, zk_url, lock_name)) == n + 2,
-                       10, f"waiter {index} in the queue")
+
+            def queued(length: int = index + 2) -> bool:
+                return len(queue_of(zookeeper_server, zk_url, lock_name)) == length
+
+            wait_until(queued, 10, f"waiter {index} in the queue")
         holder.release()
         for thread in threads:
             thread.join(30)
