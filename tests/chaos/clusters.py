@@ -215,10 +215,22 @@ forceSync=no
 
 
 class ZooKeeperCluster(Cluster):
-    """Three ZooKeeper 3.8 members on loopback (``tickTime`` 500 ms, as the single server)."""
+    """Three ZooKeeper 3.8 members on loopback (``tickTime`` 500 ms, as the single server).
+
+    A member keeps an election connection only from a member with a higher id; one
+    opened by a lower id it drops, and it connects back to the address that member
+    advertised: that member's own ``zoo.cfg`` entry, its real port, past every proxy.
+    :meth:`isolate` could not hold such a connection, and the majority would keep
+    electing the cut-off leader (highest id, same zxid) for as long as it lasts. So a
+    member knows the election port of each higher member as a dead end (a proxy that
+    resets every connection): only higher members open election connections, through
+    the lower one's proxy. Followers still reach the leader's quorum port by its proxy.
+    """
 
     def __init__(self) -> None:
         super().__init__([ZooKeeperMember("zookeeper", index, 2) for index in range(SIZE)])
+        self._dead_end = Proxy(0)
+        self._dead_end.refuse()
 
     def launch(self, member: Member) -> None:
         java = require_binary("java", "default-jre-headless")
@@ -236,6 +248,8 @@ class ZooKeeperCluster(Cluster):
                 # A member listens on its own real ports and reaches the others' proxies.
                 quorum, election = (other.peer_ports if other is member
                                     else [proxy.port for proxy in other.proxies])
+                if other.index > member.index:
+                    election = self._dead_end.port
                 lines.append(f"server.{other.index + 1}=127.0.0.1:{quorum}:{election}\n")
             with open(config, "w") as out:
                 out.write("".join(lines))
@@ -251,3 +265,7 @@ class ZooKeeperCluster(Cluster):
 
     def is_leader(self, member: Member) -> bool:
         return "Mode: leader" in four_letter_word(member.port, "srvr")
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        self._dead_end.close()
