@@ -8,9 +8,11 @@
 >>> asyncio.run(main())
 True
 
-Every backend works: the layer wraps the sync API, runs its blocking calls on
-a few threads of its own and queues the coroutines waiting for a name so that
-only one of them waits on the backend (see :mod:`conch.aio.queue` and docs/aio.md).
+Every backend works. On those declaring ``native_async`` (file, memory, redis,
+postgresql) the backend calls run on the event loop itself; on the others, on a
+few threads of conch's own. Either way the coroutines waiting for a name queue so
+that only one backend wait is in flight for them (see :mod:`conch.aio.queue` and
+docs/aio.md).
 """
 
 from conch.aio.coordinator import AsyncCoordinator, connect
