@@ -1,15 +1,19 @@
 """What :mod:`conch.aio.queue` needs of the lock objects it drives and of the way it
-calls them: :class:`conch.aio.threads.ThreadCalls` (a sync :class:`conch.Lock` on
-conch's threads) or :class:`conch.aio.native.TaskCalls` (a NativeLock as tasks)."""
+calls them (:class:`conch.aio.threads.ThreadCalls`: a sync :class:`conch.Lock` on
+conch's threads; :class:`conch.aio.native.TaskCalls`: a NativeLock as tasks), and
+the holds it grants."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from conch.lock import Blocking
+
+if TYPE_CHECKING:
+    from conch.aio.queue import NameQueue
 
 T = TypeVar("T")
 
@@ -61,3 +65,19 @@ class Calls(Protocol[L_contra]):
         what to await until they have ended."""
 
 
+class Owner(Protocol):
+    """The lock object a hold is granted to (:class:`conch.aio.AsyncLock`)."""
+
+    def _hold_lost(self, hold: Hold[Any]) -> None:
+        """The backend lost ``hold`` (called on the loop)."""
+
+
+class Hold(Generic[L]):
+    """One acquisition of the name: the lock object that holds it and its owner."""
+
+    __slots__ = ("lock", "owner", "queue")
+
+    def __init__(self, queue: NameQueue[L], lock: L, owner: Owner) -> None:
+        self.queue = queue
+        self.lock = lock
+        self.owner = owner

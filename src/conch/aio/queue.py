@@ -35,31 +35,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Generic, Protocol
+from typing import Any, Generic
 
-from conch.aio.calls import Calls, L, Outcome
+from conch.aio.calls import Calls, Hold, L, Outcome, Owner
 from conch.backends.base import Deadline
 from conch.errors import LockLost, NotStarted
 
 log = logging.getLogger("conch")
-
-
-class Owner(Protocol):
-    """The lock object a hold is granted to (:class:`conch.aio.AsyncLock`)."""
-
-    def _hold_lost(self, hold: Hold[Any]) -> None:
-        """The backend lost ``hold`` (called on the loop)."""
-
-
-class Hold(Generic[L]):
-    """One acquisition of the name: the lock object that holds it and its owner."""
-
-    __slots__ = ("lock", "owner", "queue")
-
-    def __init__(self, queue: NameQueue[L], lock: L, owner: Owner) -> None:
-        self.queue = queue
-        self.lock = lock
-        self.owner = owner
 
 
 class _Waiter:
