@@ -34,8 +34,8 @@ WALL_CLOCK_READS = {
                                                "so tokens stay above those of a wiped file",
     ("backends/file.py", "sweep"): "file modification times are wall-clock: a jump only "
                                    "changes which idle files are swept",
-    ("backends/memcached.py", "_next_token"): "a lost counter restarts above the clock in µs",
-    ("backends/memcached.py", "_in_grace"): "the epoch of a server's state, a clock value",
+    ("backends/memcached_steps.py", "next_token"): "a lost counter restarts above the clock in µs",
+    ("backends/memcached_steps.py", "in_grace"): "the epoch of a server's state, a clock value",
     ("backends/memory.py", "take"): "the start time shown for a hold (conch show)",
     ("introspection.py", "stamp"): "the start time stored with a hold, for other hosts",
     ("cli_introspection.py", "_ls"): "a hold's age from a start time another host stamped",

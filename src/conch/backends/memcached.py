@@ -1,6 +1,11 @@
 """``memcached://host:port``: TTL locks on one memcached 1.6 server.
 
-Translation of the contract (connection details in :mod:`conch.backends.memcached_client`):
+This module is the backend: the coordinator's pool, its holds and their renewal,
+error handling, and the lock handle. The steps each call runs on the server are
+:mod:`conch.backends.memcached_steps`; connections and keys,
+:mod:`conch.backends.memcached_client`.
+
+Translation of the contract:
 
 * **hold**: ``add`` of the name's key (``conch:<sha256 hex>``), whose value is
   random to this hold, with expiry ``?ttl=`` (whole seconds, default 10).
@@ -69,15 +74,13 @@ from pymemcache.client.base import Client  # type: ignore[import-untyped]
 from pymemcache.exceptions import MemcacheError  # type: ignore[import-untyped]
 
 from conch import metrics
-from conch.backends import memcached_inspection
+from conch.backends import memcached_inspection, memcached_steps
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.backends.memcached_client import (
-    KEY_PREFIX,
     TRANSIENT,
     ConnectionPool,
     LockKeys,
     MemcachedOptions,
-    compare_and_delete,
     lock_keys,
 )
 from conch.backends.memcached_waiting import LOCAL_RELEASES, Backoff
@@ -89,14 +92,6 @@ from conch.url import BackendURL
 
 log = logging.getLogger("conch")
 T = TypeVar("T")
-
-EPOCH_KEY = KEY_PREFIX + b"epoch"
-GRACE_KEY = KEY_PREFIX + b"grace"
-# During a restart grace period (seconds long) waiters poll more slowly.
-GRACE_POLL = 0.05
-# A compare-and-delete (or a renewal's cas) finds the CAS id changed when our own
-# renewal (or release) changed the key after the read: read again, a few times at most.
-_CAS_TRIES = 3
 
 
 @dataclasses.dataclass(eq=False)
@@ -172,20 +167,9 @@ class MemcachedBackend(Backend):
     def try_acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
         """One attempt to hold ``keys`` with ``value``: ``(token, 0)`` or, when busy,
         ``(None, seconds to pause at least)``. Repeating it with the same ``value`` is safe."""
-
-        def attempt(client: Client, retried: bool) -> tuple[int | None, float]:
-            # After a lost reply our own add may have stored it: then it is ours.
-            if not client.add(keys.holder, value, expire=self.options.ttl) \
-                    and not (retried and client.get(keys.holder) == value):
-                return None, 0.0
-            token = self._next_token(client, keys)
-            if token is None:  # restart grace: hold nothing until it ends
-                self._free(client, keys, value)
-                return None, GRACE_POLL
-            return token, 0.0
-
         try:
-            return self.pool.run(attempt)
+            return self.pool.run(lambda client, retried: memcached_steps.take(
+                client, keys, value, self.options, retried))
         except TRANSIENT as exc:
             # Twice unreachable: freeing would fail alike. What the add may have
             # stored expires within the TTL.
@@ -210,12 +194,12 @@ class MemcachedBackend(Backend):
 
         def free(client: Client, retried: bool) -> bool:
             # After a lost reply the key may be gone because our own delete ran.
-            return self._free(client, hold.keys, hold.value) or retried
+            return memcached_steps.free(client, hold.keys, hold.value) or retried
 
         try:
             if self.pool.closed:  # granted as the coordinator stopped: free it all the same
                 with self._client_even_closed() as client:
-                    freed = self._free(client, hold.keys, hold.value)
+                    freed = memcached_steps.free(client, hold.keys, hold.value)
             else:
                 freed = self.pool.run(free)
         except (*TRANSIENT, MemcacheError) as exc:
@@ -235,7 +219,8 @@ class MemcachedBackend(Backend):
         try:
             found = self._renewer.gets_many([hold.keys.holder for hold in holds])
             for hold in holds:
-                if self._extend(hold, found.get(hold.keys.holder)):
+                if memcached_steps.extend(self._renewer, hold.keys.holder, hold.value,
+                                          found.get(hold.keys.holder), self.options.ttl):
                     hold.valid_until = sent + self.options.lease
                     metrics.record_renewals("memcached", 1)
                 else:
@@ -252,63 +237,14 @@ class MemcachedBackend(Backend):
                 if hold.valid_until <= deadline:
                     self.holds.lose(hold, f"renewals failed until its TTL ran out: {why}")
 
-    def _extend(self, hold: MemcachedHold, found: tuple[bytes, bytes] | None) -> bool:
-        """Extend ``hold``'s key if it still holds its value (``found``: value and CAS id)."""
-        key = hold.keys.holder
-        for _ in range(_CAS_TRIES):
-            if found is None or found[0] != hold.value:
-                return False
-            # cas, not touch: touch would extend a key another holder set since the read.
-            if self._renewer.cas(key, hold.value, found[1], expire=self.options.ttl):
-                return True
-            value, cas = self._renewer.gets(key)
-            found = None if value is None else (value, cas)
-        return False
-
-    def _next_token(self, client: Client, keys: LockKeys) -> int | None:
-        """The fencing token of a hold just taken, or ``None`` during a restart grace period."""
-        token = client.incr(keys.counter, 1)
-        if token is None:  # no counter: a new name, an eviction, or a server that lost its state
-            if self._in_grace(client):
-                return None
-            client.add(keys.counter, str(time.time_ns() // 1000).encode(), expire=0)
-            token = client.incr(keys.counter, 1)
-            if token is None:
-                raise BackendUnavailable(f"memcached at {self.options.where} evicts the fencing "
-                                         f"counter as soon as it is stored: give it more memory")
-        return int(token)
-
-    def _in_grace(self, client: Client) -> bool:
-        """True while the server may still have holders from before it lost its state."""
-        found = client.get_many([EPOCH_KEY, GRACE_KEY])
-        if EPOCH_KEY not in found:
-            # Grace first: whoever sees the epoch then sees the grace key until it expires.
-            client.add(GRACE_KEY, b"restart", expire=self.options.ttl)
-            client.add(EPOCH_KEY, str(time.time_ns() // 1000).encode(), expire=0)
-            log.warning("memcached at %s lost its state (restart, flush, or first use): no "
-                        "lock is granted for %d s", self.options.where, self.options.ttl)
-        return GRACE_KEY in found or EPOCH_KEY not in found
-
-    def _free(self, client: Client, keys: LockKeys, value: bytes) -> bool:
-        """Delete ``keys.holder`` if it holds ``value``; False when it does not."""
-        for _ in range(_CAS_TRIES):
-            found, cas = client.gets(keys.holder)
-            if found != value:
-                return False
-            reply = compare_and_delete(client, keys.holder, cas)
-            if reply != b"EX":
-                return reply == b"HD"
-        return False
-
     def _abandon(self, keys: LockKeys, value: bytes) -> None:
         """Best effort: free a lock an acquire that is failing may have taken."""
         try:
             with self._client_even_closed() as client:
-                self._free(client, keys, value)
+                memcached_steps.free(client, keys, value)
         except (*TRANSIENT, MemcacheError, BackendUnavailable):
             log.warning("could not free lock key %s after a failed acquire; it expires "
                         "within the TTL", keys.holder.decode())
-
 
     @contextlib.contextmanager
     def _client_even_closed(self) -> Iterator[Client]:

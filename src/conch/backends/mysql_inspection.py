@@ -28,6 +28,7 @@ import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
 from conch.backends.mysql_connections import Connection, close_quietly
+from conch.backends.mysql_fencing import FENCING_TABLE
 from conch.introspection import (
     BreakRefused,
     HolderChanged,
@@ -41,13 +42,12 @@ if TYPE_CHECKING:
     from conch.backends.mysql import MySQLBackend
 
 T = TypeVar("T")
-_FENCING_TABLE = "conch_fencing"
 _SERVER_NAME = re.compile(r"conch:[0-9a-f]{58}")
 
 # The holder (NULL: free), then its record when the row is its own.
 _DESCRIBE = (f"SELECT IS_USED_LOCK(%(name)s), f.connection_id, f.token, f.acquired_at, f.holder"
-             f" FROM (SELECT 1) AS one LEFT JOIN {_FENCING_TABLE} AS f ON f.lock_key = %(name)s")
-_LIST = (f"SELECT lock_key, connection_id, token, acquired_at, holder FROM {_FENCING_TABLE}"
+             f" FROM (SELECT 1) AS one LEFT JOIN {FENCING_TABLE} AS f ON f.lock_key = %(name)s")
+_LIST = (f"SELECT lock_key, connection_id, token, acquired_at, holder FROM {FENCING_TABLE}"
          " WHERE IS_USED_LOCK(lock_key) = connection_id")
 # The statements of the connections waiting in GET_LOCK (they name the lock).
 _WAITING = ("SELECT INFO FROM information_schema.PROCESSLIST"

@@ -38,6 +38,9 @@ Translation of the contract:
   its session (``pg_locks``). A failed connection (server restart, network), a
   lock no longer listed, or no answer within ``connect_timeout`` marks the hold
   lost; a hold whose session fails at release raises there.
+* **where**: the blocking handle and its hold are :mod:`conch.backends.postgresql_lock`;
+  the sessions and their pool :mod:`conch.backends.postgresql_sessions`; the statements
+  :mod:`conch.backends.postgresql_protocol`, over :mod:`conch.backends.postgresql_wire`.
 * **asyncio** (``native_async``): the same holds, sessions and statements, waited for
   on the event loop: :mod:`conch.backends.postgresql_async`.
 * **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.postgresql_inspection`.
@@ -60,7 +63,6 @@ for any answer but a lock grant), ``heartbeat`` (seconds, default 2), ``pool_siz
 from __future__ import annotations
 
 import os
-import threading
 import urllib.parse
 import weakref
 
@@ -68,27 +70,21 @@ from psycopg.conninfo import make_conninfo
 
 from conch import metrics
 from conch.backends import postgresql_inspection
-from conch.backends.base import AsyncLockHandle, Backend, Deadline, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
 from conch.backends.postgresql_async import AsyncSessions
+from conch.backends.postgresql_lock import AdvisoryLock, Hold
 from conch.backends.postgresql_protocol import (
     CREATE_NAMES_TABLE,
     FENCING_SEQUENCE,
     NAMES_TABLE,
-    SessionBroken,
-    StatementFailed,
     advisory_key,
     cannot_connect,
-    lost_at_release,
-    refused,
 )
 from conch.backends.postgresql_sessions import Session, SessionPool
+from conch.backends.postgresql_wire import SessionBroken, StatementFailed
 from conch.backends.session import Heartbeat, Holds
 from conch.capabilities import Capabilities
-from conch.errors import (
-    BackendUnavailable,
-    InvalidURL,
-    NotStarted,
-)
+from conch.errors import BackendUnavailable, InvalidURL
 from conch.introspection import LockInfo
 from conch.url import BackendURL
 
@@ -131,7 +127,7 @@ class PostgreSQLBackend(Backend):
         ).encode()
         self.pool = SessionPool(self._open_session, _pool_size(url))
         self.async_sessions = AsyncSessions(self, self._conninfo, _pool_size(url))
-        self.holds: Holds[_Hold] = Holds()
+        self.holds: Holds[Hold] = Holds()
         self.named_keys: set[int] = set()
         """Keys whose name this process recorded (conch_lock_names): not sent again."""
         self._heartbeat = Heartbeat(f"conch-postgresql {member_id}", self.heartbeat_interval,
@@ -172,7 +168,7 @@ class PostgreSQLBackend(Backend):
         self.holds.lose_all("the coordinator was stopped")
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return _AdvisoryLock(self, advisory_key(key), key, on_lost)
+        return AdvisoryLock(self, advisory_key(key), key, on_lost)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         return self.async_sessions.handle(advisory_key(key), key, on_lost)
@@ -228,103 +224,6 @@ class PostgreSQLBackend(Backend):
             else:
                 metrics.record_renewals("postgresql", 1)
         self.async_sessions.check_holds()
-
-
-class _Hold:
-    """One acquisition: the key, the session holding it, and whether it still does."""
-
-    __slots__ = ("active", "guard", "key", "session")
-
-    def __init__(self, key: int, session: Session) -> None:
-        self.key = key
-        self.session = session
-        self.active = True
-        self.guard = threading.Lock()  # release and the heartbeat's check take turns
-
-    def verify(self) -> str | None:
-        """Ask the server whether the hold lives; the reason it was lost, else ``None``."""
-        with self.guard:
-            if not self.active:
-                return None  # released meanwhile: its session may serve another hold now
-            try:
-                if self.session.holds(self.key):
-                    return None
-                reason = "the server no longer lists it as held by this session"
-            except SessionBroken as exc:
-                reason = f"its connection failed: {exc}"
-            except StatementFailed:
-                return None  # no verdict; the next beat asks again
-            self.active = False
-            return reason
-
-
-class _AdvisoryLock(LockHandle):
-    def __init__(self, backend: PostgreSQLBackend, key: int, name: bytes,
-                 on_lost: LossCallback) -> None:
-        self._backend = backend
-        self._key = key
-        self._name = name
-        self._on_lost = on_lost
-        self._hold: _Hold | None = None
-
-    def acquire(self, deadline: Deadline) -> int | None:
-        try:
-            return self._attempt(deadline)
-        except SessionBroken:
-            pass  # its session died (a pooled one, with a server restart): once more
-        try:
-            return self._attempt(deadline)
-        except SessionBroken as exc:
-            raise self._backend.unavailable(exc) from None
-
-    def _attempt(self, deadline: Deadline) -> int | None:
-        backend, pool = self._backend, self._backend.pool
-        try:
-            session = pool.borrow()
-        except SessionBroken:
-            raise NotStarted(backend.describe("the coordinator was stopped")) from None
-        try:
-            # Name the key in conch_lock_names with this process's first hold of it.
-            name = None if self._key in backend.named_keys else self._name
-            token = session.lock(self._key, deadline, name)
-            if token is not None and name is not None:
-                backend.name_recorded(self._key)
-        except StatementFailed as exc:
-            pool.discard(session)  # it may hold the lock now: closing the session frees it
-            raise refused(backend.describe, exc, pool.closed) from None
-        except BaseException:
-            pool.discard(session)
-            raise
-        if token is None:
-            pool.give_back(session)
-            return None
-        hold = self._hold = _Hold(self._key, session)
-        backend.holds.add(hold, self._on_lost)
-        if pool.closed:  # stopped while we waited: the session was closed under us
-            backend.holds.discard(hold)
-            self._hold = None
-            raise NotStarted(backend.describe("the coordinator was stopped"))
-        return token
-
-    def release(self) -> None:
-        hold, self._hold = self._hold, None
-        if hold is None:
-            return
-        backend = self._backend
-        backend.holds.discard(hold)
-        with hold.guard:
-            active, hold.active = hold.active, False
-        if not active:
-            return  # already reported lost; the heartbeat closed its session
-        try:
-            unlocked = hold.session.unlock(self._key)
-        except (SessionBroken, StatementFailed) as exc:
-            backend.pool.discard(hold.session)
-            raise lost_at_release(backend.describe, exc) from None
-        if not unlocked:
-            backend.pool.discard(hold.session)
-            raise lost_at_release(backend.describe, None)
-        backend.pool.give_back(hold.session)
 
 
 def _pool_size(url: BackendURL) -> int:

@@ -38,13 +38,8 @@ from typing import TYPE_CHECKING
 from conch import metrics
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.backends.postgresql_async_session import AsyncSession
-from conch.backends.postgresql_protocol import (
-    SessionBroken,
-    StatementFailed,
-    cannot_connect,
-    lost_at_release,
-    refused,
-)
+from conch.backends.postgresql_protocol import cannot_connect, lost_at_release, refused
+from conch.backends.postgresql_wire import SessionBroken, StatementFailed
 from conch.backends.session import Holds
 from conch.errors import NotStarted
 

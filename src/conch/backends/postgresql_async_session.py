@@ -1,9 +1,9 @@
 """One PostgreSQL server session driven on an asyncio event loop.
 
 The sync :class:`~conch.backends.postgresql_sessions.Session` waits for its socket in
-``poll``; this one runs the very same steps (:mod:`conch.backends.postgresql_protocol`)
-with libpq in non-blocking mode and the socket registered on the loop
-(``add_reader``/``add_writer``) only while an answer is awaited.
+``poll``; this one runs the very same steps (:mod:`conch.backends.postgresql_protocol`,
+:mod:`conch.backends.postgresql_wire`) with libpq in non-blocking mode and the socket
+registered on the loop (``add_reader``/``add_writer``) only while an answer is awaited.
 
 A cancelled statement closes the connection (the server frees whatever the session
 holds when it sees the close); a cancelled *lock wait* first asks the server to cancel
@@ -25,9 +25,9 @@ from typing import Any, cast
 import psycopg
 from psycopg import pq
 
-from conch.backends.postgresql_protocol import (
+from conch.backends.postgresql_protocol import SessionSteps
+from conch.backends.postgresql_wire import (
     Expired,
-    SessionSteps,
     Steps,
     T,
     Wait,
@@ -59,7 +59,7 @@ class AsyncSession(SessionSteps):
     @classmethod
     async def open(cls, conninfo: bytes, io_timeout: float, home: Any) -> AsyncSession:
         """Connect and prepare within ``io_timeout`` seconds each (raises
-        :class:`~conch.backends.postgresql_protocol.SessionBroken` or ``StatementFailed``)."""
+        :class:`~conch.backends.postgresql_wire.SessionBroken` or ``StatementFailed``)."""
         session = cls(await _drive(connecting(conninfo, io_timeout)), io_timeout, home)
         try:
             await session.drive(session.prepare_steps())

@@ -22,8 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from conch.backends.postgresql_protocol import NAMES_TABLE, SessionBroken, StatementFailed
+from conch.backends.postgresql_protocol import NAMES_TABLE
 from conch.backends.postgresql_sessions import Session
+from conch.backends.postgresql_wire import SessionBroken, StatementFailed
 from conch.errors import NotStarted, NotSupported
 from conch.introspection import BreakRefused, HolderChanged, HolderInfo, LockInfo
 

@@ -23,11 +23,10 @@ from collections.abc import Callable, Iterator
 from psycopg import pq
 
 from conch.backends.base import Deadline
-from conch.backends.postgresql_protocol import (
-    QUERY_CANCELED,
+from conch.backends.postgresql_protocol import QUERY_CANCELED, SessionSteps
+from conch.backends.postgresql_wire import (
     Expired,
     SessionBroken,
-    SessionSteps,
     StatementFailed,
     Steps,
     T,

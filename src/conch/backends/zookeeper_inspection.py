@@ -19,6 +19,7 @@ from typing import Any
 
 from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 
+from conch.backends.zookeeper_lock import CHILD, sequence_distance
 from conch.backends.zookeeper_session import ZooKeeperSession
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
@@ -90,9 +91,7 @@ def break_hold(session: ZooKeeperSession, parent: str, key: bytes, token: int | 
 
 def _queue(children: list[str]) -> list[str]:
     """The lock's children in queue order (the holder first)."""
-    from conch.backends.zookeeper import _CHILD, sequence_distance
-
-    ours = [child for child in children if _CHILD.match(child)]
+    ours = [child for child in children if CHILD.match(child)]
 
     def before(a: str, b: str) -> int:
         return sequence_distance(_sequence(a), _sequence(b))

@@ -1,6 +1,7 @@
 """The ZooKeeper session of one coordinator: a kazoo client, its connection states, clean-up.
 
-Liveness lives here; :mod:`conch.backends.zookeeper` only borrows the session.
+Liveness lives here; :mod:`conch.backends.zookeeper` and its lock handle
+(:mod:`conch.backends.zookeeper_lock`) only borrow the session.
 
 * **one session per coordinator**: one :class:`kazoo.client.KazooClient`. Its
   ephemeral znodes are the coordinator's holds and queue places; ZooKeeper deletes
