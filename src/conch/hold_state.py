@@ -224,6 +224,15 @@ class LockObject(abc.ABC):
         (a backend's, or the one releasing): adapters such as :mod:`conch.aio` use it."""
         self._state.lost.listeners.append(listener)
 
-    @abc.abstractmethod
     def _abandon(self, reason: str) -> None:
-        """Report the hold lost and free it (the coordinator is stopping)."""
+        """Report the hold lost and free it now, from any thread (the coordinator is
+        stopping); a later ``release()`` then raises :class:`LockLost` only."""
+        if self._state.abandon(reason):
+            try:
+                self._free_now()
+            except Exception as exc:
+                log.warning("lock %r: %s", self.name, self._describe_error(exc))
+
+    @abc.abstractmethod
+    def _free_now(self) -> None:
+        """Free the backend's hold from the calling thread (never waits for a loop)."""

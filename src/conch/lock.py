@@ -182,13 +182,8 @@ class Lock(LockObject):
             self._occupied.release()
         self._state.released(state)
 
-    def _abandon(self, reason: str) -> None:
-        """Free the backend's hold now and report it lost (the coordinator is stopping)."""
-        if self._state.abandon(reason):
-            try:
-                self._handle.release()
-            except Exception as exc:
-                log.warning("lock %r: %s", self.name, self._describe_error(exc))
+    def _free_now(self) -> None:
+        self._handle.release()
 
     def __call__(self, blocking: Blocking = True) -> _Hold:
         """A context manager: acquire with ``blocking``, else raise :class:`LockAcquireFailed`."""

@@ -10,7 +10,6 @@ never starts an acquire while a hold is in progress.
 from __future__ import annotations
 
 import asyncio
-import logging
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -21,7 +20,6 @@ from conch.errors import LockLost, NotStarted
 from conch.hold_state import LockObject, Membership, State, reported
 from conch.lock import Blocking, LockName, wait_budget
 
-log = logging.getLogger("conch")
 T = TypeVar("T")
 
 
@@ -85,13 +83,8 @@ class NativeLock(LockObject):
                 raise error from None
         self._state.released(state)
 
-    def _abandon(self, reason: str) -> None:
-        """Report the hold lost and free it without the loop (the coordinator is stopping)."""
-        if self._state.abandon(reason):
-            try:
-                self._handle.abandon()
-            except Exception as exc:
-                log.warning("lock %r: %s", self.name, self._describe_error(exc))
+    def _free_now(self) -> None:
+        self._handle.abandon()
 
 
 class TaskCalls:
