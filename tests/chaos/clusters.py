@@ -14,9 +14,11 @@ from __future__ import annotations
 import abc
 import json
 import os
+import subprocess
 import threading
 import urllib.request
 import uuid
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -220,17 +222,24 @@ class ZooKeeperCluster(Cluster):
     A member keeps an election connection only from a member with a higher id; one
     opened by a lower id it drops, and it connects back to the address that member
     advertised: that member's own ``zoo.cfg`` entry, its real port, past every proxy.
-    :meth:`isolate` could not hold such a connection, and the majority would keep
-    electing the cut-off leader (highest id, same zxid) for as long as it lasts. So a
-    member knows the election port of each higher member as a dead end (a proxy that
-    resets every connection): only higher members open election connections, through
-    the lower one's proxy. Followers still reach the leader's quorum port by its proxy.
+    A partition holds no new connection of that kind (each begins through a proxy),
+    but one opened before stays up, and the majority would keep electing the cut-off
+    leader through it. So :meth:`isolate` also cuts the connections of the members'
+    real election ports (``ss -K``); the members not cut off open theirs again.
     """
 
     def __init__(self) -> None:
         super().__init__([ZooKeeperMember("zookeeper", index, 2) for index in range(SIZE)])
-        self._dead_end = Proxy(0)
-        self._dead_end.refuse()
+
+    def isolate(self, member: Member) -> None:
+        super().isolate(member)
+        ports = " or ".join(f"sport = :{m.peer_ports[1]} or dport = :{m.peer_ports[1]}"
+                            for m in self.members)
+        cut = subprocess.run(["ss", "-K", "-t", "state", "established", f"( {ports} )"],
+                             capture_output=True, text=True, check=False)
+        if cut.returncode != 0:  # no CAP_NET_ADMIN: a link opened before may outlive the cut
+            warnings.warn(f"ss -K could not cut the direct election links: {cut.stderr}",
+                          stacklevel=2)
 
     def launch(self, member: Member) -> None:
         java = require_binary("java", "default-jre-headless")
@@ -248,8 +257,6 @@ class ZooKeeperCluster(Cluster):
                 # A member listens on its own real ports and reaches the others' proxies.
                 quorum, election = (other.peer_ports if other is member
                                     else [proxy.port for proxy in other.proxies])
-                if other.index > member.index:
-                    election = self._dead_end.port
                 lines.append(f"server.{other.index + 1}=127.0.0.1:{quorum}:{election}\n")
             with open(config, "w") as out:
                 out.write("".join(lines))
@@ -265,7 +272,3 @@ class ZooKeeperCluster(Cluster):
 
     def is_leader(self, member: Member) -> bool:
         return "Mode: leader" in four_letter_word(member.port, "srvr")
-
-    def cleanup(self) -> None:
-        super().cleanup()
-        self._dead_end.close()
