@@ -78,9 +78,10 @@ async def _ticks_while(task: asyncio.Future[object], period: float = 0.01) -> in
     return ticks
 
 
+@pytest.mark.parametrize("ending", ["release", "sigkill"])
 @pytest.mark.parametrize("blocking", [True, 30.0], ids=["forever", "timed"])
-def test_a_waiter_wakes_at_once_when_a_holder_in_another_process_releases(
-    url: str, blocking: bool | float
+def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
+    url: str, blocking: bool | float, ending: str
 ) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", _RELEASE_ON_REQUEST, url, NAME], cwd=workers.REPOSITORY,
@@ -96,38 +97,16 @@ def test_a_waiter_wakes_at_once_when_a_holder_in_another_process_releases(
             waiter = asyncio.ensure_future(lock.acquire(blocking))
             await asyncio.sleep(0.3)
             assert not waiter.done(), "acquired a lock another process holds"
-            stdin.write("release\n")
-            stdin.flush()
-            released = time.monotonic()
+            if ending == "release":
+                stdin.write("release\n")
+                stdin.flush()
+            else:
+                holder.kill()  # SIGKILL: the kernel closes its descriptors
+            ended = time.monotonic()
             assert await asyncio.wait_for(waiter, 10) is True
-            took = time.monotonic() - released
-            assert took < HANDOFF_WITH_NOTIFY, f"woken {took:.3f} s after the release"
+            took = time.monotonic() - ended
+            assert took < HANDOFF_WITH_NOTIFY, f"woken {took:.3f} s after the {ending}"
             assert lock.token is not None and lock.token > held_token
-            await lock.release()
-
-    try:
-        asyncio.run(main())
-    finally:
-        holder.kill()
-        holder.communicate()
-
-
-def test_a_waiter_wakes_at_once_when_the_holding_process_is_killed(url: str) -> None:
-    holder = workers.spawn(url, "hold", NAME)
-
-    async def main() -> None:
-        dead_token = int(workers.expect(holder, "held "))
-        async with await conch.aio.connect(url) as coordinator:
-            lock = coordinator.lock(NAME)
-            waiter = asyncio.ensure_future(lock.acquire())
-            await asyncio.sleep(0.3)
-            assert not waiter.done()
-            holder.kill()  # SIGKILL: the kernel closes its descriptors
-            killed = time.monotonic()
-            assert await asyncio.wait_for(waiter, 10) is True
-            took = time.monotonic() - killed
-            assert took < HANDOFF_WITH_NOTIFY, f"woken {took:.3f} s after SIGKILL"
-            assert lock.token is not None and lock.token > dead_token
             await lock.release()
 
     try:
