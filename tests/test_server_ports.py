@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.chaos.clusters import Cluster, EtcdCluster, ZooKeeperCluster
+from tests.chaos.clusters import Cluster, EtcdCluster
+from tests.chaos.zookeeper_cluster import ZooKeeperCluster
 from tests.servers import base
 from tests.servers.base import ADDRESS_IN_USE, ServerProcess, listens
 from tests.servers.etcd import start_etcd

@@ -1,4 +1,5 @@
-"""Three-member etcd and ZooKeeper clusters on loopback, whose members tests kill and cut off.
+"""Three-member clusters on loopback, whose members tests kill and cut off; etcd's here,
+ZooKeeper's in :mod:`tests.chaos.zookeeper_cluster`.
 
 Members talk to each other through a :class:`~tests.chaos.proxy.Proxy` in front of
 each member's peer ports: etcd members advertise the proxy as their peer URL, and
@@ -13,23 +14,15 @@ from __future__ import annotations
 
 import abc
 import json
-import os
-import subprocess
 import threading
 import urllib.request
 import uuid
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from tests.chaos.proxy import Proxy
+from tests.chaos.sockets import connections
 from tests.servers.base import ServerProcess, require_binary, wait_until
-from tests.servers.zookeeper import (
-    SLF4J_SIMPLE_JAR,
-    ZOOKEEPER_JAR,
-    ZOOKEEPER_SCRIPT,
-    four_letter_word,
-)
 
 SIZE = 3
 
@@ -62,6 +55,21 @@ class Member(ServerProcess):
     @abc.abstractmethod
     def serving(self) -> bool:
         """True when the member answers clients as part of a quorum."""
+
+    @abc.abstractmethod
+    def state(self) -> str:
+        """What the member says of its role now, in a line."""
+
+    def report(self) -> str:
+        """The member's process, ports, role and last log lines, for a failure message."""
+        try:
+            state = self.state()
+        except OSError as exc:
+            state = f"no answer ({exc})"
+        process = f"pid {self.pid}" if self.running else "not running"
+        return (f"{self.name} ({process}, client port {self.port}, peer ports "
+                f"{self.peer_ports} behind {[proxy.port for proxy in self.proxies]}): "
+                f"{state}\n{self.log_tail(12)}")
 
     def cleanup(self) -> None:
         super().cleanup()
@@ -140,6 +148,13 @@ class Cluster(abc.ABC):
                 member.start(member._argv)
         wait_until(lambda: all(m.serving() for m in self.members), 60, "every member")
 
+    def report(self) -> str:
+        """Every member's report and the connections between members, for a failure message."""
+        pids = [member.pid for member in self.members if member.running]
+        links = "\n".join(f"  {link}" for link in connections(pids))
+        return "\n".join([*(member.report() for member in self.members),
+                          f"connections of the members:\n{links}"])
+
     def cleanup(self) -> None:
         """Stop every member and remove its data."""
         for member in self.members:
@@ -152,6 +167,11 @@ class EtcdMember(Member):
     def serving(self) -> bool:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as answer:
             return bool(json.load(answer).get("health") == "true")
+
+    def state(self) -> str:
+        status = self.status()
+        role = "leader" if status["leader"] == status["header"]["member_id"] else "follower"
+        return f"{role}, raft term {status.get('raftTerm')}, index {status.get('raftIndex')}"
 
     def status(self) -> dict[str, Any]:
         """The member's ``/v3/maintenance/status`` (its ID and its leader's, as strings)."""
@@ -191,84 +211,3 @@ class EtcdCluster(Cluster):
         assert isinstance(member, EtcdMember)
         status = member.status()
         return bool(status["leader"] == status["header"]["member_id"])
-
-
-class ZooKeeperMember(Member):
-    """A ZooKeeper member: client port; quorum and election ports, each behind a proxy."""
-
-    def serving(self) -> bool:
-        return four_letter_word(self.port, "srvr").count("Mode: ") == 1 and \
-            "Mode: standalone" not in four_letter_word(self.port, "srvr")
-
-
-ZOO_CFG = """\
-tickTime=500
-initLimit=10
-syncLimit=4
-minSessionTimeout=1000
-maxSessionTimeout=60000
-dataDir={data_dir}
-clientPort={port}
-clientPortAddress=127.0.0.1
-admin.enableServer=false
-4lw.commands.whitelist=ruok,srvr,stat,mntr
-forceSync=no
-"""
-
-
-class ZooKeeperCluster(Cluster):
-    """Three ZooKeeper 3.8 members on loopback (``tickTime`` 500 ms, as the single server).
-
-    A member keeps an election connection only from a member with a higher id; one
-    opened by a lower id it drops, and it connects back to the address that member
-    advertised: that member's own ``zoo.cfg`` entry, its real port, past every proxy.
-    A partition holds no new connection of that kind (each begins through a proxy),
-    but one opened before stays up, and the majority would keep electing the cut-off
-    leader through it. So :meth:`isolate` also cuts the connections of the members'
-    real election ports (``ss -K``); the members not cut off open theirs again.
-    """
-
-    def __init__(self) -> None:
-        super().__init__([ZooKeeperMember("zookeeper", index, 2) for index in range(SIZE)])
-
-    def isolate(self, member: Member) -> None:
-        super().isolate(member)
-        ports = " or ".join(f"sport = :{m.peer_ports[1]} or dport = :{m.peer_ports[1]}"
-                            for m in self.members)
-        cut = subprocess.run(["ss", "-K", "-t", "state", "established", f"( {ports} )"],
-                             capture_output=True, text=True, check=False)
-        if cut.returncode != 0:  # no CAP_NET_ADMIN: a link opened before may outlive the cut
-            warnings.warn(f"ss -K could not cut the direct election links: {cut.stderr}",
-                          stacklevel=2)
-
-    def launch(self, member: Member) -> None:
-        java = require_binary("java", "default-jre-headless")
-        require_binary(ZOOKEEPER_SCRIPT, "zookeeper")
-        config = os.path.join(member.data_dir, "zoo.cfg")
-        with open(os.path.join(member.data_dir, "myid"), "w") as out:
-            out.write(f"{member.index + 1}\n")
-        classpath = [member.data_dir, ZOOKEEPER_JAR]
-        if os.path.exists(SLF4J_SIMPLE_JAR):
-            classpath.append(SLF4J_SIMPLE_JAR)
-
-        def command() -> list[str]:
-            lines = [ZOO_CFG.format(data_dir=member.data_dir, port=member.port)]
-            for other in self.members:
-                # A member listens on its own real ports and reaches the others' proxies.
-                quorum, election = (other.peer_ports if other is member
-                                    else [proxy.port for proxy in other.proxies])
-                lines.append(f"server.{other.index + 1}=127.0.0.1:{quorum}:{election}\n")
-            with open(config, "w") as out:
-                out.write("".join(lines))
-            return [
-                java, "-Xmx192m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-                f"-Dzookeeper.log.dir={member.data_dir}",
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                "-cp", ":".join(classpath),
-                "org.apache.zookeeper.server.quorum.QuorumPeerMain", config,
-            ]
-
-        member.start_on_free_ports(command)
-
-    def is_leader(self, member: Member) -> bool:
-        return "Mode: leader" in four_letter_word(member.port, "srvr")

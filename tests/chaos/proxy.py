@@ -24,11 +24,12 @@ Loopback only.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
 import threading
 from collections.abc import Collection
+
+from tests.chaos.sockets import connecting_pid
 
 _CHUNK = 65536
 
@@ -243,42 +244,3 @@ def _reset(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
-
-
-def connecting_pid(accepted: socket.socket, candidates: Collection[int]) -> int | None:
-    """Which of ``candidates`` opened the loopback connection ``accepted`` (None: another)."""
-    try:
-        client_port = accepted.getpeername()[1]
-        proxy_port = accepted.getsockname()[1]
-    except OSError:
-        return None
-    inode = _socket_inode(local_port=client_port, remote_port=proxy_port)
-    if inode is None:
-        return None
-    wanted = f"socket:[{inode}]"
-    for pid in candidates:
-        fd_dir = f"/proc/{pid}/fd"
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(fd_dir):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"{fd_dir}/{fd}") == wanted:
-                        return pid
-    return None
-
-
-def _socket_inode(local_port: int, remote_port: int) -> str | None:
-    # /proc/net/tcp{,6}: "sl local_address rem_address st ... uid timeout inode"; an address
-    # is hex IP:hex port. A Java or Go client may use an IPv6 socket (v4-mapped address).
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as rows:
-                next(rows)
-                for row in rows:
-                    fields = row.split()
-                    local, remote = fields[1], fields[2]
-                    if (int(local.rsplit(":", 1)[1], 16) == local_port
-                            and int(remote.rsplit(":", 1)[1], 16) == remote_port):
-                        return fields[9]
-        except OSError:
-            continue
-    return None

@@ -17,6 +17,7 @@ together (healed, killed members restarted) after each test.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import time
 import uuid
@@ -26,11 +27,12 @@ import pytest
 
 import conch
 from conch.history import load
-from tests.chaos.clusters import Cluster, EtcdCluster, ZooKeeperCluster
+from tests.chaos.clusters import Cluster, EtcdCluster
 from tests.chaos.scenario import Scenario
 from tests.chaos.targets import Target
 from tests.chaos.test_server_faults import next_acquired
 from tests.chaos.worker import Holder
+from tests.chaos.zookeeper_cluster import ZooKeeperCluster
 
 CONTENTION = 10.0
 """Seconds the contenders run; the leader is killed after :data:`KILL_AFTER` of them."""
@@ -93,6 +95,15 @@ def run(request: pytest.FixtureRequest, cluster: Cluster,
         scenario.close()
 
 
+@contextlib.contextmanager
+def _explained(cluster: Cluster) -> Iterator[None]:
+    """Add the members' states, connections and logs to a failed assertion's message."""
+    try:
+        yield
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}\n{cluster.report()}") from None
+
+
 @pytest.mark.timeout(180)
 def test_killing_the_leader_during_contention_loses_no_update(
     run: Scenario, cluster: Cluster
@@ -153,7 +164,8 @@ def test_a_holder_in_a_partitioned_minority_is_told_before_the_majority_grants_t
     assert told.startswith("lost "), "the holder in the minority was never told"
     told_at = float(told.split()[1])
     run.measure("minority holder told", told_at - cut)
-    next_acquired([waiter], RECOVERY)
+    with _explained(cluster):
+        next_acquired([waiter], RECOVERY)
     run.measure("majority waiter got the lock", time.monotonic() - cut)
     assert waiter.ask("read") == "read 0"
     assert waiter.ask("write") == "accepted"
