@@ -16,6 +16,7 @@ from conch.backends.zookeeper import lock_parent_name
 from conch.backends.zookeeper_lock import sequence_distance
 from conch.lock import lock_key
 from conch.url import parse_url
+from tests.chaos.proxy import Proxy
 from tests.contract import workers
 from tests.contract.waiting import Waiter
 from tests.servers.base import free_port, wait_until
@@ -249,6 +250,37 @@ def test_a_waiter_rides_out_a_server_pause_its_session_survives_and_acquires_aft
         holder.release()
         assert waiter.result(10) is True
         assert waiter.lock.token is not None
+        waiter.lock.release()
+
+
+@pytest.mark.timeout(60)
+def test_a_waiter_whose_request_is_cut_off_on_the_wire_keeps_its_place_and_acquires(
+    zookeeper_server: ZooKeeperServer, zk_url: str, lock_name: str
+) -> None:
+    # The reply to the waiter's watch on the holder's znode is lost and its connection
+    # reset: kazoo fails that request (ConnectionLoss), reconnects, and the session
+    # (with the waiter's znode) lives on, so the wait goes on.
+    with Proxy(zookeeper_server.port) as link, conch.connect(zk_url) as holder_side, \
+            conch.connect(zk_url.replace(zookeeper_server.hosts, f"127.0.0.1:{link.port}")) \
+            as waiter_side:
+        holder = holder_side.lock(lock_name)
+        assert holder.acquire(blocking=False)
+        (holder_node,) = queue_of(zookeeper_server, zk_url, lock_name)
+        client = session_of(waiter_side)
+        session_id = client.client_id[0]
+        link.drop_next_reply(containing=holder_node.encode())
+        waiter = Waiter(waiter_side.lock(lock_name), blocking=30)
+        wait_until(lambda: link.reply_dropped, 10, "the waiter's watch request")
+        wait_until(lambda: len(queue_of(zookeeper_server, zk_url, lock_name)) == 2
+                   and client.state == "CONNECTED", 10, "the waiter's reconnection")
+        time.sleep(0.3)
+        assert waiter.waiting, f"the waiter gave up: {waiter.error!r}"
+        assert client.client_id[0] == session_id
+        first_token = holder.token
+        holder.release()
+        assert waiter.result(10) is True
+        assert waiter.lock.token is not None and first_token is not None
+        assert waiter.lock.token > first_token
         waiter.lock.release()
 
 

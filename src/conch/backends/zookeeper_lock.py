@@ -21,7 +21,12 @@ from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 from kazoo.protocol.states import EventType  # type: ignore[import-untyped]
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.zookeeper_session import NoAnswer, SessionExpired, ZooKeeperSession
+from conch.backends.zookeeper_session import (
+    ConnectionDropped,
+    NoAnswer,
+    SessionExpired,
+    ZooKeeperSession,
+)
 from conch.errors import BackendUnavailable, LockLost
 from conch.introspection import HolderStamp
 
@@ -154,6 +159,10 @@ class ZooKeeperLock(LockHandle):
                 if deadline.expired():
                     return False
                 raise
+            except ConnectionDropped:
+                if deadline.expired():
+                    raise
+                continue  # our znode may live on in the session: look again once back
             except NoNodeError:
                 if pipelined is None:  # the name's znode is never deleted while it has children
                     raise SessionExpired(
@@ -190,6 +199,10 @@ class ZooKeeperLock(LockHandle):
                 if deadline.expired():
                     return False
                 raise
+            except ConnectionDropped:
+                if deadline.expired():
+                    raise
+                continue
             if exists is not None and not self._predecessor_gone.wait(deadline.remaining()):
                 return False
             within = deadline.remaining()

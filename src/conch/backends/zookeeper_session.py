@@ -61,6 +61,11 @@ class NoAnswer(BackendUnavailable):
     """ZooKeeper did not answer a request in time (the connection is down or slow)."""
 
 
+class ConnectionDropped(BackendUnavailable):
+    """The connection dropped before the request was answered; kazoo reconnects, and
+    the session, with its znodes, may live on."""
+
+
 class SessionExpired(BackendUnavailable):
     """The session ended while a request waited: its ephemeral znodes are gone, and
     kazoo opens a new session."""
@@ -154,8 +159,8 @@ class ZooKeeperSession:
         """The outcome of kazoo request ``result``, awaited ``within`` seconds
         (default ``request_timeout``).
 
-        Raises :class:`NoAnswer` when none came, :class:`SessionExpired`,
-        :class:`BackendUnavailable` for a lost connection or a refused request, and kazoo's
+        Raises :class:`NoAnswer` when none came, :class:`ConnectionDropped`,
+        :class:`SessionExpired`, :class:`BackendUnavailable` for a refused request, and kazoo's
         ``NoNodeError`` unchanged (callers decide what a missing znode means).
         """
         wait = self.request_timeout if within is None else within
@@ -168,12 +173,12 @@ class ZooKeeperSession:
                 f"ZooKeeper at {self.hosts} did not answer within {wait:g} s ({doing})"
             ) from None
         except KazooException as exc:
-            unavailable = (
-                SessionExpired
-                if isinstance(exc, SessionExpiredError)
-                and not isinstance(exc, ConnectionClosedError)
-                else BackendUnavailable
-            )
+            unavailable: type[BackendUnavailable] = BackendUnavailable
+            if isinstance(exc, ConnectionLoss):
+                unavailable = ConnectionDropped
+            elif isinstance(exc, SessionExpiredError) and \
+                    not isinstance(exc, ConnectionClosedError):
+                unavailable = SessionExpired
             raise unavailable(
                 f"ZooKeeper at {self.hosts} failed to {doing}: {_explain(exc)}"
             ) from None
