@@ -9,6 +9,7 @@ from tests.chaos.sockets import Severance
 from tests.servers.base import require_binary
 from tests.servers.zookeeper import (
     SLF4J_SIMPLE_JAR,
+    ZOO_CFG,
     ZOOKEEPER_JAR,
     ZOOKEEPER_SCRIPT,
     four_letter_word,
@@ -28,19 +29,8 @@ class ZooKeeperMember(Member):
         return ", ".join(facts or answer[:1]) or "no answer"
 
 
-ZOO_CFG = """\
-tickTime=500
-initLimit=10
-syncLimit=4
-minSessionTimeout=1000
-maxSessionTimeout=60000
-dataDir={data_dir}
-clientPort={port}
-clientPortAddress=127.0.0.1
-admin.enableServer=false
-4lw.commands.whitelist=ruok,srvr,stat,mntr
-forceSync=no
-"""
+# The single server's settings, and how long a follower may lag (in ticks of 500 ms).
+CLUSTER_CFG = ZOO_CFG + "initLimit=10\nsyncLimit=4\n"
 
 
 class ZooKeeperCluster(Cluster):
@@ -87,7 +77,8 @@ class ZooKeeperCluster(Cluster):
             classpath.append(SLF4J_SIMPLE_JAR)
 
         def command() -> list[str]:
-            lines = [ZOO_CFG.format(data_dir=member.data_dir, port=member.port)]
+            lines = [CLUSTER_CFG.format(data_dir=member.data_dir, port=member.port,
+                                        force_sync="no")]
             for other in self.members:
                 # A member listens on its own real ports and reaches the others' proxies.
                 quorum, election = (other.peer_ports if other is member
