@@ -11,7 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 import conch
+from conch.backends.base import Deadline
 from conch.introspection import HOST, BreakRefused, HolderChanged
+from conch.lock import lock_key
 from tests.conftest import BACKENDS
 from tests.servers.base import wait_until
 from tests.servers.mysql import DATABASE, MySQLServer
@@ -176,6 +178,22 @@ def test_break_frees_the_lock_and_the_holder_learns_it_lost_it(
         with pytest.raises(conch.LockLost):
             lock.release()
         successor.release()
+
+
+def test_a_broken_holds_backend_release_raises_lock_lost_once_the_backend_knows(
+    holder: conch.Coordinator, observer: conch.Coordinator, lock_name: str
+) -> None:
+    # A backend learns of a loss a moment before it reports it to the lock object: a
+    # release in between must raise LockLost from the backend itself, never pass.
+    if not observer.capabilities.breakable:
+        pytest.skip(f"{observer.url} does not declare breakable")
+    told = threading.Event()
+    handle = holder._backend.handle(lock_key(lock_name), lambda reason: told.set())  # type: ignore[union-attr]
+    assert handle.acquire(Deadline(5)) is not None
+    observer.break_lock(lock_name)
+    assert told.wait(LEARNS_WITHIN), "the backend never noticed the break"
+    with pytest.raises(conch.LockLost):
+        handle.release()
 
 
 def test_break_with_another_holds_token_breaks_nothing(

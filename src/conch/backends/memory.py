@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from conch.backends.base import AsyncLockHandle, Backend, Deadline, LockHandle, LossCallback
 from conch.capabilities import Capabilities
+from conch.errors import LockLost
 from conch.introspection import HOST, HolderChanged, HolderInfo, LockInfo
 from conch.url import BackendURL
 
@@ -150,8 +151,9 @@ class _MemoryLock(LockHandle):
     def release(self) -> None:
         with self._store.mutex:
             name = self._store.names.get(self._key)
-            if name is not None and name.holder is self:
-                self.free(name)
+            if name is None or name.holder is not self:  # broken; its report may be on its way
+                raise LockLost("the lock was broken (conch break) before its release")
+            self.free(name)
 
     def free(self, name: _Name) -> None:
         """Free ``name``, held by this lock, and wake a waiter (the store's mutex is held)."""

@@ -263,8 +263,8 @@ class _AsyncAdvisoryLock(AsyncLockHandle):
         if hold.checking is not None:  # one statement at a time; a check reports a loss itself
             await asyncio.wait([hold.checking])
         self._sessions.holds.discard(hold)
-        if not hold.active:
-            return  # reported lost already; its session was closed
+        if not hold.active:  # its session was closed; the report may be on its way
+            raise lost_at_release(self._backend.describe, None)
         hold.active = False
         sessions, session = self._sessions, hold.session
         try:

@@ -109,8 +109,8 @@ class AdvisoryLock(LockHandle):
         backend.holds.discard(hold)
         with hold.guard:
             active, hold.active = hold.active, False
-        if not active:
-            return  # already reported lost; the heartbeat closed its session
+        if not active:  # the heartbeat closed its session; the report may be on its way
+            raise lost_at_release(backend.describe, None)
         try:
             unlocked = hold.session.unlock(self._key)
         except (SessionBroken, StatementFailed) as exc:

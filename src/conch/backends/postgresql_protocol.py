@@ -90,9 +90,9 @@ def refused(describe: Describe, exc: StatementFailed, stopped: bool) -> ConchErr
 
 def lost_at_release(describe: Describe, exc: Exception | None) -> LockLost:
     """The hold turned out gone at release: its session failed (``exc``), or the server
-    did not list the lock as held (``None``)."""
+    did not list the lock as held or was found to have ended the session (``None``)."""
     if exc is None:
-        return LockLost(describe("the server did not list the lock as held"))
+        return LockLost(describe("the server no longer held the lock for this session"))
     return LockLost(describe(
         f"the session holding the lock failed before release ({exc}); "
         "the server freed the lock, another holder may have taken it"))

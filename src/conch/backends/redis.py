@@ -201,12 +201,7 @@ class RedisBackend(Backend):
     def keep(self, keys: LockKeys, value: bytes, sent: float, on_lost: LossCallback) -> RedisHold:
         """Start renewing a hold acquired by a request sent at monotonic time ``sent``."""
         hold = RedisHold(keys, value, sent + self.options.ttl)
-
-        def report(reason: str) -> None:
-            hold.reported_lost = True
-            on_lost(reason)
-
-        self.holds.add(hold, report)
+        self.holds.add(hold, on_lost)
         return hold
 
     def release(self, hold: RedisHold) -> None:

@@ -46,7 +46,6 @@ class RedisHold:
     value: bytes
     valid_until: float
     """Monotonic time by which the server frees it unless a renewal succeeds."""
-    reported_lost: bool = False
 
 
 def acquire_commands(keys: LockKeys, value: bytes,
@@ -90,8 +89,9 @@ def release_command(hold: RedisHold) -> Command:
 
 
 def check_released(hold: RedisHold, reply: object) -> None:
-    """Raise :class:`LockLost` when the release of ``hold`` found it gone, unreported."""
-    if not int_reply(reply) and not hold.reported_lost:
+    """Raise :class:`LockLost` when the release of ``hold`` found it gone (reported lost
+    or not: the report may still be on its way to the lock object)."""
+    if not int_reply(reply):
         raise LockLost(
             f"lock key {hold.keys.holder.decode()} expired or changed holder before its "
             "release, unnoticed: was the process paused longer than the TTL?"

@@ -116,8 +116,9 @@ class ZooKeeperLock(LockHandle):
         with self._mutex:
             name, self._held = self._held, None
         self._session.holds.discard(self)
-        if name is None:  # lost: the session deletes the child once it can
-            return
+        if name is None:  # lost just now, its report maybe not delivered yet
+            raise LockLost("the ZooKeeper connection or session broke before the release; "
+                           "the lock node is deleted once reconnected")
         try:
             self._session.answer(self._client.delete_async(f"{self._parent}/{name}"),
                                  "delete the lock node")
