@@ -14,80 +14,18 @@ from conch import metrics
 from conch.backends.memory import MemoryBackend
 from conch.lock import LockName
 from tests.aio.sync_view import SyncLockView, SyncView
-
-sdk_metrics = pytest.importorskip("opentelemetry.sdk.metrics")
-from opentelemetry import metrics as otel_metrics  # noqa: E402
-from opentelemetry import trace as otel_trace  # noqa: E402
-from opentelemetry.sdk.metrics.export import (  # noqa: E402
-    HistogramDataPoint,
-    InMemoryMetricReader,
-    NumberDataPoint,
+from tests.metrics_sdk import (
+    SPANS,
+    Points,
+    acquire_spans,
+    configure,
+    outcome,
 )
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
-    InMemorySpanExporter,
-)
-
-Attributes = frozenset[tuple[str, object]]
-
-_READER = InMemoryMetricReader()
-_SPANS = InMemorySpanExporter()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def sdk() -> None:
-    """The SDK, configured as an application would (once per process: the API's rule)."""
-    if not isinstance(otel_metrics.get_meter_provider(), sdk_metrics.MeterProvider):
-        otel_metrics.set_meter_provider(sdk_metrics.MeterProvider(metric_readers=[_READER]))
-    if not isinstance(otel_trace.get_tracer_provider(), TracerProvider):
-        tracing = TracerProvider()
-        tracing.add_span_processor(SimpleSpanProcessor(_SPANS))
-        otel_trace.set_tracer_provider(tracing)
-    metrics.refresh()
-
-
-class Points:
-    """Every data point so far, by (instrument, attributes)."""
-
-    def __init__(self) -> None:
-        self.counters: dict[tuple[str, Attributes], float] = {}
-        self.histograms: dict[tuple[str, Attributes], tuple[int, float]] = {}
-        data = _READER.get_metrics_data()
-        for resource in data.resource_metrics if data else []:
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    for point in metric.data.data_points:
-                        key = (metric.name, frozenset((point.attributes or {}).items()))
-                        if isinstance(point, HistogramDataPoint):
-                            self.histograms[key] = (point.count, point.sum)
-                        elif isinstance(point, NumberDataPoint):
-                            self.counters[key] = point.value
-
-    def count(self, instrument: str, label: str, **more: str) -> float:
-        """A counter's value (0 when never reported)."""
-        return self.counters.get((instrument, attributes(label, **more)), 0)
-
-    def histogram(self, instrument: str, label: str, **more: str) -> tuple[int, float]:
-        """A histogram's (count, sum) ((0, 0) when never recorded)."""
-        return self.histograms.get((instrument, attributes(label, **more)), (0, 0.0))
-
-    def series(self, label: str) -> set[tuple[str, Attributes]]:
-        """``label``'s series that counted something: (instrument, its other attributes)."""
-        found: set[tuple[str, Attributes]] = set()
-        for points in (self.counters, self.histograms):
-            for (name, attrs), value in points.items():
-                if ("conch.lock", label) in attrs and value not in (0, (0, 0.0)):
-                    found.add((name, attrs - {("conch.lock", label)}))
-        return found
-
-
-def attributes(label: str, backend: str = "memory", **more: str) -> Attributes:
-    return frozenset({"conch.backend": backend, "conch.lock": label, **more}.items())
-
-
-def outcome(value: str) -> dict[str, str]:
-    return {"conch.outcome": value}
+    configure()
 
 
 class AsyncAPI(SyncView):
@@ -114,8 +52,7 @@ def connect(api: str, url: str) -> conch.Coordinator | AsyncAPI:
 
 @pytest.fixture
 def other(memory_url: str) -> Iterator[conch.Coordinator]:
-    """Another member (conch.aio waits behind a hold of its own coordinator without
-    asking the backend: contention is measured between members)."""
+    """Another member, holding what the coordinator under test then waits for."""
     with conch.connect(memory_url) as started:
         yield started
 
@@ -177,7 +114,7 @@ def test_a_timed_out_acquire_counts_as_a_failure_with_its_wait(
     with other.lock(lock_name):
         assert not coordinator.lock(lock_name, metric_label=label).acquire(blocking=0.1)
     points = Points()
-    # One backend call: conch.aio's native path waits at once, without a one-try first.
+    # One acquire, one outcome (tests/aio/test_metrics.py: whatever calls conch.aio makes).
     assert points.count("conch.lock.acquire_failures", label, **{"conch.reason": "timeout"}) == 1
     count, waited = points.histogram("conch.lock.wait", label, **outcome("timeout"))
     assert count == 1 and waited >= 0.09
@@ -216,15 +153,12 @@ def test_every_acquire_is_a_span_with_its_outcome_and_token(
     coordinator: conch.Coordinator | AsyncAPI, other: conch.Coordinator, lock_name: str
 ) -> None:
     label = f"spanned{lock_name[5:]}"
-    _SPANS.clear()
+    SPANS.clear()
     with coordinator.lock(lock_name, metric_label=label) as lock:
         token = lock.token
     with other.lock(lock_name):
         assert not coordinator.lock(lock_name, metric_label=label).acquire(blocking=False)
-    spans = [dict(span.attributes or {}) for span in _SPANS.get_finished_spans()
-             if span.name == "conch.acquire" and (span.attributes or {}).get("conch.lock")
-             == label]
-    assert spans == [
+    assert acquire_spans(label) == [
         {"conch.backend": "memory", "conch.lock": label, "conch.outcome": "acquired",
          "conch.token": token},
         {"conch.backend": "memory", "conch.lock": label, "conch.outcome": "timeout"},

@@ -107,6 +107,14 @@ class Coordinator:
         ``metric_label`` is the ``conch.lock`` attribute of its metrics: keep the number
         of distinct labels small (default: :func:`conch.metrics.name_label`).
         """
+        return self._lock(name, metric_label, metered=True)
+
+    get_lock = lock
+
+    def _lock(self, name: LockName, metric_label: str | None = None, *,
+              metered: bool) -> Lock:
+        """:meth:`lock`; ``metered=False`` for :mod:`conch.aio`, which meters each
+        coroutine's acquire rather than the calls its queue makes for them."""
         key = lock_key(name)
         membership, backend = self._membership, self._backend
         if backend is None or membership is None:
@@ -115,17 +123,16 @@ class Coordinator:
         def make_handle(on_lost: LossCallback) -> LockHandle:
             return backend.handle(key, on_lost)
 
-        if metrics.ENABLED:
-            label = metrics.bounded(metric_label) if metric_label else metrics.name_label(name)
+        if metered and metrics.ENABLED:
+            label = metrics.label_of(name, metric_label)
             return Lock(name, metrics.metered(make_handle, self._url.scheme, label),
                         self._describe_error, membership.track, membership)
         return Lock(name, make_handle, self._describe_error, membership.track, membership)
 
-    get_lock = lock
-
-    def _native_lock(self, name: LockName, metric_label: str | None = None) -> NativeLock:
+    def _native_lock(self, name: LockName) -> NativeLock:
         """For :mod:`conch.aio`, on the event loop that will use it: a lock awaiting the
-        backend's asyncio handle (``native_async`` backends only)."""
+        backend's asyncio handle (``native_async`` backends only). Not metered: conch.aio
+        meters each coroutine's acquire."""
         from conch.aio.native import NativeLock
 
         key = lock_key(name)
@@ -136,10 +143,6 @@ class Coordinator:
         def make_handle(on_lost: LossCallback) -> AsyncLockHandle:
             return backend.async_handle(key, on_lost)
 
-        if metrics.ENABLED:
-            label = metrics.bounded(metric_label) if metric_label else metrics.name_label(name)
-            return NativeLock(name, metrics.metered_async(make_handle, self._url.scheme, label),
-                              self._describe_error, membership)
         return NativeLock(name, make_handle, self._describe_error, membership)
 
     def describe(self, name: LockName) -> LockInfo:

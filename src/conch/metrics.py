@@ -26,19 +26,20 @@ scheme) and ``conch.lock`` (a *bounded* label for the lock name, see
 The counters are observable (read when the SDK collects), so an acquire costs the
 SDK two histogram records, not four calls. With a tracer provider configured,
 each acquire is also a span ``conch.acquire`` (its duration is the wait) with the
-same attributes, its outcome and its token. :mod:`conch.aio` reports the same, from
-its asyncio handles (:func:`metered_async`) or its threads.
+same attributes, its outcome and its token. :mod:`conch.aio` reports the same, per
+coroutine (:func:`lock_meter`), not per call its queue makes to the backend.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from conch.backends.base import AsyncLockHandle, LockHandle, LossCallback
-from conch.metrics_handles import AsyncMeteredHandle, MeteredHandle, Series
+from conch.backends.base import LockHandle, LossCallback
+from conch.metrics_handles import LockMeter, MeteredHandle, Series, measuring
 from conch.metrics_handles import refresh as refresh
 
 try:
@@ -80,6 +81,12 @@ def name_label(name: str | bytes) -> str:
     choose one (a name template such as ``"vnf-{id}"`` is a good one)."""
     text = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
     return bounded(_LABEL_END.split(text, maxsplit=1)[0][:64] or OTHER)
+
+
+def label_of(name: str | bytes, metric_label: str | None) -> str:
+    """The ``conch.lock`` label of a lock: ``metric_label`` (bounded), else the
+    :func:`name_label` of its ``name``."""
+    return bounded(metric_label) if metric_label else name_label(name)
 
 
 def bounded(label: str) -> str:
@@ -213,11 +220,14 @@ def metered(
     return lambda on_lost: MeteredHandle(make_handle, on_lost, instruments, series)
 
 
-def metered_async(
-    make_handle: Callable[[LossCallback], AsyncLockHandle], backend: str, label: str
-) -> Callable[[LossCallback], AsyncLockHandle]:
-    """:func:`metered` for asyncio handles (an abandoned hold ends as a released one)."""
-    if not ENABLED:
-        return make_handle
-    instruments, series = _get_instruments(), _series_of(backend, label)
-    return lambda on_lost: AsyncMeteredHandle(make_handle, on_lost, instruments, series)
+def time_now() -> float | None:
+    """The time now, if an acquire starting now is to be timed (an SDK is configured),
+    else ``None``: cheap enough for every acquire. Only when :data:`ENABLED`."""
+    now = time.monotonic()
+    return now if measuring(now, _get_instruments()) else None
+
+
+def lock_meter(backend: str, name: str | bytes, metric_label: str | None) -> LockMeter:
+    """The meter of an asyncio lock object (:class:`conch.aio.AsyncLock`), labelled as
+    :func:`metered` handles are. Only when :data:`ENABLED`."""
+    return LockMeter(_get_instruments(), _series_of(backend, label_of(name, metric_label)))

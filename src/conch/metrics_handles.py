@@ -1,9 +1,10 @@
-"""Lock handles that time their acquires and holds, for :mod:`conch.metrics`.
+"""Lock objects' timing of their acquires and holds, for :mod:`conch.metrics`.
 
-:class:`MeteredHandle` wraps a backend's blocking :class:`~conch.backends.base.LockHandle`
-and :class:`AsyncMeteredHandle` its :class:`~conch.backends.base.AsyncLockHandle`. What
-they record (the wait and outcome of an acquire, its span, the hold until its release,
-loss or abandon, the loss count) is written once, in :class:`_Timed`, so the sync API
+What a lock object records (the wait and outcome of each acquire, its span, each hold
+until its release, loss or the coordinator's stop, the loss count) is written once, in
+:class:`LockMeter`: :class:`MeteredHandle` wraps a backend's blocking
+:class:`~conch.backends.base.LockHandle` with it for :class:`conch.Lock`, and
+:class:`conch.aio.AsyncLock` calls it around each coroutine's acquire, so the sync API
 and :mod:`conch.aio` report the same series.
 """
 
@@ -14,13 +15,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from conch.backends.base import AsyncLockHandle, Deadline, LockHandle, LossCallback
+from conch.backends.base import Deadline, LockHandle, LossCallback
 
 if TYPE_CHECKING:
     from conch.metrics import Instruments
 
 OUTCOMES = ("acquired", "timeout", "error")
-"""The ``conch.outcome`` of an acquire that returned a token, returned ``None``, raised."""
+"""The ``conch.outcome`` of an acquire that took the lock, did not, raised."""
+
+Acquiring = tuple[float, tuple[Any, Any] | None]
+"""An acquire being timed: its start, and its span if traced (the span's scope, entered;
+the span)."""
 
 
 class Series:
@@ -37,6 +42,7 @@ class Series:
         self.mutex = threading.Lock()
         self.counts = dict.fromkeys((*OUTCOMES, "lost"), 0)
 
+
 # Whether the application configured an SDK: until it does, a handle skips its
 # instruments (the API's proxies would discard the values anyway). Asked at most
 # once a second, as get_meter_provider() and get_tracer_provider() cost over 1 µs.
@@ -52,6 +58,13 @@ def _recheck(now: float, instruments: Instruments) -> None:
     _recheck_at = now + _RECHECK
 
 
+def measuring(now: float, instruments: Instruments) -> bool:
+    """Whether to time an acquire starting ``now``: an SDK is configured."""
+    if now >= _recheck_at:
+        _recheck(now, instruments)
+    return _metering_on or _tracing_on
+
+
 def refresh() -> None:
     """Notice at once a meter or tracer provider configured just now (else conch notices
     within a second)."""
@@ -59,50 +72,44 @@ def refresh() -> None:
     _recheck_at = 0.0
 
 
-class _Timed:
-    """The recording both wrappers share: a hold's start and end, and its loss."""
+class LockMeter:
+    """What one lock object records: each acquire's wait, outcome and span, and each hold
+    until it ends (by release, loss or the coordinator's stop), with the losses.
 
-    __slots__ = ("_held_since", "_instruments", "_on_lost", "_series")
+    :class:`MeteredHandle` is one, for :class:`conch.Lock`; :class:`conch.aio.AsyncLock`
+    uses one directly, so that each coroutine's acquire is measured, not the backend
+    calls :mod:`conch.aio.queue` makes on its behalf.
+    """
 
-    def __init__(self, instruments: Instruments, series: Series, on_lost: LossCallback) -> None:
+    __slots__ = ("_held_since", "_instruments", "_series")
+
+    def __init__(self, instruments: Instruments, series: Series) -> None:
         self._instruments = instruments
         self._series = series
-        self._on_lost = on_lost
         # Start time of the current hold; list.pop() is atomic, so a release (or an
         # abandon) and a loss racing each other record the hold once.
         self._held_since: list[float] = []
 
-    def _lost(self, reason: str) -> None:
-        """The backend's loss callback: the hold ends, lost."""
-        if self._held_since:
-            self._end_hold()
-        if _metering_on:
-            with self._series.mutex:
-                self._series.counts["lost"] += 1
-        self._on_lost(reason)
-
-    def _end_hold(self) -> None:
-        try:
-            since = self._held_since.pop()
-        except IndexError:  # a release and a loss raced: the other one recorded it
-            return
-        self._instruments.hold.record(time.monotonic() - since, self._series.lock)
-
-    def _trace(self) -> tuple[Any, Any]:
-        """An acquire starts: its span, current while the backend waits (so the backend's
-        own spans nest in it), as (the span's scope, entered; the span)."""
+    def begin(self, started: float) -> Acquiring:
+        """An acquire started at ``started``, when :func:`measuring` said so. With a
+        tracer, its span starts and is current until :meth:`done` (so that spans made
+        meanwhile in this context nest in it)."""
+        if not _tracing_on:
+            return started, None
         scope = self._instruments.tracer.start_as_current_span(
             "conch.acquire", attributes=self._series.lock)
-        return scope, scope.__enter__()
+        return started, (scope, scope.__enter__())
 
-    def _done(self, started: float, traced: tuple[Any, Any] | None, token: int | None,
-              exc: BaseException | None = None) -> None:
-        """An acquire started at ``started`` returned ``token`` or raised ``exc``: record
-        its wait and outcome, start its hold, end its span. An acquire interrupted by a
-        ``BaseException`` that is no ``Exception`` (a cancelled task, Ctrl-C) has no
-        outcome: only its span records it."""
+    def done(self, acquiring: Acquiring, acquired: bool, token: int | None = None,
+             exc: BaseException | None = None) -> None:
+        """The acquire :meth:`begin` returned ``acquiring`` for ended: ``acquired`` (its
+        hold starts now, with fencing ``token``), not, or raising ``exc``. Records its
+        wait and outcome and ends its span. An acquire interrupted by a ``BaseException``
+        that is no ``Exception`` (a cancelled task, Ctrl-C) has no outcome: only its span
+        records it."""
+        started, traced = acquiring
         if exc is None:
-            outcome: str | None = "timeout" if token is None else "acquired"
+            outcome: str | None = "acquired" if acquired else "timeout"
         else:
             outcome = "error" if isinstance(exc, Exception) else None
         if outcome is not None and _metering_on:
@@ -111,7 +118,7 @@ class _Timed:
             self._instruments.wait.record(now - started, series.outcomes[outcome])
             with series.mutex:
                 series.counts[outcome] += 1
-            if token is not None:
+            if acquired:
                 self._held_since.append(now)
         if traced is not None:
             scope, span = traced
@@ -124,15 +131,38 @@ class _Timed:
             else:
                 scope.__exit__(type(exc), exc, exc.__traceback__)
 
+    def hold_ended(self, lost: bool) -> None:
+        """The current hold ended: released (or freed by the coordinator's stop), or
+        ``lost``. Recorded once, however often told."""
+        if self._end_hold() and lost:
+            self._count_loss()
 
-class MeteredHandle(_Timed, LockHandle):
+    def _end_hold(self) -> bool:
+        """Record the current hold's end, if one is being timed; whether it was."""
+        if not self._held_since:
+            return False
+        try:
+            since = self._held_since.pop()
+        except IndexError:  # a release and a loss raced: the other one recorded it
+            return False
+        self._instruments.hold.record(time.monotonic() - since, self._series.lock)
+        return True
+
+    def _count_loss(self) -> None:
+        if _metering_on:
+            with self._series.mutex:
+                self._series.counts["lost"] += 1
+
+
+class MeteredHandle(LockMeter, LockHandle):
     """A backend's blocking lock handle, timed: wait, hold, outcome, loss."""
 
-    __slots__ = ("_handle",)
+    __slots__ = ("_handle", "_on_lost")
 
     def __init__(self, make_handle: Callable[[LossCallback], LockHandle], on_lost: LossCallback,
                  instruments: Instruments, series: Series) -> None:
-        super().__init__(instruments, series, on_lost)
+        super().__init__(instruments, series)
+        self._on_lost = on_lost
         self._handle = make_handle(self._lost)
 
     def acquire(self, deadline: Deadline) -> int | None:
@@ -142,13 +172,13 @@ class MeteredHandle(_Timed, LockHandle):
             _recheck(started, self._instruments)
         if not (_metering_on or _tracing_on):
             return self._handle.acquire(deadline)
-        traced = self._trace() if _tracing_on else None
+        acquiring = self.begin(started)
         try:
             token = self._handle.acquire(deadline)
         except BaseException as exc:
-            self._done(started, traced, None, exc)
+            self.done(acquiring, False, exc=exc)
             raise
-        self._done(started, traced, token)
+        self.done(acquiring, token is not None, token)
         return token
 
     def release(self) -> None:
@@ -156,40 +186,9 @@ class MeteredHandle(_Timed, LockHandle):
             self._end_hold()
         self._handle.release()
 
-
-class AsyncMeteredHandle(_Timed, AsyncLockHandle):
-    """A backend's asyncio lock handle, timed as :class:`MeteredHandle` is; an abandoned
-    hold ends as a released one does."""
-
-    __slots__ = ("_handle",)
-
-    def __init__(self, make_handle: Callable[[LossCallback], AsyncLockHandle],
-                 on_lost: LossCallback, instruments: Instruments, series: Series) -> None:
-        super().__init__(instruments, series, on_lost)
-        self._handle = make_handle(self._lost)
-
-    async def acquire(self, deadline: Deadline) -> int | None:
-        # As MeteredHandle.acquire, awaited (kept flat, not shared through a call).
-        started = time.monotonic()
-        if started >= _recheck_at:
-            _recheck(started, self._instruments)
-        if not (_metering_on or _tracing_on):
-            return await self._handle.acquire(deadline)
-        traced = self._trace() if _tracing_on else None
-        try:
-            token = await self._handle.acquire(deadline)
-        except BaseException as exc:
-            self._done(started, traced, None, exc)
-            raise
-        self._done(started, traced, token)
-        return token
-
-    async def release(self) -> None:
-        if self._held_since:
-            self._end_hold()
-        await self._handle.release()
-
-    def abandon(self) -> None:
-        if self._held_since:
-            self._end_hold()
-        self._handle.abandon()
+    def _lost(self, reason: str) -> None:
+        """The backend's loss callback: the hold ends, lost (a loss reported while
+        acquiring counts too)."""
+        self._end_hold()
+        self._count_loss()
+        self._on_lost(reason)

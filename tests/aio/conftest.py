@@ -18,13 +18,19 @@ def url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(params=["file", "memory", "memory-threads"])
 def local_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The URL of each backend without a server (for the tests of the queue of waiters).
+    """The URL of each backend without a server (for the tests of the queue of waiters)."""
+    return backend_url(request, str(request.param), monkeypatch)
+
+
+def backend_url(request: pytest.FixtureRequest, name: str,
+                monkeypatch: pytest.MonkeyPatch) -> str:
+    """The URL of backend ``name`` for the test ``request``ing it.
 
     ``memory-threads`` is ``memory://`` without its native asyncio support, so that
     these tests also cover the thread path that the server backends without one take.
     """
-    backend = request.param.removesuffix("-threads")
-    if request.param.endswith("-threads"):
+    backend = name.removesuffix("-threads")
+    if name.endswith("-threads"):
         threads_only = dataclasses.replace(MemoryBackend.capabilities, native_async=False)
         monkeypatch.setattr(MemoryBackend, "capabilities", threads_only)
     return str(request.getfixturevalue(f"{backend}_url"))

@@ -14,6 +14,7 @@ from conch.lock import Blocking
 
 if TYPE_CHECKING:
     from conch.aio.queue import NameQueue
+    from conch.hold_state import Membership
 
 T = TypeVar("T")
 
@@ -36,6 +37,9 @@ class QueuedLock(Protocol):
     def token(self) -> int | None: ...
 
     def add_loss_listener(self, listener: Callable[[], None]) -> None: ...
+
+    @property
+    def _membership(self) -> Membership | None: ...
 
 
 L = TypeVar("L", bound=QueuedLock)
@@ -81,3 +85,10 @@ class Hold(Generic[L]):
         self.queue = queue
         self.lock = lock
         self.owner = owner
+
+    @property
+    def ended_by_stop(self) -> bool:
+        """Whether the coordinator was stopped: a hold that ends now is freed by that
+        stop, not lost (for its metrics)."""
+        membership = self.lock._membership
+        return membership is not None and membership.stopped

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+from conch import metrics
 from conch.aio.lock import AsyncLock
 from conch.aio.native import TaskCalls
 from conch.aio.queue import NameQueue
@@ -142,7 +143,10 @@ class AsyncCoordinator:
         key = lock_key(name)
         if not self.is_started:
             raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
-        return AsyncLock(name, lambda: self._queue(name, key, metric_label))
+        scheme = self.coordinator._url.scheme
+        meter = (lambda: metrics.lock_meter(scheme, name, metric_label)) if metrics.ENABLED \
+            else None
+        return AsyncLock(name, lambda: self._queue(name, key), meter)
 
     get_lock = lock
 
@@ -209,7 +213,7 @@ class AsyncCoordinator:
     ) -> None:
         await self.stop()
 
-    def _queue(self, name: LockName, key: bytes, metric_label: str | None) -> NameQueue[Any]:
+    def _queue(self, name: LockName, key: bytes) -> NameQueue[Any]:
         """The queue of lock ``key`` on the running loop (made on first use): natively
         async on a ``native_async`` backend, else through conch's threads."""
         loop = asyncio.get_running_loop()
@@ -224,10 +228,10 @@ class AsyncCoordinator:
                 raise NotStarted(f"{self!r} is not started")
             sync = self.coordinator
             if self.capabilities.native_async:
-                queue = NameQueue(loop, lambda: sync._native_lock(name, metric_label),
+                queue = NameQueue(loop, lambda: sync._native_lock(name),
                                   TaskCalls(loop), lambda idle: self._forget(where, idle))
             else:
-                queue = NameQueue(loop, lambda: sync.lock(name, metric_label),
+                queue = NameQueue(loop, lambda: sync._lock(name, metered=False),
                                   ThreadCalls(loop), lambda idle: self._forget(where, idle))
             self._queues[where] = queue
             return queue

@@ -20,22 +20,29 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from conch import metrics
 from conch.aio.calls import Hold
 from conch.aio.queue import NameQueue
 from conch.backends.base import Deadline
 from conch.errors import LockAcquireFailed, LockLost, LockNotHeld
 from conch.lock import Blocking, LockName, wait_budget
+from conch.metrics_handles import Acquiring, LockMeter
 
 
 class AsyncLock:
     """A named lock of an :class:`~conch.aio.AsyncCoordinator`; make it with
     ``coordinator.lock(name)``."""
 
-    def __init__(self, name: LockName, queue: Callable[[], NameQueue[Any]]) -> None:
+    def __init__(self, name: LockName, queue: Callable[[], NameQueue[Any]],
+                 meter: Callable[[], LockMeter] | None) -> None:
         self.name = name
         self.lost = asyncio.Event()
         """Set when a hold is lost before :meth:`release`; cleared by the next acquire."""
         self._queue = queue
+        # Its metrics (None: opentelemetry-api is not installed), made by the first acquire
+        # measured: a lock object is often made for one acquire, with no SDK configured.
+        self._new_meter = meter
+        self._meter: LockMeter | None = None
         self._hold: Hold[Any] | None = None
         self._cancel_on_loss: asyncio.Task[object] | None = None
         self._cancelled_on_loss = False
@@ -62,8 +69,17 @@ class AsyncLock:
         :class:`conch.NotStarted` when the coordinator is (or gets) stopped. A hold
         lost before this returns is still reported: ``True``, with :attr:`lost` set.
         """
-        deadline = Deadline(wait_budget(blocking))
-        hold = await self._queue().acquire(self, deadline)
+        budget = wait_budget(blocking)
+        queue = self._queue()
+        timed = self._time_acquire()  # before the deadline starts: a timeout's wait >= budget
+        try:
+            hold = await queue.acquire(self, Deadline(budget))
+        except BaseException as exc:
+            if timed is not None:
+                timed[0].done(timed[1], False, exc=exc)
+            raise
+        if timed is not None:
+            timed[0].done(timed[1], hold is not None, None if hold is None else hold.lock.token)
         if hold is None:
             return False
         self._hold = hold
@@ -71,6 +87,7 @@ class AsyncLock:
             self.lost.clear()
         else:
             self.lost.set()
+            self._end_hold(hold)
         return True
 
     async def release(self) -> None:
@@ -81,6 +98,7 @@ class AsyncLock:
         if hold is None:
             raise LockNotHeld(f"lock {self.name!r} is not held by this object")
         self._cancel_on_loss = None
+        self._end_hold(hold)
         try:
             await hold.queue.release(hold)
         except LockLost:  # the backend found the hold gone only now
@@ -112,7 +130,24 @@ class AsyncLock:
         """The queue reports that the backend lost ``hold`` (on the loop)."""
         if hold is self._hold:
             self.lost.set()
+            self._end_hold(hold)
             self._cancel_holder()
+
+    def _time_acquire(self) -> tuple[LockMeter, Acquiring] | None:
+        """An acquire starts: its meter and timing, if it is to be measured."""
+        if self._new_meter is None:
+            return None
+        started = metrics.time_now()
+        if started is None:
+            return None
+        if self._meter is None:
+            self._meter = self._new_meter()
+        return self._meter, self._meter.begin(started)
+
+    def _end_hold(self, hold: Hold[Any]) -> None:
+        """``hold`` ends: released, or lost (unless the coordinator's stop freed it)."""
+        if self._meter is not None:
+            self._meter.hold_ended(lost=not hold.lock.held and not hold.ended_by_stop)
 
     def _cancel_holder(self) -> None:
         task, self._cancel_on_loss = self._cancel_on_loss, None
