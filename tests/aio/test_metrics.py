@@ -14,6 +14,7 @@ import pytest
 import conch
 import conch.aio
 from tests.aio.conftest import backend_url
+from tests.conftest import BACKENDS
 from tests.metrics_sdk import SPANS, Points, acquire_spans, configure, outcome
 
 
@@ -22,9 +23,10 @@ def sdk() -> None:
     configure()
 
 
-@pytest.fixture(params=["memory", "memory-threads", "file", "redis"])
+@pytest.fixture(params=[*BACKENDS, "memory-threads"])
 def url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both paths of conch.aio: natively async (memory, file, redis) and on threads."""
+    """Every backend, on its path of conch.aio (natively async or on threads), and
+    memory:// on both."""
     return backend_url(request, str(request.param), monkeypatch)
 
 
