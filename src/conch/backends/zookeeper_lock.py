@@ -33,6 +33,9 @@ from conch.introspection import HolderStamp
 CHILD = re.compile(r"^([0-9a-f]{32}_)(-?[0-9]+)$")
 """A queue place's name: its unique prefix, then the sequence number ZooKeeper appended."""
 
+_GIVE_UP = object()  # what a wait's request got: no answer, and the deadline passed
+_LOOK_AGAIN = object()  # ... or the connection dropped first
+
 
 def sequence_distance(sequence: int, mine: int) -> int:
     """How far ``sequence`` is from ``mine`` in creation order (negative: created before).
@@ -155,21 +158,17 @@ class ZooKeeperLock(LockHandle):
             try:
                 request = (self._client.get_children_async(self._parent)
                            if pipelined is None else pipelined)
-                children = self._session.answer(request, "list the lock queue", within)
-            except NoAnswer:
-                if deadline.expired():
-                    return False
-                raise
-            except ConnectionDropped:
-                if deadline.expired():
-                    raise
-                continue  # our znode may live on in the session: look again once back
+                children = self._answer(request, "list the lock queue", deadline, within)
             except NoNodeError:
                 if pipelined is None:  # the name's znode is never deleted while it has children
                     raise SessionExpired(
                         f"the ZooKeeper session at {self._session.hosts} expired while waiting"
                     ) from None
                 continue  # listed before kazoo created the name's znode for our create
+            if children is _GIVE_UP:
+                return False
+            if children is _LOOK_AGAIN:
+                continue
             if name not in children:
                 if pipelined is not None:  # as above, with the znode made by someone else
                     continue
@@ -191,22 +190,32 @@ class ZooKeeperLock(LockHandle):
             within = deadline.remaining()
             predecessor = max(before)[1]
             self._predecessor_gone.clear()  # before the watch: a deletion in between wakes us
-            try:
-                exists = self._session.answer(
-                    self._client.exists_async(f"{self._parent}/{predecessor}", watch=self._wake),
-                    "watch the lock holder", within,
-                )
-            except NoAnswer:
-                if deadline.expired():
-                    return False
-                raise
-            except ConnectionDropped:
-                if deadline.expired():
-                    raise
+            exists = self._answer(
+                self._client.exists_async(f"{self._parent}/{predecessor}", watch=self._wake),
+                "watch the lock holder", deadline, within,
+            )
+            if exists is _GIVE_UP:
+                return False
+            if exists is _LOOK_AGAIN:
                 continue
             if exists is not None and not self._predecessor_gone.wait(deadline.remaining()):
                 return False
             within = deadline.remaining()
+
+    def _answer(self, request: Any, doing: str, deadline: Deadline, within: float | None) -> Any:
+        """The answer to a request of a wait; :data:`_GIVE_UP` when none came by the
+        deadline, :data:`_LOOK_AGAIN` when the connection dropped before it (our znode
+        may live on in the session: look at the queue again once reconnected)."""
+        try:
+            return self._session.answer(request, doing, within)
+        except NoAnswer:
+            if deadline.expired():
+                return _GIVE_UP
+            raise
+        except ConnectionDropped:
+            if deadline.expired():
+                raise
+            return _LOOK_AGAIN
 
     def _wake(self, event: Any) -> None:
         self._predecessor_gone.set()
