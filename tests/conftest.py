@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 import conch
+import conch.metrics
 
 SERVERS_DIR = pathlib.Path(__file__).parent / "servers"
 
@@ -20,6 +21,13 @@ SERVER_BACKENDS = sorted(
 )
 BACKENDS = ["file", "memory", *SERVER_BACKENDS]
 pytest_plugins = [f"tests.servers.{name}" for name in SERVER_BACKENDS]
+
+
+@pytest.fixture
+def fresh_metric_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's lock labels count afresh against ``conch.metrics.MAX_LABELS``: past it a
+    process reports ``other``, and the tests of a run share one process."""
+    monkeypatch.setattr(conch.metrics, "_labels", set())
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ from tests.metrics_sdk import (
     outcome,
 )
 
+pytestmark = pytest.mark.usefixtures("fresh_metric_labels")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def sdk() -> None:

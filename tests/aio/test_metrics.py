@@ -17,6 +17,8 @@ from tests.aio.conftest import backend_url
 from tests.conftest import BACKENDS
 from tests.metrics_sdk import SPANS, Points, acquire_spans, configure, outcome
 
+pytestmark = pytest.mark.usefixtures("fresh_metric_labels")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def sdk() -> None:
