@@ -21,6 +21,7 @@ import conch.aio
 from conch.backends.base import Deadline
 from conch.backends.postgresql import PostgreSQLBackend
 from conch.backends.postgresql_protocol import advisory_key
+from tests.backends.async_cycle import uncontended_async_cycle
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY
 from tests.servers.postgresql import PostgreSQLServer
@@ -276,19 +277,6 @@ def test_a_terminated_holder_session_is_reported_lost(
 
 
 def test_the_uncontended_cycle_is_cheap(server: PostgreSQLServer, lock_name: str) -> None:
-    cycles = 2000
-
-    async def main() -> float:
-        async with await conch.aio.connect(server.url) as coordinator:
-            lock = coordinator.lock(lock_name)
-            async with lock:
-                pass
-            started = time.perf_counter()
-            for _ in range(cycles):
-                async with lock:
-                    pass
-            return (time.perf_counter() - started) / cycles
-
-    each = asyncio.run(main())
+    each = uncontended_async_cycle(server.url, lock_name)
     print(f"uncontended async with lock: pass: {each * 1e6:.0f} µs")
     assert each < 0.005

@@ -25,6 +25,7 @@ import conch
 import conch.aio
 from conch.backends.redis_steps import lock_keys
 from tests.backends import test_redis
+from tests.backends.async_cycle import uncontended_async_cycle
 from tests.backends.test_redis_sentinel import SentinelGroup
 from tests.contract import workers
 from tests.servers.redis import RedisProcess, start_redis
@@ -437,20 +438,6 @@ def test_async_locks_follow_the_master_through_sentinel_with_wait_replicas(
 
 
 def test_uncontended_async_cycle_time(own_redis: RedisProcess, lock_name: str) -> None:
-    cycles = 2000
-
-    async def main() -> float:
-        async with await conch.aio.connect(f"{own_redis.url}/0") as coordinator:
-            lock = coordinator.lock(lock_name)
-            for _ in range(100):
-                async with lock:
-                    pass
-            started = time.perf_counter()
-            for _ in range(cycles):
-                async with lock:
-                    pass
-            return (time.perf_counter() - started) / cycles
-
-    cycle = asyncio.run(main())
+    cycle = uncontended_async_cycle(f"{own_redis.url}/0", lock_name)
     print(f"\nuncontended `async with lock: pass`: {cycle * 1e6:.0f} µs")
     assert cycle < 0.01
