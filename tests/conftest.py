@@ -11,6 +11,7 @@ import pytest
 
 import conch
 import conch.metrics
+from tests.tls import PKI, make_pki
 
 SERVERS_DIR = pathlib.Path(__file__).parent / "servers"
 
@@ -28,6 +29,12 @@ def fresh_metric_labels(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test's lock labels count afresh against ``conch.metrics.MAX_LABELS``: past it a
     process reports ``other``, and the tests of a run share one process."""
     monkeypatch.setattr(conch.metrics, "_labels", set())
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    """One throwaway CA with server, client and stranger certificates for the whole run."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -196,7 +196,7 @@ def _make_pool(url: BackendURL, options: RedisOptions) -> tuple[
         if settings.tls:
             connection["connection_class"] = redis.asyncio.SSLConnection
         return redis.asyncio.ConnectionPool(host=host, port=port, **connection), None
-    sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = redis.asyncio.sentinel.Sentinel(
         settings.hosts,
         sentinel_kwargs={**settings.sentinel, "retry": Retry(redis.backoff.NoBackoff(), 0)},
     )

@@ -222,7 +222,7 @@ def _make_pool(url: BackendURL, options: RedisOptions) -> redis.ConnectionPool:
         if settings.tls:
             connection["connection_class"] = redis.SSLConnection
         return redis.ConnectionPool(host=host, port=port, **connection)
-    manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    manager = redis.sentinel.Sentinel(
         settings.hosts,
         sentinel_kwargs={**settings.sentinel, "retry": Retry(redis.backoff.NoBackoff(), 0)},
     )
