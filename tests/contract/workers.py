@@ -97,10 +97,10 @@ def contend_in_threads(
     return sum(counts)
 
 
-def spawn(url: str, *argv: str) -> subprocess.Popen[str]:
-    """Start ``python -m tests.contract.workers argv...`` on ``url``."""
+def spawn(url: str, *argv: str, module: str = "tests.contract.workers") -> subprocess.Popen[str]:
+    """Start ``python -m <module> argv...`` (these workers by default) on ``url``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.contract.workers", *argv],
+        [sys.executable, "-m", module, *argv],
         cwd=REPOSITORY,
         env={**os.environ, "CONCH_URL": url},
         stdin=subprocess.PIPE,

@@ -1,0 +1,20 @@
+"""Fixtures of the eventlet suite: every backend's URL, with short leases and sessions."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import BACKENDS
+
+ZOOKEEPER_SESSION = 4
+"""zookeeper://'s session timeout here (the server's minimum, two ticks): a killed holder's
+znode goes within it, and a renewed session must outlive it."""
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest) -> str:
+    """Each backend's URL in turn (through the sync API: the one eventlet services use)."""
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    if request.param == "zookeeper":
+        url += f"{'&' if '?' in url else '?'}timeout={ZOOKEEPER_SESSION}"
+    return url

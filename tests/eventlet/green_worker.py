@@ -1,0 +1,140 @@
+"""A process that runs conch under eventlet, as Cinder, Manila and Tacker run it.
+
+Run as ``python -m tests.eventlet.green_worker COMMAND`` from the repository root, with the
+backend URL in ``CONCH_URL``: it calls ``eventlet.monkey_patch()`` before importing
+anything else. A green :class:`~tests.eventlet.ticker.Ticker` runs throughout; every wait
+reports the longest gap between its ticks.
+
+``serve``
+    Answer commands read from stdin, one a line (times are ``time.monotonic()``, one
+    clock for every process of the host)::
+
+        hold NAME            -> held TOKEN        a second coordinator takes NAME and keeps it
+        let-go               -> let-go AT         ... and releases it
+        try NAME             -> tried RESULT GAP  acquire(blocking=False)
+        acquire NAME BLOCKING -> waiting, later: acquired RESULT AT ELAPSED GAP TOKEN
+                                BLOCKING is "forever" or seconds; the wait runs in a green
+                                thread while commands go on being read
+        release              -> released
+        contend NAME HISTORY COUNTER THREADS SECONDS -> done SECTIONS
+                                tests.contract.workers.contend_in_threads on green threads,
+                                spread over two coordinators
+
+``features``
+    Run the checks of :mod:`tests.eventlet.features`, printing ``ok STEP`` after each.
+"""
+
+# ruff: noqa: E402 - monkey-patching must come before every other import, as in the services
+from __future__ import annotations
+
+import eventlet
+
+eventlet.monkey_patch()
+
+import os
+import pathlib
+import select
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+import conch
+from tests.contract.workers import contend_in_threads
+from tests.eventlet.ticker import Ticker
+
+
+def lines(stream: TextIO) -> Iterator[str]:
+    """The lines arriving on ``stream``, read without blocking the hub (a plain
+    ``readline()`` would stop every green thread until a line comes)."""
+    buffered = b""
+    while True:
+        while b"\n" not in buffered:
+            # The green select, which lets other green threads run meanwhile. Given the
+            # stream, not its number: eventlet 0.41 never watches a descriptor given as 0.
+            select.select([stream], [], [])
+            chunk = os.read(stream.fileno(), 4096)
+            if not chunk:
+                return
+            buffered += chunk
+        line, _, buffered = buffered.partition(b"\n")
+        yield line.decode()
+
+
+def say(*words: object) -> None:
+    """One answer line."""
+    print(*words, flush=True)
+
+
+class Server:
+    """The state behind the ``serve`` commands: a holding and a waiting coordinator."""
+
+    def __init__(self) -> None:
+        self.ticker = Ticker()
+        self.holding = conch.connect()
+        self.waiting = conch.connect()
+        self.held: conch.Lock | None = None
+        self.acquired: conch.Lock | None = None
+
+    def hold(self, name: str) -> None:
+        self.held = self.holding.lock(name)
+        assert self.held.acquire()
+        say("held", self.held.token)
+
+    def let_go(self) -> None:
+        assert self.held is not None
+        self.held.release()
+        say("let-go", time.monotonic())
+
+    def try_(self, name: str) -> None:
+        self.ticker.reset()
+        result = self.waiting.lock(name).acquire(blocking=False)
+        say("tried", result, self.ticker.longest_gap)
+
+    def acquire(self, name: str, blocking: str) -> None:
+        lock = self.waiting.lock(name)
+        say("waiting")
+
+        def wait() -> None:
+            self.ticker.reset()
+            started = time.monotonic()
+            result = lock.acquire(True if blocking == "forever" else float(blocking))
+            returned = time.monotonic()
+            gap = self.ticker.longest_gap
+            if result:
+                self.acquired = lock
+            say("acquired", result, returned, returned - started, gap, lock.token)
+
+        threading.Thread(target=wait).start()
+
+    def release(self) -> None:
+        assert self.acquired is not None
+        self.acquired.release()
+        say("released")
+
+    def contend(self, name: str, history: str, counter: str, threads: str,
+                seconds: str) -> None:
+        sections = contend_in_threads(
+            [self.holding, self.waiting], name, pathlib.Path(history),
+            pathlib.Path(counter), int(threads), float(seconds))
+        say("done", sections)
+
+    def serve(self) -> None:
+        commands = {"hold": self.hold, "let-go": self.let_go, "try": self.try_,
+                    "acquire": self.acquire, "release": self.release, "contend": self.contend}
+        say("ready")
+        for line in lines(sys.stdin):
+            command, *arguments = line.split()
+            commands[command](*arguments)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["serve"]:
+        Server().serve()
+    elif sys.argv[1:] == ["features"]:
+        from tests.eventlet.features import run_all
+
+        run_all(say)
+    else:
+        sys.exit(f"unknown command {sys.argv[1:]}; see the module docstring")
