@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 import socket
 import threading
 import time
@@ -35,6 +34,7 @@ from conch.backends.postgresql_wire import (
     disown,
     idle_alive,
 )
+from conch.backends.socket_wait import SocketWait
 
 
 class AsyncSession(SessionSteps):
@@ -48,8 +48,7 @@ class AsyncSession(SessionSteps):
         """The pool it belongs to."""
         self.busy = False  # a statement is in flight (its socket is on the loop)
         self.waiting = False  # ... and it is the lock wait
-        self._readable = select.poll()
-        self._readable.register(pg.socket, select.POLLIN)
+        self._readable = SocketWait(pg.socket)
         self._canceller = pg.get_cancel()  # usable from any thread, even once pg is closed
         # A descriptor of our own for the socket: shutdown() from another thread never
         # reaches a reused descriptor number, whatever libpq closed meanwhile.

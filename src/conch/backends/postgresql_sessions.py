@@ -4,7 +4,8 @@ A :class:`Session` is one libpq connection, driven through psycopg's documented
 ``psycopg.pq`` binding rather than ``psycopg.Connection``: conch runs a few fixed
 statements with one ``bigint`` parameter, so it needs no adaptation layer, and
 driving the socket itself lets every round-trip, the connection's handshake
-included, wait in ``poll`` (without the GIL) under a client-side deadline:
+included, wait in ``poll`` (without the GIL; under eventlet, in its green ``select``:
+:mod:`conch.backends.socket_wait`) under a client-side deadline:
 ``psycopg.Connection.execute`` has none, so a frozen or partitioned server would
 hang a release or a heartbeat forever. The statements themselves, and what each
 answer means, are :mod:`conch.backends.postgresql_protocol`'s steps, shared with the
@@ -15,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import select
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 from psycopg import pq
@@ -34,6 +33,7 @@ from conch.backends.postgresql_wire import (
     disown,
     idle_alive,
 )
+from conch.backends.socket_wait import SocketWait
 
 
 class Session(SessionSteps):
@@ -46,8 +46,7 @@ class Session(SessionSteps):
         # for the whole handshake (up to connect_timeout), stopping every thread.
         super().__init__(_drive(connecting(conninfo, io_timeout)), io_timeout)
         self._mutex = threading.Lock()
-        self._poll = select.poll()
-        self._poll.register(self.pg.socket, select.POLLIN)
+        self._readable = SocketWait(self.pg.socket)
         self._waiting = False
         self._cancelled = False
 
@@ -100,7 +99,7 @@ class Session(SessionSteps):
         if not self._mutex.acquire(blocking=False):
             return self.pg.status == pq.ConnStatus.OK
         try:
-            return idle_alive(self.pg, self._poll)
+            return idle_alive(self.pg, self._readable)
         finally:
             self._mutex.release()
 
@@ -122,31 +121,25 @@ class Session(SessionSteps):
 
     def _drive(self, steps: Steps[T]) -> T:
         with self._mutex:
-            return _drive(steps, self._poll)
+            return _drive(steps, self._readable)
 
 
-def _drive(steps: Steps[T], readable: select.poll | None = None) -> T:
-    """Run ``steps``, each wait a ``poll`` (which releases the GIL, unlike libpq's
-    blocking calls); ``readable``: a poll object for the session's socket, for reading."""
+def _drive(steps: Steps[T], readable: SocketWait | None = None) -> T:
+    """Run ``steps``, each wait a :class:`SocketWait` (which releases the GIL, or yields to
+    eventlet's hub, unlike libpq's blocking calls); ``readable``: the one for reading the
+    session's socket."""
     try:
         wait = next(steps)
         while True:
-            poller = readable
-            if poller is None or wait.writing:
-                poller = select.poll()
-                poller.register(wait.fd, select.POLLOUT if wait.writing else select.POLLIN)
-            wait = steps.send(None) if poller.poll(_millis_until(wait.end)) \
-                else steps.throw(Expired())
+            waiting = readable
+            if waiting is None or wait.writing:
+                waiting = SocketWait(wait.fd, wait.writing)
+            wait = steps.send(None) if waiting.until(wait.end) else steps.throw(Expired())
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     except BaseException:
         steps.close()  # interrupted mid-statement: the steps close the connection
         raise
-
-
-def _millis_until(end: float | None) -> int:
-    """``poll``'s timeout until ``end`` (monotonic; ``None``: -1, forever)."""
-    return -1 if end is None else max(0, math.ceil((end - time.monotonic()) * 1000))
 
 
 class SessionPool:

@@ -5,7 +5,7 @@ and how a forked child lets go of its parent's connections.
 Steps are generators (psycopg's own sans-I/O design): each yields a :class:`Wait` (this
 socket must become readable, or writable, before ``end``) and goes on when sent
 ``None``. The driver waits as it can: :class:`~conch.backends.postgresql_sessions.Session`
-in ``poll`` on the caller's thread,
+on the caller's thread (:mod:`conch.backends.socket_wait`),
 :class:`~conch.backends.postgresql_async_session.AsyncSession` on the event loop. A driver
 whose ``end`` passes throws :class:`Expired` into the steps, which close the connection:
 the protocol is out of step once a request goes unanswered. The statements conch sends
@@ -20,12 +20,13 @@ statement; the session still works).
 from __future__ import annotations
 
 import os
-import select
 import time
 from collections.abc import Callable, Generator
 from typing import NamedTuple, TypeVar
 
 from psycopg import pq
+
+from conch.backends.socket_wait import SocketWait
 
 T = TypeVar("T")
 
@@ -119,12 +120,12 @@ def exchange(pg: pq.abc.PGconn, send: Callable[[], None], timeout: float | None,
     raise StatementFailed(sqlstate.decode(), message.decode(errors="replace"))
 
 
-def idle_alive(pg: pq.abc.PGconn, readable: select.poll) -> bool:
+def idle_alive(pg: pq.abc.PGconn, readable: SocketWait) -> bool:
     """False once an idle connection is known to be gone (checked without a round-trip;
-    ``readable`` polls its socket for input)."""
+    ``readable`` waits for input on its socket)."""
     if pg.status != pq.ConnStatus.OK:
         return False
-    if readable.poll(0):
+    if readable.ready():
         try:  # an idle session that is readable was sent an error or EOF
             pg.consume_input()
         except Exception:

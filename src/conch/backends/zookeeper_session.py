@@ -47,6 +47,7 @@ from kazoo.security import (  # type: ignore[import-untyped]
 from conch.backends.base import LossCallback
 from conch.backends.session import Holds
 from conch.errors import BackendUnavailable
+from conch.green import eventlet_patched
 from conch.url import RedactingLogger
 
 log = logging.getLogger("conch")
@@ -55,6 +56,23 @@ log = logging.getLogger("conch")
 # lives; its default back-off grows to an hour between attempts, far past any
 # session timeout, so cap it.
 _RECONNECT = {"max_tries": -1, "delay": 0.05, "backoff": 2, "max_delay": 1.0}
+
+
+def _handler_and_retry() -> dict[str, Any]:
+    """The KazooClient arguments for its handler and reconnection policy.
+
+    Under eventlet, kazoo's own eventlet handler: with its default threading handler
+    (green threads, green ``select``) a client's connection dropped ("socket time-out
+    during read" or "write") as soon as a second client ran in the process. kazoo
+    wants the retry policy to sleep as the handler does.
+    """
+    if not eventlet_patched():
+        return {"connection_retry": dict(_RECONNECT)}
+    from kazoo.handlers.eventlet import SequentialEventletHandler  # type: ignore[import-untyped]
+
+    handler = SequentialEventletHandler()
+    return {"handler": handler,
+            "connection_retry": {**_RECONNECT, "sleep_func": handler.sleep_func}}
 
 
 class NoAnswer(BackendUnavailable):
@@ -94,9 +112,10 @@ class ZooKeeperSession:
                     "default_acl": [make_digest_acl(user, password, all=True)]}
             secrets = (password, make_digest_acl_credential(user, password))
         self.client = KazooClient(
-            hosts=hosts, timeout=session_timeout, connection_retry=dict(_RECONNECT),
+            hosts=hosts, timeout=session_timeout,
             # kazoo logs its auth packet, password included, at DEBUG.
-            logger=RedactingLogger(logging.getLogger("kazoo.client"), secrets), **auth
+            logger=RedactingLogger(logging.getLogger("kazoo.client"), secrets),
+            **_handler_and_retry(), **auth
         )
         self._mutex = threading.Lock()  # orders state changes against new holds
         self._connected = False
