@@ -10,8 +10,11 @@ steps are safe to repeat.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import socket
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,6 +132,9 @@ class RedisClient:
         self._url = url
         self.options = options
         self._pool = _make_pool(url, options)
+        self._closed = False
+        self._busy: set[Any] = set()  # the connections of the round-trips in progress
+        self._busy_mutex = threading.Lock()
 
     def roundtrip(self, commands: Sequence[Command], timeout: float | None = None) -> list[object]:
         """Send ``commands`` in one write and return their replies, in order.
@@ -140,6 +146,8 @@ class RedisClient:
         read_timeout = self.options.socket_timeout if timeout is None else timeout
         # redis-py's Connection is only partly annotated.
         connection: Any = self._pool.get_connection()
+        with self._busy_mutex:
+            self._busy.add(connection)
         try:
             connection.send_packed_command(connection.pack_commands(commands))
             replies: list[object] = []
@@ -153,6 +161,10 @@ class RedisClient:
             connection.disconnect()
             raise
         finally:
+            with self._busy_mutex:
+                self._busy.discard(connection)
+            if self._closed:
+                connection.disconnect()
             self._pool.release(connection)
         return replies
 
@@ -172,8 +184,19 @@ class RedisClient:
                 raise reply
 
     def close(self) -> None:
-        """Close every connection."""
-        self._pool.disconnect()
+        """Close every connection. A round-trip in progress (a waiter's ``BLPOP``) fails at
+        once: its socket is shut down here, and closed by the round-trip itself. Closed here,
+        under eventlet it would not wake its reader: eventlet's hub forgets a descriptor
+        closed by another green thread, leaving the reader asleep until its timeout."""
+        self._closed = True
+        with self._busy_mutex:
+            busy = list(self._busy)
+        for connection in busy:
+            sock = getattr(connection, "_sock", None)  # redis-py has no public shutdown
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._pool.disconnect(inuse_connections=False)
 
     def describe(self, exc: BaseException) -> str:
         """``exc`` as a message for users: what failed where, never a credential."""
