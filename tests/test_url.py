@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import pathlib
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -148,15 +153,49 @@ def test_file_url_may_name_localhost(tmp_path: pathlib.Path) -> None:
         assert lock.held
 
 
-def test_scheme_whose_client_library_is_missing_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
+def test_a_missing_client_library_names_the_extra_that_installs_it() -> None:
+    # A fresh process in which no backend's client library can be imported.
+    libraries = sorted({library for library, _ in conch_url._CLIENT_LIBRARIES.values()})
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.modules.update(dict.fromkeys({libraries!r}))  # None: "import" raises
+        import conch
+        said = {{}}
+        for scheme in {sorted(conch_url._CLIENT_LIBRARIES)!r}:
+            try:
+                conch.Coordinator(scheme + "://u:{SECRET}@host/x")
+            except conch.InvalidURL as exc:
+                said[scheme] = str(exc)
+        print(json.dumps(said))
+    """)
+    said = json.loads(subprocess.run([sys.executable, "-c", script], check=True, text=True,
+                                     capture_output=True).stdout)
+    extras = importlib.metadata.metadata("conch").get_all("Provides-Extra") or []
+    assert sorted(said) == sorted(conch_url._CLIENT_LIBRARIES)
+    for scheme, (library, extra) in conch_url._CLIENT_LIBRARIES.items():
+        assert library in said[scheme] and SECRET not in said[scheme]
+        if extra is None:  # a dependency of conch itself
+            assert "reinstall conch" in said[scheme]
+        else:
+            assert extra in extras, f"{scheme}:// names conch[{extra}], which does not exist"
+            assert said[scheme].endswith(f"install conch[{extra}]")
+
+
+@pytest.mark.parametrize(("scheme", "imports", "error"), [
+    ("redis", "import nosuch_dependency", ModuleNotFoundError),  # not redis-py itself
+    ("redis", "from select import nosuch_name", ImportError),  # as under eventlet: no poll
+    ("nosuch", "import nosuch_client_library", ModuleNotFoundError),  # library unknown
+])
+def test_an_import_error_that_is_not_a_missing_client_library_is_raised_as_it_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, scheme: str, imports: str,
+    error: type[ImportError],
 ) -> None:
-    # A backend module whose client library is not installed.
-    (tmp_path / "nosuch_backend.py").write_text("import nosuch_client_library\n")
+    (tmp_path / "failing_backend.py").write_text(imports + "\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(conch_url._BACKENDS, "nosuch", "nosuch_backend:NoSuchBackend")
-    with pytest.raises(conch.InvalidURL, match=r"install conch\[nosuch\]"):
-        conch.Coordinator(f"nosuch://u:{SECRET}@host")
+    monkeypatch.setitem(conch_url._BACKENDS, scheme, "failing_backend:FailingBackend")
+    with pytest.raises(error, match=imports.split()[-1]) as raised:
+        conch.Coordinator(f"{scheme}://u:{SECRET}@host")
+    assert type(raised.value) is error
 
 
 def test_an_import_error_inside_conch_is_not_blamed_on_a_client_library(

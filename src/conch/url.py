@@ -34,6 +34,20 @@ _BACKENDS: dict[str, str] = {
     "memcached": "conch.backends.memcached:MemcachedBackend",
 }
 
+# Scheme → the client library its backend imports (top-level package) and the extra of
+# conch that installs it (None: a dependency of conch itself).
+_CLIENT_LIBRARIES: dict[str, tuple[str, str | None]] = {
+    "file": ("inotify_simple", None),
+    "redis": ("redis", "redis"),
+    "rediss": ("redis", "redis"),
+    "etcd": ("urllib3", "etcd"),
+    "zookeeper": ("kazoo", "zookeeper"),
+    "postgresql": ("psycopg", "postgresql"),
+    "postgres": ("psycopg", "postgresql"),
+    "mysql": ("pymysql", "mysql"),
+    "memcached": ("pymemcache", "memcached"),
+}
+
 _SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 
@@ -170,17 +184,22 @@ def parse_url(url: str) -> BackendURL:
 
 
 def backend_class(url: BackendURL) -> type[Backend]:
-    """The backend class registered for ``url``'s scheme."""
+    """The backend class registered for ``url``'s scheme.
+
+    Raises :class:`InvalidURL` saying what to install when the backend's client library is
+    missing; any other import failure (a missing module of something else, a name a
+    module lacks, as under eventlet's monkey-patching) is re-raised as it is.
+    """
     module_name, _, class_name = _BACKENDS[url.scheme].partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        if exc.name and exc.name.split(".")[0] == "conch":
-            raise  # a bug in conch itself, not a missing client library
-        raise InvalidURL(
-            f"the {url.scheme}:// backend needs a client library that is not installed "
-            f"({exc.name}); install conch[{url.scheme}]"
-        ) from None
+    except ModuleNotFoundError as exc:
+        library, extra = _CLIENT_LIBRARIES.get(url.scheme, ("", None))
+        if not library or (exc.name or "").split(".")[0] != library:
+            raise
+        install = f"install conch[{extra}]" if extra else "reinstall conch (it depends on it)"
+        raise InvalidURL(f"the {url.scheme}:// backend needs the client library {library}, "
+                         f"which is not installed: {install}") from None
     cls: type[Backend] = getattr(module, class_name)
     return cls
 
