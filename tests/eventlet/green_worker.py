@@ -27,7 +27,7 @@ reports the longest gap between its ticks.
 # ruff: noqa: E402 - monkey-patching must come before every other import, as in the services
 from __future__ import annotations
 
-import eventlet
+import eventlet  # type: ignore[import-untyped]
 
 eventlet.monkey_patch()
 
@@ -37,7 +37,7 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 import conch
@@ -121,8 +121,10 @@ class Server:
         say("done", sections)
 
     def serve(self) -> None:
-        commands = {"hold": self.hold, "let-go": self.let_go, "try": self.try_,
-                    "acquire": self.acquire, "release": self.release, "contend": self.contend}
+        commands: dict[str, Callable[..., None]] = {
+            "hold": self.hold, "let-go": self.let_go, "try": self.try_,
+            "acquire": self.acquire, "release": self.release, "contend": self.contend,
+        }
         say("ready")
         for line in lines(sys.stdin):
             command, *arguments = line.split()
