@@ -30,6 +30,7 @@ from conch.backends.postgresql_wire import (
     Steps,
     T,
     Wait,
+    cancelling,
     connecting,
     disown,
     idle_alive,
@@ -137,21 +138,12 @@ class AsyncSession(SessionSteps):
             if psycopg.capabilities.has_cancel_safe():  # libpq 17: non-blocking
                 canceller = self.pg.cancel_conn()
                 canceller.start()
-                return _drive(_cancelling(canceller))
+                return _drive(cancelling(canceller, None))
         except Exception:
             return None
         from conch.aio.threads import pool  # older libpq: a blocking request, on a thread
 
         return asyncio.wrap_future(pool().submit(self._canceller.cancel))
-
-
-def _cancelling(canceller: pq.abc.PGcancelConn) -> Steps[None]:
-    try:
-        while (status := canceller.poll()) not in (pq.PollingStatus.OK,
-                                                   pq.PollingStatus.FAILED):
-            yield Wait(canceller.socket, status == pq.PollingStatus.WRITING, None)
-    finally:
-        canceller.finish()
 
 
 async def _drive(steps: Steps[T]) -> T:

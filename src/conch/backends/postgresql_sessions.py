@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 
+import psycopg
 from psycopg import pq
 
 from conch.backends.base import Deadline
@@ -29,6 +31,7 @@ from conch.backends.postgresql_wire import (
     StatementFailed,
     Steps,
     T,
+    cancelling,
     connecting,
     disown,
     idle_alive,
@@ -91,7 +94,18 @@ class Session(SessionSteps):
         if self._waiting:
             # A failed cancel leaves the wait to end by the pool's close().
             with contextlib.suppress(Exception):
-                self.pg.get_cancel().cancel()
+                self._request_cancel()
+
+    def _request_cancel(self) -> None:
+        """Ask the server to cancel the statement in flight. With libpq 17 the request
+        waits like every round-trip, within ``io_timeout`` (and green under eventlet);
+        older libpq's blocking request holds the thread (and eventlet's hub) until sent."""
+        if not psycopg.capabilities.has_cancel_safe():
+            self.pg.get_cancel().cancel()
+            return
+        canceller = self.pg.cancel_conn()
+        canceller.start()
+        _drive(cancelling(canceller, time.monotonic() + self.io_timeout))
 
     @property
     def alive(self) -> bool:

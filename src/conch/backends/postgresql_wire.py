@@ -120,6 +120,17 @@ def exchange(pg: pq.abc.PGconn, send: Callable[[], None], timeout: float | None,
     raise StatementFailed(sqlstate.decode(), message.decode(errors="replace"))
 
 
+def cancelling(canceller: pq.abc.PGcancelConn, end: float | None) -> Steps[None]:
+    """libpq 17's non-blocking cancel request, already started (``canceller.start()``),
+    until it is sent or ``end`` passes; frees ``canceller`` either way."""
+    try:
+        while (status := canceller.poll()) not in (pq.PollingStatus.OK,
+                                                   pq.PollingStatus.FAILED):
+            yield Wait(canceller.socket, status == pq.PollingStatus.WRITING, end)
+    finally:
+        canceller.finish()
+
+
 def idle_alive(pg: pq.abc.PGconn, readable: SocketWait) -> bool:
     """False once an idle connection is known to be gone (checked without a round-trip;
     ``readable`` waits for input on its socket)."""
