@@ -133,8 +133,9 @@ def tacker_(url: str, ticker: Ticker) -> None:
     service.stop()
 
 
-def stop_while_waiting(url: str, ticker: Ticker) -> None:
-    """``stop()`` ends the green threads waiting on its locks with NotStarted."""
+def stop_while_waiting(url: str, ticker: Ticker) -> str:
+    """``stop()`` ends the green threads waiting on its locks with NotStarted; returns how
+    long after ``stop()`` the interruptible waits ended."""
     name = unique("stop")
     holder = conch.connect(url)
     held = holder.lock(name)
@@ -158,18 +159,21 @@ def stop_while_waiting(url: str, ticker: Ticker) -> None:
     stopped_at = time.monotonic()
     stopping.stop()
     scheme = url.split("://", 1)[0]
+    took_each = []
     for blocking, waiting in waits.items():
         if (scheme, blocking) not in UNINTERRUPTIBLE:
             waiting.join(STOP_BOUND)
             assert blocking in ended, f"blocking={blocking}: still waiting after stop()"
             took = ended[blocking][0] - stopped_at
             assert took < STOP_BOUND, f"blocking={blocking}: ended {took:.2f} s after stop()"
+            took_each.append(f"{blocking}:{took:.3f}s")
     check_gap(ticker, "stop() and the waits it ended")
     held.release()
     for blocking, waiting in waits.items():
         waiting.join(STOP_BOUND)
         assert isinstance(ended[blocking][1], conch.NotStarted), (blocking, ended[blocking])
     holder.stop()
+    return "ended-after-stop " + " ".join(took_each)
 
 
 def loss(url: str, ticker: Ticker) -> None:
@@ -229,8 +233,8 @@ def run_all(say: Callable[..., None]) -> None:
     renewing = threading.Thread(target=renew)
     renewing.start()
     for step in STEPS:
-        step(url, ticker)
-        say("ok", step.__name__.rstrip("_"))
+        note = step(url, ticker)
+        say("ok", step.__name__.rstrip("_"), note or "")
     renewing.join()
     if renewal_error:
         raise renewal_error[0]

@@ -137,6 +137,7 @@ def test_the_services_apis_renewal_loss_and_stop_work_green(url: str) -> None:
         said = worker.finish(timeout=60)
     finally:
         worker.close()
+    print(*said, sep="\n")  # each step, with its notes (pytest -s shows them)
     passed = [line.split()[1] for line in said if line.startswith("ok ")]
     expected = [step.__name__.rstrip("_") for step in STEPS] + ["renewal"]
     assert passed == expected
