@@ -16,6 +16,8 @@ reports the longest gap between its ticks.
                                 BLOCKING is "forever" or seconds; the wait runs in a green
                                 thread while commands go on being read
         release              -> released
+        block SECONDS        -> blocked GAP        a call that blocks the hub (the original
+                                time.sleep), to show that the ticker sees one
         contend NAME HISTORY COUNTER THREADS SECONDS -> done SECTIONS
                                 tests.contract.workers.contend_in_threads on green threads,
                                 spread over two coordinators
@@ -113,6 +115,11 @@ class Server:
         self.acquired.release()
         say("released")
 
+    def block(self, seconds: str) -> None:
+        self.ticker.reset()
+        eventlet.patcher.original("time").sleep(float(seconds))
+        say("blocked", self.ticker.longest_gap)
+
     def contend(self, name: str, history: str, counter: str, threads: str,
                 seconds: str) -> None:
         sections = contend_in_threads(
@@ -124,6 +131,7 @@ class Server:
         commands: dict[str, Callable[..., None]] = {
             "hold": self.hold, "let-go": self.let_go, "try": self.try_,
             "acquire": self.acquire, "release": self.release, "contend": self.contend,
+            "block": self.block,
         }
         say("ready")
         for line in lines(sys.stdin):

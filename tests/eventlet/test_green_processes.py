@@ -52,8 +52,19 @@ def green(url: str) -> Iterator[Callable[[], GreenWorker]]:
 
 
 def assert_ticked(acquired: Acquired, what: str) -> None:
+    print(f"{what}: waited {acquired.elapsed:.3f} s, longest tick gap {acquired.gap:.3f} s")
     assert acquired.gap < LONGEST_GAP, \
         f"{what}: the hub stopped for {acquired.gap:.3f} s (waited {acquired.elapsed:.3f} s)"
+
+
+def test_the_ticker_sees_a_call_that_blocks_the_hub(memory_url: str) -> None:
+    worker = GreenWorker(memory_url)
+    try:
+        worker.expect("ready")
+        gap = float(worker.ask(f"block {2 * LONGEST_GAP}", "blocked")[0])
+    finally:
+        worker.close()
+    assert gap >= 2 * LONGEST_GAP
 
 
 @pytest.mark.timeout(90)
