@@ -62,10 +62,13 @@ def _sentinel_trouble(text: str, tls_problem: str | None) -> str:
     """Why the sentinels gave no master, from the errors redis-py quotes in ``text``."""
     if tls_problem is not None:
         return f": {tls_problem} (sentinels: see sentinel_ssl and the ssl_* options)"
+    # Redis 7 answers a client without credentials "HELLO must be called with the client
+    # already authenticated" (redis-py says HELLO first), older ones NOAUTH.
+    if any(refusal in text for refusal in ("NOAUTH", "Authentication required",
+                                           "already authenticated")):
+        return ": the sentinels require a password: give sentinel_password"
     if "AuthenticationError" in text or "WRONGPASS" in text:
         return ": the sentinels refused sentinel_username / sentinel_password"
-    if "NOAUTH" in text or "Authentication required" in text:
-        return ": the sentinels require a password: give sentinel_password"
     if any(closed in text for closed in _CLOSED):
         return (": the sentinels closed the connection at once: if they speak TLS, "
                 "add sentinel_ssl=true")
