@@ -1,5 +1,6 @@
 """TLS for the server backends: a client context from a URL's files, and TLS failures in words.
 
+:func:`from_url` reads the ``ssl_*`` options that ``mysql://`` and ``memcached://`` share.
 :class:`TLSOptions` is what a URL says about TLS (CA file or directory, client certificate,
 key and its password, ciphers, how to check the server); :meth:`TLSOptions.context` reads the
 files into an :class:`ssl.SSLContext`, raising :class:`TLSFileError` with the option and the
@@ -15,6 +16,9 @@ import dataclasses
 import re
 import ssl
 from collections.abc import Iterator
+
+from conch.errors import InvalidURL
+from conch.url import BackendURL
 
 VERIFY_MODES = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
                 "none": ssl.CERT_NONE}
@@ -34,6 +38,11 @@ _NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LE
 
 
 _QUOTED_SSL_ERROR = re.compile(r"\[SSL: ([A-Z0-9_]+)\][^(]*")
+
+
+URL_OPTIONS = ("ssl", "ssl_ca", "ssl_capath", "ssl_cert", "ssl_key", "ssl_key_password",
+               "ssl_cipher", "ssl_verify_mode", "ssl_check_hostname")
+"""The TLS options of ``mysql://`` and ``memcached://`` URLs (MySQL's and PyMySQL's names)."""
 
 
 class TLSFileError(Exception):
@@ -116,6 +125,29 @@ class _EncryptedKey(Exception):
 
 def _no_key_password() -> str:
     raise _EncryptedKey
+
+
+def from_url(url: BackendURL) -> TLSOptions | None:
+    """The TLS :data:`URL_OPTIONS` of ``url`` ask for, or ``None`` (plain TCP). TLS is on with
+    ``ssl=true`` or any other of them; raises :class:`InvalidURL` on a bad value."""
+    given = [name for name in URL_OPTIONS if name in url.query and name != "ssl"]
+    if not url.bool_option("ssl", bool(given)):
+        if given:
+            raise InvalidURL(f"{', '.join(given)} cannot go with ssl=false: {url}")
+        return None
+    verify_mode = url.query.get("ssl_verify_mode", "required").lower()
+    if verify_mode not in VERIFY_MODES:
+        raise InvalidURL(f"option ssl_verify_mode must be one of {', '.join(VERIFY_MODES)}, "
+                         f"got {verify_mode!r}")
+    query = url.query
+    return TLSOptions(
+        ca=query.get("ssl_ca"), ca_path=query.get("ssl_capath"), cert=query.get("ssl_cert"),
+        key=query.get("ssl_key"), key_password=query.get("ssl_key_password"),
+        ciphers=query.get("ssl_cipher"), verify_mode=verify_mode,
+        check_hostname=url.bool_option("ssl_check_hostname", True),
+        names={"ca": "ssl_ca", "ca_path": "ssl_capath", "cert": "ssl_cert", "key": "ssl_key",
+               "key_password": "ssl_key_password", "ciphers": "ssl_cipher"},
+    )
 
 
 def explain(exc: BaseException) -> str | None:

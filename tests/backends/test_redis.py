@@ -7,6 +7,7 @@ these tests check what only a TTL lock on Redis has. Timings are printed
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -285,18 +286,26 @@ def test_rediss_locks_with_a_client_certificate_over_tls(tls_redis_url: str,
         assert lock.token is not None
 
 
+CLOSED_IN_HANDSHAKE = "wants a client certificate it did not get or trust"
+
+
 @pytest.mark.parametrize("case, expected", [
-    ("wrong CA", "the server's certificate was refused (self-signed certificate in "
-                 "certificate chain)"),
-    ("stranger client certificate", "the server refused the client certificate (tlsv1 alert "
-                                    "unknown ca)"),
-    ("no client certificate", "the server requires a client certificate"),
-    ("plain text to the TLS port", "closed the connection at once: if its port speaks TLS, "
-                                   "use rediss://"),
-    ("missing CA file", "cannot use the TLS files (ssl_ca_certs=/nonexistent/ca.pem): "
-                        "No such file or directory"),
-    ("encrypted key without its password", "the key is encrypted: give its password "
-                                           "(ssl_password)"),
+    ("wrong CA", re.escape(
+        "the server's certificate was refused (self-signed certificate in certificate "
+        "chain)")),
+    # The server's alert may arrive as a bare end of connection instead (a race on its
+    # closing), which says less but still names the client certificate.
+    ("stranger client certificate", r"the server refused the client certificate \(tlsv1 alert "
+                                    r"unknown ca\)|" + CLOSED_IN_HANDSHAKE),
+    ("no client certificate", "the server requires a client certificate|"
+                              + CLOSED_IN_HANDSHAKE),
+    ("plain text to the TLS port", re.escape(
+        "closed the connection at once: if its port speaks TLS, use rediss://")),
+    ("missing CA file", re.escape(
+        "cannot use the TLS files (ssl_ca_certs=/nonexistent/ca.pem): No such file or "
+        "directory")),
+    ("encrypted key without its password", re.escape(
+        "the key is encrypted: give its password (ssl_password)")),
 ])
 def test_each_tls_failure_is_one_clear_backend_unavailable(
     tls_redis_server: RedisProcess, pki: PKI, case: str, expected: str
@@ -319,7 +328,7 @@ def test_each_tls_failure_is_one_clear_backend_unavailable(
         conch.connect(url)
     message = str(raised.value)
     assert f"redis at 127.0.0.1:{tls_redis_server.port}" in message
-    assert expected in message and password not in message
+    assert re.search(expected, message) and password not in message
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
 
 

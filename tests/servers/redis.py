@@ -48,12 +48,12 @@ class RedisProcess(ServerProcess):
 
     def admin(self) -> redis.Redis:
         """A plain redis-py client, for the tests' own inspection (INFO, CONFIG, DEBUG)."""
-        tls = {} if self.tls is None else {
-            "ssl": True, "ssl_ca_certs": self.tls.ca, "ssl_certfile": self.tls.client_cert,
-            "ssl_keyfile": self.tls.client_key}
+        pki = self.tls
         return redis.Redis(host="127.0.0.1", port=self.port, username=self.username,
                            password=self.password, socket_timeout=5, socket_connect_timeout=5,
-                           **tls)
+                           ssl=pki is not None, ssl_ca_certs=pki.ca if pki else None,
+                           ssl_certfile=pki.client_cert if pki else None,
+                           ssl_keyfile=pki.client_key if pki else None)
 
     def _answers_ping(self) -> bool:
         with socket.create_connection(("127.0.0.1", self.port), timeout=1) as plain:
