@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -23,7 +24,8 @@ import conch
 from conch.backends.mysql import FENCING_TABLE, MySQLBackend
 from conch.url import parse_url
 from tests.contract import workers
-from tests.servers.mysql import TLS_USER, MySQLServer
+from tests.servers.mysql import CERTIFICATE_USER, TLS_USER, MySQLServer
+from tests.tls import KEY_PASSWORD, PKI
 
 FAST_SESSION = "session_timeout=4"
 
@@ -388,24 +390,89 @@ def test_a_unix_socket_replaces_host_and_port(server: MySQLServer, lock_name: st
         assert lock.token is not None
 
 
-def test_tls_checks_the_servers_certificate_against_ssl_ca(
+def tls_query(pki: PKI, certificate: bool = True) -> str:
+    """The ``ssl_*`` options trusting ``pki``'s CA (and showing its client certificate)."""
+    query = f"ssl_ca={pki.ca}"
+    return f"{query}&ssl_cert={pki.client_cert}&ssl_key={pki.client_key}" if certificate \
+        else query
+
+
+@pytest.mark.parametrize("user, certificate", [(TLS_USER, False), (CERTIFICATE_USER, True)],
+                         ids=["REQUIRE SSL", "REQUIRE ISSUER, a client certificate"])
+def test_tls_checks_the_server_and_shows_a_client_certificate(
+    server: MySQLServer, lock_name: str, user: str, certificate: bool
+) -> None:
+    url = server.url_with(user=user, query=tls_query(server.tls, certificate))
+    with conch.connect(url) as coordinator, coordinator.lock(lock_name) as lock:
+        assert lock.token is not None  # the server let the user in: it checked both
+
+
+def test_tls_reads_an_encrypted_key_a_ca_directory_and_a_cipher_list(
     server: MySQLServer, lock_name: str, tmp_path: pathlib.Path
 ) -> None:
-    tls_url = server.url_with(user=TLS_USER, query=f"ssl_ca={server.certificate}")
-    with conch.connect(tls_url) as coordinator, coordinator.lock(lock_name) as lock:
+    pki = server.tls
+    (tmp_path / "cas").mkdir()
+    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", pki.ca],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "cas" / f"{subject_hash}.0").write_bytes(pathlib.Path(pki.ca).read_bytes())
+    query = (f"ssl_capath={tmp_path / 'cas'}&ssl_cert={pki.client_cert}"
+             f"&ssl_key={pki.encrypted_client_key}&ssl_key_password={KEY_PASSWORD}"
+             f"&ssl_cipher=ECDHE-ECDSA-AES128-GCM-SHA256")
+    with conch.connect(server.url_with(user=CERTIFICATE_USER, query=query)) as coordinator, \
+            coordinator.lock(lock_name) as lock:
         assert lock.token is not None
-    stranger = tmp_path / "other-ca.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=other",
-                    "-keyout", str(tmp_path / "key.pem"), "-out", str(stranger)],
-                   check=True, capture_output=True)
-    with pytest.raises(conch.BackendUnavailable, match="certificate verify failed"):
-        conch.connect(server.url_with(user=TLS_USER, query=f"ssl_ca={stranger}"))
 
 
-def test_an_unreadable_tls_file_is_one_clear_error(server: MySQLServer) -> None:
-    with pytest.raises(conch.BackendUnavailable, match="cannot read the TLS files"):
-        conch.connect(server.url_with(query="ssl_ca=/nonexistent/ca.pem"))
+CLOSED_IN_HANDSHAKE = "wants a client certificate it did not get or trust"
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("wrong CA", re.escape(
+        "TLS: the server's certificate was refused (self-signed certificate in certificate "
+        "chain)")),
+    ("stranger client certificate",
+     r"the server refused the client certificate \(tlsv1 alert unknown ca\)|"
+     + CLOSED_IN_HANDSHAKE),
+    ("no client certificate for REQUIRE ISSUER", re.escape(
+        "access denied for user 'conch_cert' at 127.0.0.1:")),
+    ("no TLS for REQUIRE SSL", re.escape(
+        "or the user was created REQUIRE SSL, X509 or ISSUER: it needs TLS or a client "
+        "certificate")),
+    ("missing CA file", re.escape(
+        "cannot use the TLS files (ssl_ca=/nonexistent/ca.pem): No such file or directory")),
+])
+def test_each_tls_failure_is_one_clear_backend_unavailable(
+    server: MySQLServer, case: str, expected: str
+) -> None:
+    pki = server.tls
+    url = {
+        "wrong CA": server.url_with(user=CERTIFICATE_USER, query=f"ssl_ca={pki.stranger_ca}"),
+        "stranger client certificate": server.url_with(
+            user=CERTIFICATE_USER, query=f"ssl_ca={pki.ca}&ssl_cert={pki.stranger_client_cert}"
+                                         f"&ssl_key={pki.stranger_client_key}"),
+        "no client certificate for REQUIRE ISSUER": server.url_with(
+            user=CERTIFICATE_USER, query=tls_query(pki, certificate=False)),
+        "no TLS for REQUIRE SSL": server.url_with(user=TLS_USER, query="ssl=false"),
+        "missing CA file": server.url_with(query="ssl_ca=/nonexistent/ca.pem"),
+    }[case]
+    with pytest.raises(conch.BackendUnavailable) as raised:
+        conch.connect(url)
+    message = str(raised.value)
+    assert re.search(expected, message), message
+    assert "127.0.0.1:" in message and server.password not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_tls_to_a_server_without_it_is_one_clear_error(pki: PKI) -> None:
+    plain = MySQLServer(speaks_tls=False)
+    try:
+        plain.initialise()
+        with pytest.raises(conch.BackendUnavailable) as raised:
+            conch.connect(plain.url_with(query=f"ssl_ca={pki.ca}"))
+    finally:
+        plain.cleanup()
+    assert "does not offer TLS" in str(raised.value)
+    assert plain.password not in str(raised.value)
 
 
 @pytest.mark.parametrize("url", [
@@ -419,6 +486,9 @@ def test_an_unreadable_tls_file_is_one_clear_error(server: MySQLServer) -> None:
     "mysql://conch:s3cret@127.0.0.1/conch?ttl=3",
     "mysql://conch:s3cret@127.0.0.1/conch?session_timeout=-1",
     "mysql://conch:s3cret@127.0.0.1/conch?connect_timeout=soon",
+    "mysql://conch:s3cret@127.0.0.1/conch?ssl=false&ssl_ca=/ca.pem",
+    "mysql://conch:s3cret@127.0.0.1/conch?ssl_verify_mode=always",
+    "mysql://conch:s3cret@127.0.0.1/conch?ssl_check_hostname=perhaps",
 ])
 def test_malformed_url_is_one_clear_error_without_credentials(url: str) -> None:
     with pytest.raises(conch.InvalidURL) as raised:
