@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 import conch
+import conch.compat.tooz as tooz
 from conch.backends.redis_steps import lock_keys
 from tests.servers.base import require_binary, wait_until
 from tests.servers.redis import RedisProcess, start_redis, tls_query
@@ -261,3 +262,26 @@ def test_wrong_sentinel_settings_are_one_clear_error_without_passwords(
     assert expected in message, message
     assert not any(secret in message for secret in (
         WATCHER_PASSWORD, CONCH_PASSWORD, "not-the-watcher-pw", "not-the-conch-pw"))
+
+
+def test_tooz_sentinel_username_password_and_ssl_reach_the_master(
+    shared_secure_group: SentinelGroup, lock_name: str
+) -> None:
+    pki = shared_secure_group.secure
+    assert pki is not None
+    # tooz's form: redis:// with ssl=true for the master, sentinel_ssl for the sentinels.
+    url = (f"redis://conch:{CONCH_PASSWORD}@127.0.0.1:{shared_secure_group.sentinel.port}"
+           f"?sentinel={MASTER_NAME}&sentinel_username=watcher"
+           f"&sentinel_password={WATCHER_PASSWORD}&sentinel_ssl=true&ssl=true&db=0"
+           f"&ssl_ca_certs={pki.ca}&ssl_certfile={pki.client_cert}"
+           f"&ssl_keyfile={pki.client_key}")
+    coordinator = tooz.coordination.get_coordinator(url, b"tooz-member")
+    coordinator.start()
+    try:
+        lock = coordinator.get_lock(lock_name.encode())
+        assert lock.acquire(blocking=False)
+        with shared_secure_group.master.admin() as master:
+            assert master.exists(lock_keys(lock_name.encode()).holder) == 1
+        assert lock.release()
+    finally:
+        coordinator.stop()
