@@ -5,7 +5,10 @@ Every query option a tooz 9 driver reads is handled one of four ways:
 - **translated** to conch's option: the lock lease (``lock_timeout``, else ``timeout``)
   becomes ``ttl``; ``redis://...?db=3`` becomes the path ``/3``, ``ssl=true`` the scheme
   ``rediss://``; ZooKeeper's ``hosts``/``namespace`` become hosts and path; PostgreSQL's
-  ``host``/``port``/``dbname`` replace those of the URL;
+  ``host``/``port``/``dbname`` replace those of the URL; memcached's ``use_ssl`` and
+  ``ca_cert`` become ``ssl`` and ``ssl_ca``; where tooz's TLS defaults differ from conch's
+  (no certificate check for MySQL without a CA, no host name check for memcached), the
+  translation spells tooz's out;
 - **accepted** when set to what conch does anyway (``encoding=utf8``, ``use_ssl=false``...);
 - **ignored** when it only tunes a tooz feature this layer does not provide (group
   membership and leadership: ``membership_timeout``, ``leader_timeout``, the file
