@@ -52,31 +52,26 @@ def url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"tls_{request.param}_url"))
 
 
-def test_tooz_redis_tls_options_lock_through_get_coordinator(
-    tls_redis_server: RedisProcess, lock_name: str
-) -> None:
-    pki = tls_redis_server.tls
-    assert pki is not None
-    url = (f"redis://:{tls_redis_server.password}@127.0.0.1:{tls_redis_server.port}?ssl=true"
-           f"&ssl_ca_certs={pki.ca}&ssl_certfile={pki.client_cert}&ssl_keyfile={pki.client_key}")
-    locks_through_tooz(url, lock_name)
+@pytest.fixture(params=["redis", "mysql", "memcached"])
+def tooz_tls_url(request: pytest.FixtureRequest) -> str:
+    """Each TLS server's URL as a tooz user writes it (tooz 9.1's option names)."""
+    if request.param == "mysql":  # tooz's names are conch's
+        request.getfixturevalue("mysql_url")  # the server, running
+        return mysql_tls_url(request.getfixturevalue("mysql_server"))
+    server = request.getfixturevalue(f"tls_{request.param}_server")
+    assert isinstance(server, RedisProcess | MemcachedProcess) and server.tls is not None
+    pki, where = server.tls, f"127.0.0.1:{server.port}"
+    if isinstance(server, RedisProcess):
+        return (f"redis://:{server.password}@{where}?ssl=true&ssl_ca_certs={pki.ca}"
+                f"&ssl_certfile={pki.client_cert}&ssl_keyfile={pki.client_key}")
+    return (f"memcached://{where}?use_ssl=true&ca_cert={pki.ca}&ssl_cert={pki.client_cert}"
+            f"&ssl_key={pki.encrypted_client_key}&ssl_key_password={KEY_PASSWORD}"
+            f"&lock_timeout=3")
 
 
-def test_tooz_mysql_tls_options_lock_through_get_coordinator(
-    mysql_server: MySQLServer, mysql_url: str, lock_name: str
-) -> None:
-    locks_through_tooz(mysql_tls_url(mysql_server), lock_name)
-
-
-def test_tooz_memcached_tls_options_lock_through_get_coordinator(
-    tls_memcached_server: MemcachedProcess, lock_name: str
-) -> None:
-    pki = tls_memcached_server.tls
-    assert pki is not None
-    url = (f"memcached://127.0.0.1:{tls_memcached_server.port}?use_ssl=true&ca_cert={pki.ca}"
-           f"&ssl_cert={pki.client_cert}&ssl_key={pki.encrypted_client_key}"
-           f"&ssl_key_password={KEY_PASSWORD}&lock_timeout=3")
-    locks_through_tooz(url, lock_name)
+def test_tooz_tls_options_lock_through_get_coordinator(tooz_tls_url: str,
+                                                        lock_name: str) -> None:
+    locks_through_tooz(tooz_tls_url, lock_name)
 
 
 def locks_through_tooz(url: str, lock_name: str) -> None:
