@@ -11,6 +11,7 @@ master and replica ``conch`` (clients), ``sentinel`` (the sentinel's) and ``repl
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 import conch
+import conch.aio
 from conch.backends.redis_steps import lock_keys
 from tests.backends import tls_failures
 from tests.backends.test_tls_contract import locks_through_tooz
@@ -273,3 +275,14 @@ def test_tooz_sentinel_username_password_and_ssl_reach_the_master(
            f"&ssl_ca_certs={pki.ca}&ssl_certfile={pki.client_cert}"
            f"&ssl_keyfile={pki.client_key}")
     locks_through_tooz(url, lock_name)
+
+
+def test_async_locks_through_tls_and_acl_sentinels(
+    shared_secure_group: SentinelGroup, lock_name: str
+) -> None:
+    async def main() -> int | None:
+        async with await conch.aio.connect(shared_secure_group.url()) as coordinator, \
+                coordinator.lock(lock_name) as lock:
+            return lock.token
+
+    assert asyncio.run(main()) is not None
