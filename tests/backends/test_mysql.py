@@ -426,6 +426,10 @@ def test_tls_reads_an_encrypted_key_a_ca_directory_and_a_cipher_list(
 
 @pytest.mark.parametrize("case, expected", [
     ("wrong CA", tls_failures.WRONG_CA),
+    # 127.1 is 127.0.0.1 to the resolver, but a name the certificate does not hold.
+    ("host name not in the certificate", re.escape(
+        "TLS: the server's certificate was refused (Hostname mismatch, certificate is not "
+        "valid for '127.1'.)")),
     ("stranger client certificate", tls_failures.CLIENT_CERTIFICATE_REFUSED),
     ("no client certificate for REQUIRE ISSUER", re.escape(
         "access denied for user 'conch_cert' at 127.0.0.1:")),
@@ -440,6 +444,9 @@ def test_each_tls_failure_is_one_clear_backend_unavailable(
     pki = server.tls
     url = {
         "wrong CA": server.url_with(user=CERTIFICATE_USER, query=f"ssl_ca={pki.stranger_ca}"),
+        "host name not in the certificate": server.url_with(
+            user=TLS_USER, query=tls_query(pki, certificate=False)).replace(
+                "@127.0.0.1:", "@127.1:"),
         "stranger client certificate": server.url_with(
             user=CERTIFICATE_USER, query=f"ssl_ca={pki.ca}&ssl_cert={pki.stranger_client_cert}"
                                          f"&ssl_key={pki.stranger_client_key}"),
@@ -448,7 +455,7 @@ def test_each_tls_failure_is_one_clear_backend_unavailable(
         "no TLS for REQUIRE SSL": server.url_with(user=TLS_USER, query="ssl=false"),
         "missing CA file": server.url_with(query="ssl_ca=/nonexistent/ca.pem"),
     }[case]
-    tls_failures.one_clear_error(url, "127.0.0.1:", expected, [server.password])
+    tls_failures.one_clear_error(url, f":{server.port}", expected, [server.password])
 
 
 def test_tls_to_a_server_without_it_is_one_clear_error(pki: PKI) -> None:
