@@ -32,11 +32,10 @@ _CLIENT_CERTIFICATE_REFUSED = frozenset({
 })
 _CLIENT_CERTIFICATE_MISSING = frozenset({"TLSV13_ALERT_CERTIFICATE_REQUIRED",
                                          "PEER_DID_NOT_RETURN_A_CERTIFICATE"})
-# What a client reads when the other end does not speak TLS (plain text back, or nothing).
+# What a client reads when the other end answers the handshake in plain text.
 _NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
-                      "HTTP_REQUEST", "UNEXPECTED_EOF_WHILE_READING", "UNKNOWN_PROTOCOL"})
-
-
+                      "HTTP_REQUEST", "UNKNOWN_PROTOCOL"})
+# An ssl error quoted in another exception's text: "[SSL: REASON] words (_ssl.c:1006)".
 _QUOTED_SSL_ERROR = re.compile(r"\[SSL: ([A-Z0-9_]+)\][^(]*")
 
 
@@ -155,7 +154,9 @@ def explain(exc: BaseException) -> str | None:
     redis-py's sentinel errors do) is a TLS failure."""
     for error in _chain(exc):
         if isinstance(error, ssl.SSLError):
-            return _explain(error.reason or "", str(error), isinstance(error, ssl.SSLEOFError))
+            eof = isinstance(error, ssl.SSLEOFError) \
+                or error.reason == "UNEXPECTED_EOF_WHILE_READING"
+            return _explain(error.reason or "", str(error), eof)
     quoted = _QUOTED_SSL_ERROR.search(str(exc))
     if quoted:
         return _explain(quoted.group(1), quoted.group(0), eof=False)
