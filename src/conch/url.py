@@ -50,6 +50,8 @@ _CLIENT_LIBRARIES: dict[str, tuple[str, str | None]] = {
 
 _SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+_TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
+_FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
 
 
 def register_backend(scheme: str, target: str) -> None:
@@ -122,6 +124,18 @@ class BackendURL:
         if not value > 0 or value == float("inf"):
             raise InvalidURL(f"option {name} must be a positive number, got {raw!r}")
         return value
+
+    def bool_option(self, name: str, default: bool) -> bool:
+        """Query option ``name`` as a yes/no flag (``true``/``false``, ``1``/``0``,
+        ``yes``/``no``, ``on``/``off``), or ``default``."""
+        raw = self.query.get(name)
+        if raw is None or raw == "":
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise InvalidURL(f"option {name} must be true or false, got {raw!r}")
 
 
 class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

@@ -1,4 +1,4 @@
-"""The memcached:// backend on a real memcached 1.6: TTL liveness, atomic release, restarts.
+"""The memcached:// backend on a real memcached 1.6: TTL liveness, atomic release, restarts, TLS.
 
 The contract suite (tests/contract) checks the behaviour every backend shares;
 these tests check what only a TTL lock on memcached has. Timings are printed
@@ -7,6 +7,7 @@ these tests check what only a TTL lock on memcached has. Timings are printed
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -18,9 +19,11 @@ import pytest
 import conch
 from conch.backends.memcached import MemcachedBackend
 from conch.backends.memcached_client import lock_keys
+from tests.backends import tls_failures
 from tests.contract import workers
 from tests.servers.base import free_port
 from tests.servers.memcached import MemcachedProcess, start_memcached
+from tests.tls import KEY_PASSWORD, PKI
 
 
 @pytest.fixture
@@ -231,8 +234,57 @@ def test_an_unreachable_server_gives_one_clear_message_without_hanging(
     ("memcached://127.0.0.1:11211/locks", "no path"),
     ("memcached://user:hunter2-secret@127.0.0.1:11211", "no credentials"),
     ("memcached://127.0.0.1:99999", "out of range"),
+    ("memcached://127.0.0.1:11211?ssl=false&ssl_ca=/ca.pem", "ssl_ca cannot go with ssl=false"),
+    ("memcached://127.0.0.1:11211?ssl=maybe", "ssl must be true or false"),
+    ("memcached://127.0.0.1:11211?ssl_verify_mode=some", "ssl_verify_mode must be one of"),
 ])
 def test_malformed_urls_are_refused_with_a_clear_message(url: str, expected: str) -> None:
     with pytest.raises(conch.InvalidURL) as raised:
         conch.connect(url)
     assert expected in str(raised.value) and "hunter2-secret" not in str(raised.value)
+
+
+def test_tls_locks_and_lists_holders_with_a_client_certificate(
+    tls_memcached_server: MemcachedProcess, tls_memcached_url: str, lock_name: str
+) -> None:
+    # conch ls reads the cache on a connection of its own (lru_crawler metadump): TLS too.
+    with conch.connect(tls_memcached_url) as coordinator, coordinator.lock(lock_name) as lock:
+        held = {info.name: info for info in coordinator.holders()}
+        holder = held[lock_name].holder
+        assert holder is not None and holder.token == lock.token
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("wrong CA", tls_failures.WRONG_CA),
+    ("stranger client certificate", tls_failures.CLIENT_CERTIFICATE_REFUSED),
+    ("no client certificate", tls_failures.CLIENT_CERTIFICATE_MISSING),
+    ("plain text to the TLS port", re.escape(
+        "it closed the connection at once: if its port speaks TLS, add ssl=true")),
+    ("missing CA file", tls_failures.missing_file("ssl_ca")),
+    ("wrong key password", re.escape("the key password is wrong")),
+])
+def test_each_tls_failure_is_one_clear_backend_unavailable(
+    tls_memcached_server: MemcachedProcess, pki: PKI, case: str, expected: str
+) -> None:
+    base = f"memcached://127.0.0.1:{tls_memcached_server.port}?connect_timeout=1"
+    url = {
+        "wrong CA": f"{base}&ssl_ca={pki.stranger_ca}&ssl_cert={pki.client_cert}"
+                    f"&ssl_key={pki.client_key}",
+        "stranger client certificate": f"{base}&ssl_ca={pki.ca}"
+            f"&ssl_cert={pki.stranger_client_cert}&ssl_key={pki.stranger_client_key}",
+        "no client certificate": f"{base}&ssl_ca={pki.ca}",
+        "plain text to the TLS port": base,
+        "missing CA file": f"{base}&ssl_ca=/nonexistent/ca.pem",
+        "wrong key password": f"{base}&ssl_ca={pki.ca}&ssl_cert={pki.client_cert}"
+            f"&ssl_key={pki.encrypted_client_key}&ssl_key_password=not-{KEY_PASSWORD}",
+    }[case]
+    tls_failures.one_clear_error(url, f"memcached at 127.0.0.1:{tls_memcached_server.port}: ",
+                                 expected, [KEY_PASSWORD])
+
+
+def test_tls_to_a_plain_port_says_the_server_does_not_speak_tls(
+    memcached_server: MemcachedProcess, pki: PKI
+) -> None:
+    with pytest.raises(conch.BackendUnavailable,
+                       match="the server does not speak TLS on this port"):
+        conch.connect(f"{memcached_server.url}?ssl_ca={pki.ca}")

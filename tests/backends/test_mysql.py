@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -22,8 +23,10 @@ import pytest
 import conch
 from conch.backends.mysql import FENCING_TABLE, MySQLBackend
 from conch.url import parse_url
+from tests.backends import tls_failures
 from tests.contract import workers
-from tests.servers.mysql import TLS_USER, MySQLServer
+from tests.servers.mysql import CERTIFICATE_USER, TLS_USER, MySQLServer
+from tests.tls import KEY_PASSWORD, PKI
 
 FAST_SESSION = "session_timeout=4"
 
@@ -388,24 +391,81 @@ def test_a_unix_socket_replaces_host_and_port(server: MySQLServer, lock_name: st
         assert lock.token is not None
 
 
-def test_tls_checks_the_servers_certificate_against_ssl_ca(
+def tls_query(pki: PKI, certificate: bool = True) -> str:
+    """The ``ssl_*`` options trusting ``pki``'s CA (and showing its client certificate)."""
+    query = f"ssl_ca={pki.ca}"
+    return f"{query}&ssl_cert={pki.client_cert}&ssl_key={pki.client_key}" if certificate \
+        else query
+
+
+@pytest.mark.parametrize("user, certificate", [(TLS_USER, False), (CERTIFICATE_USER, True)],
+                         ids=["REQUIRE SSL", "REQUIRE ISSUER, a client certificate"])
+def test_tls_checks_the_server_and_shows_a_client_certificate(
+    server: MySQLServer, lock_name: str, user: str, certificate: bool
+) -> None:
+    url = server.url_with(user=user, query=tls_query(server.tls, certificate))
+    with conch.connect(url) as coordinator, coordinator.lock(lock_name) as lock:
+        assert lock.token is not None  # the server let the user in: it checked both
+
+
+def test_tls_reads_an_encrypted_key_a_ca_directory_and_a_cipher_list(
     server: MySQLServer, lock_name: str, tmp_path: pathlib.Path
 ) -> None:
-    tls_url = server.url_with(user=TLS_USER, query=f"ssl_ca={server.certificate}")
-    with conch.connect(tls_url) as coordinator, coordinator.lock(lock_name) as lock:
+    pki = server.tls
+    (tmp_path / "cas").mkdir()
+    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", pki.ca],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "cas" / f"{subject_hash}.0").write_bytes(pathlib.Path(pki.ca).read_bytes())
+    query = (f"ssl_capath={tmp_path / 'cas'}&ssl_cert={pki.client_cert}"
+             f"&ssl_key={pki.encrypted_client_key}&ssl_key_password={KEY_PASSWORD}"
+             f"&ssl_cipher=ECDHE-ECDSA-AES128-GCM-SHA256")
+    with conch.connect(server.url_with(user=CERTIFICATE_USER, query=query)) as coordinator, \
+            coordinator.lock(lock_name) as lock:
         assert lock.token is not None
-    stranger = tmp_path / "other-ca.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=other",
-                    "-keyout", str(tmp_path / "key.pem"), "-out", str(stranger)],
-                   check=True, capture_output=True)
-    with pytest.raises(conch.BackendUnavailable, match="certificate verify failed"):
-        conch.connect(server.url_with(user=TLS_USER, query=f"ssl_ca={stranger}"))
 
 
-def test_an_unreadable_tls_file_is_one_clear_error(server: MySQLServer) -> None:
-    with pytest.raises(conch.BackendUnavailable, match="cannot read the TLS files"):
-        conch.connect(server.url_with(query="ssl_ca=/nonexistent/ca.pem"))
+@pytest.mark.parametrize("case, expected", [
+    ("wrong CA", tls_failures.WRONG_CA),
+    # 127.1 is 127.0.0.1 to the resolver, but a name the certificate does not hold.
+    ("host name not in the certificate", re.escape(
+        "TLS: the server's certificate was refused (Hostname mismatch, certificate is not "
+        "valid for '127.1'.)")),
+    ("stranger client certificate", tls_failures.CLIENT_CERTIFICATE_REFUSED),
+    ("no client certificate for REQUIRE ISSUER", re.escape(
+        "access denied for user 'conch_cert' at 127.0.0.1:")),
+    ("no TLS for REQUIRE SSL", re.escape(
+        "or the user was created REQUIRE SSL, X509 or ISSUER: it needs TLS or a client "
+        "certificate")),
+    ("missing CA file", tls_failures.missing_file("ssl_ca")),
+])
+def test_each_tls_failure_is_one_clear_backend_unavailable(
+    server: MySQLServer, case: str, expected: str
+) -> None:
+    pki = server.tls
+    url = {
+        "wrong CA": server.url_with(user=CERTIFICATE_USER, query=f"ssl_ca={pki.stranger_ca}"),
+        "host name not in the certificate": server.url_with(
+            user=TLS_USER, query=tls_query(pki, certificate=False)).replace(
+                "@127.0.0.1:", "@127.1:"),
+        "stranger client certificate": server.url_with(
+            user=CERTIFICATE_USER, query=f"ssl_ca={pki.ca}&ssl_cert={pki.stranger_client_cert}"
+                                         f"&ssl_key={pki.stranger_client_key}"),
+        "no client certificate for REQUIRE ISSUER": server.url_with(
+            user=CERTIFICATE_USER, query=tls_query(pki, certificate=False)),
+        "no TLS for REQUIRE SSL": server.url_with(user=TLS_USER, query="ssl=false"),
+        "missing CA file": server.url_with(query="ssl_ca=/nonexistent/ca.pem"),
+    }[case]
+    tls_failures.one_clear_error(url, f":{server.port}", expected, [server.password])
+
+
+def test_tls_to_a_server_without_it_is_one_clear_error(pki: PKI) -> None:
+    plain = MySQLServer(speaks_tls=False)
+    try:
+        plain.initialise()
+        tls_failures.one_clear_error(plain.url_with(query=f"ssl_ca={pki.ca}"), "127.0.0.1:",
+                                     "does not offer TLS", [plain.password])
+    finally:
+        plain.cleanup()
 
 
 @pytest.mark.parametrize("url", [
@@ -419,6 +479,9 @@ def test_an_unreadable_tls_file_is_one_clear_error(server: MySQLServer) -> None:
     "mysql://conch:s3cret@127.0.0.1/conch?ttl=3",
     "mysql://conch:s3cret@127.0.0.1/conch?session_timeout=-1",
     "mysql://conch:s3cret@127.0.0.1/conch?connect_timeout=soon",
+    "mysql://conch:s3cret@127.0.0.1/conch?ssl=false&ssl_ca=/ca.pem",
+    "mysql://conch:s3cret@127.0.0.1/conch?ssl_verify_mode=always",
+    "mysql://conch:s3cret@127.0.0.1/conch?ssl_check_hostname=perhaps",
 ])
 def test_malformed_url_is_one_clear_error_without_credentials(url: str) -> None:
     with pytest.raises(conch.InvalidURL) as raised:

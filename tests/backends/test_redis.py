@@ -7,10 +7,8 @@ these tests check what only a TTL lock on Redis has. Timings are printed
 
 from __future__ import annotations
 
-import pathlib
+import re
 import socket
-import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,9 +18,11 @@ import pytest
 import conch
 from conch.backends.redis import RedisBackend
 from conch.backends.redis_steps import RedisHold, lock_keys
+from tests.backends import tls_failures
 from tests.contract import workers
 from tests.servers.base import free_port
 from tests.servers.redis import RedisProcess, start_redis
+from tests.tls import KEY_PASSWORD, PKI
 
 
 @pytest.fixture
@@ -271,6 +271,8 @@ def test_connection_failures_give_one_clear_message_without_the_password(
     ("redis://:hunter2-secret@127.0.0.1?sentinel_fallback=a:1", "needs ?sentinel"),
     ("redis://:hunter2-secret@127.0.0.1?sentinel=m&sentinel_fallback=a", "host:port"),
     ("redis://:hunter2-secret@127.0.0.1?ssl_ca_certs=/ca.pem", "rediss://"),
+    ("redis://:hunter2-secret@127.0.0.1?sentinel_ssl=true", "needs ?sentinel"),
+    ("redis://:hunter2-secret@127.0.0.1?sentinel=m&sentinel_ssl=maybe", "true or false"),
     ("redis://:hunter2-secret@127.0.0.1?tls=yes", "unknown option tls"),
 ])
 def test_malformed_urls_are_refused_without_the_password(url: str, expected: str) -> None:
@@ -279,40 +281,52 @@ def test_malformed_urls_are_refused_without_the_password(url: str, expected: str
     assert expected in str(raised.value) and "hunter2-secret" not in str(raised.value)
 
 
-@pytest.fixture
-def tls_redis(tmp_path: pathlib.Path) -> Iterator[tuple[RedisProcess, pathlib.Path]]:
-    """A TLS-only server whose certificate (for IP 127.0.0.1) a fresh test CA signed."""
-    def openssl(*argv: str) -> None:
-        subprocess.run(["openssl", *argv], cwd=tmp_path, check=True, capture_output=True)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
-            "-subj", "/CN=conch test CA")
-    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext")
-    ca = tmp_path / "ca.crt"
-    server = start_redis(
-        "--tls-cert-file", str(tmp_path / "server.crt"), "--tls-key-file",
-        str(tmp_path / "server.key"), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
-        tls=ssl.create_default_context(cafile=str(ca)),
-    )
-    try:
-        yield server, ca
-    finally:
-        server.cleanup()
+def test_rediss_locks_with_a_client_certificate_over_tls(tls_redis_url: str,
+                                                        lock_name: str) -> None:
+    with conch.connect(tls_redis_url) as coordinator, coordinator.lock(lock_name) as lock:
+        assert lock.token is not None
 
 
-def test_rediss_locks_over_tls_and_refuses_an_unknown_certificate(
-    tls_redis: tuple[RedisProcess, pathlib.Path], lock_name: str
+@pytest.mark.parametrize("case, expected", [
+    ("wrong CA", tls_failures.WRONG_CA),
+    ("stranger client certificate", tls_failures.CLIENT_CERTIFICATE_REFUSED),
+    ("no client certificate", tls_failures.CLIENT_CERTIFICATE_MISSING),
+    ("plain text to the TLS port", re.escape(
+        "closed the connection at once: if its port speaks TLS, use rediss://")),
+    ("missing CA file", tls_failures.missing_file("ssl_ca_certs")),
+    ("encrypted key without its password", re.escape(
+        "the key is encrypted: give its password (ssl_password)")),
+])
+def test_each_tls_failure_is_one_clear_backend_unavailable(
+    tls_redis_server: RedisProcess, pki: PKI, case: str, expected: str
 ) -> None:
-    server, ca = tls_redis
-    url = f"rediss://127.0.0.1:{server.port}?ssl_ca_certs={ca}"
+    password = tls_redis_server.password
+    assert password is not None
+    base = f"rediss://:{password}@127.0.0.1:{tls_redis_server.port}"
+    url = {
+        "wrong CA": f"{base}?ssl_ca_certs={pki.stranger_ca}&ssl_certfile={pki.client_cert}"
+                    f"&ssl_keyfile={pki.client_key}",
+        "stranger client certificate": f"{base}?ssl_ca_certs={pki.ca}"
+            f"&ssl_certfile={pki.stranger_client_cert}&ssl_keyfile={pki.stranger_client_key}",
+        "no client certificate": f"{base}?ssl_ca_certs={pki.ca}",
+        "plain text to the TLS port": f"redis://:{password}@127.0.0.1:{tls_redis_server.port}",
+        "missing CA file": f"{base}?ssl_ca_certs=/nonexistent/ca.pem",
+        "encrypted key without its password": f"{base}?ssl_ca_certs={pki.ca}"
+            f"&ssl_certfile={pki.client_cert}&ssl_keyfile={pki.encrypted_client_key}",
+    }[case]
+    tls_failures.one_clear_error(url, f"redis at 127.0.0.1:{tls_redis_server.port}", expected,
+                                 [password])
+
+
+def test_an_encrypted_client_key_is_read_with_ssl_password(
+    tls_redis_server: RedisProcess, pki: PKI, lock_name: str
+) -> None:
+    url = (f"rediss://:{tls_redis_server.password}@127.0.0.1:{tls_redis_server.port}"
+           f"?ssl_ca_certs={pki.ca}&ssl_certfile={pki.client_cert}"
+           f"&ssl_keyfile={pki.encrypted_client_key}&ssl_password={KEY_PASSWORD}")
     with conch.connect(url) as coordinator, coordinator.lock(lock_name) as lock:
         assert lock.token is not None
-    with pytest.raises(conch.BackendUnavailable, match="certificate verify failed"):
-        conch.connect(f"rediss://127.0.0.1:{server.port}?connect_timeout=1")
+        assert KEY_PASSWORD not in repr(coordinator)
 
 
 def test_release_of_a_hold_that_vanished_unnoticed_raises_lock_lost(

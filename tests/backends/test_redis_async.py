@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -33,7 +32,6 @@ from tests.servers.redis import RedisProcess, start_redis
 PASSWORD = "async-secret-pw"
 
 calls = test_redis.calls
-tls_redis = test_redis.tls_redis  # the fixture, for this module's tests too
 
 # Holds NAME (argv[1]) with the blocking API until a line on stdin, then releases it.
 _HOLD_UNTIL_TOLD = """
@@ -396,14 +394,9 @@ def test_async_errors_never_show_the_password(
     assert "redis at 127.0.0.1:" in str(error)
 
 
-def test_rediss_async_locks_over_tls(
-    tls_redis: tuple[RedisProcess, pathlib.Path], lock_name: str
-) -> None:
-    server, ca = tls_redis
-
+def test_rediss_async_locks_over_tls(tls_redis_url: str, lock_name: str) -> None:
     async def main() -> None:
-        url = f"rediss://127.0.0.1:{server.port}?ssl_ca_certs={ca}"
-        async with await conch.aio.connect(url) as coordinator, \
+        async with await conch.aio.connect(tls_redis_url) as coordinator, \
                 coordinator.lock(lock_name) as lock:
             holder = coordinator.coordinator.describe(lock_name).holder
             assert holder is not None and holder.token == lock.token

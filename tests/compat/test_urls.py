@@ -23,6 +23,11 @@ from conch.url import parse_url
     ("redis://db1?ssl=false&socket_timeout=3", "redis://db1?socket_timeout=3"),
     ("redis://s1:26379?sentinel=main&sentinel_fallback=s2:26379&sentinel_fallback=s3:26379",
      "redis://s1:26379?sentinel=main&sentinel_fallback=s2%3A26379%2Cs3%3A26379"),
+    # redis Sentinel with ACL users and TLS on the sentinels: conch takes tooz's names
+    ("redis://u:pw@s1:26379?sentinel=main&sentinel_username=w&sentinel_password=wp"
+     "&sentinel_ssl=true&ssl=true&ssl_ca_certs=/ca.pem",
+     "rediss://u:pw@s1:26379?sentinel=main&sentinel_username=w&sentinel_password=wp"
+     "&sentinel_ssl=true&ssl_ca_certs=%2Fca.pem"),
     # etcd3gw: the gateway over HTTP; lock_timeout wins over timeout
     ("etcd3+http://etcd1:2379?timeout=30&lock_timeout=8&api_version=v3",
      "etcd://etcd1:2379?ttl=8"),
@@ -35,11 +40,28 @@ from conch.url import parse_url
     # SQL: credentials and database kept; PostgreSQL's host/port/dbname options win
     ("mysql://tacker:pw@db:3306/tacker?unix_socket=/run/mysqld.sock",
      "mysql://tacker:pw@db:3306/tacker?unix_socket=%2Frun%2Fmysqld.sock"),
+    # mysql TLS: tooz's names are conch's; PyMySQL's spellings of the verify mode
+    ("mysql://u:pw@db/x?ssl_ca=/ca.pem&ssl_capath=/cas&ssl_cert=/c.pem&ssl_key=/c.key"
+     "&ssl_cipher=ECDHE&ssl_check_hostname=false&ssl_verify_mode=1",
+     "mysql://u:pw@db/x?ssl_ca=%2Fca.pem&ssl_capath=%2Fcas&ssl_cert=%2Fc.pem&ssl_key=%2Fc.key"
+     "&ssl_cipher=ECDHE&ssl_check_hostname=false&ssl_verify_mode=required"),
+    # ... and without a CA tooz checks no server certificate: neither does the translation
+    ("mysql://u:pw@db/x?ssl_cert=/c.pem&ssl_key=/c.key&ssl_ca=",
+     "mysql://u:pw@db/x?ssl_cert=%2Fc.pem&ssl_key=%2Fc.key&ssl_verify_mode=none"),
     ("postgresql://u:pw@db/cinder?host=/run/postgresql&port=5433",
      "postgresql://u:pw@%2Frun%2Fpostgresql:5433/cinder"),
     ("postgresql://u@db:5432/a?dbname=b", "postgresql://u@db:5432/b"),
     # memcached: tooz's timeout is the lock lease
     ("memcached://mc:11211?timeout=30&leader_timeout=5&use_ssl=no", "memcached://mc:11211?ttl=30"),
+    # memcached TLS: use_ssl turns it on (its options are ignored without it); tooz does not
+    # check the host name unless told
+    ("memcached://mc?use_ssl=true&ca_cert=/ca.pem&ssl_cert=/c.pem&ssl_key=/c.key"
+     "&ssl_key_password=kp&ssl_ciphers=ECDHE",
+     "memcached://mc?ssl_cert=%2Fc.pem&ssl_key=%2Fc.key&ssl_key_password=kp&ssl_ca=%2Fca.pem"
+     "&ssl_cipher=ECDHE&ssl=true&ssl_check_hostname=false"),
+    ("memcached://mc?use_ssl=yes&ssl_check_hostname=true",
+     "memcached://mc?ssl_check_hostname=true&ssl=true"),
+    ("memcached://mc?use_ssl=false&ca_cert=/ca.pem&ssl_cert=/c.pem", "memcached://mc"),
     # conch URLs pass through
     ("etcd://root:pw@e1:2379,e2:2379/locks?ttl=3", "etcd://root:pw@e1:2379,e2:2379/locks?ttl=3"),
     ("memory://tests", "memory://tests"),
@@ -70,7 +92,6 @@ def test_keyword_options_override_the_query_as_in_tooz() -> None:
     ("kazoo://zk1?handler=eventlet", "threading handler"),
     ("kazoo://zk1/chroot?namespace=x", "either a path or tooz's namespace="),
     ("memcached://mc?max_pool_size=4", "max_pool_size="),
-    ("mysql://u:p@db/x?ssl_capath=/certs", "ssl_ca, ssl_cert and ssl_key only"),
     ("ipc://", "no conch backend"),
     ("kubernetes://", "no conch backend"),
     ("consul://host", "unknown backend scheme 'consul'; tooz schemes: etcd3+http"),
@@ -82,7 +103,8 @@ def test_what_conch_cannot_honour_is_rejected_by_name(tooz_url: str, message: st
 
 @pytest.mark.parametrize("tooz_url", [
     "redis://:hunter2@db1?namespace=x",
-    "mysql://u:hunter2@db/x?ssl_cipher=x",
+    "mysql://u:hunter2@db/x?ssl_verify_mode=sometimes",
+    "redis://u:hunter2@db1?sentinel_ssl=true",
     "consul://u:hunter2@host",
     "redis://u:hunter2@db1:99999999",
 ])

@@ -4,14 +4,16 @@ The data directory is initialised once per test session (``mariadb-install-db``,
 about 2 s). ``root`` logs in only over the Unix socket (``unix_socket``
 authentication), which the harness uses to administer the server; the tests
 connect over TCP as ``conch`` with a password, so a wrong password is a real
-refusal by the server. The server also speaks TLS with a self-signed
-certificate for 127.0.0.1 (:attr:`MySQLServer.certificate`), which user
-``conch_tls`` must use.
+refusal by the server. The server also speaks TLS with a certificate of a test CA
+(:attr:`MySQLServer.tls`: the session's ``pki``, else one of its own) and checks client
+certificates against that CA; user ``conch_tls`` must use TLS (``REQUIRE SSL``), and
+``conch_cert`` a client certificate that CA issued (``REQUIRE ISSUER``).
 """
 
 from __future__ import annotations
 
 import os
+import pathlib
 import subprocess
 import urllib.parse
 import uuid
@@ -21,27 +23,38 @@ import pymysql  # type: ignore[import-untyped]
 import pytest
 
 from tests.servers.base import ServerProcess, require_binary
+from tests.tls import PKI, make_pki
 
 USER = "conch"
 TLS_USER = "conch_tls"
+CERTIFICATE_USER = "conch_cert"
 DATABASE = "conch"
 
 
 class MySQLServer(ServerProcess):
     """One ``mariadbd`` on a free loopback port, its data in a temp dir."""
 
-    def __init__(self, durable: bool = False) -> None:
+    def __init__(self, durable: bool = False, tls: PKI | None = None,
+                 speaks_tls: bool = True) -> None:
         """``durable``: flush InnoDB's log at each commit, as a production server does
-        (tests skip it for speed; benchmarks need it, since each acquire commits a token)."""
+        (tests skip it for speed; benchmarks need it, since each acquire commits a token).
+        ``tls``: the certificates (default: a PKI of its own, made by :meth:`initialise`);
+        without ``speaks_tls`` the server has none and offers no TLS."""
         self.durable = durable
+        self._tls = tls
+        self.speaks_tls = speaks_tls
         # Characters that must be percent-encoded in a URL: the tests prove they survive.
         self.password = f"p@ss:w/rd-{uuid.uuid4().hex}"
         super().__init__("mysql", self._answers_ping)
         self.datadir = os.path.join(self.data_dir, "data")
         self.socket = os.path.join(self.data_dir, "sock")
-        self.certificate = os.path.join(self.data_dir, "server-cert.pem")
-        """The server's self-signed certificate: the CA file for TLS clients."""
-        self._private_key = os.path.join(self.data_dir, "server-key.pem")
+
+    @property
+    def tls(self) -> PKI:
+        """The server's certificates and the client certificates it accepts."""
+        if self._tls is None:
+            self._tls = make_pki(pathlib.Path(self.data_dir) / "pki")
+        return self._tls
 
     @property
     def url(self) -> str:
@@ -65,7 +78,9 @@ class MySQLServer(ServerProcess):
         if installed.returncode != 0:
             raise RuntimeError(f"mariadb-install-db failed: {installed.stdout.decode()} "
                                f"{installed.stderr.decode()}")
-        self._make_certificate()
+        tls_arguments = [
+            f"--ssl-cert={self.tls.server_cert}", f"--ssl-key={self.tls.server_key}",
+            f"--ssl-ca={self.tls.ca}"] if self.speaks_tls else []
         self.start_on_free_ports(lambda: [
             "mariadbd", "--no-defaults", "--user=root", f"--datadir={self.datadir}",
             "--bind-address=127.0.0.1", f"--port={self.port}", f"--socket={self.socket}",
@@ -73,12 +88,15 @@ class MySQLServer(ServerProcess):
             # A test server: durability across an OS crash is not what the tests check.
             f"--innodb-flush-log-at-trx-commit={1 if self.durable else 2}",
             "--innodb-buffer-pool-size=32M", "--max-connections=300",
-            f"--ssl-cert={self.certificate}", f"--ssl-key={self._private_key}",
+            *tls_arguments,
         ])
         self.create_database(DATABASE)
         self.execute(
             f"CREATE USER '{TLS_USER}'@'127.0.0.1' IDENTIFIED BY '{self.password}' REQUIRE SSL",
             f"GRANT ALL ON `{DATABASE}`.* TO '{TLS_USER}'@'127.0.0.1'",
+            f"CREATE USER '{CERTIFICATE_USER}'@'127.0.0.1' IDENTIFIED BY '{self.password}' "
+            f"REQUIRE ISSUER '/CN=conch test ca'",
+            f"GRANT ALL ON `{DATABASE}`.* TO '{CERTIFICATE_USER}'@'127.0.0.1'",
         )
 
     def create_database(self, name: str) -> None:
@@ -103,17 +121,6 @@ class MySQLServer(ServerProcess):
         finally:
             admin.close()
 
-    def _make_certificate(self) -> None:
-        made = subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1",
-             "-keyout", self._private_key, "-out", self.certificate],
-            capture_output=True, check=False,
-        )
-        if made.returncode != 0:
-            raise RuntimeError(f"openssl failed: {made.stderr.decode()}")
-
     @property
     def running(self) -> bool:
         """True while the server process is alive."""
@@ -126,12 +133,11 @@ class MySQLServer(ServerProcess):
 
 
 @pytest.fixture(scope="session")
-def mysql_server() -> Iterator[MySQLServer]:
-    """A MariaDB server shared by the whole test session."""
+def mysql_server(pki: PKI) -> Iterator[MySQLServer]:
+    """A MariaDB server shared by the whole test session (TLS with the session's ``pki``)."""
     for binary in ("mariadbd", "mariadb-install-db", "mariadb-admin"):
         require_binary(binary, "mariadb-server")
-    require_binary("openssl", "openssl")
-    server = MySQLServer()
+    server = MySQLServer(tls=pki)
     try:
         server.initialise()
         yield server

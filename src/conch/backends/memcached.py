@@ -119,11 +119,12 @@ class MemcachedBackend(Backend):
         self.pool = ConnectionPool(self.options)
         self.renewal_interval = self.options.lease / 3
         self._heartbeat: Heartbeat | None = None
-        # The heartbeat's own connection: a renewal waits no longer than one interval.
-        self._renewer = self.pool.new_client(min(self.options.timeout, self.renewal_interval))
+        self._renewer: Client | None = None
 
     def connect(self) -> None:
         self.pool.check_server()
+        # The heartbeat's own connection: a renewal waits no longer than one interval.
+        self._renewer = self.pool.new_client(min(self.options.timeout, self.renewal_interval))
         self._heartbeat = Heartbeat("conch-memcached-renewal", self.renewal_interval, self.renew)
         self._heartbeat.start()
 
@@ -132,7 +133,8 @@ class MemcachedBackend(Backend):
         if heartbeat is not None:
             heartbeat.stop()
         self.holds.lose_all("the coordinator was stopped")
-        self._renewer.close()
+        if self._renewer is not None:
+            self._renewer.close()
         self.pool.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
@@ -212,14 +214,14 @@ class MemcachedBackend(Backend):
 
     def renew(self) -> None:
         """Extend every hold still ours; report those found gone, or about to expire."""
-        holds = self.holds.snapshot()
-        if not holds:
+        holds, renewer = self.holds.snapshot(), self._renewer
+        if not holds or renewer is None:
             return
         sent = time.monotonic()
         try:
-            found = self._renewer.gets_many([hold.keys.holder for hold in holds])
+            found = renewer.gets_many([hold.keys.holder for hold in holds])
             for hold in holds:
-                if memcached_steps.extend(self._renewer, hold.keys.holder, hold.value,
+                if memcached_steps.extend(renewer, hold.keys.holder, hold.value,
                                           found.get(hold.keys.holder), self.options.ttl):
                     hold.valid_until = sent + self.options.lease
                     metrics.record_renewals("memcached", 1)
@@ -227,7 +229,7 @@ class MemcachedBackend(Backend):
                     self.holds.lose(hold, "its TTL ran out, it was broken (conch break), or "
                                     "another holder took it")
         except (*TRANSIENT, MemcacheError) as exc:
-            self._renewer.close()
+            renewer.close()
             why = self.pool.describe(exc)
             log.warning("renewing %d memcached lock(s) failed: %s", len(holds), why)
             metrics.record_renewals("memcached", 0, len(holds))

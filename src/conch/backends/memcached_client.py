@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import NamedTuple, TypeVar
@@ -26,11 +27,13 @@ from pymemcache.exceptions import (  # type: ignore[import-untyped]
     MemcacheUnknownCommandError,
 )
 
+from conch import tls
 from conch.errors import BackendUnavailable, InvalidURL
+from conch.tls import TLSFileError, TLSOptions
 from conch.url import BackendURL
 
 DEFAULT_PORT = 11211
-OPTIONS = frozenset({"ttl", "connect_timeout", "timeout"})
+OPTIONS = frozenset({"ttl", "connect_timeout", "timeout", *tls.URL_OPTIONS})
 KEY_PREFIX = b"conch:"
 # memcached reads a relative expiry above 30 days as a Unix time.
 _MAX_RELATIVE_EXPIRY = 30 * 24 * 3600
@@ -50,6 +53,8 @@ class MemcachedOptions:
     """Expiry of a lock key, whole seconds (memcached's expiry has a one-second clock)."""
     connect_timeout: float
     timeout: float
+    tls: TLSOptions | None = None
+    """TLS to the server (``memcached -Z``), from the ``ssl_*`` options."""
 
     @property
     def lease(self) -> float:
@@ -86,6 +91,7 @@ class MemcachedOptions:
             ttl=int(ttl),
             connect_timeout=url.float_option("connect_timeout", 2.0),
             timeout=url.float_option("timeout", 2.0),
+            tls=tls.from_url(url),
         )
 
 
@@ -114,6 +120,7 @@ class ConnectionPool:
 
     def __init__(self, options: MemcachedOptions) -> None:
         self.options = options
+        self._tls_context: ssl.SSLContext | None = None  # read by check_server()
         self._mutex = threading.Lock()
         self._idle: list[Client] = []
         self._closed = False
@@ -127,6 +134,7 @@ class ConnectionPool:
             timeout=options.timeout if timeout is None else timeout,
             no_delay=True,  # requests are tiny: do not let Nagle hold them back
             default_noreply=False,  # every store must say whether it stored
+            tls_context=self._tls_context,
         )
 
     @contextlib.contextmanager
@@ -166,7 +174,13 @@ class ConnectionPool:
 
     def check_server(self) -> None:
         """Raise :class:`BackendUnavailable` unless the server answers and speaks the meta
-        protocol (memcached 1.6 and later), which the release needs."""
+        protocol (memcached 1.6 and later), which the release needs. Reads the TLS files
+        first (clients made before have no TLS)."""
+        if self.options.tls is not None:
+            try:
+                self._tls_context = self.options.tls.context()
+            except TLSFileError as exc:
+                raise BackendUnavailable(f"memcached at {self.options.where}: {exc}") from None
         try:
             with self.client() as client:
                 client.version()
@@ -183,9 +197,17 @@ class ConnectionPool:
 
     def describe(self, exc: BaseException) -> str:
         """An error's text for users: where, what failed (no credentials: URLs have none)."""
-        if isinstance(exc, TimeoutError):
+        tls_problem = tls.explain(exc)
+        if tls_problem is not None:
+            why = tls_problem
+        elif isinstance(exc, TimeoutError):
+            hint = " (no answer to the TLS handshake: does the port speak TLS?)" \
+                if self.options.tls and not isinstance(exc, ssl.SSLError) else ""
             why = f"no reply within {self.options.timeout} s (connect: " \
-                  f"{self.options.connect_timeout} s)"
+                  f"{self.options.connect_timeout} s){hint}"
+        elif isinstance(exc, (MemcacheUnexpectedCloseError, ConnectionResetError)) \
+                and self.options.tls is None:
+            why = "it closed the connection at once: if its port speaks TLS, add ssl=true"
         else:
             why = f"{type(exc).__name__}: {exc}"
         return f"memcached at {self.options.where}: {why}"

@@ -18,6 +18,7 @@ holder learns at its next renewal, at most ``(ttl - 1) / 3`` later.
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 import urllib.parse
 from typing import TYPE_CHECKING
@@ -72,9 +73,8 @@ def _metadump(client: Client) -> bytes:
     Not ``Client.raw_command``: pymemcache 4.0 keeps only the last chunk of a reply
     longer than one read, which loses most keys of a large cache.
     """
-    host, port = client.server
     for _ in range(_DUMP_TRIES):
-        with socket.create_connection((host, port), timeout=client.timeout or 5.0) as sock:
+        with _connection(client) as sock:
             sock.sendall(b"lru_crawler metadump all\r\n")
             dump = b""
             while not (dump.endswith(b"END\r\n") or dump.startswith(b"BUSY")
@@ -87,6 +87,20 @@ def _metadump(client: Client) -> bytes:
             return dump
         time.sleep(0.05)
     raise OSError(f"memcached's LRU crawler stayed busy: {dump[:80]!r}")
+
+
+def _connection(client: Client) -> socket.socket:
+    """A connection to ``client``'s server, with the same TLS."""
+    host, port = client.server
+    sock = socket.create_connection((host, port), timeout=client.timeout or 5.0)
+    context: ssl.SSLContext | None = client.tls_context
+    if context is None:
+        return sock
+    try:
+        return context.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def break_hold(client: Client, keys: LockKeys, name: bytes, token: int | None) -> LockInfo:

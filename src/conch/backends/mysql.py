@@ -48,7 +48,7 @@ Translation of the contract:
   parent's locks) and opens its own.
 
 Options: ``connect_timeout`` (seconds, default 5), ``session_timeout`` (above),
-``ssl_ca`` / ``ssl_cert`` / ``ssl_key`` (TLS), ``unix_socket``; see docs/mysql.md.
+``ssl_*`` (TLS: :data:`conch.tls.URL_OPTIONS`), ``unix_socket``; see docs/mysql.md.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ from conch.backends.session import Heartbeat, Holds
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable
 from conch.introspection import HolderStamp, LockInfo
+from conch.tls import TLSFileError
 from conch.url import BackendURL
 
 SERVER_NAME_PREFIX = "conch:"
@@ -145,11 +146,11 @@ class MySQLBackend(Backend):
 
     @contextlib.contextmanager
     def translated_errors(self) -> Iterator[None]:
-        """Turn PyMySQL's errors (and an unreadable TLS file) into :class:`BackendUnavailable`,
+        """Turn PyMySQL's errors (and an unusable TLS file) into :class:`BackendUnavailable`,
         without the password."""
         try:
             yield
-        except (pymysql.Error, OSError) as exc:
+        except (pymysql.Error, OSError, TLSFileError) as exc:
             raise BackendUnavailable(
                 f"mysql backend at {self.url.redacted()}: {describe(exc, self.settings)}"
             ) from None

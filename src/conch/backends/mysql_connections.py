@@ -18,7 +18,9 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import CLIENT, CR, ER  # type: ignore[import-untyped]
 
+from conch import tls
 from conch.errors import InvalidURL
+from conch.tls import TLSFileError, TLSOptions
 from conch.url import BackendURL
 
 Connection = Any
@@ -42,9 +44,10 @@ class Settings:
     it has not heard from for that long (``wait_timeout``), freeing its locks;
     the holder checks each held session every quarter of it and gives up on a
     reply after half of it, so it notices a dead link before the server frees
-    its locks. ``ssl_ca`` (a CA file) turns on TLS, checking the server's
-    certificate and host name; ``ssl_cert`` and ``ssl_key`` give a client
-    certificate. ``unix_socket`` (a path) replaces the host and port.
+    its locks. ``tls``: the ``ssl_*`` options (:func:`conch.tls.from_url`): any of them
+    turns TLS on, checking the server's certificate and host name unless told otherwise;
+    ``ssl_cert`` and ``ssl_key`` give a client certificate. ``unix_socket`` (a path)
+    replaces the host and port.
     """
 
     host: str
@@ -54,16 +57,16 @@ class Settings:
     database: str
     connect_timeout: float
     session_timeout: float
-    ssl_ca: str | None = None
-    ssl_cert: str | None = None
-    ssl_key: str | None = None
+    tls: TLSOptions | None = None
+    plain: bool = False
+    """``ssl=false``: no TLS even where the server offers it."""
     unix_socket: str | None = None
 
     @classmethod
     def from_url(cls, url: BackendURL) -> Settings:
         """Check ``url`` (raise :class:`conch.InvalidURL`) and take its settings."""
-        options = url.options({"connect_timeout", "session_timeout",
-                               "ssl_ca", "ssl_cert", "ssl_key", "unix_socket"})
+        options = url.options({"connect_timeout", "session_timeout", "unix_socket",
+                               *tls.URL_OPTIONS})
         unix_socket = options.get("unix_socket")
         hosts = url.hosts or ((("localhost", None),) if unix_socket else ())
         if len(hosts) != 1 or not hosts[0][0]:
@@ -82,9 +85,8 @@ class Settings:
             database=database,
             connect_timeout=url.float_option("connect_timeout", 5.0),
             session_timeout=url.float_option("session_timeout", 10.0),
-            ssl_ca=options.get("ssl_ca"),
-            ssl_cert=options.get("ssl_cert"),
-            ssl_key=options.get("ssl_key"),
+            tls=tls.from_url(url),
+            plain=not url.bool_option("ssl", True),
             unix_socket=unix_socket,
         )
 
@@ -110,7 +112,14 @@ class Settings:
 
 
 def open_connection(settings: Settings) -> Connection:
-    """A new session (autocommit, multi-statements, ``wait_timeout`` = the session timeout)."""
+    """A new session (autocommit, multi-statements, ``wait_timeout`` = the session timeout).
+
+    The TLS files are read for each new session (so renewed certificates are used), and a
+    context, not PyMySQL's ``ssl_*`` arguments, says how to check the server: those check
+    neither the certificate nor the host name unless told, and read no CA directory.
+    Without ``ssl_*`` options PyMySQL uses TLS if the server offers it, checking nothing
+    (``ssl=false``: never).
+    """
     return pymysql.connect(
         host=settings.host,
         port=settings.port,
@@ -125,12 +134,8 @@ def open_connection(settings: Settings) -> Connection:
         autocommit=True,
         client_flag=CLIENT.MULTI_STATEMENTS,
         init_command=f"SET SESSION wait_timeout = {max(1, math.ceil(settings.session_timeout))}",
-        ssl_ca=settings.ssl_ca,
-        ssl_cert=settings.ssl_cert,
-        ssl_key=settings.ssl_key,
-        # Recent PyMySQL checks neither the certificate nor the host name unless told.
-        ssl_verify_cert=bool(settings.ssl_ca) or None,
-        ssl_verify_identity=bool(settings.ssl_ca) or None,
+        ssl=settings.tls.context() if settings.tls is not None else None,
+        ssl_disabled=settings.plain,
     )
 
 
@@ -160,14 +165,24 @@ def describe(exc: BaseException, settings: Settings) -> str:
     message = str(exc.args[1]) if isinstance(exc, pymysql.Error) and len(exc.args) > 1 \
         else f"{type(exc).__name__}: {exc}"
     where = settings.server
-    if code == ER.ACCESS_DENIED_ERROR:
-        text = f"access denied for user {settings.user!r} at {where} (wrong user or password)"
+    tls_problem = tls.explain(exc)
+    if isinstance(exc, TLSFileError):
+        text = str(exc)
+    elif tls_problem is not None:
+        text = f"{where}: {tls_problem}"
+    elif code == CR.CR_SSL_CONNECTION_ERROR:
+        text = (f"TLS: {where} does not offer TLS (the server has no certificate): configure "
+                f"it, or remove the ssl_* options")
+    elif code == ER.ACCESS_DENIED_ERROR:
+        missing = "" if settings.tls is not None and settings.tls.cert else (
+            "; or the user was created REQUIRE SSL, X509 or ISSUER: it needs TLS or a client "
+            "certificate, see the ssl_* options")
+        text = f"access denied for user {settings.user!r} at {where} (wrong user or password" \
+               f"{missing})"
     elif code in (ER.DBACCESS_DENIED_ERROR, ER.BAD_DB_ERROR):
         text = f"database {settings.database!r} at {where} does not exist or is not allowed"
     elif timed_out(exc) or isinstance(exc, TimeoutError):
         text = f"no reply from {where} within {settings.io_timeout:g} s"
-    elif isinstance(exc, OSError):  # PyMySQL reads the TLS files before connecting
-        text = f"cannot read the TLS files (ssl_ca, ssl_cert, ssl_key): {exc.strerror or exc}"
     elif code == CR.CR_CONN_HOST_ERROR:
         # PyMySQL keeps the socket's error, which says it without repeating the host.
         cause = getattr(exc, "original_exception", None)

@@ -30,7 +30,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.backends.redis_async_client import AsyncRedisClient
-from conch.backends.redis_client import Command, describe
+from conch.backends.redis_client import Command
+from conch.backends.redis_errors import describe
 from conch.backends.redis_steps import (
     WAKE_SIGNAL_MS,
     LockKeys,
@@ -139,7 +140,9 @@ class RedisAsyncLock(AsyncLockHandle):
             yield
         except RedisError as exc:
             backend = self._backend
-            raise BackendUnavailable(describe(backend.url, backend.options, exc)) from None
+            options = backend.options
+            raise BackendUnavailable(
+                describe(backend.url, options.where, options.sentinel, exc)) from None
 
 
 async def _finish(client: AsyncRedisClient, commands: list[Command], keys: LockKeys) -> None:

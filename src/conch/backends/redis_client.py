@@ -21,30 +21,24 @@ from typing import Any
 import redis
 import redis.asyncio.sentinel
 import redis.sentinel
-from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
+from conch.backends.redis_errors import describe
 from conch.backends.redis_scripts import ALL as ALL_SCRIPTS
-from conch.errors import InvalidURL
+from conch.errors import BackendUnavailable, InvalidURL
+from conch.tls import TLSFileError, TLSOptions
 from conch.url import BackendURL
 
 log = logging.getLogger("conch")
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
-OPTIONS = frozenset({
-    "ttl", "connect_timeout", "socket_timeout", "wait_replicas",
-    "sentinel", "sentinel_fallback", "sentinel_password",
-    "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
-})
-_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
-# Replies that mean the server refused who we said we are.
-_CREDENTIAL_ERRORS = ("NOAUTH", "WRONGPASS", "NOPERM", "AUTH")
-# The blocking and the asyncio sentinel clients raise distinct classes.
-_MASTER_NOT_FOUND = (redis.sentinel.MasterNotFoundError,
-                     redis.asyncio.sentinel.MasterNotFoundError)
+_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_cert_reqs")
+_SENTINEL_OPTIONS = ("sentinel_fallback", "sentinel_username", "sentinel_password",
+                     "sentinel_ssl")
+OPTIONS = frozenset({"ttl", "connect_timeout", "socket_timeout", "wait_replicas", "sentinel",
+                     *_SENTINEL_OPTIONS, *_TLS_OPTIONS})
 
 Command = tuple[object, ...]
 
@@ -58,6 +52,10 @@ class RedisOptions:
     socket_timeout: float
     wait_replicas: int
     sentinel: str | None
+    sentinel_tls: bool
+    """Whether the connections to the sentinels use TLS (``?sentinel_ssl=true``)."""
+    tls: TLSOptions | None
+    """The TLS files of the URL, when a connection uses TLS (checked at connect)."""
     where: str
     """Where the server is, for messages: ``host:port`` list (and sentinel master name)."""
 
@@ -65,13 +63,17 @@ class RedisOptions:
     def from_url(cls, url: BackendURL) -> RedisOptions:
         """Check ``url``'s options (raise :class:`InvalidURL`)."""
         query = url.options(OPTIONS)
-        if url.scheme != "rediss" and any(name in query for name in _TLS_OPTIONS):
-            raise InvalidURL(f"ssl_* options need a rediss:// URL: {url}")
         sentinel = query.get("sentinel") or None
         if len(url.hosts) > 1 and sentinel is None:
             raise InvalidURL(f"several hosts are sentinels: add ?sentinel=MASTER_NAME: {url}")
-        if "sentinel_fallback" in query and sentinel is None:
-            raise InvalidURL(f"sentinel_fallback needs ?sentinel=MASTER_NAME: {url}")
+        for name in _SENTINEL_OPTIONS:
+            if name in query and sentinel is None:
+                raise InvalidURL(f"{name} needs ?sentinel=MASTER_NAME: {url}")
+        sentinel_tls = url.bool_option("sentinel_ssl", False)
+        tls = url.scheme == "rediss" or sentinel_tls
+        if not tls and any(name in query for name in _TLS_OPTIONS):
+            raise InvalidURL(f"ssl_* options need a rediss:// URL (TLS to the master) or "
+                             f"?sentinel_ssl=true (TLS to the sentinels): {url}")
         _database(url)
         hosts = ",".join(f"{host}:{port}" for host, port in _hosts(url, query))
         return cls(
@@ -80,6 +82,8 @@ class RedisOptions:
             socket_timeout=url.float_option("socket_timeout", 2.0),
             wait_replicas=_count(query.get("wait_replicas", "0"), "wait_replicas"),
             sentinel=sentinel,
+            sentinel_tls=sentinel_tls,
+            tls=_tls_files(query) if tls else None,
             where=f"{hosts} (sentinels of {sentinel!r})" if sentinel else hosts,
         )
 
@@ -115,13 +119,19 @@ class PoolSettings:
             "socket_keepalive": True,
             "client_name": "conch",
         }
+        tls_files = {name: query[name] for name in _TLS_OPTIONS if name in query}
         if url.scheme == "rediss":
-            connection.update({name: query[name] for name in _TLS_OPTIONS if name in query})
+            connection.update(tls_files)
+        # As tooz 9.1 and redis-py: the sentinels get neither the master's credentials nor
+        # its TLS, only their own (sentinel_username, sentinel_password, sentinel_ssl).
         sentinel = {
             "socket_connect_timeout": options.connect_timeout,
             "socket_timeout": options.socket_timeout,
+            "username": query.get("sentinel_username") or None,
             "password": query.get("sentinel_password") or None,
         }
+        if options.sentinel_tls:
+            sentinel.update(ssl=True, **tls_files)
         return cls(_hosts(url, query), connection, sentinel, url.scheme == "rediss")
 
 
@@ -131,6 +141,11 @@ class RedisClient:
     def __init__(self, url: BackendURL, options: RedisOptions) -> None:
         self._url = url
         self.options = options
+        if options.tls is not None:
+            try:  # redis-py reads the files at each connection: say now if one is unusable
+                options.tls.context()
+            except TLSFileError as exc:
+                raise BackendUnavailable(f"redis at {options.where}: {exc}") from None
         self._pool = _make_pool(url, options)
         self._closed = False
         self._busy: set[Any] = set()  # the connections of the round-trips in progress
@@ -200,40 +215,15 @@ class RedisClient:
 
     def describe(self, exc: BaseException) -> str:
         """``exc`` as a message for users: what failed where, never a credential."""
-        return describe(self._url, self.options, exc)
+        return describe(self._url, self.options.where, self.options.sentinel, exc)
 
 
-def describe(url: BackendURL, options: RedisOptions, exc: BaseException) -> str:
-    """``exc``, raised by a client of ``url``, as a message for users: what failed where,
-    never a credential."""
-    where = options.where
-    if isinstance(exc, _MASTER_NOT_FOUND):
-        # Its text embeds the repr of every sentinel client: say what it means instead.
-        text = (f"redis at {where}: no sentinel answered with a reachable master "
-                f"named {options.sentinel!r}")
-    elif url.password is None and _is_credential_error(exc):
-        text = f"redis at {where} requires a password: use redis://[user]:PASSWORD@host"
-    elif _is_credential_error(exc):
-        text = f"redis at {where} refused the URL's credentials (user or password): {exc}"
-    elif isinstance(exc, RedisTimeoutError):
-        text = (f"redis at {where} did not answer in time ({exc}); see the URL options "
-                f"connect_timeout and socket_timeout")
-    elif isinstance(exc, RedisConnectionError):
-        text = f"redis at {where} is unreachable: {exc}"
-    else:
-        text = f"redis at {where} failed: {type(exc).__name__}: {exc}"
-    for secret in url.secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _is_credential_error(exc: BaseException) -> bool:
-    if isinstance(exc, AuthenticationError):
-        return True
-    # Redis 7 refuses HELLO before AUTH with "...called with the client already authenticated".
-    text = str(exc)
-    return isinstance(exc, ResponseError) and (
-        text.startswith(_CREDENTIAL_ERRORS) or "authenticated" in text
+def _tls_files(query: dict[str, str]) -> TLSOptions:
+    return TLSOptions(
+        ca=query.get("ssl_ca_certs"), cert=query.get("ssl_certfile"),
+        key=query.get("ssl_keyfile"), key_password=query.get("ssl_password"),
+        names={"ca": "ssl_ca_certs", "cert": "ssl_certfile", "key": "ssl_keyfile",
+               "key_password": "ssl_password"},
     )
 
 

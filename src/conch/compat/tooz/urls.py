@@ -5,7 +5,10 @@ Every query option a tooz 9 driver reads is handled one of four ways:
 - **translated** to conch's option: the lock lease (``lock_timeout``, else ``timeout``)
   becomes ``ttl``; ``redis://...?db=3`` becomes the path ``/3``, ``ssl=true`` the scheme
   ``rediss://``; ZooKeeper's ``hosts``/``namespace`` become hosts and path; PostgreSQL's
-  ``host``/``port``/``dbname`` replace those of the URL;
+  ``host``/``port``/``dbname`` replace those of the URL; memcached's ``use_ssl`` and
+  ``ca_cert`` become ``ssl`` and ``ssl_ca``; where tooz's TLS defaults differ from conch's
+  (no certificate check for MySQL without a CA, no host name check for memcached), the
+  translation spells tooz's out;
 - **accepted** when set to what conch does anyway (``encoding=utf8``, ``use_ssl=false``...);
 - **ignored** when it only tunes a tooz feature this layer does not provide (group
   membership and leadership: ``membership_timeout``, ``leader_timeout``, the file
@@ -157,6 +160,32 @@ def _adjust_redis(url: _URL, options: Options) -> None:
         options["sentinel_fallback"] = [",".join(fallbacks)]
 
 
+def _adjust_mysql(url: _URL, options: Options) -> None:
+    for name in [name for name in options if name.startswith("ssl_") and not options[name][-1]]:
+        del options[name]  # tooz passes only the ssl_* options with a value
+    mode = _last(options, "ssl_verify_mode")
+    if mode is not None:  # PyMySQL's spellings, as tooz hands them over
+        spelled = {"0": "none", "false": "none", "no": "none",
+                   "1": "required", "true": "required", "yes": "required"}
+        options["ssl_verify_mode"] = [spelled.get(mode.lower(), mode.lower())]
+    elif any(name.startswith("ssl_") for name in options) and not (
+            {"ssl_ca", "ssl_capath"} & set(options)):
+        # Without a CA tooz's PyMySQL checks no server certificate; conch would check it
+        # against the system's CAs: keep tooz's behaviour for its URLs.
+        options["ssl_verify_mode"] = ["none"]
+
+
+def _adjust_memcached(url: _URL, options: Options) -> None:
+    use_ssl = (_last(options, "use_ssl") or "false").lower() in _TRUE.values
+    tls_options = [name for name in options if name.startswith("ssl_")]
+    if not use_ssl:  # tooz reads its TLS options only with use_ssl
+        for name in tls_options:
+            del options[name]
+        return
+    options["ssl"] = ["true"]
+    options.setdefault("ssl_check_hostname", ["false"])  # tooz's default, unlike conch's
+
+
 def _adjust_zookeeper(url: _URL, options: Options) -> None:
     extra_hosts = options.pop("hosts", [])
     url.hosts = ",".join(filter(None, [url.hosts, *extra_hosts])) or "localhost:2181"
@@ -196,8 +225,6 @@ _DIALECTS: dict[str, _Dialect] = {
         unsupported={
             **dict.fromkeys(("retry_on_timeout", "socket_keepalive", "health_check_interval"),
                             _CLIENT.format(backend="redis")),
-            **dict.fromkeys(("sentinel_username", "sentinel_ssl"),
-                            "conch's Sentinel support takes sentinel_password only"),
             "namespace": "conch keys every lock by the SHA-256 of its name; keep deployments "
                          "apart with a database number (/1) or a lock-name prefix",
         },
@@ -214,21 +241,12 @@ _DIALECTS: dict[str, _Dialect] = {
     "memcached": _Dialect(
         "memcached",
         lease=("lock_timeout", "timeout"),
-        accepted={"use_ssl": _FALSE},
+        renamed={"ca_cert": "ssl_ca", "ssl_ciphers": "ssl_cipher"},
         ignored=_GROUPS,
-        unsupported={
-            "max_pool_size": _CLIENT.format(backend="memcached"),
-            **dict.fromkeys(("ca_cert", "ssl_key", "ssl_cert", "ssl_key_password", "ssl_ciphers",
-                             "ssl_check_hostname"), _TLS.format(backend="memcached")),
-        },
+        unsupported={"max_pool_size": _CLIENT.format(backend="memcached")},
+        adjust=_adjust_memcached,
     ),
-    "mysql": _Dialect(
-        "mysql",
-        unsupported=dict.fromkeys(
-            ("ssl_capath", "ssl_cipher", "ssl_verify_mode", "ssl_check_hostname"),
-            "conch's mysql backend takes ssl_ca, ssl_cert and ssl_key only",
-        ),
-    ),
+    "mysql": _Dialect("mysql", adjust=_adjust_mysql),
     "postgresql": _Dialect("postgresql", adjust=_adjust_postgresql),
 }
 _DIALECTS["kazoo"] = _DIALECTS["zookeeper"] = _Dialect(
