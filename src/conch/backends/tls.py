@@ -152,7 +152,8 @@ def diagnose(host: str, port: int, context: ssl.SSLContext | None, timeout: floa
 
 
 def _speaks_tls(host: str, port: int, timeout: float) -> bool:
-    """True when a TLS handshake that trusts any certificate succeeds at ``host:port``."""
+    """True when ``host:port`` answers a TLS handshake that trusts any certificate: it
+    succeeds, or the server ends it with a TLS alert (it wants a client certificate)."""
     anything = ssl.create_default_context()
     anything.check_hostname = False
     anything.verify_mode = ssl.CERT_NONE
@@ -160,5 +161,7 @@ def _speaks_tls(host: str, port: int, timeout: float) -> bool:
         with socket.create_connection((host, port), timeout=timeout) as raw, \
                 anything.wrap_socket(raw, server_hostname=host):
             return True
-    except OSError:  # ssl.SSLError too
+    except ssl.SSLError as exc:
+        return "_ALERT_" in (exc.reason or "")
+    except OSError:
         return False
