@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pathlib
 import re
+import time
 
 import pytest
 
@@ -31,6 +32,16 @@ def test_locks_are_taken_over_tls_with_a_client_certificate_and_a_user(
             token = held.token
         with second.lock(lock_name) as taken:
             assert taken.token is not None and token is not None and taken.token > token
+
+
+def test_a_hold_outlives_its_lease_ttl_over_tls(
+    etcd_tls_server: EtcdServer, lock_name: str
+) -> None:
+    with conch.connect(etcd_tls_server.url(ttl=2)) as coordinator, \
+            coordinator.lock(lock_name) as lock:
+        time.sleep(3)  # the lease is renewed over TLS every 2/3 s
+        assert not lock.lost.is_set()
+        assert coordinator.describe(lock_name).holder is not None
 
 
 def test_a_wrong_ca_is_one_clear_backend_unavailable(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import pathlib
 import re
+import time
 
 import pytest
 
@@ -46,8 +47,17 @@ def test_the_key_password_never_shows_in_reprs_urls_or_logs(
     assert not any(KEY_PASSWORD in text for text in [*shown, caplog.text])
 
 
+def test_a_hold_outlives_the_session_timeout_over_tls(
+    zookeeper_tls_server: ZooKeeperServer, lock_name: str
+) -> None:
+    with conch.connect(zookeeper_tls_server.url(timeout=1)) as coordinator, \
+            coordinator.lock(lock_name) as lock:
+        time.sleep(2)  # kazoo pings over TLS keep the session
+        assert not lock.lost.is_set()
+
+
 def _failing(server: ZooKeeperServer, **options: object) -> str:
-    return server.url(connect_timeout=1, **options)
+    return server.url(None, None, connect_timeout=1, **options)
 
 
 def test_a_wrong_ca_is_one_clear_backend_unavailable(
