@@ -1,7 +1,7 @@
 """etcd+https:// on a real etcd serving TLS only, with --client-cert-auth and auth on.
 
-The contract's core runs over TLS too (``etcd-tls`` in tests/contract); these tests
-check what TLS adds: the client certificate and user auth together, and one clear
+The contract's core runs over TLS too (``etcd-tls`` in tests/contract, with the client
+certificate and user auth together); these tests check renewal over TLS and one clear
 error for each way TLS goes wrong.
 """
 
@@ -20,18 +20,6 @@ from tests.tls import PKI
 
 WITHIN = 10.0
 """Seconds a failed start may take (a connect timeout of 3 s, and a diagnosis)."""
-
-
-def test_locks_are_taken_over_tls_with_a_client_certificate_and_a_user(
-    etcd_tls_url: str, lock_name: str
-) -> None:
-    assert etcd_tls_url.startswith("etcd+https://root:")
-    with conch.connect(etcd_tls_url) as first, conch.connect(etcd_tls_url) as second:
-        with first.lock(lock_name) as held:
-            assert second.lock(lock_name).acquire(blocking=0.2) is False
-            token = held.token
-        with second.lock(lock_name) as taken:
-            assert taken.token is not None and token is not None and taken.token > token
 
 
 def test_a_hold_outlives_its_lease_ttl_over_tls(
@@ -68,8 +56,8 @@ def test_no_client_certificate_where_one_is_required_is_named(
     url = f"etcd+https://{etcd_tls_server.endpoint}?ssl_ca={pki.ca}"
     error = start_fails(url, WITHIN)
     assert f"etcd at {etcd_tls_server.endpoint}" in str(error)
-    assert "the server requires a client certificate" in str(error) or \
-        "the server refused the client certificate, or requires one" in str(error)
+    # etcd 3.4 answers a missing certificate with the alert it sends for an untrusted one.
+    assert "the server refused the client certificate, or requires one" in str(error)
 
 
 def test_a_client_certificate_with_a_common_name_is_refused_by_the_gateway_with_auth_on(

@@ -1,10 +1,11 @@
 """zookeeper:// with use_ssl=true on a real ZooKeeper 3.8 serving TLS (client certificate
 required), through kazoo's options.
 
-The contract's core runs over TLS too (``zookeeper-tls`` in tests/contract); these tests
-check what TLS adds: an encrypted client key whose password never shows, and one clear
-error for each way TLS goes wrong. A failed start waits for ``connect_timeout`` (kazoo
-retries until then), so the failing URLs set it to 1 s.
+The contract's core runs over TLS too (``zookeeper-tls`` in tests/contract, with an
+encrypted client key and digest credentials); these tests check that the key's password
+never shows, the session over TLS, and one clear error for each way TLS goes wrong. A
+failed start waits for ``connect_timeout`` (kazoo retries until then), so the failing
+URLs set it to 1 s.
 """
 
 from __future__ import annotations
@@ -23,17 +24,6 @@ from tests.tls import KEY_PASSWORD, PKI
 
 WITHIN = 6.0
 """Seconds a failed start may take: ``connect_timeout`` (1 s) and a diagnosis."""
-
-
-def test_locks_are_taken_over_tls_with_an_encrypted_client_key_and_credentials(
-    zookeeper_tls_url: str, lock_name: str
-) -> None:
-    with conch.connect(zookeeper_tls_url) as first, conch.connect(zookeeper_tls_url) as second:
-        with first.lock(lock_name) as held:
-            assert second.lock(lock_name).acquire(blocking=0.2) is False
-            token = held.token
-        with second.lock(lock_name) as taken:
-            assert taken.token is not None and token is not None and taken.token > token
 
 
 def test_the_key_password_never_shows_in_reprs_urls_or_logs(
