@@ -36,7 +36,6 @@ _MEANING = {
     "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust the client certificate's CA",
     "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the server refused the expired client certificate",
     "WRONG_VERSION_NUMBER": "the server does not speak TLS on this port",
-    "HTTP_REQUEST": "the server does not speak TLS on this port",
     "PACKET_LENGTH_TOO_LONG": "the server does not speak TLS on this port",
     "RECORD_LAYER_FAILURE": "the server does not speak TLS on this port",
     "UNEXPECTED_EOF_WHILE_READING": "the server closed the connection during the handshake: "
