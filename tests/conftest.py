@@ -58,16 +58,37 @@ ASYNC_BACKENDS = [name for name in BACKENDS
                   if _ASYNC_CHOICE == "all" or name in _ASYNC_CHOICE.split(",")]
 
 
-@pytest.fixture(params=[*BACKENDS, *(f"{name}-async" for name in ASYNC_BACKENDS)])
+# The contract's core also runs over TLS, as backend "<name>-tls" (its ``<name>_tls_url``
+# fixture): only the tests marked ``core`` (see pytest_collection_modifyitems).
+TLS_BACKENDS = ["etcd", "zookeeper"]
+
+
+@pytest.fixture(params=[*BACKENDS, *(f"{name}-async" for name in ASYNC_BACKENDS),
+                        *(f"{name}-tls" for name in TLS_BACKENDS)])
 def url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The URL of each backend in turn (through the async API for ``<name>-async``)."""
+    """The URL of each backend in turn (through the async API for ``<name>-async``, over
+    TLS for ``<name>-tls``)."""
     name = str(request.param)
     if name.endswith("-async"):
         from tests.aio.sync_view import use_async_api
 
         use_async_api(monkeypatch)
         name = name.removesuffix("-async")
-    return str(request.getfixturevalue(f"{name}_url"))
+    return str(request.getfixturevalue(f"{name.replace('-', '_')}_url"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Over TLS only the contract's core runs: TLS changes how a backend connects, which
+    every core case exercises, not what it does with the connection."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        over_tls = callspec is not None and str(callspec.params.get("url", "")).endswith("-tls")
+        (dropped if over_tls and item.get_closest_marker("core") is None else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture

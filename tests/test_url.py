@@ -89,6 +89,28 @@ def test_redacted_hides_the_password_and_secret_looking_options_only() -> None:
     assert "db=1" in parsed.redacted()
 
 
+@pytest.mark.parametrize("key_file", ["keyfile", "ssl_key", "ssl_keyfile", "cert_key"])
+def test_a_key_file_is_a_path_shown_but_its_password_is_a_secret(key_file: str) -> None:
+    parsed = parse_url(f"zookeeper://zk1/x?{key_file}=/etc/k.pem&keyfile_password={SECRET}")
+    assert parsed.secrets == (SECRET,)
+    assert f"{key_file}=%2Fetc%2Fk.pem" in parsed.redacted()
+    assert "keyfile_password=%2A%2A%2A" in parsed.redacted()
+
+
+@pytest.mark.parametrize(("raw", "value"), [
+    ("true", True), ("Yes", True), ("1", True), ("on", True),
+    ("false", False), ("NO", False), ("0", False), ("off", False),
+])
+def test_a_boolean_option_takes_the_usual_spellings(raw: str, value: bool) -> None:
+    assert parse_url(f"zookeeper://zk1?use_ssl={raw}").bool_option("use_ssl", not value) is value
+    assert parse_url("zookeeper://zk1").bool_option("use_ssl", value) is value
+
+
+def test_a_boolean_option_with_another_value_is_an_invalid_url() -> None:
+    with pytest.raises(conch.InvalidURL, match="option use_ssl must be true or false"):
+        parse_url("zookeeper://zk1?use_ssl=maybe").bool_option("use_ssl", False)
+
+
 def test_a_url_without_a_password_is_shown_unchanged() -> None:
     assert parse_url("redis://admin@host:6379/0?db=1").redacted() \
         == "redis://admin@host:6379/0?db=1"

@@ -27,6 +27,7 @@ _BACKENDS: dict[str, str] = {
     "redis": "conch.backends.redis:RedisBackend",
     "rediss": "conch.backends.redis:RedisBackend",
     "etcd": "conch.backends.etcd:EtcdBackend",
+    "etcd+https": "conch.backends.etcd:EtcdBackend",
     "zookeeper": "conch.backends.zookeeper:ZooKeeperBackend",
     "postgresql": "conch.backends.postgresql:PostgreSQLBackend",
     "postgres": "conch.backends.postgresql:PostgreSQLBackend",
@@ -49,6 +50,10 @@ _CLIENT_LIBRARIES: dict[str, tuple[str, str | None]] = {
 }
 
 _SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+# Options that name a key *file*: a path, shown so that errors can name it.
+_KEY_FILE_OPTIONS = frozenset({"keyfile", "ssl_key", "ssl_keyfile", "cert_key"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 _TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
 _FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
@@ -79,7 +84,7 @@ class BackendURL:
     def secrets(self) -> tuple[str, ...]:
         """Strings that must never be shown: the password and secret-looking options."""
         found = [self.password] if self.password else []
-        found += [v for k, v in self.query.items() if v and _SECRET_OPTION.search(k)]
+        found += [v for k, v in self.query.items() if v and _is_secret(k)]
         return tuple(found)
 
     def redacted(self) -> str:
@@ -89,7 +94,7 @@ class BackendURL:
             user = urllib.parse.quote(self.username, safe="")
             netloc = f"{user}{':***' if self.password else ''}@{netloc}"
         query = urllib.parse.urlencode(
-            {k: ("***" if v and _SECRET_OPTION.search(k) else v) for k, v in self.query.items()}
+            {k: ("***" if v and _is_secret(k) else v) for k, v in self.query.items()}
         )
         return f"{self.scheme}://{netloc}{self.path}{'?' + query if query else ''}"
 
@@ -136,6 +141,20 @@ class BackendURL:
         if raw.lower() in _FALSE:
             return False
         raise InvalidURL(f"option {name} must be true or false, got {raw!r}")
+
+
+    def bool_option(self, name: str, default: bool) -> bool:
+        """Query option ``name`` as a boolean: ``true``/``false`` (also 1/0, yes/no, on/off)."""
+        raw = self.query.get(name)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise InvalidURL(f"option {name} must be true or false, got {raw!r}")
+
+
+def _is_secret(option: str) -> bool:
+    return bool(_SECRET_OPTION.search(option)) and option.lower() not in _KEY_FILE_OPTIONS
 
 
 class RedactingLogger(logging.LoggerAdapter):  # type: ignore[type-arg]

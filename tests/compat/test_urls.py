@@ -31,11 +31,19 @@ from conch.url import parse_url
     # etcd3gw: the gateway over HTTP; lock_timeout wins over timeout
     ("etcd3+http://etcd1:2379?timeout=30&lock_timeout=8&api_version=v3",
      "etcd://etcd1:2379?ttl=8"),
+    # etcd3gw over TLS: its certificate options become conch's ssl_*
+    ("etcd3+https://etcd1:2379?ca_cert=/ca.pem&cert_cert=/c.pem&cert_key=/k.pem&timeout=10",
+     "etcd+https://etcd1:2379?ttl=10&ssl_ca=%2Fca.pem&ssl_cert=%2Fc.pem&ssl_key=%2Fk.pem"),
     # zookeeper / kazoo: extra hosts, namespace → chroot, session timeout as is
     ("kazoo://zk1:2181?hosts=zk2:2181&hosts=zk3:2181&namespace=cinder&timeout=5",
      "zookeeper://zk1:2181,zk2:2181,zk3:2181/cinder?timeout=5"),
     ("zookeeper://u:p@zk1?use_ssl=false&randomize_hosts=true&verify_certs=false",
      "zookeeper://u:p@zk1"),
+    # kazoo's TLS options as they are, booleans as conch spells them
+    ("kazoo://zk1:2281?use_ssl=Yes&ca=/ca.pem&certfile=/c.pem&keyfile=/k.pem"
+     "&keyfile_password=pw&verify_certs=t",
+     "zookeeper://zk1:2281?ca=%2Fca.pem&certfile=%2Fc.pem&keyfile=%2Fk.pem"
+     "&keyfile_password=pw&use_ssl=true&verify_certs=true"),
     ("zookeeper://", "zookeeper://localhost:2181"),
     # SQL: credentials and database kept; PostgreSQL's host/port/dbname options win
     ("mysql://tacker:pw@db:3306/tacker?unix_socket=/run/mysqld.sock",
@@ -79,16 +87,25 @@ def test_keyword_options_override_the_query_as_in_tooz() -> None:
 
 
 @pytest.mark.parametrize(("tooz_url", "message"), [
+    # etcd3gw ignores its certificates over plain HTTP: conch says so
+    ("etcd3+http://etcd1?ca_cert=/ca.pem", "TLS options (ssl_ca) need an etcd+https:// URL"),
+    # tooz's zookeeper driver ignores them without use_ssl: conch says so
+    ("kazoo://zk1?ca=/ca.pem&use_ssl=false", "TLS options (ca) need use_ssl=true"),
+])
+def test_tls_options_without_tls_are_refused_by_conch(tooz_url: str, message: str) -> None:
+    with pytest.raises(conch.InvalidURL, match=re.escape(message)):
+        conch.Coordinator(to_conch_url(tooz_url))
+
+
+@pytest.mark.parametrize(("tooz_url", "message"), [
     ("redis://db1?namespace=cinder", "namespace= option of redis:// URLs is not supported"),
     ("redis://db1?retry_on_timeout=true", "retry_on_timeout="),
     ("redis://db1?encoding=latin-1", "encoding= option of redis:// URLs can only be utf8"),
     ("redis:///run/redis.sock", "Unix socket"),
     ("redis://db1/1?db=2", "disagree"),
     ("redis://db1?lock_timeout=3&ttl=4", "either tooz's lock_timeout / timeout or conch's ttl"),
-    ("etcd3+https://etcd1:2379", "TLS is not supported"),
-    ("etcd3+http://etcd1?ca_cert=/ca.pem", "TLS is not supported"),
     ("etcd3+http://etcd1?api_version=v3alpha", "can only be v3"),
-    ("kazoo://zk1?use_ssl=true", "use_ssl= option of kazoo:// URLs can only be false"),
+    ("kazoo://zk1?use_ssl=maybe", "use_ssl= option of zookeeper:// URLs must be true or false"),
     ("kazoo://zk1?handler=eventlet", "threading handler"),
     ("kazoo://zk1/chroot?namespace=x", "either a path or tooz's namespace="),
     ("memcached://mc?max_pool_size=4", "max_pool_size="),
@@ -107,6 +124,7 @@ def test_what_conch_cannot_honour_is_rejected_by_name(tooz_url: str, message: st
     "redis://u:hunter2@db1?sentinel_ssl=true",
     "consul://u:hunter2@host",
     "redis://u:hunter2@db1:99999999",
+    "kazoo://zk1?use_ssl=true&keyfile_password=hunter2",
 ])
 def test_messages_never_show_the_password(tooz_url: str) -> None:
     with pytest.raises(conch.InvalidURL) as failure:

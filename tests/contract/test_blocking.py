@@ -15,6 +15,7 @@ ONE_TRY_BOUND = 1.0
 """Seconds a single attempt may take on a loaded machine (a few round-trips)."""
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("blocking", [True, False, 0, 0.0, 1, 2.5, math.inf],
                          ids=["True", "False", "0", "0.0", "1", "2.5", "inf"])
 def test_every_blocking_mode_returns_true_when_free(
@@ -27,6 +28,7 @@ def test_every_blocking_mode_returns_true_when_free(
     assert not lock.held
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("blocking", [False, 0, 0.0], ids=["False", "0", "0.0"])
 def test_one_try_returns_false_at_once_when_held_elsewhere(
     coordinator: conch.Coordinator, other_coordinator: conch.Coordinator, lock_name: str,
@@ -40,6 +42,7 @@ def test_one_try_returns_false_at_once_when_held_elsewhere(
     assert not contender.held and contender.token is None
 
 
+@pytest.mark.core
 def test_timeout_returns_false_after_about_the_asked_time_when_held_elsewhere(
     coordinator: conch.Coordinator, other_coordinator: conch.Coordinator, lock_name: str
 ) -> None:
@@ -66,6 +69,7 @@ def test_a_failed_acquire_leaves_no_claim_behind(
     newcomer.release()
 
 
+@pytest.mark.core
 def test_wait_forever_returns_true_once_the_holder_releases(
     coordinator: conch.Coordinator, other_coordinator: conch.Coordinator, lock_name: str
 ) -> None:
@@ -119,6 +123,7 @@ def test_two_lock_objects_for_one_name_in_one_coordinator_exclude_each_other(
     second.release()
 
 
+@pytest.mark.core
 def test_two_coordinators_exclude_each_other(
     coordinator: conch.Coordinator, other_coordinator: conch.Coordinator, lock_name: str
 ) -> None:

@@ -56,6 +56,7 @@ def test_start_and_stop_are_idempotent_and_a_stopped_coordinator_can_start_again
     assert not coordinator.is_started
 
 
+@pytest.mark.core
 def test_stop_while_holding_reports_the_hold_lost_and_frees_the_lock(
     url: str, other_coordinator: conch.Coordinator, lock_name: str
 ) -> None:
@@ -102,6 +103,7 @@ def test_member_id_defaults_to_a_prefixed_random_uuid(url: str) -> None:
     assert uuid.UUID(first.removeprefix("nova-")) != uuid.UUID(second.removeprefix("nova-"))
 
 
+@pytest.mark.core
 def test_repr_and_url_never_show_the_password(url: str, coordinator: conch.Coordinator) -> None:
     password = parse_url(url).password
     if not password:

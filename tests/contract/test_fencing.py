@@ -29,6 +29,7 @@ def _assert_strictly_increasing(tokens: list[int]) -> None:
         assert later > earlier, f"token {later} after {earlier} in {tokens}"
 
 
+@pytest.mark.core
 @pytest.mark.usefixtures("fencing")
 def test_tokens_strictly_increase_across_objects_and_coordinators(
     url: str, coordinator: conch.Coordinator, other_coordinator: conch.Coordinator,

@@ -13,6 +13,7 @@ ROUNDS = 3
 WAIT_BEFORE_RELEASE = 0.2
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("blocking", [True, 30.0], ids=["forever", "timed"])
 @pytest.mark.parametrize("waiting_in", ["other-coordinator", "same-coordinator"])
 def test_waiter_returns_promptly_when_the_holder_releases(

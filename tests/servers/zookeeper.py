@@ -4,7 +4,9 @@ Each server runs standalone on a free loopback port with its data in a temp
 directory. ``tickTime`` is 500 ms so tests may ask for session timeouts down to
 1 s (ZooKeeper bounds a session timeout to 2 to 20 ticks unless told otherwise).
 :func:`start_zookeeper` starts more of them for tests that break one (pause,
-restart): never break the shared server.
+restart): never break the shared server. ``zookeeper_tls_server`` serves TLS on its
+client port and requires a client certificate (``ssl.clientAuth=need``); it keeps a
+plain port for the health check and the tests' own inspection.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ import pytest
 from kazoo.client import KazooClient  # type: ignore[import-untyped]
 
 from tests.servers.base import ServerProcess, require_binary
+from tests.tls import KEY_PASSWORD, PKI
 
 ZOOKEEPER_JAR = "/usr/share/java/zookeeper.jar"
 ZOOKEEPER_SCRIPT = "/usr/share/zookeeper/bin/zkServer.sh"  # shipped by the same package
 # Without an SLF4J binding the server logs nothing; the simple one writes to the server log.
 SLF4J_SIMPLE_JAR = "/usr/share/java/slf4j-simple.jar"
+# TLS needs Netty's SslHandler (netty-handler, in zookeeper.jar's manifest), which needs
+# netty-codec and netty-resolver, which the manifest leaves out.
+NETTY_TLS_JARS = ("/usr/share/java/netty-codec.jar", "/usr/share/java/netty-resolver.jar")
 
 ZOO_CFG = """\
 tickTime=500
@@ -34,6 +40,17 @@ clientPortAddress=127.0.0.1
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr,stat,mntr
 forceSync={force_sync}
+"""
+# ZooKeeper 3.8 reads PEM key and trust stores; the key store holds the key and the chain.
+TLS_CFG = """\
+secureClientPort={secure_port}
+secureClientPortAddress=127.0.0.1
+serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory
+ssl.keyStore.location={key_store}
+ssl.keyStore.type=PEM
+ssl.trustStore.location={ca}
+ssl.trustStore.type=PEM
+ssl.clientAuth=need
 """
 
 
@@ -55,20 +72,32 @@ class ZooKeeperServer(ServerProcess):
     as in production.
     """
 
-    def __init__(self, durable: bool = False) -> None:
+    def __init__(self, durable: bool = False, pki: PKI | None = None) -> None:
         self.durable = durable
-        super().__init__("zookeeper", self._serving)
+        self.pki = pki
+        """With TLS: the certificates of the server and of the clients it trusts."""
+        super().__init__("zookeeper", self._serving, ports=1 if pki is None else 2)
+
+    @property
+    def plain_port(self) -> int:
+        """The port that speaks plain ZooKeeper (with TLS: not the one clients use)."""
+        return self.ports[-1]
 
     @property
     def hosts(self) -> str:
-        """The ``host:port`` clients connect to."""
+        """The ``host:port`` clients connect to (with TLS: the TLS port)."""
         return f"127.0.0.1:{self.port}"
 
     def url(self, chroot: str | None = None, credentials: str | None = None,
-            **options: float) -> str:
+            **options: object) -> str:
         """A ``zookeeper://`` URL with a fresh chroot unless ``chroot`` is given;
-        ``credentials`` is ``user:password``, ``options`` the query (``timeout=2``)."""
+        ``credentials`` is ``user:password``, ``options`` the query (``timeout=2``). With
+        TLS it has the CA and the client certificate, its key encrypted."""
         path = chroot if chroot is not None else f"/conch-test-{uuid.uuid4().hex}"
+        if self.pki is not None:
+            options = {"use_ssl": "true", "ca": self.pki.ca, "certfile": self.pki.client_cert,
+                       "keyfile": self.pki.encrypted_client_key,
+                       "keyfile_password": KEY_PASSWORD, **options}
         query = "&".join(f"{name}={value}" for name, value in options.items())
         auth = f"{credentials}@" if credentials else ""
         return f"zookeeper://{auth}{self.hosts}{path}{'?' + query if query else ''}"
@@ -76,7 +105,8 @@ class ZooKeeperServer(ServerProcess):
     def admin(self, credentials: str | None = None) -> KazooClient:
         """A started plain kazoo client, for the tests' own inspection (stop it after use)."""
         client = KazooClient(
-            self.hosts, auth_data=[("digest", credentials)] if credentials else None
+            f"127.0.0.1:{self.plain_port}",
+            auth_data=[("digest", credentials)] if credentials else None,
         )
         client.start(timeout=10)
         return client
@@ -89,11 +119,21 @@ class ZooKeeperServer(ServerProcess):
         classpath = [self.data_dir, ZOOKEEPER_JAR]
         if os.path.exists(SLF4J_SIMPLE_JAR):
             classpath.append(SLF4J_SIMPLE_JAR)
+        key_store = os.path.join(self.data_dir, "server-key-store.pem")
+        if self.pki is not None:
+            classpath += NETTY_TLS_JARS
+            with open(key_store, "w") as out:
+                for part in (self.pki.server_key, self.pki.server_cert):
+                    with open(part) as pem:
+                        out.write(pem.read())
 
         def command() -> list[str]:
             with open(config, "w") as out:
-                out.write(ZOO_CFG.format(data_dir=self.data_dir, port=self.port,
+                out.write(ZOO_CFG.format(data_dir=self.data_dir, port=self.plain_port,
                                          force_sync="yes" if self.durable else "no"))
+                if self.pki is not None:
+                    out.write(TLS_CFG.format(secure_port=self.port, key_store=key_store,
+                                             ca=self.pki.ca))
             return [
                 java, "-Xmx256m", "-XX:+UseSerialGC",
                 f"-Dzookeeper.log.dir={self.data_dir}",
@@ -108,8 +148,8 @@ class ZooKeeperServer(ServerProcess):
     def _serving(self) -> bool:
         # ``ruok`` answers ``imok`` as soon as the port is open, before the server
         # has loaded its data and serves clients; ``srvr`` then reports a mode.
-        return (four_letter_word(self.port, "ruok") == "imok"
-                and "Mode: " in four_letter_word(self.port, "srvr"))
+        return (four_letter_word(self.plain_port, "ruok") == "imok"
+                and "Mode: " in four_letter_word(self.plain_port, "srvr"))
 
 
 def start_zookeeper() -> ZooKeeperServer:
@@ -125,6 +165,23 @@ def zookeeper_server() -> Iterator[ZooKeeperServer]:
         yield server.launch()
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def zookeeper_tls_server(pki: PKI) -> Iterator[ZooKeeperServer]:
+    """One ZooKeeper serving TLS (client certificate required) for the whole session."""
+    server = ZooKeeperServer(pki=pki)
+    try:
+        yield server.launch()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def zookeeper_tls_url(zookeeper_tls_server: ZooKeeperServer) -> str:
+    """A TLS URL (client certificate, encrypted key and its password) with credentials
+    and a chroot of its own."""
+    return zookeeper_tls_server.url(credentials=f"conch:pw-{uuid.uuid4().hex}")
 
 
 @pytest.fixture

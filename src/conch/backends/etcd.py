@@ -1,4 +1,4 @@
-"""``etcd://[user:password@]host:port[,host:port][/prefix][?options]``: locks in etcd v3.
+"""``etcd[+https]://[user:password@]host:port[,host:port][/prefix][?options]``: locks in etcd v3.
 
 Translation of the contract (the recipe of etcd's own ``concurrency.Mutex``):
 
@@ -27,7 +27,9 @@ Translation of the contract (the recipe of etcd's own ``concurrency.Mutex``):
 Options: ``ttl`` (whole seconds, default 10; etcd raises it to its minimum,
 usually 2), ``connect_timeout`` (default 3 s), ``timeout`` (per request, default
 5 s). The URL's path is the key prefix (default ``/conch/locks``). With
-``user:password``, requests carry an etcd auth token.
+``user:password``, requests carry an etcd auth token. ``etcd+https://`` speaks TLS,
+checking the server's certificate against ``ssl_ca`` (default: the system's CAs) and
+presenting ``ssl_cert``/``ssl_key`` when given (etcd's ``--client-cert-auth``).
 """
 
 from __future__ import annotations
@@ -35,17 +37,10 @@ from __future__ import annotations
 import hashlib
 import time
 
-from conch.backends import etcd_inspection
+from conch.backends import etcd_inspection, tls
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
-from conch.backends.etcd_client import (
-    NOT_FOUND,
-    EtcdRequestFailed,
-    Gateway,
-    Message,
-    decode,
-    encode,
-    prefix_end,
-)
+from conch.backends.etcd_client import Gateway, Message, decode, encode, prefix_end
+from conch.backends.etcd_errors import NOT_FOUND, EtcdRequestFailed, Unreachable, diagnosed
 from conch.backends.etcd_session import EtcdSession, Hold, Lease
 from conch.backends.etcd_watch import DeleteWatch
 from conch.capabilities import Capabilities
@@ -56,6 +51,7 @@ from conch.url import BackendURL
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "/conch/locks"
 DEFAULT_TTL = 10
+_TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key")
 # Between attempts to reach etcd while a waiter's lease may still live.
 _RECONNECT_PAUSE = 0.25
 
@@ -74,10 +70,11 @@ class EtcdBackend(Backend):
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
-        url.options({"ttl", "connect_timeout", "timeout"})
+        query = url.options({"ttl", "connect_timeout", "timeout", *_TLS_OPTIONS})
         ttl = _whole_seconds(url, "ttl", DEFAULT_TTL)
         if url.password is not None and not url.username:
             raise InvalidURL(f"a password needs a user name (user:password@host): {url}")
+        tls_files = _tls_files(url, query)
         endpoints = [(host or "127.0.0.1", port or DEFAULT_PORT) for host, port in url.hosts]
         self.prefix = (url.path.rstrip("/") or DEFAULT_PREFIX).encode()
         self.gateway = Gateway(
@@ -86,11 +83,13 @@ class EtcdBackend(Backend):
             timeout=url.float_option("timeout", 5.0),
             username=url.username,
             password=url.password,
+            tls_files=tls_files,
         )
         self.session = EtcdSession(self.gateway, member_id, ttl)
 
     def connect(self) -> None:
         try:
+            self.gateway.open()
             self.gateway.authenticate()
             # Granting a lease needs no permission: read the prefix so that missing
             # credentials or rights fail here, not at the first acquire.
@@ -99,6 +98,9 @@ class EtcdBackend(Backend):
                                                "range_end": encode(prefix_end(start)),
                                                "count_only": True})
             self.session.open()
+        except Unreachable as exc:
+            self.gateway.close()
+            raise diagnosed(exc, self.gateway.ssl_context, self.gateway.connect_timeout) from None
         except BackendUnavailable:
             self.gateway.close()
             raise
@@ -264,6 +266,19 @@ class _EtcdLock(LockHandle):
 def _first_key(response: Message) -> bytes | None:
     kvs = response.get("response_range", {}).get("kvs", [])
     return decode(kvs[0]["key"]) if kvs else None
+
+
+def _tls_files(url: BackendURL, query: dict[str, str]) -> tls.TLSFiles | None:
+    """What ``etcd+https://`` asks of TLS (None for ``etcd://``); raise InvalidURL."""
+    given = [name for name in _TLS_OPTIONS if query.get(name)]
+    if url.scheme != "etcd+https":
+        if given:
+            raise InvalidURL(f"TLS options ({', '.join(given)}) need an etcd+https:// URL: {url}")
+        return None
+    if "ssl_key" in given and "ssl_cert" not in given:
+        raise InvalidURL(f"ssl_key needs ssl_cert (the client certificate): {url}")
+    return tls.TLSFiles(ca=query.get("ssl_ca") or None, cert=query.get("ssl_cert") or None,
+                        key=query.get("ssl_key") or None)
 
 
 def _whole_seconds(url: BackendURL, name: str, default: int) -> int:

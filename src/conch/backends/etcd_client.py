@@ -3,10 +3,13 @@
 It speaks only etcd's documented gateway API (the gRPC messages as JSON: keys
 and values base64, 64-bit integers as strings), and only the calls the lock
 needs: transactions, leases, deletes and watches. Every failure becomes a
-:class:`conch.BackendUnavailable` naming the endpoint, never the password.
+:class:`conch.BackendUnavailable` naming the endpoint, never the password
+(:mod:`conch.backends.etcd_errors`).
 
 * **Endpoints**: requests go to the current endpoint; a connection that cannot
   be opened moves to the next one. Nothing is retried once a request was sent.
+* **TLS** (``etcd+https://``): every connection, watches included, uses one SSL
+  context made by :meth:`Gateway.open` from the URL's files (:mod:`conch.backends.tls`).
 * **Auth**: with a user name, ``/v3/auth/authenticate`` gives a token sent as the
   ``Authorization`` header; an expired token is renewed once per request.
 * **Watches**: one stream per wait, on a connection of its own
@@ -17,42 +20,30 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import urllib3
-from urllib3.connection import HTTPConnection
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, HTTPError
+
+from conch.backends import tls
+from conch.backends.etcd_errors import (
+    FAILED_PRECONDITION,
+    NOT_FOUND,
+    UNAUTHENTICATED,
+    Endpoint,
+    EtcdRequestFailed,
+    refusal,
+    unreachable,
 )
-
 from conch.backends.etcd_watch import DeleteWatch, WatchRefused
-from conch.errors import BackendUnavailable
 
-Endpoint = tuple[str, int]
 Message = dict[str, Any]
 
-# gRPC status codes the gateway returns in ``code`` (google.golang.org/grpc/codes).
-NOT_FOUND = 5
-FAILED_PRECONDITION = 9
-UNAUTHENTICATED = 16
-# Passing trouble, not a refusal: a member stopping ("the client connection is closing"
-# is CANCELLED), no leader or a leader change, a request timed out inside etcd.
-_TRANSIENT = frozenset({1, 4, 14})
 _JSON = {"Content-Type": "application/json"}
-
-
-class EtcdRequestFailed(BackendUnavailable):
-    """etcd refused a request (not a passing failure); ``code`` is its gRPC status code."""
-
-    def __init__(self, text: str, code: int) -> None:
-        super().__init__(text)
-        self.code = code
 
 
 def encode(data: bytes) -> str:
@@ -81,16 +72,27 @@ class Gateway:
         timeout: float,
         username: str | None = None,
         password: str | None = None,
+        tls_files: tls.TLSFiles | None = None,
     ) -> None:
         self._endpoints = list(endpoints)
         self._connect_timeout = connect_timeout
         self._timeout = timeout
         self._username = username
         self._password = password
-        self._pools = self._new_pools()
+        self._tls_files = tls_files
+        self.ssl_context: ssl.SSLContext | None = None
+        """The context of every connection (None: plain HTTP), made by :meth:`open`."""
+        self._pools: list[urllib3.HTTPConnectionPool] = []
         self._current = 0
         self._auth_lock = threading.Lock()
         self._headers: dict[str, str] = dict(_JSON)
+
+    def open(self) -> None:
+        """Read the TLS files, if any, and make the connection pools: before any request."""
+        if self._tls_files is not None:
+            host, port = self._endpoints[0]
+            self.ssl_context = tls.client_context(self._tls_files, f"etcd at {host}:{port}")
+        self._pools = self._new_pools()
 
     @property
     def connect_timeout(self) -> float:
@@ -182,20 +184,23 @@ class Gateway:
         ).encode()
         index = self._current
         host, port = self._endpoints[index]
-        conn = HTTPConnection(host, port, timeout=self._connect_timeout)
+        conn = HTTPConnection(host, port, timeout=self._connect_timeout) \
+            if self.ssl_context is None else \
+            HTTPSConnection(host, port, timeout=self._connect_timeout,
+                            ssl_context=self.ssl_context)
         try:
             conn.request("POST", "/v3/watch", body=payload, headers=self._headers,
                          preload_content=False)
             response = conn.getresponse()
             if response.status != 200:
-                raise self._refusal((host, port), response.status, response.read())
+                raise refusal((host, port), response.status, response.read())
             watch = DeleteWatch(conn, response, keys, f"{host}:{port}")
             watch.start(self._timeout)
         except BaseException as exc:
             conn.close()
             if isinstance(exc, HTTPError | OSError):
                 self._current = (index + 1) % len(self._endpoints)
-                raise self._unreachable((host, port), exc) from None
+                raise unreachable((host, port), exc) from None
             raise
         return watch
 
@@ -211,8 +216,12 @@ class Gateway:
 
     def _new_pools(self) -> list[urllib3.HTTPConnectionPool]:
         limits = urllib3.Timeout(connect=self._connect_timeout, read=self._timeout)
-        return [urllib3.HTTPConnectionPool(host, port, maxsize=16, block=False, retries=False,
-                                           timeout=limits)
+        if self.ssl_context is None:
+            return [urllib3.HTTPConnectionPool(host, port, maxsize=16, block=False,
+                                               retries=False, timeout=limits)
+                    for host, port in self._endpoints]
+        return [urllib3.HTTPSConnectionPool(host, port, maxsize=16, block=False, retries=False,
+                                            timeout=limits, ssl_context=self.ssl_context)
                 for host, port in self._endpoints]
 
     def _post(self, path: str, body: Message, timeout: float | None = None,
@@ -232,36 +241,11 @@ class Gateway:
                 failure = exc
                 continue
             except (HTTPError, OSError) as exc:
-                raise self._unreachable(self._endpoints[index], exc) from None
+                raise unreachable(self._endpoints[index], exc) from None
             self._current = index
             if response.status != 200:
-                raise self._refusal(self._endpoints[index], response.status, response.data)
+                raise refusal(self._endpoints[index], response.status, response.data)
             answer: Message = json.loads(response.data)
             return answer
         assert failure is not None
-        raise self._unreachable(self._endpoints[start], failure, every=len(self._endpoints) > 1)
-
-    def _unreachable(self, endpoint: Endpoint, exc: BaseException,
-                     every: bool = False) -> BackendUnavailable:
-        if isinstance(exc, NewConnectionError):
-            reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
-        elif isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
-            reason = "timed out"
-        elif isinstance(exc, ProtocolError | ConnectionError):
-            reason = "connection lost"
-        else:
-            reason = type(exc).__name__
-        where = "every endpoint" if every else f"{endpoint[0]}:{endpoint[1]}"
-        return BackendUnavailable(f"etcd at {where} is unreachable ({reason})")
-
-    @staticmethod
-    def _refusal(endpoint: Endpoint, status: int, data: bytes) -> BackendUnavailable:
-        where = f"etcd at {endpoint[0]}:{endpoint[1]}"
-        try:
-            answer = json.loads(data)
-            message, code = str(answer.get("message") or answer["error"]), int(answer["code"])
-        except (ValueError, KeyError, TypeError):
-            return BackendUnavailable(f"{where} is unavailable (HTTP {status})")
-        if code in _TRANSIENT:
-            return BackendUnavailable(f"{where} is unavailable ({message})")
-        return EtcdRequestFailed(f"{where}: {message}", code)
+        raise unreachable(self._endpoints[start], failure, every=len(self._endpoints) > 1)

@@ -27,6 +27,8 @@ the lock handle in :mod:`conch.backends.zookeeper_lock`):
 2 to 20 ``tickTime``): a holder that dies without closing its session keeps its lock
 that long, hence ``session_bound=False``. ``connect_timeout`` (default 5) bounds
 ``start()``. ``user:password@`` authenticates with ZooKeeper's ``digest`` scheme.
+``use_ssl=true`` speaks TLS (kazoo's options: ``ca``, ``certfile``, ``keyfile``,
+``keyfile_password``, ``verify_certs``, and ``check_hostname``, on by default here).
 """
 
 from __future__ import annotations
@@ -34,17 +36,19 @@ from __future__ import annotations
 import hashlib
 import re
 
-from conch.backends import zookeeper_inspection
+from conch.backends import tls, zookeeper_inspection
 from conch.backends.base import Backend, LockHandle, LossCallback
 from conch.backends.zookeeper_lock import ZooKeeperLock
-from conch.backends.zookeeper_session import ZooKeeperSession
+from conch.backends.zookeeper_session import NoSession, ZooKeeperSession
 from conch.capabilities import Capabilities
-from conch.errors import InvalidURL
+from conch.errors import BackendUnavailable, InvalidURL
 from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
 DEFAULT_PORT = 2181
 DEFAULT_ROOT = "/conch"
+_TLS_OPTIONS = ("ca", "certfile", "keyfile", "keyfile_password", "verify_certs",
+                "check_hostname")
 _READABLE = re.compile(rb"[^A-Za-z0-9_-]+")
 # Characters ZooKeeper refuses in a path (its Programmer's Guide, "ZNodes").
 _BAD_PATH_CHARS = re.compile("[\u0000-\u001f\u007f-\u009f\ud800-\uf8ff\ufff0-\uffff]")
@@ -66,26 +70,41 @@ class ZooKeeperBackend(Backend):
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
-        url.options({"timeout", "connect_timeout"})
+        query = url.options({"timeout", "connect_timeout", "use_ssl", *_TLS_OPTIONS})
+        self.tls_files = _tls_files(url, query)
         if not url.hosts:
             raise InvalidURL(f"zookeeper:// URLs need at least one host[:port]: {url}")
         if url.username is not None and url.password is None:
             raise InvalidURL(f"zookeeper:// credentials need user:password@ (digest): {url}")
         self.locks_path = f"{_chroot(url)}/locks"
-        hosts = ",".join(
-            f"[{host}]:{port or DEFAULT_PORT}" if ":" in host else f"{host}:{port or DEFAULT_PORT}"
-            for host, port in url.hosts
-        )
+        self.endpoints = [(host, port or DEFAULT_PORT) for host, port in url.hosts]
+        hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                         for host, port in self.endpoints)
         credentials = None if url.password is None else (url.username or "", url.password)
         self.session = ZooKeeperSession(
             hosts,
             session_timeout=url.float_option("timeout", 10.0),
             connect_timeout=url.float_option("connect_timeout", 5.0),
             credentials=credentials,
+            tls_files=self.tls_files,
         )
 
     def connect(self) -> None:
-        self.session.open(self.locks_path)
+        session = self.session
+        # kazoo reads the TLS files at each connection attempt and retries a failure until
+        # the timeout: read them first, so that a bad file is named at once.
+        context = None if self.tls_files is None else \
+            tls.client_context(self.tls_files, f"ZooKeeper at {session.hosts}")
+        try:
+            session.open(self.locks_path)
+        except NoSession as exc:
+            for host, port in self.endpoints:
+                problem = tls.diagnose(host, port, context, session.connect_timeout)
+                if problem is not None:
+                    hint = ": add use_ssl=true to the URL" if context is None else ""
+                    where = f"{host}:{port}: " if len(self.endpoints) > 1 else ""
+                    raise BackendUnavailable(f"{exc} ({where}{problem}{hint})") from None
+            raise
 
     def close(self) -> None:
         self.session.close()
@@ -104,6 +123,28 @@ class ZooKeeperBackend(Backend):
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
         parent = f"{self.locks_path}/{lock_parent_name(key)}"
         return zookeeper_inspection.break_hold(self.session, parent, key, token)
+
+
+def _tls_files(url: BackendURL, query: dict[str, str]) -> tls.TLSFiles | None:
+    """What the URL asks of TLS (None: plain), checked as kazoo would use it."""
+    given = [name for name in _TLS_OPTIONS if name in query]
+    if not url.bool_option("use_ssl", False):
+        if given:
+            raise InvalidURL(f"TLS options ({', '.join(given)}) need use_ssl=true: {url}")
+        return None
+    if ("certfile" in query) != ("keyfile" in query):
+        # kazoo loads a client certificate only when given both.
+        raise InvalidURL(f"certfile and keyfile go together: {url}")
+    if "keyfile_password" in query and "keyfile" not in query:
+        raise InvalidURL(f"keyfile_password needs keyfile: {url}")
+    verify = url.bool_option("verify_certs", True)
+    check_hostname = url.bool_option("check_hostname", verify)
+    if check_hostname and not verify:
+        raise InvalidURL(f"check_hostname=true needs verify_certs=true: {url}")
+    return tls.TLSFiles(ca=query.get("ca") or None, cert=query.get("certfile") or None,
+                        key=query.get("keyfile") or None,
+                        key_password=query.get("keyfile_password") or None,
+                        verify=verify, check_hostname=check_hostname)
 
 
 def _chroot(url: BackendURL) -> str:

@@ -46,6 +46,7 @@ from kazoo.security import (  # type: ignore[import-untyped]
 
 from conch.backends.base import LossCallback
 from conch.backends.session import Holds
+from conch.backends.tls import TLSFiles
 from conch.errors import BackendUnavailable
 from conch.green import eventlet_patched
 from conch.url import RedactingLogger
@@ -89,6 +90,10 @@ class SessionExpired(BackendUnavailable):
     kazoo opens a new session."""
 
 
+class NoSession(BackendUnavailable):
+    """``start()`` got no session from any server within ``connect_timeout``."""
+
+
 class ZooKeeperSession:
     """A coordinator's ZooKeeper session, shared by all its lock handles. Thread-safe."""
 
@@ -98,24 +103,30 @@ class ZooKeeperSession:
         session_timeout: float,
         connect_timeout: float,
         credentials: tuple[str, str] | None,
+        tls_files: TLSFiles | None = None,
     ) -> None:
         self.hosts = hosts
         self.request_timeout = 2 * session_timeout
         self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
-        auth: dict[str, Any] = {}
+        options: dict[str, Any] = {}  # KazooClient's, for credentials and TLS
         secrets: tuple[str, ...] = ()
         if credentials is not None:
             user, password = credentials
             # Nodes we create are readable and writable by members with the same credentials.
-            auth = {"auth_data": [("digest", f"{user}:{password}")],
-                    "default_acl": [make_digest_acl(user, password, all=True)]}
+            options = {"auth_data": [("digest", f"{user}:{password}")],
+                       "default_acl": [make_digest_acl(user, password, all=True)]}
             secrets = (password, make_digest_acl_credential(user, password))
+        if tls_files is not None:
+            options.update(use_ssl=True, ca=tls_files.ca, certfile=tls_files.cert,
+                           keyfile=tls_files.key, keyfile_password=tls_files.key_password,
+                           verify_certs=tls_files.verify, check_hostname=tls_files.check_hostname)
+            secrets += (tls_files.key_password or "",)
         self.client = KazooClient(
             hosts=hosts, timeout=session_timeout,
             # kazoo logs its auth packet, password included, at DEBUG.
             logger=RedactingLogger(logging.getLogger("kazoo.client"), secrets),
-            **_handler_and_retry(), **auth
+            **_handler_and_retry(), **options
         )
         self._mutex = threading.Lock()  # orders state changes against new holds
         self._connected = False
@@ -132,7 +143,7 @@ class ZooKeeperSession:
             self.client.start(timeout=self.connect_timeout)
         except self.client.handler.timeout_exception:
             self.client.remove_listener(self._on_state)
-            raise BackendUnavailable(
+            raise NoSession(
                 f"cannot reach ZooKeeper at {self.hosts} within {self.connect_timeout:g} s"
             ) from None
         try:

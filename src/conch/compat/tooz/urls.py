@@ -4,11 +4,12 @@ Every query option a tooz 9 driver reads is handled one of four ways:
 
 - **translated** to conch's option: the lock lease (``lock_timeout``, else ``timeout``)
   becomes ``ttl``; ``redis://...?db=3`` becomes the path ``/3``, ``ssl=true`` the scheme
-  ``rediss://``; ZooKeeper's ``hosts``/``namespace`` become hosts and path; PostgreSQL's
-  ``host``/``port``/``dbname`` replace those of the URL; memcached's ``use_ssl`` and
-  ``ca_cert`` become ``ssl`` and ``ssl_ca``; where tooz's TLS defaults differ from conch's
-  (no certificate check for MySQL without a CA, no host name check for memcached), the
-  translation spells tooz's out;
+  ``rediss://``; etcd3gw's ``ca_cert``/``cert_cert``/``cert_key`` become ``ssl_ca``/
+  ``ssl_cert``/``ssl_key``; ZooKeeper's ``hosts``/``namespace`` become hosts and path,
+  its booleans ``true``/``false``; PostgreSQL's ``host``/``port``/``dbname`` replace
+  those of the URL; memcached's ``use_ssl`` and ``ca_cert`` become ``ssl`` and ``ssl_ca``;
+  where tooz's TLS defaults differ from conch's (no certificate check for MySQL without a
+  CA, no host name check for memcached), the translation spells tooz's out;
 - **accepted** when set to what conch does anyway (``encoding=utf8``, ``use_ssl=false``...);
 - **ignored** when it only tunes a tooz feature this layer does not provide (group
   membership and leadership: ``membership_timeout``, ``leader_timeout``, the file
@@ -46,9 +47,7 @@ class _Accepted(NamedTuple):
 # The spellings of oslo.utils' bool_from_string, which tooz's drivers use.
 _TRUE = _Accepted("true", frozenset({"1", "t", "true", "on", "y", "yes"}))
 _FALSE = _Accepted("false", frozenset({"0", "f", "false", "off", "n", "no"}))
-_TLS = "TLS is not supported by conch's {backend} backend yet"
 _REFUSED = {
-    "etcd3+https": "conch's etcd backend speaks plain HTTP only: TLS is not supported yet",
     "ipc": "tooz's ipc:// driver has no conch backend: use file:///dir (one host)",
     "kubernetes": "tooz's kubernetes:// driver has no conch backend",
 }
@@ -187,6 +186,17 @@ def _adjust_memcached(url: _URL, options: Options) -> None:
 
 
 def _adjust_zookeeper(url: _URL, options: Options) -> None:
+    for name in _ZOOKEEPER_BOOLEANS:  # as oslo.utils spells them, for conch
+        value = _last(options, name)
+        if value is None:
+            continue
+        if value.lower() not in _TRUE.values | _FALSE.values:
+            raise InvalidURL(f"tooz's {name}= option of {url.scheme}:// URLs must be true or "
+                             f"false, got {value!r}")
+        options[name] = ["true" if value.lower() in _TRUE.values else "false"]
+    if options.get("use_ssl") == ["false"]:
+        options.pop("use_ssl")
+        options.pop("verify_certs", None)  # it tunes TLS only
     extra_hosts = options.pop("hosts", [])
     url.hosts = ",".join(filter(None, [url.hosts, *extra_hosts])) or "localhost:2181"
     namespace = _last(options, "namespace")
@@ -212,6 +222,7 @@ def _adjust_postgresql(url: _URL, options: Options) -> None:
         url.path = f"/{dbname}"
 
 
+_ZOOKEEPER_BOOLEANS = ("use_ssl", "verify_certs")
 _CLIENT = "conch's {backend} client manages its connections itself"
 _GROUPS = frozenset({"membership_timeout", "leader_timeout"})
 _DIALECTS: dict[str, _Dialect] = {
@@ -233,10 +244,9 @@ _DIALECTS: dict[str, _Dialect] = {
     "etcd3+http": _Dialect(
         "etcd",
         lease=("lock_timeout", "timeout"),
+        renamed={"ca_cert": "ssl_ca", "cert_cert": "ssl_cert", "cert_key": "ssl_key"},
         accepted={"api_version": _Accepted("v3", frozenset({"v3"}))},
         ignored=_GROUPS,
-        unsupported=dict.fromkeys(("ca_cert", "cert_key", "cert_cert"),
-                                  _TLS.format(backend="etcd")),
     ),
     "memcached": _Dialect(
         "memcached",
@@ -249,13 +259,12 @@ _DIALECTS: dict[str, _Dialect] = {
     "mysql": _Dialect("mysql", adjust=_adjust_mysql),
     "postgresql": _Dialect("postgresql", adjust=_adjust_postgresql),
 }
+_DIALECTS["etcd3+https"] = dataclasses.replace(_DIALECTS["etcd3+http"], scheme="etcd+https")
+# ca, certfile, keyfile, keyfile_password: conch's zookeeper:// takes kazoo's names as they are.
 _DIALECTS["kazoo"] = _DIALECTS["zookeeper"] = _Dialect(
     "zookeeper",
-    accepted={"use_ssl": _FALSE, "randomize_hosts": _TRUE},
-    ignored=frozenset({"verify_certs"}),  # only meaningful with use_ssl, refused below
+    accepted={"randomize_hosts": _TRUE},
     unsupported={
-        **dict.fromkeys(("ca", "certfile", "keyfile", "keyfile_password"),
-                        _TLS.format(backend="zookeeper")),
         **dict.fromkeys(("connection_retry", "command_retry"),
                         "conch's ZooKeeper session retries by itself"),
         "handler": "conch uses kazoo's threading handler",
