@@ -52,9 +52,8 @@ _CLIENT_LIBRARIES: dict[str, tuple[str, str | None]] = {
 _SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 # Options that name a key *file*: a path, shown so that errors can name it.
 _KEY_FILE_OPTIONS = frozenset({"keyfile", "ssl_key", "ssl_keyfile", "cert_key"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+# A flag's spellings (oslo.utils' and tooz's, so that tooz URLs keep their meaning).
 _TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
 _FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
 
@@ -143,17 +142,10 @@ class BackendURL:
         raise InvalidURL(f"option {name} must be true or false, got {raw!r}")
 
 
-    def bool_option(self, name: str, default: bool) -> bool:
-        """Query option ``name`` as a boolean: ``true``/``false`` (also 1/0, yes/no, on/off)."""
-        raw = self.query.get(name)
-        if raw is None:
-            return default
-        if raw.lower() in _TRUE | _FALSE:
-            return raw.lower() in _TRUE
-        raise InvalidURL(f"option {name} must be true or false, got {raw!r}")
-
-
 def _is_secret(option: str) -> bool:
+    """Whether query option ``option`` holds a secret: its name says pass, secret, token or
+    key, unless it names a key *file* (a path: ``ssl_key_password`` is a secret,
+    ``ssl_key`` is not)."""
     return bool(_SECRET_OPTION.search(option)) and option.lower() not in _KEY_FILE_OPTIONS
 
 

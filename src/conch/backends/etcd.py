@@ -37,12 +37,13 @@ from __future__ import annotations
 import hashlib
 import time
 
-from conch.backends import etcd_inspection, tls
+from conch.backends import etcd_inspection
 from conch.backends.base import Backend, Deadline, LockHandle, LossCallback
 from conch.backends.etcd_client import Gateway, Message, decode, encode, prefix_end
 from conch.backends.etcd_errors import NOT_FOUND, EtcdRequestFailed, Unreachable, diagnosed
 from conch.backends.etcd_session import EtcdSession, Hold, Lease
 from conch.backends.etcd_watch import DeleteWatch
+from conch.backends.tls import OptionNames, tls_from_url
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL
 from conch.introspection import HolderStamp, LockInfo
@@ -51,7 +52,8 @@ from conch.url import BackendURL
 DEFAULT_PORT = 2379
 DEFAULT_PREFIX = "/conch/locks"
 DEFAULT_TTL = 10
-_TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key")
+# conch's ssl_* names (docs/etcd.md says why); conch.compat.tooz translates etcd3gw's.
+TLS_OPTIONS = OptionNames(ca="ssl_ca", cert="ssl_cert", key="ssl_key")
 # Between attempts to reach etcd while a waiter's lease may still live.
 _RECONNECT_PAUSE = 0.25
 
@@ -70,11 +72,12 @@ class EtcdBackend(Backend):
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
-        query = url.options({"ttl", "connect_timeout", "timeout", *_TLS_OPTIONS})
+        url.options({"ttl", "connect_timeout", "timeout", *TLS_OPTIONS})
         ttl = _whole_seconds(url, "ttl", DEFAULT_TTL)
         if url.password is not None and not url.username:
             raise InvalidURL(f"a password needs a user name (user:password@host): {url}")
-        tls_files = _tls_files(url, query)
+        tls_files = tls_from_url(url, TLS_OPTIONS, url.scheme == "etcd+https",
+                                 "an etcd+https:// URL")
         endpoints = [(host or "127.0.0.1", port or DEFAULT_PORT) for host, port in url.hosts]
         self.prefix = (url.path.rstrip("/") or DEFAULT_PREFIX).encode()
         self.gateway = Gateway(
@@ -266,19 +269,6 @@ class _EtcdLock(LockHandle):
 def _first_key(response: Message) -> bytes | None:
     kvs = response.get("response_range", {}).get("kvs", [])
     return decode(kvs[0]["key"]) if kvs else None
-
-
-def _tls_files(url: BackendURL, query: dict[str, str]) -> tls.TLSFiles | None:
-    """What ``etcd+https://`` asks of TLS (None for ``etcd://``); raise InvalidURL."""
-    given = [name for name in _TLS_OPTIONS if query.get(name)]
-    if url.scheme != "etcd+https":
-        if given:
-            raise InvalidURL(f"TLS options ({', '.join(given)}) need an etcd+https:// URL: {url}")
-        return None
-    if "ssl_key" in given and "ssl_cert" not in given:
-        raise InvalidURL(f"ssl_key needs ssl_cert (the client certificate): {url}")
-    return tls.TLSFiles(ca=query.get("ssl_ca") or None, cert=query.get("ssl_cert") or None,
-                        key=query.get("ssl_key") or None)
 
 
 def _whole_seconds(url: BackendURL, name: str, default: int) -> int:

@@ -29,7 +29,6 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, HTTPError
 
-from conch.backends import tls
 from conch.backends.etcd_errors import (
     FAILED_PRECONDITION,
     NOT_FOUND,
@@ -40,6 +39,7 @@ from conch.backends.etcd_errors import (
     unreachable,
 )
 from conch.backends.etcd_watch import DeleteWatch, WatchRefused
+from conch.backends.tls import TLSFiles, client_context
 
 Message = dict[str, Any]
 
@@ -72,7 +72,7 @@ class Gateway:
         timeout: float,
         username: str | None = None,
         password: str | None = None,
-        tls_files: tls.TLSFiles | None = None,
+        tls_files: TLSFiles | None = None,
     ) -> None:
         self._endpoints = list(endpoints)
         self._connect_timeout = connect_timeout
@@ -91,7 +91,7 @@ class Gateway:
         """Read the TLS files, if any, and make the connection pools: before any request."""
         if self._tls_files is not None:
             host, port = self._endpoints[0]
-            self.ssl_context = tls.client_context(self._tls_files, f"etcd at {host}:{port}")
+            self.ssl_context = client_context(self._tls_files, f"etcd at {host}:{port}")
         self._pools = self._new_pools()
 
     @property

@@ -6,7 +6,7 @@ Messages name the endpoint and the reason, never the password. Three kinds:
 * **refused**: etcd answered with an error (``code``: its gRPC status), except passing
   trouble inside etcd (no leader, a member stopping), which is only unavailable;
 * **TLS**: a failed start whose cause may be TLS is checked again with a connection of
-  our own (:func:`conch.backends.tls.diagnose`), which names what a client library that
+  our own (:func:`conch.backends.tls_diagnosis.diagnose`), which names what a client library that
   already sent its request cannot see: the server's refusal of our certificate, or a
   plain client on a TLS port.
 """
@@ -24,7 +24,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from conch.backends import tls
+from conch.backends.tls_diagnosis import diagnose_endpoints, explain
 from conch.errors import BackendUnavailable
 
 Endpoint = tuple[str, int]
@@ -61,9 +61,9 @@ class EtcdRequestFailed(BackendUnavailable):
 
 def unreachable(endpoint: Endpoint, exc: BaseException, every: bool = False) -> Unreachable:
     """The error for urllib3 failure ``exc`` at ``endpoint`` (or at every endpoint)."""
-    ssl_error = _ssl_error(exc)
-    if ssl_error is not None:
-        reason = tls.reason(ssl_error)
+    tls_problem = explain(exc)
+    if tls_problem is not None:
+        reason = tls_problem
     elif isinstance(exc, NewConnectionError):
         reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
     elif isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
@@ -73,7 +73,7 @@ def unreachable(endpoint: Endpoint, exc: BaseException, every: bool = False) -> 
     else:
         reason = type(exc).__name__
     where = "every endpoint" if every else f"{endpoint[0]}:{endpoint[1]}"
-    suspect = ssl_error is not None or isinstance(exc, SSLError | ProtocolError)
+    suspect = tls_problem is not None or isinstance(exc, SSLError | ProtocolError)
     return Unreachable(f"etcd at {where} is unreachable ({reason})",
                        None if every else endpoint, suspect)
 
@@ -103,22 +103,8 @@ def diagnosed(failure: Unreachable, context: ssl.SSLContext | None,
     if failure.endpoint is None or not failure.tls_suspect:
         return failure
     host, port = failure.endpoint
-    problem = tls.diagnose(host, port, context, timeout)
+    problem = diagnose_endpoints([failure.endpoint], context, timeout, "use an etcd+https:// URL")
     if problem is None:
         return failure
-    if context is None:
-        problem += ": use an etcd+https:// URL"
     return BackendUnavailable(f"etcd at {host}:{port} is unreachable ({problem})")
 
-
-def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
-    """The ``ssl.SSLError`` behind a urllib3 failure (urllib3 wraps it), if any."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return seen
-        inner = [arg for arg in seen.args if isinstance(arg, ssl.SSLError)]
-        if inner:
-            return inner[0]
-        seen = seen.__cause__ or seen.__context__
-    return None

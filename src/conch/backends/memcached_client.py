@@ -27,13 +27,13 @@ from pymemcache.exceptions import (  # type: ignore[import-untyped]
     MemcacheUnknownCommandError,
 )
 
-from conch import tls
+from conch.backends.tls import SSL_OPTIONS, TLSFiles, client_context, from_ssl_options
+from conch.backends.tls_diagnosis import explain
 from conch.errors import BackendUnavailable, InvalidURL
-from conch.tls import TLSFileError, TLSOptions
 from conch.url import BackendURL
 
 DEFAULT_PORT = 11211
-OPTIONS = frozenset({"ttl", "connect_timeout", "timeout", *tls.URL_OPTIONS})
+OPTIONS = frozenset({"ttl", "connect_timeout", "timeout", *SSL_OPTIONS})
 KEY_PREFIX = b"conch:"
 # memcached reads a relative expiry above 30 days as a Unix time.
 _MAX_RELATIVE_EXPIRY = 30 * 24 * 3600
@@ -53,7 +53,7 @@ class MemcachedOptions:
     """Expiry of a lock key, whole seconds (memcached's expiry has a one-second clock)."""
     connect_timeout: float
     timeout: float
-    tls: TLSOptions | None = None
+    tls: TLSFiles | None = None
     """TLS to the server (``memcached -Z``), from the ``ssl_*`` options."""
 
     @property
@@ -91,7 +91,7 @@ class MemcachedOptions:
             ttl=int(ttl),
             connect_timeout=url.float_option("connect_timeout", 2.0),
             timeout=url.float_option("timeout", 2.0),
-            tls=tls.from_url(url),
+            tls=from_ssl_options(url),
         )
 
 
@@ -177,10 +177,8 @@ class ConnectionPool:
         protocol (memcached 1.6 and later), which the release needs. Reads the TLS files
         first (clients made before have no TLS)."""
         if self.options.tls is not None:
-            try:
-                self._tls_context = self.options.tls.context()
-            except TLSFileError as exc:
-                raise BackendUnavailable(f"memcached at {self.options.where}: {exc}") from None
+            self._tls_context = client_context(self.options.tls,
+                                               f"memcached at {self.options.where}")
         try:
             with self.client() as client:
                 client.version()
@@ -197,7 +195,7 @@ class ConnectionPool:
 
     def describe(self, exc: BaseException) -> str:
         """An error's text for users: where, what failed (no credentials: URLs have none)."""
-        tls_problem = tls.explain(exc)
+        tls_problem = explain(exc)
         if tls_problem is not None:
             why = tls_problem
         elif isinstance(exc, TimeoutError):

@@ -48,7 +48,7 @@ Translation of the contract:
   parent's locks) and opens its own.
 
 Options: ``connect_timeout`` (seconds, default 5), ``session_timeout`` (above),
-``ssl_*`` (TLS: :data:`conch.tls.URL_OPTIONS`), ``unix_socket``; see docs/mysql.md.
+``ssl_*`` (TLS: :data:`conch.backends.tls.SSL_OPTIONS`), ``unix_socket``; see docs/mysql.md.
 """
 
 from __future__ import annotations
@@ -76,10 +76,10 @@ from conch.backends.mysql_fencing import FENCING_TABLE as FENCING_TABLE
 from conch.backends.mysql_fencing import ensure_fencing_table
 from conch.backends.mysql_lock import MySQLLock
 from conch.backends.session import Heartbeat, Holds
+from conch.backends.tls import TLSFileError
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable
 from conch.introspection import HolderStamp, LockInfo
-from conch.tls import TLSFileError
 from conch.url import BackendURL
 
 SERVER_NAME_PREFIX = "conch:"

@@ -18,9 +18,9 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import CLIENT, CR, ER  # type: ignore[import-untyped]
 
-from conch import tls
+from conch.backends.tls import SSL_OPTIONS, TLSFileError, TLSFiles, from_ssl_options
+from conch.backends.tls_diagnosis import explain
 from conch.errors import InvalidURL
-from conch.tls import TLSFileError, TLSOptions
 from conch.url import BackendURL
 
 Connection = Any
@@ -44,9 +44,10 @@ class Settings:
     it has not heard from for that long (``wait_timeout``), freeing its locks;
     the holder checks each held session every quarter of it and gives up on a
     reply after half of it, so it notices a dead link before the server frees
-    its locks. ``tls``: the ``ssl_*`` options (:func:`conch.tls.from_url`): any of them
-    turns TLS on, checking the server's certificate and host name unless told otherwise;
-    ``ssl_cert`` and ``ssl_key`` give a client certificate. ``unix_socket`` (a path)
+    its locks. ``tls``: the ``ssl_*`` options
+    (:func:`conch.backends.tls.from_ssl_options`): any of them turns TLS on, checking the
+    server's certificate and host name unless told otherwise; ``ssl_cert`` and ``ssl_key``
+    give a client certificate. ``unix_socket`` (a path)
     replaces the host and port.
     """
 
@@ -57,7 +58,7 @@ class Settings:
     database: str
     connect_timeout: float
     session_timeout: float
-    tls: TLSOptions | None = None
+    tls: TLSFiles | None = None
     plain: bool = False
     """``ssl=false``: no TLS even where the server offers it."""
     unix_socket: str | None = None
@@ -66,7 +67,7 @@ class Settings:
     def from_url(cls, url: BackendURL) -> Settings:
         """Check ``url`` (raise :class:`conch.InvalidURL`) and take its settings."""
         options = url.options({"connect_timeout", "session_timeout", "unix_socket",
-                               *tls.URL_OPTIONS})
+                               *SSL_OPTIONS})
         unix_socket = options.get("unix_socket")
         hosts = url.hosts or ((("localhost", None),) if unix_socket else ())
         if len(hosts) != 1 or not hosts[0][0]:
@@ -85,7 +86,7 @@ class Settings:
             database=database,
             connect_timeout=url.float_option("connect_timeout", 5.0),
             session_timeout=url.float_option("session_timeout", 10.0),
-            tls=tls.from_url(url),
+            tls=from_ssl_options(url),
             plain=not url.bool_option("ssl", True),
             unix_socket=unix_socket,
         )
@@ -165,7 +166,7 @@ def describe(exc: BaseException, settings: Settings) -> str:
     message = str(exc.args[1]) if isinstance(exc, pymysql.Error) and len(exc.args) > 1 \
         else f"{type(exc).__name__}: {exc}"
     where = settings.server
-    tls_problem = tls.explain(exc)
+    tls_problem = explain(exc)
     if isinstance(exc, TLSFileError):
         text = str(exc)
     elif tls_problem is not None:

@@ -26,19 +26,21 @@ from redis.retry import Retry
 
 from conch.backends.redis_errors import describe
 from conch.backends.redis_scripts import ALL as ALL_SCRIPTS
-from conch.errors import BackendUnavailable, InvalidURL
-from conch.tls import TLSFileError, TLSOptions
+from conch.backends.tls import OptionNames, TLSFiles, client_context, tls_from_url
+from conch.errors import InvalidURL
 from conch.url import BackendURL
 
 log = logging.getLogger("conch")
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
-_TLS_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_cert_reqs")
+# redis-py's names (tooz's too), for the master and, with sentinel_ssl, the sentinels.
+TLS_OPTIONS = OptionNames(ca="ssl_ca_certs", cert="ssl_certfile", key="ssl_keyfile",
+                          key_password="ssl_password", verify_mode="ssl_cert_reqs")
 _SENTINEL_OPTIONS = ("sentinel_fallback", "sentinel_username", "sentinel_password",
                      "sentinel_ssl")
 OPTIONS = frozenset({"ttl", "connect_timeout", "socket_timeout", "wait_replicas", "sentinel",
-                     *_SENTINEL_OPTIONS, *_TLS_OPTIONS})
+                     *_SENTINEL_OPTIONS, *TLS_OPTIONS})
 
 Command = tuple[object, ...]
 
@@ -54,7 +56,7 @@ class RedisOptions:
     sentinel: str | None
     sentinel_tls: bool
     """Whether the connections to the sentinels use TLS (``?sentinel_ssl=true``)."""
-    tls: TLSOptions | None
+    tls: TLSFiles | None
     """The TLS files of the URL, when a connection uses TLS (checked at connect)."""
     where: str
     """Where the server is, for messages: ``host:port`` list (and sentinel master name)."""
@@ -70,10 +72,9 @@ class RedisOptions:
             if name in query and sentinel is None:
                 raise InvalidURL(f"{name} needs ?sentinel=MASTER_NAME: {url}")
         sentinel_tls = url.bool_option("sentinel_ssl", False)
-        tls = url.scheme == "rediss" or sentinel_tls
-        if not tls and any(name in query for name in _TLS_OPTIONS):
-            raise InvalidURL(f"ssl_* options need a rediss:// URL (TLS to the master) or "
-                             f"?sentinel_ssl=true (TLS to the sentinels): {url}")
+        tls = tls_from_url(url, TLS_OPTIONS, url.scheme == "rediss" or sentinel_tls,
+                           "a rediss:// URL (TLS to the master) or ?sentinel_ssl=true "
+                           "(TLS to the sentinels)")
         _database(url)
         hosts = ",".join(f"{host}:{port}" for host, port in _hosts(url, query))
         return cls(
@@ -83,7 +84,7 @@ class RedisOptions:
             wait_replicas=_count(query.get("wait_replicas", "0"), "wait_replicas"),
             sentinel=sentinel,
             sentinel_tls=sentinel_tls,
-            tls=_tls_files(query) if tls else None,
+            tls=tls,
             where=f"{hosts} (sentinels of {sentinel!r})" if sentinel else hosts,
         )
 
@@ -119,7 +120,7 @@ class PoolSettings:
             "socket_keepalive": True,
             "client_name": "conch",
         }
-        tls_files = {name: query[name] for name in _TLS_OPTIONS if name in query}
+        tls_files = {} if options.tls is None else _redis_py_tls(options.tls)
         if url.scheme == "rediss":
             connection.update(tls_files)
         # As tooz 9.1 and redis-py: the sentinels get neither the master's credentials nor
@@ -142,10 +143,8 @@ class RedisClient:
         self._url = url
         self.options = options
         if options.tls is not None:
-            try:  # redis-py reads the files at each connection: say now if one is unusable
-                options.tls.context()
-            except TLSFileError as exc:
-                raise BackendUnavailable(f"redis at {options.where}: {exc}") from None
+            # redis-py reads the files at each connection: say now if one is unusable.
+            client_context(options.tls, f"redis at {options.where}")
         self._pool = _make_pool(url, options)
         self._closed = False
         self._busy: set[Any] = set()  # the connections of the round-trips in progress
@@ -218,13 +217,10 @@ class RedisClient:
         return describe(self._url, self.options.where, self.options.sentinel, exc)
 
 
-def _tls_files(query: dict[str, str]) -> TLSOptions:
-    return TLSOptions(
-        ca=query.get("ssl_ca_certs"), cert=query.get("ssl_certfile"),
-        key=query.get("ssl_keyfile"), key_password=query.get("ssl_password"),
-        names={"ca": "ssl_ca_certs", "cert": "ssl_certfile", "key": "ssl_keyfile",
-               "key_password": "ssl_password"},
-    )
+def _redis_py_tls(files: TLSFiles) -> dict[str, Any]:
+    """redis-py's TLS arguments for ``files``."""
+    return {"ssl_ca_certs": files.ca, "ssl_certfile": files.cert, "ssl_keyfile": files.key,
+            "ssl_password": files.key_password, "ssl_cert_reqs": files.verify_mode}
 
 
 def _make_pool(url: BackendURL, options: RedisOptions) -> redis.ConnectionPool:

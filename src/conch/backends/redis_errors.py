@@ -1,9 +1,9 @@
 """The ``redis://`` backend's error text: what a redis-py exception means, for users.
 
 Never a credential: the URL's password and secret options are replaced by ``***``. TLS
-failures are said in words (:func:`conch.tls.explain`); a sentinel that gives no master is
-asked nothing more, but the errors redis-py collected from each sentinel say why (wrong
-sentinel credentials, TLS).
+failures are said in words (:func:`conch.backends.tls_diagnosis.explain`); a sentinel that
+gives no master is asked nothing more, but the errors redis-py collected from each sentinel
+say why (wrong sentinel credentials, TLS).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from redis.exceptions import AuthenticationError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conch import tls
+from conch.backends.tls_diagnosis import explain
 from conch.url import BackendURL
 
 # Replies that mean the server refused who we said we are.
@@ -29,7 +29,7 @@ _MASTER_NOT_FOUND = (redis.sentinel.MasterNotFoundError,
 def describe(url: BackendURL, where: str, sentinel: str | None, exc: BaseException) -> str:
     """``exc``, raised by a client of ``url`` (the server at ``where``, or the sentinels of
     master ``sentinel``), as a message for users: what failed where, never a credential."""
-    tls_problem = tls.explain(exc)
+    tls_problem = explain(exc)
     if isinstance(exc, _MASTER_NOT_FOUND):
         # Its text embeds the repr of every sentinel client: say what it means instead.
         text = (f"redis at {where}: no sentinel answered with a reachable master "

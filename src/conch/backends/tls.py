@@ -1,166 +1,202 @@
-"""TLS for the server backends: the client's SSL context, and what a failed TLS connection means.
+"""TLS for the server backends: what a URL says about TLS, and the client context it makes.
 
-* **files** (CA, client certificate and key) are read at ``start()``, never when the
-  URL is parsed (no I/O then). A missing or unreadable file, or a key that its password
-  does not open, is a :class:`conch.BackendUnavailable` naming the file (never the
-  password), as when the server cannot be reached: like it, it is found at start.
-* **reasons**: an ``ssl.SSLError`` becomes OpenSSL's reason in words
-  ("certificate verify failed: unable to get local issuer certificate") and what it
-  usually means, without the ``_ssl.c`` line.
-* **diagnosis**: the server's verdict on our client certificate comes after the
-  client's side of a TLS 1.3 handshake, and a client library that already sent its
-  request often sees only a closed connection. When ``start()`` fails, the backend
-  calls :func:`diagnose`: one connection of our own that waits for the server's alert
-  (or, without TLS, checks whether the port expects it), to name the problem.
+Every TLS backend (redis, mysql, memcached, etcd, zookeeper) reads its options through
+:meth:`TLSFiles.from_url`, with its own option names (:class:`OptionNames`: the names each
+client library or tooz driver made familiar) mapped to one meaning: CA file or directory,
+client certificate, key and its password, ciphers, how to check the server.
+
+* **URL**: only the values are checked when the URL is parsed (a verify mode, a flag, a
+  key without its certificate are :class:`conch.InvalidURL`); no file is read then.
+* **files** are read by :meth:`TLSFiles.context`, at ``start()`` (or for each new
+  connection, so that renewed certificates are used). A file that cannot be used is a
+  :class:`TLSFileError` naming the option and the path, never the key's password;
+  :func:`client_context` makes it a :class:`conch.BackendUnavailable` naming the server.
+
+What a failed handshake means is :mod:`conch.backends.tls_diagnosis`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import re
-import socket
 import ssl
+from collections.abc import Iterator
 
-from conch.errors import BackendUnavailable
+from conch.errors import BackendUnavailable, InvalidURL
+from conch.url import BackendURL
 
-# How long a diagnosis waits, after its handshake, for the server to refuse the client
-# certificate: servers send the alert as soon as they read the client's last message.
-_VERDICT_WAIT = 1.0
-_OPENSSL_NOISE = re.compile(r"^\[[A-Z0-9_]+: [A-Z0-9_]+\] |^\[SSL\] | \(_ssl\.c:\d+\)$")
-_MEANING = {
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate",
-    # Servers send these for a certificate they do not trust, and some for none at all.
-    "SSLV3_ALERT_BAD_CERTIFICATE": "the server refused the client certificate, or requires one",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the server refused the client certificate, "
-                                       "or requires one",
-    "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust the client certificate's CA",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the server refused the expired client certificate",
-    "WRONG_VERSION_NUMBER": "the server does not speak TLS on this port",
-    "PACKET_LENGTH_TOO_LONG": "the server does not speak TLS on this port",
-    "RECORD_LAYER_FAILURE": "the server does not speak TLS on this port",
-    "UNEXPECTED_EOF_WHILE_READING": "the server closed the connection during the handshake: "
-                                    "does it speak TLS on this port?",
-}
+VERIFY_MODES = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
+                "none": ssl.CERT_NONE}
+"""The values of a verify-mode option (``ssl_verify_mode``, redis-py's ``ssl_cert_reqs``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionNames:
+    """A backend's URL option for each TLS setting; None: the backend has no such option."""
+
+    ca: str
+    cert: str
+    key: str
+    key_password: str | None = None
+    ca_path: str | None = None
+    ciphers: str | None = None
+    verify_mode: str | None = None
+    """An option taking one of :data:`VERIFY_MODES`."""
+    verify: str | None = None
+    """A flag instead (kazoo's ``verify_certs``): false is verify mode ``none``."""
+    check_hostname: str | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        """The option names the backend has."""
+        return (name for name in dataclasses.astuple(self) if name is not None)
+
+    def given(self, url: BackendURL) -> list[str]:
+        """The TLS options ``url`` sets (for "these need TLS" messages)."""
+        return [name for name in self if name in url.query]
+
+
+SSL_OPTIONS = OptionNames(
+    ca="ssl_ca", ca_path="ssl_capath", cert="ssl_cert", key="ssl_key",
+    key_password="ssl_key_password", ciphers="ssl_cipher", verify_mode="ssl_verify_mode",
+    check_hostname="ssl_check_hostname")
+"""The ``ssl_*`` options of ``mysql://`` and ``memcached://`` (MySQL's and PyMySQL's names)."""
+
+
+class TLSFileError(Exception):
+    """A TLS file of the URL cannot be used; the message names the option and the path."""
 
 
 @dataclasses.dataclass(frozen=True)
 class TLSFiles:
-    """What a URL asks of TLS. Paths are shown in messages; the key password never is."""
+    """A URL's TLS settings, by meaning. Paths are shown in messages; the password never is."""
 
+    names: OptionNames
+    """The URL options these came from, for messages."""
     ca: str | None = None
-    """The CA certificates (PEM) that sign the server's certificate; None: the system's."""
+    """File of CA certificates to check the server against (else the system's CAs)."""
+    ca_path: str | None = None
+    """Directory of hashed CA certificates (``c_rehash``), added to :attr:`ca`."""
     cert: str | None = None
-    """The client certificate (PEM), for servers that require one."""
+    """Client certificate (PEM; may hold the key too)."""
     key: str | None = None
-    """Its private key; None: in the certificate's file."""
     key_password: str | None = dataclasses.field(default=None, repr=False)
-    verify: bool = True
-    """Check the server's certificate (off only when asked, as kazoo's ``verify_certs``)."""
+    ciphers: str | None = None
+    verify_mode: str = "required"
+    """One of :data:`VERIFY_MODES`: ``none`` accepts any server certificate."""
     check_hostname: bool = True
     """Check that the server's certificate names the host of the URL."""
 
+    @classmethod
+    def from_url(cls, url: BackendURL, names: OptionNames) -> TLSFiles:
+        """The settings ``url`` gives under ``names``; :class:`InvalidURL` on a bad value."""
+        query = url.query
 
-def client_context(files: TLSFiles, server: str) -> ssl.SSLContext:
-    """A client context as ``files`` ask; :class:`BackendUnavailable` naming the file
-    that cannot be used (``server`` says where we were going, for the message)."""
-    for what, path in (("CA file", files.ca), ("client certificate", files.cert),
-                       ("client key", files.key)):
-        if path is not None:
+        def option(name: str | None) -> str | None:
+            return query.get(name) or None if name is not None else None
+
+        verify_mode = (option(names.verify_mode) or "required").lower()
+        if verify_mode not in VERIFY_MODES:
+            raise InvalidURL(f"option {names.verify_mode} must be one of "
+                             f"{', '.join(VERIFY_MODES)}, got {verify_mode!r}")
+        if names.verify is not None and not url.bool_option(names.verify, True):
+            verify_mode = "none"
+        verify = verify_mode != "none"
+        check_hostname = verify if names.check_hostname is None else \
+            url.bool_option(names.check_hostname, verify)
+        if check_hostname and not verify:
+            checked = f"{names.verify}=true" if names.verify else f"{names.verify_mode}=required"
+            raise InvalidURL(f"{names.check_hostname}=true needs {checked}: {url}")
+        cert = option(names.cert)
+        for dependent in (names.key, names.key_password):
+            if dependent is not None and option(dependent) and not cert:
+                raise InvalidURL(f"{dependent} needs {names.cert} (the client certificate): "
+                                 f"{url}")
+        return cls(names, ca=option(names.ca), ca_path=option(names.ca_path), cert=cert,
+                   key=option(names.key), key_password=option(names.key_password),
+                   ciphers=option(names.ciphers), verify_mode=verify_mode,
+                   check_hostname=check_hostname)
+
+    @property
+    def verify(self) -> bool:
+        """Whether the server's certificate is checked."""
+        return self.verify_mode != "none"
+
+    def context(self) -> ssl.SSLContext:
+        """A client context: reads the files now (raises :class:`TLSFileError`)."""
+        context = ssl.create_default_context()
+        context.check_hostname = self.check_hostname
+        context.verify_mode = VERIFY_MODES[self.verify_mode]
+        if self.ca or self.ca_path:
+            with self._reading("ca" if self.ca else "ca_path"):
+                context.load_verify_locations(cafile=self.ca, capath=self.ca_path)
+        if self.cert:
+            with self._reading("cert"):
+                # A callable, so that an encrypted key without a password fails here
+                # instead of OpenSSL asking for one on the terminal.
+                context.load_cert_chain(self.cert, self.key,
+                                        self.key_password or _no_key_password)
+        if self.ciphers:
             try:
-                with open(path, "rb"):
-                    pass
-            except OSError as exc:
-                raise BackendUnavailable(
-                    f"cannot use TLS to {server}: cannot read the {what} {path!r} "
-                    f"({exc.strerror or exc})") from None
-    try:
-        context = ssl.create_default_context(cafile=files.ca)
-    except ssl.SSLError:
-        raise BackendUnavailable(f"cannot use TLS to {server}: the CA file {files.ca!r} "
-                                 f"holds no PEM certificate") from None
-    if not files.verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context.check_hostname = files.check_hostname
-    if files.cert is not None:
+                context.set_ciphers(self.ciphers)
+            except ssl.SSLError:
+                raise TLSFileError(f"{self.names.ciphers}={self.ciphers!r} names no cipher "
+                                   f"OpenSSL knows") from None
+        return context
+
+    @contextlib.contextmanager
+    def _reading(self, field: str) -> Iterator[None]:
+        """Turn the errors of loading ``field``'s files into one :class:`TLSFileError`."""
+        fields = ("cert", "key") if field == "cert" else ("ca", "ca_path")
         try:
-            # A callable, so that an encrypted key without a password fails here instead
-            # of OpenSSL asking for one on the terminal.
-            context.load_cert_chain(files.cert, files.key,
-                                    password=lambda: files.key_password or "")
-        except ssl.SSLError as exc:
-            key = f"key {files.key!r}" if files.key else "the key in it"
-            reason = ("the key does not belong to the certificate"
-                      if exc.reason == "KEY_VALUES_MISMATCH" else
-                      "not a PEM certificate and key, or the key's password is wrong or missing")
-            raise BackendUnavailable(
-                f"cannot use TLS to {server}: cannot load the client certificate "
-                f"{files.cert!r} with {key}: {reason}") from None
-    return context
+            yield
+        except ssl.SSLError as exc:  # read, but not a usable certificate or key
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                why = "the key does not belong to the certificate"
+            elif field == "cert":
+                why = "not a PEM certificate and key, or the key password is wrong"
+            else:
+                why = f"not PEM certificates ({exc.reason or exc})"
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        except _EncryptedKey:
+            why = f"the key is encrypted: give its password ({self.names.key_password})"
+        else:
+            return
+        shown = ", ".join(f"{getattr(self.names, name)}={getattr(self, name)}"
+                          for name in fields if getattr(self, name))
+        raise TLSFileError(f"cannot use the TLS files ({shown}): {why}") from None
 
 
-def reason(exc: BaseException) -> str:
-    """What TLS error ``exc`` (an ``ssl.SSLError``) means, in words a user can act on."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS handshake failed: certificate verify failed: {exc.verify_message}"
-    text = _OPENSSL_NOISE.sub("", str(exc.args[1]) if len(exc.args) > 1 else str(exc))
-    code = getattr(exc, "reason", None)
-    if isinstance(exc, ssl.SSLEOFError) and code is None:
-        code = "UNEXPECTED_EOF_WHILE_READING"
-    meaning = _MEANING.get(code or "")
-    return f"TLS handshake failed: {text}" + (f" ({meaning})" if meaning else "")
-
-
-def diagnose(host: str, port: int, context: ssl.SSLContext | None, timeout: float) -> str | None:
-    """What is wrong with TLS to ``host:port``, found by a connection of our own; None when
-    nothing is (or the server cannot be reached at all: not a TLS problem).
-
-    With ``context`` (the client's TLS settings): the handshake's failure, else the
-    server's refusal of our certificate that follows it. Without (a plain client):
-    whether the port expects TLS.
-    """
-    if context is None:
-        return "the server expects TLS on this port" if _speaks_tls(host, port, timeout) else None
+def client_context(files: TLSFiles, where: str) -> ssl.SSLContext:
+    """:meth:`TLSFiles.context`, an unusable file being a :class:`BackendUnavailable`
+    that names the server (``where``: "redis at host:port")."""
     try:
-        raw = socket.create_connection((host, port), timeout=timeout)
-    except OSError:
-        return None
-    with raw:
-        try:
-            sock = context.wrap_socket(raw, server_hostname=host)
-        except ssl.SSLError as exc:
-            if isinstance(exc, ssl.SSLEOFError) and not _speaks_tls(host, port, timeout):
-                return "TLS handshake failed: the server does not speak TLS on this port"
-            return reason(exc)
-        except OSError:
-            return None
-        with sock:
-            sock.settimeout(min(timeout, _VERDICT_WAIT))
-            try:
-                if sock.recv(1):
-                    return None
-            except TimeoutError:
-                return None  # the server waits for our request: the TLS session stands
-            except ssl.SSLError as exc:
-                return reason(exc)
-            except OSError:
-                pass
-            return ("the server closed the connection after the TLS handshake: "
-                    "it may require a client certificate it trusts")
+        return files.context()
+    except TLSFileError as exc:
+        raise BackendUnavailable(f"{where}: {exc}") from None
 
 
-def _speaks_tls(host: str, port: int, timeout: float) -> bool:
-    """True when ``host:port`` answers a TLS handshake that trusts any certificate: it
-    succeeds, or the server ends it with a TLS alert (it wants a client certificate)."""
-    anything = ssl.create_default_context()
-    anything.check_hostname = False
-    anything.verify_mode = ssl.CERT_NONE
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                anything.wrap_socket(raw, server_hostname=host):
-            return True
-    except ssl.SSLError as exc:
-        return "_ALERT_" in (exc.reason or "")
-    except OSError:
-        return False
+def tls_from_url(url: BackendURL, names: OptionNames, on: bool, needs: str) -> TLSFiles | None:
+    """:meth:`TLSFiles.from_url` when TLS is ``on`` (the backend's scheme or flag says so);
+    else None, a TLS option being an :class:`InvalidURL` saying TLS ``needs`` it."""
+    if on:
+        return TLSFiles.from_url(url, names)
+    given = names.given(url)
+    if given:
+        raise InvalidURL(f"TLS options ({', '.join(given)}) need {needs}: {url}")
+    return None
+
+
+def from_ssl_options(url: BackendURL) -> TLSFiles | None:
+    """The TLS of a ``mysql://`` or ``memcached://`` URL: on with ``ssl=true`` or any of
+    :data:`SSL_OPTIONS`, off with ``ssl=false`` (or none of them)."""
+    return tls_from_url(url, SSL_OPTIONS, url.bool_option("ssl", bool(SSL_OPTIONS.given(url))),
+                        "TLS: drop ssl=false")
+
+
+class _EncryptedKey(Exception):
+    """The client key is encrypted and the URL gives no password."""
+
+
+def _no_key_password() -> str:
+    raise _EncryptedKey

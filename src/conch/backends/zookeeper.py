@@ -36,8 +36,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-from conch.backends import tls, zookeeper_inspection
+from conch.backends import zookeeper_inspection
 from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.tls import OptionNames, TLSFiles, client_context, tls_from_url
+from conch.backends.tls_diagnosis import diagnose_endpoints
 from conch.backends.zookeeper_lock import ZooKeeperLock
 from conch.backends.zookeeper_session import NoSession, ZooKeeperSession
 from conch.capabilities import Capabilities
@@ -47,8 +49,10 @@ from conch.url import BackendURL
 
 DEFAULT_PORT = 2181
 DEFAULT_ROOT = "/conch"
-_TLS_OPTIONS = ("ca", "certfile", "keyfile", "keyfile_password", "verify_certs",
-                "check_hostname")
+# kazoo's names (tooz's too), with check_hostname: on by default here, unlike kazoo.
+TLS_OPTIONS = OptionNames(ca="ca", cert="certfile", key="keyfile",
+                          key_password="keyfile_password", verify="verify_certs",
+                          check_hostname="check_hostname")
 _READABLE = re.compile(rb"[^A-Za-z0-9_-]+")
 # Characters ZooKeeper refuses in a path (its Programmer's Guide, "ZNodes").
 _BAD_PATH_CHARS = re.compile("[\u0000-\u001f\u007f-\u009f\ud800-\uf8ff\ufff0-\uffff]")
@@ -70,7 +74,7 @@ class ZooKeeperBackend(Backend):
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
-        query = url.options({"timeout", "connect_timeout", "use_ssl", *_TLS_OPTIONS})
+        query = url.options({"timeout", "connect_timeout", "use_ssl", *TLS_OPTIONS})
         self.tls_files = _tls_files(url, query)
         if not url.hosts:
             raise InvalidURL(f"zookeeper:// URLs need at least one host[:port]: {url}")
@@ -94,16 +98,14 @@ class ZooKeeperBackend(Backend):
         # kazoo reads the TLS files at each connection attempt and retries a failure until
         # the timeout: read them first, so that a bad file is named at once.
         context = None if self.tls_files is None else \
-            tls.client_context(self.tls_files, f"ZooKeeper at {session.hosts}")
+            client_context(self.tls_files, f"ZooKeeper at {session.hosts}")
         try:
             session.open(self.locks_path)
         except NoSession as exc:
-            for host, port in self.endpoints:
-                problem = tls.diagnose(host, port, context, session.connect_timeout)
-                if problem is not None:
-                    hint = ": add use_ssl=true to the URL" if context is None else ""
-                    where = f"{host}:{port}: " if len(self.endpoints) > 1 else ""
-                    raise BackendUnavailable(f"{exc} ({where}{problem}{hint})") from None
+            problem = diagnose_endpoints(self.endpoints, context, session.connect_timeout,
+                                         "add use_ssl=true to the URL")
+            if problem is not None:
+                raise BackendUnavailable(f"{exc} ({problem})") from None
             raise
 
     def close(self) -> None:
@@ -125,26 +127,13 @@ class ZooKeeperBackend(Backend):
         return zookeeper_inspection.break_hold(self.session, parent, key, token)
 
 
-def _tls_files(url: BackendURL, query: dict[str, str]) -> tls.TLSFiles | None:
+def _tls_files(url: BackendURL, query: dict[str, str]) -> TLSFiles | None:
     """What the URL asks of TLS (None: plain), checked as kazoo would use it."""
-    given = [name for name in _TLS_OPTIONS if name in query]
-    if not url.bool_option("use_ssl", False):
-        if given:
-            raise InvalidURL(f"TLS options ({', '.join(given)}) need use_ssl=true: {url}")
-        return None
-    if ("certfile" in query) != ("keyfile" in query):
+    files = tls_from_url(url, TLS_OPTIONS, url.bool_option("use_ssl", False), "use_ssl=true")
+    if files is not None and ("certfile" in query) != ("keyfile" in query):
         # kazoo loads a client certificate only when given both.
         raise InvalidURL(f"certfile and keyfile go together: {url}")
-    if "keyfile_password" in query and "keyfile" not in query:
-        raise InvalidURL(f"keyfile_password needs keyfile: {url}")
-    verify = url.bool_option("verify_certs", True)
-    check_hostname = url.bool_option("check_hostname", verify)
-    if check_hostname and not verify:
-        raise InvalidURL(f"check_hostname=true needs verify_certs=true: {url}")
-    return tls.TLSFiles(ca=query.get("ca") or None, cert=query.get("certfile") or None,
-                        key=query.get("keyfile") or None,
-                        key_password=query.get("keyfile_password") or None,
-                        verify=verify, check_hostname=check_hostname)
+    return files
 
 
 def _chroot(url: BackendURL) -> str:

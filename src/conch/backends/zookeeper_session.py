@@ -120,7 +120,8 @@ class ZooKeeperSession:
         if tls_files is not None:
             options.update(use_ssl=True, ca=tls_files.ca, certfile=tls_files.cert,
                            keyfile=tls_files.key, keyfile_password=tls_files.key_password,
-                           verify_certs=tls_files.verify, check_hostname=tls_files.check_hostname)
+                           verify_certs=tls_files.verify,
+                           check_hostname=tls_files.check_hostname)
             secrets += (tls_files.key_password or "",)
         self.client = KazooClient(
             hosts=hosts, timeout=session_timeout,
