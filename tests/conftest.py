@@ -59,8 +59,9 @@ ASYNC_BACKENDS = [name for name in BACKENDS
 
 
 # The contract's core also runs over TLS, as backend "<name>-tls" (its ``<name>_tls_url``
-# fixture): only the tests marked ``core`` (see pytest_collection_modifyitems).
-TLS_BACKENDS = ["etcd", "zookeeper"]
+# fixture: the server's TLS port, the test CA and a client certificate): only the tests
+# marked ``core`` (see pytest_collection_modifyitems).
+TLS_BACKENDS = ["redis", "mysql", "memcached", "etcd", "zookeeper"]
 
 
 @pytest.fixture(params=[*BACKENDS, *(f"{name}-async" for name in ASYNC_BACKENDS),

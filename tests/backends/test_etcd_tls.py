@@ -7,14 +7,13 @@ error for each way TLS goes wrong.
 
 from __future__ import annotations
 
-import pathlib
 import re
 import time
 
 import pytest
 
 import conch
-from tests.backends.tls_errors import start_fails
+from tests.backends import tls_failures
 from tests.servers.etcd import EtcdServer
 from tests.tls import PKI
 
@@ -32,66 +31,43 @@ def test_a_hold_outlives_its_lease_ttl_over_tls(
         assert coordinator.describe(lock_name).holder is not None
 
 
-def test_a_wrong_ca_is_one_clear_backend_unavailable(
-    etcd_tls_server: EtcdServer, pki: PKI
-) -> None:
-    error = start_fails(etcd_tls_server.url(ssl_ca=pki.stranger_ca), WITHIN)
-    assert f"etcd at {etcd_tls_server.endpoint}" in str(error)
-    assert "certificate verify failed: unable to get local issuer certificate" in str(error)
-
-
-def test_a_client_certificate_of_another_ca_is_refused_clearly(
-    etcd_tls_server: EtcdServer, pki: PKI
-) -> None:
-    url = etcd_tls_server.url(ssl_cert=pki.stranger_client_cert,
-                              ssl_key=pki.stranger_client_key)
-    error = start_fails(url, WITHIN)
-    assert f"etcd at {etcd_tls_server.endpoint}" in str(error)
-    assert "the server refused the client certificate" in str(error)
-
-
-def test_no_client_certificate_where_one_is_required_is_named(
-    etcd_tls_server: EtcdServer, pki: PKI
-) -> None:
-    url = f"etcd+https://{etcd_tls_server.endpoint}?ssl_ca={pki.ca}"
-    error = start_fails(url, WITHIN)
-    assert f"etcd at {etcd_tls_server.endpoint}" in str(error)
+@pytest.mark.parametrize("case, expected", [
+    ("wrong CA", tls_failures.WRONG_CA),
+    ("stranger client certificate", tls_failures.CLIENT_CERTIFICATE_REFUSED),
     # etcd 3.4 answers a missing certificate with the alert it sends for an untrusted one.
-    assert "the server refused the client certificate, or requires one" in str(error)
-
-
-def test_a_client_certificate_with_a_common_name_is_refused_by_the_gateway_with_auth_on(
-    etcd_tls_server: EtcdServer, pki: PKI
+    ("no client certificate", tls_failures.CLIENT_CERTIFICATE_MISSING),
+    ("client certificate with a CommonName, auth on", "use one without a CN"),
+    ("plain text to the TLS port", tls_failures.plain_to_tls("use an etcd+https:// URL")),
+    ("missing CA file", tls_failures.missing_file("ssl_ca", "/nonexistent/ca.pem")),
+    ("missing client certificate file",
+     tls_failures.missing_file("ssl_cert", "/nonexistent/c.pem")),
+    ("missing key file", tls_failures.missing_file("ssl_key", "/nonexistent/k.pem")),
+])
+def test_each_tls_failure_is_one_clear_backend_unavailable(
+    etcd_tls_server: EtcdServer, pki: PKI, case: str, expected: str
 ) -> None:
-    url = etcd_tls_server.url(ssl_cert=pki.client_cert, ssl_key=pki.client_key)
-    error = start_fails(url, WITHIN)
-    assert "use one without a CN" in str(error)
-
-
-def test_plain_http_to_the_tls_port_says_to_use_etcd_https(etcd_tls_server: EtcdServer) -> None:
-    url = f"etcd://root:{etcd_tls_server.password}@{etcd_tls_server.endpoint}"
-    error = start_fails(url, WITHIN)
-    assert str(error) == (f"etcd at {etcd_tls_server.endpoint} is unreachable (the server "
-                          f"expects TLS on this port: use an etcd+https:// URL)")
+    server = etcd_tls_server
+    url = {
+        "wrong CA": server.url(ssl_ca=pki.stranger_ca),
+        "stranger client certificate": server.url(ssl_cert=pki.stranger_client_cert,
+                                                  ssl_key=pki.stranger_client_key),
+        "no client certificate": f"etcd+https://{server.endpoint}?ssl_ca={pki.ca}",
+        "client certificate with a CommonName, auth on": server.url(
+            ssl_cert=pki.client_cert, ssl_key=pki.client_key),
+        "plain text to the TLS port": f"etcd://root:{server.password}@{server.endpoint}",
+        "missing CA file": server.url(ssl_ca="/nonexistent/ca.pem"),
+        "missing client certificate file": server.url(ssl_cert="/nonexistent/c.pem"),
+        "missing key file": server.url(ssl_key="/nonexistent/k.pem"),
+    }[case]
+    tls_failures.one_clear_error(url, f"etcd at {server.endpoint}", expected, within=WITHIN)
 
 
 def test_tls_to_a_plain_port_says_the_server_does_not_speak_tls(
     etcd_server: EtcdServer, pki: PKI
 ) -> None:
     url = f"etcd+https://root:{etcd_server.password}@{etcd_server.endpoint}?ssl_ca={pki.ca}"
-    error = start_fails(url, WITHIN)
-    assert f"etcd at {etcd_server.endpoint}" in str(error)
-    assert "the server does not speak TLS on this port" in str(error)
-
-
-@pytest.mark.parametrize("option", ["ssl_ca", "ssl_cert", "ssl_key"])
-def test_a_missing_tls_file_is_a_backend_unavailable_naming_it(
-    etcd_tls_server: EtcdServer, pki: PKI, option: str, tmp_path: pathlib.Path
-) -> None:
-    missing = f"{tmp_path}/missing.pem"
-    error = start_fails(etcd_tls_server.url(**{option: missing}), WITHIN)
-    assert "cannot read the" in str(error) and repr(missing) in str(error)
-    assert "No such file or directory" in str(error)
+    tls_failures.one_clear_error(url, f"etcd at {etcd_server.endpoint}", tls_failures.NOT_TLS,
+                                 within=WITHIN)
 
 
 @pytest.mark.parametrize(("url", "message"), [

@@ -234,7 +234,7 @@ def test_an_unreachable_server_gives_one_clear_message_without_hanging(
     ("memcached://127.0.0.1:11211/locks", "no path"),
     ("memcached://user:hunter2-secret@127.0.0.1:11211", "no credentials"),
     ("memcached://127.0.0.1:99999", "out of range"),
-    ("memcached://127.0.0.1:11211?ssl=false&ssl_ca=/ca.pem", "ssl_ca cannot go with ssl=false"),
+    ("memcached://127.0.0.1:11211?ssl=false&ssl_ca=/ca.pem", "(ssl_ca) need TLS: drop ssl=false"),
     ("memcached://127.0.0.1:11211?ssl=maybe", "ssl must be true or false"),
     ("memcached://127.0.0.1:11211?ssl_verify_mode=some", "ssl_verify_mode must be one of"),
 ])
@@ -245,10 +245,10 @@ def test_malformed_urls_are_refused_with_a_clear_message(url: str, expected: str
 
 
 def test_tls_locks_and_lists_holders_with_a_client_certificate(
-    tls_memcached_server: MemcachedProcess, tls_memcached_url: str, lock_name: str
+    memcached_tls_server: MemcachedProcess, memcached_tls_url: str, lock_name: str
 ) -> None:
     # conch ls reads the cache on a connection of its own (lru_crawler metadump): TLS too.
-    with conch.connect(tls_memcached_url) as coordinator, coordinator.lock(lock_name) as lock:
+    with conch.connect(memcached_tls_url) as coordinator, coordinator.lock(lock_name) as lock:
         held = {info.name: info for info in coordinator.holders()}
         holder = held[lock_name].holder
         assert holder is not None and holder.token == lock.token
@@ -258,15 +258,14 @@ def test_tls_locks_and_lists_holders_with_a_client_certificate(
     ("wrong CA", tls_failures.WRONG_CA),
     ("stranger client certificate", tls_failures.CLIENT_CERTIFICATE_REFUSED),
     ("no client certificate", tls_failures.CLIENT_CERTIFICATE_MISSING),
-    ("plain text to the TLS port", re.escape(
-        "it closed the connection at once: if its port speaks TLS, add ssl=true")),
+    ("plain text to the TLS port", tls_failures.plain_to_tls("add ssl=true")),
     ("missing CA file", tls_failures.missing_file("ssl_ca")),
     ("wrong key password", re.escape("the key password is wrong")),
 ])
 def test_each_tls_failure_is_one_clear_backend_unavailable(
-    tls_memcached_server: MemcachedProcess, pki: PKI, case: str, expected: str
+    memcached_tls_server: MemcachedProcess, pki: PKI, case: str, expected: str
 ) -> None:
-    base = f"memcached://127.0.0.1:{tls_memcached_server.port}?connect_timeout=1"
+    base = f"memcached://127.0.0.1:{memcached_tls_server.port}?connect_timeout=1"
     url = {
         "wrong CA": f"{base}&ssl_ca={pki.stranger_ca}&ssl_cert={pki.client_cert}"
                     f"&ssl_key={pki.client_key}",
@@ -278,7 +277,7 @@ def test_each_tls_failure_is_one_clear_backend_unavailable(
         "wrong key password": f"{base}&ssl_ca={pki.ca}&ssl_cert={pki.client_cert}"
             f"&ssl_key={pki.encrypted_client_key}&ssl_key_password=not-{KEY_PASSWORD}",
     }[case]
-    tls_failures.one_clear_error(url, f"memcached at 127.0.0.1:{tls_memcached_server.port}: ",
+    tls_failures.one_clear_error(url, f"memcached at 127.0.0.1:{memcached_tls_server.port}: ",
                                  expected, [KEY_PASSWORD])
 
 

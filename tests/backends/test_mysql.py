@@ -428,8 +428,8 @@ def test_tls_reads_an_encrypted_key_a_ca_directory_and_a_cipher_list(
     ("wrong CA", tls_failures.WRONG_CA),
     # 127.1 is 127.0.0.1 to the resolver, but a name the certificate does not hold.
     ("host name not in the certificate", re.escape(
-        "TLS: the server's certificate was refused (Hostname mismatch, certificate is not "
-        "valid for '127.1'.)")),
+        "TLS handshake failed: certificate verify failed: Hostname mismatch, certificate is "
+        "not valid for '127.1'.")),
     ("stranger client certificate", tls_failures.CLIENT_CERTIFICATE_REFUSED),
     ("no client certificate for REQUIRE ISSUER", re.escape(
         "access denied for user 'conch_cert' at 127.0.0.1:")),

@@ -281,9 +281,9 @@ def test_malformed_urls_are_refused_without_the_password(url: str, expected: str
     assert expected in str(raised.value) and "hunter2-secret" not in str(raised.value)
 
 
-def test_rediss_locks_with_a_client_certificate_over_tls(tls_redis_url: str,
+def test_rediss_locks_with_a_client_certificate_over_tls(redis_tls_url: str,
                                                         lock_name: str) -> None:
-    with conch.connect(tls_redis_url) as coordinator, coordinator.lock(lock_name) as lock:
+    with conch.connect(redis_tls_url) as coordinator, coordinator.lock(lock_name) as lock:
         assert lock.token is not None
 
 
@@ -291,37 +291,36 @@ def test_rediss_locks_with_a_client_certificate_over_tls(tls_redis_url: str,
     ("wrong CA", tls_failures.WRONG_CA),
     ("stranger client certificate", tls_failures.CLIENT_CERTIFICATE_REFUSED),
     ("no client certificate", tls_failures.CLIENT_CERTIFICATE_MISSING),
-    ("plain text to the TLS port", re.escape(
-        "closed the connection at once: if its port speaks TLS, use rediss://")),
+    ("plain text to the TLS port", tls_failures.plain_to_tls("use rediss://")),
     ("missing CA file", tls_failures.missing_file("ssl_ca_certs")),
     ("encrypted key without its password", re.escape(
         "the key is encrypted: give its password (ssl_password)")),
 ])
 def test_each_tls_failure_is_one_clear_backend_unavailable(
-    tls_redis_server: RedisProcess, pki: PKI, case: str, expected: str
+    redis_tls_server: RedisProcess, pki: PKI, case: str, expected: str
 ) -> None:
-    password = tls_redis_server.password
+    password = redis_tls_server.password
     assert password is not None
-    base = f"rediss://:{password}@127.0.0.1:{tls_redis_server.port}"
+    base = f"rediss://:{password}@127.0.0.1:{redis_tls_server.port}"
     url = {
         "wrong CA": f"{base}?ssl_ca_certs={pki.stranger_ca}&ssl_certfile={pki.client_cert}"
                     f"&ssl_keyfile={pki.client_key}",
         "stranger client certificate": f"{base}?ssl_ca_certs={pki.ca}"
             f"&ssl_certfile={pki.stranger_client_cert}&ssl_keyfile={pki.stranger_client_key}",
         "no client certificate": f"{base}?ssl_ca_certs={pki.ca}",
-        "plain text to the TLS port": f"redis://:{password}@127.0.0.1:{tls_redis_server.port}",
+        "plain text to the TLS port": f"redis://:{password}@127.0.0.1:{redis_tls_server.port}",
         "missing CA file": f"{base}?ssl_ca_certs=/nonexistent/ca.pem",
         "encrypted key without its password": f"{base}?ssl_ca_certs={pki.ca}"
             f"&ssl_certfile={pki.client_cert}&ssl_keyfile={pki.encrypted_client_key}",
     }[case]
-    tls_failures.one_clear_error(url, f"redis at 127.0.0.1:{tls_redis_server.port}", expected,
+    tls_failures.one_clear_error(url, f"redis at 127.0.0.1:{redis_tls_server.port}", expected,
                                  [password])
 
 
 def test_an_encrypted_client_key_is_read_with_ssl_password(
-    tls_redis_server: RedisProcess, pki: PKI, lock_name: str
+    redis_tls_server: RedisProcess, pki: PKI, lock_name: str
 ) -> None:
-    url = (f"rediss://:{tls_redis_server.password}@127.0.0.1:{tls_redis_server.port}"
+    url = (f"rediss://:{redis_tls_server.password}@127.0.0.1:{redis_tls_server.port}"
            f"?ssl_ca_certs={pki.ca}&ssl_certfile={pki.client_cert}"
            f"&ssl_keyfile={pki.encrypted_client_key}&ssl_password={KEY_PASSWORD}")
     with conch.connect(url) as coordinator, coordinator.lock(lock_name) as lock:

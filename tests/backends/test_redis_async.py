@@ -394,9 +394,9 @@ def test_async_errors_never_show_the_password(
     assert "redis at 127.0.0.1:" in str(error)
 
 
-def test_rediss_async_locks_over_tls(tls_redis_url: str, lock_name: str) -> None:
+def test_rediss_async_locks_over_tls(redis_tls_url: str, lock_name: str) -> None:
     async def main() -> None:
-        async with await conch.aio.connect(tls_redis_url) as coordinator, \
+        async with await conch.aio.connect(redis_tls_url) as coordinator, \
                 coordinator.lock(lock_name) as lock:
             holder = coordinator.coordinator.describe(lock_name).holder
             assert holder is not None and holder.token == lock.token

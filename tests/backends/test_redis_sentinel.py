@@ -23,7 +23,7 @@ import conch
 import conch.aio
 from conch.backends.redis_steps import lock_keys
 from tests.backends import tls_failures
-from tests.backends.test_tls_contract import locks_through_tooz
+from tests.compat.test_tooz_tls import locks_through_tooz
 from tests.servers.base import require_binary, wait_until
 from tests.servers.redis import RedisProcess, start_redis, tls_query
 from tests.tls import PKI
@@ -242,8 +242,7 @@ def test_tls_and_acl_sentinels_survive_a_failover_and_the_new_holds_exclude(
 @pytest.mark.parametrize("case, expected", [
     ("wrong sentinel password", "the sentinels refused sentinel_username / sentinel_password"),
     ("no sentinel credentials", "the sentinels require a password: give sentinel_password"),
-    ("no sentinel TLS", "the sentinels closed the connection at once: if they speak TLS, "
-                        "add sentinel_ssl=true"),
+    ("no sentinel TLS", "the server expects TLS on this port: add sentinel_ssl=true"),
     ("wrong master password", "refused the URL's credentials"),
 ])
 def test_wrong_sentinel_settings_are_one_clear_error_without_passwords(

@@ -1,42 +1,63 @@
-"""What the TLS failure tests of redis, mysql and memcached expect, and their one check.
+"""The TLS failure tests' expectations and their one check, for every TLS backend (redis
+and its sentinels, mysql, memcached, etcd, zookeeper).
 
-Each failure must be one :class:`conch.BackendUnavailable` naming where and what, without
-a secret, and without a client library's exception chained to it (it would print).
+Each failure must be one :class:`conch.BackendUnavailable`, raised in good time, naming
+where and what, without a secret of the URL and without a client library's exception
+chained to it (it would print as "During handling of the above exception").
 """
 
 from __future__ import annotations
 
 import re
+import time
+import traceback
 from collections.abc import Iterable
 
 import pytest
 
 import conch
+from conch.url import parse_url
 
-_CLOSED_IN_HANDSHAKE = "wants a client certificate it did not get or trust"
-"""The server's alert about the client certificate may arrive as a bare end of the
-connection instead (a race with its closing), which says less but still names it."""
+_UNTRUSTED = "wants a client certificate it did not get or trust"
+"""Under TLS 1.3 the server's alert about the client certificate may reach a client
+library as a bare end of the connection instead (a race with its closing): the message
+says less, but still names the certificate."""
 
-WRONG_CA = re.escape("TLS: the server's certificate was refused (self-signed certificate "
-                     "in certificate chain)")
-CLIENT_CERTIFICATE_REFUSED = (r"the server refused the client certificate \(tlsv1 alert "
-                              r"unknown ca\)|" + _CLOSED_IN_HANDSHAKE)
-CLIENT_CERTIFICATE_MISSING = "the server requires a client certificate|" + _CLOSED_IN_HANDSHAKE
-
-
-def missing_file(option: str) -> str:
-    """The message of a URL whose ``option`` names ``/nonexistent/ca.pem``."""
-    return re.escape(f"cannot use the TLS files ({option}=/nonexistent/ca.pem): "
-                     f"No such file or directory")
+WRONG_CA = re.escape("TLS handshake failed: certificate verify failed: ") + (
+    "(self-signed certificate in certificate chain|unable to get local issuer certificate)")
+CLIENT_CERTIFICATE_REFUSED = "the server refused the client certificate|" + _UNTRUSTED
+CLIENT_CERTIFICATE_MISSING = ("the server requires a client certificate|the server refused "
+                              "the client certificate, or requires one|" + _UNTRUSTED)
+NOT_TLS = re.escape("TLS handshake failed: the server does not speak TLS on this port")
 
 
-def one_clear_error(url: str, where: str, expected: str, secrets: Iterable[str]) -> str:
-    """Connect to ``url``: check the failure names ``where`` and matches ``expected``, shows
-    none of ``secrets`` and chains nothing; return its message."""
+def plain_to_tls(hint: str) -> str:
+    """A plain client on a TLS port: found by the diagnosis, with how to ask for TLS."""
+    return re.escape(f"the server expects TLS on this port: {hint}")
+
+
+def missing_file(option: str, path: str = "/nonexistent/ca.pem") -> str:
+    """The message of a URL whose ``option`` names ``path``, which does not exist."""
+    return (r"cannot use the TLS files \([^)]*" + re.escape(f"{option}={path}")
+            + r"[^)]*\): No such file or directory")
+
+
+def one_clear_error(url: str, where: str, expected: str, secrets: Iterable[str] = (),
+                    within: float = 10.0) -> str:
+    """Start a coordinator of ``url``: check that it fails within ``within`` seconds with
+    a message naming ``where`` and matching ``expected``, showing neither a secret of the
+    URL nor one of ``secrets``, and chaining nothing; return the message."""
+    started = time.monotonic()
     with pytest.raises(conch.BackendUnavailable) as raised:
-        conch.connect(url)
-    message = str(raised.value)
+        conch.connect(url).stop()
+    took = time.monotonic() - started
+    error = raised.value
+    message = str(error)
+    print(f"\n{took:.1f} s: {message}")
+    assert took < within, f"the error took {took:.1f} s: {message}"
     assert where in message and re.search(expected, message), message
-    assert not any(secret in message for secret in secrets if secret), message
-    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    shown = "".join(traceback.format_exception(error))
+    assert error.__cause__ is None and error.__suppress_context__, shown
+    hidden = [*parse_url(url).secrets, *secrets]
+    assert not any(secret in shown for secret in hidden if secret), shown
     return message

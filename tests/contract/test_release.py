@@ -54,6 +54,7 @@ def test_release_after_a_failed_acquire_raises_lock_not_held(
     holder.release()
 
 
+@pytest.mark.core
 def test_with_lock_holds_inside_and_releases_on_exit(
     coordinator: conch.Coordinator, other_coordinator: conch.Coordinator, lock_name: str
 ) -> None:

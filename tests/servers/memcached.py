@@ -1,6 +1,6 @@
 """A real memcached 1.6 for the tests: ``memcached_server`` (session) and ``memcached_url``;
 and one speaking only TLS, requiring client certificates of the test CA:
-``tls_memcached_server`` (session) and ``tls_memcached_url``.
+``memcached_tls_server`` (session) and ``memcached_tls_url``.
 
 :func:`start_memcached` starts more of them for tests that break one (restart,
 pause): never break the shared server without putting it back, though
@@ -106,7 +106,7 @@ def memcached_url(memcached_server: MemcachedProcess) -> str:
 
 
 @pytest.fixture(scope="session")
-def tls_memcached_server(pki: PKI) -> Iterator[MemcachedProcess]:
+def memcached_tls_server(pki: PKI) -> Iterator[MemcachedProcess]:
     """A TLS-only memcached shared by the whole test session (client certificates required)."""
     server = start_memcached(tls=pki)
     try:
@@ -116,10 +116,10 @@ def tls_memcached_server(pki: PKI) -> Iterator[MemcachedProcess]:
 
 
 @pytest.fixture
-def tls_memcached_url(tls_memcached_server: MemcachedProcess) -> str:
+def memcached_tls_url(memcached_tls_server: MemcachedProcess) -> str:
     """The TLS server's URL (CA and client certificate) with a short TTL."""
-    if not tls_memcached_server.running:
-        tls_memcached_server.start(tls_memcached_server._argv)
-        tls_memcached_server.settle()
-    tls_memcached_server.resume()
-    return f"{tls_memcached_server.url}&ttl={SHORT_TTL}"
+    if not memcached_tls_server.running:
+        memcached_tls_server.start(memcached_tls_server._argv)
+        memcached_tls_server.settle()
+    memcached_tls_server.resume()
+    return f"{memcached_tls_server.url}&ttl={SHORT_TTL}"

@@ -1,4 +1,5 @@
-"""A real MariaDB 10.11 for the tests: ``mysql_server`` (session) and ``mysql_url``.
+"""A real MariaDB 10.11 for the tests: ``mysql_server`` (session), ``mysql_url`` and
+``mysql_tls_url``.
 
 The data directory is initialised once per test session (``mariadb-install-db``,
 about 2 s). ``root`` logs in only over the Unix socket (``unix_socket``
@@ -153,3 +154,12 @@ def mysql_url(mysql_server: MySQLServer) -> str:
     else:
         mysql_server.start(mysql_server._argv)
     return mysql_server.url
+
+
+@pytest.fixture
+def mysql_tls_url(mysql_url: str, mysql_server: MySQLServer) -> str:
+    """The shared server over TLS, as the user that needs a client certificate
+    (``REQUIRE ISSUER``): the test CA and its client certificate."""
+    pki = mysql_server.tls
+    query = f"ssl_ca={pki.ca}&ssl_cert={pki.client_cert}&ssl_key={pki.client_key}"
+    return mysql_server.url_with(user=CERTIFICATE_USER, query=query)

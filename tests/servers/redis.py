@@ -1,6 +1,6 @@
 """A real Redis 7 for the tests: ``redis_server`` (session) and ``redis_url``; and a
-TLS-only one requiring client certificates of the test CA: ``tls_redis_server`` (session)
-and ``tls_redis_url``.
+TLS-only one requiring client certificates of the test CA: ``redis_tls_server`` (session)
+and ``redis_tls_url``.
 
 :func:`start_redis` starts more of them for tests that break one (restart,
 pause, a password, a replica): never break the shared server without putting
@@ -125,7 +125,7 @@ def redis_url(redis_server: RedisProcess) -> str:
 
 
 @pytest.fixture(scope="session")
-def tls_redis_server(pki: PKI) -> Iterator[RedisProcess]:
+def redis_tls_server(pki: PKI) -> Iterator[RedisProcess]:
     """A TLS-only Redis shared by the whole test session: the test CA's server certificate,
     client certificates required, and a password."""
     server = start_redis(password=f"pw-{uuid.uuid4().hex}", tls=pki, name="redis-tls")
@@ -136,9 +136,9 @@ def tls_redis_server(pki: PKI) -> Iterator[RedisProcess]:
 
 
 @pytest.fixture
-def tls_redis_url(tls_redis_server: RedisProcess) -> str:
+def redis_tls_url(redis_tls_server: RedisProcess) -> str:
     """The TLS server's ``rediss://`` URL (CA and client certificate), short TTL."""
-    if not tls_redis_server.running:
-        tls_redis_server.start(tls_redis_server._argv)
-    tls_redis_server.resume()
-    return f"{tls_redis_server.url}&ttl={SHORT_TTL}"
+    if not redis_tls_server.running:
+        redis_tls_server.start(redis_tls_server._argv)
+    redis_tls_server.resume()
+    return f"{redis_tls_server.url}&ttl={SHORT_TTL}"

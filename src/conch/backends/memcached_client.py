@@ -28,7 +28,7 @@ from pymemcache.exceptions import (  # type: ignore[import-untyped]
 )
 
 from conch.backends.tls import SSL_OPTIONS, TLSFiles, client_context, from_ssl_options
-from conch.backends.tls_diagnosis import explain
+from conch.backends.tls_diagnosis import diagnose_endpoints, explain
 from conch.errors import BackendUnavailable, InvalidURL
 from conch.url import BackendURL
 
@@ -186,7 +186,7 @@ class ConnectionPool:
         except MemcacheUnknownCommandError:
             reply = b"ERROR"
         except (*TRANSIENT, MemcacheError) as exc:
-            raise BackendUnavailable(self.describe(exc)) from None
+            raise BackendUnavailable(self._diagnosed(exc)) from None
         if reply != b"MN":
             raise BackendUnavailable(
                 f"memcached at {self.options.where} does not speak the meta protocol "
@@ -203,12 +203,21 @@ class ConnectionPool:
                 if self.options.tls and not isinstance(exc, ssl.SSLError) else ""
             why = f"no reply within {self.options.timeout} s (connect: " \
                   f"{self.options.connect_timeout} s){hint}"
-        elif isinstance(exc, (MemcacheUnexpectedCloseError, ConnectionResetError)) \
-                and self.options.tls is None:
-            why = "it closed the connection at once: if its port speaks TLS, add ssl=true"
         else:
             why = f"{type(exc).__name__}: {exc}"
         return f"memcached at {self.options.where}: {why}"
+
+    def _diagnosed(self, exc: BaseException) -> str:
+        """:meth:`describe` of a failed first request; a closed connection, which may be a
+        TLS problem the client could not see, diagnosed (:mod:`conch.backends.tls_diagnosis`)."""
+        closed = (MemcacheUnexpectedCloseError, ConnectionResetError, ssl.SSLEOFError)
+        if isinstance(exc, closed):
+            options = self.options
+            problem = diagnose_endpoints([(options.host, options.port)], self._tls_context,
+                                         options.connect_timeout, "add ssl=true")
+            if problem is not None:
+                return f"memcached at {options.where}: {problem}"
+        return self.describe(exc)
 
     @property
     def closed(self) -> bool:

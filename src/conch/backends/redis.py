@@ -108,7 +108,7 @@ class RedisBackend(Backend):
             client.load_scripts()
         except RedisError as exc:
             client.close()
-            raise BackendUnavailable(client.describe(exc)) from None
+            raise BackendUnavailable(client.describe_start_failure(exc)) from None
         self._client = client
         self._heartbeat = Heartbeat("conch-redis-renewal", self.options.ttl / 3, self.renew)
         self._heartbeat.start()

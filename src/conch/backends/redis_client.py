@@ -24,9 +24,10 @@ import redis.sentinel
 from redis.exceptions import NoScriptError, ResponseError
 from redis.retry import Retry
 
-from conch.backends.redis_errors import describe
+from conch.backends.redis_errors import closed_on_us, describe
 from conch.backends.redis_scripts import ALL as ALL_SCRIPTS
 from conch.backends.tls import OptionNames, TLSFiles, client_context, tls_from_url
+from conch.backends.tls_diagnosis import diagnose_endpoints
 from conch.errors import InvalidURL
 from conch.url import BackendURL
 
@@ -142,8 +143,8 @@ class RedisClient:
     def __init__(self, url: BackendURL, options: RedisOptions) -> None:
         self._url = url
         self.options = options
-        if options.tls is not None:
-            # redis-py reads the files at each connection: say now if one is unusable.
+        # redis-py reads the files at each connection: say now if one is unusable.
+        self._tls_context = None if options.tls is None else \
             client_context(options.tls, f"redis at {options.where}")
         self._pool = _make_pool(url, options)
         self._closed = False
@@ -215,6 +216,21 @@ class RedisClient:
     def describe(self, exc: BaseException) -> str:
         """``exc`` as a message for users: what failed where, never a credential."""
         return describe(self._url, self.options.where, self.options.sentinel, exc)
+
+    def describe_start_failure(self, exc: BaseException) -> str:
+        """:meth:`describe` of a failed first request; a connection closed on us, which may
+        be a TLS problem redis-py could not see, diagnosed (:mod:`conch.backends.tls_diagnosis`)
+        at the master or the sentinels."""
+        options = self.options
+        if closed_on_us(exc):
+            sentinels = options.sentinel is not None
+            tls = options.sentinel_tls if sentinels else self._url.scheme == "rediss"
+            problem = diagnose_endpoints(
+                _hosts(self._url, self._url.query), self._tls_context if tls else None,
+                options.connect_timeout, "add sentinel_ssl=true" if sentinels else "use rediss://")
+            if problem is not None:
+                return f"redis at {options.where}: {problem}"
+        return self.describe(exc)
 
 
 def _redis_py_tls(files: TLSFiles) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from conch.url import BackendURL
 
 # Replies that mean the server refused who we said we are.
 _CREDENTIAL_ERRORS = ("NOAUTH", "WRONGPASS", "NOPERM", "AUTH")
-# How redis-py says the server hung up on a request (a TLS port does, on plain text).
+# How redis-py says the server hung up on a request.
 _CLOSED = ("Connection closed by server", "Connection reset by peer")
 # The blocking and the asyncio sentinel clients raise distinct classes.
 _MASTER_NOT_FOUND = (redis.sentinel.MasterNotFoundError,
@@ -45,10 +45,6 @@ def describe(url: BackendURL, where: str, sentinel: str | None, exc: BaseExcepti
             url.scheme == "rediss" and "connecting" in str(exc)) else ""
         text = (f"redis at {where} did not answer in time ({exc}){tls_hint}; see the URL "
                 f"options connect_timeout and socket_timeout")
-    elif isinstance(exc, RedisConnectionError) and url.scheme != "rediss" \
-            and any(closed in str(exc) for closed in _CLOSED):
-        text = (f"redis at {where} closed the connection at once: if its port speaks TLS, "
-                f"use rediss://")
     elif isinstance(exc, RedisConnectionError):
         text = f"redis at {where} is unreachable: {exc}"
     else:
@@ -56,6 +52,12 @@ def describe(url: BackendURL, where: str, sentinel: str | None, exc: BaseExcepti
     for secret in url.secrets:
         text = text.replace(secret, "***")
     return text
+
+
+def closed_on_us(exc: BaseException) -> bool:
+    """Whether the server (or every sentinel) hung up on the request: a TLS port does on
+    plain text, and a TLS 1.3 server on a client certificate it refuses."""
+    return any(closed in str(exc) for closed in _CLOSED)
 
 
 def _sentinel_trouble(text: str, tls_problem: str | None) -> str:
@@ -69,9 +71,6 @@ def _sentinel_trouble(text: str, tls_problem: str | None) -> str:
         return ": the sentinels require a password: give sentinel_password"
     if "AuthenticationError" in text or "WRONGPASS" in text:
         return ": the sentinels refused sentinel_username / sentinel_password"
-    if any(closed in text for closed in _CLOSED):
-        return (": the sentinels closed the connection at once: if they speak TLS, "
-                "add sentinel_ssl=true")
     return ""
 
 
