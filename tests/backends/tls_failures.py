@@ -57,7 +57,8 @@ def one_clear_error(url: str, where: str, expected: str, secrets: Iterable[str] 
     assert took < within, f"the error took {took:.1f} s: {message}"
     assert where in message and re.search(expected, message), message
     shown = "".join(traceback.format_exception(error))
-    assert error.__cause__ is None and error.__suppress_context__, shown
+    assert error.__cause__ is None, shown
+    assert error.__context__ is None or error.__suppress_context__, shown
     hidden = [*parse_url(url).secrets, *secrets]
     assert not any(secret in shown for secret in hidden if secret), shown
     return message

@@ -27,13 +27,13 @@ from pymemcache.exceptions import (  # type: ignore[import-untyped]
     MemcacheUnknownCommandError,
 )
 
-from conch.backends.tls import SSL_OPTIONS, TLSFiles, client_context, from_ssl_options
+from conch.backends.tls import SSL_URL_OPTIONS, TLSFiles, client_context, from_ssl_options
 from conch.backends.tls_diagnosis import diagnose_endpoints, explain
 from conch.errors import BackendUnavailable, InvalidURL
 from conch.url import BackendURL
 
 DEFAULT_PORT = 11211
-OPTIONS = frozenset({"ttl", "connect_timeout", "timeout", *SSL_OPTIONS})
+OPTIONS = frozenset({"ttl", "connect_timeout", "timeout", *SSL_URL_OPTIONS})
 KEY_PREFIX = b"conch:"
 # memcached reads a relative expiry above 30 days as a Unix time.
 _MAX_RELATIVE_EXPIRY = 30 * 24 * 3600

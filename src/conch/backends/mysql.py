@@ -48,7 +48,7 @@ Translation of the contract:
   parent's locks) and opens its own.
 
 Options: ``connect_timeout`` (seconds, default 5), ``session_timeout`` (above),
-``ssl_*`` (TLS: :data:`conch.backends.tls.SSL_OPTIONS`), ``unix_socket``; see docs/mysql.md.
+``ssl_*`` (TLS: :data:`conch.backends.tls.SSL_URL_OPTIONS`), ``unix_socket``; see docs/mysql.md.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import CLIENT, CR, ER  # type: ignore[import-untyped]
 
-from conch.backends.tls import SSL_OPTIONS, TLSFileError, TLSFiles, from_ssl_options
+from conch.backends.tls import SSL_URL_OPTIONS, TLSFileError, TLSFiles, from_ssl_options
 from conch.backends.tls_diagnosis import explain
 from conch.errors import InvalidURL
 from conch.url import BackendURL
@@ -67,7 +67,7 @@ class Settings:
     def from_url(cls, url: BackendURL) -> Settings:
         """Check ``url`` (raise :class:`conch.InvalidURL`) and take its settings."""
         options = url.options({"connect_timeout", "session_timeout", "unix_socket",
-                               *SSL_OPTIONS})
+                               *SSL_URL_OPTIONS})
         unix_socket = options.get("unix_socket")
         hosts = url.hosts or ((("localhost", None),) if unix_socket else ())
         if len(hosts) != 1 or not hosts[0][0]:
@@ -172,7 +172,7 @@ def describe(exc: BaseException, settings: Settings) -> str:
     elif tls_problem is not None:
         text = f"{where}: {tls_problem}"
     elif code == CR.CR_SSL_CONNECTION_ERROR:
-        text = (f"TLS: {where} does not offer TLS (the server has no certificate): configure "
+        text = (f"{where}: the server does not offer TLS (it has no certificate): configure "
                 f"it, or remove the ssl_* options")
     elif code == ER.ACCESS_DENIED_ERROR:
         missing = "" if settings.tls is not None and settings.tls.cert else (

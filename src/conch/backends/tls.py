@@ -60,6 +60,8 @@ SSL_OPTIONS = OptionNames(
     key_password="ssl_key_password", ciphers="ssl_cipher", verify_mode="ssl_verify_mode",
     check_hostname="ssl_check_hostname")
 """The ``ssl_*`` options of ``mysql://`` and ``memcached://`` (MySQL's and PyMySQL's names)."""
+SSL_URL_OPTIONS = frozenset({"ssl", *SSL_OPTIONS})
+"""Every TLS option of those URLs: the ``ssl`` flag (:func:`from_ssl_options`) and the rest."""
 
 
 class TLSFileError(Exception):

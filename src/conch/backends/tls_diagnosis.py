@@ -50,8 +50,8 @@ _MEANING = {
                                     f"it does not speak TLS on this port, or {_UNTRUSTED}",
 }
 _VERIFY_FAILED = "CERTIFICATE_VERIFY_FAILED"
-_VERIFY_MEANING = ("the server's certificate: is the CA option the CA that signed it, and the "
-                   "host one it names?")
+_VERIFY_MEANING = ("the server's certificate must be signed by the CA the URL names and name "
+                   "the URL's host")
 # An ssl error quoted in another exception's text: "[SSL: REASON] words (_ssl.c:1006)".
 _QUOTED_SSL_ERROR = re.compile(r"\[SSL: ([A-Z0-9_]+)\] ([^(]*)")
 _OPENSSL_NOISE = re.compile(r"^\[[A-Z0-9_]+: [A-Z0-9_]+\] |^\[SSL\] | \(_ssl\.c:\d+\)$")
