@@ -90,16 +90,21 @@ def test_redacted_hides_the_password_and_secret_looking_options_only() -> None:
 
 
 @pytest.mark.parametrize("key_file", ["keyfile", "ssl_key", "ssl_keyfile", "cert_key"])
-def test_a_key_file_is_a_path_shown_but_its_password_is_a_secret(key_file: str) -> None:
-    parsed = parse_url(f"zookeeper://zk1/x?{key_file}=/etc/k.pem&keyfile_password={SECRET}")
+@pytest.mark.parametrize("password", ["keyfile_password", "ssl_key_password", "ssl_password",
+                                      "sentinel_password"])
+def test_a_key_file_is_a_path_shown_but_every_tls_password_is_a_secret(
+    key_file: str, password: str
+) -> None:
+    parsed = parse_url(f"redis://h/0?{key_file}=/etc/k.pem&{password}={SECRET}")
     assert parsed.secrets == (SECRET,)
     assert f"{key_file}=%2Fetc%2Fk.pem" in parsed.redacted()
-    assert "keyfile_password=%2A%2A%2A" in parsed.redacted()
+    assert f"{password}=%2A%2A%2A" in parsed.redacted()
+    assert SECRET not in repr(parsed)
 
 
 @pytest.mark.parametrize(("raw", "value"), [
-    ("true", True), ("Yes", True), ("1", True), ("on", True),
-    ("false", False), ("NO", False), ("0", False), ("off", False),
+    ("true", True), ("Yes", True), ("1", True), ("on", True), ("t", True), ("y", True),
+    ("false", False), ("NO", False), ("0", False), ("off", False), ("f", False), ("n", False),
 ])
 def test_a_boolean_option_takes_the_usual_spellings(raw: str, value: bool) -> None:
     assert parse_url(f"zookeeper://zk1?use_ssl={raw}").bool_option("use_ssl", not value) is value
