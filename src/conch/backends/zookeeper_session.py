@@ -30,7 +30,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from kazoo.client import KazooClient, KazooState  # type: ignore[import-untyped]
+from kazoo.client import KazooState  # type: ignore[import-untyped]
 from kazoo.exceptions import (  # type: ignore[import-untyped]
     ConnectionClosedError,
     ConnectionLoss,
@@ -39,42 +39,14 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     NoNodeError,
     SessionExpiredError,
 )
-from kazoo.security import (  # type: ignore[import-untyped]
-    make_digest_acl,
-    make_digest_acl_credential,
-)
 
 from conch.backends.base import LossCallback
 from conch.backends.session import Holds
 from conch.backends.tls import TLSFiles
+from conch.backends.zookeeper_client import new_client
 from conch.errors import BackendUnavailable
-from conch.green import eventlet_patched
-from conch.url import RedactingLogger
 
 log = logging.getLogger("conch")
-
-# While the server is away kazoo retries the connection for as long as the session
-# lives; its default back-off grows to an hour between attempts, far past any
-# session timeout, so cap it.
-_RECONNECT = {"max_tries": -1, "delay": 0.05, "backoff": 2, "max_delay": 1.0}
-
-
-def _handler_and_retry() -> dict[str, Any]:
-    """The KazooClient arguments for its handler and reconnection policy.
-
-    Under eventlet, kazoo's own eventlet handler: with its default threading handler
-    (green threads, green ``select``) a client's connection dropped ("socket time-out
-    during read" or "write") as soon as a second client ran in the process. kazoo
-    wants the retry policy to sleep as the handler does.
-    """
-    if not eventlet_patched():
-        return {"connection_retry": dict(_RECONNECT)}
-    from kazoo.handlers.eventlet import SequentialEventletHandler  # type: ignore[import-untyped]
-
-    handler = SequentialEventletHandler()
-    return {"handler": handler,
-            "connection_retry": {**_RECONNECT, "sleep_func": handler.sleep_func}}
-
 
 class NoAnswer(BackendUnavailable):
     """ZooKeeper did not answer a request in time (the connection is down or slow)."""
@@ -109,26 +81,7 @@ class ZooKeeperSession:
         self.request_timeout = 2 * session_timeout
         self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
-        options: dict[str, Any] = {}  # KazooClient's, for credentials and TLS
-        secrets: tuple[str, ...] = ()
-        if credentials is not None:
-            user, password = credentials
-            # Nodes we create are readable and writable by members with the same credentials.
-            options = {"auth_data": [("digest", f"{user}:{password}")],
-                       "default_acl": [make_digest_acl(user, password, all=True)]}
-            secrets = (password, make_digest_acl_credential(user, password))
-        if tls_files is not None:
-            options.update(use_ssl=True, ca=tls_files.ca, certfile=tls_files.cert,
-                           keyfile=tls_files.key, keyfile_password=tls_files.key_password,
-                           verify_certs=tls_files.verify,
-                           check_hostname=tls_files.check_hostname)
-            secrets += (tls_files.key_password or "",)
-        self.client = KazooClient(
-            hosts=hosts, timeout=session_timeout,
-            # kazoo logs its auth packet, password included, at DEBUG.
-            logger=RedactingLogger(logging.getLogger("kazoo.client"), secrets),
-            **_handler_and_retry(), **options
-        )
+        self.client = new_client(hosts, session_timeout, credentials, tls_files)
         self._mutex = threading.Lock()  # orders state changes against new holds
         self._connected = False
         self._generation = 0  # counts sessions: +1 each time one expires
