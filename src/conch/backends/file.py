@@ -296,7 +296,8 @@ def _wait_until(file: LockFile, deadline: Deadline, backend: FileBackend, path: 
                 remaining = deadline.remaining()
                 if not remaining or backend.closed:
                     return
-                watcher.read(timeout=max(1, int(remaining * 1000 + 0.999)))
+                if watcher.wait(remaining):
+                    watcher.read()
     finally:
         file.on_open = None
         give_back_inotify(watcher, watches)

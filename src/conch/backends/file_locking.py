@@ -16,15 +16,14 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-import inotify_simple  # type: ignore[import-untyped]
-
+from conch.backends.file_inotify import ATTRIB, CLOSE_WRITE, Inotify
 from conch.errors import BackendUnavailable
 from conch.introspection import HolderStamp
 
 if TYPE_CHECKING:
     from conch.backends.file import FileBackend
 
-FREED = inotify_simple.flags.CLOSE_WRITE | inotify_simple.flags.ATTRIB
+FREED = CLOSE_WRITE | ATTRIB
 """The events after which a waiter tries again. Every description of a lock file is
 opened for writing, so closing the holder's (a release, or the kernel closing the
 files of a holder that died) is a ``CLOSE_WRITE``; an unlink (a sweep) is an
@@ -103,18 +102,18 @@ IDLE_INOTIFY = 8
 # Closing an inotify instance once a watch was removed makes the kernel wait for a
 # grace period (about 16 ms here): a waiter that just got its lock would wait for it.
 # So instances are kept (without watches) for the next wait instead of closed.
-_idle: list[inotify_simple.INotify] = []
+_idle: list[Inotify] = []
 _idle_mutex = threading.Lock()
 
 
-def borrow_inotify() -> inotify_simple.INotify:
+def borrow_inotify() -> Inotify:
     """A non-blocking inotify instance without watches, for a wait (give it back with
     :func:`give_back_inotify`), or :class:`BackendUnavailable` when the user has none left."""
     with _idle_mutex:
         if _idle:
             return _idle.pop()
     try:
-        return inotify_simple.INotify(nonblocking=True)
+        return Inotify()
     except OSError as exc:
         if exc.errno == errno.EMFILE:
             raise BackendUnavailable(
@@ -123,12 +122,13 @@ def borrow_inotify() -> inotify_simple.INotify:
         raise
 
 
-def give_back_inotify(instance: inotify_simple.INotify, watches: Iterable[int]) -> None:
+def give_back_inotify(instance: Inotify, watches: Iterable[int]) -> None:
     """The wait is over: remove its ``watches`` and keep ``instance`` for the next one."""
     for wd in watches:
         with contextlib.suppress(OSError):  # removed already: its file is gone
             instance.rm_watch(wd)
-    instance.read(timeout=0)  # drop the events left, such as those of the removal
+    while instance.read():  # drop the events left, such as those of the removal
+        pass
     with _idle_mutex:
         if len(_idle) < IDLE_INOTIFY:
             _idle.append(instance)
@@ -147,7 +147,7 @@ def _forget_idle_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_idle_in_child)
 
 
-def watch(inotify: inotify_simple.INotify, fd: int) -> int:
+def watch(inotify: Inotify, fd: int) -> int:
     """Watch the file open as ``fd`` for ``FREED``; the watch descriptor."""
     # /proc/self/fd resolves to the file we opened even once it is unlinked.
     return int(inotify.add_watch(f"/proc/self/fd/{fd}", FREED))
