@@ -14,7 +14,8 @@ import time
 import pytest
 
 import conch
-from conch.backends.file import HIGH_WATER_FILE, lock_file_name
+from conch.backends.file import lock_file_name
+from conch.backends.file_tokens import HIGH_WATER_FILE
 from conch.history import load, violations
 from tests.contract import workers
 from tests.contract.waiting import Waiter
@@ -146,7 +147,8 @@ def test_a_waiter_that_locks_an_unlinked_file_keeps_waiting_for_the_linked_one(
         (directory / lock_file_name(b"vnf-42")).unlink()  # as a sweep unlinks a file it locked
         newcomer = coordinator.lock("vnf-42")
         assert newcomer.acquire(blocking=False), "the path's new file should be free"
-        holder.release()  # frees the unlinked file the waiter waits on
+        with pytest.raises(conch.LockLost, match="was removed while held"):
+            holder.release()  # frees the unlinked file the waiter waits on
         time.sleep(0.3)
         assert waiter.waiting, "the waiter took the lock of an unlinked file: two holders"
         newcomer.release()

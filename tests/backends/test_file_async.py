@@ -15,7 +15,7 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends import file_locking
+from conch.backends import file_locking, file_removal
 from conch.backends.base import AsyncLockHandle, Deadline
 from conch.backends.file import FileBackend, lock_file_name
 from tests.contract import workers
@@ -48,8 +48,11 @@ def url(directory: pathlib.Path) -> str:
 
 def _descriptors() -> dict[int, str]:
     """This process's open descriptors in use and what each refers to (the idle inotify
-    instances kept for the next waits do not count)."""
+    instances kept for the next waits do not count, nor the one watching lock
+    directories for removals)."""
     idle = {instance.fileno() for instance in file_locking._idle}
+    if file_removal._the_watcher is not None:
+        idle.add(file_removal._the_watcher._inotify.fileno())
     found = {}
     for entry in os.listdir("/proc/self/fd"):
         try:
@@ -308,7 +311,8 @@ def test_a_waiter_that_locks_an_unlinked_file_keeps_waiting_for_the_linked_one(
                 (directory / lock_file_name(NAME.encode())).unlink()  # as a sweep does
                 newcomer = coordinator.lock(NAME)
                 assert newcomer.acquire(blocking=False), "the path's new file should be free"
-                holder.release()  # frees the unlinked file the waiter waits on
+                with pytest.raises(conch.LockLost, match="was removed while held"):
+                    holder.release()  # frees the unlinked file the waiter waits on
                 await asyncio.sleep(0.3)
                 assert not waiter.done(), "the waiter took the lock of an unlinked file"
                 newcomer.release()  # wakes it only if it now watches the new file

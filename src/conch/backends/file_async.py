@@ -45,7 +45,7 @@ class FileAsyncLock(AsyncLockHandle):
         self._lock.release()
 
     def abandon(self) -> None:
-        self._lock.release()  # closing the descriptor frees the flock, from any thread
+        self._lock.file.close()  # closing the descriptor frees the flock, from any thread
 
 
 async def _wait(file: LockFile, deadline: Deadline) -> None:

@@ -16,7 +16,10 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from conch.backends.base import LossCallback
 from conch.backends.file_inotify import ATTRIB, CLOSE_WRITE, Inotify
+from conch.backends.file_removal import Hold
+from conch.backends.file_tokens import open_creating
 from conch.errors import BackendUnavailable
 from conch.introspection import HolderStamp
 
@@ -34,12 +37,15 @@ class LockFile:
     """A lock object's descriptor of its name's lock file: opened by each acquire
     (:meth:`attempt`), kept while the lock is held, closed to release it."""
 
-    __slots__ = ("_backend", "_path", "_stamp", "fd", "on_open", "token")
+    __slots__ = ("_backend", "_hold", "_on_lost", "_path", "_stamp", "fd", "on_open", "token")
 
-    def __init__(self, backend: FileBackend, path: str, stamp: HolderStamp) -> None:
+    def __init__(self, backend: FileBackend, path: str, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
         self._backend = backend
         self._path = path
         self._stamp = stamp
+        self._on_lost = on_lost  # told when the held file is removed from under the hold
+        self._hold: Hold | None = None
         self.fd = -1
         self.token: int | None = None
         # Called with the new descriptor when the file is replaced (to watch it).
@@ -50,7 +56,7 @@ class LockFile:
         resetting ``token``) unless :meth:`try_take` took the lock."""
         self.token = None
         self.on_open = None
-        self.fd = _open(self._path)
+        self.fd = open_creating(self._path)
         return self
 
     def __enter__(self) -> LockFile:
@@ -66,21 +72,39 @@ class LockFile:
         """Try once, without waiting: the new hold's fencing token (also in ``token``), or
         ``None`` while another description holds the file.
 
-        A file swept (unlinked) while we waited no longer counts: it is dropped for
-        the file now at the path, which is tried in turn.
+        A file unlinked while we waited (swept, or removed with its directory) no
+        longer counts: it is dropped for the file now at the path (created, with the
+        directory, if need be), which is tried in turn.
         """
+        removals = self._backend.removals
+        seen = removals.seen
         while try_lock(self.fd):
             if os.fstat(self.fd).st_nlink:
-                self.token = self._backend.next_token(self.fd, self._stamp)
+                self.token = self._backend.tokens.next_token(self.fd, self._stamp)
+                self._hold = removals.track(self.fd, self._path, self._on_lost, seen)
                 return self.token
             self.close()
-            self.fd = _open(self._path)
+            self.fd = open_creating(self._path)
             if self.on_open is not None:
                 self.on_open(self.fd)
         return None
 
+    def release(self) -> bool:
+        """Free the hold (from any thread); whether its file was still linked: False
+        when it was removed while held, so the hold was lost."""
+        fd = self.fd
+        try:
+            linked = fd < 0 or os.fstat(fd).st_nlink > 0
+        except OSError:  # closed meanwhile, by a coordinator that stops
+            linked = True
+        self.close()
+        return linked
+
     def close(self) -> None:
         """Close the descriptor, freeing its flock (from any thread)."""
+        hold, self._hold = self._hold, None
+        if hold is not None:  # before the close: a check of a closed hold reports nothing
+            self._backend.removals.untrack(hold)
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
@@ -151,7 +175,3 @@ def watch(inotify: Inotify, fd: int) -> int:
     """Watch the file open as ``fd`` for ``FREED``; the watch descriptor."""
     # /proc/self/fd resolves to the file we opened even once it is unlinked.
     return int(inotify.add_watch(f"/proc/self/fd/{fd}", FREED))
-
-
-def _open(path: str) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
