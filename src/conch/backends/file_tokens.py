@@ -36,13 +36,12 @@ _TOKEN = struct.Struct("<Q")
 
 def open_creating(path: str) -> int:
     """Open (or create) file ``path`` for reading and writing; its directory is created
-    again when it was removed."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-    try:
-        return os.open(path, flags, 0o644)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return os.open(path, flags, 0o644)
+    again when it was removed (as often as it is removed meanwhile)."""
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
 
 
 class Tokens:
