@@ -6,8 +6,6 @@ import asyncio
 import os
 import pathlib
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,22 +16,12 @@ import conch.aio
 from conch.backends import file_locking, file_removal
 from conch.backends.base import AsyncLockHandle, Deadline
 from conch.backends.file import FileBackend, lock_file_name
+from tests.backends import file_processes as processes
+from tests.backends.file_processes import HOLDER
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY
 
 NAME = "vnf-42"
-
-_RELEASE_ON_REQUEST = """
-import sys
-import conch
-with conch.connect(sys.argv[1]) as coordinator:
-    lock = coordinator.lock(sys.argv[2])
-    lock.acquire()
-    print("held", lock.token, flush=True)
-    sys.stdin.readline()
-    lock.release()
-    sys.stdin.readline()
-"""
 
 
 @pytest.fixture
@@ -86,12 +74,7 @@ async def _ticks_while(task: asyncio.Future[object], period: float = 0.01) -> in
 def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
     url: str, blocking: bool | float, ending: str
 ) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _RELEASE_ON_REQUEST, url, NAME], cwd=workers.REPOSITORY,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    stdin = holder.stdin
-    assert stdin is not None
+    holder = processes.run(HOLDER, url, NAME)
 
     async def main() -> None:
         held_token = int(workers.expect(holder, "held "))
@@ -101,8 +84,7 @@ def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
             await asyncio.sleep(0.3)
             assert not waiter.done(), "acquired a lock another process holds"
             if ending == "release":
-                stdin.write("release\n")
-                stdin.flush()
+                processes.tell(holder, "release")
             else:
                 holder.kill()  # SIGKILL: the kernel closes its descriptors
             ended = time.monotonic()
@@ -115,8 +97,7 @@ def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
     try:
         asyncio.run(main())
     finally:
-        holder.kill()
-        holder.communicate()
+        processes.stop(holder)
 
 
 @pytest.mark.timeout(120)

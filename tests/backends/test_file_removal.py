@@ -8,11 +8,8 @@ increasing, a hold whose file went is reported lost, and waiters keep waiting.
 from __future__ import annotations
 
 import pathlib
-import select
 import shutil
 import struct
-import subprocess
-import sys
 import threading
 import time
 
@@ -22,29 +19,14 @@ import conch
 from conch.backends.file import lock_file_name
 from conch.backends.file_tokens import HIGH_WATER_FILE
 from conch.history import load, violations
+from tests.backends import file_processes as processes
+from tests.backends.file_processes import HOLDER
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY
 
 NAME = "vnf-42"
 TOLD_WITHIN = 2.0
 """Seconds from the removal to ``lock.lost`` (about a millisecond unloaded)."""
-
-_HOLDER = """
-import sys, threading
-import conch
-with conch.connect(sys.argv[1]) as coordinator:
-    lock = coordinator.lock(sys.argv[2])
-    assert lock.acquire()
-    threading.Thread(target=lambda: (lock.lost.wait(), print("lost", flush=True)),
-                     daemon=True).start()
-    print("held", lock.token, flush=True)
-    sys.stdin.readline()
-    try:
-        lock.release()
-        print("released", flush=True)
-    except conch.LockLost:
-        print("LockLost", flush=True)
-"""
 
 _WAITER = """
 import sys
@@ -62,19 +44,6 @@ with conch.connect(sys.argv[1]) as coordinator:
 @pytest.fixture
 def directory(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "locks"
-
-
-def _script(source: str, *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", source, *argv], cwd=workers.REPOSITORY, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-
-
-def _tell(process: subprocess.Popen[str], line: str) -> None:
-    assert process.stdin is not None
-    process.stdin.write(line + "\n")
-    process.stdin.flush()
 
 
 def _hold_once(lock: conch.Lock) -> int:
@@ -161,24 +130,24 @@ def test_waiters_survive_the_removal_of_the_directory_under_a_held_lock(
     directory: pathlib.Path, blocking: str
 ) -> None:
     url = f"file://{directory}"
-    holder = _script(_HOLDER, url, NAME)
+    holder = processes.run(HOLDER, url, NAME)
     waiter = None
     try:
         held_token = int(workers.expect(holder, "held "))
-        waiter = _script(_WAITER, url, NAME, blocking)
+        waiter = processes.run(_WAITER, url, NAME, blocking)
         time.sleep(0.5)
-        assert waiter.poll() is None and not _said_anything(waiter), "waiter returned"
+        assert waiter.poll() is None and not processes.said_anything(waiter), "waiter returned"
         shutil.rmtree(directory)
         workers.expect(holder, "lost", timeout=TOLD_WITHIN + 5)
         with conch.connect(url) as coordinator:
             newcomer = coordinator.lock(NAME)
             assert newcomer.acquire(blocking=False), "the new file at the path is free"
             assert newcomer.token is not None and newcomer.token > held_token
-            _tell(holder, "release")
+            processes.tell(holder, "release")
             workers.expect(holder, "LockLost")
             workers.finish(holder)
             time.sleep(0.5)  # the waiter moves from the removed file to the new one
-            assert waiter.poll() is None and not _said_anything(waiter), \
+            assert waiter.poll() is None and not processes.said_anything(waiter), \
                 "the waiter took the lock the newcomer holds, or died"
             newcomer_token = newcomer.token
             released_at = time.monotonic()
@@ -186,19 +155,12 @@ def test_waiters_survive_the_removal_of_the_directory_under_a_held_lock(
             waiter_token = int(workers.expect(waiter, "acquired "))
             assert time.monotonic() - released_at < HANDOFF_WITH_NOTIFY
             assert waiter_token > newcomer_token
-        _tell(waiter, "release")
+        processes.tell(waiter, "release")
         workers.expect(waiter, "released")
         workers.finish(waiter)
     finally:
-        for process in (holder, waiter):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.communicate()
+        processes.stop(holder, waiter)
 
-
-def _said_anything(process: subprocess.Popen[str]) -> bool:
-    assert process.stdout is not None
-    return bool(select.select([process.stdout], [], [], 0)[0])
 
 
 _CONTENDER = """
@@ -246,7 +208,7 @@ def test_contention_while_the_directory_is_removed_again_and_again_stays_safe(
     history = tmp_path / "history"
     history.mkdir()
     url = f"file://{directory}"
-    processes = [_script(_CONTENDER, url, NAME, str(history), "3") for _ in range(2)]
+    contenders = [processes.run(_CONTENDER, url, NAME, str(history), "3") for _ in range(2)]
     stop = threading.Event()
 
     def remove_again_and_again() -> None:
@@ -256,16 +218,13 @@ def test_contention_while_the_directory_is_removed_again_and_again_stays_safe(
     remover = threading.Thread(target=remove_again_and_again)
     remover.start()
     try:
-        for process in processes:
-            workers.expect(process, "done", timeout=60)
-            workers.finish(process)
+        for contender in contenders:
+            workers.expect(contender, "done", timeout=60)
+            workers.finish(contender)
     finally:
         stop.set()
         remover.join()
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+        processes.stop(*contenders)
     sections = load(history)
     assert len({section.holder for section in sections}) == 4
     problems = violations(sections)
