@@ -22,7 +22,7 @@ from conch.history import load, violations
 from tests.backends import file_processes as processes
 from tests.backends.file_processes import HOLDER
 from tests.contract import workers
-from tests.contract.waiting import HANDOFF_WITH_NOTIFY
+from tests.contract.waiting import HANDOFF_WITH_NOTIFY, Waiter
 
 NAME = "vnf-42"
 TOLD_WITHIN = 2.0
@@ -123,6 +123,28 @@ def test_a_release_before_the_watcher_noticed_still_raises_lock_lost(
             (directory / lock_file_name(NAME.encode())).unlink()
             with pytest.raises(conch.LockLost):
                 holder.release()
+
+
+@pytest.mark.parametrize("blocking", [True, 30.0], ids=["forever", "timed"])
+def test_a_waiter_on_a_renamed_directory_takes_the_lock_file_at_the_path(
+    directory: pathlib.Path, blocking: bool | float
+) -> None:
+    """A renamed directory keeps its files linked: the waiter, once the old holder lets
+    go of the renamed file, must take the file at the path, not the renamed one."""
+    with conch.connect(f"file://{directory}") as coordinator:
+        holder = coordinator.lock(NAME)
+        assert holder.acquire()
+        waiter = Waiter(coordinator.lock(NAME), blocking)
+        time.sleep(0.2)
+        directory.rename(directory.with_name("old-locks"))
+        assert holder.lost.wait(TOLD_WITHIN), "the holder was not told"
+        with pytest.raises(conch.LockLost):
+            holder.release()
+        assert waiter.result(timeout=10) is True
+        assert (directory / lock_file_name(NAME.encode())).exists()
+        time.sleep(0.1)
+        assert not waiter.lock.lost.is_set(), "the waiter took the renamed file"
+        waiter.lock.release()
 
 
 @pytest.mark.parametrize("blocking", ["forever", "30"])

@@ -37,7 +37,8 @@ class LockFile:
     """A lock object's descriptor of its name's lock file: opened by each acquire
     (:meth:`attempt`), kept while the lock is held, closed to release it."""
 
-    __slots__ = ("_backend", "_hold", "_on_lost", "_path", "_stamp", "fd", "on_open", "token")
+    __slots__ = ("_backend", "_hold", "_on_lost", "_path", "_removals_seen", "_stamp", "fd",
+                 "on_open", "token")
 
     def __init__(self, backend: FileBackend, path: str, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
@@ -46,6 +47,7 @@ class LockFile:
         self._stamp = stamp
         self._on_lost = on_lost  # told when the held file is removed from under the hold
         self._hold: Hold | None = None
+        self._removals_seen = 0
         self.fd = -1
         self.token: int | None = None
         # Called with the new descriptor when the file is replaced (to watch it).
@@ -56,6 +58,7 @@ class LockFile:
         resetting ``token``) unless :meth:`try_take` took the lock."""
         self.token = None
         self.on_open = None
+        self._removals_seen = self._backend.removals.seen  # before the open: see counts()
         self.fd = open_creating(self._path)
         return self
 
@@ -72,16 +75,16 @@ class LockFile:
         """Try once, without waiting: the new hold's fencing token (also in ``token``), or
         ``None`` while another description holds the file.
 
-        A file unlinked while we waited (swept, or removed with its directory) no
-        longer counts: it is dropped for the file now at the path (created, with the
+        A file removed while we waited (swept, or with its directory) no longer
+        counts: it is dropped for the file now at the path (created, with the
         directory, if need be), which is tried in turn.
         """
         removals = self._backend.removals
-        seen = removals.seen
         while try_lock(self.fd):
-            if os.fstat(self.fd).st_nlink:
+            if removals.counts(self.fd, self._path, self._removals_seen):
                 self.token = self._backend.tokens.next_token(self.fd, self._stamp)
-                self._hold = removals.track(self.fd, self._path, self._on_lost, seen)
+                self._hold = removals.track(self.fd, self._path, self._on_lost,
+                                            self._removals_seen)
                 return self.token
             self.close()
             self.fd = open_creating(self._path)

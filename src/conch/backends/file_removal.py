@@ -23,6 +23,7 @@ removals never touch a hold.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterable
@@ -39,6 +40,8 @@ from conch.backends.file_inotify import (
 )
 from conch.backends.session import Holds
 
+log = logging.getLogger("conch")
+
 _REMOVALS = DELETE | MOVED_FROM | DELETE_SELF | MOVE_SELF
 _OF_THE_DIRECTORY = DELETE_SELF | MOVE_SELF | IGNORED
 
@@ -52,15 +55,16 @@ class Hold:
         self.fd = fd
         self.path = path
 
-    def at_its_path(self) -> bool:
-        """True while the held file is still linked at its path (False also once the
-        descriptor is closed: the hold was released meanwhile)."""
-        try:
-            held = os.fstat(self.fd)
-            linked = os.stat(self.path)
-        except OSError:
-            return False
-        return held.st_nlink > 0 and (held.st_ino, held.st_dev) == (linked.st_ino, linked.st_dev)
+
+def at_its_path(fd: int, path: str) -> bool:
+    """True while the file open as ``fd`` is linked at ``path`` (False also once ``fd``
+    is closed: a hold released meanwhile)."""
+    try:
+        held = os.fstat(fd)
+        linked = os.stat(path)
+    except OSError:
+        return False
+    return held.st_nlink > 0 and (held.st_ino, held.st_dev) == (linked.st_ino, linked.st_dev)
 
 
 class Removals:
@@ -75,15 +79,24 @@ class Removals:
         self.wd: int | None = None  # the directory's watch; set and reset by _Watcher
         self._holds: Holds[Hold] = Holds()
 
+    def counts(self, fd: int, path: str, seen_before: int) -> bool:
+        """Whether the locked file open as ``fd`` is the lock file at ``path``, for an
+        acquire that began (before opening it) when :attr:`seen` was ``seen_before``:
+        linked, and at ``path`` if removals were seen since (a renamed directory keeps
+        its files linked)."""
+        if self.seen == seen_before:
+            return os.fstat(fd).st_nlink > 0
+        return at_its_path(fd, path)
+
     def track(self, fd: int, path: str, on_lost: LossCallback, seen_before: int) -> Hold:
-        """Track the hold of lock file ``path`` taken on ``fd``, whose acquire began
-        when :attr:`seen` was ``seen_before``; it is reported through ``on_lost``."""
+        """Track the hold of lock file ``path`` taken on ``fd`` (see :meth:`counts` for
+        ``seen_before``); its loss is reported through ``on_lost``."""
+        unwatched = self.wd is None  # the first hold, or the directory was removed since
+        if unwatched:
+            _watcher().watch(self)
         hold = Hold(fd, path)
         self._holds.add(hold, on_lost)
-        if self.wd is None:  # the first hold, or the directory was removed since
-            _watcher().watch(self)
-            self.check([hold])  # removals before the watch went unseen
-        elif self.seen != seen_before:
+        if unwatched or self.seen != seen_before:  # removals the thread may have missed
             self.check([hold])
         return hold
 
@@ -96,7 +109,7 @@ class Removals:
         (all: ``None``), that is no longer at its path."""
         for hold in self._holds.snapshot() if holds is None else holds:
             if (names is None or os.path.basename(hold.path) in names) \
-                    and not hold.at_its_path():
+                    and not at_its_path(hold.fd, hold.path):
                 self._holds.lose(hold, f"its lock file {hold.path} was removed or renamed "
                                        "(was the lock directory cleaned up?): another "
                                        "process may take the lock")
@@ -121,7 +134,12 @@ class _Watcher:
         with self._mutex:
             try:
                 wd = self._inotify.add_watch(removals.directory, _REMOVALS)
-            except OSError:
+            except FileNotFoundError:
+                return
+            except OSError as exc:  # ENOSPC: fs.inotify.max_user_watches
+                log.warning("cannot watch lock directory %s for removals (%s): a hold whose "
+                            "file is removed is reported lost only by its release",
+                            removals.directory, exc.strerror)
                 return
             removals.wd = wd
             self._watching.setdefault(wd, set()).add(removals)
@@ -145,14 +163,18 @@ class _Watcher:
     def _run(self) -> None:
         while True:
             self._inotify.wait(None)
-            self._dispatch(self._inotify.read())
+            try:
+                self._dispatch(self._inotify.read())
+            except Exception:  # a loss listener's: the other holds still need watching
+                log.exception("conch-file-removals: reporting a removed lock file failed")
 
     def _dispatch(self, events: list[Event]) -> None:
         names: dict[int, set[str]] = {}
         whole: set[int] = set()  # the directory itself went, or events were dropped
         for event in events:
             if event.wd == -1:
-                whole.update(self._watching)
+                with self._mutex:
+                    whole.update(self._watching)
             elif event.mask & _OF_THE_DIRECTORY:
                 whole.add(event.wd)
             else:
