@@ -16,8 +16,8 @@ import conch.aio
 from conch.backends import file_locking, file_removal
 from conch.backends.base import AsyncLockHandle, Deadline
 from conch.backends.file import FileBackend, lock_file_name
-from tests.backends import file_processes as processes
-from tests.backends.file_processes import HOLDER
+from tests.backends import file_helpers
+from tests.backends.file_helpers import HOLDER
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY
 
@@ -74,7 +74,7 @@ async def _ticks_while(task: asyncio.Future[object], period: float = 0.01) -> in
 def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
     url: str, blocking: bool | float, ending: str
 ) -> None:
-    holder = processes.run(HOLDER, url, NAME)
+    holder = file_helpers.run(HOLDER, url, NAME)
 
     async def main() -> None:
         held_token = int(workers.expect(holder, "held "))
@@ -84,7 +84,7 @@ def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
             await asyncio.sleep(0.3)
             assert not waiter.done(), "acquired a lock another process holds"
             if ending == "release":
-                processes.tell(holder, "release")
+                file_helpers.tell(holder, "release")
             else:
                 holder.kill()  # SIGKILL: the kernel closes its descriptors
             ended = time.monotonic()
@@ -97,7 +97,7 @@ def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
     try:
         asyncio.run(main())
     finally:
-        processes.stop(holder)
+        file_helpers.stop(holder)
 
 
 @pytest.mark.timeout(120)

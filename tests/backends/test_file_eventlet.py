@@ -4,7 +4,7 @@ Tacker): the sync API and ``synchronized`` work, and no wait stops the hub.
 Each test runs :data:`_GREEN` in its own process (this one is not monkey-patched),
 with a green thread ticking every 10 ms: the longest gap between its ticks says
 whether a wait blocked the hub (a blocking ``flock`` would stop it for the whole wait).
-The lock is held by another process (:data:`~tests.backends.file_processes.HOLDER`).
+The lock is held by another process (:data:`~tests.backends.file_helpers.HOLDER`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.backends import file_processes as processes
-from tests.backends.file_processes import HOLDER
+from tests.backends import file_helpers
+from tests.backends.file_helpers import HOLDER
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY
 
@@ -89,7 +89,7 @@ def url(tmp_path: pathlib.Path) -> str:
 
 
 def _green(url: str, scenario: str, blocking: str = "forever") -> subprocess.Popen[str]:
-    return processes.run(_GREEN, url, scenario, blocking)
+    return file_helpers.run(_GREEN, url, scenario, blocking)
 
 
 def _ticked(green: subprocess.Popen[str]) -> None:
@@ -99,7 +99,7 @@ def _ticked(green: subprocess.Popen[str]) -> None:
 
 
 def test_a_timed_wait_returns_false_on_time_while_green_threads_run(url: str) -> None:
-    holder = processes.run(HOLDER, url, NAME)
+    holder = file_helpers.run(HOLDER, url, NAME)
     green = None
     try:
         workers.expect(holder, "held ")
@@ -109,7 +109,7 @@ def test_a_timed_wait_returns_false_on_time_while_green_threads_run(url: str) ->
         assert 0.5 <= float(took) < 0.5 + 0.3, f"a 0.5 s wait took {took} s"
         _ticked(green)
     finally:
-        processes.stop(holder, green)
+        file_helpers.stop(holder, green)
 
 
 @pytest.mark.parametrize(("scenario", "ending", "blocking"), [
@@ -120,7 +120,7 @@ def test_a_timed_wait_returns_false_on_time_while_green_threads_run(url: str) ->
 def test_a_green_wait_is_woken_by_the_release_or_death_of_the_holder(
     url: str, scenario: str, ending: str, blocking: str
 ) -> None:
-    holder = processes.run(HOLDER, url, NAME)
+    holder = file_helpers.run(HOLDER, url, NAME)
     green = None
     try:
         workers.expect(holder, "held ")
@@ -128,7 +128,7 @@ def test_a_green_wait_is_woken_by_the_release_or_death_of_the_holder(
         workers.expect(green, "waiting")
         ended = time.monotonic()
         if ending == "release":
-            processes.tell(holder, "release")
+            file_helpers.tell(holder, "release")
         else:
             holder.send_signal(signal.SIGKILL)
         assert workers.expect(green, "result ") == "True"
@@ -136,12 +136,12 @@ def test_a_green_wait_is_woken_by_the_release_or_death_of_the_holder(
         assert took < HANDOFF_WITH_NOTIFY, f"woken {took:.3f} s after the {ending}"
         _ticked(green)
     finally:
-        processes.stop(holder, green)
+        file_helpers.stop(holder, green)
 
 
 def test_stop_ends_a_green_forever_wait(url: str) -> None:
     """Unlike a blocking ``flock``, the green wait is woken by closing the backend."""
-    holder = processes.run(HOLDER, url, NAME)
+    holder = file_helpers.run(HOLDER, url, NAME)
     green = None
     try:
         workers.expect(holder, "held ")
@@ -152,7 +152,7 @@ def test_stop_ends_a_green_forever_wait(url: str) -> None:
         assert time.monotonic() - stopped < HANDOFF_WITH_NOTIFY
         _ticked(green)
     finally:
-        processes.stop(holder, green)
+        file_helpers.stop(holder, green)
 
 
 def test_a_green_holder_is_told_its_directory_was_removed(url: str) -> None:
@@ -162,4 +162,4 @@ def test_a_green_holder_is_told_its_directory_was_removed(url: str) -> None:
         workers.expect(green, "LockLost")
         _ticked(green)
     finally:
-        processes.stop(green)
+        file_helpers.stop(green)

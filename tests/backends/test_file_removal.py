@@ -19,8 +19,8 @@ import conch
 from conch.backends.file import lock_file_name
 from conch.backends.file_tokens import HIGH_WATER_FILE
 from conch.history import load, violations
-from tests.backends import file_processes as processes
-from tests.backends.file_processes import HOLDER
+from tests.backends import file_helpers
+from tests.backends.file_helpers import HOLDER, hold_once
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY, Waiter
 
@@ -46,26 +46,18 @@ def directory(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "locks"
 
 
-def _hold_once(lock: conch.Lock) -> int:
-    assert lock.acquire(blocking=10)
-    token = lock.token
-    lock.release()
-    assert token is not None
-    return token
-
-
 def test_a_directory_removed_between_holds_is_created_again_with_larger_tokens(
     directory: pathlib.Path,
 ) -> None:
     with conch.connect(f"file://{directory}") as coordinator:
         lock = coordinator.lock(NAME)
-        tokens = [_hold_once(lock)]
+        tokens = [hold_once(lock)]
         for _ in range(3):
             shutil.rmtree(directory)
-            tokens.append(_hold_once(lock))
+            tokens.append(hold_once(lock))
             assert (directory / lock_file_name(NAME.encode())).exists()
         assert tokens == sorted(set(tokens)), f"tokens {tokens} do not strictly increase"
-        assert _hold_once(coordinator.lock("a-new-name")) > tokens[-1]
+        assert hold_once(coordinator.lock("a-new-name")) > tokens[-1]
         assert (directory / HIGH_WATER_FILE).exists()
 
 
@@ -76,11 +68,11 @@ def test_a_removed_mark_file_is_created_again_with_the_mark_it_had(
     clock went back) are carried into the new mark file by the process that had the
     old one open."""
     with conch.connect(f"file://{directory}") as coordinator:
-        _hold_once(coordinator.lock(NAME))
+        hold_once(coordinator.lock(NAME))
         above_the_clock = time.time_ns() // 1000 + 10**12
         (directory / HIGH_WATER_FILE).write_bytes(struct.pack("<Q", above_the_clock))
         (directory / HIGH_WATER_FILE).unlink()
-        assert _hold_once(coordinator.lock("a-new-name")) > above_the_clock
+        assert hold_once(coordinator.lock("a-new-name")) > above_the_clock
         assert (directory / HIGH_WATER_FILE).exists()
 
 
@@ -152,24 +144,24 @@ def test_waiters_survive_the_removal_of_the_directory_under_a_held_lock(
     directory: pathlib.Path, blocking: str
 ) -> None:
     url = f"file://{directory}"
-    holder = processes.run(HOLDER, url, NAME)
+    holder = file_helpers.run(HOLDER, url, NAME)
     waiter = None
     try:
         held_token = int(workers.expect(holder, "held "))
-        waiter = processes.run(_WAITER, url, NAME, blocking)
+        waiter = file_helpers.run(_WAITER, url, NAME, blocking)
         time.sleep(0.5)
-        assert waiter.poll() is None and not processes.said_anything(waiter), "waiter returned"
+        assert waiter.poll() is None and not file_helpers.said_anything(waiter), "waiter returned"
         shutil.rmtree(directory)
         workers.expect(holder, "lost", timeout=TOLD_WITHIN + 5)
         with conch.connect(url) as coordinator:
             newcomer = coordinator.lock(NAME)
             assert newcomer.acquire(blocking=False), "the new file at the path is free"
             assert newcomer.token is not None and newcomer.token > held_token
-            processes.tell(holder, "release")
+            file_helpers.tell(holder, "release")
             workers.expect(holder, "LockLost")
             workers.finish(holder)
             time.sleep(0.5)  # the waiter moves from the removed file to the new one
-            assert waiter.poll() is None and not processes.said_anything(waiter), \
+            assert waiter.poll() is None and not file_helpers.said_anything(waiter), \
                 "the waiter took the lock the newcomer holds, or died"
             newcomer_token = newcomer.token
             released_at = time.monotonic()
@@ -177,11 +169,11 @@ def test_waiters_survive_the_removal_of_the_directory_under_a_held_lock(
             waiter_token = int(workers.expect(waiter, "acquired "))
             assert time.monotonic() - released_at < HANDOFF_WITH_NOTIFY
             assert waiter_token > newcomer_token
-        processes.tell(waiter, "release")
+        file_helpers.tell(waiter, "release")
         workers.expect(waiter, "released")
         workers.finish(waiter)
     finally:
-        processes.stop(holder, waiter)
+        file_helpers.stop(holder, waiter)
 
 
 
@@ -230,7 +222,7 @@ def test_contention_while_the_directory_is_removed_again_and_again_stays_safe(
     history = tmp_path / "history"
     history.mkdir()
     url = f"file://{directory}"
-    contenders = [processes.run(_CONTENDER, url, NAME, str(history), "3") for _ in range(2)]
+    contenders = [file_helpers.run(_CONTENDER, url, NAME, str(history), "3") for _ in range(2)]
     stop = threading.Event()
 
     def remove_again_and_again() -> None:
@@ -246,7 +238,7 @@ def test_contention_while_the_directory_is_removed_again_and_again_stays_safe(
     finally:
         stop.set()
         remover.join()
-        processes.stop(*contenders)
+        file_helpers.stop(*contenders)
     sections = load(history)
     assert len({section.holder for section in sections}) == 4
     problems = violations(sections)

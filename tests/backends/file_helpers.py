@@ -1,5 +1,5 @@
-"""Other processes for the ``file://`` tests: a holder released on request, and a way to
-run a script and talk to it over its standard streams."""
+"""Helpers of the ``file://`` tests: other processes (a holder released on request, and a
+way to run a script and talk to it over its standard streams), and one hold."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import select
 import subprocess
 import sys
 
+import conch
 from tests.contract import workers
 
 HOLDER = """
@@ -56,3 +57,12 @@ def stop(*processes: subprocess.Popen[str] | None) -> None:
         if process is not None and process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def hold_once(lock: conch.Lock) -> int:
+    """Take ``lock`` (waiting at most 10 s) and release it; the hold's token."""
+    assert lock.acquire(blocking=10)
+    token = lock.token
+    lock.release()
+    assert token is not None
+    return token
