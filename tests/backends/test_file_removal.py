@@ -7,6 +7,7 @@ increasing, a hold whose file went is reported lost, and waiters keep waiting.
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import shutil
 import struct
@@ -16,6 +17,7 @@ import time
 import pytest
 
 import conch
+import conch.aio
 from conch.backends.file import lock_file_name
 from conch.backends.file_tokens import HIGH_WATER_FILE
 from conch.history import load, violations
@@ -103,6 +105,21 @@ def test_a_hold_whose_file_is_removed_is_reported_lost_at_once(
         time.sleep(0.1)
         assert not newcomer.lost.is_set(), "the removal of the old file reached the new hold"
         newcomer.release()
+
+
+def test_an_async_hold_whose_directory_is_removed_is_told_on_its_event_loop(
+    directory: pathlib.Path,
+) -> None:
+    async def main() -> None:
+        async with await conch.aio.connect(f"file://{directory}") as coordinator:
+            lock = coordinator.lock(NAME)
+            assert await lock.acquire()
+            shutil.rmtree(directory)
+            await asyncio.wait_for(lock.lost.wait(), TOLD_WITHIN)
+            with pytest.raises(conch.LockLost):
+                await lock.release()
+
+    asyncio.run(main())
 
 
 def test_a_release_before_the_watcher_noticed_still_raises_lock_lost(
