@@ -2,7 +2,9 @@
 
 A :class:`LockFile` opens the name's lock file and tries its ``flock`` without
 waiting; the handle decides how to wait between tries. A waiter learns that the
-file may be free from inotify (``FREED``) on the file it opened.
+file may be free from inotify (``FREED``) on the file it opened. A hold taken is
+recorded with the backend's :class:`~conch.backends.file_removal.Removals`, which
+reports it lost if its file is removed.
 """
 
 from __future__ import annotations
