@@ -16,6 +16,7 @@ process still has open: its tokens keep increasing even if the clock went back.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -41,7 +42,8 @@ def open_creating(path: str) -> int:
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # created, then removed again
+                os.makedirs(os.path.dirname(path), exist_ok=True)
 
 
 class Tokens:
