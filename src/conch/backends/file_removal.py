@@ -47,7 +47,11 @@ _OF_THE_DIRECTORY = DELETE_SELF | MOVE_SELF | IGNORED
 
 
 class Hold:
-    """One hold: the descriptor holding the flock and the path its file must stay at."""
+    """One hold: the descriptor holding the flock and the path its file must stay at.
+
+    A record per hold, compared by identity: a check that raced with the release
+    reports nothing (the record is no longer tracked), even when the lock object
+    holds again meanwhile, maybe through a descriptor with the same number."""
 
     __slots__ = ("fd", "path")
 
