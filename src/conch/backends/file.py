@@ -52,7 +52,6 @@ from collections.abc import Iterator
 from conch.backends import file_inspection, file_removal
 from conch.backends.base import AsyncLockHandle, Backend, Deadline, LockHandle, LossCallback
 from conch.backends.file_async import FileAsyncLock
-from conch.backends.file_inotify import monkey_patched
 from conch.backends.file_locking import (
     LockFile,
     borrow_inotify,
@@ -64,6 +63,7 @@ from conch.backends.file_removal import Removals
 from conch.backends.file_tokens import Tokens
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL, LockLost, NotSupported
+from conch.green import eventlet_patched
 from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
@@ -217,7 +217,7 @@ class FileLock(LockHandle):
     def acquire(self, deadline: Deadline) -> int | None:
         with self.file.attempt() as file:
             if file.try_take() is None and not deadline.expired():
-                if deadline.forever and not monkey_patched():
+                if deadline.forever and not eventlet_patched():
                     _wait_in_flock(file)
                 else:
                     _wait_for_events(file, deadline, self._backend, self._path)

@@ -9,10 +9,9 @@ descriptor that is not a regular file, so a read that should return at once
 would suspend. Events are read with ``os.readv``, which eventlet leaves alone.
 
 :meth:`Inotify.wait` is where a ``file://`` wait blocks (but for a forever
-wait's ``flock`` in a plain process): in ``poll`` in a plain process; in a
-monkey-patched one, in eventlet's hub (``trampoline``), so the other green
-threads run meanwhile. eventlet is never imported here: a process that did not
-import it pays one dictionary look-up per wait (:func:`monkey_patched`).
+wait's ``flock`` in a plain process), through :class:`~conch.backends.socket_wait.SocketWait`:
+``poll`` in a plain process, eventlet's green ``select`` in a monkey-patched one, so the
+other green threads run meanwhile.
 """
 
 from __future__ import annotations
@@ -20,10 +19,11 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import select
 import struct
-import sys
+import time
 from typing import NamedTuple
+
+from conch.backends.socket_wait import SocketWait
 
 CLOSE_WRITE = 0x8
 ATTRIB = 0x4
@@ -52,12 +52,12 @@ class Event(NamedTuple):
 class Inotify:
     """A non-blocking inotify instance."""
 
-    __slots__ = ("_buffer", "_poller", "fd")
+    __slots__ = ("_buffer", "_readable", "fd")
 
     def __init__(self) -> None:
         self.fd: int = _call(_libc.inotify_init1, os.O_NONBLOCK | os.O_CLOEXEC)
         self._buffer = bytearray(_READ_SIZE)
-        self._poller: select.poll | None = None  # made by the first plain wait
+        self._readable: SocketWait | None = None  # made by the first wait
 
     def fileno(self) -> int:
         """The instance's descriptor."""
@@ -92,40 +92,13 @@ class Inotify:
         """Wait until events are queued or ``timeout`` seconds (``None``: forever) pass;
         whether events are queued. Green (through eventlet's hub) in a monkey-patched
         process."""
-        if monkey_patched():
-            return _green_wait(self.fd, timeout)
-        if self._poller is None:
-            self._poller = select.poll()
-            self._poller.register(self.fd, select.POLLIN)
-        # poll() takes whole milliseconds: round up, so a timed wait never ends early.
-        return bool(self._poller.poll(None if timeout is None else int(timeout * 1000 + 0.999)))
+        if self._readable is None:
+            self._readable = SocketWait(self.fd)
+        return self._readable.until(None if timeout is None else time.monotonic() + timeout)
 
     def close(self) -> None:
         """Close the instance (with its watches)."""
         os.close(self.fd)
-
-
-def monkey_patched() -> bool:
-    """True when eventlet monkey-patched this process (its threads are green threads
-    of one hub): a blocking call would stop them all."""
-    patcher = sys.modules.get("eventlet.patcher")
-    return patcher is not None and any(
-        patcher.is_monkey_patched(module) for module in ("thread", "select", "socket")
-    )
-
-
-class _TimedOut(Exception):
-    pass
-
-
-def _green_wait(fd: int, timeout: float | None) -> bool:
-    from eventlet.hubs import trampoline  # type: ignore[import-untyped]  # imported already
-
-    try:
-        trampoline(fd, read=True, timeout=timeout, timeout_exc=_TimedOut)
-    except _TimedOut:
-        return False
-    return True
 
 
 def _call(function: ctypes._NamedFuncPointer, *args: object) -> int:
