@@ -201,11 +201,8 @@ def test_a_missing_client_library_names_the_extra_that_installs_it() -> None:
     assert sorted(said) == sorted(conch_url._CLIENT_LIBRARIES)
     for scheme, (library, extra) in conch_url._CLIENT_LIBRARIES.items():
         assert library in said[scheme] and SECRET not in said[scheme]
-        if extra is None:  # a dependency of conch itself
-            assert "reinstall conch" in said[scheme]
-        else:
-            assert extra in extras, f"{scheme}:// names conch[{extra}], which does not exist"
-            assert said[scheme].endswith(f"install conch[{extra}]")
+        assert extra in extras, f"{scheme}:// names conch[{extra}], which does not exist"
+        assert said[scheme].endswith(f"install conch[{extra}]")
 
 
 @pytest.mark.parametrize(("scheme", "imports", "error"), [

@@ -36,9 +36,8 @@ _BACKENDS: dict[str, str] = {
 }
 
 # Scheme → the client library its backend imports (top-level package) and the extra of
-# conch that installs it (None: a dependency of conch itself).
-_CLIENT_LIBRARIES: dict[str, tuple[str, str | None]] = {
-    "file": ("inotify_simple", None),
+# conch that installs it.
+_CLIENT_LIBRARIES: dict[str, tuple[str, str]] = {
     "redis": ("redis", "redis"),
     "rediss": ("redis", "redis"),
     "etcd": ("urllib3", "etcd"),
@@ -219,12 +218,11 @@ def backend_class(url: BackendURL) -> type[Backend]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        library, extra = _CLIENT_LIBRARIES.get(url.scheme, ("", None))
+        library, extra = _CLIENT_LIBRARIES.get(url.scheme, ("", ""))
         if not library or (exc.name or "").split(".")[0] != library:
             raise
-        install = f"install conch[{extra}]" if extra else "reinstall conch (it depends on it)"
         raise InvalidURL(f"the {url.scheme}:// backend needs the client library {library}, "
-                         f"which is not installed: {install}") from None
+                         f"which is not installed: install conch[{extra}]") from None
     cls: type[Backend] = getattr(module, class_name)
     return cls
 

@@ -14,8 +14,10 @@ import time
 import pytest
 
 import conch
-from conch.backends.file import HIGH_WATER_FILE, lock_file_name
+from conch.backends.file import lock_file_name
+from conch.backends.file_tokens import HIGH_WATER_FILE
 from conch.history import load, violations
+from tests.backends.file_helpers import hold_once
 from tests.contract import workers
 from tests.contract.waiting import Waiter
 from tests.servers.base import wait_until
@@ -25,14 +27,6 @@ from tests.servers.base import wait_until
 def directory(tmp_path: pathlib.Path) -> pathlib.Path:
     """The lock directory (not created: the backend does that)."""
     return tmp_path / "locks"
-
-
-def _hold_once(lock: conch.Lock) -> int:
-    assert lock.acquire(blocking=10)
-    token = lock.token
-    lock.release()
-    assert token is not None
-    return token
 
 
 def test_missing_directory_is_created_with_its_parents(tmp_path: pathlib.Path) -> None:
@@ -80,12 +74,12 @@ def test_sweep_removes_idle_lock_files_and_tokens_keep_increasing(
     directory: pathlib.Path,
 ) -> None:
     with conch.connect(f"file://{directory}?sweep_after=0.05") as coordinator:
-        first = _hold_once(coordinator.lock("idle"))
+        first = hold_once(coordinator.lock("idle"))
         time.sleep(0.1)
-        _hold_once(coordinator.lock("trigger"))  # a release starts the sweep that is due
+        hold_once(coordinator.lock("trigger"))  # a release starts the sweep that is due
         idle_file = directory / lock_file_name(b"idle")
         wait_until(lambda: not idle_file.exists(), 5, "the sweep of an idle lock file")
-        assert _hold_once(coordinator.lock("idle")) > first
+        assert hold_once(coordinator.lock("idle")) > first
 
 
 def test_sweep_never_removes_a_held_lock_file(directory: pathlib.Path) -> None:
@@ -94,7 +88,7 @@ def test_sweep_never_removes_a_held_lock_file(directory: pathlib.Path) -> None:
         assert held.acquire()
         time.sleep(0.1)
         for _ in range(3):
-            _hold_once(coordinator.lock("trigger"))
+            hold_once(coordinator.lock("trigger"))
             time.sleep(0.1)
         assert (directory / lock_file_name(b"held")).exists()
         assert coordinator.lock("held").acquire(blocking=False) is False
@@ -146,7 +140,8 @@ def test_a_waiter_that_locks_an_unlinked_file_keeps_waiting_for_the_linked_one(
         (directory / lock_file_name(b"vnf-42")).unlink()  # as a sweep unlinks a file it locked
         newcomer = coordinator.lock("vnf-42")
         assert newcomer.acquire(blocking=False), "the path's new file should be free"
-        holder.release()  # frees the unlinked file the waiter waits on
+        with pytest.raises(conch.LockLost, match="was removed while held"):
+            holder.release()  # frees the unlinked file the waiter waits on
         time.sleep(0.3)
         assert waiter.waiting, "the waiter took the lock of an unlinked file: two holders"
         newcomer.release()
@@ -157,18 +152,18 @@ def test_a_waiter_that_locks_an_unlinked_file_keeps_waiting_for_the_linked_one(
 def test_a_wiped_lock_file_still_gets_a_larger_token(directory: pathlib.Path) -> None:
     with conch.connect(f"file://{directory}") as coordinator:
         lock = coordinator.lock("vnf-42")
-        tokens = [_hold_once(lock) for _ in range(3)]
+        tokens = [hold_once(lock) for _ in range(3)]
         (directory / lock_file_name(b"vnf-42")).unlink()
-        assert _hold_once(lock) > tokens[-1]
+        assert hold_once(lock) > tokens[-1]
 
 
 def test_a_wiped_directory_still_gives_larger_tokens(directory: pathlib.Path) -> None:
     url = f"file://{directory}"
     with conch.connect(url) as coordinator:
-        before = [_hold_once(coordinator.lock("vnf-42")) for _ in range(3)]
+        before = [hold_once(coordinator.lock("vnf-42")) for _ in range(3)]
     shutil.rmtree(directory)
     with conch.connect(url) as coordinator:
-        assert _hold_once(coordinator.lock("vnf-42")) > before[-1]
+        assert hold_once(coordinator.lock("vnf-42")) > before[-1]
 
 
 def test_a_forked_child_takes_tokens_in_turn_with_its_parent(directory: pathlib.Path) -> None:

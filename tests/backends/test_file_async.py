@@ -6,8 +6,6 @@ import asyncio
 import os
 import pathlib
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
@@ -15,25 +13,15 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends import file_locking
+from conch.backends import file_locking, file_removal
 from conch.backends.base import AsyncLockHandle, Deadline
 from conch.backends.file import FileBackend, lock_file_name
+from tests.backends import file_helpers
+from tests.backends.file_helpers import HOLDER
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY
 
 NAME = "vnf-42"
-
-_RELEASE_ON_REQUEST = """
-import sys
-import conch
-with conch.connect(sys.argv[1]) as coordinator:
-    lock = coordinator.lock(sys.argv[2])
-    lock.acquire()
-    print("held", lock.token, flush=True)
-    sys.stdin.readline()
-    lock.release()
-    sys.stdin.readline()
-"""
 
 
 @pytest.fixture
@@ -48,8 +36,11 @@ def url(directory: pathlib.Path) -> str:
 
 def _descriptors() -> dict[int, str]:
     """This process's open descriptors in use and what each refers to (the idle inotify
-    instances kept for the next waits do not count)."""
+    instances kept for the next waits do not count, nor the one watching lock
+    directories for removals)."""
     idle = {instance.fileno() for instance in file_locking._idle}
+    if file_removal._the_watcher is not None:
+        idle.add(file_removal._the_watcher._inotify.fileno())
     found = {}
     for entry in os.listdir("/proc/self/fd"):
         try:
@@ -83,12 +74,7 @@ async def _ticks_while(task: asyncio.Future[object], period: float = 0.01) -> in
 def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
     url: str, blocking: bool | float, ending: str
 ) -> None:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _RELEASE_ON_REQUEST, url, NAME], cwd=workers.REPOSITORY,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    stdin = holder.stdin
-    assert stdin is not None
+    holder = file_helpers.run(HOLDER, url, NAME)
 
     async def main() -> None:
         held_token = int(workers.expect(holder, "held "))
@@ -98,8 +84,7 @@ def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
             await asyncio.sleep(0.3)
             assert not waiter.done(), "acquired a lock another process holds"
             if ending == "release":
-                stdin.write("release\n")
-                stdin.flush()
+                file_helpers.tell(holder, "release")
             else:
                 holder.kill()  # SIGKILL: the kernel closes its descriptors
             ended = time.monotonic()
@@ -112,8 +97,7 @@ def test_a_waiter_wakes_at_once_when_the_holding_process_releases_or_dies(
     try:
         asyncio.run(main())
     finally:
-        holder.kill()
-        holder.communicate()
+        file_helpers.stop(holder)
 
 
 @pytest.mark.timeout(120)
@@ -308,7 +292,8 @@ def test_a_waiter_that_locks_an_unlinked_file_keeps_waiting_for_the_linked_one(
                 (directory / lock_file_name(NAME.encode())).unlink()  # as a sweep does
                 newcomer = coordinator.lock(NAME)
                 assert newcomer.acquire(blocking=False), "the path's new file should be free"
-                holder.release()  # frees the unlinked file the waiter waits on
+                with pytest.raises(conch.LockLost, match="was removed while held"):
+                    holder.release()  # frees the unlinked file the waiter waits on
                 await asyncio.sleep(0.3)
                 assert not waiter.done(), "the waiter took the lock of an unlinked file"
                 newcomer.release()  # wakes it only if it now watches the new file

@@ -45,7 +45,7 @@ class FileAsyncLock(AsyncLockHandle):
         self._lock.release()
 
     def abandon(self) -> None:
-        self._lock.release()  # closing the descriptor frees the flock, from any thread
+        self._lock.file.close()  # closing the descriptor frees the flock, from any thread
 
 
 async def _wait(file: LockFile, deadline: Deadline) -> None:
@@ -120,7 +120,7 @@ class _Watcher:
                 self._inotify.rm_watch(wd)
 
     def _dispatch(self) -> None:
-        woken = {event.wd for event in self._inotify.read(timeout=0)}
+        woken = {event.wd for event in self._inotify.read()}
         if -1 in woken:  # the queue overflowed: any file may have been freed
             woken = set(self._wakers)
         for wd in woken:

@@ -4,7 +4,7 @@ Trying a lock to see whether it is free would make a real ``acquire(blocking=Fal
 fail meanwhile, so the kernel's table of file locks, ``/proc/locks``, answers
 instead: one line per lock, with the owner's pid and the file's device and inode
 (``proc(5)``). A held file's contents say the rest: its token, then the stamp the
-holder wrote with it (see :meth:`conch.backends.file.FileBackend.next_token`).
+holder wrote with it (see :meth:`conch.backends.file_tokens.Tokens.next_token`).
 
 Waiters are not reported: a waiter with a timeout retries on inotify events and
 appears nowhere, so any count would be short.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from conch.backends.file_tokens import HOLD_RECORD
 from conch.errors import BackendUnavailable
 from conch.introspection import HolderInfo, LockInfo, read_stamp
 
@@ -79,6 +80,8 @@ def held_locks(directory: str) -> list[LockInfo]:
                             found.append(lock)
                 finally:
                     os.close(fd)
+    except FileNotFoundError:  # removed (cleaned up): it holds nothing
+        return []
     except OSError as exc:
         raise BackendUnavailable(f"cannot list lock directory {directory}: "
                                  f"{exc.strerror}") from None
@@ -94,8 +97,6 @@ def _holder(fd: int, key: bytes, kernel_pid: int) -> HolderInfo:
 
 def _read(fd: int) -> LockInfo | None:
     """The lock whose file is ``fd``, from its hold record; None without a stamp."""
-    from conch.backends.file import HOLD_RECORD  # file.py imports this module
-
     data = os.pread(fd, _READ_AT_MOST, 0)
     stamp = read_stamp(data[HOLD_RECORD.size:])
     if stamp is None:

@@ -1,4 +1,5 @@
-"""Waiting on the caller's thread for a socket to become readable or writable, until a deadline.
+"""Waiting on the caller's thread for a socket (or any pollable descriptor: inotify's) to be
+ready, until a deadline.
 
 ``poll`` where the process has it: it waits without the GIL and takes any descriptor
 number. A process monkey-patched by eventlet (as Cinder, Manila and Tacker run) has no

@@ -1,0 +1,68 @@
+"""Helpers of the ``file://`` tests: other processes (a holder released on request, and a
+way to run a script and talk to it over its standard streams), and one hold."""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+
+import conch
+from tests.contract import workers
+
+HOLDER = """
+import sys, threading
+import conch
+with conch.connect(sys.argv[1]) as coordinator:
+    lock = coordinator.lock(sys.argv[2])
+    assert lock.acquire()
+    threading.Thread(target=lambda: (lock.lost.wait(), print("lost", flush=True)),
+                     daemon=True).start()
+    print("held", lock.token, flush=True)
+    sys.stdin.readline()
+    try:
+        lock.release()
+        print("released", flush=True)
+    except conch.LockLost:
+        print("LockLost", flush=True)
+"""
+"""Takes lock ``argv[2]`` of ``argv[1]``, says ``held <token>`` (and ``lost`` if told of a
+loss), releases it on a line read and says ``released`` or ``LockLost``."""
+
+
+def run(source: str, *argv: str) -> subprocess.Popen[str]:
+    """Python ``source`` in a new process, with ``argv`` and pipes for its streams."""
+    return subprocess.Popen(
+        [sys.executable, "-c", source, *argv], cwd=workers.REPOSITORY, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def tell(process: subprocess.Popen[str], line: str) -> None:
+    """Send ``process`` one line."""
+    assert process.stdin is not None
+    process.stdin.write(line + "\n")
+    process.stdin.flush()
+
+
+def said_anything(process: subprocess.Popen[str]) -> bool:
+    """True when ``process`` wrote output not read yet (or closed its output)."""
+    assert process.stdout is not None
+    return bool(select.select([process.stdout], [], [], 0)[0])
+
+
+def stop(*processes: subprocess.Popen[str] | None) -> None:
+    """Kill those of ``processes`` still running (a failed test's), and reap them."""
+    for process in processes:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def hold_once(lock: conch.Lock) -> int:
+    """Take ``lock`` (waiting at most 10 s) and release it; the hold's token."""
+    assert lock.acquire(blocking=10)
+    token = lock.token
+    lock.release()
+    assert token is not None
+    return token
