@@ -74,7 +74,7 @@ from conch.backends.mysql_connections import (
 )
 from conch.backends.mysql_fencing import FENCING_TABLE as FENCING_TABLE
 from conch.backends.mysql_fencing import ensure_fencing_table
-from conch.backends.mysql_lock import MySQLLock
+from conch.backends.mysql_lock import MySQLLock, ServerWaits
 from conch.backends.session import Heartbeat, Holds
 from conch.backends.tls import TLSFileError
 from conch.capabilities import Capabilities
@@ -98,6 +98,7 @@ class MySQLBackend(Backend):
         self.settings = Settings.from_url(url)
         self.pool = ConnectionPool(self.settings)
         self.holds: Holds[MySQLLock] = Holds()
+        self.waits = ServerWaits()
         self.closed = False
         self._name_scope = hashlib.sha256(self.settings.database.encode() + b"\0")
         self._checker: Heartbeat | None = None  # started by the first hold
@@ -119,6 +120,7 @@ class MySQLBackend(Backend):
         _open_backends.discard(self)
         if self._checker is not None:
             self._checker.stop()
+        self.waits.interrupt_all(self.settings)
         for hold in self.holds.snapshot():
             hold.abandon("the coordinator was stopped")
         self.holds.lose_all("the coordinator was stopped")
@@ -169,6 +171,7 @@ class MySQLBackend(Backend):
         self._checker_mutex = threading.Lock()
         self._checker = None
         self.holds = Holds()
+        self.waits.forget_all()
         self.pool.forget_all()
 
     def _check_holds(self) -> None:

@@ -11,8 +11,10 @@ closes the session, which frees the lock on the server. See :mod:`conch.backends
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pymysql  # type: ignore[import-untyped]
@@ -20,6 +22,7 @@ import pymysql  # type: ignore[import-untyped]
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.mysql_connections import (
     Connection,
+    Settings,
     close_quietly,
     describe,
     open_connection,
@@ -36,6 +39,49 @@ if TYPE_CHECKING:
 _RELEASE = "SELECT RELEASE_LOCK(%s)"
 # 1 while this session holds the lock.
 _CHECK = "SELECT IS_USED_LOCK(%s) = CONNECTION_ID()"
+
+
+class ServerWaits:
+    """The sessions waiting in ``GET_LOCK`` now, so that stopping the coordinator can end
+    their waits at once (``KILL QUERY``) instead of at the end of the current round."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._sessions: set[Connection] = set()
+
+    @contextlib.contextmanager
+    def waiting(self, session: Connection) -> Iterator[None]:
+        """``session`` waits in the server while the block runs."""
+        with self._mutex:
+            self._sessions.add(session)
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._sessions.discard(session)
+
+    def interrupt_all(self, settings: Settings) -> None:
+        """End every wait in progress: the waiting acquires see the stop and raise
+        :class:`NotStarted`. A server that cannot be reached is left alone (those waits
+        end with their round anyway)."""
+        with self._mutex:
+            sessions = list(self._sessions)
+        if not sessions:
+            return
+        with contextlib.suppress(pymysql.Error, OSError):
+            # A user may KILL its own sessions' queries without any privilege.
+            killer = open_connection(settings)
+            try:
+                with killer.cursor() as cursor:
+                    for session in sessions:
+                        cursor.execute("KILL QUERY %s", (session.thread_id(),))
+            finally:
+                close_quietly(killer)
+
+    def forget_all(self) -> None:
+        """In a forked child: the parent's waits are not ours."""
+        self._mutex = threading.Lock()
+        self._sessions = set()
 
 
 class MySQLLock(LockHandle):
@@ -65,6 +111,8 @@ class MySQLLock(LockHandle):
                     break
                 except BaseException as exc:
                     close_quietly(session)  # ends the session: frees whatever it took
+                    if backend.closed:  # its wait was interrupted by stop()
+                        raise NotStarted("the coordinator was stopped while waiting") from None
                     if last_try or not session_gone(exc):
                         raise
                 # The server ended the session (a restart, KILL) or stopped answering:
@@ -154,12 +202,13 @@ class MySQLLock(LockHandle):
             while True:
                 remaining = deadline.remaining()
                 wait = longest if remaining is None else min(remaining, longest)
-                cursor.execute(ACQUIRE, {"name": self._name, "wait": round(wait, 3),
-                                          "holder": self._stamp.stamp()})
-                cursor.nextset()
+                with self._backend.waits.waiting(session):
+                    if self._backend.closed:  # checked after joining: stop() kills the rest
+                        raise NotStarted("the coordinator was stopped while waiting")
+                    cursor.execute(ACQUIRE, {"name": self._name, "wait": round(wait, 3),
+                                              "holder": self._stamp.stamp()})
+                    cursor.nextset()
                 if cursor.rowcount > 0:
                     return int(cursor.lastrowid)
                 if wait == remaining:  # the server waited all the time that was left
                     return None
-                if self._backend.closed:
-                    raise NotStarted("the coordinator was stopped while waiting")
