@@ -18,6 +18,10 @@ def url(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(f"{request.param}_url"))
 
 
+_ETCD3GW_TLS = {"ssl_ca": "ca_cert", "ssl_cert": "cert_cert", "ssl_key": "cert_key"}
+"""conch's etcd TLS options → tooz's etcd3gw driver's."""
+
+
 def as_tooz_url(url: str) -> str:
     """The tooz 9 URL for the same server as conch test URL ``url`` (conch-only schemes,
     such as memory://, stay as they are: get_coordinator takes conch URLs too)."""
@@ -26,10 +30,20 @@ def as_tooz_url(url: str) -> str:
     query = dict(urllib.parse.parse_qsl(parts.query))
     if "ttl" in query:  # conch's lease is tooz's lock_timeout
         query["lock_timeout"] = query.pop("ttl")
+    if scheme == "rediss":  # tooz asks for TLS with an option; the ssl_* names are redis-py's
+        scheme, query["ssl"] = "redis", "true"
     if scheme == "redis" and path.strip("/"):
         query["db"], path = path.strip("/"), ""
-    elif scheme == "etcd":
-        scheme = "etcd3+http"
+    elif scheme in ("etcd", "etcd+https"):
+        scheme = "etcd3+https" if scheme == "etcd+https" else "etcd3+http"
+        for conch_name, tooz_name in _ETCD3GW_TLS.items():
+            if conch_name in query:
+                query[tooz_name] = query.pop(conch_name)
+    elif scheme == "memcached" and (query.pop("ssl", "") == "true"
+                                    or any(name.startswith("ssl_") for name in query)):
+        query["use_ssl"] = "true"
+        if "ssl_ca" in query:
+            query["ca_cert"] = query.pop("ssl_ca")
     elif scheme == "zookeeper":
         scheme = "kazoo"
         if path.strip("/"):

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, TLS_BACKENDS
 
 ZOOKEEPER_SESSION = 4
 """zookeeper://'s session timeout here (the server's minimum, two ticks): a killed holder's
 znode goes within it, and a renewed session must outlive it."""
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[*BACKENDS, *(f"{name}-tls" for name in TLS_BACKENDS)])
 def url(request: pytest.FixtureRequest) -> str:
-    """Each backend's URL in turn (through the sync API: the one eventlet services use)."""
-    url = str(request.getfixturevalue(f"{request.param}_url"))
-    if request.param == "zookeeper":
+    """Each backend's URL in turn (through the sync API: the one eventlet services use), and
+    over TLS (``<name>-tls``) for the tests marked ``core``, as in the contract suite."""
+    name = str(request.param)
+    url = str(request.getfixturevalue(f"{name.replace('-', '_')}_url"))
+    if name.startswith("zookeeper"):
         url += f"{'&' if '?' in url else '?'}timeout={ZOOKEEPER_SESSION}"
     return url

@@ -67,6 +67,7 @@ def test_the_ticker_sees_a_call_that_blocks_the_hub(memory_url: str) -> None:
     assert gap >= 2 * LONGEST_GAP
 
 
+@pytest.mark.core
 @pytest.mark.timeout(90)
 def test_waits_end_as_the_contract_says_and_never_stop_the_hub(
     url: str, backend: str, green: Callable[[], GreenWorker], lock_name: str
@@ -141,6 +142,7 @@ def test_green_processes_never_hold_a_lock_at_once(
     assert int(counter.read_text()) == len(sections), "an update was lost: two holders at once"
 
 
+@pytest.mark.core
 @pytest.mark.timeout(90)
 def test_the_services_apis_renewal_loss_and_stop_work_green(url: str) -> None:
     worker = GreenWorker(url, "features")

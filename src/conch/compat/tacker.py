@@ -89,10 +89,15 @@ def backend_url(conf: Any = None) -> str:
     (no ``state_path`` option, as in services other than Tacker) or without oslo.config:
     ``CONCH_URL``, else conch's per-user directory.
     """
+    return _configured_url(conf) or default_url()
+
+
+def _configured_url(conf: Any = None) -> str | None:
+    """The service's ``[coordination] backend_url`` (a tooz URL), or None."""
     try:
         cfg = _oslo_cfg()
     except ImportError:
-        return default_url()
+        return None
     conf = cfg.CONF if conf is None else conf
     register_opts(conf)
     try:
@@ -100,8 +105,8 @@ def backend_url(conf: Any = None) -> str:
     except (cfg.NoSuchOptError, cfg.TemplateSubstitutionError) as exc:
         LOG.warning("[coordination] backend_url cannot be resolved (%s): using CONCH_URL or "
                     "conch's default directory", exc)
-        url = None
-    return str(url) if url else default_url()
+        return None
+    return str(url) if url else None
 
 
 class LockCreationFailed(NotStarted):
@@ -126,7 +131,11 @@ class Coordinator:
         if self.started:
             return
         member_id = (self.prefix + self.agent_id).encode()
-        coordinator = coordination.get_coordinator(backend_url(), member_id)
+        configured = _configured_url()
+        # The service's option is a tooz URL; CONCH_URL is conch's own and is not
+        # translated (tooz's memcached driver, say, ignores ssl_* without use_ssl).
+        coordinator = (coordination.get_coordinator(configured, member_id) if configured
+                       else coordination.CoordinationDriver(default_url(), member_id))
         coordinator.start(start_heart=True)
         self.coordinator = coordinator
         self.started = True
