@@ -20,7 +20,7 @@ from tests.servers.memcached import start_memcached
 
 from benchmarks.contenders.base import Contender, LockLike, Settings, Target
 from benchmarks.contenders.common import Conch, Tooz
-from conch.backends.memcached_client import lock_keys
+from conch.backends.memcached.client import lock_keys
 from conch.url import parse_url
 
 # tooz's hand-offs take about a second each (its poll): fewer rounds keep the run short.

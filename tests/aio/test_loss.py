@@ -9,7 +9,7 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends.redis_steps import lock_keys
+from conch.backends.redis.steps import lock_keys
 from tests.servers.redis import RedisProcess
 
 LOSS_NOTICED = 5.0

@@ -14,8 +14,8 @@ import time
 import pytest
 
 import conch
-from conch.backends.file import lock_file_name
-from conch.backends.file_tokens import HIGH_WATER_FILE
+from conch.backends.file.backend import lock_file_name
+from conch.backends.file.tokens import HIGH_WATER_FILE
 from conch.history import load, violations
 from tests.backends.file_helpers import hold_once
 from tests.contract import workers

@@ -13,9 +13,10 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends import file_locking, file_removal
 from conch.backends.base import AsyncLockHandle, Deadline
-from conch.backends.file import FileBackend, lock_file_name
+from conch.backends.file import lock as file_lock
+from conch.backends.file import removal as file_removal
+from conch.backends.file.backend import FileBackend, lock_file_name
 from tests.backends import file_helpers
 from tests.backends.file_helpers import HOLDER
 from tests.contract import workers
@@ -38,7 +39,7 @@ def _descriptors() -> dict[int, str]:
     """This process's open descriptors in use and what each refers to (the idle inotify
     instances kept for the next waits do not count, nor the one watching lock
     directories for removals)."""
-    idle = {instance.fileno() for instance in file_locking._idle}
+    idle = {instance.fileno() for instance in file_lock._idle}
     if file_removal._the_watcher is not None:
         idle.add(file_removal._the_watcher._inotify.fileno())
     found = {}
@@ -126,7 +127,7 @@ def test_a_hundred_waiters_add_no_thread_and_share_one_inotify_instance(url: str
             for member in members:
                 await member.stop()
         assert not _inotify_descriptors(), "the inotify instance is still in use"
-        assert len(file_locking._idle) <= file_locking.IDLE_INOTIFY
+        assert len(file_lock._idle) <= file_lock.IDLE_INOTIFY
 
     asyncio.run(main())
     assert sorted(entered) == list(range(100))

@@ -18,8 +18,8 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends.file import lock_file_name
-from conch.backends.file_tokens import HIGH_WATER_FILE
+from conch.backends.file.backend import lock_file_name
+from conch.backends.file.tokens import HIGH_WATER_FILE
 from conch.history import load, violations
 from tests.backends import file_helpers
 from tests.backends.file_helpers import HOLDER, hold_once

@@ -18,7 +18,7 @@ import pytest
 
 import conch
 from conch.backends.memcached import MemcachedBackend
-from conch.backends.memcached_client import lock_keys
+from conch.backends.memcached.client import lock_keys
 from tests.backends import tls_failures
 from tests.contract import workers
 from tests.servers.base import free_port

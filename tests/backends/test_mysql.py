@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 import conch
-from conch.backends.mysql import FENCING_TABLE, MySQLBackend
+from conch.backends.mysql.backend import FENCING_TABLE, MySQLBackend
 from conch.url import parse_url
 from tests.backends import tls_failures
 from tests.contract import workers

@@ -20,7 +20,7 @@ import conch
 import conch.aio
 from conch.backends.base import Deadline
 from conch.backends.postgresql import PostgreSQLBackend
-from conch.backends.postgresql_protocol import advisory_key
+from conch.backends.postgresql.protocol import advisory_key
 from tests.backends.async_cycle import uncontended_async_cycle
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY

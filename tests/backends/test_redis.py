@@ -17,7 +17,7 @@ import pytest
 
 import conch
 from conch.backends.redis import RedisBackend
-from conch.backends.redis_steps import RedisHold, lock_keys
+from conch.backends.redis.steps import RedisHold, lock_keys
 from tests.backends import tls_failures
 from tests.contract import workers
 from tests.servers.base import free_port

@@ -22,7 +22,7 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends.redis_steps import lock_keys
+from conch.backends.redis.steps import lock_keys
 from tests.backends import test_redis
 from tests.backends.async_cycle import uncontended_async_cycle
 from tests.backends.test_redis_sentinel import SentinelGroup

@@ -21,7 +21,7 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends.redis_steps import lock_keys
+from conch.backends.redis.steps import lock_keys
 from tests.backends import tls_failures
 from tests.compat.test_tooz_tls import locks_through_tooz
 from tests.servers.base import require_binary, wait_until

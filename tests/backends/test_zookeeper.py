@@ -12,8 +12,8 @@ from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 
 import conch
-from conch.backends.zookeeper import lock_parent_name
-from conch.backends.zookeeper_lock import sequence_distance
+from conch.backends.zookeeper.backend import lock_parent_name
+from conch.backends.zookeeper.lock import sequence_distance
 from conch.lock import lock_key
 from conch.url import parse_url
 from tests.chaos.proxy import Proxy

@@ -1,1 +1,2 @@
-"""Backends: one module per server, each translating the contract of :mod:`conch.backends.base`."""
+"""Backends: one package per server (``<name>/backend.py`` and its parts, same role names in
+each), each translating the contract of :mod:`conch.backends.base`; shared parts in ``kit``."""

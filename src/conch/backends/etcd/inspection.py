@@ -1,0 +1,84 @@
+"""Who holds the ``etcd://`` locks, and breaking a hold.
+
+A lock's queue is the keys under ``<prefix>/<sha256(name)>/``: the key with the
+lowest create revision holds the lock (its create revision is the token), the
+others wait. Each key's value is its holder's stamp
+(:class:`conch.introspection.HolderStamp`), written when the key was queued, so
+for a holder that waited, ``acquired_at`` is when it asked (restamping on the
+hand-off would cost the waiter a round-trip). The key's lease is the holder's
+session, and the lease's time to live its TTL left.
+
+Breaking deletes the holder's key (only if its create revision is still the one
+seen). The next waiter, which watches it, takes the lock; the holder's session
+reads its lease's keys after each renewal (every TTL/3), finds the key gone and
+reports the loss.
+"""
+
+from __future__ import annotations
+
+from conch.backends.etcd.client import Gateway, Message, decode, encode, prefix_end
+from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
+
+
+def describe(gateway: Gateway, queue: bytes, name: bytes) -> tuple[LockInfo, Message | None]:
+    """Lock ``name``, whose keys are under ``queue``, and its holder's key-value."""
+    answer = gateway.txn(compare=[], success=[
+        {"request_range": {"key": encode(queue), "range_end": encode(prefix_end(queue)),
+                           "sort_order": "ASCEND", "sort_target": "CREATE", "limit": "1"}},
+        {"request_range": {"key": encode(queue), "range_end": encode(prefix_end(queue)),
+                           "count_only": True}},
+    ])
+    first, counted = (response["response_range"] for response in answer["responses"])
+    kvs = first.get("kvs", [])
+    if not kvs:
+        return LockInfo(name, None, 0), None
+    waiters = max(0, int(counted.get("count", "1")) - 1)
+    return LockInfo(name, _holder(gateway, kvs[0]), waiters), kvs[0]
+
+
+def held_locks(gateway: Gateway, prefix: bytes) -> list[LockInfo]:
+    """Every lock held now under ``prefix``: the oldest key of each queue."""
+    start = prefix + b"/"
+    answer = gateway.call("/v3/kv/range", {"key": encode(start),
+                                           "range_end": encode(prefix_end(start))})
+    queues: dict[bytes, list[Message]] = {}
+    for kv in answer.get("kvs", []):
+        queues.setdefault(decode(kv["key"]).rpartition(b"/")[0], []).append(kv)
+    found = []
+    for kvs in queues.values():
+        first = min(kvs, key=lambda kv: int(kv["create_revision"]))
+        stamp = read_stamp(decode(first.get("value", "")))
+        if stamp is not None:
+            found.append(LockInfo(stamp.key, _holder(gateway, first), len(kvs) - 1))
+    return found
+
+
+def break_hold(gateway: Gateway, queue: bytes, name: bytes, token: int | None) -> LockInfo:
+    """Delete the holder's key of lock ``name`` (only the one with ``token``, if given)."""
+    lock, kv = describe(gateway, queue, name)
+    if not has_hold_to_break(lock, token) or kv is None:
+        return lock
+    answer = gateway.txn(
+        compare=[{"key": kv["key"], "target": "CREATE", "result": "EQUAL",
+                  "create_revision": kv["create_revision"]}],
+        success=[{"request_delete_range": {"key": kv["key"]}}],
+    )
+    if not answer.get("succeeded"):
+        raise HolderChanged(f"lock {lock.name!r} was released while being broken")
+    return lock
+
+
+def _holder(gateway: Gateway, kv: Message) -> HolderInfo:
+    lease = int(kv.get("lease", "0"))
+    ttl_left = None
+    if lease:
+        alive = gateway.call("/v3/lease/timetolive", {"ID": str(lease)})
+        ttl = int(alive.get("TTL", "-1"))
+        ttl_left = float(ttl) if ttl >= 0 else None
+    known = {"token": int(kv["create_revision"]), "ttl_left": ttl_left,
+             "session": f"{lease:x}" if lease else None}
+    stamp = read_stamp(decode(kv.get("value", "")))
+    if stamp is None:  # a key from before stamps: its value was the member id
+        member = decode(kv.get("value", "")).decode("utf-8", "replace") or None
+        return HolderInfo(member_id=member, **known)  # type: ignore[arg-type]
+    return stamp.holder(**known)

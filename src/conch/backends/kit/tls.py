@@ -1,0 +1,204 @@
+"""TLS for the server backends: what a URL says about TLS, and the client context it makes.
+
+Every TLS backend (redis, mysql, memcached, etcd, zookeeper) reads its options through
+:meth:`TLSFiles.from_url`, with its own option names (:class:`OptionNames`: the names each
+client library or tooz driver made familiar) mapped to one meaning: CA file or directory,
+client certificate, key and its password, ciphers, how to check the server.
+
+* **URL**: only the values are checked when the URL is parsed (a verify mode, a flag, a
+  key without its certificate are :class:`conch.InvalidURL`); no file is read then.
+* **files** are read by :meth:`TLSFiles.context`, at ``start()`` (or for each new
+  connection, so that renewed certificates are used). A file that cannot be used is a
+  :class:`TLSFileError` naming the option and the path, never the key's password;
+  :func:`client_context` makes it a :class:`conch.BackendUnavailable` naming the server.
+
+What a failed handshake means is :mod:`conch.backends.kit.tls_diagnosis`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ssl
+from collections.abc import Iterator
+
+from conch.errors import BackendUnavailable, InvalidURL
+from conch.url import BackendURL
+
+VERIFY_MODES = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
+                "none": ssl.CERT_NONE}
+"""The values of a verify-mode option (``ssl_verify_mode``, redis-py's ``ssl_cert_reqs``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OptionNames:
+    """A backend's URL option for each TLS setting; None: the backend has no such option."""
+
+    ca: str
+    cert: str
+    key: str
+    key_password: str | None = None
+    ca_path: str | None = None
+    ciphers: str | None = None
+    verify_mode: str | None = None
+    """An option taking one of :data:`VERIFY_MODES`."""
+    verify: str | None = None
+    """A flag instead (kazoo's ``verify_certs``): false is verify mode ``none``."""
+    check_hostname: str | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        """The option names the backend has."""
+        return (name for name in dataclasses.astuple(self) if name is not None)
+
+    def given(self, url: BackendURL) -> list[str]:
+        """The TLS options ``url`` sets (for "these need TLS" messages)."""
+        return [name for name in self if name in url.query]
+
+
+SSL_OPTIONS = OptionNames(
+    ca="ssl_ca", ca_path="ssl_capath", cert="ssl_cert", key="ssl_key",
+    key_password="ssl_key_password", ciphers="ssl_cipher", verify_mode="ssl_verify_mode",
+    check_hostname="ssl_check_hostname")
+"""The ``ssl_*`` options of ``mysql://`` and ``memcached://`` (MySQL's and PyMySQL's names)."""
+SSL_URL_OPTIONS = frozenset({"ssl", *SSL_OPTIONS})
+"""Every TLS option of those URLs: the ``ssl`` flag (:func:`from_ssl_options`) and the rest."""
+
+
+class TLSFileError(Exception):
+    """A TLS file of the URL cannot be used; the message names the option and the path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TLSFiles:
+    """A URL's TLS settings, by meaning. Paths are shown in messages; the password never is."""
+
+    names: OptionNames
+    """The URL options these came from, for messages."""
+    ca: str | None = None
+    """File of CA certificates to check the server against (else the system's CAs)."""
+    ca_path: str | None = None
+    """Directory of hashed CA certificates (``c_rehash``), added to :attr:`ca`."""
+    cert: str | None = None
+    """Client certificate (PEM; may hold the key too)."""
+    key: str | None = None
+    key_password: str | None = dataclasses.field(default=None, repr=False)
+    ciphers: str | None = None
+    verify_mode: str = "required"
+    """One of :data:`VERIFY_MODES`: ``none`` accepts any server certificate."""
+    check_hostname: bool = True
+    """Check that the server's certificate names the host of the URL."""
+
+    @classmethod
+    def from_url(cls, url: BackendURL, names: OptionNames) -> TLSFiles:
+        """The settings ``url`` gives under ``names``; :class:`InvalidURL` on a bad value."""
+        query = url.query
+
+        def option(name: str | None) -> str | None:
+            return query.get(name) or None if name is not None else None
+
+        verify_mode = (option(names.verify_mode) or "required").lower()
+        if verify_mode not in VERIFY_MODES:
+            raise InvalidURL(f"option {names.verify_mode} must be one of "
+                             f"{', '.join(VERIFY_MODES)}, got {verify_mode!r}")
+        if names.verify is not None and not url.bool_option(names.verify, True):
+            verify_mode = "none"
+        verify = verify_mode != "none"
+        check_hostname = verify if names.check_hostname is None else \
+            url.bool_option(names.check_hostname, verify)
+        if check_hostname and not verify:
+            checked = f"{names.verify}=true" if names.verify else f"{names.verify_mode}=required"
+            raise InvalidURL(f"{names.check_hostname}=true needs {checked}: {url}")
+        cert = option(names.cert)
+        for dependent in (names.key, names.key_password):
+            if dependent is not None and option(dependent) and not cert:
+                raise InvalidURL(f"{dependent} needs {names.cert} (the client certificate): "
+                                 f"{url}")
+        return cls(names, ca=option(names.ca), ca_path=option(names.ca_path), cert=cert,
+                   key=option(names.key), key_password=option(names.key_password),
+                   ciphers=option(names.ciphers), verify_mode=verify_mode,
+                   check_hostname=check_hostname)
+
+    @property
+    def verify(self) -> bool:
+        """Whether the server's certificate is checked."""
+        return self.verify_mode != "none"
+
+    def context(self) -> ssl.SSLContext:
+        """A client context: reads the files now (raises :class:`TLSFileError`)."""
+        context = ssl.create_default_context()
+        context.check_hostname = self.check_hostname
+        context.verify_mode = VERIFY_MODES[self.verify_mode]
+        if self.ca or self.ca_path:
+            with self._reading("ca" if self.ca else "ca_path"):
+                context.load_verify_locations(cafile=self.ca, capath=self.ca_path)
+        if self.cert:
+            with self._reading("cert"):
+                # A callable, so that an encrypted key without a password fails here
+                # instead of OpenSSL asking for one on the terminal.
+                context.load_cert_chain(self.cert, self.key,
+                                        self.key_password or _no_key_password)
+        if self.ciphers:
+            try:
+                context.set_ciphers(self.ciphers)
+            except ssl.SSLError:
+                raise TLSFileError(f"{self.names.ciphers}={self.ciphers!r} names no cipher "
+                                   f"OpenSSL knows") from None
+        return context
+
+    @contextlib.contextmanager
+    def _reading(self, field: str) -> Iterator[None]:
+        """Turn the errors of loading ``field``'s files into one :class:`TLSFileError`."""
+        fields = ("cert", "key") if field == "cert" else ("ca", "ca_path")
+        try:
+            yield
+        except ssl.SSLError as exc:  # read, but not a usable certificate or key
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                why = "the key does not belong to the certificate"
+            elif field == "cert":
+                why = "not a PEM certificate and key, or the key password is wrong"
+            else:
+                why = f"not PEM certificates ({exc.reason or exc})"
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        except _EncryptedKey:
+            why = f"the key is encrypted: give its password ({self.names.key_password})"
+        else:
+            return
+        shown = ", ".join(f"{getattr(self.names, name)}={getattr(self, name)}"
+                          for name in fields if getattr(self, name))
+        raise TLSFileError(f"cannot use the TLS files ({shown}): {why}") from None
+
+
+def client_context(files: TLSFiles, where: str) -> ssl.SSLContext:
+    """:meth:`TLSFiles.context`, an unusable file being a :class:`BackendUnavailable`
+    that names the server (``where``: "redis at host:port")."""
+    try:
+        return files.context()
+    except TLSFileError as exc:
+        raise BackendUnavailable(f"{where}: {exc}") from None
+
+
+def tls_from_url(url: BackendURL, names: OptionNames, on: bool, needs: str) -> TLSFiles | None:
+    """:meth:`TLSFiles.from_url` when TLS is ``on`` (the backend's scheme or flag says so);
+    else None, a TLS option being an :class:`InvalidURL` saying TLS ``needs`` it."""
+    if on:
+        return TLSFiles.from_url(url, names)
+    given = names.given(url)
+    if given:
+        raise InvalidURL(f"TLS options ({', '.join(given)}) need {needs}: {url}")
+    return None
+
+
+def from_ssl_options(url: BackendURL) -> TLSFiles | None:
+    """The TLS of a ``mysql://`` or ``memcached://`` URL: on with ``ssl=true`` or any of
+    :data:`SSL_OPTIONS`, off with ``ssl=false`` (or none of them)."""
+    return tls_from_url(url, SSL_OPTIONS, url.bool_option("ssl", bool(SSL_OPTIONS.given(url))),
+                        "TLS: drop ssl=false")
+
+
+class _EncryptedKey(Exception):
+    """The client key is encrypted and the URL gives no password."""
+
+
+def _no_key_password() -> str:
+    raise _EncryptedKey

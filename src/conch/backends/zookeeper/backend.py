@@ -1,0 +1,149 @@
+"""``zookeeper://host:port[,host:port...]/chroot?timeout=10&connect_timeout=5``: ZooKeeper locks.
+
+Translation of the contract (the session lives in :mod:`conch.backends.zookeeper.session`,
+the lock handle in :mod:`conch.backends.zookeeper.lock`):
+
+* **name**: ``<chroot>/locks/<readable>.<sha256 hex>``, one persistent znode per
+  lock name (znode names cannot hold ``/`` or arbitrary bytes). It is never
+  deleted by conch; an empty one may be removed by an operator at any time.
+* **queue place**: an ephemeral sequential child ``<32 hex>_<sequence>``, one per
+  acquire, whose random prefix lets us find a child whose ``create`` gave no
+  answer. Each lock object creates its own, so two objects of one session exclude
+  each other like two processes.
+* **hold**: the child with the lowest sequence number holds the lock. A waiter
+  watches only its immediate predecessor (``exists`` watch), so a release wakes one
+  waiter, in the order they queued (FIFO, no herd).
+* **timed wait**: the waiter waits on the watch for the remaining time; on timeout
+  or error it deletes its own child (asynchronously, or through the session's
+  clean-up when disconnected), so nothing is left behind.
+* **fencing token**: the ``czxid`` of the holder's child, ZooKeeper's transaction
+  id of its creation. Zxids increase across every write of the ensemble, so tokens
+  keep increasing across holders, client restarts and a re-created parent. Only
+  a wiped data directory (a new ensemble) starts them again from zero.
+* **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.zookeeper.inspection`.
+* **loss**: see :mod:`conch.backends.zookeeper.session` (SUSPENDED and LOST both).
+
+``timeout`` is the session timeout (seconds, default 10; the server clamps it to
+2 to 20 ``tickTime``): a holder that dies without closing its session keeps its lock
+that long, hence ``session_bound=False``. ``connect_timeout`` (default 5) bounds
+``start()``. ``user:password@`` authenticates with ZooKeeper's ``digest`` scheme.
+``use_ssl=true`` speaks TLS (kazoo's options: ``ca``, ``certfile``, ``keyfile``,
+``keyfile_password``, ``verify_certs``, and ``check_hostname``, on by default here).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.kit.tls import OptionNames, TLSFiles, client_context, tls_from_url
+from conch.backends.kit.tls_diagnosis import diagnose_endpoints
+from conch.backends.zookeeper import inspection
+from conch.backends.zookeeper.lock import ZooKeeperLock
+from conch.backends.zookeeper.session import NoSession, ZooKeeperSession
+from conch.capabilities import Capabilities
+from conch.errors import BackendUnavailable, InvalidURL
+from conch.introspection import HolderStamp, LockInfo
+from conch.url import BackendURL
+
+DEFAULT_PORT = 2181
+DEFAULT_ROOT = "/conch"
+# kazoo's names (tooz's too), with check_hostname: on by default here, unlike kazoo.
+TLS_OPTIONS = OptionNames(ca="ca", cert="certfile", key="keyfile",
+                          key_password="keyfile_password", verify="verify_certs",
+                          check_hostname="check_hostname")
+_READABLE = re.compile(rb"[^A-Za-z0-9_-]+")
+# Characters ZooKeeper refuses in a path (its Programmer's Guide, "ZNodes").
+_BAD_PATH_CHARS = re.compile("[\u0000-\u001f\u007f-\u009f\ud800-\uf8ff\ufff0-\uffff]")
+
+
+def lock_parent_name(key: bytes) -> str:
+    """The znode name of lock ``key``: a readable prefix and its SHA-256 in hex."""
+    readable = _READABLE.sub(b"_", key[:48]).decode("ascii")
+    return f"{readable}.{hashlib.sha256(key).hexdigest()}"
+
+
+class ZooKeeperBackend(Backend):
+    """Locks in a ZooKeeper ensemble; one ZooKeeper session per coordinator."""
+
+    capabilities = Capabilities(
+        session_bound=False, fencing=True, fifo=True, notify=True,
+        shared_locks=False, distributed=True, introspection=True, breakable=True,
+    )
+
+    def __init__(self, url: BackendURL, member_id: str) -> None:
+        super().__init__(url, member_id)
+        query = url.options({"timeout", "connect_timeout", "use_ssl", *TLS_OPTIONS})
+        self.tls_files = _tls_files(url, query)
+        if not url.hosts:
+            raise InvalidURL(f"zookeeper:// URLs need at least one host[:port]: {url}")
+        if url.username is not None and url.password is None:
+            raise InvalidURL(f"zookeeper:// credentials need user:password@ (digest): {url}")
+        self.locks_path = f"{_chroot(url)}/locks"
+        self.endpoints = [(host, port or DEFAULT_PORT) for host, port in url.hosts]
+        hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                         for host, port in self.endpoints)
+        credentials = None if url.password is None else (url.username or "", url.password)
+        self.session = ZooKeeperSession(
+            hosts,
+            session_timeout=url.float_option("timeout", 10.0),
+            connect_timeout=url.float_option("connect_timeout", 5.0),
+            credentials=credentials,
+            tls_files=self.tls_files,
+        )
+
+    def connect(self) -> None:
+        session = self.session
+        # kazoo reads the TLS files at each connection attempt and retries a failure until
+        # the timeout: read them first, so that a bad file is named at once.
+        context = None if self.tls_files is None else \
+            client_context(self.tls_files, f"ZooKeeper at {session.hosts}")
+        try:
+            session.open(self.locks_path)
+        except NoSession as exc:
+            problem = diagnose_endpoints(self.endpoints, context, session.connect_timeout,
+                                         "add use_ssl=true to the URL")
+            if problem is not None:
+                raise BackendUnavailable(f"{exc} ({problem})") from None
+            raise
+
+    def close(self) -> None:
+        self.session.close()
+
+    def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        parent = f"{self.locks_path}/{lock_parent_name(key)}"
+        return ZooKeeperLock(self.session, parent, HolderStamp(key, self.member_id), on_lost)
+
+    def describe_lock(self, key: bytes) -> LockInfo:
+        parent = f"{self.locks_path}/{lock_parent_name(key)}"
+        return inspection.describe(self.session, parent, key)[0]
+
+    def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        return inspection.held_locks(self.session, self.locks_path)
+
+    def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        parent = f"{self.locks_path}/{lock_parent_name(key)}"
+        return inspection.break_hold(self.session, parent, key, token)
+
+
+def _tls_files(url: BackendURL, query: dict[str, str]) -> TLSFiles | None:
+    """What the URL asks of TLS (None: plain), checked as kazoo would use it."""
+    files = tls_from_url(url, TLS_OPTIONS, url.bool_option("use_ssl", False), "use_ssl=true")
+    if files is not None and ("certfile" in query) != ("keyfile" in query):
+        # kazoo loads a client certificate only when given both.
+        raise InvalidURL(f"certfile and keyfile go together: {url}")
+    return files
+
+
+def _chroot(url: BackendURL) -> str:
+    """The URL's path as a ZooKeeper path (``/conch`` when empty)."""
+    path = url.path.rstrip("/")
+    if not path:
+        return DEFAULT_ROOT
+    parts = path.split("/")[1:]
+    if any(part in ("", ".", "..") for part in parts) or _BAD_PATH_CHARS.search(path):
+        raise InvalidURL(f"not a valid ZooKeeper path: {path!r} in {url}")
+    if parts[0] == "zookeeper":
+        raise InvalidURL(f"/zookeeper is reserved by ZooKeeper: {url}")
+    return path
