@@ -1,7 +1,10 @@
 """Backend URLs: parsing, redaction, and the scheme → backend registry.
 
-A URL's password (and any secret-looking query option) never appears in
-``repr``/``str``, logs or error text: use :meth:`BackendURL.redacted`.
+The registry holds conch's built-in backends, then those that installed distributions
+declare in the ``conch.backends`` entry-point group (read once, on first use), and
+those given to :func:`register_backend`. A URL's password (and any secret-looking query
+option) never appears in ``repr``/``str``, logs or error text: use
+:meth:`BackendURL.redacted`.
 """
 
 from __future__ import annotations
@@ -19,21 +22,26 @@ from conch.errors import InvalidURL
 if TYPE_CHECKING:
     from conch.backends.base import Backend
 
-# Scheme → "module:class". Imported lazily so a backend's client library is only
-# needed by those who use it.
-_BACKENDS: dict[str, str] = {
-    "file": "conch.backends.file.backend:FileBackend",
-    "memory": "conch.backends.memory.backend:MemoryBackend",
-    "redis": "conch.backends.redis.backend:RedisBackend",
-    "rediss": "conch.backends.redis.backend:RedisBackend",
-    "etcd": "conch.backends.etcd.backend:EtcdBackend",
-    "etcd+https": "conch.backends.etcd.backend:EtcdBackend",
-    "zookeeper": "conch.backends.zookeeper.backend:ZooKeeperBackend",
-    "postgresql": "conch.backends.postgresql.backend:PostgreSQLBackend",
-    "postgres": "conch.backends.postgresql.backend:PostgreSQLBackend",
-    "mysql": "conch.backends.mysql.backend:MySQLBackend",
-    "memcached": "conch.backends.memcached.backend:MemcachedBackend",
+# Scheme → "module:Class" of conch's own backends, as pyproject.toml declares them in the
+# entry-point group (this table serves when conch's metadata is not installed). Imported
+# lazily so a backend's client library is only needed by those who use it.
+_BUILT_IN: dict[str, str] = {
+    "file": "conch.backends.file:FileBackend",
+    "memory": "conch.backends.memory:MemoryBackend",
+    "redis": "conch.backends.redis:RedisBackend",
+    "rediss": "conch.backends.redis:RedisBackend",
+    "etcd": "conch.backends.etcd:EtcdBackend",
+    "etcd+https": "conch.backends.etcd:EtcdBackend",
+    "zookeeper": "conch.backends.zookeeper:ZooKeeperBackend",
+    "postgresql": "conch.backends.postgresql:PostgreSQLBackend",
+    "postgres": "conch.backends.postgresql:PostgreSQLBackend",
+    "mysql": "conch.backends.mysql:MySQLBackend",
+    "memcached": "conch.backends.memcached:MemcachedBackend",
 }
+ENTRY_POINT_GROUP = "conch.backends"
+# The registry: the built-in table, then entry points and register_backend() (see _backends).
+_BACKENDS: dict[str, str] = dict(_BUILT_IN)
+_entry_points_read = False
 
 # Scheme → the client library its backend imports (top-level package) and the extra of
 # conch that installs it.
@@ -55,6 +63,7 @@ _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
 # A flag's spellings (oslo.utils' and tooz's, so that tooz URLs keep their meaning).
 _TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
 _FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
+log = logging.getLogger("conch")
 
 
 def register_backend(scheme: str, target: str) -> None:
@@ -64,7 +73,34 @@ def register_backend(scheme: str, target: str) -> None:
 
 def known_schemes() -> list[str]:
     """The schemes :func:`backend_class` accepts."""
-    return sorted(_BACKENDS)
+    return sorted(_backends())
+
+
+def _backends() -> dict[str, str]:
+    """The registry, with the ``conch.backends`` entry points of installed distributions
+    added on first use. An entry point adds a scheme; it never replaces a built-in one or
+    one given to :func:`register_backend` (a conflicting one is ignored with a warning)."""
+    global _entry_points_read
+    if not _entry_points_read:
+        import importlib.metadata
+
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            distribution = entry_point.dist.name if entry_point.dist else "a distribution"
+            _add_entry_point(entry_point.name.lower(), entry_point.value, distribution)
+        _entry_points_read = True
+    return _BACKENDS
+
+
+def _add_entry_point(scheme: str, target: str, distribution: str) -> None:
+    known = _BACKENDS.get(scheme)
+    if known == target:
+        return
+    if known is not None or not _SCHEME.match(scheme):
+        why = "a scheme conch already has" if known else "not a URL scheme"
+        log.warning("ignoring the %s entry point %s = %s of %s: %s", ENTRY_POINT_GROUP, scheme,
+                    target, distribution, why)
+        return
+    _BACKENDS[scheme] = target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +212,7 @@ def parse_url(url: str) -> BackendURL:
             f"not a backend URL (expected scheme://...): {_scrub(url)!r}; "
             f"known schemes: {', '.join(known_schemes())}"
         )
-    if scheme not in _BACKENDS:
+    if scheme not in _backends():
         raise InvalidURL(
             f"unknown backend scheme {scheme!r} in {_scrub(url)!r}; "
             f"known schemes: {', '.join(known_schemes())}"
@@ -214,7 +250,7 @@ def backend_class(url: BackendURL) -> type[Backend]:
     missing; any other import failure (a missing module of something else, a name a
     module lacks, as under eventlet's monkey-patching) is re-raised as it is.
     """
-    module_name, _, class_name = _BACKENDS[url.scheme].partition(":")
+    module_name, _, class_name = _backends()[url.scheme].partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
