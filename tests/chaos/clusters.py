@@ -47,11 +47,6 @@ class Member(ServerProcess):
         for proxy, port in zip(self.proxies, self.peer_ports, strict=True):
             proxy.upstream_port = port
 
-    @property
-    def running(self) -> bool:
-        """True while the member's process is alive."""
-        return self._process is not None and self._process.poll() is None
-
     @abc.abstractmethod
     def serving(self) -> bool:
         """True when the member answers clients as part of a quorum."""

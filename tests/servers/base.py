@@ -205,6 +205,23 @@ class ServerProcess:
         """Thaw a paused server (SIGCONT)."""
         os.kill(self.pid, signal.SIGCONT)
 
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def ensure_running(self) -> None:
+        """Start the server again if a test left it stopped, thaw it if one left it paused
+        (what a shared server's URL fixture does before each test)."""
+        if self.running:
+            self.resume()
+        else:
+            self.start(self._argv)
+            self.after_restart()
+
+    def after_restart(self) -> None:
+        """What a server started again by :meth:`ensure_running` needs before tests use it."""
+
     def log_tail(self, lines: int = 30, since: int = 0) -> str:
         """The end of the server's log (from byte ``since`` on), for error messages."""
         return "".join(self._log_since(since).splitlines(keepends=True)[-lines:])

@@ -48,10 +48,6 @@ class EtcdServer(ServerProcess):
         """``127.0.0.1:port`` of the client API (gRPC and the JSON gateway)."""
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     def url(self, prefix: str | None = None, **options: object) -> str:
         """An ``etcd://`` URL (``etcd+https://`` with the client certificate under TLS; as
@@ -185,8 +181,5 @@ def etcd_tls_url(etcd_tls_server: EtcdServer) -> str:
 def etcd_url(etcd_server: EtcdServer) -> str:
     """A URL with a key prefix of its own and a short lease TTL; restarts or resumes the
     shared server if an earlier test left it down."""
-    if etcd_server.running:
-        etcd_server.resume()
-    else:
-        etcd_server.start(etcd_server._argv)
+    etcd_server.ensure_running()
     return etcd_server.url(ttl=SHORT_TTL)

@@ -41,10 +41,10 @@ class MemcachedProcess(ServerProcess):
         return (f"memcached://127.0.0.1:{self.port}?ssl_ca={self.tls.ca}"
                 f"&ssl_cert={self.tls.client_cert}&ssl_key={self.tls.client_key}")
 
-    @property
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._process is not None and self._process.poll() is None
+
+    def after_restart(self) -> None:
+        """Wait out the restarted server's grace period (:meth:`settle`)."""
+        self.settle()
 
     def command(self, line: bytes) -> bytes:
         """Send one text-protocol ``line`` and return the first reply line (tests' own use)."""
@@ -97,11 +97,7 @@ def memcached_server() -> Iterator[MemcachedProcess]:
 def memcached_url(memcached_server: MemcachedProcess) -> str:
     """The shared server's URL with a short TTL; restarts or resumes the server if an earlier
     test left it down."""
-    if memcached_server.running:
-        memcached_server.resume()
-    else:
-        memcached_server.start(memcached_server._argv)
-        memcached_server.settle()
+    memcached_server.ensure_running()
     return f"{memcached_server.url}?ttl={SHORT_TTL}"
 
 
@@ -118,8 +114,5 @@ def memcached_tls_server(pki: PKI) -> Iterator[MemcachedProcess]:
 @pytest.fixture
 def memcached_tls_url(memcached_tls_server: MemcachedProcess) -> str:
     """The TLS server's URL (CA and client certificate) with a short TTL."""
-    if not memcached_tls_server.running:
-        memcached_tls_server.start(memcached_tls_server._argv)
-        memcached_tls_server.settle()
-    memcached_tls_server.resume()
+    memcached_tls_server.ensure_running()
     return f"{memcached_tls_server.url}&ttl={SHORT_TTL}"

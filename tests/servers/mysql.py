@@ -122,10 +122,6 @@ class MySQLServer(ServerProcess):
         finally:
             admin.close()
 
-    @property
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     def _answers_ping(self) -> bool:
         ping = subprocess.run(["mariadb-admin", "--no-defaults", "-S", self.socket, "ping"],
@@ -149,10 +145,7 @@ def mysql_server(pki: PKI) -> Iterator[MySQLServer]:
 @pytest.fixture
 def mysql_url(mysql_server: MySQLServer) -> str:
     """The server's URL; restarts the server if an earlier test left it stopped or paused."""
-    if mysql_server.running:
-        mysql_server.resume()
-    else:
-        mysql_server.start(mysql_server._argv)
+    mysql_server.ensure_running()
     return mysql_server.url
 
 

@@ -94,17 +94,7 @@ class PostgreSQLServer(ServerProcess):
             cursor = admin.execute(sql, params or None)
             return cursor.fetchall() if cursor.description else []
 
-    @property
-    def running(self) -> bool:
-        """True while the postmaster process is alive."""
-        return self._process is not None and self._process.poll() is None
 
-    def ensure_running(self) -> None:
-        """Start the server again if stopped, thaw it if paused."""
-        if self.running:
-            self.resume()
-        else:
-            self.start(self._argv)
 
     def _accepts_connections(self) -> bool:
         ready = subprocess.run(

@@ -41,10 +41,6 @@ class RedisProcess(ServerProcess):
             return f"redis://{auth}127.0.0.1:{self.port}"
         return f"rediss://{auth}127.0.0.1:{self.port}?{tls_query(self.tls)}"
 
-    @property
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     def admin(self) -> redis.Redis:
         """A plain redis-py client, for the tests' own inspection (INFO, CONFIG, DEBUG)."""
@@ -117,10 +113,7 @@ def redis_server() -> Iterator[RedisProcess]:
 def redis_url(redis_server: RedisProcess) -> str:
     """The shared server's URL, with a short TTL so that the locks of a killed holder are free
     soon; restarts or resumes the server if an earlier test left it down."""
-    if redis_server.running:
-        redis_server.resume()
-    else:
-        redis_server.start(redis_server._argv)
+    redis_server.ensure_running()
     return f"{redis_server.url}/0?ttl={SHORT_TTL}"
 
 
@@ -138,7 +131,5 @@ def redis_tls_server(pki: PKI) -> Iterator[RedisProcess]:
 @pytest.fixture
 def redis_tls_url(redis_tls_server: RedisProcess) -> str:
     """The TLS server's ``rediss://`` URL (CA and client certificate), short TTL."""
-    if not redis_tls_server.running:
-        redis_tls_server.start(redis_tls_server._argv)
-    redis_tls_server.resume()
+    redis_tls_server.ensure_running()
     return f"{redis_tls_server.url}&ttl={SHORT_TTL}"
