@@ -128,6 +128,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def signal_each(pids: list[int], signum: signal.Signals) -> None:
+    """Send ``signum`` to each of ``pids``; one that has exited since it was listed (a
+    PostgreSQL session process ending) is skipped."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
 class Servers:
     """One chaos server per backend, started on first use; :meth:`cleanup` stops them all."""
 
@@ -154,8 +162,7 @@ def ensure_running(server: ServerProcess) -> None:
     """Thaw ``server`` if a scenario left it paused; start it if it left it stopped."""
     process = server._process
     if process is not None and process.poll() is None:
-        for pid in (server.pid, *descendants(server.pid)):
-            os.kill(pid, signal.SIGCONT)
+        signal_each([server.pid, *descendants(server.pid)], signal.SIGCONT)
     else:
         server.start(server._argv)
     if isinstance(server, MemcachedProcess):
@@ -198,13 +205,11 @@ class Target:
 
     def pause(self) -> None:
         """Freeze the server: every process of it (SIGSTOP), so nothing answers."""
-        for pid in self._server_pids():
-            os.kill(pid, signal.SIGSTOP)
+        signal_each(self._server_pids(), signal.SIGSTOP)
 
     def resume(self) -> None:
         """Thaw a server frozen by :meth:`pause`."""
-        for pid in reversed(self._server_pids()):
-            os.kill(pid, signal.SIGCONT)
+        signal_each(list(reversed(self._server_pids())), signal.SIGCONT)
 
     def _server_pids(self) -> list[int]:
         # PostgreSQL serves each session from a process the postmaster forked: freezing
