@@ -1,0 +1,32 @@
+"""Lock names as server keys: any name (bytes, up to 64 KiB) made into what a server
+accepts, distinct for distinct names.
+
+A backend's mapping is part of its protocol: changing it between releases would let a
+fleet upgraded one process at a time hold one lock under two keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_UNREADABLE = re.compile(rb"[^A-Za-z0-9_-]+")
+READABLE_BYTES = 48
+"""How much of a name the readable part of a key shows."""
+
+
+def hex_digest(name: bytes, chars: int = 64) -> str:
+    """The first ``chars`` hex digits of ``name``'s SHA-256 (64: all of it)."""
+    return hashlib.sha256(name).hexdigest()[:chars]
+
+
+def readable_key(name: bytes, chars: int = 64) -> str:
+    """``<readable>.<hex digest>``: the start of ``name`` with every run of characters
+    other than letters, digits, ``_`` and ``-`` made one ``_``, then its SHA-256."""
+    readable = _UNREADABLE.sub(b"_", name[:READABLE_BYTES]).decode("ascii")
+    return f"{readable}.{hex_digest(name, chars)}"
+
+
+def int64_key(name: bytes) -> int:
+    """64 bits of ``name``'s SHA-256 as a signed integer (a PostgreSQL ``bigint``)."""
+    return int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
