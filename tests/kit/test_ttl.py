@@ -29,7 +29,7 @@ def _session(server: _Server, lease: float = 3.0) -> TtlSession[bytes]:
 
 
 def test_one_beat_renews_every_hold_in_one_batch_and_extends_them() -> None:
-    server, lost = _Server(), []
+    server, lost = _Server(), list[str]()
     session = _session(server)
     holds = [session.keep(name, b"v", time.monotonic() - 2, lost.append)
              for name in (b"a", b"b", b"c")]
@@ -39,7 +39,7 @@ def test_one_beat_renews_every_hold_in_one_batch_and_extends_them() -> None:
 
 
 def test_a_hold_found_taken_is_reported_lost_once_and_no_longer_renewed() -> None:
-    server, lost = _Server(), []
+    server, lost = _Server(), list[str]()
     session = _session(server)
     session.keep(b"a", b"v", time.monotonic(), lost.append)
     server.still_ours[b"a"] = False
@@ -53,7 +53,7 @@ def test_failed_renewals_lose_a_hold_only_when_its_lease_would_end_before_the_ne
     server = _Server()
     server.failure = OSError("connection refused")
     session = _session(server, lease=3.0)
-    fresh, old = [], []
+    fresh, old = list[str](), list[str]()
     session.keep(b"fresh", b"v", time.monotonic(), fresh.append)
     session.keep(b"old", b"v", time.monotonic() - 2.5, old.append)
     session.beat()
@@ -62,7 +62,7 @@ def test_failed_renewals_lose_a_hold_only_when_its_lease_would_end_before_the_ne
 
 
 def test_stop_reports_every_hold_lost_and_discard_stops_tracking() -> None:
-    server, lost = _Server(), []
+    server, lost = _Server(), list[str]()
     session = _session(server)
     released = session.keep(b"a", b"v", time.monotonic(), lost.append)
     session.keep(b"b", b"v", time.monotonic(), lost.append)
