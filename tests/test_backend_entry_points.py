@@ -15,8 +15,9 @@ import pytest
 
 import conch
 from conch import url as conch_url
+from conch.backends.loader import backend_class
 from conch.backends.redis import RedisBackend
-from conch.url import backend_class, parse_url
+from conch.url import parse_url
 
 SOURCE = pathlib.Path(__file__).resolve().parents[1] / "src"
 # A backend of a third party: conch's memory backend under another name, counting its uses.

@@ -21,8 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from conch import metrics
-from conch.aio.calls import Hold
-from conch.aio.queue import NameQueue
+from conch.aio.queue import Hold, NameQueue
 from conch.backends.base import Deadline
 from conch.errors import LockAcquireFailed, LockLost, LockNotHeld
 from conch.lock import Blocking, LockName, wait_budget
