@@ -205,11 +205,11 @@ def test_conch_works_without_opentelemetry_installed(tmp_path: object) -> None:
         "assert not conch.metrics.ENABLED\n"
         "with conch.connect('memory://') as c, c.lock('vnf-1', metric_label='vnf') as l:\n"
         "    print(l.token)\n"
-        "    assert type(l._handle).__name__ == '_MemoryLock'\n"  # not wrapped
+        "    assert type(l._handle).__name__ == 'MemoryLock'\n"  # not wrapped
         "async def main():\n"
         "    async with await conch.aio.connect('memory://') as c:\n"
         "        assert type(native_lock(c.coordinator, 'vnf-1')._handle).__name__ == \\\n"
-        "            '_MemoryAsyncLock'\n"
+        "            'MemoryAsyncLock'\n"
         "        async with c.lock('vnf-1', metric_label='vnf') as l:\n"
         "            print(l.token)\n"
         "asyncio.run(main())\n"

@@ -33,15 +33,14 @@ def backend_class(url: BackendURL) -> type[Backend]:
     """
     target = backend_target(url.scheme)
     module_name, _, class_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
+    try:  # a package's lazy __getattr__ imports the module that needs the client library
+        cls = getattr(importlib.import_module(module_name), class_name)
     except ModuleNotFoundError as exc:
         library, extra = CLIENT_LIBRARIES.get(url.scheme, ("", ""))
         if not library or (exc.name or "").split(".")[0] != library:
             raise
         raise InvalidURL(f"the {url.scheme}:// backend needs the client library {library}, "
                          f"which is not installed: install conch[{extra}]") from None
-    cls = getattr(module, class_name)
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise InvalidURL(f"{target}, registered for {url.scheme}:// URLs, is not a backend class")
     return cls
