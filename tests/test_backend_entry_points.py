@@ -118,3 +118,11 @@ def test_built_in_schemes_work_from_a_source_tree_without_conch_metadata() -> No
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == sorted(conch_url._BUILT_IN)
+
+
+@pytest.mark.usefixtures("fresh_registry")
+def test_a_scheme_registered_to_something_not_a_backend_is_refused_naming_it() -> None:
+    conch_url.register_backend("notabackend", "conch.errors:ConchError")
+    with pytest.raises(conch.InvalidURL, match=r"conch\.errors:ConchError, registered for "
+                                               r"notabackend:// URLs, is not a backend class"):
+        conch.Coordinator("notabackend://host")
