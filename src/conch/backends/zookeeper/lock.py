@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -24,6 +25,9 @@ from conch.introspection import HolderStamp
 
 CHILD = re.compile(r"^([0-9a-f]{32}_)(-?[0-9]+)$")
 """A queue place's name: its unique prefix, then the sequence number ZooKeeper appended."""
+
+RESTAMP_AFTER = 0.5
+"""Seconds of waiting after which a new holder writes the time it got the lock in its stamp."""
 
 _GIVE_UP = object()  # what a wait's request got: no answer, and the deadline passed
 _LOOK_AGAIN = object()  # ... or the connection dropped first: list the queue again
@@ -64,8 +68,9 @@ class ZooKeeperLock(LockHandle):
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
         self._woken = threading.Event()  # by the predecessor's watch or a state change
+        self._predecessor = ""  # the path of the child watched now
         self._predecessor_event: Any = None  # its watch's event type, None: a state change
-        self._waited = False  # the current acquire found the lock held
+        self._queued_at = 0.0  # time.monotonic() when the current acquire queued
 
     def acquire(self, deadline: Deadline) -> int | None:
         while True:
@@ -81,7 +86,7 @@ class ZooKeeperLock(LockHandle):
         session, parent = self._session, self._parent
         prefix = f"{uuid.uuid4().hex}_"
         generation = session.generation
-        self._waited = False
+        self._queued_at = time.monotonic()
         # create2's answer carries the child's stat, whose czxid is the token. The session's
         # requests are answered in order, so a listing sent right behind already holds our
         # child: a free lock costs one round-trip.
@@ -164,7 +169,6 @@ class ZooKeeperLock(LockHandle):
                       if (distance := sequence_distance(sequence(child), mine)) < 0]
             if not before:
                 return True
-            self._waited = True
             if deadline.expired():
                 return False
             # From now on a timed wait gives each request the time it has left, so it ends
@@ -184,7 +188,7 @@ class ZooKeeperLock(LockHandle):
         woken by a change of connection state, :data:`_GIVE_UP` at the deadline."""
         while True:
             self._woken.clear()  # before the watch: a deletion in between wakes us
-            self._predecessor_event = None
+            self._predecessor, self._predecessor_event = predecessor, None
             exists = self._answer(self._client.exists_async(predecessor, watch=self._wake),
                                   "watch the lock holder", deadline, deadline.remaining())
             if exists is None:
@@ -214,8 +218,9 @@ class ZooKeeperLock(LockHandle):
             return _LOOK_AGAIN
 
     def _wake(self, event: Any) -> None:
-        self._predecessor_event = event.type
-        self._woken.set()
+        if event.path == self._predecessor:  # not a watch left by an earlier wait
+            self._predecessor_event = event.type
+            self._woken.set()
 
     def _expired(self) -> SessionExpired:
         return SessionExpired(f"the ZooKeeper session at {self._session.hosts} expired "
@@ -225,10 +230,11 @@ class ZooKeeperLock(LockHandle):
         """Hear of our child's deletion by someone else (``conch break``) as a loss.
 
         Sent without awaiting answers: taking the lock costs no extra round-trip. A holder
-        that waited restamps its child with the time it got the lock first; answered in
-        order, that write cannot trigger the watch.
+        that waited long restamps its child with the time it got the lock first (answered
+        in order, that write cannot trigger the watch); after a shorter wait, the stamp's
+        time (the queueing) stays, as a write per hand-off would cost throughput.
         """
-        if self._waited:
+        if time.monotonic() - self._queued_at > RESTAMP_AFTER:
             self._client.set_async(path, self._stamp.stamp())
         self._client.exists_async(path, watch=self._own_node_event).rawlink(
             lambda result: self._own_node_gone(path) if result.successful()
