@@ -23,36 +23,26 @@ from conch.backends.zookeeper.session import (
 from conch.errors import BackendUnavailable, LockLost
 from conch.introspection import HolderStamp
 
-CHILD = re.compile(r"^([0-9a-f]{32}_)(-?[0-9]+)$")
-"""A queue place's name: its unique prefix, then the sequence number ZooKeeper appended."""
-
+CHILD = re.compile(r"^[0-9a-f]{32}_(-?[0-9]+)$")
+"""A queue place's name: a unique prefix (``_PREFIX`` characters), then ZooKeeper's sequence."""
+_PREFIX = 33
 RESTAMP_AFTER = 0.5
 """Seconds of waiting after which a new holder writes the time it got the lock in its stamp."""
-
 _GIVE_UP = object()  # what a wait's request got: no answer, and the deadline passed
 _LOOK_AGAIN = object()  # ... or the connection dropped first: list the queue again
 
 
 def sequence_distance(sequence: int, mine: int) -> int:
     """How far ``sequence`` is from ``mine`` in creation order (negative: created before).
-
-    The sequence counter is a signed 32-bit int that wraps (ZooKeeper Programmer's Guide,
-    "Sequence Nodes"): compare as serial numbers, children alive at once being far fewer
-    than 2**31 apart.
-    """
+    The counter is a signed 32-bit int that wraps (ZooKeeper Programmer's Guide, "Sequence
+    Nodes"): compare as serial numbers, children alive at once being far fewer than 2**31."""
     distance = (sequence - mine) & 0xFFFFFFFF
     return distance - (1 << 32) if distance >= 1 << 31 else distance
 
 
 def sequence(child: str) -> int:
     """The sequence number ZooKeeper appended to our child's name."""
-    match = CHILD.match(child)
-    return int(match.group(2)) if match else 0
-
-
-def _prefix(child: str) -> str:
-    match = CHILD.match(child)
-    return match.group(1) if match else child
+    return int(child[_PREFIX:])
 
 
 class ZooKeeperLock(LockHandle):
@@ -70,7 +60,6 @@ class ZooKeeperLock(LockHandle):
         self._woken = threading.Event()  # by the predecessor's watch or a state change
         self._predecessor = ""  # the path of the child watched now
         self._predecessor_event: Any = None  # its watch's event type, None: a state change
-        self._queued_at = 0.0  # time.monotonic() when the current acquire queued
 
     def acquire(self, deadline: Deadline) -> int | None:
         while True:
@@ -84,9 +73,7 @@ class ZooKeeperLock(LockHandle):
     def _queue_and_wait(self, deadline: Deadline) -> int | None:
         """Queue a child, wait to be first; its token, or None when the deadline passed."""
         session, parent = self._session, self._parent
-        prefix = f"{uuid.uuid4().hex}_"
-        generation = session.generation
-        self._queued_at = time.monotonic()
+        prefix, generation, queued_at = f"{uuid.uuid4().hex}_", session.generation, time.monotonic()
         # create2's answer carries the child's stat, whose czxid is the token. The session's
         # requests are answered in order, so a listing sent right behind already holds our
         # child: a free lock costs one round-trip.
@@ -112,7 +99,7 @@ class ZooKeeperLock(LockHandle):
                 with self._mutex:
                     if session.hold(self, self._lost, generation):
                         self._held = name
-                        self._watch_own_node(path)
+                        self._watch_own_node(path, time.monotonic() - queued_at)
                         return int(stat.czxid)
                 if session.generation != generation:
                     raise SessionExpired(f"the ZooKeeper session at {session.hosts} expired")
@@ -134,17 +121,15 @@ class ZooKeeperLock(LockHandle):
         except NoNodeError:  # expired or deleted before the session noticed: say so
             raise LockLost(f"the lock node {name} was gone at release") from None
         except BaseException as exc:
-            self._session.abandon(self._parent, _prefix(name))
+            self._session.abandon(self._parent, name[:_PREFIX])
             if isinstance(exc, BackendUnavailable):  # a hold we cannot see is lost
                 raise LockLost(f"lock node {name} not deleted, the hold is lost: {exc}") from None
             raise
 
     def _wait_until_first(self, name: str, deadline: Deadline, listing: Any) -> bool:
         """Wait until child ``name`` is first in line; False once the deadline passed.
-
         ``listing``: a ``get_children`` already sent, whose answer is always awaited (every
-        acquire tries once); later requests get the time left.
-        """
+        acquire tries once); later requests get the time left."""
         mine = sequence(name)
         within = None if listing is not None else deadline.remaining()
         while True:
@@ -153,10 +138,8 @@ class ZooKeeperLock(LockHandle):
                 children = self._answer(
                     pipelined or self._client.get_children_async(self._parent),
                     "list the lock queue", deadline, within)
-            except NoNodeError:
-                if pipelined is None:  # the znode is never deleted while it has children
-                    raise self._expired() from None
-                continue  # listed before kazoo created the znode for our create
+            except NoNodeError:  # listed before kazoo created the znode for our create
+                children = []
             if children is _GIVE_UP:
                 return False
             if children is _LOOK_AGAIN:
@@ -164,21 +147,20 @@ class ZooKeeperLock(LockHandle):
             if name not in children:
                 if pipelined is not None:  # as above, with the znode made by someone else
                     continue
-                raise self._expired()
+                raise self._expired()  # the znode is never deleted while it has children
             before = [(distance, child) for child in children if CHILD.match(child)
                       if (distance := sequence_distance(sequence(child), mine)) < 0]
             if not before:
                 return True
             if deadline.expired():
                 return False
-            # From now on a timed wait gives each request the time it has left, so it ends
-            # on time through an outage; a wait forever gives each the session timeout.
-            within = deadline.remaining()
+            # A timed wait gives each request the time it has left, so that it ends on time
+            # through an outage; a wait forever gives each the session timeout.
             outcome = self._watch_until_deleted(f"{self._parent}/{max(before)[1]}", deadline)
             if outcome is _GIVE_UP:
                 return False
             # Sequence numbers only grow: once the only child before ours is gone, we are
-            # first, and need not list the queue again.
+            # first, with no need to list the queue again.
             if outcome is True and len(before) == 1:
                 return True
             within = deadline.remaining()
@@ -226,15 +208,15 @@ class ZooKeeperLock(LockHandle):
         return SessionExpired(f"the ZooKeeper session at {self._session.hosts} expired "
                               "while waiting")
 
-    def _watch_own_node(self, path: str) -> None:
+    def _watch_own_node(self, path: str, waited: float) -> None:
         """Hear of our child's deletion by someone else (``conch break``) as a loss.
 
-        Sent without awaiting answers: taking the lock costs no extra round-trip. A holder
-        that waited long restamps its child with the time it got the lock first (answered
-        in order, that write cannot trigger the watch); after a shorter wait, the stamp's
-        time (the queueing) stays, as a write per hand-off would cost throughput.
+        Sent without awaiting answers: taking the lock costs no extra round-trip. After a
+        long wait the child is first restamped with the time of the grant (answered in
+        order, that write cannot trigger the watch); after a short one the stamp's time
+        (the queueing) stays, as a write per hand-off would cost throughput.
         """
-        if time.monotonic() - self._queued_at > RESTAMP_AFTER:
+        if waited > RESTAMP_AFTER:
             self._client.set_async(path, self._stamp.stamp())
         self._client.exists_async(path, watch=self._own_node_event).rawlink(
             lambda result: self._own_node_gone(path) if result.successful()
@@ -255,7 +237,7 @@ class ZooKeeperLock(LockHandle):
         with self._mutex:
             name, self._held = self._held, None
         if name is not None:
-            self._session.abandon(self._parent, _prefix(name))
+            self._session.abandon(self._parent, name[:_PREFIX])
         self._on_lost(reason)
 
     def _abandon_unless_deleted(self, result: Any, prefix: str) -> None:

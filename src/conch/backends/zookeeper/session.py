@@ -45,6 +45,16 @@ class NoSession(BackendUnavailable):
     """``start()`` got no session from any server within ``connect_timeout``."""
 
 
+# kazoo's failures (most have no message): what they mean for a waiter, and for a user.
+_FAILURES: tuple[tuple[type[BaseException], type[BackendUnavailable], str], ...] = (
+    (ConnectionClosedError, BackendUnavailable, "the client is closed (coordinator stopped)"),
+    (SessionExpiredError, SessionExpired, "the session expired"),
+    (ConnectionLoss, ConnectionDropped, "the connection was lost"),
+    (NoAuthError, BackendUnavailable,
+     "not authorized (check the URL's credentials and the chroot's ACL)"),
+)
+
+
 class ZooKeeperSession:
     """A coordinator's ZooKeeper session, shared by all its lock handles. Thread-safe."""
 
@@ -119,13 +129,10 @@ class ZooKeeperSession:
             raise NoAnswer(f"ZooKeeper at {self.hosts} did not answer within {wait:g} s "
                            f"({doing})") from None
         except KazooException as exc:
-            kind: type[BackendUnavailable] = BackendUnavailable
-            if isinstance(exc, ConnectionLoss):
-                kind = ConnectionDropped
-            elif isinstance(exc, SessionExpiredError) and \
-                    not isinstance(exc, ConnectionClosedError):
-                kind = SessionExpired
-            raise kind(f"ZooKeeper at {self.hosts} failed to {doing}: {_explain(exc)}") from None
+            kind, reason = next(((kind, reason) for error, kind, reason in _FAILURES
+                                 if isinstance(exc, error)),
+                                (BackendUnavailable, f"{type(exc).__name__} {exc}".strip()))
+            raise kind(f"ZooKeeper at {self.hosts} failed to {doing}: {reason}") from None
 
     def hold(self, hold: object, on_lost: LossCallback, generation: int) -> bool:
         """Start reporting loss of ``hold``; False when the session already broke: it
@@ -203,15 +210,3 @@ class ZooKeeperSession:
                 with contextlib.suppress(NoNodeError):
                     self.answer(self.client.delete_async(f"{parent}/{child}"), "delete " + child)
 
-
-def _explain(exc: BaseException) -> str:
-    """A reason a user can act on, for a kazoo exception (most have no message)."""
-    if isinstance(exc, ConnectionClosedError):
-        return "the client is closed (coordinator stopped)"
-    if isinstance(exc, SessionExpiredError):
-        return "the session expired"
-    if isinstance(exc, ConnectionLoss):
-        return "the connection was lost"
-    if isinstance(exc, NoAuthError):
-        return "not authorized (check the URL's credentials and the chroot's ACL)"
-    return f"{type(exc).__name__} {exc}".strip()
