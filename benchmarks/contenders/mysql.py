@@ -59,31 +59,18 @@ def target() -> Iterator[str]:
 
 
 
-class _TimedWait:
-    """A library's lock, each acquire waiting at most :data:`WAIT_S`."""
-
-    def __init__(self, lock: Any) -> None:
-        self._lock = lock
-
-    def acquire(self) -> object:
-        return self._lock.acquire(blocking=WAIT_S)
-
-    def release(self) -> object:
-        return self._lock.release()
-
-
 class Conch(common.Conch):
     """conch with ``acquire(blocking=WAIT_S)``."""
 
     def lock(self, name: str) -> LockLike:
-        return _TimedWait(super().lock(name))
+        return common.TimedWait(super().lock(name), blocking=WAIT_S)
 
 
 class Tooz(common.Tooz):
     """tooz with ``acquire(blocking=WAIT_S)``: ``GET_LOCK(name, WAIT_S)`` in the server."""
 
     def lock(self, name: str) -> LockLike:
-        return _TimedWait(super().lock(name))
+        return common.TimedWait(super().lock(name), blocking=WAIT_S)
 
 
 class _UserLevelLock:

@@ -66,25 +66,11 @@ def _hosts(url: str) -> str:
 
 
 
-class _TimedWait:
-    """A library's lock, each acquire waiting at most :data:`WAIT_S`."""
-
-    def __init__(self, lock: Any, **wait: float) -> None:
-        self._lock = lock
-        self._wait = wait or {"blocking": WAIT_S}
-
-    def acquire(self) -> object:
-        return self._lock.acquire(**self._wait)
-
-    def release(self) -> object:
-        return self._lock.release()
-
-
 class Conch(common.Conch):
     """conch with ``acquire(blocking=WAIT_S)``."""
 
     def lock(self, name: str) -> LockLike:
-        return _TimedWait(super().lock(name))
+        return common.TimedWait(super().lock(name), blocking=WAIT_S)
 
 
 class Tooz(common.Tooz):
@@ -94,7 +80,7 @@ class Tooz(common.Tooz):
         return f"zookeeper://{_hosts(self.target)}"
 
     def lock(self, name: str) -> LockLike:
-        return _TimedWait(super().lock(name))
+        return common.TimedWait(super().lock(name), blocking=WAIT_S)
 
 
 class _Client(Contender):
@@ -118,8 +104,8 @@ class KazooLock(_Client):
     distribution = "kazoo"
 
     def lock(self, name: str) -> LockLike:
-        return _TimedWait(self._client.Lock(f"{self._root}/kazoo-{name}", "bench"),
-                          timeout=WAIT_S)
+        return common.TimedWait(self._client.Lock(f"{self._root}/kazoo-{name}", "bench"),
+                                timeout=WAIT_S)
 
 
 class _EphemeralNode:
