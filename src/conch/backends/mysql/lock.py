@@ -140,12 +140,13 @@ class MySQLLock(LockHandle):
             while True:
                 remaining = deadline.remaining()
                 wait = longest if remaining is None else min(remaining, longest)
-                with self._sessions.waiting(session):
-                    if self._sessions.closed:  # checked after joining: stop() kills the rest
-                        raise NotStarted("the coordinator was stopped while waiting")
+                self._sessions.begin_wait(session)
+                try:
                     cursor.execute(ACQUIRE, {"name": self._name, "wait": round(wait, 3),
                                              "holder": self._stamp.stamp()})
                     cursor.nextset()
+                finally:
+                    self._sessions.end_wait(session)
                 if cursor.rowcount > 0:
                     return int(cursor.lastrowid)
                 if wait == remaining:  # the server waited all the time that was left

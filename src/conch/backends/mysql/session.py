@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -18,6 +17,7 @@ from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Heartbeat, Holds
 from conch.backends.mysql.client import Connection, Settings, open_connection
 from conch.backends.mysql.errors import CLIENT_ERRORS, describe, timed_out, translated_errors
+from conch.errors import NotStarted
 from conch.url import BackendURL
 
 IDLE_CONNECTIONS_KEPT = 8
@@ -94,16 +94,19 @@ class MySQLSessions:
         for connection, _ in stale:
             close_quietly(connection)
 
-    @contextlib.contextmanager
-    def waiting(self, connection: Connection) -> Iterator[None]:
-        """``connection`` waits in the server while the block runs (:meth:`close` ends it)."""
+    def begin_wait(self, connection: Connection) -> None:
+        """``connection`` waits in the server until :meth:`end_wait` (:meth:`close` ends the
+        wait); :class:`NotStarted` once closed, checked after joining: close kills the rest."""
         with self._mutex:
             self._waiting.add(connection)
-        try:
-            yield
-        finally:
-            with self._mutex:
-                self._waiting.discard(connection)
+        if self.closed:
+            self.end_wait(connection)
+            raise NotStarted("the coordinator was stopped while waiting")
+
+    def end_wait(self, connection: Connection) -> None:
+        """``connection``'s wait in the server is over."""
+        with self._mutex:
+            self._waiting.discard(connection)
 
     def track(self, hold: CheckedHold, on_lost: LossCallback) -> None:
         """Check ``hold``'s session every ``check_interval`` until it is released or lost."""
