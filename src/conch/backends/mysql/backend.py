@@ -11,7 +11,7 @@ from conch.backends.mysql.client import Settings
 from conch.backends.mysql.fencing import FENCING_TABLE as FENCING_TABLE
 from conch.backends.mysql.fencing import ensure_fencing_table
 from conch.backends.mysql.lock import MySQLLock
-from conch.backends.mysql.session import MySQLSessions, close_quietly
+from conch.backends.mysql.session import MySQLSessions
 from conch.capabilities import Capabilities
 from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
@@ -33,14 +33,8 @@ class MySQLBackend(Backend):
         self.sessions = MySQLSessions(url, self.settings)
 
     def connect(self) -> None:
-        with self.sessions.translated_errors():
-            session = self.sessions.take()
-            try:
-                ensure_fencing_table(session)
-            except BaseException:
-                close_quietly(session)
-                raise
-            self.sessions.give_back(session)
+        with self.sessions.lent() as session:
+            ensure_fencing_table(session)
 
     def close(self) -> None:
         self.sessions.close()
@@ -50,15 +44,16 @@ class MySQLBackend(Backend):
                          on_lost)
 
     def describe_lock(self, key: bytes) -> LockInfo:
-        return inspection.inspecting(self.sessions, lambda session: inspection.describe(
-            session, self.server_name(key), key)[0])
+        with self.sessions.lent() as session:
+            return inspection.describe(session, self.server_name(key), key)[0]
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
-        return inspection.inspecting(self.sessions, inspection.held_locks)
+        with self.sessions.lent() as session:
+            return inspection.held_locks(session)
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        return inspection.inspecting(self.sessions, lambda session: inspection.break_hold(
-            session, self.server_name(key), key, token))
+        with self.sessions.lent() as session:
+            return inspection.break_hold(session, self.server_name(key), key, token)
 
     def server_name(self, key: bytes) -> str:
         """The ``GET_LOCK`` name of lock ``key`` (names are server-wide, at most 64 characters,

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
 from conch.backends.mysql.client import Connection
 from conch.backends.mysql.fencing import FENCING_TABLE
-from conch.backends.mysql.session import MySQLSessions, close_quietly
 from conch.introspection import (
     BreakRefused,
     HolderChanged,
@@ -24,7 +22,6 @@ from conch.introspection import (
     read_stamp,
 )
 
-T = TypeVar("T")
 _SERVER_NAME = re.compile(r"conch:[0-9a-f]{58}")
 
 # The holder (NULL: free), then its record when the row is its own.
@@ -35,19 +32,6 @@ _LIST = (f"SELECT lock_key, connection_id, token, acquired_at, holder FROM {FENC
 # The statements of the connections waiting in GET_LOCK (they name the lock).
 _WAITING = ("SELECT INFO FROM information_schema.PROCESSLIST"
             " WHERE STATE = 'User lock' AND INFO LIKE '%%GET_LOCK%%'")
-
-
-def inspecting(sessions: MySQLSessions, look: Callable[[Connection], T]) -> T:
-    """``look`` with a pooled session (inspecting takes no lock), errors translated."""
-    with sessions.translated_errors():
-        session = sessions.take()
-        try:
-            found = look(session)
-        except BaseException:
-            close_quietly(session)
-            raise
-        sessions.give_back(session)
-        return found
 
 
 def describe(session: Connection, server_name: str, key: bytes) -> tuple[LockInfo, int | None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -66,6 +67,19 @@ class MySQLSessions:
     def translated_errors(self) -> AbstractContextManager[None]:
         """A block whose client errors leave it as :class:`conch.BackendUnavailable`."""
         return translated_errors(self.url, self.settings)
+
+    @contextlib.contextmanager
+    def lent(self) -> Iterator[Connection]:
+        """A session for a block that takes no lock, its errors translated (and the session
+        closed after one)."""
+        with self.translated_errors():
+            connection = self.take()
+            try:
+                yield connection
+            except BaseException:
+                close_quietly(connection)
+                raise
+            self.give_back(connection)
 
     def take(self) -> Connection:
         """A session for one handle: the most recently used idle one, else a new one."""
