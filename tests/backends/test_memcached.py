@@ -111,7 +111,7 @@ def test_a_late_release_never_deletes_the_lock_of_the_next_holder(
     with conch.connect(url) as first, conch.connect(url) as second:
         stale = first.lock(lock_name)
         assert stale.acquire()
-        heartbeat = backend_of(first)._heartbeat
+        heartbeat = backend_of(first).session.ttl._heartbeat
         assert heartbeat is not None
         heartbeat.stop()  # a holder frozen past its TTL: no renewal, not told of the loss
         taker = second.lock(lock_name)
@@ -120,7 +120,7 @@ def test_a_late_release_never_deletes_the_lock_of_the_next_holder(
         with pytest.raises(conch.LockLost):  # late: the key now holds the taker's value
             stale.release()
         assert second.lock(lock_name).acquire(blocking=False) is False, "the release deleted it"
-        time.sleep(3 * backend_of(second).renewal_interval)
+        time.sleep(3 * backend_of(second).session.ttl.interval)
         assert taker.held and not taker.lost.is_set()
         taker.release()
 

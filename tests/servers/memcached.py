@@ -7,7 +7,7 @@ pause): never break the shared server without putting it back, though
 ``memcached_url`` restarts or resumes it if a test left it down.
 
 A memcached that lost its state (a fresh one included) grants no conch lock
-for one TTL (the restart grace period, see :mod:`conch.backends.memcached.backend`):
+for one TTL (the restart grace period, see docs/memcached.md):
 :func:`start_memcached` waits that out, so tests start on a settled server.
 """
 

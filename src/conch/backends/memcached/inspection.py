@@ -1,19 +1,5 @@
-"""Who holds the ``memcached://`` locks, and breaking a hold.
-
-A holder key's value is a random hold id, a space, then the hold's stamp
-(:class:`conch.introspection.HolderStamp`); the meta command ``mg <key> t``
-gives its TTL left (whole seconds: memcached's clock ticks once a second) and the
-name's counter key holds the holder's token. Waiters poll and leave no trace:
-their number is unknown.
-
-memcached cannot search its keys; listing uses ``lru_crawler metadump all``
-(memcached 1.5+), which walks every item of the cache: fine for an operator,
-not for a hot path.
-
-Breaking deletes the holder key with a compare-and-delete on the CAS id just
-read, so only that hold is deleted, never one that took the lock since. The
-holder learns at its next renewal, at most ``(ttl - 1) / 3`` later.
-"""
+"""Who holds the ``memcached://`` locks (``conch show``, ``conch ls``), and breaking a
+hold with a compare-and-delete on the CAS id just read (docs/memcached.md, "Introspection")."""
 
 from __future__ import annotations
 
@@ -21,19 +7,20 @@ import socket
 import ssl
 import time
 import urllib.parse
-from typing import TYPE_CHECKING
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
-from conch.backends.memcached.client import KEY_PREFIX, compare_and_delete, lock_keys
+from conch.backends.memcached.client import (
+    CAS_TRIES,
+    KEY_PREFIX,
+    LockKeys,
+    compare_and_delete,
+    lock_keys,
+)
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, read_stamp
-
-if TYPE_CHECKING:
-    from conch.backends.memcached.client import LockKeys
 
 # A holder key: the prefix and 64 hex digits (the counter key adds ":token").
 _HOLDER_KEY_LENGTH = len(KEY_PREFIX) + 64
-_CAS_TRIES = 3
 _DUMP_TRIES = 20  # a crawl already running makes memcached answer BUSY for a moment
 
 
@@ -106,7 +93,7 @@ def _connection(client: Client) -> socket.socket:
 def break_hold(client: Client, keys: LockKeys, name: bytes, token: int | None) -> LockInfo:
     """Delete the hold of lock ``name`` (only the one with ``token``, if given)."""
     first: LockInfo | None = None
-    for _ in range(_CAS_TRIES):
+    for _ in range(CAS_TRIES):
         lock, cas = describe(client, keys, name)
         if lock.holder is None or cas is None:
             if token is None and first is None:
