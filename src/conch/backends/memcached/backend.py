@@ -1,8 +1,5 @@
 """``memcached://host:port``: TTL locks on one memcached 1.6 server (docs/memcached.md).
-
-The session (:mod:`.session`) owns the connections and the renewals; the lock handle
-(:mod:`.lock`) runs the steps of :mod:`.steps`; :mod:`.inspection` serves ``conch show``.
-"""
+The session owns connections and renewals; the lock handle borrows it."""
 
 from __future__ import annotations
 
@@ -42,8 +39,8 @@ class MemcachedBackend(Backend):
         self.session.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return MemcachedLock(self.session, lock_keys(key), HolderStamp(key, self.member_id),
-                             on_lost)
+        stamp = HolderStamp(key, self.member_id)
+        return MemcachedLock(self.session, lock_keys(key), stamp, on_lost)
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return self._inspect(lambda client: inspection.describe(client, lock_keys(key), key)[0])
@@ -52,8 +49,8 @@ class MemcachedBackend(Backend):
         return self._inspect(inspection.held_locks)
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        return self._inspect(lambda client: inspection.break_hold(
-            client, lock_keys(key), key, token))
+        return self._inspect(
+            lambda client: inspection.break_hold(client, lock_keys(key), key, token))
 
     def _inspect(self, look: Callable[[Client], T]) -> T:
         self.session.check_open()

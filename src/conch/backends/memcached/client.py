@@ -81,7 +81,7 @@ def lock_keys(name: bytes) -> LockKeys:
 
 
 def new_client(options: MemcachedOptions, tls_context: ssl.SSLContext | None, *,
-               pooled: bool, timeout: float | None = None) -> Client:
+               pooled: bool = True, timeout: float | None = None) -> Client:
     """pymemcache's pooled client (thread-safe) or a client of one connection, whose calls
     wait ``timeout`` (default: the option) for their reply."""
     return (PooledClient if pooled else Client)(

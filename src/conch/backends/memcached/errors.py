@@ -1,5 +1,5 @@
-"""What a ``memcached://`` failure says: where, and what failed (TLS problems in the words
-every TLS backend uses). URLs hold no credentials; kit/errors.py scrubs the other secrets."""
+"""What a ``memcached://`` failure says: where and what failed, TLS problems in the words
+of every TLS backend (URLs hold no credentials; kit/errors.py scrubs other secrets)."""
 
 from __future__ import annotations
 
@@ -13,21 +13,16 @@ from conch.backends.memcached.client import MemcachedOptions
 _CLOSED = (MemcacheUnexpectedCloseError, ConnectionResetError, ssl.SSLEOFError)
 
 
-def describe(options: MemcachedOptions, exc: BaseException) -> str:
-    """An error's text for users."""
+def describe(options: MemcachedOptions, exc: BaseException, *, first: bool = False,
+             tls_context: ssl.SSLContext | None = None) -> str:
+    """An error's text for users. The closed connection of a ``first`` request may be a
+    TLS problem pymemcache cannot see: it is diagnosed on a connection of conch's own."""
     why = explain(exc)
+    if why is None and first and isinstance(exc, _CLOSED):
+        why = diagnose_endpoints([(options.host, options.port)], tls_context,
+                                 options.connect_timeout, "add ssl=true")
     if why is None and isinstance(exc, TimeoutError):
         hint = " (no answer to the TLS handshake: does the port speak TLS?)" \
             if options.tls and not isinstance(exc, ssl.SSLError) else ""
         why = f"no reply within {options.timeout} s (connect: {options.connect_timeout} s){hint}"
     return f"memcached at {options.where}: {why or f'{type(exc).__name__}: {exc}'}"
-
-
-def describe_first(options: MemcachedOptions, tls_context: ssl.SSLContext | None,
-                   exc: BaseException) -> str:
-    """:func:`describe` of a failed first request; a closed connection, which may be a TLS
-    problem pymemcache could not see, diagnosed on a connection of conch's own."""
-    problem = diagnose_endpoints([(options.host, options.port)], tls_context,
-                                 options.connect_timeout, "add ssl=true") \
-        if isinstance(exc, _CLOSED) else None
-    return f"memcached at {options.where}: {problem}" if problem else describe(options, exc)

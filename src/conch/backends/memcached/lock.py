@@ -1,6 +1,6 @@
-"""The ``memcached://`` lock: its steps on the server and its handle. A hold is an ``add``
-of the name's key, then an ``incr`` of its fencing counter; a release deletes the key by
-compare-and-delete; a waiter polls, woken early by a release in this process."""
+"""The ``memcached://`` lock: its handle, and its steps on the server, each acting only if
+nothing changed since its first call (``add`` only on an absent key; ``cas`` and the
+compare-and-delete only on an unchanged CAS id). See docs/memcached.md, "How it works"."""
 
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ from conch.errors import BackendUnavailable, ConchError, LockLost
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
-EPOCH_KEY = KEY_PREFIX + b"epoch"
-GRACE_KEY = KEY_PREFIX + b"grace"
+EPOCH_KEY, GRACE_KEY = KEY_PREFIX + b"epoch", KEY_PREFIX + b"grace"
 GRACE_POLL = 0.05  # seconds between a waiter's tries during a restart grace period
 
 
@@ -36,12 +35,9 @@ class MemcachedLock(LockHandle):
 
     def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._session = session
-        self._keys = keys
-        self._stamp = stamp
-        self._on_lost = on_lost
-        self._signal = f"{session.options.where} ".encode() + keys.holder  # a key per server
-        self._hold: TtlHold[LockKeys] | None = None
+        self._session, self._keys, self._stamp, self._on_lost = session, keys, stamp, on_lost
+        self._signal = f"{session.options.where} ".encode() + keys.holder  # keys are per server
+        self._hold: TtlHold[bytes] | None = None
 
     def acquire(self, deadline: Deadline) -> int | None:
         waiting = pauses()
@@ -49,12 +45,11 @@ class MemcachedLock(LockHandle):
             while True:
                 # A new value per attempt (a busy answer means the last one holds
                 # nothing), so that the stamp tells when the hold began.
-                value = new_hold_value(self._stamp)
-                seen = watch.releases
-                sent = time.monotonic()
+                value, seen, sent = new_hold_value(self._stamp), watch.releases, time.monotonic()
                 token, at_least = self._try_acquire(value)
                 if token is not None:
-                    self._hold = self._session.ttl.keep(self._keys, value, sent, self._on_lost)
+                    self._hold = self._session.ttl.keep(self._keys.holder, value, sent,
+                                                        self._on_lost)
                     return token
                 remaining = deadline.remaining()
                 if remaining == 0:
@@ -63,7 +58,7 @@ class MemcachedLock(LockHandle):
                 watch.wait(seen, pause if remaining is None else min(pause, remaining))
 
     def _try_acquire(self, value: bytes) -> tuple[int | None, float]:
-        """One :func:`take`, retried after a lost reply; it leaves nothing held if it fails."""
+        """One :func:`take` (retried after a lost reply), leaving nothing held if it fails."""
         session, keys = self._session, self._keys
         session.check_open()
         with session.translated():
@@ -74,7 +69,7 @@ class MemcachedLock(LockHandle):
                 raise  # twice unreachable: what the add may have stored expires within the TTL
             except BaseException:
                 try:
-                    free(session.client, keys, value)
+                    free(session.client, keys.holder, value)
                 except (*CLIENT_ERRORS, ConchError):
                     log.warning("could not free lock key %s after a failed acquire; it "
                                 "expires within the TTL", keys.holder.decode())
@@ -84,39 +79,38 @@ class MemcachedLock(LockHandle):
         hold, self._hold = self._hold, None
         if hold is None:
             return
-        session = self._session
-        session.ttl.discard(hold)
+        self._session.ttl.discard(hold)
         try:
-            with session.translated():
+            with self._session.translated():
                 # After a lost reply the key may be gone because our own delete ran.
-                freed = session.run(lambda client, retried: free(
-                    client, hold.keys, hold.value) or retried)
+                freed = self._session.run(
+                    lambda client, retried: free(client, hold.keys, hold.value) or retried)
         finally:
             LOCAL_RELEASES.released(self._signal)
         if not freed:
-            raise LockLost(f"lock key {hold.keys.holder.decode()} had expired or changed "
-                           "holder before its release")
+            raise LockLost(f"lock key {hold.keys.decode()} had expired or changed holder "
+                           "before its release")
 
 
 def take(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
          retried: bool) -> tuple[int | None, float]:
-    """Hold ``keys`` with ``value``: ``(token, 0)`` or, when busy, ``(None, seconds to
-    pause at least)``. ``retried``: an earlier try, whose reply was lost, may have stored it."""
+    """Hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds to pause at least)``.
+    ``retried``: the earlier try, whose reply was lost, may have stored ``value``."""
     if not client.add(keys.holder, value, expire=options.ttl) \
             and not (retried and client.get(keys.holder) == value):
         return None, 0.0
     token = next_token(client, keys, options)
     if token is None:  # restart grace: hold nothing until it ends
-        free(client, keys, value)
+        free(client, keys.holder, value)
         return None, GRACE_POLL
     return token, 0.0
 
 
 def next_token(client: Client, keys: LockKeys, options: MemcachedOptions) -> int | None:
-    """The fencing token of a hold just taken, or ``None`` during a restart grace period.
-    A missing counter is re-created from the wall clock in µs: tokens keep increasing."""
+    """The fencing token of a hold just taken (None: restart grace). A missing counter is
+    created from the wall clock in µs, so that tokens keep increasing."""
     token = client.incr(keys.counter, 1)
-    if token is None:  # no counter: a new name, an eviction, or a server that lost its state
+    if token is None:  # a new name, an eviction, or a server that lost its state
         if in_grace(client, options):
             return None
         client.add(keys.counter, str(time.time_ns() // 1000).encode(), expire=0)
@@ -128,8 +122,8 @@ def next_token(client: Client, keys: LockKeys, options: MemcachedOptions) -> int
 
 
 def in_grace(client: Client, options: MemcachedOptions) -> bool:
-    """True while the server may still have holders from before it lost its state (its
-    epoch key is gone, and the grace key it then gets lives one TTL)."""
+    """Whether the server may still have holders from before it lost its state: its epoch
+    key is gone, or the grace key it then gets (for one TTL) is not."""
     found = client.get_many([EPOCH_KEY, GRACE_KEY])
     if EPOCH_KEY not in found:
         # Grace first: whoever sees the epoch then sees the grace key until it expires.
@@ -140,13 +134,12 @@ def in_grace(client: Client, options: MemcachedOptions) -> bool:
     return GRACE_KEY in found or EPOCH_KEY not in found
 
 
-def free(client: Client, keys: LockKeys, value: bytes) -> bool:
-    """Delete ``keys.holder`` if it holds ``value``; False when it does not."""
+def free(client: Client, key: bytes, value: bytes) -> bool:
+    """Delete ``key`` if it holds ``value``; False when it does not."""
     for _ in range(CAS_TRIES):
-        found, cas = client.gets(keys.holder)
+        found, cas = client.gets(key)
         if found != value:
             return False
-        reply = compare_and_delete(client, keys.holder, cas)
-        if reply != b"EX":
+        if (reply := compare_and_delete(client, key, cas)) != b"EX":
             return reply == b"HD"
     return False

@@ -1,6 +1,6 @@
 """A ``memcached://`` coordinator's connections and liveness, which its locks borrow:
 pymemcache's pooled client, idempotent steps retried once on a fresh connection, and the
-holds' TTL renewal (kit/ttl.py: one ``gets`` of every held key, then a ``cas`` each)."""
+holds' renewal (kit/ttl.py; per beat one ``gets`` of every held key, then a ``cas`` each)."""
 
 from __future__ import annotations
 
@@ -21,70 +21,66 @@ from conch.backends.memcached.client import (
     CAS_TRIES,
     CLIENT_ERRORS,
     TRANSIENT,
-    LockKeys,
+    MemcachedOptions,
     new_client,
 )
-from conch.backends.memcached.client import MemcachedOptions as Options
-from conch.backends.memcached.errors import describe, describe_first
+from conch.backends.memcached.errors import describe
 from conch.url import BackendURL
 
 T = TypeVar("T")
 
 
 class MemcachedSession:
-    """The pooled client (:attr:`client`, once connected) and the holds' renewal."""
+    """The pooled client (:attr:`client`, once connected) and the renewal of the holds,
+    which are keyed by their holder key."""
 
     client: Client
     _renewer: Client
 
     def __init__(self, url: BackendURL) -> None:
         self.url = url
-        self.options = Options.from_url(url)
+        self.options = MemcachedOptions.from_url(url)
         self.describe = functools.partial(describe, self.options)
-        self.ttl: TtlSession[LockKeys] = TtlSession(
+        self.ttl: TtlSession[bytes] = TtlSession(
             "memcached", self.options.lease, self._renew, self.describe, CLIENT_ERRORS)
-        self._tls_context: ssl.SSLContext | None = None
         self.closed = False
+        self._tls_context: ssl.SSLContext | None = None
         forget_in_child(self)
 
     def connect(self) -> None:
-        """Read the TLS files, check that the server speaks the meta protocol (memcached
-        1.6+: the release needs it), and start renewing."""
-        options = self.options
+        """Check that the server speaks the meta protocol (memcached 1.6+, which the
+        release needs), then start renewing."""
+        options, where = self.options, f"memcached at {self.options.where}"
         if options.tls is not None:
-            self._tls_context = client_context(options.tls, f"memcached at {options.where}")
-        self.client = new_client(options, self._tls_context, pooled=True)
+            self._tls_context = client_context(options.tls, where)
+        self.client = new_client(options, self._tls_context)
         try:
             self.client.version()  # long enough for a TLS port to refuse it at once
-            reply = self.client.raw_command(b"mn")  # meta no-op
+            reply = self.client.raw_command(b"mn")  # the meta no-op
         except MemcacheUnknownCommandError:
             reply = b"ERROR"
         except CLIENT_ERRORS as exc:
-            raise unavailable(self.url, describe_first(options, self._tls_context, exc)) from None
+            raise unavailable(self.url, self.describe(
+                exc, first=True, tls_context=self._tls_context)) from None
         if reply != b"MN":
-            raise unavailable(self.url, f"memcached at {options.where} does not speak the meta "
-                              f"protocol (mn answered {reply[:40]!r}): conch needs memcached "
-                              f"1.6 or later")
+            raise unavailable(self.url, f"{where} does not speak the meta protocol (mn "
+                              f"answered {reply[:40]!r}): conch needs memcached 1.6 or later")
         # The renewals' own connection: a renewal waits no longer than one interval.
         self._renewer = new_client(options, self._tls_context, pooled=False,
                                    timeout=min(options.timeout, self.ttl.interval))
         self.ttl.start()
 
     def close(self) -> None:
-        """Stop renewing (each hold is reported lost) and close the connections (a later
-        call opens one: a hold granted as the coordinator stopped is still freed)."""
+        """Stop renewing (each hold is reported lost) and close the connections; a release
+        may still open one (of a hold granted as the coordinator stopped)."""
         self.closed = True
         self.ttl.stop()
         self._renewer.close()
         self.client.close()
 
     def forget_parent(self) -> None:
-        """In a forked child: connections of its own; the parent's stay the parent's."""
-        self.client = new_client(self.options, self._tls_context, pooled=True)
-
-    def translated(self) -> contextlib.AbstractContextManager[None]:
-        """Client exceptions in the block become :class:`~conch.BackendUnavailable`."""
-        return translated(self.url, CLIENT_ERRORS, self.describe)
+        """In a forked child: connections of its own, the parent's left to the parent."""
+        self.client = new_client(self.options, self._tls_context)
 
     def check_open(self) -> None:
         """Raise :class:`~conch.BackendUnavailable` once the coordinator was stopped."""
@@ -92,26 +88,26 @@ class MemcachedSession:
             raise unavailable(self.url, f"memcached at {self.options.where}: the coordinator "
                               "was stopped")
 
+    def translated(self) -> contextlib.AbstractContextManager[None]:
+        """Client exceptions in the block become :class:`~conch.BackendUnavailable`."""
+        return translated(self.url, CLIENT_ERRORS, self.describe)
+
     def run(self, step: Callable[[Client, bool], T]) -> T:
-        """``step(client, retried)``, once more after a connection failure (a stale pooled
-        connection after a server restart), on a fresh connection: for idempotent steps.
-        ``retried`` tells the step that an earlier try may have done its work."""
+        """``step(client, retried)``, again on a fresh connection after a connection failure
+        (say, of a stale pooled connection after a server restart): for idempotent steps.
+        ``retried`` tells the step that the first try may have done its work."""
         try:
             return step(self.client, False)
         except TRANSIENT:
-            client = new_client(self.options, self._tls_context, pooled=False)
-            try:
+            with contextlib.closing(new_client(self.options, self._tls_context,
+                                               pooled=False)) as client:
                 return step(client, True)
-            finally:
-                client.close()
 
-    def _renew(self, holds: list[TtlHold[LockKeys]], within: float) -> list[bool]:
-        """Reset each held key's expiry if it still holds its hold's value (``within``: the
-        renewer's timeout, which is at most one interval already)."""
-        renewer, ttl = self._renewer, self.options.ttl
-        found = renewer.gets_many([hold.keys.holder for hold in holds])
-        return [extend(renewer, hold.keys.holder, hold.value, found.get(hold.keys.holder), ttl)
-                for hold in holds]
+    def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
+        # within: the renewer's timeout is one interval at most already.
+        found = self._renewer.gets_many([hold.keys for hold in holds])
+        return [extend(self._renewer, hold.keys, hold.value, found.get(hold.keys),
+                       self.options.ttl) for hold in holds]
 
 
 def extend(client: Client, key: bytes, value: bytes, found: tuple[bytes, bytes] | None,
