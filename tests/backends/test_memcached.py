@@ -184,7 +184,7 @@ def test_an_acquire_whose_reply_was_lost_holds_the_lock_instead_of_orphaning_it(
     with ReplyDroppingProxy(memcached_server.port) as proxy, \
             conch.connect(f"memcached://127.0.0.1:{proxy.port}?ttl=3") as coordinator, \
             conch.connect(memcached_url) as other:
-        proxy.drop_reply_to(b"add ")
+        proxy.drop_reply_to(b"ms ")  # the add of the holder key
         lock = coordinator.lock(lock_name)
         assert lock.acquire(blocking=False), "the retry did not recognise its own hold"
         assert proxy.dropped == 1

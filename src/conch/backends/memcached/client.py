@@ -91,9 +91,19 @@ def new_client(options: MemcachedOptions, tls_context: ssl.SSLContext | None, *,
         default_noreply=False)  # every store must say whether it stored
 
 
+# The one shim under pymemcache, which speaks only the classic protocol: two meta
+# commands of memcached 1.6 through its raw_command (docs/memcached.md, "Connections").
+
+
+def add_with_cas(client: Client, key: bytes, value: bytes, ttl: int) -> bytes | None:
+    """``add`` (store only if absent) that returns the item's CAS id (None: not stored),
+    so that a release deletes it in one round-trip: ``ms <key> <size> T<ttl> ME c``."""
+    reply: bytes = client.raw_command(b"ms %b %d T%d ME c\r\n%b" % (key, len(value), ttl, value))
+    return reply[4:] if reply.startswith(b"HD c") else None
+
+
 def compare_and_delete(client: Client, key: bytes, cas: bytes) -> bytes:
-    """Delete ``key`` only if its CAS id is still ``cas``: ``HD`` deleted, ``EX`` changed,
-    ``NF`` no such key. The one shim under pymemcache, which speaks only the classic
-    protocol, whose ``delete`` takes no CAS id: memcached 1.6's meta ``md`` does."""
+    """Delete ``key`` only if its CAS id is still ``cas`` (``md <key> C<cas>``, which the
+    classic ``delete`` cannot say): ``HD`` deleted, ``EX`` changed, ``NF`` no such key."""
     reply: bytes = client.raw_command(b"md " + key + b" C" + cas)
     return reply

@@ -18,6 +18,7 @@ from conch.backends.memcached.client import (
     TRANSIENT,
     LockKeys,
     MemcachedOptions,
+    add_with_cas,
     compare_and_delete,
 )
 from conch.backends.memcached.session import MemcachedSession
@@ -38,6 +39,7 @@ class MemcachedLock(LockHandle):
         self._session, self._keys, self._stamp, self._on_lost = session, keys, stamp, on_lost
         self._signal = f"{session.options.where} ".encode() + keys.holder  # keys are per server
         self._hold: TtlHold[bytes] | None = None
+        self._cas: bytes | None = None  # the holder key's CAS id when taken, if known
 
     def acquire(self, deadline: Deadline) -> int | None:
         waiting = pauses()
@@ -46,7 +48,7 @@ class MemcachedLock(LockHandle):
                 # A new value per attempt (a busy answer means the last one holds
                 # nothing), so that the stamp tells when the hold began.
                 value, seen, sent = new_hold_value(self._stamp), watch.releases, time.monotonic()
-                token, at_least = self._try_acquire(value)
+                token, self._cas, at_least = self._try_acquire(value)
                 if token is not None:
                     self._hold = self._session.ttl.keep(self._keys.holder, value, sent,
                                                         self._on_lost)
@@ -57,7 +59,7 @@ class MemcachedLock(LockHandle):
                 pause = max(next(waiting), at_least)
                 watch.wait(seen, pause if remaining is None else min(pause, remaining))
 
-    def _try_acquire(self, value: bytes) -> tuple[int | None, float]:
+    def _try_acquire(self, value: bytes) -> tuple[int | None, bytes | None, float]:
         """One :func:`take` (retried after a lost reply), leaving nothing held if it fails."""
         session, keys = self._session, self._keys
         session.check_open()
@@ -83,8 +85,8 @@ class MemcachedLock(LockHandle):
         try:
             with self._session.translated():
                 # After a lost reply the key may be gone because our own delete ran.
-                freed = self._session.run(
-                    lambda client, retried: free(client, hold.keys, hold.value) or retried)
+                freed = self._session.run(lambda client, retried: free(
+                    client, hold.keys, hold.value, self._cas) or retried)
         finally:
             LOCAL_RELEASES.released(self._signal)
         if not freed:
@@ -93,17 +95,17 @@ class MemcachedLock(LockHandle):
 
 
 def take(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
-         retried: bool) -> tuple[int | None, float]:
-    """Hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds to pause at least)``.
-    ``retried``: the earlier try, whose reply was lost, may have stored ``value``."""
-    if not client.add(keys.holder, value, expire=options.ttl) \
-            and not (retried and client.get(keys.holder) == value):
-        return None, 0.0
+         retried: bool) -> tuple[int | None, bytes | None, float]:
+    """Hold ``keys`` with ``value``: ``(token, CAS id if known, 0)``, or ``(None, None,
+    seconds to pause at least)``. ``retried``: the earlier try may have stored ``value``."""
+    cas = add_with_cas(client, keys.holder, value, options.ttl)
+    if cas is None and not (retried and client.get(keys.holder) == value):
+        return None, None, 0.0
     token = next_token(client, keys, options)
     if token is None:  # restart grace: hold nothing until it ends
-        free(client, keys.holder, value)
-        return None, GRACE_POLL
-    return token, 0.0
+        free(client, keys.holder, value, cas)
+        return None, None, GRACE_POLL
+    return token, cas, 0.0
 
 
 def next_token(client: Client, keys: LockKeys, options: MemcachedOptions) -> int | None:
@@ -134,8 +136,11 @@ def in_grace(client: Client, options: MemcachedOptions) -> bool:
     return GRACE_KEY in found or EPOCH_KEY not in found
 
 
-def free(client: Client, key: bytes, value: bytes) -> bool:
-    """Delete ``key`` if it holds ``value``; False when it does not."""
+def free(client: Client, key: bytes, value: bytes, cas: bytes | None = None) -> bool:
+    """Delete ``key`` if it holds ``value``; False when it does not. ``cas``: its CAS id
+    when taken, which saves a read unless a renewal changed it since."""
+    if cas is not None and (reply := compare_and_delete(client, key, cas)) != b"EX":
+        return reply == b"HD"
     for _ in range(CAS_TRIES):
         found, cas = client.gets(key)
         if found != value:

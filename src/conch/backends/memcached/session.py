@@ -96,8 +96,9 @@ class MemcachedSession:
         """``step(client, retried)``, again on a fresh connection after a connection failure
         (say, of a stale pooled connection after a server restart): for idempotent steps.
         ``retried`` tells the step that the first try may have done its work."""
-        try:
-            return step(self.client, False)
+        try:  # one pooled connection for the whole step: one checkout, not one per call
+            with self.client.client_pool.get_and_release(destroy_on_fail=True) as client:
+                return step(client, False)
         except TRANSIENT:
             with contextlib.closing(new_client(self.options, self._tls_context,
                                                pooled=False)) as client:
