@@ -7,6 +7,7 @@ these tests check what only a TTL lock on memcached has. Timings are printed
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -123,6 +124,30 @@ def test_a_late_release_never_deletes_the_lock_of_the_next_holder(
         time.sleep(3 * backend_of(second).session.ttl.interval)
         assert taker.held and not taker.lost.is_set()
         taker.release()
+
+
+def test_a_forked_child_uses_connections_of_its_own(memcached_url: str, lock_name: str) -> None:
+    with conch.connect(memcached_url) as coordinator:
+        held = coordinator.lock(lock_name)
+        assert held.acquire(blocking=False)  # its connection now waits in the pool
+        parents_client = backend_of(coordinator).session.client
+        child = os.fork()
+        if child == 0:
+            exit_code = 1
+            try:
+                own = coordinator.lock(f"{lock_name}-child")
+                assert own.acquire(blocking=5.0)
+                own.release()
+                exit_code = 2 if backend_of(coordinator).session.client is parents_client else 0
+            finally:
+                os._exit(exit_code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert held.held and not held.lost.is_set()
+        held.release()
+        freed = coordinator.lock(f"{lock_name}-child")
+        assert freed.acquire(blocking=False), "the child's release left its lock held"
+        freed.release()
 
 
 class ReplyDroppingProxy:
