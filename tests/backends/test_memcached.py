@@ -70,9 +70,11 @@ def test_a_server_restart_tells_the_holder_before_anyone_else_gets_the_lock(
         assert first_token is not None and taker.token is not None
         assert taker.token > first_token, "the counter is re-seeded from the clock"
         assert taker.token > before_restart_us
-        taker.release()
         with pytest.raises(conch.LockLost):
             held.release()
+        assert holder.lock(lock_name).acquire(blocking=False) is False, \
+            "the late release deleted the new holder's lock"
+        taker.release()
     print(f"\nafter the restart the lock was granted again {taken_after:.2f} s later (ttl 2 s)")
     assert taken_after < 2 + 2.0
 
@@ -189,8 +191,10 @@ class ReplyDroppingProxy:
                     sink.sendall(data)
                     time.sleep(0.2)  # the server stores; its reply is swallowed below
                     self.dropped += 1
-                    sink.shutdown(socket.SHUT_RDWR)
+                    # The client's side first: cutting the server's wakes the other pump,
+                    # which then closes both.
                     source.shutdown(socket.SHUT_RDWR)
+                    sink.shutdown(socket.SHUT_RDWR)
                     return
                 if not muted.is_set():
                     sink.sendall(data)

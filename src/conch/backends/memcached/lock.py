@@ -82,11 +82,14 @@ class MemcachedLock(LockHandle):
         if hold is None:
             return
         self._session.ttl.discard(hold)
+        # The CAS id of the add only within the lease: a restarted server numbers them
+        # afresh, but grants this key to no one before the lease ends (restart grace).
+        cas = self._cas if time.monotonic() < hold.valid_until else None
         try:
             with self._session.translated():
                 # After a lost reply the key may be gone because our own delete ran.
                 freed = self._session.run(lambda client, retried: free(
-                    client, hold.keys, hold.value, self._cas) or retried)
+                    client, hold.keys, hold.value, cas) or retried)
         finally:
             LOCAL_RELEASES.released(self._signal)
         if not freed:
