@@ -50,9 +50,10 @@ class MemcachedProcess(ServerProcess):
         """Send one text-protocol ``line`` and return the first reply line (tests' own use)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as plain:
             sock = plain if self.tls is None else self.tls.client_context().wrap_socket(
-                plain, server_hostname="127.0.0.1")
-            sock.sendall(line + b"\r\n")
-            return sock.makefile("rb").readline().rstrip(b"\r\n")
+                plain, server_hostname="127.0.0.1")  # which takes plain's descriptor
+            with sock, sock.makefile("rb") as replies:
+                sock.sendall(line + b"\r\n")
+                return replies.readline().rstrip(b"\r\n")
 
     def settle(self, ttl: float = SHORT_TTL) -> None:
         """Wait until the server grants conch locks (the grace period after it lost its state)."""
