@@ -1,5 +1,5 @@
-"""The ``memcached://`` URL options, the name → key mapping, pymemcache's clients, and
-the one call pymemcache lacks: the meta protocol's compare-and-delete (docs/memcached.md)."""
+"""The ``memcached://`` URL options, the name → key mapping, pymemcache's clients, and the
+shim of the two meta commands pymemcache cannot send (docs/memcached.md, "Connections")."""
 
 from __future__ import annotations
 
