@@ -32,7 +32,7 @@ WALL_CLOCK_READS = {
     ("backends/file/tokens.py", "next_token"): "the start time shown for a hold (conch show)",
     ("backends/file/tokens.py", "_raise_high_water"):
         "a fresh token starts above the clock in µs, so tokens stay above those of a wiped file",
-    ("backends/file/backend.py", "sweep"): "file modification times are wall-clock: a jump only "
+    ("backends/file/session.py", "sweep"): "file modification times are wall-clock: a jump only "
                                    "changes which idle files are swept",
     ("backends/memcached/steps.py", "next_token"): "a lost counter restarts above the clock in µs",
     ("backends/memcached/steps.py", "in_grace"): "the epoch of a server's state, a clock value",

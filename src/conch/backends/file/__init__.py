@@ -1,6 +1,4 @@
-"""The file:// backend: locks as ``flock`` on files of one local directory.
-
-The backend class is in ``backend.py``; see docs/file.md for its design."""
+"""The ``file://`` backend: ``flock`` locks on the files of one local directory (docs/file.md)."""
 
 from conch.backends.file.backend import FileBackend
 

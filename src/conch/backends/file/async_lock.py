@@ -1,16 +1,6 @@
-"""asyncio for ``file://``: the blocking handle's attempts, with waits on the event loop.
-
-An acquire tries the lock file's ``flock`` without blocking, exactly as the
-blocking handle does (:class:`~conch.backends.file.lock.LockFile`: the same
-sweep check and token). While the file is held elsewhere it waits for the
-events the blocking handle's timed wait waits for (``FREED``: the holder's
-descriptor was closed, by a release or by the kernel when the holder died, or
-the file was unlinked), read from an inotify descriptor the loop watches with
-``add_reader``, and tries again. No thread, and nothing polls.
-
-Each event loop uses one inotify instance while some acquire waits (instances are
-few: ``fs.inotify.max_user_instances``, often 128 per user); it then goes back to
-the process's idle instances (:func:`~conch.backends.file.lock.borrow_inotify`).
+"""asyncio for ``file://``: the blocking handle's tries (:class:`.lock.LockFile`), with
+waits for the same inotify events read on the event loop: no thread, no polling. Each
+loop shares one inotify instance while some acquire waits.
 """
 
 from __future__ import annotations
@@ -20,32 +10,29 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from conch.backends.base import AsyncLockHandle, Deadline
-from conch.backends.file.lock import LockFile, borrow_inotify, give_back_inotify, watch
-
-if TYPE_CHECKING:
-    from conch.backends.file.backend import FileLock
+from conch.backends.file.inotify import idle
+from conch.backends.file.lock import LockFile
 
 
 class FileAsyncLock(AsyncLockHandle):
-    """The hold of a :class:`~conch.backends.file.backend.FileLock`, taken on the event loop."""
+    """A :class:`LockFile`'s hold, taken on the event loop."""
 
-    def __init__(self, lock: FileLock) -> None:
-        self._lock = lock
+    def __init__(self, file: LockFile) -> None:
+        self.file = file
 
     async def acquire(self, deadline: Deadline) -> int | None:
-        with self._lock.file.attempt() as file:  # a cancelled wait closes the descriptor
+        with self.file.attempt() as file:  # a cancelled wait closes the descriptor
             if file.try_take() is None and not deadline.expired():
                 await _wait(file, deadline)
         return file.token
 
     async def release(self) -> None:
-        self._lock.release()
+        self.file.release()
 
     def abandon(self) -> None:
-        self._lock.file.close()  # closing the descriptor frees the flock, from any thread
+        self.file.close()  # closing the descriptor frees the flock, from any thread
 
 
 async def _wait(file: LockFile, deadline: Deadline) -> None:
@@ -77,7 +64,7 @@ class _Watcher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._inotify = borrow_inotify()
+        self._inotify = idle.borrow()
         self._wakers: dict[int, list[Callable[[], None]]] = {}  # by watch descriptor
         self.users = 0
         loop.add_reader(self._inotify.fileno(), self._dispatch)
@@ -103,11 +90,11 @@ class _Watcher:
 
     def close(self) -> None:
         self._loop.remove_reader(self._inotify.fileno())  # nothing when the loop is closed
-        give_back_inotify(self._inotify, ())  # its watches are removed with their waiters
+        idle.give_back(self._inotify, ())  # its watches are removed with their waiters
 
     def _add(self, fd: int, wake: Callable[[], None]) -> int:
         # One file watched twice (two waiters of this loop) is one watch descriptor.
-        wd = watch(self._inotify, fd)
+        wd = self._inotify.watch_freed(fd)
         self._wakers.setdefault(wd, []).append(wake)
         return wd
 

@@ -1,13 +1,7 @@
-"""Who holds the ``file://`` locks of a directory, read without disturbing them.
-
-Trying a lock to see whether it is free would make a real ``acquire(blocking=False)``
-fail meanwhile, so the kernel's table of file locks, ``/proc/locks``, answers
-instead: one line per lock, with the owner's pid and the file's device and inode
-(``proc(5)``). A held file's contents say the rest: its token, then the stamp the
-holder wrote with it (see :meth:`conch.backends.file.tokens.Tokens.next_token`).
-
-Waiters are not reported: a waiter with a timeout retries on inotify events and
-appears nowhere, so any count would be short.
+"""Who holds the ``file://`` locks of a directory, read without trying them (a try would
+fail a real acquire meanwhile): ``/proc/locks`` names the holding pid and the file,
+whose hold record (:data:`~conch.backends.file.tokens.HOLD_RECORD`) says the rest.
+Waiters are not reported: a timed waiter appears nowhere. ``OSError`` is the caller's.
 """
 
 from __future__ import annotations
@@ -15,12 +9,9 @@ from __future__ import annotations
 import os
 
 from conch.backends.file.tokens import HOLD_RECORD
-from conch.errors import BackendUnavailable
 from conch.introspection import HolderInfo, LockInfo, read_stamp
 
-PROC_LOCKS = "/proc/locks"
-# Enough for the record and the stamp of any name (a name of 64 KiB, JSON-escaped).
-_READ_AT_MOST = 512 * 1024
+_READ_AT_MOST = 512 * 1024  # the record and the stamp of any name (64 KiB, JSON-escaped)
 
 FileId = tuple[int, int, int]
 """A file's device major, minor and inode number, as ``/proc/locks`` names it."""
@@ -28,12 +19,8 @@ FileId = tuple[int, int, int]
 
 def held_files() -> dict[FileId, int]:
     """The files with an exclusive ``flock`` now, each with the pid that took it."""
-    try:
-        with open(PROC_LOCKS) as table:
-            lines = table.read().splitlines()
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot read {PROC_LOCKS} to see who holds file locks: "
-                                 f"{exc.strerror}") from None
+    with open("/proc/locks") as table:
+        lines = table.read().splitlines()
     held: dict[FileId, int] = {}
     for line in lines:
         # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2146867 0 EOF"; waiters have "->" after "1:".
@@ -53,16 +40,19 @@ def describe(path: str, key: bytes) -> LockInfo:
         return LockInfo(key, None)
     try:
         kernel_pid = held_files().get(_file_id(os.fstat(fd)))
-        holder = None if kernel_pid is None else _holder(fd, key, kernel_pid)
+        if kernel_pid is None:
+            return LockInfo(key, None)
+        lock = _read(fd)
     finally:
         os.close(fd)
-    return LockInfo(key, holder)
+    if lock is None or lock.key != key or lock.holder is None:
+        return LockInfo(key, HolderInfo(pid=kernel_pid))  # a holder from before stamps
+    return LockInfo(key, lock.holder)
 
 
 def held_locks(directory: str) -> list[LockInfo]:
     """The held locks of ``directory`` whose holder left a stamp (every conch holder does)."""
-    held = held_files()
-    found = []
+    held, found = held_files(), []
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
@@ -73,26 +63,14 @@ def held_locks(directory: str) -> list[LockInfo]:
                 except FileNotFoundError:  # swept meanwhile
                     continue
                 try:
-                    kernel_pid = held.get(_file_id(os.fstat(fd)))
-                    if kernel_pid is not None:
-                        lock = _read(fd)
-                        if lock is not None:
-                            found.append(lock)
+                    lock = _read(fd) if _file_id(os.fstat(fd)) in held else None
                 finally:
                     os.close(fd)
+                if lock is not None:
+                    found.append(lock)
     except FileNotFoundError:  # removed (cleaned up): it holds nothing
         return []
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot list lock directory {directory}: "
-                                 f"{exc.strerror}") from None
     return found
-
-
-def _holder(fd: int, key: bytes, kernel_pid: int) -> HolderInfo:
-    lock = _read(fd)
-    if lock is None or lock.key != key or lock.holder is None:
-        return HolderInfo(pid=kernel_pid)  # a holder from before stamps: the kernel knows
-    return lock.holder
 
 
 def _read(fd: int) -> LockInfo | None:

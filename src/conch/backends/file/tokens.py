@@ -1,17 +1,6 @@
-"""Fencing tokens of a ``file://`` directory: each lock file's hold record, and the
-directory's high-water mark.
-
-A holder increments the token stored at the start of its lock file. A file with no
-token (new, swept, wiped) starts above the directory's high-water mark (in
-``HIGH_WATER_FILE``, raised by the sweep to the token of each file it removes) and
-above the wall clock in microseconds, so even a wiped directory starts above the
-tokens it handed out (unless the clock went back, or more than a million tokens a
-second were issued).
-
-When the mark file was removed under a running process (its directory removed by
-systemd-tmpfiles, an operator, a test's temporary directory), the next file that
-needs a first token recreates it, with the mark of the removed file, which this
-process still has open: its tokens keep increasing even if the clock went back.
+"""Fencing tokens of a ``file://`` directory: the hold record at the start of each lock
+file, and the directory's high-water mark, where a file with no token starts (above
+the wall clock in µs too, so a wiped directory starts above what it handed out).
 """
 
 from __future__ import annotations
@@ -29,15 +18,14 @@ from conch.introspection import HolderStamp
 HIGH_WATER_FILE = ".conch-fencing-tokens"
 HOLD_RECORD = struct.Struct("<QqI")
 """A lock file starts with its last token, the hold's start (Unix µs) and the holder's
-pid, then the holder's stamp head (JSON), all written by one ``pwrite``: formatting
-them as JSON text would cost more than the rest of the acquire. Bytes left over
+pid, then the holder's stamp head (JSON), written by one ``pwrite``; bytes left over
 from a longer stamp are ignored by the reader."""
 _TOKEN = struct.Struct("<Q")
 
 
 def open_creating(path: str) -> int:
-    """Open (or create) file ``path`` for reading and writing; its directory is created
-    again when it was removed (as often as it is removed meanwhile)."""
+    """Open (or create) ``path`` for reading and writing, creating its directory again
+    as often as it is removed meanwhile."""
     while True:
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -47,7 +35,7 @@ def open_creating(path: str) -> int:
 
 
 class Tokens:
-    """The tokens of one directory, for one backend: it keeps the mark file open."""
+    """The tokens of one directory, for one backend, which keeps the mark file open."""
 
     def __init__(self, directory: str) -> None:
         self._path = os.path.join(directory, HIGH_WATER_FILE)
@@ -61,15 +49,14 @@ class Tokens:
         self._pid = os.getpid()
 
     def close(self) -> None:
-        """Close the mark file (a sweep thread may be using it: wait for it)."""
+        """Close the mark file, once a sweep using it is done."""
         with self._mutex:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
 
     def next_token(self, lock_fd: int, stamp: HolderStamp) -> int:
-        """Store and return the next token of the locked file ``lock_fd``, with the hold's
-        start time, pid and stamp for ``conch show`` (see ``HOLD_RECORD``)."""
+        """Store the next token of locked file ``lock_fd`` with the hold's record; return it."""
         token = _stored_token(lock_fd)
         token = self._raise_high_water(None) if token is None else token + 1
         os.pwrite(lock_fd, HOLD_RECORD.pack(token, time.time_ns() // 1000, self._pid)
@@ -77,13 +64,13 @@ class Tokens:
         return token
 
     def retire(self, lock_fd: int) -> None:
-        """Raise the mark to the token of the locked file ``lock_fd``, about to be removed."""
+        """Raise the mark to the token of locked file ``lock_fd``, about to be removed."""
         token = _stored_token(lock_fd)
         if token is not None:
             self._raise_high_water(token)
 
     def reopen_in_child(self) -> None:
-        """After fork the child shares the parent's file description, so the parent's
+        """After fork the child shares the parent's description of the mark file, whose
         flock would not exclude it: give the child its own."""
         self._mutex = threading.Lock()
         self._pid = os.getpid()
@@ -103,8 +90,8 @@ class Tokens:
             try:
                 stored = _stored_token(fd)
                 mark = max(time.time_ns() // 1000 if stored is None else stored, carried)
-                # A fresh file starts above the clock too: its name's old file may have
-                # been wiped after issuing tokens above the mark.
+                # Above the clock too: the name's old file may have been wiped after
+                # issuing tokens above the mark.
                 mark = max(mark + 1, time.time_ns() // 1000) if seen is None \
                     else max(mark, seen)
                 os.pwrite(fd, _TOKEN.pack(mark), 0)
@@ -113,7 +100,8 @@ class Tokens:
         return mark
 
     def _recreate_if_removed(self) -> int:
-        """Open a new mark file if ours was removed; the removed file's mark (0: none)."""
+        """A new mark file if ours was removed (its directory with it), carrying the
+        removed file's mark, which is returned (0: none)."""
         if os.fstat(self._fd).st_nlink:
             return 0
         removed = _stored_token(self._fd) or 0
