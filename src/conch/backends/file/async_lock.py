@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable, Iterator
 
 from conch.backends.base import AsyncLockHandle, Deadline
-from conch.backends.file.inotify import idle
+from conch.backends.file import inotify
 from conch.backends.file.lock import LockFile
 
 
@@ -32,15 +32,15 @@ class FileAsyncLock(AsyncLockHandle):
         self.file.release()
 
     def abandon(self) -> None:
-        self.file.close()  # closing the descriptor frees the flock, from any thread
+        self.file.close()
 
 
 async def _wait(file: LockFile, deadline: Deadline) -> None:
-    """Try ``file`` again on each ``FREED`` event until it holds or ``deadline`` passes."""
+    """Try ``file`` again on each of its events until it holds or ``deadline`` passes."""
     loop = asyncio.get_running_loop()
     freed: asyncio.Future[None] = loop.create_future()
 
-    def wake() -> None:
+    def wake(_events: object = None) -> None:
         if not freed.done():
             freed.set_result(None)
 
@@ -59,26 +59,25 @@ async def _wait(file: LockFile, deadline: Deadline) -> None:
             freed = loop.create_future()
 
 
-class _Watcher:
-    """An event loop's inotify instance: calls the wakers of each watch that has events."""
+class _Watcher(inotify.Watches):
+    """An event loop's instance, read by the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(inotify.idle.borrow())
         self._loop = loop
-        self._inotify = idle.borrow()
-        self._wakers: dict[int, list[Callable[[], None]]] = {}  # by watch descriptor
         self.users = 0
-        loop.add_reader(self._inotify.fileno(), self._dispatch)
+        loop.add_reader(self.inotify.fileno(), self.dispatch)
 
     @contextlib.contextmanager
-    def watching(self, file: LockFile, wake: Callable[[], None]) -> Iterator[None]:
-        """Call ``wake()`` on the ``FREED`` events of the file ``file`` has open (the
-        file it moves to, once swept)."""
-        wd = self._add(file.fd, wake)
+    def watching(self, file: LockFile, wake: Callable[[object], None]) -> Iterator[None]:
+        """Call ``wake`` on the events of the file open in ``file`` (and of the file it
+        moves to, once swept)."""
+        wd = self.add(inotify.opened(file.fd), inotify.FREED, wake)
 
         def moved(fd: int) -> None:
             nonlocal wd
-            new = self._add(fd, wake)
-            self._remove(wd, wake)
+            new = self.add(inotify.opened(fd), inotify.FREED, wake)
+            self.remove(wd, wake)
             wd = new
 
         file.on_open = moved
@@ -86,38 +85,16 @@ class _Watcher:
             yield
         finally:
             file.on_open = None
-            self._remove(wd, wake)
+            self.remove(wd, wake)
 
     def close(self) -> None:
-        self._loop.remove_reader(self._inotify.fileno())  # nothing when the loop is closed
-        idle.give_back(self._inotify, ())  # its watches are removed with their waiters
-
-    def _add(self, fd: int, wake: Callable[[], None]) -> int:
-        # One file watched twice (two waiters of this loop) is one watch descriptor.
-        wd = self._inotify.watch_freed(fd)
-        self._wakers.setdefault(wd, []).append(wake)
-        return wd
-
-    def _remove(self, wd: int, wake: Callable[[], None]) -> None:
-        wakers = self._wakers[wd]
-        wakers.remove(wake)
-        if not wakers:
-            del self._wakers[wd]
-            with contextlib.suppress(OSError):  # gone with its file already
-                self._inotify.rm_watch(wd)
-
-    def _dispatch(self) -> None:
-        woken = {event.wd for event in self._inotify.read()}
-        if -1 in woken:  # the queue overflowed: any file may have been freed
-            woken = set(self._wakers)
-        for wd in woken:
-            for wake in list(self._wakers.get(wd, ())):
-                wake()
+        self._loop.remove_reader(self.inotify.fileno())  # nothing when the loop is closed
+        inotify.idle.give_back(self.inotify, [])  # its watches went with their waiters
 
 
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = \
     weakref.WeakKeyDictionary()
-_watchers_mutex = threading.Lock()  # several loops, on their threads, share the registry
+_watchers_mutex = threading.Lock()  # loops on several threads share the registry
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
-"""Linux inotify through ``ctypes`` (no client library works under eventlet: see
-docs/file.md), the process's idle instances, and the watch a waiter puts on a lock file.
-Waits block in :class:`~conch.backends.kit.socket_wait.SocketWait`: green under eventlet.
+"""Linux inotify through ``ctypes`` (no binding library works under eventlet: see
+docs/file.md) and the process's idle instances. Waits block in
+:class:`~conch.backends.kit.socket_wait.SocketWait`: green under eventlet.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Callable
 
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.socket_wait import SocketWait
@@ -22,26 +21,21 @@ from conch.errors import BackendUnavailable
 # Event bits, as in <sys/inotify.h> without the IN_ prefix.
 ATTRIB, CLOSE_WRITE, MOVED_FROM, DELETE = 0x4, 0x8, 0x40, 0x200
 DELETE_SELF, MOVE_SELF, IGNORED = 0x400, 0x800, 0x8000
+# After these a waiter tries again: every lock file description is opened for writing,
+# so the holder's close (a release, or its death) is a CLOSE_WRITE; a sweep's unlink an ATTRIB.
 FREED = CLOSE_WRITE | ATTRIB
-"""After these a waiter tries again: every description of a lock file is opened for
-writing, so the close of the holder's (a release, or the kernel closing a dead
-holder's files) is a ``CLOSE_WRITE``; an unlink (a sweep) changes the link count."""
-
+# Instances kept for the next waits: closing one whose watch was removed waits for a
+# kernel grace period (about 16 ms), which a waiter that just got its lock would wait for.
 IDLE_INSTANCES = 8
-"""Instances kept for the next waits: closing one whose watch was removed waits for a
-kernel grace period, which a waiter that just got its lock would wait for."""
 
+Event = tuple[int, int, str]  # watch (-1: the queue overflowed), mask, name in a directory
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class Event(NamedTuple):
-    """One event: its watch (-1: the queue overflowed), its mask, the file's name in a
-    watched directory."""
-
-    wd: int
-    mask: int
-    name: str
+def opened(fd: int) -> str:
+    """A path of the file open as ``fd``, to watch it by, even once it is unlinked."""
+    return f"/proc/self/fd/{fd}"
 
 
 class Inotify:
@@ -51,7 +45,7 @@ class Inotify:
 
     def __init__(self) -> None:
         self.fd: int = _call(_libc.inotify_init1, os.O_NONBLOCK | os.O_CLOEXEC)
-        self._buffer = bytearray(64 * 1024)  # room for many events, and a longest name
+        self._buffer = bytearray(64 * 1024)  # many events, and one with the longest name
         self._readable: SocketWait | None = None
 
     def fileno(self) -> int:
@@ -61,17 +55,12 @@ class Inotify:
         """Watch ``path`` for ``mask``; the watch descriptor (one per file, watched twice)."""
         return _call(_libc.inotify_add_watch, self.fd, os.fsencode(path), mask)
 
-    def watch_freed(self, fd: int) -> int:
-        """Watch the file open as ``fd`` for :data:`FREED` (even once it is unlinked)."""
-        return self.add_watch(f"/proc/self/fd/{fd}", FREED)
-
     def rm_watch(self, wd: int) -> None:
-        """Stop watch ``wd`` (``OSError`` when it went with its file)."""
-        _call(_libc.inotify_rm_watch, self.fd, wd)
+        _call(_libc.inotify_rm_watch, self.fd, wd)  # OSError when gone with its file
 
     def read(self) -> list[Event]:
         """The events queued now, without waiting (``os.readv``: eventlet's green
-        ``os.read`` would wait for readability first)."""
+        ``os.read`` waits for readability first)."""
         try:
             size = os.readv(self.fd, [self._buffer])
         except BlockingIOError:
@@ -80,8 +69,8 @@ class Inotify:
         while offset < size:
             wd, mask, _cookie, length = _EVENT_HEADER.unpack_from(data, offset)
             offset += _EVENT_HEADER.size + length
-            name = bytes(data[offset - length:offset]).split(b"\0", 1)[0]
-            events.append(Event(wd, mask, os.fsdecode(name)))
+            name = bytes(data[offset - length:offset]).rstrip(b"\0")
+            events.append((wd, mask, os.fsdecode(name)))
         return events
 
     def wait(self, timeout: float | None) -> bool:
@@ -94,6 +83,45 @@ class Inotify:
         os.close(self.fd)
 
 
+class Watches:
+    """An instance shared by several users: the events of a watch go to the callbacks
+    added for it (all events to all, when the queue overflowed)."""
+
+    def __init__(self, instance: Inotify) -> None:
+        self.inotify = instance
+        self._callbacks: dict[int, list[Callable[[list[Event]], object]]] = {}  # by watch
+        self._mutex = threading.Lock()
+
+    def add(self, path: str, mask: int, callback: Callable[[list[Event]], object]) -> int:
+        """Call ``callback`` with the events of ``path`` (``OSError``: not watched); its watch."""
+        with self._mutex:
+            wd = self.inotify.add_watch(path, mask)
+            self._callbacks.setdefault(wd, []).append(callback)
+        return wd
+
+    def remove(self, wd: int, callback: Callable[[list[Event]], object]) -> None:
+        with self._mutex:
+            callbacks = self._callbacks.get(wd, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks and self._callbacks.pop(wd, None) is not None:
+                with contextlib.suppress(OSError):  # gone already, with its file
+                    self.inotify.rm_watch(wd)
+
+    def dispatch(self) -> None:
+        """Read the events queued and call their callbacks."""
+        by_watch: dict[int, list[Event]] = {}
+        for event in self.inotify.read():
+            by_watch.setdefault(event[0], []).append(event)
+        overflow = by_watch.pop(-1, None)
+        with self._mutex:
+            calls = [(callback, by_watch.get(wd) or overflow)
+                     for wd, callbacks in self._callbacks.items() for callback in callbacks
+                     if wd in by_watch or overflow]
+        for callback, events in calls:
+            callback(events or [])
+
+
 class _IdleInstances:
     """The process's instances without watches, kept for the next waits."""
 
@@ -103,7 +131,7 @@ class _IdleInstances:
         forget_in_child(self)
 
     def borrow(self) -> Inotify:
-        """An instance for a wait, or :class:`BackendUnavailable` when the user has none left."""
+        """An instance for a wait; :class:`BackendUnavailable` when the user has none left."""
         with self._mutex:
             if self.instances:
                 return self.instances.pop()
@@ -115,10 +143,10 @@ class _IdleInstances:
         raise BackendUnavailable("no inotify instance left for a wait; "
                                  "raise fs.inotify.max_user_instances")
 
-    def give_back(self, instance: Inotify, watches: Iterable[int]) -> None:
+    def give_back(self, instance: Inotify, watches: list[int]) -> None:
         """The wait is over: remove its ``watches`` and keep ``instance`` if few are idle."""
         for wd in watches:
-            with contextlib.suppress(OSError):  # removed already: its file is gone
+            with contextlib.suppress(OSError):
                 instance.rm_watch(wd)
         while instance.read():  # drop the events left, such as those of the removal
             pass
@@ -129,8 +157,7 @@ class _IdleInstances:
         instance.close()
 
     def forget_parent(self) -> None:
-        # The child shares the parent's instances: it must not read their events.
-        self._mutex = threading.Lock()
+        self._mutex = threading.Lock()  # and the parent's instances are not the child's
         while self.instances:
             self.instances.pop().close()
 
@@ -140,10 +167,7 @@ idle = _IdleInstances()
 
 def _call(function: ctypes._NamedFuncPointer, *args: object) -> int:
     """Call ``function``; its result, or ``OSError`` for -1 (retried on ``EINTR``)."""
-    while True:
-        result = int(function(*args))
-        if result != -1:
-            return result
-        code = ctypes.get_errno()
-        if code != errno.EINTR:
+    while (result := int(function(*args))) == -1:
+        if (code := ctypes.get_errno()) != errno.EINTR:
             raise OSError(code, os.strerror(code))
+    return result

@@ -1,18 +1,19 @@
-"""Taking a ``file://`` lock: :class:`LockFile` (one try at the name's file, the hold,
-its release: shared with the asyncio handle) and the blocking handle's waits.
+"""Taking a ``file://`` lock: :class:`LockFile` (a try at the name's file, the hold, its
+release), shared with the asyncio handle, and the blocking handle's waits.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Callable
 from types import TracebackType
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.file.inotify import idle
-from conch.backends.file.removal import Hold
-from conch.backends.file.session import FileSession, try_lock
+from conch.backends.file import inotify
+from conch.backends.file.removal import Hold, at_its_path
+from conch.backends.file.session import FileSession
 from conch.backends.file.tokens import open_creating
 from conch.errors import LockLost
 from conch.green import eventlet_patched
@@ -20,8 +21,8 @@ from conch.introspection import HolderStamp
 
 
 class LockFile:
-    """A lock object's descriptor of its name's lock file: opened by each acquire
-    (:meth:`attempt`), kept while held, closed to release."""
+    """A lock object's descriptor of its lock file: opened by each acquire
+    (:meth:`attempt`), kept while held, closed to release (from any thread)."""
 
     __slots__ = ("_hold", "_on_lost", "_seen", "_stamp", "fd", "on_open", "path", "session",
                  "token")
@@ -39,11 +40,9 @@ class LockFile:
         self.on_open: Callable[[int], object] | None = None  # told of a replaced file's fd
 
     def attempt(self) -> LockFile:
-        """Open the file for an acquire: a context manager that closes it again (and
-        resets ``token``) unless :meth:`try_take` took the lock."""
-        self.token = None
-        self.on_open = None
-        self._seen = self.session.removals.seen  # before the open: see Removals.counts
+        """Open the file: a context manager that closes it again unless a try took it."""
+        self.token = self.on_open = None
+        self._seen = self.session.removals.seen  # before the open: a removal after it shows
         self.fd = open_creating(self.path)
         return self
 
@@ -57,20 +56,26 @@ class LockFile:
             self.close()
 
     def try_take(self) -> int | None:
-        """One try without waiting: the hold's token (also in ``token``), or ``None`` while
-        held elsewhere. A file removed meanwhile (swept, or with its directory) is
-        dropped for the file now at the path, created if need be, tried in turn."""
+        """One try without waiting: the token (also in ``token``), or ``None`` while held
+        elsewhere. A file removed meanwhile (swept, or with its directory) no longer
+        counts: the file now at the path (created if need be) is tried in its place."""
         removals = self.session.removals
-        while try_lock(self.fd):
-            if removals.counts(self.fd, self.path, self._seen):
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            # After removals, linked is not enough: a renamed directory keeps its files.
+            if os.fstat(self.fd).st_nlink if removals.seen == self._seen \
+                    else at_its_path(self.fd, self.path):
                 self.token = self.session.tokens.next_token(self.fd, self._stamp)
-                self._hold = removals.track(self.fd, self.path, self._on_lost, self._seen)
+                self._hold = Hold(self.fd, self.path)
+                removals.track(self._hold, self._on_lost, self._seen)
                 return self.token
             self.close()
             self.fd = open_creating(self.path)
             if self.on_open is not None:
                 self.on_open(self.fd)
-        return None
 
     def release(self) -> None:
         """Free the hold; :class:`LockLost` when its file was removed while held."""
@@ -79,16 +84,16 @@ class LockFile:
         except OSError:  # closed meanwhile, by a coordinator that stops
             linked = True
         self.close()  # frees the flock and wakes the waiters
-        self.session.sweep_if_due()
+        if time.monotonic() >= self.session.next_sweep:
+            self.session.sweep_soon()
         if not linked:
             raise LockLost(f"lock file {self.path} was removed while held (was the lock "
                            "directory cleaned up?): another process may have taken the lock")
 
     def close(self) -> None:
-        """Close the descriptor, freeing its flock (from any thread)."""
         hold, self._hold = self._hold, None
         if hold is not None:  # before the close: a check of a closed hold reports nothing
-            self.session.removals.untrack(hold)
+            self.session.removals.holds.discard(hold)
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
@@ -104,7 +109,7 @@ class FileLock(LockHandle):
         with self.file.attempt() as file:
             if file.try_take() is None and not deadline.expired():
                 if deadline.forever and not eventlet_patched():
-                    while file.try_take() is None:  # then check the file still counts
+                    while file.try_take() is None:  # granted: then check the file counts
                         fcntl.flock(file.fd, fcntl.LOCK_EX)
                 else:
                     _wait_for_events(file, deadline)
@@ -116,11 +121,11 @@ class FileLock(LockHandle):
 
 def _wait_for_events(file: LockFile, deadline: Deadline) -> None:
     """Try again on each event of the file until held, ``deadline`` or the backend's close."""
-    watcher = idle.borrow()
-    watches = [watcher.watch_freed(file.fd)]
-    file.on_open = lambda fd: watches.append(watcher.watch_freed(fd))
+    watcher = inotify.idle.borrow()
+    watches = [watcher.add_watch(inotify.opened(file.fd), inotify.FREED)]
+    file.on_open = lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED))
     try:
-        with file.session.wait_woken_by_close(file.path):
+        with file.session.woken_by_close(file.path):
             while file.try_take() is None:  # watch first, then retry: no wakeup is missed
                 remaining = deadline.remaining()
                 if remaining == 0 or file.session.closed:
@@ -129,4 +134,4 @@ def _wait_for_events(file: LockFile, deadline: Deadline) -> None:
                     watcher.read()
     finally:
         file.on_open = None
-        idle.give_back(watcher, watches)
+        inotify.idle.give_back(watcher, watches)
