@@ -41,12 +41,13 @@ def opened(fd: int) -> str:
 class Inotify:
     """A non-blocking inotify instance."""
 
-    __slots__ = ("_buffer", "_readable", "fd")
+    __slots__ = ("_buffer", "_readable", "fd", "stale")
 
     def __init__(self) -> None:
         self.fd: int = _call(_libc.inotify_init1, os.O_NONBLOCK | os.O_CLOEXEC)
         self._buffer = bytearray(64 * 1024)  # many events, and one with the longest name
         self._readable: SocketWait | None = None
+        self.stale: list[int] = []  # watches to remove before the next use
 
     def fileno(self) -> int:
         return self.fd
@@ -133,23 +134,27 @@ class _IdleInstances:
     def borrow(self) -> Inotify:
         """An instance for a wait; :class:`BackendUnavailable` when the user has none left."""
         with self._mutex:
-            if self.instances:
-                return self.instances.pop()
-        try:
-            return Inotify()
-        except OSError as exc:
-            if exc.errno != errno.EMFILE:
-                raise
-        raise BackendUnavailable("no inotify instance left for a wait; "
-                                 "raise fs.inotify.max_user_instances")
+            instance = self.instances.pop() if self.instances else None
+        if instance is None:
+            try:
+                return Inotify()
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+            raise BackendUnavailable("no inotify instance left for a wait; "
+                                     "raise fs.inotify.max_user_instances")
+        for wd in instance.stale:  # left by the last wait, to return sooner
+            with contextlib.suppress(OSError):  # gone already, with its file
+                instance.rm_watch(wd)
+        instance.stale = []
+        while instance.read():  # its events, such as those of the removals
+            pass
+        return instance
 
     def give_back(self, instance: Inotify, watches: list[int]) -> None:
-        """The wait is over: remove its ``watches`` and keep ``instance`` if few are idle."""
-        for wd in watches:
-            with contextlib.suppress(OSError):
-                instance.rm_watch(wd)
-        while instance.read():  # drop the events left, such as those of the removal
-            pass
+        """The wait is over: keep ``instance`` (its ``watches`` removed by the next wait),
+        or close it if enough are idle."""
+        instance.stale = watches
         with self._mutex:
             if len(self.instances) < IDLE_INSTANCES:
                 self.instances.append(instance)

@@ -131,7 +131,9 @@ def _wait_for_events(file: LockFile, deadline: Deadline) -> None:
                 if remaining == 0 or file.session.closed:
                     return
                 if watcher.wait(remaining):
-                    watcher.read()
+                    if file.try_take() is not None:  # the hand-off: the events wait for later
+                        return
+                    watcher.read()  # then try again: a release after this read is an event
     finally:
         file.on_open = None
         inotify.idle.give_back(watcher, watches)
