@@ -39,9 +39,9 @@ def _descriptors() -> dict[int, str]:
     """This process's open descriptors in use and what each refers to (the idle inotify
     instances kept for the next waits do not count, nor the one watching lock
     directories for removals)."""
-    idle = {instance.fileno() for instance in file_inotify.idle.instances}
+    idle = {instance.fd for instance in file_inotify.idle.instances}
     if file_removal._the_watcher is not None:
-        idle.add(file_removal._the_watcher.inotify.fileno())
+        idle.add(file_removal._the_watcher.inotify.fd)
     found = {}
     for entry in os.listdir("/proc/self/fd"):
         try:

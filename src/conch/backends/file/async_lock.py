@@ -66,7 +66,7 @@ class _Watcher(inotify.Watches):
         super().__init__(inotify.idle.borrow())
         self._loop = loop
         self.users = 0
-        loop.add_reader(self.inotify.fileno(), self.dispatch)
+        loop.add_reader(self.inotify.fd, self.dispatch)
 
     @contextlib.contextmanager
     def watching(self, file: LockFile, wake: Callable[[object], None]) -> Iterator[None]:
@@ -88,7 +88,7 @@ class _Watcher(inotify.Watches):
             self.remove(wd, wake)
 
     def close(self) -> None:
-        self._loop.remove_reader(self.inotify.fileno())  # nothing when the loop is closed
+        self._loop.remove_reader(self.inotify.fd)  # nothing when the loop is closed
         inotify.idle.give_back(self.inotify, [])  # its watches went with their waiters
 
 

@@ -5,12 +5,14 @@ contract maps to files: docs/file.md.
 
 from __future__ import annotations
 
+import contextlib
+
 from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
 from conch.backends.file import inspection
 from conch.backends.file.async_lock import FileAsyncLock
 from conch.backends.file.lock import FileLock, LockFile
 from conch.backends.file.session import FileSession
-from conch.backends.kit.errors import Describe, translated
+from conch.backends.kit.errors import translated
 from conch.capabilities import Capabilities
 from conch.errors import InvalidURL, NotSupported
 from conch.introspection import LockInfo
@@ -37,7 +39,7 @@ class FileBackend(Backend):
         self.session = FileSession(self.directory, url.float_option("sweep_after", 300.0))
 
     def connect(self) -> None:
-        with translated(self.url, (OSError,), self._cannot("use lock directory")):
+        with self._translated("use"):
             self.session.open()
 
     def close(self) -> None:
@@ -50,11 +52,11 @@ class FileBackend(Backend):
         return FileAsyncLock(LockFile(self.session, key, self.member_id, on_lost))
 
     def describe_lock(self, key: bytes) -> LockInfo:
-        with translated(self.url, (OSError,), self._cannot("inspect lock directory")):
+        with self._translated("inspect"):
             return inspection.describe(self.session.lock_path(key), key)
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
-        with translated(self.url, (OSError,), self._cannot("inspect lock directory")):
+        with self._translated("inspect"):
             return inspection.held_locks(self.directory)
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
@@ -65,5 +67,6 @@ class FileBackend(Backend):
             f"stop the holder{pid} instead, and the kernel frees its locks"
         )
 
-    def _cannot(self, what: str) -> Describe:
-        return lambda exc: f"cannot {what} {self.directory}: {exc}"
+    def _translated(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return translated(self.url, (OSError,),
+                          lambda exc: f"cannot {doing} lock directory {self.directory}: {exc}")

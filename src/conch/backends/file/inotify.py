@@ -1,7 +1,6 @@
 """Linux inotify through ``ctypes`` (no binding library works under eventlet: see
-docs/file.md) and the process's idle instances. Waits block in
-:class:`~conch.backends.kit.socket_wait.SocketWait`: green under eventlet.
-"""
+docs/file.md), shared instances, and the process's idle ones. Waits are green under
+eventlet (:class:`~conch.backends.kit.socket_wait.SocketWait`)."""
 
 from __future__ import annotations
 
@@ -18,15 +17,12 @@ from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.socket_wait import SocketWait
 from conch.errors import BackendUnavailable
 
-# Event bits, as in <sys/inotify.h> without the IN_ prefix.
-ATTRIB, CLOSE_WRITE, MOVED_FROM, DELETE = 0x4, 0x8, 0x40, 0x200
+ATTRIB, CLOSE_WRITE, MOVED_FROM, DELETE = 0x4, 0x8, 0x40, 0x200  # <sys/inotify.h>'s IN_*
 DELETE_SELF, MOVE_SELF, IGNORED = 0x400, 0x800, 0x8000
-# After these a waiter tries again: every lock file description is opened for writing,
-# so the holder's close (a release, or its death) is a CLOSE_WRITE; a sweep's unlink an ATTRIB.
+# A waiter tries again after these: every description of a lock file is open for writing,
+# so the holder's close (release, death) is a CLOSE_WRITE; a sweep's unlink an ATTRIB.
 FREED = CLOSE_WRITE | ATTRIB
-# Instances kept for the next waits: closing one whose watch was removed waits for a
-# kernel grace period (about 16 ms), which a waiter that just got its lock would wait for.
-IDLE_INSTANCES = 8
+IDLE_INSTANCES = 8  # kept: closing one that had watches waits for a kernel grace period
 
 Event = tuple[int, int, str]  # watch (-1: the queue overflowed), mask, name in a directory
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
@@ -49,19 +45,14 @@ class Inotify:
         self._readable: SocketWait | None = None
         self.stale: list[int] = []  # watches to remove before the next use
 
-    def fileno(self) -> int:
-        return self.fd
-
-    def add_watch(self, path: str, mask: int) -> int:
-        """Watch ``path`` for ``mask``; the watch descriptor (one per file, watched twice)."""
+    def add_watch(self, path: str, mask: int) -> int:  # one watch per file, even twice
         return _call(_libc.inotify_add_watch, self.fd, os.fsencode(path), mask)
 
-    def rm_watch(self, wd: int) -> None:
-        _call(_libc.inotify_rm_watch, self.fd, wd)  # OSError when gone with its file
+    def rm_watch(self, wd: int) -> None:  # OSError when gone with its file
+        _call(_libc.inotify_rm_watch, self.fd, wd)
 
     def read(self) -> list[Event]:
-        """The events queued now, without waiting (``os.readv``: eventlet's green
-        ``os.read`` waits for readability first)."""
+        """The events queued now (``os.readv``: eventlet's green ``os.read`` would wait)."""
         try:
             size = os.readv(self.fd, [self._buffer])
         except BlockingIOError:
@@ -86,7 +77,7 @@ class Inotify:
 
 class Watches:
     """An instance shared by several users: the events of a watch go to the callbacks
-    added for it (all events to all, when the queue overflowed)."""
+    added for it (all events to all when the queue overflowed)."""
 
     def __init__(self, instance: Inotify) -> None:
         self.inotify = instance
@@ -94,7 +85,7 @@ class Watches:
         self._mutex = threading.Lock()
 
     def add(self, path: str, mask: int, callback: Callable[[list[Event]], object]) -> int:
-        """Call ``callback`` with the events of ``path`` (``OSError``: not watched); its watch."""
+        """Pass the events of ``path`` to ``callback`` (``OSError``: cannot); the watch."""
         with self._mutex:
             wd = self.inotify.add_watch(path, mask)
             self._callbacks.setdefault(wd, []).append(callback)
@@ -110,7 +101,6 @@ class Watches:
                     self.inotify.rm_watch(wd)
 
     def dispatch(self) -> None:
-        """Read the events queued and call their callbacks."""
         by_watch: dict[int, list[Event]] = {}
         for event in self.inotify.read():
             by_watch.setdefault(event[0], []).append(event)
@@ -124,7 +114,7 @@ class Watches:
 
 
 class _IdleInstances:
-    """The process's instances without watches, kept for the next waits."""
+    """The process's instances kept for the next waits."""
 
     def __init__(self) -> None:
         self.instances: list[Inotify] = []
@@ -132,28 +122,27 @@ class _IdleInstances:
         forget_in_child(self)
 
     def borrow(self) -> Inotify:
-        """An instance for a wait; :class:`BackendUnavailable` when the user has none left."""
+        """An instance without watches or events; :class:`BackendUnavailable` when the user
+        has none left."""
         with self._mutex:
             instance = self.instances.pop() if self.instances else None
-        if instance is None:
-            try:
-                return Inotify()
-            except OSError as exc:
-                if exc.errno != errno.EMFILE:
-                    raise
-            raise BackendUnavailable("no inotify instance left for a wait; "
-                                     "raise fs.inotify.max_user_instances")
-        for wd in instance.stale:  # left by the last wait, to return sooner
-            with contextlib.suppress(OSError):  # gone already, with its file
-                instance.rm_watch(wd)
-        instance.stale = []
-        while instance.read():  # its events, such as those of the removals
-            pass
-        return instance
+        if instance is not None:
+            for wd in instance.stale:  # left by the last wait, to return sooner
+                with contextlib.suppress(OSError):  # gone already, with its file
+                    instance.rm_watch(wd)
+            instance.stale = []
+            while instance.read():
+                pass
+            return instance
+        try:
+            return Inotify()
+        except OSError as exc:
+            if exc.errno != errno.EMFILE:
+                raise
+        raise BackendUnavailable("no inotify instance left; raise fs.inotify.max_user_instances")
 
     def give_back(self, instance: Inotify, watches: list[int]) -> None:
-        """The wait is over: keep ``instance`` (its ``watches`` removed by the next wait),
-        or close it if enough are idle."""
+        """Keep ``instance`` for the next wait, which removes its ``watches``."""
         instance.stale = watches
         with self._mutex:
             if len(self.instances) < IDLE_INSTANCES:
@@ -171,7 +160,6 @@ idle = _IdleInstances()
 
 
 def _call(function: ctypes._NamedFuncPointer, *args: object) -> int:
-    """Call ``function``; its result, or ``OSError`` for -1 (retried on ``EINTR``)."""
     while (result := int(function(*args))) == -1:
         if (code := ctypes.get_errno()) != errno.EINTR:
             raise OSError(code, os.strerror(code))

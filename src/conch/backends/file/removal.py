@@ -6,6 +6,7 @@ thread per process watches the directories with holds; see docs/file.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -21,14 +22,13 @@ _REMOVALS = inotify.DELETE | inotify.MOVED_FROM | inotify.DELETE_SELF | inotify.
 _OF_THE_DIRECTORY = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED
 
 
+@dataclasses.dataclass(eq=False)
 class Hold:
-    """A record per hold, so that a check racing with the release reports nothing, even
-    when the lock holds again through a descriptor of the same number."""
+    """A record per hold (compared by identity), so that a check racing with the release
+    reports nothing, even when the lock holds again on a descriptor of the same number."""
 
-    __slots__ = ("fd", "path")
-
-    def __init__(self, fd: int, path: str) -> None:
-        self.fd, self.path = fd, path
+    fd: int
+    path: str
 
 
 def at_its_path(fd: int, path: str) -> bool:
@@ -48,11 +48,10 @@ class Removals:
         self.seen = 0  # batches of removal events read for the directory
         self.wd: int | None = None  # the directory's watch
         self.holds: Holds[Hold] = Holds()
-        self._mutex = threading.Lock()
+        self._mutex = threading.Lock()  # for wd
 
     def track(self, hold: Hold, on_lost: LossCallback, seen_before: int) -> None:
-        """Track ``hold``, taken by an acquire that began when :attr:`seen` was
-        ``seen_before``; its loss goes to ``on_lost``."""
+        """Track ``hold``, of an acquire begun when :attr:`seen` was ``seen_before``."""
         unwatched = self.wd is None  # the first hold, or the directory was removed since
         if unwatched:
             self._watch(None)
@@ -61,8 +60,7 @@ class Removals:
             self.check([hold])
 
     def check(self, holds: list[Hold] | None = None, names: set[str] | None = None) -> None:
-        """Report lost each of ``holds`` (``None``: all) of the files ``names`` (``None``:
-        any) that is no longer at its path."""
+        """Report lost each of ``holds`` (or all) of files ``names`` (or any) not at its path."""
         for hold in self.holds.snapshot() if holds is None else holds:
             if (names is None or os.path.basename(hold.path) in names) \
                     and not at_its_path(hold.fd, hold.path):
@@ -80,8 +78,7 @@ class Removals:
         self._mutex, self.wd = threading.Lock(), None  # the parent's watch: watch anew
 
     def _watch(self, replaced: int | None) -> None:
-        """Watch the directory at the path, in place of watch ``replaced`` (a directory
-        removed or moved), unless watched meanwhile."""
+        """Watch the directory at the path, instead of ``replaced`` (unless watched since)."""
         with self._mutex:
             if self.wd != replaced:
                 return
