@@ -1,6 +1,4 @@
-"""The memory:// backend: locks within one process, for tests.
-
-The backend class is in ``backend.py``."""
+"""The ``memory://`` backend: locks within one process, for tests and examples."""
 
 from conch.backends.memory.backend import MemoryBackend
 

@@ -1,0 +1,142 @@
+"""``memory://`` locks: a store per URL keeps what a server would (holders, waiters, one
+token counter). Both handles try through :meth:`MemoryLock.try_take` and wait for the
+waker it registered, which a release calls: an event, or (asyncio) a future."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from conch.backends.base import AsyncLockHandle, Deadline, LockHandle, LossCallback
+from conch.errors import LockLost
+from conch.introspection import HOST, HolderInfo, LockInfo
+
+
+class Name:
+    """One name's holder and its waiters' wakers (under the store's mutex)."""
+
+    def __init__(self) -> None:
+        self.holder: MemoryLock | None = None
+        self.holder_info: HolderInfo | None = None
+        self.wakers: list[Callable[[], object]] = []
+
+    def info(self, key: bytes) -> LockInfo:
+        return LockInfo(key, self.holder_info, len(self.wakers))
+
+
+class Store:
+    """The names in use of one ``memory://`` URL."""
+
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.names: dict[bytes, Name] = {}
+        self.tokens = itertools.count(1)
+
+    def free(self, key: bytes, name: Name) -> None:
+        """Free ``name`` (mutex held) and wake its waiters, to try again."""
+        name.holder = name.holder_info = None
+        for wake in name.wakers:
+            wake()
+        self.forget_if_unused(key, name)
+
+    def forget_if_unused(self, key: bytes, name: Name) -> None:
+        if name.holder is None and not name.wakers:
+            del self.names[key]
+
+
+class MemoryLock(LockHandle):
+    """The blocking handle, whose hold the asyncio handle shares."""
+
+    def __init__(self, store: Store, key: bytes, member_id: str, on_lost: LossCallback,
+                 closed: threading.Event) -> None:
+        self.store, self.key, self.member_id, self.on_lost = store, key, member_id, on_lost
+        self.closed = closed  # its backend's: set (and waiters woken) by close()
+
+    def try_take(self, waker: Callable[[], object]) -> int | None:
+        """Hold the name if it is free: the token; else ``None``, and ``waker`` is called
+        when the name is freed (until :meth:`stop_waiting`)."""
+        with self.store.mutex:
+            name = self.store.names.setdefault(self.key, Name())
+            if name.holder is not None:
+                if waker not in name.wakers:
+                    name.wakers.append(waker)
+                return None
+            name.holder, token = self, next(self.store.tokens)
+            name.holder_info = HolderInfo(member_id=self.member_id, host=HOST, pid=os.getpid(),
+                                          acquired_at=time.time(), token=token)
+            return token
+
+    def stop_waiting(self, waker: Callable[[], object]) -> None:
+        with self.store.mutex:
+            name = self.store.names.get(self.key)
+            if name is not None and waker in name.wakers:
+                name.wakers.remove(waker)
+                self.store.forget_if_unused(self.key, name)
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        woken = threading.Event()
+        try:
+            while (token := self.try_take(woken.set)) is None:
+                remaining = deadline.remaining()
+                if remaining == 0 or self.closed.is_set():
+                    return None
+                woken.wait(remaining)
+                woken.clear()  # before the next try, which sees any release after this
+            return token
+        finally:
+            self.stop_waiting(woken.set)
+
+    def release(self) -> None:
+        with self.store.mutex:
+            name = self.store.names.get(self.key)
+            if name is None or name.holder is not self:  # broken; its report may be on its way
+                raise LockLost("the lock was broken (conch break) before its release")
+            self.store.free(self.key, name)
+
+
+class MemoryAsyncLock(AsyncLockHandle):
+    """The same hold, awaited."""
+
+    def __init__(self, lock: MemoryLock) -> None:
+        self._lock = lock
+
+    async def acquire(self, deadline: Deadline) -> int | None:
+        loop = asyncio.get_running_loop()
+        freed: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:  # from any thread; nothing once the loop is closed
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_set, freed)
+
+        try:
+            while (token := self._lock.try_take(wake)) is None:
+                remaining = deadline.remaining()
+                if remaining == 0:
+                    return None
+                # Not asyncio.wait_for: before Python 3.12 it may swallow a cancellation.
+                timer = None if remaining is None else loop.call_later(remaining, _set, freed)
+                try:  # cancelled here, nothing is held
+                    await freed
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                freed = loop.create_future()
+            return token
+        finally:
+            self._lock.stop_waiting(wake)
+
+    async def release(self) -> None:
+        self._lock.release()
+
+    def abandon(self) -> None:
+        self._lock.release()
+
+
+def _set(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
