@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
-from conch.backends.memory.lock import MemoryAsyncLock, MemoryLock, Store
+from conch.backends.memory.lock import MemoryAsyncLock, MemoryLock, Name, Store
 from conch.capabilities import Capabilities
 from conch.introspection import HolderChanged, LockInfo
 from conch.url import BackendURL
@@ -52,11 +52,11 @@ class MemoryBackend(Backend):
     def describe_lock(self, key: bytes) -> LockInfo:
         with self._store.mutex:
             name = self._store.names.get(key)
-            return LockInfo(key, None, 0) if name is None else name.info(key)
+            return LockInfo(key, None, 0) if name is None else _info(key, name)
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
         with self._store.mutex:
-            return [name.info(key) for key, name in self._store.names.items()]
+            return [_info(key, name) for key, name in self._store.names.items()]
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
         with self._store.mutex:
@@ -65,7 +65,7 @@ class MemoryBackend(Backend):
                 if token is not None:
                     raise HolderChanged(f"lock {key!r} is no longer held")
                 return LockInfo(key, None, 0)
-            broken, holder = name.info(key), name.holder
+            broken, holder = _info(key, name), name.holder
             if token is not None and (name.holder_info is None
                                       or name.holder_info.token != token):
                 raise HolderChanged(f"lock {key!r} is held by another hold than token {token}")
@@ -73,3 +73,7 @@ class MemoryBackend(Backend):
         assert holder is not None
         holder.on_lost("the lock was broken (conch break)")
         return broken
+
+
+def _info(key: bytes, name: Name) -> LockInfo:
+    return LockInfo(key, name.holder_info, len(name.wakers))

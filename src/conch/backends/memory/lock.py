@@ -6,39 +6,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from conch.backends.base import AsyncLockHandle, Deadline, LockHandle, LossCallback
 from conch.errors import LockLost
-from conch.introspection import HOST, HolderInfo, LockInfo
+from conch.introspection import HOST, HolderInfo
 
 
+@dataclasses.dataclass
 class Name:
     """One name's holder and its waiters' wakers (under the store's mutex)."""
 
-    def __init__(self) -> None:
-        self.holder: MemoryLock | None = None
-        self.holder_info: HolderInfo | None = None
-        self.wakers: list[Callable[[], object]] = []
-
-    def info(self, key: bytes) -> LockInfo:
-        return LockInfo(key, self.holder_info, len(self.wakers))
+    holder: MemoryLock | None = None
+    holder_info: HolderInfo | None = None
+    wakers: list[Callable[[], object]] = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass
 class Store:
     """The names in use of one ``memory://`` URL."""
 
-    def __init__(self) -> None:
-        self.mutex = threading.Lock()
-        self.names: dict[bytes, Name] = {}
-        self.tokens = itertools.count(1)
+    mutex: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    names: dict[bytes, Name] = dataclasses.field(default_factory=dict)
+    tokens: Iterator[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
-    def free(self, key: bytes, name: Name) -> None:
-        """Free ``name`` (mutex held) and wake its waiters, to try again."""
+    def free(self, key: bytes, name: Name) -> None:  # mutex held: waiters wake, try again
         name.holder = name.holder_info = None
         for wake in name.wakers:
             wake()
@@ -53,9 +50,9 @@ class MemoryLock(LockHandle):
     """The blocking handle, whose hold the asyncio handle shares."""
 
     def __init__(self, store: Store, key: bytes, member_id: str, on_lost: LossCallback,
-                 closed: threading.Event) -> None:
+                 closed: threading.Event) -> None:  # closed: the backend's, set by its close
         self.store, self.key, self.member_id, self.on_lost = store, key, member_id, on_lost
-        self.closed = closed  # its backend's: set (and waiters woken) by close()
+        self.closed = closed
 
     def try_take(self, waker: Callable[[], object]) -> int | None:
         """Hold the name if it is free: the token; else ``None``, and ``waker`` is called
