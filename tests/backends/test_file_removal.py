@@ -18,7 +18,7 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends.file.tokens import HIGH_WATER_FILE
+from conch.backends.file.session import HIGH_WATER_FILE
 from conch.history import load, violations
 from tests.backends import file_helpers
 from tests.backends.file_helpers import HOLDER, hold_once, lock_file_name

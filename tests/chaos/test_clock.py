@@ -29,8 +29,8 @@ TIMED_WAIT = 0.5
 # Where conch reads the wall clock, and why that is not a duration. A new read must be
 # added here, with its reason, after checking it is not one.
 WALL_CLOCK_READS = {
-    ("backends/file/tokens.py", "next_token"): "the start time shown for a hold (conch show)",
-    ("backends/file/tokens.py", "raise_high_water"):
+    ("backends/file/session.py", "next_token"): "the start time shown for a hold (conch show)",
+    ("backends/file/session.py", "raise_high_water"):
         "a fresh token starts above the clock in µs, so tokens stay above those of a wiped file",
     ("backends/file/session.py", "sweep"): "file modification times are wall-clock: a jump only "
                                    "changes which idle files are swept",

@@ -1,6 +1,6 @@
 """Who holds the ``file://`` locks of a directory, read without trying them (a try would
 fail a real acquire meanwhile): ``/proc/locks`` names the holding pid and the file, whose
-hold record (:data:`.tokens.HOLD_RECORD`) says the rest. Timed waiters appear nowhere, so
+hold record (:data:`.session.HOLD_RECORD`) says the rest. Timed waiters appear nowhere, so
 waiters are not reported. ``OSError`` is the caller's to translate.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from conch.backends.file.tokens import HOLD_RECORD
+from conch.backends.file.session import HOLD_RECORD
 from conch.introspection import HolderInfo, LockInfo, read_stamp
 
 _READ_AT_MOST = 512 * 1024  # the record and the stamp of any name (64 KiB, JSON-escaped)

@@ -13,8 +13,7 @@ from types import TracebackType
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.file import inotify
 from conch.backends.file.removal import Hold, at_its_path
-from conch.backends.file.session import FileSession
-from conch.backends.file.tokens import open_creating
+from conch.backends.file.session import FileSession, open_creating
 from conch.errors import LockLost
 from conch.green import eventlet_patched
 from conch.introspection import HolderStamp
@@ -68,7 +67,7 @@ class LockFile:
             # After removals, linked is not enough: a renamed directory keeps its files.
             if os.fstat(self.fd).st_nlink if removals.seen == self._seen \
                     else at_its_path(self.fd, self.path):
-                self.token = self.session.tokens.next_token(self.fd, self._stamp)
+                self.token = self.session.next_token(self.fd, self._stamp)
                 self._hold = Hold(self.fd, self.path)
                 removals.track(self._hold, self._on_lost, self._seen)
                 return self.token
