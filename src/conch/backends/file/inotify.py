@@ -24,7 +24,7 @@ DELETE_SELF, MOVE_SELF, IGNORED = 0x400, 0x800, 0x8000
 FREED = CLOSE_WRITE | ATTRIB
 IDLE_INSTANCES = 8  # kept: closing one that had watches waits for a kernel grace period
 
-Event = tuple[int, int, str]  # watch (-1: the queue overflowed), mask, name in a directory
+Event = tuple[int, int]  # the watch (-1: the queue overflowed), the mask
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -57,12 +57,11 @@ class Inotify:
             size = os.readv(self.fd, [self._buffer])
         except BlockingIOError:
             return []
-        events, data, offset = [], memoryview(self._buffer)[:size], 0
+        events, offset = [], 0
         while offset < size:
-            wd, mask, _cookie, length = _EVENT_HEADER.unpack_from(data, offset)
-            offset += _EVENT_HEADER.size + length
-            name = bytes(data[offset - length:offset]).rstrip(b"\0")
-            events.append((wd, mask, os.fsdecode(name)))
+            wd, mask, _cookie, name_length = _EVENT_HEADER.unpack_from(self._buffer, offset)
+            offset += _EVENT_HEADER.size + name_length
+            events.append((wd, mask))
         return events
 
     def wait(self, timeout: float | None) -> bool:

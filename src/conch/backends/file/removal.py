@@ -59,11 +59,10 @@ class Removals:
         if unwatched or self.seen != seen_before:  # removals the thread may have missed
             self.check([hold])
 
-    def check(self, holds: list[Hold] | None = None, names: set[str] | None = None) -> None:
-        """Report lost each of ``holds`` (or all) of files ``names`` (or any) not at its path."""
+    def check(self, holds: list[Hold] | None = None) -> None:
+        """Report lost each of ``holds`` (``None``: all) that is no longer at its path."""
         for hold in self.holds.snapshot() if holds is None else holds:
-            if (names is None or os.path.basename(hold.path) in names) \
-                    and not at_its_path(hold.fd, hold.path):
+            if not at_its_path(hold.fd, hold.path):
                 self.holds.lose(hold, f"its lock file {hold.path} was removed or renamed "
                                       "(was the lock directory cleaned up?): another "
                                       "process may take the lock")
@@ -96,11 +95,9 @@ class Removals:
 
     def _removed(self, events: list[inotify.Event]) -> None:
         self.seen += 1
-        if any(wd == -1 or mask & _OF_THE_DIRECTORY for wd, mask, _name in events):
+        if any(wd == -1 or mask & _OF_THE_DIRECTORY for wd, mask in events):
             self._watch(self.wd)  # the directory went, or events were dropped
-            self.check()
-        else:
-            self.check(names={name for _wd, _mask, name in events})
+        self.check()
 
 
 class _Watcher(inotify.Watches):
