@@ -40,11 +40,11 @@ async def _wait(file: LockFile, deadline: Deadline) -> None:
     loop = asyncio.get_running_loop()
     freed: asyncio.Future[None] = loop.create_future()
 
-    def wake(_events: object = None) -> None:
+    def wake(_mask: int = 0) -> None:
         if not freed.done():
             freed.set_result(None)
 
-    with _watcher(loop) as watcher, watcher.watching(file, wake):
+    with _watching(file, wake):
         while file.try_take() is None:  # watch first, then retry: no wakeup is missed
             remaining = deadline.remaining()
             if remaining == 0:
@@ -64,32 +64,8 @@ class _Watcher(inotify.Watches):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(inotify.idle.borrow())
-        self._loop = loop
-        self.users = 0
+        self.loop, self.users = loop, 0
         loop.add_reader(self.inotify.fd, self.dispatch)
-
-    @contextlib.contextmanager
-    def watching(self, file: LockFile, wake: Callable[[object], None]) -> Iterator[None]:
-        """Call ``wake`` on the events of the file open in ``file`` (and of the file it
-        moves to, once swept)."""
-        wd = self.add(inotify.opened(file.fd), inotify.FREED, wake)
-
-        def moved(fd: int) -> None:
-            nonlocal wd
-            new = self.add(inotify.opened(fd), inotify.FREED, wake)
-            self.remove(wd, wake)
-            wd = new
-
-        file.on_open = moved
-        try:
-            yield
-        finally:
-            file.on_open = None
-            self.remove(wd, wake)
-
-    def close(self) -> None:
-        self._loop.remove_reader(self.inotify.fd)  # nothing when the loop is closed
-        inotify.idle.give_back(self.inotify, [])  # its watches went with their waiters
 
 
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = \
@@ -98,20 +74,37 @@ _watchers_mutex = threading.Lock()  # loops on several threads share the registr
 
 
 @contextlib.contextmanager
-def _watcher(loop: asyncio.AbstractEventLoop) -> Iterator[_Watcher]:
-    """``loop``'s watcher, opened by its first user and closed by its last."""
+def _watching(file: LockFile, wake: Callable[[int], None]) -> Iterator[None]:
+    """Call ``wake`` on the events of the file open in ``file`` (and of the file it moves
+    to, once swept), through its loop's instance, which its first waiter borrows and
+    its last gives back."""
+    loop = asyncio.get_running_loop()
     with _watchers_mutex:
         watcher = _watchers.get(loop)
         if watcher is None:
             watcher = _watchers[loop] = _Watcher(loop)
         watcher.users += 1
+    wd: int | None = None
+
+    def watch(fd: int) -> None:
+        nonlocal wd
+        old, wd = wd, watcher.add(inotify.opened(fd), inotify.FREED, wake)
+        if old is not None:
+            watcher.remove(old, wake)
+
     try:
-        yield watcher
+        watch(file.fd)
+        file.on_open = watch
+        yield
     finally:
+        file.on_open = None
+        if wd is not None:
+            watcher.remove(wd, wake)
         with _watchers_mutex:
             watcher.users -= 1
             unused = not watcher.users
             if unused:
                 del _watchers[loop]
         if unused:
-            watcher.close()
+            loop.remove_reader(watcher.inotify.fd)  # nothing when the loop is closed
+            inotify.idle.give_back(watcher.inotify, [])  # its watches went with their waiters

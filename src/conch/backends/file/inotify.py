@@ -18,13 +18,12 @@ from conch.backends.kit.socket_wait import SocketWait
 from conch.errors import BackendUnavailable
 
 ATTRIB, CLOSE_WRITE, MOVED_FROM, DELETE = 0x4, 0x8, 0x40, 0x200  # <sys/inotify.h>'s IN_*
-DELETE_SELF, MOVE_SELF, IGNORED = 0x400, 0x800, 0x8000
+DELETE_SELF, MOVE_SELF, Q_OVERFLOW, IGNORED = 0x400, 0x800, 0x4000, 0x8000
 # A waiter tries again after these: every description of a lock file is open for writing,
 # so the holder's close (release, death) is a CLOSE_WRITE; a sweep's unlink an ATTRIB.
 FREED = CLOSE_WRITE | ATTRIB
 IDLE_INSTANCES = 8  # kept: closing one that had watches waits for a kernel grace period
 
-Event = tuple[int, int]  # the watch (-1: the queue overflowed), the mask
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -51,18 +50,17 @@ class Inotify:
     def rm_watch(self, wd: int) -> None:  # OSError when gone with its file
         _call(_libc.inotify_rm_watch, self.fd, wd)
 
-    def read(self) -> list[Event]:
-        """The events queued now (``os.readv``: eventlet's green ``os.read`` would wait)."""
-        try:
-            size = os.readv(self.fd, [self._buffer])
-        except BlockingIOError:
-            return []
-        events, offset = [], 0
-        while offset < size:
-            wd, mask, _cookie, name_length = _EVENT_HEADER.unpack_from(self._buffer, offset)
-            offset += _EVENT_HEADER.size + name_length
-            events.append((wd, mask))
-        return events
+    def read(self) -> dict[int, int]:
+        """The events queued now, as each watch's masks or-ed (watch -1: the queue
+        overflowed), without waiting (``os.readv``: eventlet's green ``os.read`` would)."""
+        masks: dict[int, int] = {}
+        with contextlib.suppress(BlockingIOError):
+            size, offset = os.readv(self.fd, [self._buffer]), 0
+            while offset < size:
+                wd, mask, _cookie, name_length = _EVENT_HEADER.unpack_from(self._buffer, offset)
+                offset += _EVENT_HEADER.size + name_length
+                masks[wd] = masks.get(wd, 0) | mask
+        return masks
 
     def wait(self, timeout: float | None) -> bool:
         """Wait up to ``timeout`` seconds (``None``: forever); whether events are queued."""
@@ -75,22 +73,22 @@ class Inotify:
 
 
 class Watches:
-    """An instance shared by several users: the events of a watch go to the callbacks
-    added for it (all events to all when the queue overflowed)."""
+    """An instance shared by several users: the mask of a watch's events goes to the
+    callbacks added for it (``Q_OVERFLOW`` to all when the queue overflowed)."""
 
     def __init__(self, instance: Inotify) -> None:
         self.inotify = instance
-        self._callbacks: dict[int, list[Callable[[list[Event]], object]]] = {}  # by watch
+        self._callbacks: dict[int, list[Callable[[int], object]]] = {}  # by watch
         self._mutex = threading.Lock()
 
-    def add(self, path: str, mask: int, callback: Callable[[list[Event]], object]) -> int:
+    def add(self, path: str, mask: int, callback: Callable[[int], object]) -> int:
         """Pass the events of ``path`` to ``callback`` (``OSError``: cannot); the watch."""
         with self._mutex:
             wd = self.inotify.add_watch(path, mask)
             self._callbacks.setdefault(wd, []).append(callback)
         return wd
 
-    def remove(self, wd: int, callback: Callable[[list[Event]], object]) -> None:
+    def remove(self, wd: int, callback: Callable[[int], object]) -> None:
         with self._mutex:
             callbacks = self._callbacks.get(wd, [])
             if callback in callbacks:
@@ -100,16 +98,14 @@ class Watches:
                     self.inotify.rm_watch(wd)
 
     def dispatch(self) -> None:
-        by_watch: dict[int, list[Event]] = {}
-        for event in self.inotify.read():
-            by_watch.setdefault(event[0], []).append(event)
-        overflow = by_watch.pop(-1, None)
+        masks = self.inotify.read()
+        overflow = masks.pop(-1, 0)
         with self._mutex:
-            calls = [(callback, by_watch.get(wd) or overflow)
-                     for wd, callbacks in self._callbacks.items() for callback in callbacks
-                     if wd in by_watch or overflow]
-        for callback, events in calls:
-            callback(events or [])
+            calls = [(callback, masks.get(wd, 0) | overflow)
+                     for wd, callbacks in self._callbacks.items() if wd in masks or overflow
+                     for callback in callbacks]
+        for callback, mask in calls:
+            callback(mask)
 
 
 class _IdleInstances:

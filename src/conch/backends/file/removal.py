@@ -19,7 +19,7 @@ from conch.backends.kit.session import Holds
 log = logging.getLogger("conch")
 
 _REMOVALS = inotify.DELETE | inotify.MOVED_FROM | inotify.DELETE_SELF | inotify.MOVE_SELF
-_OF_THE_DIRECTORY = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED
+_OF_THE_DIRECTORY = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED | inotify.Q_OVERFLOW
 
 
 @dataclasses.dataclass(eq=False)
@@ -93,10 +93,10 @@ class Removals:
                             "file is removed is reported lost only by its release",
                             self.directory, exc.strerror)
 
-    def _removed(self, events: list[inotify.Event]) -> None:
+    def _removed(self, mask: int) -> None:
         self.seen += 1
-        if any(wd == -1 or mask & _OF_THE_DIRECTORY for wd, mask in events):
-            self._watch(self.wd)  # the directory went, or events were dropped
+        if mask & _OF_THE_DIRECTORY:  # the directory went, or events were dropped
+            self._watch(self.wd)
         self.check()
 
 
