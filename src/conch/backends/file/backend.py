@@ -9,7 +9,6 @@ import contextlib
 
 from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
 from conch.backends.file import inspection
-from conch.backends.file.async_lock import FileAsyncLock
 from conch.backends.file.lock import FileLock, LockFile
 from conch.backends.file.session import FileSession
 from conch.backends.kit.errors import translated
@@ -49,6 +48,8 @@ class FileBackend(Backend):
         return FileLock(LockFile(self.session, key, self.member_id, on_lost))
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
+        from conch.backends.file.async_lock import FileAsyncLock  # asyncio, when used
+
         return FileAsyncLock(LockFile(self.session, key, self.member_id, on_lost))
 
     def describe_lock(self, key: bytes) -> LockInfo:

@@ -1,5 +1,14 @@
-"""The ``memory://`` backend: locks within one process, for tests and examples."""
+"""The memory:// backend: locks within one process, for tests.
 
-from conch.backends.memory.backend import MemoryBackend
+``MemoryBackend`` (``backend.py``) is imported on first use, so importing this package imports
+no client library."""
+
+from typing import TYPE_CHECKING
+
+from conch.backends import lazy_exports
+
+if TYPE_CHECKING:
+    from conch.backends.memory.backend import MemoryBackend
 
 __all__ = ["MemoryBackend"]
+__getattr__ = lazy_exports(__name__, MemoryBackend="backend")

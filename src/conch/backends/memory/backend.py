@@ -1,12 +1,13 @@
 """``memory://[name]``: locks inside this process, for tests and examples. Every
-coordinator of the process with the same URL shares one store, as if it were a server."""
+coordinator of the process with the same URL shares one store, as if it were a server;
+the asyncio handle is imported on first use."""
 
 from __future__ import annotations
 
 import threading
 
 from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
-from conch.backends.memory.lock import MemoryAsyncLock, MemoryLock, Name, Store
+from conch.backends.memory.lock import MemoryLock, Name, Store
 from conch.capabilities import Capabilities
 from conch.introspection import HolderChanged, LockInfo
 from conch.url import BackendURL
@@ -46,6 +47,8 @@ class MemoryBackend(Backend):
         return MemoryLock(self._store, key, self.member_id, on_lost, self._closed)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
+        from conch.backends.memory.async_lock import MemoryAsyncLock  # asyncio, when used
+
         return MemoryAsyncLock(MemoryLock(self._store, key, self.member_id, on_lost,
                                           self._closed))
 

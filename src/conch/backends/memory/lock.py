@@ -1,11 +1,10 @@
 """``memory://`` locks: a store per URL keeps what a server would (holders, waiters, one
 token counter). Both handles try through :meth:`MemoryLock.try_take` and wait for the
-waker it registered, which a release calls: an event, or (asyncio) a future."""
+waker it registered, which a release calls: this blocking handle's event, or the
+asyncio handle's future (``async_lock.py``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import itertools
 import os
@@ -13,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from conch.backends.base import AsyncLockHandle, Deadline, LockHandle, LossCallback
+from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.errors import LockLost
 from conch.introspection import HOST, HolderInfo
 
@@ -94,46 +93,3 @@ class MemoryLock(LockHandle):
             if name is None or name.holder is not self:  # broken; its report may be on its way
                 raise LockLost("the lock was broken (conch break) before its release")
             self.store.free(self.key, name)
-
-
-class MemoryAsyncLock(AsyncLockHandle):
-    """The same hold, awaited."""
-
-    def __init__(self, lock: MemoryLock) -> None:
-        self._lock = lock
-
-    async def acquire(self, deadline: Deadline) -> int | None:
-        loop = asyncio.get_running_loop()
-        freed: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:  # from any thread; nothing once the loop is closed
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_set, freed)
-
-        try:
-            while (token := self._lock.try_take(wake)) is None:
-                remaining = deadline.remaining()
-                if remaining == 0:
-                    return None
-                # Not asyncio.wait_for: before Python 3.12 it may swallow a cancellation.
-                timer = None if remaining is None else loop.call_later(remaining, _set, freed)
-                try:  # cancelled here, nothing is held
-                    await freed
-                finally:
-                    if timer is not None:
-                        timer.cancel()
-                freed = loop.create_future()
-            return token
-        finally:
-            self._lock.stop_waiting(wake)
-
-    async def release(self) -> None:
-        self._lock.release()
-
-    def abandon(self) -> None:
-        self._lock.release()
-
-
-def _set(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

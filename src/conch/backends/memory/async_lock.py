@@ -1,0 +1,53 @@
+"""The ``memory://`` asyncio handle: :class:`.lock.MemoryLock`'s hold, awaited on a future
+that the release sets (imported on first use: a sync user imports no asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from conch.backends.base import AsyncLockHandle, Deadline
+from conch.backends.memory.lock import MemoryLock
+
+
+class MemoryAsyncLock(AsyncLockHandle):
+    """The same hold as a :class:`MemoryLock`, awaited."""
+
+    def __init__(self, lock: MemoryLock) -> None:
+        self._lock = lock
+
+    async def acquire(self, deadline: Deadline) -> int | None:
+        loop = asyncio.get_running_loop()
+        freed: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:  # from any thread; nothing once the loop is closed
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_set, freed)
+
+        try:
+            while (token := self._lock.try_take(wake)) is None:
+                remaining = deadline.remaining()
+                if remaining == 0:
+                    return None
+                # Not asyncio.wait_for: before Python 3.12 it may swallow a cancellation.
+                timer = None if remaining is None else loop.call_later(remaining, _set, freed)
+                try:  # cancelled here, nothing is held
+                    await freed
+                finally:
+                    if timer is not None:
+                        timer.cancel()
+                freed = loop.create_future()
+            return token
+        finally:
+            self._lock.stop_waiting(wake)
+
+    async def release(self) -> None:
+        self._lock.release()
+
+    def abandon(self) -> None:
+        self._lock.release()
+
+
+def _set(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
