@@ -36,7 +36,7 @@ class FileAsyncLock(AsyncLockHandle):
 
 
 async def _wait(file: LockFile, deadline: Deadline) -> None:
-    """Try ``file`` again on each of its events until it holds or ``deadline`` passes."""
+    """Try ``file`` again on each of its events (:meth:`LockFile.waits`)."""
     loop = asyncio.get_running_loop()
     freed: asyncio.Future[None] = loop.create_future()
 
@@ -45,10 +45,7 @@ async def _wait(file: LockFile, deadline: Deadline) -> None:
             freed.set_result(None)
 
     with _watching(file, wake):
-        while file.try_take() is None:  # watch first, then retry: no wakeup is missed
-            remaining = deadline.remaining()
-            if remaining == 0:
-                return
+        for remaining in file.waits(deadline):
             # Not asyncio.wait_for: before Python 3.12 it may swallow a cancellation.
             timer = None if remaining is None else loop.call_later(remaining, wake)
             try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
@@ -76,6 +76,16 @@ class LockFile:
             if self.on_open is not None:
                 self.on_open(self.fd)
 
+    def waits(self, deadline: Deadline) -> Iterator[float | None]:
+        """Tries until held, watched first so that no wakeup is missed: yields how long to
+        wait for the file's next event (``None``: no limit) before the next try; ends
+        when held, at ``deadline``, or once the session closed."""
+        while self.try_take() is None:
+            remaining = deadline.remaining()
+            if remaining == 0 or self.session.closed:
+                return
+            yield remaining
+
     def release(self) -> None:
         """Free the hold; :class:`LockLost` when its file was removed while held."""
         try:
@@ -125,10 +135,7 @@ def _wait_for_events(file: LockFile, deadline: Deadline) -> None:
     file.on_open = lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED))
     try:
         with file.session.woken_by_close(file.path):
-            while file.try_take() is None:  # watch first, then retry: no wakeup is missed
-                remaining = deadline.remaining()
-                if remaining == 0 or file.session.closed:
-                    return
+            for remaining in file.waits(deadline):
                 if watcher.wait(remaining):
                     if file.try_take() is not None:  # the hand-off: the events wait for later
                         return
