@@ -46,19 +46,16 @@ class FileSession:
     """One backend's use of its lock directory."""
 
     def __init__(self, directory: str, sweep_after: float) -> None:
-        self.directory, self.sweep_after = directory, sweep_after
+        self.directory, self.sweep_after, self.next_sweep = directory, sweep_after, 0.0
         self.removals = Removals(directory)
         self.closed = False
-        self.next_sweep = 0.0
         self._sweeping = threading.Lock()
-        self._waits: dict[str, int] = {}  # lock file path: waits close() wakes
+        self._waits: list[str] = []  # the lock files of the waits close() wakes
         self._mutex = threading.Lock()  # for _waits and the mark (flock excludes no thread)
-        self._mark_path = os.path.join(directory, HIGH_WATER_FILE)
-        self._mark = -1
+        self._mark_path, self._mark = os.path.join(directory, HIGH_WATER_FILE), -1
         self._pid = os.getpid()  # for hold records (os.getpid() per acquire costs more)
 
-    def open(self) -> None:
-        """Create the directory if need be and open it (``OSError`` when unusable)."""
+    def open(self) -> None:  # OSError when the directory is unusable
         os.makedirs(self.directory, exist_ok=True)
         self._mark = open_creating(self._mark_path)
         self.next_sweep = time.monotonic() + self.sweep_after
@@ -67,7 +64,7 @@ class FileSession:
     def close(self) -> None:
         with self._mutex:  # once a sweep using the mark is done
             self.closed = True
-            waited = list(self._waits)
+            waited = set(self._waits)
             if self._mark >= 0:
                 os.close(self._mark)
                 self._mark = -1
@@ -119,14 +116,12 @@ class FileSession:
         """An inotify wait on lock file ``path`` that :meth:`close` wakes: enter it once
         the file is watched, and check :attr:`closed` after."""
         with self._mutex:
-            self._waits[path] = self._waits.get(path, 0) + 1
+            self._waits.append(path)
         try:
             yield
         finally:
             with self._mutex:
-                self._waits[path] -= 1
-                if not self._waits[path]:
-                    del self._waits[path]
+                self._waits.remove(path)
 
     def sweep_soon(self) -> None:
         """Start a sweep on a thread, unless one runs (due: ``monotonic() >= next_sweep``)."""
