@@ -1,6 +1,4 @@
-"""The postgresql:// backend: locks as session advisory locks.
-
-The backend class is in ``backend.py``; see docs/postgresql.md for its design."""
+"""The ``postgresql://`` backend: locks as session-level advisory locks (docs/postgresql.md)."""
 
 from conch.backends.postgresql.backend import PostgreSQLBackend
 

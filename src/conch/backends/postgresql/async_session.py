@@ -1,14 +1,6 @@
-"""One PostgreSQL server session driven on an asyncio event loop.
-
-The sync :class:`~conch.backends.postgresql.session.Session` waits for its socket in
-``poll``; this one runs the very same steps (:mod:`conch.backends.postgresql.protocol`,
-:mod:`conch.backends.postgresql.wire`) with libpq in non-blocking mode and the socket
-registered on the loop (``add_reader``/``add_writer``) only while an answer is awaited.
-
-A cancelled statement closes the connection (the server frees whatever the session
-holds when it sees the close); a cancelled *lock wait* first asks the server to cancel
-it, since a server process waiting for a lock does not read its socket.
-"""
+"""Server sessions for asyncio: psycopg's ``AsyncConnection``, each wait for an answer
+bounded by ``connect_timeout`` except a lock wait; one pool of sessions per event loop (a
+session-level lock belongs to its connection, and a socket to one loop's selector)."""
 
 from __future__ import annotations
 
@@ -17,169 +9,126 @@ import contextlib
 import os
 import socket
 import threading
-import time
-from collections.abc import Awaitable
-from typing import Any, cast
+import weakref
+from typing import Any
 
 import psycopg
-from psycopg import pq
+from psycopg.errors import LockNotAvailable
 
-from conch.backends.kit.socket_wait import SocketWait
-from conch.backends.postgresql.protocol import SessionSteps
-from conch.backends.postgresql.wire import (
-    Expired,
-    Steps,
-    T,
-    Wait,
-    cancelling,
-    connecting,
-    disown,
-    idle_alive,
-)
+from conch.backends.postgresql.session import Pool, first_value, limits
+from conch.backends.postgresql.statements import Conversation, Statement, Steps, T
 
 
-class AsyncSession(SessionSteps):
-    """A server session used by one task at a time on one loop; :meth:`cancel_wait` and
+class AsyncSession(psycopg.AsyncConnection[tuple[Any, ...]]):
+    """One server session used by one task at a time on one loop; :meth:`cancel` and
     :meth:`shutdown` may come from any thread."""
 
-    def __init__(self, pg: pq.abc.PGconn, io_timeout: float, home: Any) -> None:
-        super().__init__(pg, io_timeout)
-        pg.nonblocking = 1
-        self.home = home
-        """The pool it belongs to."""
-        self.busy = False  # a statement is in flight (its socket is on the loop)
-        self.waiting = False  # ... and it is the lock wait
-        self._readable = SocketWait(pg.socket)
-        self._canceller = pg.get_cancel()  # usable from any thread, even once pg is closed
-        # A descriptor of our own for the socket: shutdown() from another thread never
-        # reaches a reused descriptor number, whatever libpq closed meanwhile.
-        self._socket: socket.socket | None = socket.socket(fileno=os.dup(pg.socket))
-        self._socket_mutex = threading.Lock()
+    io_timeout = 5.0
+    lock_timeout_ms = 0  # the connection's options set lock_timeout=0
+    waiting_for_lock = False
+    limit: float | None = 5.0
 
     @classmethod
-    async def open(cls, conninfo: bytes, io_timeout: float, home: Any) -> AsyncSession:
-        """Connect and prepare within ``io_timeout`` seconds each (raises
-        :class:`~conch.backends.postgresql.wire.SessionBroken` or ``StatementFailed``)."""
-        session = cls(await _drive(connecting(conninfo, io_timeout)), io_timeout, home)
-        try:
-            await session.drive(session.prepare_steps())
-        except BaseException:
-            session.close()
-            raise
+    async def open(cls, conninfo: str, io_timeout: float) -> AsyncSession:
+        """Connect (raises psycopg's errors); every statement is prepared on first use."""
+        session = await cls.connect(conninfo, autocommit=True, prepare_threshold=0)
+        session.io_timeout = session.limit = io_timeout
         return session
 
-    async def drive(self, steps: Steps[T]) -> T:
-        """Run ``steps`` on the running loop. Cancelled, the connection is closed first,
-        and a lock wait is cancelled on the server."""
-        loop = asyncio.get_running_loop()
-        self.busy = True
+    async def answer(self, statement: Statement) -> object:
+        """``statement``'s first value, or the ``LockNotAvailable`` its lock wait ended with.
+        Cancelled, psycopg asks the server to cancel the statement before re-raising."""
+        self.limit, self.waiting_for_lock = limits(self, statement)
         try:
-            wait = next(steps)
-            while True:
-                self.waiting = wait.server_wait
-                try:
-                    ready = await _ready(loop, wait)
-                except asyncio.CancelledError:
-                    request = self._cancel_request() if wait.server_wait else None
-                    steps.close()  # closes the connection
-                    if request is not None:
-                        with contextlib.suppress(Exception):  # best effort
-                            await asyncio.wait_for(request, self.io_timeout)
-                    raise
-                wait = steps.send(None) if ready else steps.throw(Expired())
-        except StopIteration as done:
-            return cast(T, done.value)
-        except BaseException:
-            steps.close()  # interrupted mid-statement: the steps close the connection
-            raise
+            cursor = await self.execute(statement.sql, statement.params)
+        except LockNotAvailable as exc:
+            return exc
         finally:
-            self.busy = self.waiting = False
+            self.limit, self.waiting_for_lock = self.io_timeout, False
+        return first_value(await cursor.fetchone())
 
-    @property
-    def alive(self) -> bool:
-        """False once the connection is known to be gone (no round-trip; idle session)."""
-        return idle_alive(self.pg, self._readable)
-
-    def cancel_wait(self) -> None:
-        """Ask the server to cancel the lock wait in progress (any thread; blocking, best
-        effort: a request that comes before the wait began is lost)."""
-        if self.waiting:
-            with contextlib.suppress(Exception):
-                self._canceller.cancel()
+    async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return await super().wait(gen, interval, self.limit if timeout is None else timeout)
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:  # gone, or out of step with the server after a timeout
+                self.pgconn.finish()
+            raise
 
     def shutdown(self) -> None:
-        """End the connection now, from any thread, leaving the descriptors to :meth:`close`:
-        the server frees the session's locks; a statement in flight fails."""
-        with self._socket_mutex:
-            if self._socket is not None:
-                with contextlib.suppress(OSError):
-                    self._socket.shutdown(socket.SHUT_RDWR)
+        """End the connection now, from any thread: the server frees the session's locks; a
+        statement in flight fails. The socket is duplicated first, so a number libpq closed
+        meanwhile is never shut."""
+        with contextlib.suppress(Exception), socket.socket(
+                fileno=os.dup(self.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+async def run(session: AsyncSession, steps: Steps[T]) -> T:
+    """Run ``steps`` on ``session`` (psycopg's errors pass through)."""
+    talk = Conversation(steps)
+    while talk.statement is not None:
+        talk.answered(await session.answer(talk.statement))
+    return talk.result  # type: ignore[return-value]
+
+
+class LoopPools:
+    """A pool of sessions per event loop."""
+
+    def __init__(self, keep_idle: int, stopped: Any) -> None:
+        self._keep_idle = keep_idle
+        self._stopped = stopped
+        self._mutex = threading.Lock()  # close() comes from another thread
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool[AsyncSession]] = \
+            weakref.WeakKeyDictionary()
+        self.closed = False
+
+    def running(self) -> Pool[AsyncSession]:
+        """The running loop's pool."""
+        loop = asyncio.get_running_loop()
+        with self._mutex:
+            if self.closed:
+                raise self._stopped()
+            pool = self._pools.get(loop)
+            if pool is None:
+                pool = self._pools[loop] = Pool(self._keep_idle, self._stopped)
+            return pool
 
     def close(self) -> None:
-        """Close the connection (on its loop, with no statement in flight)."""
-        self.pg.finish()
-        with self._socket_mutex:
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
+        """Close every idle session, and cancel the lock waits in progress (any thread)."""
+        with self._mutex:
+            self.closed = True
+            pools = list(self._pools.values())
+        for pool in pools:
+            for session in pool.close():
+                if session.waiting_for_lock:
+                    with contextlib.suppress(Exception):  # best effort
+                        session.cancel()
 
-    def disown(self) -> None:
-        """Forget the connection in a forked child without touching the parent's session."""
-        disown(self.pg)
-        with self._socket_mutex:  # closing a descriptor the parent also has sends nothing
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
+    async def close_running(self) -> None:
+        """Close the running loop's sessions once their statements in flight ended (within
+        ``connect_timeout``; a lock wait missed by close()'s cancel gets another)."""
+        with self._mutex:
+            pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is None:
+            return
+        lent = pool.close()
+        end = asyncio.get_running_loop().time() + max((s.io_timeout for s in lent), default=0)
+        while any(s.lock.locked() for s in lent) and asyncio.get_running_loop().time() < end:
+            for session in lent:
+                if session.waiting_for_lock:
+                    with contextlib.suppress(Exception):
+                        session.cancel()
+            await asyncio.sleep(0.05)
+        for session in lent:
+            if session.lock.locked():
+                session.shutdown()  # its statement fails now; its task closes it
+            else:
+                session.pgconn.finish()
 
-    def _cancel_request(self) -> Awaitable[None] | None:
-        """Start asking the server to cancel the statement in flight; await to finish.
-        Made before the connection closes (libpq needs it to address the request)."""
-        try:
-            if psycopg.capabilities.has_cancel_safe():  # libpq 17: non-blocking
-                canceller = self.pg.cancel_conn()
-                canceller.start()
-                return _drive(cancelling(canceller, None))
-        except Exception:
-            return None
-        from conch.aio.threads import pool  # older libpq: a blocking request, on a thread
-
-        return asyncio.wrap_future(pool().submit(self._canceller.cancel))
-
-
-async def _drive(steps: Steps[T]) -> T:
-    """Run steps that hold no session (connecting, cancelling) on the running loop."""
-    loop = asyncio.get_running_loop()
-    try:
-        wait = next(steps)
-        while True:
-            wait = steps.send(None) if await _ready(loop, wait) else steps.throw(Expired())
-    except StopIteration as done:
-        return cast(T, done.value)
-    except BaseException:
-        steps.close()
-        raise
-
-
-async def _ready(loop: asyncio.AbstractEventLoop, wait: Wait) -> bool:
-    """True once ``wait.fd`` is ready, False once ``wait.end`` passed."""
-    ready: asyncio.Future[bool] = loop.create_future()
-    if wait.writing:
-        loop.add_writer(wait.fd, _settle, ready, True)
-    else:
-        loop.add_reader(wait.fd, _settle, ready, True)
-    timer = None if wait.end is None else \
-        loop.call_later(max(0.0, wait.end - time.monotonic()), _settle, ready, False)
-    try:
-        return await ready
-    finally:
-        if wait.writing:
-            loop.remove_writer(wait.fd)
-        else:
-            loop.remove_reader(wait.fd)
-        if timer is not None:
-            timer.cancel()
-
-
-def _settle(future: asyncio.Future[bool], ready: bool) -> None:
-    if not future.done():
-        future.set_result(ready)
+    def forget_parent(self) -> None:
+        """In a forked child: drop every session without disturbing the parent's."""
+        self._mutex = threading.Lock()
+        pools, self._pools = list(self._pools.values()), weakref.WeakKeyDictionary()
+        for pool in pools:
+            pool.forget_parent()

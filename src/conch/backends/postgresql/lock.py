@@ -1,122 +1,101 @@
-"""The ``postgresql://`` backend's blocking lock handle, and the hold it keeps.
-
-An acquire borrows a session of its own from the backend's pool and keeps it while it
-holds (advisory locks are re-entrant within a session); release unlocks and gives it
-back, or closes it when the unlock did not succeed. The backend's heartbeat asks each
-:class:`Hold` whether the server still lists it (:meth:`Hold.verify`). What a hold
-means is told in :mod:`conch.backends.postgresql.backend`; the asyncio handle is
-:mod:`conch.backends.postgresql.async_lock`'s.
-"""
+"""The ``postgresql://`` backend's blocking side: the lock handle, and the coordinator's
+pool of sessions and the holds they keep (checked by the backend's heartbeat)."""
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING
+import math
+from typing import Any
+
+import psycopg
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.postgresql.protocol import lost_at_release, refused
-from conch.backends.postgresql.session import Session
-from conch.backends.postgresql.wire import SessionBroken, StatementFailed
-from conch.errors import NotStarted
-
-if TYPE_CHECKING:
-    from conch.backends.postgresql.backend import PostgreSQLBackend
-
-
-class Hold:
-    """One acquisition: the key, the session holding it, and whether it still does."""
-
-    __slots__ = ("active", "guard", "key", "session")
-
-    def __init__(self, key: int, session: Session) -> None:
-        self.key = key
-        self.session = session
-        self.active = True
-        self.guard = threading.Lock()  # release and the heartbeat's check take turns
-
-    def verify(self) -> str | None:
-        """Ask the server whether the hold lives; the reason it was lost, else ``None``."""
-        with self.guard:
-            if not self.active:
-                return None  # released meanwhile: its session may serve another hold now
-            try:
-                if self.session.holds(self.key):
-                    return None
-                reason = "the server no longer lists it as held by this session"
-            except SessionBroken as exc:
-                reason = f"its connection failed: {exc}"
-            except StatementFailed:
-                return None  # no verdict; the next beat asks again
-            self.active = False
-            return reason
+from conch.backends.kit.session import Holds
+from conch.backends.postgresql import statements
+from conch.backends.postgresql.hold import (
+    HandleCore,
+    Hold,
+    Owner,
+    cannot_connect,
+    checked,
+    stopped,
+)
+from conch.backends.postgresql.session import Pool, Session, run
+from conch.backends.postgresql.statements import Steps
 
 
-class AdvisoryLock(LockHandle):
-    """The blocking handle of one lock name: each acquire borrows a session of its own."""
+class Sessions:
+    """The coordinator's blocking sessions (a pool) and the holds they keep."""
 
-    def __init__(self, backend: PostgreSQLBackend, key: int, name: bytes,
-                 on_lost: LossCallback) -> None:
-        self._backend = backend
-        self._key = key
-        self._name = name
-        self._on_lost = on_lost
-        self._hold: Hold | None = None
+    def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
+        self.owner = owner
+        self._conninfo = conninfo
+        self._io_timeout = io_timeout
+        self.pool: Pool[Session] = Pool(keep_idle, lambda: stopped(owner))
+        self.holds: Holds[Hold[Session]] = Holds()
+
+    def open(self) -> Session:
+        """A new session (raises BackendUnavailable)."""
+        try:
+            return Session.open(self._conninfo, self._io_timeout)
+        except psycopg.Error as exc:
+            raise cannot_connect(self.owner, exc) from None
+
+    def borrow(self) -> Session:
+        """An idle live session, or a new one; NotStarted once closed."""
+        return self.pool.idle_one() or self.pool.lend(self.open())
+
+    def check_holds(self) -> None:
+        """Ask the server whether each hold lives (the heartbeat thread)."""
+        for hold in self.holds.snapshot():
+            with hold.guard:
+                if not hold.active:
+                    continue  # released meanwhile: its session may serve another hold now
+                listed = answer(hold.session, statements.holds(hold.key))
+            checked(self.holds, hold, listed)
+
+    def close(self) -> None:
+        """Cancel the lock waits in progress, then close every session once idle."""
+        lent = self.pool.close()
+        for _ in range(max(1, math.ceil(self._io_timeout / 0.5))):
+            for session in lent:
+                if session.waiting_for_lock:  # a cancel sent before the wait began is lost
+                    session.cancel_safe(timeout=self._io_timeout)
+            lent = [session for session in lent if not session.close_when_idle(0.5)]
+            if not lent:
+                break
+        self.holds.lose_all("the coordinator was stopped")
+
+
+class AdvisoryLock(HandleCore[Session], LockHandle):
+    """The blocking handle of one lock name."""
+
+    def __init__(self, sessions: Sessions, key: int, name: bytes, on_lost: LossCallback) -> None:
+        super().__init__(sessions.owner, sessions.holds, key, name, on_lost)
+        self._sessions = sessions
 
     def acquire(self, deadline: Deadline) -> int | None:
-        try:
-            return self._attempt(deadline)
-        except SessionBroken:
-            pass  # its session died (a pooled one, with a server restart): once more
-        try:
-            return self._attempt(deadline)
-        except SessionBroken as exc:
-            raise self._backend.unavailable(exc) from None
-
-    def _attempt(self, deadline: Deadline) -> int | None:
-        backend, pool = self._backend, self._backend.pool
-        try:
-            session = pool.borrow()
-        except SessionBroken:
-            raise NotStarted(backend.describe("the coordinator was stopped")) from None
-        try:
-            # Name the key in conch_lock_names with this process's first hold of it.
-            name = None if self._key in backend.named_keys else self._name
-            token = session.lock(self._key, deadline, name)
-            if token is not None and name is not None:
-                backend.name_recorded(self._key)
-        except StatementFailed as exc:
-            pool.discard(session)  # it may hold the lock now: closing the session frees it
-            raise refused(backend.describe, exc, pool.closed) from None
-        except BaseException:
-            pool.discard(session)
-            raise
-        if token is None:
-            pool.give_back(session)
-            return None
-        hold = self._hold = Hold(self._key, session)
-        backend.holds.add(hold, self._on_lost)
-        if pool.closed:  # stopped while we waited: the session was closed under us
-            backend.holds.discard(hold)
-            self._hold = None
-            raise NotStarted(backend.describe("the coordinator was stopped"))
-        return token
+        retry = True
+        while True:
+            session = self._sessions.borrow()
+            try:
+                token = run(session, statements.take(session, self._key, deadline,
+                                                     self.name_to_record()))
+            except BaseException as exc:
+                self.failed(self._sessions.pool, session, exc, retry)
+                retry = False
+                continue
+            return self.taken(self._sessions.pool, session, token)
 
     def release(self) -> None:
-        hold, self._hold = self._hold, None
-        if hold is None:
-            return
-        backend = self._backend
-        backend.holds.discard(hold)
-        with hold.guard:
-            active, hold.active = hold.active, False
-        if not active:  # the heartbeat closed its session; the report may be on its way
-            raise lost_at_release(backend.describe, None)
-        try:
-            unlocked = hold.session.unlock(self._key)
-        except (SessionBroken, StatementFailed) as exc:
-            backend.pool.discard(hold.session)
-            raise lost_at_release(backend.describe, exc) from None
-        if not unlocked:
-            backend.pool.discard(hold.session)
-            raise lost_at_release(backend.describe, None)
-        backend.pool.give_back(hold.session)
+        hold = self.releasing()
+        if hold is not None:
+            unlocked = answer(hold.session, statements.unlock(self._key))
+            self.released(self._sessions.pool, hold.session, unlocked)
+
+
+def answer(session: Session, steps: Steps[Any]) -> object:
+    """What ``steps`` return, or what they raised."""
+    try:
+        return run(session, steps)
+    except BaseException as exc:
+        return exc

@@ -1,0 +1,113 @@
+"""What conch asks PostgreSQL and what each answer means, once for the sync and asyncio
+sessions: an operation is *steps*, a generator that yields the :class:`Statement` to run
+next and is sent its answer (the first value of the first row, or the
+``LockNotAvailable`` a lock wait ended with). Design notes: docs/postgresql.md."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+
+from psycopg.errors import LockNotAvailable
+from psycopg.types.numeric import Int8
+
+from conch.backends.base import Deadline
+
+T = TypeVar("T")
+FENCING_SEQUENCE = "conch_fencing_token"
+NAMES_TABLE = "conch_lock_names"
+"""Lock names by advisory key, for ``conch ls``: each process records a name with its first
+hold of it, in the statement that takes the lock."""
+SETUP = {  # what connect() creates when missing
+    FENCING_SEQUENCE: f"CREATE SEQUENCE IF NOT EXISTS {FENCING_SEQUENCE} AS bigint",
+    NAMES_TABLE: f"CREATE TABLE IF NOT EXISTS {NAMES_TABLE} "
+                 "(key bigint PRIMARY KEY, name bytea NOT NULL)",
+}
+# Lock and token in one round-trip: CASE evaluates nextval() only when the lock was taken.
+_TRY = (f"SELECT CASE WHEN pg_try_advisory_lock(%s) THEN nextval('{FENCING_SEQUENCE}') END"
+        " AS token")
+# The row nextval() projects from exists only once pg_advisory_lock() has returned.
+_WAIT = f"SELECT nextval('{FENCING_SEQUENCE}') AS token FROM pg_advisory_lock(%s)"
+# The same, recording the name when taken: a data-modifying CTE runs exactly once.
+_NAMING = (f"WITH taken AS ({{}}), named AS (INSERT INTO {NAMES_TABLE} (key, name) "
+           "SELECT %s, %s FROM taken WHERE token IS NOT NULL ON CONFLICT (key) DO NOTHING) "
+           "SELECT token FROM taken")
+_UNLOCK = "SELECT pg_advisory_unlock(%s)"
+# pg_locks shows a bigint key's high half in classid, its low half in objid, objsubid 1.
+KEY_MATCHES = ("locktype = 'advisory' AND objsubid = 1"
+               " AND classid = ((%(key)s::bigint >> 32) & 4294967295)::oid"
+               " AND objid = (%(key)s::bigint & 4294967295)::oid")
+_HOLDS = (f"SELECT EXISTS (SELECT FROM pg_locks WHERE {KEY_MATCHES}"
+          " AND pid = pg_backend_pid() AND granted)")
+_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
+
+
+class Statement(NamedTuple):
+    """SQL and its parameters; ``server_wait``: seconds the server may wait for the lock
+    beyond the usual answer time (``None``: no limit)."""
+
+    sql: str
+    params: tuple[Any, ...] | dict[str, Any]
+    server_wait: float | None = 0.0
+
+
+Steps = Generator[Statement, Any, T]
+
+
+class Session(Protocol):
+    """What steps keep on the session they run on."""
+
+    lock_timeout_ms: int
+
+
+def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> Steps[int | None]:
+    """Take ``key`` before ``deadline``: the fencing token, or ``None``. With ``name``, also
+    record it as the key's name."""
+    params = (Int8(key),) if name is None else (Int8(key), Int8(key), name)
+    remaining = deadline.remaining()
+    if not deadline.forever:
+        token = yield Statement(_TRY if name is None else _NAMING.format(_TRY), params)
+        remaining = deadline.remaining()
+        if token is not None or not remaining:
+            return token  # type: ignore[no-any-return]
+    millis = 0 if remaining is None else max(1, math.ceil(remaining * 1000))
+    if millis != session.lock_timeout_ms:
+        yield Statement(_LOCK_TIMEOUT, (f"{millis}ms",))
+        session.lock_timeout_ms = millis
+    token = yield Statement(_WAIT if name is None else _NAMING.format(_WAIT), params, remaining)
+    if not isinstance(token, LockNotAvailable):
+        return token  # type: ignore[no-any-return]
+    # lock_timeout also bounds nextval()'s wait for the sequence (an ALTER SEQUENCE in
+    # progress), which comes after the grant: a pooled session must hold nothing.
+    if (yield from holds(key)):
+        yield from unlock(key)
+    return None
+
+
+def unlock(key: int) -> Steps[bool]:
+    """Free ``key``: False when this session did not hold it."""
+    return (yield Statement(_UNLOCK, (Int8(key),))) is True
+
+
+def holds(key: int) -> Steps[bool]:
+    """True while the server lists ``key`` as granted to this session."""
+    return (yield Statement(_HOLDS, {"key": Int8(key)})) is True
+
+
+class Conversation(Generic[T]):
+    """Steps being run by a session: :attr:`statement` is the next one to execute, ``None``
+    once :attr:`result` is known."""
+
+    def __init__(self, steps: Steps[T]) -> None:
+        self._steps = steps
+        self.result: T | None = None
+        self.statement: Statement | None = None
+        self.answered(None)
+
+    def answered(self, answer: object) -> None:
+        """Go on with ``answer`` to :attr:`statement`."""
+        try:
+            self.statement = self._steps.send(answer)
+        except StopIteration as done:
+            self.statement, self.result = None, done.value
