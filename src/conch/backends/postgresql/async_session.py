@@ -1,5 +1,5 @@
 """Server sessions for asyncio: psycopg's ``AsyncConnection``, each wait for an answer
-bounded by ``connect_timeout`` except a lock wait; one pool of sessions per event loop (a
+bounded by ``connect_timeout`` except a lock wait; a pool of sessions per event loop (a
 session-level lock belongs to its connection, and a socket to one loop's selector)."""
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ from typing import Any
 import psycopg
 from psycopg.errors import LockNotAvailable
 
-from conch.backends.postgresql.session import Pool, first_value, limits
+from conch.backends.kit.session import Holds
+from conch.backends.postgresql import statements
+from conch.backends.postgresql.lock import Hold, Owner, stopped
+from conch.backends.postgresql.session import Pool, finished_when_broken, first_value
 from conch.backends.postgresql.statements import Conversation, Statement, Steps, T
+from conch.errors import BackendUnavailable
 
 
 class AsyncSession(psycopg.AsyncConnection[tuple[Any, ...]]):
@@ -24,21 +28,14 @@ class AsyncSession(psycopg.AsyncConnection[tuple[Any, ...]]):
     :meth:`shutdown` may come from any thread."""
 
     io_timeout = 5.0
+    limit: float | None = 5.0  # the longest wait for the answer in progress
     lock_timeout_ms = 0  # the connection's options set lock_timeout=0
     waiting_for_lock = False
-    limit: float | None = 5.0
-
-    @classmethod
-    async def open(cls, conninfo: str, io_timeout: float) -> AsyncSession:
-        """Connect (raises psycopg's errors); every statement is prepared on first use."""
-        session = await cls.connect(conninfo, autocommit=True, prepare_threshold=0)
-        session.io_timeout = session.limit = io_timeout
-        return session
 
     async def answer(self, statement: Statement) -> object:
         """``statement``'s first value, or the ``LockNotAvailable`` its lock wait ended with.
         Cancelled, psycopg asks the server to cancel the statement before re-raising."""
-        self.limit, self.waiting_for_lock = limits(self, statement)
+        self.limit, self.waiting_for_lock = statement.limits(self.io_timeout)
         try:
             cursor = await self.execute(statement.sql, statement.params)
         except LockNotAvailable as exc:
@@ -48,12 +45,8 @@ class AsyncSession(psycopg.AsyncConnection[tuple[Any, ...]]):
         return first_value(await cursor.fetchone())
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        try:
+        with finished_when_broken(self):
             return await super().wait(gen, interval, self.limit if timeout is None else timeout)
-        except psycopg.OperationalError as exc:
-            if exc.sqlstate is None:  # gone, or out of step with the server after a timeout
-                self.pgconn.finish()
-            raise
 
     def shutdown(self) -> None:
         """End the connection now, from any thread: the server frees the session's locks; a
@@ -72,53 +65,82 @@ async def run(session: AsyncSession, steps: Steps[T]) -> T:
     return talk.result  # type: ignore[return-value]
 
 
-class LoopPools:
-    """A pool of sessions per event loop."""
+async def answer(session: AsyncSession, steps: Steps[Any]) -> object:
+    """What ``steps`` return, or what they raised."""
+    try:
+        return await run(session, steps)
+    except BaseException as exc:
+        return exc
 
-    def __init__(self, keep_idle: int, stopped: Any) -> None:
+
+class AsyncSessions:
+    """The coordinator's asyncio sessions (a pool per event loop) and the holds they keep."""
+
+    def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
+        self.owner, self._conninfo, self._io_timeout = owner, conninfo, io_timeout
         self._keep_idle = keep_idle
-        self._stopped = stopped
         self._mutex = threading.Lock()  # close() comes from another thread
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool[AsyncSession]] = \
             weakref.WeakKeyDictionary()
+        self.holds: Holds[Hold[AsyncSession]] = Holds()
         self.closed = False
 
-    def running(self) -> Pool[AsyncSession]:
+    def pool(self) -> Pool[AsyncSession]:
         """The running loop's pool."""
-        loop = asyncio.get_running_loop()
         with self._mutex:
             if self.closed:
-                raise self._stopped()
-            pool = self._pools.get(loop)
-            if pool is None:
-                pool = self._pools[loop] = Pool(self._keep_idle, self._stopped)
-            return pool
+                raise stopped(self.owner)
+            return self._pools.setdefault(asyncio.get_running_loop(), Pool(
+                self._keep_idle, lambda: stopped(self.owner)))
+
+    async def borrow(self, pool: Pool[AsyncSession]) -> AsyncSession:
+        """An idle live session of ``pool``, or a new one."""
+        if (session := pool.idle_one()) is not None:
+            return session
+        try:
+            session = await AsyncSession.connect(self._conninfo, autocommit=True,
+                                                 prepare_threshold=0)
+        except psycopg.Error as exc:
+            raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
+        session.io_timeout = session.limit = self._io_timeout
+        return pool.lend(session)
+
+    def check_holds(self) -> None:
+        """Schedule a check of every hold on its loop (from the heartbeat thread)."""
+        for hold in self.holds.snapshot():
+            with contextlib.suppress(RuntimeError):  # a closed loop: stop() frees the hold
+                hold.loop.call_soon_threadsafe(self._start_check, hold)
+
+    def _start_check(self, hold: Hold[AsyncSession]) -> None:
+        if hold.active and hold.checking is None:
+            hold.checking = hold.loop.create_task(self._check(hold))
+
+    async def _check(self, hold: Hold[AsyncSession]) -> None:
+        try:
+            listed = await answer(hold.session, statements.holds(hold.key))
+        finally:
+            hold.checking = None
+        hold.checked(self.holds, listed)
 
     def close(self) -> None:
-        """Close every idle session, and cancel the lock waits in progress (any thread)."""
+        """The coordinator stops (any thread): close idle sessions, cancel lock waits."""
         with self._mutex:
             self.closed = True
             pools = list(self._pools.values())
         for pool in pools:
-            for session in pool.close():
-                if session.waiting_for_lock:
-                    with contextlib.suppress(Exception):  # best effort
-                        session.cancel()
+            _cancel_waits(pool.close())
+        self.holds.lose_all("the coordinator was stopped")
 
     async def close_running(self) -> None:
         """Close the running loop's sessions once their statements in flight ended (within
         ``connect_timeout``; a lock wait missed by close()'s cancel gets another)."""
         with self._mutex:
             pool = self._pools.pop(asyncio.get_running_loop(), None)
-        if pool is None:
-            return
-        lent = pool.close()
-        end = asyncio.get_running_loop().time() + max((s.io_timeout for s in lent), default=0)
-        while any(s.lock.locked() for s in lent) and asyncio.get_running_loop().time() < end:
-            for session in lent:
-                if session.waiting_for_lock:
-                    with contextlib.suppress(Exception):
-                        session.cancel()
+        lent = [] if pool is None else pool.close()
+        for _ in range(int(self._io_timeout / 0.05)):
+            if not any(session.lock.locked() for session in lent):
+                break
+            _cancel_waits(lent)
             await asyncio.sleep(0.05)
         for session in lent:
             if session.lock.locked():
@@ -132,3 +154,10 @@ class LoopPools:
         pools, self._pools = list(self._pools.values()), weakref.WeakKeyDictionary()
         for pool in pools:
             pool.forget_parent()
+
+
+def _cancel_waits(sessions: list[AsyncSession]) -> None:
+    for session in sessions:
+        if session.waiting_for_lock:
+            with contextlib.suppress(Exception):  # best effort
+                session.cancel()

@@ -17,7 +17,8 @@ from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import int64_key
 from conch.backends.kit.session import Heartbeat
 from conch.backends.postgresql import inspection
-from conch.backends.postgresql.async_lock import AsyncAdvisoryLock, AsyncSessions
+from conch.backends.postgresql.async_lock import AsyncAdvisoryLock
+from conch.backends.postgresql.async_session import AsyncSessions
 from conch.backends.postgresql.lock import AdvisoryLock, Sessions
 from conch.backends.postgresql.statements import FENCING_SEQUENCE, NAMES_TABLE, SETUP
 from conch.capabilities import Capabilities
@@ -98,7 +99,7 @@ class PostgreSQLBackend(Backend):
         return AsyncAdvisoryLock(self.async_sessions, int64_key(key), key, on_lost)
 
     async def close_async(self) -> None:
-        await self.async_sessions.pools.close_running()
+        await self.async_sessions.close_running()
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return inspection.describe(self.sessions, int64_key(key), key)
@@ -116,7 +117,7 @@ class PostgreSQLBackend(Backend):
     def forget_parent(self) -> None:
         """In a forked child: drop the parent's sessions without touching them."""
         self.sessions.pool.forget_parent()
-        self.async_sessions.pools.forget_parent()
+        self.async_sessions.forget_parent()
 
     def _check_holds(self) -> None:
         self.sessions.check_holds()

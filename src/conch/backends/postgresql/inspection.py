@@ -3,12 +3,11 @@ table), and breaking a hold by ending its session (``pg_terminate_backend``)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 
-from conch.backends.postgresql.hold import Owner
-from conch.backends.postgresql.session import Pool, Session
+from conch.backends.postgresql.lock import Sessions
 from conch.backends.postgresql.statements import KEY_MATCHES, NAMES_TABLE
 from conch.errors import BackendUnavailable, NotSupported
 from conch.introspection import BreakRefused, HolderChanged, HolderInfo, LockInfo
@@ -37,15 +36,6 @@ WHERE g.locktype = 'advisory' AND g.objsubid = 1 AND g.granted AND g.{_THIS_DATA
 # End the holder's session (pid) only if it still holds the key.
 _TERMINATE = f"""SELECT pg_terminate_backend(pid) FROM pg_locks
 WHERE {KEY_MATCHES} AND {_THIS_DATABASE} AND granted AND pid = %(pid)s"""
-
-
-class Sessions(Protocol):
-    """Where inspecting borrows a session (it takes no advisory lock)."""
-
-    owner: Owner
-    pool: Pool[Session]
-
-    def borrow(self) -> Session: ...
 
 
 def describe(sessions: Sessions, key: int, name: bytes) -> LockInfo:
@@ -88,10 +78,10 @@ def _query(sessions: Sessions, sql: str, params: dict[str, Any]) -> list[tuple[A
         if not session.closed and isinstance(exc, psycopg.errors.InsufficientPrivilege):
             sessions.pool.give_back(session)
             raise
-        sessions.pool.discard(session)
+        sessions.pool.give_back(session, keep=False)
         raise BackendUnavailable(sessions.owner.describe(exc)) from None
     except BaseException:
-        sessions.pool.discard(session)
+        sessions.pool.give_back(session, keep=False)
         raise
     sessions.pool.give_back(session)
     return rows

@@ -1,44 +1,151 @@
-"""The ``postgresql://`` backend's blocking side: the lock handle, and the coordinator's
-pool of sessions and the holds they keep (checked by the backend's heartbeat)."""
+"""The ``postgresql://`` blocking side: the coordinator's sessions and the holds they keep,
+the lock handle, and what the sync and asyncio handles share: each acquire keeps a session
+of its own while it holds (advisory locks are re-entrant within a session), and what each
+outcome of an acquire, a release or a heartbeat check means for that session and its hold."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import threading
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 
+from conch import metrics
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.kit.session import Holds
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.hold import (
-    HandleCore,
-    Hold,
-    Owner,
-    cannot_connect,
-    checked,
-    stopped,
-)
 from conch.backends.postgresql.session import Pool, Session, run
 from conch.backends.postgresql.statements import Steps
+from conch.errors import BackendUnavailable, LockLost, NotStarted
+
+S = TypeVar("S", bound=psycopg.BaseConnection[Any])
+
+
+class Owner(Protocol):
+    """The backend, as the handles see it."""
+
+    named_keys: set[int]  # keys whose name this process recorded: not sent again
+
+    def describe(self, problem: object) -> str: ...
+
+
+class Hold(Generic[S]):
+    """One acquisition: the key, the session holding it, and whether it still does."""
+
+    def __init__(self, key: int, session: S, pool: Pool[S], loop: Any) -> None:
+        self.key, self.session, self.pool, self.loop = key, session, pool, loop
+        self.active = True  # not released, lost or abandoned
+        self.guard = threading.Lock()  # a release and a check take turns
+        self.checking: Any = None  # an async hold's check in progress
+
+    def checked(self, holds: Holds[Hold[S]], listed: object) -> None:
+        """A check's answer (True, False or an exception): the hold is lost when the server
+        no longer lists it or its connection failed; a refused check says nothing."""
+        if listed is True:
+            return metrics.record_renewals("postgresql", 1)
+        if listed is False:
+            reason = "the server no longer lists it as held by this session"
+        elif isinstance(listed, psycopg.Error) and self.session.closed:
+            reason = f"its connection failed: {listed}"
+        else:
+            return None  # no verdict; the next beat asks again
+        with self.guard:
+            active, self.active = self.active, False
+        if active:
+            self.pool.give_back(self.session, keep=False)
+            holds.lose(self, reason)
+            metrics.record_renewals("postgresql", 0, 1)
+        return None
+
+
+class HandleCore(Generic[S]):
+    """A lock name, its key and its hold, and what each outcome means."""
+
+    def __init__(self, owner: Owner, holds: Holds[Hold[S]], key: int, name: bytes,
+                 on_lost: LossCallback) -> None:
+        self._owner, self._holds, self._key, self._name = owner, holds, key, name
+        self._on_lost = on_lost
+        self._hold: Hold[S] | None = None
+
+    def name_to_record(self) -> bytes | None:
+        """The name, with this process's first hold of the key (else ``None``)."""
+        return None if self._key in self._owner.named_keys else self._name
+
+    def failed(self, pool: Pool[S], session: S, exc: BaseException, retry: bool) -> None:
+        """An acquire on ``session`` raised ``exc``: close it (it may hold the lock now);
+        return to try once more (its connection was gone: a server restart), else raise."""
+        broken = session.closed
+        pool.give_back(session, keep=False)
+        if not isinstance(exc, psycopg.Error):
+            raise exc
+        if pool.closed:  # its wait was cancelled, or its session closed, by stop()
+            raise stopped(self._owner) from None
+        if not (retry and broken):
+            raise BackendUnavailable(self._owner.describe(exc)) from None
+
+    def taken(self, pool: Pool[S], session: S, token: int | None, loop: Any = None) -> int | None:
+        """The acquire's answer on ``session``: the hold's token, or ``None`` (not taken)."""
+        if token is None:
+            pool.give_back(session)
+            return None
+        if len(self._owner.named_keys) >= 100_000:  # a name recorded twice: a skipped insert
+            self._owner.named_keys.clear()
+        self._owner.named_keys.add(self._key)
+        hold = self._hold = Hold(self._key, session, pool, loop)
+        self._holds.add(hold, self._on_lost)
+        if pool.closed:  # stopped while we waited
+            self._holds.discard(hold)
+            self._hold = None
+            pool.give_back(session, keep=False)
+            raise stopped(self._owner)
+        return token
+
+    def releasing(self) -> Hold[S] | None:
+        """The hold to release (``None``: none); raises LockLost when it was lost."""
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self._holds.discard(hold)
+            with hold.guard:
+                active, hold.active = hold.active, False
+            if not active:  # its session was closed; the report may be on its way
+                raise LockLost(self._owner.describe(
+                    "the server no longer held the lock for this session"))
+        return hold
+
+    def released(self, hold: Hold[S], unlocked: object) -> None:
+        """The unlock's answer (True, False or an exception): give the session back."""
+        hold.pool.give_back(hold.session, keep=unlocked is True)
+        if isinstance(unlocked, BaseException) and not isinstance(unlocked, psycopg.Error):
+            raise unlocked
+        if unlocked is False:
+            raise LockLost(self._owner.describe(
+                "the server no longer held the lock for this session"))
+        if unlocked is not True:
+            raise LockLost(self._owner.describe(
+                f"the session holding the lock failed before release ({unlocked}); "
+                "the server freed the lock, another holder may have taken it")) from None
+
+
+def stopped(owner: Owner) -> NotStarted:
+    """The error of an acquire after (or during) the coordinator's stop."""
+    return NotStarted(owner.describe("the coordinator was stopped"))
 
 
 class Sessions:
     """The coordinator's blocking sessions (a pool) and the holds they keep."""
 
     def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
-        self.owner = owner
-        self._conninfo = conninfo
-        self._io_timeout = io_timeout
+        self.owner, self.conninfo, self.io_timeout = owner, conninfo, io_timeout
         self.pool: Pool[Session] = Pool(keep_idle, lambda: stopped(owner))
         self.holds: Holds[Hold[Session]] = Holds()
 
     def open(self) -> Session:
         """A new session (raises BackendUnavailable)."""
         try:
-            return Session.open(self._conninfo, self._io_timeout)
+            return Session.open(self.conninfo, self.io_timeout)
         except psycopg.Error as exc:
-            raise cannot_connect(self.owner, exc) from None
+            raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
 
     def borrow(self) -> Session:
         """An idle live session, or a new one; NotStarted once closed."""
@@ -51,15 +158,15 @@ class Sessions:
                 if not hold.active:
                     continue  # released meanwhile: its session may serve another hold now
                 listed = answer(hold.session, statements.holds(hold.key))
-            checked(self.holds, hold, listed)
+            hold.checked(self.holds, listed)
 
     def close(self) -> None:
         """Cancel the lock waits in progress, then close every session once idle."""
         lent = self.pool.close()
-        for _ in range(max(1, math.ceil(self._io_timeout / 0.5))):
+        for _ in range(max(1, math.ceil(self.io_timeout / 0.5))):
             for session in lent:
                 if session.waiting_for_lock:  # a cancel sent before the wait began is lost
-                    session.cancel_safe(timeout=self._io_timeout)
+                    session.cancel_safe(timeout=self.io_timeout)
             lent = [session for session in lent if not session.close_when_idle(0.5)]
             if not lent:
                 break
@@ -89,8 +196,7 @@ class AdvisoryLock(HandleCore[Session], LockHandle):
     def release(self) -> None:
         hold = self.releasing()
         if hold is not None:
-            unlocked = answer(hold.session, statements.unlock(self._key))
-            self.released(self._sessions.pool, hold.session, unlocked)
+            self.released(hold, answer(hold.session, statements.unlock(self._key)))
 
 
 def answer(session: Session, steps: Steps[Any]) -> object:

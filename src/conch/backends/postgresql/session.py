@@ -1,4 +1,4 @@
-"""Server sessions on psycopg's own connections, and the pool that reuses them (sync and
+"""Server sessions on psycopg's own connection, and the pool that reuses them (sync and
 asyncio alike). Every wait for an answer is bounded by ``connect_timeout`` except a lock
 wait; under eventlet the sync waits go through psycopg's ``select`` wait, which is green."""
 
@@ -9,7 +9,7 @@ import os
 import select
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg import waiting
@@ -23,10 +23,9 @@ class Session(psycopg.Connection[tuple[Any, ...]]):
     """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
 
     io_timeout = 5.0
+    limit: float | None = 5.0  # the longest wait for the answer in progress
     lock_timeout_ms = 0  # the connection's options set lock_timeout=0
     waiting_for_lock = False
-    limit: float | None = 5.0
-    """The longest wait for the answer in progress (``None``: none)."""
 
     @classmethod
     def open(cls, conninfo: str, io_timeout: float) -> Session:
@@ -37,7 +36,7 @@ class Session(psycopg.Connection[tuple[Any, ...]]):
 
     def answer(self, statement: Statement) -> object:
         """``statement``'s first value, or the ``LockNotAvailable`` its lock wait ended with."""
-        self.limit, self.waiting_for_lock = limits(self, statement)
+        self.limit, self.waiting_for_lock = statement.limits(self.io_timeout)
         try:
             return first_value(self.execute(statement.sql, statement.params).fetchone())
         except LockNotAvailable as exc:
@@ -48,22 +47,16 @@ class Session(psycopg.Connection[tuple[Any, ...]]):
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         # psycopg's default wait is C code that eventlet's hub cannot interrupt.
         wait = waiting.wait if hasattr(select, "poll") else waiting.wait_select
-        try:
+        with finished_when_broken(self):
             return wait(gen, self.pgconn.socket, interval=interval,
                         timeout=self.limit if timeout is None else timeout)
-        except psycopg.OperationalError as exc:
-            if exc.sqlstate is None:  # gone, or out of step with the server after a timeout
-                self.pgconn.finish()
-            raise
 
     def close_when_idle(self, timeout: float) -> bool:
         """Close once no statement runs; False if one still ran after ``timeout`` seconds."""
         if not self.lock.acquire(timeout=timeout):
             return False
-        try:
-            self.pgconn.finish()
-        finally:
-            self.lock.release()
+        self.pgconn.finish()
+        self.lock.release()
         return True
 
 
@@ -75,35 +68,23 @@ def run(session: Session, steps: Steps[T]) -> T:
     return talk.result  # type: ignore[return-value]
 
 
-class Server(Protocol):
-    """What :func:`limits` reads of a session."""
-
-    io_timeout: float
-
-
-def limits(session: Server, statement: Statement) -> tuple[float | None, bool]:
-    """The longest wait for ``statement``'s answer (``None``: none), and whether it is a
-    lock wait."""
-    if statement.server_wait is None:
-        return None, True
-    return session.io_timeout + statement.server_wait, statement.server_wait > 0
+@contextlib.contextmanager
+def finished_when_broken(session: psycopg.BaseConnection[Any]) -> Any:
+    """Close ``session`` when a wait fails without an answer: the connection is gone, or out
+    of step with the server after a timeout."""
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        if exc.sqlstate is None:
+            session.pgconn.finish()
+        raise
 
 
 def first_value(row: tuple[Any, ...] | None) -> object:
     return None if row is None else row[0]
 
 
-class Connection(Protocol):
-    """A psycopg connection, sync or async, as the pool sees it."""
-
-    @property
-    def pgconn(self) -> psycopg.pq.abc.PGconn: ...
-
-    @property
-    def closed(self) -> bool: ...
-
-
-C = TypeVar("C", bound=Connection)
+C = TypeVar("C", bound=psycopg.BaseConnection[Any])
 
 
 class Pool(Generic[C]):
@@ -131,7 +112,7 @@ class Pool(Generic[C]):
             # An idle session that is readable was sent an error or EOF: it is gone.
             if not session.closed and not SocketWait(session.pgconn.socket).ready():
                 return session
-            self.discard(session)
+            self.give_back(session, keep=False)
 
     def lend(self, session: C) -> C:
         """Count a new session as lent out (closed if the pool was closed meanwhile)."""
@@ -142,19 +123,14 @@ class Pool(Generic[C]):
         session.pgconn.finish()
         raise self._stopped()
 
-    def give_back(self, session: C) -> None:
-        """Return a session that holds no advisory lock."""
+    def give_back(self, session: C, keep: bool = True) -> None:
+        """Return a session: kept idle with ``keep`` (it holds no advisory lock), else closed
+        (it may hold one, or is broken: closing frees its locks)."""
         with self._mutex:
             self.lent.discard(session)
-            if not self.closed and len(self.idle) < self._keep_idle and not session.closed:
+            if keep and not self.closed and len(self.idle) < self._keep_idle:
                 self.idle.append(session)
                 return
-        session.pgconn.finish()
-
-    def discard(self, session: C) -> None:
-        """Close a session that may hold a lock or is broken (closing frees its locks)."""
-        with self._mutex:
-            self.lent.discard(session)
         session.pgconn.finish()
 
     def close(self) -> list[C]:
@@ -162,21 +138,17 @@ class Pool(Generic[C]):
         with self._mutex:
             self.closed = True
             idle, self.idle = self.idle, []
-            lent = list(self.lent)
         for session in idle:
             session.pgconn.finish()
-        return lent
+        return list(self.lent)
 
     def forget_parent(self) -> None:
         """In a forked child: drop every session without touching the parent's: each socket
         number is pointed at /dev/null first, so closing it sends nothing."""
         self._mutex = threading.Lock()  # another thread of the parent may have held it
         sessions, self.idle, self.lent = [*self.idle, *self.lent], [], set()
-        for session in sessions:
-            if session.closed:
-                continue  # its socket number may belong to another file now
+        for session in (session for session in sessions if not session.closed):
             devnull = os.open(os.devnull, os.O_RDWR)
-            with contextlib.suppress(OSError):
-                os.dup2(devnull, session.pgconn.socket)
+            os.dup2(devnull, session.pgconn.socket)
             os.close(devnull)
             session.pgconn.finish()

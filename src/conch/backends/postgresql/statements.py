@@ -51,14 +51,18 @@ class Statement(NamedTuple):
     params: tuple[Any, ...] | dict[str, Any]
     server_wait: float | None = 0.0
 
+    def limits(self, io_timeout: float) -> tuple[float | None, bool]:
+        """The longest wait for the answer (``None``: none), and whether it is a lock wait."""
+        if self.server_wait is None:
+            return None, True
+        return io_timeout + self.server_wait, self.server_wait > 0
+
 
 Steps = Generator[Statement, Any, T]
 
 
 class Session(Protocol):
-    """What steps keep on the session they run on."""
-
-    lock_timeout_ms: int
+    lock_timeout_ms: int  # the session's lock_timeout
 
 
 def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> Steps[int | None]:
