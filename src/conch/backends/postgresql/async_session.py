@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import threading
 import weakref
 from typing import Any
@@ -18,43 +16,30 @@ from psycopg.errors import LockNotAvailable
 from conch.backends.kit.session import Holds
 from conch.backends.postgresql import statements
 from conch.backends.postgresql.lock import Hold, Owner, stopped
-from conch.backends.postgresql.session import Pool, finished_when_broken, first_value
+from conch.backends.postgresql.session import Bounded, Pool, finished_when_broken, first_value
 from conch.backends.postgresql.statements import Conversation, Statement, Steps, T
 from conch.errors import BackendUnavailable
 
 
-class AsyncSession(psycopg.AsyncConnection[tuple[Any, ...]]):
+class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
     """One server session used by one task at a time on one loop; :meth:`cancel` and
     :meth:`shutdown` may come from any thread."""
-
-    io_timeout = 5.0
-    limit: float | None = 5.0  # the longest wait for the answer in progress
-    lock_timeout_ms = 0  # the connection's options set lock_timeout=0
-    waiting_for_lock = False
 
     async def answer(self, statement: Statement) -> object:
         """``statement``'s first value, or the ``LockNotAvailable`` its lock wait ended with.
         Cancelled, psycopg asks the server to cancel the statement before re-raising."""
-        self.limit, self.waiting_for_lock = statement.limits(self.io_timeout)
+        self.limit = statement.limit(self.io_timeout)
         try:
             cursor = await self.execute(statement.sql, statement.params)
         except LockNotAvailable as exc:
             return exc
         finally:
-            self.limit, self.waiting_for_lock = self.io_timeout, False
+            self.limit = self.io_timeout
         return first_value(await cursor.fetchone())
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         with finished_when_broken(self):
             return await super().wait(gen, interval, self.limit if timeout is None else timeout)
-
-    def shutdown(self) -> None:
-        """End the connection now, from any thread: the server frees the session's locks; a
-        statement in flight fails. The socket is duplicated first, so a number libpq closed
-        meanwhile is never shut."""
-        with contextlib.suppress(Exception), socket.socket(
-                fileno=os.dup(self.pgconn.socket)) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 async def run(session: AsyncSession, steps: Steps[T]) -> T:
@@ -132,16 +117,11 @@ class AsyncSessions:
         self.holds.lose_all("the coordinator was stopped")
 
     async def close_running(self) -> None:
-        """Close the running loop's sessions once their statements in flight ended (within
-        ``connect_timeout``; a lock wait missed by close()'s cancel gets another)."""
+        """Close the running loop's sessions: a statement still in flight fails at once."""
         with self._mutex:
             pool = self._pools.pop(asyncio.get_running_loop(), None)
         lent = [] if pool is None else pool.close()
-        for _ in range(int(self._io_timeout / 0.05)):
-            if not any(session.lock.locked() for session in lent):
-                break
-            _cancel_waits(lent)
-            await asyncio.sleep(0.05)
+        _cancel_waits(lent)  # again: a cancel sent before the wait began is lost
         for session in lent:
             if session.lock.locked():
                 session.shutdown()  # its statement fails now; its task closes it

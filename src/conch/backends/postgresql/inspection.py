@@ -74,15 +74,12 @@ def _query(sessions: Sessions, sql: str, params: dict[str, Any]) -> list[tuple[A
     session = sessions.borrow()
     try:
         rows = session.execute(sql, params).fetchall()
-    except psycopg.Error as exc:
-        if not session.closed and isinstance(exc, psycopg.errors.InsufficientPrivilege):
-            sessions.pool.give_back(session)
+    except BaseException as exc:
+        refused = isinstance(exc, psycopg.Error)
+        sessions.pool.give_back(session, keep=refused and not session.closed)
+        if isinstance(exc, psycopg.errors.InsufficientPrivilege) or not refused:
             raise
-        sessions.pool.give_back(session, keep=False)
         raise BackendUnavailable(sessions.owner.describe(exc)) from None
-    except BaseException:
-        sessions.pool.give_back(session, keep=False)
-        raise
     sessions.pool.give_back(session)
     return rows
 

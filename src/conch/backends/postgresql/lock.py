@@ -5,7 +5,7 @@ outcome of an acquire, a release or a heartbeat check means for that session and
 
 from __future__ import annotations
 
-import math
+import contextlib
 import threading
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -109,22 +109,21 @@ class HandleCore(Generic[S]):
             with hold.guard:
                 active, hold.active = hold.active, False
             if not active:  # its session was closed; the report may be on its way
-                raise LockLost(self._owner.describe(
-                    "the server no longer held the lock for this session"))
+                self.released(hold, False)
         return hold
 
     def released(self, hold: Hold[S], unlocked: object) -> None:
-        """The unlock's answer (True, False or an exception): give the session back."""
+        """The unlock's answer (True, False or an exception): give the session back, or
+        raise LockLost (the server did not hold the lock for it, or it failed)."""
         hold.pool.give_back(hold.session, keep=unlocked is True)
+        if unlocked is True:
+            return
         if isinstance(unlocked, BaseException) and not isinstance(unlocked, psycopg.Error):
             raise unlocked
-        if unlocked is False:
-            raise LockLost(self._owner.describe(
-                "the server no longer held the lock for this session"))
-        if unlocked is not True:
-            raise LockLost(self._owner.describe(
-                f"the session holding the lock failed before release ({unlocked}); "
-                "the server freed the lock, another holder may have taken it")) from None
+        raise LockLost(self._owner.describe(
+            "the server no longer held the lock for this session" if unlocked is False else
+            f"the session holding the lock failed before release ({unlocked}); "
+            "the server freed the lock, another holder may have taken it")) from None
 
 
 def stopped(owner: Owner) -> NotStarted:
@@ -141,11 +140,13 @@ class Sessions:
         self.holds: Holds[Hold[Session]] = Holds()
 
     def open(self) -> Session:
-        """A new session (raises BackendUnavailable)."""
+        """A new session (raises BackendUnavailable); statements are prepared on first use."""
         try:
-            return Session.open(self.conninfo, self.io_timeout)
+            session = Session.connect(self.conninfo, autocommit=True, prepare_threshold=0)
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
+        session.io_timeout = session.limit = self.io_timeout
+        return session
 
     def borrow(self) -> Session:
         """An idle live session, or a new one; NotStarted once closed."""
@@ -161,15 +162,13 @@ class Sessions:
             hold.checked(self.holds, listed)
 
     def close(self) -> None:
-        """Cancel the lock waits in progress, then close every session once idle."""
+        """Cancel the lock waits in progress on the server, then close every session."""
         lent = self.pool.close()
-        for _ in range(max(1, math.ceil(self.io_timeout / 0.5))):
-            for session in lent:
-                if session.waiting_for_lock:  # a cancel sent before the wait began is lost
+        for session in lent:
+            if session.waiting_for_lock:
+                with contextlib.suppress(psycopg.Error):  # best effort: closing ends it too
                     session.cancel_safe(timeout=self.io_timeout)
-            lent = [session for session in lent if not session.close_when_idle(0.5)]
-            if not lent:
-                break
+            session.end()
         self.holds.lose_all("the coordinator was stopped")
 
 

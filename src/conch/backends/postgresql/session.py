@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -19,30 +20,41 @@ from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql.statements import Conversation, Statement, Steps, T
 
 
-class Session(psycopg.Connection[tuple[Any, ...]]):
-    """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
+class Bounded:
+    """What the sync and async sessions add to psycopg's connections: the longest wait for
+    the answer in progress (``limit``; ``None``: none) and the usual one (``io_timeout``),
+    the session's ``lock_timeout``, and :meth:`shutdown`."""
 
     io_timeout = 5.0
-    limit: float | None = 5.0  # the longest wait for the answer in progress
+    limit: float | None = 5.0
     lock_timeout_ms = 0  # the connection's options set lock_timeout=0
-    waiting_for_lock = False
+    pgconn: psycopg.pq.abc.PGconn
 
-    @classmethod
-    def open(cls, conninfo: str, io_timeout: float) -> Session:
-        """Connect (raises psycopg's errors); every statement is prepared on first use."""
-        session = cls.connect(conninfo, autocommit=True, prepare_threshold=0)
-        session.io_timeout = session.limit = io_timeout
-        return session
+    @property
+    def waiting_for_lock(self) -> bool:
+        return self.limit != self.io_timeout
+
+    def shutdown(self) -> None:
+        """End the connection now, from any thread: the server frees the session's locks; a
+        statement in flight fails. The socket is duplicated first, so a number libpq closed
+        meanwhile is never shut."""
+        with contextlib.suppress(Exception), socket.socket(
+                fileno=os.dup(self.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
+    """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
 
     def answer(self, statement: Statement) -> object:
         """``statement``'s first value, or the ``LockNotAvailable`` its lock wait ended with."""
-        self.limit, self.waiting_for_lock = statement.limits(self.io_timeout)
+        self.limit = statement.limit(self.io_timeout)
         try:
             return first_value(self.execute(statement.sql, statement.params).fetchone())
         except LockNotAvailable as exc:
             return exc
         finally:
-            self.limit, self.waiting_for_lock = self.io_timeout, False
+            self.limit = self.io_timeout
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         # psycopg's default wait is C code that eventlet's hub cannot interrupt.
@@ -51,13 +63,13 @@ class Session(psycopg.Connection[tuple[Any, ...]]):
             return wait(gen, self.pgconn.socket, interval=interval,
                         timeout=self.limit if timeout is None else timeout)
 
-    def close_when_idle(self, timeout: float) -> bool:
-        """Close once no statement runs; False if one still ran after ``timeout`` seconds."""
-        if not self.lock.acquire(timeout=timeout):
-            return False
-        self.pgconn.finish()
-        self.lock.release()
-        return True
+    def end(self) -> None:
+        """Close now (from any thread): a statement in flight fails; its thread closes it."""
+        if self.lock.acquire(blocking=False):
+            self.pgconn.finish()
+            self.lock.release()
+        else:
+            self.shutdown()
 
 
 def run(session: Session, steps: Steps[T]) -> T:
@@ -70,8 +82,7 @@ def run(session: Session, steps: Steps[T]) -> T:
 
 @contextlib.contextmanager
 def finished_when_broken(session: psycopg.BaseConnection[Any]) -> Any:
-    """Close ``session`` when a wait fails without an answer: the connection is gone, or out
-    of step with the server after a timeout."""
+    """Close ``session`` when a wait fails with no answer (gone, or timed out: out of step)."""
     try:
         yield
     except psycopg.OperationalError as exc:
@@ -88,8 +99,7 @@ C = TypeVar("C", bound=psycopg.BaseConnection[Any])
 
 
 class Pool(Generic[C]):
-    """Idle sessions, each holding no advisory lock, and the sessions lent out. Thread-safe;
-    ``stopped`` makes the error of a borrow after :meth:`close`."""
+    """Idle sessions (holding no advisory lock) and the sessions lent out; thread-safe."""
 
     def __init__(self, keep_idle: int, stopped: Callable[[], Exception]) -> None:
         self._keep_idle = keep_idle
@@ -115,7 +125,7 @@ class Pool(Generic[C]):
             self.give_back(session, keep=False)
 
     def lend(self, session: C) -> C:
-        """Count a new session as lent out (closed if the pool was closed meanwhile)."""
+        """Count a new session as lent out."""
         with self._mutex:
             if not self.closed:
                 self.lent.add(session)
@@ -143,8 +153,8 @@ class Pool(Generic[C]):
         return list(self.lent)
 
     def forget_parent(self) -> None:
-        """In a forked child: drop every session without touching the parent's: each socket
-        number is pointed at /dev/null first, so closing it sends nothing."""
+        """In a forked child: drop every session, its socket pointed at /dev/null first so
+        that closing it sends the parent's server nothing."""
         self._mutex = threading.Lock()  # another thread of the parent may have held it
         sessions, self.idle, self.lent = [*self.idle, *self.lent], [], set()
         for session in (session for session in sessions if not session.closed):

@@ -51,11 +51,9 @@ class Statement(NamedTuple):
     params: tuple[Any, ...] | dict[str, Any]
     server_wait: float | None = 0.0
 
-    def limits(self, io_timeout: float) -> tuple[float | None, bool]:
-        """The longest wait for the answer (``None``: none), and whether it is a lock wait."""
-        if self.server_wait is None:
-            return None, True
-        return io_timeout + self.server_wait, self.server_wait > 0
+    def limit(self, io_timeout: float) -> float | None:
+        """The longest wait for the answer (``None``: none)."""
+        return None if self.server_wait is None else io_timeout + self.server_wait
 
 
 Steps = Generator[Statement, Any, T]
