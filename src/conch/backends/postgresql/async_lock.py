@@ -7,7 +7,7 @@ import asyncio
 
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.async_session import AsyncSession, AsyncSessions, answer, run
+from conch.backends.postgresql.async_session import AsyncSession, AsyncSessions, outcome
 from conch.backends.postgresql.lock import HandleCore
 
 
@@ -21,18 +21,13 @@ class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
         self._sessions = sessions
 
     async def acquire(self, deadline: Deadline) -> int | None:
-        retry = True
-        while True:
-            pool = self._sessions.pool()
+        pool = self._sessions.pool()
+        for retry in (True, False):
             session = await self._sessions.borrow(pool)
             steps = statements.take(session, self._key, deadline, self.name_to_record())
-            try:
-                token = await run(session, steps)
-            except BaseException as exc:
-                self.failed(pool, session, exc, retry)
-                retry = False
-                continue
-            return self.taken(pool, session, token, asyncio.get_running_loop())
+            if not self.failed(pool, session, token := await outcome(session, steps), retry):
+                break
+        return self.taken(pool, session, token, asyncio.get_running_loop())
 
     async def release(self) -> None:
         hold = self.releasing()
@@ -40,7 +35,7 @@ class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
             return
         if hold.checking is not None:  # one statement at a time
             await asyncio.wait([hold.checking])
-        self.released(hold, await answer(hold.session, statements.unlock(self._key)))
+        self.released(hold, await outcome(hold.session, statements.unlock(self._key)))
 
     def abandon(self) -> None:
         hold, self._hold = self._hold, None

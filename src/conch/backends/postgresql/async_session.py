@@ -11,13 +11,12 @@ import weakref
 from typing import Any
 
 import psycopg
-from psycopg.errors import LockNotAvailable
 
 from conch.backends.kit.session import Holds
 from conch.backends.postgresql import statements
 from conch.backends.postgresql.lock import Hold, Owner, stopped
-from conch.backends.postgresql.session import Bounded, Pool, finished_when_broken, first_value
-from conch.backends.postgresql.statements import Conversation, Statement, Steps, T
+from conch.backends.postgresql.session import Bounded, Pool, finished_when_broken
+from conch.backends.postgresql.statements import Conversation, Statement, Steps
 from conch.errors import BackendUnavailable
 
 
@@ -26,36 +25,29 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
     :meth:`shutdown` may come from any thread."""
 
     async def answer(self, statement: Statement) -> object:
-        """``statement``'s first value, or the ``LockNotAvailable`` its lock wait ended with.
-        Cancelled, psycopg asks the server to cancel the statement before re-raising."""
+        """``statement``'s first value, or what it raised (cancelled: psycopg asks the server
+        to cancel the statement first)."""
         self.limit = statement.limit(self.io_timeout)
         try:
             cursor = await self.execute(statement.sql, statement.params)
-        except LockNotAvailable as exc:
+        except BaseException as exc:
             return exc
         finally:
             self.limit = self.io_timeout
-        return first_value(await cursor.fetchone())
+        row = await cursor.fetchone()
+        return None if row is None else row[0]
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         with finished_when_broken(self):
             return await super().wait(gen, interval, self.limit if timeout is None else timeout)
 
 
-async def run(session: AsyncSession, steps: Steps[T]) -> T:
-    """Run ``steps`` on ``session`` (psycopg's errors pass through)."""
+async def outcome(session: AsyncSession, steps: Steps[Any]) -> Any:
+    """What ``steps`` return on ``session``, or the exception they (or a statement) raised."""
     talk = Conversation(steps)
     while talk.statement is not None:
         talk.answered(await session.answer(talk.statement))
-    return talk.result  # type: ignore[return-value]
-
-
-async def answer(session: AsyncSession, steps: Steps[Any]) -> object:
-    """What ``steps`` return, or what they raised."""
-    try:
-        return await run(session, steps)
-    except BaseException as exc:
-        return exc
+    return talk.result
 
 
 class AsyncSessions:
@@ -72,14 +64,16 @@ class AsyncSessions:
 
     def pool(self) -> Pool[AsyncSession]:
         """The running loop's pool."""
+        loop = asyncio.get_running_loop()
         with self._mutex:
             if self.closed:
                 raise stopped(self.owner)
-            return self._pools.setdefault(asyncio.get_running_loop(), Pool(
-                self._keep_idle, lambda: stopped(self.owner)))
+            if loop not in self._pools:
+                self._pools[loop] = Pool(self._keep_idle, lambda: stopped(self.owner))
+            return self._pools[loop]
 
     async def borrow(self, pool: Pool[AsyncSession]) -> AsyncSession:
-        """An idle live session of ``pool``, or a new one."""
+        """An idle live session of ``pool``, or a new one; statements are prepared on first use."""
         if (session := pool.idle_one()) is not None:
             return session
         try:
@@ -102,7 +96,7 @@ class AsyncSessions:
 
     async def _check(self, hold: Hold[AsyncSession]) -> None:
         try:
-            listed = await answer(hold.session, statements.holds(hold.key))
+            listed = await outcome(hold.session, statements.holds(hold.key))
         finally:
             hold.checking = None
         hold.checked(self.holds, listed)

@@ -1,7 +1,6 @@
-"""The ``postgresql://`` blocking side: the coordinator's sessions and the holds they keep,
-the lock handle, and what the sync and asyncio handles share: each acquire keeps a session
-of its own while it holds (advisory locks are re-entrant within a session), and what each
-outcome of an acquire, a release or a heartbeat check means for that session and its hold."""
+"""The ``postgresql://`` blocking side, and what it shares with the asyncio one: each acquire
+keeps a session of its own while it holds (advisory locks are re-entrant within a session),
+and what each outcome of an acquire, a release or a check means for it and its hold."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ from conch import metrics
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.kit.session import Holds
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.session import Pool, Session, run
-from conch.backends.postgresql.statements import Steps
+from conch.backends.postgresql.session import Pool, Session, outcome
 from conch.errors import BackendUnavailable, LockLost, NotStarted
 
 S = TypeVar("S", bound=psycopg.BaseConnection[Any])
@@ -30,6 +28,11 @@ class Owner(Protocol):
     def describe(self, problem: object) -> str: ...
 
 
+def stopped(owner: Owner) -> NotStarted:
+    """The error of an acquire after (or during) the coordinator's stop."""
+    return NotStarted(owner.describe("the coordinator was stopped"))
+
+
 class Hold(Generic[S]):
     """One acquisition: the key, the session holding it, and whether it still does."""
 
@@ -40,8 +43,8 @@ class Hold(Generic[S]):
         self.checking: Any = None  # an async hold's check in progress
 
     def checked(self, holds: Holds[Hold[S]], listed: object) -> None:
-        """A check's answer (True, False or an exception): the hold is lost when the server
-        no longer lists it or its connection failed; a refused check says nothing."""
+        """A check's outcome: lost when the server no longer lists the hold or its connection
+        failed; a refused check says nothing."""
         if listed is True:
             return metrics.record_renewals("postgresql", 1)
         if listed is False:
@@ -72,19 +75,23 @@ class HandleCore(Generic[S]):
         """The name, with this process's first hold of the key (else ``None``)."""
         return None if self._key in self._owner.named_keys else self._name
 
-    def failed(self, pool: Pool[S], session: S, exc: BaseException, retry: bool) -> None:
-        """An acquire on ``session`` raised ``exc``: close it (it may hold the lock now);
-        return to try once more (its connection was gone: a server restart), else raise."""
+    def failed(self, pool: Pool[S], session: S, result: object, retry: bool) -> bool:
+        """Whether an acquire's ``result`` is a failure to try once more (a connection that
+        was gone: a server restart); raises any other (the session is closed first: it may
+        hold the lock now)."""
+        if not isinstance(result, BaseException):
+            return False
         broken = session.closed
         pool.give_back(session, keep=False)
-        if not isinstance(exc, psycopg.Error):
-            raise exc
+        if not isinstance(result, psycopg.Error):
+            raise result
         if pool.closed:  # its wait was cancelled, or its session closed, by stop()
             raise stopped(self._owner) from None
         if not (retry and broken):
-            raise BackendUnavailable(self._owner.describe(exc)) from None
+            raise BackendUnavailable(self._owner.describe(result)) from None
+        return True
 
-    def taken(self, pool: Pool[S], session: S, token: int | None, loop: Any = None) -> int | None:
+    def taken(self, pool: Pool[S], session: S, token: Any, loop: Any = None) -> int | None:
         """The acquire's answer on ``session``: the hold's token, or ``None`` (not taken)."""
         if token is None:
             pool.give_back(session)
@@ -99,7 +106,7 @@ class HandleCore(Generic[S]):
             self._hold = None
             pool.give_back(session, keep=False)
             raise stopped(self._owner)
-        return token
+        return int(token)
 
     def releasing(self) -> Hold[S] | None:
         """The hold to release (``None``: none); raises LockLost when it was lost."""
@@ -113,8 +120,8 @@ class HandleCore(Generic[S]):
         return hold
 
     def released(self, hold: Hold[S], unlocked: object) -> None:
-        """The unlock's answer (True, False or an exception): give the session back, or
-        raise LockLost (the server did not hold the lock for it, or it failed)."""
+        """The unlock's outcome: give the session back, or raise LockLost (the server did not
+        hold the lock for it, or it failed)."""
         hold.pool.give_back(hold.session, keep=unlocked is True)
         if unlocked is True:
             return
@@ -124,11 +131,6 @@ class HandleCore(Generic[S]):
             "the server no longer held the lock for this session" if unlocked is False else
             f"the session holding the lock failed before release ({unlocked}); "
             "the server freed the lock, another holder may have taken it")) from None
-
-
-def stopped(owner: Owner) -> NotStarted:
-    """The error of an acquire after (or during) the coordinator's stop."""
-    return NotStarted(owner.describe("the coordinator was stopped"))
 
 
 class Sessions:
@@ -158,13 +160,12 @@ class Sessions:
             with hold.guard:
                 if not hold.active:
                     continue  # released meanwhile: its session may serve another hold now
-                listed = answer(hold.session, statements.holds(hold.key))
+                listed = outcome(hold.session, statements.holds(hold.key))
             hold.checked(self.holds, listed)
 
     def close(self) -> None:
         """Cancel the lock waits in progress on the server, then close every session."""
-        lent = self.pool.close()
-        for session in lent:
+        for session in self.pool.close():
             if session.waiting_for_lock:
                 with contextlib.suppress(psycopg.Error):  # best effort: closing ends it too
                     session.cancel_safe(timeout=self.io_timeout)
@@ -180,27 +181,15 @@ class AdvisoryLock(HandleCore[Session], LockHandle):
         self._sessions = sessions
 
     def acquire(self, deadline: Deadline) -> int | None:
-        retry = True
-        while True:
+        pool = self._sessions.pool
+        for retry in (True, False):
             session = self._sessions.borrow()
-            try:
-                token = run(session, statements.take(session, self._key, deadline,
-                                                     self.name_to_record()))
-            except BaseException as exc:
-                self.failed(self._sessions.pool, session, exc, retry)
-                retry = False
-                continue
-            return self.taken(self._sessions.pool, session, token)
+            steps = statements.take(session, self._key, deadline, self.name_to_record())
+            if not self.failed(pool, session, token := outcome(session, steps), retry):
+                break
+        return self.taken(pool, session, token)
 
     def release(self) -> None:
         hold = self.releasing()
         if hold is not None:
-            self.released(hold, answer(hold.session, statements.unlock(self._key)))
-
-
-def answer(session: Session, steps: Steps[Any]) -> object:
-    """What ``steps`` return, or what they raised."""
-    try:
-        return run(session, steps)
-    except BaseException as exc:
-        return exc
+            self.released(hold, outcome(hold.session, statements.unlock(self._key)))

@@ -14,18 +14,16 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg import waiting
-from psycopg.errors import LockNotAvailable
 
 from conch.backends.kit.socket_wait import SocketWait
-from conch.backends.postgresql.statements import Conversation, Statement, Steps, T
+from conch.backends.postgresql.statements import Conversation, Statement, Steps
 
 
 class Bounded:
-    """What the sync and async sessions add to psycopg's connections: the longest wait for
-    the answer in progress (``limit``; ``None``: none) and the usual one (``io_timeout``),
-    the session's ``lock_timeout``, and :meth:`shutdown`."""
+    """What both sessions add to psycopg's connections: ``limit``, the longest wait for the
+    answer in progress (``None``: none), their ``lock_timeout``, and :meth:`shutdown`."""
 
-    io_timeout = 5.0
+    io_timeout = 5.0  # the usual limit
     limit: float | None = 5.0
     lock_timeout_ms = 0  # the connection's options set lock_timeout=0
     pgconn: psycopg.pq.abc.PGconn
@@ -35,9 +33,8 @@ class Bounded:
         return self.limit != self.io_timeout
 
     def shutdown(self) -> None:
-        """End the connection now, from any thread: the server frees the session's locks; a
-        statement in flight fails. The socket is duplicated first, so a number libpq closed
-        meanwhile is never shut."""
+        """End the connection now, from any thread: the server frees the session's locks, a
+        statement in flight fails. A duplicate is shut: never a number libpq closed meanwhile."""
         with contextlib.suppress(Exception), socket.socket(
                 fileno=os.dup(self.pgconn.socket)) as sock:
             sock.shutdown(socket.SHUT_RDWR)
@@ -47,14 +44,15 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
     """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
 
     def answer(self, statement: Statement) -> object:
-        """``statement``'s first value, or the ``LockNotAvailable`` its lock wait ended with."""
+        """``statement``'s first value, or what it raised."""
         self.limit = statement.limit(self.io_timeout)
         try:
-            return first_value(self.execute(statement.sql, statement.params).fetchone())
-        except LockNotAvailable as exc:
+            row = self.execute(statement.sql, statement.params).fetchone()
+        except BaseException as exc:
             return exc
         finally:
             self.limit = self.io_timeout
+        return None if row is None else row[0]
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         # psycopg's default wait is C code that eventlet's hub cannot interrupt.
@@ -72,12 +70,12 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
             self.shutdown()
 
 
-def run(session: Session, steps: Steps[T]) -> T:
-    """Run ``steps`` on ``session`` (psycopg's errors pass through)."""
+def outcome(session: Session, steps: Steps[Any]) -> Any:
+    """What ``steps`` return on ``session``, or the exception they (or a statement) raised."""
     talk = Conversation(steps)
     while talk.statement is not None:
         talk.answered(session.answer(talk.statement))
-    return talk.result  # type: ignore[return-value]
+    return talk.result
 
 
 @contextlib.contextmanager
@@ -91,10 +89,6 @@ def finished_when_broken(session: psycopg.BaseConnection[Any]) -> Any:
         raise
 
 
-def first_value(row: tuple[Any, ...] | None) -> object:
-    return None if row is None else row[0]
-
-
 C = TypeVar("C", bound=psycopg.BaseConnection[Any])
 
 
@@ -102,8 +96,7 @@ class Pool(Generic[C]):
     """Idle sessions (holding no advisory lock) and the sessions lent out; thread-safe."""
 
     def __init__(self, keep_idle: int, stopped: Callable[[], Exception]) -> None:
-        self._keep_idle = keep_idle
-        self._stopped = stopped
+        self._keep_idle, self._stopped = keep_idle, stopped
         self._mutex = threading.Lock()
         self.idle: list[C] = []
         self.lent: set[C] = set()
@@ -134,8 +127,8 @@ class Pool(Generic[C]):
         raise self._stopped()
 
     def give_back(self, session: C, keep: bool = True) -> None:
-        """Return a session: kept idle with ``keep`` (it holds no advisory lock), else closed
-        (it may hold one, or is broken: closing frees its locks)."""
+        """Keep ``session`` idle (it holds no advisory lock), or without ``keep`` close it (it
+        may hold one, or is broken: closing frees its locks)."""
         with self._mutex:
             self.lent.discard(session)
             if keep and not self.closed and len(self.idle) < self._keep_idle:

@@ -1,13 +1,12 @@
 """What conch asks PostgreSQL and what each answer means, once for the sync and asyncio
-sessions: an operation is *steps*, a generator that yields the :class:`Statement` to run
-next and is sent its answer (the first value of the first row, or the
-``LockNotAvailable`` a lock wait ended with). Design notes: docs/postgresql.md."""
+sessions: *steps*, generators that yield the :class:`Statement` to run next and are sent its
+first value (or thrown what it raised)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Generator
-from typing import Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from psycopg.errors import LockNotAvailable
 from psycopg.types.numeric import Int8
@@ -16,9 +15,7 @@ from conch.backends.base import Deadline
 
 T = TypeVar("T")
 FENCING_SEQUENCE = "conch_fencing_token"
-NAMES_TABLE = "conch_lock_names"
-"""Lock names by advisory key, for ``conch ls``: each process records a name with its first
-hold of it, in the statement that takes the lock."""
+NAMES_TABLE = "conch_lock_names"  # names by key, for `conch ls`: recorded with a first hold
 SETUP = {  # what connect() creates when missing
     FENCING_SEQUENCE: f"CREATE SEQUENCE IF NOT EXISTS {FENCING_SEQUENCE} AS bigint",
     NAMES_TABLE: f"CREATE TABLE IF NOT EXISTS {NAMES_TABLE} "
@@ -44,8 +41,7 @@ _LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
 
 
 class Statement(NamedTuple):
-    """SQL and its parameters; ``server_wait``: seconds the server may wait for the lock
-    beyond the usual answer time (``None``: no limit)."""
+    """SQL, its parameters, and how long the server may wait for a lock (``None``: forever)."""
 
     sql: str
     params: tuple[Any, ...] | dict[str, Any]
@@ -68,20 +64,22 @@ def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> 
     record it as the key's name."""
     params = (Int8(key),) if name is None else (Int8(key), Int8(key), name)
     remaining = deadline.remaining()
+    token: int | None
     if not deadline.forever:
         token = yield Statement(_TRY if name is None else _NAMING.format(_TRY), params)
         remaining = deadline.remaining()
         if token is not None or not remaining:
-            return token  # type: ignore[no-any-return]
+            return token
     millis = 0 if remaining is None else max(1, math.ceil(remaining * 1000))
     if millis != session.lock_timeout_ms:
         yield Statement(_LOCK_TIMEOUT, (f"{millis}ms",))
         session.lock_timeout_ms = millis
-    token = yield Statement(_WAIT if name is None else _NAMING.format(_WAIT), params, remaining)
-    if not isinstance(token, LockNotAvailable):
-        return token  # type: ignore[no-any-return]
-    # lock_timeout also bounds nextval()'s wait for the sequence (an ALTER SEQUENCE in
-    # progress), which comes after the grant: a pooled session must hold nothing.
+    try:
+        token = yield Statement(_WAIT if name is None else _NAMING.format(_WAIT), params,
+                                remaining)
+        return token
+    except LockNotAvailable:  # lock_timeout expired; it also bounds nextval()'s wait for the
+        pass  # sequence (an ALTER SEQUENCE in progress), after the grant: hold nothing
     if (yield from holds(key)):
         yield from unlock(key)
     return None
@@ -97,19 +95,23 @@ def holds(key: int) -> Steps[bool]:
     return (yield Statement(_HOLDS, {"key": Int8(key)})) is True
 
 
-class Conversation(Generic[T]):
-    """Steps being run by a session: :attr:`statement` is the next one to execute, ``None``
-    once :attr:`result` is known."""
+class Conversation:
+    """Steps being run: :attr:`statement` is the next to execute; ``None`` once :attr:`result`
+    (what the steps returned, or the exception they or a statement raised) is known."""
 
-    def __init__(self, steps: Steps[T]) -> None:
+    def __init__(self, steps: Steps[Any]) -> None:
         self._steps = steps
-        self.result: T | None = None
-        self.statement: Statement | None = None
+        self.result: object = None
         self.answered(None)
 
     def answered(self, answer: object) -> None:
-        """Go on with ``answer`` to :attr:`statement`."""
+        """Go on with ``answer`` (an exception is thrown into the steps) to :attr:`statement`."""
         try:
-            self.statement = self._steps.send(answer)
+            if isinstance(answer, BaseException):
+                self.statement: Statement | None = self._steps.throw(answer)
+            else:
+                self.statement = self._steps.send(answer)
         except StopIteration as done:
             self.statement, self.result = None, done.value
+        except BaseException as exc:
+            self.statement, self.result = None, exc
