@@ -14,40 +14,34 @@ from conch.introspection import BreakRefused, HolderChanged, HolderInfo, LockInf
 
 APPLICATION_PREFIX = "conch "
 _THIS_DATABASE = "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-_HOLDER = "g.pid, a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local')"
-# One row: the waiters, then the holder's pid, application name and host (NULL: free).
-_DESCRIBE = f"""
-WITH l AS (SELECT pid, granted FROM pg_locks WHERE {KEY_MATCHES} AND {_THIS_DATABASE})
-SELECT (SELECT count(*) FROM l WHERE NOT granted), {_HOLDER}
-FROM (SELECT 1) AS one
-LEFT JOIN l AS g ON g.granted
-LEFT JOIN pg_stat_activity AS a ON a.pid = g.pid"""
-# Every held lock of this database whose name is recorded: waiters, holder, name. The key
-# is rebuilt from its halves to use the names' primary key.
-_LIST = f"""
+# Every held lock of this database (with ``key``: that key's): its waiters, its holder's
+# pid, application name and host, and its recorded name (the key rebuilt from its halves).
+_HELD = f"""
 SELECT (SELECT count(*) FROM pg_locks AS w
         WHERE w.locktype = 'advisory' AND w.objsubid = 1 AND w.database = g.database
           AND w.classid = g.classid AND w.objid = g.objid AND NOT w.granted),
-       {_HOLDER}, n.name
+       g.pid, a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local'),
+       n.name
 FROM pg_locks AS g
-JOIN {NAMES_TABLE} AS n ON n.key = (g.classid::bigint << 32) | g.objid::bigint
+LEFT JOIN {NAMES_TABLE} AS n ON n.key = (g.classid::bigint << 32) | g.objid::bigint
 LEFT JOIN pg_stat_activity AS a ON a.pid = g.pid
-WHERE g.locktype = 'advisory' AND g.objsubid = 1 AND g.granted AND g.{_THIS_DATABASE}"""
+WHERE g.locktype = 'advisory' AND g.objsubid = 1 AND g.granted AND g.{_THIS_DATABASE}
+  AND (%(key)s::bigint IS NULL OR ({KEY_MATCHES}))"""
 # End the holder's session (pid) only if it still holds the key.
 _TERMINATE = f"""SELECT pg_terminate_backend(pid) FROM pg_locks
-WHERE {KEY_MATCHES} AND {_THIS_DATABASE} AND granted AND pid = %(pid)s"""
+WHERE {KEY_MATCHES} AND {_THIS_DATABASE} AND granted AND pid = %(pid)s::integer"""
 
 
 def describe(sessions: Sessions, key: int, name: bytes) -> LockInfo:
     """Lock ``name``, whose advisory key is ``key``."""
-    [row] = _query(sessions, _DESCRIBE, {"key": key})
-    return LockInfo(name, None if row[1] is None else _holder(row[1:4]), row[0])
+    rows = _query(sessions, _HELD, {"key": key})
+    return LockInfo(name, _holder(rows[0][1:4]), rows[0][0]) if rows else LockInfo(name, None, 0)
 
 
 def held_locks(sessions: Sessions) -> list[LockInfo]:
     """Every held lock of this database whose name is recorded."""
     return [LockInfo(bytes(row[4]), _holder(row[1:4]), row[0])
-            for row in _query(sessions, _LIST, {})]
+            for row in _query(sessions, _HELD, {"key": None}) if row[4] is not None]
 
 
 def break_hold(sessions: Sessions, key: int, name: bytes, token: int | None) -> LockInfo:
@@ -90,4 +84,4 @@ def _holder(row: tuple[Any, ...]) -> HolderInfo:
     member = None
     if application is not None and application.startswith(APPLICATION_PREFIX):
         member = application[len(APPLICATION_PREFIX):]
-    return HolderInfo(member_id=member, host=host, session=pid)
+    return HolderInfo(member_id=member, host=host, session=str(pid))
