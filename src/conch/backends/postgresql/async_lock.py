@@ -21,9 +21,9 @@ class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
         self._sessions = sessions
 
     async def acquire(self, deadline: Deadline) -> int | None:
-        pool = self._sessions.pool()
+        pool = self._sessions.pool
         for retry in (True, False):
-            session = await self._sessions.borrow(pool)
+            session = await self._sessions.borrow()
             steps = statements.take(session, self._key, deadline, self.name_to_record())
             if not self.failed(pool, session, token := await outcome(session, steps), retry):
                 break

@@ -1,13 +1,9 @@
 """Server sessions for asyncio: psycopg's ``AsyncConnection``, each wait for an answer
-bounded by ``connect_timeout`` except a lock wait; a pool of sessions per event loop (a
-session-level lock belongs to its connection, and a socket to one loop's selector)."""
+bounded by ``connect_timeout`` except a lock wait, and their pool."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
-import weakref
 from typing import Any
 
 import psycopg
@@ -51,30 +47,17 @@ async def outcome(session: AsyncSession, steps: Steps[Any]) -> Any:
 
 
 class AsyncSessions:
-    """The coordinator's asyncio sessions (a pool per event loop) and the holds they keep."""
+    """The coordinator's asyncio sessions and the holds they keep. One pool serves every
+    event loop: psycopg puts a socket on the running loop only while it waits for it."""
 
     def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
         self.owner, self._conninfo, self._io_timeout = owner, conninfo, io_timeout
-        self._keep_idle = keep_idle
-        self._mutex = threading.Lock()  # close() comes from another thread
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pool[AsyncSession]] = \
-            weakref.WeakKeyDictionary()
+        self.pool: Pool[AsyncSession] = Pool(keep_idle, lambda: stopped(owner))
         self.holds: Holds[Hold[AsyncSession]] = Holds()
-        self.closed = False
 
-    def pool(self) -> Pool[AsyncSession]:
-        """The running loop's pool."""
-        loop = asyncio.get_running_loop()
-        with self._mutex:
-            if self.closed:
-                raise stopped(self.owner)
-            if loop not in self._pools:
-                self._pools[loop] = Pool(self._keep_idle, lambda: stopped(self.owner))
-            return self._pools[loop]
-
-    async def borrow(self, pool: Pool[AsyncSession]) -> AsyncSession:
-        """An idle live session of ``pool``, or a new one; statements are prepared on first use."""
-        if (session := pool.idle_one()) is not None:
+    async def borrow(self) -> AsyncSession:
+        """An idle live session, or a new one; statements are prepared on first use."""
+        if (session := self.pool.idle_one()) is not None:
             return session
         try:
             session = await AsyncSession.connect(self._conninfo, autocommit=True,
@@ -82,7 +65,7 @@ class AsyncSessions:
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self._io_timeout
-        return pool.lend(session)
+        return self.pool.lend(session)
 
     def check_holds(self) -> None:
         """Schedule a check of every hold on its loop (from the heartbeat thread)."""
@@ -103,31 +86,18 @@ class AsyncSessions:
 
     def close(self) -> None:
         """The coordinator stops (any thread): close idle sessions, cancel lock waits."""
-        with self._mutex:
-            self.closed = True
-            pools = list(self._pools.values())
-        for pool in pools:
-            _cancel_waits(pool.close())
+        _cancel_waits(self.pool.close())
         self.holds.lose_all("the coordinator was stopped")
 
     async def close_running(self) -> None:
-        """Close the running loop's sessions: a statement still in flight fails at once."""
-        with self._mutex:
-            pool = self._pools.pop(asyncio.get_running_loop(), None)
-        lent = [] if pool is None else pool.close()
+        """Close the sessions still lent out: a statement still in flight fails at once."""
+        lent = self.pool.close()
         _cancel_waits(lent)  # again: a cancel sent before the wait began is lost
         for session in lent:
             if session.lock.locked():
                 session.shutdown()  # its statement fails now; its task closes it
             else:
                 session.pgconn.finish()
-
-    def forget_parent(self) -> None:
-        """In a forked child: drop every session without disturbing the parent's."""
-        self._mutex = threading.Lock()
-        pools, self._pools = list(self._pools.values()), weakref.WeakKeyDictionary()
-        for pool in pools:
-            pool.forget_parent()
 
 
 def _cancel_waits(sessions: list[AsyncSession]) -> None:

@@ -117,7 +117,7 @@ class PostgreSQLBackend(Backend):
     def forget_parent(self) -> None:
         """In a forked child: drop the parent's sessions without touching them."""
         self.sessions.pool.forget_parent()
-        self.async_sessions.forget_parent()
+        self.async_sessions.pool.forget_parent()
 
     def _check_holds(self) -> None:
         self.sessions.check_holds()
