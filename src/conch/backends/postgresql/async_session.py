@@ -12,7 +12,7 @@ from conch.backends.kit.session import Holds
 from conch.backends.postgresql import statements
 from conch.backends.postgresql.lock import Hold, Owner, stopped
 from conch.backends.postgresql.session import Bounded, Pool, finished_when_broken
-from conch.backends.postgresql.statements import Conversation, Statement, Steps
+from conch.backends.postgresql.statements import Statement, Steps, advance
 from conch.errors import BackendUnavailable
 
 
@@ -40,10 +40,10 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
 
 async def outcome(session: AsyncSession, steps: Steps[Any]) -> Any:
     """What ``steps`` return on ``session``, or the exception they (or a statement) raised."""
-    talk = Conversation(steps)
-    while talk.statement is not None:
-        talk.answered(await session.answer(talk.statement))
-    return talk.result
+    statement, result = advance(steps, None)
+    while statement is not None:
+        statement, result = advance(steps, await session.answer(statement))
+    return result
 
 
 class AsyncSessions:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import waiting
 
 from conch.backends.kit.socket_wait import SocketWait
-from conch.backends.postgresql.statements import Conversation, Statement, Steps
+from conch.backends.postgresql.statements import Statement, Steps, advance
 
 
 class Bounded:
@@ -72,10 +72,10 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
 
 def outcome(session: Session, steps: Steps[Any]) -> Any:
     """What ``steps`` return on ``session``, or the exception they (or a statement) raised."""
-    talk = Conversation(steps)
-    while talk.statement is not None:
-        talk.answered(session.answer(talk.statement))
-    return talk.result
+    statement, result = advance(steps, None)
+    while statement is not None:
+        statement, result = advance(steps, session.answer(statement))
+    return result
 
 
 @contextlib.contextmanager

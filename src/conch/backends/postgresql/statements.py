@@ -95,23 +95,14 @@ def holds(key: int) -> Steps[bool]:
     return (yield Statement(_HOLDS, {"key": Int8(key)})) is True
 
 
-class Conversation:
-    """Steps being run: :attr:`statement` is the next to execute; ``None`` once :attr:`result`
-    (what the steps returned, or the exception they or a statement raised) is known."""
-
-    def __init__(self, steps: Steps[Any]) -> None:
-        self._steps = steps
-        self.result: object = None
-        self.answered(None)
-
-    def answered(self, answer: object) -> None:
-        """Go on with ``answer`` (an exception is thrown into the steps) to :attr:`statement`."""
-        try:
-            if isinstance(answer, BaseException):
-                self.statement: Statement | None = self._steps.throw(answer)
-            else:
-                self.statement = self._steps.send(answer)
-        except StopIteration as done:
-            self.statement, self.result = None, done.value
-        except BaseException as exc:
-            self.statement, self.result = None, exc
+def advance(steps: Steps[Any], answer: object) -> tuple[Statement | None, object]:
+    """The next statement of ``steps`` once sent ``answer`` (thrown in if an exception), or
+    ``None`` and what the steps returned or raised."""
+    try:
+        if isinstance(answer, BaseException):
+            return steps.throw(answer), None
+        return steps.send(answer), None
+    except StopIteration as done:
+        return None, done.value
+    except BaseException as exc:
+        return None, exc
