@@ -31,7 +31,6 @@ _LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 # the keepalives let the server notice a vanished client host (10 s + 3 x 5 s).
 _SESSION_SETTINGS = ("-c statement_timeout=0 -c lock_timeout=0 -c tcp_keepalives_idle=10"
                      " -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3")
-_DUPLICATE_OBJECT = (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable)
 
 
 class PostgreSQLBackend(Backend):
@@ -74,15 +73,16 @@ class PostgreSQLBackend(Backend):
         try:
             for name, create in SETUP.items():
                 if session.execute(f"SELECT to_regclass('{name}')").fetchone() == (None,):
-                    with contextlib.suppress(*_DUPLICATE_OBJECT):  # created meanwhile
+                    with contextlib.suppress(psycopg.errors.UniqueViolation,  # created
+                                             psycopg.errors.DuplicateTable):  # meanwhile
                         session.execute(create, prepare=False)
         except psycopg.Error as exc:
             session.close()
             raise BackendUnavailable(self.describe(
-                f"cannot set up the fencing sequence {FENCING_SEQUENCE} and the lock names "
-                f"table {NAMES_TABLE} ({exc}); create them once with CREATE "
-                "SEQUENCE and CREATE TABLE (docs/postgresql.md), then grant USAGE on the "
-                "sequence and SELECT, INSERT on the table")) from None
+                f"cannot set up the fencing sequence {FENCING_SEQUENCE} and the lock names table "
+                f"{NAMES_TABLE} ({exc}); create them once with CREATE SEQUENCE and CREATE TABLE "
+                "(docs/postgresql.md), then grant USAGE on the sequence, SELECT, INSERT on the "
+                "table")) from None
         self.sessions.pool.give_back(session)
         self._heartbeat.start()
         forget_in_child(self)

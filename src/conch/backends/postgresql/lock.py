@@ -43,8 +43,7 @@ class Hold(Generic[S]):
         self.checking: Any = None  # an async hold's check in progress
 
     def checked(self, holds: Holds[Hold[S]], listed: object) -> None:
-        """A check's outcome: lost when the server no longer lists the hold or its connection
-        failed; a refused check says nothing."""
+        """A check's outcome: lost if the server no longer lists it or its connection failed."""
         if listed is True:
             return metrics.record_renewals("postgresql", 1)
         if listed is False:
@@ -76,9 +75,8 @@ class HandleCore(Generic[S]):
         return None if self._key in self._owner.named_keys else self._name
 
     def failed(self, pool: Pool[S], session: S, result: object, retry: bool) -> bool:
-        """Whether an acquire's ``result`` is a failure to try once more (a connection that
-        was gone: a server restart); raises any other (the session is closed first: it may
-        hold the lock now)."""
+        """Whether an acquire's ``result`` is a failure to try again (its connection was gone:
+        a server restart); raises any other, closing the session (it may hold the lock)."""
         if not isinstance(result, BaseException):
             return False
         broken = session.closed

@@ -56,7 +56,7 @@ Steps = Generator[Statement, Any, T]
 
 
 class Session(Protocol):
-    lock_timeout_ms: int  # the session's lock_timeout
+    lock_timeout_ms: int
 
 
 def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> Steps[int | None]:
