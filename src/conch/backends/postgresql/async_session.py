@@ -4,6 +4,7 @@ bounded by ``connect_timeout`` except a lock wait, and their pool."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 import psycopg
@@ -25,13 +26,17 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
         to cancel the statement first)."""
         self.limit = statement.limit(self.io_timeout)
         try:
-            cursor = await self.execute(statement.sql, statement.params)
+            cursor = await self.statements.execute(statement.sql, statement.params)
         except BaseException as exc:
             return exc
         finally:
             self.limit = self.io_timeout
         row = await cursor.fetchone()
         return None if row is None else row[0]
+
+    @functools.cached_property
+    def statements(self) -> psycopg.AsyncCursor[tuple[Any, ...]]:
+        return self.cursor()
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         with finished_when_broken(self):

@@ -5,6 +5,7 @@ wait; under eventlet the sync waits go through psycopg's ``select`` wait, which 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import socket
@@ -47,12 +48,16 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
         """``statement``'s first value, or what it raised."""
         self.limit = statement.limit(self.io_timeout)
         try:
-            row = self.execute(statement.sql, statement.params).fetchone()
+            row = self.statements.execute(statement.sql, statement.params).fetchone()
         except BaseException as exc:
             return exc
         finally:
             self.limit = self.io_timeout
         return None if row is None else row[0]
+
+    @functools.cached_property
+    def statements(self) -> psycopg.Cursor[tuple[Any, ...]]:
+        return self.cursor()
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         # psycopg's default wait is C code that eventlet's hub cannot interrupt.
