@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
+from conch.backends.base import AsyncLockHandle, Deadline
 from conch.backends.postgresql import statements
 from conch.backends.postgresql.async_session import AsyncSession, AsyncSessions, outcome
 from conch.backends.postgresql.lock import HandleCore
@@ -15,10 +15,7 @@ class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
     """The asyncio handle of one lock name. A cancelled acquire leaves nothing held: its
     lock wait is cancelled on the server and its session closed."""
 
-    def __init__(self, sessions: AsyncSessions, key: int, name: bytes,
-                 on_lost: LossCallback) -> None:
-        super().__init__(sessions.owner, sessions.holds, key, name, on_lost)
-        self._sessions = sessions
+    _sessions: AsyncSessions
 
     async def acquire(self, deadline: Deadline) -> int | None:
         pool = self._sessions.pool

@@ -9,10 +9,9 @@ from typing import Any
 
 import psycopg
 
-from conch.backends.kit.session import Holds
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.lock import Hold, Owner, stopped
-from conch.backends.postgresql.session import Bounded, Pool, finished_when_broken
+from conch.backends.postgresql.lock import Hold, SessionsCore
+from conch.backends.postgresql.session import Bounded, finished_when_broken
 from conch.backends.postgresql.statements import Statement, Steps, advance
 from conch.errors import BackendUnavailable
 
@@ -51,25 +50,20 @@ async def outcome(session: AsyncSession, steps: Steps[Any]) -> Any:
     return result
 
 
-class AsyncSessions:
+class AsyncSessions(SessionsCore[AsyncSession]):
     """The coordinator's asyncio sessions and the holds they keep. One pool serves every
     event loop: psycopg puts a socket on the running loop only while it waits for it."""
-
-    def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
-        self.owner, self._conninfo, self._io_timeout = owner, conninfo, io_timeout
-        self.pool: Pool[AsyncSession] = Pool(keep_idle, lambda: stopped(owner))
-        self.holds: Holds[Hold[AsyncSession]] = Holds()
 
     async def borrow(self) -> AsyncSession:
         """An idle live session, or a new one; statements are prepared on first use."""
         if (session := self.pool.idle_one()) is not None:
             return session
         try:
-            session = await AsyncSession.connect(self._conninfo, autocommit=True,
+            session = await AsyncSession.connect(self.conninfo, autocommit=True,
                                                  prepare_threshold=0)
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
-        session.io_timeout = session.limit = self._io_timeout
+        session.io_timeout = session.limit = self.io_timeout
         return self.pool.lend(session)
 
     def check_holds(self) -> None:

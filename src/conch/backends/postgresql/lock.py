@@ -61,13 +61,22 @@ class Hold(Generic[S]):
         return None
 
 
+class SessionsCore(Generic[S]):
+    """A coordinator's sessions of one kind (a pool) and the holds they keep."""
+
+    def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
+        self.owner, self.conninfo, self.io_timeout = owner, conninfo, io_timeout
+        self.pool: Pool[S] = Pool(keep_idle, lambda: stopped(owner))
+        self.holds: Holds[Hold[S]] = Holds()
+
+
 class HandleCore(Generic[S]):
     """A lock name, its key and its hold, and what each outcome means."""
 
-    def __init__(self, owner: Owner, holds: Holds[Hold[S]], key: int, name: bytes,
+    def __init__(self, sessions: SessionsCore[S], key: int, name: bytes,
                  on_lost: LossCallback) -> None:
-        self._owner, self._holds, self._key, self._name = owner, holds, key, name
-        self._on_lost = on_lost
+        self._sessions, self._key, self._name, self._on_lost = sessions, key, name, on_lost
+        self._owner, self._holds = sessions.owner, sessions.holds
         self._hold: Hold[S] | None = None
 
     def name_to_record(self) -> bytes | None:
@@ -131,13 +140,8 @@ class HandleCore(Generic[S]):
             "the server freed the lock, another holder may have taken it")) from None
 
 
-class Sessions:
+class Sessions(SessionsCore[Session]):
     """The coordinator's blocking sessions (a pool) and the holds they keep."""
-
-    def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
-        self.owner, self.conninfo, self.io_timeout = owner, conninfo, io_timeout
-        self.pool: Pool[Session] = Pool(keep_idle, lambda: stopped(owner))
-        self.holds: Holds[Hold[Session]] = Holds()
 
     def open(self) -> Session:
         """A new session (raises BackendUnavailable); statements are prepared on first use."""
@@ -174,9 +178,7 @@ class Sessions:
 class AdvisoryLock(HandleCore[Session], LockHandle):
     """The blocking handle of one lock name."""
 
-    def __init__(self, sessions: Sessions, key: int, name: bytes, on_lost: LossCallback) -> None:
-        super().__init__(sessions.owner, sessions.holds, key, name, on_lost)
-        self._sessions = sessions
+    _sessions: Sessions
 
     def acquire(self, deadline: Deadline) -> int | None:
         pool = self._sessions.pool
