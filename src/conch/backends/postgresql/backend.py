@@ -85,7 +85,8 @@ class PostgreSQLBackend(Backend):
                 "table")) from None
         self.sessions.pool.give_back(session)
         self._heartbeat.start()
-        forget_in_child(self)
+        forget_in_child(self.sessions.pool)  # a forked child drops the parent's sessions
+        forget_in_child(self.async_sessions.pool)
 
     def close(self) -> None:
         self._heartbeat.stop()
@@ -113,11 +114,6 @@ class PostgreSQLBackend(Backend):
     def describe(self, problem: object) -> str:
         """``problem`` prefixed with the redacted URL, with every secret removed."""
         return scrub(" ".join(f"PostgreSQL at {self.url.redacted()}: {problem}".split()), self.url)
-
-    def forget_parent(self) -> None:
-        """In a forked child: drop the parent's sessions without touching them."""
-        self.sessions.pool.forget_parent()
-        self.async_sessions.pool.forget_parent()
 
     def _check_holds(self) -> None:
         self.sessions.check_holds()
