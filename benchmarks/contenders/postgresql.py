@@ -1,11 +1,13 @@
-"""PostgreSQL advisory locks: conch ``postgresql://`` against tooz's postgresql driver.
+"""PostgreSQL advisory locks: conch ``postgresql://`` against tooz's postgresql driver and
+psycopg by hand.
 
 tooz keys a lock by 16 bits of the name's MD5 and opens a new connection for
 every acquire (closed at release); its blocking acquire waits in
 ``pg_advisory_lock``. conch keeps pooled sessions, takes the lock and draws a
-fencing token in one round-trip, and waits in the server too. The floor is the
-bare primitive: prepared ``pg_advisory_lock`` / ``pg_advisory_unlock`` on one
-long-lived connection through libpq, no token, no checks.
+fencing token in one round-trip, and waits in the server too. "psycopg by hand"
+is what an application would write: ``pg_advisory_lock`` / ``pg_advisory_unlock``
+through one autocommit ``psycopg.Connection``, no token, no checks. The floor is
+the bare primitive: the same two calls, prepared, through libpq itself.
 
 The server keeps ``fsync`` on (unlike the tests'), as in production: conch's
 fencing sequence writes WAL every 32 tokens, the peers write nothing. The role
@@ -15,22 +17,27 @@ pays on every acquire; with ``trust`` its acquire+release costs about 3 ms.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 from tests.servers.postgresql import PostgreSQLServer
 
 from benchmarks.contenders.base import Contender, LockLike, Target
 from benchmarks.contenders.common import Conch, Tooz
+from conch.backends.kit.naming import int64_key
 from conch.url import parse_url
 
-# The issue's goal: tooz costs about 2 ms (a connection per lock).
+HAND = "psycopg by hand"
+# Issue 13's goals for postgresql.
 TARGETS = (
-    Target("uncontended p50 < 200 µs (tooz: ~2 ms, a new connection per acquire)",
-           "uncontended p50", "conch", 200.0),
+    Target("hand-off p50 ≤ psycopg by hand (pg_advisory_lock)", "handoff p50", "conch", 1.0,
+           peer=HAND),
+    Target("uncontended p50 ≤ 1.2x psycopg by hand", "uncontended p50", "conch", 1.2, peer=HAND),
+    *(Target(f"contended throughput ≥ tooz's ({count} processes)", f"throughput {count}",
+             "conch", 1.0, higher_is_better=True, peer="tooz") for count in (2, 4, 8)),
 )
 
 
@@ -47,6 +54,35 @@ def target() -> Iterator[str]:
 
 
 
+class _PsycopgLock:
+    """``pg_advisory_lock(key)`` and ``pg_advisory_unlock(key)`` through psycopg."""
+
+    def __init__(self, connection: psycopg.Connection[tuple[object, ...]], name: str) -> None:
+        self._connection = connection
+        self._key = (int64_key(name.encode()),)
+
+    def acquire(self) -> bool:
+        self._connection.execute("SELECT pg_advisory_lock(%s)", self._key)
+        return True
+
+    def release(self) -> None:
+        self._connection.execute("SELECT pg_advisory_unlock(%s)", self._key)
+
+
+class PsycopgByHand(Contender):
+    """What an application writes with psycopg: one autocommit connection, the two calls."""
+
+    name = HAND
+    distribution = "psycopg"
+
+    def setup(self) -> None:
+        self._connection = psycopg.Connection.connect(self.target, autocommit=True)
+
+    def lock(self, name: str) -> LockLike:
+        return _PsycopgLock(self._connection, name)
+
+    def teardown(self) -> None:
+        self._connection.close()
 
 
 class _AdvisoryLock:
@@ -54,8 +90,7 @@ class _AdvisoryLock:
 
     def __init__(self, connection: pq.abc.PGconn, name: str) -> None:
         self._connection = connection
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
-        self._key = [str(key).encode()]
+        self._key = [str(int64_key(name.encode())).encode()]
 
     def acquire(self) -> bool:
         result = self._connection.exec_prepared(b"lock", self._key)
@@ -89,4 +124,4 @@ class BareAdvisoryLock(Contender):
         self._connection.finish()
 
 
-CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, BareAdvisoryLock)
+CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, PsycopgByHand, BareAdvisoryLock)

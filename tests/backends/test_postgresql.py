@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 import conch
-from conch.backends.postgresql.protocol import advisory_key
+from conch.backends.kit.naming import int64_key as advisory_key
 from tests.contract import workers
 from tests.contract.waiting import Waiter
 from tests.servers.postgresql import PostgreSQLServer

@@ -19,8 +19,8 @@ import pytest
 import conch
 import conch.aio
 from conch.backends.base import Deadline
-from conch.backends.postgresql import PostgreSQLBackend
-from conch.backends.postgresql.protocol import advisory_key
+from conch.backends.kit.naming import int64_key as advisory_key
+from conch.backends.postgresql.backend import PostgreSQLBackend
 from tests.backends.async_cycle import uncontended_async_cycle
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY

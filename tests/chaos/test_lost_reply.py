@@ -29,7 +29,7 @@ def acquire_request(backend: str, lock_name: str) -> bytes:
         "redis": b"EVALSHA",  # the ACQUIRE script
         "etcd": b"/v3/kv/txn",
         "zookeeper": lock_name.encode(),  # in the path of the queue node created
-        "postgresql": b"conch_try",  # the prepared try-lock statement
+        "postgresql": b"",  # statements are prepared once: the acquire is the first request
         "mysql": b"",  # TLS hides the statement: the acquire is the first request
         "memcached": b"ms ",  # the add of the holder key (meta set, add mode)
     }[backend]

@@ -1,122 +1,195 @@
-"""The ``postgresql://`` backend's blocking lock handle, and the hold it keeps.
-
-An acquire borrows a session of its own from the backend's pool and keeps it while it
-holds (advisory locks are re-entrant within a session); release unlocks and gives it
-back, or closes it when the unlock did not succeed. The backend's heartbeat asks each
-:class:`Hold` whether the server still lists it (:meth:`Hold.verify`). What a hold
-means is told in :mod:`conch.backends.postgresql.backend`; the asyncio handle is
-:mod:`conch.backends.postgresql.async_lock`'s.
-"""
+"""The ``postgresql://`` blocking side, and what it shares with the asyncio one: each acquire
+keeps a session of its own while it holds (advisory locks are re-entrant within a session),
+and what each outcome of an acquire, a release or a check means for it and its hold."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import TYPE_CHECKING
+from typing import Any, Generic, Protocol, TypeVar
 
+import psycopg
+
+from conch import metrics
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.postgresql.protocol import lost_at_release, refused
-from conch.backends.postgresql.session import Session
-from conch.backends.postgresql.wire import SessionBroken, StatementFailed
-from conch.errors import NotStarted
+from conch.backends.kit.session import Holds
+from conch.backends.postgresql import statements
+from conch.backends.postgresql.session import Pool, Session, outcome
+from conch.errors import BackendUnavailable, LockLost, NotStarted
 
-if TYPE_CHECKING:
-    from conch.backends.postgresql.backend import PostgreSQLBackend
+S = TypeVar("S", bound=psycopg.BaseConnection[Any])
 
 
-class Hold:
+class Owner(Protocol):
+    """The backend, as the handles see it."""
+
+    named_keys: set[int]  # keys whose name this process recorded: not sent again
+
+    def describe(self, problem: object) -> str: ...
+
+
+def stopped(owner: Owner) -> NotStarted:
+    """The error of an acquire after (or during) the coordinator's stop."""
+    return NotStarted(owner.describe("the coordinator was stopped"))
+
+
+class Hold(Generic[S]):
     """One acquisition: the key, the session holding it, and whether it still does."""
 
-    __slots__ = ("active", "guard", "key", "session")
+    def __init__(self, key: int, session: S, pool: Pool[S], loop: Any) -> None:
+        self.key, self.session, self.pool, self.loop = key, session, pool, loop
+        self.active = True  # not released, lost or abandoned
+        self.guard = threading.Lock()  # a release and a check take turns
+        self.checking: Any = None  # an async hold's check in progress
 
-    def __init__(self, key: int, session: Session) -> None:
-        self.key = key
-        self.session = session
-        self.active = True
-        self.guard = threading.Lock()  # release and the heartbeat's check take turns
-
-    def verify(self) -> str | None:
-        """Ask the server whether the hold lives; the reason it was lost, else ``None``."""
+    def checked(self, holds: Holds[Hold[S]], listed: object) -> None:
+        """A check's outcome: lost if the server no longer lists it or its connection failed."""
+        if listed is True:
+            return metrics.record_renewals("postgresql", 1)
+        if listed is False:
+            reason = "the server no longer lists it as held by this session"
+        elif isinstance(listed, psycopg.Error) and self.session.closed:
+            reason = f"its connection failed: {listed}"
+        else:
+            return None  # no verdict; the next beat asks again
         with self.guard:
-            if not self.active:
-                return None  # released meanwhile: its session may serve another hold now
-            try:
-                if self.session.holds(self.key):
-                    return None
-                reason = "the server no longer lists it as held by this session"
-            except SessionBroken as exc:
-                reason = f"its connection failed: {exc}"
-            except StatementFailed:
-                return None  # no verdict; the next beat asks again
-            self.active = False
-            return reason
+            active, self.active = self.active, False
+        if active:
+            self.pool.give_back(self.session, keep=False)
+            holds.lose(self, reason)
+            metrics.record_renewals("postgresql", 0, 1)
+        return None
 
 
-class AdvisoryLock(LockHandle):
-    """The blocking handle of one lock name: each acquire borrows a session of its own."""
+class SessionsCore(Generic[S]):
+    """A coordinator's sessions of one kind (a pool) and the holds they keep."""
 
-    def __init__(self, backend: PostgreSQLBackend, key: int, name: bytes,
+    def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
+        self.owner, self.conninfo, self.io_timeout = owner, conninfo, io_timeout
+        self.pool: Pool[S] = Pool(keep_idle, lambda: stopped(owner))
+        self.holds: Holds[Hold[S]] = Holds()
+
+
+class HandleCore(Generic[S]):
+    """A lock name, its key and its hold, and what each outcome means."""
+
+    def __init__(self, sessions: SessionsCore[S], key: int, name: bytes,
                  on_lost: LossCallback) -> None:
-        self._backend = backend
-        self._key = key
-        self._name = name
-        self._on_lost = on_lost
-        self._hold: Hold | None = None
+        self._sessions, self._key, self._name, self._on_lost = sessions, key, name, on_lost
+        self._owner, self._holds = sessions.owner, sessions.holds
+        self._hold: Hold[S] | None = None
 
-    def acquire(self, deadline: Deadline) -> int | None:
-        try:
-            return self._attempt(deadline)
-        except SessionBroken:
-            pass  # its session died (a pooled one, with a server restart): once more
-        try:
-            return self._attempt(deadline)
-        except SessionBroken as exc:
-            raise self._backend.unavailable(exc) from None
+    def name_to_record(self) -> bytes | None:
+        """The name, with this process's first hold of the key (else ``None``)."""
+        return None if self._key in self._owner.named_keys else self._name
 
-    def _attempt(self, deadline: Deadline) -> int | None:
-        backend, pool = self._backend, self._backend.pool
-        try:
-            session = pool.borrow()
-        except SessionBroken:
-            raise NotStarted(backend.describe("the coordinator was stopped")) from None
-        try:
-            # Name the key in conch_lock_names with this process's first hold of it.
-            name = None if self._key in backend.named_keys else self._name
-            token = session.lock(self._key, deadline, name)
-            if token is not None and name is not None:
-                backend.name_recorded(self._key)
-        except StatementFailed as exc:
-            pool.discard(session)  # it may hold the lock now: closing the session frees it
-            raise refused(backend.describe, exc, pool.closed) from None
-        except BaseException:
-            pool.discard(session)
-            raise
+    def failed(self, pool: Pool[S], session: S, result: object, retry: bool) -> bool:
+        """Whether an acquire's ``result`` is a failure to try again (its connection was gone:
+        a server restart); raises any other, closing the session (it may hold the lock)."""
+        if not isinstance(result, BaseException):
+            return False
+        broken = session.closed
+        pool.give_back(session, keep=False)
+        if not isinstance(result, psycopg.Error):
+            raise result
+        if pool.closed:  # its wait was cancelled, or its session closed, by stop()
+            raise stopped(self._owner) from None
+        if not (retry and broken):
+            raise BackendUnavailable(self._owner.describe(result)) from None
+        return True
+
+    def taken(self, pool: Pool[S], session: S, token: Any, loop: Any = None) -> int | None:
+        """The acquire's answer on ``session``: the hold's token, or ``None`` (not taken)."""
         if token is None:
             pool.give_back(session)
             return None
-        hold = self._hold = Hold(self._key, session)
-        backend.holds.add(hold, self._on_lost)
-        if pool.closed:  # stopped while we waited: the session was closed under us
-            backend.holds.discard(hold)
+        if len(self._owner.named_keys) >= 100_000:  # a name recorded twice: a skipped insert
+            self._owner.named_keys.clear()
+        self._owner.named_keys.add(self._key)
+        hold = self._hold = Hold(self._key, session, pool, loop)
+        self._holds.add(hold, self._on_lost)
+        if pool.closed:  # stopped while we waited
+            self._holds.discard(hold)
             self._hold = None
-            raise NotStarted(backend.describe("the coordinator was stopped"))
-        return token
+            pool.give_back(session, keep=False)
+            raise stopped(self._owner)
+        return int(token)
+
+    def releasing(self) -> Hold[S] | None:
+        """The hold to release (``None``: none); raises LockLost when it was lost."""
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self._holds.discard(hold)
+            with hold.guard:
+                active, hold.active = hold.active, False
+            if not active:  # its session was closed; the report may be on its way
+                self.released(hold, False)
+        return hold
+
+    def released(self, hold: Hold[S], unlocked: object) -> None:
+        """The unlock's outcome: give the session back, or raise LockLost (the server did not
+        hold the lock for it, or it failed)."""
+        hold.pool.give_back(hold.session, keep=unlocked is True)
+        if unlocked is True:
+            return
+        if isinstance(unlocked, BaseException) and not isinstance(unlocked, psycopg.Error):
+            raise unlocked
+        raise LockLost(self._owner.describe(
+            "the server no longer held the lock for this session" if unlocked is False else
+            f"the session holding the lock failed before release ({unlocked}); "
+            "the server freed the lock, another holder may have taken it")) from None
+
+
+class Sessions(SessionsCore[Session]):
+    """The coordinator's blocking sessions (a pool) and the holds they keep."""
+
+    def open(self) -> Session:
+        """A new session (raises BackendUnavailable); statements are prepared on first use."""
+        try:
+            session = Session.connect(self.conninfo, autocommit=True, prepare_threshold=0)
+        except psycopg.Error as exc:
+            raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
+        session.io_timeout = session.limit = self.io_timeout
+        return session
+
+    def borrow(self) -> Session:
+        """An idle live session, or a new one; NotStarted once closed."""
+        return self.pool.idle_one() or self.pool.lend(self.open())
+
+    def check_holds(self) -> None:
+        """Ask the server whether each hold lives (the heartbeat thread)."""
+        for hold in self.holds.snapshot():
+            with hold.guard:
+                if not hold.active:
+                    continue  # released meanwhile: its session may serve another hold now
+                listed = outcome(hold.session, statements.holds(hold.key))
+            hold.checked(self.holds, listed)
+
+    def close(self) -> None:
+        """Cancel the lock waits in progress on the server, then close every session."""
+        for session in self.pool.close():
+            if session.waiting_for_lock:
+                with contextlib.suppress(psycopg.Error):  # best effort: closing ends it too
+                    session.cancel_safe(timeout=self.io_timeout)
+            session.end()
+        self.holds.lose_all("the coordinator was stopped")
+
+
+class AdvisoryLock(HandleCore[Session], LockHandle):
+    """The blocking handle of one lock name."""
+
+    _sessions: Sessions
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        pool = self._sessions.pool
+        for retry in (True, False):
+            session = self._sessions.borrow()
+            steps = statements.take(session, self._key, deadline, self.name_to_record())
+            if not self.failed(pool, session, token := outcome(session, steps), retry):
+                break
+        return self.taken(pool, session, token)
 
     def release(self) -> None:
-        hold, self._hold = self._hold, None
-        if hold is None:
-            return
-        backend = self._backend
-        backend.holds.discard(hold)
-        with hold.guard:
-            active, hold.active = hold.active, False
-        if not active:  # the heartbeat closed its session; the report may be on its way
-            raise lost_at_release(backend.describe, None)
-        try:
-            unlocked = hold.session.unlock(self._key)
-        except (SessionBroken, StatementFailed) as exc:
-            backend.pool.discard(hold.session)
-            raise lost_at_release(backend.describe, exc) from None
-        if not unlocked:
-            backend.pool.discard(hold.session)
-            raise lost_at_release(backend.describe, None)
-        backend.pool.give_back(hold.session)
+        hold = self.releasing()
+        if hold is not None:
+            self.released(hold, outcome(hold.session, statements.unlock(self._key)))

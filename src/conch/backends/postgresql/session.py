@@ -1,226 +1,162 @@
-"""PostgreSQL server sessions for the ``postgresql://`` backend, and the pool that reuses them.
-
-A :class:`Session` is one libpq connection, driven through psycopg's documented
-``psycopg.pq`` binding rather than ``psycopg.Connection``: conch runs a few fixed
-statements with one ``bigint`` parameter, so it needs no adaptation layer, and
-driving the socket itself lets every round-trip, the connection's handshake
-included, wait in ``poll`` (without the GIL; under eventlet, in its green ``select``:
-:mod:`conch.backends.kit.socket_wait`) under a client-side deadline:
-``psycopg.Connection.execute`` has none, so a frozen or partitioned server would
-hang a release or a heartbeat forever. The statements themselves, and what each
-answer means, are :mod:`conch.backends.postgresql.protocol`'s steps, shared with the
-asyncio session.
-"""
+"""Server sessions on psycopg's own connection, and the pool that reuses them (sync and
+asyncio alike). Every wait for an answer is bounded by ``connect_timeout`` except a lock
+wait; under eventlet the sync waits go through psycopg's ``select`` wait, which is green."""
 
 from __future__ import annotations
 
 import contextlib
-import math
+import functools
+import os
+import select
+import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg import pq
+from psycopg import waiting
 
-from conch.backends.base import Deadline
 from conch.backends.kit.socket_wait import SocketWait
-from conch.backends.postgresql.protocol import QUERY_CANCELED, SessionSteps
-from conch.backends.postgresql.wire import (
-    Expired,
-    SessionBroken,
-    StatementFailed,
-    Steps,
-    T,
-    cancelling,
-    connecting,
-    disown,
-    idle_alive,
-)
+from conch.backends.postgresql.statements import Statement, Steps, advance
 
 
-class Session(SessionSteps):
-    """One server session. Statements are serialised; :meth:`cancel` and :meth:`close`
-    may come from any thread."""
+class Bounded:
+    """What both sessions add to psycopg's connections: ``limit``, the longest wait for the
+    answer in progress (``None``: none), their ``lock_timeout``, and :meth:`shutdown`."""
 
-    def __init__(self, conninfo: bytes, io_timeout: float) -> None:
-        """Connect within ``io_timeout`` seconds (raises :class:`SessionBroken`)."""
-        # libpq's non-blocking connect, waiting in poll: PQconnectdb would hold the GIL
-        # for the whole handshake (up to connect_timeout), stopping every thread.
-        super().__init__(_drive(connecting(conninfo, io_timeout)), io_timeout)
-        self._mutex = threading.Lock()
-        self._readable = SocketWait(self.pg.socket)
-        self._waiting = False
-        self._cancelled = False
-
-    def prepare(self) -> None:
-        """Prepare the lock statements (the fencing sequence must exist)."""
-        self._drive(self.prepare_steps())
-
-    def execute(self, sql: str) -> str | None:
-        """Run one setup statement; return the first value of its first row, if any."""
-        return self._drive(self.execute_steps(sql))
-
-    def query(self, sql: str, params: list[bytes]) -> list[list[str | None]]:
-        """Run one statement with text parameters; every row, each value as text."""
-        return self._drive(self.query_steps(sql, params))
-
-    def lock(self, key: int, deadline: Deadline, name: bytes | None = None) -> int | None:
-        """Take ``key`` before ``deadline``: the fencing token, or ``None``. With ``name``,
-        also record it as the key's name."""
-        return self._drive(self.lock_steps(key, deadline, name))
-
-    def unlock(self, key: int) -> bool:
-        """Free ``key``; False when this session did not hold it."""
-        return self._drive(self.unlock_steps(key))
-
-    def holds(self, key: int) -> bool:
-        """True while the server lists ``key`` as granted to this session."""
-        return self._drive(self.holds_steps(key))
-
-    @contextlib.contextmanager
-    def server_waiting(self) -> Iterator[None]:
-        self._waiting = True
-        try:
-            if self._cancelled:
-                raise StatementFailed(QUERY_CANCELED, "cancelled before the wait began")
-            yield
-        finally:
-            self._waiting = False
-
-    def cancel(self) -> None:
-        """Cancel a wait in progress, or the next one (from any thread; best effort)."""
-        self._cancelled = True
-        if self._waiting:
-            # A failed cancel leaves the wait to end by the pool's close().
-            with contextlib.suppress(Exception):
-                self._request_cancel()
-
-    def _request_cancel(self) -> None:
-        """Ask the server to cancel the statement in flight. With libpq 17 the request
-        waits like every round-trip, within ``io_timeout`` (and green under eventlet);
-        older libpq's blocking request holds the thread (and eventlet's hub) until sent."""
-        if not psycopg.capabilities.has_cancel_safe():
-            self.pg.get_cancel().cancel()
-            return
-        canceller = self.pg.cancel_conn()
-        canceller.start()
-        _drive(cancelling(canceller, time.monotonic() + self.io_timeout))
+    io_timeout = 5.0  # the usual limit
+    limit: float | None = 5.0
+    lock_timeout_ms = 0  # the connection's options set lock_timeout=0
+    pgconn: psycopg.pq.abc.PGconn
 
     @property
-    def alive(self) -> bool:
-        """False once the connection is known to be gone (checked without a round-trip)."""
-        if not self._mutex.acquire(blocking=False):
-            return self.pg.status == pq.ConnStatus.OK
+    def waiting_for_lock(self) -> bool:
+        return self.limit != self.io_timeout
+
+    def shutdown(self) -> None:
+        """End the connection now, from any thread: the server frees the session's locks, a
+        statement in flight fails. A duplicate is shut: never a number libpq closed meanwhile."""
+        with contextlib.suppress(Exception), socket.socket(
+                fileno=os.dup(self.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
+    """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
+
+    def answer(self, statement: Statement) -> object:
+        """``statement``'s first value, or what it raised."""
+        self.limit = statement.limit(self.io_timeout)
         try:
-            return idle_alive(self.pg, self._readable)
+            row = self.statements.execute(statement.sql, statement.params).fetchone()
+        except BaseException as exc:
+            return exc
         finally:
-            self._mutex.release()
+            self.limit = self.io_timeout
+        return None if row is None else row[0]
 
-    def close(self, timeout: float | None = None) -> bool:
-        """Close the connection once no statement runs; False if one still ran after
-        ``timeout`` seconds."""
-        if not self._mutex.acquire(timeout=-1 if timeout is None else timeout):
-            return False
-        try:
-            self.pg.finish()
-        finally:
-            self._mutex.release()
-        return True
+    @functools.cached_property
+    def statements(self) -> psycopg.Cursor[tuple[Any, ...]]:
+        return self.cursor()
 
-    def disown(self) -> None:
-        """Forget the connection in a forked child without touching the parent's session."""
-        self._mutex = threading.Lock()  # another thread of the parent may have held it
-        disown(self.pg)
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        # psycopg's default wait is C code that eventlet's hub cannot interrupt.
+        wait = waiting.wait if hasattr(select, "poll") else waiting.wait_select
+        with finished_when_broken(self):
+            return wait(gen, self.pgconn.socket, interval=interval,
+                        timeout=self.limit if timeout is None else timeout)
 
-    def _drive(self, steps: Steps[T]) -> T:
-        with self._mutex:
-            return _drive(steps, self._readable)
+    def end(self) -> None:
+        """Close now (from any thread): a statement in flight fails; its thread closes it."""
+        if self.lock.acquire(blocking=False):
+            self.pgconn.finish()
+            self.lock.release()
+        else:
+            self.shutdown()
 
 
-def _drive(steps: Steps[T], readable: SocketWait | None = None) -> T:
-    """Run ``steps``, each wait a :class:`SocketWait` (which releases the GIL, or yields to
-    eventlet's hub, unlike libpq's blocking calls); ``readable``: the one for reading the
-    session's socket."""
+def outcome(session: Session, steps: Steps[Any]) -> Any:
+    """What ``steps`` return on ``session``, or the exception they (or a statement) raised."""
+    statement, result = advance(steps, None)
+    while statement is not None:
+        statement, result = advance(steps, session.answer(statement))
+    return result
+
+
+@contextlib.contextmanager
+def finished_when_broken(session: psycopg.BaseConnection[Any]) -> Any:
+    """Close ``session`` when a wait fails with no answer (gone, or timed out: out of step)."""
     try:
-        wait = next(steps)
-        while True:
-            waiting = readable
-            if waiting is None or wait.writing:
-                waiting = SocketWait(wait.fd, wait.writing)
-            wait = steps.send(None) if waiting.until(wait.end) else steps.throw(Expired())
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    except BaseException:
-        steps.close()  # interrupted mid-statement: the steps close the connection
+        yield
+    except psycopg.OperationalError as exc:
+        if exc.sqlstate is None:
+            session.pgconn.finish()
         raise
 
 
-class SessionPool:
-    """Idle sessions, each holding no advisory lock, plus the sessions lent out."""
+C = TypeVar("C", bound=psycopg.BaseConnection[Any])
 
-    def __init__(self, connect: Callable[[], Session], keep_idle: int) -> None:
-        self._connect = connect
-        self._keep_idle = keep_idle
+
+class Pool(Generic[C]):
+    """Idle sessions (holding no advisory lock) and the sessions lent out; thread-safe."""
+
+    def __init__(self, keep_idle: int, stopped: Callable[[], Exception]) -> None:
+        self._keep_idle, self._stopped = keep_idle, stopped
         self._mutex = threading.Lock()
-        self._idle: list[Session] = []
-        self._lent: set[Session] = set()
+        self.idle: list[C] = []
+        self.lent: set[C] = set()
         self.closed = False
 
-    def borrow(self) -> Session:
-        """An idle live session, or a new one (raises what ``connect`` raises)."""
+    def idle_one(self) -> C | None:
+        """A live idle session, lent out, or ``None``."""
         while True:
             with self._mutex:
                 if self.closed:
-                    raise SessionBroken("the coordinator was stopped")
-                session = self._idle.pop() if self._idle else None
-                if session is not None:
-                    self._lent.add(session)
-            if session is None:
-                break
-            if session.alive:
+                    raise self._stopped()
+                if not self.idle:
+                    return None
+                session = self.idle.pop()
+                self.lent.add(session)
+            # An idle session that is readable was sent an error or EOF: it is gone.
+            if not session.closed and not SocketWait(session.pgconn.socket).ready():
                 return session
-            self.discard(session)
-        session = self._connect()
+            self.give_back(session, keep=False)
+
+    def lend(self, session: C) -> C:
+        """Count a new session as lent out."""
         with self._mutex:
             if not self.closed:
-                self._lent.add(session)
+                self.lent.add(session)
                 return session
-        session.close()
-        raise SessionBroken("the coordinator was stopped")
+        session.pgconn.finish()
+        raise self._stopped()
 
-    def give_back(self, session: Session) -> None:
-        """Return a session that holds no advisory lock."""
+    def give_back(self, session: C, keep: bool = True) -> None:
+        """Keep ``session`` idle (it holds no advisory lock), or without ``keep`` close it (it
+        may hold one, or is broken: closing frees its locks)."""
         with self._mutex:
-            self._lent.discard(session)
-            if not self.closed and len(self._idle) < self._keep_idle:
-                self._idle.append(session)
+            self.lent.discard(session)
+            if keep and not self.closed and len(self.idle) < self._keep_idle:
+                self.idle.append(session)
                 return
-        session.close()
+        session.pgconn.finish()
 
-    def discard(self, session: Session) -> None:
-        """Close a session that may hold a lock or is broken (closing frees its locks)."""
-        with self._mutex:
-            self._lent.discard(session)
-        session.close()
-
-    def close(self) -> None:
-        """Close every session: cancel waits in progress, then close each once idle."""
+    def close(self) -> list[C]:
+        """Close the idle sessions; the sessions lent out, for the caller to end."""
         with self._mutex:
             self.closed = True
-            sessions, self._idle = [*self._idle, *self._lent], []
-        for session in sessions:
-            session.cancel()
-        for session in sessions:
-            # A cancel sent before the wait reached the server is lost: send it again.
-            for _ in range(max(1, math.ceil(session.io_timeout / 0.5))):
-                if session.close(timeout=0.5):
-                    break
-                session.cancel()
+            idle, self.idle = self.idle, []
+        for session in idle:
+            session.pgconn.finish()
+        return list(self.lent)
 
-    def disown_all(self) -> None:
-        """In a forked child: drop every session without disturbing the parent's."""
+    def forget_parent(self) -> None:
+        """In a forked child: drop every session, its socket pointed at /dev/null first so
+        that closing it sends the parent's server nothing."""
         self._mutex = threading.Lock()  # another thread of the parent may have held it
-        sessions, self._idle, self._lent = [*self._idle, *self._lent], [], set()
-        for session in sessions:
-            session.disown()
+        sessions, self.idle, self.lent = [*self.idle, *self.lent], [], set()
+        for session in (session for session in sessions if not session.closed):
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, session.pgconn.socket)
+            os.close(devnull)
+            session.pgconn.finish()
