@@ -16,8 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 import conch
+from conch.backends.kit.ttl import TtlHold, new_hold_value
 from conch.backends.redis import RedisBackend
-from conch.backends.redis.steps import RedisHold, lock_keys
+from conch.backends.redis.steps import lock_keys
+from conch.introspection import HolderStamp
 from tests.backends import tls_failures
 from tests.contract import workers
 from tests.servers.base import free_port
@@ -150,17 +152,18 @@ def test_a_retried_acquire_with_the_same_hold_value_gets_its_own_token_back(
 ) -> None:
     # What happens when an acquire's reply is lost and the step is retried.
     with conch.connect(redis_url) as coordinator:
-        backend = backend_of(coordinator)
+        session = backend_of(coordinator).session
         keys = lock_keys(lock_name.encode())
-        value = backend.new_hold_value()
-        token, _ = backend.try_acquire(keys, value)
+        stamp = HolderStamp(lock_name.encode(), coordinator.member_id)
+        value = new_hold_value(stamp)
+        token, _ = session.try_acquire(keys, value)
         assert token is not None
-        assert backend.try_acquire(keys, value) == (token, 0.0), "not orphaned"
-        refused, busy_for = backend.try_acquire(keys, backend.new_hold_value())
+        assert session.try_acquire(keys, value) == (token, 0.0), "not orphaned"
+        refused, busy_for = session.try_acquire(keys, new_hold_value(stamp))
         assert refused is None and 0 < busy_for <= 3.1
         other = coordinator.lock(lock_name)
         assert other.acquire(blocking=False) is False
-        backend.release(RedisHold(keys, value, 0.0))
+        session.release(TtlHold(keys, value, 0.0))
         assert other.acquire(blocking=False) is True
         assert other.token is not None and other.token > token
         other.release()

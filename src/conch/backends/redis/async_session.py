@@ -1,0 +1,144 @@
+"""One coordinator's asyncio side of ``redis://``: a ``redis.asyncio`` client (and pool) per
+event loop, since a connection belongs to the loop that opened it; each call has its own
+timeout. Holds are kept by the blocking session's TTL session, as blocking ones are."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conch.backends.kit.errors import translated
+from conch.backends.redis import steps
+from conch.backends.redis.session import TRANSIENT, RedisSession
+from conch.backends.redis.steps import LockKeys
+from conch.errors import NotStarted
+
+T = TypeVar("T")
+
+
+class LoopClient:
+    """The ``redis.asyncio`` client of one event loop, with the scripts registered on it."""
+
+    def __init__(self, session: RedisSession) -> None:
+        self.session = session
+        self.redis, self._sentinels = session.options.async_client()
+        self._acquire, self._release = (self.redis.register_script(source)
+                                        for source in (steps.ACQUIRE, steps.RELEASE))
+        self.closing: asyncio.Future[None] | None = None
+
+    def check_open(self) -> None:
+        """Raise :class:`NotStarted` once the coordinator stops."""
+        if self.closing is not None or self.session.closed:
+            raise NotStarted("the coordinator of this lock was stopped")
+
+    @contextlib.contextmanager
+    def calls(self) -> Iterator[None]:
+        """Redis errors in the block leave as :class:`BackendUnavailable`."""
+        self.check_open()
+        with translated(self.session.url, (RedisError,), self.session.describe):
+            yield
+
+    async def acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
+        """As :meth:`RedisSession.try_acquire`; the caller frees what it may hold on failure."""
+        options = self.session.options
+        reply = await retry_once(lambda: within(options.socket_timeout, self._acquire(
+            *steps.acquire_call(keys, value, options.ttl_ms))))
+        outcome = steps.acquire_outcome(reply, options.ttl)
+        if outcome[0] is not None and options.wait_replicas:
+            acknowledged = await within(options.socket_timeout + options.ttl / 3,
+                                        self.redis.wait(options.wait_replicas,
+                                                        options.ttl_ms // 3))
+            steps.check_replicas(acknowledged, options.wait_replicas, options.ttl,
+                                 options.where)
+        return outcome
+
+    async def wait(self, keys: LockKeys, seconds: float) -> Any:
+        """``BLPOP`` on the wake list of ``keys`` for ``seconds``: its reply, the signal or
+        None. A broken connection ends it early (see :meth:`RedisSession.wait`)."""
+        with contextlib.suppress(*TRANSIENT):
+            return await within(seconds + self.session.options.socket_timeout,
+                                self.redis.blpop([keys.wake], seconds))
+        return None
+
+    async def release(self, keys: LockKeys, value: bytes) -> object:
+        """RELEASE's reply (see :meth:`RedisSession.release`)."""
+        return await retry_once(lambda: within(self.session.options.socket_timeout,
+                                               self._release(*steps.release_call(keys, value))))
+
+    def start_closing(self) -> asyncio.Future[None]:
+        """Begin closing every connection (on this client's loop); the closing, to await."""
+        if self.closing is None:
+            self.closing = asyncio.ensure_future(self._close())
+        return self.closing
+
+    async def _close(self) -> None:
+        # A connection that fails to close cleanly is closed all the same: nothing to report.
+        closing = [self.redis.aclose()] + ([] if self._sentinels is None else
+                                           [self._sentinels.aclose()])
+        await asyncio.gather(*closing, return_exceptions=True)
+
+
+class LoopClients:
+    """A coordinator's :class:`LoopClient` of each event loop. Thread-safe."""
+
+    def __init__(self, session: RedisSession) -> None:
+        self.session = session
+        self._mutex = threading.Lock()
+        # Not a WeakKeyDictionary: a client's connections refer to their loop, so its
+        # entry would never go. Clients of closed loops are dropped instead.
+        self._clients: dict[asyncio.AbstractEventLoop, LoopClient] = {}
+
+    def running(self) -> LoopClient:
+        """The running loop's client (made on first use)."""
+        loop = asyncio.get_running_loop()
+        with self._mutex:
+            client = self._clients.get(loop)
+            if client is None:
+                for closed in [loop for loop in self._clients if loop.is_closed()]:
+                    del self._clients[closed]
+                client = self._clients[loop] = LoopClient(self.session)
+            return client
+
+    async def close_running(self) -> None:
+        """Close the running loop's client: every connection it opened is closed on return."""
+        with self._mutex:
+            client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await asyncio.shield(client.start_closing())
+
+    def close(self) -> None:
+        """Start closing each client on its loop, if that loop runs (its
+        :meth:`close_running` waits for it); those of closed loops are left to the
+        garbage collector."""
+        with self._mutex:
+            for loop, client in self._clients.items():
+                if loop.is_running():
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        loop.call_soon_threadsafe(client.start_closing)
+
+
+async def within(seconds: float, call: Awaitable[T]) -> T:
+    """``await call``, raising redis-py's :class:`TimeoutError` after ``seconds``."""
+    try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(seconds):
+                return await call
+        return await asyncio.wait_for(call, seconds)
+    except asyncio.TimeoutError:
+        raise RedisTimeoutError(f"no reply within {seconds:.3f} s") from None
+
+
+async def retry_once(call: Callable[[], Awaitable[T]]) -> T:
+    """``await call()``, once more after a connection failure: only for idempotent steps."""
+    try:
+        return await call()
+    except TRANSIENT:
+        return await call()
+

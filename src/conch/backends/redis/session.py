@@ -1,0 +1,143 @@
+"""One coordinator's blocking side of ``redis://``: its redis-py clients, the registered
+scripts, and the TTL session that renews every hold of the coordinator (blocking or
+asyncio) in one RENEW call per beat. Each step is translated to conch errors here."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conch.backends.kit.errors import translated, unavailable
+from conch.backends.kit.tls import client_context
+from conch.backends.kit.ttl import TtlHold, TtlSession
+from conch.backends.redis import steps
+from conch.backends.redis.client import RedisOptions
+from conch.backends.redis.errors import describe, describe_start_failure
+from conch.backends.redis.steps import LockKeys
+from conch.errors import NotStarted
+from conch.url import BackendURL
+
+log = logging.getLogger("conch")
+
+TRANSIENT = (RedisConnectionError, RedisTimeoutError)
+T = TypeVar("T")
+RedisHold = TtlHold[LockKeys]
+
+
+class RedisSession:
+    """Three pools, by how long a reply may take: steps (``socket_timeout``), renewals
+    (at most a beat) and waits (a ``BLPOP`` of up to one TTL)."""
+
+    def __init__(self, url: BackendURL, options: RedisOptions) -> None:
+        self.url = url
+        self.options = options
+        self.closed = False
+        self.commands = options.client(options.socket_timeout)
+        self._renewals = options.client(min(options.socket_timeout, options.ttl / 3))
+        self._waits = options.client(options.ttl + options.socket_timeout)
+        self.acquire_script, self.release_script, self._renew_script = (
+            self.commands.register_script(source) for source in steps.SCRIPTS)
+        self.ttl: TtlSession[LockKeys] = TtlSession(
+            "redis", options.ttl, self._renew, self.describe, (RedisError,))
+
+    def describe(self, exc: BaseException) -> str:
+        """``exc`` as a message for users."""
+        return describe(self.url, self.options, exc)
+
+    def start(self) -> None:
+        """Check the server answers (loading the scripts), then start renewing."""
+        if self.options.tls is not None:  # redis-py reads the files at each connection
+            client_context(self.options.tls, f"redis at {self.options.where}")
+        try:
+            with self.commands.pipeline(transaction=False) as pipeline:
+                for source in steps.SCRIPTS:
+                    pipeline.script_load(source)
+                pipeline.execute()
+        except RedisError as exc:
+            self.close()
+            raise unavailable(self.url, describe_start_failure(self.url, self.options, exc)) \
+                from None
+        self.ttl.start()
+
+    def close(self) -> None:
+        """Stop renewing (every hold is reported lost) and close every connection: a wait
+        in progress fails at once (redis-py shuts its socket down)."""
+        self.closed = True
+        self.ttl.stop()
+        for client in (self.commands, self._renewals, self._waits):
+            client.close()
+
+    @contextlib.contextmanager
+    def calls(self) -> Iterator[None]:
+        """Redis errors in the block leave as :class:`BackendUnavailable`."""
+        if self.closed:
+            raise NotStarted("the coordinator of this lock was stopped")
+        with translated(self.url, (RedisError,), self.describe):
+            yield
+
+    def try_acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
+        """One attempt to hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds)``
+        until the holder's TTL ends. Whatever fails, nothing is left held."""
+        keys_args = steps.acquire_call(keys, value, self.options.ttl_ms)
+        with self.calls():
+            try:
+                outcome = steps.acquire_outcome(retry_once(lambda: self.acquire_script(
+                    *keys_args, client=self.commands)), self.options.ttl)
+                if outcome[0] is not None and self.options.wait_replicas:
+                    wanted = self.options.wait_replicas
+                    steps.check_replicas(self._waits.wait(wanted, self.options.ttl_ms // 3),
+                                         wanted, self.options.ttl, self.options.where)
+                return outcome
+            except BaseException:
+                self.abandon(keys, value)
+                raise
+
+    def wait(self, keys: LockKeys, seconds: float) -> None:
+        """Until a release signals ``keys`` or ``seconds`` pass (``BLPOP``). A broken
+        connection ends it early: the next attempt tells whether the server is gone."""
+        with self.calls(), contextlib.suppress(*TRANSIENT):
+            self._waits.blpop([keys.wake], seconds)
+
+    def release(self, hold: RedisHold) -> None:
+        """Stop renewing ``hold`` and free its lock, waking one waiter."""
+        self.ttl.discard(hold)
+        if self.closed:  # granted as the coordinator stopped: free it all the same
+            self.abandon(hold.keys, hold.value)
+            return
+        with self.calls():
+            steps.check_released(hold.keys, retry_once(lambda: self.release_script(
+                *steps.release_call(hold.keys, hold.value), client=self.commands)))
+
+    def abandon(self, keys: LockKeys, value: bytes) -> None:
+        """Best effort: free the lock of ``keys`` if ``value`` holds it (an acquire failing
+        or granted as the coordinator stopped may have taken it). Once closed, the client
+        connects again for this, then closes."""
+        try:
+            self.release_script(*steps.release_call(keys, value), client=self.commands)
+        except RedisError:
+            log.warning("could not free lock key %s; it expires within the TTL",
+                        keys.holder.decode())
+        finally:
+            if self.closed:
+                self.commands.close()
+
+    def _renew(self, holds: list[RedisHold], within: float) -> list[bool]:
+        reply: list[Any] = self._renew_script(
+            [hold.keys.holder for hold in holds],
+            [self.options.ttl_ms, *(hold.value for hold in holds)], client=self._renewals)
+        return [bool(renewed) for renewed in reply]
+
+
+def retry_once(call: Callable[[], T]) -> T:
+    """``call()``, once more after a connection failure (a stale pooled connection after a
+    restart, a master demoted by a failover): only for idempotent steps."""
+    try:
+        return call()
+    except TRANSIENT:
+        return call()
