@@ -125,14 +125,25 @@ class LoopClients:
 
 
 async def within(seconds: float, call: Awaitable[T]) -> T:
-    """``await call``, raising redis-py's :class:`TimeoutError` after ``seconds``."""
+    """``await call``, raising redis-py's :class:`TimeoutError` after ``seconds``.
+
+    A cancellation that redis-py lost (on Python 3.11 a command cancelled as its reply
+    arrives may return normally: ``asyncio.wait_for`` under it drops the cancellation;
+    docs/redis.md) is raised here, so the caller frees what the command took."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", lambda: 0)
+    before = cancelling()
     try:
         if sys.version_info >= (3, 11):
             async with asyncio.timeout(seconds):
-                return await call
-        return await asyncio.wait_for(call, seconds)
+                result = await call
+        else:
+            result = await asyncio.wait_for(call, seconds)
     except asyncio.TimeoutError:
         raise RedisTimeoutError(f"no reply within {seconds:.3f} s") from None
+    if cancelling() > before:
+        raise asyncio.CancelledError
+    return result
 
 
 async def retry_once(call: Callable[[], Awaitable[T]]) -> T:
