@@ -1,6 +1,4 @@
-"""The redis:// and rediss:// backend: locks as keys with a TTL.
-
-The backend class is in ``backend.py``; see docs/redis.md for its design."""
+"""The redis:// and rediss:// backend: locks as keys with a TTL (docs/redis.md)."""
 
 from conch.backends.redis.backend import RedisBackend
 

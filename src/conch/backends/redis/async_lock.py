@@ -8,18 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
+from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis.async_session import LoopClient, LoopClients
 from conch.backends.redis.session import RedisHold
-from conch.backends.redis.steps import WAKE_SIGNAL_MS, Acquisition, LockKeys, check_released
+from conch.backends.redis.steps import WAKE_SIGNAL_MS, LockKeys, check_released, wait_seconds
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
-
-# Cleanup tasks still running (the loop keeps only weak references to tasks).
 _cleanups: set[asyncio.Task[object]] = set()
+"""Cleanup tasks still running (the loop keeps only weak references to tasks)."""
 
 
 class RedisAsyncLock(AsyncLockHandle):
@@ -35,17 +36,17 @@ class RedisAsyncLock(AsyncLockHandle):
         self._hold: RedisHold | None = None
 
     async def acquire(self, deadline: Deadline) -> int | None:
-        client = self._clients.running()
-        attempt = Acquisition(self._stamp, deadline, self._session.options.ttl)
+        client, ttl = self._clients.running(), self._session.options.ttl
         with client.calls():
-            while (outcome := await self._try(client, attempt.next_value()))[0] is None:
-                seconds = attempt.wait_for(outcome[1])
-                if seconds is None:
+            while True:  # as the blocking handle, but awaited (see there)
+                value, sent = new_hold_value(self._stamp), time.monotonic()
+                token, busy_for = await self._try(client, value)
+                if token is not None:
+                    self._hold = self._session.ttl.keep(self._keys, value, sent, self._on_lost)
+                    return token
+                if (seconds := wait_seconds(busy_for, deadline, ttl)) is None:
                     return None
                 await self._wait(client, seconds)
-        self._hold = self._session.ttl.keep(self._keys, attempt.value, attempt.sent,
-                                            self._on_lost)
-        return outcome[0]
 
     async def release(self) -> None:
         hold, self._hold = self._hold, None
@@ -66,16 +67,14 @@ class RedisAsyncLock(AsyncLockHandle):
         client.check_open()
         try:
             return await client.acquire(self._keys, value)
-        except BaseException:
-            # Failed or cancelled after the script may have run: free what it took.
+        except BaseException:  # failed or cancelled after the script may have run
             await _finish(client.release(self._keys, value), self._keys)
             raise
 
     async def _wait(self, client: LoopClient, seconds: float) -> None:
         try:
             await client.wait(self._keys, seconds)
-        except asyncio.CancelledError:
-            # Its reply may have been the signal of a release, meant for one waiter.
+        except asyncio.CancelledError:  # its reply may have been a signal for one waiter
             await _finish(self._pass_signal_on(client), self._keys)
             raise
 
@@ -87,8 +86,8 @@ class RedisAsyncLock(AsyncLockHandle):
 
 
 async def _finish(cleanup: Awaitable[object], keys: LockKeys) -> None:
-    """Run ``cleanup`` after a failed or cancelled step, in a task that a second
-    cancellation of the caller does not stop; a failure is logged, not raised."""
+    """Run ``cleanup`` in a task that a second cancellation of the caller does not stop;
+    a failure is logged, not raised."""
     task = asyncio.ensure_future(cleanup)
     _cleanups.add(task)
 

@@ -24,14 +24,15 @@ T = TypeVar("T")
 
 
 class LoopClient:
-    """The ``redis.asyncio`` client of one event loop, with the scripts registered on it."""
+    """The ``redis.asyncio`` client of one event loop, with the scripts registered on it.
+    Its steps are :class:`RedisSession`'s; the caller frees what a failed acquire took."""
 
     def __init__(self, session: RedisSession) -> None:
         self.session = session
         self.redis, self._sentinels = session.options.async_client()
         self._acquire, self._release = (self.redis.register_script(source)
                                         for source in (steps.ACQUIRE, steps.RELEASE))
-        self.closing: asyncio.Future[None] | None = None
+        self.closing: asyncio.Future[Any] | None = None
 
     def check_open(self) -> None:
         """Raise :class:`NotStarted` once the coordinator stops."""
@@ -46,43 +47,43 @@ class LoopClient:
             yield
 
     async def acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
-        """As :meth:`RedisSession.try_acquire`; the caller frees what it may hold on failure."""
         options = self.session.options
-        reply = await retry_once(lambda: within(options.socket_timeout, self._acquire(
-            *steps.acquire_call(keys, value, options.ttl_ms))))
-        outcome = steps.acquire_outcome(reply, options.ttl)
+        call = steps.acquire_call(keys, value, options.ttl_ms)
+        outcome = steps.acquire_outcome(await self._idempotent(lambda: self._acquire(*call)),
+                                        options.ttl)
         if outcome[0] is not None and options.wait_replicas:
-            acknowledged = await within(options.socket_timeout + options.ttl / 3,
-                                        self.redis.wait(options.wait_replicas,
-                                                        options.ttl_ms // 3))
-            steps.check_replicas(acknowledged, options.wait_replicas, options.ttl,
-                                 options.where)
+            steps.check_replicas(await within(options.socket_timeout + options.ttl / 3,
+                                              self.redis.wait(options.wait_replicas,
+                                                              options.ttl_ms // 3)), options)
         return outcome
 
-    async def wait(self, keys: LockKeys, seconds: float) -> Any:
-        """``BLPOP`` on the wake list of ``keys`` for ``seconds``: its reply, the signal or
-        None. A broken connection ends it early (see :meth:`RedisSession.wait`)."""
+    async def wait(self, keys: LockKeys, seconds: float) -> None:
         with contextlib.suppress(*TRANSIENT):
-            return await within(seconds + self.session.options.socket_timeout,
-                                self.redis.blpop([keys.wake], seconds))
-        return None
+            await within(seconds + self.session.options.socket_timeout,
+                         self.redis.blpop([keys.wake], seconds))
 
-    async def release(self, keys: LockKeys, value: bytes) -> object:
-        """RELEASE's reply (see :meth:`RedisSession.release`)."""
-        return await retry_once(lambda: within(self.session.options.socket_timeout,
-                                               self._release(*steps.release_call(keys, value))))
+    async def release(self, keys: LockKeys, value: bytes) -> Any:
+        return await self._idempotent(
+            lambda: self._release(*steps.release_call(keys, value)))
 
-    def start_closing(self) -> asyncio.Future[None]:
+    async def _idempotent(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A script's reply, asked once more on a fresh connection after a failure."""
+        seconds = self.session.options.socket_timeout
+        try:
+            return await within(seconds, call())
+        except TRANSIENT:
+            return await within(seconds, call())
+
+    def start_closing(self) -> asyncio.Future[Any]:
         """Begin closing every connection (on this client's loop); the closing, to await."""
         if self.closing is None:
-            self.closing = asyncio.ensure_future(self._close())
+            closing = [self.redis.aclose()]
+            if self._sentinels is not None:
+                closing.append(self._sentinels.aclose())
+            # A connection that fails to close cleanly is closed all the same.
+            self.closing = asyncio.ensure_future(asyncio.gather(*closing,
+                                                                return_exceptions=True))
         return self.closing
-
-    async def _close(self) -> None:
-        # A connection that fails to close cleanly is closed all the same: nothing to report.
-        closing = [self.redis.aclose()] + ([] if self._sentinels is None else
-                                           [self._sentinels.aclose()])
-        await asyncio.gather(*closing, return_exceptions=True)
 
 
 class LoopClients:
@@ -99,12 +100,11 @@ class LoopClients:
         """The running loop's client (made on first use)."""
         loop = asyncio.get_running_loop()
         with self._mutex:
-            client = self._clients.get(loop)
-            if client is None:
+            if loop not in self._clients:
                 for closed in [loop for loop in self._clients if loop.is_closed()]:
                     del self._clients[closed]
-                client = self._clients[loop] = LoopClient(self.session)
-            return client
+                self._clients[loop] = LoopClient(self.session)
+            return self._clients[loop]
 
     async def close_running(self) -> None:
         """Close the running loop's client: every connection it opened is closed on return."""
@@ -130,8 +130,7 @@ async def within(seconds: float, call: Awaitable[T]) -> T:
     A cancellation that redis-py lost (on Python 3.11 a command cancelled as its reply
     arrives may return normally: ``asyncio.wait_for`` under it drops the cancellation;
     docs/redis.md) is raised here, so the caller frees what the command took."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", lambda: 0)
+    cancelling = getattr(asyncio.current_task(), "cancelling", lambda: 0)
     before = cancelling()
     try:
         if sys.version_info >= (3, 11):
@@ -144,12 +143,3 @@ async def within(seconds: float, call: Awaitable[T]) -> T:
     if cancelling() > before:
         raise asyncio.CancelledError
     return result
-
-
-async def retry_once(call: Callable[[], Awaitable[T]]) -> T:
-    """``await call()``, once more after a connection failure: only for idempotent steps."""
-    try:
-        return await call()
-    except TRANSIENT:
-        return await call()
-

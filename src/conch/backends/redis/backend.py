@@ -1,6 +1,5 @@
 """``redis://`` and ``rediss://`` (TLS): TTL locks on a Redis master, found through Sentinel
-if asked. How the contract maps onto keys and scripts, restarts and failovers:
-docs/redis.md."""
+if asked. How the contract maps onto keys and scripts, restarts and failovers: docs/redis.md."""
 
 from __future__ import annotations
 
@@ -22,10 +21,8 @@ class RedisBackend(Backend):
     """Locks on a Redis master: a key per hold with a TTL, renewed by the coordinator."""
 
     capabilities = Capabilities(
-        session_bound=False, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=True, introspection=True, breakable=True,
-        native_async=True,
-    )
+        session_bound=False, fencing=True, fifo=False, notify=True, shared_locks=False,
+        distributed=True, introspection=True, breakable=True, native_async=True)
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
@@ -46,9 +43,8 @@ class RedisBackend(Backend):
         self._session, self._loop_clients = session, LoopClients(session)
 
     def close(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._loop_clients is not None:
             self._session.close()
-        if self._loop_clients is not None:
             self._loop_clients.close()
 
     async def close_async(self) -> None:
@@ -66,14 +62,12 @@ class RedisBackend(Backend):
                               HolderStamp(key, self.member_id), on_lost)
 
     def describe_lock(self, key: bytes) -> LockInfo:
-        session = self.session
-        with session.calls():
-            return inspection.describe(session.commands, lock_keys(key), key)[0]
+        with self.session.calls():
+            return inspection.describe(self.session.commands, lock_keys(key), key)[0]
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
-        session = self.session
-        with session.calls():
-            return inspection.held_locks(session.commands)
+        with self.session.calls():
+            return inspection.held_locks(self.session.commands)
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
         session = self.session

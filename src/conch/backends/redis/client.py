@@ -40,17 +40,11 @@ class RedisOptions:
     wait_replicas: int
     sentinel: str | None
     tls: TLSFiles | None
-    """The URL's TLS files, when a connection uses TLS."""
-    tls_to: str | None
-    """Which connections use TLS: ``"master"``, ``"sentinels"`` (and maybe the master)."""
-    where: str
-    """The server for messages: ``host:port`` list (and the sentinels' master name)."""
-    hosts: list[tuple[str, int]]
-    """The Redis host, or the sentinels."""
-    master: dict[str, Any] = dataclasses.field(repr=False)
-    """redis-py's keyword arguments of a connection to the master (with the password)."""
+    tls_to: str | None  # "master", "sentinels" (then maybe the master too) or None
+    where: str  # for messages: host:port list (and the sentinels' master name)
+    hosts: list[tuple[str, int]]  # the Redis host, or the sentinels
+    master: dict[str, Any] = dataclasses.field(repr=False)  # redis-py's connection kwargs
     sentinels: dict[str, Any] = dataclasses.field(repr=False)
-    """redis-py's keyword arguments of a connection to a sentinel."""
 
     @classmethod
     def from_url(cls, url: BackendURL) -> RedisOptions:
@@ -66,10 +60,9 @@ class RedisOptions:
         tls = tls_from_url(url, TLS_OPTIONS, url.scheme == "rediss" or sentinel_tls,
                            "a rediss:// URL (TLS to the master) or ?sentinel_ssl=true "
                            "(TLS to the sentinels)")
-        wait_replicas = query.get("wait_replicas", "0")
-        if not wait_replicas.isdigit():
-            raise InvalidURL(f"option wait_replicas must be a whole number >= 0, "
-                             f"got {wait_replicas!r}")
+        if not (wait_replicas := query.get("wait_replicas", "0")).isdigit():
+            raise InvalidURL(f"option wait_replicas must be a whole number >= 0, got "
+                             f"{wait_replicas!r}")
         hosts = _hosts(url, query)
         where = ",".join(f"{host}:{port}" for host, port in hosts)
         connect_timeout = url.float_option("connect_timeout", 2.0)

@@ -65,10 +65,9 @@ def _read(client: redis.Redis, holder_keys: list[Any]) -> list[Any]:
 def _holder(value: bytes, pttl: object, counter: object) -> HolderInfo:
     token = int(counter) if isinstance(counter, bytes) and counter.isdigit() else None
     ttl_left = pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None
-    stamp = read_stamp(_stamp_part(value))
-    if stamp is None:  # a value from before stamps, or written by hand
-        return HolderInfo(token=token, ttl_left=ttl_left)
-    return stamp.holder(token=token, ttl_left=ttl_left)
+    stamp = read_stamp(_stamp_part(value))  # None: a value from before stamps, or by hand
+    return HolderInfo(token=token, ttl_left=ttl_left) if stamp is None else \
+        stamp.holder(token=token, ttl_left=ttl_left)
 
 
 def _stamp_part(value: bytes) -> bytes:

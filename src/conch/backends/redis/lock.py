@@ -3,9 +3,12 @@ the name's wake list until a release signals it or the holder's TTL ends, then a
 
 from __future__ import annotations
 
+import time
+
 from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis.session import RedisHold, RedisSession
-from conch.backends.redis.steps import Acquisition, LockKeys
+from conch.backends.redis.steps import LockKeys, wait_seconds
 from conch.introspection import HolderStamp
 
 
@@ -22,14 +25,13 @@ class RedisLock(LockHandle):
 
     def acquire(self, deadline: Deadline) -> int | None:
         session = self._session
-        attempt = Acquisition(self._stamp, deadline, session.options.ttl)
-        while True:
-            token, busy_for = session.try_acquire(self._keys, attempt.next_value())
+        while True:  # a new value per attempt: the stamp tells when the hold began
+            value, sent = new_hold_value(self._stamp), time.monotonic()
+            token, busy_for = session.try_acquire(self._keys, value)
             if token is not None:
-                self._hold = session.ttl.keep(self._keys, attempt.value, attempt.sent,
-                                              self._on_lost)
+                self._hold = session.ttl.keep(self._keys, value, sent, self._on_lost)
                 return token
-            seconds = attempt.wait_for(busy_for)
+            seconds = wait_seconds(busy_for, deadline, session.options.ttl)
             if seconds is None:
                 return None
             session.wait(self._keys, seconds)

@@ -1,13 +1,13 @@
-"""One coordinator's blocking side of ``redis://``: its redis-py clients, the registered
-scripts, and the TTL session that renews every hold of the coordinator (blocking or
-asyncio) in one RENEW call per beat. Each step is translated to conch errors here."""
+"""One coordinator's blocking side of ``redis://``: its redis-py clients and registered
+scripts, and the TTL session that renews all its holds (blocking or asyncio) in one RENEW
+call per beat. Redis errors leave its steps as conch errors."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -24,7 +24,6 @@ from conch.errors import NotStarted
 from conch.url import BackendURL
 
 log = logging.getLogger("conch")
-
 TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 T = TypeVar("T")
 RedisHold = TtlHold[LockKeys]
@@ -35,16 +34,14 @@ class RedisSession:
     (at most a beat) and waits (a ``BLPOP`` of up to one TTL)."""
 
     def __init__(self, url: BackendURL, options: RedisOptions) -> None:
-        self.url = url
-        self.options = options
-        self.closed = False
+        self.url, self.options, self.closed = url, options, False
         self.commands = options.client(options.socket_timeout)
         self._renewals = options.client(min(options.socket_timeout, options.ttl / 3))
         self._waits = options.client(options.ttl + options.socket_timeout)
         self.acquire_script, self.release_script, self._renew_script = (
             self.commands.register_script(source) for source in steps.SCRIPTS)
-        self.ttl: TtlSession[LockKeys] = TtlSession(
-            "redis", options.ttl, self._renew, self.describe, (RedisError,))
+        self.ttl = TtlSession[LockKeys]("redis", options.ttl, self._renew, self.describe,
+                                        (RedisError,))
 
     def describe(self, exc: BaseException) -> str:
         """``exc`` as a message for users."""
@@ -61,8 +58,8 @@ class RedisSession:
                 pipeline.execute()
         except RedisError as exc:
             self.close()
-            raise unavailable(self.url, describe_start_failure(self.url, self.options, exc)) \
-                from None
+            why = describe_start_failure(self.url, self.options, exc)
+            raise unavailable(self.url, why) from None
         self.ttl.start()
 
     def close(self) -> None:
@@ -84,15 +81,15 @@ class RedisSession:
     def try_acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
         """One attempt to hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds)``
         until the holder's TTL ends. Whatever fails, nothing is left held."""
-        keys_args = steps.acquire_call(keys, value, self.options.ttl_ms)
+        options = self.options
+        call = steps.acquire_call(keys, value, options.ttl_ms)
         with self.calls():
             try:
-                outcome = steps.acquire_outcome(retry_once(lambda: self.acquire_script(
-                    *keys_args, client=self.commands)), self.options.ttl)
-                if outcome[0] is not None and self.options.wait_replicas:
-                    wanted = self.options.wait_replicas
-                    steps.check_replicas(self._waits.wait(wanted, self.options.ttl_ms // 3),
-                                         wanted, self.options.ttl, self.options.where)
+                outcome = steps.acquire_outcome(retry_once(
+                    lambda: self.acquire_script(*call, client=self.commands)), options.ttl)
+                if outcome[0] is not None and options.wait_replicas:
+                    steps.check_replicas(self._waits.wait(options.wait_replicas,
+                                                          options.ttl_ms // 3), options)
                 return outcome
             except BaseException:
                 self.abandon(keys, value)
@@ -110,9 +107,10 @@ class RedisSession:
         if self.closed:  # granted as the coordinator stopped: free it all the same
             self.abandon(hold.keys, hold.value)
             return
+        call = steps.release_call(hold.keys, hold.value)
         with self.calls():
-            steps.check_released(hold.keys, retry_once(lambda: self.release_script(
-                *steps.release_call(hold.keys, hold.value), client=self.commands)))
+            steps.check_released(hold.keys, retry_once(
+                lambda: self.release_script(*call, client=self.commands)))
 
     def abandon(self, keys: LockKeys, value: bytes) -> None:
         """Best effort: free the lock of ``keys`` if ``value`` holds it (an acquire failing
@@ -128,10 +126,10 @@ class RedisSession:
                 self.commands.close()
 
     def _renew(self, holds: list[RedisHold], within: float) -> list[bool]:
-        reply: list[Any] = self._renew_script(
-            [hold.keys.holder for hold in holds],
-            [self.options.ttl_ms, *(hold.value for hold in holds)], client=self._renewals)
-        return [bool(renewed) for renewed in reply]
+        keys = [hold.keys.holder for hold in holds]
+        args: list[bytes | int] = [self.options.ttl_ms, *(hold.value for hold in holds)]
+        return [bool(renewed) for renewed in self._renew_script(keys, args,
+                                                                client=self._renewals)]
 
 
 def retry_once(call: Callable[[], T]) -> T:
