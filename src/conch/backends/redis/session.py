@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -64,11 +66,12 @@ class RedisSession:
 
     def close(self) -> None:
         """Stop renewing (every hold is reported lost) and close every connection: a wait
-        in progress fails at once (redis-py shuts its socket down)."""
+        in progress fails at once."""
         self.closed = True
         self.ttl.stop()
-        for client in (self.commands, self._renewals, self._waits):
-            client.close()
+        self.commands.close()
+        self._renewals.close()
+        _interrupt_waits(self._waits.connection_pool)
 
     @contextlib.contextmanager
     def calls(self) -> Iterator[None]:
@@ -139,3 +142,14 @@ def retry_once(call: Callable[[], T]) -> T:
         return call()
     except TRANSIENT:
         return call()
+
+
+def _interrupt_waits(pool: redis.ConnectionPool) -> None:
+    """Close the idle waiting connections and shut down those in a ``BLPOP``: their readers
+    wake at once and close them. The one place conch goes under redis-py: under eventlet,
+    a socket closed by another green thread (``pool.disconnect()``) leaves its reader
+    asleep until its timeout (a waiter blocked the whole 5 s bound past ``stop()``)."""
+    for connection in list(getattr(pool, "_in_use_connections", ())):
+        with contextlib.suppress(OSError, AttributeError):
+            connection._sock.shutdown(socket.SHUT_RDWR)
+    pool.disconnect(inuse_connections=False)
