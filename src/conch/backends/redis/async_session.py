@@ -48,9 +48,8 @@ class LoopClient:
 
     async def acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
         options = self.session.options
-        call = steps.acquire_call(keys, value, options.ttl_ms)
-        outcome = steps.acquire_outcome(await self._idempotent(lambda: self._acquire(*call)),
-                                        options.ttl)
+        outcome = steps.acquire_outcome(await self._idempotent(lambda retrying: self._acquire(
+            *steps.acquire_call(keys, value, options.ttl_ms, retrying))), options.ttl)
         if outcome[0] is not None and options.wait_replicas:
             steps.check_replicas(await within(options.socket_timeout + options.ttl / 3,
                                               self.redis.wait(options.wait_replicas,
@@ -64,15 +63,15 @@ class LoopClient:
 
     async def release(self, keys: LockKeys, value: bytes) -> Any:
         return await self._idempotent(
-            lambda: self._release(*steps.release_call(keys, value)))
+            lambda _: self._release(*steps.release_call(keys, value)))
 
-    async def _idempotent(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A script's reply, asked once more on a fresh connection after a failure."""
+    async def _idempotent(self, call: Callable[[bool], Awaitable[T]]) -> T:
+        """``call(False)``'s reply, or ``call(True)``'s on a fresh connection after a failure."""
         seconds = self.session.options.socket_timeout
         try:
-            return await within(seconds, call())
+            return await within(seconds, call(False))
         except TRANSIENT:
-            return await within(seconds, call())
+            return await within(seconds, call(True))
 
     def start_closing(self) -> asyncio.Future[Any]:
         """Begin closing every connection (on this client's loop); the closing, to await."""

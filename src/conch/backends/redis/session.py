@@ -81,15 +81,16 @@ class RedisSession:
         with translated(self.url, (RedisError,), self.describe):
             yield
 
-    def try_acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
+    def try_acquire(self, keys: LockKeys, value: bytes,
+                    retrying: bool = False) -> tuple[int | None, float]:
         """One attempt to hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds)``
         until the holder's TTL ends. Whatever fails, nothing is left held."""
         options = self.options
-        call = steps.acquire_call(keys, value, options.ttl_ms)
         with self.calls():
             try:
-                outcome = steps.acquire_outcome(retry_once(
-                    lambda: self.acquire_script(*call, client=self.commands)), options.ttl)
+                outcome = steps.acquire_outcome(retry_once(lambda retry: self.acquire_script(
+                    *steps.acquire_call(keys, value, options.ttl_ms, retrying or retry),
+                    client=self.commands)), options.ttl)
                 if outcome[0] is not None and options.wait_replicas:
                     steps.check_replicas(self._waits.wait(options.wait_replicas,
                                                           options.ttl_ms // 3), options)
@@ -113,7 +114,7 @@ class RedisSession:
         call = steps.release_call(hold.keys, hold.value)
         with self.calls():
             steps.check_released(hold.keys, retry_once(
-                lambda: self.release_script(*call, client=self.commands)))
+                lambda _: self.release_script(*call, client=self.commands)))
 
     def abandon(self, keys: LockKeys, value: bytes) -> None:
         """Best effort: free the lock of ``keys`` if ``value`` holds it (an acquire failing
@@ -135,13 +136,13 @@ class RedisSession:
                                                                 client=self._renewals)]
 
 
-def retry_once(call: Callable[[], T]) -> T:
-    """``call()``, once more after a connection failure (a stale pooled connection after a
-    restart, a master demoted by a failover): only for idempotent steps."""
+def retry_once(call: Callable[[bool], T]) -> T:
+    """``call(False)``, then ``call(True)`` after a connection failure (a stale pooled
+    connection after a restart, a master demoted by a failover): idempotent steps only."""
     try:
-        return call()
+        return call(False)
     except TRANSIENT:
-        return call()
+        return call(True)
 
 
 def _interrupt_waits(pool: redis.ConnectionPool) -> None:

@@ -16,16 +16,19 @@ WAKE_SIGNAL_MS = 2000
 """How long a release's wake signal waits for a waiter: it bridges a waiter's failed
 attempt and its ``BLPOP``; an unused signal costs one retry."""
 
-# KEYS[1] holder, KEYS[2] token counter; ARGV[1] this hold's value, ARGV[2] TTL in ms.
-# Returns {1, token} when ARGV[1] holds the lock (now, or already: a retry of an acquire
-# whose reply was lost gets its token back), {0, pttl} when another value holds it.
+# KEYS[1] holder, KEYS[2] token counter; ARGV[1] this hold's value, ARGV[2] TTL in ms,
+# ARGV[3] 1 when retrying an attempt whose reply was lost (it may hold the lock already).
+# Returns {1, token} when ARGV[1] holds the lock (now, or already: a retry gets its token
+# back rather than being refused by its own hold), {0, pttl} when another value holds it.
 # While the lock is held no acquire advances the counter, so it is the holder's token.
 # A token is the server clock in µs, or the counter plus one when that is more: tokens
 # keep increasing when the counter is lost (restart without persistence) or rolled back
 # (failover to a lagging replica), as long as the server clock does not go back.
 ACQUIRE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[1])} end
+  if ARGV[3] ~= '1' or redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return {0, redis.call('PTTL', KEYS[1])}
+  end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   local token = redis.call('GET', KEYS[2])
   if token then return {1, tonumber(token)} end
@@ -82,9 +85,10 @@ def lock_keys(name: bytes) -> LockKeys:
     return LockKeys(base + b":holder", base + b":token", base + b":wake")
 
 
-def acquire_call(keys: LockKeys, value: bytes, ttl_ms: int) -> Call:
-    """ACQUIRE's keys and arguments; repeating it with the same ``value`` is safe."""
-    return [keys.holder, keys.counter], [value, ttl_ms]
+def acquire_call(keys: LockKeys, value: bytes, ttl_ms: int, retrying: bool) -> Call:
+    """ACQUIRE's keys and arguments; repeating it with the same ``value`` (``retrying``)
+    is safe."""
+    return [keys.holder, keys.counter], [value, ttl_ms, int(retrying)]
 
 
 def release_call(keys: LockKeys, value: bytes) -> Call:
