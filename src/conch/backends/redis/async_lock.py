@@ -16,6 +16,7 @@ from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis.async_session import LoopClient, LoopClients
 from conch.backends.redis.session import RedisHold
 from conch.backends.redis.steps import WAKE_SIGNAL_MS, LockKeys, check_released, wait_seconds
+from conch.errors import NotStarted
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
@@ -37,16 +38,16 @@ class RedisAsyncLock(AsyncLockHandle):
 
     async def acquire(self, deadline: Deadline) -> int | None:
         client, ttl = self._clients.running(), self._session.options.ttl
-        with client.calls():
-            while True:  # as the blocking handle, but awaited (see there)
-                value, sent = new_hold_value(self._stamp), time.monotonic()
-                token, busy_for = await self._try(client, value)
-                if token is not None:
-                    self._hold = self._session.ttl.keep(self._keys, value, sent, self._on_lost)
-                    return token
+        with client.calls():  # as the blocking handle, awaited (see there)
+            value, sent = new_hold_value(self._stamp), time.monotonic()
+            token, busy_for = await self._attempt(client, value, None)
+            while token is None:
                 if (seconds := wait_seconds(busy_for, deadline, ttl)) is None:
                     return None
-                await self._wait(client, seconds)
+                value, sent = new_hold_value(self._stamp), time.monotonic()
+                token, busy_for = await self._attempt(client, value, seconds)
+        self._hold = self._session.ttl.keep(self._keys, value, sent, self._on_lost)
+        return token
 
     async def release(self) -> None:
         hold, self._hold = self._hold, None
@@ -63,26 +64,29 @@ class RedisAsyncLock(AsyncLockHandle):
             self._session.ttl.discard(hold)
             self._session.abandon(hold.keys, hold.value)
 
-    async def _try(self, client: LoopClient, value: bytes) -> tuple[int | None, float]:
+    async def _attempt(self, client: LoopClient, value: bytes,
+                       wait: float | None) -> tuple[int | None, float]:
+        """ACQUIRE with ``value``, after a wait of ``wait`` seconds unless None."""
         client.check_open()
         try:
-            return await client.acquire(self._keys, value)
+            if wait is None:
+                return await client.acquire(self._keys, value)
+            return await client.wait_and_try(self._keys, wait, value)
+        except NotStarted:  # the coordinator stopped, this loop's client with it
+            self._session.abandon(self._keys, value)
+            raise
         except BaseException:  # failed or cancelled after the script may have run
-            await _finish(client.release(self._keys, value), self._keys)
+            await _finish(self._undo(client, value, wait is not None), self._keys)
             raise
 
-    async def _wait(self, client: LoopClient, seconds: float) -> None:
-        try:
-            await client.wait(self._keys, seconds)
-        except asyncio.CancelledError:  # its reply may have been a signal for one waiter
-            await _finish(self._pass_signal_on(client), self._keys)
-            raise
-
-    async def _pass_signal_on(self, client: LoopClient) -> object:
-        async with client.redis.pipeline(transaction=False) as pipeline:
-            pipeline.lpush(self._keys.wake, "1")
-            pipeline.pexpire(self._keys.wake, WAKE_SIGNAL_MS)
-            return await pipeline.execute()
+    async def _undo(self, client: LoopClient, value: bytes, waited: bool) -> None:
+        """Free what the attempt with ``value`` may hold; after a wait that did not get
+        the lock, leave the wake signal it may have taken for another waiter."""
+        if not await client.release(self._keys, value) and waited:
+            async with client.redis.pipeline(transaction=False) as pipeline:
+                pipeline.lpush(self._keys.wake, "1")
+                pipeline.pexpire(self._keys.wake, WAKE_SIGNAL_MS)
+                await pipeline.execute()
 
 
 async def _finish(cleanup: Awaitable[object], keys: LockKeys) -> None:

@@ -46,20 +46,37 @@ class LoopClient:
         with translated(self.session.url, (RedisError,), self.session.describe):
             yield
 
-    async def acquire(self, keys: LockKeys, value: bytes) -> tuple[int | None, float]:
+    async def acquire(self, keys: LockKeys, value: bytes,
+                      retrying: bool = False) -> tuple[int | None, float]:
+        self.check_open()
         options = self.session.options
-        outcome = steps.acquire_outcome(await self._idempotent(lambda retrying: self._acquire(
-            *steps.acquire_call(keys, value, options.ttl_ms, retrying))), options.ttl)
+        outcome = steps.acquire_outcome(await self._idempotent(lambda retry: self._acquire(
+            *steps.acquire_call(keys, value, options.ttl_ms, retrying or retry))), options.ttl)
         if outcome[0] is not None and options.wait_replicas:
             steps.check_replicas(await within(options.socket_timeout + options.ttl / 3,
                                               self.redis.wait(options.wait_replicas,
                                                               options.ttl_ms // 3)), options)
         return outcome
 
-    async def wait(self, keys: LockKeys, seconds: float) -> None:
-        with contextlib.suppress(*TRANSIENT):
-            await within(seconds + self.session.options.socket_timeout,
-                         self.redis.blpop([keys.wake], seconds))
+    async def wait_and_try(self, keys: LockKeys, seconds: float,
+                           value: bytes) -> tuple[int | None, float]:
+        options = self.session.options
+        keys_args = steps.acquire_call(keys, value, options.ttl_ms, False)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipeline:
+                pipeline.blpop([keys.wake], seconds)
+                pipeline.evalsha(self._acquire.sha, len(keys_args[0]), *keys_args[0],
+                                 *keys_args[1])
+                outcome = steps.outcome_after_wait(await within(
+                    seconds + options.socket_timeout, pipeline.execute(False)), options.ttl)
+        except TRANSIENT:
+            return await self.acquire(keys, value, retrying=True)
+        if outcome is None:
+            await within(options.socket_timeout, self.redis.script_load(steps.ACQUIRE))
+            return await self.acquire(keys, value)
+        if outcome[0] is not None and options.wait_replicas:
+            return await self.acquire(keys, value, retrying=True)  # then WAIT
+        return outcome
 
     async def release(self, keys: LockKeys, value: bytes) -> Any:
         return await self._idempotent(

@@ -24,17 +24,18 @@ class RedisLock(LockHandle):
         self._hold: RedisHold | None = None
 
     def acquire(self, deadline: Deadline) -> int | None:
-        session = self._session
-        while True:  # a new value per attempt: the stamp tells when the hold began
-            value, sent = new_hold_value(self._stamp), time.monotonic()
-            token, busy_for = session.try_acquire(self._keys, value)
-            if token is not None:
-                self._hold = session.ttl.keep(self._keys, value, sent, self._on_lost)
-                return token
-            seconds = wait_seconds(busy_for, deadline, session.options.ttl)
+        session, ttl = self._session, self._session.options.ttl
+        # A new value per attempt (a busy answer means the last one holds nothing).
+        value, sent = new_hold_value(self._stamp), time.monotonic()
+        token, busy_for = session.try_acquire(self._keys, value)
+        while token is None:
+            seconds = wait_seconds(busy_for, deadline, ttl)
             if seconds is None:
                 return None
-            session.wait(self._keys, seconds)
+            value, sent = new_hold_value(self._stamp), time.monotonic()
+            token, busy_for = session.wait_and_try(self._keys, seconds, value)
+        self._hold = session.ttl.keep(self._keys, value, sent, self._on_lost)
+        return token
 
     def release(self) -> None:
         hold, self._hold = self._hold, None

@@ -99,11 +99,31 @@ class RedisSession:
                 self.abandon(keys, value)
                 raise
 
-    def wait(self, keys: LockKeys, seconds: float) -> None:
-        """Until a release signals ``keys`` or ``seconds`` pass (``BLPOP``). A broken
-        connection ends it early: the next attempt tells whether the server is gone."""
-        with self.calls(), contextlib.suppress(*TRANSIENT):
-            self._waits.blpop([keys.wake], seconds)
+    def wait_and_try(self, keys: LockKeys, seconds: float,
+                     value: bytes) -> tuple[int | None, float]:
+        """Until a release signals ``keys`` or ``seconds`` pass (``BLPOP``), then
+        :meth:`try_acquire` in the same round-trip: the server runs it as the wait ends. A
+        broken connection ends the wait early; then the attempt is made (or found) anew."""
+        call = steps.acquire_call(keys, value, self.options.ttl_ms, False)
+        with self.calls():
+            try:
+                with self._waits.pipeline(transaction=False) as pipeline:
+                    pipeline.blpop([keys.wake], seconds)
+                    pipeline.evalsha(self.acquire_script.sha, len(call[0]), *call[0], *call[1])
+                    outcome = steps.outcome_after_wait(pipeline.execute(False), self.options.ttl)
+            except TRANSIENT:
+                if self.closed:  # stop() ended the wait: free what the attempt may hold
+                    self.abandon(keys, value)
+                return self.try_acquire(keys, value, retrying=True)
+            except BaseException:
+                self.abandon(keys, value)
+                raise
+            if outcome is None:
+                self.commands.script_load(steps.ACQUIRE)
+                return self.try_acquire(keys, value)
+            if outcome[0] is not None and self.options.wait_replicas:
+                return self.try_acquire(keys, value, retrying=True)  # then WAIT
+            return outcome
 
     def release(self, hold: RedisHold) -> None:
         """Stop renewing ``hold`` and free its lock, waking one waiter."""

@@ -5,7 +5,9 @@ share its tokens and wake each other's waiters."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from redis.exceptions import NoScriptError
 
 from conch.backends.base import Deadline
 from conch.backends.kit.naming import hex_digest
@@ -103,6 +105,17 @@ def acquire_outcome(reply: list[int], ttl: float) -> tuple[int | None, float]:
     if acquired:
         return number, 0.0
     return None, ttl if number < 0 else number / 1000 + 0.002
+
+
+def outcome_after_wait(replies: list[Any], ttl: float) -> tuple[int | None, float] | None:
+    """The replies of ``BLPOP`` then ACQUIRE, sent together: ACQUIRE's outcome; None when
+    the server lost the script (a restart): load it, then try again at once."""
+    if isinstance(replies[1], NoScriptError):
+        return None
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return acquire_outcome(replies[1], ttl)
 
 
 def wait_seconds(busy_for: float, deadline: Deadline, ttl: float) -> float | None:
