@@ -31,7 +31,8 @@ from benchmarks.run import (
     installed_version,
     progress,
 )
-from conch.url import backend_class, parse_url
+from conch.backends.loader import backend_class
+from conch.url import parse_url
 
 _SLACK_S = 30.0  # set-up and shut-down allowance on top of a measurement's own time
 

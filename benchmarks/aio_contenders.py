@@ -35,7 +35,8 @@ from psycopg.conninfo import make_conninfo
 
 import conch
 import conch.aio
-from conch.url import backend_class, parse_url
+from conch.backends.loader import backend_class
+from conch.url import parse_url
 
 
 class AsyncLockLike(Protocol):

@@ -15,8 +15,9 @@ import pytest
 
 import conch
 from conch import url as conch_url
+from conch.backends.loader import backend_class
 from conch.backends.redis import RedisBackend
-from conch.url import backend_class, parse_url
+from conch.url import parse_url
 
 SOURCE = pathlib.Path(__file__).resolve().parents[1] / "src"
 # A backend of a third party: conch's memory backend under another name, counting its uses.
@@ -117,3 +118,11 @@ def test_built_in_schemes_work_from_a_source_tree_without_conch_metadata() -> No
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == sorted(conch_url._BUILT_IN)
+
+
+@pytest.mark.usefixtures("fresh_registry")
+def test_a_scheme_registered_to_something_not_a_backend_is_refused_naming_it() -> None:
+    conch_url.register_backend("notabackend", "conch.errors:ConchError")
+    with pytest.raises(conch.InvalidURL, match=r"conch\.errors:ConchError, registered for "
+                                               r"notabackend:// URLs, is not a backend class"):
+        conch.Coordinator("notabackend://host")

@@ -201,14 +201,15 @@ def test_conch_works_without_opentelemetry_installed(tmp_path: object) -> None:
     script = (
         "import asyncio, sys; sys.modules['opentelemetry'] = None\n"  # makes its import fail
         "import conch, conch.aio, conch.metrics\n"
+        "from conch.aio.native import native_lock\n"
         "assert not conch.metrics.ENABLED\n"
         "with conch.connect('memory://') as c, c.lock('vnf-1', metric_label='vnf') as l:\n"
         "    print(l.token)\n"
-        "    assert type(l._handle).__name__ == '_MemoryLock'\n"  # not wrapped
+        "    assert type(l._handle).__name__ == 'MemoryLock'\n"  # not wrapped
         "async def main():\n"
         "    async with await conch.aio.connect('memory://') as c:\n"
-        "        assert type(c.coordinator._native_lock('vnf-1')._handle).__name__ == \\\n"
-        "            '_MemoryAsyncLock'\n"
+        "        assert type(native_lock(c.coordinator, 'vnf-1')._handle).__name__ == \\\n"
+        "            'MemoryAsyncLock'\n"
         "        async with c.lock('vnf-1', metric_label='vnf') as l:\n"
         "            print(l.token)\n"
         "asyncio.run(main())\n"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 import conch
-from conch import defaults
+from conch import decorators
 
 
 @pytest.fixture
@@ -155,7 +155,7 @@ def test_no_coordinator_uses_the_default_from_conch_url(
 ) -> None:
     url = f"memory://default-{uuid.uuid4().hex}"
     monkeypatch.setenv("CONCH_URL", url)
-    monkeypatch.setattr(defaults, "_default", None)
+    monkeypatch.setattr(decorators, "_default", None)
     with conch.connect(url) as observer:
 
         @conch.synchronized("heal-{vnf_id}")
@@ -164,10 +164,10 @@ def test_no_coordinator_uses_the_default_from_conch_url(
 
         try:
             assert heal(42) is True
-            assert defaults._default is not None and defaults._default.url == url
+            assert decorators._default is not None and decorators._default.url == url
         finally:
-            if defaults._default is not None:
-                defaults._default.stop()
+            if decorators._default is not None:
+                decorators._default.stop()
 
 
 def test_async_function_runs_holding_its_lock(coordinator: conch.Coordinator) -> None:

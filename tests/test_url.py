@@ -13,6 +13,7 @@ import pytest
 
 import conch
 from conch import url as conch_url
+from conch.backends.loader import CLIENT_LIBRARIES
 from conch.url import parse_url
 
 SECRET = "s3cret"
@@ -182,13 +183,13 @@ def test_file_url_may_name_localhost(tmp_path: pathlib.Path) -> None:
 
 def test_a_missing_client_library_names_the_extra_that_installs_it() -> None:
     # A fresh process in which no backend's client library can be imported.
-    libraries = sorted({library for library, _ in conch_url._CLIENT_LIBRARIES.values()})
+    libraries = sorted({library for library, _ in CLIENT_LIBRARIES.values()})
     script = textwrap.dedent(f"""
         import json, sys
         sys.modules.update(dict.fromkeys({libraries!r}))  # None: "import" raises
         import conch
         said = {{}}
-        for scheme in {sorted(conch_url._CLIENT_LIBRARIES)!r}:
+        for scheme in {sorted(CLIENT_LIBRARIES)!r}:
             try:
                 conch.Coordinator(scheme + "://u:{SECRET}@host/x")
             except conch.InvalidURL as exc:
@@ -198,8 +199,8 @@ def test_a_missing_client_library_names_the_extra_that_installs_it() -> None:
     said = json.loads(subprocess.run([sys.executable, "-c", script], check=True, text=True,
                                      capture_output=True).stdout)
     extras = importlib.metadata.metadata("conch").get_all("Provides-Extra") or []
-    assert sorted(said) == sorted(conch_url._CLIENT_LIBRARIES)
-    for scheme, (library, extra) in conch_url._CLIENT_LIBRARIES.items():
+    assert sorted(said) == sorted(CLIENT_LIBRARIES)
+    for scheme, (library, extra) in CLIENT_LIBRARIES.items():
         assert library in said[scheme] and SECRET not in said[scheme]
         assert extra in extras, f"{scheme}:// names conch[{extra}], which does not exist"
         assert said[scheme].endswith(f"install conch[{extra}]")

@@ -10,19 +10,18 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from conch import metrics
-from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
+from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.loader import backend_class
 from conch.capabilities import Capabilities
+from conch.defaults import default_url
 from conch.errors import BackendUnavailable, ConchError, NotStarted
 from conch.hold_state import Membership
 from conch.introspection import LockInfo, matching
 from conch.lock import Lock, LockName, lock_key
-from conch.url import backend_class, parse_url
-
-if TYPE_CHECKING:
-    from conch.aio.native import NativeLock
+from conch.url import parse_url
 
 T = TypeVar("T")
 
@@ -116,9 +115,7 @@ class Coordinator:
         """:meth:`lock`; ``metered=False`` for :mod:`conch.aio`, which meters each
         coroutine's acquire rather than the calls its queue makes for them."""
         key = lock_key(name)
-        membership, backend = self._membership, self._backend
-        if backend is None or membership is None:
-            raise NotStarted(f"{self!r} is not started: call start() or use conch.connect()")
+        backend, membership = self._started()
 
         def make_handle(on_lost: LossCallback) -> LockHandle:
             return backend.handle(key, on_lost)
@@ -128,22 +125,6 @@ class Coordinator:
             return Lock(name, metrics.metered(make_handle, self._url.scheme, label),
                         self._describe_error, membership.track, membership)
         return Lock(name, make_handle, self._describe_error, membership.track, membership)
-
-    def _native_lock(self, name: LockName) -> NativeLock:
-        """For :mod:`conch.aio`, on the event loop that will use it: a lock awaiting the
-        backend's asyncio handle (``native_async`` backends only). Not metered: conch.aio
-        meters each coroutine's acquire."""
-        from conch.aio.native import NativeLock
-
-        key = lock_key(name)
-        membership, backend = self._membership, self._backend
-        if backend is None or membership is None:
-            raise NotStarted(f"{self!r} is not started")
-
-        def make_handle(on_lost: LossCallback) -> AsyncLockHandle:
-            return backend.async_handle(key, on_lost)
-
-        return NativeLock(name, make_handle, self._describe_error, membership)
 
     def describe(self, name: LockName) -> LockInfo:
         """Who holds lock ``name`` now, since when, and who waits (``None`` where the
@@ -183,10 +164,15 @@ class Coordinator:
     ) -> None:
         self.stop()
 
-    def _introspect(self, look: Callable[[Backend], T]) -> T:
-        backend = self._backend
-        if backend is None:
+    def _started(self) -> tuple[Backend, Membership]:
+        """The backend and membership of this start; :class:`conch.NotStarted` when stopped."""
+        membership, backend = self._membership, self._backend
+        if backend is None or membership is None:
             raise NotStarted(f"{self!r} is not started: call start() or use conch.connect()")
+        return backend, membership
+
+    def _introspect(self, look: Callable[[Backend], T]) -> T:
+        backend, _ = self._started()
         try:
             return look(backend)
         except ConchError:
@@ -211,6 +197,4 @@ def connect(
 
     Use it as a context manager to stop it on exit.
     """
-    from conch.defaults import default_url
-
     return Coordinator(url or default_url(), member_id, prefix, require).start()

@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import importlib
 import inspect
 import logging
+import os
 import string
+import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
-from conch.aio.coordinator import AsyncCoordinator
 from conch.coordinator import Coordinator
-from conch.defaults import default_coordinator
+from conch.defaults import default_url
 from conch.errors import LockAcquireFailed
 from conch.lock import Blocking, LockName, wait_budget
 
 log = logging.getLogger("conch")
 
 F = TypeVar("F", bound=Callable[..., Any])
+NameOf = Callable[[tuple[Any, ...], dict[str, Any]], str]
+"""Formats a lock's name from a call's positional and keyword arguments."""
+
+# Coroutine functions are wrapped by conch.aio, which the sync core never imports: named
+# here, it is imported when the first coroutine function is decorated.
+_COROUTINE_WRAPPER = "conch.aio.decorators"
+
+_default_mutex = threading.Lock()
+_default: Coordinator | None = None
+
+
+class Wrapping(Protocol):
+    """A coordinator that wraps a :class:`~conch.Coordinator`, as
+    :class:`conch.aio.AsyncCoordinator` does."""
+
+    @property
+    def coordinator(self) -> Coordinator: ...
 
 
 def synchronized(
     template: str,
     blocking: Blocking = True,
-    coordinator: Coordinator | AsyncCoordinator | None = None,
+    coordinator: Coordinator | Wrapping | None = None,
 ) -> Callable[[F], F]:
     """Decorate a function (plain or ``async def``) to run while holding a lock.
 
@@ -45,60 +65,58 @@ def synchronized(
         name_of = _lock_namer(template, func)
 
         if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                lock = _async_coordinator(coordinator).lock(name_of(args, kwargs), template)
-                started = time.monotonic()
-                if not await lock.acquire(blocking):
-                    raise _not_acquired(lock.name, func, blocking)
-                acquired = _log_acquired(lock.name, func, started)
-                try:
-                    return await func(*args, **kwargs)
-                finally:
-                    try:
-                        await lock.release()
-                    finally:
-                        _log_released(lock.name, func, acquired)
-
-            return cast(F, run_async)
+            wrap = importlib.import_module(_COROUTINE_WRAPPER).synchronized_coroutine
+            return cast(F, wrap(func, name_of, template, blocking, coordinator))
 
         @functools.wraps(func)
         def run(*args: Any, **kwargs: Any) -> Any:
-            lock = _sync_coordinator(coordinator).lock(name_of(args, kwargs), template)
+            lock = sync_coordinator(coordinator).lock(name_of(args, kwargs), template)
             started = time.monotonic()
             if not lock.acquire(blocking):
-                raise _not_acquired(lock.name, func, blocking)
-            acquired = _log_acquired(lock.name, func, started)
+                raise not_acquired(lock.name, func, blocking)
+            acquired = log_acquired(lock.name, func, started)
             try:
                 return func(*args, **kwargs)
             finally:
                 try:
                     lock.release()
                 finally:
-                    _log_released(lock.name, func, acquired)
+                    log_released(lock.name, func, acquired)
 
         return cast(F, run)
 
     return decorate
 
 
-def _sync_coordinator(given: Coordinator | AsyncCoordinator | None) -> Coordinator:
+def sync_coordinator(given: Coordinator | Wrapping | None) -> Coordinator:
+    """The coordinator ``synchronized`` was given, else the process default."""
     if given is None:
         return default_coordinator()
-    return given.coordinator if isinstance(given, AsyncCoordinator) else given
+    return given if isinstance(given, Coordinator) else given.coordinator
 
 
-def _async_coordinator(given: Coordinator | AsyncCoordinator | None) -> AsyncCoordinator:
-    if isinstance(given, AsyncCoordinator):
-        return given
-    # One AsyncCoordinator per coordinator, so concurrent calls share its wait queues.
-    return AsyncCoordinator.sharing(given or default_coordinator())
+def default_coordinator() -> Coordinator:
+    """The process default coordinator (:func:`conch.defaults.default_url`), connected on
+    first use and stopped at exit."""
+    global _default
+    with _default_mutex:
+        if _default is None:
+            coordinator = Coordinator(default_url()).start()
+            atexit.register(coordinator.stop)
+            _default = coordinator
+        return _default
 
 
-def _lock_namer(
-    template: str, func: Callable[..., Any]
-) -> Callable[[tuple[Any, ...], dict[str, Any]], str]:
+def _forget_in_child() -> None:
+    # A forked child must not share its parent's session (or its file locks).
+    global _default, _default_mutex
+    _default, _default_mutex = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def _lock_namer(template: str, func: Callable[..., Any]) -> NameOf:
     """Check ``template`` against ``func``'s parameters; return the name builder."""
     signature = inspect.signature(func)
     for _, field, _, _ in string.Formatter().parse(template):
@@ -121,20 +139,23 @@ def _lock_namer(
     return name_of
 
 
-def _not_acquired(
+def not_acquired(
     name: LockName, func: Callable[..., Any], blocking: Blocking
 ) -> LockAcquireFailed:
+    """The error of a call whose lock was not acquired in time."""
     waited = "at once" if blocking is False else f"within {blocking} s"
     return LockAcquireFailed(f"{func.__qualname__}: lock {name!r} not acquired {waited}")
 
 
-def _log_acquired(name: LockName, func: Callable[..., Any], started: float) -> float:
+def log_acquired(name: LockName, func: Callable[..., Any], started: float) -> float:
+    """Log the wait of an acquire started at ``started``; the time it ended."""
     acquired = time.monotonic()
     log.debug("lock %r acquired by %s after waiting %.6f s",
               name, func.__qualname__, acquired - started)
     return acquired
 
 
-def _log_released(name: LockName, func: Callable[..., Any], acquired: float) -> None:
+def log_released(name: LockName, func: Callable[..., Any], acquired: float) -> None:
+    """Log the hold that started at ``acquired``, now released."""
     log.debug("lock %r released by %s after holding %.6f s",
               name, func.__qualname__, time.monotonic() - acquired)

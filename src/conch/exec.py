@@ -1,15 +1,7 @@
 """``conch exec``: run a command while holding a lock, like ``flock(1)`` across hosts.
 
-The command runs as a child process with ``CONCH_LOCK_NAME`` and
-``CONCH_LOCK_TOKEN`` (the hold's fencing token) in its environment. conch
-outlives it: the lock is released only after the command exited, and a lost
-lock stops the command, so it never runs unprotected. Should conch die first
-(even by ``SIGKILL``), the kernel kills the command too (Linux).
-
-Exit status: the command's own, ``128 + N`` when a signal N ended it (as a
-shell reports it), or one of the ``EXIT_*`` codes below when conch could not
-do its part.
-"""
+The command gets ``CONCH_LOCK_NAME`` and ``CONCH_LOCK_TOKEN``; the lock is released only
+after it exits, and a lost lock stops it. docs/cli.md has the exit statuses (``EXIT_*``)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
-"""Recording critical sections and checking a history for safety violations.
-
-Used by ``conch demo`` and by the test suites (one checker for all). Times come
-from ``time.monotonic()``, which is one clock for every process of a host.
-
-Two records: a :class:`Section` per critical section (who held which name, with
-which token, when, and whether the holder was told of a loss), and, where the
-holders update a shared counter through a store that checks fencing tokens, a
-:class:`FencedWrite` per write attempt (:func:`fenced_counter_violations`).
-"""
+"""Recording critical sections and checking a history for safety violations, for ``conch demo``
+and the test suites: a :class:`Section` per critical section and, where holders write
+through a store that checks fencing tokens, a :class:`FencedWrite` per write. Times come
+from ``time.monotonic()``, one clock for every process of a host."""
 
 from __future__ import annotations
 

@@ -1,19 +1,8 @@
 """Looking at locks from outside: who holds one, since when, who waits; breaking a hold.
 
-Every hold leaves a *stamp* where an operator can read it: the lock's name and the
-holder's member id, host, pid and start time, as one short JSON object (see
-:class:`HolderStamp`). Each backend keeps it with the hold itself, in the same
-write that takes the lock (the lock file after its token, the key's value, the
-znode's data, the row the acquiring statement upserts), so recording it costs
-no round-trip; PostgreSQL keeps none, its server knowing the holder's session.
-A backend adds what its server knows (fencing token, TTL left, waiters, the
-server's session id) and leaves ``None`` where it cannot know;
-``docs/introspection.md`` has the table.
-
-The coordinator's API (:meth:`conch.Coordinator.describe`, ``holders`` and
-``break_lock``) returns :class:`LockInfo` values; the ``conch ls/show/break/wait``
-commands print them.
-"""
+Each hold leaves a :class:`HolderStamp` with the hold itself, in the write that takes the
+lock; a backend adds what its server knows (docs/introspection.md). The coordinator's
+``describe``, ``holders`` and ``break_lock`` return :class:`LockInfo` values."""
 
 from __future__ import annotations
 

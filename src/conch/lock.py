@@ -1,29 +1,9 @@
-"""The lock contract every backend shares.
+"""The lock contract every backend shares: :class:`Lock`.
 
-Blocking rules (the same on every backend):
-
-============  ==============================================  ====================
-``blocking``  waits                                           returns
-============  ==============================================  ====================
-``True``      until acquired                                  ``True``
-``False``     no: one attempt                                 ``True`` / ``False``
-seconds       at most that long (``0`` is one attempt)        ``True`` / ``False``
-============  ==============================================  ====================
-
-A lock is owned by the :class:`Lock` object, not by a thread: any thread may
-release it, and two objects for one name exclude each other as two processes
-do. Acquiring an object that already holds its lock waits for that hold to be
-released, like :class:`threading.Lock`.
-
-When the backend loses a hold before ``release()`` (session expired, lock broken,
-server restarted) the holder is told: :attr:`Lock.lost` is set, :attr:`Lock.held`
-turns ``False``, and ``release()`` / leaving ``with`` raises :class:`LockLost`.
-
-When the coordinator stops, an acquire waiting meanwhile (and any later one on
-its lock objects) raises :class:`NotStarted` and leaves nothing held: a hold the
-backend grants as it stops is released at once. How soon the wait ends depends
-on the backend (see README, "Ownership, loss and tokens").
-"""
+Blocking rules, ownership by object, fencing tokens, loss reporting and what a coordinator's
+stop does to waiters are the same on every backend (README, "The blocking contract" and
+"Ownership, loss and tokens"); a backend supplies only a
+:class:`~conch.backends.base.LockHandle`."""
 
 from __future__ import annotations
 

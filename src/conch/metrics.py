@@ -1,34 +1,7 @@
-"""Lock metrics and traces through OpenTelemetry's API: near-free when nobody collects them.
-
-conch only *reports* through ``opentelemetry-api`` (``pip install conch[otel]``);
-the application chooses an SDK and exporter (Prometheus, OTLP, ...). Without the
-API installed conch measures nothing; with it but no SDK configured, a lock skips
-its instruments (conch looks for a configured provider at most once a second, or
-at once after :func:`refresh`). docs/metrics.md has the details and a Prometheus
-example.
-
-Instruments (meter ``conch``), each with attributes ``conch.backend`` (the URL
-scheme) and ``conch.lock`` (a *bounded* label for the lock name, see
-:func:`name_label`); renewals are per backend only:
-
-=================================  =========  ========================================
-``conch.lock.wait``                histogram  seconds an acquire waited; ``conch.outcome``
-                                              is ``acquired``, ``timeout`` or ``error``
-``conch.lock.hold``                histogram  seconds a hold lasted (until release, loss or stop)
-``conch.lock.acquisitions``        counter    holds taken
-``conch.lock.acquire_failures``    counter    acquires that returned ``False`` (``conch.reason``
-                                              ``timeout``) or raised (``error``)
-``conch.lock.losses``              counter    holds lost before their release
-``conch.lock.renewals``            counter    holds a heartbeat renewed or confirmed alive
-``conch.lock.renewal_failures``    counter    holds a heartbeat failed to renew
-=================================  =========  ========================================
-
-The counters are observable (read when the SDK collects), so an acquire costs the
-SDK two histogram records, not four calls. With a tracer provider configured,
-each acquire is also a span ``conch.acquire`` (its duration is the wait) with the
-same attributes, its outcome and its token. :mod:`conch.aio` reports the same, per
-coroutine (:func:`lock_meter`), not per call its queue makes to the backend.
-"""
+"""Lock metrics and traces through OpenTelemetry's API (``conch[otel]``): near-free when nobody
+collects them. The application chooses the SDK and exporter; without one configured, a lock
+skips its instruments (checked at most once a second, or at once after :func:`refresh`).
+docs/metrics.md lists the instruments, their attributes and the bounded lock label."""
 
 from __future__ import annotations
 

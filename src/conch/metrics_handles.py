@@ -13,12 +13,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-
-if TYPE_CHECKING:
-    from conch.metrics import Instruments
 
 OUTCOMES = ("acquired", "timeout", "error")
 """The ``conch.outcome`` of an acquire that took the lock, did not, raised."""
@@ -26,6 +23,18 @@ OUTCOMES = ("acquired", "timeout", "error")
 Acquiring = tuple[float, tuple[Any, Any] | None]
 """An acquire being timed: its start, and its span if traced (the span's scope, entered;
 the span)."""
+
+
+class Instruments(Protocol):
+    """What a lock object records into (:class:`conch.metrics.Instruments`): OpenTelemetry's
+    tracer and the wait and hold histograms, and whether the application configured them."""
+
+    tracer: Any
+    wait: Any
+    hold: Any
+
+    def configured(self) -> tuple[bool, bool]:
+        """Whether a meter provider, and a tracer provider, are configured."""
 
 
 class Series:

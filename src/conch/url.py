@@ -1,26 +1,18 @@
-"""Backend URLs: parsing, redaction, and the scheme → backend registry.
+"""Backend URLs: parsing, redaction, and the scheme registry (scheme → "module:Class").
 
-The registry holds conch's built-in backends, then those that installed distributions
-declare in the ``conch.backends`` entry-point group (read once, on first use), and
-those given to :func:`register_backend`. A URL's password (and any secret-looking query
-option) never appears in ``repr``/``str``, logs or error text: use
-:meth:`BackendURL.redacted`.
+A URL's password and secret-looking options never appear in ``repr``/``str``, logs or error
+text (:meth:`BackendURL.redacted`). :mod:`conch.backends.loader` imports the registered class.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import re
 import urllib.parse
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from conch.errors import InvalidURL
-
-if TYPE_CHECKING:
-    from conch.backends.base import Backend
 
 # Scheme → "module:Class" of conch's own backends, as pyproject.toml declares them in the
 # entry-point group (this table serves when conch's metadata is not installed). Imported
@@ -43,19 +35,6 @@ ENTRY_POINT_GROUP = "conch.backends"
 _BACKENDS: dict[str, str] = dict(_BUILT_IN)
 _entry_points_read = False
 
-# Scheme → the client library its backend imports (top-level package) and the extra of
-# conch that installs it.
-_CLIENT_LIBRARIES: dict[str, tuple[str, str]] = {
-    "redis": ("redis", "redis"),
-    "rediss": ("redis", "redis"),
-    "etcd": ("urllib3", "etcd"),
-    "zookeeper": ("kazoo", "zookeeper"),
-    "postgresql": ("psycopg", "postgresql"),
-    "postgres": ("psycopg", "postgresql"),
-    "mysql": ("pymysql", "mysql"),
-    "memcached": ("pymemcache", "memcached"),
-}
-
 _SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 # Options that name a key *file*: a path, shown so that errors can name it.
 _KEY_FILE_OPTIONS = frozenset({"keyfile", "ssl_key", "ssl_keyfile", "cert_key"})
@@ -71,8 +50,13 @@ def register_backend(scheme: str, target: str) -> None:
     _BACKENDS[scheme] = target
 
 
+def backend_target(scheme: str) -> str:
+    """The "module:Class" registered for ``scheme`` (one :func:`parse_url` accepted)."""
+    return _backends()[scheme]
+
+
 def known_schemes() -> list[str]:
-    """The schemes :func:`backend_class` accepts."""
+    """The schemes :func:`parse_url` accepts."""
     return sorted(_backends())
 
 
@@ -241,26 +225,6 @@ def parse_url(url: str) -> BackendURL:
         username=username,
         password=password,
     )
-
-
-def backend_class(url: BackendURL) -> type[Backend]:
-    """The backend class registered for ``url``'s scheme.
-
-    Raises :class:`InvalidURL` saying what to install when the backend's client library is
-    missing; any other import failure (a missing module of something else, a name a
-    module lacks, as under eventlet's monkey-patching) is re-raised as it is.
-    """
-    module_name, _, class_name = _backends()[url.scheme].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        library, extra = _CLIENT_LIBRARIES.get(url.scheme, ("", ""))
-        if not library or (exc.name or "").split(".")[0] != library:
-            raise
-        raise InvalidURL(f"the {url.scheme}:// backend needs the client library {library}, "
-                         f"which is not installed: install conch[{extra}]") from None
-    cls: type[Backend] = getattr(module, class_name)
-    return cls
 
 
 def _parse_hosts(netloc: str, url: str) -> tuple[tuple[str, int | None], ...]:

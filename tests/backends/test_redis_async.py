@@ -22,6 +22,7 @@ import pytest
 
 import conch
 import conch.aio
+from conch.aio.native import native_lock
 from conch.backends.redis.steps import lock_keys
 from tests.backends import test_redis
 from tests.backends.async_cycle import uncontended_async_cycle
@@ -161,7 +162,7 @@ def test_an_acquire_cancelled_at_any_await_point_leaves_the_lock_free(
     with conch.connect(url) as coordinator:
 
         async def attempt(turns: int) -> bool:
-            lock = coordinator._native_lock(lock_name)
+            lock = native_lock(coordinator, lock_name)
             if connection == "reused":
                 assert await lock.acquire(blocking=False)
                 await lock.release()
@@ -194,7 +195,7 @@ def test_an_acquire_cancelled_as_its_script_reply_arrives_frees_the_lock(
     with conch.connect(url) as coordinator:
 
         async def attempt() -> bool:
-            lock = coordinator._native_lock(lock_name)
+            lock = native_lock(coordinator, lock_name)
             task = asyncio.ensure_future(lock.acquire(blocking=False))
             # The blocking check stalls the loop: once the script has run, its reply
             # waits in the socket and the task is cancelled before it reads it.
@@ -230,7 +231,7 @@ def test_a_wait_cancelled_in_blpop_holds_nothing_and_passes_the_wake_up_on(
         holder_value = own_redis.admin().get(keys.holder)
 
         async def main() -> None:
-            lock = coordinator._native_lock(lock_name)
+            lock = native_lock(coordinator, lock_name)
             task = asyncio.ensure_future(lock.acquire(blocking=True))
             await asyncio.sleep(0.3)
             task.cancel()

@@ -36,7 +36,7 @@ WALL_CLOCK_READS = {
                                    "changes which idle files are swept",
     ("backends/memcached/steps.py", "next_token"): "a lost counter restarts above the clock in µs",
     ("backends/memcached/steps.py", "in_grace"): "the epoch of a server's state, a clock value",
-    ("backends/memory/backend.py", "take"): "the start time shown for a hold (conch show)",
+    ("backends/memory/lock.py", "take"): "the start time shown for a hold (conch show)",
     ("introspection.py", "stamp"): "the start time stored with a hold, for other hosts",
     ("cli_introspection.py", "_ls"): "a hold's age from a start time another host stamped",
     ("cli_introspection.py", "_timestamp"): "a start time shown to a person",

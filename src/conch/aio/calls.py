@@ -1,20 +1,16 @@
-"""What :mod:`conch.aio.queue` needs of the lock objects it drives and of the way it
-calls them (:class:`conch.aio.threads.ThreadCalls`: a sync :class:`conch.Lock` on
-conch's threads; :class:`conch.aio.native.TaskCalls`: a NativeLock as tasks), and
-the holds it grants."""
+"""What :mod:`conch.aio.queue` needs of the lock objects it drives and of the way it calls
+them: :class:`conch.aio.threads.ThreadCalls` (a sync :class:`conch.Lock` on conch's
+threads) or :class:`conch.aio.native.TaskCalls` (a NativeLock as tasks)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from conch.hold_state import Membership
 from conch.lock import Blocking
-
-if TYPE_CHECKING:
-    from conch.aio.queue import NameQueue
-    from conch.hold_state import Membership
 
 T = TypeVar("T")
 
@@ -67,28 +63,3 @@ class Calls(Protocol[L_contra]):
     def stop_acquiring(self) -> list[asyncio.Future[Any]]:
         """The coordinator stops: end the acquires in flight where that is possible;
         what to await until they have ended."""
-
-
-class Owner(Protocol):
-    """The lock object a hold is granted to (:class:`conch.aio.AsyncLock`)."""
-
-    def _hold_lost(self, hold: Hold[Any]) -> None:
-        """The backend lost ``hold`` (called on the loop)."""
-
-
-class Hold(Generic[L]):
-    """One acquisition of the name: the lock object that holds it and its owner."""
-
-    __slots__ = ("lock", "owner", "queue")
-
-    def __init__(self, queue: NameQueue[L], lock: L, owner: Owner) -> None:
-        self.queue = queue
-        self.lock = lock
-        self.owner = owner
-
-    @property
-    def ended_by_stop(self) -> bool:
-        """Whether the coordinator was stopped: a hold that ends now is freed by that
-        stop, not lost (for its metrics)."""
-        membership = self.lock._membership
-        return membership is not None and membership.stopped

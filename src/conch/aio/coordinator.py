@@ -19,11 +19,12 @@ from typing import Any
 
 from conch import metrics
 from conch.aio.lock import AsyncLock
-from conch.aio.native import TaskCalls
+from conch.aio.native import TaskCalls, native_lock
 from conch.aio.queue import NameQueue
 from conch.aio.threads import ThreadCalls, pool, run_in_thread
 from conch.capabilities import Capabilities
 from conch.coordinator import Coordinator
+from conch.defaults import default_url
 from conch.errors import NotStarted
 from conch.introspection import LockInfo
 from conch.lock import LockName, lock_key
@@ -228,7 +229,7 @@ class AsyncCoordinator:
                 raise NotStarted(f"{self!r} is not started")
             sync = self.coordinator
             if self.capabilities.native_async:
-                queue = NameQueue(loop, lambda: sync._native_lock(name),
+                queue = NameQueue(loop, lambda: native_lock(sync, name),
                                   TaskCalls(loop), lambda idle: self._forget(where, idle))
             else:
                 queue = NameQueue(loop, lambda: sync._lock(name, metered=False),
@@ -259,8 +260,6 @@ async def connect(
 ) -> AsyncCoordinator:
     """A started :class:`AsyncCoordinator` for ``url`` (default: ``CONCH_URL``, then the
     file default). ``async with`` it to stop it on exit."""
-    from conch.defaults import default_url
-
     coordinator = AsyncCoordinator(url or default_url(), member_id, prefix, require)
     sync = coordinator.coordinator
     starting = pool().submit(sync.start)

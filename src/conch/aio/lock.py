@@ -1,16 +1,7 @@
-"""``AsyncLock``: the lock contract of :mod:`conch.lock`, awaited.
-
-Everything the sync :class:`conch.Lock` promises holds here too (blocking
-rules, ownership by object, fencing token, loss reporting), with these
-differences:
-
-* :attr:`AsyncLock.lost` is an :class:`asyncio.Event`;
-* a cancelled :meth:`AsyncLock.acquire` leaves nothing held, even when the
-  backend grants the lock just as the task is cancelled;
-* ``async with lock(cancel_on_loss=True):`` cancels the task inside the block
-  when the hold is lost, and leaving the block then raises :class:`conch.LockLost`;
-* a lock object belongs to the event loop that first uses it.
-"""
+"""``AsyncLock``: the contract of :class:`conch.Lock`, awaited. It differs only where asyncio
+does (docs/aio.md): ``lost`` is an :class:`asyncio.Event`, a cancelled acquire leaves
+nothing held, ``cancel_on_loss`` cancels the holder, and a lock object belongs to the event
+loop that first uses it."""
 
 from __future__ import annotations
 
@@ -21,8 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from conch import metrics
-from conch.aio.calls import Hold
-from conch.aio.queue import NameQueue
+from conch.aio.queue import Hold, NameQueue
 from conch.backends.base import Deadline
 from conch.errors import LockAcquireFailed, LockLost, LockNotHeld
 from conch.lock import Blocking, LockName, wait_budget

@@ -12,15 +12,28 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conch.aio.calls import Outcome
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.errors import LockLost, NotStarted
 from conch.hold_state import LockObject, Membership, State, reported
-from conch.lock import Blocking, LockName, wait_budget
+from conch.lock import Blocking, LockName, lock_key, wait_budget
+
+if TYPE_CHECKING:
+    from conch.coordinator import Coordinator
 
 T = TypeVar("T")
+
+
+def native_lock(coordinator: Coordinator, name: LockName) -> NativeLock:
+    """A lock of ``coordinator`` (started, ``native_async`` backend) awaiting its backend's
+    asyncio handle, made on the event loop that will use it. Not metered: :mod:`conch.aio`
+    meters each coroutine's acquire."""
+    key = lock_key(name)
+    backend, membership = coordinator._started()
+    return NativeLock(name, lambda on_lost: backend.async_handle(key, on_lost),
+                      coordinator._describe_error, membership)
 
 
 class NativeLock(LockObject):

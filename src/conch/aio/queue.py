@@ -1,32 +1,8 @@
 """Coroutines waiting for one lock name, served by one backend call at a time.
 
-The coroutines of one :class:`~conch.aio.AsyncCoordinator` (on one event loop)
-that want the same name line up here in arrival order. Only the queue talks
-to the backend, and never more than one acquire at a time: through the blocking
-:class:`conch.Lock` API on conch's threads, or through a
-:class:`~conch.aio.native.NativeLock` on the loop on ``native_async`` backends
-(``Calls``: :class:`conch.aio.threads.ThreadCalls` / :class:`conch.aio.native.TaskCalls`):
-
-1. while a hold of this queue is live, nobody asks the backend: the waiters wait
-   for its local release (the backend would refuse them anyway);
-2. otherwise the first waiter *tries once* (a short call on the shared pool; on the
-   native path, where a wait costs no thread, this step is skipped);
-3. if the name is held elsewhere and that waiter may wait, one acquire waits on
-   the backend until that waiter's deadline (on a thread of its own, or as one
-   task): a hundred waiting coroutines cost one backend wait, not a hundred.
-
-A hold the backend grants goes to the first waiter still waiting, whoever the
-call was made for: a waiter that timed out or was cancelled meanwhile simply
-drops out (a hold nobody wants is released at once, so a cancelled acquire
-leaves nothing held). Each waiter keeps its own deadline on a loop timer; the
-waiter a call was made for ends with that call, which honours its deadline.
-
-A lock object holds at most one hold: its next acquire waits for its release
-(waiters whose lock object still has a hold are passed over meanwhile).
-
-Every hold is its own lock object, kept for reuse once released, so a
-hold that was lost (and not yet released) does not stop the next waiter from
-acquiring, exactly as between two lock objects of the sync API.
+The waiters of one coordinator on one event loop line up in arrival order; only the queue
+calls the backend (``Calls``), never more than one acquire at a time, and a granted hold
+goes to the first waiter still waiting. docs/aio.md ("How waiting works") has the design.
 """
 
 from __future__ import annotations
@@ -35,13 +11,38 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any, Generic
+from typing import Any, Generic, Protocol
 
-from conch.aio.calls import Calls, Hold, L, Outcome, Owner
+from conch.aio.calls import Calls, L, Outcome
 from conch.backends.base import Deadline
 from conch.errors import LockLost, NotStarted
 
 log = logging.getLogger("conch")
+
+
+class Owner(Protocol):
+    """The lock object a hold is granted to (:class:`conch.aio.AsyncLock`)."""
+
+    def _hold_lost(self, hold: Hold[Any]) -> None:
+        """The backend lost ``hold`` (called on the loop)."""
+
+
+class Hold(Generic[L]):
+    """One acquisition of the name: the lock object that holds it and its owner."""
+
+    __slots__ = ("lock", "owner", "queue")
+
+    def __init__(self, queue: NameQueue[L], lock: L, owner: Owner) -> None:
+        self.queue = queue
+        self.lock = lock
+        self.owner = owner
+
+    @property
+    def ended_by_stop(self) -> bool:
+        """Whether the coordinator was stopped: a hold that ends now is freed by that
+        stop, not lost (for its metrics)."""
+        membership = self.lock._membership
+        return membership is not None and membership.stopped
 
 
 class _Waiter:

@@ -1,20 +1,7 @@
-"""Running conch's blocking calls off the event loop, on a few threads conch owns.
-
-Two kinds of call, two kinds of thread:
-
-* **short calls** (a one-try acquire, a release, start/stop: bounded by a few
-  round-trips and the backends' timeouts) run on one small pool shared by the
-  process, never on the loop's default executor, which the application may fill;
-* **waits** (an acquire that may block until its deadline) each get a daemon
-  thread of their own, so a long wait never starves the pool. :mod:`conch.aio.queue`
-  runs at most one wait per lock name and coordinator, whatever the number of
-  coroutines waiting.
-
-The outcome comes back to the loop through ``call_soon_threadsafe``. When the
-loop has closed meanwhile, nobody is left to receive it: ``orphaned`` runs on
-the calling thread instead, so that (for instance) a hold nobody will use is
-released rather than kept until the coordinator stops.
-"""
+"""conch's blocking calls off the event loop, on threads conch owns: short calls on one small
+pool shared by the process, each waiting acquire on a daemon thread of its own. An outcome
+returns through ``call_soon_threadsafe``, or runs ``orphaned`` on the calling thread when
+the loop has closed meanwhile (docs/aio.md, "Thread path")."""
 
 from __future__ import annotations
 

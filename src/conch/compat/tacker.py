@@ -1,24 +1,7 @@
-"""Tacker's ``tacker/common/coordination.py`` on conch: the same names and behaviour.
-
-Cinder and Manila carry copies of the same module. To switch, make the service's module::
-
-    from conch.compat.tacker import COORDINATOR, Coordinator, synchronized  # noqa: F401
-
-(or set ``COORDINATOR = Coordinator(prefix="cinder-")`` there for another prefix).
-
-- :class:`Coordinator` ``(agent_id=None, prefix='')``: ``start()`` connects to the backend
-  URL (see :func:`backend_url`) as member ``prefix + agent_id``; ``get_lock(name)``
-  returns a tooz-style lock (:mod:`conch.compat.tooz`) named ``prefix + name``, and
-  raises :class:`LockCreationFailed` when not started.
-- :func:`synchronized` ``(lock_name, blocking=True, coordinator=COORDINATOR)`` formats
-  the name from the call's arguments and ``f_name``, raises
-  ``conch.compat.tooz.coordination.LockAcquireFailed`` when not acquired, and logs
-  Tacker's wait and hold lines at DEBUG (logger ``conch.compat.tacker``).
-
-With oslo.config installed (``pip install conch[oslo]``), the URL is ``[coordination]
-backend_url``, registered as Tacker registers it (default ``file://$state_path``);
-without it, ``CONCH_URL`` (else conch's per-user directory).
-"""
+"""Tacker's ``tacker/common/coordination.py`` on conch (also the shape of Cinder's and Manila's
+copies): ``Coordinator``, ``COORDINATOR`` and ``synchronized`` with Tacker's names and log
+lines. The URL is oslo.config's ``[coordination] backend_url`` when oslo.config is installed,
+else ``CONCH_URL``. README, "Switching from tooz", has the switch and the differences."""
 
 from __future__ import annotations
 

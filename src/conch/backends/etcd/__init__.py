@@ -1,7 +1,14 @@
 """The etcd:// and etcd+https:// backend: locks as keys on a lease, through etcd's JSON gateway.
 
-The backend class is in ``backend.py``; see docs/etcd.md for its design."""
+``EtcdBackend`` (``backend.py``) is imported on first use, so importing this package imports no
+client library; docs/etcd.md has the design."""
 
-from conch.backends.etcd.backend import EtcdBackend
+from typing import TYPE_CHECKING
+
+from conch.backends import lazy_exports
+
+if TYPE_CHECKING:
+    from conch.backends.etcd.backend import EtcdBackend
 
 __all__ = ["EtcdBackend"]
+__getattr__ = lazy_exports(__name__, EtcdBackend="backend")

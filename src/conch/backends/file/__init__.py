@@ -1,7 +1,14 @@
 """The file:// backend: locks as ``flock`` on files of one local directory.
 
-The backend class is in ``backend.py``; see docs/file.md for its design."""
+``FileBackend`` (``backend.py``) is imported on first use, so importing this package imports no
+client library; docs/file.md has the design."""
 
-from conch.backends.file.backend import FileBackend
+from typing import TYPE_CHECKING
+
+from conch.backends import lazy_exports
+
+if TYPE_CHECKING:
+    from conch.backends.file.backend import FileBackend
 
 __all__ = ["FileBackend"]
+__getattr__ = lazy_exports(__name__, FileBackend="backend")

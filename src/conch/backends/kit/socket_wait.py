@@ -1,12 +1,6 @@
-"""Waiting on the caller's thread for a socket (or any pollable descriptor: inotify's) to be
-ready, until a deadline.
-
-``poll`` where the process has it: it waits without the GIL and takes any descriptor
-number. A process monkey-patched by eventlet (as Cinder, Manila and Tacker run) has no
-``select.poll``; there the wait is the patched ``select.select``, which parks only the
-calling green thread while eventlet's hub runs the others. The choice is made when a
-:class:`SocketWait` is made, not when this module is imported, so a process patched after
-importing conch still gets the green wait.
+"""Waiting on the caller's thread until a descriptor (a socket, inotify's) is ready or a
+deadline passes: ``poll`` normally, eventlet's green ``select`` in a monkey-patched
+process (chosen per :class:`SocketWait`, not at import). Why: docs/kit.md.
 """
 
 from __future__ import annotations

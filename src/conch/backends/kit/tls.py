@@ -1,18 +1,6 @@
-"""TLS for the server backends: what a URL says about TLS, and the client context it makes.
-
-Every TLS backend (redis, mysql, memcached, etcd, zookeeper) reads its options through
-:meth:`TLSFiles.from_url`, with its own option names (:class:`OptionNames`: the names each
-client library or tooz driver made familiar) mapped to one meaning: CA file or directory,
-client certificate, key and its password, ciphers, how to check the server.
-
-* **URL**: only the values are checked when the URL is parsed (a verify mode, a flag, a
-  key without its certificate are :class:`conch.InvalidURL`); no file is read then.
-* **files** are read by :meth:`TLSFiles.context`, at ``start()`` (or for each new
-  connection, so that renewed certificates are used). A file that cannot be used is a
-  :class:`TLSFileError` naming the option and the path, never the key's password;
-  :func:`client_context` makes it a :class:`conch.BackendUnavailable` naming the server.
-
-What a failed handshake means is :mod:`conch.backends.kit.tls_diagnosis`.
+"""TLS for the server backends: the TLS options of a URL (each backend's own option names
+mapped to one meaning) and the client context they make. Values are checked when the URL
+is parsed; files are read at connect time. Details: docs/kit.md.
 """
 
 from __future__ import annotations

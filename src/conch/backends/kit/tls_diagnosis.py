@@ -1,15 +1,6 @@
-"""What a failed TLS connection means, in words a user can act on, for every TLS backend.
-
-* **words**: :func:`explain` finds the ``ssl.SSLError`` in a client library's exception
-  (wrapped differently by redis-py, PyMySQL, pymemcache, urllib3 and kazoo, or only quoted
-  in its text, as redis-py's sentinel errors do) and says it as
-  ``TLS handshake failed: <OpenSSL's reason> (<what it usually means>)``, without the
-  ``_ssl.c`` line.
-* **diagnosis**: the server's verdict on our client certificate comes after the client's
-  side of a TLS 1.3 handshake, and a client library that already sent its request often
-  sees only a closed connection. When ``start()`` fails that way, the backend calls
-  :func:`diagnose`: one connection of our own that waits for the server's alert (or,
-  without TLS, checks whether the port expects it), to name the problem.
+"""What a failed TLS connection means, in words a user can act on: :func:`explain` finds
+the ``ssl.SSLError`` in any client library's exception; :func:`diagnose` opens one
+connection of its own to hear the server's verdict on our certificate. Details: docs/kit.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,14 @@
 """The mysql:// backend: locks as ``GET_LOCK`` named locks of MySQL or MariaDB.
 
-The backend class is in ``backend.py``; see docs/mysql.md for its design."""
+``MySQLBackend`` (``backend.py``) is imported on first use, so importing this package imports no
+client library; docs/mysql.md has the design."""
 
-from conch.backends.mysql.backend import MySQLBackend
+from typing import TYPE_CHECKING
+
+from conch.backends import lazy_exports
+
+if TYPE_CHECKING:
+    from conch.backends.mysql.backend import MySQLBackend
 
 __all__ = ["MySQLBackend"]
+__getattr__ = lazy_exports(__name__, MySQLBackend="backend")

@@ -1,16 +1,8 @@
 """The lock part of tooz 9's public API, on conch — for code written against tooz.
 
-Change one import::
-
-    import conch.compat.tooz as tooz        # was: import tooz
-    from conch.compat.tooz import coordination, locking   # was: from tooz import ...
-
-or, before anything imports tooz, call :func:`install_as_tooz` so that ``import tooz``
-itself gives these modules. ``tooz.coordination.get_coordinator(url, member_id)`` then
-takes the service's existing tooz URL (or a conch URL) and returns a coordinator whose
-locks follow conch's contract on every backend. Group membership, leader election,
-watchers and the partitioner raise :class:`NotImplemented`.
-"""
+``import conch.compat.tooz as tooz`` (or :func:`install_as_tooz` before anything imports
+tooz); ``get_coordinator`` takes the service's tooz URL or a conch URL. Groups, leadership,
+watchers and the partitioner raise :class:`NotImplemented`. README, "Switching from tooz"."""
 
 from __future__ import annotations
 

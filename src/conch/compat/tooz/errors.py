@@ -1,16 +1,7 @@
-"""tooz's exceptions, each also the conch error it stands for.
-
-The names and relationships are tooz 9's (``NotImplemented`` is a ``NotImplementedError``
-and a ``ToozError``; every other one is a ``ToozError``), so ``except
-tooz.coordination.ToozError`` keeps working. Each is also a :class:`conch.ConchError`, and
-the ones with a conch counterpart subclass it too (``ToozConnectionError`` is a
-:class:`conch.BackendUnavailable`, ``LockAcquireFailed`` a :class:`conch.LockAcquireFailed`,
-``NotImplemented`` a :class:`conch.NotSupported`), so conch-style code catches them as well.
-
-Not tooz errors, on purpose: a malformed URL or option raises :class:`conch.InvalidURL`
-(a ``ValueError``, as tooz's drivers raise for bad options), so that services which retry
-``start()`` on ``ToozError`` (Manila reconnects forever) stop at a configuration mistake.
-"""
+"""tooz's exceptions, with tooz 9's names and hierarchy, each also the conch error it stands
+for (``ToozConnectionError`` is a :class:`conch.BackendUnavailable`...). A malformed URL
+raises :class:`conch.InvalidURL`, a ``ValueError`` and no ``ToozError``, so that services
+retrying ``start()`` on ``ToozError`` stop at a configuration mistake."""
 
 from __future__ import annotations
 

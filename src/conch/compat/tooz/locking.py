@@ -1,19 +1,8 @@
-"""``tooz.locking``: the :class:`Lock` base class, and :class:`ConchLock`, tooz's lock on conch.
-
-:class:`Lock` keeps tooz's constructor and context-manager behaviour, so services that
-subclass it (Manila's ``Lock``, Cinder's and Manila's test locks) work unchanged.
-:class:`ConchLock` is what ``coordinator.get_lock(name)`` returns. Where tooz's drivers
-disagree, it follows conch's contract on every backend:
-
-- ``acquire(blocking=seconds)`` (or ``blocking=True, timeout=seconds``) waits at most that
-  long and returns ``False`` — never a ``RetryError`` or ``LockTimeout``;
-- ``release()`` returns ``True``, or ``False`` when this object did not hold the lock or
-  lost it before (expired lease, ``coordinator.stop()``); a loss is also logged;
-- leaving ``with lock:`` after the hold was lost raises ``LockLost`` (a ``ToozError``),
-  where tooz only logs it: the guarded work ran without the lock, and the caller must know;
-- a held lock stays held while the coordinator lives: conch renews it, no ``heartbeat()``
-  calls needed.
-"""
+"""``tooz.locking``: the :class:`Lock` base class (tooz's constructor and context manager, for
+services that subclass it) and :class:`ConchLock`, what ``get_lock`` returns: conch's
+contract where tooz's drivers disagree (timed waits return ``False``, a lost hold makes
+``release()`` return ``False`` and leaving ``with`` raise ``LockLost``, no ``heartbeat()``
+needed). README, "Behaviour differences", has the table."""
 
 from __future__ import annotations
 

@@ -1,27 +1,9 @@
 """tooz backend URLs as conch URLs, so a service's existing ``backend_url`` keeps working.
 
-Every query option a tooz 9 driver reads is handled one of four ways:
-
-- **translated** to conch's option: the lock lease (``lock_timeout``, else ``timeout``)
-  becomes ``ttl``; ``redis://...?db=3`` becomes the path ``/3``, ``ssl=true`` the scheme
-  ``rediss://``; etcd3gw's ``ca_cert``/``cert_cert``/``cert_key`` become ``ssl_ca``/
-  ``ssl_cert``/``ssl_key``; ZooKeeper's ``hosts``/``namespace`` become hosts and path,
-  its booleans ``true``/``false``; PostgreSQL's ``host``/``port``/``dbname`` replace
-  those of the URL; memcached's ``use_ssl`` and ``ca_cert`` become ``ssl`` and ``ssl_ca``;
-  where tooz's TLS defaults differ from conch's (no certificate check for MySQL without a
-  CA, no host name check for memcached), the translation spells tooz's out;
-- **accepted** when set to what conch does anyway (``encoding=utf8``, ``use_ssl=false``...);
-- **ignored** when it only tunes a tooz feature this layer does not provide (group
-  membership and leadership: ``membership_timeout``, ``leader_timeout``, the file
-  driver's ``timeout``);
-- **rejected** with :class:`conch.InvalidURL` naming the option, otherwise.
-
-Options tooz does not know pass through to conch, and conch's own schemes (``etcd://``,
-``memory://``, ``rediss://``...) are taken as they are: a conch URL works unchanged. On a
-scheme both use, an option tooz reads keeps tooz's meaning (only memcached's ``timeout``
-differs: tooz's lock lease, conch's socket timeout). Messages never show the URL itself,
-so no password can leak.
-"""
+Each query option a tooz 9 driver reads is translated to conch's, accepted when conch does
+that anyway, ignored when it tunes a feature this layer lacks, or rejected with
+:class:`conch.InvalidURL` (never showing the URL); other options and conch's own schemes pass
+through. README, "Backend URLs" under "Switching from tooz", has the table."""
 
 from __future__ import annotations
 
