@@ -167,9 +167,9 @@ def retry_once(call: Callable[[bool], T]) -> T:
 
 def _interrupt_waits(pool: redis.ConnectionPool) -> None:
     """Close the idle waiting connections and shut down those in a ``BLPOP``: their readers
-    wake at once and close them. The one place conch goes under redis-py: under eventlet,
-    a socket closed by another green thread (``pool.disconnect()``) leaves its reader
-    asleep until its timeout (a waiter blocked the whole 5 s bound past ``stop()``)."""
+    wake at once and close them. A shim under redis-py (docs/redis.md): under eventlet, a
+    socket closed by another green thread (``pool.disconnect()``) leaves its reader asleep
+    (a waiter was still blocked at the eventlet test's 1.5 s bound past ``stop()``)."""
     for connection in list(getattr(pool, "_in_use_connections", ())):
         with contextlib.suppress(OSError, AttributeError):
             connection._sock.shutdown(socket.SHUT_RDWR)
