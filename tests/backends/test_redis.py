@@ -7,6 +7,7 @@ these tests check what only a TTL lock on Redis has. Timings are printed
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -346,3 +347,30 @@ def test_release_of_a_hold_that_vanished_unnoticed_raises_lock_lost(
         assert lock.lost.is_set() and not lock.held
         assert lock.acquire(blocking=False)  # the object is usable again
         lock.release()
+
+
+def test_a_forked_child_renews_its_own_holds_and_leaves_the_parents_alone(
+    redis_server: RedisProcess, lock_name: str
+) -> None:
+    ttl = 1.5
+    with conch.connect(f"{redis_server.url}/0?ttl={ttl}") as coordinator:
+        parents = coordinator.lock(f"{lock_name}-parent")
+        parents.acquire()
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 when its hold outlived two TTLs
+            held = False
+            try:
+                childs = coordinator.lock(f"{lock_name}-child")
+                childs.acquire()
+                time.sleep(2 * ttl + 0.5)
+                key = lock_keys(f"{lock_name}-child".encode()).holder
+                held = childs.held and not childs.lost.is_set() and bool(
+                    redis_server.admin().exists(key))
+                childs.release()
+            finally:
+                os._exit(0 if held else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child's hold was not renewed"
+        assert parents.held and not parents.lost.is_set()
+        assert redis_server.admin().exists(lock_keys(f"{lock_name}-parent".encode()).holder)
+        parents.release()

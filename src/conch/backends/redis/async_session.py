@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conch.backends.kit.errors import translated
+from conch.backends.kit.fork import forget_in_child
 from conch.backends.redis import steps
 from conch.backends.redis.session import TRANSIENT, RedisSession
 from conch.backends.redis.steps import LockKeys
@@ -111,6 +112,11 @@ class LoopClients:
         # Not a WeakKeyDictionary: a client's connections refer to their loop, so its
         # entry would never go. Clients of closed loops are dropped instead.
         self._clients: dict[asyncio.AbstractEventLoop, LoopClient] = {}
+        forget_in_child(self)
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's event loops, and their connections, are not ours."""
+        self._mutex, self._clients = threading.Lock(), {}
 
     def running(self) -> LoopClient:
         """The running loop's client (made on first use)."""

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conch.backends.kit.errors import translated, unavailable
+from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.tls import client_context
 from conch.backends.kit.ttl import TtlHold, TtlSession
 from conch.backends.redis import steps
@@ -42,8 +43,18 @@ class RedisSession:
         self._waits = options.client(options.ttl + options.socket_timeout)
         self.acquire_script, self.release_script, self._renew_script = (
             self.commands.register_script(source) for source in steps.SCRIPTS)
-        self.ttl = TtlSession[LockKeys]("redis", options.ttl, self._renew, self.describe,
-                                        (RedisError,))
+        self.ttl = self._new_ttl_session()
+        forget_in_child(self)
+
+    def _new_ttl_session(self) -> TtlSession[LockKeys]:
+        return TtlSession("redis", self.options.ttl, self._renew, self.describe, (RedisError,))
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's holds and renewal thread are not the child's (the
+        pools see the fork themselves and open new connections)."""
+        self.ttl = self._new_ttl_session()
+        if not self.closed:
+            self.ttl.start()
 
     def describe(self, exc: BaseException) -> str:
         """``exc`` as a message for users."""
