@@ -11,6 +11,21 @@ import conch
 from benchmarks.contenders.base import Contender, LockLike
 
 
+class TimedWait:
+    """A library's lock whose every acquire is a timed wait: ``acquire(**wait)``, e.g.
+    ``blocking=60`` (conch, tooz) or ``timeout=60`` (kazoo)."""
+
+    def __init__(self, lock: Any, **wait: float) -> None:
+        self._lock = lock
+        self._wait = wait
+
+    def acquire(self) -> object:
+        return self._lock.acquire(**self._wait)
+
+    def release(self) -> object:
+        return self._lock.release()
+
+
 class Conch(Contender):
     """``conch.connect(target)``: one coordinator (one session) per process."""
 

@@ -1,8 +1,11 @@
 """Helpers of the ``file://`` tests: other processes (a holder released on request, and a
-way to run a script and talk to it over its standard streams), and one hold."""
+way to run a script and talk to it over its standard streams), one hold, and the name of
+a lock file."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import select
 import subprocess
 import sys
@@ -66,3 +69,10 @@ def hold_once(lock: conch.Lock) -> int:
     lock.release()
     assert token is not None
     return token
+
+
+def lock_file_name(key: bytes) -> str:
+    """The file name of lock ``key``, spelled out here as released conch versions made it:
+    a fleet upgraded one process at a time must keep using the same files."""
+    readable = re.sub(rb"[^A-Za-z0-9_-]+", b"_", key[:48]).decode("ascii")
+    return f"{readable}.{hashlib.sha256(key).hexdigest()[:40]}.lock"

@@ -14,10 +14,9 @@ import time
 import pytest
 
 import conch
-from conch.backends.file.backend import lock_file_name
-from conch.backends.file.tokens import HIGH_WATER_FILE
+from conch.backends.file.session import HIGH_WATER_FILE
 from conch.history import load, violations
-from tests.backends.file_helpers import hold_once
+from tests.backends.file_helpers import hold_once, lock_file_name
 from tests.contract import workers
 from tests.contract.waiting import Waiter
 from tests.servers.base import wait_until

@@ -14,11 +14,11 @@ import pytest
 import conch
 import conch.aio
 from conch.backends.base import AsyncLockHandle, Deadline
-from conch.backends.file import lock as file_lock
+from conch.backends.file import inotify as file_inotify
 from conch.backends.file import removal as file_removal
-from conch.backends.file.backend import FileBackend, lock_file_name
+from conch.backends.file.backend import FileBackend
 from tests.backends import file_helpers
-from tests.backends.file_helpers import HOLDER
+from tests.backends.file_helpers import HOLDER, lock_file_name
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY
 
@@ -39,9 +39,9 @@ def _descriptors() -> dict[int, str]:
     """This process's open descriptors in use and what each refers to (the idle inotify
     instances kept for the next waits do not count, nor the one watching lock
     directories for removals)."""
-    idle = {instance.fileno() for instance in file_lock._idle}
+    idle = {instance.fd for instance in file_inotify.idle.instances}
     if file_removal._the_watcher is not None:
-        idle.add(file_removal._the_watcher._inotify.fileno())
+        idle.add(file_removal._the_watcher.inotify.fd)
     found = {}
     for entry in os.listdir("/proc/self/fd"):
         try:
@@ -127,7 +127,7 @@ def test_a_hundred_waiters_add_no_thread_and_share_one_inotify_instance(url: str
             for member in members:
                 await member.stop()
         assert not _inotify_descriptors(), "the inotify instance is still in use"
-        assert len(file_lock._idle) <= file_lock.IDLE_INOTIFY
+        assert len(file_inotify.idle.instances) <= file_inotify.IDLE_INSTANCES
 
     asyncio.run(main())
     assert sorted(entered) == list(range(100))

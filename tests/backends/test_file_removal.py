@@ -18,11 +18,10 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends.file.backend import lock_file_name
-from conch.backends.file.tokens import HIGH_WATER_FILE
+from conch.backends.file.session import HIGH_WATER_FILE
 from conch.history import load, violations
 from tests.backends import file_helpers
-from tests.backends.file_helpers import HOLDER, hold_once
+from tests.backends.file_helpers import HOLDER, hold_once, lock_file_name
 from tests.contract import workers
 from tests.contract.waiting import HANDOFF_WITH_NOTIFY, Waiter
 

@@ -7,6 +7,7 @@ these tests check what only a TTL lock on memcached has. Timings are printed
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -69,9 +70,11 @@ def test_a_server_restart_tells_the_holder_before_anyone_else_gets_the_lock(
         assert first_token is not None and taker.token is not None
         assert taker.token > first_token, "the counter is re-seeded from the clock"
         assert taker.token > before_restart_us
-        taker.release()
         with pytest.raises(conch.LockLost):
             held.release()
+        assert holder.lock(lock_name).acquire(blocking=False) is False, \
+            "the late release deleted the new holder's lock"
+        taker.release()
     print(f"\nafter the restart the lock was granted again {taken_after:.2f} s later (ttl 2 s)")
     assert taken_after < 2 + 2.0
 
@@ -111,7 +114,7 @@ def test_a_late_release_never_deletes_the_lock_of_the_next_holder(
     with conch.connect(url) as first, conch.connect(url) as second:
         stale = first.lock(lock_name)
         assert stale.acquire()
-        heartbeat = backend_of(first)._heartbeat
+        heartbeat = backend_of(first).session.ttl._heartbeat
         assert heartbeat is not None
         heartbeat.stop()  # a holder frozen past its TTL: no renewal, not told of the loss
         taker = second.lock(lock_name)
@@ -120,9 +123,33 @@ def test_a_late_release_never_deletes_the_lock_of_the_next_holder(
         with pytest.raises(conch.LockLost):  # late: the key now holds the taker's value
             stale.release()
         assert second.lock(lock_name).acquire(blocking=False) is False, "the release deleted it"
-        time.sleep(3 * backend_of(second).renewal_interval)
+        time.sleep(3 * backend_of(second).session.ttl.interval)
         assert taker.held and not taker.lost.is_set()
         taker.release()
+
+
+def test_a_forked_child_uses_connections_of_its_own(memcached_url: str, lock_name: str) -> None:
+    with conch.connect(memcached_url) as coordinator:
+        held = coordinator.lock(lock_name)
+        assert held.acquire(blocking=False)  # its connection now waits in the pool
+        parents_client = backend_of(coordinator).session.client
+        child = os.fork()
+        if child == 0:
+            exit_code = 1
+            try:
+                own = coordinator.lock(f"{lock_name}-child")
+                assert own.acquire(blocking=5.0)
+                own.release()
+                exit_code = 2 if backend_of(coordinator).session.client is parents_client else 0
+            finally:
+                os._exit(exit_code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert held.held and not held.lost.is_set()
+        held.release()
+        freed = coordinator.lock(f"{lock_name}-child")
+        assert freed.acquire(blocking=False), "the child's release left its lock held"
+        freed.release()
 
 
 class ReplyDroppingProxy:
@@ -164,8 +191,10 @@ class ReplyDroppingProxy:
                     sink.sendall(data)
                     time.sleep(0.2)  # the server stores; its reply is swallowed below
                     self.dropped += 1
-                    sink.shutdown(socket.SHUT_RDWR)
+                    # The client's side first: cutting the server's wakes the other pump,
+                    # which then closes both.
                     source.shutdown(socket.SHUT_RDWR)
+                    sink.shutdown(socket.SHUT_RDWR)
                     return
                 if not muted.is_set():
                     sink.sendall(data)
@@ -184,7 +213,7 @@ def test_an_acquire_whose_reply_was_lost_holds_the_lock_instead_of_orphaning_it(
     with ReplyDroppingProxy(memcached_server.port) as proxy, \
             conch.connect(f"memcached://127.0.0.1:{proxy.port}?ttl=3") as coordinator, \
             conch.connect(memcached_url) as other:
-        proxy.drop_reply_to(b"add ")
+        proxy.drop_reply_to(b"ms ")  # the add of the holder key
         lock = coordinator.lock(lock_name)
         assert lock.acquire(blocking=False), "the retry did not recognise its own hold"
         assert proxy.dropped == 1

@@ -12,7 +12,7 @@ from kazoo.client import KazooClient  # type: ignore[import-untyped]
 from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 
 import conch
-from conch.backends.zookeeper.backend import lock_parent_name
+from conch.backends.kit.naming import readable_key
 from conch.backends.zookeeper.lock import sequence_distance
 from conch.lock import lock_key
 from conch.url import parse_url
@@ -43,7 +43,7 @@ def zk_url(zookeeper_server: ZooKeeperServer) -> str:
 
 def queue_of(server: ZooKeeperServer, url: str, name: str) -> list[str]:
     """The children (holder first) of lock ``name``'s znode, read with a client of our own."""
-    parent = f"{parse_url(url).path}/locks/{lock_parent_name(lock_key(name))}"
+    parent = f"{parse_url(url).path}/locks/{readable_key(lock_key(name))}"
     admin = server.admin(CREDENTIALS)
     try:
         return sorted(admin.get_children(parent), key=lambda child: int(child.split("_")[1]))
@@ -139,7 +139,7 @@ def test_tokens_keep_increasing_when_the_lock_znode_is_deleted_and_recreated(
             before = lock.token
         admin = zookeeper_server.admin(CREDENTIALS)
         try:  # an operator sweeping empty lock znodes
-            admin.delete(f"{parse_url(zk_url).path}/locks/{lock_parent_name(lock_key(lock_name))}")
+            admin.delete(f"{parse_url(zk_url).path}/locks/{readable_key(lock_key(lock_name))}")
         finally:
             admin.stop()
             admin.close()

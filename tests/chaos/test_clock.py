@@ -29,14 +29,14 @@ TIMED_WAIT = 0.5
 # Where conch reads the wall clock, and why that is not a duration. A new read must be
 # added here, with its reason, after checking it is not one.
 WALL_CLOCK_READS = {
-    ("backends/file/tokens.py", "next_token"): "the start time shown for a hold (conch show)",
-    ("backends/file/tokens.py", "_raise_high_water"):
+    ("backends/file/session.py", "next_token"): "the start time shown for a hold (conch show)",
+    ("backends/file/session.py", "raise_high_water"):
         "a fresh token starts above the clock in µs, so tokens stay above those of a wiped file",
-    ("backends/file/backend.py", "sweep"): "file modification times are wall-clock: a jump only "
+    ("backends/file/session.py", "sweep"): "file modification times are wall-clock: a jump only "
                                    "changes which idle files are swept",
     ("backends/memcached/steps.py", "next_token"): "a lost counter restarts above the clock in µs",
     ("backends/memcached/steps.py", "in_grace"): "the epoch of a server's state, a clock value",
-    ("backends/memory/lock.py", "take"): "the start time shown for a hold (conch show)",
+    ("backends/memory/lock.py", "try_take"): "the start time shown for a hold (conch show)",
     ("introspection.py", "stamp"): "the start time stored with a hold, for other hosts",
     ("cli_introspection.py", "_ls"): "a hold's age from a start time another host stamped",
     ("cli_introspection.py", "_timestamp"): "a start time shown to a person",

@@ -31,7 +31,7 @@ def acquire_request(backend: str, lock_name: str) -> bytes:
         "zookeeper": lock_name.encode(),  # in the path of the queue node created
         "postgresql": b"conch_try",  # the prepared try-lock statement
         "mysql": b"",  # TLS hides the statement: the acquire is the first request
-        "memcached": b"add ",
+        "memcached": b"ms ",  # the add of the holder key (meta set, add mode)
     }[backend]
 
 

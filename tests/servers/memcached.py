@@ -7,7 +7,7 @@ pause): never break the shared server without putting it back, though
 ``memcached_url`` restarts or resumes it if a test left it down.
 
 A memcached that lost its state (a fresh one included) grants no conch lock
-for one TTL (the restart grace period, see :mod:`conch.backends.memcached.backend`):
+for one TTL (the restart grace period, see docs/memcached.md):
 :func:`start_memcached` waits that out, so tests start on a settled server.
 """
 
@@ -50,9 +50,10 @@ class MemcachedProcess(ServerProcess):
         """Send one text-protocol ``line`` and return the first reply line (tests' own use)."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as plain:
             sock = plain if self.tls is None else self.tls.client_context().wrap_socket(
-                plain, server_hostname="127.0.0.1")
-            sock.sendall(line + b"\r\n")
-            return sock.makefile("rb").readline().rstrip(b"\r\n")
+                plain, server_hostname="127.0.0.1")  # which takes plain's descriptor
+            with sock, sock.makefile("rb") as replies:
+                sock.sendall(line + b"\r\n")
+                return replies.readline().rstrip(b"\r\n")
 
     def settle(self, ttl: float = SHORT_TTL) -> None:
         """Wait until the server grants conch locks (the grace period after it lost its state)."""

@@ -1,16 +1,6 @@
-"""asyncio for ``file://``: the blocking handle's attempts, with waits on the event loop.
-
-An acquire tries the lock file's ``flock`` without blocking, exactly as the
-blocking handle does (:class:`~conch.backends.file.lock.LockFile`: the same
-sweep check and token). While the file is held elsewhere it waits for the
-events the blocking handle's timed wait waits for (``FREED``: the holder's
-descriptor was closed, by a release or by the kernel when the holder died, or
-the file was unlinked), read from an inotify descriptor the loop watches with
-``add_reader``, and tries again. No thread, and nothing polls.
-
-Each event loop uses one inotify instance while some acquire waits (instances are
-few: ``fs.inotify.max_user_instances``, often 128 per user); it then goes back to
-the process's idle instances (:func:`~conch.backends.file.lock.borrow_inotify`).
+"""asyncio for ``file://``: the blocking handle's tries (:class:`.lock.LockFile`), with
+waits for the same inotify events read on the event loop: no thread, no polling. Each
+loop shares one inotify instance while some acquire waits.
 """
 
 from __future__ import annotations
@@ -20,48 +10,42 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from conch.backends.base import AsyncLockHandle, Deadline
-from conch.backends.file.lock import LockFile, borrow_inotify, give_back_inotify, watch
-
-if TYPE_CHECKING:
-    from conch.backends.file.backend import FileLock
+from conch.backends.file import inotify
+from conch.backends.file.lock import LockFile
 
 
 class FileAsyncLock(AsyncLockHandle):
-    """The hold of a :class:`~conch.backends.file.backend.FileLock`, taken on the event loop."""
+    """A :class:`LockFile`'s hold, taken on the event loop."""
 
-    def __init__(self, lock: FileLock) -> None:
-        self._lock = lock
+    def __init__(self, file: LockFile) -> None:
+        self.file = file
 
     async def acquire(self, deadline: Deadline) -> int | None:
-        with self._lock.file.attempt() as file:  # a cancelled wait closes the descriptor
+        with self.file.attempt() as file:  # a cancelled wait closes the descriptor
             if file.try_take() is None and not deadline.expired():
                 await _wait(file, deadline)
         return file.token
 
     async def release(self) -> None:
-        self._lock.release()
+        self.file.release()
 
     def abandon(self) -> None:
-        self._lock.file.close()  # closing the descriptor frees the flock, from any thread
+        self.file.close()
 
 
 async def _wait(file: LockFile, deadline: Deadline) -> None:
-    """Try ``file`` again on each ``FREED`` event until it holds or ``deadline`` passes."""
+    """Try ``file`` again on each of its events (:meth:`LockFile.waits`)."""
     loop = asyncio.get_running_loop()
     freed: asyncio.Future[None] = loop.create_future()
 
-    def wake() -> None:
+    def wake(_mask: int = 0) -> None:
         if not freed.done():
             freed.set_result(None)
 
-    with _watcher(loop) as watcher, watcher.watching(file, wake):
-        while file.try_take() is None:  # watch first, then retry: no wakeup is missed
-            remaining = deadline.remaining()
-            if remaining == 0:
-                return
+    with _watching(file, wake):
+        for remaining in file.waits(deadline):
             # Not asyncio.wait_for: before Python 3.12 it may swallow a cancellation.
             timer = None if remaining is None else loop.call_later(remaining, wake)
             try:
@@ -72,82 +56,52 @@ async def _wait(file: LockFile, deadline: Deadline) -> None:
             freed = loop.create_future()
 
 
-class _Watcher:
-    """An event loop's inotify instance: calls the wakers of each watch that has events."""
+class _Watcher(inotify.Watches):
+    """An event loop's instance, read by the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._inotify = borrow_inotify()
-        self._wakers: dict[int, list[Callable[[], None]]] = {}  # by watch descriptor
-        self.users = 0
-        loop.add_reader(self._inotify.fileno(), self._dispatch)
-
-    @contextlib.contextmanager
-    def watching(self, file: LockFile, wake: Callable[[], None]) -> Iterator[None]:
-        """Call ``wake()`` on the ``FREED`` events of the file ``file`` has open (the
-        file it moves to, once swept)."""
-        wd = self._add(file.fd, wake)
-
-        def moved(fd: int) -> None:
-            nonlocal wd
-            new = self._add(fd, wake)
-            self._remove(wd, wake)
-            wd = new
-
-        file.on_open = moved
-        try:
-            yield
-        finally:
-            file.on_open = None
-            self._remove(wd, wake)
-
-    def close(self) -> None:
-        self._loop.remove_reader(self._inotify.fileno())  # nothing when the loop is closed
-        give_back_inotify(self._inotify, ())  # its watches are removed with their waiters
-
-    def _add(self, fd: int, wake: Callable[[], None]) -> int:
-        # One file watched twice (two waiters of this loop) is one watch descriptor.
-        wd = watch(self._inotify, fd)
-        self._wakers.setdefault(wd, []).append(wake)
-        return wd
-
-    def _remove(self, wd: int, wake: Callable[[], None]) -> None:
-        wakers = self._wakers[wd]
-        wakers.remove(wake)
-        if not wakers:
-            del self._wakers[wd]
-            with contextlib.suppress(OSError):  # gone with its file already
-                self._inotify.rm_watch(wd)
-
-    def _dispatch(self) -> None:
-        woken = {event.wd for event in self._inotify.read()}
-        if -1 in woken:  # the queue overflowed: any file may have been freed
-            woken = set(self._wakers)
-        for wd in woken:
-            for wake in list(self._wakers.get(wd, ())):
-                wake()
+        super().__init__(inotify.idle.borrow())
+        self.loop, self.users = loop, 0
+        loop.add_reader(self.inotify.fd, self.dispatch)
 
 
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = \
     weakref.WeakKeyDictionary()
-_watchers_mutex = threading.Lock()  # several loops, on their threads, share the registry
+_watchers_mutex = threading.Lock()  # loops on several threads share the registry
 
 
 @contextlib.contextmanager
-def _watcher(loop: asyncio.AbstractEventLoop) -> Iterator[_Watcher]:
-    """``loop``'s watcher, opened by its first user and closed by its last."""
+def _watching(file: LockFile, wake: Callable[[int], None]) -> Iterator[None]:
+    """Call ``wake`` on the events of the file open in ``file`` (and of the file it moves
+    to, once swept), through its loop's instance, which its first waiter borrows and
+    its last gives back."""
+    loop = asyncio.get_running_loop()
     with _watchers_mutex:
         watcher = _watchers.get(loop)
         if watcher is None:
             watcher = _watchers[loop] = _Watcher(loop)
         watcher.users += 1
+    wd: int | None = None
+
+    def watch(fd: int) -> None:
+        nonlocal wd
+        old, wd = wd, watcher.add(inotify.opened(fd), inotify.FREED, wake)
+        if old is not None:
+            watcher.remove(old, wake)
+
     try:
-        yield watcher
+        watch(file.fd)
+        file.on_open = watch
+        yield
     finally:
+        file.on_open = None
+        if wd is not None:
+            watcher.remove(wd, wake)
         with _watchers_mutex:
             watcher.users -= 1
             unused = not watcher.users
             if unused:
                 del _watchers[loop]
         if unused:
-            watcher.close()
+            loop.remove_reader(watcher.inotify.fd)  # nothing when the loop is closed
+            inotify.idle.give_back(watcher.inotify, [])  # its watches went with their waiters

@@ -1,112 +1,161 @@
-"""Linux inotify for ``file://``: the three system calls, and waiting for events.
-
-conch calls ``inotify_init1``, ``inotify_add_watch`` and ``inotify_rm_watch``
-through ``ctypes`` itself rather than through a client library, for two reasons
-that matter under eventlet (Cinder, Manila and Tacker monkey-patch first):
-``inotify_simple`` imports ``select.poll`` at module level, which green ``select``
-lacks, and eventlet's green ``os.read`` waits for readability before reading any
-descriptor that is not a regular file, so a read that should return at once
-would suspend. Events are read with ``os.readv``, which eventlet leaves alone.
-
-:meth:`Inotify.wait` is where a ``file://`` wait blocks (but for a forever
-wait's ``flock`` in a plain process), through :class:`~conch.backends.kit.socket_wait.SocketWait`:
-``poll`` in a plain process, eventlet's green ``select`` in a monkey-patched one, so the
-other green threads run meanwhile.
-"""
+"""Linux inotify through ``ctypes`` (no binding library works under eventlet: see
+docs/file.md), shared instances, and the process's idle ones. Waits are green under
+eventlet (:class:`~conch.backends.kit.socket_wait.SocketWait`)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
 import struct
+import threading
 import time
-from typing import NamedTuple
+from collections.abc import Callable
 
+from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.socket_wait import SocketWait
+from conch.errors import BackendUnavailable
 
-CLOSE_WRITE = 0x8
-ATTRIB = 0x4
-MOVED_FROM = 0x40
-DELETE = 0x200
-DELETE_SELF = 0x400
-MOVE_SELF = 0x800
-Q_OVERFLOW = 0x4000
-IGNORED = 0x8000
-"""Event bits, as in ``<sys/inotify.h>`` without the ``IN_`` prefix."""
+ATTRIB, CLOSE_WRITE, MOVED_FROM, DELETE = 0x4, 0x8, 0x40, 0x200  # <sys/inotify.h>'s IN_*
+DELETE_SELF, MOVE_SELF, Q_OVERFLOW, IGNORED = 0x400, 0x800, 0x4000, 0x8000
+# A waiter tries again after these: every description of a lock file is open for writing,
+# so the holder's close (release, death) is a CLOSE_WRITE; a sweep's unlink an ATTRIB.
+FREED = CLOSE_WRITE | ATTRIB
+IDLE_INSTANCES = 8  # kept: closing one that had watches waits for a kernel grace period
 
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
-_READ_SIZE = 64 * 1024  # many events, and always room for one with the longest name
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class Event(NamedTuple):
-    """One inotify event: the watch it came from (-1: the queue overflowed), what
-    happened, and the name of the file for a watched directory's events."""
-
-    wd: int
-    mask: int
-    name: str
+def opened(fd: int) -> str:
+    """A path of the file open as ``fd``, to watch it by, even once it is unlinked."""
+    return f"/proc/self/fd/{fd}"
 
 
 class Inotify:
     """A non-blocking inotify instance."""
 
-    __slots__ = ("_buffer", "_readable", "fd")
+    __slots__ = ("_buffer", "_readable", "fd", "stale")
 
     def __init__(self) -> None:
         self.fd: int = _call(_libc.inotify_init1, os.O_NONBLOCK | os.O_CLOEXEC)
-        self._buffer = bytearray(_READ_SIZE)
-        self._readable: SocketWait | None = None  # made by the first wait
+        self._buffer = bytearray(64 * 1024)  # many events, and one with the longest name
+        self._readable: SocketWait | None = None
+        self.stale: list[int] = []  # watches to remove before the next use
 
-    def fileno(self) -> int:
-        """The instance's descriptor."""
-        return self.fd
-
-    def add_watch(self, path: str, mask: int) -> int:
-        """Watch ``path`` for the events of ``mask``; the watch descriptor (the same one
-        for a file watched twice)."""
+    def add_watch(self, path: str, mask: int) -> int:  # one watch per file, even twice
         return _call(_libc.inotify_add_watch, self.fd, os.fsencode(path), mask)
 
-    def rm_watch(self, wd: int) -> None:
-        """Stop watch ``wd`` (``OSError`` when it is gone already, with its file)."""
+    def rm_watch(self, wd: int) -> None:  # OSError when gone with its file
         _call(_libc.inotify_rm_watch, self.fd, wd)
 
-    def read(self) -> list[Event]:
-        """The events queued now, without waiting."""
-        try:
-            size = os.readv(self.fd, [self._buffer])
-        except BlockingIOError:
-            return []
-        events = []
-        data = memoryview(self._buffer)[:size]
-        offset = 0
-        while offset < size:
-            wd, mask, _cookie, length = _EVENT_HEADER.unpack_from(data, offset)
-            raw = bytes(data[offset + _EVENT_HEADER.size:offset + _EVENT_HEADER.size + length])
-            events.append(Event(wd, mask, os.fsdecode(raw.split(b"\0", 1)[0])))
-            offset += _EVENT_HEADER.size + length
-        return events
+    def read(self) -> dict[int, int]:
+        """The events queued now, as each watch's masks or-ed (watch -1: the queue
+        overflowed), without waiting (``os.readv``: eventlet's green ``os.read`` would)."""
+        masks: dict[int, int] = {}
+        with contextlib.suppress(BlockingIOError):
+            size, offset = os.readv(self.fd, [self._buffer]), 0
+            while offset < size:
+                wd, mask, _cookie, name_length = _EVENT_HEADER.unpack_from(self._buffer, offset)
+                offset += _EVENT_HEADER.size + name_length
+                masks[wd] = masks.get(wd, 0) | mask
+        return masks
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait until events are queued or ``timeout`` seconds (``None``: forever) pass;
-        whether events are queued. Green (through eventlet's hub) in a monkey-patched
-        process."""
+        """Wait up to ``timeout`` seconds (``None``: forever); whether events are queued."""
         if self._readable is None:
             self._readable = SocketWait(self.fd)
         return self._readable.until(None if timeout is None else time.monotonic() + timeout)
 
     def close(self) -> None:
-        """Close the instance (with its watches)."""
         os.close(self.fd)
 
 
+class Watches:
+    """An instance shared by several users: the mask of a watch's events goes to the
+    callbacks added for it (``Q_OVERFLOW`` to all when the queue overflowed)."""
+
+    def __init__(self, instance: Inotify) -> None:
+        self.inotify = instance
+        self._callbacks: dict[int, list[Callable[[int], object]]] = {}  # by watch
+        self._mutex = threading.Lock()
+
+    def add(self, path: str, mask: int, callback: Callable[[int], object]) -> int:
+        """Pass the events of ``path`` to ``callback`` (``OSError``: cannot); the watch."""
+        with self._mutex:
+            wd = self.inotify.add_watch(path, mask)
+            self._callbacks.setdefault(wd, []).append(callback)
+        return wd
+
+    def remove(self, wd: int, callback: Callable[[int], object]) -> None:
+        with self._mutex:
+            callbacks = self._callbacks.get(wd, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks and self._callbacks.pop(wd, None) is not None:
+                with contextlib.suppress(OSError):  # gone already, with its file
+                    self.inotify.rm_watch(wd)
+
+    def dispatch(self) -> None:
+        masks = self.inotify.read()
+        overflow = masks.pop(-1, 0)
+        with self._mutex:
+            calls = [(callback, masks.get(wd, 0) | overflow)
+                     for wd, callbacks in self._callbacks.items() if wd in masks or overflow
+                     for callback in callbacks]
+        for callback, mask in calls:
+            callback(mask)
+
+
+class _IdleInstances:
+    """The process's instances kept for the next waits."""
+
+    def __init__(self) -> None:
+        self.instances: list[Inotify] = []
+        self._mutex = threading.Lock()
+        forget_in_child(self)
+
+    def borrow(self) -> Inotify:
+        """An instance without watches or events; :class:`BackendUnavailable` when the user
+        has none left."""
+        with self._mutex:
+            instance = self.instances.pop() if self.instances else None
+        if instance is not None:
+            for wd in instance.stale:  # left by the last wait, to return sooner
+                with contextlib.suppress(OSError):  # gone already, with its file
+                    instance.rm_watch(wd)
+            instance.stale = []
+            while instance.read():
+                pass
+            return instance
+        try:
+            return Inotify()
+        except OSError as exc:
+            if exc.errno != errno.EMFILE:
+                raise
+        raise BackendUnavailable("no inotify instance left; raise fs.inotify.max_user_instances")
+
+    def give_back(self, instance: Inotify, watches: list[int]) -> None:
+        """Keep ``instance`` for the next wait, which removes its ``watches``."""
+        instance.stale = watches
+        with self._mutex:
+            if len(self.instances) < IDLE_INSTANCES:
+                self.instances.append(instance)
+                return
+        instance.close()
+
+    def forget_parent(self) -> None:
+        self._mutex = threading.Lock()  # and the parent's instances are not the child's
+        while self.instances:
+            self.instances.pop().close()
+
+
+idle = _IdleInstances()
+
+
 def _call(function: ctypes._NamedFuncPointer, *args: object) -> int:
-    """Call ``function``; its result, or ``OSError`` for -1 (retried on ``EINTR``)."""
-    while True:
-        result = int(function(*args))
-        if result != -1:
-            return result
-        code = ctypes.get_errno()
-        if code != errno.EINTR:
+    while (result := int(function(*args))) == -1:
+        if (code := ctypes.get_errno()) != errno.EINTR:
             raise OSError(code, os.strerror(code))
+    return result

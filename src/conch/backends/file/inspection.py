@@ -1,109 +1,71 @@
-"""Who holds the ``file://`` locks of a directory, read without disturbing them.
-
-Trying a lock to see whether it is free would make a real ``acquire(blocking=False)``
-fail meanwhile, so the kernel's table of file locks, ``/proc/locks``, answers
-instead: one line per lock, with the owner's pid and the file's device and inode
-(``proc(5)``). A held file's contents say the rest: its token, then the stamp the
-holder wrote with it (see :meth:`conch.backends.file.tokens.Tokens.next_token`).
-
-Waiters are not reported: a waiter with a timeout retries on inotify events and
-appears nowhere, so any count would be short.
+"""Who holds the ``file://`` locks of a directory, read without trying them (a try would
+fail a real acquire meanwhile): ``/proc/locks`` names the holding pid and the file, whose
+hold record (:data:`.session.HOLD_RECORD`) says the rest. Timed waiters appear nowhere, so
+waiters are not reported. ``OSError`` is the caller's to translate.
 """
 
 from __future__ import annotations
 
 import os
 
-from conch.backends.file.tokens import HOLD_RECORD
-from conch.errors import BackendUnavailable
+from conch.backends.file.session import HOLD_RECORD
 from conch.introspection import HolderInfo, LockInfo, read_stamp
 
-PROC_LOCKS = "/proc/locks"
-# Enough for the record and the stamp of any name (a name of 64 KiB, JSON-escaped).
-_READ_AT_MOST = 512 * 1024
-
-FileId = tuple[int, int, int]
-"""A file's device major, minor and inode number, as ``/proc/locks`` names it."""
+_READ_AT_MOST = 512 * 1024  # the record and the stamp of any name (64 KiB, JSON-escaped)
 
 
-def held_files() -> dict[FileId, int]:
-    """The files with an exclusive ``flock`` now, each with the pid that took it."""
-    try:
-        with open(PROC_LOCKS) as table:
-            lines = table.read().splitlines()
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot read {PROC_LOCKS} to see who holds file locks: "
-                                 f"{exc.strerror}") from None
-    held: dict[FileId, int] = {}
-    for line in lines:
-        # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2146867 0 EOF"; waiters have "->" after "1:".
-        fields = line.split()
-        if len(fields) < 6 or fields[1] != "FLOCK" or fields[3] != "WRITE":
-            continue
-        major, minor, inode = fields[5].split(":")
-        held[(int(major, 16), int(minor, 16), int(inode))] = int(fields[4])
+def held_files() -> dict[tuple[int, int, int], int]:
+    """The files (device major, minor, inode) with an exclusive ``flock``, and its pid."""
+    held = {}
+    with open("/proc/locks") as table:
+        for line in table.read().splitlines():
+            # "1: FLOCK  ADVISORY  WRITE 1234 fe:00:2146867 0 EOF"; a waiter has "->" after "1:"
+            fields = line.split()
+            if len(fields) >= 6 and fields[1] == "FLOCK" and fields[3] == "WRITE":
+                major, minor, inode = fields[5].split(":")
+                held[(int(major, 16), int(minor, 16), int(inode))] = int(fields[4])
     return held
 
 
 def describe(path: str, key: bytes) -> LockInfo:
     """Lock ``key``, whose lock file is ``path``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    pid, lock = _read(path, held_files())
+    if pid is None:
         return LockInfo(key, None)
-    try:
-        kernel_pid = held_files().get(_file_id(os.fstat(fd)))
-        holder = None if kernel_pid is None else _holder(fd, key, kernel_pid)
-    finally:
-        os.close(fd)
-    return LockInfo(key, holder)
+    if lock is None or lock.key != key or lock.holder is None:
+        return LockInfo(key, HolderInfo(pid=pid))  # a holder from before stamps
+    return LockInfo(key, lock.holder)
 
 
 def held_locks(directory: str) -> list[LockInfo]:
     """The held locks of ``directory`` whose holder left a stamp (every conch holder does)."""
-    held = held_files()
-    found = []
+    held, found = held_files(), []
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
-                if not entry.name.endswith(".lock"):
-                    continue
-                try:
-                    fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:  # swept meanwhile
-                    continue
-                try:
-                    kernel_pid = held.get(_file_id(os.fstat(fd)))
-                    if kernel_pid is not None:
-                        lock = _read(fd)
-                        if lock is not None:
-                            found.append(lock)
-                finally:
-                    os.close(fd)
+                if entry.name.endswith(".lock"):
+                    lock = _read(entry.path, held)[1]
+                    found += [] if lock is None else [lock]
     except FileNotFoundError:  # removed (cleaned up): it holds nothing
         return []
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot list lock directory {directory}: "
-                                 f"{exc.strerror}") from None
     return found
 
 
-def _holder(fd: int, key: bytes, kernel_pid: int) -> HolderInfo:
-    lock = _read(fd)
-    if lock is None or lock.key != key or lock.holder is None:
-        return HolderInfo(pid=kernel_pid)  # a holder from before stamps: the kernel knows
-    return lock.holder
-
-
-def _read(fd: int) -> LockInfo | None:
-    """The lock whose file is ``fd``, from its hold record; None without a stamp."""
-    data = os.pread(fd, _READ_AT_MOST, 0)
+def _read(path: str, held: dict[tuple[int, int, int], int]) -> tuple[int | None, LockInfo | None]:
+    """The pid holding ``path`` (None: free) and, held, the lock its hold record describes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # swept meanwhile
+        return None, None
+    try:
+        status = os.fstat(fd)
+        pid = held.get((os.major(status.st_dev), os.minor(status.st_dev), status.st_ino))
+        data = b"" if pid is None else os.pread(fd, _READ_AT_MOST, 0)
+    finally:
+        os.close(fd)
     stamp = read_stamp(data[HOLD_RECORD.size:])
     if stamp is None:
-        return None
-    token, since_us, pid = HOLD_RECORD.unpack_from(data)
-    return LockInfo(stamp.key, stamp.holder(token=token, pid=pid, acquired_at=since_us / 1e6))
-
-
-def _file_id(status: os.stat_result) -> FileId:
-    return os.major(status.st_dev), os.minor(status.st_dev), status.st_ino
+        return pid, None
+    token, since_us, holder_pid = HOLD_RECORD.unpack_from(data)
+    return pid, LockInfo(stamp.key, stamp.holder(token=token, pid=holder_pid,
+                                                 acquired_at=since_us / 1e6))

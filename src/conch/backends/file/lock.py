@@ -1,67 +1,48 @@
-"""Taking one ``file://`` lock file: what the blocking and asyncio handles share.
-
-A :class:`LockFile` opens the name's lock file and tries its ``flock`` without
-waiting; the handle decides how to wait between tries. A waiter learns that the
-file may be free from inotify (``FREED``) on the file it opened. A hold taken is
-recorded with the backend's :class:`~conch.backends.file.removal.Removals`, which
-reports it lost if its file is removed.
+"""Taking a ``file://`` lock: :class:`LockFile` (a try at the name's file, the hold, its
+release), shared with the asyncio handle, and the blocking handle's waits.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import fcntl
 import os
-import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING
 
-from conch.backends.base import LossCallback
-from conch.backends.file.inotify import ATTRIB, CLOSE_WRITE, Inotify
-from conch.backends.file.removal import Hold
-from conch.backends.file.tokens import open_creating
-from conch.errors import BackendUnavailable
+from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.file import inotify
+from conch.backends.file.removal import Hold, at_its_path
+from conch.backends.file.session import FileSession, open_creating
+from conch.errors import LockLost
+from conch.green import eventlet_patched
 from conch.introspection import HolderStamp
-
-if TYPE_CHECKING:
-    from conch.backends.file.backend import FileBackend
-
-FREED = CLOSE_WRITE | ATTRIB
-"""The events after which a waiter tries again. Every description of a lock file is
-opened for writing, so closing the holder's (a release, or the kernel closing the
-files of a holder that died) is a ``CLOSE_WRITE``; an unlink (a sweep) is an
-``ATTRIB``, as the link count changes. Other writers' closes only cost a retry."""
 
 
 class LockFile:
-    """A lock object's descriptor of its name's lock file: opened by each acquire
-    (:meth:`attempt`), kept while the lock is held, closed to release it."""
+    """A lock object's descriptor of its lock file: opened by each acquire
+    (:meth:`attempt`), kept while held, closed to release (from any thread)."""
 
-    __slots__ = ("_backend", "_hold", "_on_lost", "_path", "_removals_seen", "_stamp", "fd",
-                 "on_open", "token")
+    __slots__ = ("_hold", "_on_lost", "_seen", "_stamp", "fd", "on_open", "path", "session",
+                 "token")
 
-    def __init__(self, backend: FileBackend, path: str, stamp: HolderStamp,
+    def __init__(self, session: FileSession, key: bytes, member_id: str,
                  on_lost: LossCallback) -> None:
-        self._backend = backend
-        self._path = path
-        self._stamp = stamp
+        self.session = session
+        self.path = session.lock_path(key)
+        self._stamp = HolderStamp(key, member_id)
         self._on_lost = on_lost  # told when the held file is removed from under the hold
         self._hold: Hold | None = None
-        self._removals_seen = 0
+        self._seen = 0
         self.fd = -1
         self.token: int | None = None
-        # Called with the new descriptor when the file is replaced (to watch it).
-        self.on_open: Callable[[int], object] | None = None
+        self.on_open: Callable[[int], object] | None = None  # told of a replaced file's fd
 
     def attempt(self) -> LockFile:
-        """Open the file for an acquire; a context manager closing it on exit (and
-        resetting ``token``) unless :meth:`try_take` took the lock."""
-        self.token = None
-        self.on_open = None
-        self._removals_seen = self._backend.removals.seen  # before the open: see counts()
-        self.fd = open_creating(self._path)
+        """Open the file: a context manager that closes it again unless a try took it."""
+        self.token = self.on_open = None
+        self._seen = self.session.removals.seen  # before the open: a removal after it shows
+        self.fd = open_creating(self.path)
         return self
 
     def __enter__(self) -> LockFile:
@@ -74,109 +55,91 @@ class LockFile:
             self.close()
 
     def try_take(self) -> int | None:
-        """Try once, without waiting: the new hold's fencing token (also in ``token``), or
-        ``None`` while another description holds the file.
-
-        A file removed while we waited (swept, or with its directory) no longer
-        counts: it is dropped for the file now at the path (created, with the
-        directory, if need be), which is tried in turn.
-        """
-        removals = self._backend.removals
-        while try_lock(self.fd):
-            if removals.counts(self.fd, self._path, self._removals_seen):
-                self.token = self._backend.tokens.next_token(self.fd, self._stamp)
-                self._hold = removals.track(self.fd, self._path, self._on_lost,
-                                            self._removals_seen)
+        """One try without waiting: the token (also in ``token``), or ``None`` while held
+        elsewhere. A file removed meanwhile (swept, or with its directory) no longer
+        counts: the file now at the path (created if need be) is tried in its place."""
+        removals = self.session.removals
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            # After removals, linked is not enough: a renamed directory keeps its files.
+            if os.fstat(self.fd).st_nlink if removals.seen == self._seen \
+                    else at_its_path(self.fd, self.path):
+                self.token = self.session.next_token(self.fd, self._stamp)
+                self._hold = Hold(self.fd, self.path)
+                removals.track(self._hold, self._on_lost, self._seen)
                 return self.token
             self.close()
-            self.fd = open_creating(self._path)
+            self.fd = open_creating(self.path)
             if self.on_open is not None:
                 self.on_open(self.fd)
-        return None
 
-    def release(self) -> bool:
-        """Free the hold (from any thread); whether its file was still linked: False
-        when it was removed while held, so the hold was lost."""
-        fd = self.fd
+    def waits(self, deadline: Deadline) -> Iterator[float | None]:
+        """Tries until held, watched first so that no wakeup is missed: yields how long to
+        wait for the file's next event (``None``: no limit) before the next try; ends
+        when held, at ``deadline``, or once the session closed."""
+        while self.try_take() is None:
+            remaining = deadline.remaining()
+            if remaining == 0 or self.session.closed:
+                return
+            yield remaining
+
+    def release(self) -> None:
+        """Free the hold; :class:`LockLost` when its file was removed while held."""
         try:
-            linked = fd < 0 or os.fstat(fd).st_nlink > 0
+            linked = self.fd < 0 or os.fstat(self.fd).st_nlink > 0
         except OSError:  # closed meanwhile, by a coordinator that stops
             linked = True
-        self.close()
-        return linked
+        self.close()  # frees the flock and wakes the waiters
+        if time.monotonic() >= self.session.next_sweep:
+            self.session.sweep_soon()
+        if not linked:
+            raise LockLost(f"lock file {self.path} was removed while held (was the lock "
+                           "directory cleaned up?): another process may have taken the lock")
 
     def close(self) -> None:
-        """Close the descriptor, freeing its flock (from any thread)."""
         hold, self._hold = self._hold, None
         if hold is not None:  # before the close: a check of a closed hold reports nothing
-            self._backend.removals.untrack(hold)
+            self.session.removals.holds.discard(hold)
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
 
 
-def try_lock(fd: int) -> bool:
-    """Take an exclusive flock on ``fd`` if nobody else holds one (true also when ``fd``
-    holds it already)."""
+class FileLock(LockHandle):
+    """The blocking handle: waits in ``flock`` when forever, else on inotify events."""
+
+    def __init__(self, file: LockFile) -> None:
+        self.file = file
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        with self.file.attempt() as file:
+            if file.try_take() is None and not deadline.expired():
+                if deadline.forever and not eventlet_patched():
+                    while file.try_take() is None:  # granted: then check the file counts
+                        fcntl.flock(file.fd, fcntl.LOCK_EX)
+                else:
+                    _wait_for_events(file, deadline)
+        return file.token
+
+    def release(self) -> None:
+        self.file.release()
+
+
+def _wait_for_events(file: LockFile, deadline: Deadline) -> None:
+    """Try again on each event of the file until held, ``deadline`` or the backend's close."""
+    watcher = inotify.idle.borrow()
+    watches = [watcher.add_watch(inotify.opened(file.fd), inotify.FREED)]
+    file.on_open = lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED))
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-IDLE_INOTIFY = 8
-"""Inotify instances a process keeps for its next waits."""
-
-# Closing an inotify instance once a watch was removed makes the kernel wait for a
-# grace period (about 16 ms here): a waiter that just got its lock would wait for it.
-# So instances are kept (without watches) for the next wait instead of closed.
-_idle: list[Inotify] = []
-_idle_mutex = threading.Lock()
-
-
-def borrow_inotify() -> Inotify:
-    """A non-blocking inotify instance without watches, for a wait (give it back with
-    :func:`give_back_inotify`), or :class:`BackendUnavailable` when the user has none left."""
-    with _idle_mutex:
-        if _idle:
-            return _idle.pop()
-    try:
-        return Inotify()
-    except OSError as exc:
-        if exc.errno == errno.EMFILE:
-            raise BackendUnavailable(
-                "no inotify instance left for a wait; raise fs.inotify.max_user_instances"
-            ) from None
-        raise
-
-
-def give_back_inotify(instance: Inotify, watches: Iterable[int]) -> None:
-    """The wait is over: remove its ``watches`` and keep ``instance`` for the next one."""
-    for wd in watches:
-        with contextlib.suppress(OSError):  # removed already: its file is gone
-            instance.rm_watch(wd)
-    while instance.read():  # drop the events left, such as those of the removal
-        pass
-    with _idle_mutex:
-        if len(_idle) < IDLE_INOTIFY:
-            _idle.append(instance)
-            return
-    instance.close()
-
-
-def _forget_idle_in_child() -> None:
-    # A forked child shares its parent's instances: it must not read their events.
-    global _idle_mutex
-    _idle_mutex = threading.Lock()
-    while _idle:
-        _idle.pop().close()
-
-
-os.register_at_fork(after_in_child=_forget_idle_in_child)
-
-
-def watch(inotify: Inotify, fd: int) -> int:
-    """Watch the file open as ``fd`` for ``FREED``; the watch descriptor."""
-    # /proc/self/fd resolves to the file we opened even once it is unlinked.
-    return int(inotify.add_watch(f"/proc/self/fd/{fd}", FREED))
+        with file.session.woken_by_close(file.path):
+            for remaining in file.waits(deadline):
+                if watcher.wait(remaining):
+                    if file.try_take() is not None:  # the hand-off: the events wait for later
+                        return
+                    watcher.read()  # then try again: a release after this read is an event
+    finally:
+        file.on_open = None
+        inotify.idle.give_back(watcher, watches)

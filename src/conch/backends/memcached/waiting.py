@@ -1,104 +1,76 @@
-"""How a ``memcached://`` waiter waits: memcached cannot notify, so it polls, briefly.
-
-* A release in this process wakes this process's waiters on that lock at once
-  (:data:`LOCAL_RELEASES`, one condition per lock key, shared by every
-  coordinator of the process).
-* Waiters in other processes poll with :class:`Backoff`: from 1 ms, doubling,
-  capped at 10 ms, each pause drawn at random from its upper half so that
-  waiters do not poll in step. The cap keeps a cross-process hand-off to a
-  few milliseconds (tooz's driver sleeps a fixed second); at one ``add`` every
-  5-10 ms per waiter the server barely notices.
-"""
+"""How a ``memcached://`` waiter waits, memcached being unable to notify: a release wakes
+this process's waiters on that lock at once (:data:`LOCAL_RELEASES`); waiters in other
+processes poll after :func:`pauses` (docs/memcached.md, "Wait")."""
 
 from __future__ import annotations
 
 import contextlib
-import os
+import dataclasses
 import random
 import threading
 from collections.abc import Iterator
 
-FIRST_PAUSE = 0.001
-MAX_PAUSE = 0.010
+from conch.backends.kit.fork import forget_in_child
+
+FIRST_PAUSE, MAX_PAUSE = 0.001, 0.010
 
 
-class Backoff:
-    """The pauses between one waiter's attempts."""
-
-    def __init__(self) -> None:
-        self._ceiling = FIRST_PAUSE
-
-    def next_pause(self) -> float:
-        """Seconds to wait before the next attempt."""
-        pause = random.uniform(self._ceiling / 2, self._ceiling)
-        self._ceiling = min(self._ceiling * 2, MAX_PAUSE)
-        return pause
+def pauses() -> Iterator[float]:
+    """One waiter's pauses: from 1 ms, doubling up to 10 ms, each drawn from its upper half
+    so that waiters do not poll in step."""
+    ceiling = FIRST_PAUSE
+    while True:
+        yield random.uniform(ceiling / 2, ceiling)
+        ceiling = min(ceiling * 2, MAX_PAUSE)
 
 
-class _Watched:
-    """The releases of one key seen in this process, while someone waits for it."""
-
-    def __init__(self, mutex: threading.Lock) -> None:
-        self.releases = 0
-        self.watchers = 0
-        self.changed = threading.Condition(mutex)
-
-
+@dataclasses.dataclass(eq=False)
 class Watch:
-    """One waiter's view of a key's local releases (from :meth:`LocalReleases.watching`)."""
+    """The releases of one key in this process (compare :attr:`releases`, do not count)."""
 
-    def __init__(self, watched: _Watched) -> None:
-        self._watched = watched
-
-    @property
-    def releases(self) -> int:
-        """How many releases of the key this process made so far (compare, do not count)."""
-        return self._watched.releases
+    changed: threading.Condition
+    releases: int = 0
+    watchers: int = 0
 
     def wait(self, seen: int, timeout: float) -> None:
-        """Sleep ``timeout`` seconds, or less if a release came after ``releases`` was ``seen``."""
-        watched = self._watched
-        with watched.changed:
-            watched.changed.wait_for(lambda: watched.releases != seen, timeout)
+        """Sleep ``timeout`` seconds, or less if a release came since ``releases`` was ``seen``."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.releases != seen, timeout)
 
 
 class LocalReleases:
-    """Per lock key, the releases made in this process, for waiters in this process."""
+    """Per lock key waited for, the releases made in this process by any coordinator."""
 
     def __init__(self) -> None:
+        self.forget_parent()
+        forget_in_child(self)
+
+    def forget_parent(self) -> None:
+        """A forked child has none of its parent's waiters (and maybe a held mutex)."""
         self._mutex = threading.Lock()
-        self._watched: dict[bytes, _Watched] = {}
+        self._watched: dict[bytes, Watch] = {}
 
     @contextlib.contextmanager
     def watching(self, key: bytes) -> Iterator[Watch]:
-        """Watch ``key``'s releases for the block (register before the first attempt, so
-        a release between a failed attempt and the wait is not missed)."""
+        """Watch ``key`` for the block (from before the first attempt: no release is missed)."""
         with self._mutex:
-            watched = self._watched.get(key)
-            if watched is None:
-                watched = self._watched[key] = _Watched(self._mutex)
-            watched.watchers += 1
+            watch = self._watched.get(key) or Watch(threading.Condition(self._mutex))
+            self._watched[key] = watch
+            watch.watchers += 1
         try:
-            yield Watch(watched)
+            yield watch
         finally:
             with self._mutex:
-                watched.watchers -= 1
-                if not watched.watchers:
+                watch.watchers -= 1
+                if not watch.watchers:
                     del self._watched[key]
 
     def released(self, key: bytes) -> None:
-        """Wake this process's waiters on ``key``: it was just released."""
+        """Wake this process's waiters on ``key``."""
         with self._mutex:
-            watched = self._watched.get(key)
-            if watched is not None:
-                watched.releases += 1
-                watched.changed.notify_all()
-
-    def _forget_in_child(self) -> None:
-        # A forked child has none of its parent's waiting threads (and maybe a held mutex).
-        self._mutex = threading.Lock()
-        self._watched = {}
+            if watch := self._watched.get(key):
+                watch.releases += 1
+                watch.changed.notify_all()
 
 
 LOCAL_RELEASES = LocalReleases()
-os.register_at_fork(after_in_child=LOCAL_RELEASES._forget_in_child)

@@ -1,15 +1,13 @@
-"""``memory://[name]``: locks inside this process, for tests and examples.
-
-Every coordinator of the process with the same URL shares one store, as if it were a server
-(:mod:`conch.backends.memory.lock`); the asyncio handle is imported on first use.
-"""
+"""``memory://[name]``: locks inside this process, for tests and examples. Every
+coordinator of the process with the same URL shares one store, as if it were a server;
+the asyncio handle is imported on first use."""
 
 from __future__ import annotations
 
 import threading
 
 from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
-from conch.backends.memory.lock import MemoryLock, Store
+from conch.backends.memory.lock import MemoryLock, Name, Store
 from conch.capabilities import Capabilities
 from conch.introspection import HolderChanged, LockInfo
 from conch.url import BackendURL
@@ -30,9 +28,9 @@ class MemoryBackend(Backend):
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
         url.options(())
-        store_name = ",".join(host for host, _ in url.hosts) + url.path
         with _stores_mutex:
-            self._store = _stores.setdefault(store_name, Store())
+            self._store = _stores.setdefault(",".join(host for host, _ in url.hosts) + url.path,
+                                             Store())
         self._closed = threading.Event()
 
     def connect(self) -> None:
@@ -41,9 +39,9 @@ class MemoryBackend(Backend):
     def close(self) -> None:
         with self._store.mutex:
             self._closed.set()
-            # Other coordinators' waiters just wake and sleep again.
-            for name in self._store.names.values():
-                name.freed.notify_all()
+            for name in self._store.names.values():  # other coordinators' waiters wait again
+                for wake in name.wakers:
+                    wake()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return MemoryLock(self._store, key, self.member_id, on_lost, self._closed)
@@ -57,14 +55,11 @@ class MemoryBackend(Backend):
     def describe_lock(self, key: bytes) -> LockInfo:
         with self._store.mutex:
             name = self._store.names.get(key)
-            if name is None:
-                return LockInfo(key, None, 0)
-            return LockInfo(key, name.holder_info, name.waiters)
+            return LockInfo(key, None, 0) if name is None else _info(key, name)
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
         with self._store.mutex:
-            return [LockInfo(key, name.holder_info, name.waiters)
-                    for key, name in self._store.names.items()]
+            return [_info(key, name) for key, name in self._store.names.items()]
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
         with self._store.mutex:
@@ -73,13 +68,15 @@ class MemoryBackend(Backend):
                 if token is not None:
                     raise HolderChanged(f"lock {key!r} is no longer held")
                 return LockInfo(key, None, 0)
-            broken = LockInfo(key, name.holder_info, name.waiters)
+            broken, holder = _info(key, name), name.holder
             if token is not None and (name.holder_info is None
                                       or name.holder_info.token != token):
                 raise HolderChanged(f"lock {key!r} is held by another hold than token {token}")
-            holder = name.holder
-            holder.free(name)
+            self._store.free(key, name)
+        assert holder is not None
         holder.on_lost("the lock was broken (conch break)")
         return broken
 
 
+def _info(key: bytes, name: Name) -> LockInfo:
+    return LockInfo(key, name.holder_info, len(name.wakers))

@@ -1,99 +1,95 @@
-"""The memory:// lock handle and the store it works on: one per URL in this process, the
-state a server would keep (holders, waiters, one token counter)."""
+"""``memory://`` locks: a store per URL keeps what a server would (holders, waiters, one
+token counter). Both handles try through :meth:`MemoryLock.try_take` and wait for the
+waker it registered, which a release calls: this blocking handle's event, or the
+asyncio handle's future (``async_lock.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.errors import LockLost
 from conch.introspection import HOST, HolderInfo
 
 
+@dataclasses.dataclass
 class Name:
-    """One name's holder and the waiters to wake when it is freed."""
+    """One name's holder and its waiters' wakers (under the store's mutex)."""
 
-    def __init__(self, mutex: threading.Lock) -> None:
-        self.holder: MemoryLock | None = None
-        self.holder_info: HolderInfo | None = None
-        self.waiters = 0
-        self.freed = threading.Condition(mutex)
-        self.wakers: list[Callable[[], None]] = []  # of async waiters, called when freed
+    holder: MemoryLock | None = None
+    holder_info: HolderInfo | None = None
+    wakers: list[Callable[[], object]] = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass
 class Store:
-    """The state a server would keep: the names in use and one token counter."""
+    """The names in use of one ``memory://`` URL."""
 
-    def __init__(self) -> None:
-        self.mutex = threading.Lock()
-        self.tokens = itertools.count(1)
-        self.names: dict[bytes, Name] = {}
+    mutex: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    names: dict[bytes, Name] = dataclasses.field(default_factory=dict)
+    tokens: Iterator[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
+    def free(self, key: bytes, name: Name) -> None:  # mutex held: waiters wake, try again
+        name.holder = name.holder_info = None
+        for wake in name.wakers:
+            wake()
+        self.forget_if_unused(key, name)
+
+    def forget_if_unused(self, key: bytes, name: Name) -> None:
+        if name.holder is None and not name.wakers:
+            del self.names[key]
 
 
 class MemoryLock(LockHandle):
-    """A lock object's hold of one name; a waiter sleeps on the name's condition variable,
-    woken by the release or by its coordinator's close."""
+    """The blocking handle, whose hold the asyncio handle shares."""
 
     def __init__(self, store: Store, key: bytes, member_id: str, on_lost: LossCallback,
-                 closed: threading.Event) -> None:
-        self._store = store
-        self._key = key
-        self._member_id = member_id
-        self.on_lost = on_lost
-        self._closed = closed  # its backend's: set (and waiters woken) by close()
+                 closed: threading.Event) -> None:  # closed: the backend's, set by its close
+        self.store, self.key, self.member_id, self.on_lost = store, key, member_id, on_lost
+        self.closed = closed
+
+    def try_take(self, waker: Callable[[], object]) -> int | None:
+        """Hold the name if it is free: the token; else ``None``, and ``waker`` is called
+        when the name is freed (until :meth:`stop_waiting`)."""
+        with self.store.mutex:
+            name = self.store.names.setdefault(self.key, Name())
+            if name.holder is not None:
+                if waker not in name.wakers:
+                    name.wakers.append(waker)
+                return None
+            name.holder, token = self, next(self.store.tokens)
+            name.holder_info = HolderInfo(member_id=self.member_id, host=HOST, pid=os.getpid(),
+                                          acquired_at=time.time(), token=token)
+            return token
+
+    def stop_waiting(self, waker: Callable[[], object]) -> None:
+        with self.store.mutex:
+            name = self.store.names.get(self.key)
+            if name is not None and waker in name.wakers:
+                name.wakers.remove(waker)
+                self.store.forget_if_unused(self.key, name)
 
     def acquire(self, deadline: Deadline) -> int | None:
-        with self._store.mutex:
-            name = self.entry()
-            while name.holder is not None:
+        woken = threading.Event()
+        try:
+            while (token := self.try_take(woken.set)) is None:
                 remaining = deadline.remaining()
-                if remaining == 0 or self._closed.is_set():
+                if remaining == 0 or self.closed.is_set():
                     return None
-                name.waiters += 1
-                try:
-                    name.freed.wait(remaining)
-                finally:
-                    name.waiters -= 1
-            return self.take(name)
-
-    def entry(self) -> Name:
-        """This lock's name in the store (the store's mutex is held)."""
-        names = self._store.names
-        name = names.get(self._key)
-        if name is None:
-            name = names[self._key] = Name(self._store.mutex)
-        return name
-
-    def take(self, name: Name) -> int:
-        """Hold free ``name``; its token (the store's mutex is held)."""
-        token = next(self._store.tokens)
-        name.holder = self
-        name.holder_info = HolderInfo(member_id=self._member_id, host=HOST,
-                                      pid=os.getpid(), acquired_at=time.time(), token=token)
-        return token
+                woken.wait(remaining)
+                woken.clear()  # before the next try, which sees any release after this
+            return token
+        finally:
+            self.stop_waiting(woken.set)
 
     def release(self) -> None:
-        with self._store.mutex:
-            name = self._store.names.get(self._key)
+        with self.store.mutex:
+            name = self.store.names.get(self.key)
             if name is None or name.holder is not self:  # broken; its report may be on its way
                 raise LockLost("the lock was broken (conch break) before its release")
-            self.free(name)
-
-    def free(self, name: Name) -> None:
-        """Free ``name``, held by this lock, and wake a waiter (the store's mutex is held)."""
-        name.holder = name.holder_info = None
-        name.freed.notify()
-        wakers, name.wakers = name.wakers, []
-        for wake in wakers:
-            wake()
-        self.forget_if_unused(name)
-
-    def forget_if_unused(self, name: Name) -> None:
-        """Drop ``name`` from the store when nobody holds or awaits it (mutex held)."""
-        if name.holder is None and name.waiters == 0:
-            del self._store.names[self._key]
+            self.store.free(self.key, name)

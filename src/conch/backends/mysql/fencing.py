@@ -1,23 +1,17 @@
-"""The ``conch_fencing`` table of a ``mysql://`` database, and the statement that takes a
-lock and draws its fencing token in one round-trip.
-
-One row per lock (server) name: its last token and the last holder's record (stamp,
-connection id, server time of the grant), which ``conch show`` reads
-(:mod:`conch.backends.mysql.inspection`). InnoDB keeps the table, so tokens keep
-increasing across client and server restarts (unless a row is deleted).
-"""
+"""The ``conch_fencing`` table (one row per ``GET_LOCK`` name: its last token and last
+holder, kept by InnoDB across restarts) and the statement that takes a lock and draws its
+token in one round-trip."""
 
 from __future__ import annotations
 
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
-from conch.backends.mysql.session import Connection
+from conch.backends.mysql.client import Connection
 
 FENCING_TABLE = "conch_fencing"
 
-# The holder columns (the last hold's stamp, connection and server time) serve
-# `conch show` (mysql.inspection): written by the INSERT that counts the token up.
+# The last hold's stamp, connection and server time, for `conch show` (mysql.inspection).
 _HOLDER_COLUMNS = ("holder MEDIUMBLOB NULL", "connection_id BIGINT UNSIGNED NULL",
                    "acquired_at DECIMAL(17, 6) NULL")
 _CREATE_FENCING_TABLE = f"""

@@ -1,34 +1,18 @@
-"""Who holds the ``mysql://`` locks, and breaking a hold.
-
-``IS_USED_LOCK(name)`` gives the connection id holding a ``GET_LOCK`` lock. The
-rest comes from the name's row of ``conch_fencing``, which the acquiring INSERT
-fills with the token, the holder's stamp, its connection id and the server time
-of the grant; the row counts only while its connection id still holds the lock.
-Waiters sit in ``GET_LOCK`` with the state ``User lock`` in the process list, their
-statement naming the lock: they are counted there (a user without the ``PROCESS``
-privilege sees only its own connections, so may count fewer). User locks have no
-TTL: a hold lasts as long as its session.
-
-Breaking kills the holder's connection (``KILL CONNECTION``): the server frees its
-lock at once, the next waiter gets it, and the holder's session check (every
-quarter of ``session_timeout``) finds the session gone and reports the loss. Each
-conch session holds one lock, so nothing else is freed. Killing another user's
-connection needs the ``CONNECTION ADMIN`` (MariaDB 10.5+, MySQL 8) or ``SUPER``
-privilege.
-"""
+"""Who holds the ``mysql://`` locks (``IS_USED_LOCK`` and the name's ``conch_fencing`` row;
+waiters from the process list), and breaking a hold with ``KILL CONNECTION``
+(docs/introspection.md)."""
 
 from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
+from conch.backends.mysql.client import Connection
 from conch.backends.mysql.fencing import FENCING_TABLE
-from conch.backends.mysql.session import Connection, close_quietly
 from conch.introspection import (
     BreakRefused,
     HolderChanged,
@@ -38,10 +22,6 @@ from conch.introspection import (
     read_stamp,
 )
 
-if TYPE_CHECKING:
-    from conch.backends.mysql.backend import MySQLBackend
-
-T = TypeVar("T")
 _SERVER_NAME = re.compile(r"conch:[0-9a-f]{58}")
 
 # The holder (NULL: free), then its record when the row is its own.
@@ -52,19 +32,6 @@ _LIST = (f"SELECT lock_key, connection_id, token, acquired_at, holder FROM {FENC
 # The statements of the connections waiting in GET_LOCK (they name the lock).
 _WAITING = ("SELECT INFO FROM information_schema.PROCESSLIST"
             " WHERE STATE = 'User lock' AND INFO LIKE '%%GET_LOCK%%'")
-
-
-def inspecting(backend: MySQLBackend, look: Callable[[Connection], T]) -> T:
-    """``look`` with a pooled session (inspecting takes no lock), errors translated."""
-    with backend.translated_errors():
-        session = backend.pool.take()
-        try:
-            found = look(session)
-        except BaseException:
-            close_quietly(session)
-            raise
-        backend.pool.give_back(session)
-        return found
 
 
 def describe(session: Connection, server_name: str, key: bytes) -> tuple[LockInfo, int | None]:

@@ -1,39 +1,21 @@
-"""One ``mysql://`` lock handle: the server session it takes for its hold, and the
-statements it sends there.
-
-``GET_LOCK`` is re-entrant per session, so a handle takes a session from its
-backend's pool for itself when an acquire starts, waits in it (server-side, in
-rounds of :attr:`~conch.backends.mysql.session.Settings.longest_server_wait`),
-and gives it back only after ``RELEASE_LOCK``. While held, the backend's session
-check calls :meth:`MySQLLock.check`; a failed check, or giving the hold up,
-closes the session, which frees the lock on the server. See :mod:`conch.backends.mysql.backend`.
-"""
+"""One ``mysql://`` lock handle: it takes a session of its own (``GET_LOCK`` is re-entrant per
+session), waits there server-side, and gives the session back only after ``RELEASE_LOCK``;
+while held, :class:`~conch.backends.mysql.session.MySQLSessions` checks it."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import pymysql  # type: ignore[import-untyped]
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.mysql.client import Connection, open_connection
+from conch.backends.mysql.errors import describe, session_gone
 from conch.backends.mysql.fencing import ACQUIRE
-from conch.backends.mysql.session import (
-    Connection,
-    Settings,
-    close_quietly,
-    describe,
-    open_connection,
-    session_gone,
-)
+from conch.backends.mysql.session import MySQLSessions, close_quietly
 from conch.errors import BackendUnavailable, LockLost, NotStarted
 from conch.introspection import HolderStamp
-
-if TYPE_CHECKING:
-    from conch.backends.mysql.backend import MySQLBackend
 
 # 1 when released, 0 when another session holds it, NULL when nobody does.
 _RELEASE = "SELECT RELEASE_LOCK(%s)"
@@ -41,97 +23,53 @@ _RELEASE = "SELECT RELEASE_LOCK(%s)"
 _CHECK = "SELECT IS_USED_LOCK(%s) = CONNECTION_ID()"
 
 
-class ServerWaits:
-    """The sessions waiting in ``GET_LOCK`` now, so that stopping the coordinator can end
-    their waits at once (``KILL QUERY``) instead of at the end of the current round."""
-
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._sessions: set[Connection] = set()
-
-    @contextlib.contextmanager
-    def waiting(self, session: Connection) -> Iterator[None]:
-        """``session`` waits in the server while the block runs."""
-        with self._mutex:
-            self._sessions.add(session)
-        try:
-            yield
-        finally:
-            with self._mutex:
-                self._sessions.discard(session)
-
-    def interrupt_all(self, settings: Settings) -> None:
-        """End every wait in progress: the waiting acquires see the stop and raise
-        :class:`NotStarted`. A server that cannot be reached is left alone (those waits
-        end with their round anyway)."""
-        with self._mutex:
-            sessions = list(self._sessions)
-        if not sessions:
-            return
-        with contextlib.suppress(pymysql.Error, OSError):
-            # A user may KILL its own sessions' queries without any privilege.
-            killer = open_connection(settings)
-            try:
-                with killer.cursor() as cursor:
-                    for session in sessions:
-                        cursor.execute("KILL QUERY %s", (session.thread_id(),))
-            finally:
-                close_quietly(killer)
-
-    def forget_all(self) -> None:
-        """In a forked child: the parent's waits are not ours."""
-        self._mutex = threading.Lock()
-        self._sessions = set()
-
-
 class MySQLLock(LockHandle):
-    """A handle on one lock name (``GET_LOCK`` name ``name``) of ``backend``."""
+    """A handle on one lock name (``GET_LOCK`` name ``name``)."""
 
-    def __init__(self, backend: MySQLBackend, name: str, stamp: HolderStamp,
+    def __init__(self, sessions: MySQLSessions, name: str, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._backend = backend
+        self._sessions = sessions
         self._name = name
         self._stamp = stamp
         self._on_lost = on_lost
-        # One user of the held session at a time: release() or the session check.
-        self._mutex = threading.Lock()
+        self._mutex = threading.Lock()  # one user of the held session: release() or the check
         self._session: Connection | None = None
         self._session_pid = 0
         self._lost_reason: str | None = None
 
     def acquire(self, deadline: Deadline) -> int | None:
-        backend = self._backend
-        if backend.closed:
+        sessions = self._sessions
+        if sessions.closed:
             raise NotStarted("the coordinator was stopped")
-        with backend.translated_errors():
-            session = backend.pool.take()
+        with sessions.translated_errors():
+            session = sessions.take()
             for last_try in (False, True):
                 try:
                     token = self._take_lock(session, deadline)
                     break
                 except BaseException as exc:
                     close_quietly(session)  # ends the session: frees whatever it took
-                    if backend.closed:  # its wait was interrupted by stop()
+                    if sessions.closed:  # its wait was interrupted by stop()
                         raise NotStarted("the coordinator was stopped while waiting") from None
                     if last_try or not session_gone(exc):
                         raise
                 # The server ended the session (a restart, KILL) or stopped answering:
                 # the idle ones are as stale. A fresh session gets one more try.
-                backend.pool.close_all()
-                session = open_connection(backend.settings)
+                sessions.close_idle()
+                session = open_connection(sessions.settings)
         if token is None:
-            backend.pool.give_back(session)
+            sessions.give_back(session)
             return None
         with self._mutex:
             self._session, self._session_pid, self._lost_reason = session, os.getpid(), None
-        backend.track(self, self._on_lost)
-        if backend.closed:  # stopped while we waited: close() did not see this hold
+        sessions.track(self, self._on_lost)
+        if sessions.closed:  # stopped while we waited: close() did not see this hold
             self.abandon("the coordinator was stopped")
             raise NotStarted("the coordinator was stopped")
         return token
 
     def release(self) -> None:
-        self._backend.holds.discard(self)
+        self._sessions.holds.discard(self)
         if self._session_pid != os.getpid():
             # A forked child holding its parent's lock object: the session (and the
             # socket) is the parent's, and releasing it would free the parent's lock.
@@ -148,19 +86,18 @@ class MySQLLock(LockHandle):
             with session.cursor() as cursor:
                 cursor.execute(_RELEASE, (self._name,))
                 released = cursor.fetchone()[0] == 1
-        except pymysql.Error as exc:
+        except BaseException as exc:
             close_quietly(session)
-            reason = describe(exc, self._backend.settings)
+            if not isinstance(exc, pymysql.Error):
+                raise
+            reason = describe(exc, self._sessions.settings)
             if session_gone(exc):  # the server freed the lock when the session ended
                 raise LockLost(f"its session ended before the release: {reason}") from None
             raise BackendUnavailable(reason) from None
-        except BaseException:
-            close_quietly(session)
-            raise
         if not released:
             close_quietly(session)
             raise LockLost("the server no longer counted this session as the holder")
-        self._backend.pool.give_back(session)
+        self._sessions.give_back(session)
 
     def check(self) -> str | None:
         """``None`` while the held session still holds the lock, else why not.
@@ -196,18 +133,20 @@ class MySQLLock(LockHandle):
             close_quietly(session)
 
     def _take_lock(self, session: Connection, deadline: Deadline) -> int | None:
-        """Wait (server-side) for the lock in ``session``; its new token, or ``None``."""
-        longest = self._backend.settings.longest_server_wait
+        """Wait (server-side, in rounds whose reply comes within the I/O timeout) for the
+        lock in ``session``; its new token, or ``None``."""
+        longest = self._sessions.settings.check_interval
         with session.cursor() as cursor:
             while True:
                 remaining = deadline.remaining()
                 wait = longest if remaining is None else min(remaining, longest)
-                with self._backend.waits.waiting(session):
-                    if self._backend.closed:  # checked after joining: stop() kills the rest
-                        raise NotStarted("the coordinator was stopped while waiting")
+                self._sessions.begin_wait(session)
+                try:
                     cursor.execute(ACQUIRE, {"name": self._name, "wait": round(wait, 3),
-                                              "holder": self._stamp.stamp()})
+                                             "holder": self._stamp.stamp()})
                     cursor.nextset()
+                finally:
+                    self._sessions.end_wait(session)
                 if cursor.rowcount > 0:
                     return int(cursor.lastrowid)
                 if wait == remaining:  # the server waited all the time that was left

@@ -1,42 +1,13 @@
-"""``zookeeper://host:port[,host:port...]/chroot?timeout=10&connect_timeout=5``: ZooKeeper locks.
-
-Translation of the contract (the session lives in :mod:`conch.backends.zookeeper.session`,
-the lock handle in :mod:`conch.backends.zookeeper.lock`):
-
-* **name**: ``<chroot>/locks/<readable>.<sha256 hex>``, one persistent znode per
-  lock name (znode names cannot hold ``/`` or arbitrary bytes). It is never
-  deleted by conch; an empty one may be removed by an operator at any time.
-* **queue place**: an ephemeral sequential child ``<32 hex>_<sequence>``, one per
-  acquire, whose random prefix lets us find a child whose ``create`` gave no
-  answer. Each lock object creates its own, so two objects of one session exclude
-  each other like two processes.
-* **hold**: the child with the lowest sequence number holds the lock. A waiter
-  watches only its immediate predecessor (``exists`` watch), so a release wakes one
-  waiter, in the order they queued (FIFO, no herd).
-* **timed wait**: the waiter waits on the watch for the remaining time; on timeout
-  or error it deletes its own child (asynchronously, or through the session's
-  clean-up when disconnected), so nothing is left behind.
-* **fencing token**: the ``czxid`` of the holder's child, ZooKeeper's transaction
-  id of its creation. Zxids increase across every write of the ensemble, so tokens
-  keep increasing across holders, client restarts and a re-created parent. Only
-  a wiped data directory (a new ensemble) starts them again from zero.
-* **introspection** (``conch show``, ``conch break``): :mod:`conch.backends.zookeeper.inspection`.
-* **loss**: see :mod:`conch.backends.zookeeper.session` (SUSPENDED and LOST both).
-
-``timeout`` is the session timeout (seconds, default 10; the server clamps it to
-2 to 20 ``tickTime``): a holder that dies without closing its session keeps its lock
-that long, hence ``session_bound=False``. ``connect_timeout`` (default 5) bounds
-``start()``. ``user:password@`` authenticates with ZooKeeper's ``digest`` scheme.
-``use_ssl=true`` speaks TLS (kazoo's options: ``ca``, ``certfile``, ``keyfile``,
-``keyfile_password``, ``verify_certs``, and ``check_hostname``, on by default here).
-"""
+"""``zookeeper://[user:password@]host:port[,host:port...][/chroot][?options]``: locks as
+queues of ephemeral sequential znodes under ``<chroot>/locks/<readable_key(name)>``, one
+ZooKeeper session per coordinator. Options, TLS and the design: docs/zookeeper.md."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.kit.naming import readable_key
 from conch.backends.kit.tls import OptionNames, TLSFiles, client_context, tls_from_url
 from conch.backends.kit.tls_diagnosis import diagnose_endpoints
 from conch.backends.zookeeper import inspection
@@ -53,15 +24,8 @@ DEFAULT_ROOT = "/conch"
 TLS_OPTIONS = OptionNames(ca="ca", cert="certfile", key="keyfile",
                           key_password="keyfile_password", verify="verify_certs",
                           check_hostname="check_hostname")
-_READABLE = re.compile(rb"[^A-Za-z0-9_-]+")
 # Characters ZooKeeper refuses in a path (its Programmer's Guide, "ZNodes").
 _BAD_PATH_CHARS = re.compile("[\u0000-\u001f\u007f-\u009f\ud800-\uf8ff\ufff0-\uffff]")
-
-
-def lock_parent_name(key: bytes) -> str:
-    """The znode name of lock ``key``: a readable prefix and its SHA-256 in hex."""
-    readable = _READABLE.sub(b"_", key[:48]).decode("ascii")
-    return f"{readable}.{hashlib.sha256(key).hexdigest()}"
 
 
 class ZooKeeperBackend(Backend):
@@ -112,19 +76,21 @@ class ZooKeeperBackend(Backend):
         self.session.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        parent = f"{self.locks_path}/{lock_parent_name(key)}"
-        return ZooKeeperLock(self.session, parent, HolderStamp(key, self.member_id), on_lost)
+        return ZooKeeperLock(self.session, self._parent(key), HolderStamp(key, self.member_id),
+                             on_lost)
 
     def describe_lock(self, key: bytes) -> LockInfo:
-        parent = f"{self.locks_path}/{lock_parent_name(key)}"
-        return inspection.describe(self.session, parent, key)[0]
+        return inspection.describe(self.session, self._parent(key), key)[0]
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
         return inspection.held_locks(self.session, self.locks_path)
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        parent = f"{self.locks_path}/{lock_parent_name(key)}"
-        return inspection.break_hold(self.session, parent, key, token)
+        return inspection.break_hold(self.session, self._parent(key), key, token)
+
+    def _parent(self, key: bytes) -> str:
+        """The znode of lock ``key``, whose children are its queue."""
+        return f"{self.locks_path}/{readable_key(key)}"
 
 
 def _tls_files(url: BackendURL, query: dict[str, str]) -> TLSFiles | None:

@@ -1,16 +1,6 @@
-"""Who holds the ``zookeeper://`` locks, and breaking a hold.
-
-A lock's queue is the children of its znode: the first child holds the lock, the
-others wait (so ZooKeeper knows the waiters). The holder's child carries its
-stamp as data (:class:`conch.introspection.HolderStamp`, restamped when the
-holder got the lock after a wait); its stat gives the token (``czxid``) and the
-holder's session (``ephemeralOwner``). ZooKeeper holds have no TTL: they last as
-long as the holder's session.
-
-Breaking deletes the holder's child. The holder watches its own child, so it
-hears of the deletion at once and reports the lock lost, and the next waiter,
-which watches it too, takes the lock.
-"""
+"""Who holds the ``zookeeper://`` locks (a lock's children: the first holds, the rest wait;
+the holder's data is its stamp, its stat the token and session), and breaking a hold by
+deleting the holder's child (docs/introspection.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +9,7 @@ from typing import Any
 
 from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 
-from conch.backends.zookeeper.lock import CHILD, sequence_distance
+from conch.backends.zookeeper.lock import CHILD, sequence, sequence_distance
 from conch.backends.zookeeper.session import ZooKeeperSession
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
@@ -94,13 +84,9 @@ def _queue(children: list[str]) -> list[str]:
     ours = [child for child in children if CHILD.match(child)]
 
     def before(a: str, b: str) -> int:
-        return sequence_distance(_sequence(a), _sequence(b))
+        return sequence_distance(sequence(a), sequence(b))
 
     return sorted(ours, key=functools.cmp_to_key(before))
-
-
-def _sequence(child: str) -> int:
-    return int(child.rsplit("_", 1)[1])
 
 
 def _holder(data: bytes, stat: Any) -> HolderInfo:

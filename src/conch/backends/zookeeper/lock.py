@@ -1,20 +1,13 @@
-"""The ``zookeeper://`` lock handle: a place in a lock's queue, the wait to be first, the hold.
-
-How the queue stands for the lock (children, sequence numbers, tokens) is told in
-:mod:`conch.backends.zookeeper.backend`; this module is that recipe's client side. An acquire
-creates an ephemeral sequential child ``<32 hex>_<sequence>`` and lists the queue in
-one round-trip, then watches its immediate predecessor until it is first or the
-deadline passes; a holder watches its own child, so a deletion by someone else
-(``conch break``) is reported as a loss. Children that could not be deleted are left
-to :class:`~conch.backends.zookeeper.session.ZooKeeperSession`'s clean-up.
-"""
+"""The ``zookeeper://`` lock handle: an ephemeral sequential child of the lock's znode per
+acquire, a watch on the child just before it until it is first, then the hold (a watch on
+its own child reports a deletion by someone else as a loss)."""
 
 from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
@@ -30,30 +23,33 @@ from conch.backends.zookeeper.session import (
 from conch.errors import BackendUnavailable, LockLost
 from conch.introspection import HolderStamp
 
-CHILD = re.compile(r"^([0-9a-f]{32}_)(-?[0-9]+)$")
-"""A queue place's name: its unique prefix, then the sequence number ZooKeeper appended."""
-
+CHILD = re.compile(r"^[0-9a-f]{32}_(-?[0-9]+)$")
+"""A queue place's name: a unique prefix (``_PREFIX`` characters), then ZooKeeper's sequence."""
+_PREFIX = 33
+RESTAMP_AFTER = 0.5
+"""Seconds of waiting after which a new holder writes the time it got the lock in its stamp."""
 _GIVE_UP = object()  # what a wait's request got: no answer, and the deadline passed
-_LOOK_AGAIN = object()  # ... or the connection dropped first
+_LOOK_AGAIN = object()  # ... or the connection dropped first: list the queue again
 
 
 def sequence_distance(sequence: int, mine: int) -> int:
     """How far ``sequence`` is from ``mine`` in creation order (negative: created before).
-
-    The parent's sequence counter is a signed 32-bit int that wraps to negative
-    after 2147483647 (ZooKeeper Programmer's Guide, "Sequence Nodes"), so compare
-    as serial numbers: the children alive at once are far fewer than 2**31 apart.
-    """
+    The counter is a signed 32-bit int that wraps (ZooKeeper Programmer's Guide, "Sequence
+    Nodes"): compare as serial numbers, children alive at once being far fewer than 2**31."""
     distance = (sequence - mine) & 0xFFFFFFFF
     return distance - (1 << 32) if distance >= 1 << 31 else distance
+
+
+def sequence(child: str) -> int:
+    """The sequence number ZooKeeper appended to our child's name."""
+    return int(child[_PREFIX:])
 
 
 class ZooKeeperLock(LockHandle):
     """The handle of one lock name: each acquire queues a child of its own."""
 
-    def __init__(
-        self, session: ZooKeeperSession, parent: str, stamp: HolderStamp, on_lost: LossCallback
-    ) -> None:
+    def __init__(self, session: ZooKeeperSession, parent: str, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
         self._session = session
         self._client = session.client
         self._parent = parent
@@ -61,8 +57,9 @@ class ZooKeeperLock(LockHandle):
         self._on_lost = on_lost
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
-        self._predecessor_gone = threading.Event()
-        self._waited = False  # the current acquire found the lock held
+        self._woken = threading.Event()  # by the predecessor's watch or a state change
+        self._predecessor = ""  # the path of the child watched now
+        self._predecessor_event: Any = None  # its watch's event type, None: a state change
 
     def acquire(self, deadline: Deadline) -> int | None:
         while True:
@@ -71,48 +68,44 @@ class ZooKeeperLock(LockHandle):
             except SessionExpired:
                 if deadline.expired():
                     raise
-                # Our znode went with the old session; queue again in kazoo's new one.
+                # Our child went with the old session; queue again in kazoo's new one.
 
     def _queue_and_wait(self, deadline: Deadline) -> int | None:
         """Queue a child, wait to be first; its token, or None when the deadline passed."""
-        session = self._session
-        prefix = f"{uuid.uuid4().hex}_"
-        generation = session.generation
-        # create2 returns the new child's stat: its czxid is the token, at no extra round-trip.
-        self._waited = False
-        created = self._client.create_async(
-            f"{self._parent}/{prefix}", self._stamp.stamp(),
-            ephemeral=True, sequence=True, makepath=True, include_data=True,
-        )
-        # ZooKeeper answers a session's requests in order, so a listing sent right
-        # behind the create already holds our child: taking a free lock costs one
-        # round-trip (and releasing it one more).
-        listing: Any = self._client.get_children_async(self._parent)
+        session, parent = self._session, self._parent
+        prefix, generation, queued_at = f"{uuid.uuid4().hex}_", session.generation, time.monotonic()
+        # create2's answer carries the child's stat, whose czxid is the token. The session's
+        # requests are answered in order, so a listing sent right behind already holds our
+        # child: a free lock costs one round-trip.
+        created = self._client.create_async(f"{parent}/{prefix}", self._stamp.stamp(),
+                                            ephemeral=True, sequence=True, makepath=True,
+                                            include_data=True)
+        listing: Any = self._client.get_children_async(parent)
         try:
             path, stat = session.answer(created, "create a lock node")
         except BaseException:
-            session.abandon_when_answered(created, self._parent, prefix)
+            session.abandon_when_answered(created, parent, prefix)
             raise
         name = path.rsplit("/", 1)[1]
         try:
-            first_look = True
             while True:
-                if not self._wait_until_first(name, deadline, first_look, listing):
-                    # Not awaited, so a timed wait ends on time even when the server is gone.
-                    self._client.delete_async(path).rawlink(self._abandon_on_failure(prefix))
+                with session.waking(self._woken):
+                    first = self._wait_until_first(name, deadline, listing)
+                if not first:
+                    # Not awaited, so that a timed wait ends on time even with the server gone.
+                    self._client.delete_async(path).rawlink(
+                        lambda result: self._abandon_unless_deleted(result, prefix))
                     return None
                 with self._mutex:
                     if session.hold(self, self._lost, generation):
                         self._held = name
-                        self._watch_own_node(path)
+                        self._watch_own_node(path, time.monotonic() - queued_at)
                         return int(stat.czxid)
                 if session.generation != generation:
                     raise SessionExpired(f"the ZooKeeper session at {session.hosts} expired")
-                # The connection dropped after we saw we were first: look again once
-                # it is back (the session, and so our place, may have survived).
-                first_look, listing = False, None
+                listing = None  # the connection dropped: look again once it is back
         except BaseException:
-            session.abandon(self._parent, prefix)
+            session.abandon(parent, prefix)
             raise
 
     def release(self) -> None:
@@ -127,44 +120,26 @@ class ZooKeeperLock(LockHandle):
                                  "delete the lock node")
         except NoNodeError:  # expired or deleted before the session noticed: say so
             raise LockLost(f"the lock node {name} was gone at release") from None
-        except BackendUnavailable as exc:
-            # No connection (or the session expired): the hold counts as lost, as on
-            # SUSPENDED (see zookeeper.session); the node is deleted once reconnected.
-            self._session.abandon(self._parent, _prefix(name))
-            raise LockLost(f"lock node {name} not deleted, the hold is lost: {exc}") from None
-        except BaseException:
-            self._session.abandon(self._parent, _prefix(name))
+        except BaseException as exc:
+            self._session.abandon(self._parent, name[:_PREFIX])
+            if isinstance(exc, BackendUnavailable):  # a hold we cannot see is lost
+                raise LockLost(f"lock node {name} not deleted, the hold is lost: {exc}") from None
             raise
 
-    def _wait_until_first(
-        self, name: str, deadline: Deadline, first_look: bool, listing: Any
-    ) -> bool:
+    def _wait_until_first(self, name: str, deadline: Deadline, listing: Any) -> bool:
         """Wait until child ``name`` is first in line; False once the deadline passed.
-
-        ``listing`` is a ``get_children`` request already sent, or ``None``. The first
-        look at the queue always gets its answer (every acquire tries once).
-        """
-        with self._session.waking(self._predecessor_gone):
-            return self._watch_predecessors(
-                name, deadline, None if first_look else deadline.remaining(), listing
-            )
-
-    def _watch_predecessors(
-        self, name: str, deadline: Deadline, within: float | None, listing: Any
-    ) -> bool:
-        mine = _sequence(name)
+        ``listing``: a ``get_children`` already sent, whose answer is always awaited (every
+        acquire tries once); later requests get the time left."""
+        mine = sequence(name)
+        within = None if listing is not None else deadline.remaining()
         while True:
             pipelined, listing = listing, None
             try:
-                request = (self._client.get_children_async(self._parent)
-                           if pipelined is None else pipelined)
-                children = self._answer(request, "list the lock queue", deadline, within)
-            except NoNodeError:
-                if pipelined is None:  # the name's znode is never deleted while it has children
-                    raise SessionExpired(
-                        f"the ZooKeeper session at {self._session.hosts} expired while waiting"
-                    ) from None
-                continue  # listed before kazoo created the name's znode for our create
+                children = self._answer(
+                    pipelined or self._client.get_children_async(self._parent),
+                    "list the lock queue", deadline, within)
+            except NoNodeError:  # listed before kazoo created the znode for our create
+                children = []
             if children is _GIVE_UP:
                 return False
             if children is _LOOK_AGAIN:
@@ -172,40 +147,47 @@ class ZooKeeperLock(LockHandle):
             if name not in children:
                 if pipelined is not None:  # as above, with the znode made by someone else
                     continue
-                raise SessionExpired(
-                    f"the ZooKeeper session at {self._session.hosts} expired while waiting"
-                )
-            before = [
-                (distance, child) for child in children if CHILD.match(child)
-                if (distance := sequence_distance(_sequence(child), mine)) < 0
-            ]
+                raise self._expired()  # the znode is never deleted while it has children
+            before = [(distance, child) for child in children if CHILD.match(child)
+                      if (distance := sequence_distance(sequence(child), mine)) < 0]
             if not before:
                 return True
-            self._waited = True
             if deadline.expired():
                 return False
-            # From now on a timed wait gives each request the time it has left, so
-            # it ends on time through an outage; a wait forever gives each the
-            # session timeout, and fails when the server stays away longer.
-            within = deadline.remaining()
-            predecessor = max(before)[1]
-            self._predecessor_gone.clear()  # before the watch: a deletion in between wakes us
-            exists = self._answer(
-                self._client.exists_async(f"{self._parent}/{predecessor}", watch=self._wake),
-                "watch the lock holder", deadline, within,
-            )
-            if exists is _GIVE_UP:
+            # A timed wait gives each request the time it has left, so that it ends on time
+            # through an outage; a wait forever gives each the session timeout.
+            outcome = self._watch_until_deleted(f"{self._parent}/{max(before)[1]}", deadline)
+            if outcome is _GIVE_UP:
                 return False
-            if exists is _LOOK_AGAIN:
-                continue
-            if exists is not None and not self._predecessor_gone.wait(deadline.remaining()):
-                return False
+            # Sequence numbers only grow: once the only child before ours is gone, we are
+            # first, with no need to list the queue again.
+            if outcome is True and len(before) == 1:
+                return True
             within = deadline.remaining()
 
+    def _watch_until_deleted(self, predecessor: str, deadline: Deadline) -> object:
+        """Wait for ``predecessor``'s deletion: True when seen, :data:`_LOOK_AGAIN` when
+        woken by a change of connection state, :data:`_GIVE_UP` at the deadline."""
+        while True:
+            self._woken.clear()  # before the watch: a deletion in between wakes us
+            self._predecessor, self._predecessor_event = predecessor, None
+            exists = self._answer(self._client.exists_async(predecessor, watch=self._wake),
+                                  "watch the lock holder", deadline, deadline.remaining())
+            if exists is None:
+                return True
+            if exists is _GIVE_UP or exists is _LOOK_AGAIN:
+                return exists
+            if not self._woken.wait(deadline.remaining()):
+                return _GIVE_UP
+            if self._predecessor_event == EventType.DELETED:
+                return True
+            if self._predecessor_event != EventType.CHANGED:
+                return _LOOK_AGAIN
+            # Its data changed (restamped on taking the lock): watch it again.
+
     def _answer(self, request: Any, doing: str, deadline: Deadline, within: float | None) -> Any:
-        """The answer to a request of a wait; :data:`_GIVE_UP` when none came by the
-        deadline, :data:`_LOOK_AGAIN` when the connection dropped before it (our znode
-        may live on in the session: look at the queue again once reconnected)."""
+        """A wait's request answered; :data:`_GIVE_UP` when none came by the deadline,
+        :data:`_LOOK_AGAIN` when the connection dropped first (our child may live on)."""
         try:
             return self._session.answer(request, doing, within)
         except NoAnswer:
@@ -218,23 +200,27 @@ class ZooKeeperLock(LockHandle):
             return _LOOK_AGAIN
 
     def _wake(self, event: Any) -> None:
-        self._predecessor_gone.set()
+        if event.path == self._predecessor:  # not a watch left by an earlier wait
+            self._predecessor_event = event.type
+            self._woken.set()
 
-    def _watch_own_node(self, path: str) -> None:
+    def _expired(self) -> SessionExpired:
+        return SessionExpired(f"the ZooKeeper session at {self._session.hosts} expired "
+                              "while waiting")
+
+    def _watch_own_node(self, path: str, waited: float) -> None:
         """Hear of our child's deletion by someone else (``conch break``) as a loss.
 
-        Sent without waiting for answers: taking the lock costs no extra round-trip.
-        A holder that waited first restamps its child with the time it got the lock;
-        the server answers in order, so that write cannot trigger the watch.
+        Sent without awaiting answers: taking the lock costs no extra round-trip. After a
+        long wait the child is first restamped with the time of the grant (answered in
+        order, that write cannot trigger the watch); after a short one the stamp's time
+        (the queueing) stays, as a write per hand-off would cost throughput.
         """
-        if self._waited:
+        if waited > RESTAMP_AFTER:
             self._client.set_async(path, self._stamp.stamp())
         self._client.exists_async(path, watch=self._own_node_event).rawlink(
-            lambda result: self._own_node_checked(path, result))
-
-    def _own_node_checked(self, path: str, result: Any) -> None:
-        if result.successful() and result.value is None:  # deleted before the watch was set
-            self._own_node_gone(path)
+            lambda result: self._own_node_gone(path) if result.successful()
+            and result.value is None else None)
 
     def _own_node_event(self, event: Any) -> None:
         if event.type == EventType.DELETED:
@@ -251,22 +237,9 @@ class ZooKeeperLock(LockHandle):
         with self._mutex:
             name, self._held = self._held, None
         if name is not None:
-            self._session.abandon(self._parent, _prefix(name))
+            self._session.abandon(self._parent, name[:_PREFIX])
         self._on_lost(reason)
 
-    def _abandon_on_failure(self, prefix: str) -> Callable[[Any], None]:
-        def check(result: Any) -> None:
-            if not result.successful() and not isinstance(result.exception, NoNodeError):
-                self._session.abandon(self._parent, prefix)
-        return check
-
-
-def _prefix(child: str) -> str:
-    """The unique part of our child's name (what precedes the sequence number)."""
-    match = CHILD.match(child)
-    return match.group(1) if match else child
-
-
-def _sequence(child: str) -> int:
-    match = CHILD.match(child)
-    return int(match.group(2)) if match else 0
+    def _abandon_unless_deleted(self, result: Any, prefix: str) -> None:
+        if not result.successful() and not isinstance(result.exception, NoNodeError):
+            self._session.abandon(self._parent, prefix)

@@ -1,26 +1,6 @@
-"""The ZooKeeper session of one coordinator: a kazoo client, its connection states, clean-up.
-
-Liveness lives here; :mod:`conch.backends.zookeeper.backend` and its lock handle
-(:mod:`conch.backends.zookeeper.lock`) only borrow the session.
-
-* **one session per coordinator**: one :class:`kazoo.client.KazooClient`. Its
-  ephemeral znodes are the coordinator's holds and queue places; ZooKeeper deletes
-  them when the session expires (``timeout`` seconds without hearing from us).
-* **loss**: kazoo reports ``SUSPENDED`` when the connection drops (the session may
-  still live) and ``LOST`` when the session expired. Both are reported to every
-  holder as a loss: while we cannot reach the server, it may expire the session and
-  let another client take the lock without our knowing (the issue asks for
-  "session SUSPENDED/LOST reported to the holder as loss").
-* **bounded requests**: kazoo queues a request while it reconnects and would wait
-  for an answer forever; :meth:`ZooKeeperSession.answer` waits at most twice the
-  session timeout: by then the server expired the session, unless it restarted
-  (which restores sessions with a fresh timeout) and one reconnection attempt (up
-  to a session timeout for a single host) hung on it.
-* **clean-up**: a znode we could not delete (no connection), or whose ``create``
-  gave no answer (it may exist), is *abandoned*: remembered by its parent and its
-  unique name prefix and deleted by a background thread once connected again, so
-  it never blocks the queue of a lock until the session expires.
-"""
+"""A coordinator's ZooKeeper session: its kazoo client, connection states reported to the
+holds as losses, requests bounded in time, and the clean-up of znodes we could not delete.
+Lock handles borrow it; docs/zookeeper.md tells how it maps the contract."""
 
 from __future__ import annotations
 
@@ -48,46 +28,52 @@ from conch.errors import BackendUnavailable
 
 log = logging.getLogger("conch")
 
+
 class NoAnswer(BackendUnavailable):
     """ZooKeeper did not answer a request in time (the connection is down or slow)."""
 
 
 class ConnectionDropped(BackendUnavailable):
-    """The connection dropped before the request was answered; kazoo reconnects, and
-    the session, with its znodes, may live on."""
+    """The connection dropped before the answer; the session, with its znodes, may live on."""
 
 
 class SessionExpired(BackendUnavailable):
-    """The session ended while a request waited: its ephemeral znodes are gone, and
-    kazoo opens a new session."""
+    """The session ended while a request waited: its ephemeral znodes are gone."""
 
 
 class NoSession(BackendUnavailable):
     """``start()`` got no session from any server within ``connect_timeout``."""
 
 
+# kazoo's failures (most have no message): what they mean for a waiter, and for a user.
+_FAILURES: tuple[tuple[type[BaseException], type[BackendUnavailable], str], ...] = (
+    (ConnectionClosedError, BackendUnavailable, "the client is closed (coordinator stopped)"),
+    (SessionExpiredError, SessionExpired, "the session expired"),
+    (ConnectionLoss, ConnectionDropped, "the connection was lost"),
+    (NoAuthError, BackendUnavailable,
+     "not authorized (check the URL's credentials and the chroot's ACL)"),
+)
+
+
 class ZooKeeperSession:
     """A coordinator's ZooKeeper session, shared by all its lock handles. Thread-safe."""
 
-    def __init__(
-        self,
-        hosts: str,
-        session_timeout: float,
-        connect_timeout: float,
-        credentials: tuple[str, str] | None,
-        tls_files: TLSFiles | None = None,
-    ) -> None:
+    def __init__(self, hosts: str, session_timeout: float, connect_timeout: float,
+                 credentials: tuple[str, str] | None, tls_files: TLSFiles | None = None) -> None:
         self.hosts = hosts
+        # By then the server expired the session, unless it restarted (restoring sessions
+        # with a fresh timeout) and one reconnection attempt hung on it.
         self.request_timeout = 2 * session_timeout
         self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
         self.client = new_client(hosts, session_timeout, credentials, tls_files)
+        self.generation = 0
+        """+1 each time the session expires: znodes of an older generation are gone."""
         self._mutex = threading.Lock()  # orders state changes against new holds
         self._connected = False
-        self._generation = 0  # counts sessions: +1 each time one expires
-        self._abandoned: dict[str, set[str]] = {}  # parent path → node name prefixes
+        self._connections = 0  # counts reconnections, so a failed clean-up knows to retry
+        self._abandoned: dict[str, set[str]] = {}  # parent path → our children's name prefixes
         self._cleaning = False
-        self._clean_again = False  # reconnected while a clean-up ran: it may have failed
         self._waiters: set[threading.Event] = set()
 
     def open(self, root: str) -> None:
@@ -97,13 +83,12 @@ class ZooKeeperSession:
             self.client.start(timeout=self.connect_timeout)
         except self.client.handler.timeout_exception:
             self.client.remove_listener(self._on_state)
-            raise NoSession(
-                f"cannot reach ZooKeeper at {self.hosts} within {self.connect_timeout:g} s"
-            ) from None
+            raise NoSession(f"cannot reach ZooKeeper at {self.hosts} within "
+                            f"{self.connect_timeout:g} s") from None
         try:
             self.answer(self.client.ensure_path_async(root), f"create {root}")
-            # ensure_path only checks that an existing root exists, which needs no
-            # permission: read it, so wrong credentials fail here, not at the first lock.
+            # ensure_path needs no permission on an existing root: read it, so that wrong
+            # credentials fail here, not at the first lock.
             self.answer(self.client.get_async(root), f"read {root}")
         except BaseException:
             self.close()
@@ -121,11 +106,8 @@ class ZooKeeperSession:
 
     @contextlib.contextmanager
     def waking(self, event: threading.Event) -> Iterator[None]:
-        """Set ``event`` on every change of connection state and on close, meanwhile.
-
-        kazoo fires pending watches when the connection drops, but drops them
-        unfired when the client is stopped; a waiter must never sleep through either.
-        """
+        """Set ``event`` on every change of connection state and on close, meanwhile: kazoo
+        drops pending watches unfired when stopped, and a waiter must not sleep through it."""
         with self._mutex:
             self._waiters.add(event)
         try:
@@ -134,44 +116,29 @@ class ZooKeeperSession:
             with self._mutex:
                 self._waiters.discard(event)
 
-    @property
-    def generation(self) -> int:
-        """Changes each time the session expires: znodes of an older generation are gone."""
-        return self._generation
-
     def answer(self, result: Any, doing: str, within: float | None = None) -> Any:
-        """The outcome of kazoo request ``result``, awaited ``within`` seconds
-        (default ``request_timeout``).
-
-        Raises :class:`NoAnswer` when none came, :class:`ConnectionDropped`,
-        :class:`SessionExpired`, :class:`BackendUnavailable` for a refused request, and kazoo's
-        ``NoNodeError`` unchanged (callers decide what a missing znode means).
-        """
+        """The outcome of kazoo request ``result``, awaited ``within`` seconds (default
+        ``request_timeout``). Raises :class:`NoAnswer`, :class:`ConnectionDropped`,
+        :class:`SessionExpired`, :class:`BackendUnavailable`, or kazoo's ``NoNodeError``."""
         wait = self.request_timeout if within is None else within
         try:
             return result.get(timeout=wait)
         except NoNodeError:
             raise
         except self.client.handler.timeout_exception:
-            raise NoAnswer(
-                f"ZooKeeper at {self.hosts} did not answer within {wait:g} s ({doing})"
-            ) from None
+            raise NoAnswer(f"ZooKeeper at {self.hosts} did not answer within {wait:g} s "
+                           f"({doing})") from None
         except KazooException as exc:
-            unavailable: type[BackendUnavailable] = BackendUnavailable
-            if isinstance(exc, ConnectionLoss):
-                unavailable = ConnectionDropped
-            elif isinstance(exc, SessionExpiredError) and \
-                    not isinstance(exc, ConnectionClosedError):
-                unavailable = SessionExpired
-            raise unavailable(
-                f"ZooKeeper at {self.hosts} failed to {doing}: {_explain(exc)}"
-            ) from None
+            kind, reason = next(((kind, reason) for error, kind, reason in _FAILURES
+                                 if isinstance(exc, error)),
+                                (BackendUnavailable, f"{type(exc).__name__} {exc}".strip()))
+            raise kind(f"ZooKeeper at {self.hosts} failed to {doing}: {reason}") from None
 
     def hold(self, hold: object, on_lost: LossCallback, generation: int) -> bool:
-        """Start reporting loss of ``hold``; False when the session already broke:
-        it expired since ``generation``, or the connection is down right now."""
+        """Start reporting loss of ``hold``; False when the session already broke: it
+        expired since ``generation``, or the connection is down right now."""
         with self._mutex:
-            if not self._connected or self._generation != generation:
+            if not self._connected or self.generation != generation:
                 return False
             self.holds.add(hold, on_lost)
             return True
@@ -180,36 +147,25 @@ class ZooKeeperSession:
         """Delete, once connected, the child of ``parent`` whose name starts with ``prefix``."""
         with self._mutex:
             self._abandoned.setdefault(parent, set()).add(prefix)
-            start = self._connected and not self._cleaning
-            self._cleaning |= start
-        if start:
-            threading.Thread(target=self._clean, name="conch-zookeeper-cleanup",
-                             daemon=True).start()
+        self._start_cleaning()
 
     def abandon_when_answered(self, result: Any, parent: str, prefix: str) -> None:
-        """Abandon the znode of ``create`` request ``result`` once it is answered (or failed:
-        the server may have created the node before the connection dropped)."""
+        """Abandon the znode of ``create`` request ``result`` once answered or failed (the
+        server may have created it before the connection dropped)."""
         result.rawlink(lambda _: self.abandon(parent, prefix))
 
     def _on_state(self, state: str) -> None:
         # Runs in kazoo's connection thread: it must never block (kazoo's docs).
         with self._mutex:
             self._connected = state == KazooState.CONNECTED
-            if state == KazooState.LOST:
-                self._generation += 1
-            start = self._connected and bool(self._abandoned) and not self._cleaning
-            self._cleaning |= start
-            self._clean_again |= self._connected and self._cleaning and not start
+            self._connections += self._connected
+            self.generation += state == KazooState.LOST
         if state == KazooState.SUSPENDED:
-            self.holds.lose_all(
-                "lost the connection to ZooKeeper: the session may expire "
-                "and another client take the lock"
-            )
+            self.holds.lose_all("lost the connection to ZooKeeper: the session may expire "
+                                "and another client take the lock")
         elif state == KazooState.LOST:
             self.holds.lose_all("the ZooKeeper session expired or was closed")
-        if start:
-            threading.Thread(target=self._clean, name="conch-zookeeper-cleanup",
-                             daemon=True).start()
+        self._start_cleaning()
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:
@@ -218,25 +174,31 @@ class ZooKeeperSession:
         for event in waiters:
             event.set()
 
+    def _start_cleaning(self) -> None:
+        with self._mutex:
+            start = self._connected and bool(self._abandoned) and not self._cleaning
+            self._cleaning |= start
+        if start:
+            threading.Thread(target=self._clean, name="conch-zookeeper-cleanup",
+                             daemon=True).start()
+
     def _clean(self) -> None:
-        """Delete the abandoned znodes; stop at the first failure (retried on reconnect)."""
-        try:
-            while True:
-                with self._mutex:
-                    if not self._abandoned:
-                        return
-                    parent, prefixes = self._abandoned.popitem()
-                try:
-                    self._delete_children(parent, prefixes)
-                except (BackendUnavailable, KazooException):
-                    with self._mutex:
-                        self._abandoned.setdefault(parent, set()).update(prefixes)
-                        again, self._clean_again = self._clean_again, False
-                    if not again:
-                        return
-        finally:
+        """Delete the abandoned znodes; after a failure, go on only if reconnected since."""
+        while True:
             with self._mutex:
-                self._cleaning = self._clean_again = False
+                if not self._abandoned:
+                    self._cleaning = False
+                    return
+                parent, prefixes = self._abandoned.popitem()
+                connections = self._connections
+            try:
+                self._delete_children(parent, prefixes)
+            except (BackendUnavailable, KazooException):
+                with self._mutex:
+                    self._abandoned.setdefault(parent, set()).update(prefixes)
+                    if connections == self._connections:  # the next connection retries
+                        self._cleaning = False
+                        return
 
     def _delete_children(self, parent: str, prefixes: set[str]) -> None:
         try:
@@ -248,15 +210,3 @@ class ZooKeeperSession:
                 with contextlib.suppress(NoNodeError):
                     self.answer(self.client.delete_async(f"{parent}/{child}"), "delete " + child)
 
-
-def _explain(exc: BaseException) -> str:
-    """A reason a user can act on, for a kazoo exception (most have no message)."""
-    if isinstance(exc, ConnectionClosedError):
-        return "the client is closed (coordinator stopped)"
-    if isinstance(exc, SessionExpiredError):
-        return "the session expired"
-    if isinstance(exc, ConnectionLoss):
-        return "the connection was lost"
-    if isinstance(exc, NoAuthError):
-        return "not authorized (check the URL's credentials and the chroot's ACL)"
-    return f"{type(exc).__name__} {exc}".strip()

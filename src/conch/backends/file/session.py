@@ -1,0 +1,170 @@
+"""The lock directory a ``file://`` backend opened, as its handles use it: the name →
+file mapping, fencing tokens (each file's hold record, the directory's high-water mark),
+removal tracking, the sweep of idle files, and the waits that closing it wakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator
+
+from conch.backends.file.removal import Removals
+from conch.backends.kit.fork import forget_in_child
+from conch.backends.kit.naming import readable_key
+from conch.introspection import HolderStamp
+
+HIGH_WATER_FILE = ".conch-fencing-tokens"
+# A lock file starts with its last token, the hold's start (Unix µs) and the holder's pid,
+# then the stamp's head (JSON), in one pwrite; the reader ignores what a longer one left.
+HOLD_RECORD = struct.Struct("<QqI")
+_TOKEN = struct.Struct("<Q")
+
+
+def open_creating(path: str) -> int:
+    """Open (or create) ``path`` to read and write, making its directory again as often as
+    it is removed meanwhile."""
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            with contextlib.suppress(FileExistsError):  # created, then removed again
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+
+
+def stored_token(fd: int) -> int | None:
+    stored = os.pread(fd, _TOKEN.size, 0)
+    return int(_TOKEN.unpack(stored)[0]) if len(stored) == _TOKEN.size else None
+
+
+class FileSession:
+    """One backend's use of its lock directory."""
+
+    def __init__(self, directory: str, sweep_after: float) -> None:
+        self.directory, self.sweep_after, self.next_sweep = directory, sweep_after, 0.0
+        self.removals = Removals(directory)
+        self.closed = False
+        self._sweeping = threading.Lock()
+        self._waits: list[str] = []  # the lock files of the waits close() wakes
+        self._mutex = threading.Lock()  # for _waits and the mark (flock excludes no thread)
+        self._mark_path, self._mark = os.path.join(directory, HIGH_WATER_FILE), -1
+        self._pid = os.getpid()  # for hold records (os.getpid() per acquire costs more)
+
+    def open(self) -> None:  # OSError when the directory is unusable
+        os.makedirs(self.directory, exist_ok=True)
+        self._mark = open_creating(self._mark_path)
+        self.next_sweep = time.monotonic() + self.sweep_after
+        forget_in_child(self)
+
+    def close(self) -> None:
+        with self._mutex:  # once a sweep using the mark is done
+            self.closed = True
+            waited = set(self._waits)
+            if self._mark >= 0:
+                os.close(self._mark)
+                self._mark = -1
+        for path in waited:  # a close for writing is the event its waits watch for
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+        self.removals.close()
+
+    def lock_path(self, key: bytes) -> str:
+        """The lock file of ``key``: a readable prefix and 160 bits of its SHA-256."""
+        return os.path.join(self.directory, readable_key(key, 40) + ".lock")
+
+    def next_token(self, lock_fd: int, stamp: HolderStamp) -> int:
+        """Store the next token of locked file ``lock_fd`` with the hold's record; return it."""
+        token = stored_token(lock_fd)
+        token = self.raise_high_water(None) if token is None else token + 1
+        os.pwrite(lock_fd, HOLD_RECORD.pack(token, time.time_ns() // 1000, self._pid)
+                  + stamp.head, 0)
+        return token
+
+    def raise_high_water(self, seen: int | None) -> int:
+        """Raise the mark to ``seen`` (the token of a file about to be removed), or
+        (``None``) to a fresh token above it and above the clock in µs, so that even a
+        wiped directory starts above what it handed out; return the mark."""
+        with self._mutex:
+            if self._mark < 0:
+                raise OSError(errno.EBADF, f"lock directory {self.directory} was closed")
+            carried = 0
+            if not os.fstat(self._mark).st_nlink:  # removed (with its directory): carry it
+                carried = stored_token(self._mark) or 0
+                fd = open_creating(self._mark_path)  # failing, keep the old one for a retry
+                os.close(self._mark)
+                self._mark = fd
+            fcntl.flock(self._mark, fcntl.LOCK_EX)
+            try:
+                stored = stored_token(self._mark)
+                mark = max(time.time_ns() // 1000 if stored is None else stored, carried)
+                # Above the clock too: the name's old file may have been wiped after
+                # issuing tokens above the mark.
+                mark = max(mark + 1, time.time_ns() // 1000) if seen is None \
+                    else max(mark, seen)
+                os.pwrite(self._mark, _TOKEN.pack(mark), 0)
+            finally:
+                fcntl.flock(self._mark, fcntl.LOCK_UN)
+        return mark
+
+    @contextlib.contextmanager
+    def woken_by_close(self, path: str) -> Iterator[None]:
+        """An inotify wait on lock file ``path`` that :meth:`close` wakes: enter it once
+        the file is watched, and check :attr:`closed` after."""
+        with self._mutex:
+            self._waits.append(path)
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._waits.remove(path)
+
+    def sweep_soon(self) -> None:
+        """Start a sweep on a thread, unless one runs (due: ``monotonic() >= next_sweep``)."""
+        if self._sweeping.acquire(blocking=False):
+            self.next_sweep = time.monotonic() + self.sweep_after
+            threading.Thread(target=self.sweep, name="conch-file-sweep", daemon=True).start()
+
+    def sweep(self) -> int:
+        """Remove the lock files idle for ``sweep_after`` seconds, each locked first (so
+        never a held one), after raising the mark to its token; how many."""
+        removed = 0
+        oldest = time.time() - self.sweep_after  # file times: a clock jump changes only which go
+        try:
+            with os.scandir(self.directory) as entries:
+                for entry in entries:
+                    if entry.name.endswith(".lock") and entry.stat().st_mtime < oldest:
+                        removed += self._remove_if_free(entry.path)
+        except OSError:
+            pass  # the next sweep tries again; a failed sweep never affects locking
+        finally:
+            if self._sweeping.locked():
+                self._sweeping.release()
+        return removed
+
+    def _remove_if_free(self, path: str) -> int:
+        with contextlib.suppress(FileNotFoundError, BlockingIOError):  # gone, or held
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_nlink:
+                    if (token := stored_token(fd)) is not None:
+                        self.raise_high_water(token)
+                    os.unlink(path)
+                    return 1
+            finally:
+                os.close(fd)
+        return 0
+
+    def forget_parent(self) -> None:
+        """The child shares the parent's description of the mark file, whose flock would
+        not exclude it: it opens its own."""
+        self._sweeping, self._mutex, self._pid = threading.Lock(), threading.Lock(), os.getpid()
+        self.removals.forget_parent()
+        if self._mark >= 0:
+            os.close(self._mark)
+            self._mark = open_creating(self._mark_path)

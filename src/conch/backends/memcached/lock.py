@@ -1,0 +1,153 @@
+"""The ``memcached://`` lock: its handle, and its steps on the server, each acting only if
+nothing changed since its first call (``add`` only on an absent key; ``cas`` and the
+compare-and-delete only on an unchanged CAS id). See docs/memcached.md, "How it works"."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pymemcache.client.base import Client  # type: ignore[import-untyped]
+
+from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.kit.ttl import TtlHold, new_hold_value
+from conch.backends.memcached.client import (
+    CAS_TRIES,
+    CLIENT_ERRORS,
+    KEY_PREFIX,
+    TRANSIENT,
+    LockKeys,
+    MemcachedOptions,
+    add_with_cas,
+    compare_and_delete,
+)
+from conch.backends.memcached.session import MemcachedSession
+from conch.backends.memcached.waiting import LOCAL_RELEASES, pauses
+from conch.errors import BackendUnavailable, ConchError, LockLost
+from conch.introspection import HolderStamp
+
+log = logging.getLogger("conch")
+EPOCH_KEY, GRACE_KEY = KEY_PREFIX + b"epoch", KEY_PREFIX + b"grace"
+GRACE_POLL = 0.05  # seconds between a waiter's tries during a restart grace period
+
+
+class MemcachedLock(LockHandle):
+    """One lock of a coordinator, borrowing its session."""
+
+    def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
+        self._session, self._keys, self._stamp, self._on_lost = session, keys, stamp, on_lost
+        self._signal = f"{session.options.where} ".encode() + keys.holder  # keys are per server
+        self._hold: TtlHold[bytes] | None = None
+        self._cas: bytes | None = None  # the holder key's CAS id when taken, if known
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        waiting = pauses()
+        with LOCAL_RELEASES.watching(self._signal) as watch:
+            while True:
+                # A new value per attempt (a busy answer means the last one holds
+                # nothing), so that the stamp tells when the hold began.
+                value, seen, sent = new_hold_value(self._stamp), watch.releases, time.monotonic()
+                token, self._cas, at_least = self._try_acquire(value)
+                if token is not None:
+                    self._hold = self._session.ttl.keep(self._keys.holder, value, sent,
+                                                        self._on_lost)
+                    return token
+                remaining = deadline.remaining()
+                if remaining == 0:
+                    return None
+                pause = max(next(waiting), at_least)
+                watch.wait(seen, pause if remaining is None else min(pause, remaining))
+
+    def _try_acquire(self, value: bytes) -> tuple[int | None, bytes | None, float]:
+        """One :func:`take` (retried after a lost reply), leaving nothing held if it fails."""
+        session, keys = self._session, self._keys
+        session.check_open()
+        with session.translated():
+            try:
+                return session.run(lambda client, retried: take(
+                    client, keys, value, session.options, retried))
+            except TRANSIENT:
+                raise  # twice unreachable: what the add may have stored expires within the TTL
+            except BaseException:
+                try:
+                    free(session.client, keys.holder, value)
+                except (*CLIENT_ERRORS, ConchError):
+                    log.warning("could not free lock key %s after a failed acquire; it "
+                                "expires within the TTL", keys.holder.decode())
+                raise
+
+    def release(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is None:
+            return
+        self._session.ttl.discard(hold)
+        # The CAS id of the add only within the lease: a restarted server numbers them
+        # afresh, but grants this key to no one before the lease ends (restart grace).
+        cas = self._cas if time.monotonic() < hold.valid_until else None
+        try:
+            with self._session.translated():
+                # After a lost reply the key may be gone because our own delete ran.
+                freed = self._session.run(lambda client, retried: free(
+                    client, hold.keys, hold.value, cas) or retried)
+        finally:
+            LOCAL_RELEASES.released(self._signal)
+        if not freed:
+            raise LockLost(f"lock key {hold.keys.decode()} had expired or changed holder "
+                           "before its release")
+
+
+def take(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
+         retried: bool) -> tuple[int | None, bytes | None, float]:
+    """Hold ``keys`` with ``value``: ``(token, CAS id if known, 0)``, or ``(None, None,
+    seconds to pause at least)``. ``retried``: the earlier try may have stored ``value``."""
+    cas = add_with_cas(client, keys.holder, value, options.ttl)
+    if cas is None and not (retried and client.get(keys.holder) == value):
+        return None, None, 0.0
+    token = next_token(client, keys, options)
+    if token is None:  # restart grace: hold nothing until it ends
+        free(client, keys.holder, value, cas)
+        return None, None, GRACE_POLL
+    return token, cas, 0.0
+
+
+def next_token(client: Client, keys: LockKeys, options: MemcachedOptions) -> int | None:
+    """The fencing token of a hold just taken (None: restart grace). A missing counter is
+    created from the wall clock in µs, so that tokens keep increasing."""
+    token = client.incr(keys.counter, 1)
+    if token is None:  # a new name, an eviction, or a server that lost its state
+        if in_grace(client, options):
+            return None
+        client.add(keys.counter, str(time.time_ns() // 1000).encode(), expire=0)
+        token = client.incr(keys.counter, 1)
+        if token is None:
+            raise BackendUnavailable(f"memcached at {options.where} evicts the fencing "
+                                     f"counter as soon as it is stored: give it more memory")
+    return int(token)
+
+
+def in_grace(client: Client, options: MemcachedOptions) -> bool:
+    """Whether the server may still have holders from before it lost its state: its epoch
+    key is gone, or the grace key it then gets (for one TTL) is not."""
+    found = client.get_many([EPOCH_KEY, GRACE_KEY])
+    if EPOCH_KEY not in found:
+        # Grace first: whoever sees the epoch then sees the grace key until it expires.
+        client.add(GRACE_KEY, b"restart", expire=options.ttl)
+        client.add(EPOCH_KEY, str(time.time_ns() // 1000).encode(), expire=0)
+        log.warning("memcached at %s lost its state (restart, flush, or first use): no "
+                    "lock is granted for %d s", options.where, options.ttl)
+    return GRACE_KEY in found or EPOCH_KEY not in found
+
+
+def free(client: Client, key: bytes, value: bytes, cas: bytes | None = None) -> bool:
+    """Delete ``key`` if it holds ``value``; False when it does not. ``cas``: its CAS id
+    when taken, which saves a read unless a renewal changed it since."""
+    if cas is not None and (reply := compare_and_delete(client, key, cas)) != b"EX":
+        return reply == b"HD"
+    for _ in range(CAS_TRIES):
+        found, cas = client.gets(key)
+        if found != value:
+            return False
+        if (reply := compare_and_delete(client, key, cas)) != b"EX":
+            return reply == b"HD"
+    return False

@@ -1,0 +1,126 @@
+"""A ``memcached://`` coordinator's connections and liveness, which its locks borrow:
+pymemcache's pooled client, idempotent steps retried once on a fresh connection, and the
+holds' renewal (kit/ttl.py; per beat one ``gets`` of every held key, then a ``cas`` each)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ssl
+from collections.abc import Callable
+from typing import TypeVar
+
+from pymemcache.client.base import Client  # type: ignore[import-untyped]
+from pymemcache.exceptions import MemcacheUnknownCommandError  # type: ignore[import-untyped]
+
+from conch.backends.kit.errors import translated, unavailable
+from conch.backends.kit.fork import forget_in_child
+from conch.backends.kit.tls import client_context
+from conch.backends.kit.ttl import TtlHold, TtlSession
+from conch.backends.memcached.client import (
+    CAS_TRIES,
+    CLIENT_ERRORS,
+    TRANSIENT,
+    MemcachedOptions,
+    new_client,
+)
+from conch.backends.memcached.errors import describe
+from conch.url import BackendURL
+
+T = TypeVar("T")
+
+
+class MemcachedSession:
+    """The pooled client (:attr:`client`, once connected) and the renewal of the holds,
+    which are keyed by their holder key."""
+
+    client: Client
+    _renewer: Client
+
+    def __init__(self, url: BackendURL) -> None:
+        self.url = url
+        self.options = MemcachedOptions.from_url(url)
+        self.describe = functools.partial(describe, self.options)
+        self.ttl: TtlSession[bytes] = TtlSession(
+            "memcached", self.options.lease, self._renew, self.describe, CLIENT_ERRORS)
+        self.closed = False
+        self._tls_context: ssl.SSLContext | None = None
+        forget_in_child(self)
+
+    def connect(self) -> None:
+        """Check that the server speaks the meta protocol (memcached 1.6+, which the
+        release needs), then start renewing."""
+        options, where = self.options, f"memcached at {self.options.where}"
+        if options.tls is not None:
+            self._tls_context = client_context(options.tls, where)
+        self.client = new_client(options, self._tls_context)
+        try:
+            self.client.version()  # long enough for a TLS port to refuse it at once
+            reply = self.client.raw_command(b"mn")  # the meta no-op
+        except MemcacheUnknownCommandError:
+            reply = b"ERROR"
+        except CLIENT_ERRORS as exc:
+            raise unavailable(self.url, self.describe(
+                exc, first=True, tls_context=self._tls_context)) from None
+        if reply != b"MN":
+            raise unavailable(self.url, f"{where} does not speak the meta protocol (mn "
+                              f"answered {reply[:40]!r}): conch needs memcached 1.6 or later")
+        # The renewals' own connection: a renewal waits no longer than one interval.
+        self._renewer = new_client(options, self._tls_context, pooled=False,
+                                   timeout=min(options.timeout, self.ttl.interval))
+        self.ttl.start()
+
+    def close(self) -> None:
+        """Stop renewing (each hold is reported lost) and close the connections; a release
+        may still open one (of a hold granted as the coordinator stopped)."""
+        self.closed = True
+        self.ttl.stop()
+        self._renewer.close()
+        self.client.close()
+
+    def forget_parent(self) -> None:
+        """In a forked child: connections of its own, the parent's left to the parent."""
+        self.client = new_client(self.options, self._tls_context)
+
+    def check_open(self) -> None:
+        """Raise :class:`~conch.BackendUnavailable` once the coordinator was stopped."""
+        if self.closed:
+            raise unavailable(self.url, f"memcached at {self.options.where}: the coordinator "
+                              "was stopped")
+
+    def translated(self) -> contextlib.AbstractContextManager[None]:
+        """Client exceptions in the block become :class:`~conch.BackendUnavailable`."""
+        return translated(self.url, CLIENT_ERRORS, self.describe)
+
+    def run(self, step: Callable[[Client, bool], T]) -> T:
+        """``step(client, retried)``, again on a fresh connection after a connection failure
+        (say, of a stale pooled connection after a server restart): for idempotent steps.
+        ``retried`` tells the step that the first try may have done its work."""
+        try:  # one pooled connection for the whole step: one checkout, not one per call
+            with self.client.client_pool.get_and_release(destroy_on_fail=True) as client:
+                return step(client, False)
+        except TRANSIENT:
+            with contextlib.closing(new_client(self.options, self._tls_context,
+                                               pooled=False)) as client:
+                return step(client, True)
+
+    def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
+        # within: the renewer's timeout is one interval at most already.
+        found = self._renewer.gets_many([hold.keys for hold in holds])
+        return [extend(self._renewer, hold.keys, hold.value, found.get(hold.keys),
+                       self.options.ttl) for hold in holds]
+
+
+def extend(client: Client, key: bytes, value: bytes, found: tuple[bytes, bytes] | None,
+           ttl: int) -> bool:
+    """Reset ``key``'s expiry to ``ttl`` if it still holds ``value`` (``found``: the value
+    and CAS id just read, ``None``: no such key)."""
+    for _ in range(CAS_TRIES):
+        if found is None or found[0] != value:
+            return False
+        # cas, not touch: touch would extend a key another holder set since the read.
+        if client.cas(key, value, found[1], expire=ttl):
+            return True
+        value_read, cas = client.gets(key)
+        found = None if value_read is None else (value_read, cas)
+    return False
