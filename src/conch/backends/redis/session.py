@@ -80,9 +80,8 @@ class RedisSession:
         in progress fails at once."""
         self.closed = True
         self.ttl.stop()
-        self.commands.close()
-        self._renewals.close()
-        _interrupt_waits(self._waits.connection_pool)
+        for client in (self.commands, self._renewals, self._waits):
+            _interrupt(client.connection_pool)
 
     @contextlib.contextmanager
     def calls(self) -> Iterator[None]:
@@ -157,8 +156,8 @@ class RedisSession:
             log.warning("could not free lock key %s; it expires within the TTL",
                         keys.holder.decode())
         finally:
-            if self.closed:
-                self.commands.close()
+            if self.closed:  # another thread's abandon may be using one still
+                self.commands.connection_pool.disconnect(inuse_connections=False)
 
     def _renew(self, holds: list[RedisHold], within: float) -> list[bool]:
         keys = [hold.keys.holder for hold in holds]
@@ -176,8 +175,8 @@ def retry_once(call: Callable[[bool], T]) -> T:
         return call(True)
 
 
-def _interrupt_waits(pool: redis.ConnectionPool) -> None:
-    """Close the idle waiting connections and shut down those in a ``BLPOP``: their readers
+def _interrupt(pool: redis.ConnectionPool) -> None:
+    """Close the idle connections and shut down those in use (a ``BLPOP``): their readers
     wake at once and close them. A shim under redis-py (docs/redis.md): under eventlet, a
     socket closed by another green thread (``pool.disconnect()``) leaves its reader asleep
     (a waiter was still blocked at the eventlet test's 1.5 s bound past ``stop()``)."""
