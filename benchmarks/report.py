@@ -40,7 +40,8 @@ def metric(result: ContenderResult | None, key: str) -> float | None:
 def evaluate(target: Target, results: Results) -> TargetOutcome:
     """Check ``target`` on figures of this run."""
     value = metric(results.get(target.contender), target.metric)
-    reference = 1.0 if target.peer is None else metric(results.get(target.peer), target.metric)
+    peer_metric = target.peer_metric or target.metric
+    reference = 1.0 if target.peer is None else metric(results.get(target.peer), peer_metric)
     if value is None or not reference:
         return TargetOutcome(target.text, None, "not measured")
     ratio = value / reference
@@ -51,7 +52,7 @@ def evaluate(target: Target, results: Results) -> TargetOutcome:
     return TargetOutcome(
         target.text, met,
         f"{ratio:.2f}x ({target.contender} {_figure(target.metric, value)}, "
-        f"{target.peer} {_figure(target.metric, reference)})",
+        f"{target.peer} {_figure(peer_metric, reference)})",
     )
 
 

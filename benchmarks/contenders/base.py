@@ -103,3 +103,5 @@ class Target:
     bound: float
     higher_is_better: bool = False
     peer: str | None = None
+    peer_metric: str | None = None
+    """The peer's figure the ratio divides by, when not ``metric`` (a PING's round-trip)."""

@@ -10,6 +10,8 @@
   waits in ``BLPOP`` on a signal like conch; one renewal thread per held lock.
 * **floor**: a one-token list, ``BLPOP`` to take and ``LPUSH`` to give back: one
   request each, blocking in the server; no TTL, no owner check, no token.
+* **PING floor**: one ``PING`` per cycle, measured uncontended only: the round-trip
+  that the hand-off goal of issue 13 is a multiple of.
 
 ``python -m benchmarks.contenders.redis`` also counts, per acquisition, the
 requests each library sends (writes to the socket, a pipeline counting once)
@@ -34,11 +36,17 @@ from tests.servers.redis import start_redis
 from benchmarks.contenders.base import Contender, LockLike, Target
 from benchmarks.contenders.common import Conch, Tooz
 
+PING = "PING round-trip"
 TARGETS = (
-    Target("hand-off p50 ≤ 0.1x redis-py Lock's (notified, not polled every 100 ms)",
-           "handoff p50", "conch", 0.1, peer="redis-py Lock"),
-    Target("uncontended p50 ≤ 1.5x redis-py Lock's (two requests per cycle each)",
-           "uncontended p50", "conch", 1.5, peer="redis-py Lock"),
+    Target("hand-off p50 ≤ python-redis-lock's (issue 13)", "handoff p50", "conch", 1.0,
+           peer="python-redis-lock"),
+    Target("hand-off p50 ≤ 6x a PING round-trip (issue 13)", "handoff p50", "conch", 6.0,
+           peer=PING, peer_metric="uncontended p50"),
+    Target("uncontended p50 ≤ redis-py Lock's (issue 13)", "uncontended p50", "conch", 1.0,
+           peer="redis-py Lock"),
+    *(Target(f"contended x{count} ≥ redis-py Lock's acquisitions/s (issue 13)",
+             f"throughput {count}", "conch", 1.0, higher_is_better=True, peer="redis-py Lock")
+      for count in (2, 4, 8)),
 )
 
 
@@ -116,8 +124,34 @@ class BareTokenList(_Client):
         return _TokenList(self._client, name)
 
 
+class _Ping:
+    """One PING per acquire, nothing to release: a round-trip, not a lock."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def acquire(self) -> bool:
+        return bool(self._client.ping())
+
+    def release(self) -> None:
+        pass
+
+
+class PingRoundTrip(_Client):
+    """The round-trip floor, measured uncontended only (it excludes nobody)."""
+
+    name = PING
+    distribution = "redis"
+    floor = True
+
+    def lock(self, name: str) -> LockLike:
+        if "uncontended" not in name:
+            raise NotImplementedError("a PING is no lock: measured uncontended only")
+        return _Ping(self._client)
+
+
 CONTENDERS: tuple[type[Contender], ...] = (
-    Conch, Tooz, RedisPyLock, PythonRedisLock, BareTokenList,
+    Conch, Tooz, RedisPyLock, PythonRedisLock, BareTokenList, PingRoundTrip,
 )
 
 
@@ -177,16 +211,17 @@ def requests_per_acquisition(contender_class: type[Contender], target: str,
 
 
 def main() -> None:
-    """Print the requests-per-acquisition table (markdown)."""
-    print("| contender | requests/acq. alone | server cmds/acq. alone "
-          "| requests/acq. 2 procs | server cmds/acq. 2 procs |")
-    print("|---|---|---|---|---|")
+    """Print the requests-per-acquisition table (markdown): client requests / server
+    commands, alone and with 2, 4 and 8 processes contending."""
+    counts = (1, 2, 4, 8)
+    print("| contender | " + " | ".join(f"{'alone' if n == 1 else f'{n} procs'}: requests"
+                                       f" / server cmds" for n in counts) + " |")
+    print("|---|" + "---|" * len(counts))
     with target() as url:
-        for contender_class in CONTENDERS:
-            alone = requests_per_acquisition(contender_class, url, 1)
-            shared = requests_per_acquisition(contender_class, url, 2)
-            print(f"| {contender_class.name} | {alone[0]:.2f} | {alone[1]:.2f} "
-                  f"| {shared[0]:.2f} | {shared[1]:.2f} |", flush=True)
+        for contender_class in CONTENDERS[:-1]:
+            figures = [requests_per_acquisition(contender_class, url, n) for n in counts]
+            print(f"| {contender_class.name} | " + " | ".join(
+                f"{sent:.2f} / {run:.2f}" for sent, run in figures) + " |", flush=True)
 
 
 if __name__ == "__main__":

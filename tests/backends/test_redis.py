@@ -7,6 +7,7 @@ these tests check what only a TTL lock on Redis has. Timings are printed
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import threading
@@ -16,8 +17,10 @@ from collections.abc import Iterator
 import pytest
 
 import conch
+from conch.backends.kit.ttl import TtlHold, new_hold_value
 from conch.backends.redis import RedisBackend
-from conch.backends.redis.steps import RedisHold, lock_keys
+from conch.backends.redis.steps import lock_keys
+from conch.introspection import HolderStamp
 from tests.backends import tls_failures
 from tests.contract import workers
 from tests.servers.base import free_port
@@ -150,17 +153,18 @@ def test_a_retried_acquire_with_the_same_hold_value_gets_its_own_token_back(
 ) -> None:
     # What happens when an acquire's reply is lost and the step is retried.
     with conch.connect(redis_url) as coordinator:
-        backend = backend_of(coordinator)
+        session = backend_of(coordinator).session
         keys = lock_keys(lock_name.encode())
-        value = backend.new_hold_value()
-        token, _ = backend.try_acquire(keys, value)
+        stamp = HolderStamp(lock_name.encode(), coordinator.member_id)
+        value = new_hold_value(stamp)
+        token, _ = session.try_acquire(keys, value)
         assert token is not None
-        assert backend.try_acquire(keys, value) == (token, 0.0), "not orphaned"
-        refused, busy_for = backend.try_acquire(keys, backend.new_hold_value())
+        assert session.try_acquire(keys, value, retrying=True) == (token, 0.0), "not orphaned"
+        refused, busy_for = session.try_acquire(keys, new_hold_value(stamp))
         assert refused is None and 0 < busy_for <= 3.1
         other = coordinator.lock(lock_name)
         assert other.acquire(blocking=False) is False
-        backend.release(RedisHold(keys, value, 0.0))
+        session.release(TtlHold(keys, value, 0.0))
         assert other.acquire(blocking=False) is True
         assert other.token is not None and other.token > token
         other.release()
@@ -343,3 +347,30 @@ def test_release_of_a_hold_that_vanished_unnoticed_raises_lock_lost(
         assert lock.lost.is_set() and not lock.held
         assert lock.acquire(blocking=False)  # the object is usable again
         lock.release()
+
+
+def test_a_forked_child_renews_its_own_holds_and_leaves_the_parents_alone(
+    redis_server: RedisProcess, lock_name: str
+) -> None:
+    ttl = 1.5
+    with conch.connect(f"{redis_server.url}/0?ttl={ttl}") as coordinator:
+        parents = coordinator.lock(f"{lock_name}-parent")
+        parents.acquire()
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 when its hold outlived two TTLs
+            held = False
+            try:
+                childs = coordinator.lock(f"{lock_name}-child")
+                childs.acquire()
+                time.sleep(2 * ttl + 0.5)
+                key = lock_keys(f"{lock_name}-child".encode()).holder
+                held = childs.held and not childs.lost.is_set() and bool(
+                    redis_server.admin().exists(key))
+                childs.release()
+            finally:
+                os._exit(0 if held else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child's hold was not renewed"
+        assert parents.held and not parents.lost.is_set()
+        assert redis_server.admin().exists(lock_keys(f"{lock_name}-parent".encode()).holder)
+        parents.release()

@@ -1,95 +1,74 @@
-"""Who holds the ``redis://`` locks, and breaking a hold.
+"""Who holds the ``redis://`` locks (``conch show``), and breaking a hold (``conch break``).
 
-A holder key's value is a random hold id, a space, then the hold's stamp
-(:class:`conch.introspection.HolderStamp`), so one ``GET`` tells who holds the
-lock; its ``PTTL`` is the TTL left, and the name's counter key holds the
-holder's token (the acquire that took the lock set it, and no other acquire can
-change it while the lock is held). Waiters block in ``BLPOP`` on a list that
-does not name them: their number is unknown.
-
-Breaking runs the RELEASE script with the value just read, so it deletes that
-hold only (never one that took the lock since) and wakes a waiter; the holder
-learns of it at its next renewal, at most ``ttl / 3`` later.
-"""
+A holder key's value is a random hold id, a space, then the hold's stamp; its ``PTTL`` is
+the TTL left and the counter key holds the holder's token. Breaking runs RELEASE with the
+value just read: it deletes that hold only, and wakes a waiter."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-from redis.exceptions import RedisError
+import redis
 
-from conch.backends.redis.client import Command, RedisClient
-from conch.backends.redis.steps import LockKeys, RedisHold
+from conch.backends.redis.steps import KEY_PREFIX, LockKeys, release_call
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
-# Keys per SCAN step and per pipelined batch of reads.
 _BATCH = 500
+"""Keys per ``SCAN`` step and per pipelined batch of reads."""
 
 
-def describe(client: RedisClient, keys: LockKeys, name: bytes) -> tuple[LockInfo, bytes | None]:
+def describe(client: redis.Redis, keys: LockKeys, name: bytes) -> tuple[LockInfo, bytes | None]:
     """Lock ``name`` (whose keys are ``keys``) and its holder key's value (None: free)."""
-    value, pttl, counter = _replies(client.roundtrip(
-        [("GET", keys.holder), ("PTTL", keys.holder), ("GET", keys.counter)]))
+    value, pttl, counter = _read(client, [keys.holder])
     if not isinstance(value, bytes):
         return LockInfo(name, None), None
     return LockInfo(name, _holder(value, pttl, counter)), value
 
 
-def held_locks(client: RedisClient, key_prefix: bytes) -> list[LockInfo]:
+def held_locks(client: redis.Redis) -> list[LockInfo]:
     """Every lock held on the server: a ``SCAN`` of the holder keys, then their values."""
     found: list[LockInfo] = []
-    cursor: object = b"0"
+    cursor = 0
     while True:
-        reply = _replies(client.roundtrip(
-            [("SCAN", cursor, "MATCH", key_prefix + b"*:holder", "COUNT", _BATCH)]))[0]
-        assert isinstance(reply, list)
-        cursor, holder_keys = reply
-        commands: list[Command] = []
-        for holder_key in holder_keys:
-            counter_key = holder_key[: -len(b"holder")] + b"token"
-            commands += [("GET", holder_key), ("PTTL", holder_key), ("GET", counter_key)]
-        if commands:
-            replies = _replies(client.roundtrip(commands))
-            for at in range(0, len(replies), 3):
-                value, pttl, counter = replies[at: at + 3]
-                if not isinstance(value, bytes):
-                    continue  # released since the SCAN
-                stamp = read_stamp(_stamp_part(value))
-                if stamp is not None:
-                    found.append(LockInfo(stamp.key, _holder(value, pttl, counter)))
-        if cursor in (b"0", 0, "0"):
+        cursor, holder_keys = client.scan(cursor, match=KEY_PREFIX + b"*:holder", count=_BATCH)
+        replies = _read(client, holder_keys)
+        for at in range(0, len(replies), 3):
+            value, pttl, counter = replies[at: at + 3]
+            stamp = read_stamp(_stamp_part(value)) if isinstance(value, bytes) else None
+            if stamp is not None:  # else released since the SCAN
+                found.append(LockInfo(stamp.key, _holder(value, pttl, counter)))
+        if not cursor:
             return found
 
 
-def break_hold(
-    client: RedisClient, keys: LockKeys, name: bytes, token: int | None,
-    release_command: Callable[[RedisHold], Command],
-) -> LockInfo:
+def break_hold(client: redis.Redis, keys: LockKeys, name: bytes, token: int | None,
+               release_script: Any) -> LockInfo:
     """Delete the hold of lock ``name`` (only the one with ``token``, if given)."""
     lock, value = describe(client, keys, name)
     if not has_hold_to_break(lock, token) or value is None:
         return lock
-    deleted = _replies(client.run([release_command(RedisHold(keys, value, 0.0))]))[0]
-    if not deleted:
+    if not release_script(*release_call(keys, value), client=client):
         raise HolderChanged(f"lock {lock.name!r} changed holder while it was being broken")
     return lock
+
+
+def _read(client: redis.Redis, holder_keys: list[Any]) -> list[Any]:
+    """Value, ``PTTL`` and token of each holder key, in one round-trip."""
+    pipeline = client.pipeline(transaction=False)
+    for holder_key in holder_keys:
+        pipeline.get(holder_key)
+        pipeline.pttl(holder_key)
+        pipeline.get(holder_key[: -len(b"holder")] + b"token")
+    return pipeline.execute() if holder_keys else []
 
 
 def _holder(value: bytes, pttl: object, counter: object) -> HolderInfo:
     token = int(counter) if isinstance(counter, bytes) and counter.isdigit() else None
     ttl_left = pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None
-    stamp = read_stamp(_stamp_part(value))
-    if stamp is None:  # a value from before stamps, or written by hand
-        return HolderInfo(token=token, ttl_left=ttl_left)
-    return stamp.holder(token=token, ttl_left=ttl_left)
+    stamp = read_stamp(_stamp_part(value))  # None: a value from before stamps, or by hand
+    return HolderInfo(token=token, ttl_left=ttl_left) if stamp is None else \
+        stamp.holder(token=token, ttl_left=ttl_left)
 
 
 def _stamp_part(value: bytes) -> bytes:
     return value.partition(b" ")[2]
-
-
-def _replies(replies: list[object]) -> list[object]:
-    for reply in replies:
-        if isinstance(reply, RedisError):
-            raise reply
-    return replies

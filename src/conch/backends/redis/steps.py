@@ -1,27 +1,76 @@
-"""The ``redis://`` lock steps as commands and replies, shared by the blocking and asyncio handles.
-
-Both handles send these commands on these keys, so a blocking and an asyncio
-holder of one name exclude each other, draw tokens from one counter and wake
-each other's waiters; only how the commands travel differs
-(:mod:`conch.backends.redis.client`, :mod:`conch.backends.redis.async_client`).
-"""
+"""The ``redis://`` lock steps, once for the blocking and the asyncio handles: the keys of
+a name, the Lua scripts (run as redis-py registered scripts) and what their replies mean.
+Both handles send these, so blocking and asyncio holders of a name exclude each other,
+share its tokens and wake each other's waiters."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from conch.backends.redis.client import Command, RedisOptions
-from conch.backends.redis.scripts import ACQUIRE, RELEASE
+from redis.exceptions import NoScriptError
+
+from conch.backends.base import Deadline
+from conch.backends.kit.naming import hex_digest
+from conch.backends.redis.client import RedisOptions
 from conch.errors import BackendUnavailable, LockLost
 
-KEY_PREFIX = b"conch:"
-# How long a release's wake signal waits for a waiter: long enough to bridge a
-# waiter's failed attempt and its BLPOP; an unused signal only costs one retry.
 WAKE_SIGNAL_MS = 2000
-# Past a waiter's bound the holder's key is due to expire: retry just after it.
-_EXPIRY_SLACK_S = 0.002
+"""How long a release's wake signal waits for a waiter: it bridges a waiter's failed
+attempt and its ``BLPOP``; an unused signal costs one retry."""
+
+# KEYS[1] holder, KEYS[2] token counter; ARGV[1] this hold's value, ARGV[2] TTL in ms,
+# ARGV[3] 1 when retrying an attempt whose reply was lost (it may hold the lock already).
+# Returns {1, token} when ARGV[1] holds the lock (now, or already: a retry gets its token
+# back rather than being refused by its own hold), {0, pttl} when another value holds it.
+# While the lock is held no acquire advances the counter, so it is the holder's token.
+# A token is the server clock in µs, or the counter plus one when that is more: tokens
+# keep increasing when the counter is lost (restart without persistence) or rolled back
+# (failover to a lagging replica), as long as the server clock does not go back.
+ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[3] ~= '1' or redis.call('GET', KEYS[1]) ~= ARGV[1] then
+    return {0, redis.call('PTTL', KEYS[1])}
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local token = redis.call('GET', KEYS[2])
+  if token then return {1, tonumber(token)} end
+end
+local clock = redis.call('TIME')
+local now = clock[1] .. string.format('%06d', clock[2])
+local last = redis.call('GETSET', KEYS[2], now)
+if last and tonumber(last) >= tonumber(now) then
+  redis.call('SET', KEYS[2], last)
+  return {1, redis.call('INCR', KEYS[2])}
+end
+return {1, tonumber(now)}
+"""
+
+# KEYS[1] holder, KEYS[2] wake list; ARGV[1] this hold's value, ARGV[2] signal life in ms.
+# Returns 1 when ARGV[1] held the lock, now free, else 0 (nothing touched). The wake list
+# is left with one signal: BLPOP hands it to one waiter, one arriving just after the
+# release still finds it, and it expires when nobody waits.
+RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('LPUSH', KEYS[2], '1')
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# KEYS[1..n] a coordinator's holder keys; ARGV[1] TTL in ms, ARGV[1 + i] KEYS[i]'s value.
+# Returns n integers: 1 when KEYS[i] still had its value (TTL restarted), else 0.
+RENEW = """
+local renewed = {}
+for i, key in ipairs(KEYS) do
+  renewed[i] = redis.call('GET', key) == ARGV[i + 1] and redis.call('PEXPIRE', key, ARGV[1])
+    or 0
+end
+return renewed
+"""
+
+SCRIPTS = (ACQUIRE, RELEASE, RENEW)
+KEY_PREFIX = b"conch:"
+Call = tuple[list[bytes], list[bytes | int]]
 
 
 class LockKeys(NamedTuple):
@@ -33,82 +82,62 @@ class LockKeys(NamedTuple):
 
 
 def lock_keys(name: bytes) -> LockKeys:
-    """The keys of lock ``name``: its SHA-256, so any bytes map to a short, distinct key."""
-    base = KEY_PREFIX + hashlib.sha256(name).hexdigest().encode()
+    """``conch:<sha256 hex>:{holder,token,wake}``: any name, a short distinct key."""
+    base = KEY_PREFIX + hex_digest(name).encode()
     return LockKeys(base + b":holder", base + b":token", base + b":wake")
 
 
-@dataclasses.dataclass(eq=False)
-class RedisHold:
-    """A lock this coordinator holds, kept alive by its heartbeat."""
-
-    keys: LockKeys
-    value: bytes
-    valid_until: float
-    """Monotonic time by which the server frees it unless a renewal succeeds."""
+def acquire_call(keys: LockKeys, value: bytes, ttl_ms: int, retrying: bool) -> Call:
+    """ACQUIRE's keys and arguments; repeating it with the same ``value`` (``retrying``)
+    is safe."""
+    return [keys.holder, keys.counter], [value, ttl_ms, int(retrying)]
 
 
-def acquire_commands(keys: LockKeys, value: bytes,
-                     options: RedisOptions) -> tuple[list[Command], float]:
-    """One attempt to hold ``keys`` with ``value`` (then ``WAIT`` for ``wait_replicas``),
-    and how long to wait for each reply. Repeating it with the same ``value`` is safe."""
-    commands: list[Command] = [ACQUIRE.call([keys.holder, keys.counter],
-                                            [value, options.ttl_ms])]
-    timeout = options.socket_timeout
-    if options.wait_replicas:
-        commands.append(("WAIT", options.wait_replicas, options.ttl_ms // 3))
-        timeout += options.ttl / 3
-    return commands, timeout
+def release_call(keys: LockKeys, value: bytes) -> Call:
+    """RELEASE's keys and arguments."""
+    return [keys.holder, keys.wake], [value, WAKE_SIGNAL_MS]
 
 
-def acquire_outcome(replies: list[object], options: RedisOptions) -> tuple[int | None, float]:
-    """What the replies to :func:`acquire_commands` mean: ``(token, 0)``, or ``(None,
-    seconds)`` until the current holder's TTL ends. Raises when the script failed or too
-    few replicas acknowledged the hold: the caller then frees what it may hold."""
-    acquired, number = _pair(replies[0])
-    if not acquired:
-        return None, options.ttl if number < 0 else number / 1000 + _EXPIRY_SLACK_S
-    wanted, acknowledged = options.wait_replicas, replies[-1]
-    if wanted and not (isinstance(acknowledged, int) and acknowledged >= wanted):
+def acquire_outcome(reply: list[int], ttl: float) -> tuple[int | None, float]:
+    """ACQUIRE's reply: ``(token, 0)``, or ``(None, seconds)`` until the holder's TTL ends
+    (just after it: the key is due to expire then)."""
+    acquired, number = int(reply[0]), int(reply[1])
+    if acquired:
+        return number, 0.0
+    return None, ttl if number < 0 else number / 1000 + 0.002
+
+
+def outcome_after_wait(replies: list[Any], ttl: float) -> tuple[int | None, float] | None:
+    """The replies of ``BLPOP`` then ACQUIRE, sent together: ACQUIRE's outcome; None when
+    the server lost the script (a restart): load it, then try again at once."""
+    if isinstance(replies[1], NoScriptError):
+        return None
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return acquire_outcome(replies[1], ttl)
+
+
+def wait_seconds(busy_for: float, deadline: Deadline, ttl: float) -> float | None:
+    """How long one ``BLPOP`` waits after a busy answer: until the holder's TTL ends or
+    the deadline, at most our TTL (the waits' reply timeout); None: the deadline passed."""
+    remaining = deadline.remaining()
+    if remaining == 0:
+        return None
+    return max(0.001, min(busy_for, ttl, ttl if remaining is None else remaining))
+
+
+def check_replicas(acknowledged: int, options: RedisOptions) -> None:
+    """Raise when fewer than ``wait_replicas`` replicas acknowledged a hold (``WAIT``)."""
+    if acknowledged < options.wait_replicas:
         raise BackendUnavailable(
-            f"redis at {options.where}: {wanted} replica(s) must acknowledge a "
-            f"lock (wait_replicas) within {options.ttl / 3:.2f} s; WAIT "
-            f"answered {acknowledged}"
-        )
-    return number, 0.0
+            f"redis at {options.where}: {options.wait_replicas} replica(s) must acknowledge a"
+            f" lock (wait_replicas) within {options.ttl / 3:.2f} s; WAIT answered {acknowledged}")
 
 
-def wait_command(keys: LockKeys, seconds: float) -> Command:
-    """``BLPOP`` on the wake list of ``keys`` for ``seconds`` (at least 1 ms: 0 is forever)."""
-    return ("BLPOP", keys.wake, f"{max(seconds, 0.001):.3f}")
-
-
-def release_command(hold: RedisHold) -> Command:
-    """Free ``hold`` if it still holds its lock, and leave a wake signal for one waiter."""
-    return RELEASE.call([hold.keys.holder, hold.keys.wake], [hold.value, WAKE_SIGNAL_MS])
-
-
-def check_released(hold: RedisHold, reply: object) -> None:
-    """Raise :class:`LockLost` when the release of ``hold`` found it gone (reported lost
-    or not: the report may still be on its way to the lock object)."""
-    if not int_reply(reply):
-        raise LockLost(
-            f"lock key {hold.keys.holder.decode()} expired or changed holder before its "
-            "release, unnoticed: was the process paused longer than the TTL?"
-        )
-
-
-def int_reply(reply: object) -> int:
-    """An integer reply; a refused command raises its error."""
-    if isinstance(reply, Exception):
-        raise reply
-    assert isinstance(reply, int), reply
-    return reply
-
-
-def _pair(reply: object) -> tuple[int, int]:
-    """A reply of two integers (ACQUIRE's)."""
-    if isinstance(reply, Exception):
-        raise reply
-    assert isinstance(reply, list) and len(reply) == 2, reply
-    return int(reply[0]), int(reply[1])
+def check_released(keys: LockKeys, reply: int) -> None:
+    """Raise :class:`LockLost` when RELEASE found the hold gone (reported lost or not: the
+    report may still be on its way to the lock object)."""
+    if not reply:
+        raise LockLost(f"lock key {keys.holder.decode()} expired or changed holder before "
+                       "its release, unnoticed: was the process paused longer than the TTL?")

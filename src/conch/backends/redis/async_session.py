@@ -1,0 +1,167 @@
+"""One coordinator's asyncio side of ``redis://``: a ``redis.asyncio`` client (and pool) per
+event loop, since a connection belongs to the loop that opened it; each call has its own
+timeout. Holds are kept by the blocking session's TTL session, as blocking ones are."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conch.backends.kit.errors import translated
+from conch.backends.kit.fork import forget_in_child
+from conch.backends.redis import steps
+from conch.backends.redis.session import TRANSIENT, RedisSession
+from conch.backends.redis.steps import LockKeys
+from conch.errors import NotStarted
+
+T = TypeVar("T")
+
+
+class LoopClient:
+    """The ``redis.asyncio`` client of one event loop, with the scripts registered on it.
+    Its steps are :class:`RedisSession`'s; the caller frees what a failed acquire took."""
+
+    def __init__(self, session: RedisSession) -> None:
+        self.session = session
+        self.redis, self._sentinels = session.options.async_client()
+        self._acquire, self._release = (self.redis.register_script(source)
+                                        for source in (steps.ACQUIRE, steps.RELEASE))
+        self.closing: asyncio.Future[Any] | None = None
+
+    def check_open(self) -> None:
+        """Raise :class:`NotStarted` once the coordinator stops."""
+        if self.closing is not None or self.session.closed:
+            raise NotStarted("the coordinator of this lock was stopped")
+
+    @contextlib.contextmanager
+    def calls(self) -> Iterator[None]:
+        """Redis errors in the block leave as :class:`BackendUnavailable`."""
+        self.check_open()
+        with translated(self.session.url, (RedisError,), self.session.describe):
+            yield
+
+    async def acquire(self, keys: LockKeys, value: bytes,
+                      retrying: bool = False) -> tuple[int | None, float]:
+        self.check_open()
+        options = self.session.options
+        outcome = steps.acquire_outcome(await self._idempotent(lambda retry: self._acquire(
+            *steps.acquire_call(keys, value, options.ttl_ms, retrying or retry))), options.ttl)
+        if outcome[0] is not None and options.wait_replicas:
+            steps.check_replicas(await within(options.socket_timeout + options.ttl / 3,
+                                              self.redis.wait(options.wait_replicas,
+                                                              options.ttl_ms // 3)), options)
+        return outcome
+
+    async def wait_and_try(self, keys: LockKeys, seconds: float,
+                           value: bytes) -> tuple[int | None, float]:
+        options = self.session.options
+        keys_args = steps.acquire_call(keys, value, options.ttl_ms, False)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipeline:
+                pipeline.blpop([keys.wake], seconds)
+                pipeline.evalsha(self._acquire.sha, len(keys_args[0]), *keys_args[0],
+                                 *keys_args[1])
+                outcome = steps.outcome_after_wait(await within(
+                    seconds + options.socket_timeout, pipeline.execute(False)), options.ttl)
+        except TRANSIENT:
+            return await self.acquire(keys, value, retrying=True)
+        if outcome is None:
+            await within(options.socket_timeout, self.redis.script_load(steps.ACQUIRE))
+            return await self.acquire(keys, value)
+        if outcome[0] is not None and options.wait_replicas:
+            return await self.acquire(keys, value, retrying=True)  # then WAIT
+        return outcome
+
+    async def release(self, keys: LockKeys, value: bytes) -> Any:
+        return await self._idempotent(
+            lambda _: self._release(*steps.release_call(keys, value)))
+
+    async def _idempotent(self, call: Callable[[bool], Awaitable[T]]) -> T:
+        """``call(False)``'s reply, or ``call(True)``'s on a fresh connection after a failure."""
+        seconds = self.session.options.socket_timeout
+        try:
+            return await within(seconds, call(False))
+        except TRANSIENT:
+            return await within(seconds, call(True))
+
+    def start_closing(self) -> asyncio.Future[Any]:
+        """Begin closing every connection (on this client's loop); the closing, to await."""
+        if self.closing is None:
+            closing = [self.redis.aclose()]
+            if self._sentinels is not None:
+                closing.append(self._sentinels.aclose())
+            # A connection that fails to close cleanly is closed all the same.
+            self.closing = asyncio.ensure_future(asyncio.gather(*closing,
+                                                                return_exceptions=True))
+        return self.closing
+
+
+class LoopClients:
+    """A coordinator's :class:`LoopClient` of each event loop. Thread-safe."""
+
+    def __init__(self, session: RedisSession) -> None:
+        self.session = session
+        self._mutex = threading.Lock()
+        # Not a WeakKeyDictionary: a client's connections refer to their loop, so its
+        # entry would never go. Clients of closed loops are dropped instead.
+        self._clients: dict[asyncio.AbstractEventLoop, LoopClient] = {}
+        forget_in_child(self)
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's event loops, and their connections, are not ours."""
+        self._mutex, self._clients = threading.Lock(), {}
+
+    def running(self) -> LoopClient:
+        """The running loop's client (made on first use)."""
+        loop = asyncio.get_running_loop()
+        with self._mutex:
+            if loop not in self._clients:
+                for closed in [loop for loop in self._clients if loop.is_closed()]:
+                    del self._clients[closed]
+                self._clients[loop] = LoopClient(self.session)
+            return self._clients[loop]
+
+    async def close_running(self) -> None:
+        """Close the running loop's client: every connection it opened is closed on return."""
+        with self._mutex:
+            client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await asyncio.shield(client.start_closing())
+
+    def close(self) -> None:
+        """Start closing each client on its loop, if that loop runs (its
+        :meth:`close_running` waits for it); those of closed loops are left to the
+        garbage collector."""
+        with self._mutex:
+            for loop, client in self._clients.items():
+                if loop.is_running():
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        loop.call_soon_threadsafe(client.start_closing)
+
+
+async def within(seconds: float, call: Awaitable[T]) -> T:
+    """``await call``, raising redis-py's :class:`TimeoutError` after ``seconds``.
+
+    A cancellation that redis-py lost (on Python 3.11 a command cancelled as its reply
+    arrives may return normally: ``asyncio.wait_for`` under it drops the cancellation;
+    docs/redis.md) is raised here, so the caller frees what the command took."""
+    cancelling = getattr(asyncio.current_task(), "cancelling", lambda: 0)
+    before = cancelling()
+    try:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(seconds):
+                result = await call
+        else:
+            result = await asyncio.wait_for(call, seconds)
+    except asyncio.TimeoutError:
+        raise RedisTimeoutError(f"no reply within {seconds:.3f} s") from None
+    if cancelling() > before:
+        raise asyncio.CancelledError
+    return result

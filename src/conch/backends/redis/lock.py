@@ -1,0 +1,43 @@
+"""The ``redis://`` blocking lock handle: ACQUIRE, and while the lock is busy ``BLPOP`` on
+the name's wake list until a release signals it or the holder's TTL ends, then again."""
+
+from __future__ import annotations
+
+import time
+
+from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.kit.ttl import new_hold_value
+from conch.backends.redis.session import RedisHold, RedisSession
+from conch.backends.redis.steps import LockKeys, wait_seconds
+from conch.introspection import HolderStamp
+
+
+class RedisLock(LockHandle):
+    """One lock object's hold on a Redis lock."""
+
+    def __init__(self, session: RedisSession, keys: LockKeys, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
+        self._session = session
+        self._keys = keys
+        self._stamp = stamp
+        self._on_lost = on_lost
+        self._hold: RedisHold | None = None
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        session, ttl = self._session, self._session.options.ttl
+        # A new value per attempt (a busy answer means the last one holds nothing).
+        value, sent = new_hold_value(self._stamp), time.monotonic()
+        token, busy_for = session.try_acquire(self._keys, value)
+        while token is None:
+            seconds = wait_seconds(busy_for, deadline, ttl)
+            if seconds is None:
+                return None
+            value, sent = new_hold_value(self._stamp), time.monotonic()
+            token, busy_for = session.wait_and_try(self._keys, seconds, value)
+        self._hold = session.ttl.keep(self._keys, value, sent, self._on_lost)
+        return token
+
+    def release(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self._session.release(hold)

@@ -1,0 +1,186 @@
+"""One coordinator's blocking side of ``redis://``: its redis-py clients and registered
+scripts, and the TTL session that renews all its holds (blocking or asyncio) in one RENEW
+call per beat. Redis errors leave its steps as conch errors."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conch.backends.kit.errors import translated, unavailable
+from conch.backends.kit.fork import forget_in_child
+from conch.backends.kit.tls import client_context
+from conch.backends.kit.ttl import TtlHold, TtlSession
+from conch.backends.redis import steps
+from conch.backends.redis.client import RedisOptions
+from conch.backends.redis.errors import describe, describe_start_failure
+from conch.backends.redis.steps import LockKeys
+from conch.errors import NotStarted
+from conch.url import BackendURL
+
+log = logging.getLogger("conch")
+TRANSIENT = (RedisConnectionError, RedisTimeoutError)
+T = TypeVar("T")
+RedisHold = TtlHold[LockKeys]
+
+
+class RedisSession:
+    """Three pools, by how long a reply may take: steps (``socket_timeout``), renewals
+    (at most a beat) and waits (a ``BLPOP`` of up to one TTL)."""
+
+    def __init__(self, url: BackendURL, options: RedisOptions) -> None:
+        self.url, self.options, self.closed = url, options, False
+        self.commands = options.client(options.socket_timeout)
+        self._renewals = options.client(min(options.socket_timeout, options.ttl / 3))
+        self._waits = options.client(options.ttl + options.socket_timeout)
+        self.acquire_script, self.release_script, self._renew_script = (
+            self.commands.register_script(source) for source in steps.SCRIPTS)
+        self.ttl = self._new_ttl_session()
+        forget_in_child(self)
+
+    def _new_ttl_session(self) -> TtlSession[LockKeys]:
+        return TtlSession("redis", self.options.ttl, self._renew, self.describe, (RedisError,))
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's holds and renewal thread are not the child's (the
+        pools see the fork themselves and open new connections)."""
+        self.ttl = self._new_ttl_session()
+        if not self.closed:
+            self.ttl.start()
+
+    def describe(self, exc: BaseException) -> str:
+        """``exc`` as a message for users."""
+        return describe(self.url, self.options, exc)
+
+    def start(self) -> None:
+        """Check the server answers (loading the scripts), then start renewing."""
+        if self.options.tls is not None:  # redis-py reads the files at each connection
+            client_context(self.options.tls, f"redis at {self.options.where}")
+        try:
+            with self.commands.pipeline(transaction=False) as pipeline:
+                for source in steps.SCRIPTS:
+                    pipeline.script_load(source)
+                pipeline.execute()
+        except RedisError as exc:
+            self.close()
+            why = describe_start_failure(self.url, self.options, exc)
+            raise unavailable(self.url, why) from None
+        self.ttl.start()
+
+    def close(self) -> None:
+        """Stop renewing (every hold is reported lost) and close every connection: a wait
+        in progress fails at once."""
+        self.closed = True
+        self.ttl.stop()
+        for client in (self.commands, self._renewals, self._waits):
+            _interrupt(client.connection_pool)
+
+    @contextlib.contextmanager
+    def calls(self) -> Iterator[None]:
+        """Redis errors in the block leave as :class:`BackendUnavailable`."""
+        if self.closed:
+            raise NotStarted("the coordinator of this lock was stopped")
+        with translated(self.url, (RedisError,), self.describe):
+            yield
+
+    def try_acquire(self, keys: LockKeys, value: bytes,
+                    retrying: bool = False) -> tuple[int | None, float]:
+        """One attempt to hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds)``
+        until the holder's TTL ends. Whatever fails, nothing is left held."""
+        options = self.options
+        with self.calls():
+            try:
+                outcome = steps.acquire_outcome(retry_once(lambda retry: self.acquire_script(
+                    *steps.acquire_call(keys, value, options.ttl_ms, retrying or retry),
+                    client=self.commands)), options.ttl)
+                if outcome[0] is not None and options.wait_replicas:
+                    steps.check_replicas(self._waits.wait(options.wait_replicas,
+                                                          options.ttl_ms // 3), options)
+                return outcome
+            except BaseException:
+                self.abandon(keys, value)
+                raise
+
+    def wait_and_try(self, keys: LockKeys, seconds: float,
+                     value: bytes) -> tuple[int | None, float]:
+        """Until a release signals ``keys`` or ``seconds`` pass (``BLPOP``), then
+        :meth:`try_acquire` in the same round-trip: the server runs it as the wait ends. A
+        broken connection ends the wait early; then the attempt is made (or found) anew."""
+        call = steps.acquire_call(keys, value, self.options.ttl_ms, False)
+        with self.calls():
+            try:
+                with self._waits.pipeline(transaction=False) as pipeline:
+                    pipeline.blpop([keys.wake], seconds)
+                    pipeline.evalsha(self.acquire_script.sha, len(call[0]), *call[0], *call[1])
+                    outcome = steps.outcome_after_wait(pipeline.execute(False), self.options.ttl)
+            except TRANSIENT:
+                if self.closed:  # stop() ended the wait: free what the attempt may hold
+                    self.abandon(keys, value)
+                return self.try_acquire(keys, value, retrying=True)
+            except BaseException:
+                self.abandon(keys, value)
+                raise
+            if outcome is None:
+                self.commands.script_load(steps.ACQUIRE)
+                return self.try_acquire(keys, value)
+            if outcome[0] is not None and self.options.wait_replicas:
+                return self.try_acquire(keys, value, retrying=True)  # then WAIT
+            return outcome
+
+    def release(self, hold: RedisHold) -> None:
+        """Stop renewing ``hold`` and free its lock, waking one waiter."""
+        self.ttl.discard(hold)
+        if self.closed:  # granted as the coordinator stopped: free it all the same
+            self.abandon(hold.keys, hold.value)
+            return
+        call = steps.release_call(hold.keys, hold.value)
+        with self.calls():
+            steps.check_released(hold.keys, retry_once(
+                lambda _: self.release_script(*call, client=self.commands)))
+
+    def abandon(self, keys: LockKeys, value: bytes) -> None:
+        """Best effort: free the lock of ``keys`` if ``value`` holds it (an acquire failing
+        or granted as the coordinator stopped may have taken it). Once closed, the client
+        connects again for this, then closes."""
+        try:
+            self.release_script(*steps.release_call(keys, value), client=self.commands)
+        except RedisError:
+            log.warning("could not free lock key %s; it expires within the TTL",
+                        keys.holder.decode())
+        finally:
+            if self.closed:  # another thread's abandon may be using one still
+                self.commands.connection_pool.disconnect(inuse_connections=False)
+
+    def _renew(self, holds: list[RedisHold], within: float) -> list[bool]:
+        keys = [hold.keys.holder for hold in holds]
+        args: list[bytes | int] = [self.options.ttl_ms, *(hold.value for hold in holds)]
+        return [bool(renewed) for renewed in self._renew_script(keys, args,
+                                                                client=self._renewals)]
+
+
+def retry_once(call: Callable[[bool], T]) -> T:
+    """``call(False)``, then ``call(True)`` after a connection failure (a stale pooled
+    connection after a restart, a master demoted by a failover): idempotent steps only."""
+    try:
+        return call(False)
+    except TRANSIENT:
+        return call(True)
+
+
+def _interrupt(pool: redis.ConnectionPool) -> None:
+    """Close the idle connections and shut down those in use (a ``BLPOP``): their readers
+    wake at once and close them. A shim under redis-py (docs/redis.md): under eventlet, a
+    socket closed by another green thread (``pool.disconnect()``) leaves its reader asleep
+    (a waiter was still blocked at the eventlet test's 1.5 s bound past ``stop()``)."""
+    for connection in list(getattr(pool, "_in_use_connections", ())):
+        with contextlib.suppress(OSError, AttributeError):
+            connection._sock.shutdown(socket.SHUT_RDWR)
+    pool.disconnect(inuse_connections=False)
