@@ -16,13 +16,13 @@ import pytest
 import conch
 from conch import url as conch_url
 from conch.backends.loader import backend_class
-from conch.backends.redis import RedisBackend
+from conch.backends.redis.backend import RedisBackend
 from conch.url import parse_url
 
 SOURCE = pathlib.Path(__file__).resolve().parents[1] / "src"
 # A backend of a third party: conch's memory backend under another name, counting its uses.
 PLUGIN_MODULE = """
-from conch.backends.memory import MemoryBackend
+from conch.backends.memory.backend import MemoryBackend
 
 MADE: list[object] = []
 
@@ -98,7 +98,7 @@ def test_register_backend_wins_over_an_entry_point_of_the_same_scheme(
     monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path,
 ) -> None:
     install_plugin(monkeypatch, tmp_path, "conch-plugin", {"plugin": "conch_plugin:PluginBackend"})
-    conch_url.register_backend("plugin", "conch.backends.memory:MemoryBackend")
+    conch_url.register_backend("plugin", "conch.backends.memory.backend:MemoryBackend")
     assert backend_class(parse_url("plugin://x")).__name__ == "MemoryBackend"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import conch
 from conch import metrics
-from conch.backends.memory import MemoryBackend
+from conch.backends.memory.backend import MemoryBackend
 from conch.lock import LockName
 from tests.aio.sync_view import SyncLockView, SyncView
 from tests.metrics_sdk import (

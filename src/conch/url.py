@@ -18,17 +18,17 @@ from conch.errors import InvalidURL
 # entry-point group (this table serves when conch's metadata is not installed). Imported
 # lazily so a backend's client library is only needed by those who use it.
 _BUILT_IN: dict[str, str] = {
-    "file": "conch.backends.file:FileBackend",
-    "memory": "conch.backends.memory:MemoryBackend",
-    "redis": "conch.backends.redis:RedisBackend",
-    "rediss": "conch.backends.redis:RedisBackend",
-    "etcd": "conch.backends.etcd:EtcdBackend",
-    "etcd+https": "conch.backends.etcd:EtcdBackend",
-    "zookeeper": "conch.backends.zookeeper:ZooKeeperBackend",
-    "postgresql": "conch.backends.postgresql:PostgreSQLBackend",
-    "postgres": "conch.backends.postgresql:PostgreSQLBackend",
-    "mysql": "conch.backends.mysql:MySQLBackend",
-    "memcached": "conch.backends.memcached:MemcachedBackend",
+    "file": "conch.backends.file.backend:FileBackend",
+    "memory": "conch.backends.memory.backend:MemoryBackend",
+    "redis": "conch.backends.redis.backend:RedisBackend",
+    "rediss": "conch.backends.redis.backend:RedisBackend",
+    "etcd": "conch.backends.etcd.backend:EtcdBackend",
+    "etcd+https": "conch.backends.etcd.backend:EtcdBackend",
+    "zookeeper": "conch.backends.zookeeper.backend:ZooKeeperBackend",
+    "postgresql": "conch.backends.postgresql.backend:PostgreSQLBackend",
+    "postgres": "conch.backends.postgresql.backend:PostgreSQLBackend",
+    "mysql": "conch.backends.mysql.backend:MySQLBackend",
+    "memcached": "conch.backends.memcached.backend:MemcachedBackend",
 }
 ENTRY_POINT_GROUP = "conch.backends"
 # The registry: the built-in table, then entry points and register_backend() (see _backends).

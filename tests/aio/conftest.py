@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from conch.backends.memory import MemoryBackend
+from conch.backends.memory.backend import MemoryBackend
 from tests.conftest import BACKENDS
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 import conch
-from conch.backends.etcd import EtcdBackend
+from conch.backends.etcd.backend import EtcdBackend
 from conch.url import parse_url
 from tests.contract import workers
 from tests.contract.waiting import Waiter

@@ -18,7 +18,7 @@ from types import TracebackType
 import pytest
 
 import conch
-from conch.backends.memcached import MemcachedBackend
+from conch.backends.memcached.backend import MemcachedBackend
 from conch.backends.memcached.client import lock_keys
 from tests.backends import tls_failures
 from tests.contract import workers

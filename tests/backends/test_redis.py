@@ -18,7 +18,7 @@ import pytest
 
 import conch
 from conch.backends.kit.ttl import TtlHold, new_hold_value
-from conch.backends.redis import RedisBackend
+from conch.backends.redis.backend import RedisBackend
 from conch.backends.redis.steps import lock_keys
 from conch.introspection import HolderStamp
 from tests.backends import tls_failures

@@ -33,7 +33,7 @@ def backend_class(url: BackendURL) -> type[Backend]:
     """
     target = backend_target(url.scheme)
     module_name, _, class_name = target.partition(":")
-    try:  # a package's lazy __getattr__ imports the module that needs the client library
+    try:
         cls = getattr(importlib.import_module(module_name), class_name)
     except ModuleNotFoundError as exc:
         library, extra = CLIENT_LIBRARIES.get(url.scheme, ("", ""))
