@@ -1,7 +1,5 @@
-"""The etcd:// and etcd+https:// backend: locks as keys on a lease, through etcd's JSON gateway.
-
-``EtcdBackend`` (``backend.py``) is imported on first use, so importing this package imports no
-client library; docs/etcd.md has the design."""
+"""The etcd:// and etcd+https:// backend (docs/etcd.md). ``EtcdBackend`` (``backend.py``)
+is imported on first use, so importing this package imports no client library."""
 
 from typing import TYPE_CHECKING
 

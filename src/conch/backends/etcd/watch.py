@@ -1,16 +1,6 @@
-"""One watch stream of etcd's JSON gateway: wait until a key is deleted.
-
-The gateway serves ``POST /v3/watch`` as a never-ending chunked response, one
-JSON message per line; the request body may carry several create requests,
-one per key. A stream is read with the wait's remaining time as the socket
-timeout and can be cut short from another thread by shutting its socket down.
-
-The watches start at the store's current revision, never at an older one:
-etcd serves a watch that starts in the past ("unsynced") from a loop that runs
-every 100 ms (mvcc ``syncWatchersLoop``), which would delay every hand-off made
-while other clients write. The caller compares :attr:`DeleteWatch.revision`
-with the revision it last read and reads again when the watch started later.
-"""
+"""One watch stream of etcd's JSON gateway (``POST /v3/watch``, one JSON message per line):
+wait until a watched key is deleted, with a deadline; another thread may cut the wait short.
+The watches start at the current revision (docs/etcd.md, *Watches start now*)."""
 
 from __future__ import annotations
 
@@ -35,13 +25,14 @@ class WatchRefused(BackendUnavailable):
 class DeleteWatch:
     """A watch on the deletion of some keys. One thread reads it; any may interrupt it."""
 
-    def __init__(self, conn: HTTPConnection, response: urllib3.BaseHTTPResponse,
-                 keys: Sequence[bytes], endpoint: str) -> None:
+    def __init__(self, response: urllib3.BaseHTTPResponse, keys: Sequence[bytes],
+                 endpoint: str) -> None:
         self.keys = tuple(keys)
         self.revision = 0
-        """The store revision when the watches were created: deletions after it are seen."""
-        self._conn = conn
-        self._sock = conn.sock
+        """The store revision when the watches were created: later deletions are seen."""
+        conn = response.connection
+        assert isinstance(conn, HTTPConnection) and conn.sock is not None  # a stream keeps one
+        self._conn, self._sock = conn, conn.sock
         self._response = response
         self._endpoint = endpoint
         self._buffer = b""
@@ -63,22 +54,18 @@ class DeleteWatch:
                                        f"{result.get('cancel_reason')}")
                 self.revision = max(self.revision, int(result["header"]["revision"]))
                 pending -= 1
-            elif self._changed(result):
+            elif _changed(result):
                 self._fired = True
 
     def wait(self, deadline: Deadline) -> bool:
-        """Block until a watched key is deleted (True) or ``deadline`` passes (False).
-
-        Also True when the stream ended or was interrupted: the caller reads again.
-        """
-        if self._fired:
-            return True
-        while True:
+        """Block until a watched key is deleted, the stream ended or was interrupted (True:
+        the caller reads again) or ``deadline`` passed (False)."""
+        while not self._fired:
             line = self._line(deadline)
             if line is None:
                 return False
-            if not line or self._changed(_result(line)):
-                return True
+            self._fired = not line or _changed(_result(line))
+        return True
 
     def interrupt(self) -> None:
         """Make a :meth:`wait` in another thread return now (session lost or closed)."""
@@ -112,10 +99,10 @@ class DeleteWatch:
                 return b""
             self._buffer += data
 
-    @staticmethod
-    def _changed(result: dict[str, Any]) -> bool:
-        # A compacted history cancels the watch: the caller reads the state again.
-        return bool(result.get("events") or result.get("canceled"))
+
+def _changed(result: dict[str, Any]) -> bool:
+    # A compacted history cancels the watch: the caller reads the state again.
+    return bool(result.get("events") or result.get("canceled"))
 
 
 def _result(line: bytes) -> dict[str, Any]:
