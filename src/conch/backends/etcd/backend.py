@@ -55,7 +55,7 @@ class EtcdBackend(Backend):
             self.gateway.call("/v3/kv/range", {"key": encode(start), "limit": "1",
                                                "range_end": encode(prefix_end(start)),
                                                "count_only": True})
-            self.session.open()
+            self.session.lease()  # the first lease starts the heartbeat
         except Unreachable as exc:
             self.gateway.close()
             raise diagnosed(exc, self.gateway.ssl_context, self.gateway.connect_timeout) from None

@@ -8,20 +8,21 @@ import base64
 import json
 import ssl
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, HTTPError
 
 from conch.backends.etcd import errors
 from conch.backends.etcd.errors import EtcdRequestFailed
-from conch.backends.etcd.watch import DeleteWatch, WatchRefused
+from conch.backends.etcd.watch import DeleteWatch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.tls import TLSFiles, client_context
 from conch.url import BackendURL
 
 Message = dict[str, Any]
+T = TypeVar("T")
 
 DEFAULT_PORT = 2379
 _JSON = {"Content-Type": "application/json"}
@@ -84,15 +85,8 @@ class Gateway:
             self._headers = {**_JSON, "Authorization": str(answer["token"])}
 
     def call(self, path: str, body: Message, timeout: float | None = None) -> Message:
-        """POST ``body`` to ``path`` and return etcd's answer, renewing an expired token once
-        (``--auth-token-ttl``)."""
-        try:
-            return self._post(path, body, self._headers, timeout)
-        except EtcdRequestFailed as exc:
-            if exc.code != errors.UNAUTHENTICATED or self._url.username is None:
-                raise
-        self.authenticate()
-        return self._post(path, body, self._headers, timeout)
+        """POST ``body`` to ``path`` and return etcd's answer."""
+        return self._with_token(lambda: self._post(path, body, self._headers, timeout))
 
     def txn(self, compare: Sequence[Message], success: Sequence[Message],
             failure: Sequence[Message] = ()) -> Message:
@@ -132,13 +126,7 @@ class Gateway:
 
     def watch_deletes(self, keys: Sequence[bytes]) -> DeleteWatch:
         """A started watch on the deletion of ``keys`` from the current revision on."""
-        try:
-            return self._open_watch(keys)
-        except WatchRefused as exc:  # the gRPC error comes only in the cancel reason
-            if "code = Unauthenticated" not in str(exc) or self._url.username is None:
-                raise EtcdRequestFailed(str(exc), -1) from None
-        self.authenticate()  # the token expired: get a new one, once
-        return self._open_watch(keys)
+        return self._with_token(lambda: self._open_watch(keys))
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -155,6 +143,17 @@ class Gateway:
                                         timeout=limits, ssl_context=self.ssl_context)
             for host, port in self.endpoints]
         self._auth_lock = threading.Lock()  # the parent may have held it while forking
+
+    def _with_token(self, request: Callable[[], T]) -> T:
+        """``request()``, again with a new auth token if etcd said it expired
+        (``--auth-token-ttl``)."""
+        try:
+            return request()
+        except EtcdRequestFailed as exc:
+            if exc.code != errors.UNAUTHENTICATED or self._url.username is None:
+                raise
+        self.authenticate()
+        return request()
 
     def _open_watch(self, keys: Sequence[bytes]) -> DeleteWatch:
         # The gateway decodes a stream of messages from the body: one create request per key.

@@ -42,10 +42,10 @@ class EtcdLock(LockHandle):
             try:
                 token = self._take(lease, key, deadline)
             except _Requeue:
-                session.forget(key)
+                session.delete(key, quiet=True)
                 continue
             except BaseException:
-                session.forget(key)
+                session.delete(key, quiet=True)
                 raise
             if token is None:
                 return None
@@ -53,7 +53,7 @@ class EtcdLock(LockHandle):
             if session.track(hold, self._on_lost):
                 self._hold = hold
                 return token
-            session.forget(key)  # the lease was lost while we acquired: start over
+            session.delete(key, quiet=True)  # the lease was lost while we acquired: start over
 
     def release(self) -> None:
         hold, self._hold = self._hold, None
@@ -104,7 +104,7 @@ class EtcdLock(LockHandle):
                     if predecessor is None:
                         return own_revision
                     if deadline.expired():
-                        session.forget(key)
+                        session.delete(key, quiet=True)
                         return None
                     if watch is not None and watch.keys[0] != predecessor:
                         session.unwatch(lease, watch)
@@ -115,7 +115,7 @@ class EtcdLock(LockHandle):
                     if watch.revision > revision:
                         continue  # a deletion between our read and the watch went unseen
                     if not watch.wait(deadline):
-                        session.forget(key)
+                        session.delete(key, quiet=True)
                         return None
                     session.unwatch(lease, watch)  # a stream that fired is spent
                     watch = None

@@ -58,6 +58,7 @@ class EtcdSession:
         self._ttl = ttl
         self._closed = False
         self.forget_parent()
+        forget_in_child(self)
 
     def forget_parent(self) -> None:
         """A fresh state (in a forked child: the parent's lease, holds, heartbeat and
@@ -68,11 +69,6 @@ class EtcdSession:
         self._heartbeat: Heartbeat | None = None
         self._stale_keys: set[bytes] = set()
         self._stale_leases: set[int] = set()
-
-    def open(self) -> None:
-        """Grant the first lease and start renewing; raise BackendUnavailable."""
-        self.lease()
-        forget_in_child(self)
 
     def close(self) -> None:
         """Stop renewing, wake the waiters and revoke the lease (best effort, bounded)."""
@@ -154,21 +150,18 @@ class EtcdSession:
                 "its key was gone before the release: the lease expired (was the process "
                 "paused longer than the TTL?) or the lock was broken")
 
-    def delete(self, key: bytes) -> int:
-        """Delete a hold's key (0: it was gone); if etcd cannot be reached, a later beat
-        does, and raise."""
+    def delete(self, key: bytes, quiet: bool = False) -> int:
+        """Delete a hold's or waiter's key (0: it was gone); if etcd cannot be reached, a
+        later beat does, and raise unless ``quiet``."""
         try:
             return self.gateway.delete(key)
         except BackendUnavailable:
             with self._mutex:
                 if not self._closed:
                     self._stale_keys.add(key)
-            raise
-
-    def forget(self, key: bytes) -> None:
-        """Delete a waiter's key, best effort (a later beat retries)."""
-        with contextlib.suppress(BackendUnavailable):
-            self.delete(key)
+            if not quiet:
+                raise
+            return 0
 
     def _beat(self) -> None:
         assert self._heartbeat is not None

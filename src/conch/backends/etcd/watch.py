@@ -15,11 +15,8 @@ from urllib3.connection import HTTPConnection
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from conch.backends.base import Deadline
+from conch.backends.etcd.errors import UNAUTHENTICATED, EtcdRequestFailed
 from conch.errors import BackendUnavailable
-
-
-class WatchRefused(BackendUnavailable):
-    """etcd cancelled a watch as it created it; the text holds etcd's reason."""
 
 
 class DeleteWatch:
@@ -39,7 +36,7 @@ class DeleteWatch:
         self._fired = False  # a deletion arrived while the watches were being created
 
     def start(self, timeout: float) -> None:
-        """Wait until etcd confirms every watch; raise WatchRefused or BackendUnavailable."""
+        """Wait until etcd confirms every watch; raise BackendUnavailable."""
         deadline = Deadline(timeout)
         pending = len(self.keys)
         while pending:
@@ -49,9 +46,10 @@ class DeleteWatch:
                 raise BackendUnavailable(f"etcd at {self._endpoint} is unreachable ({reason})")
             result = _result(line)
             if result.get("created"):
-                if result.get("canceled"):
-                    raise WatchRefused(f"etcd at {self._endpoint} refused a watch: "
-                                       f"{result.get('cancel_reason')}")
+                if result.get("canceled"):  # refused: the gRPC error only in the reason
+                    reason = str(result.get("cancel_reason"))
+                    raise EtcdRequestFailed(f"etcd at {self._endpoint} refused a watch: {reason}",
+                                            UNAUTHENTICATED if "Unauthenticated" in reason else -1)
                 self.revision = max(self.revision, int(result["header"]["revision"]))
                 pending -= 1
             elif _changed(result):
