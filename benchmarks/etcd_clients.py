@@ -139,10 +139,10 @@ class GatewayClient:
         return self.gateway.delete(key)
 
     def grant(self) -> int:
-        return self.gateway.grant_lease(60)[0]
+        return int(self.gateway.call("/v3/lease/grant", {"TTL": 60})["ID"])
 
     def keep_alive(self, lease: int) -> object:
-        return self.gateway.keep_alive(lease, timeout=5)
+        return self.gateway.call("/v3/lease/keepalive", {"ID": str(lease)})
 
     def watch(self, key: bytes) -> Callable[[], None]:
         from conch.backends.base import Deadline

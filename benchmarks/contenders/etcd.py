@@ -15,6 +15,9 @@
   "unsynced" watch that etcd serves from a loop running every 100 ms
   (mvcc ``syncWatchersLoop``), so its hand-offs take tens of milliseconds.
 
+* **range RTT floor**: a local ``flock`` (the kernel's hand-off) and one range request
+  per acquire: the least any etcd lock's acquire or hand-off costs.
+
 ``python -m benchmarks.contenders.etcd`` also counts the leases each library
 leaves in etcd after 100 acquire/release cycles and its coordinator's stop.
 """
@@ -22,6 +25,7 @@ leaves in etcd after 100 acquire/release cycles and its coordinator's stop.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import multiprocessing
 import uuid
@@ -41,10 +45,14 @@ from benchmarks.contenders.common import Conch
 SETTINGS = Settings(iterations=1_000, handoff_rounds=60)
 
 TARGETS = (
+    Target("hand-off p50 ≤ 5x one range round trip (the floor)",
+           "handoff p50", "conch", 5.0, peer="range RTT floor"),
+    Target("uncontended p50 ≤ 0.6x tooz's (one lease per session, not one per acquire)",
+           "uncontended p50", "conch", 0.6, peer="tooz"),
+    *(Target(f"contended throughput ≥ 1.5x tooz's ({count} processes)", f"throughput {count}",
+             "conch", 1.5, higher_is_better=True, peer="tooz") for count in (2, 4, 8)),
     Target("hand-off p50 ≤ 0.1x tooz's (watched, not polled once a second)",
            "handoff p50", "conch", 0.1, peer="tooz"),
-    Target("uncontended p50 ≤ 0.5x tooz's (one lease per session, not one per acquire)",
-           "uncontended p50", "conch", 0.5, peer="tooz"),
     Target("uncontended p50 ≤ 1.5x etcd's own lock service (two requests per cycle each)",
            "uncontended p50", "conch", 1.5, peer="etcd lock service"),
 )
@@ -110,6 +118,41 @@ class EtcdLockService(Contender):
         self._pool.close()
 
 
+class _RangeAfterFlock:
+    """The floor's lock: the kernel's own hand-off (``flock``), then one range request."""
+
+    def __init__(self, pool: urllib3.HTTPConnectionPool, name: str) -> None:
+        self._pool = pool
+        self._file = open(f"/tmp/conch-etcd-floor-{name}", "a")  # noqa: SIM115
+        self._key = base64.b64encode(name.encode()).decode()
+
+    def acquire(self) -> bool:
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        _post(self._pool, "/v3/kv/range", {"key": self._key})
+        return True
+
+    def release(self) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+
+
+class RangeFloor(Contender):
+    """One etcd round trip (a range request) per acquire, after a local ``flock``: the
+    least an etcd lock's acquire or hand-off can cost."""
+
+    name = "range RTT floor"
+    floor = True
+
+    def setup(self) -> None:
+        host, _, port = _endpoint(self.target).partition(":")
+        self._pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=4, retries=False)
+
+    def lock(self, name: str) -> LockLike:
+        return _RangeAfterFlock(self._pool, name)
+
+    def teardown(self) -> None:
+        self._pool.close()
+
+
 def _post(pool: urllib3.HTTPConnectionPool, path: str, body: dict[str, Any]) -> dict[str, Any]:
     response = pool.urlopen("POST", path, body=json.dumps(body).encode())
     if response.status != 200:
@@ -118,7 +161,7 @@ def _post(pool: urllib3.HTTPConnectionPool, path: str, body: dict[str, Any]) -> 
     return answer
 
 
-CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, EtcdLockService)
+CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, EtcdLockService, RangeFloor)
 
 
 # Leases left behind -------------------------------------------------------------------

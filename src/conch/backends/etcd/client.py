@@ -99,25 +99,6 @@ class Gateway:
         return int(self.call("/v3/kv/deleterange", {"key": encode(key)}, timeout)
                    .get("deleted", 0))
 
-    def grant_lease(self, ttl: int) -> tuple[int, int]:
-        """A new lease: its ID and the TTL etcd granted (it raises TTLs below its minimum)."""
-        answer = self.call("/v3/lease/grant", {"TTL": ttl})
-        return int(answer["ID"]), int(answer["TTL"])
-
-    def keep_alive(self, lease_id: int, timeout: float) -> int:
-        """Renew a lease once (the gateway serves the keep-alive stream one message per
-        request); its TTL, or 0 when the lease no longer exists."""
-        answer = self.call("/v3/lease/keepalive", {"ID": str(lease_id)}, timeout)
-        return int(answer.get("result", {}).get("TTL", 0))
-
-    def revoke_lease(self, lease_id: int, timeout: float | None = None) -> None:
-        """Revoke a lease, deleting its keys (nothing happens when it is already gone)."""
-        try:
-            self.call("/v3/lease/revoke", {"ID": str(lease_id)}, timeout)
-        except EtcdRequestFailed as exc:
-            if exc.code != errors.NOT_FOUND:
-                raise
-
     def lease_ttl(self, lease_id: int, timeout: float | None = None) -> tuple[int, int, set[bytes]]:
         """The revision read, a lease's seconds left (-1: gone) and its keys."""
         answer = self.call("/v3/lease/timetolive", {"ID": str(lease_id), "keys": True}, timeout)

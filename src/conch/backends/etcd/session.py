@@ -15,6 +15,7 @@ import time
 from conch import metrics
 from conch.backends.base import LossCallback
 from conch.backends.etcd.client import Gateway
+from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.watch import DeleteWatch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Heartbeat, Holds
@@ -92,7 +93,9 @@ class EtcdSession:
                 raise NotStarted("the coordinator was stopped")
             if self._lease is None:
                 sent = time.monotonic()
-                self._lease = Lease(*self.gateway.grant_lease(self._ttl), renewed_at=sent)
+                # etcd raises a TTL below its minimum: the answer has the TTL granted
+                answer = self.gateway.call("/v3/lease/grant", {"TTL": self._ttl})
+                self._lease = Lease(int(answer["ID"]), int(answer["TTL"]), renewed_at=sent)
                 if self._heartbeat is None:  # first lease, or the first in a forked child
                     self._heartbeat = Heartbeat(f"conch-etcd-{self._member_id}",
                                                 self._lease.ttl / 3, self._beat)
@@ -173,8 +176,9 @@ class EtcdSession:
 
     def _keep_alive(self, lease: Lease, interval: float) -> None:
         sent = time.monotonic()
-        try:
-            ttl = self.gateway.keep_alive(lease.id, timeout=interval / 2)
+        try:  # the gateway serves the keep-alive stream one message per request
+            ttl = int(self.gateway.call("/v3/lease/keepalive", {"ID": str(lease.id)},
+                                        interval / 2).get("result", {}).get("TTL", 0))
         except BackendUnavailable as exc:
             metrics.record_renewals("etcd", 0, len(lease.holds.snapshot()))
             # etcd expires the lease ttl after the last renewal it got, so no earlier than
@@ -207,7 +211,11 @@ class EtcdSession:
                 self.gateway.delete(key, timeout)
                 self._stale_keys.discard(key)
             for lease_id in list(self._stale_leases):
-                self.gateway.revoke_lease(lease_id, timeout)
+                try:  # revoking deletes the lease's keys
+                    self.gateway.call("/v3/lease/revoke", {"ID": str(lease_id)}, timeout)
+                except EtcdRequestFailed as exc:
+                    if exc.code != NOT_FOUND:  # else it is gone already
+                        raise
                 self._stale_leases.discard(lease_id)
         except BackendUnavailable as exc:
             log.info("etcd clean-up postponed: %s", exc)
