@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from conch.backends.base import Backend, LockHandle, LossCallback
 from conch.backends.etcd import inspection
-from conch.backends.etcd.client import Gateway, encode, prefix_end
+from conch.backends.etcd.client import Gateway, keys_under
 from conch.backends.etcd.errors import Unreachable, diagnosed
 from conch.backends.etcd.lock import EtcdLock
 from conch.backends.etcd.session import EtcdSession
@@ -51,10 +51,8 @@ class EtcdBackend(Backend):
             self.gateway.authenticate()
             # Granting a lease needs no permission: read the prefix so that missing
             # credentials or rights fail here, not at the first acquire.
-            start = self.prefix + b"/"
-            self.gateway.call("/v3/kv/range", {"key": encode(start), "limit": "1",
-                                               "range_end": encode(prefix_end(start)),
-                                               "count_only": True})
+            self.gateway.call("/v3/kv/range",
+                              keys_under(self.prefix + b"/", limit="1", count_only=True))
             self.session.lease()  # the first lease starts the heartbeat
         except Unreachable as exc:
             self.gateway.close()

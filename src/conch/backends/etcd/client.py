@@ -38,9 +38,10 @@ def decode(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def prefix_end(prefix: bytes) -> bytes:
-    """The ``range_end`` that makes a range cover every key starting with ``prefix``."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes here end in "/", never 0xff
+def keys_under(prefix: bytes, **fields: object) -> Message:
+    """A range (or compare) over every key starting with ``prefix``, with ``fields``."""
+    end = prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes here end in "/", never 0xff
+    return {"key": encode(prefix), "range_end": encode(end), **fields}
 
 
 class Gateway:

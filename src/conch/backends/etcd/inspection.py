@@ -4,18 +4,16 @@ waiter takes the lock, the holder's session reports the loss at its next beat.""
 
 from __future__ import annotations
 
-from conch.backends.etcd.client import Gateway, Message, decode, encode, prefix_end
+from conch.backends.etcd.client import Gateway, Message, decode, keys_under
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
 
 def describe(gateway: Gateway, queue: bytes, name: bytes) -> tuple[LockInfo, Message | None]:
     """Lock ``name``, whose keys are under ``queue``, and its holder's key-value."""
-    queue_range = {"key": encode(queue), "range_end": encode(prefix_end(queue))}
     answer = gateway.txn(compare=[], success=[
-        {"request_range": {**queue_range, "sort_order": "ASCEND", "sort_target": "CREATE",
-                           "limit": "1"}},
-        {"request_range": {**queue_range, "count_only": True}},
-    ])
+        {"request_range": keys_under(queue, sort_order="ASCEND", sort_target="CREATE",
+                                     limit="1")},
+        {"request_range": keys_under(queue, count_only=True)}])
     first, counted = (response["response_range"] for response in answer["responses"])
     kvs = first.get("kvs", [])
     if not kvs:
@@ -26,9 +24,7 @@ def describe(gateway: Gateway, queue: bytes, name: bytes) -> tuple[LockInfo, Mes
 
 def held_locks(gateway: Gateway, prefix: bytes) -> list[LockInfo]:
     """Every lock held now under ``prefix``: the oldest key of each queue."""
-    start = prefix + b"/"
-    answer = gateway.call("/v3/kv/range", {"key": encode(start),
-                                           "range_end": encode(prefix_end(start))})
+    answer = gateway.call("/v3/kv/range", keys_under(prefix + b"/"))
     queues: dict[bytes, list[Message]] = {}
     for kv in answer.get("kvs", []):
         queues.setdefault(decode(kv["key"]).rpartition(b"/")[0], []).append(kv)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.etcd.client import Message, decode, encode, prefix_end
+from conch.backends.etcd.client import Message, decode, encode, keys_under
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
 from conch.backends.etcd.watch import DeleteWatch
@@ -69,8 +69,8 @@ class EtcdLock(LockHandle):
             # One round trip: take the lock if nobody queues; else join the queue (if we
             # may wait), reading the last key queued before ours: our predecessor.
             answer = self._gateway.txn(
-                compare=[{"key": encode(self._queue), "range_end": encode(prefix_end(self._queue)),
-                          "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+                compare=[keys_under(self._queue, target="CREATE", result="EQUAL",
+                                    create_revision="0")],
                 success=[put], failure=[self._predecessor_range(), put] if may_wait else [])
         except EtcdRequestFailed as exc:
             if exc.code == NOT_FOUND:  # our lease expired in etcd before the heartbeat noticed
@@ -148,9 +148,8 @@ class EtcdLock(LockHandle):
 
     def _predecessor_range(self, below: int | None = None) -> Message:
         """The queued key with the largest create revision (below ``below``)."""
-        request: Message = {
-            "key": encode(self._queue), "range_end": encode(prefix_end(self._queue)),
-            "sort_order": "DESCEND", "sort_target": "CREATE", "limit": "1", "keys_only": True}
+        request = keys_under(self._queue, sort_order="DESCEND", sort_target="CREATE",
+                             limit="1", keys_only=True)
         if below is not None:
             request["max_create_revision"] = str(below - 1)
         return {"request_range": request}
