@@ -155,24 +155,41 @@ class GatewayClient:
         return wait
 
 
-def _first_event(events: Any, cancel: Callable[[], None]) -> Callable[[], None]:
-    """A wait for the first event of a (sync) client's watch, which it then cancels."""
-    def wait() -> None:
-        next(iter(events))
-        cancel()
-    return wait
+class _SyncLibraryClient:
+    """A synchronous library whose ``client(host=, port=)`` has ``get``, ``delete`` and
+    ``lease(ttl)`` (a lease with ``refresh()``) and whose ``watch`` gives (events, cancel)."""
 
-
-class Etcd3gwClient:
-    """OpenStack's etcd3gw (the JSON gateway over requests)."""
+    module = ""
 
     def __init__(self, endpoint: str) -> None:
-        etcd3gw = importlib.import_module("etcd3gw")
         host, _, port = endpoint.partition(":")
-        self.client = etcd3gw.client(host=host, port=int(port))
+        self.client = importlib.import_module(self.module).client(host=host, port=int(port))
 
     def range(self, key: bytes) -> object:
         return self.client.get(key)
+
+    def delete(self, key: bytes) -> object:
+        return self.client.delete(key)
+
+    def grant(self) -> Any:
+        return self.client.lease(60)
+
+    def keep_alive(self, lease: Any) -> object:
+        return lease.refresh()
+
+    def watch(self, key: bytes) -> Callable[[], None]:
+        events, cancel = self.client.watch(key)
+
+        def wait() -> None:
+            next(iter(events))
+            cancel()
+        return wait
+
+
+class Etcd3gwClient(_SyncLibraryClient):
+    """OpenStack's etcd3gw (the JSON gateway over requests)."""
+
+    module = "etcd3gw"
 
     def txn(self, key: bytes, lease: Any) -> object:
         return self.client.transaction({
@@ -182,46 +199,16 @@ class Etcd3gwClient:
                                          "lease": lease.id}}],
             "failure": []})
 
-    def delete(self, key: bytes) -> object:
-        return self.client.delete(key)
 
-    def grant(self) -> Any:
-        return self.client.lease(60)
-
-    def keep_alive(self, lease: Any) -> object:
-        return lease.refresh()
-
-    def watch(self, key: bytes) -> Callable[[], None]:
-        return _first_event(*self.client.watch(key, filters=["NOPUT"]))
-
-
-class PyetcdClient:
+class PyetcdClient(_SyncLibraryClient):
     """etcd-sdk-python (module pyetcd, gRPC), a fork of python-etcd3."""
 
-    def __init__(self, endpoint: str) -> None:
-        pyetcd = importlib.import_module("pyetcd")
-        host, _, port = endpoint.partition(":")
-        self.client = pyetcd.client(host=host, port=int(port))
-
-    def range(self, key: bytes) -> object:
-        return self.client.get(key)
+    module = "pyetcd"
 
     def txn(self, key: bytes, lease: Any) -> object:
         ops = self.client.transactions
         return self.client.transaction(compare=[ops.create(key) == 0],
                                        success=[ops.put(key, b"v", lease=lease)], failure=[])
-
-    def delete(self, key: bytes) -> object:
-        return self.client.delete(key)
-
-    def grant(self) -> Any:
-        return self.client.lease(60)
-
-    def keep_alive(self, lease: Any) -> object:
-        return lease.refresh()
-
-    def watch(self, key: bytes) -> Callable[[], None]:
-        return _first_event(*self.client.watch(key))
 
 
 async def _measure_aetcd(endpoint: str, rounds: int, deleter: _Deleter) -> dict[str, list[int]]:
