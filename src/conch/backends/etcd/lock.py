@@ -67,11 +67,12 @@ class EtcdLock(LockHandle):
         may_wait = not deadline.expired()
         try:
             # One round trip: take the lock if nobody queues; else join the queue (if we
-            # may wait), reading the last key queued before ours: our predecessor.
+            # may wait), reading the last key queued before ours (our predecessor) and how
+            # many there are.
             answer = self._gateway.txn(
                 compare=[keys_under(self._queue, target="CREATE", result="EQUAL",
                                     create_revision="0")],
-                success=[put], failure=[self._predecessor_range(), put] if may_wait else [])
+                success=[put], failure=[*self._queue_reads(), put] if may_wait else [])
         except EtcdRequestFailed as exc:
             if exc.code == NOT_FOUND:  # our lease expired in etcd before the heartbeat noticed
                 self._session.lease_lost(lease, str(exc))
@@ -82,14 +83,15 @@ class EtcdLock(LockHandle):
             return revision
         if not may_wait:
             return None
-        predecessor = _first_key(answer["responses"][0])
-        return self._wait_turn(lease, key, revision, predecessor, deadline)
+        return self._wait_turn(lease, key, revision, _turn(answer), deadline)
 
     def _wait_turn(self, lease: Lease, key: bytes, own_revision: int,
-                   predecessor: bytes | None, deadline: Deadline) -> int | None:
+                   turn: tuple[bytes | None, bool], deadline: Deadline) -> int | None:
         """Wait until no key older than ours is queued; None when the deadline passed.
-        ``predecessor`` is the key queued just before ours, as read at ``own_revision``."""
+        ``turn``: the key queued just before ours and whether it is the only one, as read
+        at ``own_revision``."""
         session = self._session
+        predecessor, next_in_line = turn
         revision = own_revision
         watch: DeleteWatch | None = None
         stale = False  # the queue must be read again before waiting
@@ -99,7 +101,8 @@ class EtcdLock(LockHandle):
                     raise _Requeue
                 try:
                     if stale:
-                        predecessor, revision = self._check_turn(key, own_revision)
+                        (predecessor, next_in_line), revision = self._check_turn(key,
+                                                                                  own_revision)
                         stale = False
                     if predecessor is None:
                         return own_revision
@@ -117,6 +120,12 @@ class EtcdLock(LockHandle):
                     if not watch.wait(deadline):
                         session.delete(key, quiet=True)
                         return None
+                    if key in watch.deleted:
+                        raise _Requeue  # our lease expired, or someone deleted our key
+                    if next_in_line and predecessor in watch.deleted:
+                        # Nothing older than our key was left but the holder, now gone: no
+                        # newer key can be ahead of ours, so the lock is ours without a read.
+                        return own_revision
                     session.unwatch(lease, watch)  # a stream that fired is spent
                     watch = None
                 except EtcdRequestFailed:
@@ -134,27 +143,31 @@ class EtcdLock(LockHandle):
             if watch is not None:
                 session.unwatch(lease, watch)
 
-    def _check_turn(self, key: bytes, own_revision: int) -> tuple[bytes | None, int]:
-        """Our predecessor now (None: our turn) and the revision read."""
+    def _check_turn(self, key: bytes,
+                    own_revision: int) -> tuple[tuple[bytes | None, bool], int]:
+        """Our predecessor now (None: our turn), whether it is the only key ahead, and the
+        revision read."""
         answer = self._gateway.txn(
             compare=[{"key": encode(key), "target": "CREATE", "result": "EQUAL",
                       "create_revision": str(own_revision)}],
-            success=[self._predecessor_range(below=own_revision)])
+            success=self._queue_reads(below=own_revision))
         if not answer.get("succeeded"):
             # Our key is gone: deleted by hand, or with our lease, which the next put
             # with it then finds missing (and the session replaces).
             raise _Requeue
-        return _first_key(answer["responses"][0]), int(answer["header"]["revision"])
+        return _turn(answer), int(answer["header"]["revision"])
 
-    def _predecessor_range(self, below: int | None = None) -> Message:
-        """The queued key with the largest create revision (below ``below``)."""
-        request = keys_under(self._queue, sort_order="DESCEND", sort_target="CREATE",
-                             limit="1", keys_only=True)
-        if below is not None:
-            request["max_create_revision"] = str(below - 1)
-        return {"request_range": request}
+    def _queue_reads(self, below: int | None = None) -> list[Message]:
+        """Read the queued key with the largest create revision and count the queued keys
+        (those created before revision ``below``)."""
+        older = {} if below is None else {"max_create_revision": str(below - 1)}
+        return [{"request_range": keys_under(self._queue, sort_order="DESCEND", limit="1",
+                                             sort_target="CREATE", keys_only=True, **older)},
+                {"request_range": keys_under(self._queue, count_only=True, **older)}]
 
 
-def _first_key(response: Message) -> bytes | None:
-    kvs = response.get("response_range", {}).get("kvs", [])
-    return decode(kvs[0]["key"]) if kvs else None
+def _turn(answer: Message) -> tuple[bytes | None, bool]:
+    """The predecessor that :meth:`EtcdLock._queue_reads` found, and whether it is alone."""
+    last, counted = (response.get("response_range", {}) for response in answer["responses"][:2])
+    kvs = last.get("kvs", [])
+    return (decode(kvs[0]["key"]) if kvs else None), int(counted.get("count", "0")) == 1

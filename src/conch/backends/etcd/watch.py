@@ -4,6 +4,7 @@ The watches start at the current revision (docs/etcd.md, *Watches start now*).""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -33,6 +34,8 @@ class DeleteWatch:
         self._response = response
         self._endpoint = endpoint
         self._buffer = b""
+        self.deleted: set[bytes] = set()
+        """The watched keys seen deleted."""
         self._fired = False  # a deletion arrived while the watches were being created
 
     def start(self, timeout: float) -> None:
@@ -52,7 +55,7 @@ class DeleteWatch:
                                             UNAUTHENTICATED if "Unauthenticated" in reason else -1)
                 self.revision = max(self.revision, int(result["header"]["revision"]))
                 pending -= 1
-            elif _changed(result):
+            elif self._changed(result):
                 self._fired = True
 
     def wait(self, deadline: Deadline) -> bool:
@@ -62,7 +65,7 @@ class DeleteWatch:
             line = self._line(deadline)
             if line is None:
                 return False
-            self._fired = not line or _changed(_result(line))
+            self._fired = not line or self._changed(_result(line))
         return True
 
     def interrupt(self) -> None:
@@ -73,6 +76,13 @@ class DeleteWatch:
     def close(self) -> None:
         """End the stream (etcd cancels its watches when the connection closes)."""
         self._conn.close()
+
+    def _changed(self, result: dict[str, Any]) -> bool:
+        """Note the deletions in ``result``; True if any, or if etcd cancelled the watch (a
+        compacted history): the caller reads the state again."""
+        self.deleted.update(base64.b64decode(event["kv"]["key"])
+                            for event in result.get("events", []))
+        return bool(result.get("events") or result.get("canceled"))
 
     def _line(self, deadline: Deadline) -> bytes | None:
         """The next message; ``b""`` once the stream ended, None when the deadline passed."""
@@ -96,11 +106,6 @@ class DeleteWatch:
             if not data:
                 return b""
             self._buffer += data
-
-
-def _changed(result: dict[str, Any]) -> bool:
-    # A compacted history cancels the watch: the caller reads the state again.
-    return bool(result.get("events") or result.get("canceled"))
 
 
 def _result(line: bytes) -> dict[str, Any]:
