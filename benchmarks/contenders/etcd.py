@@ -50,7 +50,9 @@ from benchmarks.contenders.common import Conch
 SETTINGS = Settings(iterations=1_000, handoff_rounds=60)
 
 TARGETS = (
-    Target("hand-off p50 ≤ 5x one range round trip (the floor)",
+    # The issue's "≤ 5x range RTT" divides by the floor's uncontended p50 (one range
+    # request): a target compares one metric, so the report's issue row does that sum.
+    Target("hand-off p50 ≤ 5x the floor's (the kernel's hand-off, then one range request)",
            "handoff p50", "conch", 5.0, peer="range RTT floor"),
     Target("uncontended p50 ≤ 0.6x tooz's (one lease per session, not one per acquire)",
            "uncontended p50", "conch", 0.6, peer="tooz"),
