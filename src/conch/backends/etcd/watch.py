@@ -27,7 +27,7 @@ class DeleteWatch:
                  endpoint: str) -> None:
         self.keys = tuple(keys)
         self.revision = 0
-        """The store revision when the watches were created: later deletions are seen."""
+        """The store revision when the first watch was created: later deletions are seen."""
         conn = response.connection
         assert isinstance(conn, HTTPConnection) and conn.sock is not None  # a stream keeps one
         self._conn, self._sock = conn, conn.sock
@@ -39,9 +39,12 @@ class DeleteWatch:
         self._fired = False  # a deletion arrived while the watches were being created
 
     def start(self, timeout: float) -> None:
-        """Wait until etcd confirms every watch; raise BackendUnavailable."""
+        """Wait until etcd confirms the first key's watch; raise BackendUnavailable.
+
+        The gateway may stop reading the request body once it has answered (Go's HTTP/1
+        server), so the later keys' watches are a bonus (see docs/etcd.md, *Watches*)."""
         deadline = Deadline(timeout)
-        pending = len(self.keys)
+        pending = 1
         while pending:
             line = self._line(deadline)
             if not line:
