@@ -6,6 +6,8 @@ cannot share one): p50/p99 of a range, a put-if-absent transaction with a lease,
 lease grant, a keep-alive, and the wake-up of a watch on a key deleted by another
 connection; then whether a watch wakes under ``eventlet.monkey_patch()`` while other
 green threads keep running. Writes ``<out>/etcd.clients.json``; prints markdown.
+The candidates are no dependencies of conch: ``pip install aetcd etcd-sdk-python etcd3gw``
+for the run (and uninstall them after).
 """
 
 from __future__ import annotations
@@ -349,7 +351,10 @@ def main() -> None:
             samples = json.loads(_child(["--measure", name, "--endpoint", server.endpoint,
                                          "--rounds", str(args.rounds)], 600))
             verdict = json.loads(_child(["--eventlet", name, "--endpoint", server.endpoint], 30))
-            version = metadata.version(distribution or "conch")
+            try:
+                version = metadata.version(distribution or "conch")
+            except metadata.PackageNotFoundError:
+                version = "not installed"
             report["clients"][name] = {"version": version, "eventlet": verdict,
                                        "samples_ns": samples}
     finally:
