@@ -175,14 +175,16 @@ def test_the_waiter_right_behind_the_holder_takes_the_lock_without_a_request(
     own_etcd: EtcdServer, lock_name: str
 ) -> None:
     url = own_etcd.url()
-    with conch.connect(url) as holder_side, conch.connect(url) as waiter_side:
-        holder = holder_side.lock(lock_name)
+    with conch.connect(url) as coordinator:  # two lock objects queue like two processes
+        holder, behind = coordinator.lock(lock_name), coordinator.lock(lock_name)
         holder.acquire()
-        waiter = Waiter(waiter_side.lock(lock_name))
-        deadline = time.monotonic() + 10
-        while len(name_keys(own_etcd, url, lock_name)) < 2:
-            assert time.monotonic() < deadline, "the waiter never queued"
+        waiter = Waiter(behind)
+        for _ in range(1000):
+            if len(name_keys(own_etcd, url, lock_name)) == 2:
+                break
             time.sleep(0.01)
+        else:
+            pytest.fail("the waiter never queued")
         time.sleep(0.5)  # its watch has started (and it may have read the queue once more)
         reads = handled(own_etcd, "Txn") + handled(own_etcd, "Range")
         holder.release()
