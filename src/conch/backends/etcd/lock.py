@@ -28,7 +28,6 @@ class EtcdLock(LockHandle):
     def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
         self._session = session
-        self._gateway = session.gateway
         self._queue = queue
         self._stamp = stamp  # each key's value, for `conch show`
         self._on_lost = on_lost
@@ -69,7 +68,7 @@ class EtcdLock(LockHandle):
             # One round trip: take the lock if nobody queues; else join the queue (if we
             # may wait), reading the last key queued before ours (our predecessor) and how
             # many there are.
-            answer = self._gateway.txn(
+            answer = self._session.gateway.txn(
                 compare=[keys_under(self._queue, target="CREATE", result="EQUAL",
                                     create_revision="0")],
                 success=[put], failure=[*self._queue_reads(), put] if may_wait else [])
@@ -147,7 +146,7 @@ class EtcdLock(LockHandle):
                     own_revision: int) -> tuple[tuple[bytes | None, bool], int]:
         """Our predecessor now (None: our turn), whether it is the only key ahead, and the
         revision read."""
-        answer = self._gateway.txn(
+        answer = self._session.gateway.txn(
             compare=[{"key": encode(key), "target": "CREATE", "result": "EQUAL",
                       "create_revision": str(own_revision)}],
             success=self._queue_reads(below=own_revision))
