@@ -171,6 +171,29 @@ def test_a_release_wakes_only_the_next_waiter_without_polling(
     assert handoff < 1.0
 
 
+def test_the_waiter_right_behind_the_holder_takes_the_lock_without_a_request(
+    own_etcd: EtcdServer, lock_name: str
+) -> None:
+    url = own_etcd.url()
+    with conch.connect(url) as coordinator:  # two lock objects queue like two processes
+        holder, behind = coordinator.lock(lock_name), coordinator.lock(lock_name)
+        holder.acquire()
+        waiter = Waiter(behind)
+        for _ in range(1000):
+            if len(name_keys(own_etcd, url, lock_name)) == 2:
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the waiter never queued")
+        time.sleep(0.5)  # its watch has started (and it may have read the queue once more)
+        reads = handled(own_etcd, "Txn") + handled(own_etcd, "Range")
+        holder.release()
+        assert waiter.result(timeout=10) is True
+        # The holder's delete woke it; it held at once, as nothing else was ahead.
+        assert handled(own_etcd, "Txn") + handled(own_etcd, "Range") == reads
+        waiter.lock.release()
+
+
 def _returned(waiters: list[Waiter], timeout: float) -> Iterator[Waiter]:
     """The waiters that return, in the order they do."""
     pending = list(waiters)

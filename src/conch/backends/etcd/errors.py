@@ -1,15 +1,5 @@
-"""What etcd's failures mean: the :class:`conch.BackendUnavailable` each becomes.
-
-Messages name the endpoint and the reason, never the password. Three kinds:
-
-* **unreachable**: no answer (refused, timed out, connection lost, TLS failed);
-* **refused**: etcd answered with an error (``code``: its gRPC status), except passing
-  trouble inside etcd (no leader, a member stopping), which is only unavailable;
-* **TLS**: a failed start whose cause may be TLS is checked again with a connection of
-  our own (:func:`conch.backends.kit.tls_diagnosis.diagnose`), which names what a client
-  library that already sent its request cannot see: the server's refusal of our certificate, or a
-  plain client on a TLS port.
-"""
+"""What etcd's failures become: a :class:`conch.BackendUnavailable` naming the endpoint and
+the reason, with the URL's secrets scrubbed (:mod:`conch.backends.kit.errors`)."""
 
 from __future__ import annotations
 
@@ -24,8 +14,10 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+from conch.backends.kit.errors import scrub
 from conch.backends.kit.tls_diagnosis import diagnose_endpoints, explain
 from conch.errors import BackendUnavailable
+from conch.url import BackendURL
 
 Endpoint = tuple[str, int]
 
@@ -33,17 +25,17 @@ Endpoint = tuple[str, int]
 NOT_FOUND = 5
 FAILED_PRECONDITION = 9
 UNAUTHENTICATED = 16
-# Passing trouble, not a refusal: a member stopping ("the client connection is closing"
-# is CANCELLED), no leader or a leader change, a request timed out inside etcd.
+# Passing trouble, not a refusal: CANCELLED (a member stopping), DEADLINE_EXCEEDED,
+# UNAVAILABLE (no leader, a leader change).
 _TRANSIENT = frozenset({1, 4, 14})
-# etcd 3.4's answer to a gateway request over TLS with a client certificate that has a
-# CommonName, once auth is on (etcd pull request 10392): the CN cannot pass the gateway.
+# etcd 3.4's gateway refuses a client certificate with a CommonName once auth is on (etcd
+# pull request 10392).
 _CN_REFUSED = "CommonName of client sending a request against gateway"
 
 
 class Unreachable(BackendUnavailable):
-    """No answer from ``endpoint`` (None: from every endpoint); ``tls_suspect`` when the
-    failure may be a TLS problem: a TLS error, or a connection closed without an answer."""
+    """No answer from ``endpoint`` (None: from any); ``tls_suspect``: TLS may be the cause
+    (a TLS error, or a connection closed without an answer)."""
 
     def __init__(self, text: str, endpoint: Endpoint | None, tls_suspect: bool) -> None:
         super().__init__(text)
@@ -52,15 +44,16 @@ class Unreachable(BackendUnavailable):
 
 
 class EtcdRequestFailed(BackendUnavailable):
-    """etcd refused a request (not a passing failure); ``code`` is its gRPC status code."""
+    """etcd refused a request; ``code`` is its gRPC status code."""
 
     def __init__(self, text: str, code: int) -> None:
         super().__init__(text)
         self.code = code
 
 
-def unreachable(endpoint: Endpoint, exc: BaseException, every: bool = False) -> Unreachable:
-    """The error for urllib3 failure ``exc`` at ``endpoint`` (or at every endpoint)."""
+def unreachable(url: BackendURL, endpoint: Endpoint, exc: BaseException,
+                every: bool = False) -> Unreachable:
+    """The error for urllib3's failure ``exc`` at ``endpoint`` (or at every endpoint)."""
     tls_problem = explain(exc)
     if tls_problem is not None:
         reason = tls_problem
@@ -74,11 +67,11 @@ def unreachable(endpoint: Endpoint, exc: BaseException, every: bool = False) -> 
         reason = type(exc).__name__
     where = "every endpoint" if every else f"{endpoint[0]}:{endpoint[1]}"
     suspect = tls_problem is not None or isinstance(exc, SSLError | ProtocolError)
-    return Unreachable(f"etcd at {where} is unreachable ({reason})",
+    return Unreachable(scrub(f"etcd at {where} is unreachable ({reason})", url),
                        None if every else endpoint, suspect)
 
 
-def refusal(endpoint: Endpoint, status: int, data: bytes) -> BackendUnavailable:
+def refusal(url: BackendURL, endpoint: Endpoint, status: int, data: bytes) -> BackendUnavailable:
     """The error for an HTTP answer other than 200."""
     where = f"etcd at {endpoint[0]}:{endpoint[1]}"
     try:
@@ -90,11 +83,11 @@ def refusal(endpoint: Endpoint, status: int, data: bytes) -> BackendUnavailable:
             text += (" (etcd's JSON gateway refuses a client certificate with a CommonName "
                      "when auth is on: use one without a CN; the user comes from "
                      "user:password@)")
-        return BackendUnavailable(f"{where} is unavailable (HTTP {status}"
-                                  f"{': ' + text if text else ''})")
+        return BackendUnavailable(scrub(f"{where} is unavailable (HTTP {status}"
+                                        f"{': ' + text if text else ''})", url))
     if code in _TRANSIENT:
-        return BackendUnavailable(f"{where} is unavailable ({message})")
-    return EtcdRequestFailed(f"{where}: {message}", code)
+        return BackendUnavailable(scrub(f"{where} is unavailable ({message})", url))
+    return EtcdRequestFailed(scrub(f"{where}: {message}", url), code)
 
 
 def diagnosed(failure: Unreachable, context: ssl.SSLContext | None,
@@ -107,4 +100,3 @@ def diagnosed(failure: Unreachable, context: ssl.SSLContext | None,
     if problem is None:
         return failure
     return BackendUnavailable(f"etcd at {host}:{port} is unreachable ({problem})")
-

@@ -1,33 +1,19 @@
-"""Who holds the ``etcd://`` locks, and breaking a hold.
-
-A lock's queue is the keys under ``<prefix>/<sha256(name)>/``: the key with the
-lowest create revision holds the lock (its create revision is the token), the
-others wait. Each key's value is its holder's stamp
-(:class:`conch.introspection.HolderStamp`), written when the key was queued, so
-for a holder that waited, ``acquired_at`` is when it asked (restamping on the
-hand-off would cost the waiter a round-trip). The key's lease is the holder's
-session, and the lease's time to live its TTL left.
-
-Breaking deletes the holder's key (only if its create revision is still the one
-seen). The next waiter, which watches it, takes the lock; the holder's session
-reads its lease's keys after each renewal (every TTL/3), finds the key gone and
-reports the loss.
-"""
+"""Who holds the ``etcd://`` locks (the oldest key of each queue, its value the holder's
+stamp, its lease the session), and breaking a hold by deleting the holder's key: the next
+waiter takes the lock, the holder's session reports the loss at its next beat."""
 
 from __future__ import annotations
 
-from conch.backends.etcd.client import Gateway, Message, decode, encode, prefix_end
+from conch.backends.etcd.client import Gateway, Message, decode, keys_under
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
 
 def describe(gateway: Gateway, queue: bytes, name: bytes) -> tuple[LockInfo, Message | None]:
     """Lock ``name``, whose keys are under ``queue``, and its holder's key-value."""
     answer = gateway.txn(compare=[], success=[
-        {"request_range": {"key": encode(queue), "range_end": encode(prefix_end(queue)),
-                           "sort_order": "ASCEND", "sort_target": "CREATE", "limit": "1"}},
-        {"request_range": {"key": encode(queue), "range_end": encode(prefix_end(queue)),
-                           "count_only": True}},
-    ])
+        {"request_range": keys_under(queue, sort_order="ASCEND", sort_target="CREATE",
+                                     limit="1")},
+        {"request_range": keys_under(queue, count_only=True)}])
     first, counted = (response["response_range"] for response in answer["responses"])
     kvs = first.get("kvs", [])
     if not kvs:
@@ -38,9 +24,7 @@ def describe(gateway: Gateway, queue: bytes, name: bytes) -> tuple[LockInfo, Mes
 
 def held_locks(gateway: Gateway, prefix: bytes) -> list[LockInfo]:
     """Every lock held now under ``prefix``: the oldest key of each queue."""
-    start = prefix + b"/"
-    answer = gateway.call("/v3/kv/range", {"key": encode(start),
-                                           "range_end": encode(prefix_end(start))})
+    answer = gateway.call("/v3/kv/range", keys_under(prefix + b"/"))
     queues: dict[bytes, list[Message]] = {}
     for kv in answer.get("kvs", []):
         queues.setdefault(decode(kv["key"]).rpartition(b"/")[0], []).append(kv)
@@ -70,12 +54,8 @@ def break_hold(gateway: Gateway, queue: bytes, name: bytes, token: int | None) -
 
 def _holder(gateway: Gateway, kv: Message) -> HolderInfo:
     lease = int(kv.get("lease", "0"))
-    ttl_left = None
-    if lease:
-        alive = gateway.call("/v3/lease/timetolive", {"ID": str(lease)})
-        ttl = int(alive.get("TTL", "-1"))
-        ttl_left = float(ttl) if ttl >= 0 else None
-    known = {"token": int(kv["create_revision"]), "ttl_left": ttl_left,
+    ttl = gateway.lease_ttl(lease)[1] if lease else -1
+    known = {"token": int(kv["create_revision"]), "ttl_left": float(ttl) if ttl >= 0 else None,
              "session": f"{lease:x}" if lease else None}
     stamp = read_stamp(decode(kv.get("value", "")))
     if stamp is None:  # a key from before stamps: its value was the member id

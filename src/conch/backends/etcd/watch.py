@@ -1,19 +1,10 @@
-"""One watch stream of etcd's JSON gateway: wait until a key is deleted.
-
-The gateway serves ``POST /v3/watch`` as a never-ending chunked response, one
-JSON message per line; the request body may carry several create requests,
-one per key. A stream is read with the wait's remaining time as the socket
-timeout and can be cut short from another thread by shutting its socket down.
-
-The watches start at the store's current revision, never at an older one:
-etcd serves a watch that starts in the past ("unsynced") from a loop that runs
-every 100 ms (mvcc ``syncWatchersLoop``), which would delay every hand-off made
-while other clients write. The caller compares :attr:`DeleteWatch.revision`
-with the revision it last read and reads again when the watch started later.
-"""
+"""One watch stream of etcd's JSON gateway (``POST /v3/watch``, one JSON message per line):
+wait until a watched key is deleted, with a deadline; another thread may cut the wait short.
+The watches start at the current revision (docs/etcd.md, *Watches start now*)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -25,32 +16,35 @@ from urllib3.connection import HTTPConnection
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from conch.backends.base import Deadline
+from conch.backends.etcd.errors import UNAUTHENTICATED, EtcdRequestFailed
 from conch.errors import BackendUnavailable
-
-
-class WatchRefused(BackendUnavailable):
-    """etcd cancelled a watch as it created it; the text holds etcd's reason."""
 
 
 class DeleteWatch:
     """A watch on the deletion of some keys. One thread reads it; any may interrupt it."""
 
-    def __init__(self, conn: HTTPConnection, response: urllib3.BaseHTTPResponse,
-                 keys: Sequence[bytes], endpoint: str) -> None:
+    def __init__(self, response: urllib3.BaseHTTPResponse, keys: Sequence[bytes],
+                 endpoint: str) -> None:
         self.keys = tuple(keys)
         self.revision = 0
-        """The store revision when the watches were created: deletions after it are seen."""
-        self._conn = conn
-        self._sock = conn.sock
+        """The store revision when the first watch was created: later deletions are seen."""
+        conn = response.connection
+        assert isinstance(conn, HTTPConnection) and conn.sock is not None  # a stream keeps one
+        self._conn, self._sock = conn, conn.sock
         self._response = response
         self._endpoint = endpoint
         self._buffer = b""
+        self.deleted: set[bytes] = set()
+        """The watched keys seen deleted."""
         self._fired = False  # a deletion arrived while the watches were being created
 
     def start(self, timeout: float) -> None:
-        """Wait until etcd confirms every watch; raise WatchRefused or BackendUnavailable."""
+        """Wait until etcd confirms the first key's watch; raise BackendUnavailable.
+
+        The gateway may stop reading the request body once it has answered (Go's HTTP/1
+        server), so the later keys' watches are a bonus (see docs/etcd.md, *Watches*)."""
         deadline = Deadline(timeout)
-        pending = len(self.keys)
+        pending = 1
         while pending:
             line = self._line(deadline)
             if not line:
@@ -58,27 +52,24 @@ class DeleteWatch:
                 raise BackendUnavailable(f"etcd at {self._endpoint} is unreachable ({reason})")
             result = _result(line)
             if result.get("created"):
-                if result.get("canceled"):
-                    raise WatchRefused(f"etcd at {self._endpoint} refused a watch: "
-                                       f"{result.get('cancel_reason')}")
+                if result.get("canceled"):  # refused: the gRPC error only in the reason
+                    reason = str(result.get("cancel_reason"))
+                    raise EtcdRequestFailed(f"etcd at {self._endpoint} refused a watch: {reason}",
+                                            UNAUTHENTICATED if "Unauthenticated" in reason else -1)
                 self.revision = max(self.revision, int(result["header"]["revision"]))
                 pending -= 1
             elif self._changed(result):
                 self._fired = True
 
     def wait(self, deadline: Deadline) -> bool:
-        """Block until a watched key is deleted (True) or ``deadline`` passes (False).
-
-        Also True when the stream ended or was interrupted: the caller reads again.
-        """
-        if self._fired:
-            return True
-        while True:
+        """Block until a watched key is deleted, the stream ended or was interrupted (True:
+        the caller reads again) or ``deadline`` passed (False)."""
+        while not self._fired:
             line = self._line(deadline)
             if line is None:
                 return False
-            if not line or self._changed(_result(line)):
-                return True
+            self._fired = not line or self._changed(_result(line))
+        return True
 
     def interrupt(self) -> None:
         """Make a :meth:`wait` in another thread return now (session lost or closed)."""
@@ -88,6 +79,13 @@ class DeleteWatch:
     def close(self) -> None:
         """End the stream (etcd cancels its watches when the connection closes)."""
         self._conn.close()
+
+    def _changed(self, result: dict[str, Any]) -> bool:
+        """Note the deletions in ``result``; True if any, or if etcd cancelled the watch (a
+        compacted history): the caller reads the state again."""
+        self.deleted.update(base64.b64decode(event["kv"]["key"])
+                            for event in result.get("events", []))
+        return bool(result.get("events") or result.get("canceled"))
 
     def _line(self, deadline: Deadline) -> bytes | None:
         """The next message; ``b""`` once the stream ended, None when the deadline passed."""
@@ -111,11 +109,6 @@ class DeleteWatch:
             if not data:
                 return b""
             self._buffer += data
-
-    @staticmethod
-    def _changed(result: dict[str, Any]) -> bool:
-        # A compacted history cancels the watch: the caller reads the state again.
-        return bool(result.get("events") or result.get("canceled"))
 
 
 def _result(line: bytes) -> dict[str, Any]:
