@@ -10,6 +10,7 @@ import pytest
 
 import conch
 from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.hold_state import Membership
 from conch.lock import Lock
 
 
@@ -35,7 +36,7 @@ def _lock() -> tuple[Lock, list[_LosesDuringAcquire]]:
         handles.append(_LosesDuringAcquire(on_lost))
         return handles[-1]
 
-    return Lock("vnf-42", make, str, lambda lock, held: None), handles
+    return Lock("vnf-42", make, str, Membership("a test")), handles
 
 
 def test_a_loss_reported_while_acquiring_is_not_forgotten() -> None:
