@@ -10,19 +10,24 @@ import pytest
 
 import conch
 from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.hold_state import Membership
 from conch.lock import Lock
 
 
 class _LosesDuringAcquire(LockHandle):
-    """Reports its hold lost before ``acquire`` returns, as a session drop would."""
+    """Reports its hold lost before ``acquire`` returns, as a session drop would; then
+    grants ``grants`` (``None``: not taken)."""
 
     def __init__(self, on_lost: LossCallback) -> None:
         self.on_lost = on_lost
         self.released = 0
+        self.grants: list[int | None] = [7]
+        self.loses = True
 
     def acquire(self, deadline: Deadline) -> int | None:
-        self.on_lost("session expired")
-        return 7
+        if self.loses:
+            self.on_lost("session expired")
+        return self.grants.pop(0)
 
     def release(self) -> None:
         self.released += 1
@@ -35,7 +40,7 @@ def _lock() -> tuple[Lock, list[_LosesDuringAcquire]]:
         handles.append(_LosesDuringAcquire(on_lost))
         return handles[-1]
 
-    return Lock("vnf-42", make, str, lambda lock, held: None), handles
+    return Lock("vnf-42", make, str, Membership("a test")), handles
 
 
 def test_a_loss_reported_while_acquiring_is_not_forgotten() -> None:
@@ -45,6 +50,17 @@ def test_a_loss_reported_while_acquiring_is_not_forgotten() -> None:
     with pytest.raises(conch.LockLost):
         lock.release()
     assert handles[0].released == 1  # the backend's hold is still cleaned up
+
+
+def test_a_loss_reported_by_an_acquire_that_failed_does_not_touch_the_next_hold() -> None:
+    lock, handles = _lock()
+    handles[0].grants = [None, 8]
+    assert lock.acquire(blocking=False) is False
+    handles[0].loses = False
+    assert lock.acquire(blocking=False) is True
+    assert lock.held and lock.token == 8 and not lock.lost.is_set()
+    lock.release()
+    assert not lock.held and lock.token is None
 
 
 def test_release_during_no_hold_raises_lock_not_held() -> None:

@@ -123,8 +123,8 @@ class Coordinator:
         if metered and metrics.ENABLED:
             label = metrics.label_of(name, metric_label)
             return Lock(name, metrics.metered(make_handle, self._url.scheme, label),
-                        self._describe_error, membership.track, membership)
-        return Lock(name, make_handle, self._describe_error, membership.track, membership)
+                        self._describe_error, membership)
+        return Lock(name, make_handle, self._describe_error, membership)
 
     def describe(self, name: LockName) -> LockInfo:
         """Who holds lock ``name`` now, since when, and who waits (``None`` where the

@@ -1,9 +1,9 @@
 """Where a lock object's hold stands: the bookkeeping shared by the sync and async locks.
 
-:class:`conch.Lock` (blocking handles) and :class:`conch.aio.native.NativeLock`
-(asyncio handles) differ only in how they call their backend handle; the states,
-the fencing token, loss reporting and what ``release()`` raises are kept here,
-once. Every method is thread-safe: a backend reports losses from its own threads.
+:class:`conch.Lock` (blocking handles) and :class:`conch.aio.native.NativeLock` (asyncio
+handles) differ only in how they call their backend handle; the states, the fencing token,
+loss reporting and the coordinator's record of held locks are kept here, once, under one
+mutex per coordinator (a backend reports losses from its own threads).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import enum
 import logging
 import threading
 from collections.abc import Callable
-from typing import Protocol
 
 from conch.errors import BackendUnavailable, ConchError, LockLost, LockNotHeld
 
@@ -26,12 +25,6 @@ def reported(exc: BaseException, describe_error: Callable[[BaseException], str])
     if isinstance(exc, Exception) and not isinstance(exc, ConchError):
         return BackendUnavailable(describe_error(exc))
     return exc
-
-
-class Holding(Protocol):
-    """A lock object with a hold, which its coordinator frees when it stops."""
-
-    def _abandon(self, reason: str) -> None: ...
 
 
 class LossEvent(threading.Event):
@@ -56,178 +49,165 @@ class State(enum.Enum):
     LOST = "lost"
 
 
-class HoldState:
-    """The state, token and loss of one lock object's hold.
-
-    ``on_hold_change(owner, held)`` is told when a hold starts and ends (the
-    coordinator keeps held locks, to abandon them when it stops).
-    """
-
-    def __init__(self, name: str | bytes, owner: Holding,
-                 on_hold_change: Callable[[Holding, bool], None]) -> None:
-        self.name = name
-        self.lost = LossEvent()
-        self._owner = owner
-        self._on_hold_change = on_hold_change
-        self._mutex = threading.Lock()
-        self.state = State.IDLE
-        self._token: int | None = None
-        self._backend_holds = False  # the handle still needs release()
-        self._loss_while_acquiring: str | None = None
-
-    @property
-    def token(self) -> int | None:
-        """The current hold's fencing token, ``None`` when not held."""
-        return self._token if self.state is State.HELD else None
-
-    def start_acquiring(self) -> None:
-        """An acquire begins (the caller ensures no hold is in progress)."""
-        with self._mutex:
-            self.state = State.ACQUIRING
-            self._loss_while_acquiring = None
-
-    def give_up(self) -> None:
-        """The acquire ended without a hold."""
-        with self._mutex:
-            self.state = State.IDLE
-
-    def acquired(self, token: int) -> None:
-        """The backend granted a hold; a loss it reported meanwhile belongs to this hold."""
-        with self._mutex:
-            if self.lost.is_set():
-                self.lost.clear()
-            self._backend_holds = True
-            lost_reason, self._loss_while_acquiring = self._loss_while_acquiring, None
-            self.state = State.HELD if lost_reason is None else State.LOST
-            self._token = token if lost_reason is None else None
-        if lost_reason is not None:
-            log.warning("lock %r lost: %s", self.name, lost_reason)
-            self.lost.set()
-        else:
-            self._on_hold_change(self._owner, True)
-
-    def start_release(self) -> tuple[State, bool]:
-        """A release begins: the state it ends and whether the handle must be released.
-
-        Raises :class:`LockNotHeld` when there is no hold to release.
-        """
-        with self._mutex:
-            state = self.state
-            if state is State.IDLE or state is State.ACQUIRING:
-                raise LockNotHeld(f"lock {self.name!r} is not held by this object")
-            self.state = State.IDLE
-            self._token = None
-            backend_holds, self._backend_holds = self._backend_holds, False
-        self._on_hold_change(self._owner, False)
-        return state, backend_holds
-
-    def release_failed_lost(self) -> None:
-        """The handle's release found the hold gone: it is reported lost."""
-        self.lost.set()
-
-    def released(self, state: State) -> None:
-        """The release is done; raise :class:`LockLost` if the hold was lost before it."""
-        if state is State.LOST:
-            raise LockLost(f"lock {self.name!r} was lost before it was released")
-
-    def mark_lost(self, reason: str) -> None:
-        """The backend lost the hold (any thread)."""
-        with self._mutex:
-            if self.state is State.ACQUIRING:
-                self._loss_while_acquiring = reason
-                return
-            if self.state is not State.HELD:
-                return
-            self.state = State.LOST
-            self._token = None
-        log.warning("lock %r lost: %s", self.name, reason)
-        self.lost.set()
-        self._on_hold_change(self._owner, False)
-
-    def abandon(self, reason: str) -> bool:
-        """The coordinator stops: report the hold lost; whether the handle still holds it
-        (then the caller frees it, and ``release()`` will not)."""
-        self.mark_lost(reason)
-        with self._mutex:
-            backend_holds, self._backend_holds = self._backend_holds, False
-        return backend_holds
+# Module constants: reading an Enum member through its class costs as much as a lock.
+IDLE, ACQUIRING, HELD, LOST = State
 
 
 class Membership:
-    """One start-to-stop of a coordinator: the holds of its lock objects (freed when it
-    stops), and whether they may still take one."""
+    """One start-to-stop of a coordinator: the lock objects holding now (freed when it
+    stops), whether they may still take a hold, and the mutex of their states."""
 
     def __init__(self, who: str) -> None:
         self.who = who
         """The coordinator, for error messages."""
         self.stopped = False
-        # Reentrant: recording a hold (track) happens inside admit().
-        self._mutex = threading.RLock()
-        self._held: set[Holding] = set()  # strong: a held lock is never garbage-collected
+        # Guards ``stopped``, ``held`` and every state of its lock objects: a hold is
+        # recorded in the same step as its grant, so stop() sees it or it is refused.
+        self.mutex = threading.Lock()
+        self.held: set[LockObject] = set()  # strong: a held lock is never garbage-collected
 
-    def track(self, lock: Holding, held: bool) -> None:
-        """``on_hold_change`` of its lock objects: a hold starts or ends."""
-        with self._mutex:
-            if held:
-                self._held.add(lock)
-            else:
-                self._held.discard(lock)
-
-    def admit(self, state: HoldState, token: int) -> bool:
-        """Record the hold the backend granted ``state``'s lock, unless the coordinator
-        stopped: then the caller must give it back. (:meth:`stop` waits for this, so a
-        hold is either in what it returns or refused.)"""
-        with self._mutex:
-            if self.stopped:
-                return False
-            state.acquired(token)
-            return True
-
-    def stop(self) -> list[Holding]:
+    def stop(self) -> list[LockObject]:
         """The coordinator stops: the lock objects holding now, to abandon; no hold is
         admitted from now on."""
-        with self._mutex:
+        with self.mutex:
             self.stopped = True
-            held, self._held = list(self._held), set()
+            held, self.held = list(self.held), set()
         return held
 
 
 class LockObject(abc.ABC):
     """What the sync and async lock objects share: their name, hold state and loss event.
 
-    ``membership``: the coordinator's start-to-stop whose holds ``on_hold_change``
-    records; once it stops, acquiring raises :class:`conch.NotStarted` (``None``: never).
+    Once ``membership`` (the coordinator's start-to-stop) stops, acquiring raises
+    :class:`conch.NotStarted`. The caller ensures one acquire or release at a time.
     """
 
     def __init__(self, name: str | bytes, describe_error: Callable[[BaseException], str],
-                 on_hold_change: Callable[[Holding, bool], None],
-                 membership: Membership | None) -> None:
+                 membership: Membership) -> None:
         self.name = name
         self._membership = membership
-        self._state = HoldState(name, self, on_hold_change)
-        self.lost: threading.Event = self._state.lost
-        """Set when a hold is lost before ``release()``; cleared by the next acquire."""
+        self._mutex = membership.mutex
         self._describe_error = describe_error
+        self._state = IDLE
+        self._token: int | None = None
+        self._backend_holds = False  # the handle still needs release()
+        self._loss_while_acquiring: str | None = None
+        self._lost = LossEvent()
+        self.lost: threading.Event = self._lost
+        """Set when a hold is lost before ``release()``; cleared by the next acquire."""
 
     @property
     def held(self) -> bool:
         """True while this object holds the lock (False once the hold is lost)."""
-        return self._state.state is State.HELD
+        return self._state is HELD
 
     @property
     def token(self) -> int | None:
         """The fencing token of the current hold, or ``None`` when not held."""
-        return self._state.token
+        return self._token
 
     def add_loss_listener(self, listener: Callable[[], None]) -> None:
         """Also call ``listener()`` whenever :attr:`lost` is set, on the thread that sets it
         (a backend's, or the one releasing): adapters such as :mod:`conch.aio` use it."""
-        self._state.lost.listeners.append(listener)
+        self._lost.listeners.append(listener)
+
+    # The steps of every acquire and release call the mutex's acquire() and release():
+    # CPython 3.11 runs a ``with`` block on a lock markedly slower.
+
+    def _start_acquiring(self) -> bool:
+        """An acquire begins, unless the coordinator stopped (then ``False``). One store,
+        no mutex: the acquire that ended before left no loss recorded."""
+        if self._membership.stopped:
+            return False
+        self._state = ACQUIRING
+        return True
+
+    def _give_up(self) -> None:
+        """The acquire ended without a hold."""
+        mutex = self._mutex
+        mutex.acquire()
+        self._state = IDLE
+        self._loss_while_acquiring = None
+        mutex.release()
+
+    def _admit(self, token: int) -> bool:
+        """The backend granted a hold with ``token``: record it, unless the coordinator
+        stopped (``False``: the caller must give it back, as stop() did not see it). A
+        loss the backend reported while acquiring belongs to this hold."""
+        mutex = self._mutex
+        mutex.acquire()
+        try:
+            if self._membership.stopped:
+                return False
+            if self._lost.is_set():
+                self._lost.clear()
+            self._backend_holds = True
+            lost_reason, self._loss_while_acquiring = self._loss_while_acquiring, None
+            if lost_reason is None:
+                self._state = HELD
+                self._token = token
+                self._membership.held.add(self)
+                return True
+            self._state = LOST
+        finally:
+            mutex.release()
+        self._report_loss(lost_reason)
+        return True
+
+    def _start_release(self) -> tuple[State, bool]:
+        """A release begins: the state it ends and whether the handle must be released.
+
+        Raises :class:`LockNotHeld` when there is no hold to release.
+        """
+        mutex = self._mutex
+        mutex.acquire()
+        try:
+            state = self._state
+            if state is IDLE or state is ACQUIRING:
+                raise LockNotHeld(f"lock {self.name!r} is not held by this object")
+            self._state = IDLE
+            self._token = None
+            backend_holds, self._backend_holds = self._backend_holds, False
+            self._membership.held.discard(self)
+        finally:
+            mutex.release()
+        return state, backend_holds
+
+    def _lost_before_release(self) -> LockLost:
+        return LockLost(f"lock {self.name!r} was lost before it was released")
+
+    def _mark_lost(self, reason: str) -> None:
+        """The backend lost the hold (any thread): its loss callback."""
+        with self._mutex:
+            news = self._lose(reason)
+        if news:
+            self._report_loss(reason)
+
+    def _lose(self, reason: str) -> bool:
+        """Under the mutex: the hold is lost; whether that is news to report."""
+        if self._state is ACQUIRING:
+            self._loss_while_acquiring = reason
+            return False
+        if self._state is not HELD:
+            return False
+        self._state = LOST
+        self._token = None
+        self._membership.held.discard(self)
+        return True
+
+    def _report_loss(self, reason: str) -> None:
+        log.warning("lock %r lost: %s", self.name, reason)
+        self._lost.set()
 
     def _abandon(self, reason: str) -> None:
         """Report the hold lost and free it now, from any thread (the coordinator is
         stopping); a later ``release()`` then raises :class:`LockLost` only."""
-        if self._state.abandon(reason):
+        with self._mutex:
+            news = self._lose(reason)
+            backend_holds, self._backend_holds = self._backend_holds, False
+        if news:
+            self._report_loss(reason)
+        if backend_holds:
             try:
                 self._free_now()
             except Exception as exc:

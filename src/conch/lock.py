@@ -20,7 +20,7 @@ from conch.errors import (
     LockLost,
     NotStarted,
 )
-from conch.hold_state import Holding, LockObject, Membership, State, reported
+from conch.hold_state import HELD, LOST, LockObject, Membership, reported
 
 log = logging.getLogger("conch")
 
@@ -54,9 +54,12 @@ def wait_budget(blocking: Blocking) -> float | None:
         return 0.0
     if not isinstance(blocking, (int, float)):
         raise TypeError(f"blocking must be True, False or seconds, not {type(blocking).__name__}")
-    if math.isnan(blocking) or blocking < 0:
-        raise ValueError(f"blocking must be True, False or seconds >= 0, not {blocking!r}")
-    return None if math.isinf(blocking) else float(blocking)
+    if blocking >= 0:  # False for NaN
+        return None if blocking == math.inf else float(blocking)
+    raise ValueError(f"blocking must be True, False or seconds >= 0, not {blocking!r}")
+
+
+_FOREVER = Deadline(None)  # immutable: every ``blocking=True`` acquire shares it
 
 
 class Lock(LockObject):
@@ -67,16 +70,15 @@ class Lock(LockObject):
         name: LockName,
         make_handle: Callable[[LossCallback], LockHandle],
         describe_error: Callable[[BaseException], str],
-        on_hold_change: Callable[[Holding, bool], None],
-        membership: Membership | None = None,
+        membership: Membership,
     ) -> None:
-        super().__init__(name, describe_error, on_hold_change, membership)
+        super().__init__(name, describe_error, membership)
         # Held from the start of an acquire until release(): one hold per object.
         self._occupied = threading.Lock()
-        self._handle = make_handle(self._state.mark_lost)
+        self._handle = make_handle(self._mark_lost)
 
     def __repr__(self) -> str:
-        return f"<conch.Lock {self.name!r} {self._state.state.value}>"
+        return f"<conch.Lock {self.name!r} {self._state.value}>"
 
     def acquire(self, blocking: Blocking = True) -> bool:
         """Take the lock; see the module's table for ``blocking``. Returns whether it was taken.
@@ -86,39 +88,37 @@ class Lock(LockObject):
         waits). A hold the backend loses before this returns is still reported:
         ``True``, with :attr:`lost` already set.
         """
-        deadline = Deadline(wait_budget(blocking))
-        membership = self._membership
-        if membership is not None and membership.stopped:
-            raise NotStarted(f"{membership.who} was stopped: lock {self.name!r} cannot "
+        # The uncontended path runs all of this on every acquire: kept flat.
+        budget = None if blocking is True else wait_budget(blocking)
+        if self._membership.stopped:
+            raise NotStarted(f"{self._membership.who} was stopped: lock {self.name!r} cannot "
                              "be acquired (after start(), make a new lock object)")
-        remaining = deadline.remaining()
-        if not self._occupied.acquire(timeout=-1 if remaining is None else remaining):
-            return False
-        if membership is not None and membership.stopped:  # while its last hold ended
+        if budget is None:
+            deadline = _FOREVER
+            self._occupied.acquire()
+        else:
+            deadline = Deadline(budget)
+            if not self._occupied.acquire(timeout=budget):
+                return False
+        if not self._start_acquiring():  # stopped while its last hold ended
             self._occupied.release()
-            raise NotStarted(self._awaited(membership))
-        self._state.start_acquiring()
+            raise NotStarted(self._awaited())
         try:
             token = self._handle.acquire(deadline)
         except BaseException as exc:
             self._give_up_acquiring()
-            stopped = self._stopped_while_waiting()
-            if stopped is not None and isinstance(exc, Exception):
-                raise stopped from None  # closing the backend under a wait makes it fail
+            if self._membership.stopped and isinstance(exc, Exception):
+                raise NotStarted(self._awaited()) from None  # the backend closed under a wait
             error = reported(exc, self._describe_error)
             if error is exc:
                 raise
             raise error from None
         if token is None:
             self._give_up_acquiring()
-            stopped = self._stopped_while_waiting()
-            if stopped is not None:
-                raise stopped
+            if self._membership.stopped:
+                raise NotStarted(self._awaited())
             return False
-        if membership is None:
-            self._state.acquired(token)
-            return True
-        if membership.admit(self._state, token):
+        if self._admit(token):
             return True
         # Granted as the coordinator stopped: its stop() did not see this hold, so
         # nobody else would ever free it.
@@ -127,40 +127,35 @@ class Lock(LockObject):
         except Exception as exc:
             log.warning("lock %r: %s", self.name, self._describe_error(exc))
         self._give_up_acquiring()
-        raise NotStarted(self._awaited(membership))
+        raise NotStarted(self._awaited())
 
-    def _stopped_while_waiting(self) -> NotStarted | None:
-        membership = self._membership
-        if membership is None or not membership.stopped:
-            return None
-        return NotStarted(self._awaited(membership))
-
-    def _awaited(self, membership: Membership) -> str:
-        return f"{membership.who} was stopped while lock {self.name!r} was awaited"
+    def _awaited(self) -> str:
+        return f"{self._membership.who} was stopped while lock {self.name!r} was awaited"
 
     def _give_up_acquiring(self) -> None:
-        self._state.give_up()
+        self._give_up()
         self._occupied.release()
 
     def release(self) -> None:
         """Free the lock. Raises :class:`LockNotHeld` when not held and :class:`LockLost`
         when the hold was lost before this call (the object is free again either way)."""
-        state, backend_holds = self._state.start_release()
+        state, backend_holds = self._start_release()
         try:
             if backend_holds:
                 self._handle.release()
         except LockLost:  # the backend found the hold gone only now
-            self._state.release_failed_lost()
+            self._lost.set()
             raise
         except Exception as exc:
-            if state is State.HELD:
+            if state is HELD:
                 error = reported(exc, self._describe_error)
                 if error is exc:
                     raise
                 raise error from None
         finally:
             self._occupied.release()
-        self._state.released(state)
+        if state is LOST:
+            raise self._lost_before_release()
 
     def _free_now(self) -> None:
         self._handle.release()
@@ -171,7 +166,9 @@ class Lock(LockObject):
         return _Hold(self, blocking)
 
     def __enter__(self) -> Lock:
-        return _Hold(self, True).__enter__()
+        if not self.acquire():
+            raise _not_acquired(self, True)
+        return self
 
     def __exit__(
         self,
@@ -180,6 +177,13 @@ class Lock(LockObject):
         traceback: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _not_acquired(lock: Lock, blocking: Blocking) -> LockAcquireFailed:
+    return LockAcquireFailed(
+        f"lock {lock.name!r} not acquired "
+        f"{'at once' if blocking is False else f'within {blocking} s'}"
+    )
 
 
 class _Hold:
@@ -193,10 +197,7 @@ class _Hold:
 
     def __enter__(self) -> Lock:
         if not self._lock.acquire(self._blocking):
-            raise LockAcquireFailed(
-                f"lock {self._lock.name!r} not acquired "
-                f"{'at once' if self._blocking is False else f'within {self._blocking} s'}"
-            )
+            raise _not_acquired(self._lock, self._blocking)
         return self._lock
 
     def __exit__(

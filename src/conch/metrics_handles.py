@@ -11,8 +11,8 @@ and :mod:`conch.aio` report the same series.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, Protocol
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
@@ -123,7 +123,7 @@ class LockMeter:
             outcome = "error" if isinstance(exc, Exception) else None
         if outcome is not None and _metering_on:
             series = self._series
-            now = time.monotonic()
+            now = monotonic()
             self._instruments.wait.record(now - started, series.outcomes[outcome])
             with series.mutex:
                 series.counts[outcome] += 1
@@ -154,7 +154,7 @@ class LockMeter:
             since = self._held_since.pop()
         except IndexError:  # a release and a loss raced: the other one recorded it
             return False
-        self._instruments.hold.record(time.monotonic() - since, self._series.lock)
+        self._instruments.hold.record(monotonic() - since, self._series.lock)
         return True
 
     def _count_loss(self) -> None:
@@ -176,7 +176,7 @@ class MeteredHandle(LockMeter, LockHandle):
 
     def acquire(self, deadline: Deadline) -> int | None:
         # The uncontended path runs this on every acquire: kept flat, no extra calls.
-        started = time.monotonic()
+        started = monotonic()
         if started >= _recheck_at:
             _recheck(started, self._instruments)
         if not (_metering_on or _tracing_on):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from conch.aio.calls import Outcome
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.errors import LockLost, NotStarted
-from conch.hold_state import LockObject, Membership, State, reported
+from conch.hold_state import HELD, LOST, LockObject, Membership, reported
 from conch.lock import Blocking, LockName, lock_key, wait_budget
 
 if TYPE_CHECKING:
@@ -46,55 +46,54 @@ class NativeLock(LockObject):
         describe_error: Callable[[BaseException], str],
         membership: Membership,
     ) -> None:
-        super().__init__(name, describe_error, membership.track, membership)
-        self._membership: Membership = membership
-        self._handle = make_handle(self._state.mark_lost)
+        super().__init__(name, describe_error, membership)
+        self._handle = make_handle(self._mark_lost)
 
     def __repr__(self) -> str:
-        return f"<conch.aio.NativeLock {self.name!r} {self._state.state.value}>"
+        return f"<conch.aio.NativeLock {self.name!r} {self._state.value}>"
 
     async def acquire(self, blocking: Blocking = True) -> bool:
         """Take the lock as :meth:`conch.Lock.acquire` does; a cancelled acquire leaves
         nothing held (the handle's promise)."""
         deadline = Deadline(wait_budget(blocking))
-        if self._membership.stopped:
+        if not self._start_acquiring():
             raise NotStarted(f"{self._membership.who} was stopped")
-        self._state.start_acquiring()
         try:
             token = await self._handle.acquire(deadline)
         except BaseException as exc:
-            self._state.give_up()
+            self._give_up()
             error = reported(exc, self._describe_error)
             if error is exc:
                 raise
             raise error from None
         if token is None:
-            self._state.give_up()
+            self._give_up()
             return False
-        if self._membership.admit(self._state, token):
+        if self._admit(token):
             return True
         # Granted as the coordinator stopped, which did not see this hold: give it back.
         self._handle.abandon()
-        self._state.give_up()
+        self._give_up()
         raise NotStarted(f"{self._membership.who} was stopped while lock {self.name!r} "
                          "was awaited")
 
     async def release(self) -> None:
         """Free the lock, raising as :meth:`conch.Lock.release` does."""
-        state, backend_holds = self._state.start_release()
+        state, backend_holds = self._start_release()
         try:
             if backend_holds:
                 await self._handle.release()
         except LockLost:
-            self._state.release_failed_lost()
+            self._lost.set()
             raise
         except Exception as exc:
-            if state is State.HELD:
+            if state is HELD:
                 error = reported(exc, self._describe_error)
                 if error is exc:
                     raise
                 raise error from None
-        self._state.released(state)
+        if state is LOST:
+            raise self._lost_before_release()
 
     def _free_now(self) -> None:
         self._handle.abandon()
