@@ -12,6 +12,9 @@
   request each, blocking in the server; no TTL, no owner check, no token.
 * **PING floor**: one ``PING`` per cycle, measured uncontended only: the round-trip
   that the hand-off goal of issue 13 is a multiple of.
+* **fenced scripts floor**: conch's own ACQUIRE and RELEASE scripts called through bare
+  redis-py (no renewal, no conch object), measured uncontended only: what a fenced,
+  owner-checked, waking lock costs on the wire and in the server.
 
 ``python -m benchmarks.contenders.redis`` also counts, per acquisition, the
 requests each library sends (writes to the socket, a pipeline counting once)
@@ -35,8 +38,10 @@ from tests.servers.redis import start_redis
 
 from benchmarks.contenders.base import Contender, LockLike, Target
 from benchmarks.contenders.common import Conch, Tooz
+from conch.backends.redis import steps
 
 PING = "PING round-trip"
+SCRIPTS = "fenced scripts"
 TARGETS = (
     Target("hand-off p50 ≤ python-redis-lock's (issue 13)", "handoff p50", "conch", 1.0,
            peer="python-redis-lock"),
@@ -44,6 +49,8 @@ TARGETS = (
            peer=PING, peer_metric="uncontended p50"),
     Target("uncontended p50 ≤ redis-py Lock's (issue 13)", "uncontended p50", "conch", 1.0,
            peer="redis-py Lock"),
+    Target("uncontended p50 ≤ redis-py Lock's, floor: conch's scripts by hand", "uncontended p50",
+           SCRIPTS, 1.0, peer="redis-py Lock"),
     *(Target(f"contended x{count} ≥ redis-py Lock's acquisitions/s (issue 13)",
              f"throughput {count}", "conch", 1.0, higher_is_better=True, peer="redis-py Lock")
       for count in (2, 4, 8)),
@@ -145,13 +152,47 @@ class PingRoundTrip(_Client):
     floor = True
 
     def lock(self, name: str) -> LockLike:
-        if "uncontended" not in name:
-            raise NotImplementedError("a PING is no lock: measured uncontended only")
+        _uncontended_only(name, "a PING is no lock")
         return _Ping(self._client)
 
 
+def _uncontended_only(name: str, what: str) -> None:
+    if "uncontended" not in name:
+        raise NotImplementedError(f"{what}: measured uncontended only")
+
+
+class _FencedScripts:
+    """conch's ACQUIRE and RELEASE scripts with a fixed value: a fenced hold and its
+    owner-checked, waking release, two ``EVALSHA`` round-trips and nothing else."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self._acquire, self._release = (client.register_script(source)
+                                        for source in (steps.ACQUIRE, steps.RELEASE))
+        self._keys = steps.lock_keys(f"bench-floor:{name}".encode())
+        self._value = uuid.uuid4().hex.encode()
+
+    def acquire(self) -> bool:
+        return bool(self._acquire(*steps.acquire_call(self._keys, self._value, 10_000, False))[0])
+
+    def release(self) -> None:
+        self._release(*steps.release_call(self._keys, self._value))
+
+
+class FencedScripts(_Client):
+    """The floor of a fenced lock with server wake-ups, measured uncontended only (it
+    has no wait)."""
+
+    name = SCRIPTS
+    distribution = "redis"
+    floor = True
+
+    def lock(self, name: str) -> LockLike:
+        _uncontended_only(name, "the bare scripts have no wait")
+        return _FencedScripts(self._client, name)
+
+
 CONTENDERS: tuple[type[Contender], ...] = (
-    Conch, Tooz, RedisPyLock, PythonRedisLock, BareTokenList, PingRoundTrip,
+    Conch, Tooz, RedisPyLock, PythonRedisLock, BareTokenList, PingRoundTrip, FencedScripts,
 )
 
 
@@ -218,7 +259,7 @@ def main() -> None:
                                        f" / server cmds" for n in counts) + " |")
     print("|---|" + "---|" * len(counts))
     with target() as url:
-        for contender_class in CONTENDERS[:-1]:
+        for contender_class in CONTENDERS[:-2]:
             figures = [requests_per_acquisition(contender_class, url, n) for n in counts]
             print(f"| {contender_class.name} | " + " | ".join(
                 f"{sent:.2f} / {run:.2f}" for sent, run in figures) + " |", flush=True)

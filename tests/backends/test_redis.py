@@ -170,6 +170,51 @@ def test_a_retried_acquire_with_the_same_hold_value_gets_its_own_token_back(
         other.release()
 
 
+# ACQUIRE's token step as released before issue 13 (the clock formatted as a string):
+# processes of that version share the counter and the holder key with today's.
+RELEASED_ACQUIRE = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+local clock = redis.call('TIME')
+local now = clock[1] .. string.format('%06d', clock[2])
+local last = redis.call('GETSET', KEYS[2], now)
+if last and tonumber(last) >= tonumber(now) then
+  redis.call('SET', KEYS[2], last)
+  return {1, redis.call('INCR', KEYS[2])}
+end
+return {1, tonumber(now)}
+"""
+
+
+def test_tokens_are_decimal_digits_shared_with_the_released_acquire(
+    redis_server: RedisProcess, redis_url: str, lock_name: str
+) -> None:
+    keys = lock_keys(lock_name.encode())
+    admin = redis_server.admin()
+    released = admin.register_script(RELEASED_ACQUIRE)
+    with conch.connect(redis_url) as coordinator:
+        lock = coordinator.lock(lock_name)
+        tokens = []
+        for _ in range(3):  # new, released version, new: one counter, increasing
+            with lock:
+                assert lock.token is not None
+                assert admin.get(keys.counter) == str(lock.token).encode()
+                assert released([keys.holder, keys.counter], [b"old", 5000])[0] == 0, "excluded"
+                tokens.append(lock.token)
+            acquired, token = released([keys.holder, keys.counter], [b"old", 5000])
+            assert acquired == 1 and admin.get(keys.counter) == str(token).encode()
+            assert lock.acquire(blocking=False) is False, "the released version's hold excludes"
+            admin.delete(keys.holder)
+            tokens.append(token)
+        ahead = tokens[-1] + 10**12  # a counter ahead of the clock: plus one, still digits
+        admin.set(keys.counter, ahead)
+        with lock:
+            assert lock.token == ahead + 1 and admin.get(keys.counter) == b"%d" % (ahead + 1)
+            tokens.append(lock.token)
+    assert tokens == sorted(set(tokens)), tokens
+
+
 def test_a_waiter_blocks_on_the_server_without_polling_and_wakes_on_release(
     own_redis: RedisProcess, lock_name: str
 ) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -40,12 +40,10 @@ class LoopClient:
         if self.closing is not None or self.session.closed:
             raise NotStarted("the coordinator of this lock was stopped")
 
-    @contextlib.contextmanager
-    def calls(self) -> Iterator[None]:
+    def calls(self) -> contextlib.AbstractContextManager[None]:
         """Redis errors in the block leave as :class:`BackendUnavailable`."""
         self.check_open()
-        with translated(self.session.url, (RedisError,), self.session.describe):
-            yield
+        return translated(self.session.url, (RedisError,), self.session.describe)
 
     async def acquire(self, keys: LockKeys, value: bytes,
                       retrying: bool = False) -> tuple[int | None, float]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import redis
@@ -83,13 +83,11 @@ class RedisSession:
         for client in (self.commands, self._renewals, self._waits):
             _interrupt(client.connection_pool)
 
-    @contextlib.contextmanager
-    def calls(self) -> Iterator[None]:
+    def calls(self) -> contextlib.AbstractContextManager[None]:
         """Redis errors in the block leave as :class:`BackendUnavailable`."""
         if self.closed:
             raise NotStarted("the coordinator of this lock was stopped")
-        with translated(self.url, (RedisError,), self.describe):
-            yield
+        return translated(self.url, (RedisError,), self.describe)
 
     def try_acquire(self, keys: LockKeys, value: bytes,
                     retrying: bool = False) -> tuple[int | None, float]:

@@ -25,7 +25,9 @@ attempt and its ``BLPOP``; an unused signal costs one retry."""
 # While the lock is held no acquire advances the counter, so it is the holder's token.
 # A token is the server clock in µs, or the counter plus one when that is more: tokens
 # keep increasing when the counter is lost (restart without persistence) or rolled back
-# (failover to a lagging replica), as long as the server clock does not go back.
+# (failover to a lagging replica), as long as the server clock does not go back. Lua
+# numbers are doubles: exact integers up to 2^53 (µs since 1970 stay below until 2255),
+# written to the counter as decimal digits, as before.
 ACQUIRE = """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if ARGV[3] ~= '1' or redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -36,13 +38,13 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if token then return {1, tonumber(token)} end
 end
 local clock = redis.call('TIME')
-local now = clock[1] .. string.format('%06d', clock[2])
-local last = redis.call('GETSET', KEYS[2], now)
-if last and tonumber(last) >= tonumber(now) then
+local now = clock[1] * 1000000 + clock[2]
+local last = tonumber(redis.call('GETSET', KEYS[2], now))
+if last and last >= now then
   redis.call('SET', KEYS[2], last)
   return {1, redis.call('INCR', KEYS[2])}
 end
-return {1, tonumber(now)}
+return {1, now}
 """
 
 # KEYS[1] holder, KEYS[2] wake list; ARGV[1] this hold's value, ARGV[2] signal life in ms.
