@@ -18,17 +18,15 @@ class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
     _sessions: AsyncSessions
 
     async def acquire(self, deadline: Deadline) -> int | None:
-        pool = self._sessions.pool
         for retry in (True, False):
             session = await self._sessions.borrow()
             steps = statements.take(session, self._key, deadline, self.name_to_record())
-            if not self.failed(pool, session, token := await outcome(session, steps), retry):
+            if not self.failed(session, token := await outcome(session, steps), retry):
                 break
-        return self.taken(pool, session, token, asyncio.get_running_loop())
+        return self.taken(session, token, asyncio.get_running_loop())
 
     async def release(self) -> None:
-        hold = self.releasing()
-        if hold is None:
+        if (hold := self.releasing()) is None:
             return
         if hold.checking is not None:  # one statement at a time
             await asyncio.wait([hold.checking])

@@ -81,7 +81,6 @@ def _query(sessions: Sessions, sql: str, params: dict[str, Any]) -> list[tuple[A
 def _holder(row: tuple[Any, ...]) -> HolderInfo:
     """``row``: the holder's server pid, application name and client host."""
     pid, application, host = row
-    member = None
-    if application is not None and application.startswith(APPLICATION_PREFIX):
-        member = application[len(APPLICATION_PREFIX):]
-    return HolderInfo(member_id=member, host=host, session=str(pid))
+    ours = application is not None and application.startswith(APPLICATION_PREFIX)
+    return HolderInfo(member_id=application[len(APPLICATION_PREFIX):] if ours else None,
+                      host=host, session=str(pid))

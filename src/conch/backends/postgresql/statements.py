@@ -60,8 +60,7 @@ class Session(Protocol):
 
 
 def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> Steps[int | None]:
-    """Take ``key`` before ``deadline``: the fencing token, or ``None``. With ``name``, also
-    record it as the key's name."""
+    """Take ``key`` before ``deadline`` (recording ``name`` if given): the token, or ``None``."""
     params = (Int8(key),) if name is None else (Int8(key), Int8(key), name)
     remaining = deadline.remaining()
     token: int | None
