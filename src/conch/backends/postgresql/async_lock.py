@@ -1,5 +1,4 @@
-"""Native asyncio for ``postgresql://``: the same holds as the blocking side (a session of
-their own, the same statements), waited for on the event loop."""
+"""Native asyncio ``postgresql://`` handles: the blocking side's holds and statements."""
 
 from __future__ import annotations
 

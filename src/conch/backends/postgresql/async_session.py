@@ -1,5 +1,4 @@
-"""Server sessions for asyncio: psycopg's ``AsyncConnection``, each wait for an answer
-bounded by ``connect_timeout`` except a lock wait, and their pool."""
+"""asyncio server sessions (psycopg's ``AsyncConnection``, bounded as in session.py), pooled."""
 
 from __future__ import annotations
 

@@ -20,11 +20,10 @@ from conch.backends.postgresql.statements import Statement, Steps, advance
 
 
 class Bounded:
-    """What both sessions add to psycopg's connections: ``limit``, the longest wait for the
-    answer in progress (``None``: none), their ``lock_timeout``, and :meth:`shutdown`."""
+    """What both sessions add to psycopg's connections: wait limits and :meth:`shutdown`."""
 
     io_timeout = 5.0  # the usual limit
-    limit: float | None = 5.0
+    limit: float | None = 5.0  # the longest wait for the answer in progress (None: none)
     lock_timeout_ms = 0  # the connection's options set lock_timeout=0
     pgconn: psycopg.pq.abc.PGconn
 
@@ -129,8 +128,7 @@ class Pool(Generic[S]):
         raise self.stopped()
 
     def give_back(self, session: S, keep: bool = True) -> None:
-        """Keep ``session`` idle (it holds no advisory lock), or without ``keep`` close it (it
-        may hold one, or is broken: closing frees its locks)."""
+        """Keep ``session`` idle, or close it (``keep=False``: it may hold a lock, or is broken)."""
         with self._mutex:
             self.lent.discard(session)
             if keep and not self.closed and len(self.idle) < self._keep_idle:
@@ -148,12 +146,11 @@ class Pool(Generic[S]):
         return list(self.lent)
 
     def forget_parent(self) -> None:
-        """In a forked child: drop every session, its socket pointed at /dev/null first so
-        that closing it sends the parent's server nothing."""
+        """In a forked child: drop every session without a word to the parent's server."""
         self._mutex = threading.Lock()  # another thread of the parent may have held it
         sessions, self.idle, self.lent = [*self.idle, *self.lent], [], set()
         for session in (session for session in sessions if not session.closed):
             devnull = os.open(os.devnull, os.O_RDWR)
-            os.dup2(devnull, session.pgconn.socket)
+            os.dup2(devnull, session.pgconn.socket)  # closing it now sends nothing
             os.close(devnull)
             session.pgconn.finish()

@@ -74,8 +74,7 @@ def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> 
         yield Statement(_LOCK_TIMEOUT, (f"{millis}ms",))
         session.lock_timeout_ms = millis
     try:
-        token = yield Statement(_WAIT if name is None else _NAMING.format(_WAIT), params,
-                                remaining)
+        token = yield Statement(_WAIT if name is None else _NAMING.format(_WAIT), params, remaining)
         return token
     except LockNotAvailable:  # lock_timeout expired; it also bounds nextval()'s wait for the
         pass  # sequence (an ALTER SEQUENCE in progress), after the grant: hold nothing
