@@ -1,5 +1,4 @@
-"""Native asyncio for ``postgresql://``: the same holds as the blocking side (a session of
-their own, the same statements), waited for on the event loop."""
+"""Native asyncio ``postgresql://`` handles: the blocking side's holds and statements."""
 
 from __future__ import annotations
 
@@ -18,17 +17,15 @@ class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
     _sessions: AsyncSessions
 
     async def acquire(self, deadline: Deadline) -> int | None:
-        pool = self._sessions.pool
         for retry in (True, False):
             session = await self._sessions.borrow()
             steps = statements.take(session, self._key, deadline, self.name_to_record())
-            if not self.failed(pool, session, token := await outcome(session, steps), retry):
+            if not self.failed(session, token := await outcome(session, steps), retry):
                 break
-        return self.taken(pool, session, token, asyncio.get_running_loop())
+        return self.taken(session, token, asyncio.get_running_loop())
 
     async def release(self) -> None:
-        hold = self.releasing()
-        if hold is None:
+        if (hold := self.releasing()) is None:
             return
         if hold.checking is not None:  # one statement at a time
             await asyncio.wait([hold.checking])

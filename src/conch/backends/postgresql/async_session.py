@@ -1,10 +1,8 @@
-"""Server sessions for asyncio: psycopg's ``AsyncConnection``, each wait for an answer
-bounded by ``connect_timeout`` except a lock wait, and their pool."""
+"""asyncio server sessions (psycopg's ``AsyncConnection``, bounded as in session.py), pooled."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 from typing import Any
 
 import psycopg
@@ -20,9 +18,10 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
     """One server session used by one task at a time on one loop; :meth:`cancel` and
     :meth:`shutdown` may come from any thread."""
 
+    statements: psycopg.AsyncCursor[tuple[Any, ...]]  # the one cursor, made on connecting
+
     async def answer(self, statement: Statement) -> object:
-        """``statement``'s first value, or what it raised (cancelled: psycopg asks the server
-        to cancel the statement first)."""
+        """``statement``'s first value, or what it raised (a cancelled task cancels it first)."""
         self.limit = statement.limit(self.io_timeout)
         try:
             cursor = await self.statements.execute(statement.sql, statement.params)
@@ -32,10 +31,6 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
             self.limit = self.io_timeout
         row = await cursor.fetchone()
         return None if row is None else row[0]
-
-    @functools.cached_property
-    def statements(self) -> psycopg.AsyncCursor[tuple[Any, ...]]:
-        return self.cursor()
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         with finished_when_broken(self):
@@ -64,6 +59,7 @@ class AsyncSessions(SessionsCore[AsyncSession]):
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout
+        session.statements = session.cursor()
         return self.pool.lend(session)
 
     def check_holds(self) -> None:

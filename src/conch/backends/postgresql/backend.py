@@ -79,10 +79,10 @@ class PostgreSQLBackend(Backend):
         except psycopg.Error as exc:
             session.close()
             raise BackendUnavailable(self.describe(
-                f"cannot set up the fencing sequence {FENCING_SEQUENCE} and the lock names table "
-                f"{NAMES_TABLE} ({exc}); create them once with CREATE SEQUENCE and CREATE TABLE "
-                "(docs/postgresql.md), then grant USAGE on the sequence, SELECT, INSERT on the "
-                "table")) from None
+                f"cannot set up the fencing sequence {FENCING_SEQUENCE} and the lock names "
+                f"table {NAMES_TABLE} ({exc}); create them once with CREATE SEQUENCE and CREATE "
+                "TABLE (docs/postgresql.md), then grant USAGE on the sequence, SELECT, INSERT on "
+                "the table")) from None
         self.sessions.pool.give_back(session)
         self._heartbeat.start()
         forget_in_child(self.sessions.pool)  # a forked child drops the parent's sessions

@@ -35,12 +35,12 @@ WHERE {KEY_MATCHES} AND {_THIS_DATABASE} AND granted AND pid = %(pid)s::integer"
 def describe(sessions: Sessions, key: int, name: bytes) -> LockInfo:
     """Lock ``name``, whose advisory key is ``key``."""
     rows = _query(sessions, _HELD, {"key": key})
-    return LockInfo(name, _holder(rows[0][1:4]), rows[0][0]) if rows else LockInfo(name, None, 0)
+    return LockInfo(name, _holder(*rows[0][1:4]), rows[0][0]) if rows else LockInfo(name, None, 0)
 
 
 def held_locks(sessions: Sessions) -> list[LockInfo]:
     """Every held lock of this database whose name is recorded."""
-    return [LockInfo(bytes(row[4]), _holder(row[1:4]), row[0])
+    return [LockInfo(bytes(row[4]), _holder(*row[1:4]), row[0])
             for row in _query(sessions, _HELD, {"key": None}) if row[4] is not None]
 
 
@@ -54,10 +54,10 @@ def break_hold(sessions: Sessions, key: int, name: bytes, token: int | None) -> 
     try:
         ended = _query(sessions, _TERMINATE, {"key": key, "pid": lock.holder.session})
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise BreakRefused(
-            f"PostgreSQL refused to end the holder's session (server pid "
-            f"{lock.holder.session}): {exc}. The URL's role must be a member of the holder's "
-            "role or of pg_signal_backend (a superuser's session: a superuser)") from None
+        raise BreakRefused(f"PostgreSQL refused to end the holder's session (server pid "
+                           f"{lock.holder.session}): {exc}. The URL's role must be a member "
+                           "of the holder's role or of pg_signal_backend (a superuser's "
+                           "session: a superuser)") from None
     if not ended:
         raise HolderChanged(f"lock {lock.name!r} was released while being broken")
     return lock
@@ -78,10 +78,8 @@ def _query(sessions: Sessions, sql: str, params: dict[str, Any]) -> list[tuple[A
     return rows
 
 
-def _holder(row: tuple[Any, ...]) -> HolderInfo:
-    """``row``: the holder's server pid, application name and client host."""
-    pid, application, host = row
-    member = None
-    if application is not None and application.startswith(APPLICATION_PREFIX):
-        member = application[len(APPLICATION_PREFIX):]
+def _holder(pid: int, application: str | None, host: str) -> HolderInfo:
+    """The holder whose server pid, application name and client host these are."""
+    name = application or ""
+    member = name[len(APPLICATION_PREFIX):] if name.startswith(APPLICATION_PREFIX) else None
     return HolderInfo(member_id=member, host=host, session=str(pid))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol
 
 import psycopg
 
@@ -14,10 +14,8 @@ from conch import metrics
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.kit.session import Holds
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.session import Pool, Session, outcome
+from conch.backends.postgresql.session import Pool, S, Session, outcome
 from conch.errors import BackendUnavailable, LockLost, NotStarted
-
-S = TypeVar("S", bound=psycopg.BaseConnection[Any])
 
 
 class Owner(Protocol):
@@ -26,11 +24,6 @@ class Owner(Protocol):
     named_keys: set[int]  # keys whose name this process recorded: not sent again
 
     def describe(self, problem: object) -> str: ...
-
-
-def stopped(owner: Owner) -> NotStarted:
-    """The error of an acquire after (or during) the coordinator's stop."""
-    return NotStarted(owner.describe("the coordinator was stopped"))
 
 
 class Hold(Generic[S]):
@@ -66,7 +59,8 @@ class SessionsCore(Generic[S]):
 
     def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
         self.owner, self.conninfo, self.io_timeout = owner, conninfo, io_timeout
-        self.pool: Pool[S] = Pool(keep_idle, lambda: stopped(owner))
+        self.pool: Pool[S] = Pool(
+            keep_idle, lambda: NotStarted(owner.describe("the coordinator was stopped")))
         self.holds: Holds[Hold[S]] = Holds()
 
 
@@ -76,43 +70,43 @@ class HandleCore(Generic[S]):
     def __init__(self, sessions: SessionsCore[S], key: int, name: bytes,
                  on_lost: LossCallback) -> None:
         self._sessions, self._key, self._name, self._on_lost = sessions, key, name, on_lost
-        self._owner, self._holds = sessions.owner, sessions.holds
+        self._owner, self._holds, self._pool = sessions.owner, sessions.holds, sessions.pool
         self._hold: Hold[S] | None = None
 
     def name_to_record(self) -> bytes | None:
         """The name, with this process's first hold of the key (else ``None``)."""
         return None if self._key in self._owner.named_keys else self._name
 
-    def failed(self, pool: Pool[S], session: S, result: object, retry: bool) -> bool:
+    def failed(self, session: S, result: object, retry: bool) -> bool:
         """Whether an acquire's ``result`` is a failure to try again (its connection was gone:
         a server restart); raises any other, closing the session (it may hold the lock)."""
         if not isinstance(result, BaseException):
             return False
         broken = session.closed
-        pool.give_back(session, keep=False)
+        self._pool.give_back(session, keep=False)
         if not isinstance(result, psycopg.Error):
             raise result
-        if pool.closed:  # its wait was cancelled, or its session closed, by stop()
-            raise stopped(self._owner) from None
+        if self._pool.closed:  # its wait was cancelled, or its session closed, by stop()
+            raise self._pool.stopped() from None
         if not (retry and broken):
             raise BackendUnavailable(self._owner.describe(result)) from None
         return True
 
-    def taken(self, pool: Pool[S], session: S, token: Any, loop: Any = None) -> int | None:
+    def taken(self, session: S, token: Any, loop: Any = None) -> int | None:
         """The acquire's answer on ``session``: the hold's token, or ``None`` (not taken)."""
         if token is None:
-            pool.give_back(session)
+            self._pool.give_back(session)
             return None
         if len(self._owner.named_keys) >= 100_000:  # a name recorded twice: a skipped insert
             self._owner.named_keys.clear()
         self._owner.named_keys.add(self._key)
-        hold = self._hold = Hold(self._key, session, pool, loop)
+        hold = self._hold = Hold(self._key, session, self._pool, loop)
         self._holds.add(hold, self._on_lost)
-        if pool.closed:  # stopped while we waited
+        if self._pool.closed:  # stopped while we waited
             self._holds.discard(hold)
             self._hold = None
-            pool.give_back(session, keep=False)
-            raise stopped(self._owner)
+            self._pool.give_back(session, keep=False)
+            raise self._pool.stopped()
         return int(token)
 
     def releasing(self) -> Hold[S] | None:
@@ -127,8 +121,7 @@ class HandleCore(Generic[S]):
         return hold
 
     def released(self, hold: Hold[S], unlocked: object) -> None:
-        """The unlock's outcome: give the session back, or raise LockLost (the server did not
-        hold the lock for it, or it failed)."""
+        """The unlock's outcome: the session given back, or LockLost (not held, or it failed)."""
         hold.pool.give_back(hold.session, keep=unlocked is True)
         if unlocked is True:
             return
@@ -150,6 +143,7 @@ class Sessions(SessionsCore[Session]):
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout
+        session.statements = session.cursor()
         return session
 
     def borrow(self) -> Session:
@@ -181,15 +175,13 @@ class AdvisoryLock(HandleCore[Session], LockHandle):
     _sessions: Sessions
 
     def acquire(self, deadline: Deadline) -> int | None:
-        pool = self._sessions.pool
         for retry in (True, False):
             session = self._sessions.borrow()
             steps = statements.take(session, self._key, deadline, self.name_to_record())
-            if not self.failed(pool, session, token := outcome(session, steps), retry):
+            if not self.failed(session, token := outcome(session, steps), retry):
                 break
-        return self.taken(pool, session, token)
+        return self.taken(session, token)
 
     def release(self) -> None:
-        hold = self.releasing()
-        if hold is not None:
+        if (hold := self.releasing()) is not None:
             self.released(hold, outcome(hold.session, statements.unlock(self._key)))

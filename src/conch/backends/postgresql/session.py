@@ -5,7 +5,6 @@ wait; under eventlet the sync waits go through psycopg's ``select`` wait, which 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import select
 import socket
@@ -21,11 +20,10 @@ from conch.backends.postgresql.statements import Statement, Steps, advance
 
 
 class Bounded:
-    """What both sessions add to psycopg's connections: ``limit``, the longest wait for the
-    answer in progress (``None``: none), their ``lock_timeout``, and :meth:`shutdown`."""
+    """What both sessions add to psycopg's connections: wait limits and :meth:`shutdown`."""
 
     io_timeout = 5.0  # the usual limit
-    limit: float | None = 5.0
+    limit: float | None = 5.0  # the longest wait for the answer in progress (None: none)
     lock_timeout_ms = 0  # the connection's options set lock_timeout=0
     pgconn: psycopg.pq.abc.PGconn
 
@@ -44,6 +42,8 @@ class Bounded:
 class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
     """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
 
+    statements: psycopg.Cursor[tuple[Any, ...]]  # the one cursor, made on connecting
+
     def answer(self, statement: Statement) -> object:
         """``statement``'s first value, or what it raised."""
         self.limit = statement.limit(self.io_timeout)
@@ -55,12 +55,8 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
             self.limit = self.io_timeout
         return None if row is None else row[0]
 
-    @functools.cached_property
-    def statements(self) -> psycopg.Cursor[tuple[Any, ...]]:
-        return self.cursor()
-
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        # psycopg's default wait is C code that eventlet's hub cannot interrupt.
+        # psycopg's default wait is S code that eventlet's hub cannot interrupt.
         wait = waiting.wait if hasattr(select, "poll") else waiting.wait_select
         with finished_when_broken(self):
             return wait(gen, self.pgconn.socket, interval=interval,
@@ -94,25 +90,25 @@ def finished_when_broken(session: psycopg.BaseConnection[Any]) -> Any:
         raise
 
 
-C = TypeVar("C", bound=psycopg.BaseConnection[Any])
+S = TypeVar("S", bound=psycopg.BaseConnection[Any])
 
 
-class Pool(Generic[C]):
+class Pool(Generic[S]):
     """Idle sessions (holding no advisory lock) and the sessions lent out; thread-safe."""
 
     def __init__(self, keep_idle: int, stopped: Callable[[], Exception]) -> None:
-        self._keep_idle, self._stopped = keep_idle, stopped
+        self._keep_idle, self.stopped = keep_idle, stopped  # the error once closed
         self._mutex = threading.Lock()
-        self.idle: list[C] = []
-        self.lent: set[C] = set()
+        self.idle: list[S] = []
+        self.lent: set[S] = set()
         self.closed = False
 
-    def idle_one(self) -> C | None:
+    def idle_one(self) -> S | None:
         """A live idle session, lent out, or ``None``."""
         while True:
             with self._mutex:
                 if self.closed:
-                    raise self._stopped()
+                    raise self.stopped()
                 if not self.idle:
                     return None
                 session = self.idle.pop()
@@ -122,18 +118,17 @@ class Pool(Generic[C]):
                 return session
             self.give_back(session, keep=False)
 
-    def lend(self, session: C) -> C:
+    def lend(self, session: S) -> S:
         """Count a new session as lent out."""
         with self._mutex:
             if not self.closed:
                 self.lent.add(session)
                 return session
         session.pgconn.finish()
-        raise self._stopped()
+        raise self.stopped()
 
-    def give_back(self, session: C, keep: bool = True) -> None:
-        """Keep ``session`` idle (it holds no advisory lock), or without ``keep`` close it (it
-        may hold one, or is broken: closing frees its locks)."""
+    def give_back(self, session: S, keep: bool = True) -> None:
+        """Keep ``session`` idle, or close it (``keep=False``: it may hold a lock, or is broken)."""
         with self._mutex:
             self.lent.discard(session)
             if keep and not self.closed and len(self.idle) < self._keep_idle:
@@ -141,7 +136,7 @@ class Pool(Generic[C]):
                 return
         session.pgconn.finish()
 
-    def close(self) -> list[C]:
+    def close(self) -> list[S]:
         """Close the idle sessions; the sessions lent out, for the caller to end."""
         with self._mutex:
             self.closed = True
@@ -151,12 +146,11 @@ class Pool(Generic[C]):
         return list(self.lent)
 
     def forget_parent(self) -> None:
-        """In a forked child: drop every session, its socket pointed at /dev/null first so
-        that closing it sends the parent's server nothing."""
+        """In a forked child: drop every session without a word to the parent's server."""
         self._mutex = threading.Lock()  # another thread of the parent may have held it
         sessions, self.idle, self.lent = [*self.idle, *self.lent], [], set()
         for session in (session for session in sessions if not session.closed):
             devnull = os.open(os.devnull, os.O_RDWR)
-            os.dup2(devnull, session.pgconn.socket)
+            os.dup2(devnull, session.pgconn.socket)  # closing it now sends nothing
             os.close(devnull)
             session.pgconn.finish()

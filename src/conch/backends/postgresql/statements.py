@@ -60,8 +60,7 @@ class Session(Protocol):
 
 
 def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> Steps[int | None]:
-    """Take ``key`` before ``deadline``: the fencing token, or ``None``. With ``name``, also
-    record it as the key's name."""
+    """Take ``key`` before ``deadline`` (recording ``name`` if given): the token, or ``None``."""
     params = (Int8(key),) if name is None else (Int8(key), Int8(key), name)
     remaining = deadline.remaining()
     token: int | None
@@ -75,8 +74,7 @@ def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> 
         yield Statement(_LOCK_TIMEOUT, (f"{millis}ms",))
         session.lock_timeout_ms = millis
     try:
-        token = yield Statement(_WAIT if name is None else _NAMING.format(_WAIT), params,
-                                remaining)
+        token = yield Statement(_WAIT if name is None else _NAMING.format(_WAIT), params, remaining)
         return token
     except LockNotAvailable:  # lock_timeout expired; it also bounds nextval()'s wait for the
         pass  # sequence (an ALTER SEQUENCE in progress), after the grant: hold nothing
