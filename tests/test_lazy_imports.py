@@ -3,6 +3,7 @@ backend's package imports no client library until its backend is used."""
 
 from __future__ import annotations
 
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -30,11 +31,15 @@ def test_import_conch_imports_neither_asyncio_nor_conch_aio() -> None:
     """)
 
 
-def test_a_memory_lock_taken_and_released_imports_neither_asyncio_nor_conch_aio() -> None:
+@pytest.mark.parametrize("url", ["memory://", "file://{directory}"])
+def test_a_lock_taken_and_released_imports_neither_asyncio_nor_conch_aio(
+    url: str, tmp_path: pathlib.Path
+) -> None:
     run(f"""
         import sys
         import conch
-        with conch.connect("memory://") as coordinator, coordinator.lock("vnf-42") as lock:
+        url = {url.format(directory=tmp_path)!r}
+        with conch.connect(url) as coordinator, coordinator.lock("vnf-42") as lock:
             assert lock.held
         assert not {ASYNC}, {ASYNC}
     """)
