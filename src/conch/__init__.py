@@ -14,7 +14,10 @@ from conch.errors import (
     BackendUnavailable,
     BreakRefused,
     ConchError,
+    GroupNotEmpty,
+    GroupNotFound,
     HolderChanged,
+    InvalidGroup,
     InvalidLockName,
     InvalidURL,
     LockAcquireFailed,
@@ -23,6 +26,9 @@ from conch.errors import (
     NotStarted,
     NotSupported,
 )
+from conch.group import Group
+from conch.group_entry import MemberInfo
+from conch.group_watch import GroupEvent, Subscription
 from conch.introspection import HolderInfo, LockInfo
 from conch.lock import Lock
 
@@ -32,8 +38,13 @@ __all__ = [
     "Capabilities",
     "ConchError",
     "Coordinator",
+    "Group",
+    "GroupEvent",
+    "GroupNotEmpty",
+    "GroupNotFound",
     "HolderChanged",
     "HolderInfo",
+    "InvalidGroup",
     "InvalidLockName",
     "InvalidURL",
     "Lock",
@@ -41,8 +52,10 @@ __all__ = [
     "LockInfo",
     "LockLost",
     "LockNotHeld",
+    "MemberInfo",
     "NotStarted",
     "NotSupported",
+    "Subscription",
     "connect",
     "synchronized",
 ]

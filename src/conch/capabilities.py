@@ -24,6 +24,7 @@ class Capabilities:
     ``native_async``: :mod:`conch.aio` waits on the event loop itself (the client library's
     asyncio support, or the backend's socket or file descriptor on the loop), with no
     thread per call; without it, :mod:`conch.aio` runs the sync calls on conch's threads.
+    ``groups``: group membership and the partitioner (:meth:`conch.Coordinator.group`).
     """
 
     session_bound: bool
@@ -35,6 +36,7 @@ class Capabilities:
     introspection: bool = False
     breakable: bool = False
     native_async: bool = False
+    groups: bool = False
 
     @classmethod
     def names(cls) -> frozenset[str]:

@@ -13,11 +13,13 @@ from types import TracebackType
 from typing import TypeVar
 
 from conch import metrics
-from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.loader import backend_class
 from conch.capabilities import Capabilities
 from conch.defaults import default_url
 from conch.errors import BackendUnavailable, ConchError, NotStarted
+from conch.group import Group
+from conch.group_entry import GroupName, group_key
 from conch.hold_state import Membership
 from conch.introspection import LockInfo, matching
 from conch.lock import Lock, LockName, lock_key
@@ -52,6 +54,8 @@ class Coordinator:
         self._backend: Backend | None = None
         self._state_lock = threading.Lock()
         self._membership: Membership | None = None  # set while started
+        self._groups: dict[bytes, Group] = {}  # this start's groups, by key
+        self._group_store: GroupStore | None = None
 
     @property
     def url(self) -> str:
@@ -96,6 +100,11 @@ class Coordinator:
             membership, self._membership = self._membership, None
         if backend is None or membership is None:
             return
+        with self._state_lock:
+            groups, self._groups = list(self._groups.values()), {}
+            self._group_store = None
+        for group in groups:
+            group.close()
         for lock in membership.stop():
             lock._abandon("the coordinator was stopped")
         backend.close()  # which wakes, or fails, the backend's waits where it can
@@ -125,6 +134,32 @@ class Coordinator:
             return Lock(name, metrics.metered(make_handle, self._url.scheme, label),
                         self._describe_error, membership)
         return Lock(name, make_handle, self._describe_error, membership)
+
+    def group(self, name: GroupName) -> Group:
+        """Group ``name`` as this member sees it (one object per name while started).
+        Raises :class:`conch.NotSupported` unless the backend has the ``groups`` capability."""
+        key = group_key(name)
+        backend, _ = self._started()
+        with self._state_lock:
+            group = self._groups.get(key)
+            if group is None:
+                group = self._groups[key] = Group(name, self._groups_of(backend),
+                                                  self.member_id, self._describe_error)
+            return group
+
+    def groups(self) -> list[str]:
+        """The names of the groups that exist on the backend, sorted (``groups`` capability)."""
+        with self._state_lock:
+            store = self._groups_of(self._started()[0])
+        names = self._introspect(lambda _: store.names())
+        return sorted(name.decode("utf-8", "surrogateescape") for name in names)
+
+    def _groups_of(self, backend: Backend) -> GroupStore:
+        """This start's group store (caller holds ``_state_lock``)."""
+        if self._group_store is None:
+            self.capabilities.require(["groups"], self._url.scheme)
+            self._group_store = self._introspect(lambda _: backend.groups())
+        return self._group_store
 
     def describe(self, name: LockName) -> LockInfo:
         """Who holds lock ``name`` now, since when, and who waits (``None`` where the

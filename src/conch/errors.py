@@ -50,3 +50,16 @@ class BreakRefused(ConchError):
 class HolderChanged(ConchError):
     """``break_lock(name, token=...)``: the lock is no longer held by the hold with that
     token (released, or taken by someone else since it was described); nothing was broken."""
+
+
+class InvalidGroup(ConchError, ValueError):
+    """A group name or a member's capabilities cannot be used (empty, too long, NUL, not
+    JSON)."""
+
+
+class GroupNotFound(ConchError):
+    """The group does not exist (never created, or deleted)."""
+
+
+class GroupNotEmpty(ConchError):
+    """The group still has live members, so it cannot be deleted."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 import conch
+from tests.conftest import BACKENDS
 
 
 @pytest.fixture
@@ -14,3 +16,32 @@ def other_coordinator(url: str) -> Iterator[conch.Coordinator]:
     """A second started coordinator on the backend under test: another member of the group."""
     with conch.connect(url) as started:
         yield started
+
+
+@pytest.fixture(params=BACKENDS)
+def group_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each backend in turn, for groups (which conch.aio does not have)."""
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    if not conch.Coordinator(url).capabilities.groups:
+        pytest.skip(f"the {request.param} backend does not declare groups")
+    return url
+
+
+@pytest.fixture
+def member(group_url: str) -> Iterator[conch.Coordinator]:
+    """A started coordinator on the backend under test, for groups."""
+    with conch.connect(group_url) as started:
+        yield started
+
+
+@pytest.fixture
+def other_member(group_url: str) -> Iterator[conch.Coordinator]:
+    """A second started coordinator on the same backend: another member."""
+    with conch.connect(group_url) as started:
+        yield started
+
+
+@pytest.fixture
+def group_name() -> str:
+    """A group name no other test uses (servers are shared by the whole session)."""
+    return f"group-{uuid.uuid4().hex}"

@@ -6,6 +6,9 @@ passwords):
 
 ``hold NAME``
     Acquire ``NAME``, print ``held <token>``, then sleep until killed.
+``join GROUP``
+    Join ``GROUP`` (capabilities ``{"pid": <pid>}``), print ``joined <member id>``, then
+    sleep until killed.
 ``contend NAME HISTORY COUNTER THREADS``
     Connect, print ``ready``, wait for a ``go <seconds>`` line on stdin, then let
     ``THREADS`` lock objects take ``NAME`` in turn for that long, recording each
@@ -165,6 +168,14 @@ def _hold(name: str) -> None:
         time.sleep(60)
 
 
+def _join(group: str) -> None:
+    coordinator = conch.connect()
+    coordinator.group(group).join({"pid": os.getpid()})
+    print(f"joined {coordinator.member_id}", flush=True)
+    while True:
+        time.sleep(60)
+
+
 def _contend(name: str, history: str, counter: str, threads: str) -> None:
     with conch.connect() as coordinator:
         print("ready", flush=True)
@@ -184,6 +195,8 @@ if __name__ == "__main__":
     command, *arguments = sys.argv[1:]
     if command == "hold":
         _hold(*arguments)
+    elif command == "join":
+        _join(*arguments)
     elif command == "contend":
         _contend(*arguments)
     else:

@@ -100,6 +100,53 @@ class AsyncLockHandle(abc.ABC):
         raises; called only while the handle holds the lock."""
 
 
+class GroupStore(abc.ABC):
+    """A backend's group membership (capability ``groups``); names and data are opaque bytes.
+
+    A member is the coordinator's ``member_id``; its entry is kept alive by the backend's
+    session, as its holds are, and freed when the session ends or the process dies.
+    """
+
+    poll_interval: float = 1.0
+    """Seconds between two reads of a watched group's members when no change is pushed."""
+
+    @abc.abstractmethod
+    def create(self, group: bytes) -> bool:
+        """Create ``group``; ``False`` when it already existed."""
+
+    @abc.abstractmethod
+    def delete(self, group: bytes) -> None:
+        """Delete ``group``: :class:`conch.GroupNotFound`, or :class:`conch.GroupNotEmpty`
+        while a live member is in it."""
+
+    @abc.abstractmethod
+    def names(self) -> list[bytes]:
+        """Every group that exists."""
+
+    @abc.abstractmethod
+    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
+        """Enter ``group`` with ``data``, or replace the data when already in it
+        (:class:`conch.GroupNotFound` when it does not exist). ``on_lost`` is called, from
+        any thread, when the server drops the entry (session or lease lost)."""
+
+    @abc.abstractmethod
+    def leave(self, group: bytes) -> bool:
+        """Leave ``group``; ``False`` when this member was not in it."""
+
+    @abc.abstractmethod
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        """The live members' data by member id (``None``: no such group)."""
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed`` (any thread) when ``group``'s members may have changed; returns
+        the way to stop. Without it (the default) watchers read every :attr:`poll_interval`."""
+        return _nothing
+
+
+def _nothing() -> None:
+    return None
+
+
 class Backend(abc.ABC):
     """A coordinator's connection to one server: its session and its lock handles."""
 
@@ -138,6 +185,10 @@ class Backend(abc.ABC):
         after :meth:`close` (every hold is abandoned by then); what other loops opened
         is left to the garbage collector. Never raises."""
         return None
+
+    def groups(self) -> GroupStore:
+        """The group membership of this connection (called once, after :meth:`connect`)."""
+        raise NotSupported(f"the {self.url.scheme} backend has no group membership")
 
     # Introspection (optional): a backend that implements these declares
     # ``introspection`` / ``breakable`` in its capabilities.

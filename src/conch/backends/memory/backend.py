@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import threading
 
-from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
+from conch.backends.memory.groups import Groups, MemoryGroupStore
 from conch.backends.memory.lock import MemoryLock, Name, Store
 from conch.capabilities import Capabilities
 from conch.introspection import HolderChanged, LockInfo
 from conch.url import BackendURL
 
-_stores: dict[str, Store] = {}
+_stores: dict[str, tuple[Store, Groups]] = {}
 _stores_mutex = threading.Lock()
 
 
@@ -22,21 +23,23 @@ class MemoryBackend(Backend):
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
         shared_locks=False, distributed=False, introspection=True, breakable=True,
-        native_async=True,
+        native_async=True, groups=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
         url.options(())
         with _stores_mutex:
-            self._store = _stores.setdefault(",".join(host for host, _ in url.hosts) + url.path,
-                                             Store())
+            self._store, groups = _stores.setdefault(
+                ",".join(host for host, _ in url.hosts) + url.path, (Store(), Groups()))
+        self._groups = MemoryGroupStore(groups, member_id)
         self._closed = threading.Event()
 
     def connect(self) -> None:
         pass
 
     def close(self) -> None:
+        self._groups.close()
         with self._store.mutex:
             self._closed.set()
             for name in self._store.names.values():  # other coordinators' waiters wait again
@@ -51,6 +54,9 @@ class MemoryBackend(Backend):
 
         return MemoryAsyncLock(MemoryLock(self._store, key, self.member_id, on_lost,
                                           self._closed))
+
+    def groups(self) -> GroupStore:
+        return self._groups
 
     def describe_lock(self, key: bytes) -> LockInfo:
         with self._store.mutex:

@@ -1,0 +1,94 @@
+"""``memory://`` groups: the store of a URL keeps each group's entries by member id; every
+change calls the group's subscribers at once, and a coordinator's close removes its
+entries, as a server ends a session."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+
+from conch.backends.base import GroupStore, LossCallback
+from conch.errors import GroupNotEmpty, GroupNotFound
+
+
+@dataclasses.dataclass
+class Groups:
+    """The groups of one ``memory://`` URL."""
+
+    mutex: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    entries: dict[bytes, dict[str, bytes]] = dataclasses.field(default_factory=dict)
+    subscribers: dict[bytes, list[Callable[[], None]]] = dataclasses.field(default_factory=dict)
+
+    def changed(self, group: bytes) -> None:  # mutex held
+        for changed in self.subscribers.get(group, ()):
+            changed()
+
+
+class MemoryGroupStore(GroupStore):
+    """One coordinator's view of the URL's groups."""
+
+    poll_interval = 60.0  # every change is pushed
+
+    def __init__(self, groups: Groups, member_id: str) -> None:
+        self._groups = groups
+        self._member_id = member_id
+
+    def create(self, group: bytes) -> bool:
+        with self._groups.mutex:
+            if group in self._groups.entries:
+                return False
+            self._groups.entries[group] = {}
+            return True
+
+    def delete(self, group: bytes) -> None:
+        with self._groups.mutex:
+            entries = self._groups.entries.get(group)
+            if entries is None:
+                raise GroupNotFound(f"group {group!r} does not exist")
+            if entries:
+                raise GroupNotEmpty(f"group {group!r} still has {len(entries)} members")
+            del self._groups.entries[group]
+
+    def names(self) -> list[bytes]:
+        with self._groups.mutex:
+            return list(self._groups.entries)
+
+    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
+        with self._groups.mutex:
+            entries = self._groups.entries.get(group)
+            if entries is None:
+                raise GroupNotFound(f"group {group!r} does not exist")
+            entries[self._member_id] = data
+            self._groups.changed(group)
+
+    def leave(self, group: bytes) -> bool:
+        with self._groups.mutex:
+            entries = self._groups.entries.get(group, {})
+            if entries.pop(self._member_id, None) is None:
+                return False
+            self._groups.changed(group)
+            return True
+
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        with self._groups.mutex:
+            entries = self._groups.entries.get(group)
+            return None if entries is None else dict(entries)
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        with self._groups.mutex:
+            self._groups.subscribers.setdefault(group, []).append(changed)
+
+        def unsubscribe() -> None:
+            with self._groups.mutex:
+                subscribers = self._groups.subscribers.get(group, [])
+                if changed in subscribers:
+                    subscribers.remove(changed)
+        return unsubscribe
+
+    def close(self) -> None:
+        """The coordinator closed: its entries go."""
+        with self._groups.mutex:
+            for group, entries in self._groups.entries.items():
+                if entries.pop(self._member_id, None) is not None:
+                    self._groups.changed(group)

@@ -1,0 +1,133 @@
+"""Group membership on every backend: join, members, capabilities, leave, create/delete."""
+
+from __future__ import annotations
+
+import pytest
+
+import conch
+
+
+def test_a_member_joins_with_capabilities_that_every_member_reads(
+    member: conch.Coordinator, other_member: conch.Coordinator, group_name: str
+) -> None:
+    member.group(group_name).join({"weight": 2, "zone": "é"})
+    other_member.group(group_name).join()
+    expected = {member.member_id: {"weight": 2, "zone": "é"}, other_member.member_id: None}
+    assert member.group(group_name).members() == expected
+    assert other_member.group(group_name).members() == expected
+
+
+def test_joining_again_replaces_the_capabilities(
+    member: conch.Coordinator, other_member: conch.Coordinator, group_name: str
+) -> None:
+    group = member.group(group_name)
+    group.join({"weight": 1})
+    group.join([1, "two", None])
+    assert other_member.group(group_name).members() == {member.member_id: [1, "two", None]}
+
+
+def test_member_info_names_host_and_pid(member: conch.Coordinator, group_name: str) -> None:
+    import os
+
+    from conch.introspection import HOST
+
+    group = member.group(group_name)
+    group.join({"weight": 3})
+    info = group.member_info()[member.member_id]
+    assert (info.member_id, info.capabilities, info.host, info.pid) == (
+        member.member_id, {"weight": 3}, HOST, os.getpid())
+    assert info.joined_at is not None
+
+
+def test_a_member_that_leaves_is_gone_and_leaving_twice_is_harmless(
+    member: conch.Coordinator, other_member: conch.Coordinator, group_name: str
+) -> None:
+    group = member.group(group_name)
+    group.join()
+    other_member.group(group_name).join()
+    group.leave()
+    group.leave()
+    assert not group.joined
+    assert set(other_member.group(group_name).members()) == {other_member.member_id}
+
+
+def test_a_stopped_coordinator_leaves_its_groups(
+    group_url: str, member: conch.Coordinator, group_name: str
+) -> None:
+    with conch.connect(group_url) as leaving:
+        leaving.group(group_name).join()
+        assert leaving.member_id in member.group(group_name).members()
+    assert leaving.member_id not in member.group(group_name).members()
+
+
+def test_one_group_object_per_name_and_groups_lists_them(
+    member: conch.Coordinator, group_name: str
+) -> None:
+    assert member.group(group_name) is member.group(group_name)
+    assert member.group(group_name) is member.group(group_name.encode())
+    member.group(group_name).join()
+    assert group_name in member.groups()
+
+
+def test_create_and_delete_a_group(
+    member: conch.Coordinator, other_member: conch.Coordinator, group_name: str
+) -> None:
+    group = member.group(group_name)
+    assert not group.exists()
+    assert group.members() == {}
+    assert group.create() is True
+    assert group.create() is False
+    assert other_member.group(group_name).exists()
+    assert group_name in other_member.groups()
+    other_member.group(group_name).join()
+    with pytest.raises(conch.GroupNotEmpty):
+        group.delete()
+    other_member.group(group_name).leave()
+    group.delete()
+    assert not group.exists()
+    assert group_name not in member.groups()
+    with pytest.raises(conch.GroupNotFound):
+        group.delete()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("", "must not be empty"),
+    ("a\0b", "NUL"),
+    ("x" * 257, "at most 256 bytes"),
+    (42, "must be str or bytes"),
+])
+def test_a_hostile_group_name_gets_a_clear_error(
+    member: conch.Coordinator, name: object, message: str
+) -> None:
+    with pytest.raises(conch.InvalidGroup, match=message):
+        member.group(name)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("capabilities, message", [
+    (object(), "must be a JSON value"),
+    (float("nan"), "must be a JSON value"),
+    ({"blob": "x" * 70_000}, "at most 65536 bytes"),
+])
+def test_capabilities_that_are_not_json_or_too_large_get_a_clear_error(
+    member: conch.Coordinator, group_name: str, capabilities: object, message: str
+) -> None:
+    group = member.group(group_name)
+    with pytest.raises(conch.InvalidGroup, match=message):
+        group.join(capabilities)
+    assert not group.joined
+
+
+def test_names_and_capabilities_with_unusual_characters_round_trip(
+    member: conch.Coordinator, other_member: conch.Coordinator
+) -> None:
+    name = "grp/../\\ *?é\u2603 %s\n\t"
+    capabilities = {"text": "NUL \0 inside", "list": [1.5, True, {"deep": "☃"}]}
+    member.group(name).join(capabilities)
+    assert other_member.group(name).members() == {member.member_id: capabilities}
+    member.group(name).leave()
+
+
+def test_groups_need_a_started_coordinator(group_url: str, group_name: str) -> None:
+    coordinator = conch.Coordinator(group_url)
+    with pytest.raises(conch.NotStarted):
+        coordinator.group(group_name)
