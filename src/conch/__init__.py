@@ -25,6 +25,7 @@ from conch.errors import (
     LockNotHeld,
     NotStarted,
     NotSupported,
+    UnknownNode,
 )
 from conch.group import Group
 from conch.group_entry import MemberInfo
@@ -56,6 +57,7 @@ __all__ = [
     "NotStarted",
     "NotSupported",
     "Subscription",
+    "UnknownNode",
     "connect",
     "synchronized",
 ]

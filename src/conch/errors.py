@@ -63,3 +63,11 @@ class GroupNotFound(ConchError):
 
 class GroupNotEmpty(ConchError):
     """The group still has live members, so it cannot be deleted."""
+
+
+class UnknownNode(ConchError, LookupError):
+    """``HashRing.remove_node`` was given a node the ring does not hold (it is ``.node``)."""
+
+    def __init__(self, node: object) -> None:
+        super().__init__(f"unknown node {node!r}")
+        self.node = node
