@@ -32,6 +32,7 @@ from conch.group_entry import MemberInfo
 from conch.group_watch import GroupEvent, Subscription
 from conch.introspection import HolderInfo, LockInfo
 from conch.lock import Lock
+from conch.partitioner import Partitioner
 
 __all__ = [
     "BackendUnavailable",
@@ -56,6 +57,7 @@ __all__ = [
     "MemberInfo",
     "NotStarted",
     "NotSupported",
+    "Partitioner",
     "Subscription",
     "UnknownNode",
     "connect",

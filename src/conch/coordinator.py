@@ -10,7 +10,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from conch import metrics
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
@@ -23,6 +23,7 @@ from conch.group_entry import GroupName, group_key
 from conch.hold_state import Membership
 from conch.introspection import LockInfo, matching
 from conch.lock import Lock, LockName, lock_key
+from conch.partitioner import Partitioner
 from conch.url import parse_url
 
 T = TypeVar("T")
@@ -146,6 +147,13 @@ class Coordinator:
                 group = self._groups[key] = Group(name, self._groups_of(backend),
                                                   self.member_id, self._describe_error)
             return group
+
+    def partitioner(self, name: GroupName, partitions: int = 32, replicas: int = 1,
+                    weight: int = 1, capabilities: dict[str, Any] | None = None) -> Partitioner:
+        """Join group ``name`` with ``weight`` (and ``capabilities``) and place objects over
+        its live members with consistent hashing, as tooz's partitioner does."""
+        return Partitioner(self.group(name), partitions, replicas,
+                           {**(capabilities or {}), "weight": weight})
 
     def groups(self) -> list[str]:
         """The names of the groups that exist on the backend, sorted (``groups`` capability)."""

@@ -17,8 +17,9 @@ fenced counter of the lock's name in the :class:`~tests.chaos.store.FencedStore`
     with one line: ``acquire SECONDS|forever`` (``acquired TOKEN`` / ``refused``),
     ``read`` (``read VALUE`` / ``rejected``), ``write`` (``accepted`` / ``rejected``),
     ``wait-lost SECONDS`` (``lost WHEN``, the monotonic time the wait ended, /
-    ``not-lost``), ``release`` (``released`` / ``lost``), ``exit``. A conch error
-    answers ``error TYPE: MESSAGE``.
+    ``not-lost``), ``release`` (``released`` / ``lost``), ``join-group GROUP`` (``joined``),
+    ``wait-group-lost GROUP SECONDS`` (``group-lost WHEN`` / ``group-not-lost``),
+    ``exit``. A conch error answers ``error TYPE: MESSAGE``.
 ``contend SECONDS HOLD NAME...``
     Print ``ready``, wait for ``go`` on stdin, then for SECONDS take a random NAME
     at a time (waiting at most 5 s) and update its counter, holding the lock up to
@@ -150,12 +151,13 @@ def contend(coordinator: conch.Coordinator, holder: str, names: list[str], recor
     return tally
 
 
-def _script(holder: Holder) -> None:
+def _script(holder: Holder, coordinator: conch.Coordinator) -> None:
     print("ready", flush=True)
     for line in sys.stdin:
         command, _, argument = line.strip().partition(" ")
         try:
-            answer = _obey(holder, command, argument)
+            answer = _obey(holder, command, argument) if "group" not in command \
+                else _obey_group(coordinator, command, argument)
         except Rejected:
             answer = "rejected"
         except conch.ConchError as exc:
@@ -185,6 +187,18 @@ def _obey(holder: Holder, command: str, argument: str) -> str:
     return f"error unknown command {command!r}"
 
 
+def _obey_group(coordinator: conch.Coordinator, command: str, argument: str) -> str:
+    if command == "join-group":
+        coordinator.group(argument).join({"pid": os.getpid()})
+        return "joined"
+    if command == "wait-group-lost":
+        group, _, seconds = argument.partition(" ")
+        if coordinator.group(group).lost.wait(float(seconds)):
+            return f"group-lost {time.monotonic()!r}"
+        return "group-not-lost"
+    return f"error unknown command {command!r}"
+
+
 def main(argv: list[str]) -> None:
     """Run one worker command (see the module docstring)."""
     command, holder, history, store_dir, *rest = argv
@@ -198,7 +212,7 @@ def main(argv: list[str]) -> None:
     store = FencedStore(store_dir)
     with conch.connect(member_id=holder) as coordinator:
         if command == "script":
-            _script(Holder(coordinator.lock(rest[0]), holder, recorder, store))
+            _script(Holder(coordinator.lock(rest[0]), holder, recorder, store), coordinator)
         elif command == "contend":
             seconds, hold, *names = rest
             print("ready", flush=True)
