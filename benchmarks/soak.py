@@ -40,6 +40,8 @@ from tests.chaos.store import FencedStore
 from tests.chaos.targets import PROCESS_BACKENDS, Target, start_server
 from tests.chaos.worker import Tally
 
+import conch
+from benchmarks.soak_groups import GroupObserver
 from conch.history import fenced_counter_violations, load
 from conch.history import violations as history_violations
 
@@ -83,6 +85,8 @@ class Soak:
         self.workers: dict[int, subprocess.Popen[str]] = {}
         self.spawned = 0
         self.outcome = Outcome(target.backend)
+        self.observer = GroupObserver(target.url(), f"soak-{rng.random()}", target.lease) \
+            if conch.Coordinator(target.url()).capabilities.groups else None
 
     def run(self, seconds: float) -> Outcome:
         """Contend and inject faults for ``seconds``; then check everything."""
@@ -108,6 +112,8 @@ class Soak:
             if self.proxy is not None:
                 self.proxy.close()
         self.outcome.seconds = time.monotonic() - started
+        if self.observer is not None:
+            self.outcome.violations += self.observer.finish()
         self._check()
         return self.outcome
 
@@ -203,7 +209,7 @@ class Soak:
             for log in self.logs.iterdir():
                 if secret in log.read_text(errors="replace"):
                     found.append(f"the password shows in {log.name}")
-        self.outcome.violations = found
+        self.outcome.violations += found
 
 
 def _kill(process: subprocess.Popen[str]) -> None:

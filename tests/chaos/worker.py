@@ -46,6 +46,8 @@ from conch.history import Recorder, Section
 from tests.chaos.store import FencedStore, Rejected
 
 LOG_ENV = "CONCH_CHAOS_LOG"
+GROUP_ENV = "CONCH_CHAOS_GROUP"
+"""When set, a ``contend`` worker joins the group it names before contending."""
 WAIT_LIMIT = 5.0
 """Seconds a contending worker waits for one lock before it picks another name."""
 
@@ -215,6 +217,8 @@ def main(argv: list[str]) -> None:
             _script(Holder(coordinator.lock(rest[0]), holder, recorder, store), coordinator)
         elif command == "contend":
             seconds, hold, *names = rest
+            if os.environ.get(GROUP_ENV):
+                coordinator.group(os.environ[GROUP_ENV]).join({"holder": holder})
             print("ready", flush=True)
             sys.stdin.readline()
             tally = contend(coordinator, holder, names, recorder, store, float(seconds),
