@@ -34,7 +34,7 @@ class Group:
         self.lost = threading.Event()
         self._store = store
         self._describe_error = describe_error
-        self._mutex = threading.RLock()  # a backend may report a loss from inside a call
+        self._mutex = threading.RLock()
         self._entry: bytes | None = None  # what this member joined with; None: not joined
         self._must_rejoin = False
         self._thread: GroupThread | None = None
@@ -73,7 +73,7 @@ class Group:
             self._enter(entry)
             self._entry, self._must_rejoin = entry, False
         self.lost.clear()
-        self._wake()
+        self._started_thread().wake()  # the thread re-joins after a loss
 
     def leave(self) -> None:
         """Leave the group (nothing happens when this member is not in it)."""
@@ -115,14 +115,13 @@ class Group:
 
     def on_lost(self, reason: str) -> None:
         """The backend dropped this member's entry: tell, and re-join from the thread."""
+        if self._entry is None or self._closed:
+            return
         log.warning("conch: member %r was dropped from group %r: %s",
                     self.member_id, self.name, reason)
-        with self._mutex:
-            if self._entry is None:
-                return
-            self._must_rejoin = True
+        self._must_rejoin = True  # no mutex: a backend may report from inside a call
         self.lost.set()
-        self._started_thread().wake()
+        self._wake()
 
     def _rejoin(self) -> None:
         with self._mutex:

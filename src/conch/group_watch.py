@@ -1,7 +1,7 @@
 """A group's background thread: reads its members when the backend pushes a change (or
 every poll interval where it cannot), tells the group's watchers who joined and left, in
 order, and re-joins a member the server dropped. A slow or failing watcher delays only its
-own group; one thread per watched group, started on first use."""
+own group; one thread per joined or watched group, reading members only while watched."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class GroupThread:
         self._watchers: list[Watcher] = []
         self._wake = threading.Event()
         self._stopping = False
-        self._last = self._read_quietly() or {}
+        self._last: dict[str, MemberInfo] = {}
         self._unsubscribe = subscribe(self._wake.set)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"conch-group-{group!r}")
@@ -71,6 +71,8 @@ class GroupThread:
     def watch(self, watcher: Watcher) -> Subscription:
         """Call ``watcher`` with each change from now on."""
         with self._mutex:
+            if not self._watchers:  # the members are read only while someone watches
+                self._last = self._read_quietly() or {}
             self._watchers.append(watcher)
         return Subscription(self._watchers, watcher, self._mutex)
 
@@ -93,7 +95,9 @@ class GroupThread:
             if self._stopping:
                 return
             self._rejoin()
-            current = self._read_quietly()
+            with self._mutex:
+                watched = bool(self._watchers)
+            current = self._read_quietly() if watched else None
             if current is None:
                 continue
             joined = frozenset(current.keys() - self._last.keys())
