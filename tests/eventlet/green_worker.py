@@ -18,6 +18,10 @@ reports the longest gap between its ticks.
         release              -> released
         block SECONDS        -> blocked GAP        a call that blocks the hub (the original
                                 time.sleep), to show that the ticker sees one
+        join GROUP           -> joined MEMBER     the waiting coordinator joins GROUP
+        watch GROUP          -> watching, then per event: event JOINED LEFT GAP
+                                (member ids joined by commas, "-" for none; the ticker's
+                                longest gap since the watch began)
         contend NAME HISTORY COUNTER THREADS SECONDS -> done SECTIONS
                                 tests.contract.workers.contend_in_threads on green threads,
                                 spread over two coordinators
@@ -127,11 +131,24 @@ class Server:
             pathlib.Path(counter), int(threads), float(seconds))
         say("done", sections)
 
+    def join(self, group: str) -> None:
+        self.waiting.group(group).join({"pid": os.getpid()})
+        say("joined", self.waiting.member_id)
+
+    def watch(self, group: str) -> None:
+        def told(event: conch.GroupEvent) -> None:
+            say("event", ",".join(sorted(event.joined)) or "-",
+                ",".join(sorted(event.left)) or "-", self.ticker.longest_gap)
+
+        self.ticker.reset()
+        self.holding.group(group).watch(told)
+        say("watching")
+
     def serve(self) -> None:
         commands: dict[str, Callable[..., None]] = {
             "hold": self.hold, "let-go": self.let_go, "try": self.try_,
             "acquire": self.acquire, "release": self.release, "contend": self.contend,
-            "block": self.block,
+            "block": self.block, "join": self.join, "watch": self.watch,
         }
         say("ready")
         for line in lines(sys.stdin):
