@@ -127,21 +127,39 @@ def test_the_base_lock_needs_a_name_and_defaults_to_not_implemented() -> None:
 
 
 @pytest.mark.parametrize("method", [
-    "create_group", "get_groups", "join_group", "join_group_create", "leave_group",
-    "delete_group", "get_members", "get_member_info", "get_member_capabilities",
-    "get_members_with_capabilities", "update_capabilities", "get_leader",
-    "stand_down_group_leader", "run_elect_coordinator", "watch_elected_as_leader",
-    "unwatch_elected_as_leader", "watch_join_group", "unwatch_join_group",
-    "watch_leave_group", "unwatch_leave_group", "run_watchers", "join_partitioned_group",
-    "leave_partitioned_group",
+    "get_leader", "stand_down_group_leader", "run_elect_coordinator", "watch_elected_as_leader",
+    "unwatch_elected_as_leader",
 ])
-def test_groups_leaders_watchers_and_partitioner_raise_not_implemented(
-    driver: Driver, method: str
-) -> None:
-    with pytest.raises(tooz.NotImplemented, match=f"{method}.*locks only") as failure:
+def test_leader_election_raises_not_implemented(driver: Driver, method: str) -> None:
+    with pytest.raises(tooz.NotImplemented, match=f"{method}.*leader election") as failure:
         getattr(driver, method)(b"group", b"more")
     assert isinstance(failure.value, conch.NotSupported)
     assert isinstance(failure.value, tooz.ToozError)
+
+
+@pytest.mark.parametrize("call", [
+    lambda driver: driver.create_group(b"group"),
+    lambda driver: driver.get_groups(),
+    lambda driver: driver.join_group(b"group"),
+    lambda driver: driver.join_group_create(b"group"),
+    lambda driver: driver.get_members(b"group"),
+    lambda driver: driver.watch_join_group(b"group", print),
+    lambda driver: driver.join_partitioned_group(b"group"),
+])
+def test_group_calls_raise_not_implemented_where_the_backend_has_no_groups(
+    tmp_path: pathlib.Path, call: Any
+) -> None:
+    # Gnocchi catches tooz.NotImplemented from join_partitioned_group and works alone.
+    coordinator = coordination.get_coordinator(f"file://{tmp_path}", b"member-1")
+    if coordinator.conch_coordinator.capabilities.groups:
+        pytest.skip("the file backend has groups now: no backend lacks them")
+    coordinator.start()
+    try:
+        with pytest.raises(tooz.NotImplemented, match="groups") as failure:
+            call(coordinator).get()
+        assert isinstance(failure.value, conch.NotSupported)
+    finally:
+        coordinator.stop()
 
 
 def test_lifecycle_follows_tooz(memory_url: str) -> None:
