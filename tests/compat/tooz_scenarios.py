@@ -7,15 +7,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 Transcript = list[tuple[str, object]]
 
 
-class Coordinator(Protocol):
-    """What the scenarios use of a tooz coordinator (the real one or conch's)."""
-
-    def __getattr__(self, name: str) -> Any: ...
+Coordinator = Any
+"""A started tooz coordinator: the real tooz's or conch's facade's."""
 
 
 class Members:
