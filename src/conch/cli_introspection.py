@@ -29,6 +29,7 @@ EXIT_NO_PERMISSION = 77
 
 _MEMBER_PREFIX = "conch-cli-"
 Parser = Any  # conch.cli._Parser (an argparse.ArgumentParser)
+Command = Callable[[argparse.Namespace], int]
 
 
 def add_commands(
@@ -45,44 +46,37 @@ def add_commands(
                     help="only names starting with this")
     _done(ls, _ls)
 
-    show = commands.add_parser(
-        "show", parents=[url, output], help="show who holds a lock",
-        description="Show who holds lock NAME: member id, host, pid, since when, fencing "
-        "token, TTL left and waiters, as far as the backend knows.")
-    show.add_argument("name", metavar="NAME")
-    _done(show, _show)
+    def command(name: str, argument: str, run: Command, summary: str, description: str
+                ) -> Parser:
+        parser = commands.add_parser(name, parents=[url, output], help=summary,
+                                     description=description)
+        parser.add_argument(argument.lower(), metavar=argument)
+        _done(parser, run)
+        return parser
 
-    breaking = commands.add_parser(
-        "break", parents=[url, output], help="free a lock held by someone else",
-        description="Free lock NAME whoever holds it; the holder is told it lost the lock "
-        "(at its next renewal or session check). Asks first on a terminal. Exit status: "
-        f"0 broken, {EXIT_NOT_HELD} not held (nothing broken), {EXIT_NO_PERMISSION} the "
-        "server refused.")
-    breaking.add_argument("name", metavar="NAME")
+    command("show", "NAME", _show, "show who holds a lock",
+            "Show who holds lock NAME: member id, host, pid, since when, fencing token, TTL "
+            "left and waiters, as far as the backend knows.")
+    breaking = command(
+        "break", "NAME", _break, "free a lock held by someone else",
+        "Free lock NAME whoever holds it; the holder is told it lost the lock (at its next "
+        "renewal or session check). Asks first on a terminal. Exit status: 0 broken, "
+        f"{EXIT_NOT_HELD} not held (nothing broken), {EXIT_NO_PERMISSION} the server refused.")
     breaking.add_argument("--yes", "-y", action="store_true",
                           help="do not ask (needed when not run from a terminal)")
-    _done(breaking, _break)
-
-    wait = commands.add_parser(
-        "wait", parents=[url, output], help="wait until a lock is free",
-        description="Wait until lock NAME is free: acquire it, then release it at once "
-        f"(the backend wakes the wait). Exit {EXIT_NOT_ACQUIRED} if still held after "
-        "--timeout.")
-    wait.add_argument("name", metavar="NAME")
+    wait = command(
+        "wait", "NAME", _wait, "wait until a lock is free",
+        "Wait until lock NAME is free: acquire it, then release it at once (the backend wakes "
+        f"the wait). Exit {EXIT_NOT_ACQUIRED} if still held after --timeout.")
     wait.add_argument("--timeout", type=seconds, default=None, metavar="S",
                       help=f"give up (exit {EXIT_NOT_ACQUIRED}) after S seconds "
                       "(default: wait forever)")
-    _done(wait, _wait)
-
-    members = commands.add_parser(
-        "members", parents=[url, output], help="list a group's live members",
-        description="List the live members of group GROUP: member id, host, pid, since when "
-        "and capabilities (on backends with groups).")
-    members.add_argument("group", metavar="GROUP")
-    _done(members, _members)
+    command("members", "GROUP", _members, "list a group's live members",
+            "List the live members of group GROUP: member id, host, pid, since when and "
+            "capabilities (on backends with groups).")
 
 
-def _done(parser: Parser, run: Callable[[argparse.Namespace], int]) -> None:
+def _done(parser: Parser, run: Command) -> None:
     parser.set_defaults(run=run, parser=parser, takes_command=False)
 
 
