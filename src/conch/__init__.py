@@ -27,6 +27,7 @@ from conch.errors import (
     NotSupported,
     UnknownNode,
 )
+from conch.election import Election, LeaderChange
 from conch.group import Group
 from conch.group_entry import MemberInfo
 from conch.group_watch import GroupEvent, Subscription
@@ -40,6 +41,7 @@ __all__ = [
     "Capabilities",
     "ConchError",
     "Coordinator",
+    "Election",
     "Group",
     "GroupEvent",
     "GroupNotEmpty",
@@ -50,6 +52,7 @@ __all__ = [
     "InvalidLockName",
     "InvalidURL",
     "Lock",
+    "LeaderChange",
     "LockAcquireFailed",
     "LockInfo",
     "LockLost",

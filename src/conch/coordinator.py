@@ -17,7 +17,8 @@ from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.loader import backend_class
 from conch.capabilities import Capabilities
 from conch.defaults import default_url
-from conch.errors import BackendUnavailable, ConchError, NotStarted
+from conch.election import KEY_PREFIX, Election
+from conch.errors import BackendUnavailable, ConchError, InvalidLockName, NotStarted
 from conch.group import Group
 from conch.group_entry import GroupName, group_key
 from conch.hold_state import Membership
@@ -135,6 +136,19 @@ class Coordinator:
             return Lock(name, metrics.metered(make_handle, self._url.scheme, label),
                         self._describe_error, membership)
         return Lock(name, make_handle, self._describe_error, membership)
+
+    def election(self, name: LockName, watch_interval: float = 1.0) -> Election:
+        """A candidate in election ``name`` (one term at a time per object): leading is
+        holding the lock ``conch-election:<name>``. Watchers of leader changes are told
+        within ``watch_interval`` seconds (at once of this object's own campaign or
+        resignation). Needs the ``introspection`` capability (every built-in backend)."""
+        if not name or not isinstance(name, (str, bytes)):
+            raise InvalidLockName(f"an election name must be a non-empty str or bytes, "
+                                  f"not {name!r}")
+        lock_name = (KEY_PREFIX + name) if isinstance(name, bytes) else \
+            KEY_PREFIX.decode() + name
+        lock = self._lock(lock_name, "election", metered=True)
+        return Election(name, lock, lambda: self.describe(lock_name), watch_interval)
 
     def group(self, name: GroupName) -> Group:
         """Group ``name`` as this member sees it (one object per name while started).

@@ -9,6 +9,12 @@ passwords):
 ``join GROUP``
     Join ``GROUP`` (capabilities ``{"pid": <pid>}``), print ``joined <member id>``, then
     sleep until killed.
+``elect NAME HISTORY SECONDS``
+    Connect, print ``ready``, then for SECONDS campaign in election ``NAME`` (waiting at
+    most 2 s), lead briefly (each term recorded in ``HISTORY``) and resign; print
+    ``done <terms>``.
+``lead NAME``
+    Win election ``NAME``, print ``leading <token>``, then sleep until killed.
 ``contend NAME HISTORY COUNTER THREADS``
     Connect, print ``ready``, wait for a ``go <seconds>`` line on stdin, then let
     ``THREADS`` lock objects take ``NAME`` in turn for that long, recording each
@@ -176,6 +182,30 @@ def _join(group: str) -> None:
         time.sleep(60)
 
 
+def _elect(name: str, history: str, seconds: str) -> None:
+    with conch.connect() as coordinator:
+        election = coordinator.election(name)
+        recorder = Recorder(pathlib.Path(history), coordinator.member_id)
+        print("ready", flush=True)
+        terms, stop_at = 0, time.monotonic() + float(seconds)
+        while time.monotonic() < stop_at:
+            if not election.campaign(blocking=2):
+                continue
+            with recorder.section(name, election.token, Lost(election.lost.is_set)):
+                time.sleep(0.002)
+            election.resign()
+            terms += 1
+    print(f"done {terms}", flush=True)
+
+
+def _lead(name: str) -> None:
+    election = conch.connect().election(name)
+    election.campaign()
+    print(f"leading {election.token}", flush=True)
+    while True:
+        time.sleep(60)
+
+
 def _contend(name: str, history: str, counter: str, threads: str) -> None:
     with conch.connect() as coordinator:
         print("ready", flush=True)
@@ -199,5 +229,9 @@ if __name__ == "__main__":
         _join(*arguments)
     elif command == "contend":
         _contend(*arguments)
+    elif command == "elect":
+        _elect(*arguments)
+    elif command == "lead":
+        _lead(*arguments)
     else:
         sys.exit(f"unknown command {command!r}; see the module docstring")
