@@ -10,6 +10,7 @@ True
 from conch.capabilities import Capabilities
 from conch.coordinator import Coordinator, connect
 from conch.decorators import synchronized
+from conch.election import Election, LeaderChange
 from conch.errors import (
     BackendUnavailable,
     BreakRefused,
@@ -27,7 +28,6 @@ from conch.errors import (
     NotSupported,
     UnknownNode,
 )
-from conch.election import Election, LeaderChange
 from conch.group import Group
 from conch.group_entry import MemberInfo
 from conch.group_watch import GroupEvent, Subscription
@@ -51,8 +51,8 @@ __all__ = [
     "InvalidGroup",
     "InvalidLockName",
     "InvalidURL",
-    "Lock",
     "LeaderChange",
+    "Lock",
     "LockAcquireFailed",
     "LockInfo",
     "LockLost",
