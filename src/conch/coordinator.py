@@ -17,8 +17,8 @@ from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.loader import backend_class
 from conch.capabilities import Capabilities
 from conch.defaults import default_url
-from conch.election import KEY_PREFIX, Election
-from conch.errors import BackendUnavailable, ConchError, InvalidLockName, NotStarted
+from conch.election import Election, election_lock_name
+from conch.errors import BackendUnavailable, ConchError, NotStarted
 from conch.group import Group
 from conch.group_entry import GroupName, group_key
 from conch.hold_state import Membership
@@ -142,11 +142,7 @@ class Coordinator:
         holding the lock ``conch-election:<name>``. Watchers of leader changes are told
         within ``watch_interval`` seconds (at once of this object's own campaign or
         resignation). Needs the ``introspection`` capability (every built-in backend)."""
-        if not name or not isinstance(name, (str, bytes)):
-            raise InvalidLockName(f"an election name must be a non-empty str or bytes, "
-                                  f"not {name!r}")
-        lock_name = (KEY_PREFIX + name) if isinstance(name, bytes) else \
-            KEY_PREFIX.decode() + name
+        lock_name = election_lock_name(name)
         lock = self._lock(lock_name, "election", metered=True)
         return Election(name, lock, lambda: self.describe(lock_name), watch_interval)
 

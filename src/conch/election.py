@@ -15,15 +15,28 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from conch.errors import ConchError, LockAcquireFailed, NotStarted
+from conch.errors import ConchError, InvalidLockName, LockAcquireFailed, NotStarted
 from conch.group_watch import Subscription
 from conch.introspection import LockInfo
 from conch.lock import Blocking, Lock, wait_budget
 
 log = logging.getLogger("conch")
 
-KEY_PREFIX = b"conch-election:"
+KEY_PREFIX = "conch-election:"
 """What an election's lock name starts with."""
+
+
+def election_lock_name(name: str | bytes) -> str | bytes:
+    """The name of election ``name``'s lock (:class:`conch.InvalidLockName` for a bad one)."""
+    if not name or not isinstance(name, (str, bytes)):
+        raise InvalidLockName(f"an election name must be a non-empty str or bytes, not {name!r}")
+    return KEY_PREFIX.encode() + name if isinstance(name, bytes) else KEY_PREFIX + name
+
+
+def not_won(name: str | bytes, blocking: Blocking) -> LockAcquireFailed:
+    """The error of ``with election(blocking):`` when the campaign failed."""
+    wait = "at once" if blocking is False else f"within {blocking} s"
+    return LockAcquireFailed(f"election {name!r} not won {wait}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +140,7 @@ class _Term:
 
     def __enter__(self) -> Election:
         if not self._election.campaign(self._blocking):
-            wait = "at once" if self._blocking is False else f"within {self._blocking} s"
-            raise LockAcquireFailed(f"election {self._election.name!r} not won {wait}")
+            raise not_won(self._election.name, self._blocking)
         return self._election
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
