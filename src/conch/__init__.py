@@ -21,6 +21,7 @@ from conch.errors import (
     InvalidGroup,
     InvalidLockName,
     InvalidURL,
+    LimitMismatch,
     LockAcquireFailed,
     LockLost,
     LockNotHeld,
@@ -34,6 +35,7 @@ from conch.group_watch import GroupEvent, Subscription
 from conch.introspection import HolderInfo, LockInfo
 from conch.lock import Lock
 from conch.partitioner import Partitioner
+from conch.semaphore import Semaphore
 
 __all__ = [
     "BackendUnavailable",
@@ -52,6 +54,7 @@ __all__ = [
     "InvalidLockName",
     "InvalidURL",
     "LeaderChange",
+    "LimitMismatch",
     "Lock",
     "LockAcquireFailed",
     "LockInfo",
@@ -61,6 +64,7 @@ __all__ = [
     "NotStarted",
     "NotSupported",
     "Partitioner",
+    "Semaphore",
     "Subscription",
     "UnknownNode",
     "connect",

@@ -25,9 +25,15 @@ from conch.hold_state import Membership
 from conch.introspection import LockInfo, matching
 from conch.lock import Lock, LockName, lock_key
 from conch.partitioner import Partitioner
+from conch.semaphore import Semaphore
 from conch.url import parse_url
 
 T = TypeVar("T")
+OpenHandle = Callable[[Backend, bytes, LossCallback], LockHandle]
+
+
+def _shared(backend: Backend, key: bytes, on_lost: LossCallback) -> LockHandle:
+    return backend.shared_handle(key, on_lost)
 
 
 class Coordinator:
@@ -111,25 +117,49 @@ class Coordinator:
             lock._abandon("the coordinator was stopped")
         backend.close()  # which wakes, or fails, the backend's waits where it can
 
-    def lock(self, name: LockName, metric_label: str | None = None) -> Lock:
+    def lock(self, name: LockName, metric_label: str | None = None, *,
+             shared: bool = False) -> Lock:
         """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock).
 
-        ``metric_label`` is the ``conch.lock`` attribute of its metrics: keep the number
-        of distinct labels small (default: :func:`conch.metrics.name_label`).
+        ``shared=True`` makes a shared (read) hold of the same lock: shared holds coexist,
+        an exclusive one excludes them all (``shared_locks`` capability, else
+        :class:`conch.NotSupported`). ``metric_label`` is the ``conch.lock`` attribute of its
+        metrics: keep the number of distinct labels small (default:
+        :func:`conch.metrics.name_label`).
         """
+        if shared:
+            self.capabilities.require(["shared_locks"], self._url.scheme)
+            return self._lock(name, metric_label, metered=True, open_handle=_shared)
         return self._lock(name, metric_label, metered=True)
 
     get_lock = lock
 
-    def _lock(self, name: LockName, metric_label: str | None = None, *,
-              metered: bool) -> Lock:
+    def semaphore(self, name: LockName, limit: int, metric_label: str | None = None
+                  ) -> Semaphore:
+        """One holder's object of semaphore ``name``: at most ``limit`` objects (of every
+        process using it, all with the same limit) hold at once (``semaphores``
+        capability). It has a lock's contract: blocking rules, tokens, loss."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"a semaphore's limit must be an int >= 1, not {limit!r}")
+        self.capabilities.require(["semaphores"], self._url.scheme)
+
+        def open_permit(backend: Backend, key: bytes, on_lost: LossCallback) -> LockHandle:
+            return backend.semaphore_handle(key, limit, on_lost)
+
+        lock = self._lock(name, metric_label, metered=True, open_handle=open_permit)
+        return Semaphore(lock, limit)
+
+    def _lock(self, name: LockName, metric_label: str | None = None, *, metered: bool,
+              open_handle: OpenHandle | None = None) -> Lock:
         """:meth:`lock`; ``metered=False`` for :mod:`conch.aio`, which meters each
         coroutine's acquire rather than the calls its queue makes for them."""
         key = lock_key(name)
         backend, membership = self._started()
 
         def make_handle(on_lost: LossCallback) -> LockHandle:
-            return backend.handle(key, on_lost)
+            if open_handle is None:
+                return backend.handle(key, on_lost)
+            return open_handle(backend, key, on_lost)
 
         if metered and metrics.ENABLED:
             label = metrics.label_of(name, metric_label)
