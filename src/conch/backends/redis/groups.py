@@ -63,16 +63,17 @@ redis.call('SREM', KEYS[1], ARGV[1])
 return 0
 """
 
-# KEYS[1] GROUPS_KEY, KEYS[2] the group's entries, KEYS[3] this member's key; ARGV[1] the
-# group name, ARGV[2] member id, ARGV[3] entry, ARGV[4] hold id, ARGV[5] TTL in ms,
-# ARGV[6] channel, ARGV[7] group digest. Returns 0 when the group does not exist, else 1.
-# Joining again (new data) is not a change of the members: nothing is published.
-JOIN = """
+# KEYS as MEMBERS, then KEYS[3] this member's key; ARGV as MEMBERS, then ARGV[5] member
+# id, ARGV[6] entry, ARGV[7] hold id, ARGV[8] TTL in ms. Returns 0 when the group does not
+# exist, else 1. It prunes the dead too: the entries stay bounded when nobody reads them.
+# Joining again (new data) is not a change of the members: that is not published.
+JOIN = _LIVE_ENTRIES + """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 local arriving = redis.call('EXISTS', KEYS[3]) == 0
-redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-if arriving then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8])
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+if arriving then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return 1
 """
 
@@ -148,8 +149,8 @@ class RedisGroupStore(GroupStore):
     def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
         keys, hold_id = group_keys(group), secrets.token_hex(16).encode()
         member_key = keys.member(self._member_id)
-        args: list[bytes | int] = [group, self._member_id, data, hold_id,
-                                   self._session.options.ttl_ms, self._channel, keys.digest]
+        args = [*self._read_args(group, keys), self._member_id, data, hold_id,
+                self._session.options.ttl_ms]
 
         def write() -> None:
             with self._session.calls():
@@ -188,7 +189,7 @@ class RedisGroupStore(GroupStore):
         self._ttl.stop()
         self._renewals.close()
 
-    def _read_args(self, group: bytes, keys: GroupKeys) -> list[bytes]:
+    def _read_args(self, group: bytes, keys: GroupKeys) -> list[bytes | int]:
         return [group, keys.member_prefix, self._channel, keys.digest]
 
     def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
