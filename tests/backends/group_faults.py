@@ -4,14 +4,27 @@ again; a group and a lock of one name stay apart, and any name comes back exact.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import conch
-from tests.servers.base import wait_until
+from tests.servers.base import ServerProcess, wait_until
+
+S = TypeVar("S", bound=ServerProcess)
 
 HOSTILE_NAME = ("grp/../*?%s\n\t %% é☃ " * 16).encode()[:256]
 """A group name of 256 bytes that no server key may hold as it is."""
+
+
+@contextlib.contextmanager
+def cleaned_up(server: S) -> Iterator[S]:
+    """``server`` for the block, then stopped and its data removed."""
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 def lost_and_joined_again(url: str, group_name: str, drop: Callable[[str], object],

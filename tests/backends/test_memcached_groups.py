@@ -5,6 +5,7 @@ get in (CAS); group keys stay apart from lock keys; TLS."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import uuid
@@ -16,6 +17,7 @@ from pymemcache.client.base import Client  # type: ignore[import-untyped]
 import conch
 from conch.backends.memcached.groups import REGISTRY_KEY, entry_key, roster_key
 from tests.backends.group_faults import (
+    cleaned_up,
     group_and_lock_of_one_name_stay_apart,
     lost_and_joined_again,
 )
@@ -35,21 +37,15 @@ def group_name() -> str:
 @pytest.fixture
 def own_memcached() -> Iterator[MemcachedProcess]:
     """A server of this test alone: free to flush and restart (groups need no settling)."""
-    server = start_memcached(settle=False)
-    try:
+    with cleaned_up(start_memcached(settle=False)) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
 def admin(memcached_server: MemcachedProcess) -> Iterator[Client]:
     """A plain client of the shared server, for the tests' own reads and writes."""
-    client = Client(("127.0.0.1", memcached_server.port), timeout=5)
-    try:
+    with contextlib.closing(Client(("127.0.0.1", memcached_server.port), timeout=5)) as client:
         yield client
-    finally:
-        client.close()
 
 
 def test_a_member_whose_entry_is_deleted_is_told_and_joins_again(
