@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -129,3 +130,17 @@ def test_groups_over_tls(memcached_tls_url: str, group_name: str) -> None:
         other.group(group_name).join({"tls": True})
         assert events.next(WITHIN).joined == {other.member_id}
         assert watcher.group(group_name).members() == {other.member_id: {"tls": True}}
+
+
+def test_a_roster_that_keeps_changing_fails_the_join_after_the_timeout(
+    memcached_url: str, group_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with conch.connect(f"{memcached_url}&timeout=0.3") as member:
+        group = member.group(group_name)
+        group.create()
+        monkeypatch.setattr(Client, "cas", lambda *args, **kwargs: False)  # always beaten
+        started = time.monotonic()
+        with pytest.raises(conch.BackendUnavailable, match=r"kept changing for 0\.3 s"):
+            group.join()
+        assert time.monotonic() - started < 2
+        assert not group.joined

@@ -162,13 +162,11 @@ class MemcachedGroupStore(GroupStore):
         """Pauses between two tries to change ``key`` (from 1 ms to 10 ms, jittered), for
         one reply timeout at most: then :class:`BackendUnavailable`."""
         options = self._session.options
-        deadline = time.monotonic() + options.timeout
-        for pause in pauses():
-            if time.monotonic() >= deadline:
-                raise BackendUnavailable(f"memcached at {options.where}: {key.decode()} kept "
-                                         f"changing for {options.timeout} s (timeout)")
-            yield pause
-        raise AssertionError("pauses() never ends")
+        deadline, waits = time.monotonic() + options.timeout, pauses()
+        while time.monotonic() < deadline:
+            yield next(waits)
+        raise BackendUnavailable(f"memcached at {options.where}: {key.decode()} kept changing "
+                                 f"for {options.timeout} s (timeout)")
 
     def _decode(self, key: bytes, value: bytes | None) -> list[str]:
         """The JSON list of strings at ``key`` (``None``: an empty one)."""
