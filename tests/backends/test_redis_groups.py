@@ -147,3 +147,14 @@ def joins_pushed_across_a_failover(sentinel_group: SentinelGroup, group_name: st
         wait_until(lambda: set(watcher.group(group_name).members()) == {
             member.member_id, late.member_id}, 10, "both members on the new master")
     return failover
+
+
+def test_an_acl_user_without_the_groups_channel_gets_a_clear_error(group_name: str) -> None:
+    acl = ["--user", "default", "off", "--user", "app", "on", ">app-pw", "~conch:*", "+@all"]
+    with cleaned_up(start_redis(*acl, username="app", password="app-pw")) as server, \
+            conch.connect(f"{server.url}/0?ttl={SHORT_TTL}") as coordinator:
+        with pytest.raises(conch.BackendUnavailable, match="can't publish to the channel"):
+            coordinator.group(group_name).join()
+        assert not coordinator.group(group_name).joined
+        with coordinator.lock(group_name) as lock:
+            assert lock.token is not None
