@@ -10,6 +10,7 @@ True
 from conch.capabilities import Capabilities
 from conch.coordinator import Coordinator, connect
 from conch.decorators import synchronized
+from conch.election import Election, LeaderChange
 from conch.errors import (
     BackendUnavailable,
     BreakRefused,
@@ -20,6 +21,7 @@ from conch.errors import (
     InvalidGroup,
     InvalidLockName,
     InvalidURL,
+    LimitMismatch,
     LockAcquireFailed,
     LockLost,
     LockNotHeld,
@@ -33,6 +35,7 @@ from conch.group_watch import GroupEvent, Subscription
 from conch.introspection import HolderInfo, LockInfo
 from conch.lock import Lock
 from conch.partitioner import Partitioner
+from conch.semaphore import Semaphore
 
 __all__ = [
     "BackendUnavailable",
@@ -40,6 +43,7 @@ __all__ = [
     "Capabilities",
     "ConchError",
     "Coordinator",
+    "Election",
     "Group",
     "GroupEvent",
     "GroupNotEmpty",
@@ -49,6 +53,8 @@ __all__ = [
     "InvalidGroup",
     "InvalidLockName",
     "InvalidURL",
+    "LeaderChange",
+    "LimitMismatch",
     "Lock",
     "LockAcquireFailed",
     "LockInfo",
@@ -58,6 +64,7 @@ __all__ = [
     "NotStarted",
     "NotSupported",
     "Partitioner",
+    "Semaphore",
     "Subscription",
     "UnknownNode",
     "connect",

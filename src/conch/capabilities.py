@@ -16,7 +16,8 @@ class Capabilities:
     ``fencing``: every hold gets a token that strictly increases across holders of a name.
     ``fifo``: waiters are granted the lock in the order they started waiting.
     ``notify``: waiters are woken by the backend, not by polling.
-    ``shared_locks``: reader/writer (shared) locks are available.
+    ``shared_locks``: ``coordinator.lock(name, shared=True)``: shared holds coexist, an
+    exclusive one excludes them, and a waiting exclusive one is not starved.
     ``distributed``: the lock excludes processes on different hosts.
     ``introspection``: :meth:`conch.Coordinator.describe` and ``holders`` show who holds a lock.
     ``breakable``: :meth:`conch.Coordinator.break_lock` frees another process's hold, and
@@ -25,6 +26,7 @@ class Capabilities:
     asyncio support, or the backend's socket or file descriptor on the loop), with no
     thread per call; without it, :mod:`conch.aio` runs the sync calls on conch's threads.
     ``groups``: group membership and the partitioner (:meth:`conch.Coordinator.group`).
+    ``semaphores``: :meth:`conch.Coordinator.semaphore`, at most ``limit`` holders at once.
     """
 
     session_bound: bool
@@ -37,6 +39,7 @@ class Capabilities:
     breakable: bool = False
     native_async: bool = False
     groups: bool = False
+    semaphores: bool = False
 
     @classmethod
     def names(cls) -> frozenset[str]:

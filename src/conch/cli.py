@@ -1,6 +1,6 @@
-"""The ``conch`` command: ``exec`` runs a command under a lock, ``demo`` shows conch at work,
-``ls``/``show``/``break``/``wait`` look at locks and ``members`` at a group from outside
-(:mod:`conch.cli_introspection`).
+"""The ``conch`` command: ``exec`` runs a command under a lock (``elect``: while leading an
+election), ``demo`` shows conch at work, ``ls``/``show``/``break``/``wait`` look at locks and
+``members`` at a group from outside (:mod:`conch.cli_introspection`).
 
 Every subcommand takes ``--url`` (default: ``CONCH_URL``, then a per-user
 ``file://`` directory). Errors are one line, ``conch: error: ...``, never a
@@ -38,6 +38,7 @@ from conch.exec import (
     EXIT_NOT_FOUND,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
+    run_leading,
     run_locked,
 )
 from conch.url import parse_url
@@ -109,27 +110,40 @@ def _parser() -> _Parser:
 
 
 def _add_exec(commands: argparse._SubParsersAction[_Parser], url: _Parser) -> None:
-    exec_parser = commands.add_parser(
-        "exec", parents=[url], help="run a command while holding a lock",
-        usage="conch exec [--url URL] [--timeout S] [--grace S] NAME -- CMD [ARG ...]",
-        description="Run CMD while holding lock NAME, like flock(1).\n\n"
-        "CMD gets CONCH_LOCK_NAME and CONCH_LOCK_TOKEN (the hold's fencing token)\n"
-        "in its environment. SIGINT, SIGTERM and SIGHUP sent to conch are passed\n"
-        "on to CMD. The lock is released once CMD has exited.",
-        epilog=_EXEC_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    _add_running(commands, url, "exec", "lock", "holding a lock", "Run CMD while holding "
+                 "lock NAME, like flock(1).\n\nCMD gets CONCH_LOCK_NAME and CONCH_LOCK_TOKEN "
+                 "(the hold's fencing token)\nin its environment.", run_locked)
+    _add_running(commands, url, "elect", "leadership", "leading an election", "Run CMD "
+                 "only while this process leads election NAME.\n\nCMD gets CONCH_ELECTION "
+                 "and CONCH_LEADER_TOKEN (the term's fencing token)\nin its environment.",
+                 run_leading)
+
+
+def _add_running(commands: argparse._SubParsersAction[_Parser], url: _Parser, command: str,
+                 hold: str, while_: str, description: str,
+                 run: Callable[..., int]) -> None:
+    parser = commands.add_parser(
+        command, parents=[url], help=f"run a command while {while_}",
+        usage=f"conch {command} [--url URL] [--timeout S] [--grace S] NAME -- CMD [ARG ...]",
+        description=f"{description} SIGINT, SIGTERM and SIGHUP sent to conch are\npassed "
+        f"on to CMD. The {hold} is given back once CMD has exited.",
+        epilog=_EXEC_STATUSES.replace("the lock", f"the {hold}"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    exec_parser.add_argument("name", metavar="NAME", help="the lock to hold")
-    exec_parser.add_argument(
+    parser.add_argument("name", metavar="NAME",
+                        help="the lock" if command == "exec" else "the election")
+    parser.add_argument(
         "--timeout", type=_seconds, default=None, metavar="S",
-        help="give up (exit 75) when not acquired within S seconds; 0 tries once "
-        "(default: wait forever)",
+        help=f"give up (exit 75) when the {hold} is not acquired within S seconds; 0 tries "
+        "once (default: wait forever)",
     )
-    exec_parser.add_argument(
+    parser.add_argument(
         "--grace", type=_seconds, default=DEFAULT_GRACE, metavar="S",
-        help="when the lock is lost, seconds between SIGTERM and SIGKILL to CMD "
+        help=f"when the {hold} is lost, seconds between SIGTERM and SIGKILL to CMD "
         f"(default: {DEFAULT_GRACE:g})",
     )
-    exec_parser.set_defaults(run=_exec, parser=exec_parser, takes_command=True)
+    parser.set_defaults(run=lambda options: _exec(options, command, run), parser=parser,
+                        takes_command=True)
 
 
 _EXEC_STATUSES = f"""exit status:
@@ -158,15 +172,14 @@ def _add_demo(commands: argparse._SubParsersAction[_Parser], url: _Parser) -> No
     )
 
 
-def _exec(options: argparse.Namespace) -> int:
+def _exec(options: argparse.Namespace, command: str, run: Callable[..., int]) -> int:
     if options.command is None:
-        options.parser.error("put -- before the command, as: conch exec NAME -- CMD [ARG ...]")
+        options.parser.error(f"put -- before the command, as: conch {command} NAME -- CMD "
+                             "[ARG ...]")
     if not options.command:
         options.parser.error("no command after --")
-    with Coordinator(_url(options), prefix="conch-exec-") as coordinator:
-        return run_locked(
-            coordinator, options.name, options.command, options.timeout, options.grace
-        )
+    with Coordinator(_url(options), prefix=f"conch-{command}-") as coordinator:
+        return run(coordinator, options.name, options.command, options.timeout, options.grace)
 
 
 def _url(options: argparse.Namespace) -> str:

@@ -17,6 +17,7 @@ from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.loader import backend_class
 from conch.capabilities import Capabilities
 from conch.defaults import default_url
+from conch.election import Election, election_lock_name
 from conch.errors import BackendUnavailable, ConchError, NotStarted
 from conch.group import Group
 from conch.group_entry import GroupName, group_key
@@ -24,9 +25,15 @@ from conch.hold_state import Membership
 from conch.introspection import LockInfo, matching
 from conch.lock import Lock, LockName, lock_key
 from conch.partitioner import Partitioner
+from conch.semaphore import Semaphore
 from conch.url import parse_url
 
 T = TypeVar("T")
+OpenHandle = Callable[[Backend, bytes, LossCallback], LockHandle]
+
+
+def _shared(backend: Backend, key: bytes, on_lost: LossCallback) -> LockHandle:
+    return backend.shared_handle(key, on_lost)
 
 
 class Coordinator:
@@ -110,31 +117,64 @@ class Coordinator:
             lock._abandon("the coordinator was stopped")
         backend.close()  # which wakes, or fails, the backend's waits where it can
 
-    def lock(self, name: LockName, metric_label: str | None = None) -> Lock:
+    def lock(self, name: LockName, metric_label: str | None = None, *,
+             shared: bool = False) -> Lock:
         """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock).
 
-        ``metric_label`` is the ``conch.lock`` attribute of its metrics: keep the number
-        of distinct labels small (default: :func:`conch.metrics.name_label`).
+        ``shared=True`` makes a shared (read) hold of the same lock: shared holds coexist,
+        an exclusive one excludes them all (``shared_locks`` capability, else
+        :class:`conch.NotSupported`). ``metric_label`` is the ``conch.lock`` attribute of its
+        metrics: keep the number of distinct labels small (default:
+        :func:`conch.metrics.name_label`).
         """
+        if shared:
+            self.capabilities.require(["shared_locks"], self._url.scheme)
+            return self._lock(name, metric_label, metered=True, open_handle=_shared)
         return self._lock(name, metric_label, metered=True)
 
     get_lock = lock
 
-    def _lock(self, name: LockName, metric_label: str | None = None, *,
-              metered: bool) -> Lock:
+    def semaphore(self, name: LockName, limit: int, metric_label: str | None = None
+                  ) -> Semaphore:
+        """One holder's object of semaphore ``name``: at most ``limit`` objects (of every
+        process using it, all with the same limit) hold at once (``semaphores``
+        capability). It has a lock's contract: blocking rules, tokens, loss."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"a semaphore's limit must be an int >= 1, not {limit!r}")
+        self.capabilities.require(["semaphores"], self._url.scheme)
+
+        def open_permit(backend: Backend, key: bytes, on_lost: LossCallback) -> LockHandle:
+            return backend.semaphore_handle(key, limit, on_lost)
+
+        lock = self._lock(name, metric_label, metered=True, open_handle=open_permit)
+        return Semaphore(lock, limit)
+
+    def _lock(self, name: LockName, metric_label: str | None = None, *, metered: bool,
+              open_handle: OpenHandle | None = None) -> Lock:
         """:meth:`lock`; ``metered=False`` for :mod:`conch.aio`, which meters each
         coroutine's acquire rather than the calls its queue makes for them."""
         key = lock_key(name)
         backend, membership = self._started()
 
         def make_handle(on_lost: LossCallback) -> LockHandle:
-            return backend.handle(key, on_lost)
+            if open_handle is None:
+                return backend.handle(key, on_lost)
+            return open_handle(backend, key, on_lost)
 
         if metered and metrics.ENABLED:
             label = metrics.label_of(name, metric_label)
             return Lock(name, metrics.metered(make_handle, self._url.scheme, label),
                         self._describe_error, membership)
         return Lock(name, make_handle, self._describe_error, membership)
+
+    def election(self, name: LockName, watch_interval: float = 1.0) -> Election:
+        """A candidate in election ``name`` (one term at a time per object): leading is
+        holding the lock ``conch-election:<name>``. Watchers of leader changes are told
+        within ``watch_interval`` seconds (at once of this object's own campaign or
+        resignation). Needs the ``introspection`` capability (every built-in backend)."""
+        lock_name = election_lock_name(name)
+        lock = self._lock(lock_name, "election", metered=True)
+        return Election(name, lock, lambda: self.describe(lock_name), watch_interval)
 
     def group(self, name: GroupName) -> Group:
         """Group ``name`` as this member sees it (one object per name while started).

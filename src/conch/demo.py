@@ -227,9 +227,10 @@ class _LockWitness(Coordinator):
         self.last_lock: Lock | None = None
         self.asked = 0.0
 
-    def lock(self, name: LockName, metric_label: str | None = None) -> Lock:
+    def lock(self, name: LockName, metric_label: str | None = None, *,
+             shared: bool = False) -> Lock:
         self.asked = time.monotonic()
-        self.last_lock = super().lock(name, metric_label)
+        self.last_lock = super().lock(name, metric_label, shared=shared)
         return self.last_lock
 
 

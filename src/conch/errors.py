@@ -71,3 +71,7 @@ class UnknownNode(ConchError, LookupError):
     def __init__(self, node: object) -> None:
         super().__init__(f"unknown node {node!r}")
         self.node = node
+
+
+class LimitMismatch(ConchError, ValueError):
+    """A semaphore was used with another limit than the one its holders use."""

@@ -1,12 +1,13 @@
-"""``conch exec``: run a command while holding a lock, like ``flock(1)`` across hosts.
-
-The command gets ``CONCH_LOCK_NAME`` and ``CONCH_LOCK_TOKEN``; the lock is released only
-after it exits, and a lost lock stops it. docs/cli.md has the exit statuses (``EXIT_*``)."""
+"""``conch exec`` / ``conch elect``: run a command while holding a lock (like ``flock(1)``
+across hosts) or while leading an election. The command gets the name and the fencing
+token; the hold ends only after it exits, and a lost hold stops it. docs/cli.md has the
+exit statuses (``EXIT_*``)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,7 +18,6 @@ from types import FrameType
 
 from conch.coordinator import Coordinator
 from conch.errors import BackendUnavailable, LockLost
-from conch.lock import Lock
 
 EXIT_USAGE = 2
 """Bad arguments or URL: nothing ran."""
@@ -63,40 +63,77 @@ def run_locked(
     to ``sys.stderr`` as single lines. Raises :class:`conch.BackendUnavailable`
     when the backend cannot be reached before the command starts.
     """
-    if not argv:
-        raise ValueError("run_locked needs a command to run")
     lock = coordinator.lock(name)
-    if not lock.acquire(True if timeout is None else timeout):
+    return _run_holding(_Holding(f"lock {name!r}", lock.acquire, lock.release, lock.lost,
+                                 lambda: lock.token, "CONCH_LOCK_NAME", "CONCH_LOCK_TOKEN"),
+                        name, argv, timeout, grace)
+
+
+def run_leading(
+    coordinator: Coordinator,
+    name: str,
+    argv: Sequence[str],
+    timeout: float | None = None,
+    grace: float = DEFAULT_GRACE,
+) -> int:
+    """As :func:`run_locked`, while leading election ``name``: the command gets
+    ``CONCH_ELECTION`` and ``CONCH_LEADER_TOKEN``, and is stopped when leadership is lost."""
+    election = coordinator.election(name)
+    return _run_holding(_Holding(f"leadership of {name!r}", election.campaign,
+                                 election.resign, election.lost, lambda: election.token,
+                                 "CONCH_ELECTION", "CONCH_LEADER_TOKEN"),
+                        name, argv, timeout, grace)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Holding:
+    """What the command runs under: a lock, or leadership."""
+
+    what: str
+    take: Callable[[bool | float], bool]
+    give_back: Callable[[], None]
+    lost: threading.Event
+    token: Callable[[], int | None]
+    name_variable: str
+    token_variable: str
+
+
+def _run_holding(holding: _Holding, name: str, argv: Sequence[str], timeout: float | None,
+                 grace: float) -> int:
+    if not argv:
+        raise ValueError("conch exec needs a command to run")
+    if not holding.take(True if timeout is None else timeout):
         waited = "at once" if timeout == 0 else f"within {timeout:g} s"
-        _say(f"lock {name!r} not acquired {waited}: it is held elsewhere")
+        _say(f"{holding.what} not acquired {waited}: it is held elsewhere")
         return EXIT_NOT_ACQUIRED
+    env = {**os.environ, holding.name_variable: name,
+           holding.token_variable: str(holding.token())}
     try:
-        status = _run_while_held(lock.lost, name, argv, str(lock.token), grace)
+        status = _run_while_held(holding.lost, holding.what, argv, env, grace)
     finally:
-        kept = _release(lock)
+        kept = _release(holding)
     if not kept:
-        _say(f"lock {name!r} was lost while the command ran (exit status {EXIT_LOCK_LOST})")
+        _say(f"{holding.what} was lost while the command ran (exit status {EXIT_LOCK_LOST})")
         return EXIT_LOCK_LOST
     return status
 
 
-def _release(lock: Lock) -> bool:
-    """Release ``lock``; False when the hold had been lost (even after the command ended,
+def _release(holding: _Holding) -> bool:
+    """Give the hold back; False when it had been lost (even after the command ended,
     as its last moments may then have run unprotected)."""
     try:
-        lock.release()
+        holding.give_back()
     except LockLost:
         return False
     except BackendUnavailable as exc:
         # The command finished under the lock; the session's end frees it anyway.
-        _say(f"warning: releasing lock {lock.name!r} failed: {exc}")
+        _say(f"warning: releasing {holding.what} failed: {exc}")
     return True
 
 
 def _run_while_held(
-    lost: threading.Event, name: str, argv: Sequence[str], token: str, grace: float
+    lost: threading.Event, what: str, argv: Sequence[str], env: dict[str, str], grace: float
 ) -> int:
-    env = {**os.environ, "CONCH_LOCK_NAME": name, "CONCH_LOCK_TOKEN": token}
     try:
         command = _Command(argv, env)
     except FileNotFoundError:
@@ -107,7 +144,7 @@ def _run_while_held(
         return EXIT_CANNOT_EXECUTE
     ended = threading.Event()
     watcher = threading.Thread(
-        target=_stop_on_loss, args=(lost, ended, command, name, grace),
+        target=_stop_on_loss, args=(lost, ended, command, what, grace),
         name=f"conch-exec-watch-{command.pid}", daemon=True,
     )
     watcher.start()
@@ -169,7 +206,7 @@ class _Command:
 
 
 def _stop_on_loss(
-    lost: threading.Event, ended: threading.Event, command: _Command, name: str, grace: float
+    lost: threading.Event, ended: threading.Event, command: _Command, what: str, grace: float
 ) -> None:
     """Terminate ``command`` once ``lost`` is set, killing it after ``grace`` seconds."""
     while not lost.wait(_WATCHER_EXIT_PERIOD):
@@ -177,7 +214,7 @@ def _stop_on_loss(
             return
     if ended.is_set():
         return
-    _say(f"lock {name!r} was lost: stopping the command (pid {command.pid}) with SIGTERM")
+    _say(f"{what} was lost: stopping the command (pid {command.pid}) with SIGTERM")
     command.signal(signal.SIGTERM)
     if not ended.wait(grace):
         _say(f"the command (pid {command.pid}) outlived SIGTERM by {grace:g} s: sending SIGKILL")

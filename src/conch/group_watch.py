@@ -35,7 +35,7 @@ class Subscription:
     """A watcher's registration: :meth:`cancel` stops its calls (at once, except a call
     already running)."""
 
-    def __init__(self, watchers: list[Watcher], watcher: Watcher, mutex: threading.Lock) -> None:
+    def __init__(self, watchers: list[Any], watcher: object, mutex: threading.Lock) -> None:
         self._watchers, self._watcher, self._mutex = watchers, watcher, mutex
 
     def cancel(self) -> None:

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 class Section:
     """One critical section: who held ``name``, with which token, from ``enter`` to ``exit``.
 
-    ``lost`` is True when the holder was told it lost the lock during the section.
+    ``lost`` is True when the holder was told it lost the lock during the section;
+    ``shared`` when it was a shared hold (checked by :mod:`conch.history_shared`).
     """
 
     name: str
@@ -28,6 +29,7 @@ class Section:
     enter: float
     exit: float
     lost: bool = False
+    shared: bool = False
 
 
 class Recorder:
@@ -38,14 +40,16 @@ class Recorder:
         self._path = pathlib.Path(directory) / f"{holder}.{os.getpid()}.jsonl"
 
     @contextmanager
-    def section(self, name: str, token: int | None, lost: Lost | None = None) -> Iterator[None]:
+    def section(self, name: str, token: int | None, lost: Lost | None = None,
+                shared: bool = False) -> Iterator[None]:
         """Record the ``with`` body as a section; ``lost`` tells whether a loss was reported."""
         enter = time.monotonic()
         try:
             yield
         finally:
             leave = time.monotonic()
-            self.add(Section(name, self.holder, token, enter, leave, bool(lost and lost())))
+            self.add(Section(name, self.holder, token, enter, leave, bool(lost and lost()),
+                             shared))
 
     def add(self, section: Section) -> None:
         """Append ``section`` to this process's file."""

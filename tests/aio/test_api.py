@@ -35,8 +35,8 @@ def test_lock_before_start_raises_not_started(local_url: str, lock_name: str) ->
 def test_bad_url_name_or_capability_fail_before_any_io(local_url: str) -> None:
     with pytest.raises(conch.InvalidURL):
         conch.aio.AsyncCoordinator(f"{local_url}?no_such_option=1")
-    with pytest.raises(conch.NotSupported, match="shared_locks"):
-        conch.aio.AsyncCoordinator(local_url, require={"shared_locks"})
+    with pytest.raises(conch.NotSupported, match="distributed"):
+        conch.aio.AsyncCoordinator(local_url, require={"distributed"})
 
     async def main() -> None:
         async with await conch.aio.connect(local_url) as coordinator:

@@ -32,7 +32,7 @@ from tests.chaos.driver import Scripted, read_line, spawn
 from tests.chaos.proxy import Proxy
 from tests.chaos.store import FencedStore
 from tests.chaos.targets import Target
-from tests.chaos.worker import Holder, Tally
+from tests.chaos.worker import ELECTION_PREFIX, Holder, Tally, held_by_name
 
 RESULTS_ENV = "CONCH_CHAOS_RESULTS"
 
@@ -103,6 +103,12 @@ class Scenario:
         self._proxies: list[Proxy] = []
         self._coordinators: list[conch.Coordinator] = []
 
+    def drive_leaders(self, kind: str) -> None:
+        """With ``kind`` ``"election"``, the scenario's workers and holders campaign in an
+        election and resign instead of locking (each term a section); ``"lock"``: locks."""
+        if kind == "election":
+            self.lock_name = ELECTION_PREFIX + self.lock_name
+
     def worker(self, holder: str, url: str | None = None) -> Scripted:
         """A ``script`` worker process with one lock object of the scenario's lock,
         connected to ``url`` (default: the target's)."""
@@ -146,7 +152,7 @@ class Scenario:
 
     def holder(self, holder: str, url: str | None = None) -> Holder:
         """An in-process lock user of the scenario's lock, recording like the workers."""
-        lock = self.coordinator(url).lock(self.lock_name)
+        lock = held_by_name(self.coordinator(url), self.lock_name)
         return Holder(lock, holder, Recorder(self.history, holder), self.store)
 
     def proxy(self) -> Proxy:

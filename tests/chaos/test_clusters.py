@@ -105,9 +105,11 @@ def _explained(cluster: Cluster) -> Iterator[None]:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["lock", "election"])
 def test_killing_the_leader_during_contention_loses_no_update(
-    run: Scenario, cluster: Cluster
+    run: Scenario, cluster: Cluster, kind: str
 ) -> None:
+    run.drive_leaders(kind)
     names = [run.lock_name, f"{run.lock_name}-2"]
     contenders = run.contend(4, CONTENTION, names)
     time.sleep(KILL_AFTER)
@@ -143,9 +145,11 @@ def _holder_once_serving(run: Scenario, name: str, deadline: float) -> Holder:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["lock", "election"])
 def test_a_holder_in_a_partitioned_minority_is_told_before_the_majority_grants_the_lock(
-    run: Scenario, cluster: Cluster
+    run: Scenario, cluster: Cluster, kind: str
 ) -> None:
+    run.drive_leaders(kind)
     kind, namespace = run.target.backend, run.target.namespace
     leader = cluster.leader()
     majority = [member for member in cluster.members if member is not leader]

@@ -12,6 +12,8 @@
   the frozen holder keeps it and the waiter must not get it.
 
 Either way the recorded history and the fenced counter must show no violation.
+Each runs with a lock and with an election (its leader killed or frozen: a new leader with
+a higher token, the old one told).
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ def take_and_update(holder: Holder, blocking: float) -> int | None:
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("target", PROCESS_BACKENDS, indirect=True)
+@pytest.mark.parametrize("kind", ["lock", "election"])
 def test_a_holder_killed_mid_section_is_replaced_and_no_update_is_lost(
-    scenario: Scenario,
+    scenario: Scenario, kind: str,
 ) -> None:
+    scenario.drive_leaders(kind)
     doomed = scenario.worker("doomed")
     dead_token = int(doomed.ask("acquire 10").removeprefix("acquired "))
     assert doomed.ask("read") == "read 0"
@@ -77,9 +81,11 @@ def test_a_holder_killed_mid_section_is_replaced_and_no_update_is_lost(
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("target", PROCESS_BACKENDS, indirect=True)
+@pytest.mark.parametrize("kind", ["lock", "election"])
 def test_a_holder_frozen_past_its_lease_is_told_and_fenced_out_or_keeps_the_lock(
-    scenario: Scenario,
+    scenario: Scenario, kind: str,
 ) -> None:
+    scenario.drive_leaders(kind)
     lease = scenario.target.lease
     frozen = scenario.worker("frozen")
     first_token = int(frozen.ask("acquire 10").removeprefix("acquired "))

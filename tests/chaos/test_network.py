@@ -34,9 +34,11 @@ WAITER_CUT = 1.5
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("target", SERVER_BACKENDS, indirect=True)
+@pytest.mark.parametrize("kind", ["lock", "election"])
 def test_a_holder_cut_off_from_its_server_is_told_before_anyone_else_holds(
-    scenario: Scenario,
+    scenario: Scenario, kind: str,
 ) -> None:
+    scenario.drive_leaders(kind)
     lease = scenario.target.lease or 0.0
     link = scenario.proxy()
     holder = scenario.worker("cut-off", url=scenario.target.url(via=link))

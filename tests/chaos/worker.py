@@ -39,13 +39,17 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 
 import conch
+from conch.election import KEY_PREFIX
 from conch.history import Recorder, Section
 from tests.chaos.store import FencedStore, Rejected
 
 LOG_ENV = "CONCH_CHAOS_LOG"
+ELECTION_PREFIX = KEY_PREFIX
+"""A scenario name starting with this drives an election, not a lock."""
 GROUP_ENV = "CONCH_CHAOS_GROUP"
 """When set, a ``contend`` worker joins the group it names before contending."""
 WAIT_LIMIT = 5.0
@@ -64,10 +68,45 @@ class Tally:
     max_wait: float = 0.0
 
 
-class Holder:
-    """One lock object and the record of its sections: acquire, update, release."""
+class Term:
+    """An election driven as a lock (campaign, resign), so that the scenarios run leaders
+    as they run lock holders: each term is a section."""
 
-    def __init__(self, lock: conch.Lock, holder: str, recorder: Recorder,
+    def __init__(self, election: conch.Election) -> None:
+        self.election = election
+        self.name = ELECTION_PREFIX + str(election.name)
+
+    @property
+    def token(self) -> int | None:
+        return self.election.token
+
+    @property
+    def lost(self) -> threading.Event:
+        return self.election.lost
+
+    @property
+    def held(self) -> bool:
+        return self.election.is_leader
+
+    def acquire(self, blocking: bool | float) -> bool:
+        return self.election.campaign(blocking)
+
+    def release(self) -> None:
+        self.election.resign()
+
+
+def held_by_name(coordinator: conch.Coordinator, name: str) -> conch.Lock | Term:
+    """The lock ``name``, or the election it names (``conch-election:<election>``)."""
+    if name.startswith(ELECTION_PREFIX):
+        return Term(coordinator.election(name.removeprefix(ELECTION_PREFIX)))
+    return coordinator.lock(name)
+
+
+class Holder:
+    """One lock object (or election) and the record of its sections: acquire, update,
+    release."""
+
+    def __init__(self, lock: conch.Lock | Term, holder: str, recorder: Recorder,
                  store: FencedStore) -> None:
         self.lock = lock
         self.holder = holder
@@ -124,7 +163,8 @@ def contend(coordinator: conch.Coordinator, holder: str, names: list[str], recor
     """Update the counters of random ``names`` under their locks for ``seconds``, holding
     each lock up to ``hold`` seconds."""
     tally = Tally()
-    locks = {name: Holder(coordinator.lock(name), holder, recorder, store) for name in names}
+    locks = {name: Holder(held_by_name(coordinator, name), holder, recorder, store)
+             for name in names}
     stop_at = time.monotonic() + seconds
     while time.monotonic() < stop_at:
         current = locks[random.choice(names)]
@@ -214,7 +254,8 @@ def main(argv: list[str]) -> None:
     store = FencedStore(store_dir)
     with conch.connect(member_id=holder) as coordinator:
         if command == "script":
-            _script(Holder(coordinator.lock(rest[0]), holder, recorder, store), coordinator)
+            _script(Holder(held_by_name(coordinator, rest[0]), holder, recorder, store),
+                    coordinator)
         elif command == "contend":
             seconds, hold, *names = rest
             if os.environ.get(GROUP_ENV):

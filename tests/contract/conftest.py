@@ -19,12 +19,17 @@ def other_coordinator(url: str) -> Iterator[conch.Coordinator]:
 
 
 @pytest.fixture(params=BACKENDS)
-def group_url(request: pytest.FixtureRequest) -> str:
-    """The URL of each backend in turn, for groups (which conch.aio does not have)."""
-    url = str(request.getfixturevalue(f"{request.param}_url"))
-    if not conch.Coordinator(url).capabilities.groups:
-        pytest.skip(f"the {request.param} backend does not declare groups")
-    return url
+def sync_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each backend in turn, for what only the sync API has (groups, elections)."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def group_url(sync_url: str) -> str:
+    """The URL of each backend that declares groups."""
+    if not conch.Coordinator(sync_url).capabilities.groups:
+        pytest.skip(f"the {sync_url.split(':')[0]} backend does not declare groups")
+    return sync_url
 
 
 @pytest.fixture

@@ -4,11 +4,23 @@ Run as ``python -m tests.contract.workers <command> ...`` from the repository ro
 with the backend URL in ``CONCH_URL`` (not on the command line, where ``ps`` shows
 passwords):
 
-``hold NAME``
-    Acquire ``NAME``, print ``held <token>``, then sleep until killed.
+``hold NAME [shared|permit:LIMIT]``
+    Acquire ``NAME`` (exclusive; shared; a permit of semaphore ``NAME`` of ``LIMIT``),
+    print ``held <token>``, then sleep until killed.
 ``join GROUP``
     Join ``GROUP`` (capabilities ``{"pid": <pid>}``), print ``joined <member id>``, then
     sleep until killed.
+``elect NAME HISTORY SECONDS``
+    Connect, print ``ready``, then for SECONDS campaign in election ``NAME`` (waiting at
+    most 2 s), lead briefly (each term recorded in ``HISTORY``) and resign; print
+    ``done <terms>``.
+``share NAME HISTORY SECONDS``
+    Connect, print ``ready``, then for SECONDS take lock ``NAME`` shared (three times in
+    four) or exclusive, each hold recorded in ``HISTORY``; print ``done <sections>``.
+``permit NAME LIMIT HISTORY SECONDS``
+    The same with permits of semaphore ``NAME`` of ``LIMIT``.
+``lead NAME``
+    Win election ``NAME``, print ``leading <token>``, then sleep until killed.
 ``contend NAME HISTORY COUNTER THREADS``
     Connect, print ``ready``, wait for a ``go <seconds>`` line on stdin, then let
     ``THREADS`` lock objects take ``NAME`` in turn for that long, recording each
@@ -22,13 +34,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import random
 import select
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import conch
 from conch.history import Lost, Recorder
@@ -159,9 +172,11 @@ def takeover_after_kill(url: str, name: str) -> float:
     return took
 
 
-def _hold(name: str) -> None:
+def _hold(name: str, kind: str = "exclusive") -> None:
     coordinator = conch.connect()
-    lock = coordinator.lock(name)
+    lock: conch.Lock | conch.Semaphore = coordinator.lock(name) if kind == "exclusive" \
+        else coordinator.lock(name, shared=True) if kind == "shared" \
+        else coordinator.semaphore(name, int(kind.removeprefix("permit:")))
     lock.acquire()
     print(f"held {lock.token}", flush=True)
     while True:
@@ -172,6 +187,48 @@ def _join(group: str) -> None:
     coordinator = conch.connect()
     coordinator.group(group).join({"pid": os.getpid()})
     print(f"joined {coordinator.member_id}", flush=True)
+    while True:
+        time.sleep(60)
+
+
+def _elect(name: str, history: str, seconds: str) -> None:
+    with conch.connect() as coordinator:
+        election = coordinator.election(name)
+        recorder = Recorder(pathlib.Path(history), coordinator.member_id)
+        print("ready", flush=True)
+        terms, stop_at = 0, time.monotonic() + float(seconds)
+        while time.monotonic() < stop_at:
+            if not election.campaign(blocking=2):
+                continue
+            with recorder.section(name, election.token, Lost(election.lost.is_set)):
+                time.sleep(0.002)
+            election.resign()
+            terms += 1
+    print(f"done {terms}", flush=True)
+
+
+def _take_turns(name: str, history: str, seconds: str,
+                make: Callable[[conch.Coordinator, bool], conch.Lock | conch.Semaphore]) -> None:
+    with conch.connect() as coordinator:
+        recorder = Recorder(pathlib.Path(history), coordinator.member_id)
+        print("ready", flush=True)
+        sections, stop_at = 0, time.monotonic() + float(seconds)
+        while time.monotonic() < stop_at:
+            shared = random.random() < 0.75
+            hold = make(coordinator, shared)
+            if not hold.acquire(blocking=2):
+                continue
+            with recorder.section(name, hold.token, Lost(hold.lost.is_set), shared):
+                time.sleep(random.uniform(0, 0.005))
+            hold.release()
+            sections += 1
+    print(f"done {sections}", flush=True)
+
+
+def _lead(name: str) -> None:
+    election = conch.connect().election(name)
+    election.campaign()
+    print(f"leading {election.token}", flush=True)
     while True:
         time.sleep(60)
 
@@ -199,5 +256,15 @@ if __name__ == "__main__":
         _join(*arguments)
     elif command == "contend":
         _contend(*arguments)
+    elif command == "elect":
+        _elect(*arguments)
+    elif command == "lead":
+        _lead(*arguments)
+    elif command == "share":
+        name, history, seconds = arguments
+        _take_turns(name, history, seconds, lambda c, shared: c.lock(name, shared=shared))
+    elif command == "permit":
+        name, limit, history, seconds = arguments
+        _take_turns(name, history, seconds, lambda c, _: c.semaphore(name, int(limit)))
     else:
         sys.exit(f"unknown command {command!r}; see the module docstring")

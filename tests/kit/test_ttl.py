@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from conch.backends.kit.ttl import TtlHold, TtlSession, new_hold_value
 from conch.introspection import HolderStamp
 
@@ -77,3 +79,32 @@ def test_hold_values_are_unique_and_end_in_the_holders_stamp() -> None:
     first, second = new_hold_value(stamp), new_hold_value(stamp)
     assert first != second
     assert first.split(b" ", 1)[1].startswith(b'{"')
+
+
+def test_replace_renews_the_new_entry_and_a_renewal_crossing_it_loses_nothing() -> None:
+    server, lost = _Server(), list[str]()
+    session = _session(server)
+    previous = session.keep(b"entry", b"old", time.monotonic(), lost.append)
+
+    def write() -> None:  # the old value's renewal answers "not ours" once the new one is in
+        server.still_ours[b"entry"] = False
+        session.beat()
+        server.still_ours[b"entry"] = True
+
+    current = session.replace(previous, b"entry", b"new", write, lost.append)
+    session.beat()
+    assert lost == [] and current.value == b"new"
+    assert session.holds.snapshot() == [current]
+
+
+def test_replace_keeps_renewing_the_previous_entry_when_the_write_fails() -> None:
+    server, lost = _Server(), list[str]()
+    session = _session(server)
+    previous = session.keep(b"entry", b"old", time.monotonic(), lost.append)
+
+    def write() -> None:
+        raise OSError("connection refused")
+
+    with pytest.raises(OSError):
+        session.replace(previous, b"entry", b"new", write, lost.append)
+    assert session.holds.snapshot() == [previous] and lost == []

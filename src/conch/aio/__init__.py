@@ -8,6 +8,7 @@
 True"""
 
 from conch.aio.coordinator import AsyncCoordinator, connect
+from conch.aio.election import AsyncElection
 from conch.aio.lock import AsyncHold, AsyncLock
 
-__all__ = ["AsyncCoordinator", "AsyncHold", "AsyncLock", "connect"]
+__all__ = ["AsyncCoordinator", "AsyncElection", "AsyncHold", "AsyncLock", "connect"]

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from conch import metrics
+from conch.aio.election import AsyncElection
 from conch.aio.lock import AsyncLock
 from conch.aio.native import TaskCalls, native_lock
 from conch.aio.queue import NameQueue
@@ -25,6 +26,7 @@ from conch.aio.threads import ThreadCalls, pool, run_in_thread
 from conch.capabilities import Capabilities
 from conch.coordinator import Coordinator
 from conch.defaults import default_url
+from conch.election import election_lock_name
 from conch.errors import NotStarted
 from conch.introspection import LockInfo
 from conch.lock import LockName, lock_key
@@ -150,6 +152,13 @@ class AsyncCoordinator:
         return AsyncLock(name, lambda: self._queue(name, key), meter)
 
     get_lock = lock
+
+    def election(self, name: LockName, watch_interval: float = 1.0) -> AsyncElection:
+        """A candidate in election ``name``, as :meth:`conch.Coordinator.election`."""
+        lock_name = election_lock_name(name)
+        lock = self.lock(lock_name, "election")
+        return AsyncElection(name, lock, lambda: self.describe(lock_name),
+                             lambda: self.coordinator.describe(lock_name), watch_interval)
 
     async def describe(self, name: LockName) -> LockInfo:
         """Who holds lock ``name`` now, since when, and who waits (``None`` where the

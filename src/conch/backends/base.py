@@ -169,6 +169,18 @@ class Backend(abc.ABC):
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         """A handle for the lock named ``key`` (already validated, at most 64 KiB)."""
 
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        """A handle for a shared hold of lock ``key``: shared holds coexist, an exclusive
+        one (:meth:`handle`) excludes them; a waiting exclusive hold is not starved by new
+        shared ones. Declared by ``shared_locks``."""
+        raise NotSupported(f"the {self.url.scheme} backend has no shared locks")
+
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        """A handle for one of ``limit`` permits of semaphore ``key`` (a namespace apart
+        from the locks'); its acquire raises :class:`conch.LimitMismatch` when the holders
+        use another limit. Declared by ``semaphores``."""
+        raise NotSupported(f"the {self.url.scheme} backend has no semaphores")
+
     # Native asyncio (optional): a backend that implements these declares
     # ``native_async`` in its capabilities; :mod:`conch.aio` uses threads otherwise.
 

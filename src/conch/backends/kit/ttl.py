@@ -1,6 +1,7 @@
 """The session of servers that only expire keys (redis, memcached): the holds of one
-coordinator, renewed together in one batch per beat (a third of the lease), each
-reported lost as soon as it is found gone, or before its lease could run out unseen.
+coordinator (locks, group entries), renewed together in one batch per beat (a third of the
+lease), each reported lost as soon as it is found gone, or before its lease could run out
+unseen.
 
 A backend gives :class:`TtlSession` one function that renews a batch of holds and says,
 per hold, whether it was still this hold's; the session does the rest.
@@ -85,6 +86,23 @@ class TtlSession(Generic[K]):
     def discard(self, hold: TtlHold[K]) -> None:
         """Stop renewing ``hold`` (it is being released)."""
         self.holds.discard(hold)
+
+    def replace(self, previous: TtlHold[K] | None, keys: K, value: bytes,
+                write: Callable[[], object], on_lost: LossCallback) -> TtlHold[K]:
+        """Renew what ``write`` stores under ``keys`` with ``value`` instead of ``previous``
+        (a group member joining again with new data). ``previous`` stops being renewed
+        before the write, so a renewal crossing it cannot report ``previous`` lost; when
+        ``write`` fails, ``previous`` is renewed again as before."""
+        if previous is not None:
+            self.holds.discard(previous)
+        sent = time.monotonic()
+        try:
+            write()
+        except BaseException:
+            if previous is not None:
+                self.holds.add(previous, on_lost)
+            raise
+        return self.keep(keys, value, sent, on_lost)
 
     def beat(self) -> None:
         """Renew every hold in one batch; report those found gone, or about to expire."""

@@ -8,9 +8,10 @@ from typing import TypeVar
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
-from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.memcached import inspection
 from conch.backends.memcached.client import lock_keys
+from conch.backends.memcached.groups import MemcachedGroupStore
 from conch.backends.memcached.lock import MemcachedLock
 from conch.backends.memcached.session import MemcachedSession
 from conch.capabilities import Capabilities
@@ -26,6 +27,7 @@ class MemcachedBackend(Backend):
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=False, notify=False,
         shared_locks=False, distributed=True, introspection=True, breakable=True,
+        groups=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -41,6 +43,9 @@ class MemcachedBackend(Backend):
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         stamp = HolderStamp(key, self.member_id)
         return MemcachedLock(self.session, lock_keys(key), stamp, on_lost)
+
+    def groups(self) -> GroupStore:
+        return MemcachedGroupStore(self.session, self.member_id)
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return self._inspect(lambda client: inspection.describe(client, lock_keys(key), key)[0])

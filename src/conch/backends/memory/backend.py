@@ -8,7 +8,7 @@ import threading
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.memory.groups import Groups, MemoryGroupStore
-from conch.backends.memory.lock import MemoryLock, Name, Store
+from conch.backends.memory.lock import SEMAPHORES, SHARED, MemoryLock, Name, Store
 from conch.capabilities import Capabilities
 from conch.introspection import HolderChanged, LockInfo
 from conch.url import BackendURL
@@ -22,8 +22,8 @@ class MemoryBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=False, introspection=True, breakable=True,
-        native_async=True, groups=True,
+        shared_locks=True, distributed=False, introspection=True, breakable=True,
+        native_async=True, groups=True, semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -49,6 +49,13 @@ class MemoryBackend(Backend):
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return MemoryLock(self._store, key, self.member_id, on_lost, self._closed)
 
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return MemoryLock(self._store, key, self.member_id, on_lost, self._closed, SHARED)
+
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        return MemoryLock(self._store, SEMAPHORES + key, self.member_id, on_lost,
+                          self._closed, limit)
+
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         from conch.backends.memory.async_lock import MemoryAsyncLock  # asyncio, when used
 
@@ -65,24 +72,29 @@ class MemoryBackend(Backend):
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
         with self._store.mutex:
-            return [_info(key, name) for key, name in self._store.names.items()]
+            return [_info(key, name) for key, name in self._store.names.items()
+                    if name.holders and not key.startswith(SEMAPHORES)]
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
         with self._store.mutex:
             name = self._store.names.get(key)
-            if name is None or name.holder is None:
+            if name is None or not name.holders:
                 if token is not None:
                     raise HolderChanged(f"lock {key!r} is no longer held")
                 return LockInfo(key, None, 0)
-            broken, holder = _info(key, name), name.holder
-            if token is not None and (name.holder_info is None
-                                      or name.holder_info.token != token):
+            broken = _info(key, name)
+            holders = [holder for holder, info in name.holders.items()
+                       if token is None or info.token == token]
+            if not holders:
                 raise HolderChanged(f"lock {key!r} is held by another hold than token {token}")
-            self._store.free(key, name)
-        assert holder is not None
-        holder.on_lost("the lock was broken (conch break)")
+            for holder in holders:
+                self._store.free(key, name, holder)
+        for holder in holders:
+            holder.on_lost("the lock was broken (conch break)")
         return broken
 
 
 def _info(key: bytes, name: Name) -> LockInfo:
-    return LockInfo(key, name.holder_info, len(name.wakers))
+    """The lock as ``conch show`` shows it: its oldest holder."""
+    holder = min(name.holders.values(), key=lambda info: info.token or 0, default=None)
+    return LockInfo(key, holder, len(name.wakers))

@@ -1,7 +1,9 @@
 """``memory://`` locks: a store per URL keeps what a server would (holders, waiters, one
-token counter). Both handles try through :meth:`MemoryLock.try_take` and wait for the
-waker it registered, which a release calls: this blocking handle's event, or the
-asyncio handle's future (``async_lock.py``)."""
+token counter). A name is held by one exclusive holder, by shared holders (a waiting
+exclusive one stops new shared ones: writers are not starved), or, for a semaphore, by up
+to its limit. Both handles try through :meth:`MemoryLock.try_take` and wait for the waker
+it registered, which a release calls: this blocking handle's event, or the asyncio
+handle's future (``async_lock.py``)."""
 
 from __future__ import annotations
 
@@ -13,17 +15,38 @@ import time
 from collections.abc import Callable, Iterator
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.errors import LockLost
+from conch.errors import LimitMismatch, LockLost
 from conch.introspection import HOST, HolderInfo
+
+EXCLUSIVE = 0
+"""A :class:`MemoryLock`'s ``limit`` for an exclusive hold; ``SHARED`` for a shared one;
+a semaphore's permit count otherwise."""
+SHARED = -1
+SEMAPHORES = b"\0semaphore\0"
+"""What a semaphore's name starts with in the store, apart from the locks'."""
 
 
 @dataclasses.dataclass
 class Name:
-    """One name's holder and its waiters' wakers (under the store's mutex)."""
+    """One name's holders and its waiters' wakers (under the store's mutex)."""
 
-    holder: MemoryLock | None = None
-    holder_info: HolderInfo | None = None
+    holders: dict[MemoryLock, HolderInfo] = dataclasses.field(default_factory=dict)
     wakers: list[Callable[[], object]] = dataclasses.field(default_factory=list)
+    exclusive_waiting: int = 0
+    limit: int | None = None  # a semaphore's, while it has holders
+
+    def admits(self, lock: MemoryLock) -> bool:
+        """Whether ``lock`` may hold now (raise :class:`LimitMismatch` for a semaphore
+        used with another limit)."""
+        if lock.limit > 0:
+            if self.limit is not None and self.limit != lock.limit:
+                raise LimitMismatch(f"semaphore {lock.key.removeprefix(SEMAPHORES)!r} is in "
+                                    f"use with limit {self.limit}, not {lock.limit}")
+            return len(self.holders) < lock.limit
+        if lock.limit == SHARED:
+            return not self.exclusive_waiting and all(
+                holder.limit == SHARED for holder in self.holders)
+        return not self.holders
 
 
 @dataclasses.dataclass
@@ -34,37 +57,44 @@ class Store:
     names: dict[bytes, Name] = dataclasses.field(default_factory=dict)
     tokens: Iterator[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
 
-    def free(self, key: bytes, name: Name) -> None:  # mutex held: waiters wake, try again
-        name.holder = name.holder_info = None
-        for wake in name.wakers:
+    def free(self, key: bytes, name: Name, holder: MemoryLock) -> None:  # mutex held
+        del name.holders[holder]
+        if not name.holders:
+            name.limit = None
+        for wake in name.wakers:  # waiters wake and try again
             wake()
         self.forget_if_unused(key, name)
 
     def forget_if_unused(self, key: bytes, name: Name) -> None:
-        if name.holder is None and not name.wakers:
+        if not name.holders and not name.wakers:
             del self.names[key]
 
 
 class MemoryLock(LockHandle):
-    """The blocking handle, whose hold the asyncio handle shares."""
+    """The blocking handle, whose hold the asyncio handle shares. ``limit``: see
+    :data:`EXCLUSIVE`."""
 
     def __init__(self, store: Store, key: bytes, member_id: str, on_lost: LossCallback,
-                 closed: threading.Event) -> None:  # closed: the backend's, set by its close
+                 closed: threading.Event, limit: int = EXCLUSIVE) -> None:
         self.store, self.key, self.member_id, self.on_lost = store, key, member_id, on_lost
-        self.closed = closed
+        self.closed, self.limit = closed, limit
 
     def try_take(self, waker: Callable[[], object]) -> int | None:
-        """Hold the name if it is free: the token; else ``None``, and ``waker`` is called
-        when the name is freed (until :meth:`stop_waiting`)."""
+        """Hold the name if this kind of hold is admitted: the token; else ``None``, and
+        ``waker`` is called when a hold of the name ends (until :meth:`stop_waiting`)."""
         with self.store.mutex:
             name = self.store.names.setdefault(self.key, Name())
-            if name.holder is not None:
+            if not name.admits(self):
                 if waker not in name.wakers:
                     name.wakers.append(waker)
+                    name.exclusive_waiting += self.limit == EXCLUSIVE
                 return None
-            name.holder, token = self, next(self.store.tokens)
-            name.holder_info = HolderInfo(member_id=self.member_id, host=HOST, pid=os.getpid(),
-                                          acquired_at=time.time(), token=token)
+            token = next(self.store.tokens)
+            name.holders[self] = HolderInfo(member_id=self.member_id, host=HOST,
+                                            pid=os.getpid(), acquired_at=time.time(),
+                                            token=token)
+            if self.limit > 0:
+                name.limit = self.limit
             return token
 
     def stop_waiting(self, waker: Callable[[], object]) -> None:
@@ -72,6 +102,10 @@ class MemoryLock(LockHandle):
             name = self.store.names.get(self.key)
             if name is not None and waker in name.wakers:
                 name.wakers.remove(waker)
+                name.exclusive_waiting -= self.limit == EXCLUSIVE
+                if self.limit == EXCLUSIVE:  # shared waiters it held back may go now
+                    for wake in name.wakers:
+                        wake()
                 self.store.forget_if_unused(self.key, name)
 
     def acquire(self, deadline: Deadline) -> int | None:
@@ -90,6 +124,6 @@ class MemoryLock(LockHandle):
     def release(self) -> None:
         with self.store.mutex:
             name = self.store.names.get(self.key)
-            if name is None or name.holder is not self:  # broken; its report may be on its way
+            if name is None or self not in name.holders:  # broken; its report may be on its way
                 raise LockLost("the lock was broken (conch break) before its release")
-            self.store.free(self.key, name)
+            self.store.free(self.key, name, self)

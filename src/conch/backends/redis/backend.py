@@ -3,11 +3,12 @@ if asked. How the contract maps onto keys and scripts, restarts and failovers: d
 
 from __future__ import annotations
 
-from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.redis import inspection
 from conch.backends.redis.async_lock import RedisAsyncLock
 from conch.backends.redis.async_session import LoopClients
 from conch.backends.redis.client import RedisOptions
+from conch.backends.redis.groups import RedisGroupStore
 from conch.backends.redis.lock import RedisLock
 from conch.backends.redis.session import RedisSession
 from conch.backends.redis.steps import lock_keys
@@ -22,13 +23,15 @@ class RedisBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=False, notify=True, shared_locks=False,
-        distributed=True, introspection=True, breakable=True, native_async=True)
+        distributed=True, introspection=True, breakable=True, native_async=True,
+        groups=True)
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
         self.options = RedisOptions.from_url(url)
         self._session: RedisSession | None = None
         self._loop_clients: LoopClients | None = None
+        self._groups: RedisGroupStore | None = None
 
     @property
     def session(self) -> RedisSession:
@@ -43,6 +46,8 @@ class RedisBackend(Backend):
         self._session, self._loop_clients = session, LoopClients(session)
 
     def close(self) -> None:
+        if self._groups is not None:
+            self._groups.close()
         if self._session is not None and self._loop_clients is not None:
             self._session.close()
             self._loop_clients.close()
@@ -60,6 +65,10 @@ class RedisBackend(Backend):
         assert self._loop_clients is not None, "connect() first"
         return RedisAsyncLock(self._loop_clients, lock_keys(key),
                               HolderStamp(key, self.member_id), on_lost)
+
+    def groups(self) -> GroupStore:
+        self._groups = RedisGroupStore(self.session, self.member_id)
+        return self._groups
 
     def describe_lock(self, key: bytes) -> LockInfo:
         with self.session.calls():

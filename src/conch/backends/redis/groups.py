@@ -1,0 +1,199 @@
+"""``redis://`` groups: per group a hash of member id → entry, and per member a key holding
+a hold id with the lease TTL, renewed while the coordinator runs; an entry whose member key
+expired is pruned at the next read. Joins, leaves and prunes are published on one channel
+(:mod:`conch.backends.redis.group_changes`). docs/redis.md, "Groups"."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable
+from typing import NamedTuple
+
+from redis.exceptions import RedisError
+
+from conch.backends.base import GroupStore, LossCallback
+from conch.backends.kit.naming import hex_digest
+from conch.backends.kit.ttl import TtlHold, TtlSession
+from conch.backends.redis import steps
+from conch.backends.redis.group_changes import GroupChanges
+from conch.backends.redis.session import RedisSession, retry_once
+from conch.errors import GroupNotEmpty, GroupNotFound
+
+GROUPS_KEY = b"conch:groups"
+"""The set of the names of the groups that exist (lock keys are ``conch:<hex>:...``)."""
+
+# The live entries of a group, pruning (HDEL) those whose member key is gone and
+# publishing the prune. Member keys are found by name (the member key prefix, then the
+# SHA-1 of the member id), not given as KEYS: fine on one master, not on Redis Cluster.
+_LIVE_ENTRIES = """
+local function live_entries(entries_key, member_prefix, channel, group_digest)
+  local entries = redis.call('HGETALL', entries_key)
+  local live, pruned = {}, false
+  for i = 1, #entries, 2 do
+    if redis.call('EXISTS', member_prefix .. redis.sha1hex(entries[i])) == 1 then
+      live[#live + 1] = entries[i]
+      live[#live + 1] = entries[i + 1]
+    else
+      redis.call('HDEL', entries_key, entries[i])
+      pruned = true
+    end
+  end
+  if pruned then redis.call('PUBLISH', channel, group_digest) end
+  return live
+end
+"""
+
+# KEYS[1] GROUPS_KEY, KEYS[2] the group's entries; ARGV[1] the group name, ARGV[2] member
+# key prefix, ARGV[3] channel, ARGV[4] group digest. Returns nil when the group does not
+# exist, else member id, entry, member id, entry... of the live members.
+MEMBERS = _LIVE_ENTRIES + """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return false end
+return live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+"""
+
+# As MEMBERS. Returns -1 when the group does not exist, else its number of live members:
+# 0 when it was deleted.
+DELETE = _LIVE_ENTRIES + """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return -1 end
+local live = live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+if #live > 0 then return #live / 2 end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[1], ARGV[1])
+return 0
+"""
+
+# KEYS as MEMBERS, then KEYS[3] this member's key; ARGV as MEMBERS, then ARGV[5] member
+# id, ARGV[6] entry, ARGV[7] hold id, ARGV[8] TTL in ms. Returns 0 when the group does not
+# exist, else 1. It prunes the dead too: the entries stay bounded when nobody reads them.
+# Joining again (new data) is not a change of the members: that is not published.
+JOIN = _LIVE_ENTRIES + """
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
+live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+local arriving = redis.call('EXISTS', KEYS[3]) == 0
+redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8])
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
+if arriving then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return 1
+"""
+
+# KEYS[1] the group's entries, KEYS[2] this member's key; ARGV[1] member id, ARGV[2]
+# channel, ARGV[3] group digest. Returns 1 when the member was in the group, else 0.
+LEAVE = """
+local was_in = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+if was_in == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return was_in
+"""
+
+
+class GroupKeys(NamedTuple):
+    """The Redis keys of one group."""
+
+    entries: bytes
+    member_prefix: bytes
+    digest: bytes
+
+    def member(self, member_id: bytes) -> bytes:
+        """The key of ``member_id``'s hold id (its liveness), as ``_LIVE_ENTRIES`` finds it."""
+        return self.member_prefix + hashlib.sha1(member_id).hexdigest().encode()
+
+
+def group_keys(group: bytes) -> GroupKeys:
+    """``conch:group:<sha256 hex>:entries`` and ``...:member:<sha1 of the member id>``."""
+    digest = hex_digest(group).encode()
+    base = b"conch:group:" + digest
+    return GroupKeys(base + b":entries", base + b":member:", digest)
+
+
+class RedisGroupStore(GroupStore):
+    """One coordinator's groups on its session's master. Calls for one group come one at a
+    time (:class:`conch.Group` serialises them)."""
+
+    def __init__(self, session: RedisSession, member_id: str) -> None:
+        options = session.options
+        self.poll_interval = options.ttl / 3  # a dead member is found by a read: each beat
+        self._session, self._commands = session, session.commands
+        self._member_id = member_id.encode("utf-8", "surrogatepass")
+        self._channel = b"conch:group-changes:%d" % options.master["db"]
+        self._members, self._delete, self._join, self._leave = (
+            session.commands.register_script(source) for source in (MEMBERS, DELETE, JOIN, LEAVE))
+        # Member keys are renewed as lock holds are (steps.RENEW), on connections of their
+        # own, by a TTL session of the groups' own: the locks' is not touched.
+        self._renewals = options.client(min(options.socket_timeout, options.ttl / 3))
+        self._renew_script = self._renewals.register_script(steps.RENEW)
+        self._ttl = TtlSession("redis", options.ttl, self._renew, session.describe, (RedisError,))
+        self._ttl.start()
+        self._entries: dict[bytes, TtlHold[bytes]] = {}
+        self._changes = GroupChanges(session.commands, self._channel)
+
+    def create(self, group: bytes) -> bool:
+        with self._session.calls():
+            return bool(retry_once(lambda _: self._commands.sadd(GROUPS_KEY, group)))
+
+    def delete(self, group: bytes) -> None:
+        keys = group_keys(group)
+        with self._session.calls():
+            live = self._delete([GROUPS_KEY, keys.entries], self._read_args(group, keys),
+                                client=self._commands)
+        if live < 0:
+            raise GroupNotFound(f"group {group!r} does not exist")
+        if live > 0:
+            raise GroupNotEmpty(f"group {group!r} still has {live} members")
+
+    def names(self) -> list[bytes]:
+        with self._session.calls():
+            names = retry_once(lambda _: self._commands.smembers(GROUPS_KEY))
+        return [name for name in names if isinstance(name, bytes)]
+
+    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
+        keys, hold_id = group_keys(group), secrets.token_hex(16).encode()
+        member_key = keys.member(self._member_id)
+        args = [*self._read_args(group, keys), self._member_id, data, hold_id,
+                self._session.options.ttl_ms]
+
+        def write() -> None:
+            with self._session.calls():
+                if not retry_once(lambda _: self._join([GROUPS_KEY, keys.entries, member_key],
+                                                       args, client=self._commands)):
+                    raise GroupNotFound(f"group {group!r} does not exist")
+
+        self._entries[group] = self._ttl.replace(self._entries.get(group), member_key,
+                                                 hold_id, write, on_lost)
+
+    def leave(self, group: bytes) -> bool:
+        keys = group_keys(group)
+        if (hold := self._entries.pop(group, None)) is not None:
+            self._ttl.discard(hold)
+        with self._session.calls():
+            return bool(retry_once(lambda _: self._leave(
+                [keys.entries, keys.member(self._member_id)],
+                [self._member_id, self._channel, keys.digest], client=self._commands)))
+
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        keys = group_keys(group)
+        with self._session.calls():
+            found = retry_once(lambda _: self._members(
+                [GROUPS_KEY, keys.entries], self._read_args(group, keys), client=self._commands))
+        if found is None:
+            return None
+        return {member.decode("utf-8", "surrogatepass"): entry
+                for member, entry in zip(found[::2], found[1::2], strict=True)}
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        return self._changes.subscribe(group_keys(group).digest, changed)
+
+    def close(self) -> None:
+        """The coordinator stops (after its groups left): stop listening and renewing."""
+        self._changes.stop()
+        self._ttl.stop()
+        self._renewals.close()
+
+    def _read_args(self, group: bytes, keys: GroupKeys) -> list[bytes | int]:
+        return [group, keys.member_prefix, self._channel, keys.digest]
+
+    def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
+        keys = [hold.keys for hold in holds]
+        args: list[bytes | int] = [self._session.options.ttl_ms, *(hold.value for hold in holds)]
+        return [bool(renewed) for renewed in self._renew_script(keys, args,
+                                                                client=self._renewals)]

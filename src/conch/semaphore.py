@@ -1,0 +1,64 @@
+"""Semaphores: :class:`Semaphore`, from ``coordinator.semaphore(name, limit)``.
+
+A semaphore object holds one permit at a time, with the whole contract of a lock (the
+blocking rules, a fencing token per hold that strictly increases across the name's holds,
+``lost``, ``LockLost`` on a release after a loss, ``NotStarted`` after stop); at most
+``limit`` objects hold at any instant. Using one name with two limits raises
+:class:`conch.LimitMismatch`.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import TracebackType
+
+from conch.lock import Blocking, Lock, _Hold
+
+
+class Semaphore:
+    """One holder's permit of a semaphore (make it with ``coordinator.semaphore``)."""
+
+    def __init__(self, lock: Lock, limit: int) -> None:
+        self._lock = lock
+        self.name = lock.name
+        self.limit = limit
+
+    def __repr__(self) -> str:
+        state = "held" if self.held else "not held"
+        return f"<conch.Semaphore {self.name!r} limit {self.limit} {state}>"
+
+    @property
+    def held(self) -> bool:
+        """True while this object holds a permit (and has not lost it)."""
+        return self._lock.held
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the current hold (``None`` when not held)."""
+        return self._lock.token
+
+    @property
+    def lost(self) -> threading.Event:
+        """Set when the backend ended the hold before :meth:`release`."""
+        return self._lock.lost
+
+    def acquire(self, blocking: Blocking = True) -> bool:
+        """Take a permit, waiting as ``blocking`` says (a lock's rules); whether it did."""
+        return self._lock.acquire(blocking)
+
+    def release(self) -> None:
+        """Give the permit back (:class:`conch.LockNotHeld`, :class:`conch.LockLost` as
+        a lock's release)."""
+        self._lock.release()
+
+    def __call__(self, blocking: Blocking = True) -> _Hold:
+        """``with sem(blocking=5):`` take a permit (else :class:`conch.LockAcquireFailed`)."""
+        return self._lock(blocking)
+
+    def __enter__(self) -> Semaphore:
+        self._lock.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._lock.__exit__(exc_type, exc, traceback)
