@@ -1,12 +1,15 @@
 """What conch's tooz facade does beyond tooz's transcripts (tests/compat/tooz_scenarios.py):
 capabilities stored as JSON, results, watchers across failures and restarts, the partitioner
-as Ceilometer and Gnocchi use it, and the facade and conch's own API on one group."""
+as Ceilometer and Gnocchi use it, the facade and conch's own API on one group, and a killed
+member's leave delivered by run_watchers() on every backend with groups."""
 
 from __future__ import annotations
 
 import datetime
 import os
+import signal
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -16,6 +19,10 @@ import pytest
 import conch
 from conch.compat.tooz import coordination, partitioner
 from tests.compat.tooz_scenarios import run_watchers_until
+from tests.conftest import BACKENDS
+from tests.contract import workers
+from tests.contract.test_group_watch import event_bound
+from tests.contract.waiting import dead_holder_bound
 
 Driver = coordination.CoordinationDriver
 
@@ -232,3 +239,37 @@ def test_facade_and_conch_members_share_a_group_and_agree_on_placement(
         for task in (f"task-{n}" for n in range(100)):
             assert {member.encode() for member in placed.members_for(task)} == \
                 facade.members_for_object(task)
+
+
+@pytest.fixture(params=[name for name in BACKENDS if name != "memory"])
+def server_url(request: pytest.FixtureRequest) -> str:
+    """Each backend with groups that other processes share (a conch URL)."""
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    if not conch.Coordinator(url).capabilities.groups:
+        pytest.skip(f"the {request.param} backend does not declare groups")
+    return url
+
+
+def test_a_killed_member_leaves_through_run_watchers(server_url: str) -> None:
+    # tooz gives the leave once the member's heartbeat expires; conch within the backend's
+    # session or lease bound, the same as the member's locks.
+    group = f"killed-{uuid.uuid4().hex}"
+    for watcher in started(server_url, b"watcher"):
+        watcher.join_group_create(group.encode())
+        watcher.watch_leave_group(group.encode(), lambda event: event.member_id)
+        worker = workers.spawn(server_url, "join", group)
+        try:
+            worker_id = workers.expect(worker, "joined ")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            killed = time.monotonic()
+            limit = dead_holder_bound(watcher.conch_coordinator) + event_bound(
+                watcher.conch_coordinator, group)
+            assert run_watchers_until(watcher, 1, within=limit) == [worker_id.encode()]
+            took = time.monotonic() - killed
+        finally:
+            worker.kill()
+            worker.communicate()
+        print(f"{server_url.partition(':')[0]}: a killed member's MemberLeftGroup after "
+              f"{took:.2f} s")
+        assert watcher.get_members(group.encode()).get() == {b"watcher"}
