@@ -3,6 +3,7 @@ characteristics, unsupported features and the ``tooz`` alias (on embedded backen
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import subprocess
 import sys
@@ -147,16 +148,17 @@ def test_leader_election_raises_not_implemented(driver: Driver, method: str) -> 
     lambda driver: driver.join_partitioned_group(b"group"),
 ])
 def test_group_calls_raise_not_implemented_where_the_backend_has_no_groups(
-    tmp_path: pathlib.Path, call: Any
+    memory_url: str, monkeypatch: pytest.MonkeyPatch, call: Any
 ) -> None:
     # Gnocchi catches tooz.NotImplemented from join_partitioned_group and works alone.
-    coordinator = coordination.get_coordinator(f"file://{tmp_path}", b"member-1")
-    if coordinator.conch_coordinator.capabilities.groups:
-        pytest.skip("the file backend has groups now: no backend lacks them")
+    coordinator = coordination.get_coordinator(memory_url, b"member-1")
+    backend = coordinator.conch_coordinator._backend_class
+    monkeypatch.setattr(backend, "capabilities",
+                        dataclasses.replace(backend.capabilities, groups=False))
     coordinator.start()
     try:
         with pytest.raises(tooz.NotImplemented, match="groups") as failure:
-            call(coordinator).get()
+            call(coordinator)
         assert isinstance(failure.value, conch.NotSupported)
     finally:
         coordinator.stop()
