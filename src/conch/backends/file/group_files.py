@@ -48,22 +48,24 @@ def member_path(group_directory: str, member_id: str) -> str:
 
 def create(root: str, group: bytes) -> bool:
     """Make ``group``'s directory, with its name inside, in one rename; False when it was
-    there already."""
+    there already. Made again as often as the directories above are removed meanwhile."""
     final = group_path(root, group)
-    if os.path.isdir(final):
-        return False
-    os.makedirs(root, exist_ok=True)  # with the lock directory, when it was removed
-    staging = os.path.join(root, f".creating-{uuid.uuid4().hex}")
-    os.mkdir(staging)
-    try:
-        _write_new(os.path.join(staging, NAME_FILE), group)
-        os.rename(staging, final)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # created meanwhile
-            return False
-        raise
-    return True
+    while not os.path.isdir(final):
+        with contextlib.suppress(FileExistsError):  # made, then removed again
+            os.makedirs(root, exist_ok=True)  # with the lock directory, when it was removed
+        staging = os.path.join(root, f".creating-{uuid.uuid4().hex}")
+        try:
+            os.mkdir(staging)
+            _write_new(os.path.join(staging, NAME_FILE), group)
+            os.rename(staging, final)
+            return True
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # made meanwhile
+                return False
+            if exc.errno != errno.ENOENT:
+                raise
+    return False
 
 
 def delete(root: str, group: bytes) -> None:

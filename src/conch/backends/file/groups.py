@@ -136,36 +136,45 @@ class FileGroupStore(GroupStore):
             if self._inotify is None:
                 self._inotify = inotify.idle.borrow()
             for group in {*self._joined, *self._subscribers}:
-                needed.add(self._watch_nearest(self._group_path(group)))
+                needed.update(self._watch_group(self._group_path(group)))
         for wd in list(self._watched):
             if wd not in needed:
                 del self._watched[wd]
                 assert self._inotify is not None
                 with contextlib.suppress(OSError):  # gone already, with its directory
                     self._inotify.rm_watch(wd)
-        needed.discard(-1)
         if needed and not self._reading:
             self._reading = True
             threading.Thread(target=self._read_events, daemon=True,
                              name="conch-file-groups").start()
 
-    def _watch_nearest(self, group_path: str) -> int:
-        """Watch ``group_path``, or the nearest existing directory above it (up to the lock
-        directory's parent); the watch (-1: none could be added)."""
+    def _watch_group(self, group_path: str) -> list[int]:
+        """Watch ``group_path``, or (missing) the directories above it up to the lock
+        directory's parent, each of which may be made or removed before it is; the watches.
+        A directory's own removal is reported only once no file in it is open (the mark
+        file keeps the lock directory open), so its parent is watched too."""
         assert self._inotify is not None
-        parents = [self._root, self._directory, os.path.dirname(self._directory)]
-        for path, mask in [(group_path, _OF_MEMBERS), *((p, _OF_ENTRIES) for p in parents)]:
-            try:
-                wd = self._inotify.add_watch(path, mask)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError as exc:  # ENOSPC: fs.inotify.max_user_watches
-                log.warning("conch: cannot watch group directory %s (%s): its watchers "
-                            "read it every %s s", path, exc.strerror, self.poll_interval)
-                return -1
-            self._watched[wd] = path
-            return wd
-        return -1
+        levels = [(group_path, _OF_MEMBERS), *((path, _OF_ENTRIES) for path in (
+            self._root, self._directory, os.path.dirname(self._directory)))]
+        watches: list[int] = []
+        for _ in levels:  # again while a directory missing just now was made meanwhile
+            watches, missing = [], []
+            for path, mask in levels:
+                try:
+                    watches.append(self._inotify.add_watch(path, mask))
+                except (FileNotFoundError, NotADirectoryError):
+                    missing.append(path)
+                    continue
+                except OSError as exc:  # ENOSPC: fs.inotify.max_user_watches
+                    log.warning("conch: cannot watch group directory %s (%s): its watchers "
+                                "read it every %s s", path, exc.strerror, self.poll_interval)
+                    return watches
+                self._watched[watches[-1]] = path
+                if path == group_path:
+                    return watches
+            if not any(os.path.isdir(path) for path in missing):
+                break
+        return watches
 
     def _read_events(self) -> None:
         """The reader thread: until nothing is watched (the store closed, or left)."""

@@ -1,0 +1,253 @@
+"""``file://`` groups: member files under ``.conch-groups/``, alive while their process
+keeps an ``flock``; a dead member's file is removed by the next reader; a member whose file
+is removed (its directory cleaned up) is told and re-joins; no wait blocks eventlet's hub."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import conch
+from tests.backends import file_helpers
+from tests.contract import workers
+
+GROUP = "agents"
+TOLD_WITHIN = 2.0
+"""Seconds from a removal to ``group.lost``, or a death to the watcher's event (about a
+millisecond unloaded)."""
+
+
+@pytest.fixture
+def directory(tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path / "locks"
+
+
+@pytest.fixture
+def url(directory: pathlib.Path) -> str:
+    return f"file://{directory}"
+
+
+@pytest.fixture
+def member(url: str) -> Iterator[conch.Coordinator]:
+    with conch.connect(url, member_id="member") as started:
+        yield started
+
+
+def group_directory_name(group: bytes) -> str:
+    """A group's directory, spelled out: processes of several conch versions must agree."""
+    readable = re.sub(rb"[^A-Za-z0-9_-]+", b"_", group[:48]).decode("ascii")
+    return f"{readable}.{hashlib.sha256(group).hexdigest()[:40]}"
+
+
+def member_file(directory: pathlib.Path, group: bytes, member_id: str) -> pathlib.Path:
+    return (directory / ".conch-groups" / group_directory_name(group)
+            / (group_directory_name(member_id.encode()) + ".member"))
+
+
+def wait_until(condition: object, within: float = TOLD_WITHIN) -> None:
+    end = time.monotonic() + within
+    while not callable(condition) or not condition():
+        assert time.monotonic() < end, "not within the time"
+        time.sleep(0.005)
+
+
+def joined_worker(url: str, group: str) -> tuple[subprocess.Popen[str], str]:
+    worker = workers.spawn(url, "join", group)
+    return worker, workers.expect(worker, "joined ")
+
+
+def test_member_files_live_under_the_groups_directory_whatever_the_name(
+    directory: pathlib.Path, member: conch.Coordinator
+) -> None:
+    hostile = ["../../escape", "/abs/*%s\n", "é\u2603" * 40, "x" * 256, ".", ".."]
+    for name in hostile:
+        member.group(name).join({"name": name})
+    assert sorted(member.groups()) == sorted(hostile)
+    for name in hostile:
+        assert member_file(directory, name.encode(), "member").is_file()
+        assert member.group(name).members() == {"member": {"name": name}}
+    assert os.listdir(directory.parent) == ["locks"]
+    assert sorted(os.listdir(directory)) == [".conch-fencing-tokens", ".conch-groups"]
+    assert len(os.listdir(directory / ".conch-groups")) == len(hostile)
+
+
+def test_groups_and_locks_do_not_see_each_other(directory: pathlib.Path, url: str) -> None:
+    with conch.connect(url + "?sweep_after=0.01") as coordinator:
+        coordinator.group(GROUP).join()
+        lock = coordinator.lock(".conch-groups")
+        assert lock.acquire(blocking=False)
+        assert [info.key for info in coordinator.holders()] == [b".conch-groups"]
+        lock.release()
+        time.sleep(0.05)
+        lock.acquire(blocking=False)
+        lock.release()  # a due sweep starts
+        time.sleep(0.2)
+        assert coordinator.group(GROUP).members() == {coordinator.member_id: None}
+
+
+def test_a_killed_members_file_is_removed_by_the_next_reader(
+    directory: pathlib.Path, url: str, member: conch.Coordinator
+) -> None:
+    worker, worker_id = joined_worker(url, GROUP)
+    path = member_file(directory, GROUP.encode(), worker_id)
+    assert path.exists()
+    assert set(member.group(GROUP).members()) == {worker_id}
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate()
+    assert member.group(GROUP).members() == {}
+    assert not path.exists()
+    member.group(GROUP).delete()  # no live member: the dead one's file does not count
+
+
+def test_a_watcher_hears_of_a_killed_member_at_once(url: str, member: conch.Coordinator) -> None:
+    events: queue.Queue[conch.GroupEvent] = queue.Queue()
+    member.group(GROUP).watch(events.put)
+    worker, worker_id = joined_worker(url, GROUP)
+    try:
+        assert events.get(timeout=TOLD_WITHIN).joined == {worker_id}
+        killed = time.monotonic()
+        worker.send_signal(signal.SIGKILL)
+        assert events.get(timeout=TOLD_WITHIN).left == {worker_id}
+        print(f"a killed member left {(time.monotonic() - killed) * 1000:.1f} ms after SIGKILL")
+    finally:
+        file_helpers.stop(worker)
+
+
+def test_a_member_whose_file_is_removed_is_told_and_joins_again(
+    directory: pathlib.Path, member: conch.Coordinator, url: str
+) -> None:
+    group = member.group(GROUP)
+    group.join({"weight": 2})
+    member_file(directory, GROUP.encode(), "member").unlink()
+    assert group.lost.wait(TOLD_WITHIN)
+    with conch.connect(url) as other:
+        wait_until(lambda: other.group(GROUP).members() == {"member": {"weight": 2}})
+    assert group.joined
+
+
+def test_members_join_again_after_the_lock_directory_is_removed(
+    directory: pathlib.Path, member: conch.Coordinator, url: str
+) -> None:
+    events: queue.Queue[conch.GroupEvent] = queue.Queue()
+    with conch.connect(url, member_id="watcher") as watcher:
+        watcher.group(GROUP).watch(events.put)
+        member.group(GROUP).join()
+        assert events.get(timeout=TOLD_WITHIN).joined == {"member"}
+        # ignore_errors: the member may be back in before the removal is done
+        shutil.rmtree(directory, ignore_errors=True)
+        assert member.group(GROUP).lost.wait(TOLD_WITHIN)
+        seen: set[str] = set()
+        while "member" not in seen:  # it may be back before the watcher reads
+            event = events.get(timeout=TOLD_WITHIN)
+            seen = set(event.members)
+        assert watcher.group(GROUP).members() == {"member": None}
+    assert member_file(directory, GROUP.encode(), "member").is_file()
+
+
+def test_a_watcher_of_a_removed_directory_sees_the_group_made_again(
+    directory: pathlib.Path, url: str
+) -> None:
+    events: queue.Queue[conch.GroupEvent] = queue.Queue()
+    with conch.connect(url) as watcher:
+        watcher.group(GROUP).watch(events.put)
+        shutil.rmtree(directory)
+        with conch.connect(url, member_id="late") as late:
+            late.group(GROUP).join()
+            assert events.get(timeout=TOLD_WITHIN).joined == {"late"}
+
+
+def test_new_capabilities_are_never_seen_as_a_leave(url: str, member: conch.Coordinator) -> None:
+    events: queue.Queue[conch.GroupEvent] = queue.Queue()
+    with conch.connect(url) as watcher:
+        watcher.group(GROUP).watch(events.put)
+        group = member.group(GROUP)
+        group.join(0)
+        assert events.get(timeout=TOLD_WITHIN).joined == {"member"}
+        for weight in range(1, 300):
+            group.join(weight)
+            assert watcher.group(GROUP).members() == {"member": weight}
+        time.sleep(0.1)
+        assert events.empty(), events.get()
+
+
+def test_leaving_and_stopping_remove_the_member_files(
+    directory: pathlib.Path, url: str
+) -> None:
+    with conch.connect(url, member_id="member") as coordinator:
+        coordinator.group("one").join()
+        coordinator.group("two").join()
+        coordinator.group("one").leave()
+        assert not member_file(directory, b"one", "member").exists()
+        assert member_file(directory, b"two", "member").exists()
+    assert not member_file(directory, b"two", "member").exists()
+    assert sorted(os.listdir(directory / ".conch-groups")) == \
+        sorted(group_directory_name(name) for name in (b"one", b"two"))
+
+
+def test_a_file_that_is_not_a_members_is_ignored(
+    directory: pathlib.Path, member: conch.Coordinator
+) -> None:
+    member.group(GROUP).join()
+    stranger = member_file(directory, GROUP.encode(), "member").with_name("x.member")
+    stranger.write_bytes(b"\xff\xff\xff\xff")
+    holder = file_helpers.run(
+        "import fcntl, sys; f = open(sys.argv[1]); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('held', flush=True); sys.stdin.readline()", str(stranger))
+    try:
+        assert workers.expect(holder, "held") == ""
+        assert member.group(GROUP).members() == {"member": None}
+    finally:
+        file_helpers.stop(holder)
+
+
+_GREEN = """
+import eventlet
+eventlet.monkey_patch()
+
+import sys, time
+import conch
+
+gaps, last = [0.0], [time.monotonic()]
+
+def tick():
+    while True:
+        eventlet.sleep(0.01)
+        gaps.append(time.monotonic() - last[0])
+        last[0] = time.monotonic()
+
+eventlet.spawn(tick)
+events = eventlet.queue.LightQueue()
+with conch.connect(sys.argv[1], member_id="green") as coordinator:
+    group = coordinator.group("agents")
+    group.join()
+    group.watch(events.put)
+    print("watching", flush=True)
+    for _ in range(2):
+        event = events.get(timeout=10)
+        print("event", sorted(event.joined), sorted(event.left), flush=True)
+    print("gap", max(gaps), flush=True)
+"""
+
+
+def test_groups_under_eventlet_never_stop_the_hub(url: str) -> None:
+    green = file_helpers.run(_GREEN, url)
+    worker = None
+    try:
+        workers.expect(green, "watching")
+        worker, worker_id = joined_worker(url, GROUP)
+        assert workers.expect(green, "event ") == f"['{worker_id}'] []"
+        worker.send_signal(signal.SIGKILL)
+        assert workers.expect(green, "event ") == f"[] ['{worker_id}']"
+        assert float(workers.expect(green, "gap ")) < 0.1
+    finally:
+        file_helpers.stop(green, worker)
