@@ -28,13 +28,13 @@ millisecond unloaded)."""
 
 
 @pytest.fixture
-def directory(tmp_path: pathlib.Path) -> pathlib.Path:
-    return tmp_path / "locks"
+def url(file_url: str) -> str:
+    return file_url
 
 
 @pytest.fixture
-def url(directory: pathlib.Path) -> str:
-    return f"file://{directory}"
+def directory(url: str) -> pathlib.Path:
+    return pathlib.Path(url[len("file://"):])
 
 
 @pytest.fixture
@@ -251,3 +251,36 @@ def test_groups_under_eventlet_never_stop_the_hub(url: str) -> None:
         assert float(workers.expect(green, "gap ")) < 0.1
     finally:
         file_helpers.stop(green, worker)
+
+
+_FORKING_MEMBER = """
+import os, sys, time
+import conch
+coordinator = conch.connect(sys.argv[1], member_id="parent")
+coordinator.group("agents").join()
+child = os.fork()
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print("forked", child, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_forked_child_does_not_keep_its_dead_parent_in_the_group(
+    url: str, member: conch.Coordinator
+) -> None:
+    events: queue.Queue[conch.GroupEvent] = queue.Queue()
+    member.group(GROUP).watch(events.put)
+    parent = file_helpers.run(_FORKING_MEMBER, url)
+    child = None
+    try:
+        child = int(workers.expect(parent, "forked "))
+        assert events.get(timeout=TOLD_WITHIN).joined == {"parent"}
+        parent.send_signal(signal.SIGKILL)
+        assert events.get(timeout=TOLD_WITHIN).left == {"parent"}
+        assert member.group(GROUP).members() == {}
+    finally:
+        if child is not None:
+            os.kill(child, signal.SIGKILL)
+        file_helpers.stop(parent)
