@@ -16,7 +16,7 @@ from conch.backends.base import GroupStore, LossCallback
 from conch.backends.file import group_files, inotify
 from conch.backends.file.removal import at_its_path
 from conch.backends.kit.fork import forget_in_child
-from conch.errors import GroupNotFound
+from conch.errors import BackendUnavailable, GroupNotFound
 
 log = logging.getLogger("conch")
 
@@ -128,13 +128,18 @@ class FileGroupStore(GroupStore):
         return group_files.group_path(self._root, group)
 
     def _watch(self) -> None:
-        """Watch the directory of each group joined or subscribed to, or (missing) the
-        nearest directory above it that exists, to learn when it is made; drop the watches
-        no longer needed (caller holds ``_mutex``)."""
+        """Watch the directory of each group joined or subscribed to (or, missing, those
+        above it, to learn when it is made); drop the watches no longer needed (caller
+        holds ``_mutex``)."""
         needed = set()
         if self._joined or self._subscribers:
             if self._inotify is None:
-                self._inotify = inotify.idle.borrow()
+                try:
+                    self._inotify = inotify.idle.borrow()
+                except BackendUnavailable as exc:  # the user's inotify instances ran out
+                    log.warning("conch: file:// groups are not watched (%s): watchers read "
+                                "every %s s", exc, self.poll_interval)
+                    return
             for group in {*self._joined, *self._subscribers}:
                 needed.update(self._watch_group(self._group_path(group)))
         for wd in list(self._watched):
