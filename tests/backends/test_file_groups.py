@@ -179,6 +179,21 @@ def test_new_capabilities_are_never_seen_as_a_leave(url: str, member: conch.Coor
             assert watcher.group(GROUP).members() == {"member": weight}
         time.sleep(0.1)
         assert events.empty(), events.get()
+        assert not group.lost.is_set()
+
+
+def test_joining_and_leaving_quickly_is_never_taken_for_a_loss(
+    member: conch.Coordinator, caplog: pytest.LogCaptureFixture
+) -> None:
+    group = member.group(GROUP)
+    group.watch(lambda event: None)
+    for weight in range(1001):
+        group.join(weight)  # its old file renamed over, as the reader thread looks
+        if weight % 2:
+            group.leave()
+    time.sleep(0.1)
+    assert [record.message for record in caplog.records if "dropped" in record.message] == []
+    assert group.members() == {"member": 1000}
 
 
 def test_leaving_and_stopping_remove_the_member_files(

@@ -63,15 +63,21 @@ class FileGroupStore(GroupStore):
         return group_files.names(self._root)
 
     def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
-        fd, path = group_files.write_member(self._group_path(group), self._member_id, data)
+        # Under the mutex from the rename on: the reader thread, seeing the old file renamed
+        # over, must find the new one registered, or it would report this member lost.
         with self._mutex:
+            fd, path = group_files.write_member(self._group_path(group), self._member_id, data)
             replaced = self._joined.get(group)
             self._joined[group] = Membership(fd, path, on_lost)
             self._watch()
+            removed = not at_its_path(fd, path)  # the group went before it was watched
+            if removed:
+                del self._joined[group]
+                self._watch()
         if replaced is not None:
             os.close(replaced.fd)  # renamed over already
-        if not at_its_path(fd, path):  # the group went before its watch was added
-            self.leave(group)
+        if removed:
+            os.close(fd)
             raise GroupNotFound(f"group {group!r} was deleted as this member joined")
 
     def leave(self, group: bytes) -> bool:
@@ -215,23 +221,19 @@ class FileGroupStore(GroupStore):
             else:
                 concerned = {group for group in groups if self._group_path(group) in paths}
             calls = [call for group in concerned for call in self._subscribers.get(group, [])]
-            joined = [(group, self._joined[group]) for group in concerned
-                      if group in self._joined]
-        for group, membership in joined:
-            if not at_its_path(membership.fd, membership.path):
-                self._lose(group, membership, f"its file {membership.path} was removed "
-                                              "(was the lock directory cleaned up?)")
+            lost = [(group, membership) for group in concerned
+                    if (membership := self._joined.get(group)) is not None
+                    and not at_its_path(membership.fd, membership.path)]
+            for group, _ in lost:
+                del self._joined[group]
+            if lost:
+                self._watch()
+        for _, membership in lost:
+            os.close(membership.fd)
+            membership.on_lost(f"its file {membership.path} was removed (was the lock "
+                               "directory cleaned up?)")
         for call in calls:
             call()
-
-    def _lose(self, group: bytes, membership: Membership, reason: str) -> None:
-        with self._mutex:
-            if self._joined.get(group) is not membership:
-                return  # left or joined again meanwhile
-            del self._joined[group]
-            self._watch()
-        os.close(membership.fd)
-        membership.on_lost(reason)
 
     def _give_back(self) -> None:
         """Return the inotify instance for other waits (caller holds ``_mutex``)."""
