@@ -51,10 +51,10 @@ def create(root: str, group: bytes) -> bool:
     there already. Made again as often as the directories above are removed meanwhile."""
     final = group_path(root, group)
     while not os.path.isdir(final):
-        with contextlib.suppress(FileExistsError):  # made, then removed again
-            os.makedirs(root, exist_ok=True)  # with the lock directory, when it was removed
         staging = os.path.join(root, f".creating-{uuid.uuid4().hex}")
         try:
+            with contextlib.suppress(FileExistsError):  # made, then removed again
+                os.makedirs(root, exist_ok=True)  # with the lock directory, if removed
             os.mkdir(staging)
             _write_new(os.path.join(staging, NAME_FILE), group)
             os.rename(staging, final)
