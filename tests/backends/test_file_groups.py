@@ -196,6 +196,20 @@ def test_joining_and_leaving_quickly_is_never_taken_for_a_loss(
     assert group.members() == {"member": 1000}
 
 
+def test_two_coordinators_with_one_member_id_share_its_entry_without_end(
+    url: str, member: conch.Coordinator, caplog: pytest.LogCaptureFixture
+) -> None:
+    member.group(GROUP).join("first")
+    with conch.connect(url, member_id="member") as twin:
+        twin.group(GROUP).join("second")
+        time.sleep(0.2)
+        assert member.group(GROUP).members() == {"member": "second"}
+        twin.group(GROUP).leave()
+        wait_until(lambda: member.group(GROUP).members() == {"member": "first"})
+    dropped = [record for record in caplog.records if "dropped" in record.message]
+    assert len(dropped) == 1  # once, when the twin's entry went
+
+
 def test_leaving_and_stopping_remove_the_member_files(
     directory: pathlib.Path, url: str
 ) -> None:

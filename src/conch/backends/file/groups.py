@@ -223,7 +223,7 @@ class FileGroupStore(GroupStore):
             calls = [call for group in concerned for call in self._subscribers.get(group, [])]
             lost = [(group, membership) for group in concerned
                     if (membership := self._joined.get(group)) is not None
-                    and not at_its_path(membership.fd, membership.path)]
+                    and _removed(membership)]
             for group, _ in lost:
                 del self._joined[group]
             if lost:
@@ -240,3 +240,11 @@ class FileGroupStore(GroupStore):
         if self._inotify is not None:
             inotify.idle.give_back(self._inotify, list(self._watched))
             self._inotify = None
+
+
+def _removed(membership: Membership) -> bool:
+    """Whether this member's file was removed. One that another coordinator with the same
+    member id renamed over it does not count (both re-joining in turn would never end):
+    the entry is still there, and once that one leaves or dies this one joins again."""
+    return not at_its_path(membership.fd, membership.path) \
+        and not os.path.lexists(membership.path)
