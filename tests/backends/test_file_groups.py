@@ -314,3 +314,23 @@ def test_a_forked_child_does_not_keep_its_dead_parent_in_the_group(
         if child is not None:
             os.kill(child, signal.SIGKILL)
         file_helpers.stop(parent)
+
+
+def test_what_a_crash_left_half_done_is_removed_once_old(
+    directory: pathlib.Path, member: conch.Coordinator
+) -> None:
+    member.group(GROUP).join()
+    groups = directory / ".conch-groups"
+    left = [groups / ".creating-0", groups / ".deleting-0",
+            member_file(directory, GROUP.encode(), "member").with_name(".joining-0")]
+    left[0].mkdir()
+    left[1].mkdir()
+    left[2].touch()
+    assert member.groups() == [GROUP]
+    assert member.group(GROUP).members() == {"member": None}
+    assert all(path.exists() for path in left)  # might be in progress
+    for path in left:
+        os.utime(path, (time.time() - 120, time.time() - 120))
+    assert member.groups() == [GROUP]
+    assert member.group(GROUP).members() == {"member": None}
+    assert not any(path.exists() for path in left)

@@ -26,7 +26,8 @@ NAME_FILE = ".name"  # the group's exact name, in its directory
 MEMBER_SUFFIX = ".member"
 JOINING_PREFIX = ".joining-"  # a member file being written, renamed into place when done
 ABANDONED_AFTER = 60.0
-"""Seconds after which an unlocked file being joined is one its joiner left by dying."""
+"""Seconds after which a file being joined (unlocked) or a group directory being made or
+deleted is one a process left by dying."""
 
 _MEMBER_ID_LENGTH = struct.Struct("<I")  # a member file: this, the member id (UTF-8), the data
 
@@ -42,6 +43,7 @@ def group_path(root: str, group: bytes) -> str:
 
 
 def member_path(group_directory: str, member_id: str) -> str:
+    """The file of member ``member_id`` in a group's directory."""
     return os.path.join(group_directory,
                         readable_key(_encoded(member_id), 40) + MEMBER_SUFFIX)
 
@@ -91,12 +93,17 @@ def delete(root: str, group: bytes) -> None:
 
 
 def names(root: str) -> list[bytes]:
-    """The exact name of every group."""
+    """The exact name of every group; a group's directory that a crash left half made or
+    half deleted a minute ago is removed on the way."""
     found = []
     try:
         with os.scandir(root) as entries:
             for entry in entries:
-                if not entry.name.startswith("."):
+                if entry.name.startswith((".creating-", ".deleting-")):
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat().st_mtime < time.time() - ABANDONED_AFTER:
+                            shutil.rmtree(entry.path, ignore_errors=True)
+                elif not entry.name.startswith("."):
                     with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
                             open(os.path.join(entry.path, NAME_FILE), "rb") as name:
                         found.append(name.read())
