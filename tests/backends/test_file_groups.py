@@ -1,6 +1,7 @@
 """``file://`` groups: member files under ``.conch-groups/``, alive while their process
 keeps an ``flock``; a dead member's file is removed by the next reader; a member whose file
-is removed (its directory cleaned up) is told and re-joins; no wait blocks eventlet's hub."""
+is removed (its directory cleaned up) is told and re-joins. Under eventlet:
+tests/eventlet/test_green_groups.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import pytest
 import conch
 from tests.backends import file_helpers
 from tests.contract import workers
-from tests.eventlet.ticker import LONGEST_GAP
 
 GROUP = "agents"
 TOLD_WITHIN = 2.0
@@ -238,49 +238,6 @@ def test_a_file_that_is_not_a_members_is_ignored(
         assert member.group(GROUP).members() == {"member": None}
     finally:
         file_helpers.stop(holder)
-
-
-_GREEN = """
-import eventlet
-eventlet.monkey_patch()
-
-import sys, time
-import conch
-
-gaps, last = [0.0], [time.monotonic()]
-
-def tick():
-    while True:
-        eventlet.sleep(0.01)
-        gaps.append(time.monotonic() - last[0])
-        last[0] = time.monotonic()
-
-eventlet.spawn(tick)
-events = eventlet.queue.LightQueue()
-with conch.connect(sys.argv[1], member_id="green") as coordinator:
-    group = coordinator.group("agents")
-    group.join()
-    group.watch(events.put)
-    print("watching", flush=True)
-    for _ in range(2):
-        event = events.get(timeout=10)
-        print("event", sorted(event.joined), sorted(event.left), flush=True)
-    print("gap", max(gaps), flush=True)
-"""
-
-
-def test_groups_under_eventlet_never_stop_the_hub(url: str) -> None:
-    green = file_helpers.run(_GREEN, url)
-    worker = None
-    try:
-        workers.expect(green, "watching")
-        worker, worker_id = joined_worker(url, GROUP)
-        assert workers.expect(green, "event ") == f"['{worker_id}'] []"
-        worker.send_signal(signal.SIGKILL)
-        assert workers.expect(green, "event ") == f"[] ['{worker_id}']"
-        assert float(workers.expect(green, "gap ")) < LONGEST_GAP
-    finally:
-        file_helpers.stop(green, worker)
 
 
 _FORKING_MEMBER = """
