@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.election_contenders import TOOZ_POLL_S
 from benchmarks.harness import Latency
-from benchmarks.report import last_line, load_text
+from benchmarks.report import busy_warning, last_line, load_text
 
 if TYPE_CHECKING:
     from benchmarks.elections import BackendResult, CandidateResult
@@ -31,10 +31,7 @@ def markdown(environment: Mapping[str, Any], sections: Sequence[BackendResult]) 
         f"{load_text(env['load_before'])} before the run, {load_text(env['load_after'])} after "
         "it (which counts the run's own processes).",
     ]
-    if env["load_before"][0] > env["cpus"] / 2:
-        lines += ["", f"**Other work kept the machine busy (1-min load {env['load_before'][0]:.2f} "
-                  f"on {env['cpus']} CPUs before the run): absolute figures are noisy; compare "
-                  "the libraries measured side by side on one backend.**"]
+    lines += busy_warning(env)
     if settings is not None:
         lines += [
             "",

@@ -9,7 +9,6 @@ writes ``<out>/elections.md`` and ``elections.json``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import os
@@ -21,7 +20,7 @@ from contextlib import AbstractContextManager
 
 from tests.servers import etcd, memcached, redis
 
-from benchmarks import election_report, report
+from benchmarks import election_report, report, run
 from benchmarks.aio_backends import BACKENDS as AIO_BACKENDS
 from benchmarks.contenders import etcd as etcd_contenders
 from benchmarks.contenders import memcached as memcached_contenders
@@ -37,9 +36,7 @@ from benchmarks.election_contenders import (
     lease_seconds,
 )
 from benchmarks.election_rounds import HandOvers, hand_overs, outcome_or_error
-from benchmarks.harness import Latency, in_children
-from benchmarks.run import RESULTS_DIR, describe_environment, describe_target, \
-    installed_version, progress
+from benchmarks.harness import Latency, MeasurementFailed, in_children
 from conch.backends.loader import backend_class
 from conch.url import parse_url
 
@@ -126,17 +123,15 @@ class BackendResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    unknown = [name for name in args.backends if name not in BACKENDS]
-    if unknown:
-        parser.error(f"no such backend: {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
+    args = run.parse_backend_arguments(
+        "elections", "Leadership hand-over time: conch's elections beside their peers'.",
+        list(BACKENDS), "a quarter of the rounds", argv)
     settings = Settings().quick() if args.quick else Settings()
-    out = args.out or (None if args.quick else RESULTS_DIR)
-    environment = describe_environment("benchmarks.elections")
+    out = args.out or (None if args.quick else run.RESULTS_DIR)
+    environment = run.describe_environment("benchmarks.elections")
     started = time.monotonic()
     sections = []
-    for name in args.backends or list(BACKENDS):
+    for name in args.backends:
         backend = BACKENDS[name]
         with backend.target() as target:
             url = target if not backend.lease else (
@@ -144,69 +139,71 @@ def main(argv: Sequence[str] | None = None) -> int:
             sections.append(measure(backend, url, settings))
     environment["load_after"] = os.getloadavg()
     environment["duration_s"] = round(time.monotonic() - started)
-    text = election_report.markdown(environment, sections)
-    print(text)
-    if out is not None:
-        document = {"benchmark": "elections", "environment": environment,
-                    "backends": [dataclasses.asdict(section) for section in sections]}
-        for path in report.write(out, "elections", document, text):
-            progress(f"wrote {path}")
+    report.publish(out, "elections", environment, sections,
+                   election_report.markdown(environment, sections))
     return 0
 
 
 def measure(backend: Backend, url: str, settings: Settings) -> BackendResult:
     """Resignations block by block, each library in turn; then the kills, all at once."""
-    results = {c.name: CandidateResult(c.name, installed_version(c.distribution), c.resigns)
+    results = {c.name: CandidateResult(c.name, run.installed_version(c.distribution), c.resigns)
                for c in backend.candidates}
-    bound = lease_seconds(url) if backend.lease else 0
-    timeout = bound + _ROUND_S
-
-    def drive(kill: bool, delays: list[float], candidates: Sequence[type[Candidate]],
-              what: str) -> list[HandOvers | None]:
-        jobs = [functools.partial(outcome_or_error, functools.partial(
-            hand_overs, candidate, url, kill, delays, timeout)) for candidate in candidates]
-        began = time.monotonic()
-        outcomes = in_children(backend.name, jobs, _SLACK_S + len(delays) * (timeout + 1.2))
-        kept: list[HandOvers | None] = []
-        for candidate, outcome in zip(candidates, outcomes):
-            if isinstance(outcome, str):
-                results[candidate.name].errors[what] = outcome
-                progress(f"{backend.name:<10} {what:<9} {candidate.name:<22} FAILED: "
-                         f"{report.last_line(outcome)}")
-                kept.append(None)
-                continue
-            brief = Latency.of(outcome.durations_ns) if outcome.durations_ns else None
-            progress(f"{backend.name:<10} {what:<9} {candidate.name:<22} "
-                     f"p50 {brief.p50_us / 1000 if brief else float('nan'):.1f} ms"
-                     f"  [{time.monotonic() - began:.1f} s]")
-            kept.append(outcome)
-        return kept
-
+    drive = functools.partial(_drive, backend.name, url,
+                              lease_seconds(url) + _ROUND_S if backend.lease else _ROUND_S)
     resigned: dict[str, list[HandOvers]] = {c.name: [] for c in backend.candidates}
     for block in range(1, settings.blocks + 1):
         delays = _delays(settings.resign_delay_ms, settings.resign_rounds // settings.blocks,
                          block)
         for candidate in backend.candidates:
             [outcome] = drive(False, delays, [candidate], f"resign {block}")
-            if outcome is not None:
+            if isinstance(outcome, HandOvers):
                 resigned[candidate.name].append(outcome)
+            else:
+                results[candidate.name].errors[f"resign {block}"] = outcome
     killed = drive(True, _delays(settings.kill_delay_ms, settings.kill_rounds, 0),
                    backend.candidates, "kill")
-    for candidate, kill in zip(backend.candidates, killed):
+    for candidate, kill in zip(backend.candidates, killed, strict=True):
         result = results[candidate.name]
-        failed = " ".join(result.errors)  # a figure from fewer blocks would not compare
-        samples = [d for run in resigned[candidate.name] for d in run.durations_ns]
-        if samples and "resign" not in failed:
+        runs = resigned[candidate.name]
+        samples = [d for handed in runs for d in handed.durations_ns]
+        if samples and not result.errors:  # a figure from fewer blocks would not compare
             result.resign, result.resign_samples_ms = Latency.of(samples), _ms(samples)
-        if kill is not None and kill.durations_ns:
-            result.kill, result.kill_samples_ms = (Latency.of(kill.durations_ns),
-                                                   _ms(kill.durations_ns))
-        result.early = sum(run.early for run in resigned[candidate.name]) + (
-            kill.early if kill is not None else 0)
-    described = describe_target(parse_url(url).path if backend.name == "file" else url)
+        if isinstance(kill, str):
+            result.errors["kill"] = kill
+        else:
+            runs.append(kill)
+            if kill.durations_ns:
+                result.kill = Latency.of(kill.durations_ns)
+                result.kill_samples_ms = _ms(kill.durations_ns)
+        result.early = sum(handed.early for handed in runs)
+    described = run.describe_target(parse_url(url).path if backend.name == "file" else url)
     session_bound = backend_class(parse_url(url)).capabilities.session_bound
     return BackendResult(backend.name, described, backend.lease, session_bound, settings,
                          results)
+
+
+def _drive(backend: str, url: str, timeout: float, kill: bool, delays: list[float],
+           candidates: Sequence[type[Candidate]], what: str) -> list[HandOvers | str]:
+    """Each candidate library's rounds, in drivers forked at the same time; per library
+    its hand-overs or the text of its failure. A round may take ``timeout`` s."""
+    began = time.monotonic()
+    jobs = [functools.partial(outcome_or_error, functools.partial(
+        hand_overs, candidate, url, kill, delays, timeout)) for candidate in candidates]
+    try:
+        outcomes: list[HandOvers | str] = in_children(
+            backend, jobs, _SLACK_S + sum(delays) + len(delays) * timeout)
+    except MeasurementFailed as exc:  # a driver overran or died
+        outcomes = [str(exc)] * len(jobs)
+    for candidate, outcome in zip(candidates, outcomes, strict=True):
+        if isinstance(outcome, str):
+            brief = f"FAILED: {report.last_line(outcome)}"
+        elif outcome.durations_ns:
+            brief = f"p50 {Latency.of(outcome.durations_ns).p50_us / 1000:.1f} ms"
+        else:
+            brief = "no round counted"
+        run.progress(f"{backend:<10} {what:<9} {candidate.name:<22} {brief}"
+                     f"  [{time.monotonic() - began:.1f} s]")
+    return outcomes
 
 
 def _delays(range_ms: tuple[float, float], rounds: int, seed: int) -> list[float]:
@@ -216,19 +213,6 @@ def _delays(range_ms: tuple[float, float], rounds: int, seed: int) -> list[float
 
 def _ms(durations_ns: Sequence[int]) -> list[float]:
     return [round(duration / 1e6, 2) for duration in durations_ns]
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.elections",
-        description="Leadership hand-over time: conch's elections beside their peers'.")
-    parser.add_argument("backends", nargs="*", metavar="BACKEND",
-                        help=f"some of: {', '.join(BACKENDS)} (default: all)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run, a quarter of the rounds; writes only with --out")
-    parser.add_argument("--out", metavar="DIR",
-                        help=f"where to write elections.md and .json (default: {RESULTS_DIR})")
-    return parser
 
 
 if __name__ == "__main__":
