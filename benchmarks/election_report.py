@@ -68,7 +68,9 @@ def markdown(environment: Mapping[str, Any], sections: Sequence[BackendResult]) 
 def _row(section: BackendResult, result: CandidateResult) -> list[str]:
     bound = (f"`{section.lease}`" if section.lease
              else "session-bound" if section.session_bound else "-")
-    return [section.name, f"{result.name} {result.version}", bound,
+    library = (f"{result.name} {result.version}" if result.name == result.distribution
+               else f"{result.name} ({result.distribution} {result.version})")
+    return [section.name, library, bound,
             *_figures(result.resign), *_figures(result.kill)]
 
 

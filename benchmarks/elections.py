@@ -48,7 +48,7 @@ _ROUND_S = 20.0  # the longest a process may take to set up, campaign or win, be
 class Settings:
     """How many rounds of each kind, and the delays before the leader resigns or dies."""
 
-    resign_rounds: int = 24
+    resign_rounds: int = 30
     """Resignations per candidate library, in ``blocks`` taken in turn by all of them."""
     blocks: int = 3
     resign_delay_ms: tuple[float, float] = (50.0, 150.0)
@@ -98,6 +98,7 @@ class CandidateResult:
     """One library's hand-overs on one backend; a failed measurement leaves an error."""
 
     name: str
+    distribution: str
     version: str
     resigns: str
     resign: Latency | None = None
@@ -146,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def measure(backend: Backend, url: str, settings: Settings) -> BackendResult:
     """Resignations block by block, each library in turn; then the kills, all at once."""
-    results = {c.name: CandidateResult(c.name, run.installed_version(c.distribution), c.resigns)
+    results = {c.name: CandidateResult(c.name, c.distribution,
+                                       run.installed_version(c.distribution), c.resigns)
                for c in backend.candidates}
     drive = functools.partial(_drive, backend.name, url,
                               lease_seconds(url) + _ROUND_S if backend.lease else _ROUND_S)
