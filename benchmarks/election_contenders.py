@@ -163,7 +163,7 @@ class EtcdLease(Candidate):
     from the next revision on, then again; resign: delete the key. A dead leader's key goes
     with its lease."""
 
-    name = "etcd lease (by hand)"
+    name = "etcd lease by hand"
     distribution = "urllib3"
     resigns = "delete the key"
 
