@@ -1,0 +1,195 @@
+"""``etcd://`` groups: a group is a key without lease whose value is its name, a member a key
+on the coordinator's session lease whose value is its entry (gone when the lease ends); a
+watch on the group's member keys pushes joins, leaves and expiries (docs/etcd.md, *Groups*)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from conch.backends.base import Deadline, GroupStore, LossCallback
+from conch.backends.etcd.client import Gateway, Message, decode, encode, keys_under
+from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
+from conch.backends.etcd.session import EtcdSession, Hold
+from conch.backends.etcd.watch import Watch
+from conch.backends.kit.naming import readable_key
+from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
+
+log = logging.getLogger("conch")
+
+# Under the URL's prefix, beside the lock queues (named by hex digests, so never these):
+GROUPS = b"/groups/"  # + readable_key(group): the group, its exact name as value
+MEMBERS = b"/group-members/"  # + readable_key(group) + "/" + member id: a member's entry
+RECONNECT_PAUSE = 0.5
+"""Seconds between two attempts to open a group's watch while etcd cannot be reached."""
+IDLE_REOPEN = 60.0
+"""Seconds of silence after which a group's watch is opened anew: a connection cut without
+a word (a partition) would otherwise keep it silent for good."""
+
+
+class EtcdGroupStore(GroupStore):
+    """The groups under one URL prefix, as one coordinator's session sees them."""
+
+    poll_interval = 30.0  # every change is pushed by a watch: this read is a safety net
+
+    def __init__(self, session: EtcdSession, prefix: bytes, member_id: str) -> None:
+        self._session = session
+        self._gateway = session.gateway
+        self._prefix = prefix
+        self._member = member_id.encode("utf-8", "surrogateescape")
+        self._mutex = threading.Lock()
+        self._entries: dict[bytes, Hold] = {}  # this member's entry in each group it is in
+
+    def create(self, group: bytes) -> bool:
+        key = encode(self._group_key(group))
+        answer = self._gateway.txn(
+            compare=[{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            success=[{"request_put": {"key": key, "value": encode(group)}}])
+        return bool(answer.get("succeeded"))
+
+    def delete(self, group: bytes) -> None:
+        key, members = encode(self._group_key(group)), self._members_of(group)
+        # One transaction: the group goes only if it exists and no member key is left.
+        answer = self._gateway.txn(
+            compare=[_exists(key),
+                     keys_under(members, target="CREATE", result="EQUAL", create_revision="0")],
+            success=[{"request_delete_range": {"key": key}}],
+            failure=[{"request_range": {"key": key, "count_only": True}},
+                     {"request_range": keys_under(members, count_only=True)}])
+        if answer.get("succeeded"):
+            return
+        found, members_found = _counts(answer)
+        if not found:
+            raise GroupNotFound(f"group {group!r} does not exist")
+        raise GroupNotEmpty(f"group {group!r} still has {members_found} members")
+
+    def names(self) -> list[bytes]:
+        answer = self._gateway.call("/v3/kv/range", keys_under(self._prefix + GROUPS))
+        return [decode(kv.get("value", "")) for kv in answer.get("kvs", [])]
+
+    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
+        key = self._members_of(group) + self._member
+        while True:
+            lease = self._session.lease()
+            put = {"key": encode(key), "value": encode(data), "lease": str(lease.id)}
+            try:
+                answer = self._gateway.txn(compare=[_exists(encode(self._group_key(group)))],
+                                           success=[{"request_put": put}])
+            except EtcdRequestFailed as exc:
+                if exc.code == NOT_FOUND:  # the lease expired before the heartbeat noticed
+                    self._session.lease_lost(lease, str(exc))
+                    continue
+                raise
+            if not answer.get("succeeded"):
+                raise GroupNotFound(f"group {group!r} does not exist")
+            entry = Hold(lease, key, int(answer["header"]["revision"]))
+            with self._mutex:
+                previous = self._entries.pop(group, None)
+                if previous is not None:
+                    previous.lease.entries.discard(previous)
+                if self._session.track_entry(entry, _on_own_thread(on_lost)):
+                    self._entries[group] = entry
+                    return
+            # The lease was lost meanwhile: put the entry again on the session's new one.
+
+    def leave(self, group: bytes) -> bool:
+        with self._mutex:
+            entry = self._entries.pop(group, None)
+        if entry is not None:
+            entry.lease.entries.discard(entry)
+        # Unreachable: a later beat deletes it (or the lease's end does).
+        return self._session.delete(self._members_of(group) + self._member) > 0
+
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        prefix = self._members_of(group)
+        answer = self._gateway.txn(compare=[], success=[
+            {"request_range": {"key": encode(self._group_key(group)), "count_only": True}},
+            {"request_range": keys_under(prefix)}])
+        found, listed = (response.get("response_range", {})
+                         for response in answer["responses"])
+        if int(found.get("count", "0")) == 0:
+            return None
+        return {decode(kv["key"])[len(prefix):].decode("utf-8", "surrogateescape"):
+                decode(kv.get("value", "")) for kv in listed.get("kvs", [])}
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        return MembersWatch(self._gateway, self._members_of(group), changed).stop
+
+    def _group_key(self, group: bytes) -> bytes:
+        return self._prefix + GROUPS + readable_key(group).encode()
+
+    def _members_of(self, group: bytes) -> bytes:
+        return self._prefix + MEMBERS + readable_key(group).encode() + b"/"
+
+
+class MembersWatch:
+    """Calls ``changed`` on each change of the keys under ``prefix`` (and each time its
+    watch was opened, as changes may have been missed meanwhile), from a thread that opens
+    the watch anew when the stream ends, until :meth:`stop`."""
+
+    def __init__(self, gateway: Gateway, prefix: bytes, changed: Callable[[], None]) -> None:
+        self._gateway, self._prefix, self._changed = gateway, prefix, changed
+        self._mutex = threading.Lock()
+        self._stopping = threading.Event()
+        self._watch: Watch | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"conch-etcd-watch-{prefix!r}")
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the watch; the thread ends on its own (at once, or once a connection attempt
+        in progress gives up)."""
+        with self._mutex:
+            self._stopping.set()
+            watch = self._watch
+        if watch is not None:
+            watch.interrupt()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                watch = self._gateway.watch_prefix(self._prefix)
+            except BackendUnavailable as exc:
+                log.info("conch: watching etcd keys %r failed, will retry: %s", self._prefix, exc)
+                self._stopping.wait(RECONNECT_PAUSE)
+                continue
+            with self._mutex:
+                if self._stopping.is_set():
+                    watch.close()
+                    return
+                self._watch = watch
+            try:
+                self._follow(watch)
+            finally:
+                with self._mutex:
+                    self._watch = None
+                watch.close()
+
+    def _follow(self, watch: Watch) -> None:
+        """Report each change ``watch`` sees until it ends or is idle too long."""
+        self._changed()
+        while watch.wait(Deadline(IDLE_REOPEN)) and not watch.ended:
+            watch.rearm()
+            self._changed()
+
+
+def _exists(key: str) -> Message:
+    """A comparison that holds when (base64) ``key`` exists."""
+    return {"key": key, "target": "CREATE", "result": "GREATER", "create_revision": "0"}
+
+
+def _counts(answer: Message) -> tuple[int, int]:
+    """The counts read by the ranges of a transaction's answer."""
+    first, second = (int(response.get("response_range", {}).get("count", "0"))
+                     for response in answer["responses"])
+    return first, second
+
+
+def _on_own_thread(on_lost: LossCallback) -> LossCallback:
+    """``on_lost``, run on a thread of its own: the heartbeat that reports a loss must not
+    wait while the group reads its members and re-joins."""
+    def report(reason: str) -> None:
+        threading.Thread(target=on_lost, args=(reason,), daemon=True,
+                         name="conch-etcd-group-lost").start()
+    return report
