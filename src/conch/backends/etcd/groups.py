@@ -5,6 +5,7 @@ watch on the group's member keys pushes joins, leaves and expiries (docs/etcd.md
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 
@@ -98,6 +99,8 @@ class EtcdGroupStore(GroupStore):
             entry = self._entries.pop(group, None)
         if entry is not None:
             entry.lease.entries.discard(entry)
+            if entry.pid != os.getpid():  # a forked child: the entry is its parent's
+                return False
         # Unreachable: a later beat deletes it (or the lease's end does).
         return self._session.delete(self._members_of(group) + self._member) > 0
 
