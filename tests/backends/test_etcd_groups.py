@@ -123,7 +123,7 @@ def test_a_restart_with_its_data_keeps_the_members_and_the_watch_follows() -> No
         assert member.member_id in watcher.group(group).members()
 
 
-def test_stopping_ends_the_watch_threads(etcd_url: str) -> None:
+def test_one_watch_thread_serves_every_group_and_stopping_ends_it(etcd_url: str) -> None:
     def watch_threads() -> list[threading.Thread]:
         return [thread for thread in threading.enumerate()
                 if thread.name.startswith("conch-etcd-watch")]
@@ -131,9 +131,9 @@ def test_stopping_ends_the_watch_threads(etcd_url: str) -> None:
     before = len(watch_threads())
     with conch.connect(etcd_url) as coordinator:
         coordinator.group(unique_group()).watch(Events())
-        coordinator.group(unique_group()).watch(Events())
-        wait_until(lambda: len(watch_threads()) == before + 2, 5, "two watch threads")
-    wait_until(lambda: len(watch_threads()) == before, 5, "the watch threads to end")
+        coordinator.group(unique_group()).join()
+        wait_until(lambda: len(watch_threads()) == before + 1, 5, "one watch for both groups")
+    wait_until(lambda: len(watch_threads()) == before, 5, "the watch thread to end")
 
 
 def test_groups_over_tls(etcd_tls_url: str) -> None:

@@ -46,6 +46,7 @@ class EtcdBackend(Backend):
         self.prefix = (url.path.rstrip("/") or DEFAULT_PREFIX).encode()
         self.gateway = Gateway(url, tls_files)
         self.session = EtcdSession(self.gateway, member_id, int(ttl))
+        self._groups: EtcdGroupStore | None = None
 
     def connect(self) -> None:
         try:
@@ -64,6 +65,8 @@ class EtcdBackend(Backend):
             raise
 
     def close(self) -> None:
+        if self._groups is not None:
+            self._groups.close()
         self.session.close()
         self.gateway.close()
 
@@ -75,7 +78,8 @@ class EtcdBackend(Backend):
         return self.prefix + b"/" + hex_digest(key, 40).encode() + b"/"
 
     def groups(self) -> GroupStore:
-        return EtcdGroupStore(self.session, self.prefix, self.member_id)
+        self._groups = EtcdGroupStore(self.session, self.prefix, self.member_id)
+        return self._groups
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return inspection.describe(self.gateway, self.queue(key), key)[0]

@@ -1,6 +1,6 @@
 """``etcd://`` groups: a group is a key without lease whose value is its name, a member a key
-on the coordinator's session lease whose value is its entry (gone when the lease ends); a
-watch on the group's member keys pushes joins, leaves and expiries (docs/etcd.md, *Groups*)."""
+on the coordinator's session lease whose value is its entry (gone when the lease ends); one
+watch on the member keys pushes joins, leaves and expiries (docs/etcd.md, *Groups*)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ log = logging.getLogger("conch")
 GROUPS = b"/groups/"  # + readable_key(group): the group, its exact name as value
 MEMBERS = b"/group-members/"  # + readable_key(group) + "/" + member id: a member's entry
 RECONNECT_PAUSE = 0.5
-"""Seconds between two attempts to open a group's watch while etcd cannot be reached."""
+"""Seconds between two attempts to open the groups' watch while etcd cannot be reached."""
 IDLE_REOPEN = 60.0
-"""Seconds of silence after which a group's watch is opened anew: a connection cut without
-a word (a partition) would otherwise keep it silent for good."""
+"""Seconds of silence after which the groups' watch is opened anew: a connection cut
+without a word (a partition) would otherwise keep it silent for good."""
 
 
 class EtcdGroupStore(GroupStore):
@@ -41,6 +41,7 @@ class EtcdGroupStore(GroupStore):
         self._member = member_id.encode("utf-8", "surrogateescape")
         self._mutex = threading.Lock()
         self._entries: dict[bytes, Hold] = {}  # this member's entry in each group it is in
+        self._watch = MembersWatch(self._gateway, prefix + MEMBERS)
 
     def create(self, group: bytes) -> bool:
         key = encode(self._group_key(group))
@@ -89,7 +90,7 @@ class EtcdGroupStore(GroupStore):
                 previous = self._entries.pop(group, None)
                 if previous is not None:
                     previous.lease.entries.discard(previous)
-                if self._session.track_entry(entry, _on_own_thread(on_lost)):
+                if self._session.track_entry(entry, on_lost):
                     self._entries[group] = entry
                     return
             # The lease was lost meanwhile: put the entry again on the session's new one.
@@ -117,7 +118,11 @@ class EtcdGroupStore(GroupStore):
                 decode(kv.get("value", "")) for kv in listed.get("kvs", [])}
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
-        return MembersWatch(self._gateway, self._members_of(group), changed).stop
+        return self._watch.subscribe(readable_key(group).encode(), changed)
+
+    def close(self) -> None:
+        """The coordinator stops: end the watch."""
+        self._watch.stop()
 
     def _group_key(self, group: bytes) -> bytes:
         return self._prefix + GROUPS + readable_key(group).encode()
@@ -127,18 +132,34 @@ class EtcdGroupStore(GroupStore):
 
 
 class MembersWatch:
-    """Calls ``changed`` on each change of the keys under ``prefix`` (and each time its
-    watch was opened, as changes may have been missed meanwhile), from a thread that opens
-    the watch anew when the stream ends, until :meth:`stop`."""
+    """One watch stream on the member keys of every group under ``prefix``, opened at the
+    first :meth:`subscribe`, from a thread that opens it anew when it ends, until
+    :meth:`stop`. It calls the subscribers of each group whose keys changed, and every
+    subscriber each time it opened the stream (changes may have been missed meanwhile)."""
 
-    def __init__(self, gateway: Gateway, prefix: bytes, changed: Callable[[], None]) -> None:
-        self._gateway, self._prefix, self._changed = gateway, prefix, changed
+    def __init__(self, gateway: Gateway, prefix: bytes) -> None:
+        self._gateway, self._prefix = gateway, prefix
         self._mutex = threading.Lock()
+        self._subscribers: dict[bytes, list[Callable[[], None]]] = {}  # by group key part
         self._stopping = threading.Event()
         self._watch: Watch | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"conch-etcd-watch-{prefix!r}")
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, group_part: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed`` when the keys under ``prefix + group_part + "/"`` change."""
+        with self._mutex:
+            self._subscribers.setdefault(group_part, []).append(changed)
+            if self._thread is None and not self._stopping.is_set():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name=f"conch-etcd-watch-{self._prefix!r}")
+                self._thread.start()
+
+        def unsubscribe() -> None:
+            with self._mutex:
+                subscribers = self._subscribers.get(group_part, [])
+                if changed in subscribers:
+                    subscribers.remove(changed)
+        return unsubscribe
 
     def stop(self) -> None:
         """End the watch; the thread ends on its own (at once, or once a connection attempt
@@ -171,10 +192,19 @@ class MembersWatch:
 
     def _follow(self, watch: Watch) -> None:
         """Report each change ``watch`` sees until it ends or is idle too long."""
-        self._changed()
+        self._tell(None)
         while watch.wait(Deadline(IDLE_REOPEN)) and not watch.ended:
+            changed, watch.changed = watch.changed, set()
             watch.rearm()
-            self._changed()
+            self._tell({key[len(self._prefix):].partition(b"/")[0] for key in changed})
+
+    def _tell(self, groups: set[bytes] | None) -> None:
+        """Call the subscribers of ``groups`` (None: of every group)."""
+        with self._mutex:
+            told = [changed for group, subscribers in self._subscribers.items()
+                    if groups is None or group in groups for changed in subscribers]
+        for changed in told:
+            changed()
 
 
 def _exists(key: str) -> Message:
@@ -187,12 +217,3 @@ def _counts(answer: Message) -> tuple[int, int]:
     first, second = (int(response.get("response_range", {}).get("count", "0"))
                      for response in answer["responses"])
     return first, second
-
-
-def _on_own_thread(on_lost: LossCallback) -> LossCallback:
-    """``on_lost``, run on a thread of its own: the heartbeat that reports a loss must not
-    wait while the group reads its members and re-joins."""
-    def report(reason: str) -> None:
-        threading.Thread(target=on_lost, args=(reason,), daemon=True,
-                         name="conch-etcd-group-lost").start()
-    return report

@@ -37,6 +37,8 @@ class Watch:
         self._buffer = b""
         self.deleted: set[bytes] = set()
         """The watched keys seen deleted."""
+        self.changed: set[bytes] = set()
+        """The watched keys seen written or deleted."""
         self._fired = False  # a change arrived while the watches were being created
         self.ended = False
         """The stream ended (connection lost or interrupted) or etcd cancelled the watch."""
@@ -90,10 +92,13 @@ class Watch:
         self._conn.close()
 
     def _changed(self, result: dict[str, Any]) -> bool:
-        """Note the deletions in ``result``; True if it has events, or if etcd cancelled the
+        """Note the changes in ``result``; True if it has events, or if etcd cancelled the
         watch (a compacted history; the stream has ended): the caller reads the state again."""
-        self.deleted.update(base64.b64decode(event["kv"]["key"])
-                            for event in result.get("events", []) if event.get("type") == "DELETE")
+        for event in result.get("events", []):
+            key = base64.b64decode(event["kv"]["key"])
+            self.changed.add(key)
+            if event.get("type") == "DELETE":
+                self.deleted.add(key)
         self.ended = bool(result.get("canceled"))
         return bool(result.get("events")) or self.ended
 

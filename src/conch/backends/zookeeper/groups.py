@@ -79,12 +79,6 @@ class ZooKeeperGroupStore(GroupStore):
 
     def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
         path = f"{self._group_path(group)}/{self._node}"
-
-        def report(reason: str) -> None:
-            # On a thread of its own: kazoo's threads must never wait, and the group reads
-            # its members and re-joins.
-            self._client.handler.spawn(on_lost, reason)
-
         while True:
             generation = self._session.generation
             self._put(path, data, group)
@@ -93,7 +87,7 @@ class ZooKeeperGroupStore(GroupStore):
                 previous = self._joined.pop(path, None)
                 if previous is not None:
                     self._session.entries.discard(previous)
-                if self._session.keep_entry(entry, report, generation):
+                if self._session.keep_entry(entry, on_lost, generation):
                     self._joined[path] = entry
                     break
             # The session expired meanwhile, with the znode: create it in the new one.
