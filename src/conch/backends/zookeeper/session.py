@@ -64,10 +64,11 @@ class ZooKeeperSession:
         # By then the server expired the session, unless it restarted (restoring sessions
         # with a fresh timeout) and one reconnection attempt hung on it.
         self.request_timeout = 2 * session_timeout
+        self.session_timeout = session_timeout
         self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
         self.entries: Holds[object] = Holds()
-        """The group entries: lost with the session only (they outlive a dropped connection)."""
+        """The group entries: they outlive a short disconnection, not the session."""
         self.client = new_client(hosts, session_timeout, credentials, tls_files)
         self.generation = 0
         """+1 each time the session expires: znodes of an older generation are gone."""
@@ -176,11 +177,29 @@ class ZooKeeperSession:
         if state == KazooState.SUSPENDED:
             self.holds.lose_all("lost the connection to ZooKeeper: the session may expire "
                                 "and another client take the lock")
+            self._lose_entries_unless_reconnected()
         elif state == KazooState.LOST:
             self.holds.lose_all("the ZooKeeper session expired or was closed")
             self.entries.lose_all("the ZooKeeper session expired or was closed")
         self._start_cleaning()
         self._wake_waiters()
+
+    def _lose_entries_unless_reconnected(self) -> None:
+        """Report the group entries lost if the connection is not back when the server
+        expires the session: kazoo suspends it 2/3 of the timeout after the last answer,
+        and hears of the expiry only once reconnected."""
+        with self._mutex:
+            connections = self._connections
+
+        def expired() -> None:
+            with self._mutex:
+                cut_off = not self._connected and self._connections == connections
+            if cut_off:
+                self.entries.lose_all("cut off from ZooKeeper past the session timeout: "
+                                      "the session has expired")
+        timer = threading.Timer(self.session_timeout / 3, expired)
+        timer.daemon = True
+        timer.start()
 
     def _wake_waiters(self) -> None:
         with self._mutex:
