@@ -4,6 +4,7 @@ member's back (deleted, lease revoked, server wiped) and re-joined, a restart, T
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import threading
 import time
@@ -134,6 +135,26 @@ def test_one_watch_thread_serves_every_group_and_stopping_ends_it(etcd_url: str)
         coordinator.group(unique_group()).join()
         wait_until(lambda: len(watch_threads()) == before + 1, 5, "one watch for both groups")
     wait_until(lambda: len(watch_threads()) == before, 5, "the watch thread to end")
+
+
+def test_a_forked_child_leaves_its_parents_membership_and_watch_alone(etcd_url: str) -> None:
+    group = unique_group()
+    with member_and_watcher(etcd_url, group) as (member, watcher, events):
+        child = os.fork()
+        if child == 0:
+            try:  # the parent's coordinators, stopped in the child: their entries stay
+                watcher.stop()
+                member.stop()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        time.sleep(TTL / 3 + 0.5)  # a renewal and a key check of the parent's session
+        assert not member.group(group).lost.is_set()
+        assert set(watcher.group(group).members()) == {member.member_id}
+        with conch.connect(etcd_url) as late:
+            late.group(group).join()
+            assert events.next(PUSHED_WITHIN).joined == {late.member_id}, "the stream lives"
 
 
 def test_groups_over_tls(etcd_tls_url: str) -> None:

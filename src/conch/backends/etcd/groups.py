@@ -14,6 +14,7 @@ from conch.backends.etcd.client import Gateway, Message, decode, encode, keys_un
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold
 from conch.backends.etcd.watch import Watch
+from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import readable_key
 from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
@@ -42,6 +43,13 @@ class EtcdGroupStore(GroupStore):
         self._mutex = threading.Lock()
         self._entries: dict[bytes, Hold] = {}  # this member's entry in each group it is in
         self._watch = MembersWatch(self._gateway, prefix + MEMBERS)
+        forget_in_child(self)
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's watch stream and thread are not ours (the
+        parent's entries are never deleted: see :meth:`leave`)."""
+        self._mutex = threading.Lock()
+        self._watch.forget_parent()
 
     def create(self, group: bytes) -> bool:
         key = encode(self._group_key(group))
@@ -160,6 +168,11 @@ class MembersWatch:
                 if changed in subscribers:
                     subscribers.remove(changed)
         return unsubscribe
+
+    def forget_parent(self) -> None:
+        """In a forked child: a stream and thread of our own at the next :meth:`subscribe`."""
+        self._mutex = threading.Lock()
+        self._watch, self._thread = None, None
 
     def stop(self) -> None:
         """End the watch; the thread ends on its own (at once, or once a connection attempt
