@@ -15,6 +15,7 @@ from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold
 from conch.backends.etcd.watch import Watch
 from conch.backends.kit.fork import forget_in_child
+from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
 from conch.backends.kit.naming import readable_key
 from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
@@ -142,82 +143,61 @@ class EtcdGroupStore(GroupStore):
 class MembersWatch:
     """One watch stream on the member keys of every group under ``prefix``, opened at the
     first :meth:`subscribe`, from a thread that opens it anew when it ends, until
-    :meth:`stop`. It calls the subscribers of each group whose keys changed, and every
-    subscriber each time it opened the stream (changes may have been missed meanwhile)."""
+    :meth:`stop` (docs/etcd.md, *Groups*)."""
 
     def __init__(self, gateway: Gateway, prefix: bytes) -> None:
         self._gateway, self._prefix = gateway, prefix
-        self._mutex = threading.Lock()
-        self._subscribers: dict[bytes, list[Callable[[], None]]] = {}  # by group key part
-        self._stopping = threading.Event()
+        self._mutex = threading.Lock()  # guards _watch against stop()
         self._watch: Watch | None = None
-        self._thread: threading.Thread | None = None
+        self._subscribers = GroupSubscribers(f"conch-etcd-watch-{prefix!r}", self._run)
 
     def subscribe(self, group_part: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         """Call ``changed`` when the keys under ``prefix + group_part + "/"`` change."""
-        with self._mutex:
-            self._subscribers.setdefault(group_part, []).append(changed)
-            if self._thread is None and not self._stopping.is_set():
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name=f"conch-etcd-watch-{self._prefix!r}")
-                self._thread.start()
-
-        def unsubscribe() -> None:
-            with self._mutex:
-                subscribers = self._subscribers.get(group_part, [])
-                if changed in subscribers:
-                    subscribers.remove(changed)
-        return unsubscribe
+        return self._subscribers.subscribe(group_part, changed)
 
     def forget_parent(self) -> None:
         """In a forked child: a stream and thread of our own at the next :meth:`subscribe`."""
         self._mutex = threading.Lock()
-        self._watch, self._thread = None, None
+        self._watch = None
+        self._subscribers.forget_parent()
 
     def stop(self) -> None:
         """End the watch; the thread ends on its own (at once, or once a connection attempt
         in progress gives up)."""
         with self._mutex:
-            self._stopping.set()
+            self._subscribers.stop()
             watch = self._watch
         if watch is not None:
             watch.interrupt()
 
-    def _run(self) -> None:
-        while not self._stopping.is_set():
+    def _run(self, stopped: threading.Event, wake: Wake) -> None:
+        while not stopped.is_set():
             try:
                 watch = self._gateway.watch_prefix(self._prefix)
             except BackendUnavailable as exc:
                 log.info("conch: watching etcd keys %r failed, will retry: %s", self._prefix, exc)
-                self._stopping.wait(RECONNECT_PAUSE)
+                stopped.wait(RECONNECT_PAUSE)
                 continue
             with self._mutex:
-                if self._stopping.is_set():
+                if stopped.is_set():
                     watch.close()
                     return
                 self._watch = watch
             try:
-                self._follow(watch)
+                self._follow(watch, wake)
             finally:
                 with self._mutex:
                     self._watch = None
                 watch.close()
 
-    def _follow(self, watch: Watch) -> None:
-        """Report each change ``watch`` sees until it ends or is idle too long."""
-        self._tell(None)
+    def _follow(self, watch: Watch, wake: Wake) -> None:
+        """Wake the groups whose keys ``watch`` sees change (every group first: changes
+        may have been missed while no stream was open) until it ends or is idle too long."""
+        wake(None)
         while watch.wait(Deadline(IDLE_REOPEN)) and not watch.ended:
             changed, watch.changed = watch.changed, set()
             watch.rearm()
-            self._tell({key[len(self._prefix):].partition(b"/")[0] for key in changed})
-
-    def _tell(self, groups: set[bytes] | None) -> None:
-        """Call the subscribers of ``groups`` (None: of every group)."""
-        with self._mutex:
-            told = [changed for group, subscribers in self._subscribers.items()
-                    if groups is None or group in groups for changed in subscribers]
-        for changed in told:
-            changed()
+            wake({key[len(self._prefix):].partition(b"/")[0] for key in changed})
 
 
 def _exists(key: str) -> Message:
