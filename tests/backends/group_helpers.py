@@ -1,37 +1,23 @@
-"""What the group tests of the server backends share: unique names, a server of a test's
-own, a member watched by another coordinator, the checks on what the watcher heard, and
-the TLS case."""
+"""What the group tests of the etcd and zookeeper backends share (beside
+tests/backends/group_faults.py): unique names, a member watched by another coordinator,
+the checks on what the watcher heard, and the TLS case."""
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import conch
 from tests.contract.test_group_watch import Events
-from tests.servers.base import ServerProcess
 
 PUSHED_WITHIN = 3.0
 """Seconds within which a watcher hears of a change the server pushed."""
 
-Server = TypeVar("Server", bound=ServerProcess)
-
-
 def unique_group() -> str:
     """A group name no other test uses."""
     return f"group-{uuid.uuid4().hex}"
-
-
-@contextlib.contextmanager
-def own_server(start: Callable[[], Server]) -> Iterator[Server]:
-    """A server of this test alone, free to restart or wipe, removed afterwards."""
-    server = start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 @contextlib.contextmanager
@@ -60,11 +46,7 @@ def left_then_rejoined(events: Events, member_id: str, within: float) -> None:
 def check_groups_over_tls(url: str) -> None:
     """Join, read, watch and leave a group through a TLS URL."""
     group = unique_group()
-    with conch.connect(url) as member, conch.connect(url) as watcher:
-        events = Events()
-        watcher.group(group).watch(events)
-        member.group(group).join({"tls": True})
-        assert events.next(PUSHED_WITHIN).joined == {member.member_id}
+    with member_and_watcher(url, group, {"tls": True}) as (member, watcher, events):
         assert watcher.group(group).members() == {member.member_id: {"tls": True}}
         member.group(group).leave()
         assert events.next(PUSHED_WITHIN).left == {member.member_id}

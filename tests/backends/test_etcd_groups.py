@@ -14,12 +14,12 @@ import pytest
 import conch
 from conch.backends.kit.naming import readable_key
 from conch.url import parse_url
+from tests.backends.group_faults import cleaned_up, group_and_lock_of_one_name_stay_apart
 from tests.backends.group_helpers import (
     PUSHED_WITHIN,
     check_groups_over_tls,
     left_then_rejoined,
     member_and_watcher,
-    own_server,
     unique_group,
 )
 from tests.backends.test_etcd import backend_of
@@ -54,6 +54,10 @@ def test_groups_live_beside_the_locks_and_conch_locks_ignores_them(
         assert sorted(coordinator.groups()) == sorted([spoof, group])
 
 
+def test_a_group_and_a_lock_of_one_hostile_name_stay_apart(etcd_url: str) -> None:
+    group_and_lock_of_one_name_stay_apart(etcd_url)
+
+
 def test_a_member_key_deleted_in_etcd_is_reported_lost_and_rejoined(
     etcd_server: EtcdServer,
 ) -> None:
@@ -86,7 +90,7 @@ def test_a_revoked_lease_loses_the_entries_and_they_come_back_on_a_new_lease(
 @pytest.mark.timeout(120)
 def test_a_server_wiped_while_members_are_in_gets_its_groups_and_members_back() -> None:
     group = unique_group()
-    with own_server(start_etcd) as server, \
+    with cleaned_up(start_etcd()) as server, \
             member_and_watcher(server.url(ttl=TTL), group, {"zone": "a"}) as (
                 member, watcher, _):
         watcher.group(group).join()
@@ -110,7 +114,7 @@ def test_a_server_wiped_while_members_are_in_gets_its_groups_and_members_back() 
 @pytest.mark.timeout(120)
 def test_a_restart_with_its_data_keeps_the_members_and_the_watch_follows() -> None:
     group = unique_group()
-    with own_server(start_etcd) as server, \
+    with cleaned_up(start_etcd()) as server, \
             member_and_watcher(server.url(ttl=TTL), group) as (member, watcher, events):
         server.restart()
         with conch.connect(member.url) as late:

@@ -15,13 +15,13 @@ import conch
 from conch.backends.kit.naming import readable_key
 from conch.backends.zookeeper.groups import member_node
 from conch.url import parse_url
+from tests.backends.group_faults import cleaned_up, group_and_lock_of_one_name_stay_apart
 from tests.backends.group_helpers import (
     PUSHED_WITHIN,
     check_groups_over_tls,
     drain,
     left_then_rejoined,
     member_and_watcher,
-    own_server,
     unique_group,
 )
 from tests.backends.test_zookeeper import CREDENTIALS, session_of
@@ -61,6 +61,10 @@ def test_the_znodes_carry_the_name_the_entry_and_the_digest_acl(
         assert stat.ephemeralOwner == session_of(coordinator).client_id[0]
         with pytest.raises(NoAuthError):
             stranger.get(f"{path}/{child}")
+
+
+def test_a_group_and_a_lock_of_one_hostile_name_stay_apart(zookeeper_url: str) -> None:
+    group_and_lock_of_one_name_stay_apart(zookeeper_url)
 
 
 @pytest.mark.parametrize("member_id", [".", "..", "a/b/../c", "é ☃ %2E\n", "x" * 300])
@@ -109,7 +113,7 @@ def test_an_expired_session_loses_the_entries_and_the_new_session_rejoins(
 @pytest.mark.timeout(120)
 def test_a_restart_keeps_the_members_and_the_watch_follows() -> None:
     group = unique_group()
-    with own_server(start_zookeeper) as server:
+    with cleaned_up(start_zookeeper()) as server:
         url = server.url(credentials=CREDENTIALS)
         with member_and_watcher(url, group) as (member, watcher, events):
             server.restart()
