@@ -15,6 +15,7 @@ from tests.contract.test_group_watch import Events
 PUSHED_WITHIN = 3.0
 """Seconds within which a watcher hears of a change the server pushed."""
 
+
 def unique_group() -> str:
     """A group name no other test uses."""
     return f"group-{uuid.uuid4().hex}"
