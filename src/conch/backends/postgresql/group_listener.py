@@ -1,0 +1,103 @@
+"""Pushed group changes for ``postgresql://``: joins and leaves ``NOTIFY`` channel
+``conch_groups`` with a digest of the group's name; one thread per coordinator ``LISTEN``s
+on a session of its own and calls that group's subscribers (all of them after a reconnect)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+import psycopg
+
+from conch.backends.kit.naming import hex_digest
+
+log = logging.getLogger("conch")
+
+CHANNEL = "conch_groups"
+RECONNECT_DELAY = 1.0
+
+
+def channel_payload(group: bytes) -> str:
+    """What a change of ``group`` sends on :data:`CHANNEL` (short, whatever the name)."""
+    return hex_digest(b"conch-group\0" + group, 32)
+
+
+class Listener:
+    """Calls each group's subscribers when a notification names it. Thread-safe."""
+
+    def __init__(self, conninfo: str, describe: Callable[[object], str]) -> None:
+        self._conninfo, self._describe = conninfo, describe
+        self._mutex = threading.Lock()
+        self._subscribers: dict[str, list[Callable[[], None]]] = {}
+        self._stopping = threading.Event()
+        self._connection: psycopg.Connection[tuple[object, ...]] | None = None
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed`` on each notification about ``group``; returns how to stop."""
+        payload = channel_payload(group)
+        with self._mutex:
+            self._subscribers.setdefault(payload, []).append(changed)
+            if self._thread is None and not self._stopping.is_set():
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="conch-postgresql-group-listener")
+                self._thread.start()
+
+        def unsubscribe() -> None:
+            with self._mutex:
+                subscribers = self._subscribers.get(payload, [])
+                if changed in subscribers:
+                    subscribers.remove(changed)
+        return unsubscribe
+
+    def close(self) -> None:
+        """Stop listening: the thread's wait is cut short and its session closed."""
+        self._stopping.set()
+        with self._mutex:
+            thread, connection = self._thread, self._connection
+        if connection is not None:
+            # Shut a duplicate of the socket: never a descriptor libpq closed meanwhile.
+            with contextlib.suppress(OSError), socket.socket(
+                    fileno=os.dup(connection.pgconn.socket)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except psycopg.Error as exc:
+                if not self._stopping.is_set():
+                    log.warning("conch: %s", self._describe(
+                        f"listening for group changes failed, retrying: {exc}"))
+            self._tell(None)  # a notification may have been missed meanwhile
+            self._stopping.wait(RECONNECT_DELAY)
+
+    def _listen(self) -> None:
+        with psycopg.Connection.connect(self._conninfo, autocommit=True) as connection:
+            with self._mutex:
+                if self._stopping.is_set():
+                    return
+                self._connection = connection
+            try:
+                connection.execute(f"LISTEN {CHANNEL}")
+                self._tell(None)  # changes made before LISTEN took effect
+                while not self._stopping.is_set():
+                    for notification in connection.notifies(timeout=5.0):
+                        self._tell(notification.payload)
+            finally:
+                with self._mutex:
+                    self._connection = None
+
+    def _tell(self, payload: str | None) -> None:
+        """Call the subscribers of ``payload``'s group (``None``: of every group)."""
+        with self._mutex:
+            subscribers = [changed for key, group in self._subscribers.items()
+                           if payload is None or key == payload for changed in group]
+        for changed in subscribers:
+            changed()
