@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import errors
 
-from conch.backends.base import GroupStore, LossCallback
-from conch.backends.kit.session import Heartbeat
+from conch.backends.base import LossCallback
+from conch.backends.kit.group_session import SessionGroups
 from conch.backends.postgresql.group_listener import CHANNEL, Listener, channel_payload
 from conch.backends.postgresql.session import Session
 from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
-T = TypeVar("T")
 GROUPS_TABLE = "conch_groups"
 MEMBERS_TABLE = "conch_group_members"
 TABLES = {  # made on first use when missing
@@ -63,27 +61,20 @@ def entry_lock(group: bytes, member: bytes) -> tuple[int, int]:
     return (int.from_bytes(digest[:4], "big") >> 1, int.from_bytes(digest[4:8], "big") >> 1)
 
 
-class PostgreSQLGroups(GroupStore):
-    """One coordinator's groups: its entries' locks on one session of its own (opened by the
-    first call), checked every heartbeat; changes pushed by a :class:`Listener`."""
+class PostgreSQLGroups(SessionGroups[Session]):
+    """One coordinator's groups: its entries' locks on a session of its own, checked every
+    heartbeat; joins and leaves pushed by a :class:`Listener`."""
 
     poll_interval = 1.0  # joins and leaves are pushed; a dead member is seen by reading
+    client_errors = (psycopg.Error,)
 
     def __init__(self, open_session: Callable[[], Session], conninfo: str, member_id: str,
                  heartbeat: float, describe: Callable[[object], str]) -> None:
-        self._open_session, self._describe = open_session, describe
-        self._member = member_id.encode("utf-8", "surrogateescape")
-        self._mutex = threading.Lock()
-        self._session: Session | None = None
-        self._tables_ready = False
-        self._entries: dict[bytes, tuple[LossCallback, Session]] = {}  # by group
+        super().__init__(open_session, member_id, heartbeat, describe)
         self._listener = Listener(conninfo, describe)
-        self._heartbeat = Heartbeat(f"conch-postgresql-groups {member_id}", heartbeat,
-                                    self._check_entries)
-        self._closed = False
 
     def create(self, group: bytes) -> bool:
-        return self._run(lambda session: session.execute(
+        return self.run(lambda session: session.execute(
             f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1",
             (group,)).fetchone() is not None)
 
@@ -99,98 +90,58 @@ class PostgreSQLGroups(GroupStore):
                 raise GroupNotEmpty(f"a member joined group {group!r} meanwhile") from None
             if deleted is None:
                 raise GroupNotFound(f"group {group!r} does not exist")
-        self._run(delete)
+        self.run(delete)
 
     def names(self) -> list[bytes]:
-        return self._run(lambda session: [bytes(row[0]) for row in session.execute(
+        return self.run(lambda session: [bytes(row[0]) for row in session.execute(
             f"SELECT name FROM {GROUPS_TABLE}").fetchall()])
 
     def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
-        key = entry_lock(group, self._member)
+        key = entry_lock(group, self.member)
 
         def join(session: Session) -> None:
-            entry = self._entries.get(group)
-            locked = entry is not None and entry[1] is session  # joined before: update
-            if not locked and not _one(session, "SELECT pg_try_advisory_lock(%s, %s)", key):
-                raise BackendUnavailable(self._describe(
-                    f"member {self._member!r} is already in group {group!r} through another "
+            if not self.joined_on(group, session) and not _one(
+                    session, "SELECT pg_try_advisory_lock(%s, %s)", key):
+                raise BackendUnavailable(self.describe(
+                    f"member {self.member!r} is already in group {group!r} through another "
                     "session: two coordinators share this member id"))
             try:
                 session.execute(_JOIN, self._params(group, data=data, key=key[0] << 32 | key[1]))
             except errors.ForeignKeyViolation:
-                _one(session, "SELECT pg_advisory_unlock(%s, %s)", key)
-                self._entries.pop(group, None)
+                self._unlock(session, group)
+                self.entered(group, session, None)
                 raise GroupNotFound(f"group {group!r} does not exist") from None
-            self._entries[group] = (on_lost, session)
-        self._run(join)
-        self._heartbeat_started()
+            self.entered(group, session, on_lost)
+        self.run(join)
 
     def leave(self, group: bytes) -> bool:
-        key = entry_lock(group, self._member)
-
-        def leave(session: Session) -> bool:
-            entry = self._entries.pop(group, None)
-            if entry is None or entry[1] is not session:
-                return False
+        def leave(session: Session) -> None:
             session.execute(_LEAVE, self._params(group))
-            _one(session, "SELECT pg_advisory_unlock(%s, %s)", key)
-            return True
-        with self._mutex:
-            if group not in self._entries:
-                return False
-        return self._run(leave)
+            self._unlock(session, group)
+        return self.leaving(group, leave)
 
     def members(self, group: bytes) -> dict[str, bytes] | None:
-        return self._run(lambda session: _rows_to_members(
+        return self.run(lambda session: _rows_to_members(
             session.execute(_MEMBERS, {"group": group}).fetchall()))
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         return self._listener.subscribe(group, changed)
 
     def close(self) -> None:
-        """The coordinator stops: end the listener, the checks and the membership session
-        (the server frees its entries' locks)."""
-        with self._mutex:
-            self._closed = True
-            session, self._session = self._session, None
-            self._entries.clear()
         self._listener.close()
-        self._heartbeat.stop()
-        if session is not None:
-            session.end()
+        super().close()
 
     def _params(self, group: bytes, **more: object) -> dict[str, object]:
-        return {"group": group, "member": self._member, "payload": channel_payload(group),
+        return {"group": group, "member": self.member, "payload": channel_payload(group),
                 **more}
 
-    def _run(self, work: Callable[[Session], T]) -> T:
-        """``work`` on the membership session (opened when missing), making the tables when
-        they are missing (first use, or dropped); client errors become conch's."""
-        with self._mutex:
-            if self._closed:
-                raise BackendUnavailable(self._describe("the coordinator was stopped"))
-            session = self._session
-            if session is None or session.closed:
-                session = self._session = self._open_session()
-            try:
-                try:
-                    return self._work_on(session, work)
-                except errors.UndefinedTable:  # dropped since they were made: make them again
-                    self._tables_ready = False
-                    return self._work_on(session, work)
-            except errors.InsufficientPrivilege as exc:
-                raise BackendUnavailable(self._describe(
-                    f"{exc}: group membership needs SELECT, INSERT, UPDATE, DELETE on tables "
-                    f"{GROUPS_TABLE} and {MEMBERS_TABLE} (docs/postgresql.md, Groups)")) from None
-            except psycopg.Error as exc:
-                raise BackendUnavailable(self._describe(exc)) from None
+    def _broken(self, session: Session, exc: Exception) -> bool:
+        return session.closed
 
-    def _work_on(self, session: Session, work: Callable[[Session], T]) -> T:
-        if not self._tables_ready:
-            self._make_tables(session)
-        return work(session)
+    def _end(self, session: Session) -> None:
+        session.end()
 
-    def _make_tables(self, session: Session) -> None:
+    def _prepare(self, session: Session) -> None:
         for name, create in TABLES.items():
             if session.execute(f"SELECT to_regclass('{name}')").fetchone() != (None,):
                 continue
@@ -199,47 +150,26 @@ class PostgreSQLGroups(GroupStore):
                                          errors.DuplicateTable):
                     session.execute(create)
             except errors.InsufficientPrivilege as exc:
-                raise BackendUnavailable(self._describe(
+                raise BackendUnavailable(self.describe(
                     f"cannot create table {name} ({exc}): grant this role CREATE on the "
                     "schema, or have an administrator create the group tables "
                     "(docs/postgresql.md, Groups)")) from None
-        self._tables_ready = True
 
-    def _heartbeat_started(self) -> None:
-        with contextlib.suppress(RuntimeError):  # started already
-            self._heartbeat.start()
+    def _unprepared(self, exc: Exception) -> bool:
+        return isinstance(exc, errors.UndefinedTable)
 
-    def _check_entries(self) -> None:
-        """The heartbeat: report each entry whose session ended, or whose row or lock is gone
-        (deleted behind this member's back), and free what is left of it."""
-        lost: list[tuple[LossCallback, str]] = []
-        with self._mutex:
-            session, entries = self._session, dict(self._entries)
-            live = session is not None and not session.closed
-            present: set[bytes] = set()
-            ended = "its membership session ended"
-            if session is not None and live and entries:
-                try:
-                    present = {bytes(row[0]) for row in session.execute(
-                        _PRESENT, {"member": self._member, "groups": list(entries)})}
-                except psycopg.Error as exc:
-                    if not session.closed:
-                        return  # no verdict; the next beat asks again
-                    live, ended = False, f"its membership session failed: {exc}"
-            for group, (on_lost, entry_session) in entries.items():
-                if group in present:
-                    continue
-                if live and entry_session is session:
-                    reason = "its entry was deleted on the server"
-                    with contextlib.suppress(psycopg.Error):
-                        _one(entry_session, "SELECT pg_advisory_unlock(%s, %s)",
-                             entry_lock(group, self._member))
-                else:
-                    reason = ended
-                del self._entries[group]
-                lost.append((on_lost, reason))
-        for on_lost, reason in lost:
-            on_lost(self._describe(reason))
+    def _present(self, session: Session, groups: list[bytes]) -> set[bytes]:
+        return {bytes(row[0]) for row in session.execute(
+            _PRESENT, {"member": self.member, "groups": groups})}
+
+    def _unlock(self, session: Session, group: bytes) -> None:
+        _one(session, "SELECT pg_advisory_unlock(%s, %s)", entry_lock(group, self.member))
+
+    def _describe_error(self, exc: Exception) -> str:
+        if isinstance(exc, errors.InsufficientPrivilege):
+            return (f"{exc}: group membership needs SELECT, INSERT, UPDATE, DELETE on tables "
+                    f"{GROUPS_TABLE} and {MEMBERS_TABLE} (docs/postgresql.md, Groups)")
+        return str(exc)
 
 
 def _one(session: Session, sql: str, params: tuple[int, int]) -> object:
