@@ -13,16 +13,16 @@ from typing import Generic, TypeVar
 
 from conch.backends.base import GroupStore, LossCallback
 from conch.backends.kit.session import Heartbeat
-from conch.errors import BackendUnavailable
+from conch.errors import BackendUnavailable, GroupNotFound
 
 C = TypeVar("C")  # the client library's connection
 T = TypeVar("T")
 
 
 class SessionGroups(GroupStore, Generic[C]):
-    """A :class:`GroupStore` whose entries live on one session; a backend gives its
-    statements (``_prepare``, ``_present``, ``_unlock``, the store's own) and its client's
-    ways (``_broken``, ``_end``, ``_describe_error``)."""
+    """A :class:`GroupStore` whose entries live on one session. A backend gives the
+    statements (the methods left abstract, and those of the groups themselves: ``create``,
+    ``delete``, ``names``, ``members`` through :meth:`run`) and its client's ways."""
 
     client_errors: tuple[type[Exception], ...]
     """What the client library raises."""
@@ -68,35 +68,51 @@ class SessionGroups(GroupStore, Generic[C]):
     def _describe_error(self, exc: Exception) -> str:
         """A client error, for users."""
 
-    def joined_on(self, group: bytes, session: C) -> bool:
-        """True when this member's entry in ``group`` is locked by ``session`` (caller in
-        :meth:`run`): joining again only updates it."""
-        entry = self._entries.get(group)
-        return entry is not None and entry[1] is session
+    @abc.abstractmethod
+    def _lock(self, session: C, group: bytes) -> bool:
+        """Lock this member's entry in ``group`` on ``session``, without waiting; ``False``
+        when another session holds it."""
 
-    def entered(self, group: bytes, session: C, on_lost: LossCallback | None) -> None:
-        """The entry in ``group`` is now locked by ``session`` (``on_lost`` ``None``: it is
-        not, it was left). Caller in :meth:`run`."""
-        if on_lost is None:
-            self._entries.pop(group, None)
-            return
-        self._entries[group] = (on_lost, session)
+    @abc.abstractmethod
+    def _write_entry(self, session: C, group: bytes, data: bytes) -> None:
+        """Write (or replace) this member's entry in ``group``: :class:`conch.GroupNotFound`
+        when there is no such group."""
+
+    @abc.abstractmethod
+    def _delete_entry(self, session: C, group: bytes) -> None:
+        """Delete this member's entry in ``group``."""
+
+    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
+        def join(session: C) -> None:
+            entry = self._entries.get(group)
+            locked = entry is not None and entry[1] is session  # joined before: an update
+            if not locked and not self._lock(session, group):
+                raise BackendUnavailable(self.describe(
+                    f"member {self.member!r} is already in group {group!r} through another "
+                    "session: two coordinators share this member id"))
+            try:
+                self._write_entry(session, group, data)
+            except GroupNotFound:
+                self._unlock(session, group)
+                self._entries.pop(group, None)
+                raise
+            self._entries[group] = (on_lost, session)
+        self.run(join)
         with contextlib.suppress(RuntimeError):  # started already
             self._heartbeat.start()
 
-    def leaving(self, group: bytes, leave: Callable[[C], None]) -> bool:
-        """Run ``leave`` on the session that holds the entry in ``group``; ``False`` when
-        there is none (never joined, or lost)."""
-        def run_leave(session: C) -> bool:
+    def leave(self, group: bytes) -> bool:
+        def leave(session: C) -> bool:
             entry = self._entries.pop(group, None)
             if entry is None or entry[1] is not session:
-                return False
-            leave(session)
+                return False  # lost meanwhile
+            self._delete_entry(session, group)
+            self._unlock(session, group)
             return True
         with self._mutex:
             if group not in self._entries:
                 return False
-        return self.run(run_leave)
+        return self.run(leave)
 
     def run(self, work: Callable[[C], T]) -> T:
         """``work`` on the session, opened when missing; a session found ended (a server

@@ -12,7 +12,6 @@ from typing import Any
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
-from conch.backends.base import LossCallback
 from conch.backends.kit.group_session import SessionGroups
 from conch.backends.kit.naming import hex_digest
 from conch.backends.mysql.client import Connection, Settings, open_connection
@@ -91,34 +90,6 @@ class MySQLGroups(SessionGroups[Connection]):
                 return [bytes(row[0]) for row in cursor.fetchall()]
         return self.run(names)
 
-    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
-        lock = self._entry_lock(group)
-
-        def join(session: Connection) -> None:
-            if not self.joined_on(group, session) and _value(
-                    session, "SELECT GET_LOCK(%s, 0)", lock) != 1:
-                raise BackendUnavailable(self.describe(
-                    f"member {self.member!r} is already in group {group!r} through another "
-                    "session: two coordinators share this member id"))
-            try:
-                _execute(session, _JOIN, {"group": group, "member": self.member, "lock": lock,
-                                          "data": data})
-            except pymysql.IntegrityError as exc:
-                if exc.args[0] != ER.NO_REFERENCED_ROW_2:
-                    raise
-                self._unlock(session, group)
-                self.entered(group, session, None)
-                raise GroupNotFound(f"group {group!r} does not exist") from None
-            self.entered(group, session, on_lost)
-        self.run(join)
-
-    def leave(self, group: bytes) -> bool:
-        def leave(session: Connection) -> None:
-            _execute(session, f"DELETE FROM {MEMBERS_TABLE} WHERE group_name = %s"
-                     " AND member = %s", (group, self.member))
-            self._unlock(session, group)
-        return self.leaving(group, leave)
-
     def members(self, group: bytes) -> dict[str, bytes] | None:
         return self.run(lambda session: self._members(session, group))
 
@@ -167,6 +138,24 @@ class MySQLGroups(SessionGroups[Connection]):
             cursor.execute(_PRESENT, {"member": self.member, "groups": groups})
             return {bytes(row[0]) for row in cursor.fetchall()}
 
+    def _lock(self, session: Connection, group: bytes) -> bool:
+        with session.cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(%s, 0)", (self._entry_lock(group),))
+            return bool(cursor.fetchone()[0] == 1)
+
+    def _write_entry(self, session: Connection, group: bytes, data: bytes) -> None:
+        try:
+            _execute(session, _JOIN, {"group": group, "member": self.member,
+                                      "lock": self._entry_lock(group), "data": data})
+        except pymysql.IntegrityError as exc:
+            if exc.args[0] != ER.NO_REFERENCED_ROW_2:
+                raise
+            raise GroupNotFound(f"group {group!r} does not exist") from None
+
+    def _delete_entry(self, session: Connection, group: bytes) -> None:
+        _execute(session, f"DELETE FROM {MEMBERS_TABLE} WHERE group_name = %s AND member = %s",
+                 (group, self.member))
+
     def _unlock(self, session: Connection, group: bytes) -> None:
         _execute(session, "DO RELEASE_LOCK(%s)", (self._entry_lock(group),))
 
@@ -183,9 +172,3 @@ def _execute(session: Connection, sql: str, params: tuple[object, ...] | dict[st
     """Run ``sql``; the number of rows it changed."""
     with session.cursor() as cursor:
         return int(cursor.execute(sql, params))
-
-
-def _value(session: Connection, sql: str, param: object) -> object:
-    with session.cursor() as cursor:
-        cursor.execute(sql, (param,))
-        return cursor.fetchone()[0]

@@ -14,7 +14,6 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
-from conch.backends.base import LossCallback
 from conch.backends.kit.group_session import SessionGroups
 from conch.backends.postgresql.group_listener import CHANNEL, Listener, channel_payload
 from conch.backends.postgresql.session import Session
@@ -96,30 +95,6 @@ class PostgreSQLGroups(SessionGroups[Session]):
         return self.run(lambda session: [bytes(row[0]) for row in session.execute(
             f"SELECT name FROM {GROUPS_TABLE}").fetchall()])
 
-    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
-        key = entry_lock(group, self.member)
-
-        def join(session: Session) -> None:
-            if not self.joined_on(group, session) and not _one(
-                    session, "SELECT pg_try_advisory_lock(%s, %s)", key):
-                raise BackendUnavailable(self.describe(
-                    f"member {self.member!r} is already in group {group!r} through another "
-                    "session: two coordinators share this member id"))
-            try:
-                session.execute(_JOIN, self._params(group, data=data, key=key[0] << 32 | key[1]))
-            except errors.ForeignKeyViolation:
-                self._unlock(session, group)
-                self.entered(group, session, None)
-                raise GroupNotFound(f"group {group!r} does not exist") from None
-            self.entered(group, session, on_lost)
-        self.run(join)
-
-    def leave(self, group: bytes) -> bool:
-        def leave(session: Session) -> None:
-            session.execute(_LEAVE, self._params(group))
-            self._unlock(session, group)
-        return self.leaving(group, leave)
-
     def members(self, group: bytes) -> dict[str, bytes] | None:
         return self.run(lambda session: _rows_to_members(
             session.execute(_MEMBERS, {"group": group}).fetchall()))
@@ -161,6 +136,20 @@ class PostgreSQLGroups(SessionGroups[Session]):
     def _present(self, session: Session, groups: list[bytes]) -> set[bytes]:
         return {bytes(row[0]) for row in session.execute(
             _PRESENT, {"member": self.member, "groups": groups})}
+
+    def _lock(self, session: Session, group: bytes) -> bool:
+        return _one(session, "SELECT pg_try_advisory_lock(%s, %s)",
+                    entry_lock(group, self.member)) is True
+
+    def _write_entry(self, session: Session, group: bytes, data: bytes) -> None:
+        key = entry_lock(group, self.member)
+        try:
+            session.execute(_JOIN, self._params(group, data=data, key=key[0] << 32 | key[1]))
+        except errors.ForeignKeyViolation:
+            raise GroupNotFound(f"group {group!r} does not exist") from None
+
+    def _delete_entry(self, session: Session, group: bytes) -> None:
+        session.execute(_LEAVE, self._params(group))
 
     def _unlock(self, session: Session, group: bytes) -> None:
         _one(session, "SELECT pg_advisory_unlock(%s, %s)", entry_lock(group, self.member))
