@@ -176,11 +176,14 @@ class SessionGroups(GroupStore, Generic[C]):
                 try:
                     present = self._present(session, list(entries))
                 except self.client_errors as exc:
-                    if not self._broken(session, exc):
+                    if self._unprepared(exc):  # the tables were dropped, the entries too
+                        self._prepared = False
+                    elif not self._broken(session, exc):
                         return  # no verdict; the next beat asks again
-                    ended = f"its membership session failed: {self._describe_error(exc)}"
-                    self._end(session)
-                    session = self._session = None
+                    else:
+                        ended = f"its membership session failed: {self._describe_error(exc)}"
+                        self._end(session)
+                        session = self._session = None
             for group, (on_lost, entry_session) in entries.items():
                 if group in present:
                     continue
