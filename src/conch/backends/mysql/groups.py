@@ -118,6 +118,10 @@ class MySQLGroups(SessionGroups[Connection]):
         close_quietly(session)
 
     def _prepare(self, session: Connection) -> None:
+        # CREATE TABLE IF NOT EXISTS needs the CREATE privilege even when the table exists.
+        if _execute(session, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA ="
+                    " DATABASE() AND TABLE_NAME IN (%s, %s)", (GROUPS_TABLE, MEMBERS_TABLE)) == 2:
+            return
         for create in TABLES:
             try:
                 _execute(session, create, None)
@@ -169,6 +173,6 @@ class MySQLGroups(SessionGroups[Connection]):
 
 def _execute(session: Connection, sql: str, params: tuple[object, ...] | dict[str, object] | None
              ) -> int:
-    """Run ``sql``; the number of rows it changed."""
+    """Run ``sql``; the number of rows it changed (or read)."""
     with session.cursor() as cursor:
         return int(cursor.execute(sql, params))
