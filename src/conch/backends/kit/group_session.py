@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from conch.backends.base import GroupStore, LossCallback
+from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Heartbeat
 from conch.errors import BackendUnavailable, GroupNotFound
 
@@ -37,8 +38,10 @@ class SessionGroups(GroupStore, Generic[C]):
         self._session: C | None = None
         self._prepared = False
         self._entries: dict[bytes, tuple[LossCallback, C]] = {}  # by group: on the session
-        self._heartbeat = Heartbeat(f"conch-groups {member_id}", heartbeat, self._beat)
+        self._heartbeat_name, self._heartbeat_interval = f"conch-groups {member_id}", heartbeat
+        self._heartbeat = Heartbeat(self._heartbeat_name, heartbeat, self._beat)
         self._closed = False
+        forget_in_child(self)
 
     @abc.abstractmethod
     def _broken(self, session: C, exc: Exception) -> bool:
@@ -47,6 +50,11 @@ class SessionGroups(GroupStore, Generic[C]):
     @abc.abstractmethod
     def _end(self, session: C) -> None:
         """Close ``session`` now (its entries' locks are freed). Never raises."""
+
+    @abc.abstractmethod
+    def _abandon(self, session: C) -> None:
+        """In a forked child: drop ``session`` without a word to the server (it is the
+        parent's). Never raises."""
 
     @abc.abstractmethod
     def _prepare(self, session: C) -> None:
@@ -141,6 +149,14 @@ class SessionGroups(GroupStore, Generic[C]):
         self._heartbeat.stop()
         if session is not None:
             self._end(session)
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's session and entries stay the parent's."""
+        self._mutex = threading.Lock()  # another thread of the parent may have held it
+        session, self._session, self._entries = self._session, None, {}
+        if session is not None:
+            self._abandon(session)
+        self._heartbeat = Heartbeat(self._heartbeat_name, self._heartbeat_interval, self._beat)
 
     def _attempt(self, work: Callable[[C], T]) -> T:
         session = self._session = self._open() if self._session is None else self._session
