@@ -117,6 +117,9 @@ class MySQLGroups(SessionGroups[Connection]):
     def _end(self, session: Connection) -> None:
         close_quietly(session)
 
+    def _abandon(self, session: Connection) -> None:
+        pass  # PyMySQL sends nothing when a connection is collected, only on close()
+
     def _prepare(self, session: Connection) -> None:
         # CREATE TABLE IF NOT EXISTS needs the CREATE privilege even when the table exists.
         if _execute(session, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA ="

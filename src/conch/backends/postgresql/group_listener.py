@@ -10,9 +10,11 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
+from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import hex_digest
 
 log = logging.getLogger("conch")
@@ -26,16 +28,34 @@ def channel_payload(group: bytes) -> str:
     return hex_digest(b"conch-group\0" + group, 32)
 
 
+def forget_connection(connection: psycopg.Connection[Any]) -> None:
+    """In a forked child: close ``connection`` without a word to the parent's server (libpq
+    would send its goodbye when the object is collected)."""
+    if not connection.closed:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, connection.pgconn.socket)
+        os.close(devnull)
+        connection.pgconn.finish()
+
+
 class Listener:
     """Calls each group's subscribers when a notification names it. Thread-safe."""
 
     def __init__(self, conninfo: str, describe: Callable[[object], str]) -> None:
         self._conninfo, self._describe = conninfo, describe
+        self._stopping = threading.Event()
+        self._connection: psycopg.Connection[Any] | None = None
+        self.forget_parent()
+        forget_in_child(self)
+
+    def forget_parent(self) -> None:
+        """(Re)start with no subscriber; in a forked child, leave the parent's session be."""
         self._mutex = threading.Lock()
         self._subscribers: dict[str, list[Callable[[], None]]] = {}
-        self._stopping = threading.Event()
-        self._connection: psycopg.Connection[tuple[object, ...]] | None = None
         self._thread: threading.Thread | None = None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            forget_connection(connection)
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         """Call ``changed`` on each notification about ``group``; returns how to stop."""

@@ -15,7 +15,12 @@ import psycopg
 from psycopg import errors
 
 from conch.backends.kit.group_session import SessionGroups
-from conch.backends.postgresql.group_listener import CHANNEL, Listener, channel_payload
+from conch.backends.postgresql.group_listener import (
+    CHANNEL,
+    Listener,
+    channel_payload,
+    forget_connection,
+)
 from conch.backends.postgresql.session import Session
 from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
@@ -115,6 +120,9 @@ class PostgreSQLGroups(SessionGroups[Session]):
 
     def _end(self, session: Session) -> None:
         session.end()
+
+    def _abandon(self, session: Session) -> None:
+        forget_connection(session)
 
     def _prepare(self, session: Session) -> None:
         for name, create in TABLES.items():
