@@ -111,11 +111,13 @@ class SessionGroups(GroupStore, Generic[C]):
 
     def leave(self, group: bytes) -> bool:
         def leave(session: C) -> bool:
-            entry = self._entries.pop(group, None)
+            entry = self._entries.get(group)
             if entry is None or entry[1] is not session:
-                return False  # lost meanwhile
+                self._entries.pop(group, None)
+                return False  # lost meanwhile, with its session
             self._delete_entry(session, group)
             self._unlock(session, group)
+            del self._entries[group]  # only now: a failed leave can be tried again
             return True
         with self._mutex:
             if group not in self._entries:
