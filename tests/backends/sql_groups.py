@@ -6,9 +6,11 @@ must see."""
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import multiprocessing
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +33,8 @@ class ServerFaults(abc.ABC):
     server: Any
     member_query: ClassVar[str]
     """The URL query of a coordinator that checks its entries about every second."""
+    idle_limit: ClassVar[float]
+    """Seconds after which the server ends that coordinator's silent membership session."""
 
     @property
     def url(self) -> str:
@@ -59,6 +63,17 @@ class ServerFaults(abc.ABC):
     @abc.abstractmethod
     def entries(self, member_id: str) -> int:
         """How many entry rows the server keeps for ``member_id``."""
+
+
+@contextlib.contextmanager
+def joined_worker(url: str, group: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A process in ``group`` (tests/contract/workers.py ``join``) and its member id."""
+    worker = workers.spawn(url, "join", group)
+    try:
+        yield worker, workers.expect(worker, "joined ")
+    finally:
+        worker.kill()
+        worker.communicate()
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -131,18 +146,32 @@ class GroupFaults:
     def test_a_killed_members_entry_is_deleted_by_the_next_read(
         self, faults: ServerFaults, reader: conch.Coordinator, group_name: str,
     ) -> None:
-        worker = workers.spawn(faults.url, "join", group_name)
-        try:
-            worker_id = workers.expect(worker, "joined ")
+        with joined_worker(faults.url, group_name) as (worker, worker_id):
             assert faults.entries(worker_id) == 1
             worker.send_signal(signal.SIGKILL)
             worker.wait()
             wait_until(lambda: worker_id not in reader.group(group_name).members(), 5.0,
                        "the killed member gone")
-        finally:
-            worker.kill()
-            worker.communicate()
         assert faults.entries(worker_id) == 0, "the dead entry was not deleted"
+
+    def test_a_frozen_member_leaves_and_comes_back_when_it_thaws(
+        self, faults: ServerFaults, reader: conch.Coordinator, group_name: str,
+    ) -> None:
+        with joined_worker(faults.member_url, group_name) as (worker, worker_id):
+            worker.send_signal(signal.SIGSTOP)
+            gone = wait_until(lambda: worker_id not in reader.group(group_name).members(),
+                              LOSS_BOUND, "the frozen member gone")
+            worker.send_signal(signal.SIGCONT)
+            back = wait_until(lambda: worker_id in reader.group(group_name).members(),
+                              LOSS_BOUND, "the thawed member back")
+        print(f"frozen: gone after {gone:.2f} s, back {back:.2f} s after thawing")
+
+    def test_a_session_the_server_ended_while_idle_is_replaced_on_the_next_call(
+        self, faults: ServerFaults, member: conch.Coordinator, group_name: str,
+    ) -> None:
+        member.group(group_name).create()
+        time.sleep(faults.idle_limit + 1.5)  # no entry: nothing keeps the session busy
+        assert member.group(group_name).members() == {}
 
     def test_a_hostile_name_of_256_bytes_round_trips(
         self, member: conch.Coordinator, reader: conch.Coordinator,

@@ -18,6 +18,7 @@ class MySQLFaults(ServerFaults):
     """:class:`tests.backends.sql_groups.ServerFaults` on the shared MariaDB."""
 
     member_query = "session_timeout=4"  # checks every second
+    idle_limit = 4.0  # its wait_timeout
 
     def end_session(self, member_id: str) -> None:
         [(_, connection)] = self.locks_of(member_id)

@@ -23,6 +23,7 @@ class PostgreSQLFaults(ServerFaults):
     """:class:`tests.backends.sql_groups.ServerFaults` on the shared PostgreSQL."""
 
     member_query = "heartbeat=0.5"
+    idle_limit = 2.0  # 4 heartbeats (groups.IDLE_HEARTBEATS)
 
     def end_session(self, member_id: str) -> None:
         self.server.execute("SELECT pg_terminate_backend(%s)", self.session_of(member_id))
