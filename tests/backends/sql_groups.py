@@ -173,10 +173,13 @@ class GroupFaults:
         time.sleep(faults.idle_limit + 1.5)  # no entry: nothing keeps the session busy
         assert member.group(group_name).members() == {}
 
-    def test_a_hostile_name_of_256_bytes_round_trips(
+    def test_a_hostile_name_of_256_bytes_and_the_largest_capabilities_round_trip(
         self, member: conch.Coordinator, reader: conch.Coordinator,
     ) -> None:
         name = ("/../*%_\n\t'\"\\;--é☃" * 20).encode()[:256]
+        largest = {"blob": "x" * (64 * 1024 - 20)}  # about the largest capabilities allowed
+        member.group(name).join(largest)
+        assert reader.group(name).members() == {member.member_id: largest}
         member.group(name).join("in")
         assert reader.group(name).members() == {member.member_id: "in"}
         assert reader.group(name[:-1]).members() == {}
