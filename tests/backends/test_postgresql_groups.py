@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 import conch
+from conch.backends.postgresql.group_listener import CHANNEL
 from conch.backends.postgresql.groups import MEMBERS_TABLE, TABLES, entry_lock
 from tests.backends.sql_groups import GroupFaults, ServerFaults, wait_until
 from tests.servers.postgresql import PostgreSQLServer
@@ -134,3 +135,19 @@ def test_groups_work_over_tls(postgresql_server: PostgreSQLServer, tls_url: str)
     with pytest.raises(psycopg.OperationalError):  # the URL's checks are real
         psycopg.connect(postgresql_server.url_with(
             query="sslmode=verify-full&sslrootcert=/dev/null"))
+
+
+def test_the_listener_listens_again_after_a_server_restart(
+    postgresql_server: PostgreSQLServer, postgresql_url: str,
+) -> None:
+    def listening(watcher: conch.Coordinator) -> bool:
+        rows = postgresql_server.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+            " AND query = %s", f"conch {watcher.member_id}"[:63], f"LISTEN {CHANNEL}")
+        return rows == [(1,)]
+
+    with conch.connect(postgresql_url) as watcher:
+        watcher.group("listened").watch(lambda event: None)
+        wait_until(lambda: listening(watcher), 10.0, "listening")
+        postgresql_server.restart()
+        wait_until(lambda: listening(watcher), 10.0, "listening again")

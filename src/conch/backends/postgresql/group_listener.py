@@ -45,6 +45,7 @@ class Listener:
         self._conninfo, self._describe = conninfo, describe
         self._stopping = threading.Event()
         self._connection: psycopg.Connection[Any] | None = None
+        self._failing = False  # the last attempt to listen failed (and was logged)
         self.forget_parent()
         forget_in_child(self)
 
@@ -92,9 +93,13 @@ class Listener:
             try:
                 self._listen()
             except psycopg.Error as exc:
-                if not self._stopping.is_set():
-                    log.warning("conch: %s", self._describe(
-                        f"listening for group changes failed, retrying: {exc}"))
+                if self._stopping.is_set():
+                    return
+                # Once per outage: watchers still read every poll interval meanwhile.
+                log.log(logging.DEBUG if self._failing else logging.WARNING, "conch: %s",
+                        self._describe(f"listening for group changes failed, retrying "
+                                       f"every {RECONNECT_DELAY:g} s: {exc}"))
+                self._failing = True
             self._tell(None)  # a notification may have been missed meanwhile
             self._stopping.wait(RECONNECT_DELAY)
 
@@ -106,6 +111,7 @@ class Listener:
                 self._connection = connection
             try:
                 connection.execute(f"LISTEN {CHANNEL}")
+                self._failing = False
                 self._tell(None)  # changes made before LISTEN took effect
                 while not self._stopping.is_set():
                     for notification in connection.notifies(timeout=5.0):
