@@ -13,13 +13,19 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 
 import conch
+from tests.backends.group_faults import (
+    HOSTILE_NAME,
+    group_and_lock_of_one_name_stay_apart,
+    lost_and_joined_again,
+)
 from tests.contract import workers
+from tests.servers.base import wait_until
 
 LOSS_BOUND = 15.0
 """Seconds within which a member hears of a fault and is back in its group (loaded machine)."""
@@ -33,8 +39,6 @@ class ServerFaults(abc.ABC):
     server: Any
     member_query: ClassVar[str]
     """The URL query of a coordinator that checks its entries about every second."""
-    idle_limit: ClassVar[float]
-    """Seconds after which the server ends that coordinator's silent membership session."""
 
     @property
     def url(self) -> str:
@@ -76,25 +80,6 @@ def joined_worker(url: str, group: str) -> Iterator[tuple[subprocess.Popen[str],
         worker.communicate()
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until ``check()`` is true (BackendUnavailable counts as false)."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if check():
-                return time.monotonic() - started
-        except conch.BackendUnavailable:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def is_in(reader: conch.Coordinator, group: str, member_id: str, capabilities: object) -> bool:
-    """True while ``reader`` sees ``member_id`` in ``group`` with ``capabilities``."""
-    members = reader.group(group).members()
-    return member_id in members and members[member_id] == capabilities
-
-
 class GroupFaults:
     """The tests; a ``Test<Backend>Groups`` subclass names its ``backend`` (whose
     ``<backend>_server`` and ``<backend>_url`` fixtures exist) and ``faults_of`` its server."""
@@ -127,20 +112,11 @@ class GroupFaults:
     @pytest.mark.parametrize("fault", ["restart", "end_session", "delete_entries",
                                        "drop_tables"])
     def test_a_member_dropped_behind_its_back_is_told_and_put_back(
-        self, faults: ServerFaults, member: conch.Coordinator, reader: conch.Coordinator,
-        group_name: str, fault: str,
+        self, faults: ServerFaults, reader: conch.Coordinator, group_name: str, fault: str,
     ) -> None:
-        joined = member.group(group_name)
-        joined.join({"weight": 7})
-        assert is_in(reader, group_name, member.member_id, {"weight": 7})
-        getattr(faults, fault)(member.member_id)
-        started = time.monotonic()
-        assert joined.lost.wait(LOSS_BOUND), "the member was not told it was dropped"
-        told = time.monotonic() - started
-        wait_until(lambda: is_in(reader, group_name, member.member_id, {"weight": 7}),
-                   LOSS_BOUND, "re-joined")
-        print(f"{fault}: told {told:.2f} s, back {time.monotonic() - started:.2f} s after")
-        assert faults.entries(member.member_id) == 1
+        took = lost_and_joined_again(faults.member_url, group_name, getattr(faults, fault),
+                                     LOSS_BOUND)
+        print(f"{fault}: told and back within {took:.2f} s")
         assert group_name in reader.groups()
 
     def test_a_killed_members_entry_is_deleted_by_the_next_read(
@@ -154,44 +130,17 @@ class GroupFaults:
                        "the killed member gone")
         assert faults.entries(worker_id) == 0, "the dead entry was not deleted"
 
-    def test_a_frozen_member_leaves_and_comes_back_when_it_thaws(
-        self, faults: ServerFaults, reader: conch.Coordinator, group_name: str,
-    ) -> None:
-        with joined_worker(faults.member_url, group_name) as (worker, worker_id):
-            worker.send_signal(signal.SIGSTOP)
-            gone = wait_until(lambda: worker_id not in reader.group(group_name).members(),
-                              LOSS_BOUND, "the frozen member gone")
-            worker.send_signal(signal.SIGCONT)
-            back = wait_until(lambda: worker_id in reader.group(group_name).members(),
-                              LOSS_BOUND, "the thawed member back")
-        print(f"frozen: gone after {gone:.2f} s, back {back:.2f} s after thawing")
-
-    def test_a_session_the_server_ended_while_idle_is_replaced_on_the_next_call(
-        self, faults: ServerFaults, member: conch.Coordinator, group_name: str,
-    ) -> None:
-        member.group(group_name).create()
-        time.sleep(faults.idle_limit + 1.5)  # no entry: nothing keeps the session busy
-        assert member.group(group_name).members() == {}
-
-    def test_a_hostile_name_of_256_bytes_and_the_largest_capabilities_round_trip(
+    def test_the_largest_capabilities_round_trip_under_a_hostile_name(
         self, member: conch.Coordinator, reader: conch.Coordinator,
     ) -> None:
-        name = ("/../*%_\n\t'\"\\;--é☃" * 20).encode()[:256]
         largest = {"blob": "x" * (64 * 1024 - 20)}  # about the largest capabilities allowed
-        member.group(name).join(largest)
-        assert reader.group(name).members() == {member.member_id: largest}
-        member.group(name).join("in")
-        assert reader.group(name).members() == {member.member_id: "in"}
-        assert reader.group(name[:-1]).members() == {}
-        assert name.decode("utf-8", "surrogateescape") in reader.groups()
-        member.group(name).leave()
+        member.group(HOSTILE_NAME).join(largest)
+        assert reader.group(HOSTILE_NAME).members() == {member.member_id: largest}
+        assert reader.group(HOSTILE_NAME[:-1]).members() == {}
+        member.group(HOSTILE_NAME).leave()
 
-    def test_a_lock_named_like_the_group_is_another_thing(
-        self, member: conch.Coordinator, reader: conch.Coordinator, group_name: str,
-    ) -> None:
-        member.group(group_name).join()
-        with reader.lock(group_name)(blocking=False):
-            assert member.member_id in reader.group(group_name).members()
+    def test_a_group_and_a_lock_of_one_name_stay_apart(self, faults: ServerFaults) -> None:
+        group_and_lock_of_one_name_stay_apart(faults.url)
 
     def test_a_forked_child_leaves_the_parents_entries_and_session_alone(
         self, member: conch.Coordinator, reader: conch.Coordinator, group_name: str,

@@ -4,6 +4,7 @@ pruned), the entries' ``GET_LOCK`` names, a user without CREATE, and TLS."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -18,7 +19,6 @@ class MySQLFaults(ServerFaults):
     """:class:`tests.backends.sql_groups.ServerFaults` on the shared MariaDB."""
 
     member_query = "session_timeout=4"  # checks every second
-    idle_limit = 4.0  # its wait_timeout
 
     def end_session(self, member_id: str) -> None:
         [(_, connection)] = self.locks_of(member_id)
@@ -87,3 +87,12 @@ def test_groups_work_over_tls(mysql_tls_url: str) -> None:
         member.group("over-tls").join({"tls": True})
         assert reader.group("over-tls").members() == {member.member_id: {"tls": True}}
         member.group("over-tls").leave()
+
+
+def test_a_membership_session_the_server_ended_while_idle_is_replaced(
+    mysql_server: MySQLServer, mysql_url: str,
+) -> None:
+    with conch.connect(mysql_server.url_with(query="session_timeout=2")) as member:
+        member.group("idle").create()
+        time.sleep(3.5)  # no entry to check: the server ends the silent session (wait_timeout)
+        assert member.group("idle").members() == {}

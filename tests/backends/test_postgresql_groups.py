@@ -15,7 +15,8 @@ import pytest
 import conch
 from conch.backends.postgresql.group_listener import CHANNEL
 from conch.backends.postgresql.groups import MEMBERS_TABLE, TABLES, entry_lock
-from tests.backends.sql_groups import GroupFaults, ServerFaults, wait_until
+from tests.backends.sql_groups import GroupFaults, ServerFaults
+from tests.servers.base import wait_until
 from tests.servers.postgresql import PostgreSQLServer
 from tests.tls import PKI
 
@@ -24,7 +25,6 @@ class PostgreSQLFaults(ServerFaults):
     """:class:`tests.backends.sql_groups.ServerFaults` on the shared PostgreSQL."""
 
     member_query = "heartbeat=0.5"
-    idle_limit = 2.0  # 4 heartbeats (groups.IDLE_HEARTBEATS)
 
     def end_session(self, member_id: str) -> None:
         self.server.execute("SELECT pg_terminate_backend(%s)", self.session_of(member_id))
@@ -112,8 +112,11 @@ def tls_url(postgresql_server: PostgreSQLServer, postgresql_url: str, pki: PKI) 
     url = server.url_with(query=f"sslmode=verify-full&sslrootcert={pki.ca}")
 
     def serves_tls() -> bool:
-        with conch.connect(url):
-            return True
+        try:
+            with conch.connect(url):
+                return True
+        except conch.BackendUnavailable:  # not yet reloaded
+            return False
     wait_until(serves_tls, 10.0, "TLS switched on")
     try:
         yield url

@@ -5,6 +5,7 @@ on a session of its own and calls that group's subscribers (all of them after a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -63,17 +64,15 @@ class Listener:
         payload = channel_payload(group)
         with self._mutex:
             self._subscribers.setdefault(payload, []).append(changed)
-            if self._thread is None and not self._stopping.is_set():
+            if self._thread is None and not self._stopping.is_set():  # the first subscriber
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="conch-postgresql-group-listener")
                 self._thread.start()
+        return functools.partial(self._unsubscribe, payload, changed)
 
-        def unsubscribe() -> None:
-            with self._mutex:
-                subscribers = self._subscribers.get(payload, [])
-                if changed in subscribers:
-                    subscribers.remove(changed)
-        return unsubscribe
+    def _unsubscribe(self, payload: str, changed: Callable[[], None]) -> None:
+        with self._mutex, contextlib.suppress(ValueError):  # unsubscribed already
+            self._subscribers.get(payload, []).remove(changed)
 
     def close(self) -> None:
         """Stop listening: the thread's wait is cut short and its session closed."""
@@ -123,7 +122,8 @@ class Listener:
     def _tell(self, payload: str | None) -> None:
         """Call the subscribers of ``payload``'s group (``None``: of every group)."""
         with self._mutex:
-            subscribers = [changed for key, group in self._subscribers.items()
-                           if payload is None or key == payload for changed in group]
-        for changed in subscribers:
+            groups = self._subscribers.values() if payload is None \
+                else [self._subscribers.get(payload, [])]
+            calls = [changed for group in groups for changed in group]
+        for changed in calls:
             changed()

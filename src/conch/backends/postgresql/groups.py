@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +26,6 @@ from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
 GROUPS_TABLE = "conch_groups"
 MEMBERS_TABLE = "conch_group_members"
-IDLE_HEARTBEATS = 4
-"""A membership session silent for this many heartbeats is ended by the server."""
 TABLES = {  # made on first use when missing
     GROUPS_TABLE: f"CREATE TABLE IF NOT EXISTS {GROUPS_TABLE} (name bytea PRIMARY KEY)",
     MEMBERS_TABLE: f"CREATE TABLE IF NOT EXISTS {MEMBERS_TABLE} ("
@@ -77,24 +74,8 @@ class PostgreSQLGroups(SessionGroups[Session]):
 
     def __init__(self, open_session: Callable[[], Session], conninfo: str, member_id: str,
                  heartbeat: float, describe: Callable[[object], str]) -> None:
-        self._open_session = open_session
-        # The server ends a membership session silent for this long (PostgreSQL 14+): the
-        # checks query it every heartbeat, so a frozen member leaves, as on a lease.
-        self._idle_limit_ms = math.ceil(IDLE_HEARTBEATS * heartbeat * 1000)
-        super().__init__(self._membership_session, member_id, heartbeat, describe)
+        super().__init__(open_session, member_id, heartbeat, describe)
         self._listener = Listener(conninfo, describe)
-
-    def _membership_session(self) -> Session:
-        session = self._open_session()
-        try:
-            session.execute("SELECT set_config('idle_session_timeout', %s, false)",
-                            (f"{self._idle_limit_ms}ms",))
-        except errors.UndefinedObject:  # before PostgreSQL 14: only a closed connection ends it
-            pass
-        except psycopg.Error as exc:
-            session.end()
-            raise BackendUnavailable(self.describe(exc)) from None
-        return session
 
     def create(self, group: bytes) -> bool:
         return self.run(lambda session: session.execute(
