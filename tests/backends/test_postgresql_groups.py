@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +17,7 @@ import pytest
 import conch
 from conch.backends.postgresql.group_listener import CHANNEL
 from conch.backends.postgresql.groups import MEMBERS_TABLE, TABLES, entry_lock
-from tests.backends.sql_groups import GroupFaults, ServerFaults
+from tests.backends.sql_groups import GroupFaults, ServerFaults, joined_worker
 from tests.servers.base import wait_until
 from tests.servers.postgresql import PostgreSQLServer
 from tests.tls import PKI
@@ -154,3 +156,19 @@ def test_the_listener_listens_again_after_a_server_restart(
         wait_until(lambda: listening(watcher), 10.0, "listening")
         postgresql_server.restart()
         wait_until(lambda: listening(watcher), 10.0, "listening again")
+
+
+def test_a_member_frozen_past_the_idle_limit_leaves_and_comes_back_when_it_thaws(
+    postgresql_server: PostgreSQLServer, postgresql_url: str,
+) -> None:
+    url = postgresql_server.url_with(query="heartbeat=0.5&connect_timeout=1")  # limit 4.5 s
+    with conch.connect(postgresql_url) as reader, joined_worker(url, "frozen") as (worker, id_):
+        members = reader.group("frozen").members
+        worker.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        wait_until(lambda: id_ not in members(), 15.0, "the frozen member gone")
+        gone = time.monotonic() - stopped
+        assert gone > 3.0, f"gone after {gone:.2f} s: before the idle limit"
+        worker.send_signal(signal.SIGCONT)
+        wait_until(lambda: id_ in members(), 15.0, "the thawed member back")
+    print(f"frozen member gone after {gone:.2f} s")

@@ -69,7 +69,8 @@ class PostgreSQLBackend(Backend):
         self._heartbeat = Heartbeat(f"conch-postgresql {member_id}",
                                     url.float_option("heartbeat", 2.0), self._check_holds)
         self._groups = PostgreSQLGroups(self.sessions.open, conninfo, member_id,
-                                        self._heartbeat.interval, self.describe)
+                                        self._heartbeat.interval, self.connect_timeout,
+                                        self.describe)
 
     def connect(self) -> None:
         session = self.sessions.open()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,8 @@ from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
 GROUPS_TABLE = "conch_groups"
 MEMBERS_TABLE = "conch_group_members"
+IDLE_LIMIT_FACTOR = 3
+"""The server ends a membership session silent for this many times the member's own limit."""
 TABLES = {  # made on first use when missing
     GROUPS_TABLE: f"CREATE TABLE IF NOT EXISTS {GROUPS_TABLE} (name bytea PRIMARY KEY)",
     MEMBERS_TABLE: f"CREATE TABLE IF NOT EXISTS {MEMBERS_TABLE} ("
@@ -73,9 +76,27 @@ class PostgreSQLGroups(SessionGroups[Session]):
     client_errors = (psycopg.Error,)
 
     def __init__(self, open_session: Callable[[], Session], conninfo: str, member_id: str,
-                 heartbeat: float, describe: Callable[[object], str]) -> None:
-        super().__init__(open_session, member_id, heartbeat, describe)
+                 heartbeat: float, reply_timeout: float,
+                 describe: Callable[[object], str]) -> None:
+        self._open_session = open_session
+        # A member gives its session up after heartbeat + reply_timeout without an answer;
+        # the server ends a session silent for three times that (PostgreSQL 14+), so a member
+        # cut off (or frozen that long) leaves for the others too, as on a lease.
+        self.idle_limit = IDLE_LIMIT_FACTOR * (heartbeat + reply_timeout)
+        super().__init__(self._membership_session, member_id, heartbeat, describe)
         self._listener = Listener(conninfo, describe)
+
+    def _membership_session(self) -> Session:
+        session = self._open_session()
+        try:
+            session.execute("SELECT set_config('idle_session_timeout', %s, false)",
+                            (f"{math.ceil(self.idle_limit * 1000)}ms",))
+        except errors.UndefinedObject:  # before PostgreSQL 14: kept until the connection ends
+            pass
+        except psycopg.Error as exc:
+            session.end()
+            raise BackendUnavailable(self.describe(exc)) from None
+        return session
 
     def create(self, group: bytes) -> bool:
         return self.run(lambda session: session.execute(
