@@ -68,7 +68,7 @@ class PostgreSQLBackend(Backend):
         self.async_sessions = AsyncSessions(self, conninfo, self.connect_timeout, int(pool_size))
         self._heartbeat = Heartbeat(f"conch-postgresql {member_id}",
                                     url.float_option("heartbeat", 2.0), self._check_holds)
-        self._groups = PostgreSQLGroups(self.sessions.open, conninfo, member_id,
+        self._groups = PostgreSQLGroups(self.sessions.open, member_id,
                                         self._heartbeat.interval, self.connect_timeout,
                                         self.describe)
 

@@ -8,7 +8,6 @@ import contextlib
 import functools
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +16,8 @@ import psycopg
 
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import hex_digest
+from conch.backends.postgresql.session import Session
+from conch.errors import ConchError
 
 log = logging.getLogger("conch")
 
@@ -42,10 +43,11 @@ def forget_connection(connection: psycopg.Connection[Any]) -> None:
 class Listener:
     """Calls each group's subscribers when a notification names it. Thread-safe."""
 
-    def __init__(self, conninfo: str, describe: Callable[[object], str]) -> None:
-        self._conninfo, self._describe = conninfo, describe
+    def __init__(self, open_session: Callable[[], Session],
+                 describe: Callable[[object], str]) -> None:
+        self._open_session, self._describe = open_session, describe
         self._stopping = threading.Event()
-        self._connection: psycopg.Connection[Any] | None = None
+        self._session: Session | None = None
         self._failing = False  # the last attempt to listen failed (and was logged)
         self.forget_parent()
         forget_in_child(self)
@@ -55,9 +57,9 @@ class Listener:
         self._mutex = threading.Lock()
         self._subscribers: dict[str, list[Callable[[], None]]] = {}
         self._thread: threading.Thread | None = None
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            forget_connection(connection)
+        session, self._session = self._session, None
+        if session is not None:
+            forget_connection(session)
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         """Call ``changed`` on each notification about ``group``; returns how to stop."""
@@ -78,12 +80,9 @@ class Listener:
         """Stop listening: the thread's wait is cut short and its session closed."""
         self._stopping.set()
         with self._mutex:
-            thread, connection = self._thread, self._connection
-        if connection is not None:
-            # Shut a duplicate of the socket: never a descriptor libpq closed meanwhile.
-            with contextlib.suppress(OSError), socket.socket(
-                    fileno=os.dup(connection.pgconn.socket)) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
+            thread, session = self._thread, self._session
+        if session is not None:
+            session.shutdown()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
@@ -91,33 +90,36 @@ class Listener:
         while not self._stopping.is_set():
             try:
                 self._listen()
-            except psycopg.Error as exc:
+            except (psycopg.Error, ConchError) as exc:
                 if self._stopping.is_set():
                     return
                 # Once per outage: watchers still read every poll interval meanwhile.
-                log.log(logging.DEBUG if self._failing else logging.WARNING, "conch: %s",
-                        self._describe(f"listening for group changes failed, retrying "
-                                       f"every {RECONNECT_DELAY:g} s: {exc}"))
+                log.log(logging.DEBUG if self._failing else logging.WARNING,
+                        "conch: listening for group changes failed, retrying every %g s: %s",
+                        RECONNECT_DELAY, exc if isinstance(exc, ConchError)
+                        else self._describe(exc))
                 self._failing = True
             self._tell(None)  # a notification may have been missed meanwhile
             self._stopping.wait(RECONNECT_DELAY)
 
     def _listen(self) -> None:
-        with psycopg.Connection.connect(self._conninfo, autocommit=True) as connection:
+        session = self._open_session()
+        with self._mutex:
+            if self._stopping.is_set():
+                session.end()
+                return
+            self._session = session
+        try:
+            session.execute(f"LISTEN {CHANNEL}")
+            self._failing = False
+            self._tell(None)  # changes made before LISTEN took effect
+            session.limit = None  # wait as long as it takes (green under eventlet); close()
+            for notification in session.notifies():  # shuts the socket to end the wait
+                self._tell(notification.payload)
+        finally:
             with self._mutex:
-                if self._stopping.is_set():
-                    return
-                self._connection = connection
-            try:
-                connection.execute(f"LISTEN {CHANNEL}")
-                self._failing = False
-                self._tell(None)  # changes made before LISTEN took effect
-                while not self._stopping.is_set():
-                    for notification in connection.notifies(timeout=5.0):
-                        self._tell(notification.payload)
-            finally:
-                with self._mutex:
-                    self._connection = None
+                self._session = None
+            session.end()
 
     def _tell(self, payload: str | None) -> None:
         """Call the subscribers of ``payload``'s group (``None``: of every group)."""

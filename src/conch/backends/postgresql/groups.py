@@ -75,7 +75,7 @@ class PostgreSQLGroups(SessionGroups[Session]):
     poll_interval = 1.0  # joins and leaves are pushed; a dead member is seen by reading
     client_errors = (psycopg.Error,)
 
-    def __init__(self, open_session: Callable[[], Session], conninfo: str, member_id: str,
+    def __init__(self, open_session: Callable[[], Session], member_id: str,
                  heartbeat: float, reply_timeout: float,
                  describe: Callable[[object], str]) -> None:
         self._open_session = open_session
@@ -84,7 +84,7 @@ class PostgreSQLGroups(SessionGroups[Session]):
         # cut off (or frozen that long) leaves for the others too, as on a lease.
         self.idle_limit = IDLE_LIMIT_FACTOR * (heartbeat + reply_timeout)
         super().__init__(self._membership_session, member_id, heartbeat, describe)
-        self._listener = Listener(conninfo, describe)
+        self._listener = Listener(open_session, describe)
 
     def _membership_session(self) -> Session:
         session = self._open_session()
