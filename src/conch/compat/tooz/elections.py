@@ -6,6 +6,7 @@ it wins. The group need not exist. README, "Switching from tooz", lists the diff
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -119,8 +120,6 @@ class ElectionCalls:
 
 def _close_lost_term(election: conch.Election) -> None:
     """Free ``election`` of a term the backend ended, so that it can campaign again."""
-    if election.lost.is_set():
-        try:
+    if election.lost.is_set():  # the loss was logged when the backend ended the term
+        with contextlib.suppress(conch.LockLost, conch.LockNotHeld):
             election.resign()
-        except (conch.LockLost, conch.LockNotHeld):
-            pass  # the loss was logged when the backend ended the term
