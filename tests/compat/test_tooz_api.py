@@ -127,15 +127,24 @@ def test_the_base_lock_needs_a_name_and_defaults_to_not_implemented() -> None:
         locking.Lock(b"x")  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("method", [
-    "get_leader", "stand_down_group_leader", "run_elect_coordinator", "watch_elected_as_leader",
-    "unwatch_elected_as_leader",
-])
-def test_leader_election_raises_not_implemented(driver: Driver, method: str) -> None:
-    with pytest.raises(tooz.NotImplemented, match=f"{method}.*leader election") as failure:
-        getattr(driver, method)(b"group", b"more")
-    assert isinstance(failure.value, conch.NotSupported)
-    assert isinstance(failure.value, tooz.ToozError)
+def test_leader_election_follows_the_coordinators_lifecycle(memory_url: str) -> None:
+    coordinator = coordination.get_coordinator(memory_url, b"member-1")
+    elected: list[coordination.LeaderElected] = []
+    coordinator.watch_elected_as_leader(b"group", elected.append)  # before start(), as tooz
+    assert coordinator.stand_down_group_leader(b"group") is False
+    with pytest.raises(tooz.ToozError) as failure:
+        coordinator.get_leader(b"group")
+    assert isinstance(failure.value, conch.NotStarted)
+    with pytest.raises(tooz.ToozError):
+        coordinator.run_watchers()
+    coordinator.start()
+    assert coordinator.run_watchers() == []
+    assert [(event.group_id, event.member_id) for event in elected] == [(b"group", b"member-1")]
+    assert "group" in repr(elected[0]) and "member-1" in repr(elected[0])
+    coordinator.unwatch_elected_as_leader(b"group", elected.append)
+    with pytest.raises(coordination.WatchCallbackNotFound):
+        coordinator.unwatch_elected_as_leader(b"group", elected.append)
+    coordinator.stop()
 
 
 @pytest.mark.parametrize("call", [

@@ -1,5 +1,5 @@
 """tooz 9's public API on conch — for code written against tooz: locks, groups, watchers,
-the partitioner and the hash ring (leader election raises :class:`NotImplemented`).
+leader election, the partitioner and the hash ring.
 
 ``import conch.compat.tooz as tooz`` (or :func:`install_as_tooz` before anything imports
 tooz); ``get_coordinator`` takes the service's tooz URL or a conch URL. README, "Switching

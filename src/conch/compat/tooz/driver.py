@@ -1,19 +1,18 @@
 """The coordinator ``get_coordinator`` returns: :class:`CoordinationDriver`, tooz's lifecycle,
-locks, groups, watchers and partitioner on a :class:`conch.Coordinator`.
+locks, groups, watchers, elections and partitioner on a :class:`conch.Coordinator`.
 
 ``start()``/``stop()`` raise :class:`ToozError` when already started/stopped; conch keeps
 its session and its members alive by itself, so ``requires_beating`` is False and
-``heartbeat()`` does nothing. Leader election raises :class:`NotImplemented`."""
+``heartbeat()`` does nothing. ``run_watchers()`` also runs the elections, as tooz's."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any
 
 import conch
 from conch.capabilities import Capabilities
-from conch.compat.tooz import errors
+from conch.compat.tooz.elections import ElectionCalls
 from conch.compat.tooz.errors import ToozError, as_tooz_errors
 from conch.compat.tooz.groups import GroupCalls, member_bytes
 from conch.compat.tooz.locking import ConchLock
@@ -60,17 +59,7 @@ def _characteristics(scheme: str, capabilities: Capabilities) -> tuple[Character
     return (*found, *_CONSISTENCY.get(scheme, ()))
 
 
-def _no_leader_election(method: str) -> Callable[..., NoReturn]:
-    def unsupported(self: CoordinationDriver, *args: Any, **kwargs: Any) -> NoReturn:
-        raise errors.NotImplemented(
-            f"{method}() is not provided: conch.compat.tooz has no leader election (yet)")
-
-    unsupported.__name__ = method
-    unsupported.__doc__ = "Not provided: raises :class:`NotImplemented` (leader election)."
-    return unsupported
-
-
-class CoordinationDriver(GroupCalls, WatcherCalls):
+class CoordinationDriver(GroupCalls, ElectionCalls, WatcherCalls):
     """A tooz coordinator backed by a :class:`conch.Coordinator` (``conch_coordinator``).
 
     ``get_coordinator`` returns an instance of the subclass named as tooz's driver for the
@@ -110,6 +99,7 @@ class CoordinationDriver(GroupCalls, WatcherCalls):
             raise ToozError("can not start a coordinator that is already started")
         with as_tooz_errors():
             self.conch_coordinator.start()
+        self._forget_terms()
         self._follow_watched_groups()
 
     def stop(self) -> None:
@@ -148,8 +138,10 @@ class CoordinationDriver(GroupCalls, WatcherCalls):
         partitioner.stop()
         leaving.get()
 
-    get_leader = _no_leader_election("get_leader")
-    stand_down_group_leader = _no_leader_election("stand_down_group_leader")
-    run_elect_coordinator = _no_leader_election("run_elect_coordinator")
-    watch_elected_as_leader = _no_leader_election("watch_elected_as_leader")
-    unwatch_elected_as_leader = _no_leader_election("unwatch_elected_as_leader")
+    def run_watchers(self, timeout: float | None = None) -> list[Any]:
+        """Call the group callbacks (see :class:`WatcherCalls`), then run the elections
+        (:meth:`run_elect_coordinator`), as tooz's drivers do; return the group callbacks'
+        results (not the election callbacks', as in tooz)."""
+        results = super().run_watchers(timeout)
+        self.run_elect_coordinator()
+        return results

@@ -20,7 +20,7 @@ class ToozError(conch.ConchError):
 
 
 class NotImplemented(NotImplementedError, ToozError, conch.NotSupported):
-    """A tooz feature conch does not provide (groups, leader election, shared locks...)."""
+    """A tooz feature this backend does not provide (groups, shared locks...)."""
 
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         # NotImplementedError's own __init__ comes first in the MRO and would skip ``cause``.

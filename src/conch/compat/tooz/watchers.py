@@ -47,7 +47,14 @@ class MemberLeftGroup(_MemberEvent):
 
 
 class LeaderElected(_MemberEvent):
-    """tooz's leadership event (kept for imports: conch has no leader election here)."""
+    """``member_id`` (bytes: this member) won ``group_id``'s election. ``conch_election`` is
+    conch's :class:`conch.Election` of that term: its ``token`` fences the leader's writes,
+    its ``lost`` is set if the backend ends the term."""
+
+    def __init__(self, group_id: GroupName, member_id: bytes,
+                 conch_election: conch.Election | None = None) -> None:
+        super().__init__(group_id, member_id)
+        self.conch_election = conch_election
 
 
 class Hooks(list[Callable[..., Any]]):
