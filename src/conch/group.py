@@ -71,8 +71,9 @@ class Group:
         again replaces them. Raises :class:`conch.InvalidGroup` for capabilities that are
         not JSON or too large."""
         with self._mutex:
-            joined_at = self._joined_at or time.time()
-            entry = encode_entry(capabilities, joined_at)
+            now = time.time()
+            joined_at = self._joined_at or now
+            entry = encode_entry(capabilities, joined_at, now)
             self._enter(entry)
             self._entry, self._must_rejoin, self._joined_at = entry, False, joined_at
         self.lost.clear()

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import os
-import time
 from typing import Any
 
 from conch.errors import InvalidGroup
@@ -55,8 +54,8 @@ class MemberInfo:
         return dataclasses.asdict(self)
 
 
-def encode_entry(capabilities: Any, joined_at: float | None = None) -> bytes:
-    """The entry a member leaves (``joined_at``: when it first joined, default now): raise
+def encode_entry(capabilities: Any, joined_at: float, updated_at: float) -> bytes:
+    """The entry a member leaves (when it first joined, when it last joined): raise
     :class:`conch.InvalidGroup` for capabilities that are not JSON or are larger than
     :data:`MAX_CAPABILITIES_BYTES`."""
     try:
@@ -66,9 +65,8 @@ def encode_entry(capabilities: Any, joined_at: float | None = None) -> bytes:
     if len(encoded) > MAX_CAPABILITIES_BYTES:
         raise InvalidGroup(f"capabilities must be at most {MAX_CAPABILITIES_BYTES} bytes as "
                            f"JSON, got {len(encoded)}")
-    now = time.time()
     entry = {"capabilities": capabilities, "host": HOST, "pid": os.getpid(),
-             "joined_at": now if joined_at is None else joined_at, "updated_at": now}
+             "joined_at": joined_at, "updated_at": updated_at}
     return json.dumps(entry, separators=(",", ":")).encode()
 
 

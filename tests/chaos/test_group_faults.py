@@ -3,7 +3,7 @@ other members, and is told (``group.lost``) and re-joins once it can reach the s
 
 Where the membership lives with the member's connection (file://, postgresql://, mysql://)
 a member frozen for this test's 2.5 s keeps it: the server still sees its connection
-(postgresql:// drops an entry whose session stayed silent for 3 × (heartbeat + connect
+(postgresql:// drops an entry whose session stayed silent for three times (heartbeat + connect
 timeout), longer than that).
 """
 
