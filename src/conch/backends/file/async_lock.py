@@ -72,8 +72,8 @@ _watchers_mutex = threading.Lock()  # loops on several threads share the registr
 
 @contextlib.contextmanager
 def _watching(file: LockFile, wake: Callable[[int], None]) -> Iterator[None]:
-    """Call ``wake`` on the events of the file open in ``file`` (and of the file it moves
-    to, once swept), through its loop's instance, which its first waiter borrows and
+    """Call ``wake`` on the events of the files open in ``file`` (its gate, the files it
+    moves to once swept), through its loop's instance, which its first waiter borrows and
     its last gives back."""
     loop = asyncio.get_running_loop()
     with _watchers_mutex:
@@ -81,21 +81,19 @@ def _watching(file: LockFile, wake: Callable[[int], None]) -> Iterator[None]:
         if watcher is None:
             watcher = _watchers[loop] = _Watcher(loop)
         watcher.users += 1
-    wd: int | None = None
+    watches: list[int] = []
 
     def watch(fd: int) -> None:
-        nonlocal wd
-        old, wd = wd, watcher.add(inotify.opened(fd), inotify.FREED, wake)
-        if old is not None:
-            watcher.remove(old, wake)
+        watches.append(watcher.add(inotify.opened(fd), inotify.FREED, wake))
 
     try:
-        watch(file.fd)
+        for fd in file.descriptors():
+            watch(fd)
         file.on_open = watch
         yield
     finally:
         file.on_open = None
-        if wd is not None:
+        for wd in watches:
             watcher.remove(wd, wake)
         with _watchers_mutex:
             watcher.users -= 1

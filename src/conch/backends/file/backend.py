@@ -6,11 +6,13 @@ contract maps to files: docs/file.md.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.file import inspection
 from conch.backends.file.groups import FileGroupStore
 from conch.backends.file.lock import FileLock, LockFile
+from conch.backends.file.semaphore import FileSemaphore, Permits, open_session
 from conch.backends.file.session import FileSession
 from conch.backends.kit.errors import translated
 from conch.capabilities import Capabilities
@@ -24,8 +26,8 @@ class FileBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=False, introspection=True, breakable=False,
-        native_async=True, groups=True,
+        shared_locks=True, distributed=False, introspection=True, breakable=False,
+        native_async=True, groups=True, semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -37,6 +39,8 @@ class FileBackend(Backend):
             raise InvalidURL(f"file:// URLs need an absolute directory, as file:///dir: {url}")
         self.directory = url.path
         self.session = FileSession(self.directory, url.float_option("sweep_after", 300.0))
+        self._semaphores: FileSession | None = None  # opened by the first semaphore
+        self._semaphores_mutex = threading.Lock()
         self._groups: FileGroupStore | None = None
 
     def connect(self) -> None:
@@ -47,9 +51,22 @@ class FileBackend(Backend):
         if self._groups is not None:
             self._groups.close()
         self.session.close()
+        with self._semaphores_mutex:
+            if self._semaphores is not None:
+                self._semaphores.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return FileLock(LockFile(self.session, key, self.member_id, on_lost))
+
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return FileLock(LockFile(self.session, key, self.member_id, on_lost, shared=True))
+
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        with self._semaphores_mutex, self._translated("use"):
+            if self._semaphores is None:
+                self._semaphores = open_session(self.directory, self.session.sweep_after)
+            session = self._semaphores
+        return FileSemaphore(Permits(session, key, limit, self.member_id, on_lost))
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         from conch.backends.file.async_lock import FileAsyncLock  # asyncio, when used

@@ -1,5 +1,6 @@
-"""Taking a ``file://`` lock: :class:`LockFile` (a try at the name's file, the hold, its
-release), shared with the asyncio handle, and the blocking handle's waits.
+"""Taking a ``file://`` lock, exclusive or shared: :class:`LockFile` (a try at the name's
+file behind its gate, the hold, its release), shared with the asyncio handle and the
+semaphores' slots, and the blocking handles' waits.
 """
 
 from __future__ import annotations
@@ -9,27 +10,38 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Protocol
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.file import inotify
+from conch.backends.file.gate import Gate
 from conch.backends.file.removal import Hold, at_its_path
 from conch.backends.file.session import FileSession, open_creating
 from conch.errors import LockLost
 from conch.green import eventlet_patched
 from conch.introspection import HolderStamp
 
+TokenSource = Callable[[int, HolderStamp], int]
+"""Draws a hold's token for the locked file open as the descriptor, recording the hold."""
+
 
 class LockFile:
     """A lock object's descriptor of its lock file: opened by each acquire
-    (:meth:`attempt`), kept while held, closed to release (from any thread)."""
+    (:meth:`attempt`), kept while held, closed to release (from any thread). ``shared``:
+    held with ``LOCK_SH`` after passing the name's gate; an exclusive one holds the gate
+    while it waits (:mod:`.gate`). ``draw_token``: the semaphores' (default: the file's)."""
 
-    __slots__ = ("_hold", "_on_lost", "_seen", "_stamp", "fd", "on_open", "path", "session",
-                 "token")
+    __slots__ = ("_draw_token", "_hold", "_on_lost", "_seen", "_stamp", "fd", "gate", "mode",
+                 "on_open", "path", "session", "token")
 
     def __init__(self, session: FileSession, key: bytes, member_id: str,
-                 on_lost: LossCallback) -> None:
+                 on_lost: LossCallback, shared: bool = False,
+                 draw_token: TokenSource | None = None) -> None:
         self.session = session
         self.path = session.lock_path(key)
+        self.mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        self.gate: Gate | None = None  # opened by a shared try, or an exclusive wait
+        self._draw_token = draw_token
         self._stamp = HolderStamp(key, member_id)
         self._on_lost = on_lost  # told when the held file is removed from under the hold
         self._hold: Hold | None = None
@@ -54,20 +66,45 @@ class LockFile:
             self.token = None
             self.close()
 
+    def descriptors(self) -> list[int]:
+        """What a wait watches: the lock file and, when open, the gate."""
+        return [self.fd] if self.gate is None or self.gate.fd < 0 else [self.fd, self.gate.fd]
+
+    def queue(self) -> None:
+        """An exclusive acquirer about to wait: from now on its tries hold the gate."""
+        if self.mode == fcntl.LOCK_EX and self.gate is None:
+            self.gate = Gate(self.path)
+            self.gate.take(fcntl.LOCK_EX, self.on_open)
+
     def try_take(self) -> int | None:
         """One try without waiting: the token (also in ``token``), or ``None`` while held
-        elsewhere. A file removed meanwhile (swept, or with its directory) no longer
-        counts: the file now at the path (created if need be) is tried in its place."""
+        elsewhere (or, for a shared hold, while an exclusive one waits)."""
+        if self.gate is None and self.mode == fcntl.LOCK_EX:
+            return self._take()  # not queued: the uncontended path takes the file alone
+        gate = self.gate = self.gate or Gate(self.path)
+        if gate.held or gate.take(self.mode, self.on_open):
+            if self._take() is not None:
+                gate.close()
+                self.gate = None
+            elif self.mode == fcntl.LOCK_SH:
+                gate.pass_through()  # and waits for its next event, without blocking writers
+        return self.token
+
+    def _take(self) -> int | None:
+        """Take the file without waiting. A file removed meanwhile (swept, or with its
+        directory) no longer counts: the file now at the path (created if need be) is
+        tried in its place."""
         removals = self.session.removals
         while True:
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self.fd, self.mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 return None
             # After removals, linked is not enough: a renamed directory keeps its files.
             if os.fstat(self.fd).st_nlink if removals.seen == self._seen \
                     else at_its_path(self.fd, self.path):
-                self.token = self.session.next_token(self.fd, self._stamp)
+                self.token = self.session.next_token(self.fd, self._stamp, self.mode) \
+                    if self._draw_token is None else self._draw_token(self.fd, self._stamp)
                 self._hold = Hold(self.fd, self.path)
                 removals.track(self._hold, self._on_lost, self._seen)
                 return self.token
@@ -80,6 +117,7 @@ class LockFile:
         """Tries until held, watched first so that no wakeup is missed: yields how long to
         wait for the file's next event (``None``: no limit) before the next try; ends
         when held, at ``deadline``, or once the session closed."""
+        self.queue()
         while self.try_take() is None:
             remaining = deadline.remaining()
             if remaining == 0 or self.session.closed:
@@ -100,6 +138,9 @@ class LockFile:
                            "directory cleaned up?): another process may have taken the lock")
 
     def close(self) -> None:
+        if self.gate is not None:
+            self.gate.close()
+            self.gate = None
         hold, self._hold = self._hold, None
         if hold is not None:  # before the close: a check of a closed hold reports nothing
             self.session.removals.holds.discard(hold)
@@ -108,8 +149,28 @@ class LockFile:
             os.close(fd)
 
 
+    def blocking_fd(self) -> int:
+        """What a queued exclusive acquirer's kernel wait blocks on: the gate, then the file."""
+        return self.fd if self.gate is None or self.gate.held else self.gate.fd
+
+
+class Tries(Protocol):
+    """What :func:`wait_for_events` retries: a :class:`LockFile`, or a semaphore's slots."""
+
+    session: FileSession
+    path: str  # a watched file, which the session's close opens to wake the wait
+    on_open: Callable[[int], object] | None
+
+    def descriptors(self) -> list[int]: ...
+
+    def try_take(self) -> int | None: ...
+
+    def waits(self, deadline: Deadline) -> Iterator[float | None]: ...
+
+
 class FileLock(LockHandle):
-    """The blocking handle: waits in ``flock`` when forever, else on inotify events."""
+    """The blocking handle: an exclusive one waits in ``flock`` when forever, else (and a
+    shared one always) on inotify events."""
 
     def __init__(self, file: LockFile) -> None:
         self.file = file
@@ -117,21 +178,22 @@ class FileLock(LockHandle):
     def acquire(self, deadline: Deadline) -> int | None:
         with self.file.attempt() as file:
             if file.try_take() is None and not deadline.expired():
-                if deadline.forever and not eventlet_patched():
+                if deadline.forever and file.mode == fcntl.LOCK_EX and not eventlet_patched():
+                    file.queue()
                     while file.try_take() is None:  # granted: then check the file counts
-                        fcntl.flock(file.fd, fcntl.LOCK_EX)
+                        fcntl.flock(file.blocking_fd(), fcntl.LOCK_EX)
                 else:
-                    _wait_for_events(file, deadline)
+                    wait_for_events(file, deadline)
         return file.token
 
     def release(self) -> None:
         self.file.release()
 
 
-def _wait_for_events(file: LockFile, deadline: Deadline) -> None:
-    """Try again on each event of the file until held, ``deadline`` or the backend's close."""
+def wait_for_events(file: Tries, deadline: Deadline) -> None:
+    """Try again on each event of the files until held, ``deadline`` or the backend's close."""
     watcher = inotify.idle.borrow()
-    watches = [watcher.add_watch(inotify.opened(file.fd), inotify.FREED)]
+    watches = [watcher.add_watch(inotify.opened(fd), inotify.FREED) for fd in file.descriptors()]
     file.on_open = lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED))
     try:
         with file.session.woken_by_close(file.path):

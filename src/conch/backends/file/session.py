@@ -20,10 +20,16 @@ from conch.backends.kit.naming import readable_key
 from conch.introspection import HolderStamp
 
 HIGH_WATER_FILE = ".conch-fencing-tokens"
+GATE_SUFFIX = ".gate"
+"""A name's gate file (:mod:`.gate`): its lock file's name with this for ``.lock``."""
 # A lock file starts with its last token, the hold's start (Unix µs) and the holder's pid,
 # then the stamp's head (JSON), in one pwrite; the reader ignores what a longer one left.
 HOLD_RECORD = struct.Struct("<QqI")
 _TOKEN = struct.Struct("<Q")
+# Shared holders draw tokens in turn: an OFD lock (apart from flock) on the token's bytes.
+_TOKEN_RANGE = struct.Struct("@hhqqi4x")  # struct flock: type, whence, start, length, pid
+_LOCK_TOKEN = _TOKEN_RANGE.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, _TOKEN.size, 0)
+_UNLOCK_TOKEN = _TOKEN_RANGE.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, _TOKEN.size, 0)
 
 
 def open_creating(path: str) -> int:
@@ -77,12 +83,24 @@ class FileSession:
         """The lock file of ``key``: a readable prefix and 160 bits of its SHA-256."""
         return os.path.join(self.directory, readable_key(key, 40) + ".lock")
 
-    def next_token(self, lock_fd: int, stamp: HolderStamp) -> int:
-        """Store the next token of locked file ``lock_fd`` with the hold's record; return it."""
-        token = stored_token(lock_fd)
-        token = self.raise_high_water(None) if token is None else token + 1
-        os.pwrite(lock_fd, HOLD_RECORD.pack(token, time.time_ns() // 1000, self._pid)
-                  + stamp.head, 0)
+    def next_token(self, lock_fd: int, stamp: HolderStamp, mode: int = fcntl.LOCK_EX) -> int:
+        """Store the next token of file ``lock_fd``, locked in ``mode`` (shared holders take
+        turns), with the hold's record; return it."""
+        if mode == fcntl.LOCK_EX:
+            return self.record_hold(lock_fd, self.token_after(stored_token(lock_fd)), stamp)
+        fcntl.fcntl(lock_fd, fcntl.F_OFD_SETLKW, _LOCK_TOKEN)  # microseconds, by its holder
+        try:
+            return self.record_hold(lock_fd, self.token_after(stored_token(lock_fd)), stamp)
+        finally:
+            fcntl.fcntl(lock_fd, fcntl.F_OFD_SETLK, _UNLOCK_TOKEN)
+
+    def token_after(self, last: int | None) -> int:
+        """The token after ``last`` (``None``: a new file's, above the high-water mark)."""
+        return self.raise_high_water(None) if last is None else last + 1
+
+    def record_hold(self, fd: int, token: int, stamp: HolderStamp) -> int:
+        """Write the hold record of ``token`` at the start of file ``fd``; return ``token``."""
+        os.pwrite(fd, HOLD_RECORD.pack(token, time.time_ns() // 1000, self._pid) + stamp.head, 0)
         return token
 
     def raise_high_water(self, seen: int | None) -> int:
@@ -130,14 +148,15 @@ class FileSession:
             threading.Thread(target=self.sweep, name="conch-file-sweep", daemon=True).start()
 
     def sweep(self) -> int:
-        """Remove the lock files idle for ``sweep_after`` seconds, each locked first (so
-        never a held one), after raising the mark to its token; how many."""
+        """Remove the lock and gate files idle for ``sweep_after`` seconds, each locked first
+        (so never a held one), after raising the mark to its token; how many."""
         removed = 0
         oldest = time.time() - self.sweep_after  # file times: a clock jump changes only which go
         try:
             with os.scandir(self.directory) as entries:
                 for entry in entries:
-                    if entry.name.endswith(".lock") and entry.stat().st_mtime < oldest:
+                    if entry.name.endswith((".lock", GATE_SUFFIX)) \
+                            and entry.stat().st_mtime < oldest:
                         removed += self._remove_if_free(entry.path)
         except OSError:
             pass  # the next sweep tries again; a failed sweep never affects locking

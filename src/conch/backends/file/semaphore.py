@@ -1,0 +1,157 @@
+"""``file://`` semaphores, in a directory apart from the locks (:data:`SEMAPHORES`): a
+permit is an exclusive hold of one of the name's ``limit`` slot files (lock files of
+their own, swept alike), taken while holding the name's state file, which keeps the
+holders' limit and the name's last token. Waiters watch the slots for their holders'
+close. See docs/file.md.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from collections.abc import Callable, Iterator
+from types import TracebackType
+
+from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.file.lock import LockFile, wait_for_events
+from conch.backends.file.session import FileSession, open_creating
+from conch.backends.kit.naming import readable_key
+from conch.errors import LimitMismatch
+from conch.introspection import HolderStamp
+
+SEMAPHORES = ".conch-semaphores"
+"""The subdirectory of the lock directory that holds the semaphores' files."""
+STATE = struct.Struct("<QI")
+"""A state file: the name's last token, then the limit its holders use (never swept)."""
+
+
+def slot_key(key: bytes, index: int) -> bytes:
+    """The name of semaphore ``key``'s slot ``index`` in its directory."""
+    return key + b"\0slot %d" % index
+
+
+class Permits:
+    """One permit object's files, opened by each acquire (:meth:`attempt`); the held slot
+    kept, the others closed."""
+
+    def __init__(self, session: FileSession, key: bytes, limit: int, member_id: str,
+                 on_lost: LossCallback) -> None:
+        self.session, self.key, self.limit = session, key, limit
+        self.state_path = os.path.join(session.directory, readable_key(key, 40) + ".state")
+        self.slots = [LockFile(session, slot_key(key, index), member_id, on_lost,
+                               draw_token=self._next_token) for index in range(limit)]
+        self.path = self.slots[0].path
+        self.held: LockFile | None = None
+        self._state = -1
+
+    @property
+    def on_open(self) -> Callable[[int], object] | None:
+        return self.slots[0].on_open
+
+    @on_open.setter
+    def on_open(self, told: Callable[[int], object] | None) -> None:
+        for slot in self.slots:
+            slot.on_open = told
+
+    def attempt(self) -> Permits:
+        """Open the files: a context manager that closes them again, but the slot held."""
+        self.held = None
+        self._state = open_creating(self.state_path)
+        for slot in self.slots:
+            slot.attempt()
+        return self
+
+    def __enter__(self) -> Permits:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if exc_type is not None:
+            self.held = None
+        os.close(self._state)
+        for slot in self.slots:
+            if slot is not self.held:
+                slot.close()
+
+    def descriptors(self) -> list[int]:
+        return [slot.fd for slot in self.slots]
+
+    def try_take(self) -> int | None:
+        """One try at each slot, in turn with the other acquirers of the name: the token,
+        or ``None`` when all are held; :class:`LimitMismatch` when holders use another
+        limit."""
+        fcntl.flock(self._state, fcntl.LOCK_EX)  # held for microseconds by each try
+        try:
+            self._check_limit()
+            for slot in self.slots:
+                if slot.try_take() is not None:
+                    self.held = slot
+                    return slot.token
+            return None
+        finally:
+            fcntl.flock(self._state, fcntl.LOCK_UN)
+
+    def waits(self, deadline: Deadline) -> Iterator[float | None]:
+        while self.try_take() is None:
+            remaining = deadline.remaining()
+            if remaining == 0 or self.session.closed:
+                return
+            yield remaining
+
+    def _check_limit(self) -> None:
+        stored = os.pread(self._state, STATE.size, 0)
+        if len(stored) < STATE.size or STATE.unpack(stored)[1] == self.limit:
+            return
+        used = STATE.unpack(stored)[1]
+        if any(self._slot_held(index) for index in range(used)):
+            raise LimitMismatch(f"semaphore {self.key!r} is in use with limit {used}, "
+                                f"not {self.limit}")
+        os.pwrite(self._state, STATE.pack(STATE.unpack(stored)[0], self.limit), 0)
+
+    def _slot_held(self, index: int) -> bool:
+        try:
+            fd = os.open(self.session.lock_path(slot_key(self.key, index)),
+                         os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:  # swept, or never used: free
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def _next_token(self, slot_fd: int, stamp: HolderStamp) -> int:
+        """The name's next token (under the state file's lock), recorded in both files."""
+        stored = os.pread(self._state, STATE.size, 0)
+        token = self.session.token_after(
+            STATE.unpack(stored)[0] if len(stored) == STATE.size else None)
+        os.pwrite(self._state, STATE.pack(token, self.limit), 0)
+        return self.session.record_hold(slot_fd, token, stamp)
+
+
+class FileSemaphore(LockHandle):
+    """A permit's blocking handle: every wait is on inotify events (several files)."""
+
+    def __init__(self, permits: Permits) -> None:
+        self.permits = permits
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        with self.permits.attempt() as permits:
+            if permits.try_take() is None and not deadline.expired():
+                wait_for_events(permits, deadline)
+        return None if permits.held is None else permits.held.token
+
+    def release(self) -> None:
+        held, self.permits.held = self.permits.held, None
+        if held is not None:
+            held.release()
+
+
+def open_session(directory: str, sweep_after: float) -> FileSession:
+    """The semaphores' session of lock directory ``directory`` (``OSError``: unusable)."""
+    session = FileSession(os.path.join(directory, SEMAPHORES), sweep_after)
+    session.open()
+    return session
