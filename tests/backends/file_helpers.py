@@ -62,8 +62,8 @@ def stop(*processes: subprocess.Popen[str] | None) -> None:
             process.communicate()
 
 
-def hold_once(lock: conch.Lock) -> int:
-    """Take ``lock`` (waiting at most 10 s) and release it; the hold's token."""
+def hold_once(lock: conch.Lock | conch.Semaphore) -> int:
+    """Take ``lock`` (or a permit; waiting at most 10 s) and release it; the hold's token."""
     assert lock.acquire(blocking=10)
     token = lock.token
     lock.release()

@@ -108,21 +108,15 @@ class LockFile:
                 self._hold = Hold(self.fd, self.path)
                 removals.track(self._hold, self._on_lost, self._seen)
                 return self.token
-            self.close()
+            self._close_file()
             self.fd = open_creating(self.path)
             if self.on_open is not None:
                 self.on_open(self.fd)
 
     def waits(self, deadline: Deadline) -> Iterator[float | None]:
-        """Tries until held, watched first so that no wakeup is missed: yields how long to
-        wait for the file's next event (``None``: no limit) before the next try; ends
-        when held, at ``deadline``, or once the session closed."""
+        """:func:`retries`, queued behind the gate when exclusive."""
         self.queue()
-        while self.try_take() is None:
-            remaining = deadline.remaining()
-            if remaining == 0 or self.session.closed:
-                return
-            yield remaining
+        return retries(self, deadline)
 
     def release(self) -> None:
         """Free the hold; :class:`LockLost` when its file was removed while held."""
@@ -141,6 +135,9 @@ class LockFile:
         if self.gate is not None:
             self.gate.close()
             self.gate = None
+        self._close_file()
+
+    def _close_file(self) -> None:
         hold, self._hold = self._hold, None
         if hold is not None:  # before the close: a check of a closed hold reports nothing
             self.session.removals.holds.discard(hold)
@@ -188,6 +185,17 @@ class FileLock(LockHandle):
 
     def release(self) -> None:
         self.file.release()
+
+
+def retries(file: Tries, deadline: Deadline) -> Iterator[float | None]:
+    """Tries ``file`` until held, watched first so that no wakeup is missed: yields how long
+    to wait for its next event (``None``: no limit) before the next try; ends when held,
+    at ``deadline``, or once the session closed."""
+    while file.try_take() is None:
+        remaining = deadline.remaining()
+        if remaining == 0 or file.session.closed:
+            return
+        yield remaining
 
 
 def wait_for_events(file: Tries, deadline: Deadline) -> None:

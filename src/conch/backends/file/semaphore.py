@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.file.lock import LockFile, wait_for_events
+from conch.backends.file.lock import LockFile, retries, wait_for_events
 from conch.backends.file.session import FileSession, open_creating
 from conch.backends.kit.naming import readable_key
 from conch.errors import LimitMismatch
@@ -93,11 +93,7 @@ class Permits:
             fcntl.flock(self._state, fcntl.LOCK_UN)
 
     def waits(self, deadline: Deadline) -> Iterator[float | None]:
-        while self.try_take() is None:
-            remaining = deadline.remaining()
-            if remaining == 0 or self.session.closed:
-                return
-            yield remaining
+        return retries(self, deadline)
 
     def _check_limit(self) -> None:
         stored = os.pread(self._state, STATE.size, 0)
