@@ -1,5 +1,6 @@
 """``file://`` in a process that ``eventlet.monkey_patch()``-ed first (Cinder, Manila,
-Tacker): the sync API and ``synchronized`` work, and no wait stops the hub.
+Tacker): the sync API and ``synchronized`` work, and no wait stops the hub (nor a shared
+hold's or a permit's).
 
 Each test runs :data:`_GREEN` in its own process (this one is not monkey-patched),
 with a green thread ticking every 10 ms: the longest gap between its ticks says
@@ -32,7 +33,7 @@ eventlet.monkey_patch()
 import shutil, sys, time
 import conch
 
-url, scenario, blocking = sys.argv[1], sys.argv[2], sys.argv[3]
+url, scenario, blocking, kind = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 blocking = True if blocking == "forever" else float(blocking)
 gaps = [0.0]
 
@@ -64,7 +65,9 @@ def wait_green(coordinator, lock):
 
 eventlet.spawn(tick)
 with conch.connect(url) as coordinator:
-    lock = coordinator.lock("vnf-42")
+    lock = coordinator.lock("vnf-42") if kind == "exclusive" \
+        else coordinator.lock("vnf-42", shared=True) if kind == "shared" \
+        else coordinator.semaphore("vnf-42", 1)
     if scenario == "timed-out":
         assert lock.acquire(blocking=False) is False
         started = time.monotonic()
@@ -88,8 +91,9 @@ def url(tmp_path: pathlib.Path) -> str:
     return f"file://{tmp_path / 'locks'}?sweep_after=0.01"  # a green sweep at each release
 
 
-def _green(url: str, scenario: str, blocking: str = "forever") -> subprocess.Popen[str]:
-    return file_helpers.run(_GREEN, url, scenario, blocking)
+def _green(url: str, scenario: str, blocking: str = "forever",
+           kind: str = "exclusive") -> subprocess.Popen[str]:
+    return file_helpers.run(_GREEN, url, scenario, blocking, kind)
 
 
 def _ticked(green: subprocess.Popen[str]) -> None:
@@ -134,6 +138,28 @@ def test_a_green_wait_is_woken_by_the_release_or_death_of_the_holder(
         assert workers.expect(green, "result ") == "True"
         took = time.monotonic() - ended
         assert took < HANDOFF_WITH_NOTIFY, f"woken {took:.3f} s after the {ending}"
+        _ticked(green)
+    finally:
+        file_helpers.stop(holder, green)
+
+
+@pytest.mark.parametrize("blocking", ["forever", "30"])
+@pytest.mark.parametrize(("kind", "holder_kind"), [("shared", "exclusive"),
+                                                   ("permit", "permit:1")])
+def test_a_green_shared_or_permit_wait_is_woken_by_the_death_of_the_holder(
+    url: str, kind: str, holder_kind: str, blocking: str
+) -> None:
+    holder = workers.spawn(url, "hold", NAME, holder_kind)
+    green = None
+    try:
+        workers.expect(holder, "held ")
+        green = _green(url, "acquire", blocking, kind)
+        workers.expect(green, "waiting")
+        killed = time.monotonic()
+        holder.send_signal(signal.SIGKILL)
+        assert workers.expect(green, "result ") == "True"
+        took = time.monotonic() - killed
+        assert took < HANDOFF_WITH_NOTIFY, f"woken {took:.3f} s after the kill"
         _ticked(green)
     finally:
         file_helpers.stop(holder, green)
