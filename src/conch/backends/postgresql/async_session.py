@@ -18,19 +18,16 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
     """One server session used by one task at a time on one loop; :meth:`cancel` and
     :meth:`shutdown` may come from any thread."""
 
-    statements: psycopg.AsyncCursor[tuple[Any, ...]]  # the one cursor, made on connecting
-
     async def answer(self, statement: Statement) -> object:
         """``statement``'s first value, or what it raised (a cancelled task cancels it first)."""
         self.limit = statement.limit(self.io_timeout)
         try:
-            cursor = await self.statements.execute(statement.sql, statement.params)
+            async with self.lock:
+                return await self.wait(self.exchange(statement))
         except BaseException as exc:
             return exc
         finally:
             self.limit = self.io_timeout
-        row = await cursor.fetchone()
-        return None if row is None else row[0]
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         with finished_when_broken(self):
@@ -59,7 +56,7 @@ class AsyncSessions(SessionsCore[AsyncSession]):
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout
-        session.statements = session.cursor()
+        session.prepared = {}
         return self.pool.lend(session)
 
     def check_holds(self) -> None:

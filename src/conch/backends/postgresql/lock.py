@@ -143,7 +143,7 @@ class Sessions(SessionsCore[Session]):
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout
-        session.statements = session.cursor()
+        session.prepared = {}
         return session
 
     def borrow(self) -> Session:

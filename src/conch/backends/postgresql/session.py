@@ -1,6 +1,7 @@
 """Server sessions on psycopg's own connection, and the pool that reuses them (sync and
 asyncio alike). Every wait for an answer is bounded by ``connect_timeout`` except a lock
-wait; under eventlet the sync waits go through psycopg's ``select`` wait, which is green."""
+wait; under eventlet the sync waits go through psycopg's ``select`` wait, which is green.
+Statements are prepared, and run through psycopg's generators: docs/postgresql.md."""
 
 from __future__ import annotations
 
@@ -9,23 +10,44 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg import waiting
+from psycopg import errors, generators, pq, waiting
 
 from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql.statements import Statement, Steps, advance
 
+_TRUTH = {b"t": True, b"f": False}
+
 
 class Bounded:
-    """What both sessions add to psycopg's connections: wait limits and :meth:`shutdown`."""
+    """What both sessions add to psycopg's connections: wait limits, :meth:`exchange` and
+    :meth:`shutdown`."""
 
     io_timeout = 5.0  # the usual limit
     limit: float | None = 5.0  # the longest wait for the answer in progress (None: none)
     lock_timeout_ms = 0  # the connection's options set lock_timeout=0
-    pgconn: psycopg.pq.abc.PGconn
+    prepared: dict[str, bytes]  # statement name by SQL, set on connecting
+    pgconn: pq.abc.PGconn
+
+    def exchange(self, statement: Statement) -> Generator[Any, Any, object]:
+        """A psycopg generator: ``statement``'s first value (prepared on its first use here;
+        a query of psycopg's cursor costs a lock hand-off about 100 µs more), or its error."""
+        pgconn = self.pgconn
+        if (name := self.prepared.get(statement.sql)) is None:
+            name = b"conch_%d" % len(self.prepared)
+            pgconn.send_prepare(name, statement.sql.encode())
+            if (error := _error((yield from generators.execute(pgconn))[-1])) is not None:
+                return error
+            self.prepared[statement.sql] = name
+        pgconn.send_query_prepared(name, statement.params)
+        result = (yield from generators.execute(pgconn))[-1]
+        if (error := _error(result)) is not None or not result.ntuples:
+            return error
+        value = result.get_value(0, 0)
+        return None if value is None else _TRUTH.get(value) if value in _TRUTH else int(value)
 
     @property
     def waiting_for_lock(self) -> bool:
@@ -39,21 +61,25 @@ class Bounded:
             sock.shutdown(socket.SHUT_RDWR)
 
 
+def _error(result: pq.abc.PGresult) -> psycopg.Error | None:
+    if result.status != pq.ExecStatus.FATAL_ERROR:
+        return None
+    return errors.error_from_result(result)
+
+
 class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
     """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
-
-    statements: psycopg.Cursor[tuple[Any, ...]]  # the one cursor, made on connecting
 
     def answer(self, statement: Statement) -> object:
         """``statement``'s first value, or what it raised."""
         self.limit = statement.limit(self.io_timeout)
         try:
-            row = self.statements.execute(statement.sql, statement.params).fetchone()
+            with self.lock:
+                return self.wait(self.exchange(statement))
         except BaseException as exc:
             return exc
         finally:
             self.limit = self.io_timeout
-        return None if row is None else row[0]
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         # psycopg's default wait is S code that eventlet's hub cannot interrupt.
