@@ -51,8 +51,7 @@ class AsyncSessions(SessionsCore[AsyncSession]):
         if (session := self.pool.idle_one()) is not None:
             return session
         try:
-            session = await AsyncSession.connect(self.conninfo, autocommit=True,
-                                                 prepare_threshold=0)
+            session = await AsyncSession.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout

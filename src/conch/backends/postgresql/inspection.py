@@ -13,12 +13,10 @@ from conch.errors import BackendUnavailable, NotSupported
 from conch.introspection import BreakRefused, HolderChanged, HolderInfo, LockInfo
 
 APPLICATION_PREFIX = "conch "
-_KEY_MATCHES = KEY_MATCHES.format(key="%(key)s")
 _THIS_DATABASE = "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 # Every held lock of this database (with ``key``: that key's): its waiters, its holder's
 # pid, application name and host, and its recorded name (the key rebuilt from its halves).
-_HELD = f"""
-SELECT (SELECT count(*) FROM pg_locks AS w
+_HELD = f"""SELECT (SELECT count(*) FROM pg_locks AS w
         WHERE w.locktype = 'advisory' AND w.objsubid = 1 AND w.database = g.database
           AND w.classid = g.classid AND w.objid = g.objid AND NOT w.granted),
        g.pid, a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local'),
@@ -27,10 +25,10 @@ FROM pg_locks AS g
 LEFT JOIN {NAMES_TABLE} AS n ON n.key = (g.classid::bigint << 32) | g.objid::bigint
 LEFT JOIN pg_stat_activity AS a ON a.pid = g.pid
 WHERE g.locktype = 'advisory' AND g.objsubid = 1 AND g.granted AND g.{_THIS_DATABASE}
-  AND (%(key)s::bigint IS NULL OR ({_KEY_MATCHES}))"""
+  AND (%(key)s::bigint IS NULL OR ({KEY_MATCHES}))"""
 # End the holder's session (pid) only if it still holds the key.
 _TERMINATE = f"""SELECT pg_terminate_backend(pid) FROM pg_locks
-WHERE {_KEY_MATCHES} AND {_THIS_DATABASE} AND granted AND pid = %(pid)s::integer"""
+WHERE {KEY_MATCHES} AND {_THIS_DATABASE} AND granted AND pid = %(pid)s::integer"""
 
 
 def describe(sessions: Sessions, key: int, name: bytes) -> LockInfo:

@@ -1,7 +1,6 @@
-"""Server sessions on psycopg's own connection, and the pool that reuses them (sync and
-asyncio alike). Every wait for an answer is bounded by ``connect_timeout`` except a lock
-wait; under eventlet the sync waits go through psycopg's ``select`` wait, which is green.
-Statements are prepared, and run through psycopg's generators: docs/postgresql.md."""
+"""Server sessions on psycopg's own connection (statements prepared, run by its generators),
+and the pool that reuses them, sync and asyncio alike. Every wait for an answer is bounded by
+``connect_timeout`` but a lock wait; under eventlet the sync waits are green. docs/postgresql.md"""
 
 from __future__ import annotations
 
@@ -19,35 +18,30 @@ from psycopg import errors, generators, pq, waiting
 from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql.statements import Statement, Steps, advance
 
-_TRUTH = {b"t": True, b"f": False}
-
 
 class Bounded:
-    """What both sessions add to psycopg's connections: wait limits, :meth:`exchange` and
-    :meth:`shutdown`."""
+    """What both sessions add to psycopg's connections: limits, statements and shutdown."""
 
     io_timeout = 5.0  # the usual limit
     limit: float | None = 5.0  # the longest wait for the answer in progress (None: none)
-    lock_timeout_ms = 0  # the connection's options set lock_timeout=0
     prepared: dict[str, bytes]  # statement name by SQL, set on connecting
     pgconn: pq.abc.PGconn
 
     def exchange(self, statement: Statement) -> Generator[Any, Any, object]:
-        """A psycopg generator: ``statement``'s first value (prepared on its first use here;
-        a query of psycopg's cursor costs a lock hand-off about 100 µs more), or its error."""
-        pgconn = self.pgconn
-        if (name := self.prepared.get(statement.sql)) is None:
-            name = b"conch_%d" % len(self.prepared)
-            pgconn.send_prepare(name, statement.sql.encode())
-            if (error := _error((yield from generators.execute(pgconn))[-1])) is not None:
-                return error
-            self.prepared[statement.sql] = name
-        pgconn.send_query_prepared(name, statement.params)
-        result = (yield from generators.execute(pgconn))[-1]
-        if (error := _error(result)) is not None or not result.ntuples:
-            return error
-        value = result.get_value(0, 0)
-        return None if value is None else _TRUTH.get(value) if value in _TRUTH else int(value)
+        """A psycopg generator: ``statement``'s first value (text, or ``None``), or its error;
+        the statement is prepared on its first use on this session."""
+        pgconn, sql = self.pgconn, statement.sql
+        while True:
+            if (name := self.prepared.get(sql)) is None:
+                pgconn.send_prepare(b"conch_%d" % len(self.prepared), sql.encode())
+            else:
+                pgconn.send_query_prepared(name, statement.params)
+            result = (yield from generators.execute(pgconn))[-1]
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                return errors.error_from_result(result)
+            if name is not None:
+                return result.get_value(0, 0)
+            self.prepared[sql] = b"conch_%d" % len(self.prepared)
 
     @property
     def waiting_for_lock(self) -> bool:
@@ -59,12 +53,6 @@ class Bounded:
         with contextlib.suppress(Exception), socket.socket(
                 fileno=os.dup(self.pgconn.socket)) as sock:
             sock.shutdown(socket.SHUT_RDWR)
-
-
-def _error(result: pq.abc.PGresult) -> psycopg.Error | None:
-    if result.status != pq.ExecStatus.FATAL_ERROR:
-        return None
-    return errors.error_from_result(result)
 
 
 class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
@@ -82,7 +70,7 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
             self.limit = self.io_timeout
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        # psycopg's default wait is S code that eventlet's hub cannot interrupt.
+        # psycopg's default wait is C code that eventlet's hub cannot interrupt.
         wait = waiting.wait if hasattr(select, "poll") else waiting.wait_select
         with finished_when_broken(self):
             return wait(gen, self.pgconn.socket, interval=interval,

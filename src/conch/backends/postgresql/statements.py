@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from psycopg.errors import LockNotAvailable
 
@@ -24,32 +24,27 @@ SETUP = {  # what connect() creates when missing
 # Lock and token in one round-trip: CASE evaluates nextval() only when the lock was taken.
 _TRY = (f"SELECT CASE WHEN pg_try_advisory_lock($1::bigint) THEN nextval('{FENCING_SEQUENCE}')"
         " END AS token")
-# The row nextval() projects from exists only once pg_advisory_lock() has returned.
-_WAIT = f"SELECT nextval('{FENCING_SEQUENCE}') AS token FROM pg_advisory_lock($1::bigint)"
-# The same after setting lock_timeout (CASE evaluates in order). A failed wait rolls the
-# setting back with its transaction: the session's lock_timeout changes only on success.
-_SET_AND_WAIT = ("SELECT CASE WHEN set_config('lock_timeout', ${}, false) IS NULL THEN NULL"
-                 " WHEN pg_advisory_lock($1::bigint) IS NULL THEN NULL"
-                 f" ELSE nextval('{FENCING_SEQUENCE}') END AS token")
+# lock_timeout (each wait sets it), the lock, the token: CASE evaluates its cases in order.
+_WAIT = ("SELECT CASE WHEN set_config('lock_timeout', ${}, false) IS NULL THEN NULL"
+         " WHEN pg_advisory_lock($1::bigint) IS NULL THEN NULL"
+         f" ELSE nextval('{FENCING_SEQUENCE}') END AS token")
 # The same, recording the name when taken: a data-modifying CTE runs exactly once.
 _NAMING = (f"WITH taken AS ({{}}), named AS (INSERT INTO {NAMES_TABLE} (key, name) "
            "SELECT $1::bigint, $2::bytea FROM taken WHERE token IS NOT NULL"
            " ON CONFLICT (key) DO NOTHING) SELECT token FROM taken")
-# Try, wait, set lock_timeout and wait; each as is and recording the name.
-TAKE = {naming: tuple(_NAMING.format(sql) if naming else sql for sql in (
-    _TRY, _WAIT, _SET_AND_WAIT.format(3 if naming else 2))) for naming in (False, True)}
+TAKE = {False: (_TRY, _WAIT.format(2)),  # try, wait; as is and recording the name
+        True: (_NAMING.format(_TRY), _NAMING.format(_WAIT.format(3)))}
 _UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
 # pg_locks shows a bigint key's high half in classid, its low half in objid, objsubid 1.
 KEY_MATCHES = ("locktype = 'advisory' AND objsubid = 1"
-               " AND classid = (({key}::bigint >> 32) & 4294967295)::oid"
-               " AND objid = ({key}::bigint & 4294967295)::oid")
-_HOLDS = (f"SELECT EXISTS (SELECT FROM pg_locks WHERE {KEY_MATCHES.format(key='$1')}"
+               " AND classid = ((%(key)s::bigint >> 32) & 4294967295)::oid"
+               " AND objid = (%(key)s::bigint & 4294967295)::oid")
+_HOLDS = (f"SELECT EXISTS (SELECT FROM pg_locks WHERE {KEY_MATCHES.replace('%(key)s', '$1')}"
           " AND pid = pg_backend_pid() AND granted)")
 
 
 class Statement(NamedTuple):
-    """SQL, its parameters (text), and how long the server may wait for a lock (``None``:
-    forever). An answer is the first value: ``None``, a bool or an int."""
+    """SQL, its parameters (text), and how long the server may wait for a lock (``None``: ever)."""
 
     sql: str
     params: tuple[bytes, ...]
@@ -60,19 +55,14 @@ class Statement(NamedTuple):
         return None if self.server_wait is None else io_timeout + self.server_wait
 
 
-Steps = Generator[Statement, Any, T]
+Steps = Generator[Statement, bytes | None, T]  # sent each first value, as text (b"t", b"42")
 
 
-class Session(Protocol):
-    lock_timeout_ms: int
-
-
-def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> Steps[int | None]:
+def take(key: int, deadline: Deadline, name: bytes | None) -> Steps[bytes | None]:
     """Take ``key`` before ``deadline`` (recording ``name`` if given): the token, or ``None``."""
     params = (b"%d" % key,) if name is None else (b"%d" % key, b"\\x" + name.hex().encode())
-    trying, waiting, setting_and_waiting = TAKE[name is not None]
+    trying, waiting = TAKE[name is not None]
     remaining = deadline.remaining()
-    token: int | None
     if not deadline.forever:
         token = yield Statement(trying, params)
         remaining = deadline.remaining()
@@ -80,12 +70,7 @@ def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> 
             return token
     millis = 0 if remaining is None else max(1, math.ceil(remaining * 1000))
     try:
-        if millis == session.lock_timeout_ms:
-            token = yield Statement(waiting, params, remaining)
-            return token
-        token = yield Statement(setting_and_waiting, (*params, b"%dms" % millis), remaining)
-        session.lock_timeout_ms = millis
-        return token
+        return (yield Statement(waiting, (*params, b"%dms" % millis), remaining))
     except LockNotAvailable:  # lock_timeout expired; it also bounds nextval()'s wait for the
         pass  # sequence (an ALTER SEQUENCE in progress), after the grant: hold nothing
     if (yield from holds(key)):
@@ -95,17 +80,17 @@ def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> 
 
 def unlock(key: int) -> Steps[bool]:
     """Free ``key``: False when this session did not hold it."""
-    return (yield Statement(_UNLOCK, (b"%d" % key,))) is True
+    return (yield Statement(_UNLOCK, (b"%d" % key,))) == b"t"
 
 
 def holds(key: int) -> Steps[bool]:
     """True while the server lists ``key`` as granted to this session."""
-    return (yield Statement(_HOLDS, (b"%d" % key,))) is True
+    return (yield Statement(_HOLDS, (b"%d" % key,))) == b"t"
 
 
-def advance(steps: Steps[Any], answer: object) -> tuple[Statement | None, object]:
-    """The next statement of ``steps`` once sent ``answer`` (thrown in if an exception), or
-    ``None`` and what the steps returned or raised."""
+def advance(steps: Steps[Any], answer: Any) -> tuple[Statement | None, object]:
+    """The next statement of ``steps`` sent ``answer`` (thrown if an exception), or ``None``
+    and what the steps returned or raised."""
     try:
         if isinstance(answer, BaseException):
             return steps.throw(answer), None
