@@ -12,7 +12,7 @@ from types import TracebackType
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.file import inotify
-from conch.backends.file.removal import Hold, at_its_path
+from conch.backends.file.removal import Hold, LinkCount, at_its_path
 from conch.backends.file.session import FileSession, open_creating
 from conch.errors import LockLost
 from conch.green import eventlet_patched
@@ -23,8 +23,8 @@ class LockFile:
     """A lock object's descriptor of its lock file: opened by each acquire
     (:meth:`attempt`), kept while held, closed to release (from any thread)."""
 
-    __slots__ = ("_hold", "_on_lost", "_seen", "_stamp", "fd", "on_open", "path", "session",
-                 "token")
+    __slots__ = ("_hold", "_links", "_on_lost", "_seen", "_stamp", "fd", "on_open", "path",
+                 "session", "token")
 
     def __init__(self, session: FileSession, key: bytes, member_id: str,
                  on_lost: LossCallback) -> None:
@@ -33,6 +33,7 @@ class LockFile:
         self._stamp = HolderStamp(key, member_id)
         self._on_lost = on_lost  # told when the held file is removed from under the hold
         self._hold: Hold | None = None
+        self._links = LinkCount()
         self._seen = 0
         self.fd = -1
         self.token: int | None = None
@@ -65,7 +66,7 @@ class LockFile:
             except BlockingIOError:
                 return None
             # After removals, linked is not enough: a renamed directory keeps its files.
-            if os.fstat(self.fd).st_nlink if removals.seen == self._seen \
+            if self._links.linked(self.fd) if removals.seen == self._seen \
                     else at_its_path(self.fd, self.path):
                 self.token = self.session.next_token(self.fd, self._stamp)
                 self._hold = Hold(self.fd, self.path)
@@ -89,7 +90,7 @@ class LockFile:
     def release(self) -> None:
         """Free the hold; :class:`LockLost` when its file was removed while held."""
         try:
-            linked = self.fd < 0 or os.fstat(self.fd).st_nlink > 0
+            linked = self.fd < 0 or self._links.linked(self.fd)
         except OSError:  # closed meanwhile, by a coordinator that stops
             linked = True
         self.close()  # frees the flock and wakes the waiters
