@@ -27,7 +27,7 @@ _NLINK = struct.Struct("=I")  # struct statx's stx_nlink, at offset 16
 _statx = getattr(ctypes.CDLL(None, use_errno=True), "statx", None)  # glibc >= 2.28
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class Hold:
     """A record per hold (compared by identity), so that a check racing with the release
     reports nothing, even when the lock holds again on a descriptor of the same number."""
