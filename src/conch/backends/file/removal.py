@@ -36,22 +36,18 @@ class Hold:
     path: str
 
 
-class LinkCount:
-    """Whether an open file is still linked, asking ``statx`` for the link count alone: a
-    query of a file's times (``fstat``) makes Linux 6.13+ give its next write a fine-grained
-    mtime, which journals the inode on each acquire (docs/file.md). One per lock file: its
-    buffer is not shared between threads."""
+def statx_buffer() -> ctypes.Array[ctypes.c_char]:
+    """A ``struct statx`` for :func:`linked`, one per thread at a time."""
+    return ctypes.create_string_buffer(256)
 
-    __slots__ = ("_buffer",)
 
-    def __init__(self) -> None:
-        self._buffer = ctypes.create_string_buffer(256)  # a struct statx
-
-    def linked(self, fd: int) -> bool:
-        """True while the file open as ``fd`` has a link; OSError when ``fd`` is closed."""
-        if _statx is not None and not _statx(fd, b"", _AT_EMPTY_PATH, _STATX_NLINK, self._buffer):
-            return bool(_NLINK.unpack_from(self._buffer, 16)[0])
-        return os.fstat(fd).st_nlink > 0  # no statx (old libc or kernel, a seccomp filter)
+def linked(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> bool:
+    """True while the file open as ``fd`` has a link (OSError when ``fd`` is closed). Asks
+    ``statx`` for the link count alone: a query of a file's times (``fstat``) makes Linux
+    6.13+ give its next write a fine-grained mtime, which journals the inode (docs/file.md)."""
+    if _statx is not None and not _statx(fd, b"", _AT_EMPTY_PATH, _STATX_NLINK, buffer):
+        return bool(_NLINK.unpack_from(buffer, 16)[0])
+    return os.fstat(fd).st_nlink > 0  # no statx (old libc or kernel, a seccomp filter)
 
 
 def at_its_path(fd: int, path: str) -> bool:
