@@ -9,7 +9,7 @@ import psycopg
 
 from conch.backends.postgresql import statements
 from conch.backends.postgresql.lock import Hold, SessionsCore
-from conch.backends.postgresql.session import Bounded, finished_when_broken
+from conch.backends.postgresql.session import Bounded
 from conch.backends.postgresql.statements import Statement, Steps, advance
 from conch.errors import BackendUnavailable
 
@@ -30,8 +30,11 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
             self.limit = self.io_timeout
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        with finished_when_broken(self):
+        try:
             return await super().wait(gen, interval, self.limit if timeout is None else timeout)
+        except psycopg.OperationalError as exc:
+            self.out_of_step(exc)
+            raise
 
 
 async def outcome(session: AsyncSession, steps: Steps[Any]) -> Any:

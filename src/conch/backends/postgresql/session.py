@@ -43,6 +43,11 @@ class Bounded:
                 return result.get_value(0, 0)
             self.prepared[sql] = b"conch_%d" % len(self.prepared)
 
+    def out_of_step(self, exc: psycopg.OperationalError) -> None:
+        """Close when a wait failed with no answer (gone, or timed out: out of step)."""
+        if exc.sqlstate is None:
+            self.pgconn.finish()
+
     @property
     def waiting_for_lock(self) -> bool:
         return self.limit != self.io_timeout
@@ -72,9 +77,12 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         # psycopg's default wait is C code that eventlet's hub cannot interrupt.
         wait = waiting.wait if hasattr(select, "poll") else waiting.wait_select
-        with finished_when_broken(self):
+        try:
             return wait(gen, self.pgconn.socket, interval=interval,
                         timeout=self.limit if timeout is None else timeout)
+        except psycopg.OperationalError as exc:
+            self.out_of_step(exc)
+            raise
 
     def end(self) -> None:
         """Close now (from any thread): a statement in flight fails; its thread closes it."""
@@ -91,17 +99,6 @@ def outcome(session: Session, steps: Steps[Any]) -> Any:
     while statement is not None:
         statement, result = advance(steps, session.answer(statement))
     return result
-
-
-@contextlib.contextmanager
-def finished_when_broken(session: psycopg.BaseConnection[Any]) -> Any:
-    """Close ``session`` when a wait fails with no answer (gone, or timed out: out of step)."""
-    try:
-        yield
-    except psycopg.OperationalError as exc:
-        if exc.sqlstate is None:
-            session.pgconn.finish()
-        raise
 
 
 S = TypeVar("S", bound=psycopg.BaseConnection[Any])
