@@ -163,19 +163,23 @@ def _uncontended_only(name: str, what: str) -> None:
 
 class _FencedScripts:
     """conch's ACQUIRE and RELEASE scripts with a fixed value: a fenced hold and its
-    owner-checked, waking release, two ``EVALSHA`` round-trips and nothing else."""
+    owner-checked, waking release, two ``EVALSHA`` round-trips (``Redis.evalsha``, as
+    conch sends them) and nothing else."""
 
     def __init__(self, client: redis.Redis, name: str) -> None:
-        self._acquire, self._release = (client.register_script(source)
+        self._client = client
+        self._acquire, self._release = (client.script_load(source)
                                         for source in (steps.ACQUIRE, steps.RELEASE))
         self._keys = steps.lock_keys(f"bench-floor:{name}".encode())
         self._value = uuid.uuid4().hex.encode()
 
     def acquire(self) -> bool:
-        return bool(self._acquire(*steps.acquire_call(self._keys, self._value, 10_000, False))[0])
+        return bool(self._client.evalsha(self._acquire, steps.KEY_COUNT, *steps.acquire_args(
+            self._keys, self._value, 10_000, False))[0])
 
     def release(self) -> None:
-        self._release(*steps.release_call(self._keys, self._value))
+        self._client.evalsha(self._release, steps.KEY_COUNT,
+                             *steps.release_args(self._keys, self._value))
 
 
 class FencedScripts(_Client):
