@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 from typing import Any
 
 import redis
@@ -43,6 +44,11 @@ class RedisSession:
         self.acquire_script, self.release_script, self._renew_script = (
             self.commands.register_script(source) for source in steps.SCRIPTS)
         self.ttl = self._new_ttl_session()
+        # A client of one connection of the steps' pool (redis-py's single_connection_client)
+        # for the steps of one thread at a time, made on first use (it connects): a step
+        # sent on it skips the pool's checkout and return (docs/redis.md, "Cost").
+        self._pinned: redis.Redis | None = None
+        self._pinned_idle = threading.Lock()
         forget_in_child(self)
 
     def _new_ttl_session(self) -> TtlSession[LockKeys]:
@@ -52,6 +58,7 @@ class RedisSession:
         """In a forked child: the parent's holds and renewal thread are not the child's (the
         pools see the fork themselves and open new connections)."""
         self.ttl = self._new_ttl_session()
+        self._pinned, self._pinned_idle = None, threading.Lock()
         if not self.closed:
             self.ttl.start()
 
@@ -81,6 +88,11 @@ class RedisSession:
         self.ttl.stop()
         for client in (self.commands, self._renewals, self._waits):
             _interrupt(client.connection_pool)
+        # Held from now on: later steps (an abandon) take a connection of the pool.
+        idle = self._pinned_idle.acquire(timeout=self.options.socket_timeout)
+        if idle and self._pinned is not None:
+            self._pinned.close()  # back to the pool, idle: nobody reads it, closed safely
+            self.commands.connection_pool.disconnect(inuse_connections=False)
 
     def calls(self) -> contextlib.AbstractContextManager[None]:
         """Redis errors in the block leave as :class:`BackendUnavailable`."""
@@ -180,18 +192,32 @@ class RedisSession:
             return self._run(script, again)
 
     def _run(self, script: Script, args: steps.ScriptArgs) -> Any:
-        """``EVALSHA`` of ``script``, loaded again if the server lost it (a restart)."""
+        """``EVALSHA`` of ``script`` on the pinned connection, or one of the pool while
+        another thread uses that."""
+        if not self._pinned_idle.acquire(blocking=False):
+            return _evalsha(self.commands, script, args)
         try:
-            return self.commands.evalsha(script.sha, steps.KEY_COUNT, *args)
-        except NoScriptError:
-            self.commands.script_load(script.script)
-            return self.commands.evalsha(script.sha, steps.KEY_COUNT, *args)
+            if self._pinned is None:
+                self._pinned = redis.Redis(connection_pool=self.commands.connection_pool,
+                                           single_connection_client=True)
+            return _evalsha(self._pinned, script, args)
+        finally:
+            self._pinned_idle.release()
 
     def _renew(self, holds: list[RedisHold], within: float) -> list[bool]:
         keys = [hold.keys.holder for hold in holds]
         args: list[bytes | int] = [self.options.ttl_ms, *(hold.value for hold in holds)]
         return [bool(renewed) for renewed in self._renew_script(keys, args,
                                                                 client=self._renewals)]
+
+
+def _evalsha(client: redis.Redis, script: Script, args: steps.ScriptArgs) -> Any:
+    """``EVALSHA`` of ``script``, loaded again if the server lost it (a restart)."""
+    try:
+        return client.evalsha(script.sha, steps.KEY_COUNT, *args)
+    except NoScriptError:
+        client.script_load(script.script)
+        return client.evalsha(script.sha, steps.KEY_COUNT, *args)
 
 
 def _interrupt(pool: redis.ConnectionPool) -> None:
