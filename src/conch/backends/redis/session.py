@@ -196,11 +196,19 @@ class RedisSession:
         another thread uses that."""
         if not self._pinned_idle.acquire(blocking=False):
             return _evalsha(self.commands, script, args)
+        pinned = self._pinned
         try:
-            if self._pinned is None:
-                self._pinned = redis.Redis(connection_pool=self.commands.connection_pool,
-                                           single_connection_client=True)
-            return _evalsha(self._pinned, script, args)
+            if pinned is None:
+                pinned = self._pinned = redis.Redis(
+                    connection_pool=self.commands.connection_pool, single_connection_client=True)
+            return _evalsha(pinned, script, args)
+        except TRANSIENT:
+            # Back to the pool, which connects it again: under Sentinel, to the master it
+            # asks for (redis-py reconnects a pinned connection to its old address).
+            if pinned is not None:
+                pinned.close()
+            self._pinned = None
+            raise
         finally:
             self._pinned_idle.release()
 
