@@ -7,6 +7,7 @@ these tests check what only a TTL lock on Redis has. Timings are printed
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -285,7 +286,7 @@ def test_contended_acquisitions_take_turns_without_an_attempt_bound_to_fail(
             thread.join(30)
         scripts, waits = calls(own_redis, "evalsha"), calls(own_redis, "blpop")
     acquisitions = 2 * rounds
-    turns = sum(before is not after for before, after in zip(holders, holders[1:]))
+    turns = sum(before is not after for before, after in itertools.pairwise(holders))
     print(f"\n{acquisitions} acquisitions: {scripts} scripts, {waits} BLPOP, {turns} hand-offs")
     assert len(holders) == acquisitions
     assert scripts <= 2.2 * acquisitions, "an ACQUIRE and a RELEASE, seldom a failed ACQUIRE"
