@@ -300,7 +300,12 @@ def test_a_lock_object_alone_again_tries_at_once(own_redis: RedisProcess,
     with conch.connect(url) as coordinator:
         lock, other = coordinator.lock(lock_name), coordinator.lock(lock_name)
         lock.acquire()
-        waiter = threading.Thread(target=lambda: (other.acquire(), other.release()))
+
+        def wait_then_release() -> None:
+            other.acquire()
+            other.release()
+
+        waiter = threading.Thread(target=wait_then_release)
         waiter.start()
         time.sleep(0.3)
         lock.release()  # handed on to the waiter

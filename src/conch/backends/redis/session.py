@@ -8,7 +8,8 @@ import contextlib
 import logging
 import socket
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 from redis.commands.core import Script
@@ -30,6 +31,7 @@ from conch.url import BackendURL
 log = logging.getLogger("conch")
 TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 RedisHold = TtlHold[LockKeys]
+T = TypeVar("T")
 
 
 class RedisSession:
@@ -183,13 +185,9 @@ class RedisSession:
 
     def _idempotent(self, script: Script, args: steps.ScriptArgs,
                     again: steps.ScriptArgs) -> Any:
-        """:meth:`_run` with ``args``, then with ``again`` after a connection failure (a stale
-        pooled connection after a restart, a master demoted by a failover): idempotent
-        steps only."""
-        try:
-            return self._run(script, args)
-        except TRANSIENT:
-            return self._run(script, again)
+        """:meth:`_run` with ``args``, or with ``again`` after a connection failure
+        (:func:`retry_once`)."""
+        return retry_once(lambda retry: self._run(script, again if retry else args))
 
     def _run(self, script: Script, args: steps.ScriptArgs) -> Any:
         """``EVALSHA`` of ``script`` on the pinned connection, or one of the pool while
@@ -217,6 +215,15 @@ class RedisSession:
         args: list[bytes | int] = [self.options.ttl_ms, *(hold.value for hold in holds)]
         return [bool(renewed) for renewed in self._renew_script(keys, args,
                                                                 client=self._renewals)]
+
+
+def retry_once(call: Callable[[bool], T]) -> T:
+    """``call(False)``, then ``call(True)`` after a connection failure (a stale pooled
+    connection after a restart, a master demoted by a failover): idempotent steps only."""
+    try:
+        return call(False)
+    except TRANSIENT:
+        return call(True)
 
 
 def _evalsha(client: redis.Redis, script: Script, args: steps.ScriptArgs) -> Any:
