@@ -1,7 +1,8 @@
 """The ``redis://`` lock steps, once for the blocking and the asyncio handles: the keys of
-a name, the Lua scripts (run as redis-py registered scripts) and what their replies mean.
-Both handles send these, so blocking and asyncio holders of a name exclude each other,
-share its tokens and wake each other's waiters."""
+a name, the Lua scripts (sent with ``EVALSHA``) and what their replies mean, and when an
+acquire waits before its first attempt (:class:`Turns`). Both handles send these, so
+blocking and asyncio holders of a name exclude each other, share its tokens and wake each
+other's waiters."""
 
 from __future__ import annotations
 
