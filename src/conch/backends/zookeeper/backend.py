@@ -12,7 +12,9 @@ from conch.backends.kit.tls import OptionNames, TLSFiles, client_context, tls_fr
 from conch.backends.kit.tls_diagnosis import diagnose_endpoints
 from conch.backends.zookeeper import inspection
 from conch.backends.zookeeper.lock import ZooKeeperLock
+from conch.backends.zookeeper.semaphore import ZooKeeperPermit
 from conch.backends.zookeeper.session import NoSession, ZooKeeperSession
+from conch.backends.zookeeper.shared import ZooKeeperSharedLock
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL
 from conch.introspection import HolderStamp, LockInfo
@@ -33,7 +35,8 @@ class ZooKeeperBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=True, notify=True,
-        shared_locks=False, distributed=True, introspection=True, breakable=True,
+        shared_locks=True, distributed=True, introspection=True, breakable=True,
+        semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -45,6 +48,7 @@ class ZooKeeperBackend(Backend):
         if url.username is not None and url.password is None:
             raise InvalidURL(f"zookeeper:// credentials need user:password@ (digest): {url}")
         self.locks_path = f"{_chroot(url)}/locks"
+        self.semaphores_path = f"{_chroot(url)}/semaphores"
         self.endpoints = [(host, port or DEFAULT_PORT) for host, port in url.hosts]
         hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                          for host, port in self.endpoints)
@@ -78,6 +82,14 @@ class ZooKeeperBackend(Backend):
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return ZooKeeperLock(self.session, self._parent(key), HolderStamp(key, self.member_id),
                              on_lost)
+
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return ZooKeeperSharedLock(self.session, self._parent(key),
+                                   HolderStamp(key, self.member_id), on_lost)
+
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        return ZooKeeperPermit(self.session, f"{self.semaphores_path}/{readable_key(key)}",
+                               HolderStamp(key, self.member_id), on_lost, key, limit)
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return inspection.describe(self.session, self._parent(key), key)[0]
