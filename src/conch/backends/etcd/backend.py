@@ -10,6 +10,7 @@ from conch.backends.etcd.client import Gateway, keys_under
 from conch.backends.etcd.errors import Unreachable, diagnosed
 from conch.backends.etcd.lock import EtcdLock
 from conch.backends.etcd.session import EtcdSession
+from conch.backends.etcd.shared import EtcdSharedLock
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.tls import OptionNames, tls_from_url
 from conch.capabilities import Capabilities
@@ -28,7 +29,7 @@ class EtcdBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=True, notify=True,
-        shared_locks=False, distributed=True, introspection=True, breakable=True,
+        shared_locks=True, distributed=True, introspection=True, breakable=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -67,6 +68,10 @@ class EtcdBackend(Backend):
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return EtcdLock(self.session, self.queue(key), HolderStamp(key, self.member_id), on_lost)
+
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return EtcdSharedLock(self.session, self.queue(key), HolderStamp(key, self.member_id),
+                              on_lost)
 
     def queue(self, key: bytes) -> bytes:
         """The key prefix of lock ``key``'s queue: 160 bits of its SHA-256."""

@@ -32,12 +32,15 @@ class EtcdLock(LockHandle):
         self._stamp = stamp  # each key's value, for `conch show`
         self._on_lost = on_lost
         self._hold: Hold | None = None
+        self._ahead = keys_under(queue)
+        """The range of the queued keys that keep this kind of hold waiting: every key,
+        for an exclusive hold."""
 
     def acquire(self, deadline: Deadline) -> int | None:
         session = self._session
         while True:
             lease = session.lease()
-            key = lease.new_key(self._queue)
+            key = self._new_key(lease)
             try:
                 token = self._take(lease, key, deadline)
             except _Requeue:
@@ -59,18 +62,22 @@ class EtcdLock(LockHandle):
         assert hold is not None
         self._session.release(hold)
 
+    def _new_key(self, lease: Lease) -> bytes:
+        """A new key in the queue, named as this kind of hold's keys are."""
+        return lease.new_key(self._queue)
+
     def _take(self, lease: Lease, key: bytes, deadline: Deadline) -> int | None:
         """Queue ``key`` and wait for its turn: its token, or None (nothing left queued)."""
         put = {"request_put": {"key": encode(key), "value": encode(self._stamp.stamp()),
                                "lease": str(lease.id)}}
         may_wait = not deadline.expired()
         try:
-            # One round trip: take the lock if nobody queues; else join the queue (if we
-            # may wait), reading the last key queued before ours (our predecessor) and how
-            # many there are.
+            # One round trip: take the lock if nobody queues (ahead of this kind); else
+            # join the queue (if we may wait), reading the last key queued before ours (our
+            # predecessor) and how many there are.
             answer = self._session.gateway.txn(
-                compare=[keys_under(self._queue, target="CREATE", result="EQUAL",
-                                    create_revision="0")],
+                compare=[{**self._ahead, "target": "CREATE", "result": "EQUAL",
+                          "create_revision": "0"}],
                 success=[put], failure=[*self._queue_reads(), put] if may_wait else [])
         except EtcdRequestFailed as exc:
             if exc.code == NOT_FOUND:  # our lease expired in etcd before the heartbeat noticed
@@ -157,12 +164,12 @@ class EtcdLock(LockHandle):
         return _turn(answer), int(answer["header"]["revision"])
 
     def _queue_reads(self, below: int | None = None) -> list[Message]:
-        """Read the queued key with the largest create revision and count the queued keys
-        (those created before revision ``below``)."""
+        """Read the queued key ahead with the largest create revision and count the queued
+        keys ahead (those created before revision ``below``)."""
         older = {} if below is None else {"max_create_revision": str(below - 1)}
-        return [{"request_range": keys_under(self._queue, sort_order="DESCEND", limit="1",
-                                             sort_target="CREATE", keys_only=True, **older)},
-                {"request_range": keys_under(self._queue, count_only=True, **older)}]
+        return [{"request_range": {**self._ahead, "sort_order": "DESCEND", "limit": "1",
+                                   "sort_target": "CREATE", "keys_only": True, **older}},
+                {"request_range": {**self._ahead, "count_only": True, **older}}]
 
 
 def _turn(answer: Message) -> tuple[bytes | None, bool]:
