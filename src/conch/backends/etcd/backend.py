@@ -9,6 +9,7 @@ from conch.backends.etcd import inspection
 from conch.backends.etcd.client import Gateway, keys_under
 from conch.backends.etcd.errors import Unreachable, diagnosed
 from conch.backends.etcd.lock import EtcdLock
+from conch.backends.etcd.semaphore import EtcdPermit
 from conch.backends.etcd.session import EtcdSession
 from conch.backends.etcd.shared import EtcdSharedLock
 from conch.backends.kit.naming import hex_digest
@@ -20,6 +21,8 @@ from conch.url import BackendURL
 
 DEFAULT_PREFIX = "/conch/locks"
 DEFAULT_TTL = 10
+SEMAPHORES = b"/semaphores/"
+"""Where the semaphores' queues are, beside the locks' (named by hex digests, never this)."""
 # conch's ssl_* names (docs/etcd.md says why); conch.compat.tooz translates etcd3gw's.
 TLS_OPTIONS = OptionNames(ca="ssl_ca", cert="ssl_cert", key="ssl_key")
 
@@ -30,6 +33,7 @@ class EtcdBackend(Backend):
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=True, notify=True,
         shared_locks=True, distributed=True, introspection=True, breakable=True,
+        semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -73,9 +77,14 @@ class EtcdBackend(Backend):
         return EtcdSharedLock(self.session, self.queue(key), HolderStamp(key, self.member_id),
                               on_lost)
 
-    def queue(self, key: bytes) -> bytes:
-        """The key prefix of lock ``key``'s queue: 160 bits of its SHA-256."""
-        return self.prefix + b"/" + hex_digest(key, 40).encode() + b"/"
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        return EtcdPermit(self.session, self.queue(key, SEMAPHORES),
+                          HolderStamp(key, self.member_id), on_lost, key, limit)
+
+    def queue(self, key: bytes, kind: bytes = b"/") -> bytes:
+        """The key prefix of lock ``key``'s queue: 160 bits of its SHA-256 (after
+        :data:`SEMAPHORES` for a semaphore's)."""
+        return self.prefix + kind + hex_digest(key, 40).encode() + b"/"
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return inspection.describe(self.gateway, self.queue(key), key)[0]

@@ -108,7 +108,13 @@ class Gateway:
 
     def watch_deletes(self, keys: Sequence[bytes]) -> DeleteWatch:
         """A started watch on the deletion of ``keys`` from the current revision on."""
-        return self._with_token(lambda: self._open_watch(keys))
+        requests = [{"key": encode(key), "filters": ["NOPUT"]} for key in keys]
+        return self._with_token(lambda: self._open_watch(requests, keys))
+
+    def watch_deletes_under(self, prefix: bytes) -> DeleteWatch:
+        """A started watch on the deletion of any key under ``prefix``, from now on."""
+        return self._with_token(lambda: self._open_watch(
+            [keys_under(prefix, filters=["NOPUT"])], [prefix]))
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -137,11 +143,10 @@ class Gateway:
         self.authenticate()
         return request()
 
-    def _open_watch(self, keys: Sequence[bytes]) -> DeleteWatch:
-        # The gateway decodes a stream of messages from the body: one create request per key.
-        payload = "\n".join(
-            json.dumps({"create_request": {"key": encode(key), "filters": ["NOPUT"]}})
-            for key in keys).encode()
+    def _open_watch(self, requests: Sequence[Message], keys: Sequence[bytes]) -> DeleteWatch:
+        # The gateway decodes a stream of messages from the body: one create request each.
+        payload = "\n".join(json.dumps({"create_request": request})
+                            for request in requests).encode()
         response = self._send("/v3/watch", payload, self._headers, stream=True)
         host, port = self.endpoints[self._current]
         watch = DeleteWatch(response, keys, f"{host}:{port}")
