@@ -23,16 +23,6 @@ from tests.servers.zookeeper import ZooKeeperServer, start_zookeeper
 
 
 @pytest.fixture
-def server() -> Iterator[ZooKeeperServer]:
-    """A ZooKeeper of this test alone, which it may restart."""
-    started = start_zookeeper()
-    try:
-        yield started
-    finally:
-        started.cleanup()
-
-
-@pytest.fixture
 def zk_url(zookeeper_server: ZooKeeperServer) -> str:
     return zookeeper_server.url(credentials=CREDENTIALS)
 
@@ -114,8 +104,16 @@ def test_semaphores_and_locks_of_one_name_live_apart(zk_url: str, lock_name: str
 
 @pytest.mark.timeout(90)
 def test_after_a_server_restart_shared_holders_are_told_and_a_writer_takes_over(
-    server: ZooKeeperServer, lock_name: str
+    lock_name: str
 ) -> None:
+    server = start_zookeeper()  # of this test alone
+    try:
+        restart_with_shared_holders_and_a_writer(server, lock_name)
+    finally:
+        server.cleanup()
+
+
+def restart_with_shared_holders_and_a_writer(server: ZooKeeperServer, lock_name: str) -> None:
     holder_url = server.url(chroot="/faults", credentials=CREDENTIALS, timeout=2)
     with conch.connect(holder_url) as readers, \
             conch.connect(server.url(chroot="/faults", credentials=CREDENTIALS)) as writers:
