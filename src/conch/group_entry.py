@@ -48,15 +48,17 @@ class MemberInfo:
     host: str | None = None
     pid: int | None = None
     joined_at: float | None = None
+    updated_at: float | None = None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict of every field."""
         return dataclasses.asdict(self)
 
 
-def encode_entry(capabilities: Any) -> bytes:
-    """The entry a member leaves: raise :class:`conch.InvalidGroup` for capabilities that
-    are not JSON or are larger than :data:`MAX_CAPABILITIES_BYTES`."""
+def encode_entry(capabilities: Any, joined_at: float | None = None) -> bytes:
+    """The entry a member leaves (``joined_at``: when it first joined, default now): raise
+    :class:`conch.InvalidGroup` for capabilities that are not JSON or are larger than
+    :data:`MAX_CAPABILITIES_BYTES`."""
     try:
         encoded = json.dumps(capabilities, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -64,8 +66,9 @@ def encode_entry(capabilities: Any) -> bytes:
     if len(encoded) > MAX_CAPABILITIES_BYTES:
         raise InvalidGroup(f"capabilities must be at most {MAX_CAPABILITIES_BYTES} bytes as "
                            f"JSON, got {len(encoded)}")
+    now = time.time()
     entry = {"capabilities": capabilities, "host": HOST, "pid": os.getpid(),
-             "joined_at": time.time()}
+             "joined_at": now if joined_at is None else joined_at, "updated_at": now}
     return json.dumps(entry, separators=(",", ":")).encode()
 
 
@@ -75,7 +78,7 @@ def decode_entry(member_id: str, data: bytes) -> MemberInfo:
     try:
         entry = json.loads(data)
         return MemberInfo(member_id, entry["capabilities"], entry.get("host"),
-                          entry.get("pid"), entry.get("joined_at"))
+                          entry.get("pid"), entry.get("joined_at"), entry.get("updated_at"))
     except (ValueError, TypeError, KeyError, AttributeError):
         log.warning("conch: member %r left an entry that is not conch's", member_id)
         return MemberInfo(member_id, data.decode("utf-8", "replace"))

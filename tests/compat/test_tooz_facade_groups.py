@@ -256,10 +256,15 @@ def test_a_killed_member_leaves_through_run_watchers(server_url: str) -> None:
     group = f"killed-{uuid.uuid4().hex}"
     for watcher in started(server_url, b"watcher"):
         watcher.join_group_create(group.encode())
+        watcher.watch_join_group(group.encode(), lambda event: event.member_id)
         watcher.watch_leave_group(group.encode(), lambda event: event.member_id)
         worker = workers.spawn(server_url, "join", group)
         try:
             worker_id = workers.expect(worker, "joined ")
+            # Seen joining first: where watchers read every poll interval (mysql://) and
+            # a death frees the entry at once, a member killed between two reads is never seen.
+            assert run_watchers_until(watcher, 1, within=event_bound(
+                watcher.conch_coordinator, group)) == [worker_id.encode()]
             worker.send_signal(signal.SIGKILL)
             worker.wait()
             killed = time.monotonic()

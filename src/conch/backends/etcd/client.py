@@ -16,7 +16,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError
 
 from conch.backends.etcd import errors
 from conch.backends.etcd.errors import EtcdRequestFailed
-from conch.backends.etcd.watch import DeleteWatch
+from conch.backends.etcd.watch import Watch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.tls import TLSFiles, client_context
 from conch.url import BackendURL
@@ -106,12 +106,16 @@ class Gateway:
         return (int(answer["header"]["revision"]), int(answer.get("TTL", "-1")),
                 {decode(key) for key in answer.get("keys", [])})
 
-    def watch_deletes(self, keys: Sequence[bytes]) -> DeleteWatch:
+    def watch_deletes(self, keys: Sequence[bytes]) -> Watch:
         """A started watch on the deletion of ``keys`` from the current revision on."""
         requests = [{"key": encode(key), "filters": ["NOPUT"]} for key in keys]
         return self._with_token(lambda: self._open_watch(requests, keys))
 
-    def watch_deletes_under(self, prefix: bytes) -> DeleteWatch:
+    def watch_prefix(self, prefix: bytes) -> Watch:
+        """A started watch on every change of the keys under ``prefix``, from now on."""
+        return self._with_token(lambda: self._open_watch([keys_under(prefix)], [prefix]))
+
+    def watch_deletes_under(self, prefix: bytes) -> Watch:
         """A started watch on the deletion of any key under ``prefix``, from now on."""
         return self._with_token(lambda: self._open_watch(
             [keys_under(prefix, filters=["NOPUT"])], [prefix]))
@@ -143,13 +147,13 @@ class Gateway:
         self.authenticate()
         return request()
 
-    def _open_watch(self, requests: Sequence[Message], keys: Sequence[bytes]) -> DeleteWatch:
+    def _open_watch(self, requests: Sequence[Message], keys: Sequence[bytes]) -> Watch:
         # The gateway decodes a stream of messages from the body: one create request each.
         payload = "\n".join(json.dumps({"create_request": request})
                             for request in requests).encode()
         response = self._send("/v3/watch", payload, self._headers, stream=True)
         host, port = self.endpoints[self._current]
-        watch = DeleteWatch(response, keys, f"{host}:{port}")
+        watch = Watch(response, keys, f"{host}:{port}")
         try:
             watch.start(self._timeout)
         except BaseException:

@@ -10,7 +10,7 @@ from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.etcd.client import Message, decode, encode, keys_under
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
-from conch.backends.etcd.watch import DeleteWatch
+from conch.backends.etcd.watch import Watch
 from conch.errors import BackendUnavailable
 from conch.introspection import HolderStamp
 
@@ -103,7 +103,7 @@ class EtcdLock(LockHandle):
         session = self._session
         predecessor, next_in_line = turn
         revision = own_revision
-        watch: DeleteWatch | None = None
+        watch: Watch | None = None
         stale = False  # the queue must be read again before waiting
         try:
             while True:
@@ -184,7 +184,7 @@ class EtcdLock(LockHandle):
         kvs = last.get("kvs", [])
         return (decode(kvs[0]["key"]) if kvs else None), int(counted.get("count", "0")) == 1
 
-    def _watch(self, lease: Lease, predecessor: bytes, key: bytes) -> DeleteWatch:
+    def _watch(self, lease: Lease, predecessor: bytes, key: bytes) -> Watch:
         """A watch on the deletion of ``predecessor`` (what :meth:`_turn` found), and of
         our ``key`` (our lease expired)."""
         return self._session.watch(lease, (predecessor, key))

@@ -9,7 +9,7 @@ from conch.backends.base import LossCallback
 from conch.backends.etcd.client import Message, decode, keys_under
 from conch.backends.etcd.lock import EtcdLock
 from conch.backends.etcd.session import EtcdSession, Lease
-from conch.backends.etcd.watch import DeleteWatch
+from conch.backends.etcd.watch import Watch
 from conch.errors import LimitMismatch
 from conch.introspection import HolderStamp
 
@@ -46,6 +46,6 @@ class EtcdPermit(EtcdLock):
                                     f"{limit}, not {self._limit}")
         return (self._queue if len(ahead) >= self._limit else None), False
 
-    def _watch(self, lease: Lease, predecessor: bytes, key: bytes) -> DeleteWatch:
+    def _watch(self, lease: Lease, predecessor: bytes, key: bytes) -> Watch:
         # Any key ahead may go first, ours with it when the lease expires.
         return self._session.watch(lease, (self._queue,), under=True)

@@ -145,10 +145,10 @@ class GroupCalls:
         zookeeper driver gives them: local naive datetimes), plus its ``host`` and ``pid``."""
         def info() -> dict[str, Any]:
             member = self._member(group_id, member_id)
-            written = None if member.joined_at is None else datetime.datetime.fromtimestamp(
-                member.joined_at)
-            return {"capabilities": from_json(member.capabilities), "created_at": written,
-                    "updated_at": written, "host": member.host, "pid": member.pid}
+            return {"capabilities": from_json(member.capabilities),
+                    "created_at": _local_time(member.joined_at),
+                    "updated_at": _local_time(member.updated_at or member.joined_at),
+                    "host": member.host, "pid": member.pid}
         return run_now(info)
 
     def _group(self, group_id: GroupName) -> conch.Group:
@@ -182,3 +182,7 @@ class GroupCalls:
         if member is None:
             raise MemberNotJoined(group_id, member_id)
         return member
+
+
+def _local_time(stamp: float | None) -> datetime.datetime | None:
+    return None if stamp is None else datetime.datetime.fromtimestamp(stamp)
