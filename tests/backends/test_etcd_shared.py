@@ -10,9 +10,13 @@ import time
 import pytest
 
 import conch
+from tests.backends.shared_scenarios import (
+    a_new_reader_waits_behind_an_older_writer,
+    own_server,
+    readers_wake_when_the_older_hold_goes,
+)
 from tests.backends.test_etcd import name_keys
-from tests.contract.waiting import HANDOFF_WITH_NOTIFY, Waiter
-from tests.servers.base import wait_until
+from tests.contract.waiting import Waiter
 from tests.servers.etcd import EtcdServer, start_etcd
 
 
@@ -34,17 +38,9 @@ def test_an_older_conchs_exclusive_hold_keeps_shared_ones_out_and_its_release_wa
         assert first.acquire(blocking=False)  # the queue's key prefix now exists
         older = queue_as_older_conch(etcd_server, etcd_url, lock_name)
         first.release()
-        assert coordinator.lock(lock_name, shared=True).acquire(blocking=False) is False
-        readers = [Waiter(coordinator.lock(lock_name, shared=True)) for _ in range(2)]
-        wait_until(lambda: len(name_keys(etcd_server, etcd_url, lock_name)) == 3, 10,
-                   "the readers")
-        time.sleep(0.3)  # their watches have started
-        released = time.monotonic()
-        etcd_server.call("/v3/kv/deleterange", {"key": _b64(older)})
-        for reader in readers:  # woken by the watch on the older key, together
-            assert reader.result(5) is True
-            assert reader.returned_at - released < HANDOFF_WITH_NOTIFY
-            reader.lock.release()
+        readers_wake_when_the_older_hold_goes(
+            coordinator, lock_name, lambda: len(name_keys(etcd_server, etcd_url, lock_name)),
+            lambda: etcd_server.call("/v3/kv/deleterange", {"key": _b64(older)}))
 
 
 def test_shared_keys_are_queue_places_an_older_conch_waits_behind(
@@ -56,73 +52,33 @@ def test_shared_keys_are_queue_places_an_older_conch_waits_behind(
         # An older conch takes a lock only when no key at all is queued under its name,
         # else waits for the newest one queued before its own: the shared key is one.
         assert len(name_keys(etcd_server, etcd_url, lock_name)) == 1
-        assert coordinator.describe(lock_name).holder is not None
-        queue_as_older_conch(etcd_server, etcd_url, lock_name)  # an older conch's writer waits
-        assert coordinator.lock(lock_name, shared=True).acquire(blocking=False) is False, \
-            "a new shared hold overtook an older conch's waiting writer"
+        a_new_reader_waits_behind_an_older_writer(
+            coordinator, lock_name, lambda: queue_as_older_conch(etcd_server, etcd_url, lock_name))
         shared.release()
-
-
-def test_a_permit_waiter_is_woken_by_whichever_holder_releases(
-    etcd_url: str, lock_name: str
-) -> None:
-    with conch.connect(etcd_url) as coordinator:
-        oldest, youngest = coordinator.semaphore(lock_name, 2), coordinator.semaphore(lock_name, 2)
-        assert oldest.acquire(blocking=False) and youngest.acquire(blocking=False)
-        waiting = coordinator.semaphore(lock_name, 2)
-        waiter = Waiter(waiting)  # type: ignore[arg-type]  # a lock's acquire
-        time.sleep(0.5)  # its watch has started
-        released = time.monotonic()
-        youngest.release()  # not the oldest key: the waiter watches the whole queue
-        assert waiter.result(5) is True
-        assert waiter.returned_at - released < HANDOFF_WITH_NOTIFY
-        waiting.release()
-        oldest.release()
-
-
-def test_semaphores_and_locks_of_one_name_live_apart(etcd_url: str, lock_name: str) -> None:
-    with conch.connect(etcd_url) as coordinator, coordinator.lock(lock_name), \
-            coordinator.semaphore(lock_name, 1):
-        assert [info.name for info in coordinator.holders()] == [lock_name]
 
 
 @pytest.mark.timeout(90)
 def test_a_server_restart_never_lets_a_writer_in_beside_shared_holders(lock_name: str) -> None:
-    server = start_etcd()  # of this test alone
-    try:
-        restart_with_shared_holders_and_a_writer(server, lock_name)
-    finally:
-        server.cleanup()
-
-
-def restart_with_shared_holders_and_a_writer(own_etcd: EtcdServer, lock_name: str) -> None:
-    url = own_etcd.url(ttl=3)
-    with conch.connect(url) as readers, conch.connect(url) as writers:
-        shared = [readers.lock(lock_name, shared=True) for _ in range(2)]
-        assert all(hold.acquire(blocking=False) for hold in shared)
-        tokens = [hold.token or 0 for hold in shared]
-        writer = Waiter(writers.lock(lock_name))
-        time.sleep(0.3)
-        own_etcd.restart()
-        restarted = time.monotonic()
-        while time.monotonic() < restarted + 5:  # across several keep-alives
-            held = [hold for hold in shared if hold.held]
-            assert not (held and not writer.waiting and writer.acquired), "a writer overlapped"
-            time.sleep(0.01)
-        for hold in shared:
-            if hold.held:
-                hold.release()
-        assert writer.result(15) is True
-        assert writer.lock.token is not None and writer.lock.token > max(tokens)
-        writer.lock.release()
-
-
-def test_shared_holds_and_permits_over_tls(etcd_tls_url: str, lock_name: str) -> None:
-    with conch.connect(etcd_tls_url) as coordinator:
-        with coordinator.lock(lock_name, shared=True), coordinator.lock(lock_name, shared=True):
-            assert coordinator.lock(lock_name).acquire(blocking=False) is False
-        with coordinator.semaphore(lock_name, 2), coordinator.semaphore(lock_name, 2):
-            assert coordinator.semaphore(lock_name, 2).acquire(blocking=0.2) is False
+    with own_server(start_etcd) as own_etcd:
+        url = own_etcd.url(ttl=3)
+        with conch.connect(url) as readers, conch.connect(url) as writers:
+            shared = [readers.lock(lock_name, shared=True) for _ in range(2)]
+            assert all(hold.acquire(blocking=False) for hold in shared)
+            tokens = [hold.token or 0 for hold in shared]
+            writer = Waiter(writers.lock(lock_name))
+            time.sleep(0.3)
+            own_etcd.restart()
+            restarted = time.monotonic()
+            while time.monotonic() < restarted + 5:  # across several keep-alives
+                held = [hold for hold in shared if hold.held]
+                assert not (held and not writer.waiting and writer.acquired), "a writer overlapped"
+                time.sleep(0.01)
+            for hold in shared:
+                if hold.held:
+                    hold.release()
+            assert writer.result(15) is True
+            assert writer.lock.token is not None and writer.lock.token > max(tokens)
+            writer.lock.release()
 
 
 def _b64(text: str) -> str:
