@@ -175,7 +175,6 @@ class EtcdLock(LockHandle):
                                    "sort_target": "CREATE", "keys_only": True, **older}},
                 {"request_range": {**self._ahead, "count_only": True, **older}}]
 
-
     def _turn(self, answer: Message) -> tuple[bytes | None, bool]:
         """What to wait for, from the answer of :meth:`_queue_reads`: the predecessor it
         found (None: our turn), and whether it is alone (its deletion makes it our turn)."""

@@ -57,9 +57,9 @@ class ZooKeeperLock(LockHandle):
         self._on_lost = on_lost
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
-        self._woken = threading.Event()  # by the predecessor's watch or a state change
+        self._woken = threading.Event()  # by a blocker's watch or a state change
         self._blockers_watched: set[str] = set()  # the paths of the children watched now
-        self._predecessor_event: Any = None  # its watch's event type, None: a state change
+        self._blocker_event: Any = None  # the fired watch's event type, None: a state change
 
     def acquire(self, deadline: Deadline) -> int | None:
         while True:
@@ -184,7 +184,7 @@ class ZooKeeperLock(LockHandle):
         when woken by a change of connection state, :data:`_GIVE_UP` at the deadline."""
         while True:
             self._woken.clear()  # before the watches: a deletion in between wakes us
-            self._blockers_watched, self._predecessor_event = set(blockers), None
+            self._blockers_watched, self._blocker_event = set(blockers), None
             watches = [self._client.exists_async(path, watch=self._wake) for path in blockers]
             for watch in watches:
                 exists = self._answer(watch, "watch the lock holder", deadline,
@@ -195,9 +195,9 @@ class ZooKeeperLock(LockHandle):
                     return exists
             if not self._woken.wait(deadline.remaining()):
                 return _GIVE_UP
-            if self._predecessor_event == EventType.DELETED:
+            if self._blocker_event == EventType.DELETED:
                 return True
-            if self._predecessor_event != EventType.CHANGED:
+            if self._blocker_event != EventType.CHANGED:
                 return _LOOK_AGAIN
             # Its data changed (restamped on taking the lock): watch it again.
 
@@ -217,7 +217,7 @@ class ZooKeeperLock(LockHandle):
 
     def _wake(self, event: Any) -> None:
         if event.path in self._blockers_watched:  # not a watch left by an earlier wait
-            self._predecessor_event = event.type
+            self._blocker_event = event.type
             self._woken.set()
 
     def _expired(self) -> SessionExpired:
