@@ -196,3 +196,19 @@ def test_sweep_removes_idle_gates_and_slots_and_tokens_keep_increasing(
         wait_until(swept, 5, "the sweep of the idle gate, lock and slot files")
         assert hold_once(coordinator.lock("idle", shared=True)) > first_shared
         assert hold_once(coordinator.semaphore("idle", 2)) > first_permit
+
+
+@pytest.mark.parametrize("kind", ["shared", "permit"])
+def test_stop_ends_a_forever_shared_or_permit_wait(directory: pathlib.Path, kind: str) -> None:
+    with conch.connect(f"file://{directory}") as holding:
+        held = holding.lock("stopped") if kind == "shared" else holding.semaphore("stopped", 1)
+        assert held.acquire()
+        waiting = conch.connect(f"file://{directory}")
+        waiter = Waiter(waiting.lock("stopped", shared=True) if kind == "shared"  # type: ignore[arg-type]
+                        else waiting.semaphore("stopped", 1), True)
+        time.sleep(0.2)
+        assert waiter.waiting
+        waiting.stop()
+        with pytest.raises(conch.NotStarted):
+            waiter.result(2)
+        held.release()
