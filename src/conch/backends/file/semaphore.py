@@ -58,8 +58,12 @@ class Permits:
         """Open the files: a context manager that closes them again, but the slot held."""
         self.held = None
         self._state = open_creating(self.state_path)
-        for slot in self.slots:
-            slot.attempt()
+        try:
+            for slot in self.slots:
+                slot.attempt()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __enter__(self) -> Permits:
