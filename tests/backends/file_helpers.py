@@ -1,6 +1,6 @@
 """Helpers of the ``file://`` tests: other processes (a holder released on request, and a
-way to run a script and talk to it over its standard streams), one hold, and the name of
-a lock file."""
+way to run a script and talk to it over its standard streams), one hold, hand-off delays,
+and the name of a lock file."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import re
 import select
 import subprocess
 import sys
+import threading
+import time
 
 import conch
 from tests.contract import workers
@@ -69,6 +71,26 @@ def hold_once(lock: conch.Lock | conch.Semaphore) -> int:
     lock.release()
     assert token is not None
     return token
+
+
+def handoff_delays(holder: conch.Lock | conch.Semaphore, waiter: conch.Lock | conch.Semaphore,
+                   rounds: int) -> list[float]:
+    """Seconds from ``holder``'s release to the return of ``waiter``'s timed wait, the two
+    swapping roles each round (``holder`` holds at first; neither holds after)."""
+    delays = []
+    for _ in range(rounds):
+        returned: list[float] = []
+        thread = threading.Thread(target=lambda w=waiter, r=returned: (
+            w.acquire(blocking=10), r.append(time.perf_counter())))
+        thread.start()
+        time.sleep(0.02)  # the waiter watches the files by now
+        released = time.perf_counter()
+        holder.release()
+        thread.join()
+        delays.append(returned[0] - released)
+        holder, waiter = waiter, holder
+    holder.release()
+    return delays
 
 
 def lock_file_name(key: bytes) -> str:

@@ -8,7 +8,6 @@ import pathlib
 import shutil
 import signal
 import statistics
-import threading
 import time
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 import conch
 from conch.backends.file.session import HIGH_WATER_FILE
 from conch.history import load, violations
-from tests.backends.file_helpers import hold_once, lock_file_name
+from tests.backends.file_helpers import handoff_delays, hold_once, lock_file_name
 from tests.contract import workers
 from tests.contract.waiting import Waiter
 from tests.servers.base import wait_until
@@ -216,19 +215,7 @@ def test_a_timed_waiter_returns_at_once_after_the_release(directory: pathlib.Pat
     # period (~16 ms): a waiter that closed its instance on the way out came back late.
     url = f"file://{directory}"
     with conch.connect(url) as first, conch.connect(url) as second:
-        holder, waiter = first.lock("handoff"), second.lock("handoff")
+        holder = first.lock("handoff")
         assert holder.acquire()
-        delays = []
-        for _ in range(15):
-            returned: list[float] = []
-            thread = threading.Thread(target=lambda w=waiter, r=returned: (
-                w.acquire(blocking=10), r.append(time.perf_counter())))
-            thread.start()
-            time.sleep(0.02)  # the waiter watches the file by now
-            released = time.perf_counter()
-            holder.release()
-            thread.join()
-            delays.append(returned[0] - released)
-            holder, waiter = waiter, holder
-        holder.release()
+        delays = handoff_delays(holder, second.lock("handoff"), 15)
     assert statistics.median(delays) < 0.008, f"hand-offs took {sorted(delays)}"

@@ -116,19 +116,24 @@ def test_a_timed_wait_returns_false_on_time_while_green_threads_run(url: str) ->
         file_helpers.stop(holder, green)
 
 
-@pytest.mark.parametrize(("scenario", "ending", "blocking"), [
-    ("acquire", "release", "forever"), ("acquire", "release", "30"),
-    ("acquire", "sigkill", "forever"), ("acquire", "sigkill", "30"),
-    ("synchronized", "release", "forever"),
+@pytest.mark.parametrize(("scenario", "ending", "blocking", "kind"), [
+    ("acquire", "release", "forever", "exclusive"), ("acquire", "release", "30", "exclusive"),
+    ("acquire", "sigkill", "forever", "exclusive"), ("acquire", "sigkill", "30", "exclusive"),
+    ("synchronized", "release", "forever", "exclusive"),
+    ("acquire", "release", "forever", "shared"), ("acquire", "sigkill", "30", "shared"),
+    ("acquire", "sigkill", "forever", "permit"), ("acquire", "sigkill", "30", "permit"),
 ])
 def test_a_green_wait_is_woken_by_the_release_or_death_of_the_holder(
-    url: str, scenario: str, ending: str, blocking: str
+    url: str, scenario: str, ending: str, blocking: str, kind: str
 ) -> None:
-    holder = file_helpers.run(HOLDER, url, NAME)
+    """``kind``: the green wait's (a shared one waits for an exclusive holder); a permit's
+    holder is the contract worker, which holds until killed."""
+    holder = file_helpers.run(HOLDER, url, NAME) if kind != "permit" \
+        else workers.spawn(url, "hold", NAME, "permit:1")
     green = None
     try:
         workers.expect(holder, "held ")
-        green = _green(url, scenario, blocking)
+        green = _green(url, scenario, blocking, kind)
         workers.expect(green, "waiting")
         ended = time.monotonic()
         if ending == "release":
@@ -138,28 +143,6 @@ def test_a_green_wait_is_woken_by_the_release_or_death_of_the_holder(
         assert workers.expect(green, "result ") == "True"
         took = time.monotonic() - ended
         assert took < HANDOFF_WITH_NOTIFY, f"woken {took:.3f} s after the {ending}"
-        _ticked(green)
-    finally:
-        file_helpers.stop(holder, green)
-
-
-@pytest.mark.parametrize("blocking", ["forever", "30"])
-@pytest.mark.parametrize(("kind", "holder_kind"), [("shared", "exclusive"),
-                                                   ("permit", "permit:1")])
-def test_a_green_shared_or_permit_wait_is_woken_by_the_death_of_the_holder(
-    url: str, kind: str, holder_kind: str, blocking: str
-) -> None:
-    holder = workers.spawn(url, "hold", NAME, holder_kind)
-    green = None
-    try:
-        workers.expect(holder, "held ")
-        green = _green(url, "acquire", blocking, kind)
-        workers.expect(green, "waiting")
-        killed = time.monotonic()
-        holder.send_signal(signal.SIGKILL)
-        assert workers.expect(green, "result ") == "True"
-        took = time.monotonic() - killed
-        assert took < HANDOFF_WITH_NOTIFY, f"woken {took:.3f} s after the kill"
         _ticked(green)
     finally:
         file_helpers.stop(holder, green)

@@ -10,7 +10,6 @@ import os
 import pathlib
 import shutil
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ import pytest
 import conch
 from conch.backends.file.semaphore import SEMAPHORES
 from conch.backends.file.session import stored_token
-from tests.backends.file_helpers import hold_once, lock_file_name
+from tests.backends.file_helpers import handoff_delays, hold_once, lock_file_name
 from tests.contract.waiting import Waiter
 from tests.servers.base import wait_until
 
@@ -102,39 +101,19 @@ def test_every_hold_draws_from_the_name_token_counter(
         os.close(fd)
 
 
-def handoff_delays(holder: conch.Lock | conch.Semaphore,
-                   waiter: conch.Lock | conch.Semaphore) -> list[float]:
-    """Seconds from ``holder``'s release to ``waiter``'s return, over 10 timed waits."""
-    delays = []
-    for _ in range(10):
-        returned: list[float] = []
-        thread = threading.Thread(target=lambda r=returned: (
-            waiter.acquire(blocking=10), r.append(time.perf_counter())))
-        thread.start()
-        time.sleep(0.02)  # the waiter watches the files by now
-        released = time.perf_counter()
-        holder.release()
-        thread.join()
-        delays.append(returned[0] - released)
-        waiter.release()
-        assert holder.acquire(blocking=False)
-    holder.release()
-    return delays
-
-
-def test_a_shared_waiter_is_woken_by_the_exclusive_release(
+def test_shared_and_exclusive_waiters_are_woken_by_the_release(
     coordinator: conch.Coordinator,
 ) -> None:
     writer = coordinator.lock("woken")
     assert writer.acquire()
-    delays = handoff_delays(writer, coordinator.lock("woken", shared=True))
+    delays = handoff_delays(writer, coordinator.lock("woken", shared=True), 10)
     assert statistics.median(delays) < 0.01, f"hand-offs took {sorted(delays)}"
 
 
 def test_a_semaphore_waiter_is_woken_by_a_release(coordinator: conch.Coordinator) -> None:
     holder = coordinator.semaphore("builds", 1)
     assert holder.acquire()
-    delays = handoff_delays(holder, coordinator.semaphore("builds", 1))
+    delays = handoff_delays(holder, coordinator.semaphore("builds", 1), 10)
     assert statistics.median(delays) < 0.01, f"hand-offs took {sorted(delays)}"
 
 
