@@ -20,7 +20,7 @@ from conch.backends.postgresql import inspection
 from conch.backends.postgresql.async_lock import AsyncAdvisoryLock
 from conch.backends.postgresql.async_session import AsyncSessions
 from conch.backends.postgresql.groups import PostgreSQLGroups
-from conch.backends.postgresql.lock import AdvisoryLock, Sessions
+from conch.backends.postgresql.lock import AdvisoryLock, Sessions, SharedAdvisoryLock
 from conch.backends.postgresql.statements import FENCING_SEQUENCE, NAMES_TABLE, SETUP
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL
@@ -39,7 +39,7 @@ class PostgreSQLBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=True, introspection=True, breakable=True,
+        shared_locks=True, distributed=True, introspection=True, breakable=True,
         native_async=True, groups=True,
     )
 
@@ -100,6 +100,9 @@ class PostgreSQLBackend(Backend):
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return AdvisoryLock(self.sessions, int64_key(key), key, on_lost)
+
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return SharedAdvisoryLock(self.sessions, int64_key(key), key, on_lost)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         return AsyncAdvisoryLock(self.async_sessions, int64_key(key), key, on_lost)
