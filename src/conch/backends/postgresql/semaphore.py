@@ -125,9 +125,9 @@ class SemaphorePermit(HandleCore[Session], LockHandle):
             session = self._sessions.borrow()
             if not self.failed(session, taken := self._wait(session, deadline), retry):
                 break
-        if taken is None:
+        if not isinstance(taken, tuple):  # None: not taken
             return self.taken(session, None)
-        self._slot, token = taken  # type: ignore[misc]
+        self._slot, token = taken
         return self.taken(session, token)
 
     def release(self) -> None:
