@@ -13,8 +13,8 @@ import pytest
 
 import conch
 from conch.backends.kit.naming import int64_key
+from tests.backends import hold_cases
 from tests.backends.test_postgresql_groups import tls_url as tls_url
-from tests.contract.waiting import Waiter
 from tests.servers.postgresql import DATABASE, PostgreSQLServer
 
 
@@ -40,22 +40,7 @@ def semaphore_rows(server: PostgreSQLServer) -> int:
     return count
 
 
-def waiter_for(holder: conch.Semaphore | conch.Lock, blocking: float | bool) -> Waiter:
-    """``holder.acquire(blocking)`` on a thread."""
-    return Waiter(holder, blocking)  # type: ignore[arg-type]  # a semaphore acquires alike
-
-
-def handoff(holder: conch.Semaphore | conch.Lock, waiter: Waiter) -> float:
-    """Seconds from ``holder``'s release to the return of ``waiter``, waiting meanwhile."""
-    time.sleep(0.2)
-    assert waiter.waiting
-    started = time.monotonic()
-    holder.release()
-    assert waiter.result(timeout=5.0)
-    return time.monotonic() - started
-
-
-def test_an_older_conchs_exclusive_hold_and_a_shared_one_exclude_each_other(
+def test_an_older_conchs_exclusive_lock_and_new_shared_holds_exclude_each_other(
     server: PostgreSQLServer, old_conch: psycopg.Connection[tuple[object, ...]], lock_name: str
 ) -> None:
     key = int64_key(lock_name.encode())
@@ -66,24 +51,13 @@ def test_an_older_conchs_exclusive_hold_and_a_shared_one_exclude_each_other(
         old_conch.execute("SELECT pg_advisory_unlock(%s)", (key,))
         assert shared.acquire(blocking=False)
         assert old_conch.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (False,)
-        shared.release()
-        assert old_conch.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() == (True,)
-        old_conch.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-
-def test_an_older_conch_waiting_to_lock_holds_new_shared_ones_back(
-    server: PostgreSQLServer, old_conch: psycopg.Connection[tuple[object, ...]], lock_name: str
-) -> None:
-    key = int64_key(lock_name.encode())
-    with conch.connect(server.url) as coordinator:
-        first = coordinator.lock(lock_name, shared=True)
-        assert first.acquire()
+        # Its wait holds new shared holds back, as a new conch's does (the server's queue).
         waiting = threading.Thread(
             target=old_conch.execute, args=("SELECT pg_advisory_lock(%s)", (key,)))
         waiting.start()
         time.sleep(0.3)
         assert coordinator.lock(lock_name, shared=True).acquire(blocking=0.2) is False
-        first.release()
+        shared.release()
         waiting.join(5.0)
         assert not waiting.is_alive()
         old_conch.execute("SELECT pg_advisory_unlock(%s)", (key,))
@@ -91,13 +65,8 @@ def test_an_older_conch_waiting_to_lock_holds_new_shared_ones_back(
 
 def test_a_shared_waiter_is_woken_by_the_server(server: PostgreSQLServer, lock_name: str) -> None:
     with conch.connect(server.url) as writer, conch.connect(server.url) as reader:
-        exclusive = writer.lock(lock_name)
-        delays = []
-        for _ in range(3):
-            assert exclusive.acquire()
-            waiter = waiter_for(reader.lock(lock_name, shared=True), 10)
-            delays.append(handoff(exclusive, waiter))
-            waiter.lock.release()
+        delays = hold_cases.handoffs(writer.lock(lock_name),
+                                     lambda: reader.lock(lock_name, shared=True))
         assert min(delays) < 0.3, delays
 
 
@@ -105,13 +74,8 @@ def test_a_semaphore_waiter_is_woken_by_notify_before_its_recheck(
     server: PostgreSQLServer, lock_name: str
 ) -> None:
     with conch.connect(server.url) as holder, conch.connect(server.url) as other:
-        permit = holder.semaphore(lock_name, 1)
-        delays = []
-        for _ in range(3):
-            assert permit.acquire()
-            waiter = waiter_for(other.semaphore(lock_name, 1), 10)
-            delays.append(handoff(permit, waiter))
-            waiter.lock.release()
+        delays = hold_cases.handoffs(holder.semaphore(lock_name, 1),
+                                     lambda: other.semaphore(lock_name, 1))
         assert min(delays) < 0.3, delays  # the recheck comes a second after the last try
 
 
@@ -138,21 +102,19 @@ def test_a_mismatched_limit_takes_nothing_and_a_new_limit_needs_no_holders(
     server: PostgreSQLServer, lock_name: str
 ) -> None:
     before = semaphore_rows(server)
+    hold_cases.another_limit_is_refused_while_held(server.url, lock_name)
+    assert semaphore_rows(server) == before  # no permit or marker left behind
+
+
+def test_a_hold_is_a_permit_and_its_limits_marker(server: PostgreSQLServer, lock_name: str
+                                                  ) -> None:
+    before = semaphore_rows(server)
     with conch.connect(server.url) as coordinator:
-        held = coordinator.semaphore(lock_name, 2)
-        assert held.acquire()
-        assert semaphore_rows(server) == before + 2  # a permit and the limit's marker
-        with pytest.raises(conch.LimitMismatch, match="limit 2, not 3"):
-            coordinator.semaphore(lock_name, 3).acquire(blocking=5)
+        permit = coordinator.semaphore(lock_name, 2)
+        assert permit.acquire()
         assert semaphore_rows(server) == before + 2
-        second = coordinator.semaphore(lock_name, 2)
-        assert second.acquire(blocking=False)
-        second.release()
-        held.release()
+        permit.release()
         assert semaphore_rows(server) == before
-        other_limit = coordinator.semaphore(lock_name, 3)
-        assert other_limit.acquire(blocking=False)
-        other_limit.release()
 
 
 def test_a_waiter_with_another_limit_is_refused_too(
@@ -161,7 +123,7 @@ def test_a_waiter_with_another_limit_is_refused_too(
     with conch.connect(server.url) as coordinator:
         held = coordinator.semaphore(lock_name, 1)
         assert held.acquire()
-        waiter = waiter_for(coordinator.semaphore(lock_name, 1), 10)
+        waiter = hold_cases.waiter_for(coordinator.semaphore(lock_name, 1), 10)
         time.sleep(0.2)
         held.release()
         assert waiter.result(timeout=5.0)
@@ -173,26 +135,11 @@ def test_a_waiter_with_another_limit_is_refused_too(
 def test_a_semaphore_and_a_lock_of_one_name_are_apart(
     server: PostgreSQLServer, lock_name: str
 ) -> None:
-    with conch.connect(server.url) as coordinator:
-        lock, permit = coordinator.lock(lock_name), coordinator.semaphore(lock_name, 1)
-        assert lock.acquire(blocking=False) and permit.acquire(blocking=False)
-        assert coordinator.describe(lock_name).holder is not None
-        assert [info.name for info in coordinator.holders(lock_name)].count(lock_name) == 1
-        lock.release()
-        permit.release()
+    hold_cases.a_permit_and_a_lock_of_one_name_are_apart(server.url, lock_name)
 
 
 def test_stop_ends_a_semaphore_wait(server: PostgreSQLServer, lock_name: str) -> None:
-    with conch.connect(server.url) as holder:
-        assert holder.semaphore(lock_name, 1).acquire()
-        coordinator = conch.connect(server.url)
-        waiter = waiter_for(coordinator.semaphore(lock_name, 1), True)
-        time.sleep(0.3)
-        started = time.monotonic()
-        coordinator.stop()
-        with pytest.raises(conch.NotStarted):
-            waiter.result(timeout=5.0)
-        assert time.monotonic() - started < 3.0
+    hold_cases.stop_ends_a_wait(server.url, lambda started: started.semaphore(lock_name, 1))
 
 
 def test_a_limit_beyond_the_key_space_is_refused(server: PostgreSQLServer) -> None:
@@ -207,10 +154,4 @@ def test_shared_locks_and_semaphores_work_over_tls(tls_url: str, lock_name: str)
         assert first.acquire(blocking=False) and second.acquire(blocking=False)
         first.release()
         second.release()
-        permit = one.semaphore(lock_name, 1)
-        assert permit.acquire(blocking=False)
-        waiter = waiter_for(two.semaphore(lock_name, 1), 5)
-        time.sleep(0.2)
-        permit.release()
-        assert waiter.result(timeout=5.0)
-        waiter.lock.release()
+    hold_cases.a_release_lets_a_waiter_in(tls_url, lock_name)
