@@ -7,6 +7,7 @@ these tests check what only a TTL lock on Redis has. Timings are printed
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -257,6 +258,66 @@ def test_a_waiter_takes_over_when_the_holders_ttl_runs_out_without_a_release(
         lock.release()
     print(f"\nwaiter took over {took:.2f} s after a 1.5 s TTL started (no release signal)")
     assert 1.3 <= took < 2.8
+
+
+def test_contended_acquisitions_take_turns_without_an_attempt_bound_to_fail(
+    own_redis: RedisProcess, lock_name: str
+) -> None:
+    # After its release hands the lock on, a lock object waits before its first attempt
+    # (steps.Turns): each acquisition costs one ACQUIRE, one RELEASE and one BLPOP.
+    url = f"{own_redis.url}/0?ttl=30"  # no renewal falls in the counted window
+    rounds, holders = 100, []
+    with conch.connect(url) as first, conch.connect(url) as second:
+        start = threading.Barrier(2)
+
+        def take_turns(coordinator: conch.Coordinator) -> None:
+            lock = coordinator.lock(lock_name)
+            start.wait()
+            for _ in range(rounds):
+                with lock:
+                    holders.append(coordinator)
+
+        own_redis.admin().config_resetstat()
+        threads = [threading.Thread(target=take_turns, args=(member,))
+                   for member in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        scripts, waits = calls(own_redis, "evalsha"), calls(own_redis, "blpop")
+    acquisitions = 2 * rounds
+    turns = sum(before is not after for before, after in itertools.pairwise(holders))
+    print(f"\n{acquisitions} acquisitions: {scripts} scripts, {waits} BLPOP, {turns} hand-offs")
+    assert len(holders) == acquisitions
+    assert scripts <= 2.2 * acquisitions, "an ACQUIRE and a RELEASE, seldom a failed ACQUIRE"
+    assert waits <= acquisitions + 2
+
+
+def test_a_lock_object_alone_again_tries_at_once(own_redis: RedisProcess,
+                                                 lock_name: str) -> None:
+    # Taking its own release's signal back tells it the contention is over.
+    url = f"{own_redis.url}/0?ttl=30"
+    with conch.connect(url) as coordinator:
+        lock, other = coordinator.lock(lock_name), coordinator.lock(lock_name)
+        lock.acquire()
+
+        def wait_then_release() -> None:
+            other.acquire()
+            other.release()
+
+        waiter = threading.Thread(target=wait_then_release)
+        waiter.start()
+        time.sleep(0.3)
+        lock.release()  # handed on to the waiter
+        waiter.join(5)
+        for _ in range(3):  # contended before: waits first, takes its own signal back
+            lock.acquire()
+            lock.release()
+        own_redis.admin().config_resetstat()
+        for _ in range(10):
+            lock.acquire()
+            lock.release()
+        assert calls(own_redis, "blpop") == 0 and calls(own_redis, "evalsha") == 20
 
 
 def test_keys_are_bounded_and_only_the_holder_expires(

@@ -221,6 +221,9 @@ STEPS = (synchronized, tooz, tacker_, stop_while_waiting, loss)
 def run_all(say: Callable[..., None]) -> None:
     """Run every step, with :func:`renewal` beside them; ``say("ok", step)`` after each."""
     url = os.environ["CONCH_URL"]
+    # Import the backend and its client library first: a first import is CPU work no green
+    # thread can interrupt (about 0.2 s for redis-py), not a wait that blocks the hub.
+    conch.connect(url).stop()
     ticker = Ticker()
     renewal_error: list[BaseException] = []
 

@@ -10,7 +10,9 @@ from conch.backends.etcd.client import Gateway, keys_under
 from conch.backends.etcd.errors import Unreachable, diagnosed
 from conch.backends.etcd.groups import EtcdGroupStore
 from conch.backends.etcd.lock import EtcdLock
+from conch.backends.etcd.semaphore import EtcdPermit
 from conch.backends.etcd.session import EtcdSession
+from conch.backends.etcd.shared import EtcdSharedLock
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.tls import OptionNames, tls_from_url
 from conch.capabilities import Capabilities
@@ -20,6 +22,8 @@ from conch.url import BackendURL
 
 DEFAULT_PREFIX = "/conch/locks"
 DEFAULT_TTL = 10
+SEMAPHORES = b"/semaphores/"
+"""Where the semaphores' queues are, beside the locks' (named by hex digests, never this)."""
 # conch's ssl_* names (docs/etcd.md says why); conch.compat.tooz translates etcd3gw's.
 TLS_OPTIONS = OptionNames(ca="ssl_ca", cert="ssl_cert", key="ssl_key")
 
@@ -29,8 +33,8 @@ class EtcdBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=True, notify=True,
-        shared_locks=False, distributed=True, introspection=True, breakable=True,
-        groups=True,
+        shared_locks=True, distributed=True, introspection=True, breakable=True,
+        groups=True, semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -73,9 +77,18 @@ class EtcdBackend(Backend):
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return EtcdLock(self.session, self.queue(key), HolderStamp(key, self.member_id), on_lost)
 
-    def queue(self, key: bytes) -> bytes:
-        """The key prefix of lock ``key``'s queue: 160 bits of its SHA-256."""
-        return self.prefix + b"/" + hex_digest(key, 40).encode() + b"/"
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return EtcdSharedLock(self.session, self.queue(key), HolderStamp(key, self.member_id),
+                              on_lost)
+
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        return EtcdPermit(self.session, self.queue(key, SEMAPHORES),
+                          HolderStamp(key, self.member_id), on_lost, key, limit)
+
+    def queue(self, key: bytes, kind: bytes = b"/") -> bytes:
+        """The key prefix of lock ``key``'s queue: 160 bits of its SHA-256 (after
+        :data:`SEMAPHORES` for a semaphore's)."""
+        return self.prefix + kind + hex_digest(key, 40).encode() + b"/"
 
     def groups(self) -> GroupStore:
         self._groups = EtcdGroupStore(self.session, self.prefix, self.member_id)

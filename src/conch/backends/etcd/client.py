@@ -115,6 +115,11 @@ class Gateway:
         """A started watch on every change of the keys under ``prefix``, from now on."""
         return self._with_token(lambda: self._open_watch([keys_under(prefix)], [prefix]))
 
+    def watch_deletes_under(self, prefix: bytes) -> Watch:
+        """A started watch on the deletion of any key under ``prefix``, from now on."""
+        return self._with_token(lambda: self._open_watch(
+            [keys_under(prefix, filters=["NOPUT"])], [prefix]))
+
     def close(self) -> None:
         """Close every pooled connection."""
         for pool in self._pools:

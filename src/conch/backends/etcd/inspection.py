@@ -25,7 +25,7 @@ def describe(gateway: Gateway, queue: bytes, name: bytes) -> tuple[LockInfo, Mes
 def held_locks(gateway: Gateway, prefix: bytes) -> list[LockInfo]:
     """Every lock held now under ``prefix``: the oldest key of each queue."""
     # Queues are named by hex digests: from "<prefix>/0" to "<prefix>/f..." and no further,
-    # leaving out the groups beside them (etcd/groups.py).
+    # leaving out the groups and the semaphores beside them (etcd/groups.py, etcd/backend.py).
     answer = gateway.call("/v3/kv/range", {"key": encode(prefix + b"/0"),
                                            "range_end": encode(prefix + b"/g")})
     queues: dict[bytes, list[Message]] = {}

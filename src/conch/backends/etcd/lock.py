@@ -25,6 +25,10 @@ class _Requeue(Exception):
 class EtcdLock(LockHandle):
     """One lock object of a name whose keys are under ``queue``."""
 
+    tries_in_queue = False
+    """Whether a try (``blocking=False``) that finds keys queued puts its key all the same
+    to read its place (then deletes it unless it holds): a semaphore's may find room."""
+
     def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
         self._session = session
@@ -32,12 +36,15 @@ class EtcdLock(LockHandle):
         self._stamp = stamp  # each key's value, for `conch show`
         self._on_lost = on_lost
         self._hold: Hold | None = None
+        self._ahead = keys_under(queue)
+        """The range of the queued keys that keep this kind of hold waiting: every key,
+        for an exclusive hold."""
 
     def acquire(self, deadline: Deadline) -> int | None:
         session = self._session
         while True:
             lease = session.lease()
-            key = lease.new_key(self._queue)
+            key = self._new_key(lease)
             try:
                 token = self._take(lease, key, deadline)
             except _Requeue:
@@ -59,18 +66,22 @@ class EtcdLock(LockHandle):
         assert hold is not None
         self._session.release(hold)
 
+    def _new_key(self, lease: Lease) -> bytes:
+        """A new key in the queue, named as this kind of hold's keys are."""
+        return lease.new_key(self._queue)
+
     def _take(self, lease: Lease, key: bytes, deadline: Deadline) -> int | None:
         """Queue ``key`` and wait for its turn: its token, or None (nothing left queued)."""
         put = {"request_put": {"key": encode(key), "value": encode(self._stamp.stamp()),
                                "lease": str(lease.id)}}
-        may_wait = not deadline.expired()
+        may_wait = self.tries_in_queue or not deadline.expired()
         try:
-            # One round trip: take the lock if nobody queues; else join the queue (if we
-            # may wait), reading the last key queued before ours (our predecessor) and how
-            # many there are.
+            # One round trip: take the lock if nobody queues (ahead of this kind); else
+            # join the queue (if we may wait), reading the last key queued before ours (our
+            # predecessor) and how many there are.
             answer = self._session.gateway.txn(
-                compare=[keys_under(self._queue, target="CREATE", result="EQUAL",
-                                    create_revision="0")],
+                compare=[{**self._ahead, "target": "CREATE", "result": "EQUAL",
+                          "create_revision": "0"}],
                 success=[put], failure=[*self._queue_reads(), put] if may_wait else [])
         except EtcdRequestFailed as exc:
             if exc.code == NOT_FOUND:  # our lease expired in etcd before the heartbeat noticed
@@ -82,7 +93,7 @@ class EtcdLock(LockHandle):
             return revision
         if not may_wait:
             return None
-        return self._wait_turn(lease, key, revision, _turn(answer), deadline)
+        return self._wait_turn(lease, key, revision, self._turn(answer), deadline)
 
     def _wait_turn(self, lease: Lease, key: bytes, own_revision: int,
                    turn: tuple[bytes | None, bool], deadline: Deadline) -> int | None:
@@ -111,8 +122,8 @@ class EtcdLock(LockHandle):
                     if watch is not None and watch.keys[0] != predecessor:
                         session.unwatch(lease, watch)
                         watch = None
-                    if watch is None:  # the predecessor's deletion, or ours (lease expired)
-                        watch = session.watch(lease, (predecessor, key))
+                    if watch is None:
+                        watch = self._watch(lease, predecessor, key)
                     stale = True
                     if watch.revision > revision:
                         continue  # a deletion between our read and the watch went unseen
@@ -154,19 +165,25 @@ class EtcdLock(LockHandle):
             # Our key is gone: deleted by hand, or with our lease, which the next put
             # with it then finds missing (and the session replaces).
             raise _Requeue
-        return _turn(answer), int(answer["header"]["revision"])
+        return self._turn(answer), int(answer["header"]["revision"])
 
     def _queue_reads(self, below: int | None = None) -> list[Message]:
-        """Read the queued key with the largest create revision and count the queued keys
-        (those created before revision ``below``)."""
+        """Read the queued key ahead with the largest create revision and count the queued
+        keys ahead (those created before revision ``below``)."""
         older = {} if below is None else {"max_create_revision": str(below - 1)}
-        return [{"request_range": keys_under(self._queue, sort_order="DESCEND", limit="1",
-                                             sort_target="CREATE", keys_only=True, **older)},
-                {"request_range": keys_under(self._queue, count_only=True, **older)}]
+        return [{"request_range": {**self._ahead, "sort_order": "DESCEND", "limit": "1",
+                                   "sort_target": "CREATE", "keys_only": True, **older}},
+                {"request_range": {**self._ahead, "count_only": True, **older}}]
 
+    def _turn(self, answer: Message) -> tuple[bytes | None, bool]:
+        """What to wait for, from the answer of :meth:`_queue_reads`: the predecessor it
+        found (None: our turn), and whether it is alone (its deletion makes it our turn)."""
+        last, counted = (response.get("response_range", {})
+                         for response in answer["responses"][:2])
+        kvs = last.get("kvs", [])
+        return (decode(kvs[0]["key"]) if kvs else None), int(counted.get("count", "0")) == 1
 
-def _turn(answer: Message) -> tuple[bytes | None, bool]:
-    """The predecessor that :meth:`EtcdLock._queue_reads` found, and whether it is alone."""
-    last, counted = (response.get("response_range", {}) for response in answer["responses"][:2])
-    kvs = last.get("kvs", [])
-    return (decode(kvs[0]["key"]) if kvs else None), int(counted.get("count", "0")) == 1
+    def _watch(self, lease: Lease, predecessor: bytes, key: bytes) -> Watch:
+        """A watch on the deletion of ``predecessor`` (what :meth:`_turn` found), and of
+        our ``key`` (our lease expired)."""
+        return self._session.watch(lease, (predecessor, key))

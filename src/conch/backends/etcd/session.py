@@ -140,9 +140,11 @@ class EtcdSession:
             registry.add(hold, on_lost)
             return True
 
-    def watch(self, lease: Lease, keys: tuple[bytes, ...]) -> Watch:
-        """A started watch on the deletion of ``keys``, cut short if ``lease`` is lost."""
-        watch = self.gateway.watch_deletes(keys)
+    def watch(self, lease: Lease, keys: tuple[bytes, ...], under: bool = False) -> Watch:
+        """A started watch on the deletion of ``keys`` (``under``: of any key under the
+        one prefix in ``keys``), cut short if ``lease`` is lost."""
+        watch = self.gateway.watch_deletes_under(keys[0]) if under else \
+            self.gateway.watch_deletes(keys)
         with self._mutex:
             lease.watches.add(watch)
             current = self._lease is lease

@@ -15,7 +15,14 @@ from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis.async_session import LoopClient, LoopClients
 from conch.backends.redis.session import RedisHold
-from conch.backends.redis.steps import WAKE_SIGNAL_MS, LockKeys, check_released, wait_seconds
+from conch.backends.redis.steps import (
+    WAKE_SIGNAL_MS,
+    LockKeys,
+    Outcome,
+    Turns,
+    check_released,
+    wait_seconds,
+)
 from conch.errors import NotStarted
 from conch.introspection import HolderStamp
 
@@ -35,17 +42,21 @@ class RedisAsyncLock(AsyncLockHandle):
         self._stamp = stamp
         self._on_lost = on_lost
         self._hold: RedisHold | None = None
+        self._turns = Turns()
 
     async def acquire(self, deadline: Deadline) -> int | None:
         client, ttl = self._clients.running(), self._session.options.ttl
         with client.calls():  # as the blocking handle, awaited (see there)
             value, sent = new_hold_value(self._stamp), time.monotonic()
-            token, busy_for = await self._attempt(client, value, None)
+            (token, busy_for), signal = await self._attempt(
+                client, value, self._turns.first_wait(deadline, ttl))
+            met_holder = token is None
             while token is None:
                 if (seconds := wait_seconds(busy_for, deadline, ttl)) is None:
                     return None
                 value, sent = new_hold_value(self._stamp), time.monotonic()
-                token, busy_for = await self._attempt(client, value, seconds)
+                (token, busy_for), _ = await self._attempt(client, value, seconds)
+        self._turns.acquired(met_holder, signal)
         self._hold = self._session.ttl.keep(self._keys, value, sent, self._on_lost)
         return token
 
@@ -57,6 +68,7 @@ class RedisAsyncLock(AsyncLockHandle):
         client = self._clients.running()
         with client.calls():
             check_released(self._keys, await client.release(self._keys, hold.value))
+        self._turns.released(hold.value)
 
     def abandon(self) -> None:
         hold, self._hold = self._hold, None
@@ -65,12 +77,13 @@ class RedisAsyncLock(AsyncLockHandle):
             self._session.abandon(hold.keys, hold.value)
 
     async def _attempt(self, client: LoopClient, value: bytes,
-                       wait: float | None) -> tuple[int | None, float]:
-        """ACQUIRE with ``value``, after a wait of ``wait`` seconds unless None."""
+                       wait: float | None) -> tuple[Outcome, bytes | None]:
+        """ACQUIRE with ``value``, after a wait of ``wait`` seconds unless None; and the
+        signal the wait took."""
         client.check_open()
         try:
             if wait is None:
-                return await client.acquire(self._keys, value)
+                return await client.acquire(self._keys, value), None
             return await client.wait_and_try(self._keys, wait, value)
         except NotStarted:  # the coordinator stopped, this loop's client with it
             self._session.abandon(self._keys, value)

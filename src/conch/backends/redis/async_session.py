@@ -8,17 +8,18 @@ import asyncio
 import contextlib
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conch.backends.kit.errors import translated
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.redis import steps
 from conch.backends.redis.session import TRANSIENT, RedisSession
-from conch.backends.redis.steps import LockKeys
+from conch.backends.redis.steps import LockKeys, Outcome
 from conch.errors import NotStarted
 
 T = TypeVar("T")
@@ -45,12 +46,12 @@ class LoopClient:
         self.check_open()
         return translated(self.session.url, (RedisError,), self.session.describe)
 
-    async def acquire(self, keys: LockKeys, value: bytes,
-                      retrying: bool = False) -> tuple[int | None, float]:
+    async def acquire(self, keys: LockKeys, value: bytes, retrying: bool = False) -> Outcome:
         self.check_open()
         options = self.session.options
-        outcome = steps.acquire_outcome(await self._idempotent(lambda retry: self._acquire(
-            *steps.acquire_call(keys, value, options.ttl_ms, retrying or retry))), options.ttl)
+        outcome = steps.acquire_outcome(await self._idempotent(
+            self._acquire, steps.acquire_args(keys, value, options.ttl_ms, retrying),
+            steps.acquire_args(keys, value, options.ttl_ms, True)), options.ttl)
         if outcome[0] is not None and options.wait_replicas:
             steps.check_replicas(await within(options.socket_timeout + options.ttl / 3,
                                               self.redis.wait(options.wait_replicas,
@@ -58,36 +59,44 @@ class LoopClient:
         return outcome
 
     async def wait_and_try(self, keys: LockKeys, seconds: float,
-                           value: bytes) -> tuple[int | None, float]:
+                           value: bytes) -> tuple[Outcome, bytes | None]:
         options = self.session.options
-        keys_args = steps.acquire_call(keys, value, options.ttl_ms, False)
+        args = steps.acquire_args(keys, value, options.ttl_ms, False)
         try:
             async with self.redis.pipeline(transaction=False) as pipeline:
                 pipeline.blpop([keys.wake], seconds)
-                pipeline.evalsha(self._acquire.sha, len(keys_args[0]), *keys_args[0],
-                                 *keys_args[1])
-                outcome = steps.outcome_after_wait(await within(
+                pipeline.evalsha(self._acquire.sha, steps.KEY_COUNT, *args)
+                answer = steps.outcome_after_wait(await within(
                     seconds + options.socket_timeout, pipeline.execute(False)), options.ttl)
         except TRANSIENT:
-            return await self.acquire(keys, value, retrying=True)
-        if outcome is None:
+            return await self.acquire(keys, value, retrying=True), None
+        if answer is None:
             await within(options.socket_timeout, self.redis.script_load(steps.ACQUIRE))
-            return await self.acquire(keys, value)
-        if outcome[0] is not None and options.wait_replicas:
-            return await self.acquire(keys, value, retrying=True)  # then WAIT
-        return outcome
+            return await self.acquire(keys, value), None
+        if answer[0][0] is not None and options.wait_replicas:
+            return await self.acquire(keys, value, retrying=True), answer[1]  # then WAIT
+        return answer
 
     async def release(self, keys: LockKeys, value: bytes) -> Any:
-        return await self._idempotent(
-            lambda _: self._release(*steps.release_call(keys, value)))
+        args = steps.release_args(keys, value)
+        return await self._idempotent(self._release, args, args)
 
-    async def _idempotent(self, call: Callable[[bool], Awaitable[T]]) -> T:
-        """``call(False)``'s reply, or ``call(True)``'s on a fresh connection after a failure."""
+    async def _idempotent(self, script: AsyncScript, args: steps.ScriptArgs,
+                          again: steps.ScriptArgs) -> Any:
+        """``EVALSHA`` of ``script`` with ``args``, or with ``again`` on a fresh connection
+        after a failure; loaded again if the server lost it (a restart)."""
         seconds = self.session.options.socket_timeout
         try:
-            return await within(seconds, call(False))
+            return await within(seconds, self._run(script, args))
         except TRANSIENT:
-            return await within(seconds, call(True))
+            return await within(seconds, self._run(script, again))
+
+    async def _run(self, script: AsyncScript, args: steps.ScriptArgs) -> Any:
+        try:
+            return await self.redis.evalsha(script.sha, steps.KEY_COUNT, *args)
+        except NoScriptError:
+            await self.redis.script_load(script.script)
+            return await self.redis.evalsha(script.sha, steps.KEY_COUNT, *args)
 
     def start_closing(self) -> asyncio.Future[Any]:
         """Begin closing every connection (on this client's loop); the closing, to await."""

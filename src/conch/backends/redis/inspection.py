@@ -6,11 +6,12 @@ value just read: it deletes that hold only, and wakes a waiter."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from conch.backends.redis.steps import KEY_PREFIX, LockKeys, release_call
+from conch.backends.redis.steps import KEY_PREFIX, LockKeys
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
 _BATCH = 500
@@ -42,12 +43,12 @@ def held_locks(client: redis.Redis) -> list[LockInfo]:
 
 
 def break_hold(client: redis.Redis, keys: LockKeys, name: bytes, token: int | None,
-               release_script: Any) -> LockInfo:
+               free: Callable[[LockKeys, bytes], Any]) -> LockInfo:
     """Delete the hold of lock ``name`` (only the one with ``token``, if given)."""
     lock, value = describe(client, keys, name)
     if not has_hold_to_break(lock, token) or value is None:
         return lock
-    if not release_script(*release_call(keys, value), client=client):
+    if not free(keys, value):
         raise HolderChanged(f"lock {lock.name!r} changed holder while it was being broken")
     return lock
 

@@ -1,5 +1,6 @@
 """The ``redis://`` blocking lock handle: ACQUIRE, and while the lock is busy ``BLPOP`` on
-the name's wake list until a release signals it or the holder's TTL ends, then again."""
+the name's wake list until a release signals it or the holder's TTL ends, then again.
+Right after handing the lock on, it waits before its first attempt (steps.Turns)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis.session import RedisHold, RedisSession
-from conch.backends.redis.steps import LockKeys, wait_seconds
+from conch.backends.redis.steps import LockKeys, Turns, wait_seconds
 from conch.introspection import HolderStamp
 
 
@@ -22,18 +23,24 @@ class RedisLock(LockHandle):
         self._stamp = stamp
         self._on_lost = on_lost
         self._hold: RedisHold | None = None
+        self._turns = Turns()
 
     def acquire(self, deadline: Deadline) -> int | None:
-        session, ttl = self._session, self._session.options.ttl
+        session, ttl, turns = self._session, self._session.options.ttl, self._turns
         # A new value per attempt (a busy answer means the last one holds nothing).
         value, sent = new_hold_value(self._stamp), time.monotonic()
-        token, busy_for = session.try_acquire(self._keys, value)
+        signal = None
+        if (seconds := turns.first_wait(deadline, ttl)) is None:
+            token, busy_for = session.try_acquire(self._keys, value)
+        else:
+            (token, busy_for), signal = session.wait_and_try(self._keys, seconds, value)
+        met_holder = token is None
         while token is None:
-            seconds = wait_seconds(busy_for, deadline, ttl)
-            if seconds is None:
+            if (seconds := wait_seconds(busy_for, deadline, ttl)) is None:
                 return None
             value, sent = new_hold_value(self._stamp), time.monotonic()
-            token, busy_for = session.wait_and_try(self._keys, seconds, value)
+            (token, busy_for), _ = session.wait_and_try(self._keys, seconds, value)
+        turns.acquired(met_holder, signal)
         self._hold = session.ttl.keep(self._keys, value, sent, self._on_lost)
         return token
 
@@ -41,3 +48,4 @@ class RedisLock(LockHandle):
         hold, self._hold = self._hold, None
         if hold is not None:
             self._session.release(hold)
+            self._turns.released(hold.value)

@@ -1,10 +1,13 @@
 """The ``redis://`` lock steps, once for the blocking and the asyncio handles: the keys of
-a name, the Lua scripts (run as redis-py registered scripts) and what their replies mean.
-Both handles send these, so blocking and asyncio holders of a name exclude each other,
-share its tokens and wake each other's waiters."""
+a name, the Lua scripts (sent with ``EVALSHA``) and what their replies mean, and when an
+acquire waits before its first attempt (:class:`Turns`). Both handles send these, so
+blocking and asyncio holders of a name exclude each other, share its tokens and wake each
+other's waiters."""
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any, NamedTuple
 
 from redis.exceptions import NoScriptError
@@ -50,11 +53,13 @@ return {1, now}
 # KEYS[1] holder, KEYS[2] wake list; ARGV[1] this hold's value, ARGV[2] signal life in ms.
 # Returns 1 when ARGV[1] held the lock, now free, else 0 (nothing touched). The wake list
 # is left with one signal: BLPOP hands it to one waiter, one arriving just after the
-# release still finds it, and it expires when nobody waits.
+# release still finds it, and it expires when nobody waits. The signal is the released
+# hold's value, so a releaser that takes its own signal back knows nobody was waiting
+# (waiters of the version before issue 13, which pushed '1', ignore what they pop).
 RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('LPUSH', KEYS[2], '1')
+redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
@@ -72,7 +77,12 @@ return renewed
 
 SCRIPTS = (ACQUIRE, RELEASE, RENEW)
 KEY_PREFIX = b"conch:"
-Call = tuple[list[bytes], list[bytes | int]]
+KEY_COUNT = 2
+"""ACQUIRE and RELEASE both take two keys."""
+ScriptArgs = tuple[bytes | int, ...]
+"""``EVALSHA``'s arguments after the SHA and :data:`KEY_COUNT`: the keys, then the others."""
+Outcome = tuple[int | None, float]
+"""An acquire's answer: ``(token, 0)``, or ``(None, seconds)`` until the holder's TTL ends."""
 
 
 class LockKeys(NamedTuple):
@@ -89,18 +99,20 @@ def lock_keys(name: bytes) -> LockKeys:
     return LockKeys(base + b":holder", base + b":token", base + b":wake")
 
 
-def acquire_call(keys: LockKeys, value: bytes, ttl_ms: int, retrying: bool) -> Call:
-    """ACQUIRE's keys and arguments; repeating it with the same ``value`` (``retrying``)
+def acquire_args(keys: LockKeys, value: bytes, ttl_ms: int, retrying: bool) -> ScriptArgs:
+    """ACQUIRE's ``EVALSHA`` arguments; repeating it with the same ``value`` (``retrying``)
     is safe."""
-    return [keys.holder, keys.counter], [value, ttl_ms, int(retrying)]
+    if retrying:
+        return keys.holder, keys.counter, value, ttl_ms, 1
+    return keys.holder, keys.counter, value, ttl_ms
 
 
-def release_call(keys: LockKeys, value: bytes) -> Call:
-    """RELEASE's keys and arguments."""
-    return [keys.holder, keys.wake], [value, WAKE_SIGNAL_MS]
+def release_args(keys: LockKeys, value: bytes) -> ScriptArgs:
+    """RELEASE's ``EVALSHA`` arguments."""
+    return keys.holder, keys.wake, value, WAKE_SIGNAL_MS
 
 
-def acquire_outcome(reply: list[int], ttl: float) -> tuple[int | None, float]:
+def acquire_outcome(reply: list[int], ttl: float) -> Outcome:
     """ACQUIRE's reply: ``(token, 0)``, or ``(None, seconds)`` until the holder's TTL ends
     (just after it: the key is due to expire then)."""
     acquired, number = int(reply[0]), int(reply[1])
@@ -109,15 +121,16 @@ def acquire_outcome(reply: list[int], ttl: float) -> tuple[int | None, float]:
     return None, ttl if number < 0 else number / 1000 + 0.002
 
 
-def outcome_after_wait(replies: list[Any], ttl: float) -> tuple[int | None, float] | None:
-    """The replies of ``BLPOP`` then ACQUIRE, sent together: ACQUIRE's outcome; None when
-    the server lost the script (a restart): load it, then try again at once."""
+def outcome_after_wait(replies: list[Any], ttl: float) -> tuple[Outcome, bytes | None] | None:
+    """The replies of ``BLPOP`` then ACQUIRE, sent together: ACQUIRE's outcome and the wake
+    signal the wait took (None: it timed out); None when the server lost the script (a
+    restart): load it, then try again at once."""
     if isinstance(replies[1], NoScriptError):
         return None
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
-    return acquire_outcome(replies[1], ttl)
+    return acquire_outcome(replies[1], ttl), replies[0] and replies[0][1]
 
 
 def wait_seconds(busy_for: float, deadline: Deadline, ttl: float) -> float | None:
@@ -143,3 +156,46 @@ def check_released(keys: LockKeys, reply: int) -> None:
     if not reply:
         raise LockLost(f"lock key {keys.holder.decode()} expired or changed holder before "
                        "its release, unnoticed: was the process paused longer than the TTL?")
+
+
+QUEUE_WINDOW = WAKE_SIGNAL_MS / 2000
+"""Seconds after its release within which a lock object that met contention waits first:
+well inside the signal's life, so a signal nobody took is still there to end the wait."""
+
+
+class Turns:
+    """When a lock object's acquire waits for a release before its first attempt.
+
+    Right after a release hands the lock to a blocked waiter, an attempt is bound to find
+    it taken: the waiter's ACQUIRE runs as soon as the release ends. So an object whose
+    last acquire met contention and that acquires again shortly after its release sends
+    ``BLPOP`` and ACQUIRE at once (one round-trip, as a wait), which saves the doomed
+    attempt (a round-trip and three server commands) and queues it behind the waiters
+    already blocked (Redis serves ``BLPOP`` first come, first served). If nobody took its
+    own release's signal, the wait ends at once on that signal; taking it back shows the
+    contention is over.
+    """
+
+    __slots__ = ("_contended", "_released", "_released_at")
+
+    def __init__(self) -> None:
+        self._contended = False
+        self._released = b""
+        self._released_at = -math.inf
+
+    def first_wait(self, deadline: Deadline, ttl: float) -> float | None:
+        """Seconds to wait before the first attempt; None: try at once."""
+        if not self._contended or time.monotonic() - self._released_at > QUEUE_WINDOW:
+            return None
+        return wait_seconds(ttl, deadline, ttl)
+
+    def acquired(self, met_holder: bool, signal: bytes | None) -> None:
+        """An acquire ended holding the lock: it found it held (``met_holder``), or its
+        first wait took ``signal`` (None: none). Until its release succeeds, the next
+        acquire tries at once."""
+        self._contended = met_holder or signal not in (None, self._released)
+        self._released_at = -math.inf
+
+    def released(self, value: bytes) -> None:
+        """The hold with ``value`` was released (its signal pushed) just now."""
+        self._released, self._released_at = value, time.monotonic()

@@ -1,7 +1,7 @@
 """``zookeeper://[user:password@]host:port[,host:port...][/chroot][?options]``: locks as
-queues of ephemeral sequential znodes under ``<chroot>/locks/<readable_key(name)>``, groups
-under ``<chroot>/groups``, one ZooKeeper session per coordinator. Options, TLS and the
-design: docs/zookeeper.md."""
+queues of ephemeral sequential znodes under ``<chroot>/locks/<readable_key(name)>``,
+semaphores under ``<chroot>/semaphores``, groups under ``<chroot>/groups``, one ZooKeeper
+session per coordinator. Options, TLS and the design: docs/zookeeper.md."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from conch.backends.kit.tls_diagnosis import diagnose_endpoints
 from conch.backends.zookeeper import inspection
 from conch.backends.zookeeper.groups import ZooKeeperGroupStore
 from conch.backends.zookeeper.lock import ZooKeeperLock
+from conch.backends.zookeeper.semaphore import ZooKeeperPermit
 from conch.backends.zookeeper.session import NoSession, ZooKeeperSession
+from conch.backends.zookeeper.shared import ZooKeeperSharedLock
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL
 from conch.introspection import HolderStamp, LockInfo
@@ -35,8 +37,8 @@ class ZooKeeperBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=True, notify=True,
-        shared_locks=False, distributed=True, introspection=True, breakable=True,
-        groups=True,
+        shared_locks=True, distributed=True, introspection=True, breakable=True,
+        groups=True, semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -48,6 +50,7 @@ class ZooKeeperBackend(Backend):
         if url.username is not None and url.password is None:
             raise InvalidURL(f"zookeeper:// credentials need user:password@ (digest): {url}")
         self.locks_path = f"{_chroot(url)}/locks"
+        self.semaphores_path = f"{_chroot(url)}/semaphores"
         self.groups_path = f"{_chroot(url)}/groups"
         self.endpoints = [(host, port or DEFAULT_PORT) for host, port in url.hosts]
         hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -82,6 +85,14 @@ class ZooKeeperBackend(Backend):
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return ZooKeeperLock(self.session, self._parent(key), HolderStamp(key, self.member_id),
                              on_lost)
+
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return ZooKeeperSharedLock(self.session, self._parent(key),
+                                   HolderStamp(key, self.member_id), on_lost)
+
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        return ZooKeeperPermit(self.session, f"{self.semaphores_path}/{readable_key(key)}",
+                               HolderStamp(key, self.member_id), on_lost, key, limit)
 
     def groups(self) -> GroupStore:
         return ZooKeeperGroupStore(self.session, self.groups_path, self.member_id)

@@ -57,9 +57,9 @@ class ZooKeeperLock(LockHandle):
         self._on_lost = on_lost
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
-        self._woken = threading.Event()  # by the predecessor's watch or a state change
-        self._predecessor = ""  # the path of the child watched now
-        self._predecessor_event: Any = None  # its watch's event type, None: a state change
+        self._woken = threading.Event()  # by a blocker's watch or a state change
+        self._blockers_watched: set[str] = set()  # the paths of the children watched now
+        self._blocker_event: Any = None  # the fired watch's event type, None: a state change
 
     def acquire(self, deadline: Deadline) -> int | None:
         while True:
@@ -73,7 +73,7 @@ class ZooKeeperLock(LockHandle):
     def _queue_and_wait(self, deadline: Deadline) -> int | None:
         """Queue a child, wait to be first; its token, or None when the deadline passed."""
         session, parent = self._session, self._parent
-        prefix, generation, queued_at = f"{uuid.uuid4().hex}_", session.generation, time.monotonic()
+        prefix, generation, queued_at = self._new_prefix(), session.generation, time.monotonic()
         # create2's answer carries the child's stat, whose czxid is the token. The session's
         # requests are answered in order, so a listing sent right behind already holds our
         # child: a free lock costs one round-trip.
@@ -126,8 +126,19 @@ class ZooKeeperLock(LockHandle):
                 raise LockLost(f"lock node {name} not deleted, the hold is lost: {exc}") from None
             raise
 
+    def _new_prefix(self) -> str:
+        """The unique start of a new child's name (``_PREFIX`` characters, then ZooKeeper
+        appends the sequence); another kind of hold marks its kind in it."""
+        return f"{uuid.uuid4().hex}_"
+
+    def _blockers(self, before: list[str]) -> list[str]:
+        """The children whose deletion we wait for (none: the hold is ours), given
+        ``before``, the queue's children older than ours, oldest first. An exclusive hold
+        waits for its predecessor."""
+        return before[-1:]
+
     def _wait_until_first(self, name: str, deadline: Deadline, listing: Any) -> bool:
-        """Wait until child ``name`` is first in line; False once the deadline passed.
+        """Wait until child ``name`` may hold; False once the deadline passed.
         ``listing``: a ``get_children`` already sent, whose answer is always awaited (every
         acquire tries once); later requests get the time left."""
         mine = sequence(name)
@@ -148,15 +159,18 @@ class ZooKeeperLock(LockHandle):
                 if pipelined is not None:  # as above, with the znode made by someone else
                     continue
                 raise self._expired()  # the znode is never deleted while it has children
-            before = [(distance, child) for child in children if CHILD.match(child)
-                      if (distance := sequence_distance(sequence(child), mine)) < 0]
-            if not before:
+            older = sorted((distance, child) for child in children if CHILD.match(child)
+                           if (distance := sequence_distance(sequence(child), mine)) < 0)
+            before = [child for _, child in older]
+            blockers = self._blockers(before)
+            if not blockers:
                 return True
             if deadline.expired():
                 return False
             # A timed wait gives each request the time it has left, so that it ends on time
             # through an outage; a wait forever gives each the session timeout.
-            outcome = self._watch_until_deleted(f"{self._parent}/{max(before)[1]}", deadline)
+            outcome = self._watch_until_deleted(
+                [f"{self._parent}/{child}" for child in blockers], deadline)
             if outcome is _GIVE_UP:
                 return False
             # Sequence numbers only grow: once the only child before ours is gone, we are
@@ -165,23 +179,25 @@ class ZooKeeperLock(LockHandle):
                 return True
             within = deadline.remaining()
 
-    def _watch_until_deleted(self, predecessor: str, deadline: Deadline) -> object:
-        """Wait for ``predecessor``'s deletion: True when seen, :data:`_LOOK_AGAIN` when
-        woken by a change of connection state, :data:`_GIVE_UP` at the deadline."""
+    def _watch_until_deleted(self, blockers: list[str], deadline: Deadline) -> object:
+        """Wait for the deletion of one of ``blockers``: True when seen, :data:`_LOOK_AGAIN`
+        when woken by a change of connection state, :data:`_GIVE_UP` at the deadline."""
         while True:
-            self._woken.clear()  # before the watch: a deletion in between wakes us
-            self._predecessor, self._predecessor_event = predecessor, None
-            exists = self._answer(self._client.exists_async(predecessor, watch=self._wake),
-                                  "watch the lock holder", deadline, deadline.remaining())
-            if exists is None:
-                return True
-            if exists is _GIVE_UP or exists is _LOOK_AGAIN:
-                return exists
+            self._woken.clear()  # before the watches: a deletion in between wakes us
+            self._blockers_watched, self._blocker_event = set(blockers), None
+            watches = [self._client.exists_async(path, watch=self._wake) for path in blockers]
+            for watch in watches:
+                exists = self._answer(watch, "watch the lock holder", deadline,
+                                      deadline.remaining())
+                if exists is None:
+                    return True
+                if exists is _GIVE_UP or exists is _LOOK_AGAIN:
+                    return exists
             if not self._woken.wait(deadline.remaining()):
                 return _GIVE_UP
-            if self._predecessor_event == EventType.DELETED:
+            if self._blocker_event == EventType.DELETED:
                 return True
-            if self._predecessor_event != EventType.CHANGED:
+            if self._blocker_event != EventType.CHANGED:
                 return _LOOK_AGAIN
             # Its data changed (restamped on taking the lock): watch it again.
 
@@ -200,8 +216,8 @@ class ZooKeeperLock(LockHandle):
             return _LOOK_AGAIN
 
     def _wake(self, event: Any) -> None:
-        if event.path == self._predecessor:  # not a watch left by an earlier wait
-            self._predecessor_event = event.type
+        if event.path in self._blockers_watched:  # not a watch left by an earlier wait
+            self._blocker_event = event.type
             self._woken.set()
 
     def _expired(self) -> SessionExpired:

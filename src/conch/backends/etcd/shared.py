@@ -1,0 +1,29 @@
+"""``etcd://`` shared holds: keys in the lock's own queue, named apart from the exclusive
+holds' keys so that one range read finds the exclusive keys ahead; a shared hold waits only
+for those (docs/etcd.md, *Shared locks and semaphores*)."""
+
+from __future__ import annotations
+
+from conch.backends.base import LossCallback
+from conch.backends.etcd.client import encode
+from conch.backends.etcd.lock import EtcdLock
+from conch.backends.etcd.session import EtcdSession, Lease
+from conch.introspection import HolderStamp
+
+SHARED = b"shared-"
+"""What a shared hold's key starts with in the queue. An exclusive hold's key starts with
+its lease id in hex (every conch release names them so): all of them sort before ``g``."""
+_AFTER_EXCLUSIVE = b"g"
+
+
+class EtcdSharedLock(EtcdLock):
+    """A shared hold of one lock name: FIFO with the exclusive holds (a waiting exclusive
+    key holds back every shared key queued after it), beside the other shared ones."""
+
+    def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
+        super().__init__(session, queue, stamp, on_lost)
+        self._ahead = {"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
+
+    def _new_key(self, lease: Lease) -> bytes:
+        return lease.new_key(self._queue + SHARED)
