@@ -46,6 +46,14 @@ def returned_after_release(acquire: Callable[[], bool], release: Callable[[], ob
     return returned[0] - released
 
 
+def scripts_and_waits_in(server: RedisProcess, seconds: float) -> tuple[int, int]:
+    """The scripts and ``BLPOP`` the server ran in ``seconds`` from 0.3 s from now."""
+    time.sleep(0.3)
+    server.admin().config_resetstat()
+    time.sleep(seconds)
+    return calls(server, "evalsha"), calls(server, "blpop")
+
+
 def test_a_server_restart_loses_shared_holds_and_permits_and_tokens_keep_increasing(
     own_redis: RedisProcess, lock_name: str  # noqa: F811
 ) -> None:
@@ -99,10 +107,7 @@ def test_a_shared_waiter_blocks_on_the_server_and_all_wake_on_one_release(
             for reader in readers]
         for thread in threads:
             thread.start()
-        time.sleep(0.3)
-        own_redis.admin().config_resetstat()
-        time.sleep(1.5)
-        attempts, pops = calls(own_redis, "evalsha"), calls(own_redis, "blpop")
+        attempts, pops = scripts_and_waits_in(own_redis, 1.5)
         released = time.monotonic()
         exclusive.release()
         for thread in threads:
