@@ -33,17 +33,18 @@ class ShareSession:
         self._scripts = {source: session.commands.register_script(source)
                          for source in share_scripts.SCRIPTS}
         self.ttl = self._new_ttl_session()
+        self.ttl.start()
         forget_in_child(self)
 
     def _new_ttl_session(self) -> TtlSession[Entry]:
-        ttl = TtlSession("redis", self.session.options.ttl, self._renew,
-                         self.session.describe, (RedisError,))
-        ttl.start()
-        return ttl
+        return TtlSession("redis", self.session.options.ttl, self._renew,
+                          self.session.describe, (RedisError,))
 
     def forget_parent(self) -> None:
-        """In a forked child: the parent's entries are not the child's."""
+        """In a forked child: the parent's entries and renewal thread are not the child's."""
         self.ttl = self._new_ttl_session()
+        if not self.session.closed:
+            self.ttl.start()
 
     def close(self) -> None:
         """Stop renewing (each entry is reported lost) and end the waits in progress."""
