@@ -13,6 +13,7 @@ from conch.backends.memcached import inspection
 from conch.backends.memcached.client import lock_keys
 from conch.backends.memcached.groups import MemcachedGroupStore
 from conch.backends.memcached.lock import MemcachedLock
+from conch.backends.memcached.semaphore import MemcachedPermit, semaphore_keys
 from conch.backends.memcached.session import MemcachedSession
 from conch.capabilities import Capabilities
 from conch.introspection import HolderStamp, LockInfo
@@ -27,7 +28,7 @@ class MemcachedBackend(Backend):
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=False, notify=False,
         shared_locks=False, distributed=True, introspection=True, breakable=True,
-        groups=True,
+        groups=True, semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -43,6 +44,10 @@ class MemcachedBackend(Backend):
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         stamp = HolderStamp(key, self.member_id)
         return MemcachedLock(self.session, lock_keys(key), stamp, on_lost)
+
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        stamp = HolderStamp(key, self.member_id)
+        return MemcachedPermit(self.session, semaphore_keys(key), limit, key, stamp, on_lost)
 
     def groups(self) -> GroupStore:
         return MemcachedGroupStore(self.session, self.member_id)
