@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
 import conch
-from conch.backends.base import Deadline
 from conch.backends.redis.lock import RedisLock
 from conch.backends.redis.share_scripts import permit_keys, shared_keys
 from conch.backends.redis.steps import lock_keys
 from conch.introspection import HolderStamp
+from tests.backends import shared_faults
 from tests.backends.test_redis import backend_of, calls, own_redis  # noqa: F401 - fixture
 from tests.servers.redis import RedisProcess
 
@@ -29,21 +28,6 @@ def old_exclusive(coordinator: conch.Coordinator, name: str) -> RedisLock:
     backend = backend_of(coordinator)
     return RedisLock(backend.session, lock_keys(name.encode()),
                      HolderStamp(name.encode(), "old conch"), lambda reason: None)
-
-
-def returned_after_release(acquire: Callable[[], bool], release: Callable[[], object]
-                           ) -> float:
-    """Seconds from ``release()`` to the return of ``acquire()`` waiting on a thread."""
-    returned: list[float] = []
-    waiter = threading.Thread(target=lambda: returned.append(
-        time.monotonic() if acquire() else float("inf")))
-    waiter.start()
-    time.sleep(0.3)
-    released = time.monotonic()
-    release()
-    waiter.join(10)
-    assert returned, "the waiter never returned"
-    return returned[0] - released
 
 
 def scripts_and_waits_in(server: RedisProcess, seconds: float) -> tuple[int, int]:
@@ -57,40 +41,15 @@ def scripts_and_waits_in(server: RedisProcess, seconds: float) -> tuple[int, int
 def test_a_server_restart_loses_shared_holds_and_permits_and_tokens_keep_increasing(
     own_redis: RedisProcess, lock_name: str  # noqa: F811
 ) -> None:
-    url = f"{own_redis.url}/0?ttl=1.5"
-    with conch.connect(url) as holder, conch.connect(url) as other:
-        shared, permit = holder.lock(lock_name, shared=True), holder.semaphore(lock_name, 2)
-        assert shared.acquire() and permit.acquire()
-        first = (shared.token or 0, permit.token or 0)
-        own_redis.restart()  # no persistence: every key is gone
-        assert shared.lost.wait(10) and permit.lost.wait(10), "the holders were never told"
-        exclusive, again = other.lock(lock_name), other.semaphore(lock_name, 3)
-        assert exclusive.acquire(blocking=5) and again.acquire(blocking=5)
-        assert (exclusive.token or 0) > first[0] and (again.token or 0) > first[1]
-        exclusive.release()
-        again.release()
-        for lost in (shared, permit):
-            with pytest.raises(conch.LockLost):
-                lost.release()
+    shared_faults.restart_loses_shared_holds_and_permits(
+        f"{own_redis.url}/0?ttl=1.5", own_redis, lock_name)
 
 
 def test_an_old_exclusive_holder_and_new_shared_holds_exclude_each_other(
     redis_url: str, lock_name: str
 ) -> None:
-    with conch.connect(redis_url) as old, conch.connect(redis_url) as new:
-        exclusive = old_exclusive(old, lock_name)
-        assert exclusive.acquire(Deadline(0)) is not None
-        shared = new.lock(lock_name, shared=True)
-        assert shared.acquire(blocking=False) is False
-        # The old release's wake signal wakes a new shared waiter.
-        handoff = returned_after_release(lambda: shared.acquire(blocking=5), exclusive.release)
-        print(f"\nold exclusive release -> new shared holder: {handoff * 1000:.1f} ms")
-        assert handoff < 1.0
-        assert exclusive.acquire(Deadline(0)) is None, "an old exclusive hold joined readers"
-        assert exclusive.acquire(Deadline(0.3)) is None
-        shared.release()
-        assert exclusive.acquire(Deadline(0)) is not None
-        exclusive.release()
+    shared_faults.old_exclusive_and_new_shared_exclude_each_other(redis_url, lock_name,
+                                                                  old_exclusive)
 
 
 def test_a_shared_waiter_blocks_on_the_server_and_all_wake_on_one_release(
@@ -124,21 +83,7 @@ def test_a_shared_waiter_blocks_on_the_server_and_all_wake_on_one_release(
 def test_a_writer_that_gives_up_lets_the_shared_waiters_it_held_back_in_at_once(
     redis_url: str, lock_name: str
 ) -> None:
-    with conch.connect(redis_url) as coordinator:
-        first = coordinator.lock(lock_name, shared=True)
-        assert first.acquire()
-        writer = threading.Thread(target=lambda: coordinator.lock(lock_name).acquire(1.0))
-        writer.start()
-        time.sleep(0.3)
-        late = coordinator.lock(lock_name, shared=True)
-        started = time.monotonic()
-        assert late.acquire(blocking=5), "held back past the writer's timeout"
-        took = time.monotonic() - started
-        writer.join()
-        print(f"\nshared waiter let in {took:.2f} s into a writer's 0.7 s wait left")
-        assert 0.4 < took < 1.5
-        late.release()
-        first.release()
+    shared_faults.shared_holds_wait_for_a_writer_until_it_gives_up(redis_url, lock_name)
 
 
 def test_a_semaphore_waiter_blocks_on_the_server_and_wakes_on_release(
@@ -149,7 +94,8 @@ def test_a_semaphore_waiter_blocks_on_the_server_and_wakes_on_release(
         held, waiting = coordinator.semaphore(lock_name, 1), coordinator.semaphore(lock_name, 1)
         assert held.acquire()
         own_redis.admin().config_resetstat()
-        handoff = returned_after_release(lambda: waiting.acquire(blocking=10), held.release)
+        handoff = shared_faults.returned_after_release(
+            lambda: waiting.acquire(blocking=10), held.release)
         attempts = calls(own_redis, "evalsha")
         waiting.release()
     print(f"\nsemaphore hand-off {handoff * 1000:.1f} ms, {attempts} scripts run")
@@ -193,8 +139,4 @@ def test_a_broken_shared_lock_tells_its_holders(
 
 
 def test_shared_locks_and_semaphores_over_tls(redis_tls_url: str, lock_name: str) -> None:
-    with conch.connect(redis_tls_url) as coordinator:
-        with coordinator.lock(lock_name, shared=True) as shared:
-            assert shared.token is not None
-        with coordinator.semaphore(lock_name, 2) as permit:
-            assert permit.token is not None
+    shared_faults.shared_and_semaphore_hold(redis_tls_url, lock_name)
