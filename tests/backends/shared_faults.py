@@ -1,10 +1,12 @@
 """What the shared-lock and semaphore tests of the TTL backends (redis, memcached) share:
 an exclusive holder of a conch without shared locks and new shared holds exclude and wake
 each other; a server restart loses every hold and tokens keep increasing; a waiting writer
-that gives up lets the shared holds it held back in; both work over TLS."""
+that gives up lets the shared holds it held back in; both work over TLS and green."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +15,8 @@ import pytest
 
 import conch
 from conch.backends.base import Deadline, LockHandle
+from tests.contract.waiting import HANDOFF_WHEN_POLLING
+from tests.eventlet.ticker import LONGEST_GAP
 from tests.servers.base import ServerProcess
 
 OldExclusive = Callable[[conch.Coordinator, str], LockHandle]
@@ -102,3 +106,17 @@ def shared_and_semaphore_hold(url: str, lock_name: str) -> None:
             assert shared.token is not None
         with coordinator.semaphore(lock_name, 2) as permit:
             assert permit.token is not None
+
+
+def green_waits_never_stop_the_hub(url: str, lock_name: str) -> None:
+    """Under eventlet (tests/backends/green_shared.py, its own process) a shared waiter and
+    a permit waiter are woken by the release and never stop the hub."""
+    done = subprocess.run([sys.executable, "-m", "tests.backends.green_shared", url, lock_name],
+                          capture_output=True, text=True, timeout=60, check=False)
+    results = [line.split() for line in done.stdout.splitlines() if line.startswith("ok ")]
+    assert [words[1] for words in results] == ["shared", "permit"], done.stderr[-2000:]
+    for _, wait, handoff, gap in results:
+        print(f"\ngreen {wait} waiter: hand-off {float(handoff) * 1000:.1f} ms, hub "
+              f"stopped {float(gap) * 1000:.1f} ms at most")
+        assert float(handoff) < HANDOFF_WHEN_POLLING
+        assert float(gap) < LONGEST_GAP

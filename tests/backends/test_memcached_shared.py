@@ -127,5 +127,11 @@ def test_semaphore_keys_are_apart_and_a_lost_permit_frees_its_place(
         lock.release()
 
 
+def test_green_shared_and_permit_waiters_never_stop_the_hub(
+    memcached_url: str, lock_name: str
+) -> None:
+    shared_faults.green_waits_never_stop_the_hub(memcached_url, lock_name)
+
+
 def test_shared_locks_and_semaphores_over_tls(memcached_tls_url: str, lock_name: str) -> None:
     shared_faults.shared_and_semaphore_hold(memcached_tls_url, lock_name)

@@ -138,5 +138,11 @@ def test_a_broken_shared_lock_tells_its_holders(
             first.release()
 
 
+def test_green_shared_and_permit_waiters_never_stop_the_hub(
+    redis_url: str, lock_name: str
+) -> None:
+    shared_faults.green_waits_never_stop_the_hub(redis_url, lock_name)
+
+
 def test_shared_locks_and_semaphores_over_tls(redis_tls_url: str, lock_name: str) -> None:
     shared_faults.shared_and_semaphore_hold(redis_tls_url, lock_name)
