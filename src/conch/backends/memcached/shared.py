@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import time
 from typing import NamedTuple
@@ -33,6 +34,10 @@ SHARED = b"=shared "
 """How a holder key's value starts while the lock is shared (an exclusive value starts
 with hex digits)."""
 Attempt = tuple[int | None, bytes | None, float]
+READ_EVERY = 0.05
+"""Seconds between a waiting writer's reads of the holder key after its first (its
+``add`` alone tells it when the key is gone): how late it may notice that the lock turned
+shared, or that its shared holders died."""
 
 
 class Sharing(NamedTuple):
@@ -191,8 +196,10 @@ class MemcachedWriter(MemcachedLock):
         super().__init__(session, keys, stamp, on_lost)
         self._id = secrets.token_hex(16)
         self._waiting: TtlHold[bytes] | None = None
+        self._read_at = -math.inf
 
     def acquire(self, deadline: Deadline) -> int | None:
+        self._read_at = -math.inf
         try:
             return super().acquire(deadline)
         finally:
@@ -208,9 +215,10 @@ class MemcachedWriter(MemcachedLock):
 
     def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
         attempt = take(client, self._keys, value, self._session.options, retried)
-        if attempt[0] is not None or attempt[2]:
+        if attempt[0] is not None or attempt[2] or time.monotonic() < self._read_at + READ_EVERY:
             return attempt
         holder, ttl = self._keys.holder, self._session.options.ttl
+        self._read_at = time.monotonic()
         found, cas = client.gets(holder)
         sharing = Sharing.read(found)
         if sharing is None:
