@@ -21,6 +21,9 @@ from conch.errors import LimitMismatch, LockLost
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
+FIRST_TURN = 0.1
+"""Seconds an exclusive acquire waits as before, then as a writer if the lock is shared:
+how long new shared holds may still overtake it."""
 
 
 class Attempt(NamedTuple):
@@ -170,16 +173,14 @@ class WriterFirstLock(LockHandle):
         self._exclusive, self._share, self._keys = exclusive, share, keys
 
     def acquire(self, deadline: Deadline) -> int | None:
-        token = self._exclusive.acquire(Deadline(0))  # uncontended: one attempt, as before
-        ttl = self._share.session.options.ttl
+        # First as before (an exclusive-only lock pays nothing more), for a short turn.
+        token = self._exclusive.acquire(_turn(deadline, FIRST_TURN))
         waiting: EntryHold | None = None
         try:
-            # In turns of a TTL at most, to wait as a writer once shared holds appear.
+            # Then in turns of a TTL at most, to wait as a writer once shared holds appear.
             while token is None and not deadline.expired():
                 waiting = waiting or self._wait_as_writer()
-                remaining = deadline.remaining()
-                turn = ttl if remaining is None else min(ttl, remaining)
-                token = self._exclusive.acquire(Deadline(turn))
+                token = self._exclusive.acquire(_turn(deadline, self._share.session.options.ttl))
         finally:
             if waiting is not None:
                 self._stop_waiting(waiting)
@@ -204,6 +205,12 @@ class WriterFirstLock(LockHandle):
         if not share.session.closed:  # else the entry expires within the TTL
             share.abandon((scripts.WRITER_DONE, [keys.writers, keys.readers_wake],
                            [waiting.value]), keys.writers)
+
+
+def _turn(deadline: Deadline, longest: float) -> Deadline:
+    """The part of ``deadline`` that ends within ``longest`` seconds."""
+    remaining = deadline.remaining()
+    return Deadline(longest if remaining is None else min(longest, remaining))
 
 
 def _waiting_lost(reason: str) -> None:
