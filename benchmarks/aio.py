@@ -9,7 +9,6 @@ markdown report and writes ``<out>/aio.md`` and ``aio.json``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import os
@@ -29,6 +28,7 @@ from benchmarks.run import (
     describe_environment,
     describe_target,
     installed_version,
+    parse_backend_arguments,
     progress,
 )
 from conch.backends.loader import backend_class
@@ -68,27 +68,20 @@ class BackendResult:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    unknown = [name for name in args.backends if name not in BACKENDS]
-    if unknown:
-        parser.error(f"no such backend: {', '.join(unknown)}; known: {', '.join(BACKENDS)}")
+    args = parse_backend_arguments(
+        "aio", "Benchmark conch.aio against the sync API and asyncio lock libraries.",
+        list(BACKENDS), "about a tenth of the work", argv)
     out = args.out or (None if args.quick else RESULTS_DIR)
     environment = describe_environment("benchmarks.aio")
     sections = []
-    for name in args.backends or list(BACKENDS):
+    for name in args.backends:
         backend = BACKENDS[name]
         settings = backend.settings.quick() if args.quick else backend.settings
         with backend.target() as target:
             sections.append(measure(backend, target, settings))
     environment["load_after"] = os.getloadavg()
-    text = aio_report.markdown(environment, sections)
-    print(text)
-    if out is not None:
-        document = {"benchmark": "aio", "environment": environment,
-                    "backends": [dataclasses.asdict(section) for section in sections]}
-        for path in report.write(out, "aio", document, text):
-            progress(f"wrote {path}")
+    report.publish(out, "aio", environment, sections,
+                   aio_report.markdown(environment, sections))
     return 0
 
 
@@ -165,19 +158,6 @@ def _brief(outcome: Any) -> str:
         return (f"+{outcome.extra_threads} threads{connections}, all through in "
                 f"{outcome.through_ns / 1e6:.1f} ms")
     return ""
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.aio",
-        description="Benchmark conch.aio against the sync API and asyncio lock libraries.")
-    parser.add_argument("backends", nargs="*", metavar="BACKEND",
-                        help=f"some of: {', '.join(BACKENDS)} (default: all)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run, about a tenth of the work; writes only with --out")
-    parser.add_argument("--out", metavar="DIR",
-                        help=f"where to write aio.md and aio.json (default: {RESULTS_DIR})")
-    return parser
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from benchmarks.harness import Latency
-from benchmarks.report import last_line, load_text, us
+from benchmarks.report import busy_warning, last_line, load_text, us
 
 if TYPE_CHECKING:
     from benchmarks.aio import AioResult, BackendResult
@@ -24,10 +24,7 @@ def markdown(environment: Mapping[str, Any], sections: Sequence[BackendResult]) 
         f"{load_text(env['load_before'])} before the run, {load_text(env['load_after'])} after it "
         "(which counts the run's own processes).",
     ]
-    if env["load_before"][0] > env["cpus"] / 2:
-        lines += ["", f"**Other work kept the machine busy (1-min load {env['load_before'][0]:.2f} "
-                  f"on {env['cpus']} CPUs before the run): absolute figures are noisy; the "
-                  "ratios measured side by side are the meaningful part.**"]
+    lines += busy_warning(env)
     lines += [
         "",
         "Each measurement of a contender ran on a new event loop in a freshly forked "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,19 @@ def write(directory: str, server: str, document: dict[str, Any], markdown: str) 
     return paths
 
 
+def publish(out: str | None, benchmark: str, environment: Mapping[str, Any],
+            sections: Sequence[Any], markdown_text: str) -> None:
+    """Print the report; with ``out``, also write it and the raw figures (``sections``:
+    dataclasses, one per backend) to ``<out>/<benchmark>.md`` and ``.json``."""
+    print(markdown_text)
+    if out is None:
+        return
+    raw = {"benchmark": benchmark, "environment": dict(environment),
+           "backends": [dataclasses.asdict(section) for section in sections]}
+    for path in write(out, benchmark, raw, markdown_text):
+        print(f"wrote {path}", file=sys.stderr, flush=True)
+
+
 def document(
     server: str,
     environment: Mapping[str, Any],
@@ -107,10 +121,7 @@ def markdown(
         f"blocks taken in turn by all contenders; {settings.duration_s:g} s per contended "
         "run. Method: `benchmarks/README.md`.",
     ]
-    if env["load_before"][0] > env["cpus"] / 2:
-        lines += ["", f"**Other work kept the machine busy (1-min load {env['load_before'][0]:.2f} "
-                  f"on {env['cpus']} CPUs before the run): absolute figures are noisy; the "
-                  "ratios measured side by side are the meaningful part.**"]
+    lines += busy_warning(env)
     if outcomes:
         lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {o.text} | {o.measured} | {_verdict(o.met)} |" for o in outcomes]
@@ -181,6 +192,16 @@ def us(value: float) -> str:
 
 def _figure(metric_key: str, value: float) -> str:
     return f"{value:,.0f} acq/s" if metric_key.startswith("throughput") else f"{us(value)} µs"
+
+
+def busy_warning(environment: Mapping[str, Any]) -> list[str]:
+    """A paragraph saying so when other work kept more than half the CPUs busy before the run."""
+    load, cpus = environment["load_before"][0], environment["cpus"]
+    if load <= cpus / 2:
+        return []
+    return ["", f"**Other work kept the machine busy (1-min load {load:.2f} on {cpus} CPUs "
+            "before the run): absolute figures are noisy; the ratios measured side by side "
+            "are the meaningful part.**"]
 
 
 def load_text(load: Sequence[float]) -> str:

@@ -188,6 +188,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_backend_arguments(module: str, description: str, backends: Sequence[str],
+                            quick: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``python -m benchmarks.<module> [--quick] [--out DIR] [BACKEND...]``: the arguments,
+    ``backends`` all of them when none is named; an unknown backend ends the program."""
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{module}",
+                                     description=description)
+    parser.add_argument("backends", nargs="*", metavar="BACKEND",
+                        help=f"some of: {', '.join(backends)} (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run, {quick}; writes only with --out")
+    parser.add_argument("--out", metavar="DIR",
+                        help=f"where to write {module}.md and {module}.json "
+                             f"(default: {RESULTS_DIR})")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.backends if name not in backends]
+    if unknown:
+        parser.error(f"no such backend: {', '.join(unknown)}; known: {', '.join(backends)}")
+    args.backends = args.backends or list(backends)
+    return args
+
+
 def progress(text: str) -> None:
     """A progress line on stderr."""
     print(text, file=sys.stderr, flush=True)

@@ -6,7 +6,9 @@ every acquire (closed at release); its blocking acquire waits in
 ``pg_advisory_lock``. conch keeps pooled sessions, takes the lock and draws a
 fencing token in one round-trip, and waits in the server too. "psycopg by hand"
 is what an application would write: ``pg_advisory_lock`` / ``pg_advisory_unlock``
-through one autocommit ``psycopg.Connection``, no token, no checks. The floor is
+through one autocommit ``psycopg.Connection``, no token, no checks; "psycopg by hand +
+token" draws a fencing token as conch does (``nextval`` of conch's sequence, after the
+grant, in the locking statement), to show what the token costs the server. The floor is
 the bare primitive: the same two calls, prepared, through libpq itself.
 
 The server keeps ``fsync`` on (unlike the tests'), as in production: conch's
@@ -28,6 +30,7 @@ from tests.servers.postgresql import PostgreSQLServer
 from benchmarks.contenders.base import Contender, LockLike, Target
 from benchmarks.contenders.common import Conch, Tooz
 from conch.backends.kit.naming import int64_key
+from conch.backends.postgresql.statements import FENCING_SEQUENCE, SETUP
 from conch.url import parse_url
 
 HAND = "psycopg by hand"
@@ -69,6 +72,15 @@ class _PsycopgLock:
         self._connection.execute("SELECT pg_advisory_unlock(%s)", self._key)
 
 
+class _TokenLock(_PsycopgLock):
+    """The same, drawing a fencing token once the lock is granted."""
+
+    def acquire(self) -> bool:
+        self._connection.execute(f"SELECT nextval('{FENCING_SEQUENCE}') FROM pg_advisory_lock(%s)",
+                                 self._key)
+        return True
+
+
 class PsycopgByHand(Contender):
     """What an application writes with psycopg: one autocommit connection, the two calls."""
 
@@ -83,6 +95,19 @@ class PsycopgByHand(Contender):
 
     def teardown(self) -> None:
         self._connection.close()
+
+
+class PsycopgByHandWithToken(PsycopgByHand):
+    """psycopg by hand, with a fencing token from conch's sequence."""
+
+    name = f"{HAND} + token"
+
+    def setup(self) -> None:
+        super().setup()
+        self._connection.execute(SETUP[FENCING_SEQUENCE])
+
+    def lock(self, name: str) -> LockLike:
+        return _TokenLock(self._connection, name)
 
 
 class _AdvisoryLock:
@@ -124,4 +149,5 @@ class BareAdvisoryLock(Contender):
         self._connection.finish()
 
 
-CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, PsycopgByHand, BareAdvisoryLock)
+CONTENDERS: tuple[type[Contender], ...] = (
+    Conch, Tooz, PsycopgByHand, PsycopgByHandWithToken, BareAdvisoryLock)

@@ -1,6 +1,6 @@
 """The ``conch`` command: ``exec`` runs a command under a lock (``elect``: while leading an
-election), ``demo`` shows conch at work,
-``ls``/``show``/``break``/``wait`` look at locks from outside (:mod:`conch.cli_introspection`).
+election), ``demo`` shows conch at work, ``ls``/``show``/``break``/``wait`` look at locks and
+``members`` at a group from outside (:mod:`conch.cli_introspection`).
 
 Every subcommand takes ``--url`` (default: ``CONCH_URL``, then a per-user
 ``file://`` directory). Errors are one line, ``conch: error: ...``, never a
@@ -22,7 +22,14 @@ from conch.cli_introspection import EXIT_NO_PERMISSION, add_commands
 from conch.coordinator import Coordinator
 from conch.defaults import default_url
 from conch.demo import add_arguments, run_demo
-from conch.errors import BackendUnavailable, BreakRefused, ConchError, InvalidLockName, InvalidURL
+from conch.errors import (
+    BackendUnavailable,
+    BreakRefused,
+    ConchError,
+    InvalidGroup,
+    InvalidLockName,
+    InvalidURL,
+)
 from conch.exec import (
     DEFAULT_GRACE,
     EXIT_CANNOT_EXECUTE,
@@ -192,7 +199,7 @@ def _seconds(text: str) -> float:
 
 
 def _status_of(exc: ConchError) -> int:
-    if isinstance(exc, (InvalidURL, InvalidLockName)):
+    if isinstance(exc, (InvalidURL, InvalidLockName, InvalidGroup)):
         return EXIT_USAGE
     if isinstance(exc, BackendUnavailable):
         return EXIT_UNAVAILABLE

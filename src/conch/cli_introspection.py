@@ -1,7 +1,9 @@
-"""``conch ls``, ``show``, ``break`` and ``wait``: look at locks from outside (see docs/cli.md).
+"""``conch ls``, ``show``, ``break``, ``wait`` and ``members``: look at locks and groups
+from outside (see docs/cli.md).
 
-Each prints a table or key/value lines for people, or JSON with ``--json`` (the
-fields of :meth:`conch.introspection.LockInfo.to_json`; times are Unix seconds).
+Each prints a table or key/value lines for people, or JSON with ``--json`` (the fields of
+:meth:`conch.introspection.LockInfo.to_json` or :meth:`conch.MemberInfo.to_json`; times are
+Unix seconds).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from conch.coordinator import Coordinator
 from conch.defaults import default_url
+from conch.errors import GroupNotFound
 from conch.exec import EXIT_NOT_ACQUIRED
 from conch.introspection import HolderInfo, LockInfo
 
@@ -26,12 +29,13 @@ EXIT_NO_PERMISSION = 77
 
 _MEMBER_PREFIX = "conch-cli-"
 Parser = Any  # conch.cli._Parser (an argparse.ArgumentParser)
+Command = Callable[[argparse.Namespace], int]
 
 
 def add_commands(
     commands: Any, url: Parser, parser_class: type[Parser], seconds: Callable[[str], float]
 ) -> None:
-    """Register ``ls``, ``show``, ``break`` and ``wait`` on the ``conch`` subparsers
+    """Register ``ls``, ``show``, ``break``, ``wait`` and ``members`` on the ``conch`` subparsers
     (``url``: the parent parser of ``--url``; ``seconds``: the type of ``--timeout``)."""
     output = parser_class(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -42,37 +46,37 @@ def add_commands(
                     help="only names starting with this")
     _done(ls, _ls)
 
-    show = commands.add_parser(
-        "show", parents=[url, output], help="show who holds a lock",
-        description="Show who holds lock NAME: member id, host, pid, since when, fencing "
-        "token, TTL left and waiters, as far as the backend knows.")
-    show.add_argument("name", metavar="NAME")
-    _done(show, _show)
+    def command(name: str, argument: str, run: Command, summary: str, description: str
+                ) -> Parser:
+        parser = commands.add_parser(name, parents=[url, output], help=summary,
+                                     description=description)
+        parser.add_argument(argument.lower(), metavar=argument)
+        _done(parser, run)
+        return parser
 
-    breaking = commands.add_parser(
-        "break", parents=[url, output], help="free a lock held by someone else",
-        description="Free lock NAME whoever holds it; the holder is told it lost the lock "
-        "(at its next renewal or session check). Asks first on a terminal. Exit status: "
-        f"0 broken, {EXIT_NOT_HELD} not held (nothing broken), {EXIT_NO_PERMISSION} the "
-        "server refused.")
-    breaking.add_argument("name", metavar="NAME")
+    command("show", "NAME", _show, "show who holds a lock",
+            "Show who holds lock NAME: member id, host, pid, since when, fencing token, TTL "
+            "left and waiters, as far as the backend knows.")
+    breaking = command(
+        "break", "NAME", _break, "free a lock held by someone else",
+        "Free lock NAME whoever holds it; the holder is told it lost the lock (at its next "
+        "renewal or session check). Asks first on a terminal. Exit status: 0 broken, "
+        f"{EXIT_NOT_HELD} not held (nothing broken), {EXIT_NO_PERMISSION} the server refused.")
     breaking.add_argument("--yes", "-y", action="store_true",
                           help="do not ask (needed when not run from a terminal)")
-    _done(breaking, _break)
-
-    wait = commands.add_parser(
-        "wait", parents=[url, output], help="wait until a lock is free",
-        description="Wait until lock NAME is free: acquire it, then release it at once "
-        f"(the backend wakes the wait). Exit {EXIT_NOT_ACQUIRED} if still held after "
-        "--timeout.")
-    wait.add_argument("name", metavar="NAME")
+    wait = command(
+        "wait", "NAME", _wait, "wait until a lock is free",
+        "Wait until lock NAME is free: acquire it, then release it at once (the backend wakes "
+        f"the wait). Exit {EXIT_NOT_ACQUIRED} if still held after --timeout.")
     wait.add_argument("--timeout", type=seconds, default=None, metavar="S",
                       help=f"give up (exit {EXIT_NOT_ACQUIRED}) after S seconds "
                       "(default: wait forever)")
-    _done(wait, _wait)
+    command("members", "GROUP", _members, "list a group's live members",
+            "List the live members of group GROUP: member id, host, pid, since when and "
+            "capabilities (on backends with groups).")
 
 
-def _done(parser: Parser, run: Callable[[argparse.Namespace], int]) -> None:
+def _done(parser: Parser, run: Command) -> None:
     parser.set_defaults(run=run, parser=parser, takes_command=False)
 
 
@@ -93,11 +97,7 @@ def _ls(options: argparse.Namespace) -> int:
         rows.append([lock.name, _text(holder.token), _text(holder.member_id), _text(holder.host),
                      _text(holder.pid), _age(holder.acquired_at, now),
                      _duration(holder.ttl_left), _text(lock.waiters)])
-    if len(rows) > 1:
-        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-        for row in rows:
-            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            print("  ".join(cells).rstrip())
+    _print_table(rows)
     return 0
 
 
@@ -155,6 +155,33 @@ def _wait(options: argparse.Namespace) -> int:
     else:
         _say(f"lock {options.name!r} is still held after {options.timeout:g} s")
     return 0 if free else EXIT_NOT_ACQUIRED
+
+
+def _members(options: argparse.Namespace) -> int:
+    with _coordinator(options) as coordinator:
+        group = coordinator.group(options.group)
+        members = group.member_info()
+        if not members and not group.exists():
+            raise GroupNotFound(f"group {options.group!r} does not exist")
+    if options.json:
+        _print_json([members[member].to_json() for member in sorted(members)])
+        return 0
+    if not members:
+        _say(f"group {options.group!r} has no live members")
+    now = time.time()
+    _print_table([["MEMBER", "HOST", "PID", "JOINED", "CAPABILITIES"]] + [
+        [member, _text(info.host), _text(info.pid), _age(info.joined_at, now),
+         json.dumps(info.capabilities)] for member, info in sorted(members.items())])
+    return 0
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    """Aligned columns; nothing when there is only the header."""
+    if len(rows) > 1:
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+        for row in rows:
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            print("  ".join(cells).rstrip())
 
 
 def _describe(lock: LockInfo) -> str:

@@ -21,6 +21,8 @@ from conch.election import Election, election_lock_name
 from conch.errors import BackendUnavailable, ConchError, NotStarted
 from conch.group import Group
 from conch.group_entry import GroupName, group_key
+from conch.hold_kinds import OpenHandle, permits
+from conch.hold_kinds import shared as shared_hold
 from conch.hold_state import Membership
 from conch.introspection import LockInfo, matching
 from conch.lock import Lock, LockName, lock_key
@@ -29,11 +31,6 @@ from conch.semaphore import Semaphore
 from conch.url import parse_url
 
 T = TypeVar("T")
-OpenHandle = Callable[[Backend, bytes, LossCallback], LockHandle]
-
-
-def _shared(backend: Backend, key: bytes, on_lost: LossCallback) -> LockHandle:
-    return backend.shared_handle(key, on_lost)
 
 
 class Coordinator:
@@ -129,7 +126,7 @@ class Coordinator:
         """
         if shared:
             self.capabilities.require(["shared_locks"], self._url.scheme)
-            return self._lock(name, metric_label, metered=True, open_handle=_shared)
+            return self._lock(name, metric_label, metered=True, open_handle=shared_hold)
         return self._lock(name, metric_label, metered=True)
 
     get_lock = lock
@@ -139,15 +136,10 @@ class Coordinator:
         """One holder's object of semaphore ``name``: at most ``limit`` objects (of every
         process using it, all with the same limit) hold at once (``semaphores``
         capability). It has a lock's contract: blocking rules, tokens, loss."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"a semaphore's limit must be an int >= 1, not {limit!r}")
+        checked, open_permit = permits(limit)
         self.capabilities.require(["semaphores"], self._url.scheme)
-
-        def open_permit(backend: Backend, key: bytes, on_lost: LossCallback) -> LockHandle:
-            return backend.semaphore_handle(key, limit, on_lost)
-
         lock = self._lock(name, metric_label, metered=True, open_handle=open_permit)
-        return Semaphore(lock, limit)
+        return Semaphore(lock, checked)
 
     def _lock(self, name: LockName, metric_label: str | None = None, *, metered: bool,
               open_handle: OpenHandle | None = None) -> Lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ class Group:
         self._mutex = threading.RLock()
         self._entry: bytes | None = None  # what this member joined with; None: not joined
         self._must_rejoin = False
+        self._joined_at: float | None = None  # when this member first joined, while in
         self._thread: GroupThread | None = None
         self._closed = False
 
@@ -68,19 +70,22 @@ class Group:
         """Enter the group (creating it) with ``capabilities``, any JSON value; joining
         again replaces them. Raises :class:`conch.InvalidGroup` for capabilities that are
         not JSON or too large."""
-        entry = encode_entry(capabilities)
         with self._mutex:
+            now = time.time()
+            joined_at = self._joined_at or now
+            entry = encode_entry(capabilities, joined_at, now)
             self._enter(entry)
-            self._entry, self._must_rejoin = entry, False
+            self._entry, self._must_rejoin, self._joined_at = entry, False, joined_at
         self.lost.clear()
         self._started_thread().wake()  # the thread re-joins after a loss
 
-    def leave(self) -> None:
-        """Leave the group (nothing happens when this member is not in it)."""
+    def leave(self) -> bool:
+        """Leave the group; ``False`` when this member was not in it."""
         with self._mutex:
-            self._entry, self._must_rejoin = None, False
-            self._call(lambda: self._store.leave(self.key))
+            self._entry, self._must_rejoin, self._joined_at = None, False, None
+            was_in = self._call(lambda: self._store.leave(self.key))
         self._wake()
+        return was_in
 
     def members(self) -> dict[str, Any]:
         """The live members' capabilities by member id (``{}``: no such group)."""

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import logging
 import os
-import time
 from typing import Any
 
 from conch.errors import InvalidGroup
@@ -48,15 +47,17 @@ class MemberInfo:
     host: str | None = None
     pid: int | None = None
     joined_at: float | None = None
+    updated_at: float | None = None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict of every field."""
         return dataclasses.asdict(self)
 
 
-def encode_entry(capabilities: Any) -> bytes:
-    """The entry a member leaves: raise :class:`conch.InvalidGroup` for capabilities that
-    are not JSON or are larger than :data:`MAX_CAPABILITIES_BYTES`."""
+def encode_entry(capabilities: Any, joined_at: float, updated_at: float) -> bytes:
+    """The entry a member leaves (when it first joined, when it last joined): raise
+    :class:`conch.InvalidGroup` for capabilities that are not JSON or are larger than
+    :data:`MAX_CAPABILITIES_BYTES`."""
     try:
         encoded = json.dumps(capabilities, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -65,7 +66,7 @@ def encode_entry(capabilities: Any) -> bytes:
         raise InvalidGroup(f"capabilities must be at most {MAX_CAPABILITIES_BYTES} bytes as "
                            f"JSON, got {len(encoded)}")
     entry = {"capabilities": capabilities, "host": HOST, "pid": os.getpid(),
-             "joined_at": time.time()}
+             "joined_at": joined_at, "updated_at": updated_at}
     return json.dumps(entry, separators=(",", ":")).encode()
 
 
@@ -75,7 +76,7 @@ def decode_entry(member_id: str, data: bytes) -> MemberInfo:
     try:
         entry = json.loads(data)
         return MemberInfo(member_id, entry["capabilities"], entry.get("host"),
-                          entry.get("pid"), entry.get("joined_at"))
+                          entry.get("pid"), entry.get("joined_at"), entry.get("updated_at"))
     except (ValueError, TypeError, KeyError, AttributeError):
         log.warning("conch: member %r left an entry that is not conch's", member_id)
         return MemberInfo(member_id, data.decode("utf-8", "replace"))

@@ -8,6 +8,7 @@ increasing, a hold whose file went is reported lost, and waiters keep waiting.
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 import shutil
 import struct
@@ -18,6 +19,7 @@ import pytest
 
 import conch
 import conch.aio
+from conch.backends.file import removal
 from conch.backends.file.session import HIGH_WATER_FILE
 from conch.history import load, violations
 from tests.backends import file_helpers
@@ -131,6 +133,30 @@ def test_a_release_before_the_watcher_noticed_still_raises_lock_lost(
             (directory / lock_file_name(NAME.encode())).unlink()
             with pytest.raises(conch.LockLost):
                 holder.release()
+
+
+@pytest.mark.parametrize("statx", [True, False], ids=["statx", "fstat"])
+def test_a_lock_files_link_count_reads_alike_through_statx_and_fstat(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, statx: bool
+) -> None:
+    if statx:
+        assert removal._statx is not None, "glibc has had statx since 2.28"
+    else:
+        monkeypatch.setattr(removal, "_statx", None)
+    buffer = removal.statx_buffer()
+    path = tmp_path / "some.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+    try:
+        assert removal.linked(fd, buffer)
+        os.link(path, tmp_path / "other.lock")
+        path.unlink()
+        assert removal.linked(fd, buffer), "still linked by its other name"
+        (tmp_path / "other.lock").unlink()
+        assert not removal.linked(fd, buffer)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        removal.linked(fd, buffer)
 
 
 @pytest.mark.parametrize("blocking", [True, 30.0], ids=["forever", "timed"])

@@ -312,6 +312,24 @@ def test_a_timed_out_wait_leaves_its_connection_usable(
         assert sessions_of(server, coordinator) == sessions
 
 
+def test_a_timed_out_wait_leaves_no_lock_timeout_on_its_session(
+    server: PostgreSQLServer, lock_name: str
+) -> None:
+    with conch.connect(server.url) as holder, \
+            conch.connect(f"{server.url}?pool_size=1") as coordinator:
+        held = holder.lock(lock_name)
+        assert held.acquire()
+        lock = coordinator.lock(lock_name)
+        assert lock.acquire(blocking=0.2) is False  # its lock_timeout set, then rolled back
+        waiter = Waiter(lock, blocking=True)  # on the same session: waits with no timeout
+        time.sleep(0.6)
+        held.release()
+        assert waiter.result(timeout=5.0) is True
+        lock.release()
+        assert lock.acquire(blocking=5.0)  # a timed wait after a forever one: set again
+        lock.release()
+
+
 def test_a_released_session_holds_no_lock_when_it_serves_the_next_name(
     server: PostgreSQLServer, lock_name: str
 ) -> None:

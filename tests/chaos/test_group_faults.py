@@ -2,7 +2,9 @@
 other members, and is told (``group.lost``) and re-joins once it can reach the server again.
 
 Where the membership lives with the member's connection (file://, postgresql://, mysql://)
-a frozen member keeps it: the server still sees its connection.
+a member frozen for this test's 2.5 s keeps it: the server still sees its connection
+(postgresql:// drops an entry whose session stayed silent for three times (heartbeat + connect
+timeout), longer than that).
 """
 
 from __future__ import annotations

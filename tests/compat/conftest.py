@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Iterator
 
 import pytest
 
+import conch
 from conch.compat.tooz import coordination
 from tests.conftest import BACKENDS
 
@@ -78,3 +80,27 @@ def tooz_coordinator(tooz_url: str) -> Iterator[coordination.CoordinationDriver]
 def other_tooz_coordinator(tooz_url: str) -> Iterator[coordination.CoordinationDriver]:
     """A second member of the group (another conductor)."""
     yield from _started(tooz_url, b"conductor-2")
+
+
+@pytest.fixture(params=BACKENDS)
+def group_url(request: pytest.FixtureRequest) -> str:
+    """Each backend with groups in turn, as a tooz URL (others are skipped: their groups
+    are not written yet)."""
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    if not conch.Coordinator(url).capabilities.groups:
+        pytest.skip(f"the {request.param} backend does not declare groups")
+    return as_tooz_url(url)
+
+
+REAL_TOOZ_GROUPS = ["file", "memcached", "redis", "zookeeper"]
+"""The test servers on which the installed tooz has groups (its etcd3gw driver needs the
+etcd3gw package, not installed)."""
+
+
+@pytest.fixture(params=REAL_TOOZ_GROUPS)
+def real_tooz_url(request: pytest.FixtureRequest) -> str:
+    """A tooz URL for the real tooz, on each backend where it has groups."""
+    url = as_tooz_url(str(request.getfixturevalue(f"{request.param}_url")))
+    if request.param == "zookeeper":  # tooz takes no credentials in the URL
+        url = re.sub(r"//[^@/]*@", "//", url)
+    return url

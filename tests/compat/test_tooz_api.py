@@ -3,6 +3,7 @@ characteristics, unsupported features and the ``tooz`` alias (on embedded backen
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import subprocess
 import sys
@@ -126,22 +127,50 @@ def test_the_base_lock_needs_a_name_and_defaults_to_not_implemented() -> None:
         locking.Lock(b"x")  # type: ignore[abstract]
 
 
-@pytest.mark.parametrize("method", [
-    "create_group", "get_groups", "join_group", "join_group_create", "leave_group",
-    "delete_group", "get_members", "get_member_info", "get_member_capabilities",
-    "get_members_with_capabilities", "update_capabilities", "get_leader",
-    "stand_down_group_leader", "run_elect_coordinator", "watch_elected_as_leader",
-    "unwatch_elected_as_leader", "watch_join_group", "unwatch_join_group",
-    "watch_leave_group", "unwatch_leave_group", "run_watchers", "join_partitioned_group",
-    "leave_partitioned_group",
+def test_leader_election_follows_the_coordinators_lifecycle(memory_url: str) -> None:
+    coordinator = coordination.get_coordinator(memory_url, b"member-1")
+    elected: list[coordination.LeaderElected] = []
+    coordinator.watch_elected_as_leader(b"group", elected.append)  # before start(), as tooz
+    assert coordinator.stand_down_group_leader(b"group") is False
+    with pytest.raises(tooz.ToozError) as failure:
+        coordinator.get_leader(b"group")
+    assert isinstance(failure.value, conch.NotStarted)
+    with pytest.raises(tooz.ToozError):
+        coordinator.run_watchers()
+    coordinator.start()
+    assert coordinator.run_watchers() == []
+    assert [(event.group_id, event.member_id) for event in elected] == [(b"group", b"member-1")]
+    assert "group" in repr(elected[0]) and "member-1" in repr(elected[0])
+    coordinator.unwatch_elected_as_leader(b"group", elected.append)
+    with pytest.raises(coordination.WatchCallbackNotFound):
+        coordinator.unwatch_elected_as_leader(b"group", elected.append)
+    coordinator.stop()
+
+
+@pytest.mark.parametrize("call", [
+    lambda driver: driver.create_group(b"group"),
+    lambda driver: driver.get_groups(),
+    lambda driver: driver.join_group(b"group"),
+    lambda driver: driver.join_group_create(b"group"),
+    lambda driver: driver.get_members(b"group"),
+    lambda driver: driver.watch_join_group(b"group", print),
+    lambda driver: driver.join_partitioned_group(b"group"),
 ])
-def test_groups_leaders_watchers_and_partitioner_raise_not_implemented(
-    driver: Driver, method: str
+def test_group_calls_raise_not_implemented_where_the_backend_has_no_groups(
+    memory_url: str, monkeypatch: pytest.MonkeyPatch, call: Any
 ) -> None:
-    with pytest.raises(tooz.NotImplemented, match=f"{method}.*locks only") as failure:
-        getattr(driver, method)(b"group", b"more")
-    assert isinstance(failure.value, conch.NotSupported)
-    assert isinstance(failure.value, tooz.ToozError)
+    # Gnocchi catches tooz.NotImplemented from join_partitioned_group and works alone.
+    coordinator = coordination.get_coordinator(memory_url, b"member-1")
+    backend = coordinator.conch_coordinator._backend_class
+    monkeypatch.setattr(backend, "capabilities",
+                        dataclasses.replace(backend.capabilities, groups=False))
+    coordinator.start()
+    try:
+        with pytest.raises(tooz.NotImplemented, match="groups") as failure:
+            call(coordinator)
+        assert isinstance(failure.value, conch.NotSupported)
+    finally:
+        coordinator.stop()
 
 
 def test_lifecycle_follows_tooz(memory_url: str) -> None:

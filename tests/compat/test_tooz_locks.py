@@ -166,11 +166,35 @@ def test_break_frees_the_lock_where_the_backend_can_break_locks(
     assert breaker.release()
 
 
-def test_shared_locks_raise_not_implemented(
+def test_shared_locks_raise_not_implemented_where_the_backend_has_none(
     tooz_coordinator: Driver, vnf_lock_name: bytes
 ) -> None:
+    if tooz_coordinator.conch_coordinator.capabilities.shared_locks:
+        pytest.skip("the backend has shared locks")
     with pytest.raises(tooz.NotImplemented, match="shared locks"):
         tooz_coordinator.get_lock(vnf_lock_name).acquire(shared=True)
+
+
+def test_shared_holds_coexist_and_exclude_an_exclusive_one(
+    tooz_coordinator: Driver, other_tooz_coordinator: Driver, vnf_lock_name: bytes
+) -> None:
+    if not tooz_coordinator.conch_coordinator.capabilities.shared_locks:
+        pytest.skip("the backend has no shared locks")
+    reader, other_reader = (coordinator.get_lock(vnf_lock_name)
+                            for coordinator in (tooz_coordinator, other_tooz_coordinator))
+    writer = other_tooz_coordinator.get_lock(vnf_lock_name)
+    assert reader.acquire(shared=True)
+    assert other_reader.acquire(blocking=False, shared=True)
+    assert reader.is_still_owner() and reader.conch_lock.token is not None
+    assert writer.acquire(blocking=False) is False
+    assert reader.release() and other_reader.release()
+    with writer(blocking=5):
+        assert reader.acquire(blocking=False, shared=True) is False
+        assert reader.acquire(blocking=False) is False
+    with reader(True, True):  # tooz's positional (blocking, shared)
+        assert other_reader.acquire(blocking=False, shared=True)
+        assert other_reader.release()
+    assert reader.release() is False  # the with block released it
 
 
 def test_a_conch_url_works_as_is(url: str, lock_name: str) -> None:

@@ -137,9 +137,9 @@ def test_a_killed_member_is_seen_leaving_within_the_session_bound(
         worker_id = workers.expect(worker, "joined ")
         bound = event_bound(member, group_name)
         assert events.next(bound).joined == {worker_id}
+        killed = time.monotonic()
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-        killed = time.monotonic()
         limit = dead_holder_bound(member) + bound
         assert events.next(limit).left == {worker_id}
         took = time.monotonic() - killed

@@ -131,3 +131,18 @@ def test_groups_need_a_started_coordinator(group_url: str, group_name: str) -> N
     coordinator = conch.Coordinator(group_url)
     with pytest.raises(conch.NotStarted):
         coordinator.group(group_name)
+
+
+def test_joining_again_keeps_the_join_time_and_leave_says_whether_it_was_in(
+    member: conch.Coordinator, group_name: str
+) -> None:
+    group = member.group(group_name)
+    group.join({"weight": 1})
+    first = group.member_info()[member.member_id]
+    group.join({"weight": 2})
+    again = group.member_info()[member.member_id]
+    assert again.joined_at == first.joined_at
+    assert again.updated_at is not None and first.updated_at is not None
+    assert again.updated_at >= first.updated_at
+    assert group.leave() is True
+    assert group.leave() is False

@@ -12,32 +12,29 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
 from conch import metrics
 from conch.aio.election import AsyncElection
 from conch.aio.lock import AsyncLock
-from conch.aio.native import TaskCalls, native_lock
-from conch.aio.queue import NameQueue
-from conch.aio.threads import ThreadCalls, pool, run_in_thread
+from conch.aio.queue_table import QueueTable
+from conch.aio.threads import pool, run_in_thread
 from conch.capabilities import Capabilities
 from conch.coordinator import Coordinator
 from conch.defaults import default_url
 from conch.election import election_lock_name
 from conch.errors import NotStarted
+from conch.hold_kinds import OpenHandle, permits
+from conch.hold_kinds import shared as shared_hold
 from conch.introspection import LockInfo
 from conch.lock import LockName, lock_key
+from conch.metrics_handles import LockMeter
 
 _shared: weakref.WeakValueDictionary[int, AsyncCoordinator] = weakref.WeakValueDictionary()
 _shared_mutex = threading.Lock()
 
-# A queue's event loop, lock name and coordinator start (its Membership).
-_Where = tuple[asyncio.AbstractEventLoop, bytes, object]
-IDLE_QUEUES = 64
-"""Idle name queues an AsyncCoordinator keeps for reuse (the least recently used go)."""
 
 
 class AsyncCoordinator:
@@ -61,11 +58,7 @@ class AsyncCoordinator:
         self.coordinator = coordinator
         """The sync coordinator underneath: its locks exclude this one's like another
         member's do."""
-        self._queues: dict[_Where, NameQueue[Any]] = {}
-        # Queues with nothing to do, kept (the last IDLE_QUEUES) with their lock objects
-        # so that a name used again and again does not make them anew each time.
-        self._idle: OrderedDict[_Where, None] = OrderedDict()
-        self._queues_mutex = threading.Lock()  # a queue may be forgotten from a thread
+        self._queues = QueueTable(coordinator)
 
     @classmethod
     def sharing(cls, coordinator: Coordinator) -> AsyncCoordinator:
@@ -116,9 +109,7 @@ class AsyncCoordinator:
     async def stop(self) -> None:
         """End the session. Pending acquires raise :class:`conch.NotStarted`; locks still
         held are freed and their holders told they lost them (:attr:`AsyncLock.lost`)."""
-        with self._queues_mutex:
-            queues, self._queues = list(self._queues.values()), {}
-            self._idle.clear()
+        queues = self._queues.take_all()
         running = asyncio.get_running_loop()
         reason = f"coordinator {self.member_id!r} on {self.url} stopped while the lock was awaited"
         ending: list[asyncio.Future[Any]] = []
@@ -135,21 +126,48 @@ class AsyncCoordinator:
         if backend is not None:
             await backend.close_async()
 
-    def lock(self, name: LockName, metric_label: str | None = None) -> AsyncLock:
-        """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock).
+    def lock(self, name: LockName, metric_label: str | None = None, *,
+             shared: bool = False) -> AsyncLock:
+        """A lock object for ``name`` (``str`` or ``bytes``; ``"x"`` and ``b"x"`` are one lock);
+        ``shared=True``: a shared hold, as :meth:`conch.Coordinator.lock`.
 
         ``metric_label`` is as for :meth:`conch.Coordinator.lock`.
 
         Raises :class:`conch.InvalidLockName` for a bad name and :class:`conch.NotStarted`
         before :meth:`start`.
         """
+        if shared:
+            self.capabilities.require(["shared_locks"], self.coordinator._url.scheme)
+            return self._own_hold(name, metric_label, shared_hold)
         key = lock_key(name)
         if not self.is_started:
             raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
+        return AsyncLock(name, lambda: self._queues.get(name, key), self._meter(name, metric_label))
+
+    def semaphore(self, name: LockName, limit: int,
+                  metric_label: str | None = None) -> AsyncLock:
+        """One holder's permit of semaphore ``name``, as :meth:`conch.Coordinator.semaphore`
+        (an :class:`AsyncLock` whose holds are permits)."""
+        _, open_permit = permits(limit)
+        self.capabilities.require(["semaphores"], self.coordinator._url.scheme)
+        return self._own_hold(name, metric_label, open_permit)
+
+    def _own_hold(self, name: LockName, metric_label: str | None,
+                  open_handle: OpenHandle) -> AsyncLock:
+        """A lock object with a queue of its own (its holds coexist with other objects'),
+        through conch's threads."""
+        key = lock_key(name)
+        if not self.is_started:
+            raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
+        owner = object()
+        return AsyncLock(name, lambda: self._queues.get(name, key, owner, open_handle),
+                         self._meter(name, metric_label))
+
+    def _meter(self, name: LockName, metric_label: str | None
+               ) -> Callable[[], LockMeter] | None:
         scheme = self.coordinator._url.scheme
-        meter = (lambda: metrics.lock_meter(scheme, name, metric_label)) if metrics.ENABLED \
+        return (lambda: metrics.lock_meter(scheme, name, metric_label)) if metrics.ENABLED \
             else None
-        return AsyncLock(name, lambda: self._queue(name, key), meter)
 
     get_lock = lock
 
@@ -222,43 +240,6 @@ class AsyncCoordinator:
         traceback: TracebackType | None,
     ) -> None:
         await self.stop()
-
-    def _queue(self, name: LockName, key: bytes) -> NameQueue[Any]:
-        """The queue of lock ``key`` on the running loop (made on first use): natively
-        async on a ``native_async`` backend, else through conch's threads."""
-        loop = asyncio.get_running_loop()
-        # Per start of the coordinator too: the lock objects a queue keeps belong to one.
-        where = (loop, key, self.coordinator._membership)
-        with self._queues_mutex:
-            queue = self._queues.get(where)
-            if queue is not None:
-                self._idle.pop(where, None)
-                return queue
-            if not self.is_started:
-                raise NotStarted(f"{self!r} is not started")
-            sync = self.coordinator
-            if self.capabilities.native_async:
-                queue = NameQueue(loop, lambda: native_lock(sync, name),
-                                  TaskCalls(loop), lambda idle: self._forget(where, idle))
-            else:
-                queue = NameQueue(loop, lambda: sync._lock(name, metered=False),
-                                  ThreadCalls(loop), lambda idle: self._forget(where, idle))
-            self._queues[where] = queue
-            return queue
-
-    def _forget(self, where: _Where, queue: NameQueue[Any]) -> None:
-        with self._queues_mutex:
-            if self._queues.get(where) is not queue:
-                return
-            if where[0].is_closed():
-                del self._queues[where]
-                self._idle.pop(where, None)
-                return
-            self._idle[where] = None
-            self._idle.move_to_end(where)
-            if len(self._idle) > IDLE_QUEUES:
-                oldest, _ = self._idle.popitem(last=False)
-                del self._queues[oldest]
 
 
 async def connect(

@@ -1,13 +1,14 @@
-"""``etcd[+https]://[user:password@]host:port[,host:port][/prefix][?options]``: locks in an
-etcd v3 cluster through its JSON gateway; options ``ttl``, ``connect_timeout``, ``timeout``
-and ``ssl_ca``/``ssl_cert``/``ssl_key`` (docs/etcd.md)."""
+"""``etcd[+https]://[user:password@]host:port[,host:port][/prefix][?options]``: locks and
+groups in an etcd v3 cluster through its JSON gateway; options ``ttl``, ``connect_timeout``,
+``timeout`` and ``ssl_ca``/``ssl_cert``/``ssl_key`` (docs/etcd.md)."""
 
 from __future__ import annotations
 
-from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.etcd import inspection
 from conch.backends.etcd.client import Gateway, keys_under
 from conch.backends.etcd.errors import Unreachable, diagnosed
+from conch.backends.etcd.groups import EtcdGroupStore
 from conch.backends.etcd.lock import EtcdLock
 from conch.backends.etcd.session import EtcdSession
 from conch.backends.kit.naming import hex_digest
@@ -29,6 +30,7 @@ class EtcdBackend(Backend):
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=True, notify=True,
         shared_locks=False, distributed=True, introspection=True, breakable=True,
+        groups=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -44,6 +46,7 @@ class EtcdBackend(Backend):
         self.prefix = (url.path.rstrip("/") or DEFAULT_PREFIX).encode()
         self.gateway = Gateway(url, tls_files)
         self.session = EtcdSession(self.gateway, member_id, int(ttl))
+        self._groups: EtcdGroupStore | None = None
 
     def connect(self) -> None:
         try:
@@ -62,6 +65,8 @@ class EtcdBackend(Backend):
             raise
 
     def close(self) -> None:
+        if self._groups is not None:
+            self._groups.close()
         self.session.close()
         self.gateway.close()
 
@@ -71,6 +76,10 @@ class EtcdBackend(Backend):
     def queue(self, key: bytes) -> bytes:
         """The key prefix of lock ``key``'s queue: 160 bits of its SHA-256."""
         return self.prefix + b"/" + hex_digest(key, 40).encode() + b"/"
+
+    def groups(self) -> GroupStore:
+        self._groups = EtcdGroupStore(self.session, self.prefix, self.member_id)
+        return self._groups
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return inspection.describe(self.gateway, self.queue(key), key)[0]

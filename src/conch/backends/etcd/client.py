@@ -16,7 +16,7 @@ from urllib3.exceptions import ConnectTimeoutError, HTTPError
 
 from conch.backends.etcd import errors
 from conch.backends.etcd.errors import EtcdRequestFailed
-from conch.backends.etcd.watch import DeleteWatch
+from conch.backends.etcd.watch import Watch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.tls import TLSFiles, client_context
 from conch.url import BackendURL
@@ -106,9 +106,14 @@ class Gateway:
         return (int(answer["header"]["revision"]), int(answer.get("TTL", "-1")),
                 {decode(key) for key in answer.get("keys", [])})
 
-    def watch_deletes(self, keys: Sequence[bytes]) -> DeleteWatch:
+    def watch_deletes(self, keys: Sequence[bytes]) -> Watch:
         """A started watch on the deletion of ``keys`` from the current revision on."""
-        return self._with_token(lambda: self._open_watch(keys))
+        requests = [{"key": encode(key), "filters": ["NOPUT"]} for key in keys]
+        return self._with_token(lambda: self._open_watch(requests, keys))
+
+    def watch_prefix(self, prefix: bytes) -> Watch:
+        """A started watch on every change of the keys under ``prefix``, from now on."""
+        return self._with_token(lambda: self._open_watch([keys_under(prefix)], [prefix]))
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -137,14 +142,13 @@ class Gateway:
         self.authenticate()
         return request()
 
-    def _open_watch(self, keys: Sequence[bytes]) -> DeleteWatch:
-        # The gateway decodes a stream of messages from the body: one create request per key.
-        payload = "\n".join(
-            json.dumps({"create_request": {"key": encode(key), "filters": ["NOPUT"]}})
-            for key in keys).encode()
+    def _open_watch(self, requests: Sequence[Message], keys: Sequence[bytes]) -> Watch:
+        # The gateway decodes a stream of messages from the body: one create request each.
+        payload = "\n".join(json.dumps({"create_request": request})
+                            for request in requests).encode()
         response = self._send("/v3/watch", payload, self._headers, stream=True)
         host, port = self.endpoints[self._current]
-        watch = DeleteWatch(response, keys, f"{host}:{port}")
+        watch = Watch(response, keys, f"{host}:{port}")
         try:
             watch.start(self._timeout)
         except BaseException:

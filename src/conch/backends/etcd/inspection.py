@@ -4,7 +4,7 @@ waiter takes the lock, the holder's session reports the loss at its next beat.""
 
 from __future__ import annotations
 
-from conch.backends.etcd.client import Gateway, Message, decode, keys_under
+from conch.backends.etcd.client import Gateway, Message, decode, encode, keys_under
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
 
@@ -24,7 +24,10 @@ def describe(gateway: Gateway, queue: bytes, name: bytes) -> tuple[LockInfo, Mes
 
 def held_locks(gateway: Gateway, prefix: bytes) -> list[LockInfo]:
     """Every lock held now under ``prefix``: the oldest key of each queue."""
-    answer = gateway.call("/v3/kv/range", keys_under(prefix + b"/"))
+    # Queues are named by hex digests: from "<prefix>/0" to "<prefix>/f..." and no further,
+    # leaving out the groups beside them (etcd/groups.py).
+    answer = gateway.call("/v3/kv/range", {"key": encode(prefix + b"/0"),
+                                           "range_end": encode(prefix + b"/g")})
     queues: dict[bytes, list[Message]] = {}
     for kv in answer.get("kvs", []):
         queues.setdefault(decode(kv["key"]).rpartition(b"/")[0], []).append(kv)

@@ -10,7 +10,7 @@ from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.etcd.client import Message, decode, encode, keys_under
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
-from conch.backends.etcd.watch import DeleteWatch
+from conch.backends.etcd.watch import Watch
 from conch.errors import BackendUnavailable
 from conch.introspection import HolderStamp
 
@@ -92,7 +92,7 @@ class EtcdLock(LockHandle):
         session = self._session
         predecessor, next_in_line = turn
         revision = own_revision
-        watch: DeleteWatch | None = None
+        watch: Watch | None = None
         stale = False  # the queue must be read again before waiting
         try:
             while True:

@@ -1,6 +1,7 @@
-"""The liveness of one etcd coordinator: one lease at a time for all its locks, renewed by
-one heartbeat, given up (its holds lost) before etcd can expire it, revoked on close; keys
-that could not be deleted are deleted by a later beat. See docs/etcd.md, *Failures*."""
+"""The liveness of one etcd coordinator: one lease at a time for all its locks and group
+entries, renewed by one heartbeat, given up (its holds lost) before etcd can expire it,
+revoked on close; keys that could not be deleted are deleted by a later beat. See
+docs/etcd.md, *Failures*."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from conch import metrics
 from conch.backends.base import LossCallback
 from conch.backends.etcd.client import Gateway
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
-from conch.backends.etcd.watch import DeleteWatch
+from conch.backends.etcd.watch import Watch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Heartbeat, Holds
 from conch.errors import BackendUnavailable, LockLost, NotStarted
@@ -26,7 +27,8 @@ log = logging.getLogger("conch")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Hold:
-    """One hold: its key (attached to ``lease``) and that key's create revision."""
+    """One hold (or group entry): its key (attached to ``lease``) and the revision that
+    wrote it (a lock key's create revision, its fencing token)."""
 
     lease: Lease
     key: bytes
@@ -42,7 +44,9 @@ class Lease:
     ttl: int
     renewed_at: float  # monotonic time the last successful grant/keep-alive was *sent*
     holds: Holds[Hold] = dataclasses.field(default_factory=Holds)
-    watches: set[DeleteWatch] = dataclasses.field(default_factory=set)
+    entries: Holds[Hold] = dataclasses.field(default_factory=Holds)
+    """The group entries on the lease (docs/etcd.md, *Groups*)."""
+    watches: set[Watch] = dataclasses.field(default_factory=set)
     serial: itertools.count[int] = dataclasses.field(default_factory=itertools.count)
 
     def new_key(self, queue: bytes) -> bytes:
@@ -117,18 +121,26 @@ class EtcdSession:
             self._stale_leases.add(lease.id)
         log.warning("etcd lease %x of %s lost: %s", lease.id, self._member_id, reason)
         lease.holds.lose_all(reason)
+        lease.entries.lose_all(reason)
         for watch in list(lease.watches):
             watch.interrupt()
 
     def track(self, hold: Hold, on_lost: LossCallback) -> bool:
         """Keep ``hold`` alive with its lease; False when that lease was lost meanwhile."""
+        return self._keep(hold, hold.lease.holds, on_lost)
+
+    def track_entry(self, entry: Hold, on_lost: LossCallback) -> bool:
+        """As :meth:`track`, for a group entry."""
+        return self._keep(entry, entry.lease.entries, on_lost)
+
+    def _keep(self, hold: Hold, registry: Holds[Hold], on_lost: LossCallback) -> bool:
         with self._mutex:
             if self._lease is not hold.lease:
                 return False
-            hold.lease.holds.add(hold, on_lost)
+            registry.add(hold, on_lost)
             return True
 
-    def watch(self, lease: Lease, keys: tuple[bytes, ...]) -> DeleteWatch:
+    def watch(self, lease: Lease, keys: tuple[bytes, ...]) -> Watch:
         """A started watch on the deletion of ``keys``, cut short if ``lease`` is lost."""
         watch = self.gateway.watch_deletes(keys)
         with self._mutex:
@@ -138,7 +150,7 @@ class EtcdSession:
             watch.interrupt()
         return watch
 
-    def unwatch(self, lease: Lease, watch: DeleteWatch) -> None:
+    def unwatch(self, lease: Lease, watch: Watch) -> None:
         """Close a watch of :meth:`watch`."""
         with self._mutex:
             lease.watches.discard(watch)
@@ -194,15 +206,17 @@ class EtcdSession:
             self.lease_lost(lease, "the lease expired in etcd")
             return
         lease.renewed_at = sent
-        holds = lease.holds.snapshot()
+        holds, entries = lease.holds.snapshot(), lease.entries.snapshot()
         metrics.record_renewals("etcd", len(holds))
-        if not holds:
+        if not holds and not entries:
             return
         with contextlib.suppress(BackendUnavailable):  # else the next beat checks again
             revision, _, keys = self.gateway.lease_ttl(lease.id, interval / 2)
-            for hold in holds:  # a key deleted by hand (etcdctl del), not one put after the read
-                if hold.token <= revision and hold.key not in keys:
-                    lease.holds.lose(hold, "its key was deleted in etcd")
+            # A key deleted by hand (etcdctl del, conch break), not one put after the read.
+            for registry, kept in ((lease.holds, holds), (lease.entries, entries)):
+                for hold in kept:
+                    if hold.token <= revision and hold.key not in keys:
+                        registry.lose(hold, "its key was deleted in etcd")
 
     def _remove_stale(self, timeout: float) -> None:
         """Delete the keys and revoke the leases that could not be removed earlier."""

@@ -1,6 +1,7 @@
 """One watch stream of etcd's JSON gateway (``POST /v3/watch``, one JSON message per line):
-wait until a watched key is deleted, with a deadline; another thread may cut the wait short.
-The watches start at the current revision (docs/etcd.md, *Watches start now*)."""
+wait until a watched key changes (is deleted, for a lock's watch), with a deadline; another
+thread may cut the wait short. The watches start at the current revision (docs/etcd.md,
+*Watches start now*)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from conch.backends.etcd.errors import UNAUTHENTICATED, EtcdRequestFailed
 from conch.errors import BackendUnavailable
 
 
-class DeleteWatch:
-    """A watch on the deletion of some keys. One thread reads it; any may interrupt it."""
+class Watch:
+    """A watch on some keys (or a prefix). One thread reads it; any may interrupt it."""
 
     def __init__(self, response: urllib3.BaseHTTPResponse, keys: Sequence[bytes],
                  endpoint: str) -> None:
@@ -36,7 +37,11 @@ class DeleteWatch:
         self._buffer = b""
         self.deleted: set[bytes] = set()
         """The watched keys seen deleted."""
-        self._fired = False  # a deletion arrived while the watches were being created
+        self.changed: set[bytes] = set()
+        """The watched keys seen written or deleted."""
+        self._fired = False  # a change arrived while the watches were being created
+        self.ended = False
+        """The stream ended (connection lost or interrupted) or etcd cancelled the watch."""
 
     def start(self, timeout: float) -> None:
         """Wait until etcd confirms the first key's watch; raise BackendUnavailable.
@@ -62,14 +67,20 @@ class DeleteWatch:
                 self._fired = True
 
     def wait(self, deadline: Deadline) -> bool:
-        """Block until a watched key is deleted, the stream ended or was interrupted (True:
-        the caller reads again) or ``deadline`` passed (False)."""
+        """Block until a watched key changed, the stream ended or was interrupted (True:
+        the caller reads again) or ``deadline`` passed (False). It returns True at once from
+        then on, until :meth:`rearm`."""
         while not self._fired:
             line = self._line(deadline)
             if line is None:
                 return False
-            self._fired = not line or self._changed(_result(line))
+            self.ended = not line
+            self._fired = self.ended or self._changed(_result(line))
         return True
+
+    def rearm(self) -> None:
+        """Make :meth:`wait` wait for the next change (for a stream that lives on)."""
+        self._fired = False
 
     def interrupt(self) -> None:
         """Make a :meth:`wait` in another thread return now (session lost or closed)."""
@@ -81,11 +92,15 @@ class DeleteWatch:
         self._conn.close()
 
     def _changed(self, result: dict[str, Any]) -> bool:
-        """Note the deletions in ``result``; True if any, or if etcd cancelled the watch (a
-        compacted history): the caller reads the state again."""
-        self.deleted.update(base64.b64decode(event["kv"]["key"])
-                            for event in result.get("events", []))
-        return bool(result.get("events") or result.get("canceled"))
+        """Note the changes in ``result``; True if it has events, or if etcd cancelled the
+        watch (a compacted history; the stream has ended): the caller reads the state again."""
+        for event in result.get("events", []):
+            key = base64.b64decode(event["kv"]["key"])
+            self.changed.add(key)
+            if event.get("type") == "DELETE":
+                self.deleted.add(key)
+        self.ended = bool(result.get("canceled"))
+        return bool(result.get("events")) or self.ended
 
     def _line(self, deadline: Deadline) -> bytes | None:
         """The next message; ``b""`` once the stream ended, None when the deadline passed."""

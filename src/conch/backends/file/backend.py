@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 
-from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.file import inspection
+from conch.backends.file.groups import FileGroupStore
 from conch.backends.file.lock import FileLock, LockFile
 from conch.backends.file.session import FileSession
 from conch.backends.kit.errors import translated
@@ -24,7 +25,7 @@ class FileBackend(Backend):
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
         shared_locks=False, distributed=False, introspection=True, breakable=False,
-        native_async=True,
+        native_async=True, groups=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -36,12 +37,15 @@ class FileBackend(Backend):
             raise InvalidURL(f"file:// URLs need an absolute directory, as file:///dir: {url}")
         self.directory = url.path
         self.session = FileSession(self.directory, url.float_option("sweep_after", 300.0))
+        self._groups: FileGroupStore | None = None
 
     def connect(self) -> None:
         with self._translated("use"):
             self.session.open()
 
     def close(self) -> None:
+        if self._groups is not None:
+            self._groups.close()
         self.session.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
@@ -51,6 +55,10 @@ class FileBackend(Backend):
         from conch.backends.file.async_lock import FileAsyncLock  # asyncio, when used
 
         return FileAsyncLock(LockFile(self.session, key, self.member_id, on_lost))
+
+    def groups(self) -> GroupStore:
+        self._groups = FileGroupStore(self.directory, self.member_id)
+        return self._groups
 
     def describe_lock(self, key: bytes) -> LockInfo:
         with self._translated("inspect"):

@@ -5,6 +5,7 @@ release), shared with the asyncio handle, and the blocking handle's waits.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from types import TracebackType
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.file import inotify
-from conch.backends.file.removal import Hold, at_its_path
+from conch.backends.file.removal import Hold, at_its_path, linked, statx_buffer
 from conch.backends.file.session import FileSession, open_creating
 from conch.errors import LockLost
 from conch.green import eventlet_patched
@@ -23,16 +24,17 @@ class LockFile:
     """A lock object's descriptor of its lock file: opened by each acquire
     (:meth:`attempt`), kept while held, closed to release (from any thread)."""
 
-    __slots__ = ("_hold", "_on_lost", "_seen", "_stamp", "fd", "on_open", "path", "session",
-                 "token")
+    __slots__ = ("_hold", "_on_lost", "_seen", "_stamp", "_statx", "fd", "on_open", "path",
+                 "session", "token")
 
     def __init__(self, session: FileSession, key: bytes, member_id: str,
                  on_lost: LossCallback) -> None:
         self.session = session
         self.path = session.lock_path(key)
-        self._stamp = HolderStamp(key, member_id)
+        self._stamp = _stamp(key, member_id)
         self._on_lost = on_lost  # told when the held file is removed from under the hold
         self._hold: Hold | None = None
+        self._statx = statx_buffer()  # used by one acquire or release at a time
         self._seen = 0
         self.fd = -1
         self.token: int | None = None
@@ -65,7 +67,7 @@ class LockFile:
             except BlockingIOError:
                 return None
             # After removals, linked is not enough: a renamed directory keeps its files.
-            if os.fstat(self.fd).st_nlink if removals.seen == self._seen \
+            if linked(self.fd, self._statx) if removals.seen == self._seen \
                     else at_its_path(self.fd, self.path):
                 self.token = self.session.next_token(self.fd, self._stamp)
                 self._hold = Hold(self.fd, self.path)
@@ -89,13 +91,13 @@ class LockFile:
     def release(self) -> None:
         """Free the hold; :class:`LockLost` when its file was removed while held."""
         try:
-            linked = self.fd < 0 or os.fstat(self.fd).st_nlink > 0
+            still_linked = self.fd < 0 or linked(self.fd, self._statx)
         except OSError:  # closed meanwhile, by a coordinator that stops
-            linked = True
+            still_linked = True
         self.close()  # frees the flock and wakes the waiters
         if time.monotonic() >= self.session.next_sweep:
             self.session.sweep_soon()
-        if not linked:
+        if not still_linked:
             raise LockLost(f"lock file {self.path} was removed while held (was the lock "
                            "directory cleaned up?): another process may have taken the lock")
 
@@ -106,6 +108,11 @@ class LockFile:
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+@functools.lru_cache(maxsize=1024)  # a lock object per call (@synchronized) names it again
+def _stamp(key: bytes, member_id: str) -> HolderStamp:
+    return HolderStamp(key, member_id)
 
 
 class FileLock(LockHandle):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import os
 import struct
 import threading
@@ -35,6 +36,12 @@ def open_creating(path: str) -> int:
         except FileNotFoundError:
             with contextlib.suppress(FileExistsError):  # created, then removed again
                 os.makedirs(os.path.dirname(path), exist_ok=True)
+
+
+@functools.lru_cache(maxsize=1024)  # a lock object per call (@synchronized) names it again
+def _file_name(key: bytes) -> str:
+    """A readable prefix and 160 bits of ``key``'s SHA-256."""
+    return readable_key(key, 40) + ".lock"
 
 
 def stored_token(fd: int) -> int | None:
@@ -74,8 +81,8 @@ class FileSession:
         self.removals.close()
 
     def lock_path(self, key: bytes) -> str:
-        """The lock file of ``key``: a readable prefix and 160 bits of its SHA-256."""
-        return os.path.join(self.directory, readable_key(key, 40) + ".lock")
+        """The lock file of ``key``."""
+        return os.path.join(self.directory, _file_name(key))
 
     def next_token(self, lock_fd: int, stamp: HolderStamp) -> int:
         """Store the next token of locked file ``lock_fd`` with the hold's record; return it."""

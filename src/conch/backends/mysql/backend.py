@@ -4,12 +4,14 @@ Options and the design: docs/mysql.md."""
 
 from __future__ import annotations
 
-from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
+from conch.backends.kit.errors import scrub
 from conch.backends.kit.naming import hex_digest
 from conch.backends.mysql import inspection
 from conch.backends.mysql.client import Settings
 from conch.backends.mysql.fencing import FENCING_TABLE as FENCING_TABLE
 from conch.backends.mysql.fencing import ensure_fencing_table
+from conch.backends.mysql.groups import MySQLGroups
 from conch.backends.mysql.lock import MySQLLock
 from conch.backends.mysql.session import MySQLSessions
 from conch.capabilities import Capabilities
@@ -25,19 +27,28 @@ class MySQLBackend(Backend):
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
         shared_locks=False, distributed=True, introspection=True, breakable=True,
+        groups=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
         self.settings = Settings.from_url(url)
         self.sessions = MySQLSessions(url, self.settings)
+        self._groups: MySQLGroups | None = None  # made by the first groups()
 
     def connect(self) -> None:
         with self.sessions.lent() as session:
             ensure_fencing_table(session)
 
     def close(self) -> None:
+        if self._groups is not None:
+            self._groups.close()
         self.sessions.close()
+
+    def groups(self) -> GroupStore:
+        self._groups = MySQLGroups(self.settings, self.member_id, lambda problem: scrub(
+            f"mysql backend at {self.url.redacted()}: {problem}", self.url))
+        return self._groups
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return MySQLLock(self.sessions, self.server_name(key), HolderStamp(key, self.member_id),

@@ -19,7 +19,7 @@ class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
     async def acquire(self, deadline: Deadline) -> int | None:
         for retry in (True, False):
             session = await self._sessions.borrow()
-            steps = statements.take(session, self._key, deadline, self.name_to_record())
+            steps = statements.take(self._key, deadline, self.name_to_record())
             if not self.failed(session, token := await outcome(session, steps), retry):
                 break
         return self.taken(session, token, asyncio.get_running_loop())

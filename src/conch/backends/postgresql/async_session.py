@@ -9,7 +9,7 @@ import psycopg
 
 from conch.backends.postgresql import statements
 from conch.backends.postgresql.lock import Hold, SessionsCore
-from conch.backends.postgresql.session import Bounded, finished_when_broken
+from conch.backends.postgresql.session import Bounded
 from conch.backends.postgresql.statements import Statement, Steps, advance
 from conch.errors import BackendUnavailable
 
@@ -18,23 +18,23 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
     """One server session used by one task at a time on one loop; :meth:`cancel` and
     :meth:`shutdown` may come from any thread."""
 
-    statements: psycopg.AsyncCursor[tuple[Any, ...]]  # the one cursor, made on connecting
-
     async def answer(self, statement: Statement) -> object:
         """``statement``'s first value, or what it raised (a cancelled task cancels it first)."""
         self.limit = statement.limit(self.io_timeout)
         try:
-            cursor = await self.statements.execute(statement.sql, statement.params)
+            async with self.lock:
+                return await self.wait(self.exchange(statement))
         except BaseException as exc:
             return exc
         finally:
             self.limit = self.io_timeout
-        row = await cursor.fetchone()
-        return None if row is None else row[0]
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        with finished_when_broken(self):
+        try:
             return await super().wait(gen, interval, self.limit if timeout is None else timeout)
+        except psycopg.OperationalError as exc:
+            self.out_of_step(exc)
+            raise
 
 
 async def outcome(session: AsyncSession, steps: Steps[Any]) -> Any:
@@ -54,12 +54,11 @@ class AsyncSessions(SessionsCore[AsyncSession]):
         if (session := self.pool.idle_one()) is not None:
             return session
         try:
-            session = await AsyncSession.connect(self.conninfo, autocommit=True,
-                                                 prepare_threshold=0)
+            session = await AsyncSession.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout
-        session.statements = session.cursor()
+        session.prepared = {}
         return self.pool.lend(session)
 
     def check_holds(self) -> None:

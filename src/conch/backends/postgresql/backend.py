@@ -11,7 +11,7 @@ import urllib.parse
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from conch.backends.base import AsyncLockHandle, Backend, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.kit.errors import scrub
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import int64_key
@@ -19,6 +19,7 @@ from conch.backends.kit.session import Heartbeat
 from conch.backends.postgresql import inspection
 from conch.backends.postgresql.async_lock import AsyncAdvisoryLock
 from conch.backends.postgresql.async_session import AsyncSessions
+from conch.backends.postgresql.groups import PostgreSQLGroups
 from conch.backends.postgresql.lock import AdvisoryLock, Sessions
 from conch.backends.postgresql.statements import FENCING_SEQUENCE, NAMES_TABLE, SETUP
 from conch.capabilities import Capabilities
@@ -39,7 +40,7 @@ class PostgreSQLBackend(Backend):
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
         shared_locks=False, distributed=True, introspection=True, breakable=True,
-        native_async=True,
+        native_async=True, groups=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -67,6 +68,9 @@ class PostgreSQLBackend(Backend):
         self.async_sessions = AsyncSessions(self, conninfo, self.connect_timeout, int(pool_size))
         self._heartbeat = Heartbeat(f"conch-postgresql {member_id}",
                                     url.float_option("heartbeat", 2.0), self._check_holds)
+        self._groups = PostgreSQLGroups(self.sessions.open, member_id,
+                                        self._heartbeat.interval, self.connect_timeout,
+                                        self.describe)
 
     def connect(self) -> None:
         session = self.sessions.open()
@@ -89,6 +93,7 @@ class PostgreSQLBackend(Backend):
         forget_in_child(self.async_sessions.pool)
 
     def close(self) -> None:
+        self._groups.close()
         self._heartbeat.stop()
         self.sessions.close()
         self.async_sessions.close()
@@ -98,6 +103,9 @@ class PostgreSQLBackend(Backend):
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         return AsyncAdvisoryLock(self.async_sessions, int64_key(key), key, on_lost)
+
+    def groups(self) -> GroupStore:
+        return self._groups
 
     async def close_async(self) -> None:
         await self.async_sessions.close_running()

@@ -16,8 +16,7 @@ APPLICATION_PREFIX = "conch "
 _THIS_DATABASE = "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 # Every held lock of this database (with ``key``: that key's): its waiters, its holder's
 # pid, application name and host, and its recorded name (the key rebuilt from its halves).
-_HELD = f"""
-SELECT (SELECT count(*) FROM pg_locks AS w
+_HELD = f"""SELECT (SELECT count(*) FROM pg_locks AS w
         WHERE w.locktype = 'advisory' AND w.objsubid = 1 AND w.database = g.database
           AND w.classid = g.classid AND w.objid = g.objid AND NOT w.granted),
        g.pid, a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local'),

@@ -51,7 +51,6 @@ class Hold(Generic[S]):
             self.pool.give_back(self.session, keep=False)
             holds.lose(self, reason)
             metrics.record_renewals("postgresql", 0, 1)
-        return None
 
 
 class SessionsCore(Generic[S]):
@@ -103,8 +102,7 @@ class HandleCore(Generic[S]):
         hold = self._hold = Hold(self._key, session, self._pool, loop)
         self._holds.add(hold, self._on_lost)
         if self._pool.closed:  # stopped while we waited
-            self._holds.discard(hold)
-            self._hold = None
+            self.releasing()
             self._pool.give_back(session, keep=False)
             raise self._pool.stopped()
         return int(token)
@@ -139,11 +137,11 @@ class Sessions(SessionsCore[Session]):
     def open(self) -> Session:
         """A new session (raises BackendUnavailable); statements are prepared on first use."""
         try:
-            session = Session.connect(self.conninfo, autocommit=True, prepare_threshold=0)
+            session = Session.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout
-        session.statements = session.cursor()
+        session.prepared = {}
         return session
 
     def borrow(self) -> Session:
@@ -177,7 +175,7 @@ class AdvisoryLock(HandleCore[Session], LockHandle):
     def acquire(self, deadline: Deadline) -> int | None:
         for retry in (True, False):
             session = self._sessions.borrow()
-            steps = statements.take(session, self._key, deadline, self.name_to_record())
+            steps = statements.take(self._key, deadline, self.name_to_record())
             if not self.failed(session, token := outcome(session, steps), retry):
                 break
         return self.taken(session, token)

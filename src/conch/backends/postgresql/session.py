@@ -1,6 +1,6 @@
-"""Server sessions on psycopg's own connection, and the pool that reuses them (sync and
-asyncio alike). Every wait for an answer is bounded by ``connect_timeout`` except a lock
-wait; under eventlet the sync waits go through psycopg's ``select`` wait, which is green."""
+"""Server sessions on psycopg's own connection (statements prepared, run by its generators),
+and the pool that reuses them, sync and asyncio alike. Every wait for an answer is bounded by
+``connect_timeout`` but a lock wait; under eventlet the sync waits are green. docs/postgresql.md"""
 
 from __future__ import annotations
 
@@ -9,23 +9,44 @@ import os
 import select
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg import waiting
+from psycopg import errors, generators, pq, waiting
 
 from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql.statements import Statement, Steps, advance
 
 
 class Bounded:
-    """What both sessions add to psycopg's connections: wait limits and :meth:`shutdown`."""
+    """What both sessions add to psycopg's connections: limits, statements and shutdown."""
 
     io_timeout = 5.0  # the usual limit
     limit: float | None = 5.0  # the longest wait for the answer in progress (None: none)
-    lock_timeout_ms = 0  # the connection's options set lock_timeout=0
-    pgconn: psycopg.pq.abc.PGconn
+    prepared: dict[str, bytes]  # statement name by SQL, set on connecting
+    pgconn: pq.abc.PGconn
+
+    def exchange(self, statement: Statement) -> Generator[Any, Any, object]:
+        """A psycopg generator: ``statement``'s first value (text, or ``None``), or its error;
+        the statement is prepared on its first use on this session."""
+        pgconn, sql = self.pgconn, statement.sql
+        while True:
+            if (name := self.prepared.get(sql)) is None:
+                pgconn.send_prepare(b"conch_%d" % len(self.prepared), sql.encode())
+            else:
+                pgconn.send_query_prepared(name, statement.params)
+            result = (yield from generators.execute(pgconn))[-1]
+            if result.status == pq.ExecStatus.FATAL_ERROR:
+                return errors.error_from_result(result)
+            if name is not None:
+                return result.get_value(0, 0)
+            self.prepared[sql] = b"conch_%d" % len(self.prepared)
+
+    def out_of_step(self, exc: psycopg.OperationalError) -> None:
+        """Close when a wait failed with no answer (gone, or timed out: out of step)."""
+        if exc.sqlstate is None:
+            self.pgconn.finish()
 
     @property
     def waiting_for_lock(self) -> bool:
@@ -42,25 +63,26 @@ class Bounded:
 class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
     """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
 
-    statements: psycopg.Cursor[tuple[Any, ...]]  # the one cursor, made on connecting
-
     def answer(self, statement: Statement) -> object:
         """``statement``'s first value, or what it raised."""
         self.limit = statement.limit(self.io_timeout)
         try:
-            row = self.statements.execute(statement.sql, statement.params).fetchone()
+            with self.lock:
+                return self.wait(self.exchange(statement))
         except BaseException as exc:
             return exc
         finally:
             self.limit = self.io_timeout
-        return None if row is None else row[0]
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        # psycopg's default wait is S code that eventlet's hub cannot interrupt.
+        # psycopg's default wait is C code that eventlet's hub cannot interrupt.
         wait = waiting.wait if hasattr(select, "poll") else waiting.wait_select
-        with finished_when_broken(self):
+        try:
             return wait(gen, self.pgconn.socket, interval=interval,
                         timeout=self.limit if timeout is None else timeout)
+        except psycopg.OperationalError as exc:
+            self.out_of_step(exc)
+            raise
 
     def end(self) -> None:
         """Close now (from any thread): a statement in flight fails; its thread closes it."""
@@ -77,17 +99,6 @@ def outcome(session: Session, steps: Steps[Any]) -> Any:
     while statement is not None:
         statement, result = advance(steps, session.answer(statement))
     return result
-
-
-@contextlib.contextmanager
-def finished_when_broken(session: psycopg.BaseConnection[Any]) -> Any:
-    """Close ``session`` when a wait fails with no answer (gone, or timed out: out of step)."""
-    try:
-        yield
-    except psycopg.OperationalError as exc:
-        if exc.sqlstate is None:
-            session.pgconn.finish()
-        raise
 
 
 S = TypeVar("S", bound=psycopg.BaseConnection[Any])

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from psycopg.errors import LockNotAvailable
-from psycopg.types.numeric import Int8
 
 from conch.backends.base import Deadline
 
@@ -21,30 +20,34 @@ SETUP = {  # what connect() creates when missing
     NAMES_TABLE: f"CREATE TABLE IF NOT EXISTS {NAMES_TABLE} "
                  "(key bigint PRIMARY KEY, name bytea NOT NULL)",
 }
+# Parameters: $1 the key, $2 the name to record (_NAMING), then the lock_timeout to set.
 # Lock and token in one round-trip: CASE evaluates nextval() only when the lock was taken.
-_TRY = (f"SELECT CASE WHEN pg_try_advisory_lock(%s) THEN nextval('{FENCING_SEQUENCE}') END"
-        " AS token")
-# The row nextval() projects from exists only once pg_advisory_lock() has returned.
-_WAIT = f"SELECT nextval('{FENCING_SEQUENCE}') AS token FROM pg_advisory_lock(%s)"
+_TRY = (f"SELECT CASE WHEN pg_try_advisory_lock($1::bigint) THEN nextval('{FENCING_SEQUENCE}')"
+        " END AS token")
+# lock_timeout (each wait sets it), the lock, the token: CASE evaluates its cases in order.
+_WAIT = ("SELECT CASE WHEN set_config('lock_timeout', ${}, false) IS NULL THEN NULL"
+         " WHEN pg_advisory_lock($1::bigint) IS NULL THEN NULL"
+         f" ELSE nextval('{FENCING_SEQUENCE}') END AS token")
 # The same, recording the name when taken: a data-modifying CTE runs exactly once.
 _NAMING = (f"WITH taken AS ({{}}), named AS (INSERT INTO {NAMES_TABLE} (key, name) "
-           "SELECT %s, %s FROM taken WHERE token IS NOT NULL ON CONFLICT (key) DO NOTHING) "
-           "SELECT token FROM taken")
-_UNLOCK = "SELECT pg_advisory_unlock(%s)"
+           "SELECT $1::bigint, $2::bytea FROM taken WHERE token IS NOT NULL"
+           " ON CONFLICT (key) DO NOTHING) SELECT token FROM taken")
+TAKE = {False: (_TRY, _WAIT.format(2)),  # try, wait; as is and recording the name
+        True: (_NAMING.format(_TRY), _NAMING.format(_WAIT.format(3)))}
+_UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
 # pg_locks shows a bigint key's high half in classid, its low half in objid, objsubid 1.
 KEY_MATCHES = ("locktype = 'advisory' AND objsubid = 1"
                " AND classid = ((%(key)s::bigint >> 32) & 4294967295)::oid"
                " AND objid = (%(key)s::bigint & 4294967295)::oid")
-_HOLDS = (f"SELECT EXISTS (SELECT FROM pg_locks WHERE {KEY_MATCHES}"
+_HOLDS = (f"SELECT EXISTS (SELECT FROM pg_locks WHERE {KEY_MATCHES.replace('%(key)s', '$1')}"
           " AND pid = pg_backend_pid() AND granted)")
-_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
 
 
 class Statement(NamedTuple):
-    """SQL, its parameters, and how long the server may wait for a lock (``None``: forever)."""
+    """SQL, its parameters (text), and how long the server may wait for a lock (``None``: ever)."""
 
     sql: str
-    params: tuple[Any, ...] | dict[str, Any]
+    params: tuple[bytes, ...]
     server_wait: float | None = 0.0
 
     def limit(self, io_timeout: float) -> float | None:
@@ -52,30 +55,22 @@ class Statement(NamedTuple):
         return None if self.server_wait is None else io_timeout + self.server_wait
 
 
-Steps = Generator[Statement, Any, T]
+Steps = Generator[Statement, bytes | None, T]  # sent each first value, as text (b"t", b"42")
 
 
-class Session(Protocol):
-    lock_timeout_ms: int
-
-
-def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> Steps[int | None]:
+def take(key: int, deadline: Deadline, name: bytes | None) -> Steps[bytes | None]:
     """Take ``key`` before ``deadline`` (recording ``name`` if given): the token, or ``None``."""
-    params = (Int8(key),) if name is None else (Int8(key), Int8(key), name)
+    params = (b"%d" % key,) if name is None else (b"%d" % key, b"\\x" + name.hex().encode())
+    trying, waiting = TAKE[name is not None]
     remaining = deadline.remaining()
-    token: int | None
     if not deadline.forever:
-        token = yield Statement(_TRY if name is None else _NAMING.format(_TRY), params)
+        token = yield Statement(trying, params)
         remaining = deadline.remaining()
         if token is not None or not remaining:
             return token
     millis = 0 if remaining is None else max(1, math.ceil(remaining * 1000))
-    if millis != session.lock_timeout_ms:
-        yield Statement(_LOCK_TIMEOUT, (f"{millis}ms",))
-        session.lock_timeout_ms = millis
     try:
-        token = yield Statement(_WAIT if name is None else _NAMING.format(_WAIT), params, remaining)
-        return token
+        return (yield Statement(waiting, (*params, b"%dms" % millis), remaining))
     except LockNotAvailable:  # lock_timeout expired; it also bounds nextval()'s wait for the
         pass  # sequence (an ALTER SEQUENCE in progress), after the grant: hold nothing
     if (yield from holds(key)):
@@ -85,17 +80,17 @@ def take(session: Session, key: int, deadline: Deadline, name: bytes | None) -> 
 
 def unlock(key: int) -> Steps[bool]:
     """Free ``key``: False when this session did not hold it."""
-    return (yield Statement(_UNLOCK, (Int8(key),))) is True
+    return (yield Statement(_UNLOCK, (b"%d" % key,))) == b"t"
 
 
 def holds(key: int) -> Steps[bool]:
     """True while the server lists ``key`` as granted to this session."""
-    return (yield Statement(_HOLDS, {"key": Int8(key)})) is True
+    return (yield Statement(_HOLDS, (b"%d" % key,))) == b"t"
 
 
-def advance(steps: Steps[Any], answer: object) -> tuple[Statement | None, object]:
-    """The next statement of ``steps`` once sent ``answer`` (thrown in if an exception), or
-    ``None`` and what the steps returned or raised."""
+def advance(steps: Steps[Any], answer: Any) -> tuple[Statement | None, object]:
+    """The next statement of ``steps`` sent ``answer`` (thrown if an exception), or ``None``
+    and what the steps returned or raised."""
     try:
         if isinstance(answer, BaseException):
             return steps.throw(answer), None

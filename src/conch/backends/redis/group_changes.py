@@ -13,6 +13,8 @@ from collections.abc import Callable
 import redis
 from redis.exceptions import RedisError
 
+from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
+
 log = logging.getLogger("conch")
 READ_SLICE = 1.0
 """Seconds one read of the channel waits: how long the thread may outlive :meth:`stop`."""
@@ -25,60 +27,37 @@ class GroupChanges:
 
     def __init__(self, client: redis.Redis, channel: bytes) -> None:
         self._client, self._channel = client, channel
-        self._mutex = threading.Lock()
-        self._subscribers: dict[bytes, list[Callable[[], None]]] = {}
-        self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._subscribers = GroupSubscribers("conch-redis-group-changes", self._listen)
 
     def subscribe(self, digest: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         """Call ``changed`` when group ``digest`` changes; returns the way to stop. Never
         fails: the thread subscribes, and keeps trying while the server is away."""
-        with self._mutex:
-            self._subscribers.setdefault(digest, []).append(changed)
-            if self._thread is None and not self._stopped.is_set():
-                self._thread = threading.Thread(target=self._listen, daemon=True,
-                                                name="conch-redis-group-changes")
-                self._thread.start()
-
-        def unsubscribe() -> None:
-            with self._mutex:
-                subscribers = self._subscribers.get(digest, [])
-                if changed in subscribers:
-                    subscribers.remove(changed)
-        return unsubscribe
+        return self._subscribers.subscribe(digest, changed)
 
     def stop(self) -> None:
         """End the thread (within :data:`READ_SLICE`; the session's close ends its read at
         once)."""
-        self._stopped.set()
+        self._subscribers.stop()
 
-    def _listen(self) -> None:
+    def _listen(self, stopped: threading.Event, wake: Wake) -> None:
         pubsub: redis.client.PubSub | None = None
-        while not self._stopped.is_set():
+        while not stopped.is_set():
             try:
                 if pubsub is None:
                     pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self._channel)
-                    self._wake(None)  # changes published while unsubscribed were missed
+                    wake(None)  # changes published while unsubscribed were missed
                 message = pubsub.get_message(timeout=READ_SLICE)
                 if message is not None and message["type"] == "message":
-                    self._wake(message["data"])
+                    wake((message["data"],))
             except (RedisError, OSError) as exc:
-                if self._stopped.is_set():
+                if stopped.is_set():
                     break
                 log.debug("conch: redis group changes: %s; subscribing again", exc)
                 _closed(pubsub)
                 pubsub = None
-                self._stopped.wait(RECONNECT_PAUSE)
+                stopped.wait(RECONNECT_PAUSE)
         _closed(pubsub)
-
-    def _wake(self, digest: bytes | None) -> None:
-        """Call the subscribers of group ``digest`` (``None``: of every group)."""
-        with self._mutex:
-            woken = [changed for group, subscribers in self._subscribers.items()
-                     if digest is None or group == digest for changed in subscribers]
-        for changed in woken:
-            changed()
 
 
 def _closed(pubsub: redis.client.PubSub | None) -> None:

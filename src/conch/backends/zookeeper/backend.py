@@ -1,16 +1,18 @@
 """``zookeeper://[user:password@]host:port[,host:port...][/chroot][?options]``: locks as
-queues of ephemeral sequential znodes under ``<chroot>/locks/<readable_key(name)>``, one
-ZooKeeper session per coordinator. Options, TLS and the design: docs/zookeeper.md."""
+queues of ephemeral sequential znodes under ``<chroot>/locks/<readable_key(name)>``, groups
+under ``<chroot>/groups``, one ZooKeeper session per coordinator. Options, TLS and the
+design: docs/zookeeper.md."""
 
 from __future__ import annotations
 
 import re
 
-from conch.backends.base import Backend, LockHandle, LossCallback
+from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.kit.naming import readable_key
 from conch.backends.kit.tls import OptionNames, TLSFiles, client_context, tls_from_url
 from conch.backends.kit.tls_diagnosis import diagnose_endpoints
 from conch.backends.zookeeper import inspection
+from conch.backends.zookeeper.groups import ZooKeeperGroupStore
 from conch.backends.zookeeper.lock import ZooKeeperLock
 from conch.backends.zookeeper.session import NoSession, ZooKeeperSession
 from conch.capabilities import Capabilities
@@ -34,6 +36,7 @@ class ZooKeeperBackend(Backend):
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=True, notify=True,
         shared_locks=False, distributed=True, introspection=True, breakable=True,
+        groups=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -45,6 +48,7 @@ class ZooKeeperBackend(Backend):
         if url.username is not None and url.password is None:
             raise InvalidURL(f"zookeeper:// credentials need user:password@ (digest): {url}")
         self.locks_path = f"{_chroot(url)}/locks"
+        self.groups_path = f"{_chroot(url)}/groups"
         self.endpoints = [(host, port or DEFAULT_PORT) for host, port in url.hosts]
         hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                          for host, port in self.endpoints)
@@ -78,6 +82,9 @@ class ZooKeeperBackend(Backend):
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return ZooKeeperLock(self.session, self._parent(key), HolderStamp(key, self.member_id),
                              on_lost)
+
+    def groups(self) -> GroupStore:
+        return ZooKeeperGroupStore(self.session, self.groups_path, self.member_id)
 
     def describe_lock(self, key: bytes) -> LockInfo:
         return inspection.describe(self.session, self._parent(key), key)[0]

@@ -1,6 +1,6 @@
 """A coordinator's ZooKeeper session: its kazoo client, connection states reported to the
-holds as losses, requests bounded in time, and the clean-up of znodes we could not delete.
-Lock handles borrow it; docs/zookeeper.md tells how it maps the contract."""
+holds (and group entries) as losses, requests bounded in time, and the clean-up of znodes we
+could not delete. Lock handles and groups borrow it; docs/zookeeper.md maps the contract."""
 
 from __future__ import annotations
 
@@ -64,8 +64,11 @@ class ZooKeeperSession:
         # By then the server expired the session, unless it restarted (restoring sessions
         # with a fresh timeout) and one reconnection attempt hung on it.
         self.request_timeout = 2 * session_timeout
+        self.session_timeout = session_timeout
         self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
+        self.entries: Holds[object] = Holds()
+        """The group entries: they outlive a short disconnection, not the session."""
         self.client = new_client(hosts, session_timeout, credentials, tls_files)
         self.generation = 0
         """+1 each time the session expires: znodes of an older generation are gone."""
@@ -116,14 +119,16 @@ class ZooKeeperSession:
             with self._mutex:
                 self._waiters.discard(event)
 
-    def answer(self, result: Any, doing: str, within: float | None = None) -> Any:
+    def answer(self, result: Any, doing: str, within: float | None = None,
+               passing: tuple[type[KazooException], ...] = ()) -> Any:
         """The outcome of kazoo request ``result``, awaited ``within`` seconds (default
         ``request_timeout``). Raises :class:`NoAnswer`, :class:`ConnectionDropped`,
-        :class:`SessionExpired`, :class:`BackendUnavailable`, or kazoo's ``NoNodeError``."""
+        :class:`SessionExpired`, :class:`BackendUnavailable`, or kazoo's ``NoNodeError``
+        and the ``passing`` errors."""
         wait = self.request_timeout if within is None else within
         try:
             return result.get(timeout=wait)
-        except NoNodeError:
+        except (NoNodeError, *passing):
             raise
         except self.client.handler.timeout_exception:
             raise NoAnswer(f"ZooKeeper at {self.hosts} did not answer within {wait:g} s "
@@ -141,6 +146,15 @@ class ZooKeeperSession:
             if not self._connected or self.generation != generation:
                 return False
             self.holds.add(hold, on_lost)
+            return True
+
+    def keep_entry(self, entry: object, on_lost: LossCallback, generation: int) -> bool:
+        """Start reporting the loss of group ``entry`` with the session; False when the
+        session expired since ``generation``."""
+        with self._mutex:
+            if self.generation != generation:
+                return False
+            self.entries.add(entry, on_lost)
             return True
 
     def abandon(self, parent: str, prefix: str) -> None:
@@ -163,10 +177,29 @@ class ZooKeeperSession:
         if state == KazooState.SUSPENDED:
             self.holds.lose_all("lost the connection to ZooKeeper: the session may expire "
                                 "and another client take the lock")
+            self._lose_entries_unless_reconnected()
         elif state == KazooState.LOST:
             self.holds.lose_all("the ZooKeeper session expired or was closed")
+            self.entries.lose_all("the ZooKeeper session expired or was closed")
         self._start_cleaning()
         self._wake_waiters()
+
+    def _lose_entries_unless_reconnected(self) -> None:
+        """Report the group entries lost if the connection is not back when the server
+        expires the session: kazoo suspends it 2/3 of the timeout after the last answer,
+        and hears of the expiry only once reconnected."""
+        with self._mutex:
+            connections = self._connections
+
+        def expired() -> None:
+            with self._mutex:
+                cut_off = not self._connected and self._connections == connections
+            if cut_off:
+                self.entries.lose_all("cut off from ZooKeeper past the session timeout: "
+                                      "the session has expired")
+        timer = threading.Timer(self.session_timeout / 3, expired)
+        timer.daemon = True
+        timer.start()
 
     def _wake_waiters(self) -> None:
         with self._mutex:

@@ -6,7 +6,7 @@ retrying ``start()`` on ``ToozError`` stop at a configuration mistake."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import conch
 
@@ -20,7 +20,7 @@ class ToozError(conch.ConchError):
 
 
 class NotImplemented(NotImplementedError, ToozError, conch.NotSupported):
-    """A tooz feature conch does not provide (groups, leader election, shared locks...)."""
+    """A tooz feature this backend does not provide (groups, shared locks...)."""
 
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         # NotImplementedError's own __init__ comes first in the MRO and would skip ``cause``.
@@ -51,30 +51,63 @@ class OperationTimedOut(ToozError):
     """An operation timed out (kept for ``except`` clauses; conch does not raise it)."""
 
 
-# Group errors: the group API raises NotImplemented, but services name these in
-# ``except`` clauses, which must still resolve.
+def _text(value: str | bytes) -> str:
+    """An id as tooz shows it in messages and attributes (bytes decoded)."""
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
 class GroupNotCreated(ToozError):
-    """tooz: the group does not exist."""
+    """The group does not exist (``group_id``: its name as ``str``)."""
+
+    def __init__(self, group_id: str | bytes) -> None:
+        self.group_id = _text(group_id)
+        super().__init__(f"Group {self.group_id} does not exist")
 
 
 class GroupAlreadyExist(ToozError):
-    """tooz: the group already exists."""
+    """``create_group`` of a group that exists."""
 
-
-class MemberAlreadyExist(ToozError):
-    """tooz: the member already joined the group."""
-
-
-class MemberNotJoined(ToozError):
-    """tooz: the member is not in the group."""
+    def __init__(self, group_id: str | bytes) -> None:
+        self.group_id = _text(group_id)
+        super().__init__(f"Group {self.group_id} already exists")
 
 
 class GroupNotEmpty(ToozError):
-    """tooz: the group still has members."""
+    """``delete_group`` of a group that still has live members."""
+
+    def __init__(self, group_id: str | bytes) -> None:
+        self.group_id = _text(group_id)
+        super().__init__(f"Group {self.group_id} is not empty")
+
+
+class MemberAlreadyExist(ToozError):
+    """``join_group`` by a member already in the group."""
+
+    def __init__(self, group_id: str | bytes, member_id: str | bytes) -> None:
+        self.group_id, self.member_id = _text(group_id), _text(member_id)
+        super().__init__(f"Member {self.member_id} has already joined {self.group_id}")
+
+
+class MemberNotJoined(ToozError):
+    """The member is not in the group."""
+
+    def __init__(self, group_id: str | bytes, member_id: str | bytes) -> None:
+        self.group_id, self.member_id = _text(group_id), _text(member_id)
+        super().__init__(f"Member {self.member_id} has not joined {self.group_id}")
 
 
 class WatchCallbackNotFound(ToozError):
-    """tooz: no such watch callback."""
+    """``unwatch_*`` of a callback that is not registered on the group."""
+
+    def __init__(self, group_id: str | bytes, callback: Callable[..., object]) -> None:
+        self.group_id, self.callback = _text(group_id), callback
+        name = getattr(callback, "__name__", repr(callback))
+        super().__init__(f"Callback {name} is not registered on group {self.group_id}")
+
+
+class SerializationError(ToozError, conch.InvalidGroup):
+    """Capabilities conch cannot store (not JSON with bytes, or too large); tooz raises it
+    for what msgpack cannot pack. Also a :class:`conch.InvalidGroup` (a ``ValueError``)."""
 
 
 @contextlib.contextmanager

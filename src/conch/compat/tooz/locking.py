@@ -104,11 +104,15 @@ class Lock(abc.ABC):
 
 
 class ConchLock(Lock):
-    """A tooz lock backed by a :class:`conch.Lock` (``conch_lock``: its token and ``lost``)."""
+    """A tooz lock backed by conch's lock of the same name: ``conch_lock`` is the
+    :class:`conch.Lock` of its current or last hold (exclusive, or shared after
+    ``acquire(shared=True)``), with that hold's token and ``lost``."""
 
     def __init__(self, name: LockName, lock: conch.Lock, coordinator: conch.Coordinator) -> None:
         super().__init__(name)
         self.conch_lock = lock
+        self._exclusive = lock
+        self._shared: conch.Lock | None = None
         self._coordinator = coordinator
         self._backend = coordinator.url.partition("://")[0]
 
@@ -121,13 +125,26 @@ class ConchLock(Lock):
         shared: bool = False,
         timeout: float | None = None,
     ) -> bool:
-        """Take the lock (see :meth:`Lock.acquire`); ``shared=True`` raises
-        :class:`NotImplemented` (no conch backend has shared locks yet)."""
-        if shared:
-            raise errors.NotImplemented(
-                f"shared locks are not provided by conch's {self._backend} backend")
+        """Take the lock (see :meth:`Lock.acquire`). ``shared=True`` takes a shared hold
+        (``coordinator.lock(name, shared=True)``: shared holds coexist, an exclusive one
+        excludes them all) where the backend has conch's ``shared_locks`` capability, and
+        raises :class:`NotImplemented` elsewhere, as tooz's drivers do."""
+        wait = _wait(blocking, timeout)
+        lock = self._shared_lock() if shared else self._exclusive
         with as_tooz_errors():
-            return self.conch_lock.acquire(_wait(blocking, timeout))
+            acquired = lock.acquire(wait)
+        if acquired:
+            self.conch_lock = lock
+        return acquired
+
+    def _shared_lock(self) -> conch.Lock:
+        if self._shared is None:
+            if not self._coordinator.capabilities.shared_locks:
+                raise errors.NotImplemented(
+                    f"shared locks are not provided by conch's {self._backend} backend")
+            with as_tooz_errors():
+                self._shared = self._coordinator.lock(self.name, shared=True)
+        return self._shared
 
     def release(self) -> bool:
         """Free the lock: ``True``, or ``False`` when not held or lost before this call."""

@@ -1,0 +1,212 @@
+"""``etcd://`` groups: a group is a key without lease whose value is its name, a member a key
+on the coordinator's session lease whose value is its entry (gone when the lease ends); one
+watch on the member keys pushes joins, leaves and expiries (docs/etcd.md, *Groups*)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from conch.backends.base import Deadline, GroupStore, LossCallback
+from conch.backends.etcd.client import Gateway, Message, decode, encode, keys_under
+from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
+from conch.backends.etcd.session import EtcdSession, Hold
+from conch.backends.etcd.watch import Watch
+from conch.backends.kit.fork import forget_in_child
+from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
+from conch.backends.kit.naming import readable_key
+from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
+
+log = logging.getLogger("conch")
+
+# Under the URL's prefix, beside the lock queues (named by hex digests, so never these):
+GROUPS = b"/groups/"  # + readable_key(group): the group, its exact name as value
+MEMBERS = b"/group-members/"  # + readable_key(group) + "/" + member id: a member's entry
+RECONNECT_PAUSE = 0.5
+"""Seconds between two attempts to open the groups' watch while etcd cannot be reached."""
+IDLE_REOPEN = 60.0
+"""Seconds of silence after which the groups' watch is opened anew: a connection cut
+without a word (a partition) would otherwise keep it silent for good."""
+
+
+class EtcdGroupStore(GroupStore):
+    """The groups under one URL prefix, as one coordinator's session sees them."""
+
+    poll_interval = 30.0  # every change is pushed by a watch: this read is a safety net
+
+    def __init__(self, session: EtcdSession, prefix: bytes, member_id: str) -> None:
+        self._session = session
+        self._gateway = session.gateway
+        self._prefix = prefix
+        self._member = member_id.encode("utf-8", "surrogateescape")
+        self._mutex = threading.Lock()
+        self._entries: dict[bytes, Hold] = {}  # this member's entry in each group it is in
+        self._watch = MembersWatch(self._gateway, prefix + MEMBERS)
+        forget_in_child(self)
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's watch stream and thread are not ours (the
+        parent's entries are never deleted: see :meth:`leave`)."""
+        self._mutex = threading.Lock()
+        self._watch.forget_parent()
+
+    def create(self, group: bytes) -> bool:
+        key = encode(self._group_key(group))
+        answer = self._gateway.txn(
+            compare=[{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            success=[{"request_put": {"key": key, "value": encode(group)}}])
+        return bool(answer.get("succeeded"))
+
+    def delete(self, group: bytes) -> None:
+        key, members = encode(self._group_key(group)), self._members_of(group)
+        # One transaction: the group goes only if it exists and no member key is left.
+        answer = self._gateway.txn(
+            compare=[_exists(key),
+                     keys_under(members, target="CREATE", result="EQUAL", create_revision="0")],
+            success=[{"request_delete_range": {"key": key}}],
+            failure=[{"request_range": {"key": key, "count_only": True}},
+                     {"request_range": keys_under(members, count_only=True)}])
+        if answer.get("succeeded"):
+            return
+        found, members_found = _counts(answer)
+        if not found:
+            raise GroupNotFound(f"group {group!r} does not exist")
+        raise GroupNotEmpty(f"group {group!r} still has {members_found} members")
+
+    def names(self) -> list[bytes]:
+        answer = self._gateway.call("/v3/kv/range", keys_under(self._prefix + GROUPS))
+        return [decode(kv.get("value", "")) for kv in answer.get("kvs", [])]
+
+    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
+        key = self._members_of(group) + self._member
+        while True:
+            lease = self._session.lease()
+            put = {"key": encode(key), "value": encode(data), "lease": str(lease.id)}
+            try:
+                answer = self._gateway.txn(compare=[_exists(encode(self._group_key(group)))],
+                                           success=[{"request_put": put}])
+            except EtcdRequestFailed as exc:
+                if exc.code == NOT_FOUND:  # the lease expired before the heartbeat noticed
+                    self._session.lease_lost(lease, str(exc))
+                    continue
+                raise
+            if not answer.get("succeeded"):
+                raise GroupNotFound(f"group {group!r} does not exist")
+            entry = Hold(lease, key, int(answer["header"]["revision"]))
+            with self._mutex:
+                previous = self._entries.pop(group, None)
+                if previous is not None:
+                    previous.lease.entries.discard(previous)
+                if self._session.track_entry(entry, on_lost):
+                    self._entries[group] = entry
+                    return
+            # The lease was lost meanwhile: put the entry again on the session's new one.
+
+    def leave(self, group: bytes) -> bool:
+        with self._mutex:
+            entry = self._entries.pop(group, None)
+        if entry is not None:
+            entry.lease.entries.discard(entry)
+            if entry.pid != os.getpid():  # a forked child: the entry is its parent's
+                return False
+        # Unreachable: a later beat deletes it (or the lease's end does).
+        return self._session.delete(self._members_of(group) + self._member) > 0
+
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        prefix = self._members_of(group)
+        answer = self._gateway.txn(compare=[], success=[
+            {"request_range": {"key": encode(self._group_key(group)), "count_only": True}},
+            {"request_range": keys_under(prefix)}])
+        found, listed = (response.get("response_range", {})
+                         for response in answer["responses"])
+        if int(found.get("count", "0")) == 0:
+            return None
+        return {decode(kv["key"])[len(prefix):].decode("utf-8", "surrogateescape"):
+                decode(kv.get("value", "")) for kv in listed.get("kvs", [])}
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        return self._watch.subscribe(readable_key(group).encode(), changed)
+
+    def close(self) -> None:
+        """The coordinator stops: end the watch."""
+        self._watch.stop()
+
+    def _group_key(self, group: bytes) -> bytes:
+        return self._prefix + GROUPS + readable_key(group).encode()
+
+    def _members_of(self, group: bytes) -> bytes:
+        return self._prefix + MEMBERS + readable_key(group).encode() + b"/"
+
+
+class MembersWatch:
+    """One watch stream on the member keys of every group under ``prefix``, opened at the
+    first :meth:`subscribe`, from a thread that opens it anew when it ends, until
+    :meth:`stop` (docs/etcd.md, *Groups*)."""
+
+    def __init__(self, gateway: Gateway, prefix: bytes) -> None:
+        self._gateway, self._prefix = gateway, prefix
+        self._mutex = threading.Lock()  # guards _watch against stop()
+        self._watch: Watch | None = None
+        self._subscribers = GroupSubscribers(f"conch-etcd-watch-{prefix!r}", self._run)
+
+    def subscribe(self, group_part: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed`` when the keys under ``prefix + group_part + "/"`` change."""
+        return self._subscribers.subscribe(group_part, changed)
+
+    def forget_parent(self) -> None:
+        """In a forked child: a stream and thread of our own at the next :meth:`subscribe`."""
+        self._mutex = threading.Lock()
+        self._watch = None
+        self._subscribers.forget_parent()
+
+    def stop(self) -> None:
+        """End the watch; the thread ends on its own (at once, or once a connection attempt
+        in progress gives up)."""
+        with self._mutex:
+            self._subscribers.stop()
+            watch = self._watch
+        if watch is not None:
+            watch.interrupt()
+
+    def _run(self, stopped: threading.Event, wake: Wake) -> None:
+        while not stopped.is_set():
+            try:
+                watch = self._gateway.watch_prefix(self._prefix)
+            except BackendUnavailable as exc:
+                log.info("conch: watching etcd keys %r failed, will retry: %s", self._prefix, exc)
+                stopped.wait(RECONNECT_PAUSE)
+                continue
+            with self._mutex:
+                if stopped.is_set():
+                    watch.close()
+                    return
+                self._watch = watch
+            try:
+                self._follow(watch, wake)
+            finally:
+                with self._mutex:
+                    self._watch = None
+                watch.close()
+
+    def _follow(self, watch: Watch, wake: Wake) -> None:
+        """Wake the groups whose keys ``watch`` sees change (every group first: changes
+        may have been missed while no stream was open) until it ends or is idle too long."""
+        wake(None)
+        while watch.wait(Deadline(IDLE_REOPEN)) and not watch.ended:
+            changed, watch.changed = watch.changed, set()
+            watch.rearm()
+            wake({key[len(self._prefix):].partition(b"/")[0] for key in changed})
+
+
+def _exists(key: str) -> Message:
+    """A comparison that holds when (base64) ``key`` exists."""
+    return {"key": key, "target": "CREATE", "result": "GREATER", "create_revision": "0"}
+
+
+def _counts(answer: Message) -> tuple[int, int]:
+    """The counts read by the ranges of a transaction's answer."""
+    first, second = (int(response.get("response_range", {}).get("count", "0"))
+                     for response in answer["responses"])
+    return first, second

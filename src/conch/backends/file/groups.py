@@ -1,0 +1,250 @@
+"""``file://`` groups: a member is a file its process keeps an ``flock`` on, so the kernel
+ends the membership with the process. One thread per store reads inotify events of the
+watched groups' directories: a join, a leave, a death (the kernel closing the member's
+file is a ``CLOSE_WRITE``) wakes the watchers, and a removed file of this member is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Callable
+
+from conch.backends.base import GroupStore, LossCallback
+from conch.backends.file import group_files, inotify
+from conch.backends.file.removal import at_its_path
+from conch.backends.kit.fork import forget_in_child
+from conch.errors import BackendUnavailable, GroupNotFound
+
+log = logging.getLogger("conch")
+
+MOVED_TO, CREATE = 0x80, 0x100  # <sys/inotify.h>'s IN_*
+_GONE = inotify.DELETE_SELF | inotify.MOVE_SELF
+_OF_MEMBERS = inotify.CLOSE_WRITE | MOVED_TO | inotify.DELETE | inotify.MOVED_FROM | _GONE
+_OF_ENTRIES = CREATE | MOVED_TO | _GONE  # a directory above: what it holds appeared
+
+
+@dataclasses.dataclass(eq=False)
+class Membership:
+    """This member's file in one group, locked on ``fd`` while it is in."""
+
+    fd: int
+    path: str
+    on_lost: LossCallback
+
+
+class FileGroupStore(GroupStore):
+    """The groups of one ``file://`` backend's lock directory."""
+
+    poll_interval = 10.0  # every change is pushed; a read now and then covers lost watches
+
+    def __init__(self, directory: str, member_id: str) -> None:
+        self._directory = directory
+        self._root = group_files.groups_root(directory)
+        self._member_id = member_id
+        self._mutex = threading.Lock()
+        self._joined: dict[bytes, Membership] = {}
+        self._subscribers: dict[bytes, list[Callable[[], None]]] = {}
+        self._watched: dict[int, str] = {}  # inotify watch → its directory
+        self._inotify: inotify.Inotify | None = None
+        self._reading = False  # a thread reads the events
+        self._closed = False
+        forget_in_child(self)
+
+    def create(self, group: bytes) -> bool:
+        return group_files.create(self._root, group)
+
+    def delete(self, group: bytes) -> None:
+        group_files.delete(self._root, group)
+
+    def names(self) -> list[bytes]:
+        return group_files.names(self._root)
+
+    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
+        # Under the mutex from the rename on: the reader thread, seeing the old file renamed
+        # over, must find the new one registered, or it would report this member lost.
+        with self._mutex:
+            fd, path = group_files.write_member(self._group_path(group), self._member_id, data)
+            replaced = self._joined.get(group)
+            self._joined[group] = Membership(fd, path, on_lost)
+            self._watch()
+            removed = not at_its_path(fd, path)  # the group went before it was watched
+            if removed:
+                del self._joined[group]
+                self._watch()
+        if replaced is not None:
+            os.close(replaced.fd)  # renamed over already
+        if removed:
+            os.close(fd)
+            raise GroupNotFound(f"group {group!r} was deleted as this member joined")
+
+    def leave(self, group: bytes) -> bool:
+        with self._mutex:
+            membership = self._joined.pop(group, None)
+            self._watch()
+        if membership is None:
+            return False
+        group_files.remove_member(membership.fd, membership.path)
+        return True
+
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        return group_files.read_members(self._group_path(group))
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        with self._mutex:
+            self._subscribers.setdefault(group, []).append(changed)
+            self._watch()
+
+        def unsubscribe() -> None:
+            with self._mutex:
+                subscribers = self._subscribers.get(group, [])
+                if changed in subscribers:
+                    subscribers.remove(changed)
+                if not subscribers:
+                    self._subscribers.pop(group, None)
+                self._watch()
+        return unsubscribe
+
+    def close(self) -> None:
+        """The backend closes: leave every group, stop watching."""
+        with self._mutex:
+            self._closed = True
+            joined, self._joined, self._subscribers = self._joined, {}, {}
+            self._watch()  # none left: the watches' removal wakes the reader, which ends
+            if not self._reading:
+                self._give_back()
+        for membership in joined.values():
+            with contextlib.suppress(OSError):
+                group_files.remove_member(membership.fd, membership.path)
+
+    def forget_parent(self) -> None:
+        """A forked child is in none of its parent's groups: it closes its copies of the
+        member files (the parent's flocks stay) and of the inotify instance."""
+        self._mutex, self._reading, self._watched = threading.Lock(), False, {}
+        for membership in self._joined.values():
+            os.close(membership.fd)
+        self._joined, self._subscribers = {}, {}
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+
+    def _group_path(self, group: bytes) -> str:
+        return group_files.group_path(self._root, group)
+
+    def _watch(self) -> None:
+        """Watch the directory of each group joined or subscribed to (or, missing, those
+        above it, to learn when it is made); drop the watches no longer needed (caller
+        holds ``_mutex``)."""
+        needed = set()
+        if self._joined or self._subscribers:
+            if self._inotify is None:
+                try:
+                    self._inotify = inotify.idle.borrow()
+                except BackendUnavailable as exc:  # the user's inotify instances ran out
+                    log.warning("conch: file:// groups are not watched (%s): watchers read "
+                                "every %s s", exc, self.poll_interval)
+                    return
+            for group in {*self._joined, *self._subscribers}:
+                needed.update(self._watch_group(self._group_path(group)))
+        for wd in list(self._watched):
+            if wd not in needed:
+                del self._watched[wd]
+                assert self._inotify is not None
+                with contextlib.suppress(OSError):  # gone already, with its directory
+                    self._inotify.rm_watch(wd)
+        if needed and not self._reading:
+            self._reading = True
+            threading.Thread(target=self._read_events, daemon=True,
+                             name="conch-file-groups").start()
+
+    def _watch_group(self, group_path: str) -> list[int]:
+        """Watch ``group_path``, or (missing) the directories above it up to the lock
+        directory's parent, each of which may be made or removed before it is; the watches.
+        A directory's own removal is reported only once no file in it is open (the mark
+        file keeps the lock directory open), so its parent is watched too."""
+        assert self._inotify is not None
+        levels = [(group_path, _OF_MEMBERS), *((path, _OF_ENTRIES) for path in (
+            self._root, self._directory, os.path.dirname(self._directory)))]
+        watches: list[int] = []
+        for _ in levels:  # again while a directory missing just now was made meanwhile
+            watches, missing = [], []
+            for path, mask in levels:
+                try:
+                    watches.append(self._inotify.add_watch(path, mask))
+                except (FileNotFoundError, NotADirectoryError):
+                    missing.append(path)
+                    continue
+                except OSError as exc:  # ENOSPC: fs.inotify.max_user_watches
+                    log.warning("conch: cannot watch group directory %s (%s): its watchers "
+                                "read it every %s s", path, exc.strerror, self.poll_interval)
+                    return watches
+                self._watched[watches[-1]] = path
+                if path == group_path:
+                    return watches
+            if not any(os.path.isdir(path) for path in missing):
+                break
+        return watches
+
+    def _read_events(self) -> None:
+        """The reader thread: until nothing is watched (the store closed, or left)."""
+        instance = self._inotify
+        assert instance is not None
+        while True:
+            instance.wait(None)
+            try:
+                self._dispatch(instance.read())
+            except Exception:  # a loss listener's: the other groups still need watching
+                log.exception("conch: reporting a change of file:// groups failed")
+            with self._mutex:
+                if not self._watched:
+                    self._reading = False
+                    if self._closed:
+                        self._give_back()
+                    return
+
+    def _dispatch(self, masks: dict[int, int]) -> None:
+        """Tell the subscribers of the groups whose directory had events (all of them
+        after an event above the groups' directories); check this member's files there;
+        watch again what was removed or made."""
+        with self._mutex:
+            paths = {self._watched[wd] for wd in masks if wd in self._watched}
+            for wd, mask in masks.items():
+                if mask & inotify.IGNORED:  # the kernel removed the watch
+                    self._watched.pop(wd, None)
+            groups = {*self._joined, *self._subscribers}
+            if -1 in masks or any(mask & (_GONE | inotify.IGNORED) for mask in masks.values()) \
+                    or any(not path.startswith(self._root + os.sep) for path in paths):
+                self._watch()
+                concerned = groups
+            else:
+                concerned = {group for group in groups if self._group_path(group) in paths}
+            calls = [call for group in concerned for call in self._subscribers.get(group, [])]
+            lost = [(group, membership) for group in concerned
+                    if (membership := self._joined.get(group)) is not None
+                    and _removed(membership)]
+            for group, _ in lost:
+                del self._joined[group]
+            if lost:
+                self._watch()
+        for _, membership in lost:
+            os.close(membership.fd)
+            membership.on_lost(f"its file {membership.path} was removed (was the lock "
+                               "directory cleaned up?)")
+        for call in calls:
+            call()
+
+    def _give_back(self) -> None:
+        """Return the inotify instance for other waits (caller holds ``_mutex``)."""
+        if self._inotify is not None:
+            inotify.idle.give_back(self._inotify, list(self._watched))
+            self._inotify = None
+
+
+def _removed(membership: Membership) -> bool:
+    """Whether this member's file was removed. One that another coordinator with the same
+    member id renamed over it does not count (both re-joining in turn would never end):
+    the entry is still there, and once that one leaves or dies this one joins again."""
+    return not at_its_path(membership.fd, membership.path) \
+        and not os.path.lexists(membership.path)

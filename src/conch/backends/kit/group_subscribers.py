@@ -1,0 +1,63 @@
+"""Where a server pushes group changes (a watch, a pub/sub channel), one thread per
+coordinator hears them for all its groups: started by the first subscriber, it wakes the
+subscribers of each group a change names, and all of them each time it (re)connected, as
+changes may have been missed meanwhile."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection
+
+Changed = Callable[[], None]
+Wake = Callable[[Collection[bytes] | None], None]
+"""Wakes the subscribers of the groups given (``None``: of every group)."""
+
+
+class GroupSubscribers:
+    """The subscribers of each group (by the backend's key for it) and the thread that
+    runs ``listen(stopped, wake)``: it hears the server until ``stopped`` is set, calling
+    ``wake``; it must never fail (a lost connection is tried again)."""
+
+    def __init__(self, thread_name: str,
+                 listen: Callable[[threading.Event, Wake], None]) -> None:
+        self._thread_name, self._listen = thread_name, listen
+        self._mutex = threading.Lock()
+        self._subscribers: dict[bytes, list[Changed]] = {}
+        self.stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def subscribe(self, group: bytes, changed: Changed) -> Changed:
+        """Call ``changed`` when ``group`` changes; returns the way to stop. Never fails:
+        the thread connects, and keeps trying while the server is away."""
+        with self._mutex:
+            self._subscribers.setdefault(group, []).append(changed)
+            if self._thread is None and not self.stopped.is_set():
+                self._thread = threading.Thread(target=self._listen, daemon=True,
+                                                args=(self.stopped, self.wake),
+                                                name=self._thread_name)
+                self._thread.start()
+
+        def unsubscribe() -> None:
+            with self._mutex:
+                subscribers = self._subscribers.get(group, [])
+                if changed in subscribers:
+                    subscribers.remove(changed)
+        return unsubscribe
+
+    def stop(self) -> None:
+        """Tell the thread to end (``listen`` returns once it sees ``stopped``)."""
+        self.stopped.set()
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's thread is not ours; the next
+        :meth:`subscribe` starts one."""
+        self._mutex = threading.Lock()
+        self._thread = None
+
+    def wake(self, groups: Collection[bytes] | None) -> None:
+        """Call the subscribers of ``groups`` (``None``: of every group)."""
+        with self._mutex:
+            woken = [changed for group, subscribers in self._subscribers.items()
+                     if groups is None or group in groups for changed in subscribers]
+        for changed in woken:
+            changed()

@@ -1,0 +1,181 @@
+"""``mysql://`` groups: a row per group and per member entry, in InnoDB tables made on first
+use. An entry counts while the coordinator's membership session holds the entry's
+``GET_LOCK`` name (``conch-group:`` and a digest: never a lock's ``conch:`` name), so a dead
+process's entries stop counting when its connection ends, and readers delete them. No change
+is pushed: watchers read every second. docs/mysql.md, "Groups"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pymysql  # type: ignore[import-untyped]
+from pymysql.constants import ER  # type: ignore[import-untyped]
+
+from conch.backends.kit.group_session import SessionGroups
+from conch.backends.kit.naming import hex_digest
+from conch.backends.mysql.client import Connection, Settings, open_connection
+from conch.backends.mysql.errors import CLIENT_ERRORS, describe, session_gone
+from conch.backends.mysql.session import close_quietly
+from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound, NotSupported
+
+GROUPS_TABLE = "conch_groups"
+MEMBERS_TABLE = "conch_group_members"
+ENTRY_LOCK_PREFIX = "conch-group:"
+MAX_MEMBER_ID_BYTES = 1024
+TABLES = (  # made on first use when missing, in this order (the foreign key)
+    f"CREATE TABLE IF NOT EXISTS {GROUPS_TABLE} (name VARBINARY(256) NOT NULL PRIMARY KEY)"
+    " ENGINE=InnoDB",
+    f"CREATE TABLE IF NOT EXISTS {MEMBERS_TABLE} (group_name VARBINARY(256) NOT NULL,"
+    f" member VARBINARY({MAX_MEMBER_ID_BYTES}) NOT NULL,"
+    " entry_lock CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,"
+    " data MEDIUMBLOB NOT NULL, PRIMARY KEY (group_name, member),"
+    f" FOREIGN KEY (group_name) REFERENCES {GROUPS_TABLE} (name)) ENGINE=InnoDB",
+)
+# Every entry with whether it is live, then a row when the group exists (a plain read: the
+# dead entries are deleted one by one after, only when there are some).
+_MEMBERS = (f"SELECT member, data, IS_USED_LOCK(entry_lock) IS NOT NULL FROM {MEMBERS_TABLE}"
+            " WHERE group_name = %(group)s"
+            f" UNION ALL SELECT NULL, NULL, TRUE FROM {GROUPS_TABLE} WHERE name = %(group)s")
+_PRUNE = (f"DELETE FROM {MEMBERS_TABLE} WHERE group_name = %(group)s AND member = %(member)s"
+          " AND IS_USED_LOCK(entry_lock) IS NULL")
+_JOIN = (f"INSERT INTO {MEMBERS_TABLE} (group_name, member, entry_lock, data)"
+         " VALUES (%(group)s, %(member)s, %(lock)s, %(data)s)"
+         " ON DUPLICATE KEY UPDATE entry_lock = VALUES(entry_lock), data = VALUES(data)")
+# Which of this member's entries still exist and are locked by this session.
+_PRESENT = (f"SELECT group_name FROM {MEMBERS_TABLE} WHERE member = %(member)s"
+            " AND group_name IN %(groups)s AND IS_USED_LOCK(entry_lock) = CONNECTION_ID()")
+
+
+class MySQLGroups(SessionGroups[Connection]):
+    """One coordinator's groups: its entries' locks on a session of its own, checked every
+    quarter of the session timeout (which also keeps that session from timing out)."""
+
+    poll_interval = 1.0  # MySQL cannot notify: watchers read
+    client_errors = CLIENT_ERRORS
+
+    def __init__(self, settings: Settings, member_id: str,
+                 describe: Callable[[object], str]) -> None:
+        super().__init__(lambda: open_connection(settings), member_id,
+                         settings.check_interval, describe)
+        self._settings = settings
+        if len(self.member) > MAX_MEMBER_ID_BYTES:
+            raise NotSupported(describe(
+                f"mysql:// groups take member ids of at most {MAX_MEMBER_ID_BYTES} bytes"))
+
+    def create(self, group: bytes) -> bool:
+        return self.run(lambda session: _execute(
+            session, f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%s)"
+            " ON DUPLICATE KEY UPDATE name = name", (group,)) == 1)
+
+    def delete(self, group: bytes) -> None:
+        def delete(session: Connection) -> None:
+            live = self._members(session, group)
+            if live:
+                raise GroupNotEmpty(f"group {group!r} still has {len(live)} members")
+            try:
+                deleted = _execute(session, f"DELETE FROM {GROUPS_TABLE} WHERE name = %s", (group,))
+            except pymysql.IntegrityError as exc:
+                if exc.args[0] != ER.ROW_IS_REFERENCED_2:
+                    raise
+                raise GroupNotEmpty(f"a member joined group {group!r} meanwhile") from None
+            if not deleted:
+                raise GroupNotFound(f"group {group!r} does not exist")
+        self.run(delete)
+
+    def names(self) -> list[bytes]:
+        def names(session: Connection) -> list[bytes]:
+            with session.cursor() as cursor:
+                cursor.execute(f"SELECT name FROM {GROUPS_TABLE}")
+                return [bytes(row[0]) for row in cursor.fetchall()]
+        return self.run(names)
+
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        return self.run(lambda session: self._members(session, group))
+
+    def _members(self, session: Connection, group: bytes) -> dict[str, bytes] | None:
+        with session.cursor() as cursor:
+            cursor.execute(_MEMBERS, {"group": group})
+            rows: list[tuple[Any, ...]] = list(cursor.fetchall())
+            for member, _, live in rows:
+                if member is not None and not live:
+                    cursor.execute(_PRUNE, {"group": group, "member": member})
+        if all(member is not None for member, _, _ in rows):
+            return None  # no group row
+        return {bytes(member).decode("utf-8", "surrogateescape"): bytes(data)
+                for member, data, live in rows if member is not None and live}
+
+    def _entry_lock(self, group: bytes) -> str:
+        """The ``GET_LOCK`` name of this member's entry in ``group`` (64 characters, scoped
+        to the database like the locks' names)."""
+        scoped = b"\0".join((self._settings.database.encode(), group, self.member))
+        return ENTRY_LOCK_PREFIX + hex_digest(scoped, 64 - len(ENTRY_LOCK_PREFIX))
+
+    def _broken(self, session: Connection, exc: Exception) -> bool:
+        return not session.open or session_gone(exc)
+
+    def _end(self, session: Connection) -> None:
+        close_quietly(session)
+
+    def _abandon(self, session: Connection) -> None:
+        pass  # PyMySQL sends nothing when a connection is collected, only on close()
+
+    def _prepare(self, session: Connection) -> None:
+        # CREATE TABLE IF NOT EXISTS needs the CREATE privilege even when the table exists.
+        if _execute(session, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA ="
+                    " DATABASE() AND TABLE_NAME IN (%s, %s)", (GROUPS_TABLE, MEMBERS_TABLE)) == 2:
+            return
+        for create in TABLES:
+            try:
+                _execute(session, create, None)
+            except (pymysql.ProgrammingError, pymysql.OperationalError) as exc:
+                if exc.args[0] != ER.TABLEACCESS_DENIED_ERROR:
+                    raise
+                raise BackendUnavailable(self.describe(
+                    f"cannot create the group tables {GROUPS_TABLE} and {MEMBERS_TABLE} "
+                    f"({exc.args[1]}): grant this user CREATE and REFERENCES on the database, "
+                    "or have an administrator create them (docs/mysql.md, Groups)")) from None
+
+    def _unprepared(self, exc: Exception) -> bool:
+        return isinstance(exc, pymysql.Error) and bool(exc.args) \
+            and exc.args[0] == ER.NO_SUCH_TABLE
+
+    def _present(self, session: Connection, groups: list[bytes]) -> set[bytes]:
+        with session.cursor() as cursor:
+            cursor.execute(_PRESENT, {"member": self.member, "groups": groups})
+            return {bytes(row[0]) for row in cursor.fetchall()}
+
+    def _lock(self, session: Connection, group: bytes) -> bool:
+        with session.cursor() as cursor:
+            cursor.execute("SELECT GET_LOCK(%s, 0)", (self._entry_lock(group),))
+            return bool(cursor.fetchone()[0] == 1)
+
+    def _write_entry(self, session: Connection, group: bytes, data: bytes) -> None:
+        try:
+            _execute(session, _JOIN, {"group": group, "member": self.member,
+                                      "lock": self._entry_lock(group), "data": data})
+        except pymysql.IntegrityError as exc:
+            if exc.args[0] != ER.NO_REFERENCED_ROW_2:
+                raise
+            raise GroupNotFound(f"group {group!r} does not exist") from None
+
+    def _delete_entry(self, session: Connection, group: bytes) -> None:
+        _execute(session, f"DELETE FROM {MEMBERS_TABLE} WHERE group_name = %s AND member = %s",
+                 (group, self.member))
+
+    def _unlock(self, session: Connection, group: bytes) -> None:
+        _execute(session, "DO RELEASE_LOCK(%s)", (self._entry_lock(group),))
+
+    def _describe_error(self, exc: Exception) -> str:
+        if isinstance(exc, pymysql.Error) and exc.args and exc.args[0] in (
+                ER.TABLEACCESS_DENIED_ERROR, ER.COLUMNACCESS_DENIED_ERROR):
+            return (f"{exc.args[1]}: group membership needs SELECT, INSERT, UPDATE, DELETE on "
+                    f"tables {GROUPS_TABLE} and {MEMBERS_TABLE} (docs/mysql.md, Groups)")
+        return describe(exc, self._settings)
+
+
+def _execute(session: Connection, sql: str, params: tuple[object, ...] | dict[str, object] | None
+             ) -> int:
+    """Run ``sql``; the number of rows it changed (or read)."""
+    with session.cursor() as cursor:
+        return int(cursor.execute(sql, params))

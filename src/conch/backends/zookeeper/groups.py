@@ -1,0 +1,221 @@
+"""``zookeeper://`` groups: a group is a persistent znode ``<chroot>/groups/<readable_key>``
+whose data is its exact name, a member an ephemeral child of it (the member id, escaped)
+whose data is its entry, gone with the coordinator's session; a children watch, set again
+at each change, pushes joins and leaves (docs/zookeeper.md, *Groups*)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from kazoo.client import KazooState  # type: ignore[import-untyped]
+from kazoo.exceptions import (  # type: ignore[import-untyped]
+    BadVersionError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+)
+from kazoo.protocol.states import EventType  # type: ignore[import-untyped]
+
+from conch.backends.base import GroupStore, LossCallback
+from conch.backends.kit.naming import readable_key
+from conch.backends.zookeeper.session import ZooKeeperSession
+from conch.errors import GroupNotEmpty, GroupNotFound
+
+
+def member_node(member_id: str) -> str:
+    """``member_id`` as a znode name: its UTF-8 percent-encoded, dots included (ZooKeeper
+    refuses ``.`` and ``..`` as names)."""
+    return quote(member_id.encode("utf-8", "surrogateescape"), safe="").replace(".", "%2E")
+
+
+def member_id_of(node: str) -> str:
+    """The member id behind a :func:`member_node` name."""
+    return unquote_to_bytes(node).decode("utf-8", "surrogateescape")
+
+
+class _Entry:
+    """This member's znode in one group, while the session keeps it (one per join)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class ZooKeeperGroupStore(GroupStore):
+    """The groups under ``groups_path``, as one coordinator's session sees them."""
+
+    poll_interval = 30.0  # every change is pushed by a children watch: this read is a safety net
+
+    def __init__(self, session: ZooKeeperSession, groups_path: str, member_id: str) -> None:
+        self._session = session
+        self._client = session.client
+        self._path = groups_path
+        self._node = member_node(member_id)
+        self._mutex = threading.Lock()
+        self._joined: dict[str, _Entry] = {}  # by path
+
+    def create(self, group: bytes) -> bool:
+        try:
+            self._session.answer(self._client.create_async(self._group_path(group), group,
+                                                           makepath=True),
+                                 "create a group", passing=(NodeExistsError,))
+        except NodeExistsError:
+            return False
+        return True
+
+    def delete(self, group: bytes) -> None:
+        try:  # ZooKeeper deletes no znode that has children: no member can join meanwhile
+            self._session.answer(self._client.delete_async(self._group_path(group)),
+                                 "delete a group", passing=(NotEmptyError,))
+        except NoNodeError:
+            raise GroupNotFound(f"group {group!r} does not exist") from None
+        except NotEmptyError:
+            raise GroupNotEmpty(f"group {group!r} still has members") from None
+
+    def names(self) -> list[bytes]:
+        return list((self._read_children(self._path) or {}).values())
+
+    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
+        path = f"{self._group_path(group)}/{self._node}"
+        while True:
+            generation = self._session.generation
+            self._put(path, data, group)
+            entry = _Entry(path)
+            with self._mutex:
+                previous = self._joined.pop(path, None)
+                if previous is not None:
+                    self._session.entries.discard(previous)
+                if self._session.keep_entry(entry, on_lost, generation):
+                    self._joined[path] = entry
+                    break
+            # The session expired meanwhile, with the znode: create it in the new one.
+        self._watch_entry(path)
+
+    def leave(self, group: bytes) -> bool:
+        path = f"{self._group_path(group)}/{self._node}"
+        with self._mutex:
+            entry = self._joined.pop(path, None)
+        if entry is not None:
+            self._session.entries.discard(entry)
+        try:
+            self._session.answer(self._client.delete_async(path), "leave a group")
+        except NoNodeError:
+            return False
+        return True
+
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        children = self._read_children(self._group_path(group))
+        if children is None:
+            return None
+        return {member_id_of(node): data for node, data in children.items()}
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        return ChildrenWatcher(self._client, self._group_path(group), changed).stop
+
+    def _group_path(self, group: bytes) -> str:
+        return f"{self._path}/{readable_key(group)}"
+
+    def _put(self, path: str, data: bytes, group: bytes) -> None:
+        """Create our ephemeral znode at ``path``, or replace its data when it exists; one
+        another session left under our member id is replaced by ours."""
+        session, client = self._session, self._client
+        while True:
+            try:
+                session.answer(client.create_async(path, data, ephemeral=True), "join a group",
+                               passing=(NodeExistsError,))
+                return
+            except NoNodeError:
+                raise GroupNotFound(f"group {group!r} does not exist") from None
+            except NodeExistsError:
+                pass
+            stat = session.answer(client.exists_async(path), "read a group member")
+            if stat is None:
+                continue
+            own = client.client_id is not None and stat.ephemeralOwner == client.client_id[0]
+            try:
+                session.answer(client.set_async(path, data, stat.version) if own
+                               else client.delete_async(path, stat.version),
+                               "join a group", passing=(BadVersionError,))
+            except (NoNodeError, BadVersionError):  # changed meanwhile: look again
+                continue
+            if own:
+                return
+
+    def _watch_entry(self, path: str) -> None:
+        """Hear of our znode's deletion by someone else as a loss (without awaiting)."""
+        self._client.exists_async(path, watch=self._entry_event).rawlink(
+            lambda result: self._entry_gone(path) if result.successful()
+            and result.value is None else None)
+
+    def _entry_event(self, event: Any) -> None:
+        if event.type == EventType.CHANGED:  # our own update: watch on
+            self._watch_entry(event.path)
+        elif event.type == EventType.DELETED:
+            self._entry_gone(event.path)
+
+    def _entry_gone(self, path: str) -> None:
+        with self._mutex:
+            entry = self._joined.get(path)
+        if entry is not None:  # not left by us: deleted by hand
+            self._session.entries.lose(entry, "its group member znode was deleted")
+
+    def _read_children(self, parent: str) -> dict[str, bytes] | None:
+        """Each child of ``parent`` with its data (None: no ``parent``); the reads are sent
+        at once and answered in order."""
+        try:
+            children = self._session.answer(self._client.get_children_async(parent),
+                                            "list " + parent)
+        except NoNodeError:
+            return None
+        readings = [(child, self._client.get_async(f"{parent}/{child}")) for child in children]
+        found = {}
+        for child, reading in readings:
+            try:
+                found[child] = self._session.answer(reading, "read " + child)[0]
+            except NoNodeError:  # deleted meanwhile
+                continue
+        return found
+
+
+class ChildrenWatcher:
+    """Calls ``changed`` each time the watch on ``path``'s children is set (again): after
+    each change of them or of ``path``'s existence, and after a reconnection, until
+    :meth:`stop`. Runs on kazoo's threads, never waiting."""
+
+    def __init__(self, client: Any, path: str, changed: Callable[[], None]) -> None:
+        self._client, self._path, self._changed = client, path, changed
+        self._stopped = False
+        client.add_listener(self._on_state)
+        self._arm()
+
+    def stop(self) -> None:
+        """Stop calling ``changed`` (a watch set on the server fires once more, unheard)."""
+        self._stopped = True
+        self._client.remove_listener(self._on_state)
+
+    def _arm(self) -> None:
+        if not self._stopped:
+            self._client.get_children_async(self._path, watch=self._fired).rawlink(self._armed)
+
+    def _armed(self, result: Any) -> None:
+        if self._stopped:
+            return
+        if result.successful():
+            self._changed()  # the state from now on is watched: read it
+        elif isinstance(result.exception, NoNodeError):  # no group yet: watch its creation
+            self._client.exists_async(self._path, watch=self._fired).rawlink(self._created)
+        # Else the connection dropped: set again once it is back (_on_state).
+
+    def _created(self, result: Any) -> None:
+        if not self._stopped and result.successful() and result.value is not None:
+            self._arm()  # created meanwhile
+
+    def _fired(self, event: Any) -> None:
+        if event.type != EventType.NONE:  # NONE: the session ended, _on_state sets it again
+            self._arm()
+
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.CONNECTED:
+            self._arm()
