@@ -7,6 +7,7 @@ from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle
 from conch.backends.redis import inspection
 from conch.backends.redis.async_lock import RedisAsyncLock
 from conch.backends.redis.async_session import LoopClients
+from conch.backends.redis.async_shared import AsyncWriterFirstLock
 from conch.backends.redis.client import RedisOptions
 from conch.backends.redis.groups import RedisGroupStore
 from conch.backends.redis.lock import RedisLock
@@ -80,9 +81,12 @@ class RedisBackend(Backend):
         return EntryLock(self._share, kind, HolderStamp(key, self.member_id), on_lost)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
-        assert self._loop_clients is not None, "connect() first"
-        return RedisAsyncLock(self._loop_clients, lock_keys(key),
-                              HolderStamp(key, self.member_id), on_lost)
+        assert self._loop_clients is not None and self._share is not None, "connect() first"
+        keys = lock_keys(key)
+        exclusive = RedisAsyncLock(self._loop_clients, keys, HolderStamp(key, self.member_id),
+                                   on_lost)
+        return AsyncWriterFirstLock(exclusive, self._loop_clients, self._share,
+                                    shared_keys(keys))
 
     def groups(self) -> GroupStore:
         self._groups = RedisGroupStore(self.session, self.member_id)

@@ -174,13 +174,13 @@ class WriterFirstLock(LockHandle):
 
     def acquire(self, deadline: Deadline) -> int | None:
         # First as before (an exclusive-only lock pays nothing more), for a short turn.
-        token = self._exclusive.acquire(_turn(deadline, FIRST_TURN))
+        token = self._exclusive.acquire(turn_of(deadline, FIRST_TURN))
         waiting: EntryHold | None = None
         try:
             # Then in turns of a TTL at most, to wait as a writer once shared holds appear.
             while token is None and not deadline.expired():
                 waiting = waiting or self._wait_as_writer()
-                token = self._exclusive.acquire(_turn(deadline, self._share.session.options.ttl))
+                token = self._exclusive.acquire(turn_of(deadline, self._share.session.options.ttl))
         finally:
             if waiting is not None:
                 self._stop_waiting(waiting)
@@ -197,7 +197,7 @@ class WriterFirstLock(LockHandle):
                           [member, share.session.options.ttl_ms])):
             return None
         return share.ttl.keep(Entry(keys.writers, keys.writers, b""), member, sent,
-                              _waiting_lost)
+                              waiting_entry_lost)
 
     def _stop_waiting(self, waiting: EntryHold) -> None:
         share, keys = self._share, self._keys
@@ -207,11 +207,11 @@ class WriterFirstLock(LockHandle):
                            [waiting.value]), keys.writers)
 
 
-def _turn(deadline: Deadline, longest: float) -> Deadline:
+def turn_of(deadline: Deadline, longest: float) -> Deadline:
     """The part of ``deadline`` that ends within ``longest`` seconds."""
     remaining = deadline.remaining()
     return Deadline(longest if remaining is None else min(longest, remaining))
 
 
-def _waiting_lost(reason: str) -> None:
+def waiting_entry_lost(reason: str) -> None:
     log.debug("a waiting writer's entry was lost (%s): it waits on, unannounced", reason)
