@@ -113,6 +113,9 @@ def test_a_hold_is_a_permit_and_its_limits_marker(server: PostgreSQLServer, lock
         permit = coordinator.semaphore(lock_name, 2)
         assert permit.acquire()
         assert semaphore_rows(server) == before + 2
+        with pytest.raises(conch.LimitMismatch):  # its statement stops at the check
+            coordinator.semaphore(lock_name, 3).acquire(blocking=False)
+        assert semaphore_rows(server) == before + 2
         permit.release()
         assert semaphore_rows(server) == before
 
