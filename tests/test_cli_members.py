@@ -44,7 +44,7 @@ def test_members_json_gives_every_field(
 ) -> None:
     assert main(["members", "--url", memory_url, "--json", "agents"]) == 0
     first, second = json.loads(capsys.readouterr().out)
-    assert set(first) == {"member_id", "capabilities", "host", "pid", "joined_at"}
+    assert set(first) == {"member_id", "capabilities", "host", "pid", "joined_at", "updated_at"}
     assert (first["member_id"], first["capabilities"], first["pid"]) == (
         "agent-1", {"weight": 2}, os.getpid())
     assert second["member_id"] == "agent-2"

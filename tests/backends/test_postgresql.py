@@ -22,6 +22,7 @@ import pytest
 
 import conch
 from conch.backends.kit.naming import int64_key as advisory_key
+from tests.backends import hold_cases
 from tests.contract import workers
 from tests.contract.waiting import Waiter
 from tests.servers.postgresql import PostgreSQLServer
@@ -359,17 +360,11 @@ def test_two_holds_of_one_name_in_one_coordinator_use_two_sessions(
         second.release()
 
 
-def test_stop_ends_a_wait_in_progress(server: PostgreSQLServer, lock_name: str) -> None:
-    with conch.connect(server.url) as holder:
-        assert holder.lock(lock_name).acquire()
-        coordinator = conch.connect(server.url)
-        waiter = Waiter(coordinator.lock(lock_name), blocking=True)
-        time.sleep(0.2)
-        started = time.monotonic()
-        coordinator.stop()
-        with pytest.raises(conch.NotStarted):
-            waiter.result(timeout=5.0)
-        assert time.monotonic() - started < 3.0
+@pytest.mark.parametrize("shared", [False, True])
+def test_stop_ends_a_wait_in_progress(server: PostgreSQLServer, lock_name: str,
+                                      shared: bool) -> None:
+    hold_cases.stop_ends_a_wait(server.url, lambda started: started.lock(lock_name),
+                                lambda started: started.lock(lock_name, shared=shared))
 
 
 def _acquire_in_child(name: str, held_elsewhere: str,

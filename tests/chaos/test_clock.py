@@ -40,6 +40,11 @@ WALL_CLOCK_READS = {
     ("introspection.py", "stamp"): "the start time stored with a hold, for other hosts",
     ("cli_introspection.py", "_ls"): "a hold's age from a start time another host stamped",
     ("cli_introspection.py", "_timestamp"): "a start time shown to a person",
+    ("cli_introspection.py", "_members"): "a member's age from a join time its host stamped",
+    ("group.py", "join"): "the join and update times stored with a member, for other hosts",
+    ("backends/file/group_files.py", "_remove_abandoned"): "file modification times are "
+        "wall-clock: a jump only changes which leftovers of a crashed join are removed",
+    ("backends/file/group_files.py", "names"): "the same, for a leftover group directory",
 }
 _WALL_CLOCK = {("time", "time"), ("time", "time_ns"), ("time", "localtime"), ("time", "ctime"),
                ("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today")}

@@ -17,6 +17,7 @@ import time
 import pytest
 
 import conch
+from tests.chaos.driver import Scripted
 from tests.chaos.scenario import Scenario
 from tests.chaos.targets import PROCESS_BACKENDS, SERVER_BACKENDS
 
@@ -48,18 +49,24 @@ def bound(scenario: Scenario, observed: conch.Group) -> float:
     return (scenario.target.lease or 0.0) + poll + MARGIN
 
 
+def joined_member(scenario: Scenario, holder: str, url: str | None = None
+                  ) -> tuple[str, conch.Group, queue.Queue[conch.GroupEvent], Scripted]:
+    """A worker that joined the scenario's group, and the group as an observer watches it
+    (the join already seen)."""
+    group = f"chaos-{scenario.lock_name}"
+    observed, events = watched(scenario, group)
+    member = scenario.worker(holder, url=url)
+    assert member.ask(f"join-group {group}") == "joined"
+    assert next_event(events, bound(scenario, observed)).joined == {holder}
+    return group, observed, events, member
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("target", PROCESS_BACKENDS, indirect=True)
 def test_a_member_frozen_past_its_lease_leaves_and_is_told_when_thawed(
     scenario: Scenario,
 ) -> None:
-    if not conch.Coordinator(scenario.target.url()).capabilities.groups:
-        pytest.skip(f"the {scenario.target.backend} backend does not declare groups")
-    group = f"chaos-{scenario.lock_name}"
-    observed, events = watched(scenario, group)
-    frozen = scenario.worker("frozen")
-    assert frozen.ask(f"join-group {group}") == "joined"
-    assert next_event(events, bound(scenario, observed)).joined == {"frozen"}
+    group, observed, events, frozen = joined_member(scenario, "frozen")
 
     os.kill(frozen.pid, signal.SIGSTOP)
     stopped = time.monotonic()
@@ -90,14 +97,9 @@ def test_a_member_frozen_past_its_lease_leaves_and_is_told_when_thawed(
 def test_a_member_cut_off_from_its_server_leaves_and_rejoins_once_healed(
     scenario: Scenario,
 ) -> None:
-    if not conch.Coordinator(scenario.target.url()).capabilities.groups:
-        pytest.skip(f"the {scenario.target.backend} backend does not declare groups")
-    group = f"chaos-{scenario.lock_name}"
-    observed, events = watched(scenario, group)
     link = scenario.proxy()
-    member = scenario.worker("cut-off", url=scenario.target.url(via=link))
-    assert member.ask(f"join-group {group}") == "joined"
-    assert next_event(events, bound(scenario, observed)).joined == {"cut-off"}
+    group, observed, events, member = joined_member(scenario, "cut-off",
+                                                    scenario.target.url(via=link))
 
     link.partition()
     cut = time.monotonic()

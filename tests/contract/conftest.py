@@ -25,6 +25,29 @@ def sync_url(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
+def ours(sync_url: str) -> Iterator[conch.Coordinator]:
+    """A started coordinator on the backend under test, for what only the sync API has."""
+    with conch.connect(sync_url) as started:
+        yield started
+
+
+@pytest.fixture
+def theirs(sync_url: str) -> Iterator[conch.Coordinator]:
+    """A second one: another member, candidate or holder."""
+    with conch.connect(sync_url) as started:
+        yield started
+
+
+def skip_unless_declared(url: str, capability: str) -> None:
+    """Skip the test where the backend lacks ``capability`` (after checking that asking for
+    it there raises NotSupported)."""
+    if not getattr(conch.Coordinator(url).capabilities, capability):
+        with pytest.raises(conch.NotSupported, match=capability):
+            conch.Coordinator(url, require=[capability])
+        pytest.skip(f"the {url.split(':')[0]} backend does not declare {capability}")
+
+
+@pytest.fixture
 def group_url(sync_url: str) -> str:
     """The URL of each backend that declares groups."""
     if not conch.Coordinator(sync_url).capabilities.groups:

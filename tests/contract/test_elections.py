@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,102 +26,91 @@ def election_name() -> str:
     return f"election-{uuid.uuid4().hex}"
 
 
-@pytest.fixture
-def candidate(sync_url: str) -> Iterator[conch.Coordinator]:
-    with conch.connect(sync_url) as started:
-        yield started
-
-
-@pytest.fixture
-def rival(sync_url: str) -> Iterator[conch.Coordinator]:
-    with conch.connect(sync_url) as started:
-        yield started
-
-
 def test_one_leader_at_a_time_and_everyone_knows_who(
-    candidate: conch.Coordinator, rival: conch.Coordinator, election_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, election_name: str
 ) -> None:
-    ours, theirs = candidate.election(election_name), rival.election(election_name)
-    assert ours.leader() is None
-    assert ours.campaign(blocking=False)
-    assert ours.is_leader and ours.token is not None and not ours.lost.is_set()
-    assert theirs.campaign(blocking=False) is False
-    assert not theirs.is_leader and theirs.token is None
-    assert ours.leader() == theirs.leader() == candidate.member_id
-    first_term = ours.token
-    ours.resign()
-    assert not ours.is_leader
-    assert theirs.campaign(blocking=5)
-    assert theirs.token is not None and theirs.token > first_term
-    assert ours.leader() == rival.member_id
-    theirs.resign()
-    assert ours.leader() is None
+    our_election, their_election = ours.election(election_name), theirs.election(election_name)
+    assert our_election.leader() is None
+    assert our_election.campaign(blocking=False)
+    assert our_election.is_leader and our_election.token is not None
+    assert not our_election.lost.is_set()
+    assert their_election.campaign(blocking=False) is False
+    assert not their_election.is_leader and their_election.token is None
+    assert our_election.leader() == their_election.leader() == ours.member_id
+    first_term = our_election.token
+    our_election.resign()
+    assert not our_election.is_leader
+    assert their_election.campaign(blocking=5)
+    assert their_election.token is not None and their_election.token > first_term
+    assert our_election.leader() == theirs.member_id
+    their_election.resign()
+    assert our_election.leader() is None
 
 
 def test_a_waiting_candidate_is_woken_when_the_leader_resigns(
-    candidate: conch.Coordinator, rival: conch.Coordinator, election_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, election_name: str
 ) -> None:
-    ours, theirs = candidate.election(election_name), rival.election(election_name)
-    assert ours.campaign()
+    our_election, their_election = ours.election(election_name), theirs.election(election_name)
+    assert our_election.campaign()
     won = threading.Event()
 
     def campaign() -> None:
-        if theirs.campaign():
+        if their_election.campaign():
             won.set()
 
     waiting = threading.Thread(target=campaign)
     waiting.start()
     time.sleep(0.3)
     assert not won.is_set()
-    ours.resign()
+    our_election.resign()
     resigned = time.monotonic()
-    assert won.wait(handoff_bound(rival.capabilities) + 2)
+    assert won.wait(handoff_bound(theirs.capabilities) + 2)
     print(f"new leader {time.monotonic() - resigned:.3f} s after the resignation")
     waiting.join()
-    theirs.resign()
+    their_election.resign()
 
 
 def test_the_context_manager_campaigns_and_resigns(
-    candidate: conch.Coordinator, rival: conch.Coordinator, election_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, election_name: str
 ) -> None:
-    ours = candidate.election(election_name)
-    with ours as leading:
+    our_election = ours.election(election_name)
+    with our_election as leading:
         assert leading.is_leader
         with pytest.raises(conch.LockAcquireFailed, match="not won at once"), \
-                rival.election(election_name)(blocking=False):
+                theirs.election(election_name)(blocking=False):
             pass
-    assert not ours.is_leader
-    with rival.election(election_name)(blocking=1) as theirs:
-        assert theirs.leader() == rival.member_id
+    assert not our_election.is_leader
+    with theirs.election(election_name)(blocking=1) as their_election:
+        assert their_election.leader() == theirs.member_id
 
 
 def test_resigning_without_leading_is_refused(
-    candidate: conch.Coordinator, election_name: str
+    ours: conch.Coordinator, election_name: str
 ) -> None:
     with pytest.raises(conch.LockNotHeld):
-        candidate.election(election_name).resign()
+        ours.election(election_name).resign()
 
 
 def test_watchers_are_told_of_each_new_term(
-    candidate: conch.Coordinator, rival: conch.Coordinator, election_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, election_name: str
 ) -> None:
     changes: queue.Queue[conch.LeaderChange] = queue.Queue()
-    rival.election(election_name, watch_interval=WATCH_INTERVAL).watch(changes.put)
-    ours = candidate.election(election_name)
-    assert ours.campaign()
+    theirs.election(election_name, watch_interval=WATCH_INTERVAL).watch(changes.put)
+    our_election = ours.election(election_name)
+    assert our_election.campaign()
     change = changes.get(timeout=WATCH_INTERVAL + EVENT_MARGIN)
-    assert (change.leader, change.previous) == (candidate.member_id, None)
-    ours.resign()
+    assert (change.leader, change.previous) == (ours.member_id, None)
+    our_election.resign()
     change = changes.get(timeout=WATCH_INTERVAL + EVENT_MARGIN)
-    assert (change.leader, change.previous) == (None, candidate.member_id)
+    assert (change.leader, change.previous) == (None, ours.member_id)
 
 
 @pytest.mark.parametrize("name", ["", 42, None])
 def test_a_hostile_election_name_gets_a_clear_error(
-    candidate: conch.Coordinator, name: object
+    ours: conch.Coordinator, name: object
 ) -> None:
     with pytest.raises(conch.InvalidLockName, match="election name"):
-        candidate.election(name)  # type: ignore[arg-type]
+        ours.election(name)  # type: ignore[arg-type]
 
 
 def test_a_stopped_candidate_cannot_campaign(sync_url: str, election_name: str) -> None:
@@ -137,27 +125,27 @@ def test_a_stopped_candidate_cannot_campaign(sync_url: str, election_name: str) 
 
 @pytest.mark.timeout(180)
 def test_a_killed_leader_is_replaced_with_a_higher_token(
-    sync_url: str, candidate: conch.Coordinator, election_name: str
+    sync_url: str, ours: conch.Coordinator, election_name: str
 ) -> None:
     if sync_url.startswith("memory:"):
         pytest.skip("memory:// elections live inside one process")
     leader = workers.spawn(sync_url, "lead", election_name)
     try:
         dead_token = int(workers.expect(leader, "leading "))
-        ours = candidate.election(election_name)
-        assert ours.campaign(blocking=False) is False
+        our_election = ours.election(election_name)
+        assert our_election.campaign(blocking=False) is False
         leader.send_signal(signal.SIGKILL)
         leader.wait()
         killed = time.monotonic()
-        bound = dead_holder_bound(candidate)
-        assert ours.campaign(blocking=bound), f"no new leader {bound} s after the kill"
+        bound = dead_holder_bound(ours)
+        assert our_election.campaign(blocking=bound), f"no new leader {bound} s after the kill"
         took = time.monotonic() - killed
     finally:
         leader.kill()
         leader.communicate()
     print(f"new leader {took:.2f} s after the leader was killed")
-    assert ours.token is not None and ours.token > dead_token
-    ours.resign()
+    assert our_election.token is not None and our_election.token > dead_token
+    our_election.resign()
 
 
 @pytest.mark.timeout(120)
@@ -168,16 +156,7 @@ def test_terms_never_overlap_and_tokens_increase_across_processes(
         pytest.skip("memory:// elections live inside one process")
     history = tmp_path / "history"
     history.mkdir()
-    candidates = [workers.spawn(sync_url, "elect", election_name, str(history), "3")
-                  for _ in range(3)]
-    try:
-        for process in candidates:
-            workers.expect(process, "ready")
-        terms = sum(int(workers.finish(process).split()[-1]) for process in candidates)
-    finally:
-        for process in candidates:
-            process.kill()
-            process.communicate()
+    terms = workers.run_to_the_end(sync_url, ["elect", election_name, str(history), "3"], 3)
     sections = load(history)
     assert len(sections) == terms > 3
     assert violations(sections) == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pathlib
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,36 +14,20 @@ import conch
 from conch.history import load
 from conch.history_shared import permit_violations
 from tests.contract import workers
+from tests.contract.conftest import skip_unless_declared
 from tests.contract.waiting import dead_holder_bound, handoff_bound
 
 
-@pytest.fixture
-def semaphore_url(sync_url: str) -> str:
-    if not conch.Coordinator(sync_url).capabilities.semaphores:
-        with pytest.raises(conch.NotSupported, match="semaphores"), \
-                conch.connect(sync_url) as coordinator:
-            coordinator.semaphore("x", 2)
-        pytest.skip(f"the {sync_url.split(':')[0]} backend does not declare semaphores")
-    return sync_url
-
-
-@pytest.fixture
-def member(semaphore_url: str) -> Iterator[conch.Coordinator]:
-    with conch.connect(semaphore_url) as started:
-        yield started
-
-
-@pytest.fixture
-def other(semaphore_url: str) -> Iterator[conch.Coordinator]:
-    with conch.connect(semaphore_url) as started:
-        yield started
+@pytest.fixture(autouse=True)
+def _declared(sync_url: str) -> None:
+    skip_unless_declared(sync_url, "semaphores")
 
 
 def test_at_most_limit_holders_and_a_release_lets_the_next_in(
-    member: conch.Coordinator, other: conch.Coordinator, lock_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, lock_name: str
 ) -> None:
-    first, second = member.semaphore(lock_name, 2), other.semaphore(lock_name, 2)
-    third = other.semaphore(lock_name, 2)
+    first, second = ours.semaphore(lock_name, 2), theirs.semaphore(lock_name, 2)
+    third = theirs.semaphore(lock_name, 2)
     assert first.acquire(blocking=False) and second.acquire(blocking=False)
     assert third.acquire(blocking=False) is False
     assert len({first.token, second.token}) == 2
@@ -61,7 +44,7 @@ def test_at_most_limit_holders_and_a_release_lets_the_next_in(
     waiting.start()
     time.sleep(0.2)
     first.release()
-    assert got.wait(handoff_bound(other.capabilities) + 2)
+    assert got.wait(handoff_bound(theirs.capabilities) + 2)
     waiting.join()
     assert third.token is not None and third.token > max(first.token or 0, second.token or 0)
     second.release()
@@ -69,23 +52,23 @@ def test_at_most_limit_holders_and_a_release_lets_the_next_in(
 
 
 def test_a_limit_that_disagrees_with_the_holders_is_an_error(
-    member: conch.Coordinator, other: conch.Coordinator, lock_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, lock_name: str
 ) -> None:
-    held = member.semaphore(lock_name, 2)
+    held = ours.semaphore(lock_name, 2)
     assert held.acquire()
     with pytest.raises(conch.LimitMismatch, match="limit 2"):
-        other.semaphore(lock_name, 3).acquire(blocking=False)
+        theirs.semaphore(lock_name, 3).acquire(blocking=False)
     held.release()
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1.5, True, "2"])
-def test_a_bad_limit_is_refused(member: conch.Coordinator, limit: object) -> None:
+def test_a_bad_limit_is_refused(ours: conch.Coordinator, limit: object) -> None:
     with pytest.raises(ValueError, match="limit"):
-        member.semaphore("builds", limit)  # type: ignore[arg-type]
+        ours.semaphore("builds", limit)  # type: ignore[arg-type]
 
 
-def test_a_semaphore_has_the_contract_of_a_lock(semaphore_url: str, lock_name: str) -> None:
-    coordinator = conch.connect(semaphore_url)
+def test_a_semaphore_has_the_contract_of_a_lock(sync_url: str, lock_name: str) -> None:
+    coordinator = conch.connect(sync_url)
     permit = coordinator.semaphore(lock_name, 1)
     with pytest.raises(conch.LockNotHeld):
         permit.release()
@@ -107,18 +90,18 @@ def test_a_semaphore_has_the_contract_of_a_lock(semaphore_url: str, lock_name: s
 
 @pytest.mark.timeout(180)
 def test_a_killed_holder_frees_its_permit(
-    semaphore_url: str, member: conch.Coordinator, lock_name: str
+    sync_url: str, ours: conch.Coordinator, lock_name: str
 ) -> None:
-    if semaphore_url.startswith("memory:"):
+    if sync_url.startswith("memory:"):
         pytest.skip("memory:// holds live inside one process")
-    holder = workers.spawn(semaphore_url, "hold", lock_name, "permit:1")
+    holder = workers.spawn(sync_url, "hold", lock_name, "permit:1")
     try:
         dead_token = int(workers.expect(holder, "held "))
-        permit = member.semaphore(lock_name, 1)
+        permit = ours.semaphore(lock_name, 1)
         assert permit.acquire(blocking=False) is False
         holder.kill()
         holder.wait()
-        assert permit.acquire(blocking=dead_holder_bound(member))
+        assert permit.acquire(blocking=dead_holder_bound(ours))
         assert permit.token is not None and permit.token > dead_token
         permit.release()
     finally:
@@ -128,22 +111,13 @@ def test_a_killed_holder_frees_its_permit(
 
 @pytest.mark.timeout(120)
 def test_never_more_than_limit_holders_across_processes(
-    semaphore_url: str, lock_name: str, tmp_path: pathlib.Path
+    sync_url: str, lock_name: str, tmp_path: pathlib.Path
 ) -> None:
-    if semaphore_url.startswith("memory:"):
+    if sync_url.startswith("memory:"):
         pytest.skip("memory:// holds live inside one process")
     history = tmp_path / "history"
     history.mkdir()
-    processes = [workers.spawn(semaphore_url, "permit", lock_name, "2", str(history), "3")
-                 for _ in range(4)]
-    try:
-        for process in processes:
-            workers.expect(process, "ready")
-        taken = sum(int(workers.finish(process).split()[-1]) for process in processes)
-    finally:
-        for process in processes:
-            process.kill()
-            process.communicate()
+    taken = workers.run_to_the_end(sync_url, ["permit", lock_name, "2", str(history), "3"], 4)
     sections = load(history)
     assert len(sections) == taken > 4
     assert permit_violations(sections, 2) == []

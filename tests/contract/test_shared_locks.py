@@ -7,7 +7,6 @@ from __future__ import annotations
 import pathlib
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,39 +14,23 @@ import conch
 from conch.history import load
 from conch.history_shared import exclusion_violations
 from tests.contract import workers
+from tests.contract.conftest import skip_unless_declared
 from tests.contract.waiting import dead_holder_bound, handoff_bound
 
 
-@pytest.fixture
-def shared_url(sync_url: str) -> str:
-    if not conch.Coordinator(sync_url).capabilities.shared_locks:
-        with pytest.raises(conch.NotSupported, match="shared_locks"), \
-                conch.connect(sync_url) as coordinator:
-            coordinator.lock("x", shared=True)
-        pytest.skip(f"the {sync_url.split(':')[0]} backend does not declare shared_locks")
-    return sync_url
-
-
-@pytest.fixture
-def reader(shared_url: str) -> Iterator[conch.Coordinator]:
-    with conch.connect(shared_url) as started:
-        yield started
-
-
-@pytest.fixture
-def writer(shared_url: str) -> Iterator[conch.Coordinator]:
-    with conch.connect(shared_url) as started:
-        yield started
+@pytest.fixture(autouse=True)
+def _declared(sync_url: str) -> None:
+    skip_unless_declared(sync_url, "shared_locks")
 
 
 def test_shared_holds_coexist_and_exclude_an_exclusive_one(
-    reader: conch.Coordinator, writer: conch.Coordinator, lock_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, lock_name: str
 ) -> None:
-    first, second = reader.lock(lock_name, shared=True), writer.lock(lock_name, shared=True)
+    first, second = ours.lock(lock_name, shared=True), theirs.lock(lock_name, shared=True)
     assert first.acquire(blocking=False) and second.acquire(blocking=False)
     assert first.token is not None and second.token is not None
     assert first.token != second.token
-    exclusive = writer.lock(lock_name)
+    exclusive = theirs.lock(lock_name)
     assert exclusive.acquire(blocking=False) is False
     started = time.monotonic()
     assert exclusive.acquire(blocking=0.3) is False
@@ -60,11 +43,11 @@ def test_shared_holds_coexist_and_exclude_an_exclusive_one(
 
 
 def test_an_exclusive_hold_excludes_shared_ones_until_released(
-    reader: conch.Coordinator, writer: conch.Coordinator, lock_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, lock_name: str
 ) -> None:
-    exclusive = writer.lock(lock_name)
+    exclusive = theirs.lock(lock_name)
     assert exclusive.acquire()
-    shared = reader.lock(lock_name, shared=True)
+    shared = ours.lock(lock_name, shared=True)
     assert shared.acquire(blocking=False) is False
     woken = threading.Event()
 
@@ -76,17 +59,17 @@ def test_an_exclusive_hold_excludes_shared_ones_until_released(
     waiting.start()
     time.sleep(0.2)
     exclusive.release()
-    assert woken.wait(handoff_bound(reader.capabilities) + 2)
+    assert woken.wait(handoff_bound(ours.capabilities) + 2)
     waiting.join()
     shared.release()
 
 
 def test_a_waiting_exclusive_hold_is_not_starved_by_new_shared_ones(
-    reader: conch.Coordinator, writer: conch.Coordinator, lock_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, lock_name: str
 ) -> None:
-    shared = reader.lock(lock_name, shared=True)
+    shared = ours.lock(lock_name, shared=True)
     assert shared.acquire()
-    exclusive = writer.lock(lock_name)
+    exclusive = theirs.lock(lock_name)
     got = threading.Event()
 
     def wait() -> None:
@@ -96,10 +79,10 @@ def test_a_waiting_exclusive_hold_is_not_starved_by_new_shared_ones(
     waiting = threading.Thread(target=wait)
     waiting.start()
     time.sleep(0.5)  # the exclusive hold is queued
-    late = reader.lock(lock_name, shared=True)
+    late = ours.lock(lock_name, shared=True)
     assert late.acquire(blocking=False) is False, "a new shared hold overtook a waiting writer"
     shared.release()
-    assert got.wait(handoff_bound(writer.capabilities) + 2)
+    assert got.wait(handoff_bound(theirs.capabilities) + 2)
     waiting.join()
     exclusive.release()
     assert late.acquire(blocking=5)
@@ -107,9 +90,9 @@ def test_a_waiting_exclusive_hold_is_not_starved_by_new_shared_ones(
 
 
 def test_a_shared_lock_has_the_contract_of_a_lock(
-    shared_url: str, lock_name: str
+    sync_url: str, lock_name: str
 ) -> None:
-    coordinator = conch.connect(shared_url)
+    coordinator = conch.connect(sync_url)
     shared = coordinator.lock(lock_name, shared=True)
     with pytest.raises(conch.LockNotHeld):
         shared.release()
@@ -126,18 +109,18 @@ def test_a_shared_lock_has_the_contract_of_a_lock(
 
 @pytest.mark.timeout(180)
 def test_a_killed_shared_holder_lets_a_writer_in(
-    shared_url: str, writer: conch.Coordinator, lock_name: str
+    sync_url: str, theirs: conch.Coordinator, lock_name: str
 ) -> None:
-    if shared_url.startswith("memory:"):
+    if sync_url.startswith("memory:"):
         pytest.skip("memory:// holds live inside one process")
-    holder = workers.spawn(shared_url, "hold", lock_name, "shared")
+    holder = workers.spawn(sync_url, "hold", lock_name, "shared")
     try:
         workers.expect(holder, "held ")
-        exclusive = writer.lock(lock_name)
+        exclusive = theirs.lock(lock_name)
         assert exclusive.acquire(blocking=False) is False
         holder.kill()
         holder.wait()
-        assert exclusive.acquire(blocking=dead_holder_bound(writer))
+        assert exclusive.acquire(blocking=dead_holder_bound(theirs))
         exclusive.release()
     finally:
         holder.kill()
@@ -146,22 +129,13 @@ def test_a_killed_shared_holder_lets_a_writer_in(
 
 @pytest.mark.timeout(120)
 def test_no_exclusive_section_overlaps_another_across_processes(
-    shared_url: str, lock_name: str, tmp_path: pathlib.Path
+    sync_url: str, lock_name: str, tmp_path: pathlib.Path
 ) -> None:
-    if shared_url.startswith("memory:"):
+    if sync_url.startswith("memory:"):
         pytest.skip("memory:// holds live inside one process")
     history = tmp_path / "history"
     history.mkdir()
-    processes = [workers.spawn(shared_url, "share", lock_name, str(history), "3")
-                 for _ in range(3)]
-    try:
-        for process in processes:
-            workers.expect(process, "ready")
-        taken = sum(int(workers.finish(process).split()[-1]) for process in processes)
-    finally:
-        for process in processes:
-            process.kill()
-            process.communicate()
+    taken = workers.run_to_the_end(sync_url, ["share", lock_name, str(history), "3"], 3)
     sections = load(history)
     assert len(sections) == taken > 3
     assert any(s.shared for s in sections) and any(not s.shared for s in sections)

@@ -150,6 +150,20 @@ def finish(worker: subprocess.Popen[str], timeout: float = 60.0) -> str:
     return output
 
 
+def run_to_the_end(url: str, argv: Sequence[str], processes: int) -> int:
+    """Run ``processes`` workers ``argv`` on ``url`` together (each prints ``ready``, then
+    ``done <count>``); the sum of their counts."""
+    started = [spawn(url, *argv) for _ in range(processes)]
+    try:
+        for process in started:
+            expect(process, "ready")
+        return sum(int(finish(process).split()[-1]) for process in started)
+    finally:
+        for process in started:
+            process.kill()
+            process.communicate()
+
+
 def takeover_after_kill(url: str, name: str) -> float:
     """Seconds from SIGKILLing a worker process holding ``name`` until this process holds
     it (waiting at most 10 s), checking the new token exceeds the dead holder's."""

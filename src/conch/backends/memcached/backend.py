@@ -12,8 +12,9 @@ from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.memcached import inspection
 from conch.backends.memcached.client import lock_keys
 from conch.backends.memcached.groups import MemcachedGroupStore
-from conch.backends.memcached.lock import MemcachedLock
+from conch.backends.memcached.semaphore import MemcachedPermit, semaphore_keys
 from conch.backends.memcached.session import MemcachedSession
+from conch.backends.memcached.shared import MemcachedReader, MemcachedWriter, ReaderRenewal
 from conch.capabilities import Capabilities
 from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
@@ -26,23 +27,36 @@ class MemcachedBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=False, fencing=True, fifo=False, notify=False,
-        shared_locks=False, distributed=True, introspection=True, breakable=True,
-        groups=True,
+        shared_locks=True, distributed=True, introspection=True, breakable=True,
+        groups=True, semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
         self.session = MemcachedSession(url)
+        self._readers: ReaderRenewal | None = None
 
     def connect(self) -> None:
         self.session.connect()
+        self._readers = ReaderRenewal(self.session)
 
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.ttl.stop()
         self.session.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         stamp = HolderStamp(key, self.member_id)
-        return MemcachedLock(self.session, lock_keys(key), stamp, on_lost)
+        return MemcachedWriter(self.session, lock_keys(key), stamp, on_lost)
+
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        assert self._readers is not None, "connect() first"
+        stamp = HolderStamp(key, self.member_id)
+        return MemcachedReader(self.session, lock_keys(key), stamp, on_lost, self._readers)
+
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        stamp = HolderStamp(key, self.member_id)
+        return MemcachedPermit(self.session, semaphore_keys(key), limit, key, stamp, on_lost)
 
     def groups(self) -> GroupStore:
         return MemcachedGroupStore(self.session, self.member_id)

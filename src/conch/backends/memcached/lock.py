@@ -65,8 +65,7 @@ class MemcachedLock(LockHandle):
         session.check_open()
         with session.translated():
             try:
-                return session.run(lambda client, retried: take(
-                    client, keys, value, session.options, retried))
+                return session.run(lambda client, retried: self._take(client, value, retried))
             except TRANSIENT:
                 raise  # twice unreachable: what the add may have stored expires within the TTL
             except BaseException:
@@ -76,6 +75,11 @@ class MemcachedLock(LockHandle):
                     log.warning("could not free lock key %s after a failed acquire; it "
                                 "expires within the TTL", keys.holder.decode())
                 raise
+
+    def _take(self, client: Client, value: bytes,
+              retried: bool) -> tuple[int | None, bytes | None, float]:
+        """One attempt on ``client``, as :func:`take` (a semaphore's permit overrides it)."""
+        return take(client, self._keys, value, self._session.options, retried)
 
     def release(self) -> None:
         hold, self._hold = self._hold, None

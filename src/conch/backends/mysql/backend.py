@@ -13,8 +13,10 @@ from conch.backends.mysql.fencing import FENCING_TABLE as FENCING_TABLE
 from conch.backends.mysql.fencing import ensure_fencing_table
 from conch.backends.mysql.groups import MySQLGroups
 from conch.backends.mysql.lock import MySQLLock
+from conch.backends.mysql.semaphore import CREATE_SEMAPHORES_TABLE, LIMITS, MySQLPermit
 from conch.backends.mysql.session import MySQLSessions
 from conch.capabilities import Capabilities
+from conch.errors import NotSupported
 from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
 
@@ -27,7 +29,7 @@ class MySQLBackend(Backend):
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
         shared_locks=False, distributed=True, introspection=True, breakable=True,
-        groups=True,
+        groups=True, semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -35,6 +37,7 @@ class MySQLBackend(Backend):
         self.settings = Settings.from_url(url)
         self.sessions = MySQLSessions(url, self.settings)
         self._groups: MySQLGroups | None = None  # made by the first groups()
+        self._semaphores_table = False  # made by the first semaphore_handle()
 
     def connect(self) -> None:
         with self.sessions.lent() as session:
@@ -54,6 +57,16 @@ class MySQLBackend(Backend):
         return MySQLLock(self.sessions, self.server_name(key), HolderStamp(key, self.member_id),
                          on_lost)
 
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        if limit not in LIMITS:
+            raise NotSupported(f"mysql semaphores take limits up to {LIMITS[-1]}, not {limit}")
+        if not self._semaphores_table:  # created when first needed: locks need no CREATE
+            with self.sessions.lent() as session, session.cursor() as cursor:
+                cursor.execute(CREATE_SEMAPHORES_TABLE)
+            self._semaphores_table = True
+        return MySQLPermit(self.sessions, self._scoped(key), limit,
+                           HolderStamp(key, self.member_id), on_lost)
+
     def describe_lock(self, key: bytes) -> LockInfo:
         with self.sessions.lent() as session:
             return inspection.describe(session, self.server_name(key), key)[0]
@@ -70,5 +83,7 @@ class MySQLBackend(Backend):
         """The ``GET_LOCK`` name of lock ``key`` (names are server-wide, at most 64 characters,
         compared case-insensitively): ``conch:`` and 58 hex digits of SHA-256 over the
         database name, NUL and the key, so scoped to the database like the tokens."""
-        scoped = self.settings.database.encode() + b"\0" + key
-        return SERVER_NAME_PREFIX + hex_digest(scoped, 64 - len(SERVER_NAME_PREFIX))
+        return SERVER_NAME_PREFIX + hex_digest(self._scoped(key), 64 - len(SERVER_NAME_PREFIX))
+
+    def _scoped(self, key: bytes) -> bytes:
+        return self.settings.database.encode() + b"\0" + key

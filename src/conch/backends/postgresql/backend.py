@@ -20,10 +20,11 @@ from conch.backends.postgresql import inspection
 from conch.backends.postgresql.async_lock import AsyncAdvisoryLock
 from conch.backends.postgresql.async_session import AsyncSessions
 from conch.backends.postgresql.groups import PostgreSQLGroups
-from conch.backends.postgresql.lock import AdvisoryLock, Sessions
+from conch.backends.postgresql.lock import AdvisoryLock, Sessions, SharedAdvisoryLock
+from conch.backends.postgresql.semaphore import LIMITS, SemaphorePermit
 from conch.backends.postgresql.statements import FENCING_SEQUENCE, NAMES_TABLE, SETUP
 from conch.capabilities import Capabilities
-from conch.errors import BackendUnavailable, InvalidURL
+from conch.errors import BackendUnavailable, InvalidURL, NotSupported
 from conch.introspection import LockInfo
 from conch.url import BackendURL
 
@@ -39,8 +40,8 @@ class PostgreSQLBackend(Backend):
 
     capabilities = Capabilities(
         session_bound=True, fencing=True, fifo=False, notify=True,
-        shared_locks=False, distributed=True, introspection=True, breakable=True,
-        native_async=True, groups=True,
+        shared_locks=True, distributed=True, introspection=True, breakable=True,
+        native_async=True, groups=True, semaphores=True,
     )
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
@@ -100,6 +101,14 @@ class PostgreSQLBackend(Backend):
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return AdvisoryLock(self.sessions, int64_key(key), key, on_lost)
+
+    def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
+        return SharedAdvisoryLock(self.sessions, int64_key(key), key, on_lost)
+
+    def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
+        if limit not in LIMITS:
+            raise NotSupported(self.describe(f"a semaphore's limit must be below 2**31: {limit}"))
+        return SemaphorePermit(self.sessions, int64_key(key), key, limit, on_lost)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         return AsyncAdvisoryLock(self.async_sessions, int64_key(key), key, on_lost)

@@ -29,8 +29,9 @@ class Owner(Protocol):
 class Hold(Generic[S]):
     """One acquisition: the key, the session holding it, and whether it still does."""
 
-    def __init__(self, key: int, session: S, pool: Pool[S], loop: Any) -> None:
+    def __init__(self, key: int, session: S, pool: Pool[S], loop: Any, space: int = 1) -> None:
         self.key, self.session, self.pool, self.loop = key, session, pool, loop
+        self.space = space  # of the key: see statements.holds
         self.active = True  # not released, lost or abandoned
         self.guard = threading.Lock()  # a release and a check take turns
         self.checking: Any = None  # an async hold's check in progress
@@ -99,13 +100,17 @@ class HandleCore(Generic[S]):
         if len(self._owner.named_keys) >= 100_000:  # a name recorded twice: a skipped insert
             self._owner.named_keys.clear()
         self._owner.named_keys.add(self._key)
-        hold = self._hold = Hold(self._key, session, self._pool, loop)
+        hold = self._hold = self.new_hold(session, loop)
         self._holds.add(hold, self._on_lost)
         if self._pool.closed:  # stopped while we waited
             self.releasing()
             self._pool.give_back(session, keep=False)
             raise self._pool.stopped()
         return int(token)
+
+    def new_hold(self, session: S, loop: Any) -> Hold[S]:
+        """The hold of an acquire that took the lock on ``session``."""
+        return Hold(self._key, session, self._pool, loop)
 
     def releasing(self) -> Hold[S] | None:
         """The hold to release (``None``: none); raises LockLost when it was lost."""
@@ -154,7 +159,7 @@ class Sessions(SessionsCore[Session]):
             with hold.guard:
                 if not hold.active:
                     continue  # released meanwhile: its session may serve another hold now
-                listed = outcome(hold.session, statements.holds(hold.key))
+                listed = outcome(hold.session, statements.holds(hold.key, hold.space))
             hold.checked(self.holds, listed)
 
     def close(self) -> None:
@@ -168,18 +173,25 @@ class Sessions(SessionsCore[Session]):
 
 
 class AdvisoryLock(HandleCore[Session], LockHandle):
-    """The blocking handle of one lock name."""
+    """The blocking handle of one lock name (``shared``: its shared holds)."""
 
     _sessions: Sessions
+    shared = False
 
     def acquire(self, deadline: Deadline) -> int | None:
         for retry in (True, False):
             session = self._sessions.borrow()
-            steps = statements.take(self._key, deadline, self.name_to_record())
+            steps = statements.take(self._key, deadline, self.name_to_record(), self.shared)
             if not self.failed(session, token := outcome(session, steps), retry):
                 break
         return self.taken(session, token)
 
     def release(self) -> None:
         if (hold := self.releasing()) is not None:
-            self.released(hold, outcome(hold.session, statements.unlock(self._key)))
+            self.released(hold, outcome(hold.session, statements.unlock(self._key, self.shared)))
+
+
+class SharedAdvisoryLock(AdvisoryLock):
+    """A shared hold of a lock name: the same key in share mode."""
+
+    shared = True

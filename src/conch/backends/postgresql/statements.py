@@ -22,24 +22,36 @@ SETUP = {  # what connect() creates when missing
 }
 # Parameters: $1 the key, $2 the name to record (_NAMING), then the lock_timeout to set.
 # Lock and token in one round-trip: CASE evaluates nextval() only when the lock was taken.
-_TRY = (f"SELECT CASE WHEN pg_try_advisory_lock($1::bigint) THEN nextval('{FENCING_SEQUENCE}')"
-        " END AS token")
+_TRY = ("SELECT CASE WHEN pg_try_advisory_lock{0}($1::bigint)"
+        f" THEN nextval('{FENCING_SEQUENCE}') END AS token")
 # lock_timeout (each wait sets it), the lock, the token: CASE evaluates its cases in order.
-_WAIT = ("SELECT CASE WHEN set_config('lock_timeout', ${}, false) IS NULL THEN NULL"
-         " WHEN pg_advisory_lock($1::bigint) IS NULL THEN NULL"
+_WAIT = ("SELECT CASE WHEN set_config('lock_timeout', ${1}, false) IS NULL THEN NULL"
+         " WHEN pg_advisory_lock{0}($1::bigint) IS NULL THEN NULL"
          f" ELSE nextval('{FENCING_SEQUENCE}') END AS token")
 # The same, recording the name when taken: a data-modifying CTE runs exactly once.
 _NAMING = (f"WITH taken AS ({{}}), named AS (INSERT INTO {NAMES_TABLE} (key, name) "
            "SELECT $1::bigint, $2::bytea FROM taken WHERE token IS NOT NULL"
            " ON CONFLICT (key) DO NOTHING) SELECT token FROM taken")
-TAKE = {False: (_TRY, _WAIT.format(2)),  # try, wait; as is and recording the name
-        True: (_NAMING.format(_TRY), _NAMING.format(_WAIT.format(3)))}
-_UNLOCK = "SELECT pg_advisory_unlock($1::bigint)"
+
+
+def _take_statements(naming: bool, shared: bool) -> tuple[str, str]:
+    """Try and wait, recording the name or not; a shared hold takes the key in share mode."""
+    mode = "_shared" if shared else ""
+    trying, waiting = _TRY.format(mode), _WAIT.format(mode, 3 if naming else 2)
+    return (_NAMING.format(trying), _NAMING.format(waiting)) if naming else (trying, waiting)
+
+
+TAKE = {(naming, shared): _take_statements(naming, shared)
+        for naming in (False, True) for shared in (False, True)}
+_UNLOCK = {False: "SELECT pg_advisory_unlock($1::bigint)",
+           True: "SELECT pg_advisory_unlock_shared($1::bigint)"}
 # pg_locks shows a bigint key's high half in classid, its low half in objid, objsubid 1.
 KEY_MATCHES = ("locktype = 'advisory' AND objsubid = 1"
                " AND classid = ((%(key)s::bigint >> 32) & 4294967295)::oid"
                " AND objid = (%(key)s::bigint & 4294967295)::oid")
-_HOLDS = (f"SELECT EXISTS (SELECT FROM pg_locks WHERE {KEY_MATCHES.replace('%(key)s', '$1')}"
+# Space 1: a bigint key; 2: two int keys, $1 = (first << 32) | (second & 0xffffffff).
+_HOLDS = ("SELECT EXISTS (SELECT FROM pg_locks WHERE "
+          f"{KEY_MATCHES.replace('%(key)s', '$1').replace('objsubid = 1', 'objsubid = $2::int2')}"
           " AND pid = pg_backend_pid() AND granted)")
 
 
@@ -58,10 +70,12 @@ class Statement(NamedTuple):
 Steps = Generator[Statement, bytes | None, T]  # sent each first value, as text (b"t", b"42")
 
 
-def take(key: int, deadline: Deadline, name: bytes | None) -> Steps[bytes | None]:
-    """Take ``key`` before ``deadline`` (recording ``name`` if given): the token, or ``None``."""
+def take(key: int, deadline: Deadline, name: bytes | None, shared: bool = False
+         ) -> Steps[bytes | None]:
+    """Take ``key`` (``shared``: in share mode) before ``deadline`` (recording ``name`` if
+    given): the token, or ``None``."""
     params = (b"%d" % key,) if name is None else (b"%d" % key, b"\\x" + name.hex().encode())
-    trying, waiting = TAKE[name is not None]
+    trying, waiting = TAKE[name is not None, shared]
     remaining = deadline.remaining()
     if not deadline.forever:
         token = yield Statement(trying, params)
@@ -74,18 +88,20 @@ def take(key: int, deadline: Deadline, name: bytes | None) -> Steps[bytes | None
     except LockNotAvailable:  # lock_timeout expired; it also bounds nextval()'s wait for the
         pass  # sequence (an ALTER SEQUENCE in progress), after the grant: hold nothing
     if (yield from holds(key)):
-        yield from unlock(key)
+        yield from unlock(key, shared)
     return None
 
 
-def unlock(key: int) -> Steps[bool]:
-    """Free ``key``: False when this session did not hold it."""
-    return (yield Statement(_UNLOCK, (b"%d" % key,))) == b"t"
+def unlock(key: int, shared: bool = False) -> Steps[bool]:
+    """Free ``key`` (held in share mode if ``shared``): False when this session did not
+    hold it."""
+    return (yield Statement(_UNLOCK[shared], (b"%d" % key,))) == b"t"
 
 
-def holds(key: int) -> Steps[bool]:
-    """True while the server lists ``key`` as granted to this session."""
-    return (yield Statement(_HOLDS, (b"%d" % key,))) == b"t"
+def holds(key: int, space: int = 1) -> Steps[bool]:
+    """True while the server lists ``key`` (of key ``space``, see ``_HOLDS``) as granted to
+    this session."""
+    return (yield Statement(_HOLDS, (b"%d" % key, b"%d" % space))) == b"t"
 
 
 def advance(steps: Steps[Any], answer: Any) -> tuple[Statement | None, object]:

@@ -1,0 +1,247 @@
+"""``memcached://`` shared locks on the lock's one holder key, changed only by ``add``,
+``cas`` and compare-and-delete: while shared, it holds ``=shared`` and the ids of the shared
+holders and of the waiting writers (each alive while a key of its own with the TTL lives,
+renewed with the locks), so every decision rests on one read of one key. An exclusive hold
+is that key holding its own value, as before. docs/memcached.md, "Shared locks"."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import time
+from typing import NamedTuple
+
+from pymemcache.client.base import Client  # type: ignore[import-untyped]
+
+from conch.backends.base import Deadline, LossCallback
+from conch.backends.kit.fork import forget_in_child
+from conch.backends.kit.ttl import TtlHold, TtlSession
+from conch.backends.memcached.client import (
+    CAS_TRIES,
+    CLIENT_ERRORS,
+    LockKeys,
+    compare_and_delete,
+)
+from conch.backends.memcached.lock import GRACE_POLL, MemcachedLock, free, next_token, take
+from conch.backends.memcached.session import MemcachedSession
+from conch.errors import LockLost
+from conch.introspection import HolderStamp
+
+log = logging.getLogger("conch")
+SHARED = b"=shared "
+"""How a holder key's value starts while the lock is shared (an exclusive value starts
+with hex digits)."""
+Attempt = tuple[int | None, bytes | None, float]
+READ_EVERY = 0.05
+"""Seconds between a waiting writer's reads of the holder key after its first (its
+``add`` alone tells it when the key is gone): how late it may notice that the lock turned
+shared, or that its shared holders died."""
+
+
+class Sharing(NamedTuple):
+    """A shared holder key's value: the ids of the shared holders and waiting writers."""
+
+    readers: list[str]
+    writers: list[str]
+
+    @classmethod
+    def read(cls, value: bytes | None) -> Sharing | None:
+        """``value``'s sharing; None when it is absent or an exclusive hold's."""
+        if value is None or not value.startswith(SHARED):
+            return None
+        state = json.loads(value[len(SHARED):])
+        return cls(list(state["readers"]), list(state["writers"]))
+
+    def encode(self) -> bytes:
+        return SHARED + json.dumps({"readers": sorted(set(self.readers)),
+                                    "writers": sorted(set(self.writers))}).encode()
+
+    def alive(self, client: Client, holder: bytes) -> Sharing:
+        """Only those whose own key still lives (one ``get_many``)."""
+        found = client.get_many([member_key(holder, member)
+                                 for member in (*self.readers, *self.writers)])
+        return Sharing([r for r in self.readers if member_key(holder, r) in found],
+                       [w for w in self.writers if member_key(holder, w) in found])
+
+
+def member_key(holder: bytes, member: str) -> bytes:
+    """The key that keeps a shared holder or waiting writer alive (``<holder>:<id>``)."""
+    return holder + b":" + member.encode()
+
+
+class ReaderRenewal:
+    """Keeps the holder key of each shared hold alive: per beat one ``gets`` of them all,
+    then a ``cas`` each that still lists its reader (a ``cas`` that finds the key changed
+    since, still listing it, was beaten by a writer of the value, which set the TTL too)."""
+
+    def __init__(self, session: MemcachedSession) -> None:
+        self._session = session
+        self.ttl = self._new_ttl_session()
+        forget_in_child(self)
+
+    def _new_ttl_session(self) -> TtlSession[bytes]:
+        ttl: TtlSession[bytes] = TtlSession("memcached", self._session.options.lease,
+                                            self._renew, self._session.describe, CLIENT_ERRORS)
+        ttl.start()
+        return ttl
+
+    def forget_parent(self) -> None:
+        """In a forked child: the parent's shared holds are not the child's."""
+        self.ttl = self._new_ttl_session()
+
+    def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
+        return self._session.run(lambda client, _: self._renew_on(client, holds))
+
+    def _renew_on(self, client: Client, holds: list[TtlHold[bytes]]) -> list[bool]:
+        found = client.gets_many([hold.keys for hold in holds])
+        return [self._keep(client, hold.keys, hold.value.decode(), found.get(hold.keys))
+                for hold in holds]
+
+    def _keep(self, client: Client, key: bytes, reader: str,
+              found: tuple[bytes, bytes] | None) -> bool:
+        for _ in range(CAS_TRIES):
+            if found is None or not _lists(found[0], reader):
+                return False
+            if client.cas(key, found[0], found[1], expire=self._session.options.ttl):
+                return True
+            value, cas = client.gets(key)
+            found = None if value is None else (value, cas)
+        return found is not None and _lists(found[0], reader)
+
+
+def _lists(value: bytes, reader: str) -> bool:
+    """Whether holder key value ``value`` is a sharing listing ``reader``."""
+    sharing = Sharing.read(value)
+    return sharing is not None and reader in sharing.readers
+
+
+class MemcachedReader(MemcachedLock):
+    """A shared hold: listed in the holder key's sharing, alive while its own key lives.
+    The lock's wait, tokens and renewal serve it unchanged."""
+
+    def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
+                 on_lost: LossCallback, renewal: ReaderRenewal) -> None:
+        self._id = secrets.token_hex(16)
+        super().__init__(session, LockKeys(member_key(keys.holder, self._id), keys.counter),
+                         stamp, on_lost)
+        self._lock_keys, self._renewal = keys, renewal
+        self._signal = f"{session.options.where} ".encode() + keys.holder  # the lock's
+        self._listed: TtlHold[bytes] | None = None
+
+    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
+        holder, ttl = self._lock_keys.holder, self._session.options.ttl
+        while True:  # until the key is unchanged between its read and this change
+            found, cas = client.gets(holder)
+            sharing = Sharing.read(found)
+            if found is not None and sharing is None:
+                return None, None, 0.0  # held exclusively
+            alive = Sharing([], []) if sharing is None else sharing.alive(client, holder)
+            if alive.writers:
+                return None, None, 0.0  # writer preference: wait behind them
+            client.set(self._keys.holder, value, expire=ttl)  # alive before it is listed
+            joined = Sharing([*alive.readers, self._id], alive.writers).encode()
+            if found is None:
+                stored = client.add(holder, joined, expire=ttl)
+            else:
+                stored = client.cas(holder, joined, cas, expire=ttl)
+            if stored:
+                break
+        token = next_token(client, self._keys, self._session.options)
+        if token is None:  # restart grace: hold nothing until it ends
+            self._leave(client)
+            free(client, self._keys.holder, value)
+            return None, None, GRACE_POLL
+        self._listed = self._renewal.ttl.keep(holder, self._id.encode(), time.monotonic(),
+                                              self._on_lost)
+        return token, None, 0.0
+
+    def release(self) -> None:
+        listed, self._listed = self._listed, None
+        if listed is not None:
+            self._renewal.ttl.discard(listed)
+        with self._session.translated():
+            was_listed = self._session.run(lambda client, _: self._leave(client))
+        super().release()  # its own key; the lock's waiters in this process wake
+        if not was_listed:
+            raise LockLost(f"lock key {self._lock_keys.holder.decode()} no longer listed "
+                           "this shared hold at its release (expired, broken or taken over)")
+
+    def _leave(self, client: Client) -> bool:
+        """Take this reader off the sharing; the last live one frees the holder key.
+        Whether it was listed."""
+        holder, ttl = self._lock_keys.holder, self._session.options.ttl
+        while True:  # a failed change means another changed the key: read it again
+            value, cas = client.gets(holder)
+            sharing = Sharing.read(value)
+            if sharing is None or self._id not in sharing.readers:
+                return False
+            alive = Sharing([r for r in sharing.readers if r != self._id],
+                            sharing.writers).alive(client, holder)
+            if alive.readers:
+                stored = client.cas(holder, alive.encode(), cas, expire=ttl)
+            else:  # the waiting writers add the key as their exclusive hold
+                stored = compare_and_delete(client, holder, cas) == b"HD"
+            if stored:
+                return True
+
+
+class MemcachedWriter(MemcachedLock):
+    """The exclusive hold: ``add`` as before; a lock shared by nobody alive any more is
+    taken over by ``cas``; while shared holders live, it waits listed as a writer."""
+
+    def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
+        super().__init__(session, keys, stamp, on_lost)
+        self._id = secrets.token_hex(16)
+        self._waiting: TtlHold[bytes] | None = None
+        self._read_at = -math.inf
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        self._read_at = -math.inf
+        try:
+            return super().acquire(deadline)
+        finally:
+            waiting, self._waiting = self._waiting, None
+            if waiting is not None:  # its key gone, it no longer holds readers back
+                self._session.ttl.discard(waiting)
+                try:
+                    self._session.run(lambda client, _: free(client, waiting.keys,
+                                                             waiting.value))
+                except CLIENT_ERRORS:
+                    log.warning("could not delete waiting writer key %s; it expires within "
+                                "the TTL", waiting.keys.decode())
+
+    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
+        attempt = take(client, self._keys, value, self._session.options, retried)
+        if attempt[0] is not None or attempt[2] or time.monotonic() < self._read_at + READ_EVERY:
+            return attempt
+        holder, ttl = self._keys.holder, self._session.options.ttl
+        self._read_at = time.monotonic()
+        found, cas = client.gets(holder)
+        sharing = Sharing.read(found)
+        if sharing is None:
+            return attempt  # held exclusively, or just freed: the next attempt adds
+        alive = sharing.alive(client, holder)
+        if not alive.readers:  # nobody alive shares it: take it over, if unchanged since
+            if not client.cas(holder, value, cas, expire=ttl):
+                return attempt
+            token = next_token(client, self._keys, self._session.options)
+            if token is None:
+                free(client, holder, value)
+                return None, None, GRACE_POLL
+            return token, None, 0.0
+        if self._id not in alive.writers:  # wait listed, so that new readers wait
+            if self._waiting is None:
+                key = member_key(holder, self._id)
+                client.set(key, b"waiting", expire=ttl)
+                self._waiting = self._session.ttl.keep(key, b"waiting", time.monotonic(),
+                                                       _waiting_lost)
+            waiting = Sharing(alive.readers, [*alive.writers, self._id]).encode()
+            client.cas(holder, waiting, cas, expire=ttl)  # else listed at the next attempt
+        return attempt
+
+
+def _waiting_lost(reason: str) -> None:
+    log.debug("a waiting writer's key was lost (%s): it waits on, unlisted", reason)

@@ -1,0 +1,170 @@
+"""``postgresql://`` semaphores: a permit is one of ``limit`` advisory locks in the two-int
+key space (apart from the locks' bigint keys); holders and waiters also hold the limit, in
+share mode, as a marker lock that another limit's acquirer sees in ``pg_locks``. A release
+sends NOTIFY to the waiters. Design and the key layout: docs/postgresql.md."""
+
+from __future__ import annotations
+
+import psycopg
+
+from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.postgresql.lock import HandleCore, Hold, Sessions
+from conch.backends.postgresql.session import Session, outcome
+from conch.backends.postgresql.statements import FENCING_SEQUENCE, Statement, Steps
+from conch.errors import LimitMismatch
+
+CHANNEL = "conch_semaphores"
+LIMITS = range(1, 2**31)
+"""The limits a semaphore may have here (each is an offset in the 32-bit key space)."""
+RECHECK = 1.0
+"""Seconds a waiter waits for a NOTIFY before it tries again: a holder that dies frees its
+permit without one."""
+
+_WORDS = 2**32
+# A semaphore's keys are (first, x): permit i at x = second + i, the marker of limit m at
+# x = second - m, each modulo 2**32 as a signed int. $1 first, $2 second, $3 the limit.
+_PERMIT = "((($2::bigint + i + 2147483648) % 4294967296) - 2147483648)::int"
+# A free permit (its slot and a token), or NULL: slots are tried in order, the first taken.
+_FREE_PERMIT = (f"(SELECT i || ' ' || nextval('{FENCING_SEQUENCE}')"
+                " FROM generate_series(0, $3::int - 1) AS i"
+                f" WHERE pg_try_advisory_lock($1::int, {_PERMIT}) LIMIT 1)")
+_OFFSET = "((($2::bigint - objid::bigint) % 4294967296 + 4294967296) % 4294967296)"
+# The limit of another marker of this semaphore granted to any session, or NULL.
+_OTHER_LIMIT = (f"(SELECT {_OFFSET} FROM pg_locks WHERE locktype = 'advisory'"
+                " AND objsubid = 2 AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                " AND classid = ($1::bigint & 4294967295)::oid"
+                " AND objid <> ($4::bigint & 4294967295)::oid"
+                f" AND {_OFFSET} BETWEEN 1 AND 2147483647 LIMIT 1)")
+# The marker ($4) first, then the check (pg_locks is live: of two acquirers with different
+# limits, at least the later sees the other's marker), then a permit: CASE and coalesce()
+# evaluate in order, and only as far as needed.
+_ENTER = ("SELECT CASE WHEN NOT pg_try_advisory_lock_shared($1::int, $4::int) THEN NULL"
+          f" ELSE coalesce('-' || {_OTHER_LIMIT}, {_FREE_PERMIT}) END")
+_RETRY = f"SELECT {_FREE_PERMIT}"
+_LEAVE = "SELECT pg_advisory_unlock_shared($1::int, $2::int)"
+# Both unlocks (2 when both were held), then the NOTIFY, sent when the statement commits.
+_RELEASE = ("SELECT pg_advisory_unlock($1::int, $2::int)::int"
+            f" + pg_advisory_unlock_shared($1::int, $3::int)::int FROM pg_notify('{CHANNEL}', $4)")
+_LISTEN = {True: f"LISTEN {CHANNEL}", False: f"UNLISTEN {CHANNEL}"}
+
+
+def _int4(value: int) -> int:
+    """``value`` modulo 2**32 as a signed 32-bit int."""
+    return (value + 2**31) % _WORDS - 2**31
+
+
+class Keys:
+    """One semaphore's keys for one limit, as statement parameters."""
+
+    def __init__(self, key: int, limit: int) -> None:
+        self.first, self.second = key >> 32, _int4(key)
+        self.limit = limit
+        self.marker = _int4(self.second - limit)
+        self.wake_word = b"%d %d" % (self.first, self.second)  # the NOTIFY's payload
+
+    def permit(self, slot: int) -> int:
+        """Permit ``slot``'s keys packed as one bigint, for ``statements.holds`` (space 2)."""
+        packed = (self.first % _WORDS) << 32 | (self.second + slot) % _WORDS
+        return packed - 2**64 if packed >= 2**63 else packed
+
+    def enter(self) -> Steps[tuple[int, bytes] | None]:
+        """Hold the marker and try for a permit: ``(slot, token)``, or ``None`` (marker kept);
+        LimitMismatch (marker given back) while another limit is in use."""
+        params = (b"%d" % self.first, b"%d" % self.second, b"%d" % self.limit,
+                  b"%d" % self.marker)
+        answer = yield Statement(_ENTER, params)
+        if answer is not None and answer.startswith(b"-"):
+            yield from self.leave()
+            raise LimitMismatch(f"the semaphore is in use with limit {int(answer[1:])}, "
+                                f"not {self.limit}")
+        return _permit(answer)
+
+    def retry(self) -> Steps[tuple[int, bytes] | None]:
+        """Try again for a permit (the marker held)."""
+        params = (b"%d" % self.first, b"%d" % self.second, b"%d" % self.limit)
+        return _permit((yield Statement(_RETRY, params)))
+
+    def leave(self) -> Steps[None]:
+        """Give the marker back (no permit taken)."""
+        yield Statement(_LEAVE, (b"%d" % self.first, b"%d" % self.marker))
+
+    def release(self, slot: int) -> Steps[bool]:
+        """Give permit ``slot`` and the marker back, waking the waiters: False when this
+        session no longer held them."""
+        params = (b"%d" % self.first, b"%d" % _int4(self.second + slot), b"%d" % self.marker,
+                  self.wake_word)
+        return (yield Statement(_RELEASE, params)) == b"2"
+
+
+def _permit(answer: bytes | None) -> tuple[int, bytes] | None:
+    if answer is None:
+        return None
+    slot, token = answer.split()
+    return int(slot), token
+
+
+def listen(on: bool) -> Steps[None]:
+    """Start (or stop) hearing the releases of every semaphore on this session."""
+    yield Statement(_LISTEN[on], ())
+
+
+class SemaphorePermit(HandleCore[Session], LockHandle):
+    """The blocking handle of one permit of a semaphore."""
+
+    _sessions: Sessions
+
+    def __init__(self, sessions: Sessions, key: int, name: bytes, limit: int,
+                 on_lost: LossCallback) -> None:
+        super().__init__(sessions, key, name, on_lost)
+        self._keys = Keys(key, limit)
+        self._slot = 0
+
+    def acquire(self, deadline: Deadline) -> int | None:
+        for retry in (True, False):
+            session = self._sessions.borrow()
+            if not self.failed(session, taken := self._wait(session, deadline), retry):
+                break
+        if not isinstance(taken, tuple):  # None: not taken
+            return self.taken(session, None)
+        self._slot, token = taken
+        return self.taken(session, token)
+
+    def release(self) -> None:
+        if (hold := self.releasing()) is not None:
+            self.released(hold, outcome(hold.session, self._keys.release(self._slot)))
+
+    def new_hold(self, session: Session, loop: object) -> Hold[Session]:
+        return Hold(self._keys.permit(self._slot), session, self._pool, loop, space=2)
+
+    def _wait(self, session: Session, deadline: Deadline) -> object:
+        """A permit taken on ``session`` before ``deadline``, ``None``, or what failed."""
+        taken = outcome(session, self._keys.enter())
+        listening = False
+        while taken is None and (remaining := deadline.remaining()) != 0:
+            if listening:  # tried since LISTEN: a release from now on is heard
+                woken = self._woken(session, RECHECK if remaining is None else
+                                    min(remaining, RECHECK))
+            else:
+                woken, listening = outcome(session, listen(True)), True
+            if woken is not None:
+                return woken
+            taken = outcome(session, self._keys.retry())
+        if isinstance(taken, BaseException):
+            return taken
+        if taken is None and (left := outcome(session, self._keys.leave())) is not None:
+            return left
+        if listening and (heard := outcome(session, listen(False))) is not None:
+            return heard
+        return taken
+
+    def _woken(self, session: Session, timeout: float) -> object:
+        """Wait up to ``timeout`` for a release of this semaphore (or another's); the error
+        of a failed wait."""
+        try:
+            for heard in session.notifies(timeout=timeout):
+                if heard.payload.encode() == self._keys.wake_word:
+                    break
+        except psycopg.Error as exc:
+            return exc
+        return None
