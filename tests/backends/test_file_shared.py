@@ -18,6 +18,7 @@ import pytest
 import conch
 from conch.backends.file.semaphore import SEMAPHORES
 from conch.backends.file.session import stored_token
+from tests.backends import hold_cases
 from tests.backends.file_helpers import handoff_delays, hold_once, lock_file_name
 from tests.contract.waiting import Waiter
 from tests.servers.base import wait_until
@@ -117,18 +118,11 @@ def test_a_semaphore_waiter_is_woken_by_a_release(coordinator: conch.Coordinator
     assert statistics.median(delays) < 0.01, f"hand-offs took {sorted(delays)}"
 
 
-def test_semaphores_live_in_a_directory_apart_from_the_locks(
-    coordinator: conch.Coordinator, directory: pathlib.Path
-) -> None:
-    permit = coordinator.semaphore("apart", 1)
-    assert permit.acquire(blocking=False)
-    lock = coordinator.lock("apart")
-    assert lock.acquire(blocking=False)
+def test_semaphores_live_in_a_directory_apart_from_the_locks(directory: pathlib.Path) -> None:
+    hold_cases.a_permit_and_a_lock_of_one_name_are_apart(f"file://{directory}", "apart")
     semaphore_files = os.listdir(directory / SEMAPHORES)
     assert lock_file_name(b"apart") not in semaphore_files
     assert any(name.startswith("apart.") for name in semaphore_files)
-    lock.release()
-    permit.release()
 
 
 def test_a_removed_semaphore_directory_reports_the_permit_lost(
@@ -148,13 +142,8 @@ def test_a_removed_semaphore_directory_reports_the_permit_lost(
     successor.release()
 
 
-def test_a_limit_is_forgotten_once_the_last_holder_left(coordinator: conch.Coordinator) -> None:
-    hold_once(coordinator.semaphore("resized", 2))
-    bigger = coordinator.semaphore("resized", 3)
-    assert bigger.acquire(blocking=False)
-    with pytest.raises(conch.LimitMismatch, match="limit 3, not 2"):
-        coordinator.semaphore("resized", 2).acquire(blocking=False)
-    bigger.release()
+def test_a_limit_is_refused_while_held_and_forgotten_once_free(directory: pathlib.Path) -> None:
+    hold_cases.another_limit_is_refused_while_held(f"file://{directory}", "resized")
 
 
 def test_sweep_removes_idle_gates_and_slots_and_tokens_keep_increasing(
@@ -179,15 +168,8 @@ def test_sweep_removes_idle_gates_and_slots_and_tokens_keep_increasing(
 
 @pytest.mark.parametrize("kind", ["shared", "permit"])
 def test_stop_ends_a_forever_shared_or_permit_wait(directory: pathlib.Path, kind: str) -> None:
-    with conch.connect(f"file://{directory}") as holding:
-        held = holding.lock("stopped") if kind == "shared" else holding.semaphore("stopped", 1)
-        assert held.acquire()
-        waiting = conch.connect(f"file://{directory}")
-        waiter = Waiter(waiting.lock("stopped", shared=True) if kind == "shared"  # type: ignore[arg-type]
-                        else waiting.semaphore("stopped", 1), True)
-        time.sleep(0.2)
-        assert waiter.waiting
-        waiting.stop()
-        with pytest.raises(conch.NotStarted):
-            waiter.result(2)
-        held.release()
+    hold_cases.stop_ends_a_wait(f"file://{directory}", lambda coordinator: (
+        coordinator.lock("stopped") if kind == "shared"
+        else coordinator.semaphore("stopped", 1)), lambda coordinator: (
+        coordinator.lock("stopped", shared=True) if kind == "shared"
+        else coordinator.semaphore("stopped", 1)))
