@@ -30,6 +30,7 @@ TIMED_WAIT = 0.5
 # added here, with its reason, after checking it is not one.
 WALL_CLOCK_READS = {
     ("backends/file/session.py", "next_token"): "the start time shown for a hold (conch show)",
+    ("backends/file/session.py", "record_hold"): "the same, for a hold whose token is drawn apart",
     ("backends/file/session.py", "raise_high_water"):
         "a fresh token starts above the clock in µs, so tokens stay above those of a wiped file",
     ("backends/file/session.py", "sweep"): "file modification times are wall-clock: a jump only "
