@@ -32,7 +32,7 @@ from tests.chaos.driver import Scripted, read_line, spawn
 from tests.chaos.proxy import Proxy
 from tests.chaos.store import FencedStore
 from tests.chaos.targets import Target
-from tests.chaos.worker import ELECTION_PREFIX, Holder, Tally, held_by_name
+from tests.chaos.worker import ELECTION_PREFIX, PERMIT_PREFIX, Holder, Tally, held_by_name
 
 RESULTS_ENV = "CONCH_CHAOS_RESULTS"
 
@@ -105,9 +105,12 @@ class Scenario:
 
     def drive_leaders(self, kind: str) -> None:
         """With ``kind`` ``"election"``, the scenario's workers and holders campaign in an
-        election and resign instead of locking (each term a section); ``"lock"``: locks."""
+        election and resign instead of locking (each term a section); ``"permit"``: they
+        take permits of a semaphore of limit 1; ``"lock"``: locks."""
         if kind == "election":
             self.lock_name = ELECTION_PREFIX + self.lock_name
+        elif kind == "permit":
+            self.lock_name = PERMIT_PREFIX + self.lock_name
 
     def worker(self, holder: str, url: str | None = None) -> Scripted:
         """A ``script`` worker process with one lock object of the scenario's lock,

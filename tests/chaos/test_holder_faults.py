@@ -12,8 +12,8 @@
   the frozen holder keeps it and the waiter must not get it.
 
 Either way the recorded history and the fenced counter must show no violation.
-Each runs with a lock and with an election (its leader killed or frozen: a new leader with
-a higher token, the old one told).
+Each runs with a lock, with an election (its leader killed or frozen: a new leader with a
+higher token, the old one told) and with a semaphore's permit (limit 1).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def take_and_update(holder: Holder, blocking: float) -> int | None:
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("target", PROCESS_BACKENDS, indirect=True)
-@pytest.mark.parametrize("kind", ["lock", "election"])
+@pytest.mark.parametrize("kind", ["lock", "election", "permit"])
 def test_a_holder_killed_mid_section_is_replaced_and_no_update_is_lost(
     scenario: Scenario, kind: str,
 ) -> None:
@@ -81,7 +81,7 @@ def test_a_holder_killed_mid_section_is_replaced_and_no_update_is_lost(
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("target", PROCESS_BACKENDS, indirect=True)
-@pytest.mark.parametrize("kind", ["lock", "election"])
+@pytest.mark.parametrize("kind", ["lock", "election", "permit"])
 def test_a_holder_frozen_past_its_lease_is_told_and_fenced_out_or_keeps_the_lock(
     scenario: Scenario, kind: str,
 ) -> None:

@@ -50,6 +50,8 @@ from tests.chaos.store import FencedStore, Rejected
 LOG_ENV = "CONCH_CHAOS_LOG"
 ELECTION_PREFIX = KEY_PREFIX
 """A scenario name starting with this drives an election, not a lock."""
+PERMIT_PREFIX = "permit:"
+"""A scenario name starting with this drives permits of a semaphore of limit 1."""
 GROUP_ENV = "CONCH_CHAOS_GROUP"
 """When set, a ``contend`` worker joins the group it names before contending."""
 WAIT_LIMIT = 5.0
@@ -95,10 +97,14 @@ class Term:
         self.election.resign()
 
 
-def held_by_name(coordinator: conch.Coordinator, name: str) -> conch.Lock | Term:
-    """The lock ``name``, or the election it names (``conch-election:<election>``)."""
+def held_by_name(coordinator: conch.Coordinator, name: str
+                 ) -> conch.Lock | conch.Semaphore | Term:
+    """The lock ``name``, or the election it names (``conch-election:<election>``), or a
+    permit of the semaphore of limit 1 it names (``permit:<semaphore>``)."""
     if name.startswith(ELECTION_PREFIX):
         return Term(coordinator.election(name.removeprefix(ELECTION_PREFIX)))
+    if name.startswith(PERMIT_PREFIX):
+        return coordinator.semaphore(name.removeprefix(PERMIT_PREFIX), 1)
     return coordinator.lock(name)
 
 
@@ -106,11 +112,13 @@ class Holder:
     """One lock object (or election) and the record of its sections: acquire, update,
     release."""
 
-    def __init__(self, lock: conch.Lock | Term, holder: str, recorder: Recorder,
+    def __init__(self, lock: conch.Lock | conch.Semaphore | Term, holder: str,
+                 recorder: Recorder,
                  store: FencedStore) -> None:
         self.lock = lock
         self.holder = holder
-        self.name = lock.name if isinstance(lock.name, str) else lock.name.decode()
+        name = lock.name if isinstance(lock.name, str) else lock.name.decode()
+        self.name = PERMIT_PREFIX + name if isinstance(lock, conch.Semaphore) else name
         self._recorder = recorder
         self._store = store
         self._entered = 0.0

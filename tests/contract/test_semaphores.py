@@ -122,3 +122,16 @@ def test_never_more_than_limit_holders_across_processes(
     assert len(sections) == taken > 4
     assert permit_violations(sections, 2) == []
     assert permit_violations(sections, 1) != [], "the holds never overlapped: no test"
+
+
+def test_a_long_timed_wait_returns_false_on_time_then_the_permit_is_taken(
+    ours: conch.Coordinator, theirs: conch.Coordinator, lock_name: str
+) -> None:
+    held, waiting = ours.semaphore(lock_name, 1), theirs.semaphore(lock_name, 1)
+    assert held.acquire()
+    started = time.monotonic()
+    assert waiting.acquire(blocking=2.5) is False  # longer than any backend's re-check
+    assert 2.4 <= time.monotonic() - started < 6
+    held.release()
+    assert waiting.acquire(blocking=5)
+    waiting.release()

@@ -140,3 +140,24 @@ def test_no_exclusive_section_overlaps_another_across_processes(
     assert len(sections) == taken > 3
     assert any(s.shared for s in sections) and any(not s.shared for s in sections)
     assert exclusion_violations(sections) == []
+
+
+def test_a_long_timed_shared_wait_returns_false_on_time_then_the_lock_is_shared(
+    ours: conch.Coordinator, theirs: conch.Coordinator, lock_name: str
+) -> None:
+    exclusive, shared = ours.lock(lock_name), theirs.lock(lock_name, shared=True)
+    assert exclusive.acquire()
+    started = time.monotonic()
+    assert shared.acquire(blocking=2.5) is False
+    assert 2.4 <= time.monotonic() - started < 6
+    exclusive.release()
+    assert shared.acquire(blocking=5)
+    shared.release()
+
+
+@pytest.mark.parametrize("name", ["", 42])
+def test_a_hostile_name_gets_a_clear_error(ours: conch.Coordinator, name: object) -> None:
+    with pytest.raises(conch.InvalidLockName):
+        ours.lock(name, shared=True)  # type: ignore[arg-type]
+    with pytest.raises(conch.InvalidLockName):
+        ours.semaphore(name, 2)  # type: ignore[arg-type]

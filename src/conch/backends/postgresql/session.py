@@ -77,9 +77,10 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         # psycopg's default wait is C code that eventlet's hub cannot interrupt.
         wait = waiting.wait if hasattr(select, "poll") else waiting.wait_select
+        if timeout is not None:  # psycopg's own bounded wait (notifies): no answer is no fault
+            return wait(gen, self.pgconn.socket, interval=interval, timeout=timeout)
         try:
-            return wait(gen, self.pgconn.socket, interval=interval,
-                        timeout=self.limit if timeout is None else timeout)
+            return wait(gen, self.pgconn.socket, interval=interval, timeout=self.limit)
         except psycopg.OperationalError as exc:
             self.out_of_step(exc)
             raise
