@@ -15,7 +15,8 @@ from conch.history import load
 from conch.history_shared import permit_violations
 from tests.contract import workers
 from tests.contract.conftest import skip_unless_declared
-from tests.contract.waiting import dead_holder_bound, handoff_bound
+from tests.contract.hold_checks import assert_stop_ends, taken_after_the_holder_is_killed
+from tests.contract.waiting import handoff_bound
 
 
 @pytest.fixture(autouse=True)
@@ -79,13 +80,7 @@ def test_a_semaphore_has_the_contract_of_a_lock(sync_url: str, lock_name: str) -
             pass
     with permit:
         assert permit.held
-    assert permit.acquire(blocking=False)
-    coordinator.stop()
-    assert permit.lost.is_set()
-    with pytest.raises(conch.LockLost):
-        permit.release()
-    with pytest.raises(conch.NotStarted):
-        permit.acquire(blocking=False)
+    assert_stop_ends(coordinator, permit)
 
 
 @pytest.mark.timeout(180)
@@ -94,19 +89,10 @@ def test_a_killed_holder_frees_its_permit(
 ) -> None:
     if sync_url.startswith("memory:"):
         pytest.skip("memory:// holds live inside one process")
-    holder = workers.spawn(sync_url, "hold", lock_name, "permit:1")
-    try:
-        dead_token = int(workers.expect(holder, "held "))
-        permit = ours.semaphore(lock_name, 1)
-        assert permit.acquire(blocking=False) is False
-        holder.kill()
-        holder.wait()
-        assert permit.acquire(blocking=dead_holder_bound(ours))
-        assert permit.token is not None and permit.token > dead_token
-        permit.release()
-    finally:
-        holder.kill()
-        holder.communicate()
+    permit = ours.semaphore(lock_name, 1)
+    dead_token, token = taken_after_the_holder_is_killed(
+        sync_url, ["hold", lock_name, "permit:1"], permit, ours)
+    assert token is not None and token > dead_token
 
 
 @pytest.mark.timeout(120)

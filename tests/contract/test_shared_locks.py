@@ -15,7 +15,8 @@ from conch.history import load
 from conch.history_shared import exclusion_violations
 from tests.contract import workers
 from tests.contract.conftest import skip_unless_declared
-from tests.contract.waiting import dead_holder_bound, handoff_bound
+from tests.contract.hold_checks import assert_stop_ends, taken_after_the_holder_is_killed
+from tests.contract.waiting import handoff_bound
 
 
 @pytest.fixture(autouse=True)
@@ -98,13 +99,7 @@ def test_a_shared_lock_has_the_contract_of_a_lock(
         shared.release()
     with shared(blocking=1):
         assert shared.held
-    assert shared.acquire(blocking=False)
-    coordinator.stop()
-    assert shared.lost.is_set()
-    with pytest.raises(conch.LockLost):
-        shared.release()
-    with pytest.raises(conch.NotStarted):
-        shared.acquire(blocking=False)
+    assert_stop_ends(coordinator, shared)
 
 
 @pytest.mark.timeout(180)
@@ -113,18 +108,8 @@ def test_a_killed_shared_holder_lets_a_writer_in(
 ) -> None:
     if sync_url.startswith("memory:"):
         pytest.skip("memory:// holds live inside one process")
-    holder = workers.spawn(sync_url, "hold", lock_name, "shared")
-    try:
-        workers.expect(holder, "held ")
-        exclusive = theirs.lock(lock_name)
-        assert exclusive.acquire(blocking=False) is False
-        holder.kill()
-        holder.wait()
-        assert exclusive.acquire(blocking=dead_holder_bound(theirs))
-        exclusive.release()
-    finally:
-        holder.kill()
-        holder.communicate()
+    taken_after_the_holder_is_killed(sync_url, ["hold", lock_name, "shared"],
+                                     theirs.lock(lock_name), theirs)
 
 
 @pytest.mark.timeout(120)
