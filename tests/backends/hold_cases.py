@@ -12,11 +12,6 @@ import conch
 from tests.contract.waiting import Waiter
 
 
-def waiter_for(holder: conch.Semaphore | conch.Lock, blocking: float | bool) -> Waiter:
-    """``holder.acquire(blocking)`` on a thread."""
-    return Waiter(holder, blocking)  # type: ignore[arg-type]  # a semaphore acquires alike
-
-
 def another_limit_is_refused_while_held(url: str, name: str) -> None:
     """A limit other than the holders' is refused and takes nothing; once no permit is
     held, a new limit is accepted."""
@@ -57,7 +52,7 @@ def stop_ends_a_wait(url: str, hold_of: HoldOf, wait_of: HoldOf | None = None) -
     with conch.connect(url) as holder:
         assert hold_of(holder).acquire()
         coordinator = conch.connect(url)
-        waiter = waiter_for((wait_of or hold_of)(coordinator), True)
+        waiter = Waiter((wait_of or hold_of)(coordinator), True)
         time.sleep(0.2)
         started = time.monotonic()
         coordinator.stop()
@@ -71,7 +66,7 @@ def a_release_lets_a_waiter_in(url: str, name: str) -> None:
     with conch.connect(url) as one, conch.connect(url) as two:
         permit = one.semaphore(name, 1)
         assert permit.acquire(blocking=False)
-        waiter = waiter_for(two.semaphore(name, 1), 5)
+        waiter = Waiter(two.semaphore(name, 1), 5)
         time.sleep(0.2)
         permit.release()
         assert waiter.result(timeout=5.0)
@@ -84,7 +79,7 @@ def handoffs(holder: Hold, waiter_of: Callable[[], Hold], wait: float = 0.2) -> 
     delays = []
     for _ in range(3):
         assert holder.acquire()
-        waiter = waiter_for(waiter_of(), 10)
+        waiter = Waiter(waiter_of(), 10)
         time.sleep(wait)
         assert waiter.waiting
         started = time.monotonic()

@@ -15,6 +15,7 @@ import conch
 from conch.backends.kit.naming import int64_key
 from tests.backends import hold_cases
 from tests.backends.test_postgresql_groups import tls_url as tls_url
+from tests.contract.waiting import Waiter
 from tests.servers.postgresql import DATABASE, PostgreSQLServer
 
 
@@ -126,7 +127,7 @@ def test_a_waiter_with_another_limit_is_refused_too(
     with conch.connect(server.url) as coordinator:
         held = coordinator.semaphore(lock_name, 1)
         assert held.acquire()
-        waiter = hold_cases.waiter_for(coordinator.semaphore(lock_name, 1), 10)
+        waiter = Waiter(coordinator.semaphore(lock_name, 1), 10)
         time.sleep(0.2)
         held.release()
         assert waiter.result(timeout=5.0)

@@ -29,7 +29,7 @@ def test_a_permit_waiter_is_woken_by_whichever_holder_releases(url: str, lock_na
         oldest, youngest = coordinator.semaphore(lock_name, 2), coordinator.semaphore(lock_name, 2)
         assert oldest.acquire(blocking=False) and youngest.acquire(blocking=False)
         waiting = coordinator.semaphore(lock_name, 2)
-        waiter = Waiter(waiting)  # type: ignore[arg-type]  # a lock's acquire
+        waiter = Waiter(waiting)
         time.sleep(0.5)  # its watch has started
         released = time.monotonic()
         youngest.release()  # not the oldest: the waiter does not watch only the first

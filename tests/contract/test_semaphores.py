@@ -5,7 +5,6 @@ safe across processes."""
 from __future__ import annotations
 
 import pathlib
-import threading
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from conch.history_shared import permit_violations
 from tests.contract import workers
 from tests.contract.conftest import skip_unless_declared
 from tests.contract.hold_checks import assert_stop_ends, taken_after_the_holder_is_killed
-from tests.contract.waiting import handoff_bound
+from tests.contract.waiting import Waiter, handoff_bound
 
 
 @pytest.fixture(autouse=True)
@@ -35,18 +34,10 @@ def test_at_most_limit_holders_and_a_release_lets_the_next_in(
     started = time.monotonic()
     assert third.acquire(blocking=0.3) is False
     assert time.monotonic() - started >= 0.25
-    got = threading.Event()
-
-    def wait() -> None:
-        if third.acquire(blocking=10):
-            got.set()
-
-    waiting = threading.Thread(target=wait)
-    waiting.start()
+    waiter = Waiter(third, blocking=10)
     time.sleep(0.2)
     first.release()
-    assert got.wait(handoff_bound(theirs.capabilities) + 2)
-    waiting.join()
+    assert waiter.result(handoff_bound(theirs.capabilities) + 2)
     assert third.token is not None and third.token > max(first.token or 0, second.token or 0)
     second.release()
     third.release()

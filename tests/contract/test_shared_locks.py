@@ -5,7 +5,6 @@ ones; safe across processes (no exclusive section overlaps any other)."""
 from __future__ import annotations
 
 import pathlib
-import threading
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from conch.history_shared import exclusion_violations
 from tests.contract import workers
 from tests.contract.conftest import skip_unless_declared
 from tests.contract.hold_checks import assert_stop_ends, taken_after_the_holder_is_killed
-from tests.contract.waiting import handoff_bound
+from tests.contract.waiting import Waiter, handoff_bound
 
 
 @pytest.fixture(autouse=True)
@@ -50,18 +49,10 @@ def test_an_exclusive_hold_excludes_shared_ones_until_released(
     assert exclusive.acquire()
     shared = ours.lock(lock_name, shared=True)
     assert shared.acquire(blocking=False) is False
-    woken = threading.Event()
-
-    def wait() -> None:
-        if shared.acquire(blocking=10):
-            woken.set()
-
-    waiting = threading.Thread(target=wait)
-    waiting.start()
+    waiter = Waiter(shared, blocking=10)
     time.sleep(0.2)
     exclusive.release()
-    assert woken.wait(handoff_bound(ours.capabilities) + 2)
-    waiting.join()
+    assert waiter.result(handoff_bound(ours.capabilities) + 2)
     shared.release()
 
 
@@ -71,20 +62,12 @@ def test_a_waiting_exclusive_hold_is_not_starved_by_new_shared_ones(
     shared = ours.lock(lock_name, shared=True)
     assert shared.acquire()
     exclusive = theirs.lock(lock_name)
-    got = threading.Event()
-
-    def wait() -> None:
-        if exclusive.acquire(blocking=20):
-            got.set()
-
-    waiting = threading.Thread(target=wait)
-    waiting.start()
+    waiter = Waiter(exclusive, blocking=20)
     time.sleep(0.5)  # the exclusive hold is queued
     late = ours.lock(lock_name, shared=True)
     assert late.acquire(blocking=False) is False, "a new shared hold overtook a waiting writer"
     shared.release()
-    assert got.wait(handoff_bound(theirs.capabilities) + 2)
-    waiting.join()
+    assert waiter.result(handoff_bound(theirs.capabilities) + 2)
     exclusive.release()
     assert late.acquire(blocking=5)
     late.release()

@@ -53,7 +53,7 @@ def test_each_release_wakes_exactly_one_of_several_waiters(
                for member in (coordinator, other_coordinator, other_coordinator)]
     time.sleep(WAIT_BEFORE_RELEASE)
     handoffs = []
-    releasing = holder
+    releasing: conch.Lock | conch.Semaphore = holder
     while pending:
         released = time.monotonic()
         releasing.release()

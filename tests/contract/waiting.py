@@ -56,7 +56,7 @@ def dead_holder_bound(coordinator: conch.Coordinator) -> float:
 class Waiter:
     """``lock.acquire(blocking)`` on a daemon thread, noting the outcome and when it returned."""
 
-    def __init__(self, lock: conch.Lock, blocking: Blocking = True) -> None:
+    def __init__(self, lock: conch.Lock | conch.Semaphore, blocking: Blocking = True) -> None:
         self.lock = lock
         self.acquired: bool | None = None
         self.error: BaseException | None = None
