@@ -44,8 +44,10 @@ def own_memcached() -> Iterator[MemcachedProcess]:
 
 @pytest.fixture
 def admin(memcached_server: MemcachedProcess) -> Iterator[Client]:
-    """A plain client of the shared server, for the tests' own reads and writes."""
-    with contextlib.closing(Client(("127.0.0.1", memcached_server.port), timeout=5)) as client:
+    """A plain client of the shared server, for the tests' own reads and writes; each write
+    waits for the server's reply (pymemcache's default does not), so conch reads after it."""
+    with contextlib.closing(Client(("127.0.0.1", memcached_server.port), timeout=5,
+                                   default_noreply=False)) as client:
         yield client
 
 
