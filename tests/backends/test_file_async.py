@@ -15,7 +15,6 @@ import conch
 import conch.aio
 from conch.backends.base import AsyncLockHandle, Deadline
 from conch.backends.file import inotify as file_inotify
-from conch.backends.file import removal as file_removal
 from conch.backends.file.backend import FileBackend
 from tests.backends import file_helpers
 from tests.backends.file_helpers import HOLDER, lock_file_name
@@ -40,8 +39,8 @@ def _descriptors() -> dict[int, str]:
     instances kept for the next waits do not count, nor the one watching lock
     directories for removals)."""
     idle = {instance.fd for instance in file_inotify.idle.instances}
-    if file_removal._the_watcher is not None:
-        idle.add(file_removal._the_watcher.inotify.fd)
+    if file_inotify._directories is not None:
+        idle.add(file_inotify._directories.inotify.fd)
     found = {}
     for entry in os.listdir("/proc/self/fd"):
         try:

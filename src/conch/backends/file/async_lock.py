@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from conch.backends.base import AsyncLockHandle, Deadline
 from conch.backends.file import inotify
@@ -40,7 +40,7 @@ async def _wait(file: LockFile, deadline: Deadline) -> None:
     loop = asyncio.get_running_loop()
     freed: asyncio.Future[None] = loop.create_future()
 
-    def wake(_mask: int = 0) -> None:
+    def wake(*_event: int) -> None:
         if not freed.done():
             freed.set_result(None)
 
@@ -71,7 +71,7 @@ _watchers_mutex = threading.Lock()  # loops on several threads share the registr
 
 
 @contextlib.contextmanager
-def _watching(file: LockFile, wake: Callable[[int], None]) -> Iterator[None]:
+def _watching(file: LockFile, wake: inotify.Callback) -> Iterator[None]:
     """Call ``wake`` on the events of the files open in ``file`` (its gate, the files it
     moves to once swept), through its loop's instance, which its first waiter borrows and
     its last gives back."""

@@ -1,7 +1,7 @@
 """``file://`` groups: a member is a file its process keeps an ``flock`` on, so the kernel
-ends the membership with the process. One thread per store reads inotify events of the
-watched groups' directories: a join, a leave, a death (the kernel closing the member's
-file is a ``CLOSE_WRITE``) wakes the watchers, and a removed file of this member is lost."""
+ends the membership with the process. inotify events of the watched groups' directories
+(a join, a leave, a death: the kernel's close of the member's file) wake the watchers, and
+a removed file of this member is lost. See docs/file.md."""
 
 from __future__ import annotations
 
@@ -16,14 +16,13 @@ from conch.backends.base import GroupStore, LossCallback
 from conch.backends.file import group_files, inotify
 from conch.backends.file.removal import at_its_path
 from conch.backends.kit.fork import forget_in_child
-from conch.errors import BackendUnavailable, GroupNotFound
+from conch.errors import GroupNotFound
 
 log = logging.getLogger("conch")
 
-MOVED_TO, CREATE = 0x80, 0x100  # <sys/inotify.h>'s IN_*
 _GONE = inotify.DELETE_SELF | inotify.MOVE_SELF
-_OF_MEMBERS = inotify.CLOSE_WRITE | MOVED_TO | inotify.DELETE | inotify.MOVED_FROM | _GONE
-_OF_ENTRIES = CREATE | MOVED_TO | _GONE  # a directory above: what it holds appeared
+_OF_MEMBERS = inotify.CLOSE_WRITE | inotify.MOVED_TO | inotify.DELETE | inotify.MOVED_FROM | _GONE
+_OF_ENTRIES = inotify.CREATE | inotify.MOVED_TO | _GONE  # a directory above: what it holds
 
 
 @dataclasses.dataclass(eq=False)
@@ -48,9 +47,6 @@ class FileGroupStore(GroupStore):
         self._joined: dict[bytes, Membership] = {}
         self._subscribers: dict[bytes, list[Callable[[], None]]] = {}
         self._watched: dict[int, str] = {}  # inotify watch → its directory
-        self._inotify: inotify.Inotify | None = None
-        self._reading = False  # a thread reads the events
-        self._closed = False
         forget_in_child(self)
 
     def create(self, group: bytes) -> bool:
@@ -110,25 +106,19 @@ class FileGroupStore(GroupStore):
     def close(self) -> None:
         """The backend closes: leave every group, stop watching."""
         with self._mutex:
-            self._closed = True
             joined, self._joined, self._subscribers = self._joined, {}, {}
-            self._watch()  # none left: the watches' removal wakes the reader, which ends
-            if not self._reading:
-                self._give_back()
+            self._watch()  # none left
         for membership in joined.values():
             with contextlib.suppress(OSError):
                 group_files.remove_member(membership.fd, membership.path)
 
     def forget_parent(self) -> None:
         """A forked child is in none of its parent's groups: it closes its copies of the
-        member files (the parent's flocks stay) and of the inotify instance."""
-        self._mutex, self._reading, self._watched = threading.Lock(), False, {}
+        member files (the parent's flocks stay)."""
+        self._mutex, self._watched = threading.Lock(), {}
         for membership in self._joined.values():
             os.close(membership.fd)
         self._joined, self._subscribers = {}, {}
-        if self._inotify is not None:
-            self._inotify.close()
-            self._inotify = None
 
     def _group_path(self, group: bytes) -> str:
         return group_files.group_path(self._root, group)
@@ -138,33 +128,17 @@ class FileGroupStore(GroupStore):
         above it, to learn when it is made); drop the watches no longer needed (caller
         holds ``_mutex``)."""
         needed = set()
-        if self._joined or self._subscribers:
-            if self._inotify is None:
-                try:
-                    self._inotify = inotify.idle.borrow()
-                except BackendUnavailable as exc:  # the user's inotify instances ran out
-                    log.warning("conch: file:// groups are not watched (%s): watchers read "
-                                "every %s s", exc, self.poll_interval)
-                    return
-            for group in {*self._joined, *self._subscribers}:
-                needed.update(self._watch_group(self._group_path(group)))
-        for wd in list(self._watched):
-            if wd not in needed:
-                del self._watched[wd]
-                assert self._inotify is not None
-                with contextlib.suppress(OSError):  # gone already, with its directory
-                    self._inotify.rm_watch(wd)
-        if needed and not self._reading:
-            self._reading = True
-            threading.Thread(target=self._read_events, daemon=True,
-                             name="conch-file-groups").start()
+        for group in {*self._joined, *self._subscribers}:
+            needed.update(self._watch_group(self._group_path(group)))
+        for wd in [wd for wd in self._watched if wd not in needed]:
+            del self._watched[wd]
+            inotify.directories().remove(wd, self._changed)
 
     def _watch_group(self, group_path: str) -> list[int]:
         """Watch ``group_path``, or (missing) the directories above it up to the lock
         directory's parent, each of which may be made or removed before it is; the watches.
         A directory's own removal is reported only once no file in it is open (the mark
         file keeps the lock directory open), so its parent is watched too."""
-        assert self._inotify is not None
         levels = [(group_path, _OF_MEMBERS), *((path, _OF_ENTRIES) for path in (
             self._root, self._directory, os.path.dirname(self._directory)))]
         watches: list[int] = []
@@ -172,11 +146,11 @@ class FileGroupStore(GroupStore):
             watches, missing = [], []
             for path, mask in levels:
                 try:
-                    watches.append(self._inotify.add_watch(path, mask))
+                    watches.append(inotify.directories().add(path, mask, self._changed))
                 except (FileNotFoundError, NotADirectoryError):
                     missing.append(path)
                     continue
-                except OSError as exc:  # ENOSPC: fs.inotify.max_user_watches
+                except OSError as exc:  # ENOSPC, EMFILE: the user's inotify limits
                     log.warning("conch: cannot watch group directory %s (%s): its watchers "
                                 "read it every %s s", path, exc.strerror, self.poll_interval)
                     return watches
@@ -187,39 +161,21 @@ class FileGroupStore(GroupStore):
                 break
         return watches
 
-    def _read_events(self) -> None:
-        """The reader thread: until nothing is watched (the store closed, or left)."""
-        instance = self._inotify
-        assert instance is not None
-        while True:
-            instance.wait(None)
-            try:
-                self._dispatch(instance.read())
-            except Exception:  # a loss listener's: the other groups still need watching
-                log.exception("conch: reporting a change of file:// groups failed")
-            with self._mutex:
-                if not self._watched:
-                    self._reading = False
-                    if self._closed:
-                        self._give_back()
-                    return
-
-    def _dispatch(self, masks: dict[int, int]) -> None:
-        """Tell the subscribers of the groups whose directory had events (all of them
+    def _changed(self, wd: int, mask: int) -> None:
+        """Tell the subscribers of the group whose directory had events (all of them
         after an event above the groups' directories); check this member's files there;
         watch again what was removed or made."""
         with self._mutex:
-            paths = {self._watched[wd] for wd in masks if wd in self._watched}
-            for wd, mask in masks.items():
-                if mask & inotify.IGNORED:  # the kernel removed the watch
-                    self._watched.pop(wd, None)
+            path = self._watched.get(wd)
+            if mask & inotify.IGNORED:  # the kernel removed the watch
+                self._watched.pop(wd, None)
             groups = {*self._joined, *self._subscribers}
-            if -1 in masks or any(mask & (_GONE | inotify.IGNORED) for mask in masks.values()) \
-                    or any(not path.startswith(self._root + os.sep) for path in paths):
+            if mask & (_GONE | inotify.IGNORED | inotify.Q_OVERFLOW) \
+                    or (path is not None and not path.startswith(self._root + os.sep)):
                 self._watch()
                 concerned = groups
             else:
-                concerned = {group for group in groups if self._group_path(group) in paths}
+                concerned = {group for group in groups if self._group_path(group) == path}
             calls = [call for group in concerned for call in self._subscribers.get(group, [])]
             lost = [(group, membership) for group in concerned
                     if (membership := self._joined.get(group)) is not None
@@ -234,12 +190,6 @@ class FileGroupStore(GroupStore):
                                "directory cleaned up?)")
         for call in calls:
             call()
-
-    def _give_back(self) -> None:
-        """Return the inotify instance for other waits (caller holds ``_mutex``)."""
-        if self._inotify is not None:
-            inotify.idle.give_back(self._inotify, list(self._watched))
-            self._inotify = None
 
 
 def _removed(membership: Membership) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import logging
 import os
 import struct
 import threading
@@ -19,10 +20,13 @@ from conch.errors import BackendUnavailable
 
 ATTRIB, CLOSE_WRITE, MOVED_FROM, DELETE = 0x4, 0x8, 0x40, 0x200  # <sys/inotify.h>'s IN_*
 DELETE_SELF, MOVE_SELF, Q_OVERFLOW, IGNORED = 0x400, 0x800, 0x4000, 0x8000
+MOVED_TO, CREATE, MASK_ADD = 0x80, 0x100, 0x20000000
 # A waiter tries again after these: every description of a lock file is open for writing,
 # so the holder's close (release, death) is a CLOSE_WRITE; a sweep's unlink an ATTRIB.
 FREED = CLOSE_WRITE | ATTRIB
 IDLE_INSTANCES = 8  # kept: closing one that had watches waits for a kernel grace period
+
+log = logging.getLogger("conch")
 
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -72,27 +76,31 @@ class Inotify:
         os.close(self.fd)
 
 
+Callback = Callable[[int, int], object]
+"""Told a watch's descriptor and the mask of its events (with ``Q_OVERFLOW``: maybe more)."""
+
+
 class Watches:
-    """An instance shared by several users: the mask of a watch's events goes to the
-    callbacks added for it (``Q_OVERFLOW`` to all when the queue overflowed)."""
+    """An instance shared by several users, each told of the events it asked for."""
 
     def __init__(self, instance: Inotify) -> None:
         self.inotify = instance
-        self._callbacks: dict[int, list[Callable[[int], object]]] = {}  # by watch
+        self._callbacks: dict[int, dict[Callback, int]] = {}  # by watch: the mask each wants
         self._mutex = threading.Lock()
 
-    def add(self, path: str, mask: int, callback: Callable[[int], object]) -> int:
-        """Pass the events of ``path`` to ``callback`` (``OSError``: cannot); the watch."""
+    def add(self, path: str, mask: int, callback: Callback) -> int:
+        """Pass the events of ``path`` in ``mask`` to ``callback`` (``OSError``: cannot);
+        the watch. The kernel's mask is the union of its users' (``IN_MASK_ADD``)."""
         with self._mutex:
-            wd = self.inotify.add_watch(path, mask)
-            self._callbacks.setdefault(wd, []).append(callback)
+            wd = self.inotify.add_watch(path, mask | MASK_ADD)
+            callbacks = self._callbacks.setdefault(wd, {})
+            callbacks[callback] = callbacks.get(callback, 0) | mask | IGNORED | Q_OVERFLOW
         return wd
 
-    def remove(self, wd: int, callback: Callable[[int], object]) -> None:
+    def remove(self, wd: int, callback: Callback) -> None:
         with self._mutex:
-            callbacks = self._callbacks.get(wd, [])
-            if callback in callbacks:
-                callbacks.remove(callback)
+            callbacks = self._callbacks.get(wd, {})
+            callbacks.pop(callback, None)
             if not callbacks and self._callbacks.pop(wd, None) is not None:
                 with contextlib.suppress(OSError):  # gone already, with its file
                     self.inotify.rm_watch(wd)
@@ -101,11 +109,48 @@ class Watches:
         masks = self.inotify.read()
         overflow = masks.pop(-1, 0)
         with self._mutex:
-            calls = [(callback, masks.get(wd, 0) | overflow)
+            calls = [(callback, wd, got)
                      for wd, callbacks in self._callbacks.items() if wd in masks or overflow
-                     for callback in callbacks]
-        for callback, mask in calls:
-            callback(mask)
+                     for callback, wanted in callbacks.items()
+                     if (got := (masks.get(wd, 0) | overflow) & wanted)]
+        for callback, wd, mask in calls:
+            callback(wd, mask)
+
+
+class _Directories(Watches):
+    """The process's instance for lock and group directories, read by a thread of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(Inotify())
+        forget_in_child(self)
+        threading.Thread(target=self._run, name="conch-file-watcher", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            self.inotify.wait(None)
+            try:
+                self.dispatch()
+            except Exception:  # a listener's: the other watches still need reading
+                log.exception("conch-file-watcher: reporting a change of a directory failed")
+
+    def forget_parent(self) -> None:
+        global _directories, _directories_mutex  # the thread is not in the child: a new one
+        _directories, _directories_mutex = None, threading.Lock()
+        with contextlib.suppress(OSError):
+            self.inotify.close()
+
+
+_directories: _Directories | None = None
+_directories_mutex = threading.Lock()
+
+
+def directories() -> Watches:
+    """The process's watches of directories, dispatched on a thread (``OSError``: none)."""
+    global _directories
+    with _directories_mutex:
+        if _directories is None:
+            _directories = _Directories()
+        return _directories
 
 
 class _IdleInstances:

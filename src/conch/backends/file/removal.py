@@ -5,7 +5,6 @@ thread per process watches the directories with holds; see docs/file.md.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import dataclasses
 import logging
@@ -15,7 +14,6 @@ import threading
 
 from conch.backends.base import LossCallback
 from conch.backends.file import inotify
-from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Holds
 
 log = logging.getLogger("conch")
@@ -88,8 +86,8 @@ class Removals:
 
     def close(self) -> None:
         with self._mutex:
-            if self.wd is not None and _the_watcher is not None:
-                _the_watcher.remove(self.wd, self._removed)
+            if self.wd is not None:
+                inotify.directories().remove(self.wd, self._removed)
             self.wd = None
 
     def forget_parent(self) -> None:
@@ -101,10 +99,10 @@ class Removals:
             if self.wd != replaced:
                 return
             if replaced is not None:
-                _watcher().remove(replaced, self._removed)
+                inotify.directories().remove(replaced, self._removed)
                 self.wd = None
             try:
-                self.wd = _watcher().add(self.directory, _REMOVALS, self._removed)
+                self.wd = inotify.directories().add(self.directory, _REMOVALS, self._removed)
             except FileNotFoundError:  # gone: its holds are lost
                 pass
             except OSError as exc:  # ENOSPC: fs.inotify.max_user_watches
@@ -112,43 +110,8 @@ class Removals:
                             "file is removed is reported lost only by its release",
                             self.directory, exc.strerror)
 
-    def _removed(self, mask: int) -> None:
+    def _removed(self, _wd: int, mask: int) -> None:
         self.seen += 1
         if mask & _OF_THE_DIRECTORY:  # the directory went, or events were dropped
             self._watch(self.wd)
         self.check()
-
-
-class _Watcher(inotify.Watches):
-    """The process's instance for lock directories, read by a thread of its own."""
-
-    def __init__(self) -> None:
-        super().__init__(inotify.Inotify())
-        forget_in_child(self)
-        threading.Thread(target=self._run, name="conch-file-removals", daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            self.inotify.wait(None)
-            try:
-                self.dispatch()
-            except Exception:  # a loss listener's: the other holds still need watching
-                log.exception("conch-file-removals: reporting a removed lock file failed")
-
-    def forget_parent(self) -> None:
-        global _the_watcher, _watcher_mutex  # the thread is not in the child: a new one
-        _the_watcher, _watcher_mutex = None, threading.Lock()
-        with contextlib.suppress(OSError):
-            self.inotify.close()
-
-
-_the_watcher: _Watcher | None = None
-_watcher_mutex = threading.Lock()
-
-
-def _watcher() -> _Watcher:
-    global _the_watcher
-    with _watcher_mutex:
-        if _the_watcher is None:
-            _the_watcher = _Watcher()
-        return _the_watcher
