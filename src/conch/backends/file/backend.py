@@ -12,7 +12,7 @@ from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle
 from conch.backends.file import inspection
 from conch.backends.file.groups import FileGroupStore
 from conch.backends.file.lock import FileLock, LockFile
-from conch.backends.file.semaphore import FileSemaphore, Permits, open_session
+from conch.backends.file.semaphore import Permits, open_session
 from conch.backends.file.session import FileSession
 from conch.backends.kit.errors import translated
 from conch.capabilities import Capabilities
@@ -66,7 +66,7 @@ class FileBackend(Backend):
             if self._semaphores is None:
                 self._semaphores = open_session(self.directory, self.session.sweep_after)
             session = self._semaphores
-        return FileSemaphore(Permits(session, key, limit, self.member_id, on_lost))
+        return FileLock(Permits(session, key, limit, self.member_id, on_lost))
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         from conch.backends.file.async_lock import FileAsyncLock  # asyncio, when used

@@ -9,7 +9,7 @@ import fcntl
 import os
 from collections.abc import Callable
 
-from conch.backends.file.session import GATE_SUFFIX, open_creating
+from conch.backends.file.session import GATE_SUFFIX, open_creating, try_flock
 
 
 class Gate:
@@ -31,9 +31,7 @@ class Gate:
                 self.fd = open_creating(self.path)
                 if on_open is not None:
                     on_open(self.fd)
-            try:
-                fcntl.flock(self.fd, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not try_flock(self.fd, mode):
                 return False
             if os.fstat(self.fd).st_nlink:
                 self.held = mode == fcntl.LOCK_EX

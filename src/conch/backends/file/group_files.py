@@ -16,6 +16,7 @@ import time
 import uuid
 
 from conch.backends.file.removal import at_its_path
+from conch.backends.file.session import tried
 from conch.backends.kit.naming import readable_key
 from conch.errors import GroupNotEmpty, GroupNotFound
 
@@ -58,7 +59,8 @@ def create(root: str, group: bytes) -> bool:
             with contextlib.suppress(FileExistsError):  # made, then removed again
                 os.makedirs(root, exist_ok=True)  # with the lock directory, if removed
             os.mkdir(staging)
-            _write_new(os.path.join(staging, NAME_FILE), group)
+            with open(os.path.join(staging, NAME_FILE), "xb") as name_file:
+                name_file.write(group)
             os.rename(staging, final)
             return True
         except OSError as exc:
@@ -125,7 +127,8 @@ def write_member(group_directory: str, member_id: str, data: bytes) -> tuple[int
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else has it
         encoded = _encoded(member_id)
-        _write_all(fd, _MEMBER_ID_LENGTH.pack(len(encoded)) + encoded + data)
+        with open(fd, "wb", closefd=False) as member_file:  # buffered: writes it all
+            member_file.write(_MEMBER_ID_LENGTH.pack(len(encoded)) + encoded + data)
         os.rename(joining, path)  # a reader sees the old data or the new, never a part
     except BaseException as exc:
         os.close(fd)
@@ -170,36 +173,23 @@ def read_members(group_directory: str) -> dict[str, bytes] | None:
 def _read_member(path: str) -> tuple[str, bytes] | None:
     """The member id and data of a live member's file (None: gone, or its member dead)."""
     while True:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # closing it is no CLOSE_WRITE
-        except FileNotFoundError:
-            return None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:  # its member holds it: alive
+        # Read-only: closing it is no CLOSE_WRITE, the event of a member's death.
+        with contextlib.suppress(FileNotFoundError), \
+                tried(path, fcntl.LOCK_SH, os.O_RDONLY) as (fd, free):
+            if not free:  # its member holds it: alive
                 return _decoded(path, os.pread(fd, os.fstat(fd).st_size, 0))
-            if at_its_path(fd, path):  # free: its member is gone
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                return None
-        finally:
-            os.close(fd)
-        # replaced by a join with new data, and the old file closed: read the new one
+            if not at_its_path(fd, path):
+                continue  # replaced by a join with new data, the old file closed: read anew
+            os.unlink(path)  # free: its member is gone
+        return None
 
 
 def _remove_abandoned(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        if os.stat(path).st_mtime > time.time() - ABANDONED_AFTER:
-            return
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            os.unlink(path)
-        except BlockingIOError:
-            pass
-        finally:
-            os.close(fd)
+        if os.stat(path).st_mtime < time.time() - ABANDONED_AFTER:
+            with tried(path, fcntl.LOCK_SH, os.O_RDONLY) as (_, free):
+                if free:
+                    os.unlink(path)
 
 
 def _decoded(path: str, content: bytes) -> tuple[str, bytes] | None:
@@ -216,17 +206,3 @@ def _decoded(path: str, content: bytes) -> tuple[str, bytes] | None:
 
 def _encoded(member_id: str) -> bytes:
     return member_id.encode("utf-8", "surrogatepass")
-
-
-def _write_new(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        _write_all(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

@@ -10,6 +10,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Protocol
 
@@ -17,7 +18,7 @@ from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.file import inotify
 from conch.backends.file.gate import Gate
 from conch.backends.file.removal import Hold, at_its_path, linked, statx_buffer
-from conch.backends.file.session import FileSession, open_creating
+from conch.backends.file.session import FileSession, open_creating, try_flock
 from conch.errors import LockLost
 from conch.green import eventlet_patched
 from conch.introspection import HolderStamp
@@ -98,9 +99,7 @@ class LockFile:
         tried in its place."""
         removals = self.session.removals
         while True:
-            try:
-                fcntl.flock(self.fd, self.mode | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not try_flock(self.fd, self.mode):
                 return None
             # After removals, linked is not enough: a renamed directory keeps its files.
             if linked(self.fd, self._statx) if removals.seen == self._seen \
@@ -147,18 +146,27 @@ class LockFile:
         if fd >= 0:
             os.close(fd)
 
-
-    def blocking_fd(self) -> int:
-        """What a queued exclusive acquirer's kernel wait blocks on: the gate, then the file."""
-        return self.fd if self.gate is None or self.gate.held else self.gate.fd
+    def wait_in_kernel(self) -> None:
+        """Queue, then wait in ``flock`` until held: on the gate, then on the file."""
+        self.queue()
+        while self.try_take() is None:  # granted: then check the file counts
+            assert self.gate is not None
+            fcntl.flock(self.fd if self.gate.held else self.gate.fd, fcntl.LOCK_EX)
 
 
 class Tries(Protocol):
-    """What :func:`wait_for_events` retries: a :class:`LockFile`, or a semaphore's slots."""
+    """What a handle acquires: a :class:`LockFile`, or a semaphore's slots."""
 
     session: FileSession
     path: str  # a watched file, which the session's close opens to wake the wait
     on_open: Callable[[int], object] | None
+
+    @property
+    def token(self) -> int | None: ...
+
+    def attempt(self) -> AbstractContextManager[Tries]: ...
+
+    def release(self) -> None: ...
 
     def descriptors(self) -> list[int]: ...
 
@@ -173,19 +181,18 @@ def _stamp(key: bytes, member_id: str) -> HolderStamp:
 
 
 class FileLock(LockHandle):
-    """The blocking handle: an exclusive one waits in ``flock`` when forever, else (and a
-    shared one always) on inotify events."""
+    """The blocking handle of a lock or a permit: an exclusive lock waits in ``flock`` when
+    forever, else (and a shared one, a permit always) on inotify events."""
 
-    def __init__(self, file: LockFile) -> None:
+    def __init__(self, file: Tries) -> None:
         self.file = file
 
     def acquire(self, deadline: Deadline) -> int | None:
         with self.file.attempt() as file:
             if file.try_take() is None and not deadline.expired():
-                if deadline.forever and file.mode == fcntl.LOCK_EX and not eventlet_patched():
-                    file.queue()
-                    while file.try_take() is None:  # granted: then check the file counts
-                        fcntl.flock(file.blocking_fd(), fcntl.LOCK_EX)
+                if deadline.forever and isinstance(file, LockFile) \
+                        and file.mode == fcntl.LOCK_EX and not eventlet_patched():
+                    file.wait_in_kernel()
                 else:
                     wait_for_events(file, deadline)
         return file.token
@@ -207,16 +214,17 @@ def retries(file: Tries, deadline: Deadline) -> Iterator[float | None]:
 
 def wait_for_events(file: Tries, deadline: Deadline) -> None:
     """Try again on each event of the files until held, ``deadline`` or the backend's close."""
-    watcher = inotify.idle.borrow()
+    watcher, waits = inotify.idle.borrow(), file.session.waits
     watches = [watcher.add_watch(inotify.opened(fd), inotify.FREED) for fd in file.descriptors()]
     file.on_open = lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED))
+    waits.append(file.path)  # once watched: the session's close wakes it from now on
     try:
-        with file.session.woken_by_close(file.path):
-            for remaining in file.waits(deadline):
-                if watcher.wait(remaining):
-                    if file.try_take() is not None:  # the hand-off: the events wait for later
-                        return
-                    watcher.read()  # then try again: a release after this read is an event
+        for remaining in file.waits(deadline):
+            if watcher.wait(remaining):
+                if file.try_take() is not None:  # the hand-off: the events wait for later
+                    return
+                watcher.read()  # then try again: a release after this read is an event
     finally:
+        waits.remove(file.path)
         file.on_open = None
         inotify.idle.give_back(watcher, watches)

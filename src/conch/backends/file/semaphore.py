@@ -7,15 +7,16 @@ close. See docs/file.md.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
-from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.file.lock import LockFile, retries, wait_for_events
-from conch.backends.file.session import FileSession, open_creating
+from conch.backends.base import Deadline, LossCallback
+from conch.backends.file.lock import LockFile, retries
+from conch.backends.file.session import FileSession, open_creating, tried
 from conch.backends.kit.naming import readable_key
 from conch.errors import LimitMismatch
 from conch.introspection import HolderStamp
@@ -78,6 +79,15 @@ class Permits:
             if slot is not self.held:
                 slot.close()
 
+    @property
+    def token(self) -> int | None:
+        return None if self.held is None else self.held.token
+
+    def release(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            held.release()
+
     def descriptors(self) -> list[int]:
         return [slot.fd for slot in self.slots]
 
@@ -110,18 +120,10 @@ class Permits:
         os.pwrite(self._state, STATE.pack(STATE.unpack(stored)[0], self.limit), 0)
 
     def _slot_held(self, index: int) -> bool:
-        try:
-            fd = os.open(self.session.lock_path(slot_key(self.key, index)),
-                         os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:  # swept, or never used: free
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        path = self.session.lock_path(slot_key(self.key, index))
+        with contextlib.suppress(FileNotFoundError), tried(path, fcntl.LOCK_EX) as (_, free):
+            return not free
+        return False  # swept, or never used: free
 
     def _next_token(self, slot_fd: int, stamp: HolderStamp) -> int:
         """The name's next token (under the state file's lock), recorded in both files."""
@@ -130,24 +132,6 @@ class Permits:
             STATE.unpack(stored)[0] if len(stored) == STATE.size else None)
         os.pwrite(self._state, STATE.pack(token, self.limit), 0)
         return self.session.record_hold(slot_fd, token, stamp)
-
-
-class FileSemaphore(LockHandle):
-    """A permit's blocking handle: every wait is on inotify events (several files)."""
-
-    def __init__(self, permits: Permits) -> None:
-        self.permits = permits
-
-    def acquire(self, deadline: Deadline) -> int | None:
-        with self.permits.attempt() as permits:
-            if permits.try_take() is None and not deadline.expired():
-                wait_for_events(permits, deadline)
-        return None if permits.held is None else permits.held.token
-
-    def release(self) -> None:
-        held, self.permits.held = self.permits.held, None
-        if held is not None:
-            held.release()
 
 
 def open_session(directory: str, sweep_after: float) -> FileSession:

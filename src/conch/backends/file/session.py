@@ -44,6 +44,27 @@ def open_creating(path: str) -> int:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
 
 
+def try_flock(fd: int, mode: int) -> bool:
+    """Lock file ``fd`` in ``mode`` unless another description holds it: whether it did."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def tried(path: str, mode: int, flags: int = os.O_RDWR) -> Iterator[tuple[int, bool]]:
+    """``path`` opened (``FileNotFoundError``: missing) and closed after; whether a try at
+    locking it in ``mode`` took it. Lock files are opened for writing: their close is the
+    event that wakes waiters (a try may have failed meanwhile)."""
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        yield fd, try_flock(fd, mode)
+    finally:
+        os.close(fd)
+
+
 @functools.lru_cache(maxsize=1024)  # a lock object per call (@synchronized) names it again
 def _file_name(key: bytes) -> str:
     """A readable prefix and 160 bits of ``key``'s SHA-256."""
@@ -63,8 +84,8 @@ class FileSession:
         self.removals = Removals(directory)
         self.closed = False
         self._sweeping = threading.Lock()
-        self._waits: list[str] = []  # the lock files of the waits close() wakes
-        self._mutex = threading.Lock()  # for _waits and the mark (flock excludes no thread)
+        self.waits: list[str] = []  # the watched lock files of the waits close() wakes
+        self._mutex = threading.Lock()  # for the mark (flock excludes no thread)
         self._mark_path, self._mark = os.path.join(directory, HIGH_WATER_FILE), -1
         self._pid = os.getpid()  # for hold records (os.getpid() per acquire costs more)
 
@@ -77,7 +98,7 @@ class FileSession:
     def close(self) -> None:
         with self._mutex:  # once a sweep using the mark is done
             self.closed = True
-            waited = set(self._waits)
+            waited = set(self.waits)  # a wait added later sees closed before it waits
             if self._mark >= 0:
                 os.close(self._mark)
                 self._mark = -1
@@ -136,18 +157,6 @@ class FileSession:
                 fcntl.flock(self._mark, fcntl.LOCK_UN)
         return mark
 
-    @contextlib.contextmanager
-    def woken_by_close(self, path: str) -> Iterator[None]:
-        """An inotify wait on lock file ``path`` that :meth:`close` wakes: enter it once
-        the file is watched, and check :attr:`closed` after."""
-        with self._mutex:
-            self._waits.append(path)
-        try:
-            yield
-        finally:
-            with self._mutex:
-                self._waits.remove(path)
-
     def sweep_soon(self) -> None:
         """Start a sweep on a thread, unless one runs (due: ``monotonic() >= next_sweep``)."""
         if self._sweeping.acquire(blocking=False):
@@ -173,18 +182,13 @@ class FileSession:
         return removed
 
     def _remove_if_free(self, path: str) -> int:
-        with contextlib.suppress(FileNotFoundError, BlockingIOError):  # gone, or held
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.fstat(fd).st_nlink:
-                    if (token := stored_token(fd)) is not None:
-                        self.raise_high_water(token)
-                    os.unlink(path)
-                    return 1
-            finally:
-                os.close(fd)
-        return 0
+        with contextlib.suppress(FileNotFoundError), tried(path, fcntl.LOCK_EX) as (fd, free):
+            if free and os.fstat(fd).st_nlink:
+                if (token := stored_token(fd)) is not None:
+                    self.raise_high_water(token)
+                os.unlink(path)
+                return 1
+        return 0  # gone, or held
 
     def forget_parent(self) -> None:
         """The child shares the parent's description of the mark file, whose flock would
