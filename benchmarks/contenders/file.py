@@ -4,14 +4,17 @@ Every peer here polls: fasteners (and so tooz's file driver and oslo.concurrency
 external locks, which are built on it) retries a non-blocking ``lockf`` with sleeps
 growing from 10 ms to 100 ms; filelock retries ``flock`` every 50 ms. conch waits
 in a blocking ``flock`` that the kernel ends. The floor is that bare kernel call.
-conch's timed wait (``acquire(blocking=seconds)``) waits on inotify events instead.
+conch's timed wait (``acquire(blocking=seconds)``) waits on inotify events instead: its
+floor is a non-blocking ``flock`` retried on the holder's close event.
 Each contender works in its own subdirectory of the run's temporary directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import select
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ from tooz import coordination
 
 import conch
 from benchmarks.contenders.base import Contender, LockLike, Settings, Target
+from conch.backends.file.inotify import CLOSE_WRITE, Inotify, opened
 
 # flock and the peers' single syscalls take microseconds: many samples are cheap.
 SETTINGS = Settings(iterations=20_000, handoff_rounds=300)
@@ -204,6 +208,52 @@ class KernelFlock(_OwnDirectory):
         return _FlockFile(os.path.join(self.directory, name))
 
 
+class _InotifyWokenFlock(_FlockFile):
+    """The least a timed wait without a thread or a timer does: a waiter tries ``flock``
+    without blocking, watches the file for the holder's close (``CLOSE_WRITE``) and tries
+    again on each event; the holder's release is its close."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._inotify = Inotify()
+        self._poll = select.poll()
+        self._poll.register(self._inotify.fd, select.POLLIN)
+
+    def acquire(self) -> bool:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        watch = None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if watch is None:
+                    watch = self._inotify.add_watch(opened(fd), CLOSE_WRITE)
+                    continue  # watched now: a release before this is caught by the retry
+                self._poll.poll()
+                self._inotify.read()
+        if watch is not None:
+            with contextlib.suppress(OSError):
+                self._inotify.rm_watch(watch)
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+
+
+class InotifyWokenFlock(_OwnDirectory):
+    """The floor of a timed wait: a non-blocking ``flock`` retried on inotify events."""
+
+    name = "inotify-woken flock"
+    floor = True
+
+    def lock(self, name: str) -> LockLike:
+        return _InotifyWokenFlock(os.path.join(self.directory, name))
+
+
 CONTENDERS: tuple[type[Contender], ...] = (
     Conch, ConchTimedWait, Tooz, Fasteners, FileLock, OsloConcurrency, KernelFlock,
+    InotifyWokenFlock,
 )
