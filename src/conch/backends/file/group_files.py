@@ -33,85 +33,88 @@ deleted is one a process left by dying."""
 _MEMBER_ID_LENGTH = struct.Struct("<I")  # a member file: this, the member id (UTF-8), the data
 
 
-def groups_root(directory: str) -> str:
-    """Where the groups of lock directory ``directory`` live."""
-    return os.path.join(directory, GROUPS_DIRECTORY)
+class GroupFiles:
+    """The groups of a lock directory, as directories and files."""
+
+    def __init__(self, directory: str) -> None:
+        self.root = os.path.join(directory, GROUPS_DIRECTORY)
+
+    def group_path(self, group: bytes) -> str:
+        """The directory of ``group``: a readable prefix and 160 bits of its SHA-256."""
+        return os.path.join(self.root, readable_key(group, 40))
+
+    def create(self, group: bytes) -> bool:
+        """Make ``group``'s directory, with its name inside, in one rename; False when it was
+        there already. Made again as often as the directories above are removed meanwhile."""
+        final = self.group_path(group)
+        while not os.path.isdir(final):
+            staging = os.path.join(self.root, f".creating-{uuid.uuid4().hex}")
+            try:
+                with contextlib.suppress(FileExistsError):  # made, then removed again
+                    os.makedirs(self.root, exist_ok=True)  # with the lock directory, if removed
+                os.mkdir(staging)
+                with open(os.path.join(staging, NAME_FILE), "xb") as name_file:
+                    name_file.write(group)
+                os.rename(staging, final)
+                return True
+            except OSError as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # made meanwhile
+                    return False
+                if exc.errno != errno.ENOENT:
+                    raise
+        return False
 
 
-def group_path(root: str, group: bytes) -> str:
-    """The directory of ``group``: a readable prefix and 160 bits of its SHA-256."""
-    return os.path.join(root, readable_key(group, 40))
+    def delete(self, group: bytes) -> None:
+        """Remove ``group``'s directory unless a live member is in it: renamed away first, so
+        that a member joining meanwhile is seen, and the group is put back for it."""
+        final = self.group_path(group)
+        live = read_members(final)
+        if live is None:
+            raise GroupNotFound(f"group {group!r} does not exist")
+        if live:
+            raise GroupNotEmpty(f"group {group!r} still has {len(live)} members")
+        doomed = os.path.join(self.root, f".deleting-{uuid.uuid4().hex}")
+        try:
+            os.rename(final, doomed)
+        except FileNotFoundError:
+            raise GroupNotFound(f"group {group!r} does not exist") from None
+        live = read_members(doomed) or {}
+        if live:  # joined since the first look
+            with contextlib.suppress(OSError):  # made again meanwhile: the joiners re-join
+                os.rename(doomed, final)
+            raise GroupNotEmpty(f"group {group!r} still has {len(live)} members")
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+    def names(self) -> list[bytes]:
+        """The exact name of every group; a group's directory that a crash left half made or
+        half deleted a minute ago is removed on the way."""
+        found = []
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    if entry.name.startswith((".creating-", ".deleting-")):
+                        with contextlib.suppress(FileNotFoundError):
+                            if entry.stat().st_mtime < time.time() - ABANDONED_AFTER:
+                                shutil.rmtree(entry.path, ignore_errors=True)
+                    elif not entry.name.startswith("."):
+                        with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
+                                open(os.path.join(entry.path, NAME_FILE), "rb") as name:
+                            found.append(name.read())
+        except FileNotFoundError:
+            pass
+        return found
+
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        return read_members(self.group_path(group))
 
 
 def member_path(group_directory: str, member_id: str) -> str:
     """The file of member ``member_id`` in a group's directory."""
     return os.path.join(group_directory,
                         readable_key(_encoded(member_id), 40) + MEMBER_SUFFIX)
-
-
-def create(root: str, group: bytes) -> bool:
-    """Make ``group``'s directory, with its name inside, in one rename; False when it was
-    there already. Made again as often as the directories above are removed meanwhile."""
-    final = group_path(root, group)
-    while not os.path.isdir(final):
-        staging = os.path.join(root, f".creating-{uuid.uuid4().hex}")
-        try:
-            with contextlib.suppress(FileExistsError):  # made, then removed again
-                os.makedirs(root, exist_ok=True)  # with the lock directory, if removed
-            os.mkdir(staging)
-            with open(os.path.join(staging, NAME_FILE), "xb") as name_file:
-                name_file.write(group)
-            os.rename(staging, final)
-            return True
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # made meanwhile
-                return False
-            if exc.errno != errno.ENOENT:
-                raise
-    return False
-
-
-def delete(root: str, group: bytes) -> None:
-    """Remove ``group``'s directory unless a live member is in it: renamed away first, so
-    that a member joining meanwhile is seen, and the group is put back for it."""
-    final = group_path(root, group)
-    live = read_members(final)
-    if live is None:
-        raise GroupNotFound(f"group {group!r} does not exist")
-    if live:
-        raise GroupNotEmpty(f"group {group!r} still has {len(live)} members")
-    doomed = os.path.join(root, f".deleting-{uuid.uuid4().hex}")
-    try:
-        os.rename(final, doomed)
-    except FileNotFoundError:
-        raise GroupNotFound(f"group {group!r} does not exist") from None
-    live = read_members(doomed) or {}
-    if live:  # joined since the first look
-        with contextlib.suppress(OSError):  # made again meanwhile: the joiners re-join
-            os.rename(doomed, final)
-        raise GroupNotEmpty(f"group {group!r} still has {len(live)} members")
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
-def names(root: str) -> list[bytes]:
-    """The exact name of every group; a group's directory that a crash left half made or
-    half deleted a minute ago is removed on the way."""
-    found = []
-    try:
-        with os.scandir(root) as entries:
-            for entry in entries:
-                if entry.name.startswith((".creating-", ".deleting-")):
-                    with contextlib.suppress(FileNotFoundError):
-                        if entry.stat().st_mtime < time.time() - ABANDONED_AFTER:
-                            shutil.rmtree(entry.path, ignore_errors=True)
-                elif not entry.name.startswith("."):
-                    with contextlib.suppress(FileNotFoundError, NotADirectoryError), \
-                            open(os.path.join(entry.path, NAME_FILE), "rb") as name:
-                        found.append(name.read())
-    except FileNotFoundError:
-        pass
-    return found
 
 
 def write_member(group_directory: str, member_id: str, data: bytes) -> tuple[int, str]:

@@ -34,14 +34,14 @@ class Membership:
     on_lost: LossCallback
 
 
-class FileGroupStore(GroupStore):
+class FileGroupStore(group_files.GroupFiles, GroupStore):
     """The groups of one ``file://`` backend's lock directory."""
 
     poll_interval = 10.0  # every change is pushed; a read now and then covers lost watches
 
     def __init__(self, directory: str, member_id: str) -> None:
         self._directory = directory
-        self._root = group_files.groups_root(directory)
+        super().__init__(directory)
         self._member_id = member_id
         self._mutex = threading.Lock()
         self._joined: dict[bytes, Membership] = {}
@@ -49,20 +49,11 @@ class FileGroupStore(GroupStore):
         self._watched: dict[int, str] = {}  # inotify watch → its directory
         forget_in_child(self)
 
-    def create(self, group: bytes) -> bool:
-        return group_files.create(self._root, group)
-
-    def delete(self, group: bytes) -> None:
-        group_files.delete(self._root, group)
-
-    def names(self) -> list[bytes]:
-        return group_files.names(self._root)
-
     def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
         # Under the mutex from the rename on: the reader thread, seeing the old file renamed
         # over, must find the new one registered, or it would report this member lost.
         with self._mutex:
-            fd, path = group_files.write_member(self._group_path(group), self._member_id, data)
+            fd, path = group_files.write_member(self.group_path(group), self._member_id, data)
             replaced = self._joined.get(group)
             self._joined[group] = Membership(fd, path, on_lost)
             self._watch()
@@ -84,9 +75,6 @@ class FileGroupStore(GroupStore):
             return False
         group_files.remove_member(membership.fd, membership.path)
         return True
-
-    def members(self, group: bytes) -> dict[str, bytes] | None:
-        return group_files.read_members(self._group_path(group))
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         with self._mutex:
@@ -120,16 +108,13 @@ class FileGroupStore(GroupStore):
             os.close(membership.fd)
         self._joined, self._subscribers = {}, {}
 
-    def _group_path(self, group: bytes) -> str:
-        return group_files.group_path(self._root, group)
-
     def _watch(self) -> None:
         """Watch the directory of each group joined or subscribed to (or, missing, those
         above it, to learn when it is made); drop the watches no longer needed (caller
         holds ``_mutex``)."""
         needed = set()
         for group in {*self._joined, *self._subscribers}:
-            needed.update(self._watch_group(self._group_path(group)))
+            needed.update(self._watch_group(self.group_path(group)))
         for wd in [wd for wd in self._watched if wd not in needed]:
             del self._watched[wd]
             inotify.directories().remove(wd, self._changed)
@@ -140,7 +125,7 @@ class FileGroupStore(GroupStore):
         A directory's own removal is reported only once no file in it is open (the mark
         file keeps the lock directory open), so its parent is watched too."""
         levels = [(group_path, _OF_MEMBERS), *((path, _OF_ENTRIES) for path in (
-            self._root, self._directory, os.path.dirname(self._directory)))]
+            self.root, self._directory, os.path.dirname(self._directory)))]
         watches: list[int] = []
         for _ in levels:  # again while a directory missing just now was made meanwhile
             watches, missing = [], []
@@ -171,11 +156,11 @@ class FileGroupStore(GroupStore):
                 self._watched.pop(wd, None)
             groups = {*self._joined, *self._subscribers}
             if mask & (_GONE | inotify.IGNORED | inotify.Q_OVERFLOW) \
-                    or (path is not None and not path.startswith(self._root + os.sep)):
+                    or (path is not None and not path.startswith(self.root + os.sep)):
                 self._watch()
                 concerned = groups
             else:
-                concerned = {group for group in groups if self._group_path(group) == path}
+                concerned = {group for group in groups if self.group_path(group) == path}
             calls = [call for group in concerned for call in self._subscribers.get(group, [])]
             lost = [(group, membership) for group in concerned
                     if (membership := self._joined.get(group)) is not None

@@ -1,7 +1,6 @@
 """Taking a ``file://`` lock, exclusive or shared: :class:`LockFile` (a try at the name's
-file behind its gate, the hold, its release), shared with the asyncio handle and the
-semaphores' slots, and the blocking handles' waits.
-"""
+file behind its :class:`Gate`, the hold, its release), shared with the asyncio handle and
+the semaphores' slots, and the blocking handle's waits."""
 
 from __future__ import annotations
 
@@ -16,12 +15,51 @@ from typing import Protocol
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.file import inotify
-from conch.backends.file.gate import Gate
 from conch.backends.file.removal import Hold, at_its_path, linked, statx_buffer
-from conch.backends.file.session import FileSession, open_creating, try_flock
+from conch.backends.file.session import GATE_SUFFIX, FileSession, open_creating, try_flock
 from conch.errors import LockLost
 from conch.green import eventlet_patched
 from conch.introspection import HolderStamp
+
+
+class Gate:
+    """Writer preference, which ``flock`` lacks: a lock object's descriptor of its name's
+    gate file, held (``LOCK_EX``) by an exclusive acquirer while it waits and passed
+    (``LOCK_SH``, dropped at once) by each shared acquirer, which thus waits behind it."""
+
+    __slots__ = ("fd", "held", "path")
+
+    def __init__(self, lock_path: str) -> None:
+        self.path = lock_path.removesuffix(".lock") + GATE_SUFFIX
+        self.fd = -1
+        self.held = False
+
+    def take(self, mode: int, on_open: Callable[[int], object] | None) -> bool:
+        """Take the gate in ``mode`` without waiting, opening it first (``on_open`` is told
+        of each descriptor opened); a gate swept meanwhile no longer counts: the file now
+        at the path is tried instead."""
+        while True:
+            if self.fd < 0:
+                self.fd = open_creating(self.path)
+                if on_open is not None:
+                    on_open(self.fd)
+            if not try_flock(self.fd, mode):
+                return False
+            if os.fstat(self.fd).st_nlink:
+                self.held = mode == fcntl.LOCK_EX
+                return True
+            self.close()
+
+    def pass_through(self) -> None:
+        """Drop the shared hold of a gate just passed (no event: the pass is instant)."""
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Leave the gate: the close is the event its waiters watch for."""
+        fd, self.fd, self.held = self.fd, -1, False
+        if fd >= 0:
+            os.close(fd)
+
 
 TokenSource = Callable[[int, HolderStamp], int]
 """Draws a hold's token for the locked file open as the descriptor, recording the hold."""
@@ -31,7 +69,7 @@ class LockFile:
     """A lock object's descriptor of its lock file: opened by each acquire
     (:meth:`attempt`), kept while held, closed to release (from any thread). ``shared``:
     held with ``LOCK_SH`` after passing the name's gate; an exclusive one holds the gate
-    while it waits (:mod:`.gate`). ``draw_token``: the semaphores' (default: the file's)."""
+    while it waits (:class:`Gate`). ``draw_token``: the semaphores' (default: the file's)."""
 
     __slots__ = ("_draw_token", "_hold", "_on_lost", "_seen", "_stamp", "_statx", "fd", "gate",
                  "mode", "on_open", "path", "session", "token")

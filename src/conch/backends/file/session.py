@@ -22,7 +22,7 @@ from conch.introspection import HolderStamp
 
 HIGH_WATER_FILE = ".conch-fencing-tokens"
 GATE_SUFFIX = ".gate"
-"""A name's gate file (:mod:`.gate`): its lock file's name with this for ``.lock``."""
+"""A name's gate file (:class:`.lock.Gate`): its lock file's name with this for ``.lock``."""
 # A lock file starts with its last token, the hold's start (Unix µs) and the holder's pid,
 # then the stamp's head (JSON), in one pwrite; the reader ignores what a longer one left.
 HOLD_RECORD = struct.Struct("<QqI")
