@@ -113,6 +113,8 @@ class Watches:
                      for wd, callbacks in self._callbacks.items() if wd in masks or overflow
                      for callback, wanted in callbacks.items()
                      if (got := (masks.get(wd, 0) | overflow) & wanted)]
+            for wd in [wd for wd, mask in masks.items() if mask & IGNORED]:
+                self._callbacks.pop(wd, None)  # the kernel removed the watch
         for callback, wd, mask in calls:
             callback(wd, mask)
 
