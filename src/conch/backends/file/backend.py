@@ -6,13 +6,14 @@ contract maps to files: docs/file.md.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.file import inspection
 from conch.backends.file.groups import FileGroupStore
 from conch.backends.file.lock import FileLock, LockFile
-from conch.backends.file.semaphore import Permits, open_session
+from conch.backends.file.semaphore import SEMAPHORES, Permits
 from conch.backends.file.session import FileSession
 from conch.backends.kit.errors import translated
 from conch.capabilities import Capabilities
@@ -64,7 +65,10 @@ class FileBackend(Backend):
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         with self._semaphores_mutex, self._translated("use"):
             if self._semaphores is None:
-                self._semaphores = open_session(self.directory, self.session.sweep_after)
+                session = FileSession(os.path.join(self.directory, SEMAPHORES),
+                                      self.session.sweep_after)
+                session.open()  # OSError when unusable
+                self._semaphores = session
             session = self._semaphores
         return FileLock(Permits(session, key, limit, self.member_id, on_lost))
 

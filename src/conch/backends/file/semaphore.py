@@ -132,10 +132,3 @@ class Permits:
             STATE.unpack(stored)[0] if len(stored) == STATE.size else None)
         os.pwrite(self._state, STATE.pack(token, self.limit), 0)
         return self.session.record_hold(slot_fd, token, stamp)
-
-
-def open_session(directory: str, sweep_after: float) -> FileSession:
-    """The semaphores' session of lock directory ``directory`` (``OSError``: unusable)."""
-    session = FileSession(os.path.join(directory, SEMAPHORES), sweep_after)
-    session.open()
-    return session
