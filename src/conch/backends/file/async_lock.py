@@ -1,7 +1,6 @@
-"""asyncio for ``file://``: the blocking handle's tries (:class:`.lock.LockFile`), with
-waits for the same inotify events read on the event loop: no thread, no polling. Each
-loop shares one inotify instance while some acquire waits.
-"""
+"""asyncio for ``file://``: the blocking handle's tries (:class:`.lock.LockFile`), waiting
+for the same inotify events read on the event loop (one instance per loop while some
+acquire waits): no thread, no polling."""
 
 from __future__ import annotations
 

@@ -121,9 +121,7 @@ class FileGroupStore(group_files.GroupFiles, GroupStore):
 
     def _watch_group(self, group_path: str) -> list[int]:
         """Watch ``group_path``, or (missing) the directories above it up to the lock
-        directory's parent, each of which may be made or removed before it is; the watches.
-        A directory's own removal is reported only once no file in it is open (the mark
-        file keeps the lock directory open), so its parent is watched too."""
+        directory's parent (docs/file.md, "A removed group directory"); the watches."""
         levels = [(group_path, _OF_MEMBERS), *((path, _OF_ENTRIES) for path in (
             self.root, self._directory, os.path.dirname(self._directory)))]
         watches: list[int] = []
@@ -178,8 +176,7 @@ class FileGroupStore(group_files.GroupFiles, GroupStore):
 
 
 def _removed(membership: Membership) -> bool:
-    """Whether this member's file was removed. One that another coordinator with the same
-    member id renamed over it does not count (both re-joining in turn would never end):
-    the entry is still there, and once that one leaves or dies this one joins again."""
+    """Whether this member's file was removed; renamed over by another coordinator with
+    the same member id does not count (docs/file.md, "One member id in two coordinators")."""
     return not at_its_path(membership.fd, membership.path) \
         and not os.path.lexists(membership.path)

@@ -1,8 +1,6 @@
-"""Who holds the ``file://`` locks of a directory, read without trying them (a try would
-fail a real acquire meanwhile): ``/proc/locks`` names the holding pid and the file, whose
-hold record (:data:`.session.HOLD_RECORD`) says the rest. Timed waiters appear nowhere, so
-waiters are not reported. ``OSError`` is the caller's to translate.
-"""
+"""Who holds the ``file://`` locks of a directory, read without trying them:
+``/proc/locks`` names the holding pid and the file, whose hold record says the rest.
+``OSError`` is the caller's to translate."""
 
 from __future__ import annotations
 

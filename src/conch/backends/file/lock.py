@@ -23,9 +23,7 @@ from conch.introspection import HolderStamp
 
 
 class Gate:
-    """Writer preference, which ``flock`` lacks: a lock object's descriptor of its name's
-    gate file, held (``LOCK_EX``) by an exclusive acquirer while it waits and passed
-    (``LOCK_SH``, dropped at once) by each shared acquirer, which thus waits behind it."""
+    """A lock object's descriptor of its name's gate file (writer preference: docs/file.md)."""
 
     __slots__ = ("fd", "held", "path")
 
@@ -35,9 +33,8 @@ class Gate:
         self.held = False
 
     def take(self, mode: int, on_open: Callable[[int], object] | None) -> bool:
-        """Take the gate in ``mode`` without waiting, opening it first (``on_open`` is told
-        of each descriptor opened); a gate swept meanwhile no longer counts: the file now
-        at the path is tried instead."""
+        """Take the gate in ``mode`` without waiting (a swept one: the file now at the path),
+        opening it first; ``on_open`` is told of each descriptor opened."""
         while True:
             if self.fd < 0:
                 self.fd = open_creating(self.path)
@@ -66,10 +63,8 @@ TokenSource = Callable[[int, HolderStamp], int]
 
 
 class LockFile:
-    """A lock object's descriptor of its lock file: opened by each acquire
-    (:meth:`attempt`), kept while held, closed to release (from any thread). ``shared``:
-    held with ``LOCK_SH`` after passing the name's gate; an exclusive one holds the gate
-    while it waits (:class:`Gate`). ``draw_token``: the semaphores' (default: the file's)."""
+    """A lock object's descriptor of its lock file: opened by each acquire (:meth:`attempt`),
+    kept while held, closed to release. ``draw_token``: the semaphores' (default: the file's)."""
 
     __slots__ = ("_draw_token", "_hold", "_on_lost", "_seen", "_stamp", "_statx", "fd", "gate",
                  "mode", "on_open", "path", "session", "token")
@@ -132,9 +127,8 @@ class LockFile:
         return self.token
 
     def _take(self) -> int | None:
-        """Take the file without waiting. A file removed meanwhile (swept, or with its
-        directory) no longer counts: the file now at the path (created if need be) is
-        tried in its place."""
+        """Take the file without waiting; a removed one no longer counts: the file now at
+        the path (created if need be) is tried in its place."""
         removals = self.session.removals
         while True:
             if not try_flock(self.fd, self.mode):
@@ -240,9 +234,8 @@ class FileLock(LockHandle):
 
 
 def retries(file: Tries, deadline: Deadline) -> Iterator[float | None]:
-    """Tries ``file`` until held, watched first so that no wakeup is missed: yields how long
-    to wait for its next event (``None``: no limit) before the next try; ends when held,
-    at ``deadline``, or once the session closed."""
+    """Tries ``file``, watched, until held, at ``deadline`` or once the session closed;
+    yields how long to wait for its next event (``None``: no limit) before the next try."""
     while file.try_take() is None:
         remaining = deadline.remaining()
         if remaining == 0 or file.session.closed:

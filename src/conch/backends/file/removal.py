@@ -1,7 +1,5 @@
 """Reporting a ``file://`` hold lost when its lock file is removed or renamed (its
-directory cleaned up), as the next acquirer then takes a new file at the path. One
-thread per process watches the directories with holds; see docs/file.md.
-"""
+directory cleaned up): the next acquirer takes a new file at the path. See docs/file.md."""
 
 from __future__ import annotations
 
@@ -40,9 +38,8 @@ def statx_buffer() -> ctypes.Array[ctypes.c_char]:
 
 
 def linked(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> bool:
-    """True while the file open as ``fd`` has a link (OSError when ``fd`` is closed). Asks
-    ``statx`` for the link count alone: a query of a file's times (``fstat``) makes Linux
-    6.13+ give its next write a fine-grained mtime, which journals the inode (docs/file.md)."""
+    """True while the file open as ``fd`` has a link (OSError when ``fd`` is closed): the
+    link count alone, not the times (docs/file.md, "Link counts without times")."""
     if _statx is not None and not _statx(fd, b"", _AT_EMPTY_PATH, _STATX_NLINK, buffer):
         return bool(_NLINK.unpack_from(buffer, 16)[0])
     return os.fstat(fd).st_nlink > 0  # no statx (old libc or kernel, a seccomp filter)

@@ -1,9 +1,6 @@
-"""``file://`` semaphores, in a directory apart from the locks (:data:`SEMAPHORES`): a
-permit is an exclusive hold of one of the name's ``limit`` slot files (lock files of
-their own, swept alike), taken while holding the name's state file, which keeps the
-holders' limit and the name's last token. Waiters watch the slots for their holders'
-close. See docs/file.md.
-"""
+"""``file://`` semaphores: a permit is an exclusive hold of one of the name's ``limit``
+slot files, taken while holding the name's state file (the holders' limit and the name's
+last token), in a directory apart from the locks. See docs/file.md."""
 
 from __future__ import annotations
 

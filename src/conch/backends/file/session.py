@@ -1,7 +1,6 @@
 """The lock directory a ``file://`` backend opened, as its handles use it: the name →
-file mapping, fencing tokens (each file's hold record, the directory's high-water mark),
-removal tracking, the sweep of idle files, and the waits that closing it wakes.
-"""
+file mapping, fencing tokens, removal tracking, the sweep of idle files, and the waits
+that closing it wakes."""
 
 from __future__ import annotations
 
@@ -133,8 +132,7 @@ class FileSession:
 
     def raise_high_water(self, seen: int | None) -> int:
         """Raise the mark to ``seen`` (the token of a file about to be removed), or
-        (``None``) to a fresh token above it and above the clock in µs, so that even a
-        wiped directory starts above what it handed out; return the mark."""
+        (``None``) to a fresh token above it and above the clock in µs; return the mark."""
         with self._mutex:
             if self._mark < 0:
                 raise OSError(errno.EBADF, f"lock directory {self.directory} was closed")
