@@ -19,6 +19,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import ClassVar
 
 import fasteners  # type: ignore[import-untyped]
 import filelock
@@ -203,9 +204,10 @@ class KernelFlock(_OwnDirectory):
 
     name = "kernel flock"
     floor = True
+    file_lock: ClassVar[type[_FlockFile]] = _FlockFile
 
     def lock(self, name: str) -> LockLike:
-        return _FlockFile(os.path.join(self.directory, name))
+        return self.file_lock(os.path.join(self.directory, name))
 
 
 class _InotifyWokenFlock(_FlockFile):
@@ -243,14 +245,11 @@ class _InotifyWokenFlock(_FlockFile):
         os.close(fd)
 
 
-class InotifyWokenFlock(_OwnDirectory):
+class InotifyWokenFlock(KernelFlock):
     """The floor of a timed wait: a non-blocking ``flock`` retried on inotify events."""
 
     name = "inotify-woken flock"
-    floor = True
-
-    def lock(self, name: str) -> LockLike:
-        return _InotifyWokenFlock(os.path.join(self.directory, name))
+    file_lock = _InotifyWokenFlock
 
 
 CONTENDERS: tuple[type[Contender], ...] = (
