@@ -60,7 +60,7 @@ class _Watcher(inotify.Watches):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(inotify.idle.borrow())
-        self.loop, self.users = loop, 0
+        self.users = 0
         loop.add_reader(self.inotify.fd, self.dispatch)
 
 
