@@ -17,6 +17,10 @@
 
 * **range RTT floor**: a local ``flock`` (the kernel's hand-off) and one range request
   per acquire: the least any etcd lock's acquire or hand-off costs.
+* **FIFO queue floor**: the least one fenced FIFO acquisition asks of etcd, by hand over
+  conch's own gateway client: one transaction that takes the lock or queues a key behind
+  the keys it reads (its revision is the token), the deletions of those keys seen on a
+  watch of the queue kept open, and one delete. No session, heartbeat or bookkeeping.
 
 ``python -m benchmarks.contenders.etcd`` also counts the leases each library
 leaves in etcd after 100 acquire/release cycles and its coordinator's stop, and the
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import fcntl
+import itertools
 import json
 import multiprocessing
 import re
@@ -44,6 +49,10 @@ from tests.servers.etcd import EtcdServer, start_etcd
 from benchmarks.contenders import common
 from benchmarks.contenders.base import Contender, LockLike, Settings, Target
 from benchmarks.contenders.common import Conch
+from conch.backends.base import Deadline
+from conch.backends.etcd.client import Gateway, decode, encode, keys_under
+from conch.backends.etcd.watch import Watch
+from conch.url import parse_url
 
 # tooz's hand-offs take about a second each and its cycles ~10 ms: fewer rounds keep a
 # run near three minutes.
@@ -160,6 +169,63 @@ class RangeFloor(Contender):
         self._pool.close()
 
 
+class _QueueByHand:
+    """One fenced FIFO queue: a key per acquisition on one lease; the oldest key holds."""
+
+    def __init__(self, gateway: Gateway, lease: int, name: str) -> None:
+        self._gateway, self._lease = gateway, lease
+        self._queue = f"/conch-floor/{name}/".encode()
+        self._watch: Watch = gateway.watch(self._queue, deletes_only=True)
+        self._serial = itertools.count()
+        self._key = b""
+
+    def acquire(self) -> int:
+        self._key = self._queue + f"{self._lease:x}-{next(self._serial)}".encode()
+        put = {"request_put": {"key": encode(self._key), "lease": str(self._lease)}}
+        self._watch.changed.clear()
+        answer = self._gateway.txn(
+            compare=[{**keys_under(self._queue), "target": "CREATE", "result": "EQUAL",
+                      "create_revision": "0"}],
+            success=[put], failure=[{"request_range": keys_under(self._queue, keys_only=True)},
+                                    put])
+        listed = answer["responses"][0].get("response_range", {}).get("kvs", [])
+        ahead = {decode(kv["key"]) for kv in listed}
+        while ahead - self._watch.changed:
+            self._watch.rearm()
+            self._watch.wait(Deadline(None))
+        return int(answer["header"]["revision"])
+
+    def release(self) -> None:
+        self._gateway.delete(self._key)
+
+    def close(self) -> None:
+        self._watch.close()
+
+
+class QueueFloor(Contender):
+    """The fenced FIFO queue by hand: a transaction and a delete per acquisition, woken by
+    a watch opened once."""
+
+    name = "FIFO queue floor"
+    floor = True
+
+    def setup(self) -> None:
+        self._gateway = Gateway(parse_url(self.target), None)
+        self._gateway.open()
+        self._lease = int(self._gateway.call("/v3/lease/grant", {"TTL": 60})["ID"])
+        self._locks: list[_QueueByHand] = []
+
+    def lock(self, name: str) -> LockLike:
+        self._locks.append(_QueueByHand(self._gateway, self._lease, name))
+        return self._locks[-1]
+
+    def teardown(self) -> None:
+        for lock in self._locks:
+            lock.close()
+        self._gateway.call("/v3/lease/revoke", {"ID": str(self._lease)})
+        self._gateway.close()
+
+
 def _post(pool: urllib3.HTTPConnectionPool, path: str, body: dict[str, Any]) -> dict[str, Any]:
     response = pool.urlopen("POST", path, body=json.dumps(body).encode())
     if response.status != 200:
@@ -168,7 +234,8 @@ def _post(pool: urllib3.HTTPConnectionPool, path: str, body: dict[str, Any]) -> 
     return answer
 
 
-CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, EtcdLockService, RangeFloor)
+CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, EtcdLockService, RangeFloor,
+                                           QueueFloor)
 
 
 # Leases left behind -------------------------------------------------------------------

@@ -106,19 +106,11 @@ class Gateway:
         return (int(answer["header"]["revision"]), int(answer.get("TTL", "-1")),
                 {decode(key) for key in answer.get("keys", [])})
 
-    def watch_deletes(self, keys: Sequence[bytes]) -> Watch:
-        """A started watch on the deletion of ``keys`` from the current revision on."""
-        requests = [{"key": encode(key), "filters": ["NOPUT"]} for key in keys]
-        return self._with_token(lambda: self._open_watch(requests, keys))
-
-    def watch_prefix(self, prefix: bytes) -> Watch:
-        """A started watch on every change of the keys under ``prefix``, from now on."""
-        return self._with_token(lambda: self._open_watch([keys_under(prefix)], [prefix]))
-
-    def watch_deletes_under(self, prefix: bytes) -> Watch:
-        """A started watch on the deletion of any key under ``prefix``, from now on."""
-        return self._with_token(lambda: self._open_watch(
-            [keys_under(prefix, filters=["NOPUT"])], [prefix]))
+    def watch(self, prefix: bytes, deletes_only: bool) -> Watch:
+        """A started watch on the keys under ``prefix`` (only their deletion if
+        ``deletes_only``), from the current revision on."""
+        request = keys_under(prefix, filters=["NOPUT"]) if deletes_only else keys_under(prefix)
+        return self._with_token(lambda: self._open_watch(request))
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -147,13 +139,11 @@ class Gateway:
         self.authenticate()
         return request()
 
-    def _open_watch(self, requests: Sequence[Message], keys: Sequence[bytes]) -> Watch:
-        # The gateway decodes a stream of messages from the body: one create request each.
-        payload = "\n".join(json.dumps({"create_request": request})
-                            for request in requests).encode()
+    def _open_watch(self, request: Message) -> Watch:
+        payload = json.dumps({"create_request": request}).encode()
         response = self._send("/v3/watch", payload, self._headers, stream=True)
         host, port = self.endpoints[self._current]
-        watch = Watch(response, keys, f"{host}:{port}")
+        watch = Watch(response, f"{host}:{port}")
         try:
             watch.start(self._timeout)
         except BaseException:

@@ -99,7 +99,7 @@ class EtcdGroupStore(GroupStore):
                 previous = self._entries.pop(group, None)
                 if previous is not None:
                     previous.lease.entries.discard(previous)
-                if self._session.track_entry(entry, on_lost):
+                if self._session.track(entry, on_lost, entry=True):
                     self._entries[group] = entry
                     return
             # The lease was lost meanwhile: put the entry again on the session's new one.
@@ -173,7 +173,7 @@ class MembersWatch:
     def _run(self, stopped: threading.Event, wake: Wake) -> None:
         while not stopped.is_set():
             try:
-                watch = self._gateway.watch_prefix(self._prefix)
+                watch = self._gateway.watch(self._prefix, deletes_only=False)
             except BackendUnavailable as exc:
                 log.info("conch: watching etcd keys %r failed, will retry: %s", self._prefix, exc)
                 stopped.wait(RECONNECT_PAUSE)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from conch.backends.base import LossCallback
 from conch.backends.etcd.client import encode
 from conch.backends.etcd.lock import EtcdLock
-from conch.backends.etcd.session import EtcdSession, Lease
+from conch.backends.etcd.session import EtcdSession
 from conch.introspection import HolderStamp
 
 SHARED = b"shared-"
@@ -25,5 +25,5 @@ class EtcdSharedLock(EtcdLock):
         super().__init__(session, queue, stamp, on_lost)
         self._ahead = {"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
 
-    def _new_key(self, lease: Lease) -> bytes:
-        return lease.new_key(self._queue + SHARED)
+    def _key_prefix(self) -> bytes:
+        return self._queue + SHARED

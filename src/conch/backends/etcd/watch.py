@@ -1,7 +1,6 @@
 """One watch stream of etcd's JSON gateway (``POST /v3/watch``, one JSON message per line):
-wait until a watched key changes (is deleted, for a lock's watch), with a deadline; another
-thread may cut the wait short. The watches start at the current revision (docs/etcd.md,
-*Watches start now*)."""
+wait until a key of a range changes, with a deadline; another thread may cut the wait short.
+The watch starts at the current revision (docs/etcd.md, *Watches start now*)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import base64
 import contextlib
 import json
 import socket
-from collections.abc import Sequence
 from typing import Any
 
 import urllib3
@@ -22,49 +20,38 @@ from conch.errors import BackendUnavailable
 
 
 class Watch:
-    """A watch on some keys (or a prefix). One thread reads it; any may interrupt it."""
+    """A watch on a range of keys. One thread reads it; any may interrupt it."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, keys: Sequence[bytes],
-                 endpoint: str) -> None:
-        self.keys = tuple(keys)
-        self.revision = 0
-        """The store revision when the first watch was created: later deletions are seen."""
+    def __init__(self, response: urllib3.BaseHTTPResponse, endpoint: str) -> None:
         conn = response.connection
         assert isinstance(conn, HTTPConnection) and conn.sock is not None  # a stream keeps one
         self._conn, self._sock = conn, conn.sock
         self._response = response
         self._endpoint = endpoint
         self._buffer = b""
-        self.deleted: set[bytes] = set()
-        """The watched keys seen deleted."""
+        self.revision = 0
+        """The store revision when the watch was created: later changes are seen."""
         self.changed: set[bytes] = set()
-        """The watched keys seen written or deleted."""
-        self._fired = False  # a change arrived while the watches were being created
+        """The keys seen changed (deleted, for a watch of deletions), until cleared."""
+        self._fired = False  # a change arrived and was not waited for yet
         self.ended = False
         """The stream ended (connection lost or interrupted) or etcd cancelled the watch."""
 
     def start(self, timeout: float) -> None:
-        """Wait until etcd confirms the first key's watch; raise BackendUnavailable.
-
-        The gateway may stop reading the request body once it has answered (Go's HTTP/1
-        server), so the later keys' watches are a bonus (see docs/etcd.md, *Watches*)."""
+        """Wait until etcd confirms the watch; raise BackendUnavailable."""
         deadline = Deadline(timeout)
-        pending = 1
-        while pending:
+        while not self.revision:
             line = self._line(deadline)
             if not line:
                 reason = "timed out" if line is None else "connection lost"
                 raise BackendUnavailable(f"etcd at {self._endpoint} is unreachable ({reason})")
             result = _result(line)
+            if result.get("canceled"):  # refused: the gRPC error only in the reason
+                reason = str(result.get("cancel_reason"))
+                raise EtcdRequestFailed(f"etcd at {self._endpoint} refused a watch: {reason}",
+                                        UNAUTHENTICATED if "Unauthenticated" in reason else -1)
             if result.get("created"):
-                if result.get("canceled"):  # refused: the gRPC error only in the reason
-                    reason = str(result.get("cancel_reason"))
-                    raise EtcdRequestFailed(f"etcd at {self._endpoint} refused a watch: {reason}",
-                                            UNAUTHENTICATED if "Unauthenticated" in reason else -1)
-                self.revision = max(self.revision, int(result["header"]["revision"]))
-                pending -= 1
-            elif self._changed(result):
-                self._fired = True
+                self.revision = int(result["header"]["revision"])
 
     def wait(self, deadline: Deadline) -> bool:
         """Block until a watched key changed, the stream ended or was interrupted (True:
@@ -74,8 +61,12 @@ class Watch:
             line = self._line(deadline)
             if line is None:
                 return False
-            self.ended = not line
-            self._fired = self.ended or self._changed(_result(line))
+            result: dict[str, Any] = _result(line) if line else {"canceled": True}
+            for event in result.get("events", []):
+                self.changed.add(base64.b64decode(event["kv"]["key"]))
+            # A cancelled watch (a compacted history) has ended too: the caller reads again.
+            self.ended = bool(result.get("canceled"))
+            self._fired = self.ended or bool(result.get("events"))
         return True
 
     def rearm(self) -> None:
@@ -90,17 +81,6 @@ class Watch:
     def close(self) -> None:
         """End the stream (etcd cancels its watches when the connection closes)."""
         self._conn.close()
-
-    def _changed(self, result: dict[str, Any]) -> bool:
-        """Note the changes in ``result``; True if it has events, or if etcd cancelled the
-        watch (a compacted history; the stream has ended): the caller reads the state again."""
-        for event in result.get("events", []):
-            key = base64.b64decode(event["kv"]["key"])
-            self.changed.add(key)
-            if event.get("type") == "DELETE":
-                self.deleted.add(key)
-        self.ended = bool(result.get("canceled"))
-        return bool(result.get("events")) or self.ended
 
     def _line(self, deadline: Deadline) -> bytes | None:
         """The next message; ``b""`` once the stream ended, None when the deadline passed."""
