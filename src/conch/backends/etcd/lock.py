@@ -1,6 +1,7 @@
-"""The ``etcd://`` lock handle: a key per hold or waiter in the name's queue, on the session's
-lease; the oldest key holds. One transaction takes a free lock or joins the queue; a waiter
-follows the queue's deletions on a watch (docs/etcd.md, *How it works*)."""
+"""The ``etcd://`` lock handles (exclusive, shared, semaphore permit): a key per hold or waiter
+in the name's queue, on the session's lease; the oldest keys hold. One transaction takes a
+free lock or joins the queue; a waiter follows the queue's deletions on a watch
+(docs/etcd.md, *How it works*, *Shared locks and semaphores*)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from conch.backends.etcd.client import Message, decode, encode, keys_under
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
 from conch.backends.etcd.watch import Watch
-from conch.errors import BackendUnavailable
+from conch.errors import BackendUnavailable, LimitMismatch
 from conch.introspection import HolderStamp
 
 # Between attempts to reach etcd while a waiter's lease may still live.
 _RECONNECT_PAUSE = 0.25
+# A shared hold's key starts with this in the queue; an exclusive hold's key starts with
+# its lease id in hex (every conch release names them so): all of them sort before "g".
+SHARED, _AFTER_EXCLUSIVE = b"shared-", b"g"
 
 Turn = tuple[set[bytes], bool]
 """The keys ahead of ours that a read found, and whether they are all of them."""
@@ -26,7 +30,7 @@ class _Requeue(Exception):
 
 
 class EtcdLock(LockHandle):
-    """One lock object of a name whose keys are under ``queue``."""
+    """An exclusive hold of the lock whose keys are under ``queue``."""
 
     tries_in_queue = False
     """Whether a try (``blocking=False``) that finds keys queued puts its key all the same
@@ -43,17 +47,16 @@ class EtcdLock(LockHandle):
         self._stamp = stamp  # each key's value, for `conch show`
         self._on_lost = on_lost
         self._hold: Hold | None = None
-        self._ahead = keys_under(queue)
-        """The range of the queued keys that keep this kind of hold waiting: every key,
-        for an exclusive hold."""
+        self._ahead = keys_under(queue)  # the keys that keep this kind of hold waiting
+        self._key_prefix = queue  # where this kind of hold's keys are named
 
     def acquire(self, deadline: Deadline) -> int | None:
         session = self._session
         while True:
             lease = session.lease()
-            key = lease.new_key(self._key_prefix())
+            key = lease.new_key(self._key_prefix)
             # A watch on the queue kept from an earlier wait, started before our key is put:
-            # it sees every deletion after our read (docs/etcd.md, *Watches start now*).
+            # it sees every deletion after our read.
             watch = session.reuse_watch(lease, self._queue)
             try:
                 token = self._take(lease, key, watch, deadline)
@@ -76,10 +79,6 @@ class EtcdLock(LockHandle):
         assert hold is not None
         self._session.release(hold)
 
-    def _key_prefix(self) -> bytes:
-        """Where this kind of hold's keys are named in the queue."""
-        return self._queue
-
     def _take(self, lease: Lease, key: bytes, watch: Watch | None,
               deadline: Deadline) -> int | None:
         """Queue ``key`` and wait for its turn: its token, or None (nothing left queued)."""
@@ -92,7 +91,7 @@ class EtcdLock(LockHandle):
             answer = self._session.gateway.txn(
                 compare=[{**self._ahead, "target": "CREATE", "result": "EQUAL",
                           "create_revision": "0"}],
-                success=[put], failure=[*self._queue_reads(), put] if may_wait else [])
+                success=[put], failure=[self._queue_read(), put] if may_wait else [])
         except EtcdRequestFailed as exc:
             if exc.code == NOT_FOUND:  # our lease expired in etcd before the heartbeat noticed
                 self._session.lease_lost(lease, str(exc))
@@ -165,20 +164,56 @@ class EtcdLock(LockHandle):
         answer = self._session.gateway.txn(
             compare=[{"key": encode(key), "target": "CREATE", "result": "EQUAL",
                       "create_revision": str(own_revision)}],
-            success=self._queue_reads(below=own_revision))
+            success=[self._queue_read(below=own_revision)])
         if not answer.get("succeeded"):
             # Our key is gone: deleted by hand, or with our lease, which the next put
             # with it then finds missing (and the session replaces).
             raise _Requeue
         return self._turn(answer), int(answer["header"]["revision"])
 
-    def _queue_reads(self, below: int | None = None) -> list[Message]:
+    def _queue_read(self, below: int | None = None) -> Message:
         """Read the newest queued keys ahead (created before revision ``below``)."""
         older = {} if below is None else {"max_create_revision": str(below - 1)}
-        return [{"request_range": {**self._ahead, "sort_order": "DESCEND", "sort_target": "CREATE",
-                                   "limit": str(self.keys_read), "keys_only": True, **older}}]
+        return {"request_range": {**self._ahead, "sort_order": "DESCEND", "sort_target": "CREATE",
+                                  "limit": str(self.keys_read), "keys_only": True, **older}}
 
     def _turn(self, answer: Message) -> Turn:
-        """The keys ahead that :meth:`_queue_reads` found, and whether that is all."""
+        """The keys ahead that :meth:`_queue_read` found, and whether that is all."""
         listed = answer["responses"][0].get("response_range", {})
         return {decode(kv["key"]) for kv in listed.get("kvs", [])}, not listed.get("more")
+
+
+class EtcdSharedLock(EtcdLock):
+    """A shared hold: its key is named apart in the lock's queue and waits only for the
+    exclusive keys ahead, so FIFO with the exclusive holds, beside the other shared ones."""
+
+    def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
+        super().__init__(session, queue, stamp, on_lost)
+        self._ahead = {"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
+        self._key_prefix = queue + SHARED
+
+
+class EtcdPermit(EtcdLock):
+    """A permit of the semaphore whose keys are under ``queue``, each key naming its limit:
+    it holds once fewer than ``limit`` keys are older than its own."""
+
+    tries_in_queue = True
+    keys_read = 0
+
+    def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
+                 on_lost: LossCallback, name: bytes, limit: int) -> None:
+        super().__init__(session, queue, stamp, on_lost)
+        self._name, self._limit, self.room = name, limit, limit - 1
+        self._key_prefix = queue + f"{limit:x}-".encode()
+
+    def _turn(self, answer: Message) -> Turn:
+        ahead, complete = super()._turn(answer)
+        for key in ahead:
+            # Any older key with another limit: its holders use that one (or it is about
+            # to find ours and give up); either way the two must not mix.
+            limit = int(key[len(self._queue):].partition(b"-")[0], 16)
+            if limit != self._limit:
+                raise LimitMismatch(f"semaphore {self._name!r} is in use with limit "
+                                    f"{limit}, not {self._limit}")
+        return ahead, complete
