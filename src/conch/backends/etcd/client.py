@@ -109,7 +109,7 @@ class Gateway:
     def watch(self, prefix: bytes, deletes_only: bool) -> Watch:
         """A started watch on the keys under ``prefix`` (only their deletion if
         ``deletes_only``), from the current revision on."""
-        request = keys_under(prefix, filters=["NOPUT"]) if deletes_only else keys_under(prefix)
+        request = keys_under(prefix, filters=["NOPUT"] if deletes_only else [])
         return self._with_token(lambda: self._open_watch(request))
 
     def close(self) -> None:

@@ -1,7 +1,6 @@
-"""The ``etcd://`` lock handles (exclusive, shared, semaphore permit): a key per hold or waiter
-in the name's queue, on the session's lease; the oldest keys hold. One transaction takes a
-free lock or joins the queue; a waiter follows the queue's deletions on a watch
-(docs/etcd.md, *How it works*, *Shared locks and semaphores*)."""
+"""The ``etcd://`` lock handle: a key per hold or waiter in the name's queue, on the session's
+lease; the oldest key holds. One transaction takes a free lock or joins the queue; a waiter
+follows the queue's deletions on a watch (docs/etcd.md, *How it works*)."""
 
 from __future__ import annotations
 
@@ -12,14 +11,11 @@ from conch.backends.etcd.client import Message, decode, encode, keys_under
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
 from conch.backends.etcd.watch import Watch
-from conch.errors import BackendUnavailable, LimitMismatch
+from conch.errors import BackendUnavailable
 from conch.introspection import HolderStamp
 
 # Between attempts to reach etcd while a waiter's lease may still live.
 _RECONNECT_PAUSE = 0.25
-# A shared hold's key starts with this in the queue; an exclusive hold's key starts with
-# its lease id in hex (every conch release names them so): all of them sort before "g".
-SHARED, _AFTER_EXCLUSIVE = b"shared-", b"g"
 
 Turn = tuple[set[bytes], bool]
 """The keys ahead of ours that a read found, and whether they are all of them."""
@@ -30,7 +26,8 @@ class _Requeue(Exception):
 
 
 class EtcdLock(LockHandle):
-    """An exclusive hold of the lock whose keys are under ``queue``."""
+    """One lock object of a name whose keys are under ``queue``; its subclasses are the
+    other kinds of hold (:mod:`.shared`, :mod:`.semaphore`)."""
 
     tries_in_queue = False
     """Whether a try (``blocking=False``) that finds keys queued puts its key all the same
@@ -181,39 +178,3 @@ class EtcdLock(LockHandle):
         """The keys ahead that :meth:`_queue_read` found, and whether that is all."""
         listed = answer["responses"][0].get("response_range", {})
         return {decode(kv["key"]) for kv in listed.get("kvs", [])}, not listed.get("more")
-
-
-class EtcdSharedLock(EtcdLock):
-    """A shared hold: its key is named apart in the lock's queue and waits only for the
-    exclusive keys ahead, so FIFO with the exclusive holds, beside the other shared ones."""
-
-    def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
-        super().__init__(session, queue, stamp, on_lost)
-        self._ahead = {"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
-        self._key_prefix = queue + SHARED
-
-
-class EtcdPermit(EtcdLock):
-    """A permit of the semaphore whose keys are under ``queue``, each key naming its limit:
-    it holds once fewer than ``limit`` keys are older than its own."""
-
-    tries_in_queue = True
-    keys_read = 0
-
-    def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
-                 on_lost: LossCallback, name: bytes, limit: int) -> None:
-        super().__init__(session, queue, stamp, on_lost)
-        self._name, self._limit, self.room = name, limit, limit - 1
-        self._key_prefix = queue + f"{limit:x}-".encode()
-
-    def _turn(self, answer: Message) -> Turn:
-        ahead, complete = super()._turn(answer)
-        for key in ahead:
-            # Any older key with another limit: its holders use that one (or it is about
-            # to find ours and give up); either way the two must not mix.
-            limit = int(key[len(self._queue):].partition(b"-")[0], 16)
-            if limit != self._limit:
-                raise LimitMismatch(f"semaphore {self._name!r} is in use with limit "
-                                    f"{limit}, not {self._limit}")
-        return ahead, complete

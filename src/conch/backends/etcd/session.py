@@ -89,9 +89,7 @@ class EtcdSession:
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if lease is not None:
-            for watch in list(lease.watches):
-                watch.interrupt()
-            self._close_parked(lease)
+            self._end_watches(lease, interrupt=True)
         self._remove_stale(timeout=self.gateway.connect_timeout)
 
     def lease(self) -> Lease:
@@ -126,9 +124,7 @@ class EtcdSession:
         log.warning("etcd lease %x of %s lost: %s", lease.id, self._member_id, reason)
         lease.holds.lose_all(reason)
         lease.entries.lose_all(reason)
-        for watch in list(lease.watches):
-            watch.interrupt()
-        self._close_parked(lease)
+        self._end_watches(lease, interrupt=True)
 
     def track(self, hold: Hold, on_lost: LossCallback, entry: bool = False) -> bool:
         """Keep ``hold`` (a group ``entry``) alive with its lease; False when that lease was
@@ -201,7 +197,7 @@ class EtcdSession:
         lease = self._lease
         if lease is not None:
             self._keep_alive(lease, interval)
-            self._close_parked(lease)
+            self._end_watches(lease)
         self._remove_stale(timeout=interval / 2)
 
     def _keep_alive(self, lease: Lease, interval: float) -> None:
@@ -236,9 +232,12 @@ class EtcdSession:
                     if hold.token <= revision and hold.key not in keys:
                         registry.lose(hold, "its key was deleted in etcd")
 
-    def _close_parked(self, lease: Lease) -> None:
+    def _end_watches(self, lease: Lease, interrupt: bool = False) -> None:
+        """Close ``lease``'s parked watches (``interrupt``: wake the waits on the others)."""
         with self._mutex:
             parked, lease.parked = lease.parked, {}
+        for watch in list(lease.watches) if interrupt else []:
+            watch.interrupt()
         for watch in parked.values():
             self.unwatch(lease, watch)
 

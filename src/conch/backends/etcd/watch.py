@@ -18,6 +18,8 @@ from conch.backends.base import Deadline
 from conch.backends.etcd.errors import UNAUTHENTICATED, EtcdRequestFailed
 from conch.errors import BackendUnavailable
 
+_ENDED: dict[str, Any] = {"canceled": True}  # what the end of the stream reads as
+
 
 class Watch:
     """A watch on a range of keys. One thread reads it; any may interrupt it."""
@@ -25,8 +27,7 @@ class Watch:
     def __init__(self, response: urllib3.BaseHTTPResponse, endpoint: str) -> None:
         conn = response.connection
         assert isinstance(conn, HTTPConnection) and conn.sock is not None  # a stream keeps one
-        self._conn, self._sock = conn, conn.sock
-        self._response = response
+        self._conn, self._sock, self._response = conn, conn.sock, response
         self._endpoint = endpoint
         self._buffer = b""
         self.revision = 0
@@ -41,11 +42,10 @@ class Watch:
         """Wait until etcd confirms the watch; raise BackendUnavailable."""
         deadline = Deadline(timeout)
         while not self.revision:
-            line = self._line(deadline)
-            if not line:
-                reason = "timed out" if line is None else "connection lost"
+            result = self._next(deadline)
+            if result is None or result is _ENDED:
+                reason = "timed out" if result is None else "connection lost"
                 raise BackendUnavailable(f"etcd at {self._endpoint} is unreachable ({reason})")
-            result = _result(line)
             if result.get("canceled"):  # refused: the gRPC error only in the reason
                 reason = str(result.get("cancel_reason"))
                 raise EtcdRequestFailed(f"etcd at {self._endpoint} refused a watch: {reason}",
@@ -58,10 +58,9 @@ class Watch:
         the caller reads again) or ``deadline`` passed (False). It returns True at once from
         then on, until :meth:`rearm`."""
         while not self._fired:
-            line = self._line(deadline)
-            if line is None:
+            result = self._next(deadline)
+            if result is None:
                 return False
-            result: dict[str, Any] = _result(line) if line else {"canceled": True}
             for event in result.get("events", []):
                 self.changed.add(base64.b64decode(event["kv"]["key"]))
             # A cancelled watch (a compacted history) has ended too: the caller reads again.
@@ -82,14 +81,16 @@ class Watch:
         """End the stream (etcd cancels its watches when the connection closes)."""
         self._conn.close()
 
-    def _line(self, deadline: Deadline) -> bytes | None:
-        """The next message; ``b""`` once the stream ended, None when the deadline passed."""
+    def _next(self, deadline: Deadline) -> dict[str, Any] | None:
+        """The next message's result; :data:`_ENDED` once the stream ended, None when the
+        deadline passed."""
         while True:
             line, newline, rest = self._buffer.partition(b"\n")
             if newline:
                 self._buffer = rest
-                if line.strip():
-                    return line
+                message = json.loads(line) if line.strip() else None
+                if isinstance(message, dict):
+                    return message.get("result", {})  # type: ignore[no-any-return]
                 continue
             remaining = deadline.remaining()
             if remaining == 0:
@@ -100,13 +101,7 @@ class Watch:
             except (ReadTimeoutError, TimeoutError):
                 continue  # the deadline check above ends the wait
             except (HTTPError, OSError):
-                return b""
+                return _ENDED
             if not data:
-                return b""
+                return _ENDED
             self._buffer += data
-
-
-def _result(line: bytes) -> dict[str, Any]:
-    message = json.loads(line)
-    result: dict[str, Any] = message.get("result", {}) if isinstance(message, dict) else {}
-    return result
