@@ -50,8 +50,7 @@ from benchmarks.contenders import common
 from benchmarks.contenders.base import Contender, LockLike, Settings, Target
 from benchmarks.contenders.common import Conch
 from conch.backends.base import Deadline
-from conch.backends.etcd.client import Gateway, decode, encode, keys_under
-from conch.backends.etcd.watch import Watch
+from conch.backends.etcd.client import Gateway, Watch, decode, encode, keys_under
 from conch.url import parse_url
 
 # tooz's hand-offs take about a second each and its cycles ~10 ms: fewer rounds keep a

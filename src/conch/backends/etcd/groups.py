@@ -10,10 +10,9 @@ import threading
 from collections.abc import Callable
 
 from conch.backends.base import Deadline, GroupStore, LossCallback
-from conch.backends.etcd.client import Message, decode, encode, keys_under
+from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold
-from conch.backends.etcd.watch import Watch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
 from conch.backends.kit.naming import readable_key

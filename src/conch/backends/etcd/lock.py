@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.etcd.client import Message, decode, encode, keys_under
+from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
-from conch.backends.etcd.watch import Watch
 from conch.errors import BackendUnavailable
 from conch.introspection import HolderStamp
 

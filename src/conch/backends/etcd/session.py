@@ -15,9 +15,8 @@ import time
 
 from conch import metrics
 from conch.backends.base import LossCallback
-from conch.backends.etcd.client import Gateway
+from conch.backends.etcd.client import Gateway, Watch
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
-from conch.backends.etcd.watch import Watch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Heartbeat, Holds
 from conch.errors import BackendUnavailable, LockLost, NotStarted
