@@ -25,8 +25,8 @@ class _Requeue(Exception):
 
 
 class EtcdLock(LockHandle):
-    """One lock object of a name whose keys are under ``queue``; its subclasses are the
-    other kinds of hold (:mod:`.shared`, :mod:`.semaphore`)."""
+    """One lock object of the name whose keys are under ``queue`` (subclassed by the other
+    kinds of hold)."""
 
     tries_in_queue = False
     """Whether a try (``blocking=False``) that finds keys queued puts its key all the same
@@ -56,11 +56,10 @@ class EtcdLock(LockHandle):
             watch = session.reuse_watch(lease, self._queue)
             try:
                 token = self._take(lease, key, watch, deadline)
-            except _Requeue:
+            except BaseException as exc:
                 session.delete(key, quiet=True)
-                continue
-            except BaseException:
-                session.delete(key, quiet=True)
+                if isinstance(exc, _Requeue):
+                    continue
                 raise
             if token is None:
                 return None
