@@ -110,7 +110,8 @@ class Watch:
 
     def close(self) -> None:
         """End the stream (etcd cancels its watches when the connection closes)."""
-        self._conn.close()
+        if self._response.connection is not None:  # else urllib3 closed it and pooled it
+            self._conn.close()
 
     def _next(self, deadline: Deadline) -> dict[str, Any] | None:
         """The next message's result; :data:`_ENDED` once the stream ended, None when the
@@ -130,6 +131,7 @@ class Watch:
                 self._sock.settimeout(remaining)
                 data = self._response.read1(65536)
             except (ReadTimeoutError, TimeoutError):
+                self.ended = True  # urllib3 closed the stream (and took its connection back)
                 continue  # the deadline check above ends the wait
             except (HTTPError, OSError):
                 return _ENDED

@@ -155,7 +155,8 @@ class EtcdSession:
         if watch is None:
             return
         with self._mutex:
-            kept = self._lease is lease and lease.parked.setdefault(queue, watch) is watch
+            kept = (not watch.ended and self._lease is lease
+                    and lease.parked.setdefault(queue, watch) is watch)
         if not kept:
             self.unwatch(lease, watch)
 
