@@ -149,7 +149,7 @@ class GatewayClient:
     def watch(self, key: bytes) -> Callable[[], None]:
         from conch.backends.base import Deadline
 
-        watch = self.gateway.watch_deletes([key])
+        watch = self.gateway.watch(key, deletes_only=True)  # the key and any it prefixes
 
         def wait() -> None:
             watch.wait(Deadline(5))

@@ -17,33 +17,34 @@
 
 * **range RTT floor**: a local ``flock`` (the kernel's hand-off) and one range request
   per acquire: the least any etcd lock's acquire or hand-off costs.
+* **FIFO queue floor**: the least one fenced FIFO acquisition asks of etcd, by hand over
+  conch's own gateway client: one transaction that takes the lock or queues a key behind
+  the keys it reads (its revision is the token), the deletions of those keys seen on a
+  watch of the queue kept open, and one delete. No session, heartbeat or bookkeeping.
 
-``python -m benchmarks.contenders.etcd`` also counts the leases each library
-leaves in etcd after 100 acquire/release cycles and its coordinator's stop, and the
-etcd calls per acquisition of conch and tooz with 2, 4 and 8 processes contending.
+``python -m benchmarks.etcd_calls`` counts the leases each library leaves in etcd and
+the etcd calls per contended acquisition.
 """
 
 from __future__ import annotations
 
 import base64
 import fcntl
+import itertools
 import json
-import multiprocessing
-import re
-import time
-import urllib.request
-import uuid
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import urllib3
-from tests.servers.etcd import EtcdServer, start_etcd
+from tests.servers.etcd import start_etcd
 
 from benchmarks.contenders import common
 from benchmarks.contenders.base import Contender, LockLike, Settings, Target
 from benchmarks.contenders.common import Conch
+from conch.backends.base import Deadline
+from conch.backends.etcd.client import Gateway, Watch, decode, encode, keys_under
+from conch.url import parse_url
 
 # tooz's hand-offs take about a second each and its cycles ~10 ms: fewer rounds keep a
 # run near three minutes.
@@ -160,6 +161,63 @@ class RangeFloor(Contender):
         self._pool.close()
 
 
+class _QueueByHand:
+    """One fenced FIFO queue: a key per acquisition on one lease; the oldest key holds."""
+
+    def __init__(self, gateway: Gateway, lease: int, name: str) -> None:
+        self._gateway, self._lease = gateway, lease
+        self._queue = f"/conch-floor/{name}/".encode()
+        self._watch: Watch = gateway.watch(self._queue, deletes_only=True)
+        self._serial = itertools.count()
+        self._key = b""
+
+    def acquire(self) -> int:
+        self._key = self._queue + f"{self._lease:x}-{next(self._serial)}".encode()
+        put = {"request_put": {"key": encode(self._key), "lease": str(self._lease)}}
+        self._watch.changed.clear()
+        answer = self._gateway.txn(
+            compare=[{**keys_under(self._queue), "target": "CREATE", "result": "EQUAL",
+                      "create_revision": "0"}],
+            success=[put], failure=[{"request_range": keys_under(self._queue, keys_only=True)},
+                                    put])
+        listed = answer["responses"][0].get("response_range", {}).get("kvs", [])
+        ahead = {decode(kv["key"]) for kv in listed}
+        while ahead - self._watch.changed:
+            self._watch.rearm()
+            self._watch.wait(Deadline(None))
+        return int(answer["header"]["revision"])
+
+    def release(self) -> None:
+        self._gateway.delete(self._key)
+
+    def close(self) -> None:
+        self._watch.close()
+
+
+class QueueFloor(Contender):
+    """The fenced FIFO queue by hand: a transaction and a delete per acquisition, woken by
+    a watch opened once."""
+
+    name = "FIFO queue floor"
+    floor = True
+
+    def setup(self) -> None:
+        self._gateway = Gateway(parse_url(self.target), None)
+        self._gateway.open()
+        self._lease = int(self._gateway.call("/v3/lease/grant", {"TTL": 60})["ID"])
+        self._locks: list[_QueueByHand] = []
+
+    def lock(self, name: str) -> LockLike:
+        self._locks.append(_QueueByHand(self._gateway, self._lease, name))
+        return self._locks[-1]
+
+    def teardown(self) -> None:
+        for lock in self._locks:
+            lock.close()
+        self._gateway.call("/v3/lease/revoke", {"ID": str(self._lease)})
+        self._gateway.close()
+
+
 def _post(pool: urllib3.HTTPConnectionPool, path: str, body: dict[str, Any]) -> dict[str, Any]:
     response = pool.urlopen("POST", path, body=json.dumps(body).encode())
     if response.status != 200:
@@ -168,104 +226,5 @@ def _post(pool: urllib3.HTTPConnectionPool, path: str, body: dict[str, Any]) -> 
     return answer
 
 
-CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, EtcdLockService, RangeFloor)
-
-
-# Leases left behind -------------------------------------------------------------------
-
-
-def _cycle_and_stop(contender_class: type[Contender], url: str, cycles: int) -> None:
-    """In a child: ``cycles`` acquire/release cycles, then stop the library."""
-    contender = contender_class(url)
-    contender.setup()
-    lock = contender.lock(f"leases-{uuid.uuid4().hex}")
-    for _ in range(cycles):
-        lock.acquire()
-        lock.release()
-    contender.teardown()
-
-
-def leases_left(contender_class: type[Contender], server: EtcdServer, cycles: int) -> int:
-    """How many more leases etcd holds after a process ran ``cycles`` cycles and stopped."""
-    before = server.lease_ids()
-    child = multiprocessing.get_context("fork").Process(
-        target=_cycle_and_stop, args=(contender_class, f"etcd://{server.endpoint}", cycles))
-    child.start()
-    child.join()
-    return len(server.lease_ids() - before)
-
-
-# Requests per contended acquisition ----------------------------------------------------
-
-
-def _started_calls(server: EtcdServer) -> Counter[str]:
-    """How many calls of each gRPC method etcd has started (the gateway's included)."""
-    with urllib.request.urlopen(f"http://{server.endpoint}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    calls: Counter[str] = Counter()
-    for method, value in re.findall(
-            r'^grpc_server_started_total{[^}]*grpc_method="(\w+)"[^}]*} (\S+)$', text, re.M):
-        calls[method] += int(float(value))
-    return calls
-
-
-def _loop(contender_class: type[Contender], url: str, name: str, seconds: float,
-          counts: Any) -> None:
-    """In a child: acquire and release ``name`` for ``seconds``; put the count."""
-    contender = contender_class(url)
-    contender.setup()
-    lock = contender.lock(name)
-    done, end = 0, time.monotonic() + seconds
-    while time.monotonic() < end:
-        lock.acquire()
-        lock.release()
-        done += 1
-    contender.teardown()
-    counts.put(done)
-
-
-def requests_per_acquisition(contender_class: type[Contender], server: EtcdServer,
-                             processes: int, seconds: float) -> tuple[int, Counter[str]]:
-    """Acquisitions by ``processes`` processes looping on one name, and etcd's calls (by
-    method) during the run, set-up and tear-down included."""
-    context = multiprocessing.get_context("fork")
-    counts = context.Queue()
-    before = _started_calls(server)
-    name = f"requests-{uuid.uuid4().hex}"
-    children = [context.Process(target=_loop, args=(contender_class, f"etcd://{server.endpoint}",
-                                                    name, seconds, counts))
-                for _ in range(processes)]
-    for child in children:
-        child.start()
-    acquisitions = sum(counts.get(timeout=seconds + 30) for _ in children)
-    for child in children:
-        child.join()
-    return acquisitions, _started_calls(server) - before
-
-
-def main() -> None:
-    """Print the leases-left table and the requests per contended acquisition (markdown)."""
-    cycles = 100
-    print(f"| contender | leases left after {cycles} cycles and stop |")
-    print("|---|--:|")
-    server = start_etcd()
-    try:
-        for contender_class in CONTENDERS:
-            print(f"| {contender_class.name} | {leases_left(contender_class, server, cycles)} |",
-                  flush=True)
-        print("\n| contender | processes | acquisitions | etcd calls per acquisition |")
-        print("|---|--:|--:|---|")
-        for contender_class in (Conch, Tooz):
-            for processes in (2, 4, 8):
-                acquisitions, calls = requests_per_acquisition(contender_class, server,
-                                                               processes, 3.0)
-                each = ", ".join(f"{method} {count / acquisitions:.2f}"
-                                 for method, count in calls.most_common())
-                print(f"| {contender_class.name} | {processes} | {acquisitions} | "
-                      f"{sum(calls.values()) / acquisitions:.2f} ({each}) |", flush=True)
-    finally:
-        server.cleanup()
-
-
-if __name__ == "__main__":
-    main()
+CONTENDERS: tuple[type[Contender], ...] = (Conch, Tooz, EtcdLockService, RangeFloor,
+                                           QueueFloor)

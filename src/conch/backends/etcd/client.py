@@ -1,24 +1,29 @@
 """A client of etcd v3's JSON gateway (``POST /v3/...``, keys base64, 64-bit integers as
 strings) over urllib3: only the calls the lock needs, with per-request timeouts, auth
-tokens, TLS and several endpoints. Why not a client library: docs/etcd.md, *Client choice*."""
+tokens, TLS and several endpoints, and watch streams read with a deadline (docs/etcd.md,
+*The code*). Why not a client library: docs/etcd.md, *Client choice*."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError
+from urllib3.connection import HTTPConnection
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
 
+from conch.backends.base import Deadline
 from conch.backends.etcd import errors
-from conch.backends.etcd.errors import EtcdRequestFailed
-from conch.backends.etcd.watch import Watch
+from conch.backends.etcd.errors import UNAUTHENTICATED, EtcdRequestFailed
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.tls import TLSFiles, client_context
+from conch.errors import BackendUnavailable
 from conch.url import BackendURL
 
 Message = dict[str, Any]
@@ -42,6 +47,97 @@ def keys_under(prefix: bytes, **fields: object) -> Message:
     """A range (or compare) over every key starting with ``prefix``, with ``fields``."""
     end = prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes here end in "/", never 0xff
     return {"key": encode(prefix), "range_end": encode(end), **fields}
+
+
+_ENDED: dict[str, Any] = {"canceled": True}  # what the end of the stream reads as
+
+
+class Watch:
+    """A watch on a range of keys. One thread reads it; any may interrupt it."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, endpoint: str) -> None:
+        conn = response.connection
+        assert isinstance(conn, HTTPConnection) and conn.sock is not None  # a stream keeps one
+        self._conn, self._sock, self._response = conn, conn.sock, response
+        self._endpoint = endpoint
+        self._buffer = b""
+        self.revision = 0
+        """The store revision when the watch was created: later changes are seen."""
+        self.changed: set[bytes] = set()
+        """The keys seen changed (deleted, for a watch of deletions), until cleared."""
+        self._fired = False  # a change arrived and was not waited for yet
+        self.ended = False
+        """The stream ended (connection lost or interrupted) or etcd cancelled the watch."""
+
+    def start(self, timeout: float) -> None:
+        """Wait until etcd confirms the watch; raise BackendUnavailable."""
+        deadline = Deadline(timeout)
+        while not self.revision:
+            result = self._next(deadline)
+            if result is None or result is _ENDED:
+                reason = "timed out" if result is None else "connection lost"
+                raise BackendUnavailable(f"etcd at {self._endpoint} is unreachable ({reason})")
+            if result.get("canceled"):  # refused: the gRPC error only in the reason
+                reason = str(result.get("cancel_reason"))
+                raise EtcdRequestFailed(f"etcd at {self._endpoint} refused a watch: {reason}",
+                                        UNAUTHENTICATED if "Unauthenticated" in reason else -1)
+            if result.get("created"):
+                self.revision = int(result["header"]["revision"])
+
+    def wait(self, deadline: Deadline) -> bool:
+        """Block until a watched key changed, the stream ended or was interrupted (True:
+        the caller reads again) or ``deadline`` passed (False). It returns True at once from
+        then on, until :meth:`rearm`."""
+        while not self._fired:
+            result = self._next(deadline)
+            if result is None:
+                return False
+            for event in result.get("events", []):
+                self.changed.add(base64.b64decode(event["kv"]["key"]))
+            # A cancelled watch (a compacted history) has ended too: the caller reads again.
+            self.ended = bool(result.get("canceled"))
+            self._fired = self.ended or bool(result.get("events"))
+        return True
+
+    def rearm(self) -> None:
+        """Make :meth:`wait` wait for the next change (for a stream that lives on)."""
+        self._fired = False
+
+    def interrupt(self) -> None:
+        """Make a :meth:`wait` in another thread return now (session lost or closed)."""
+        with contextlib.suppress(OSError):  # already closed
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """End the stream (etcd cancels its watches when the connection closes)."""
+        if self._response.connection is not None:  # else urllib3 closed it and pooled it
+            self._conn.close()
+
+    def _next(self, deadline: Deadline) -> dict[str, Any] | None:
+        """The next message's result; :data:`_ENDED` once the stream ended, None when the
+        deadline passed."""
+        while True:
+            line, newline, rest = self._buffer.partition(b"\n")
+            if newline:
+                self._buffer = rest
+                message = json.loads(line) if line.strip() else None
+                if isinstance(message, dict):
+                    return message.get("result", {})  # type: ignore[no-any-return]
+                continue
+            remaining = deadline.remaining()
+            if remaining == 0:
+                return None
+            try:
+                self._sock.settimeout(remaining)
+                data = self._response.read1(65536)
+            except (ReadTimeoutError, TimeoutError):
+                self.ended = True  # urllib3 closed the stream (and took its connection back)
+                continue  # the deadline check above ends the wait
+            except (HTTPError, OSError):
+                return _ENDED
+            if not data:
+                return _ENDED
+            self._buffer += data
 
 
 class Gateway:
@@ -106,19 +202,11 @@ class Gateway:
         return (int(answer["header"]["revision"]), int(answer.get("TTL", "-1")),
                 {decode(key) for key in answer.get("keys", [])})
 
-    def watch_deletes(self, keys: Sequence[bytes]) -> Watch:
-        """A started watch on the deletion of ``keys`` from the current revision on."""
-        requests = [{"key": encode(key), "filters": ["NOPUT"]} for key in keys]
-        return self._with_token(lambda: self._open_watch(requests, keys))
-
-    def watch_prefix(self, prefix: bytes) -> Watch:
-        """A started watch on every change of the keys under ``prefix``, from now on."""
-        return self._with_token(lambda: self._open_watch([keys_under(prefix)], [prefix]))
-
-    def watch_deletes_under(self, prefix: bytes) -> Watch:
-        """A started watch on the deletion of any key under ``prefix``, from now on."""
-        return self._with_token(lambda: self._open_watch(
-            [keys_under(prefix, filters=["NOPUT"])], [prefix]))
+    def watch(self, prefix: bytes, deletes_only: bool) -> Watch:
+        """A started watch on the keys under ``prefix`` (only their deletion if
+        ``deletes_only``), from the current revision on."""
+        request = keys_under(prefix, filters=["NOPUT"] if deletes_only else [])
+        return self._with_token(lambda: self._open_watch(request))
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -142,18 +230,16 @@ class Gateway:
         try:
             return request()
         except EtcdRequestFailed as exc:
-            if exc.code != errors.UNAUTHENTICATED or self._url.username is None:
+            if exc.code != UNAUTHENTICATED or self._url.username is None:
                 raise
         self.authenticate()
         return request()
 
-    def _open_watch(self, requests: Sequence[Message], keys: Sequence[bytes]) -> Watch:
-        # The gateway decodes a stream of messages from the body: one create request each.
-        payload = "\n".join(json.dumps({"create_request": request})
-                            for request in requests).encode()
+    def _open_watch(self, request: Message) -> Watch:
+        payload = json.dumps({"create_request": request}).encode()
         response = self._send("/v3/watch", payload, self._headers, stream=True)
         host, port = self.endpoints[self._current]
-        watch = Watch(response, keys, f"{host}:{port}")
+        watch = Watch(response, f"{host}:{port}")
         try:
             watch.start(self._timeout)
         except BaseException:

@@ -6,15 +6,9 @@ from __future__ import annotations
 import json
 import ssl
 
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-    SSLError,
-)
+from urllib3 import exceptions
 
-from conch.backends.kit.errors import scrub
+from conch.backends.kit.errors import scrub, unavailable
 from conch.backends.kit.tls_diagnosis import diagnose_endpoints, explain
 from conch.errors import BackendUnavailable
 from conch.url import BackendURL
@@ -34,12 +28,11 @@ _CN_REFUSED = "CommonName of client sending a request against gateway"
 
 
 class Unreachable(BackendUnavailable):
-    """No answer from ``endpoint`` (None: from any); ``tls_suspect``: TLS may be the cause
-    (a TLS error, or a connection closed without an answer)."""
+    """No answer; ``tls_suspect``: the endpoint, when TLS may be the cause (a TLS error, or
+    a connection closed without an answer)."""
 
-    def __init__(self, text: str, endpoint: Endpoint | None, tls_suspect: bool) -> None:
+    def __init__(self, text: str, tls_suspect: Endpoint | None) -> None:
         super().__init__(text)
-        self.endpoint = endpoint
         self.tls_suspect = tls_suspect
 
 
@@ -57,18 +50,19 @@ def unreachable(url: BackendURL, endpoint: Endpoint, exc: BaseException,
     tls_problem = explain(exc)
     if tls_problem is not None:
         reason = tls_problem
-    elif isinstance(exc, NewConnectionError):
+    elif isinstance(exc, exceptions.NewConnectionError):
         reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
-    elif isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
+    elif isinstance(exc, exceptions.TimeoutError | TimeoutError):
         reason = "timed out"
-    elif isinstance(exc, ProtocolError | ConnectionError):
+    elif isinstance(exc, exceptions.ProtocolError | ConnectionError):
         reason = "connection lost"
     else:
         reason = type(exc).__name__
     where = "every endpoint" if every else f"{endpoint[0]}:{endpoint[1]}"
-    suspect = tls_problem is not None or isinstance(exc, SSLError | ProtocolError)
+    suspect = tls_problem is not None or isinstance(exc, exceptions.SSLError
+                                                    | exceptions.ProtocolError)
     return Unreachable(scrub(f"etcd at {where} is unreachable ({reason})", url),
-                       None if every else endpoint, suspect)
+                       endpoint if suspect and not every else None)
 
 
 def refusal(url: BackendURL, endpoint: Endpoint, status: int, data: bytes) -> BackendUnavailable:
@@ -83,20 +77,19 @@ def refusal(url: BackendURL, endpoint: Endpoint, status: int, data: bytes) -> Ba
             text += (" (etcd's JSON gateway refuses a client certificate with a CommonName "
                      "when auth is on: use one without a CN; the user comes from "
                      "user:password@)")
-        return BackendUnavailable(scrub(f"{where} is unavailable (HTTP {status}"
-                                        f"{': ' + text if text else ''})", url))
+        return unavailable(url, f"{where} is unavailable (HTTP {status}"
+                                f"{': ' + text if text else ''})")
     if code in _TRANSIENT:
-        return BackendUnavailable(scrub(f"{where} is unavailable ({message})", url))
+        return unavailable(url, f"{where} is unavailable ({message})")
     return EtcdRequestFailed(scrub(f"{where}: {message}", url), code)
 
 
 def diagnosed(failure: Unreachable, context: ssl.SSLContext | None,
               timeout: float) -> BackendUnavailable:
     """``failure``, or the TLS problem behind it when a connection of our own finds one."""
-    if failure.endpoint is None or not failure.tls_suspect:
+    endpoint = failure.tls_suspect
+    problem = endpoint and diagnose_endpoints([endpoint], context, timeout,
+                                              "use an etcd+https:// URL")
+    if endpoint is None or problem is None:
         return failure
-    host, port = failure.endpoint
-    problem = diagnose_endpoints([failure.endpoint], context, timeout, "use an etcd+https:// URL")
-    if problem is None:
-        return failure
-    return BackendUnavailable(f"etcd at {host}:{port} is unreachable ({problem})")
+    return BackendUnavailable(f"etcd at {endpoint[0]}:{endpoint[1]} is unreachable ({problem})")

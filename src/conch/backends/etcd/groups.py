@@ -10,10 +10,9 @@ import threading
 from collections.abc import Callable
 
 from conch.backends.base import Deadline, GroupStore, LossCallback
-from conch.backends.etcd.client import Gateway, Message, decode, encode, keys_under
+from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold
-from conch.backends.etcd.watch import Watch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
 from conch.backends.kit.naming import readable_key
@@ -25,9 +24,9 @@ log = logging.getLogger("conch")
 GROUPS = b"/groups/"  # + readable_key(group): the group, its exact name as value
 MEMBERS = b"/group-members/"  # + readable_key(group) + "/" + member id: a member's entry
 RECONNECT_PAUSE = 0.5
-"""Seconds between two attempts to open the groups' watch while etcd cannot be reached."""
+"""Seconds between two attempts to open the members' watch while etcd cannot be reached."""
 IDLE_REOPEN = 60.0
-"""Seconds of silence after which the groups' watch is opened anew: a connection cut
+"""Seconds of silence after which the members' watch is opened anew: a connection cut
 without a word (a partition) would otherwise keep it silent for good."""
 
 
@@ -41,16 +40,17 @@ class EtcdGroupStore(GroupStore):
         self._gateway = session.gateway
         self._prefix = prefix
         self._member = member_id.encode("utf-8", "surrogateescape")
-        self._mutex = threading.Lock()
         self._entries: dict[bytes, Hold] = {}  # this member's entry in each group it is in
-        self._watch = MembersWatch(self._gateway, prefix + MEMBERS)
+        self._subscribers = GroupSubscribers(f"conch-etcd-watch-{prefix!r}", self._listen)
+        self.forget_parent()
         forget_in_child(self)
 
     def forget_parent(self) -> None:
-        """In a forked child: the parent's watch stream and thread are not ours (the
-        parent's entries are never deleted: see :meth:`leave`)."""
-        self._mutex = threading.Lock()
-        self._watch.forget_parent()
+        """A fresh state (in a forked child: the parent's watch stream and thread are not
+        ours; the parent's entries are never deleted: see :meth:`leave`)."""
+        self._mutex = threading.Lock()  # guards _entries, and _watch against close()
+        self._watch: Watch | None = None
+        self._subscribers.forget_parent()
 
     def create(self, group: bytes) -> bool:
         key = encode(self._group_key(group))
@@ -70,7 +70,8 @@ class EtcdGroupStore(GroupStore):
                      {"request_range": keys_under(members, count_only=True)}])
         if answer.get("succeeded"):
             return
-        found, members_found = _counts(answer)
+        found, members_found = (int(response.get("response_range", {}).get("count", "0"))
+                                for response in answer["responses"])
         if not found:
             raise GroupNotFound(f"group {group!r} does not exist")
         raise GroupNotEmpty(f"group {group!r} still has {members_found} members")
@@ -99,7 +100,7 @@ class EtcdGroupStore(GroupStore):
                 previous = self._entries.pop(group, None)
                 if previous is not None:
                     previous.lease.entries.discard(previous)
-                if self._session.track_entry(entry, on_lost):
+                if self._session.track(entry, on_lost, entry=True):
                     self._entries[group] = entry
                     return
             # The lease was lost meanwhile: put the entry again on the session's new one.
@@ -127,55 +128,25 @@ class EtcdGroupStore(GroupStore):
                 decode(kv.get("value", "")) for kv in listed.get("kvs", [])}
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
-        return self._watch.subscribe(readable_key(group).encode(), changed)
+        return self._subscribers.subscribe(readable_key(group).encode(), changed)
 
     def close(self) -> None:
-        """The coordinator stops: end the watch."""
-        self._watch.stop()
-
-    def _group_key(self, group: bytes) -> bytes:
-        return self._prefix + GROUPS + readable_key(group).encode()
-
-    def _members_of(self, group: bytes) -> bytes:
-        return self._prefix + MEMBERS + readable_key(group).encode() + b"/"
-
-
-class MembersWatch:
-    """One watch stream on the member keys of every group under ``prefix``, opened at the
-    first :meth:`subscribe`, from a thread that opens it anew when it ends, until
-    :meth:`stop` (docs/etcd.md, *Groups*)."""
-
-    def __init__(self, gateway: Gateway, prefix: bytes) -> None:
-        self._gateway, self._prefix = gateway, prefix
-        self._mutex = threading.Lock()  # guards _watch against stop()
-        self._watch: Watch | None = None
-        self._subscribers = GroupSubscribers(f"conch-etcd-watch-{prefix!r}", self._run)
-
-    def subscribe(self, group_part: bytes, changed: Callable[[], None]) -> Callable[[], None]:
-        """Call ``changed`` when the keys under ``prefix + group_part + "/"`` change."""
-        return self._subscribers.subscribe(group_part, changed)
-
-    def forget_parent(self) -> None:
-        """In a forked child: a stream and thread of our own at the next :meth:`subscribe`."""
-        self._mutex = threading.Lock()
-        self._watch = None
-        self._subscribers.forget_parent()
-
-    def stop(self) -> None:
-        """End the watch; the thread ends on its own (at once, or once a connection attempt
-        in progress gives up)."""
+        """The coordinator stops: end the watch (its thread ends once it sees that)."""
         with self._mutex:
             self._subscribers.stop()
             watch = self._watch
         if watch is not None:
             watch.interrupt()
 
-    def _run(self, stopped: threading.Event, wake: Wake) -> None:
+    def _listen(self, stopped: threading.Event, wake: Wake) -> None:
+        """Follow the member keys of every group on one watch, opened anew when it ends or
+        was idle too long; wake every group when it opens (changes may have been missed)."""
+        members = self._prefix + MEMBERS
         while not stopped.is_set():
             try:
-                watch = self._gateway.watch_prefix(self._prefix)
+                watch = self._gateway.watch(members, deletes_only=False)
             except BackendUnavailable as exc:
-                log.info("conch: watching etcd keys %r failed, will retry: %s", self._prefix, exc)
+                log.info("conch: watching etcd keys %r failed, will retry: %s", members, exc)
                 stopped.wait(RECONNECT_PAUSE)
                 continue
             with self._mutex:
@@ -184,29 +155,23 @@ class MembersWatch:
                     return
                 self._watch = watch
             try:
-                self._follow(watch, wake)
+                wake(None)
+                while watch.wait(Deadline(IDLE_REOPEN)) and not watch.ended:
+                    changed, watch.changed = watch.changed, set()
+                    watch.rearm()
+                    wake({key[len(members):].partition(b"/")[0] for key in changed})
             finally:
                 with self._mutex:
                     self._watch = None
                 watch.close()
 
-    def _follow(self, watch: Watch, wake: Wake) -> None:
-        """Wake the groups whose keys ``watch`` sees change (every group first: changes
-        may have been missed while no stream was open) until it ends or is idle too long."""
-        wake(None)
-        while watch.wait(Deadline(IDLE_REOPEN)) and not watch.ended:
-            changed, watch.changed = watch.changed, set()
-            watch.rearm()
-            wake({key[len(self._prefix):].partition(b"/")[0] for key in changed})
+    def _group_key(self, group: bytes) -> bytes:
+        return self._prefix + GROUPS + readable_key(group).encode()
+
+    def _members_of(self, group: bytes) -> bytes:
+        return self._prefix + MEMBERS + readable_key(group).encode() + b"/"
 
 
 def _exists(key: str) -> Message:
     """A comparison that holds when (base64) ``key`` exists."""
     return {"key": key, "target": "CREATE", "result": "GREATER", "create_revision": "0"}
-
-
-def _counts(answer: Message) -> tuple[int, int]:
-    """The counts read by the ranges of a transaction's answer."""
-    first, second = (int(response.get("response_range", {}).get("count", "0"))
-                     for response in answer["responses"])
-    return first, second

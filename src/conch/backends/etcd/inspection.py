@@ -10,15 +10,13 @@ from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to
 
 def describe(gateway: Gateway, queue: bytes, name: bytes) -> tuple[LockInfo, Message | None]:
     """Lock ``name``, whose keys are under ``queue``, and its holder's key-value."""
-    answer = gateway.txn(compare=[], success=[
-        {"request_range": keys_under(queue, sort_order="ASCEND", sort_target="CREATE",
-                                     limit="1")},
-        {"request_range": keys_under(queue, count_only=True)}])
-    first, counted = (response["response_range"] for response in answer["responses"])
-    kvs = first.get("kvs", [])
+    # Sorted, then cut to one key; "count" is every key of the range all the same.
+    answer = gateway.call("/v3/kv/range", keys_under(queue, sort_order="ASCEND",
+                                                     sort_target="CREATE", limit="1"))
+    kvs = answer.get("kvs", [])
     if not kvs:
         return LockInfo(name, None, 0), None
-    waiters = max(0, int(counted.get("count", "1")) - 1)
+    waiters = max(0, int(answer.get("count", "1")) - 1)
     return LockInfo(name, _holder(gateway, kvs[0]), waiters), kvs[0]
 
 

@@ -1,21 +1,23 @@
 """The ``etcd://`` lock handle: a key per hold or waiter in the name's queue, on the session's
 lease; the oldest key holds. One transaction takes a free lock or joins the queue; a waiter
-watches its predecessor's deletion (docs/etcd.md, *How it works*)."""
+follows the queue's deletions on a watch (docs/etcd.md, *How it works*)."""
 
 from __future__ import annotations
 
 import time
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.etcd.client import Message, decode, encode, keys_under
+from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
-from conch.backends.etcd.watch import Watch
 from conch.errors import BackendUnavailable
 from conch.introspection import HolderStamp
 
 # Between attempts to reach etcd while a waiter's lease may still live.
 _RECONNECT_PAUSE = 0.25
+
+Turn = tuple[set[bytes], bool]
+"""The keys ahead of ours that a read found, and whether they are all of them."""
 
 
 class _Requeue(Exception):
@@ -23,11 +25,16 @@ class _Requeue(Exception):
 
 
 class EtcdLock(LockHandle):
-    """One lock object of a name whose keys are under ``queue``."""
+    """One lock object of the name whose keys are under ``queue`` (subclassed by the other
+    kinds of hold)."""
 
     tries_in_queue = False
     """Whether a try (``blocking=False``) that finds keys queued puts its key all the same
     to read its place (then deletes it unless it holds): a semaphore's may find room."""
+    room = 0
+    """How many keys may be ahead of a holder's."""
+    keys_read = 64
+    """The most keys ahead one read names (0: all); the rest are read once they are gone."""
 
     def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
@@ -36,22 +43,23 @@ class EtcdLock(LockHandle):
         self._stamp = stamp  # each key's value, for `conch show`
         self._on_lost = on_lost
         self._hold: Hold | None = None
-        self._ahead = keys_under(queue)
-        """The range of the queued keys that keep this kind of hold waiting: every key,
-        for an exclusive hold."""
+        self._ahead = keys_under(queue)  # the keys that keep this kind of hold waiting
+        self._key_prefix = queue  # where this kind of hold's keys are named
 
     def acquire(self, deadline: Deadline) -> int | None:
         session = self._session
         while True:
             lease = session.lease()
-            key = self._new_key(lease)
+            key = lease.new_key(self._key_prefix)
+            # A watch on the queue kept from an earlier wait, started before our key is put:
+            # it sees every deletion after our read.
+            watch = session.reuse_watch(lease, self._queue)
             try:
-                token = self._take(lease, key, deadline)
-            except _Requeue:
+                token = self._take(lease, key, watch, deadline)
+            except BaseException as exc:
                 session.delete(key, quiet=True)
-                continue
-            except BaseException:
-                session.delete(key, quiet=True)
+                if isinstance(exc, _Requeue):
+                    continue
                 raise
             if token is None:
                 return None
@@ -66,44 +74,37 @@ class EtcdLock(LockHandle):
         assert hold is not None
         self._session.release(hold)
 
-    def _new_key(self, lease: Lease) -> bytes:
-        """A new key in the queue, named as this kind of hold's keys are."""
-        return lease.new_key(self._queue)
-
-    def _take(self, lease: Lease, key: bytes, deadline: Deadline) -> int | None:
+    def _take(self, lease: Lease, key: bytes, watch: Watch | None,
+              deadline: Deadline) -> int | None:
         """Queue ``key`` and wait for its turn: its token, or None (nothing left queued)."""
         put = {"request_put": {"key": encode(key), "value": encode(self._stamp.stamp()),
                                "lease": str(lease.id)}}
         may_wait = self.tries_in_queue or not deadline.expired()
         try:
             # One round trip: take the lock if nobody queues (ahead of this kind); else
-            # join the queue (if we may wait), reading the last key queued before ours (our
-            # predecessor) and how many there are.
+            # join the queue (if we may wait), reading the keys queued before ours.
             answer = self._session.gateway.txn(
                 compare=[{**self._ahead, "target": "CREATE", "result": "EQUAL",
                           "create_revision": "0"}],
-                success=[put], failure=[*self._queue_reads(), put] if may_wait else [])
+                success=[put], failure=[self._queue_read(), put] if may_wait else [])
         except EtcdRequestFailed as exc:
             if exc.code == NOT_FOUND:  # our lease expired in etcd before the heartbeat noticed
                 self._session.lease_lost(lease, str(exc))
                 raise _Requeue from None
             raise
         revision = int(answer["header"]["revision"])
-        if answer.get("succeeded"):
-            return revision
-        if not may_wait:
-            return None
-        return self._wait_turn(lease, key, revision, self._turn(answer), deadline)
+        if answer.get("succeeded") or not may_wait:
+            self._session.park_watch(lease, self._queue, watch)
+            return revision if answer.get("succeeded") else None
+        return self._wait_turn(lease, key, revision, self._turn(answer), watch, deadline)
 
-    def _wait_turn(self, lease: Lease, key: bytes, own_revision: int,
-                   turn: tuple[bytes | None, bool], deadline: Deadline) -> int | None:
-        """Wait until no key older than ours is queued; None when the deadline passed.
-        ``turn``: the key queued just before ours and whether it is the only one, as read
-        at ``own_revision``."""
+    def _wait_turn(self, lease: Lease, key: bytes, own_revision: int, turn: Turn,
+                   watch: Watch | None, deadline: Deadline) -> int | None:
+        """Wait until few enough keys older than ours are queued (``turn``, as read at
+        ``own_revision``); None when the deadline passed. ``watch``: a watch on the queue
+        that started before that read, if any."""
         session = self._session
-        predecessor, next_in_line = turn
-        revision = own_revision
-        watch: Watch | None = None
+        (ahead, complete), revision = turn, own_revision
         stale = False  # the queue must be read again before waiting
         try:
             while True:
@@ -111,33 +112,30 @@ class EtcdLock(LockHandle):
                     raise _Requeue
                 try:
                     if stale:
-                        (predecessor, next_in_line), revision = self._check_turn(key,
-                                                                                  own_revision)
+                        (ahead, complete), revision = self._check_turn(key, own_revision)
                         stale = False
-                    if predecessor is None:
-                        return own_revision
-                    if deadline.expired():
+                    if len(ahead) <= self.room:
+                        if complete:  # keys queued later are behind ours: it is our turn
+                            token: int | None = own_revision
+                            break
+                        stale = True  # the keys the read left out are still ahead
+                        continue
+                    if deadline.expired() or not (watch is None or watch.wait(deadline)):
                         session.delete(key, quiet=True)
-                        return None
-                    if watch is not None and watch.keys[0] != predecessor:
-                        session.unwatch(lease, watch)
-                        watch = None
+                        token = None
+                        break
                     if watch is None:
-                        watch = self._watch(lease, predecessor, key)
-                    stale = True
-                    if watch.revision > revision:
-                        continue  # a deletion between our read and the watch went unseen
-                    if not watch.wait(deadline):
-                        session.delete(key, quiet=True)
-                        return None
-                    if key in watch.deleted:
+                        watch = session.watch(lease, self._queue)
+                        stale = watch.revision > revision  # a deletion went unseen between
+                        continue
+                    if key in watch.changed:
                         raise _Requeue  # our lease expired, or someone deleted our key
-                    if next_in_line and predecessor in watch.deleted:
-                        # Nothing older than our key was left but the holder, now gone: no
-                        # newer key can be ahead of ours, so the lock is ours without a read.
-                        return own_revision
-                    session.unwatch(lease, watch)  # a stream that fired is spent
-                    watch = None
+                    ahead -= watch.changed
+                    watch.changed.clear()
+                    watch.rearm()
+                    if watch.ended:  # the stream is spent: a new one, after a new read
+                        session.unwatch(lease, watch)
+                        watch, stale = None, True
                 except EtcdRequestFailed:
                     raise
                 except BackendUnavailable:
@@ -149,41 +147,32 @@ class EtcdLock(LockHandle):
                     time.sleep(_RECONNECT_PAUSE if remaining is None
                                else min(_RECONNECT_PAUSE, remaining))
                     stale = True
-        finally:
+        except BaseException:
             if watch is not None:
                 session.unwatch(lease, watch)
+            raise
+        session.park_watch(lease, self._queue, watch)
+        return token
 
-    def _check_turn(self, key: bytes,
-                    own_revision: int) -> tuple[tuple[bytes | None, bool], int]:
-        """Our predecessor now (None: our turn), whether it is the only key ahead, and the
-        revision read."""
+    def _check_turn(self, key: bytes, own_revision: int) -> tuple[Turn, int]:
+        """The keys ahead of ours now, and the revision read."""
         answer = self._session.gateway.txn(
             compare=[{"key": encode(key), "target": "CREATE", "result": "EQUAL",
                       "create_revision": str(own_revision)}],
-            success=self._queue_reads(below=own_revision))
+            success=[self._queue_read(below=own_revision)])
         if not answer.get("succeeded"):
             # Our key is gone: deleted by hand, or with our lease, which the next put
             # with it then finds missing (and the session replaces).
             raise _Requeue
         return self._turn(answer), int(answer["header"]["revision"])
 
-    def _queue_reads(self, below: int | None = None) -> list[Message]:
-        """Read the queued key ahead with the largest create revision and count the queued
-        keys ahead (those created before revision ``below``)."""
+    def _queue_read(self, below: int | None = None) -> Message:
+        """Read the newest queued keys ahead (created before revision ``below``)."""
         older = {} if below is None else {"max_create_revision": str(below - 1)}
-        return [{"request_range": {**self._ahead, "sort_order": "DESCEND", "limit": "1",
-                                   "sort_target": "CREATE", "keys_only": True, **older}},
-                {"request_range": {**self._ahead, "count_only": True, **older}}]
+        return {"request_range": {**self._ahead, "sort_order": "DESCEND", "sort_target": "CREATE",
+                                  "limit": str(self.keys_read), "keys_only": True, **older}}
 
-    def _turn(self, answer: Message) -> tuple[bytes | None, bool]:
-        """What to wait for, from the answer of :meth:`_queue_reads`: the predecessor it
-        found (None: our turn), and whether it is alone (its deletion makes it our turn)."""
-        last, counted = (response.get("response_range", {})
-                         for response in answer["responses"][:2])
-        kvs = last.get("kvs", [])
-        return (decode(kvs[0]["key"]) if kvs else None), int(counted.get("count", "0")) == 1
-
-    def _watch(self, lease: Lease, predecessor: bytes, key: bytes) -> Watch:
-        """A watch on the deletion of ``predecessor`` (what :meth:`_turn` found), and of
-        our ``key`` (our lease expired)."""
-        return self._session.watch(lease, (predecessor, key))
+    def _turn(self, answer: Message) -> Turn:
+        """The keys ahead that :meth:`_queue_read` found, and whether that is all."""
+        listed = answer["responses"][0].get("response_range", {})
+        return {decode(kv["key"]) for kv in listed.get("kvs", [])}, not listed.get("more")

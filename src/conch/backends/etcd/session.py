@@ -15,9 +15,8 @@ import time
 
 from conch import metrics
 from conch.backends.base import LossCallback
-from conch.backends.etcd.client import Gateway
+from conch.backends.etcd.client import Gateway, Watch
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
-from conch.backends.etcd.watch import Watch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Heartbeat, Holds
 from conch.errors import BackendUnavailable, LockLost, NotStarted
@@ -47,6 +46,8 @@ class Lease:
     entries: Holds[Hold] = dataclasses.field(default_factory=Holds)
     """The group entries on the lease (docs/etcd.md, *Groups*)."""
     watches: set[Watch] = dataclasses.field(default_factory=set)
+    parked: dict[bytes, Watch] = dataclasses.field(default_factory=dict)
+    """Watches of ``watches`` kept for the next wait in a queue."""
     serial: itertools.count[int] = dataclasses.field(default_factory=itertools.count)
 
     def new_key(self, queue: bytes) -> bytes:
@@ -86,8 +87,8 @@ class EtcdSession:
                 self._stale_leases.add(lease.id)  # revoking deletes every key of the session
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        for watch in list(lease.watches) if lease is not None else []:
-            watch.interrupt()
+        if lease is not None:
+            self._end_watches(lease, interrupt=True)
         self._remove_stale(timeout=self.gateway.connect_timeout)
 
     def lease(self) -> Lease:
@@ -122,29 +123,20 @@ class EtcdSession:
         log.warning("etcd lease %x of %s lost: %s", lease.id, self._member_id, reason)
         lease.holds.lose_all(reason)
         lease.entries.lose_all(reason)
-        for watch in list(lease.watches):
-            watch.interrupt()
+        self._end_watches(lease, interrupt=True)
 
-    def track(self, hold: Hold, on_lost: LossCallback) -> bool:
-        """Keep ``hold`` alive with its lease; False when that lease was lost meanwhile."""
-        return self._keep(hold, hold.lease.holds, on_lost)
-
-    def track_entry(self, entry: Hold, on_lost: LossCallback) -> bool:
-        """As :meth:`track`, for a group entry."""
-        return self._keep(entry, entry.lease.entries, on_lost)
-
-    def _keep(self, hold: Hold, registry: Holds[Hold], on_lost: LossCallback) -> bool:
+    def track(self, hold: Hold, on_lost: LossCallback, entry: bool = False) -> bool:
+        """Keep ``hold`` (a group ``entry``) alive with its lease; False when that lease was
+        lost meanwhile."""
         with self._mutex:
             if self._lease is not hold.lease:
                 return False
-            registry.add(hold, on_lost)
+            (hold.lease.entries if entry else hold.lease.holds).add(hold, on_lost)
             return True
 
-    def watch(self, lease: Lease, keys: tuple[bytes, ...], under: bool = False) -> Watch:
-        """A started watch on the deletion of ``keys`` (``under``: of any key under the
-        one prefix in ``keys``), cut short if ``lease`` is lost."""
-        watch = self.gateway.watch_deletes_under(keys[0]) if under else \
-            self.gateway.watch_deletes(keys)
+    def watch(self, lease: Lease, queue: bytes) -> Watch:
+        """A started watch on the deletions in ``queue``, cut short if ``lease`` is lost."""
+        watch = self.gateway.watch(queue, deletes_only=True)
         with self._mutex:
             lease.watches.add(watch)
             current = self._lease is lease
@@ -157,6 +149,25 @@ class EtcdSession:
         with self._mutex:
             lease.watches.discard(watch)
         watch.close()
+
+    def park_watch(self, lease: Lease, queue: bytes, watch: Watch | None) -> None:
+        """Keep a watch of :meth:`watch` for the next wait in ``queue``, until the next beat."""
+        if watch is None:
+            return
+        with self._mutex:
+            kept = (not watch.ended and self._lease is lease
+                    and lease.parked.setdefault(queue, watch) is watch)
+        if not kept:
+            self.unwatch(lease, watch)
+
+    def reuse_watch(self, lease: Lease, queue: bytes) -> Watch | None:
+        """The watch that :meth:`park_watch` kept for ``queue``, with no change pending."""
+        with self._mutex:
+            watch = lease.parked.pop(queue, None)
+        if watch is not None:
+            watch.changed.clear()  # changes before the caller's next read: moot
+            watch.rearm()
+        return watch
 
     def release(self, hold: Hold) -> None:
         """Stop keeping ``hold`` alive and delete its key (wakes the next waiter); raise
@@ -186,6 +197,7 @@ class EtcdSession:
         lease = self._lease
         if lease is not None:
             self._keep_alive(lease, interval)
+            self._end_watches(lease)
         self._remove_stale(timeout=interval / 2)
 
     def _keep_alive(self, lease: Lease, interval: float) -> None:
@@ -219,6 +231,15 @@ class EtcdSession:
                 for hold in kept:
                     if hold.token <= revision and hold.key not in keys:
                         registry.lose(hold, "its key was deleted in etcd")
+
+    def _end_watches(self, lease: Lease, interrupt: bool = False) -> None:
+        """Close ``lease``'s parked watches (``interrupt``: wake the waits on the others)."""
+        with self._mutex:
+            parked, lease.parked = lease.parked, {}
+        for watch in list(lease.watches) if interrupt else []:
+            watch.interrupt()
+        for watch in parked.values():
+            self.unwatch(lease, watch)
 
     def _remove_stale(self, timeout: float) -> None:
         """Delete the keys and revoke the leases that could not be removed earlier."""

@@ -7,23 +7,20 @@ from __future__ import annotations
 from conch.backends.base import LossCallback
 from conch.backends.etcd.client import encode
 from conch.backends.etcd.lock import EtcdLock
-from conch.backends.etcd.session import EtcdSession, Lease
+from conch.backends.etcd.session import EtcdSession
 from conch.introspection import HolderStamp
 
-SHARED = b"shared-"
-"""What a shared hold's key starts with in the queue. An exclusive hold's key starts with
-its lease id in hex (every conch release names them so): all of them sort before ``g``."""
-_AFTER_EXCLUSIVE = b"g"
+# A shared hold's key starts with this in the queue; an exclusive hold's key starts with
+# its lease id in hex (every conch release names them so): all of them sort before "g".
+SHARED, _AFTER_EXCLUSIVE = b"shared-", b"g"
 
 
 class EtcdSharedLock(EtcdLock):
-    """A shared hold of one lock name: FIFO with the exclusive holds (a waiting exclusive
-    key holds back every shared key queued after it), beside the other shared ones."""
+    """A shared hold: its key is named apart in the lock's queue and waits only for the
+    exclusive keys ahead, so FIFO with the exclusive holds, beside the other shared ones."""
 
     def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
         super().__init__(session, queue, stamp, on_lost)
         self._ahead = {"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
-
-    def _new_key(self, lease: Lease) -> bytes:
-        return lease.new_key(self._queue + SHARED)
+        self._key_prefix = queue + SHARED
