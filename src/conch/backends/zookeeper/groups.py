@@ -209,8 +209,12 @@ class ChildrenWatcher:
         # Else the connection dropped: set again once it is back (_on_state).
 
     def _created(self, result: Any) -> None:
-        if not self._stopped and result.successful() and result.value is not None:
+        if self._stopped or not result.successful():
+            return
+        if result.value is not None:
             self._arm()  # created meanwhile
+        else:
+            self._changed()  # watched from now on: a member to re-join creates it
 
     def _fired(self, event: Any) -> None:
         if event.type != EventType.NONE:  # NONE: the session ended, _on_state sets it again

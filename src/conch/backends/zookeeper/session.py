@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kazoo.client import KazooState  # type: ignore[import-untyped]
@@ -47,7 +47,6 @@ class NoSession(BackendUnavailable):
 
 # kazoo's failures (most have no message): what they mean for a waiter, and for a user.
 _FAILURES: tuple[tuple[type[BaseException], type[BackendUnavailable], str], ...] = (
-    (ConnectionClosedError, BackendUnavailable, "the client is closed (coordinator stopped)"),
     (SessionExpiredError, SessionExpired, "the session expired"),
     (ConnectionLoss, ConnectionDropped, "the connection was lost"),
     (NoAuthError, BackendUnavailable,
@@ -78,6 +77,8 @@ class ZooKeeperSession:
         self._abandoned: dict[str, set[str]] = {}  # parent path → our children's name prefixes
         self._cleaning = False
         self._waiters: set[threading.Event] = set()
+        self._renewing = threading.Lock()  # a new session is never opened as we close
+        self._closed = False
 
     def open(self, root: str) -> None:
         """Start the session (at most ``connect_timeout`` seconds) and create ``root``."""
@@ -99,6 +100,8 @@ class ZooKeeperSession:
 
     def close(self) -> None:
         """End the session: ZooKeeper deletes its znodes at once. Never raises."""
+        with self._renewing:
+            self._closed = True
         try:
             self.client.stop()
             self.client.close()
@@ -133,6 +136,12 @@ class ZooKeeperSession:
         except self.client.handler.timeout_exception:
             raise NoAnswer(f"ZooKeeper at {self.hosts} did not answer within {wait:g} s "
                            f"({doing})") from None
+        except ConnectionClosedError:
+            if self._closed:
+                raise BackendUnavailable(f"ZooKeeper at {self.hosts} failed to {doing}: the "
+                                         "client is closed (coordinator stopped)") from None
+            raise SessionExpired(f"ZooKeeper at {self.hosts} failed to {doing}: the session "
+                                 "was replaced by a new one") from None
         except KazooException as exc:
             kind, reason = next(((kind, reason) for error, kind, reason in _FAILURES
                                  if isinstance(exc, error)),
@@ -177,29 +186,52 @@ class ZooKeeperSession:
         if state == KazooState.SUSPENDED:
             self.holds.lose_all("lost the connection to ZooKeeper: the session may expire "
                                 "and another client take the lock")
-            self._lose_entries_unless_reconnected()
+            # kazoo suspends the connection 2/3 of the timeout after the last answer, and
+            # hears of an expiry only once reconnected: by the timeout, the entries are gone.
+            self._unless_reconnected(self.session_timeout / 3, lambda: self.entries.lose_all(
+                "cut off from ZooKeeper past the session timeout: the session has expired"))
+            self._unless_reconnected(self.session_timeout, self._renew)
         elif state == KazooState.LOST:
             self.holds.lose_all("the ZooKeeper session expired or was closed")
             self.entries.lose_all("the ZooKeeper session expired or was closed")
         self._start_cleaning()
         self._wake_waiters()
 
-    def _lose_entries_unless_reconnected(self) -> None:
-        """Report the group entries lost if the connection is not back when the server
-        expires the session: kazoo suspends it 2/3 of the timeout after the last answer,
-        and hears of the expiry only once reconnected."""
+    def _unless_reconnected(self, delay: float, action: Callable[[], None]) -> None:
+        """Call ``action`` (on a timer thread) if the connection is still down ``delay``
+        seconds from now and the session not closed."""
         with self._mutex:
             connections = self._connections
 
-        def expired() -> None:
+        def check() -> None:
             with self._mutex:
-                cut_off = not self._connected and self._connections == connections
+                cut_off = not (self._connected or self._closed) and \
+                    self._connections == connections
             if cut_off:
-                self.entries.lose_all("cut off from ZooKeeper past the session timeout: "
-                                      "the session has expired")
-        timer = threading.Timer(self.session_timeout / 3, expired)
+                action()
+        timer = threading.Timer(delay, check)
         timer.daemon = True
         timer.start()
+
+    def _renew(self) -> None:
+        """Give up the session, cut off for a whole session timeout, and open a new one.
+        By then the server expired it, or lost it with its data: a wiped server refuses a
+        client that saw newer zxids than its own, and kazoo would try it for ever."""
+        seen = self.client.last_zxid
+        with self._renewing:
+            if self._closed:
+                return
+            log.warning("ZooKeeper at %s: no server took the session back within %g s; "
+                        "opening a new session", self.hosts, self.session_timeout)
+            self.client.stop()  # LOST: every hold and group entry is reported lost
+            connected = self.client.start_async()
+        if connected.wait(self.request_timeout):
+            with contextlib.suppress(BackendUnavailable, KazooException):
+                self.answer(self.client.exists_async("/"), "read /")
+                if self.client.last_zxid < seen:
+                    log.warning("ZooKeeper at %s lost its data (its last transaction 0x%x is "
+                                "older than 0x%x seen before): fencing tokens start over",
+                                self.hosts, self.client.last_zxid, seen)
 
     def _wake_waiters(self) -> None:
         with self._mutex:
