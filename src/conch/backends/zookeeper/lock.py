@@ -1,6 +1,5 @@
 """The ``zookeeper://`` lock handle: an ephemeral sequential child of the lock's znode per
-acquire, a watch on the child just before it until it is first, then the hold (a watch on
-its own child reports a deletion by someone else as a loss)."""
+acquire, a watch on the child just before it until it is first, then the hold."""
 
 from __future__ import annotations
 
@@ -33,9 +32,8 @@ _LOOK_AGAIN = object()  # ... or the connection dropped first: list the queue ag
 
 
 def sequence_distance(sequence: int, mine: int) -> int:
-    """How far ``sequence`` is from ``mine`` in creation order (negative: created before).
-    The counter is a signed 32-bit int that wraps (ZooKeeper Programmer's Guide, "Sequence
-    Nodes"): compare as serial numbers, children alive at once being far fewer than 2**31."""
+    """How far ``sequence`` is from ``mine`` in creation order (negative: created before),
+    as serial numbers: the counter is a signed 32-bit int that wraps."""
     distance = (sequence - mine) & 0xFFFFFFFF
     return distance - (1 << 32) if distance >= 1 << 31 else distance
 
@@ -83,8 +81,8 @@ class ZooKeeperLock(LockHandle):
         listing: Any = self._client.get_children_async(parent)
         try:
             path, stat = session.answer(created, "create a lock node")
-        except BaseException:
-            session.abandon_when_answered(created, parent, prefix)
+        except BaseException:  # the server may have created it before the connection dropped
+            created.rawlink(lambda _: session.abandon(parent, prefix))
             raise
         name = path.rsplit("/", 1)[1]
         try:
@@ -99,7 +97,9 @@ class ZooKeeperLock(LockHandle):
                 with self._mutex:
                     if session.hold(self, self._lost, generation):
                         self._held = name
-                        self._watch_own_node(path, time.monotonic() - queued_at)
+                        if time.monotonic() - queued_at > RESTAMP_AFTER:  # not awaited
+                            self._client.set_async(path, self._stamp.stamp())
+                        session.watch_soon(self, lambda: self._watch_own_node(path))
                         return int(stat.czxid)
                 if session.generation != generation:
                     raise SessionExpired(f"the ZooKeeper session at {session.hosts} expired")
@@ -127,20 +127,17 @@ class ZooKeeperLock(LockHandle):
             raise
 
     def _new_prefix(self) -> str:
-        """The unique start of a new child's name (``_PREFIX`` characters, then ZooKeeper
-        appends the sequence); another kind of hold marks its kind in it."""
+        """The unique start of a new child's name (``_PREFIX`` characters)."""
         return f"{uuid.uuid4().hex}_"
 
     def _blockers(self, before: list[str]) -> list[str]:
-        """The children whose deletion we wait for (none: the hold is ours), given
-        ``before``, the queue's children older than ours, oldest first. An exclusive hold
-        waits for its predecessor."""
+        """The children whose deletion we wait for (none: the hold is ours), of ``before``,
+        the older children, oldest first: an exclusive hold waits for its predecessor."""
         return before[-1:]
 
     def _wait_until_first(self, name: str, deadline: Deadline, listing: Any) -> bool:
-        """Wait until child ``name`` may hold; False once the deadline passed.
-        ``listing``: a ``get_children`` already sent, whose answer is always awaited (every
-        acquire tries once); later requests get the time left."""
+        """Wait until child ``name`` may hold; False once the deadline passed. ``listing``
+        (a ``get_children`` already sent) is always awaited: every acquire tries once."""
         mine = sequence(name)
         within = None if listing is not None else deadline.remaining()
         while True:
@@ -158,7 +155,9 @@ class ZooKeeperLock(LockHandle):
             if name not in children:
                 if pipelined is not None:  # as above, with the znode made by someone else
                     continue
-                raise self._expired()  # the znode is never deleted while it has children
+                # The znode is never deleted while it has children.
+                raise SessionExpired(f"the ZooKeeper session at {self._session.hosts} "
+                                     "expired while waiting")
             older = sorted((distance, child) for child in children if CHILD.match(child)
                            if (distance := sequence_distance(sequence(child), mine)) < 0)
             before = [child for _, child in older]
@@ -220,20 +219,8 @@ class ZooKeeperLock(LockHandle):
             self._blocker_event = event.type
             self._woken.set()
 
-    def _expired(self) -> SessionExpired:
-        return SessionExpired(f"the ZooKeeper session at {self._session.hosts} expired "
-                              "while waiting")
-
-    def _watch_own_node(self, path: str, waited: float) -> None:
-        """Hear of our child's deletion by someone else (``conch break``) as a loss.
-
-        Sent without awaiting answers: taking the lock costs no extra round-trip. After a
-        long wait the child is first restamped with the time of the grant (answered in
-        order, that write cannot trigger the watch); after a short one the stamp's time
-        (the queueing) stays, as a write per hand-off would cost throughput.
-        """
-        if waited > RESTAMP_AFTER:
-            self._client.set_async(path, self._stamp.stamp())
+    def _watch_own_node(self, path: str) -> None:
+        """Hear of our child's deletion by someone else (``conch break``) as a loss."""
         self._client.exists_async(path, watch=self._own_node_event).rawlink(
             lambda result: self._own_node_gone(path) if result.successful()
             and result.value is None else None)

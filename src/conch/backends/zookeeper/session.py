@@ -21,12 +21,14 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
 )
 
 from conch.backends.base import LossCallback
-from conch.backends.kit.session import Holds
+from conch.backends.kit.session import Heartbeat, Holds
 from conch.backends.kit.tls import TLSFiles
 from conch.backends.zookeeper.client import new_client
 from conch.errors import BackendUnavailable
 
 log = logging.getLogger("conch")
+WATCH_AFTER = 1.0
+"""Seconds after which a hold watches its own znode: a deletion by someone else is a loss."""
 
 
 class NoAnswer(BackendUnavailable):
@@ -77,6 +79,8 @@ class ZooKeeperSession:
         self._abandoned: dict[str, set[str]] = {}  # parent path → our children's name prefixes
         self._cleaning = False
         self._waiters: set[threading.Event] = set()
+        self._unwatched: dict[object, Callable[[], None]] = {}  # by hold
+        self._watcher = Heartbeat("conch-zookeeper-watches", WATCH_AFTER, self._watch_holds)
         self._renewing = threading.Lock()  # a new session is never opened as we close
         self._closed = False
 
@@ -89,6 +93,7 @@ class ZooKeeperSession:
             self.client.remove_listener(self._on_state)
             raise NoSession(f"cannot reach ZooKeeper at {self.hosts} within "
                             f"{self.connect_timeout:g} s") from None
+        self._watcher.start()
         try:
             self.answer(self.client.ensure_path_async(root), f"create {root}")
             # ensure_path needs no permission on an existing root: read it, so that wrong
@@ -102,6 +107,7 @@ class ZooKeeperSession:
         """End the session: ZooKeeper deletes its znodes at once. Never raises."""
         with self._renewing:
             self._closed = True
+        self._watcher.stop()
         try:
             self.client.stop()
             self.client.close()
@@ -172,10 +178,19 @@ class ZooKeeperSession:
             self._abandoned.setdefault(parent, set()).add(prefix)
         self._start_cleaning()
 
-    def abandon_when_answered(self, result: Any, parent: str, prefix: str) -> None:
-        """Abandon the znode of ``create`` request ``result`` once answered or failed (the
-        server may have created it before the connection dropped)."""
-        result.rawlink(lambda _: self.abandon(parent, prefix))
+    def watch_soon(self, hold: object, watch: Callable[[], None]) -> None:
+        """Call ``watch`` within ``WATCH_AFTER`` seconds if ``hold`` is still held then: a
+        short hold costs no request."""
+        with self._mutex:
+            self._unwatched[hold] = watch
+
+    def _watch_holds(self) -> None:
+        with self._mutex:
+            pending, self._unwatched = self._unwatched, {}
+        held = set(self.holds.snapshot())
+        for hold, watch in pending.items():
+            if hold in held:
+                watch()
 
     def _on_state(self, state: str) -> None:
         # Runs in kazoo's connection thread: it must never block (kazoo's docs).
