@@ -1,7 +1,6 @@
-"""``zookeeper://[user:password@]host:port[,host:port...][/chroot][?options]``: locks as
-queues of ephemeral sequential znodes under ``<chroot>/locks/<readable_key(name)>``,
-semaphores under ``<chroot>/semaphores``, groups under ``<chroot>/groups``, one ZooKeeper
-session per coordinator. Options, TLS and the design: docs/zookeeper.md."""
+"""``zookeeper://[user:password@]host:port[,host:port...][/chroot][?options]``: locks,
+semaphores and groups under the chroot, one ZooKeeper session per coordinator
+(docs/zookeeper.md)."""
 
 from __future__ import annotations
 

@@ -22,11 +22,9 @@ from conch.backends.zookeeper.session import (
 from conch.errors import BackendUnavailable, LockLost
 from conch.introspection import HolderStamp
 
-CHILD = re.compile(r"^[0-9a-f]{32}_(-?[0-9]+)$")
-"""A queue place's name: a unique prefix (``_PREFIX`` characters), then ZooKeeper's sequence."""
+CHILD = re.compile(r"^[0-9a-f]{32}_(-?[0-9]+)$")  # a unique prefix, then the sequence
 _PREFIX = 33
-RESTAMP_AFTER = 0.5
-"""Seconds of waiting after which a new holder writes the time it got the lock in its stamp."""
+RESTAMP_AFTER = 0.5  # seconds of waiting after which a new holder stamps its grant time
 _GIVE_UP = object()  # what a wait's request got: no answer, and the deadline passed
 _LOOK_AGAIN = object()  # ... or the connection dropped first: list the queue again
 
@@ -51,7 +49,7 @@ class ZooKeeperLock(LockHandle):
         self._session = session
         self._client = session.client
         self._parent = parent
-        self._stamp = stamp  # the child's data: who holds it, for `conch show`
+        self._stamp = stamp  # the child's data, for `conch show`
         self._on_lost = on_lost
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
@@ -72,9 +70,8 @@ class ZooKeeperLock(LockHandle):
         """Queue a child, wait to be first; its token, or None when the deadline passed."""
         session, parent = self._session, self._parent
         prefix, generation, queued_at = self._new_prefix(), session.generation, time.monotonic()
-        # create2's answer carries the child's stat, whose czxid is the token. The session's
-        # requests are answered in order, so a listing sent right behind already holds our
-        # child: a free lock costs one round-trip.
+        # create2's stat carries the token (czxid); the listing, answered after the create,
+        # includes our child: a free lock costs one round-trip.
         created = self._client.create_async(f"{parent}/{prefix}", self._stamp.stamp(),
                                             ephemeral=True, sequence=True, makepath=True,
                                             include_data=True)
@@ -95,11 +92,13 @@ class ZooKeeperLock(LockHandle):
                         lambda result: self._abandon_unless_deleted(result, prefix))
                     return None
                 with self._mutex:
-                    if session.hold(self, self._lost, generation):
+                    if session.keep(session.holds, self, self._lost, generation):
                         self._held = name
                         if time.monotonic() - queued_at > RESTAMP_AFTER:  # not awaited
                             self._client.set_async(path, self._stamp.stamp())
-                        session.watch_soon(self, lambda: self._watch_own_node(path))
+                        # A deletion by someone else (conch break) is a loss.
+                        session.watch_soon(self, lambda: session.on_deletion(
+                            path, lambda: self._own_node_gone(path)))
                         return int(stat.czxid)
                 if session.generation != generation:
                     raise SessionExpired(f"the ZooKeeper session at {session.hosts} expired")
@@ -166,14 +165,12 @@ class ZooKeeperLock(LockHandle):
                 return True
             if deadline.expired():
                 return False
-            # A timed wait gives each request the time it has left, so that it ends on time
-            # through an outage; a wait forever gives each the session timeout.
+            # Each request gets the time left, so a timed wait ends on time through an outage.
             outcome = self._watch_until_deleted(
                 [f"{self._parent}/{child}" for child in blockers], deadline)
             if outcome is _GIVE_UP:
                 return False
-            # Sequence numbers only grow: once the only child before ours is gone, we are
-            # first, with no need to list the queue again.
+            # Sequences only grow: with the only older child gone, we are first.
             if outcome is True and len(before) == 1:
                 return True
             within = deadline.remaining()
@@ -218,16 +215,6 @@ class ZooKeeperLock(LockHandle):
         if event.path in self._blockers_watched:  # not a watch left by an earlier wait
             self._blocker_event = event.type
             self._woken.set()
-
-    def _watch_own_node(self, path: str) -> None:
-        """Hear of our child's deletion by someone else (``conch break``) as a loss."""
-        self._client.exists_async(path, watch=self._own_node_event).rawlink(
-            lambda result: self._own_node_gone(path) if result.successful()
-            and result.value is None else None)
-
-    def _own_node_event(self, event: Any) -> None:
-        if event.type == EventType.DELETED:
-            self._own_node_gone(event.path)
 
     def _own_node_gone(self, path: str) -> None:
         with self._mutex:

@@ -1,6 +1,5 @@
-"""A coordinator's ZooKeeper session: its kazoo client, connection states reported to the
-holds (and group entries) as losses, requests bounded in time, and the clean-up of znodes we
-could not delete. Lock handles and groups borrow it; docs/zookeeper.md maps the contract."""
+"""A coordinator's ZooKeeper session: its kazoo client, losses, requests bounded in time,
+the clean-up of znodes we could not delete. Lock handles and groups borrow it."""
 
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     NoNodeError,
     SessionExpiredError,
 )
+from kazoo.protocol.states import EventType  # type: ignore[import-untyped]
 
 from conch.backends.base import LossCallback
 from conch.backends.kit.session import Heartbeat, Holds
@@ -62,17 +62,13 @@ class ZooKeeperSession:
     def __init__(self, hosts: str, session_timeout: float, connect_timeout: float,
                  credentials: tuple[str, str] | None, tls_files: TLSFiles | None = None) -> None:
         self.hosts = hosts
-        # By then the server expired the session, unless it restarted (restoring sessions
-        # with a fresh timeout) and one reconnection attempt hung on it.
-        self.request_timeout = 2 * session_timeout
+        self.request_timeout = 2 * session_timeout  # by then the session expired, or will
         self.session_timeout = session_timeout
         self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
-        self.entries: Holds[object] = Holds()
-        """The group entries: they outlive a short disconnection, not the session."""
+        self.entries: Holds[object] = Holds()  # group entries: they outlive a disconnection
         self.client = new_client(hosts, session_timeout, credentials, tls_files)
-        self.generation = 0
-        """+1 each time the session expires: znodes of an older generation are gone."""
+        self.generation = 0  # +1 each time the session ends, its znodes with it
         self._mutex = threading.Lock()  # orders state changes against new holds
         self._connected = False
         self._connections = 0  # counts reconnections, so a failed clean-up knows to retry
@@ -96,8 +92,7 @@ class ZooKeeperSession:
         self._watcher.start()
         try:
             self.answer(self.client.ensure_path_async(root), f"create {root}")
-            # ensure_path needs no permission on an existing root: read it, so that wrong
-            # credentials fail here, not at the first lock.
+            # ensure_path needs no right on an existing root: wrong credentials fail here.
             self.answer(self.client.get_async(root), f"read {root}")
         except BaseException:
             self.close()
@@ -118,8 +113,7 @@ class ZooKeeperSession:
 
     @contextlib.contextmanager
     def waking(self, event: threading.Event) -> Iterator[None]:
-        """Set ``event`` on every change of connection state and on close, meanwhile: kazoo
-        drops pending watches unfired when stopped, and a waiter must not sleep through it."""
+        """Set ``event`` on each change of connection state and on close, meanwhile."""
         with self._mutex:
             self._waiters.add(event)
         try:
@@ -131,9 +125,7 @@ class ZooKeeperSession:
     def answer(self, result: Any, doing: str, within: float | None = None,
                passing: tuple[type[KazooException], ...] = ()) -> Any:
         """The outcome of kazoo request ``result``, awaited ``within`` seconds (default
-        ``request_timeout``). Raises :class:`NoAnswer`, :class:`ConnectionDropped`,
-        :class:`SessionExpired`, :class:`BackendUnavailable`, or kazoo's ``NoNodeError``
-        and the ``passing`` errors."""
+        ``request_timeout``); kazoo's errors but ``NoNodeError`` and ``passing`` as conch's."""
         wait = self.request_timeout if within is None else within
         try:
             return result.get(timeout=wait)
@@ -154,22 +146,14 @@ class ZooKeeperSession:
                                 (BackendUnavailable, f"{type(exc).__name__} {exc}".strip()))
             raise kind(f"ZooKeeper at {self.hosts} failed to {doing}: {reason}") from None
 
-    def hold(self, hold: object, on_lost: LossCallback, generation: int) -> bool:
-        """Start reporting loss of ``hold``; False when the session already broke: it
-        expired since ``generation``, or the connection is down right now."""
+    def keep(self, kept: Holds[object], item: object, on_lost: LossCallback,
+             generation: int) -> bool:
+        """Report the loss of ``item`` through ``kept``; False when the session ended since
+        ``generation`` or, for a hold, the connection is down now."""
         with self._mutex:
-            if not self._connected or self.generation != generation:
+            if self.generation != generation or (kept is self.holds and not self._connected):
                 return False
-            self.holds.add(hold, on_lost)
-            return True
-
-    def keep_entry(self, entry: object, on_lost: LossCallback, generation: int) -> bool:
-        """Start reporting the loss of group ``entry`` with the session; False when the
-        session expired since ``generation``."""
-        with self._mutex:
-            if self.generation != generation:
-                return False
-            self.entries.add(entry, on_lost)
+            kept.add(item, on_lost)
             return True
 
     def abandon(self, parent: str, prefix: str) -> None:
@@ -178,9 +162,15 @@ class ZooKeeperSession:
             self._abandoned.setdefault(parent, set()).add(prefix)
         self._start_cleaning()
 
+    def on_deletion(self, path: str, gone: Callable[[], None]) -> None:
+        """Call ``gone()`` if znode ``path`` is missing, or deleted before its data changes
+        (a write of ours sets this watch again); not awaited."""
+        self.client.exists_async(path, watch=lambda event: gone() if event.type ==
+                                 EventType.DELETED else None).rawlink(
+            lambda result: gone() if result.successful() and result.value is None else None)
+
     def watch_soon(self, hold: object, watch: Callable[[], None]) -> None:
-        """Call ``watch`` within ``WATCH_AFTER`` seconds if ``hold`` is still held then: a
-        short hold costs no request."""
+        """Call ``watch`` in ``WATCH_AFTER`` s if ``hold`` is held then (a short hold: never)."""
         with self._mutex:
             self._unwatched[hold] = watch
 
@@ -193,7 +183,7 @@ class ZooKeeperSession:
                 watch()
 
     def _on_state(self, state: str) -> None:
-        # Runs in kazoo's connection thread: it must never block (kazoo's docs).
+        # In kazoo's connection thread: never blocks.
         with self._mutex:
             self._connected = state == KazooState.CONNECTED
             self._connections += self._connected
@@ -213,8 +203,7 @@ class ZooKeeperSession:
         self._wake_waiters()
 
     def _unless_reconnected(self, delay: float, action: Callable[[], None]) -> None:
-        """Call ``action`` (on a timer thread) if the connection is still down ``delay``
-        seconds from now and the session not closed."""
+        """Call ``action`` if the connection is still down ``delay`` seconds from now."""
         with self._mutex:
             connections = self._connections
 
@@ -229,9 +218,8 @@ class ZooKeeperSession:
         timer.start()
 
     def _renew(self) -> None:
-        """Give up the session, cut off for a whole session timeout, and open a new one.
-        By then the server expired it, or lost it with its data: a wiped server refuses a
-        client that saw newer zxids than its own, and kazoo would try it for ever."""
+        """Open a new session for one the servers expired, or lost with their data (kazoo
+        would retry for ever: a wiped server refuses a client that saw newer zxids)."""
         seen = self.client.last_zxid
         with self._renewing:
             if self._closed:
