@@ -58,16 +58,21 @@ class ZooKeeperLock(LockHandle):
         self._blocker_event: Any = None  # the fired watch's event type, None: a state change
 
     def acquire(self, deadline: Deadline) -> int | None:
+        requeued = False
         while True:
             try:
-                return self._queue_and_wait(deadline)
+                return self._queue_and_wait(deadline, requeued)
             except SessionExpired:
                 if deadline.expired():
+                    if requeued:  # a waiter ends on time, queued again or not
+                        return None
                     raise
-                # Our child went with the old session; queue again in kazoo's new one.
+                # Our child went with the old session; queue again in the new one.
+                requeued = True
 
-    def _queue_and_wait(self, deadline: Deadline) -> int | None:
-        """Queue a child, wait to be first; its token, or None when the deadline passed."""
+    def _queue_and_wait(self, deadline: Deadline, requeued: bool) -> int | None:
+        """Queue a child, wait to be first; its token, or None when the deadline passed
+        (also while creating a child to queue again: ``requeued``)."""
         session, parent = self._session, self._parent
         prefix, generation, queued_at = self._new_prefix(), session.generation, time.monotonic()
         # create2's stat carries the token (czxid); the listing, answered after the create,
@@ -77,9 +82,12 @@ class ZooKeeperLock(LockHandle):
                                             include_data=True)
         listing: Any = self._client.get_children_async(parent)
         try:
-            path, stat = session.answer(created, "create a lock node")
-        except BaseException:  # the server may have created it before the connection dropped
+            path, stat = session.answer(created, "create a lock node",
+                                        deadline.remaining() if requeued else None)
+        except BaseException as exc:  # the server may have created it before the connection dropped
             created.rawlink(lambda _: session.abandon(parent, prefix))
+            if requeued and isinstance(exc, NoAnswer) and deadline.expired():
+                return None
             raise
         name = path.rsplit("/", 1)[1]
         try:

@@ -221,12 +221,15 @@ class ZooKeeperSession:
         """Open a new session for one the servers expired, or lost with their data (kazoo
         would retry for ever: a wiped server refuses a client that saw newer zxids)."""
         seen = self.client.last_zxid
-        with self._renewing:
+        log.warning("ZooKeeper at %s: no server took the session back within %g s; opening "
+                    "a new session", self.hosts, self.session_timeout)
+        try:
+            self.client.stop()  # LOST: every hold and group entry is reported lost
+        except Exception:  # its connection would not stop in time: start it again anyway
+            log.debug("stopping the ZooKeeper client failed", exc_info=True)
+        with self._renewing:  # close() may have stopped it meanwhile: leave it stopped
             if self._closed:
                 return
-            log.warning("ZooKeeper at %s: no server took the session back within %g s; "
-                        "opening a new session", self.hosts, self.session_timeout)
-            self.client.stop()  # LOST: every hold and group entry is reported lost
             connected = self.client.start_async()
         if connected.wait(self.request_timeout):
             with contextlib.suppress(BackendUnavailable, KazooException):
