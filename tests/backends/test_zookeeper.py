@@ -308,6 +308,36 @@ def test_an_expired_session_is_reported_as_loss_and_the_coordinator_recovers(
         holder.release()
 
 
+@pytest.mark.timeout(90)
+def test_a_wiped_server_loses_every_hold_and_the_coordinators_come_back_in_new_sessions(
+    server: ZooKeeperServer, lock_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The wiped server refuses the old sessions (it has seen none of their zxids) and kazoo
+    # would retry them for ever: conch opens new sessions once the old ones are past help.
+    url = server.url(chroot="/wiped", credentials=CREDENTIALS, timeout=2)
+    with conch.connect(url) as holder_side, conch.connect(url) as waiter_side:
+        holder = holder_side.lock(lock_name)
+        assert holder.acquire(blocking=False)
+        for _ in range(20):  # zxids to lose: the wiped server's are behind ours
+            with holder_side.lock(lock_name + "-other"):
+                pass
+        waiter = Waiter(waiter_side.lock(lock_name), blocking=30)
+        wait_until(lambda: len(queue_of(server, url, lock_name)) == 2, 10, "the waiter")
+        old_session = session_of(holder_side).client_id[0]
+        server.wipe()
+        assert holder.lost.wait(10), "the holder was not told"
+        assert waiter.result(20) is True, f"the waiter gave up: {waiter.error!r}"
+        assert waiter.lock.token is not None
+        wait_until(lambda: (session_of(holder_side).client_id or (old_session,))[0]
+                   != old_session, 10, "the holder's new session")
+        with pytest.raises(conch.LockLost):
+            holder.release()
+        waiter.lock.release()
+        assert holder.acquire(blocking=10), "the holder's coordinator works again"
+        holder.release()
+    assert "fencing tokens start over" in caplog.text
+
+
 @pytest.mark.timeout(60)
 def test_a_timed_wait_ends_on_time_while_the_server_is_paused(
     server: ZooKeeperServer, lock_name: str

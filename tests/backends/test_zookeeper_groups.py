@@ -126,6 +126,31 @@ def test_a_restart_keeps_the_members_and_the_watch_follows() -> None:
             assert member.member_id in watcher.group(group).members()
 
 
+@pytest.mark.timeout(120)
+def test_a_wiped_server_gets_its_groups_and_members_back_in_new_sessions() -> None:
+    group = unique_group()
+    with cleaned_up(start_zookeeper()) as server:
+        url = server.url(credentials=CREDENTIALS, timeout=2)
+        with member_and_watcher(url, group, {"zone": "a"}) as (member, watcher, events):
+            watcher.group(group).join()
+            server.wipe()
+            assert member.group(group).lost.wait(15), "the member was not told"
+            assert watcher.group(group).lost.wait(15), "the watcher was not told"
+
+            def both_back() -> bool:
+                try:  # a read fails while conch opens the new session
+                    return watcher.group(group).members().get(member.member_id) == {"zone": "a"}
+                except conch.BackendUnavailable:
+                    return False
+            wait_until(both_back, 15, "the member back with its entry")
+            assert watcher.member_id in watcher.group(group).members()
+            drain(events)
+            # The watch was set again in the new session: changes are pushed again.
+            with conch.connect(url) as late:
+                late.group(group).join()
+                assert events.next(PUSHED_WITHIN).joined == {late.member_id}
+
+
 def test_a_connection_dropped_and_back_at_once_keeps_the_entry_and_the_watch(
     zookeeper_server: ZooKeeperServer, zookeeper_url: str
 ) -> None:

@@ -1,5 +1,5 @@
 """zookeeper:// with use_ssl=true on a real ZooKeeper 3.8 serving TLS (client certificate
-required), through kazoo's options.
+required, or wanted, or not asked for), through kazoo's options.
 
 The contract's core runs over TLS too (``zookeeper-tls`` in tests/contract, with an
 encrypted client key and digest credentials); these tests check that the key's password
@@ -18,6 +18,7 @@ import pytest
 
 import conch
 from tests.backends import tls_failures
+from tests.backends.group_faults import cleaned_up
 from tests.servers.zookeeper import ZooKeeperServer
 from tests.tls import KEY_PASSWORD, PKI
 
@@ -76,6 +77,23 @@ def test_each_tls_failure_is_one_clear_backend_unavailable(
     # A bad file is found before kazoo tries: at once.
     within = 1.0 if case.startswith(("missing", "wrong key")) else WITHIN
     tls_failures.one_clear_error(url, server.hosts, expected, [KEY_PASSWORD], within=within)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("client_auth", ["want", "none"])
+def test_a_server_that_does_not_require_client_certificates_serves_conch_without_one(
+    pki: PKI, client_auth: str, lock_name: str
+) -> None:
+    with cleaned_up(ZooKeeperServer(pki=pki, client_auth=client_auth).launch()) as server:
+        without = f"zookeeper://{server.hosts}/no-cert?use_ssl=true&ca={pki.ca}"
+        with conch.connect(without) as coordinator, coordinator.lock(lock_name) as lock:
+            assert lock.held and lock.token is not None
+        with conch.connect(server.url()) as coordinator, coordinator.lock(lock_name) as lock:
+            assert lock.held  # a client certificate, checked (want) or ignored (none)
+        wrong_ca = f"zookeeper://{server.hosts}?use_ssl=true&ca={pki.stranger_ca}" \
+                   "&connect_timeout=1"
+        tls_failures.one_clear_error(wrong_ca, server.hosts, tls_failures.WRONG_CA,
+                                     within=WITHIN)
 
 
 def test_tls_to_a_plain_port_says_the_server_does_not_speak_tls(

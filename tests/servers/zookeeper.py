@@ -4,7 +4,7 @@ Each server runs standalone on a free loopback port with its data in a temp
 directory. ``tickTime`` is 500 ms so tests may ask for session timeouts down to
 1 s (ZooKeeper bounds a session timeout to 2 to 20 ticks unless told otherwise).
 :func:`start_zookeeper` starts more of them for tests that break one (pause,
-restart): never break the shared server. ``zookeeper_tls_server`` serves TLS on its
+restart, wipe): never break the shared server. ``zookeeper_tls_server`` serves TLS on its
 client port and requires a client certificate (``ssl.clientAuth=need``); it keeps a
 plain port for the health check and the tests' own inspection.
 """
@@ -12,6 +12,7 @@ plain port for the health check and the tests' own inspection.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ ssl.keyStore.location={key_store}
 ssl.keyStore.type=PEM
 ssl.trustStore.location={ca}
 ssl.trustStore.type=PEM
-ssl.clientAuth=need
+ssl.clientAuth={client_auth}
 """
 
 
@@ -72,10 +73,14 @@ class ZooKeeperServer(ServerProcess):
     as in production.
     """
 
-    def __init__(self, durable: bool = False, pki: PKI | None = None) -> None:
+    def __init__(self, durable: bool = False, pki: PKI | None = None,
+                 client_auth: str = "need") -> None:
         self.durable = durable
         self.pki = pki
         """With TLS: the certificates of the server and of the clients it trusts."""
+        self.client_auth = client_auth
+        """With TLS: ``ssl.clientAuth``, whether a client certificate is required (``need``),
+        checked if given (``want``) or not asked for (``none``)."""
         super().__init__("zookeeper", self._serving, ports=1 if pki is None else 2)
 
     @property
@@ -133,7 +138,7 @@ class ZooKeeperServer(ServerProcess):
                                          force_sync="yes" if self.durable else "no"))
                 if self.pki is not None:
                     out.write(TLS_CFG.format(secure_port=self.port, key_store=key_store,
-                                             ca=self.pki.ca))
+                                             ca=self.pki.ca, client_auth=self.client_auth))
             return [
                 java, "-Xmx256m", "-XX:+UseSerialGC",
                 f"-Dzookeeper.log.dir={self.data_dir}",
@@ -144,6 +149,13 @@ class ZooKeeperServer(ServerProcess):
 
         self.start_on_free_ports(command)
         return self
+
+    def wipe(self) -> None:
+        """Stop the server, delete its data (snapshots and logs) and start it again on the
+        same ports: zxids start over, and every session is unknown."""
+        self.stop()
+        shutil.rmtree(os.path.join(self.data_dir, "version-2"), ignore_errors=True)
+        self.ensure_running()
 
     def _serving(self) -> bool:
         # ``ruok`` answers ``imok`` as soon as the port is open, before the server

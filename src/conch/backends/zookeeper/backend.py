@@ -1,7 +1,6 @@
-"""``zookeeper://[user:password@]host:port[,host:port...][/chroot][?options]``: locks as
-queues of ephemeral sequential znodes under ``<chroot>/locks/<readable_key(name)>``,
-semaphores under ``<chroot>/semaphores``, groups under ``<chroot>/groups``, one ZooKeeper
-session per coordinator. Options, TLS and the design: docs/zookeeper.md."""
+"""``zookeeper://[user:password@]host:port[,host:port...][/chroot][?options]``: locks,
+semaphores and groups under the chroot, one ZooKeeper session per coordinator
+(docs/zookeeper.md)."""
 
 from __future__ import annotations
 
@@ -49,20 +48,16 @@ class ZooKeeperBackend(Backend):
             raise InvalidURL(f"zookeeper:// URLs need at least one host[:port]: {url}")
         if url.username is not None and url.password is None:
             raise InvalidURL(f"zookeeper:// credentials need user:password@ (digest): {url}")
-        self.locks_path = f"{_chroot(url)}/locks"
-        self.semaphores_path = f"{_chroot(url)}/semaphores"
-        self.groups_path = f"{_chroot(url)}/groups"
+        chroot = _chroot(url)
+        self.locks_path, self.semaphores_path = f"{chroot}/locks", f"{chroot}/semaphores"
+        self.groups_path = f"{chroot}/groups"
         self.endpoints = [(host, port or DEFAULT_PORT) for host, port in url.hosts]
         hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                          for host, port in self.endpoints)
         credentials = None if url.password is None else (url.username or "", url.password)
-        self.session = ZooKeeperSession(
-            hosts,
-            session_timeout=url.float_option("timeout", 10.0),
-            connect_timeout=url.float_option("connect_timeout", 5.0),
-            credentials=credentials,
-            tls_files=self.tls_files,
-        )
+        self.session = ZooKeeperSession(hosts, url.float_option("timeout", 10.0),
+                                        url.float_option("connect_timeout", 5.0),
+                                        credentials, self.tls_files)
 
     def connect(self) -> None:
         session = self.session

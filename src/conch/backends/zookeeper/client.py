@@ -1,6 +1,5 @@
-"""The :class:`kazoo.client.KazooClient` of a coordinator, as conch configures it: reconnection
-at most a second apart, kazoo's eventlet handler under monkey-patching, digest auth with a
-matching ACL, TLS, and a logger that hides the secrets kazoo logs at DEBUG."""
+"""A coordinator's :class:`kazoo.client.KazooClient`: reconnection at most a second apart,
+kazoo's eventlet handler under eventlet, digest auth and ACL, TLS, a redacting logger."""
 
 from __future__ import annotations
 

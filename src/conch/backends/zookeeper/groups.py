@@ -1,11 +1,8 @@
-"""``zookeeper://`` groups: a group is a persistent znode ``<chroot>/groups/<readable_key>``
-whose data is its exact name, a member an ephemeral child of it (the member id, escaped)
-whose data is its entry, gone with the coordinator's session; a children watch, set again
-at each change, pushes joins and leaves (docs/zookeeper.md, *Groups*)."""
+"""``zookeeper://`` groups: a persistent znode per group, an ephemeral child per member, a
+children watch that pushes joins and leaves (docs/zookeeper.md, *Groups*)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
@@ -26,21 +23,13 @@ from conch.errors import GroupNotEmpty, GroupNotFound
 
 
 def member_node(member_id: str) -> str:
-    """``member_id`` as a znode name: its UTF-8 percent-encoded, dots included (ZooKeeper
-    refuses ``.`` and ``..`` as names)."""
+    """``member_id`` as a znode name: UTF-8, percent-encoded, dots too (not ``.`` or ``..``)."""
     return quote(member_id.encode("utf-8", "surrogateescape"), safe="").replace(".", "%2E")
 
 
 def member_id_of(node: str) -> str:
     """The member id behind a :func:`member_node` name."""
     return unquote_to_bytes(node).decode("utf-8", "surrogateescape")
-
-
-class _Entry:
-    """This member's znode in one group, while the session keeps it (one per join)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
 
 
 class ZooKeeperGroupStore(GroupStore):
@@ -53,8 +42,6 @@ class ZooKeeperGroupStore(GroupStore):
         self._client = session.client
         self._path = groups_path
         self._node = member_node(member_id)
-        self._mutex = threading.Lock()
-        self._joined: dict[str, _Entry] = {}  # by path
 
     def create(self, group: bytes) -> bool:
         try:
@@ -82,23 +69,16 @@ class ZooKeeperGroupStore(GroupStore):
         while True:
             generation = self._session.generation
             self._put(path, data, group)
-            entry = _Entry(path)
-            with self._mutex:
-                previous = self._joined.pop(path, None)
-                if previous is not None:
-                    self._session.entries.discard(previous)
-                if self._session.keep_entry(entry, on_lost, generation):
-                    self._joined[path] = entry
-                    break
+            if self._session.keep(self._session.entries, path, on_lost, generation):
+                break
             # The session expired meanwhile, with the znode: create it in the new one.
-        self._watch_entry(path)
+        # Our znode deleted by someone else is a loss (once left, not an entry any more).
+        self._session.on_deletion(path, lambda: self._session.entries.lose(
+            path, "its group member znode was deleted"))
 
     def leave(self, group: bytes) -> bool:
         path = f"{self._group_path(group)}/{self._node}"
-        with self._mutex:
-            entry = self._joined.pop(path, None)
-        if entry is not None:
-            self._session.entries.discard(entry)
+        self._session.entries.discard(path)  # before the deletion: not a loss
         try:
             self._session.answer(self._client.delete_async(path), "leave a group")
         except NoNodeError:
@@ -118,8 +98,8 @@ class ZooKeeperGroupStore(GroupStore):
         return f"{self._path}/{readable_key(group)}"
 
     def _put(self, path: str, data: bytes, group: bytes) -> None:
-        """Create our ephemeral znode at ``path``, or replace its data when it exists; one
-        another session left under our member id is replaced by ours."""
+        """Create our ephemeral znode at ``path`` or set its data; replace one another
+        session left under our member id."""
         session, client = self._session, self._client
         while True:
             try:
@@ -143,27 +123,8 @@ class ZooKeeperGroupStore(GroupStore):
             if own:
                 return
 
-    def _watch_entry(self, path: str) -> None:
-        """Hear of our znode's deletion by someone else as a loss (without awaiting)."""
-        self._client.exists_async(path, watch=self._entry_event).rawlink(
-            lambda result: self._entry_gone(path) if result.successful()
-            and result.value is None else None)
-
-    def _entry_event(self, event: Any) -> None:
-        if event.type == EventType.CHANGED:  # our own update: watch on
-            self._watch_entry(event.path)
-        elif event.type == EventType.DELETED:
-            self._entry_gone(event.path)
-
-    def _entry_gone(self, path: str) -> None:
-        with self._mutex:
-            entry = self._joined.get(path)
-        if entry is not None:  # not left by us: deleted by hand
-            self._session.entries.lose(entry, "its group member znode was deleted")
-
     def _read_children(self, parent: str) -> dict[str, bytes] | None:
-        """Each child of ``parent`` with its data (None: no ``parent``); the reads are sent
-        at once and answered in order."""
+        """Each child of ``parent`` with its data (None: no ``parent``), read at once."""
         try:
             children = self._session.answer(self._client.get_children_async(parent),
                                             "list " + parent)
@@ -180,9 +141,8 @@ class ZooKeeperGroupStore(GroupStore):
 
 
 class ChildrenWatcher:
-    """Calls ``changed`` each time the watch on ``path``'s children is set (again): after
-    each change of them or of ``path``'s existence, and after a reconnection, until
-    :meth:`stop`. Runs on kazoo's threads, never waiting."""
+    """Calls ``changed`` each time the watch on ``path``'s children (or its existence) is
+    set again: after each change and each reconnection. Runs on kazoo's threads."""
 
     def __init__(self, client: Any, path: str, changed: Callable[[], None]) -> None:
         self._client, self._path, self._changed = client, path, changed
@@ -209,8 +169,12 @@ class ChildrenWatcher:
         # Else the connection dropped: set again once it is back (_on_state).
 
     def _created(self, result: Any) -> None:
-        if not self._stopped and result.successful() and result.value is not None:
+        if self._stopped or not result.successful():
+            return
+        if result.value is not None:
             self._arm()  # created meanwhile
+        else:
+            self._changed()  # watched from now on: a member to re-join creates it
 
     def _fired(self, event: Any) -> None:
         if event.type != EventType.NONE:  # NONE: the session ended, _on_state sets it again

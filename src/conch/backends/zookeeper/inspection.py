@@ -1,10 +1,8 @@
-"""Who holds the ``zookeeper://`` locks (a lock's children: the first holds, the rest wait;
-the holder's data is its stamp, its stat the token and session), and breaking a hold by
-deleting the holder's child (docs/introspection.md)."""
+"""Who holds the ``zookeeper://`` locks (the first child of a lock's znode: its data the
+stamp, its stat the token), and breaking a hold by deleting that child."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
@@ -80,13 +78,10 @@ def break_hold(session: ZooKeeperSession, parent: str, key: bytes, token: int | 
 
 
 def _queue(children: list[str]) -> list[str]:
-    """The lock's children in queue order (the holder first)."""
+    """The lock's children in queue order (the holder first): as distances from any one of
+    them, since children alive at once are far fewer than half the counter apart."""
     ours = [child for child in children if CHILD.match(child)]
-
-    def before(a: str, b: str) -> int:
-        return sequence_distance(sequence(a), sequence(b))
-
-    return sorted(ours, key=functools.cmp_to_key(before))
+    return sorted(ours, key=lambda child: sequence_distance(sequence(child), sequence(ours[0])))
 
 
 def _holder(data: bytes, stat: Any) -> HolderInfo:

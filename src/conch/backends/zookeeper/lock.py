@@ -1,6 +1,5 @@
 """The ``zookeeper://`` lock handle: an ephemeral sequential child of the lock's znode per
-acquire, a watch on the child just before it until it is first, then the hold (a watch on
-its own child reports a deletion by someone else as a loss)."""
+acquire, a watch on the child just before it until it is first, then the hold."""
 
 from __future__ import annotations
 
@@ -23,19 +22,16 @@ from conch.backends.zookeeper.session import (
 from conch.errors import BackendUnavailable, LockLost
 from conch.introspection import HolderStamp
 
-CHILD = re.compile(r"^[0-9a-f]{32}_(-?[0-9]+)$")
-"""A queue place's name: a unique prefix (``_PREFIX`` characters), then ZooKeeper's sequence."""
+CHILD = re.compile(r"^[0-9a-f]{32}_(-?[0-9]+)$")  # a unique prefix, then the sequence
 _PREFIX = 33
-RESTAMP_AFTER = 0.5
-"""Seconds of waiting after which a new holder writes the time it got the lock in its stamp."""
+RESTAMP_AFTER = 0.5  # seconds of waiting after which a new holder stamps its grant time
 _GIVE_UP = object()  # what a wait's request got: no answer, and the deadline passed
 _LOOK_AGAIN = object()  # ... or the connection dropped first: list the queue again
 
 
 def sequence_distance(sequence: int, mine: int) -> int:
-    """How far ``sequence`` is from ``mine`` in creation order (negative: created before).
-    The counter is a signed 32-bit int that wraps (ZooKeeper Programmer's Guide, "Sequence
-    Nodes"): compare as serial numbers, children alive at once being far fewer than 2**31."""
+    """How far ``sequence`` is from ``mine`` in creation order (negative: created before),
+    as serial numbers: the counter is a signed 32-bit int that wraps."""
     distance = (sequence - mine) & 0xFFFFFFFF
     return distance - (1 << 32) if distance >= 1 << 31 else distance
 
@@ -53,7 +49,7 @@ class ZooKeeperLock(LockHandle):
         self._session = session
         self._client = session.client
         self._parent = parent
-        self._stamp = stamp  # the child's data: who holds it, for `conch show`
+        self._stamp = stamp  # the child's data, for `conch show`
         self._on_lost = on_lost
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
@@ -62,29 +58,36 @@ class ZooKeeperLock(LockHandle):
         self._blocker_event: Any = None  # the fired watch's event type, None: a state change
 
     def acquire(self, deadline: Deadline) -> int | None:
+        requeued = False
         while True:
             try:
-                return self._queue_and_wait(deadline)
+                return self._queue_and_wait(deadline, requeued)
             except SessionExpired:
                 if deadline.expired():
+                    if requeued:  # a waiter ends on time, queued again or not
+                        return None
                     raise
-                # Our child went with the old session; queue again in kazoo's new one.
+                # Our child went with the old session; queue again in the new one.
+                requeued = True
 
-    def _queue_and_wait(self, deadline: Deadline) -> int | None:
-        """Queue a child, wait to be first; its token, or None when the deadline passed."""
+    def _queue_and_wait(self, deadline: Deadline, requeued: bool) -> int | None:
+        """Queue a child, wait to be first; its token, or None when the deadline passed
+        (also while creating a child to queue again: ``requeued``)."""
         session, parent = self._session, self._parent
         prefix, generation, queued_at = self._new_prefix(), session.generation, time.monotonic()
-        # create2's answer carries the child's stat, whose czxid is the token. The session's
-        # requests are answered in order, so a listing sent right behind already holds our
-        # child: a free lock costs one round-trip.
+        # create2's stat carries the token (czxid); the listing, answered after the create,
+        # includes our child: a free lock costs one round-trip.
         created = self._client.create_async(f"{parent}/{prefix}", self._stamp.stamp(),
                                             ephemeral=True, sequence=True, makepath=True,
                                             include_data=True)
         listing: Any = self._client.get_children_async(parent)
         try:
-            path, stat = session.answer(created, "create a lock node")
-        except BaseException:
-            session.abandon_when_answered(created, parent, prefix)
+            path, stat = session.answer(created, "create a lock node",
+                                        deadline.remaining() if requeued else None)
+        except BaseException as exc:  # the server may have created it before the connection dropped
+            created.rawlink(lambda _: session.abandon(parent, prefix))
+            if requeued and isinstance(exc, NoAnswer) and deadline.expired():
+                return None
             raise
         name = path.rsplit("/", 1)[1]
         try:
@@ -97,9 +100,13 @@ class ZooKeeperLock(LockHandle):
                         lambda result: self._abandon_unless_deleted(result, prefix))
                     return None
                 with self._mutex:
-                    if session.hold(self, self._lost, generation):
+                    if session.keep(session.holds, self, self._lost, generation):
                         self._held = name
-                        self._watch_own_node(path, time.monotonic() - queued_at)
+                        if time.monotonic() - queued_at > RESTAMP_AFTER:  # not awaited
+                            self._client.set_async(path, self._stamp.stamp())
+                        # A deletion by someone else (conch break) is a loss.
+                        session.watch_soon(self, lambda: session.on_deletion(
+                            path, lambda: self._own_node_gone(path)))
                         return int(stat.czxid)
                 if session.generation != generation:
                     raise SessionExpired(f"the ZooKeeper session at {session.hosts} expired")
@@ -127,20 +134,17 @@ class ZooKeeperLock(LockHandle):
             raise
 
     def _new_prefix(self) -> str:
-        """The unique start of a new child's name (``_PREFIX`` characters, then ZooKeeper
-        appends the sequence); another kind of hold marks its kind in it."""
+        """The unique start of a new child's name (``_PREFIX`` characters)."""
         return f"{uuid.uuid4().hex}_"
 
     def _blockers(self, before: list[str]) -> list[str]:
-        """The children whose deletion we wait for (none: the hold is ours), given
-        ``before``, the queue's children older than ours, oldest first. An exclusive hold
-        waits for its predecessor."""
+        """The children whose deletion we wait for (none: the hold is ours), of ``before``,
+        the older children, oldest first: an exclusive hold waits for its predecessor."""
         return before[-1:]
 
     def _wait_until_first(self, name: str, deadline: Deadline, listing: Any) -> bool:
-        """Wait until child ``name`` may hold; False once the deadline passed.
-        ``listing``: a ``get_children`` already sent, whose answer is always awaited (every
-        acquire tries once); later requests get the time left."""
+        """Wait until child ``name`` may hold; False once the deadline passed. ``listing``
+        (a ``get_children`` already sent) is always awaited: every acquire tries once."""
         mine = sequence(name)
         within = None if listing is not None else deadline.remaining()
         while True:
@@ -158,7 +162,9 @@ class ZooKeeperLock(LockHandle):
             if name not in children:
                 if pipelined is not None:  # as above, with the znode made by someone else
                     continue
-                raise self._expired()  # the znode is never deleted while it has children
+                # The znode is never deleted while it has children.
+                raise SessionExpired(f"the ZooKeeper session at {self._session.hosts} "
+                                     "expired while waiting")
             older = sorted((distance, child) for child in children if CHILD.match(child)
                            if (distance := sequence_distance(sequence(child), mine)) < 0)
             before = [child for _, child in older]
@@ -167,14 +173,12 @@ class ZooKeeperLock(LockHandle):
                 return True
             if deadline.expired():
                 return False
-            # A timed wait gives each request the time it has left, so that it ends on time
-            # through an outage; a wait forever gives each the session timeout.
+            # Each request gets the time left, so a timed wait ends on time through an outage.
             outcome = self._watch_until_deleted(
                 [f"{self._parent}/{child}" for child in blockers], deadline)
             if outcome is _GIVE_UP:
                 return False
-            # Sequence numbers only grow: once the only child before ours is gone, we are
-            # first, with no need to list the queue again.
+            # Sequences only grow: with the only older child gone, we are first.
             if outcome is True and len(before) == 1:
                 return True
             within = deadline.remaining()
@@ -219,28 +223,6 @@ class ZooKeeperLock(LockHandle):
         if event.path in self._blockers_watched:  # not a watch left by an earlier wait
             self._blocker_event = event.type
             self._woken.set()
-
-    def _expired(self) -> SessionExpired:
-        return SessionExpired(f"the ZooKeeper session at {self._session.hosts} expired "
-                              "while waiting")
-
-    def _watch_own_node(self, path: str, waited: float) -> None:
-        """Hear of our child's deletion by someone else (``conch break``) as a loss.
-
-        Sent without awaiting answers: taking the lock costs no extra round-trip. After a
-        long wait the child is first restamped with the time of the grant (answered in
-        order, that write cannot trigger the watch); after a short one the stamp's time
-        (the queueing) stays, as a write per hand-off would cost throughput.
-        """
-        if waited > RESTAMP_AFTER:
-            self._client.set_async(path, self._stamp.stamp())
-        self._client.exists_async(path, watch=self._own_node_event).rawlink(
-            lambda result: self._own_node_gone(path) if result.successful()
-            and result.value is None else None)
-
-    def _own_node_event(self, event: Any) -> None:
-        if event.type == EventType.DELETED:
-            self._own_node_gone(event.path)
 
     def _own_node_gone(self, path: str) -> None:
         with self._mutex:

@@ -1,6 +1,5 @@
-"""``zookeeper://`` semaphores: a queue of children under ``<chroot>/semaphores``, each
-naming its limit; the first ``limit`` children hold (docs/zookeeper.md, *Shared locks and
-semaphores*)."""
+"""``zookeeper://`` semaphores: a queue of children, each naming its limit; the first
+``limit`` children hold (docs/zookeeper.md, *Shared locks and semaphores*)."""
 
 from __future__ import annotations
 
@@ -12,8 +11,7 @@ from conch.backends.zookeeper.session import ZooKeeperSession
 from conch.errors import LimitMismatch
 from conch.introspection import HolderStamp
 
-_LIMIT_DIGITS = 12
-"""A child's name starts with its limit in as many hex digits, then random ones."""
+_LIMIT_DIGITS = 12  # a child's name starts with its limit in as many hex digits
 MAX_LIMIT = 16 ** _LIMIT_DIGITS - 1
 
 

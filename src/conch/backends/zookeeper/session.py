@@ -1,13 +1,12 @@
-"""A coordinator's ZooKeeper session: its kazoo client, connection states reported to the
-holds (and group entries) as losses, requests bounded in time, and the clean-up of znodes we
-could not delete. Lock handles and groups borrow it; docs/zookeeper.md maps the contract."""
+"""A coordinator's ZooKeeper session: its kazoo client, losses, requests bounded in time,
+the clean-up of znodes we could not delete. Lock handles and groups borrow it."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kazoo.client import KazooState  # type: ignore[import-untyped]
@@ -19,14 +18,17 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     NoNodeError,
     SessionExpiredError,
 )
+from kazoo.protocol.states import EventType  # type: ignore[import-untyped]
 
 from conch.backends.base import LossCallback
-from conch.backends.kit.session import Holds
+from conch.backends.kit.session import Heartbeat, Holds
 from conch.backends.kit.tls import TLSFiles
 from conch.backends.zookeeper.client import new_client
 from conch.errors import BackendUnavailable
 
 log = logging.getLogger("conch")
+WATCH_AFTER = 1.0
+"""Seconds after which a hold watches its own znode: a deletion by someone else is a loss."""
 
 
 class NoAnswer(BackendUnavailable):
@@ -47,7 +49,6 @@ class NoSession(BackendUnavailable):
 
 # kazoo's failures (most have no message): what they mean for a waiter, and for a user.
 _FAILURES: tuple[tuple[type[BaseException], type[BackendUnavailable], str], ...] = (
-    (ConnectionClosedError, BackendUnavailable, "the client is closed (coordinator stopped)"),
     (SessionExpiredError, SessionExpired, "the session expired"),
     (ConnectionLoss, ConnectionDropped, "the connection was lost"),
     (NoAuthError, BackendUnavailable,
@@ -61,23 +62,23 @@ class ZooKeeperSession:
     def __init__(self, hosts: str, session_timeout: float, connect_timeout: float,
                  credentials: tuple[str, str] | None, tls_files: TLSFiles | None = None) -> None:
         self.hosts = hosts
-        # By then the server expired the session, unless it restarted (restoring sessions
-        # with a fresh timeout) and one reconnection attempt hung on it.
-        self.request_timeout = 2 * session_timeout
+        self.request_timeout = 2 * session_timeout  # by then the session expired, or will
         self.session_timeout = session_timeout
         self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
-        self.entries: Holds[object] = Holds()
-        """The group entries: they outlive a short disconnection, not the session."""
+        self.entries: Holds[object] = Holds()  # group entries: they outlive a disconnection
         self.client = new_client(hosts, session_timeout, credentials, tls_files)
-        self.generation = 0
-        """+1 each time the session expires: znodes of an older generation are gone."""
+        self.generation = 0  # +1 each time the session ends, its znodes with it
         self._mutex = threading.Lock()  # orders state changes against new holds
         self._connected = False
         self._connections = 0  # counts reconnections, so a failed clean-up knows to retry
         self._abandoned: dict[str, set[str]] = {}  # parent path → our children's name prefixes
         self._cleaning = False
         self._waiters: set[threading.Event] = set()
+        self._unwatched: dict[object, Callable[[], None]] = {}  # by hold
+        self._watcher = Heartbeat("conch-zookeeper-watches", WATCH_AFTER, self._watch_holds)
+        self._renewing = threading.Lock()  # a new session is never opened as we close
+        self._closed = False
 
     def open(self, root: str) -> None:
         """Start the session (at most ``connect_timeout`` seconds) and create ``root``."""
@@ -88,10 +89,10 @@ class ZooKeeperSession:
             self.client.remove_listener(self._on_state)
             raise NoSession(f"cannot reach ZooKeeper at {self.hosts} within "
                             f"{self.connect_timeout:g} s") from None
+        self._watcher.start()
         try:
             self.answer(self.client.ensure_path_async(root), f"create {root}")
-            # ensure_path needs no permission on an existing root: read it, so that wrong
-            # credentials fail here, not at the first lock.
+            # ensure_path needs no right on an existing root: wrong credentials fail here.
             self.answer(self.client.get_async(root), f"read {root}")
         except BaseException:
             self.close()
@@ -99,6 +100,9 @@ class ZooKeeperSession:
 
     def close(self) -> None:
         """End the session: ZooKeeper deletes its znodes at once. Never raises."""
+        with self._renewing:
+            self._closed = True
+        self._watcher.stop()
         try:
             self.client.stop()
             self.client.close()
@@ -109,8 +113,7 @@ class ZooKeeperSession:
 
     @contextlib.contextmanager
     def waking(self, event: threading.Event) -> Iterator[None]:
-        """Set ``event`` on every change of connection state and on close, meanwhile: kazoo
-        drops pending watches unfired when stopped, and a waiter must not sleep through it."""
+        """Set ``event`` on each change of connection state and on close, meanwhile."""
         with self._mutex:
             self._waiters.add(event)
         try:
@@ -122,9 +125,7 @@ class ZooKeeperSession:
     def answer(self, result: Any, doing: str, within: float | None = None,
                passing: tuple[type[KazooException], ...] = ()) -> Any:
         """The outcome of kazoo request ``result``, awaited ``within`` seconds (default
-        ``request_timeout``). Raises :class:`NoAnswer`, :class:`ConnectionDropped`,
-        :class:`SessionExpired`, :class:`BackendUnavailable`, or kazoo's ``NoNodeError``
-        and the ``passing`` errors."""
+        ``request_timeout``); kazoo's errors but ``NoNodeError`` and ``passing`` as conch's."""
         wait = self.request_timeout if within is None else within
         try:
             return result.get(timeout=wait)
@@ -133,28 +134,26 @@ class ZooKeeperSession:
         except self.client.handler.timeout_exception:
             raise NoAnswer(f"ZooKeeper at {self.hosts} did not answer within {wait:g} s "
                            f"({doing})") from None
+        except ConnectionClosedError:
+            if self._closed:
+                raise BackendUnavailable(f"ZooKeeper at {self.hosts} failed to {doing}: the "
+                                         "client is closed (coordinator stopped)") from None
+            raise SessionExpired(f"ZooKeeper at {self.hosts} failed to {doing}: the session "
+                                 "was replaced by a new one") from None
         except KazooException as exc:
             kind, reason = next(((kind, reason) for error, kind, reason in _FAILURES
                                  if isinstance(exc, error)),
                                 (BackendUnavailable, f"{type(exc).__name__} {exc}".strip()))
             raise kind(f"ZooKeeper at {self.hosts} failed to {doing}: {reason}") from None
 
-    def hold(self, hold: object, on_lost: LossCallback, generation: int) -> bool:
-        """Start reporting loss of ``hold``; False when the session already broke: it
-        expired since ``generation``, or the connection is down right now."""
+    def keep(self, kept: Holds[object], item: object, on_lost: LossCallback,
+             generation: int) -> bool:
+        """Report the loss of ``item`` through ``kept``; False when the session ended since
+        ``generation`` or, for a hold, the connection is down now."""
         with self._mutex:
-            if not self._connected or self.generation != generation:
+            if self.generation != generation or (kept is self.holds and not self._connected):
                 return False
-            self.holds.add(hold, on_lost)
-            return True
-
-    def keep_entry(self, entry: object, on_lost: LossCallback, generation: int) -> bool:
-        """Start reporting the loss of group ``entry`` with the session; False when the
-        session expired since ``generation``."""
-        with self._mutex:
-            if self.generation != generation:
-                return False
-            self.entries.add(entry, on_lost)
+            kept.add(item, on_lost)
             return True
 
     def abandon(self, parent: str, prefix: str) -> None:
@@ -163,13 +162,28 @@ class ZooKeeperSession:
             self._abandoned.setdefault(parent, set()).add(prefix)
         self._start_cleaning()
 
-    def abandon_when_answered(self, result: Any, parent: str, prefix: str) -> None:
-        """Abandon the znode of ``create`` request ``result`` once answered or failed (the
-        server may have created it before the connection dropped)."""
-        result.rawlink(lambda _: self.abandon(parent, prefix))
+    def on_deletion(self, path: str, gone: Callable[[], None]) -> None:
+        """Call ``gone()`` if znode ``path`` is missing, or deleted before its data changes
+        (a write of ours sets this watch again); not awaited."""
+        self.client.exists_async(path, watch=lambda event: gone() if event.type ==
+                                 EventType.DELETED else None).rawlink(
+            lambda result: gone() if result.successful() and result.value is None else None)
+
+    def watch_soon(self, hold: object, watch: Callable[[], None]) -> None:
+        """Call ``watch`` in ``WATCH_AFTER`` s if ``hold`` is held then (a short hold: never)."""
+        with self._mutex:
+            self._unwatched[hold] = watch
+
+    def _watch_holds(self) -> None:
+        with self._mutex:
+            pending, self._unwatched = self._unwatched, {}
+        held = set(self.holds.snapshot())
+        for hold, watch in pending.items():
+            if hold in held:
+                watch()
 
     def _on_state(self, state: str) -> None:
-        # Runs in kazoo's connection thread: it must never block (kazoo's docs).
+        # In kazoo's connection thread: never blocks.
         with self._mutex:
             self._connected = state == KazooState.CONNECTED
             self._connections += self._connected
@@ -177,29 +191,53 @@ class ZooKeeperSession:
         if state == KazooState.SUSPENDED:
             self.holds.lose_all("lost the connection to ZooKeeper: the session may expire "
                                 "and another client take the lock")
-            self._lose_entries_unless_reconnected()
+            # kazoo suspends the connection 2/3 of the timeout after the last answer, and
+            # hears of an expiry only once reconnected: by the timeout, the entries are gone.
+            self._unless_reconnected(self.session_timeout / 3, lambda: self.entries.lose_all(
+                "cut off from ZooKeeper past the session timeout: the session has expired"))
+            self._unless_reconnected(self.session_timeout, self._renew)
         elif state == KazooState.LOST:
             self.holds.lose_all("the ZooKeeper session expired or was closed")
             self.entries.lose_all("the ZooKeeper session expired or was closed")
         self._start_cleaning()
         self._wake_waiters()
 
-    def _lose_entries_unless_reconnected(self) -> None:
-        """Report the group entries lost if the connection is not back when the server
-        expires the session: kazoo suspends it 2/3 of the timeout after the last answer,
-        and hears of the expiry only once reconnected."""
+    def _unless_reconnected(self, delay: float, action: Callable[[], None]) -> None:
+        """Call ``action`` if the connection is still down ``delay`` seconds from now."""
         with self._mutex:
             connections = self._connections
 
-        def expired() -> None:
+        def check() -> None:
             with self._mutex:
-                cut_off = not self._connected and self._connections == connections
+                cut_off = not (self._connected or self._closed) and \
+                    self._connections == connections
             if cut_off:
-                self.entries.lose_all("cut off from ZooKeeper past the session timeout: "
-                                      "the session has expired")
-        timer = threading.Timer(self.session_timeout / 3, expired)
+                action()
+        timer = threading.Timer(delay, check)
         timer.daemon = True
         timer.start()
+
+    def _renew(self) -> None:
+        """Open a new session for one the servers expired, or lost with their data (kazoo
+        would retry for ever: a wiped server refuses a client that saw newer zxids)."""
+        seen = self.client.last_zxid
+        log.warning("ZooKeeper at %s: no server took the session back within %g s; opening "
+                    "a new session", self.hosts, self.session_timeout)
+        try:
+            self.client.stop()  # LOST: every hold and group entry is reported lost
+        except Exception:  # its connection would not stop in time: start it again anyway
+            log.debug("stopping the ZooKeeper client failed", exc_info=True)
+        with self._renewing:  # close() may have stopped it meanwhile: leave it stopped
+            if self._closed:
+                return
+            connected = self.client.start_async()
+        if connected.wait(self.request_timeout):
+            with contextlib.suppress(BackendUnavailable, KazooException):
+                self.answer(self.client.exists_async("/"), "read /")
+                if self.client.last_zxid < seen:
+                    log.warning("ZooKeeper at %s lost its data (its last transaction 0x%x is "
+                                "older than 0x%x seen before): fencing tokens start over",
+                                self.hosts, self.client.last_zxid, seen)
 
     def _wake_waiters(self) -> None:
         with self._mutex:

@@ -1,6 +1,5 @@
 """``zookeeper://`` shared holds: a child in the lock's own queue, marked shared in its name,
-that waits only for the exclusive children older than it (docs/zookeeper.md, *Shared locks
-and semaphores*). Exclusive holds keep the lock handle's names and wait for every child."""
+that waits only for the older exclusive children (docs/zookeeper.md, *Shared locks*)."""
 
 from __future__ import annotations
 
@@ -8,15 +7,8 @@ import uuid
 
 from conch.backends.zookeeper.lock import ZooKeeperLock
 
-_KIND = 12
-"""Where a child's name tells its kind: a uuid4's version digit, ``4`` in an exclusive
-child's (every conch release names them so), :data:`_SHARED` in a shared one's."""
+_KIND = 12  # where a child's name tells its kind: a uuid4's version digit, 4 if exclusive
 _SHARED = "0"
-
-
-def is_shared(child: str) -> bool:
-    """Whether ``child`` of a lock's queue is a shared hold's."""
-    return child[_KIND] == _SHARED
 
 
 class ZooKeeperSharedLock(ZooKeeperLock):
@@ -28,5 +20,5 @@ class ZooKeeperSharedLock(ZooKeeperLock):
         return f"{unique[:_KIND]}{_SHARED}{unique[_KIND + 1:]}_"
 
     def _blockers(self, before: list[str]) -> list[str]:
-        exclusive = [child for child in before if not is_shared(child)]
+        exclusive = [child for child in before if child[_KIND] != _SHARED]
         return exclusive[-1:]
