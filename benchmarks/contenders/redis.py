@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 import redis_lock
@@ -174,12 +175,15 @@ class _FencedScripts:
         self._value = uuid.uuid4().hex.encode()
 
     def acquire(self) -> bool:
-        return bool(self._client.evalsha(self._acquire, steps.KEY_COUNT, *steps.acquire_args(
+        return bool(self._evalsha(self._acquire, steps.acquire_call(
             self._keys, self._value, 10_000, False))[0])
 
     def release(self) -> None:
-        self._client.evalsha(self._release, steps.KEY_COUNT,
-                             *steps.release_args(self._keys, self._value))
+        self._evalsha(self._release, steps.release_call(self._keys, self._value))
+
+    def _evalsha(self, sha: str, call: steps.ScriptCall) -> Any:
+        _, keys, args = call
+        return self._client.evalsha(sha, len(keys), *keys, *args)
 
 
 class FencedScripts(_Client):

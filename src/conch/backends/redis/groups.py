@@ -118,10 +118,8 @@ class RedisGroupStore(GroupStore):
         self._channel = b"conch:group-changes:%d" % options.master["db"]
         self._members, self._delete, self._join, self._leave = (
             session.commands.register_script(source) for source in (MEMBERS, DELETE, JOIN, LEAVE))
-        # Member keys are renewed as lock holds are (steps.RENEW), on connections of their
-        # own, by a TTL session of the groups' own: the locks' is not touched.
-        self._renewals = options.client(min(options.socket_timeout, options.ttl / 3))
-        self._renew_script = self._renewals.register_script(steps.RENEW)
+        # Member keys are renewed as lock holds are (steps.RENEW), by a TTL session of the
+        # groups' own: the locks' is not touched.
         self._ttl = TtlSession("redis", options.ttl, self._renew, session.describe, (RedisError,))
         self._ttl.start()
         self._entries: dict[bytes, TtlHold[bytes]] = {}
@@ -187,13 +185,10 @@ class RedisGroupStore(GroupStore):
         """The coordinator stops (after its groups left): stop listening and renewing."""
         self._changes.stop()
         self._ttl.stop()
-        self._renewals.close()
 
     def _read_args(self, group: bytes, keys: GroupKeys) -> list[bytes | int]:
         return [group, keys.member_prefix, self._channel, keys.digest]
 
     def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
-        keys = [hold.keys for hold in holds]
-        args: list[bytes | int] = [self._session.options.ttl_ms, *(hold.value for hold in holds)]
-        return [bool(renewed) for renewed in self._renew_script(keys, args,
-                                                                client=self._renewals)]
+        return self._session.renew(steps.RENEW, [hold.keys for hold in holds],
+                                   [self._session.options.ttl_ms, *(hold.value for hold in holds)])
