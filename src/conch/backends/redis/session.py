@@ -174,10 +174,14 @@ class RedisSession:
         1 if it did, else 0."""
         return self._run(steps.release_call(keys, value))
 
-    def run(self, call: ScriptCall) -> Any:
-        """Run an idempotent script (again after a connection failure)."""
+    def register(self, *sources: str) -> None:
+        """Register more scripts for :meth:`run` (the groups')."""
+        self.scripts.update((source, self.commands.register_script(source)) for source in sources)
+
+    def run(self, call: ScriptCall, idempotent: bool = True) -> Any:
+        """Run a script (again after a connection failure, if ``idempotent``)."""
         with self.calls():
-            return retry_once(lambda _: self._run(call))
+            return retry_once(lambda _: self._run(call)) if idempotent else self._run(call)
 
     def wait_and_run(self, wake_list: bytes, seconds: float, call: ScriptCall) -> Any:
         """``BLPOP`` on ``wake_list`` for at most ``seconds``, then the script in the same
