@@ -97,4 +97,4 @@ class RedisBackend(Backend):
         session = self.session
         with session.calls():
             return inspection.break_hold(session.commands, lock_keys(key), key, token,
-                                         session.free)
+                                         session.run)

@@ -169,11 +169,6 @@ class RedisSession:
             raise unavailable(self.url, self.describe(exc)) from None
         steps.check_released(hold.keys, released)
 
-    def free(self, keys: LockKeys, value: bytes) -> Any:
-        """RELEASE: free the lock of ``keys`` if ``value`` holds it and wake one waiter;
-        1 if it did, else 0."""
-        return self._run(steps.release_call(keys, value))
-
     def register(self, *sources: str) -> None:
         """Register more scripts for :meth:`run` (the groups')."""
         self.scripts.update((source, self.commands.register_script(source)) for source in sources)

@@ -175,17 +175,9 @@ well inside the signal's life, so a signal nobody took is still there to end the
 
 
 class Turns:
-    """When a lock object's acquire waits for a release before its first attempt.
-
-    Right after a release hands the lock to a blocked waiter, an attempt is bound to find
-    it taken: the waiter's ACQUIRE runs as soon as the release ends. So an object whose
-    last acquire met contention and that acquires again shortly after its release sends
-    ``BLPOP`` and ACQUIRE at once (one round-trip, as a wait), which saves the doomed
-    attempt (a round-trip and three server commands) and queues it behind the waiters
-    already blocked (Redis serves ``BLPOP`` first come, first served). If nobody took its
-    own release's signal, the wait ends at once on that signal; taking it back shows the
-    contention is over.
-    """
+    """When a lock object's acquire waits for a release before its first attempt: shortly
+    after its own release, if its last acquire met contention (the woken waiter has the
+    lock by then). Why and what it saves: docs/redis.md, "Taking turns"."""
 
     __slots__ = ("_contended", "_released", "_released_at")
 
