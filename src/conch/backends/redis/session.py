@@ -118,9 +118,8 @@ class RedisSession:
         # The uncontended path: flat, no context manager, EVALSHA without redis-py's
         # Script wrapper (which adds two imports and two isinstance checks per call).
         try:
-            first, again = (steps.acquire_call(keys, value, options.ttl_ms, retry)
-                            for retry in (retrying, True))
-            reply = retry_once(lambda retry: self._run(again if retry else first))
+            reply = retry_once(lambda retry: self._run(
+                steps.acquire_call(keys, value, options.ttl_ms, retrying or retry)))
             outcome = steps.acquire_outcome(reply, options.ttl)
             if outcome[0] is not None and options.wait_replicas:
                 steps.check_replicas(self._waits.wait(options.wait_replicas,
