@@ -13,8 +13,9 @@
 * **PING floor**: one ``PING`` per cycle, measured uncontended only: the round-trip
   that the hand-off goal of issue 13 is a multiple of.
 * **fenced scripts floor**: conch's own ACQUIRE and RELEASE scripts called through bare
-  redis-py (no renewal, no conch object), measured uncontended only: what a fenced,
-  owner-checked, waking lock costs on the wire and in the server.
+  redis-py, waiting as conch does (``BLPOP`` + ACQUIRE in one pipeline) but with no
+  renewal, no conch object and no turns: what a fenced, owner-checked, waking lock
+  costs on the wire and in the server.
 
 ``python -m benchmarks.contenders.redis`` also counts, per acquisition, the
 requests each library sends (writes to the socket, a pipeline counting once)
@@ -30,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 import redis_lock
@@ -164,7 +166,8 @@ def _uncontended_only(name: str, what: str) -> None:
 class _FencedScripts:
     """conch's ACQUIRE and RELEASE scripts with a fixed value: a fenced hold and its
     owner-checked, waking release, two ``EVALSHA`` round-trips (``Redis.evalsha``, as
-    conch sends them) and nothing else."""
+    conch sends them); a busy acquire waits as conch's does (``BLPOP``, then ACQUIRE in
+    the same pipeline). No renewal, no conch object, no turns."""
 
     def __init__(self, client: redis.Redis, name: str) -> None:
         self._client = client
@@ -174,24 +177,31 @@ class _FencedScripts:
         self._value = uuid.uuid4().hex.encode()
 
     def acquire(self) -> bool:
-        return bool(self._client.evalsha(self._acquire, steps.KEY_COUNT, *steps.acquire_args(
-            self._keys, self._value, 10_000, False))[0])
+        call = steps.acquire_call(self._keys, self._value, 10_000, False)
+        token, busy_for = steps.acquire_outcome(self._evalsha(self._acquire, call), 10.0)
+        while token is None:
+            pipeline = self._client.pipeline(transaction=False)
+            pipeline.blpop([self._keys.wake], min(busy_for, 10.0))
+            pipeline.evalsha(self._acquire, len(call[1]), *call[1], *call[2])
+            token, busy_for = steps.acquire_outcome(pipeline.execute()[1], 10.0)
+        return True
 
     def release(self) -> None:
-        self._client.evalsha(self._release, steps.KEY_COUNT,
-                             *steps.release_args(self._keys, self._value))
+        self._evalsha(self._release, steps.release_call(self._keys, self._value))
+
+    def _evalsha(self, sha: str, call: steps.ScriptCall) -> Any:
+        _, keys, args = call
+        return self._client.evalsha(sha, len(keys), *keys, *args)
 
 
 class FencedScripts(_Client):
-    """The floor of a fenced lock with server wake-ups, measured uncontended only (it
-    has no wait)."""
+    """The floor of a fenced lock with server wake-ups: conch's protocol without conch."""
 
     name = SCRIPTS
     distribution = "redis"
     floor = True
 
     def lock(self, name: str) -> LockLike:
-        _uncontended_only(name, "the bare scripts have no wait")
         return _FencedScripts(self._client, name)
 
 
@@ -257,8 +267,7 @@ def requests_per_acquisition(contender_class: type[Contender], target: str,
 
 def main() -> None:
     """Print the requests-per-acquisition table (markdown): client requests / server
-    commands, alone and with 2, 4 and 8 processes contending (the fenced scripts floor
-    alone only: it has no wait)."""
+    commands, alone and with 2, 4 and 8 processes contending."""
     counts = (1, 2, 4, 8)
     print("| contender | " + " | ".join(f"{'alone' if n == 1 else f'{n} procs'}: requests"
                                        f" / server cmds" for n in counts) + " |")
@@ -266,11 +275,9 @@ def main() -> None:
     with target() as url:
         measured: tuple[type[Contender], ...] = (*CONTENDERS[:-2], FencedScripts)
         for contender_class in measured:
-            figures = [requests_per_acquisition(contender_class, url, n)
-                       for n in (counts[:1] if contender_class is FencedScripts else counts)]
+            figures = [requests_per_acquisition(contender_class, url, n) for n in counts]
             print(f"| {contender_class.name} | " + " | ".join(
-                f"{sent:.2f} / {run:.2f}" for sent, run in figures)
-                + " | -" * (len(counts) - len(figures)) + " |", flush=True)
+                f"{sent:.2f} / {run:.2f}" for sent, run in figures) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -427,6 +427,20 @@ def test_each_tls_failure_is_one_clear_backend_unavailable(
                                  [password])
 
 
+def test_a_certificate_for_another_host_is_one_clear_error(
+    redis_tls_server: RedisProcess, pki: PKI
+) -> None:
+    # 127.1 is 127.0.0.1 to the resolver, but a name the server's certificate does not
+    # hold (it names IP 127.0.0.1 and localhost): everything else about the URL is right.
+    url = (f"rediss://:{redis_tls_server.password}@127.1:{redis_tls_server.port}"
+           f"?ssl_ca_certs={pki.ca}&ssl_certfile={pki.client_cert}&ssl_keyfile={pki.client_key}")
+    message = tls_failures.one_clear_error(
+        url, f"redis at 127.1:{redis_tls_server.port}", re.escape(
+            "TLS handshake failed: certificate verify failed: Hostname mismatch, certificate "
+            "is not valid for '127.1'."), [redis_tls_server.password or ""])
+    assert message.count("Hostname mismatch") == 1, message
+
+
 def test_an_encrypted_client_key_is_read_with_ssl_password(
     redis_tls_server: RedisProcess, pki: PKI, lock_name: str
 ) -> None:

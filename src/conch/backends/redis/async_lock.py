@@ -1,4 +1,4 @@
-"""The ``redis://`` asyncio lock handle: the blocking handle's steps on the running loop's
+"""The ``redis://`` asyncio lock handles: the blocking ones' steps on the running loop's
 client. A cancelled acquire whose ACQUIRE may have reached the server frees it before
 ``CancelledError`` propagates, and a cancelled ``BLPOP`` hands on the signal it may have
 taken; both in a task a second cancellation does not stop."""
@@ -8,19 +8,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable
 
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis.async_session import LoopClient, LoopClients
-from conch.backends.redis.session import RedisHold
+from conch.backends.redis.session import EntryHold, RedisHold
+from conch.backends.redis.share_scripts import SharedKeys
+from conch.backends.redis.shared import (
+    FIRST_TURN,
+    keep_waiting,
+    turn_of,
+    writer_done,
+    writer_waits,
+)
 from conch.backends.redis.steps import (
     WAKE_SIGNAL_MS,
     LockKeys,
     Outcome,
     Turns,
     check_released,
+    release_call,
     wait_seconds,
 )
 from conch.errors import NotStarted
@@ -74,7 +84,7 @@ class RedisAsyncLock(AsyncLockHandle):
         hold, self._hold = self._hold, None
         if hold is not None:
             self._session.ttl.discard(hold)
-            self._session.abandon(hold.keys, hold.value)
+            self._session.abandon(release_call(hold.keys, hold.value))
 
     async def _attempt(self, client: LoopClient, value: bytes,
                        wait: float | None) -> tuple[Outcome, bytes | None]:
@@ -86,7 +96,7 @@ class RedisAsyncLock(AsyncLockHandle):
                 return await client.acquire(self._keys, value), None
             return await client.wait_and_try(self._keys, wait, value)
         except NotStarted:  # the coordinator stopped, this loop's client with it
-            self._session.abandon(self._keys, value)
+            self._session.abandon(release_call(self._keys, value))
             raise
         except BaseException:  # failed or cancelled after the script may have run
             await _finish(self._undo(client, value, wait is not None), self._keys)
@@ -100,6 +110,47 @@ class RedisAsyncLock(AsyncLockHandle):
                 pipeline.lpush(self._keys.wake, "1")
                 pipeline.pexpire(self._keys.wake, WAKE_SIGNAL_MS)
                 await pipeline.execute()
+
+
+class AsyncWriterFirstLock(AsyncLockHandle):
+    """The exclusive asyncio handle of a lock, waiting as a writer while it is shared
+    (as the blocking ``shared.WriterFirstLock``)."""
+
+    def __init__(self, exclusive: AsyncLockHandle, clients: LoopClients,
+                 keys: SharedKeys) -> None:
+        self._exclusive, self._clients, self._keys = exclusive, clients, keys
+        self._session = clients.session
+
+    async def acquire(self, deadline: Deadline) -> int | None:
+        token = await self._exclusive.acquire(turn_of(deadline, FIRST_TURN))
+        waiting: EntryHold | None = None
+        try:
+            while token is None and not deadline.expired():
+                waiting = waiting or await self._wait_as_writer(self._clients.running())
+                token = await self._exclusive.acquire(
+                    turn_of(deadline, self._session.options.ttl))
+        finally:
+            if waiting is not None:
+                self._session.entries.discard(waiting)
+                if not self._session.closed:  # else the entry expires within the TTL
+                    await _finish(self._clients.running().run(
+                        writer_done(self._keys, waiting.value)), self._keys.lock)
+        return token
+
+    async def release(self) -> None:
+        await self._exclusive.release()
+
+    def abandon(self) -> None:
+        self._exclusive.abandon()
+
+    async def _wait_as_writer(self, client: LoopClient) -> EntryHold | None:
+        """Enter the waiting writers if the lock has shared holders."""
+        member, sent = secrets.token_hex(16).encode(), time.monotonic()
+        with client.calls():
+            if not await client.run(writer_waits(self._keys, member,
+                                                 self._session.options.ttl_ms)):
+                return None
+        return keep_waiting(self._session, self._keys, member, sent)
 
 
 async def _finish(cleanup: Awaitable[object], keys: LockKeys) -> None:

@@ -11,7 +11,6 @@ import threading
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -19,21 +18,20 @@ from conch.backends.kit.errors import translated
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.redis import steps
 from conch.backends.redis.session import TRANSIENT, RedisSession
-from conch.backends.redis.steps import LockKeys, Outcome
+from conch.backends.redis.steps import LockKeys, Outcome, ScriptCall
 from conch.errors import NotStarted
 
 T = TypeVar("T")
 
 
 class LoopClient:
-    """The ``redis.asyncio`` client of one event loop, with the scripts registered on it.
+    """The ``redis.asyncio`` client of one event loop, sending the session's scripts.
     Its steps are :class:`RedisSession`'s; the caller frees what a failed acquire took."""
 
     def __init__(self, session: RedisSession) -> None:
         self.session = session
         self.redis, self._sentinels = session.options.async_client()
-        self._acquire, self._release = (self.redis.register_script(source)
-                                        for source in (steps.ACQUIRE, steps.RELEASE))
+        self._scripts = session.scripts  # registered on the blocking client: their SHAs
         self.closing: asyncio.Future[Any] | None = None
 
     def check_open(self) -> None:
@@ -49,9 +47,9 @@ class LoopClient:
     async def acquire(self, keys: LockKeys, value: bytes, retrying: bool = False) -> Outcome:
         self.check_open()
         options = self.session.options
-        outcome = steps.acquire_outcome(await self._idempotent(
-            self._acquire, steps.acquire_args(keys, value, options.ttl_ms, retrying),
-            steps.acquire_args(keys, value, options.ttl_ms, True)), options.ttl)
+        outcome = steps.acquire_outcome(await self.run(
+            steps.acquire_call(keys, value, options.ttl_ms, retrying),
+            steps.acquire_call(keys, value, options.ttl_ms, True)), options.ttl)
         if outcome[0] is not None and options.wait_replicas:
             steps.check_replicas(await within(options.socket_timeout + options.ttl / 3,
                                               self.redis.wait(options.wait_replicas,
@@ -61,42 +59,42 @@ class LoopClient:
     async def wait_and_try(self, keys: LockKeys, seconds: float,
                            value: bytes) -> tuple[Outcome, bytes | None]:
         options = self.session.options
-        args = steps.acquire_args(keys, value, options.ttl_ms, False)
+        source, script_keys, args = steps.acquire_call(keys, value, options.ttl_ms, False)
         try:
             async with self.redis.pipeline(transaction=False) as pipeline:
                 pipeline.blpop([keys.wake], seconds)
-                pipeline.evalsha(self._acquire.sha, steps.KEY_COUNT, *args)
-                answer = steps.outcome_after_wait(await within(
-                    seconds + options.socket_timeout, pipeline.execute(False)), options.ttl)
+                pipeline.evalsha(self._scripts[source].sha, len(script_keys), *script_keys, *args)
+                replies = steps.checked(await within(seconds + options.socket_timeout,
+                                                     pipeline.execute(False)))
         except TRANSIENT:
             return await self.acquire(keys, value, retrying=True), None
-        if answer is None:
+        if replies is None:
             await within(options.socket_timeout, self.redis.script_load(steps.ACQUIRE))
             return await self.acquire(keys, value), None
-        if answer[0][0] is not None and options.wait_replicas:
-            return await self.acquire(keys, value, retrying=True), answer[1]  # then WAIT
-        return answer
+        outcome, signal = steps.outcome_after_wait(replies, options.ttl)
+        if outcome[0] is not None and options.wait_replicas:
+            return await self.acquire(keys, value, retrying=True), signal  # then WAIT
+        return outcome, signal
 
     async def release(self, keys: LockKeys, value: bytes) -> Any:
-        args = steps.release_args(keys, value)
-        return await self._idempotent(self._release, args, args)
+        return await self.run(steps.release_call(keys, value))
 
-    async def _idempotent(self, script: AsyncScript, args: steps.ScriptArgs,
-                          again: steps.ScriptArgs) -> Any:
-        """``EVALSHA`` of ``script`` with ``args``, or with ``again`` on a fresh connection
-        after a failure; loaded again if the server lost it (a restart)."""
+    async def run(self, call: ScriptCall, again: ScriptCall | None = None) -> Any:
+        """``EVALSHA`` of ``call``, or of ``again`` (default: ``call``) on a fresh connection
+        after a failure; the script loaded again if the server lost it (a restart)."""
         seconds = self.session.options.socket_timeout
         try:
-            return await within(seconds, self._run(script, args))
+            return await within(seconds, self._evalsha(call))
         except TRANSIENT:
-            return await within(seconds, self._run(script, again))
+            return await within(seconds, self._evalsha(again or call))
 
-    async def _run(self, script: AsyncScript, args: steps.ScriptArgs) -> Any:
+    async def _evalsha(self, call: ScriptCall) -> Any:
+        source, keys, args = call
         try:
-            return await self.redis.evalsha(script.sha, steps.KEY_COUNT, *args)
+            return await self.redis.evalsha(self._scripts[source].sha, len(keys), *keys, *args)
         except NoScriptError:
-            await self.redis.script_load(script.script)
-            return await self.redis.evalsha(script.sha, steps.KEY_COUNT, *args)
+            await self.redis.script_load(source)
+            return await self.redis.evalsha(self._scripts[source].sha, len(keys), *keys, *args)
 
     def start_closing(self) -> asyncio.Future[Any]:
         """Begin closing every connection (on this client's loop); the closing, to await."""

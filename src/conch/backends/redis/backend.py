@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.redis import inspection
-from conch.backends.redis.async_lock import RedisAsyncLock
+from conch.backends.redis.async_lock import AsyncWriterFirstLock, RedisAsyncLock
 from conch.backends.redis.async_session import LoopClients
-from conch.backends.redis.async_shared import AsyncWriterFirstLock
 from conch.backends.redis.client import RedisOptions
 from conch.backends.redis.groups import RedisGroupStore
 from conch.backends.redis.lock import RedisLock
 from conch.backends.redis.session import RedisSession
 from conch.backends.redis.share_scripts import permit_keys, shared_keys
-from conch.backends.redis.share_session import ShareSession
 from conch.backends.redis.shared import EntryLock, Permit, Shared, WriterFirstLock
 from conch.backends.redis.steps import lock_keys
 from conch.capabilities import Capabilities
@@ -36,7 +34,6 @@ class RedisBackend(Backend):
         self._session: RedisSession | None = None
         self._loop_clients: LoopClients | None = None
         self._groups: RedisGroupStore | None = None
-        self._share: ShareSession | None = None
 
     @property
     def session(self) -> RedisSession:
@@ -49,7 +46,6 @@ class RedisBackend(Backend):
         session = RedisSession(self.url, self.options)
         session.start()
         self._session, self._loop_clients = session, LoopClients(session)
-        self._share = ShareSession(session)
 
     def close(self) -> None:
         if self._groups is not None:
@@ -57,36 +53,33 @@ class RedisBackend(Backend):
         if self._session is not None and self._loop_clients is not None:
             self._session.close()
             self._loop_clients.close()
-        if self._share is not None:
-            self._share.close()
 
     async def close_async(self) -> None:
         if self._loop_clients is not None:
             await self._loop_clients.close_running()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        assert self._session is not None and self._share is not None, "connect() first"
+        assert self._session is not None, "connect() first"
         keys = lock_keys(key)
         exclusive = RedisLock(self._session, keys, HolderStamp(key, self.member_id), on_lost)
-        return WriterFirstLock(exclusive, self._share, shared_keys(keys))
+        return WriterFirstLock(exclusive, self._session, shared_keys(keys))
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        assert self._share is not None, "connect() first"
-        kind = Shared(shared_keys(lock_keys(key)), self._share.session.options.ttl_ms)
-        return EntryLock(self._share, kind, HolderStamp(key, self.member_id), on_lost)
+        assert self._session is not None, "connect() first"
+        kind = Shared(shared_keys(lock_keys(key)), self.options.ttl_ms)
+        return EntryLock(self._session, kind, HolderStamp(key, self.member_id), on_lost)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
-        assert self._share is not None, "connect() first"
-        kind = Permit(permit_keys(key), self._share.session.options.ttl_ms, limit, key)
-        return EntryLock(self._share, kind, HolderStamp(key, self.member_id), on_lost)
+        assert self._session is not None, "connect() first"
+        kind = Permit(permit_keys(key), self.options.ttl_ms, limit, key)
+        return EntryLock(self._session, kind, HolderStamp(key, self.member_id), on_lost)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
-        assert self._loop_clients is not None and self._share is not None, "connect() first"
+        assert self._loop_clients is not None, "connect() first"
         keys = lock_keys(key)
         exclusive = RedisAsyncLock(self._loop_clients, keys, HolderStamp(key, self.member_id),
                                    on_lost)
-        return AsyncWriterFirstLock(exclusive, self._loop_clients, self._share,
-                                    shared_keys(keys))
+        return AsyncWriterFirstLock(exclusive, self._loop_clients, shared_keys(keys))
 
     def groups(self) -> GroupStore:
         self._groups = RedisGroupStore(self.session, self.member_id)
@@ -104,4 +97,4 @@ class RedisBackend(Backend):
         session = self.session
         with session.calls():
             return inspection.break_hold(session.commands, lock_keys(key), key, token,
-                                         session.free)
+                                         session.run)

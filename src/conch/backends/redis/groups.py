@@ -116,12 +116,9 @@ class RedisGroupStore(GroupStore):
         self._session, self._commands = session, session.commands
         self._member_id = member_id.encode("utf-8", "surrogatepass")
         self._channel = b"conch:group-changes:%d" % options.master["db"]
-        self._members, self._delete, self._join, self._leave = (
-            session.commands.register_script(source) for source in (MEMBERS, DELETE, JOIN, LEAVE))
-        # Member keys are renewed as lock holds are (steps.RENEW), on connections of their
-        # own, by a TTL session of the groups' own: the locks' is not touched.
-        self._renewals = options.client(min(options.socket_timeout, options.ttl / 3))
-        self._renew_script = self._renewals.register_script(steps.RENEW)
+        session.register(MEMBERS, DELETE, JOIN, LEAVE)
+        # Member keys are renewed as lock holds are (steps.RENEW), by a TTL session of the
+        # groups' own: the locks' is not touched.
         self._ttl = TtlSession("redis", options.ttl, self._renew, session.describe, (RedisError,))
         self._ttl.start()
         self._entries: dict[bytes, TtlHold[bytes]] = {}
@@ -133,9 +130,8 @@ class RedisGroupStore(GroupStore):
 
     def delete(self, group: bytes) -> None:
         keys = group_keys(group)
-        with self._session.calls():
-            live = self._delete([GROUPS_KEY, keys.entries], self._read_args(group, keys),
-                                client=self._commands)
+        live = self._session.run((DELETE, [GROUPS_KEY, keys.entries],
+                                  self._read_args(group, keys)), idempotent=False)
         if live < 0:
             raise GroupNotFound(f"group {group!r} does not exist")
         if live > 0:
@@ -153,10 +149,8 @@ class RedisGroupStore(GroupStore):
                 self._session.options.ttl_ms]
 
         def write() -> None:
-            with self._session.calls():
-                if not retry_once(lambda _: self._join([GROUPS_KEY, keys.entries, member_key],
-                                                       args, client=self._commands)):
-                    raise GroupNotFound(f"group {group!r} does not exist")
+            if not self._session.run((JOIN, [GROUPS_KEY, keys.entries, member_key], args)):
+                raise GroupNotFound(f"group {group!r} does not exist")
 
         self._entries[group] = self._ttl.replace(self._entries.get(group), member_key,
                                                  hold_id, write, on_lost)
@@ -165,16 +159,13 @@ class RedisGroupStore(GroupStore):
         keys = group_keys(group)
         if (hold := self._entries.pop(group, None)) is not None:
             self._ttl.discard(hold)
-        with self._session.calls():
-            return bool(retry_once(lambda _: self._leave(
-                [keys.entries, keys.member(self._member_id)],
-                [self._member_id, self._channel, keys.digest], client=self._commands)))
+        return bool(self._session.run((LEAVE, [keys.entries, keys.member(self._member_id)],
+                                       [self._member_id, self._channel, keys.digest])))
 
     def members(self, group: bytes) -> dict[str, bytes] | None:
         keys = group_keys(group)
-        with self._session.calls():
-            found = retry_once(lambda _: self._members(
-                [GROUPS_KEY, keys.entries], self._read_args(group, keys), client=self._commands))
+        found = self._session.run((MEMBERS, [GROUPS_KEY, keys.entries],
+                                   self._read_args(group, keys)))
         if found is None:
             return None
         return {member.decode("utf-8", "surrogatepass"): entry
@@ -187,13 +178,10 @@ class RedisGroupStore(GroupStore):
         """The coordinator stops (after its groups left): stop listening and renewing."""
         self._changes.stop()
         self._ttl.stop()
-        self._renewals.close()
 
     def _read_args(self, group: bytes, keys: GroupKeys) -> list[bytes | int]:
         return [group, keys.member_prefix, self._channel, keys.digest]
 
     def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
-        keys = [hold.keys for hold in holds]
-        args: list[bytes | int] = [self._session.options.ttl_ms, *(hold.value for hold in holds)]
-        return [bool(renewed) for renewed in self._renew_script(keys, args,
-                                                                client=self._renewals)]
+        return self._session.renew(steps.RENEW, [hold.keys for hold in holds],
+                                   [self._session.options.ttl_ms, *(hold.value for hold in holds)])

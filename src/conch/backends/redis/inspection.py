@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from conch.backends.redis.steps import KEY_PREFIX, LockKeys
+from conch.backends.redis.steps import KEY_PREFIX, LockKeys, ScriptCall, release_call
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
 _BATCH = 500
@@ -43,12 +43,13 @@ def held_locks(client: redis.Redis) -> list[LockInfo]:
 
 
 def break_hold(client: redis.Redis, keys: LockKeys, name: bytes, token: int | None,
-               free: Callable[[LockKeys, bytes], Any]) -> LockInfo:
-    """Delete the hold of lock ``name`` (only the one with ``token``, if given)."""
+               run: Callable[[ScriptCall], Any]) -> LockInfo:
+    """Delete the hold of lock ``name`` (only the one with ``token``, if given) with
+    RELEASE, sent by ``run``."""
     lock, value = describe(client, keys, name)
     if not has_hold_to_break(lock, token) or value is None:
         return lock
-    if not free(keys, value):
+    if not run(release_call(keys, value)):
         raise HolderChanged(f"lock {lock.name!r} changed holder while it was being broken")
     return lock
 

@@ -1,6 +1,7 @@
 """One coordinator's blocking side of ``redis://``: its redis-py clients and registered
-scripts, and the TTL session that renews all its holds (blocking or asyncio) in one RENEW
-call per beat. Redis errors leave its steps as conch errors."""
+scripts, and two TTL sessions, one for its lock holds (blocking or asyncio) and one for
+its entries (shared holds, permits, waiting writers), each renewing all of them in one
+script call per beat. Redis errors leave its steps as conch errors."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import redis
-from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -21,16 +21,18 @@ from conch.backends.kit.errors import translated, unavailable
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.tls import client_context
 from conch.backends.kit.ttl import TtlHold, TtlSession
-from conch.backends.redis import steps
+from conch.backends.redis import share_scripts, steps
 from conch.backends.redis.client import RedisOptions
 from conch.backends.redis.errors import describe, describe_start_failure
-from conch.backends.redis.steps import LockKeys, Outcome
+from conch.backends.redis.share_scripts import Entry
+from conch.backends.redis.steps import LockKeys, Outcome, ScriptArgs, ScriptCall
 from conch.errors import NotStarted
 from conch.url import BackendURL
 
 log = logging.getLogger("conch")
 TRANSIENT = (RedisConnectionError, RedisTimeoutError)
 RedisHold = TtlHold[LockKeys]
+EntryHold = TtlHold[Entry]
 T = TypeVar("T")
 
 
@@ -43,9 +45,9 @@ class RedisSession:
         self.commands = options.client(options.socket_timeout)
         self._renewals = options.client(min(options.socket_timeout, options.ttl / 3))
         self._waits = options.client(options.ttl + options.socket_timeout)
-        self.acquire_script, self.release_script, self._renew_script = (
-            self.commands.register_script(source) for source in steps.SCRIPTS)
-        self.ttl = self._new_ttl_session()
+        self.scripts = {source: self.commands.register_script(source)
+                         for source in (*steps.SCRIPTS, *share_scripts.SCRIPTS)}
+        self.ttl, self.entries = self._new_ttl_sessions()
         # A client of one connection of the steps' pool (redis-py's single_connection_client)
         # for the steps of one thread at a time, made on first use (it connects): a step
         # sent on it skips the pool's checkout and return (docs/redis.md, "Cost").
@@ -53,23 +55,26 @@ class RedisSession:
         self._pinned_idle = threading.Lock()
         forget_in_child(self)
 
-    def _new_ttl_session(self) -> TtlSession[LockKeys]:
-        return TtlSession("redis", self.options.ttl, self._renew, self.describe, (RedisError,))
+    def _new_ttl_sessions(self) -> tuple[TtlSession[LockKeys], TtlSession[Entry]]:
+        ttl, failures = self.options.ttl, (RedisError,)
+        return (TtlSession("redis", ttl, self._renew, self.describe, failures),
+                TtlSession("redis", ttl, self._renew_entries, self.describe, failures))
 
     def forget_parent(self) -> None:
-        """In a forked child: the parent's holds and renewal thread are not the child's (the
+        """In a forked child: the parent's holds and renewal threads are not the child's (the
         pools see the fork themselves and open new connections)."""
-        self.ttl = self._new_ttl_session()
+        self.ttl, self.entries = self._new_ttl_sessions()
         self._pinned, self._pinned_idle = None, threading.Lock()
         if not self.closed:
             self.ttl.start()
+            self.entries.start()
 
     def describe(self, exc: BaseException) -> str:
         """``exc`` as a message for users."""
         return describe(self.url, self.options, exc)
 
     def start(self) -> None:
-        """Check the server answers (loading the scripts), then start renewing."""
+        """Check the server answers (loading the lock scripts), then start renewing."""
         if self.options.tls is not None:  # redis-py reads the files at each connection
             client_context(self.options.tls, f"redis at {self.options.where}")
         try:
@@ -82,12 +87,14 @@ class RedisSession:
             why = describe_start_failure(self.url, self.options, exc)
             raise unavailable(self.url, why) from None
         self.ttl.start()
+        self.entries.start()
 
     def close(self) -> None:
-        """Stop renewing (every hold is reported lost) and close every connection: a wait
-        in progress fails at once."""
+        """Stop renewing (every hold and entry is reported lost) and close every
+        connection: a wait in progress fails at once."""
         self.closed = True
         self.ttl.stop()
+        self.entries.stop()
         for client in (self.commands, self._renewals, self._waits):
             _interrupt(client.connection_pool)
         # Held from now on: later steps (an abandon) take a connection of the pool.
@@ -111,16 +118,15 @@ class RedisSession:
         # The uncontended path: flat, no context manager, EVALSHA without redis-py's
         # Script wrapper (which adds two imports and two isinstance checks per call).
         try:
-            reply = self._idempotent(
-                self.acquire_script, steps.acquire_args(keys, value, options.ttl_ms, retrying),
-                steps.acquire_args(keys, value, options.ttl_ms, True))
+            reply = retry_once(lambda retry: self._run(
+                steps.acquire_call(keys, value, options.ttl_ms, retrying or retry)))
             outcome = steps.acquire_outcome(reply, options.ttl)
             if outcome[0] is not None and options.wait_replicas:
                 steps.check_replicas(self._waits.wait(options.wait_replicas,
                                                       options.ttl_ms // 3), options)
             return outcome
         except BaseException as exc:
-            self.abandon(keys, value)
+            self.abandon(steps.release_call(keys, value))
             if isinstance(exc, RedisError):
                 raise unavailable(self.url, self.describe(exc)) from None
             raise
@@ -131,75 +137,91 @@ class RedisSession:
         :meth:`try_acquire` in the same round-trip: the server runs it as the wait ends.
         Also returns the signal the wait took (None: none). A broken connection ends the
         wait early; then the attempt is made (or found) anew."""
-        args = steps.acquire_args(keys, value, self.options.ttl_ms, False)
         with self.calls():
             try:
-                with self._waits.pipeline(transaction=False) as pipeline:
-                    pipeline.blpop([keys.wake], seconds)
-                    pipeline.evalsha(self.acquire_script.sha, steps.KEY_COUNT, *args)
-                    answer = steps.outcome_after_wait(pipeline.execute(False), self.options.ttl)
+                replies = self._wait_then(keys.wake, seconds, steps.acquire_call(
+                    keys, value, self.options.ttl_ms, False))
             except TRANSIENT:
                 if self.closed:  # stop() ended the wait: free what the attempt may hold
-                    self.abandon(keys, value)
+                    self.abandon(steps.release_call(keys, value))
                 return self.try_acquire(keys, value, retrying=True), None
             except BaseException:
-                self.abandon(keys, value)
+                self.abandon(steps.release_call(keys, value))
                 raise
-            if answer is None:
-                self.commands.script_load(steps.ACQUIRE)
+            if replies is None:
                 return self.try_acquire(keys, value), None
-            if answer[0][0] is not None and self.options.wait_replicas:
-                return self.try_acquire(keys, value, retrying=True), answer[1]  # then WAIT
-            return answer
+            outcome, signal = steps.outcome_after_wait(replies, self.options.ttl)
+            if outcome[0] is not None and self.options.wait_replicas:
+                return self.try_acquire(keys, value, retrying=True), signal  # then WAIT
+            return outcome, signal
 
     def release(self, hold: RedisHold) -> None:
         """Stop renewing ``hold`` and free its lock, waking one waiter."""
         self.ttl.discard(hold)
+        call = steps.release_call(hold.keys, hold.value)
         if self.closed:  # granted as the coordinator stopped: free it all the same
-            self.abandon(hold.keys, hold.value)
+            self.abandon(call)
             return
-        args = steps.release_args(hold.keys, hold.value)
         try:
-            released = self._idempotent(self.release_script, args, args)
+            released = retry_once(lambda _: self._run(call))
         except RedisError as exc:
             raise unavailable(self.url, self.describe(exc)) from None
         steps.check_released(hold.keys, released)
 
-    def abandon(self, keys: LockKeys, value: bytes) -> None:
-        """Best effort: free the lock of ``keys`` if ``value`` holds it (an acquire failing
-        or granted as the coordinator stopped may have taken it). Once closed, the client
-        connects again for this, then closes."""
+    def register(self, *sources: str) -> None:
+        """Register more scripts for :meth:`run` (the groups')."""
+        self.scripts.update((source, self.commands.register_script(source)) for source in sources)
+
+    def run(self, call: ScriptCall, idempotent: bool = True) -> Any:
+        """Run a script (again after a connection failure, if ``idempotent``)."""
+        with self.calls():
+            return retry_once(lambda _: self._run(call)) if idempotent else self._run(call)
+
+    def wait_and_run(self, wake_list: bytes, seconds: float, call: ScriptCall) -> Any:
+        """``BLPOP`` on ``wake_list`` for at most ``seconds``, then the script in the same
+        round-trip. A broken connection ends the wait early; then the script runs anew."""
+        with self.calls():
+            try:
+                replies = self._wait_then(wake_list, seconds, call)
+            except TRANSIENT:
+                replies = None
+        return self.run(call) if replies is None else replies[1]
+
+    def abandon(self, call: ScriptCall) -> None:
+        """Best effort: run a script that frees what an attempt may hold (it failed after
+        it may have been granted, or was granted as the coordinator stopped); else that
+        expires within the TTL. Once closed, the client connects again for this."""
         try:
-            self.free(keys, value)
+            retry_once(lambda _: self._run(call))
         except RedisError:
-            log.warning("could not free lock key %s; it expires within the TTL",
-                        keys.holder.decode())
+            log.warning("could not free %s; it expires within the TTL", call[1][0].decode())
         finally:
             if self.closed:  # another thread's abandon may be using one still
                 self.commands.connection_pool.disconnect(inuse_connections=False)
 
-    def free(self, keys: LockKeys, value: bytes) -> Any:
-        """RELEASE: free the lock of ``keys`` if ``value`` holds it and wake one waiter;
-        1 if it did, else 0."""
-        return self._run(self.release_script, steps.release_args(keys, value))
+    def _wait_then(self, wake_list: bytes, seconds: float, call: ScriptCall) -> list[Any] | None:
+        """``BLPOP`` then ``call`` in one pipeline: both replies (:func:`steps.checked`);
+        None when the server had lost the script (loaded again now)."""
+        source, keys, args = call
+        with self._waits.pipeline(transaction=False) as pipeline:
+            pipeline.blpop([wake_list], seconds)
+            pipeline.evalsha(self.scripts[source].sha, len(keys), *keys, *args)
+            replies = steps.checked(pipeline.execute(False))
+        if replies is None:
+            self.commands.script_load(source)
+        return replies
 
-    def _idempotent(self, script: Script, args: steps.ScriptArgs,
-                    again: steps.ScriptArgs) -> Any:
-        """:meth:`_run` with ``args``, or with ``again`` after a connection failure
-        (:func:`retry_once`)."""
-        return retry_once(lambda retry: self._run(script, again if retry else args))
-
-    def _run(self, script: Script, args: steps.ScriptArgs) -> Any:
-        """``EVALSHA`` of ``script`` on the pinned connection, or one of the pool while
+    def _run(self, call: ScriptCall) -> Any:
+        """``EVALSHA`` of ``call`` on the pinned connection, or one of the pool while
         another thread uses that."""
         if not self._pinned_idle.acquire(blocking=False):
-            return _evalsha(self.commands, script, args)
+            return self._evalsha(self.commands, call)
         pinned = self._pinned
         try:
             if pinned is None:
                 pinned = self._pinned = redis.Redis(
                     connection_pool=self.commands.connection_pool, single_connection_client=True)
-            return _evalsha(pinned, script, args)
+            return self._evalsha(pinned, call)
         except TRANSIENT:
             # Back to the pool, which connects it again: under Sentinel, to the master it
             # asks for (redis-py reconnects a pinned connection to its old address).
@@ -210,11 +232,30 @@ class RedisSession:
         finally:
             self._pinned_idle.release()
 
+    def _evalsha(self, client: redis.Redis, call: ScriptCall) -> Any:
+        """``EVALSHA`` of ``call``, the script loaded again if the server lost it (a restart)."""
+        source, keys, args = call
+        try:
+            return client.evalsha(self.scripts[source].sha, len(keys), *keys, *args)
+        except NoScriptError:
+            client.script_load(source)
+            return client.evalsha(self.scripts[source].sha, len(keys), *keys, *args)
+
+    def renew(self, source: str, keys: Sequence[bytes], args: ScriptArgs) -> list[bool]:
+        """A renewal script on the renewals' pool (its reply timeout is at most a beat)."""
+        return [bool(renewed) for renewed in self._evalsha(self._renewals, (source, keys, args))]
+
     def _renew(self, holds: list[RedisHold], within: float) -> list[bool]:
-        keys = [hold.keys.holder for hold in holds]
-        args: list[bytes | int] = [self.options.ttl_ms, *(hold.value for hold in holds)]
-        return [bool(renewed) for renewed in self._renew_script(keys, args,
-                                                                client=self._renewals)]
+        return self.renew(steps.RENEW, [hold.keys.holder for hold in holds],
+                          [self.options.ttl_ms, *(hold.value for hold in holds)])
+
+    def _renew_entries(self, holds: list[EntryHold], within: float) -> list[bool]:
+        keys: list[bytes] = []
+        args: list[bytes | int] = [self.options.ttl_ms]
+        for hold in holds:
+            keys += [hold.keys.entries, hold.keys.guard]
+            args += [hold.value, hold.keys.guard_value]
+        return self.renew(share_scripts.RENEW_ENTRIES, keys, args)
 
 
 def retry_once(call: Callable[[bool], T]) -> T:
@@ -224,15 +265,6 @@ def retry_once(call: Callable[[bool], T]) -> T:
         return call(False)
     except TRANSIENT:
         return call(True)
-
-
-def _evalsha(client: redis.Redis, script: Script, args: steps.ScriptArgs) -> Any:
-    """``EVALSHA`` of ``script``, loaded again if the server lost it (a restart)."""
-    try:
-        return client.evalsha(script.sha, steps.KEY_COUNT, *args)
-    except NoScriptError:
-        client.script_load(script.script)
-        return client.evalsha(script.sha, steps.KEY_COUNT, *args)
 
 
 def _interrupt(pool: redis.ConnectionPool) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from conch.backends.kit.naming import hex_digest
-from conch.backends.redis.steps import KEY_PREFIX, WAKE_SIGNAL_MS, LockKeys
+from conch.backends.redis.steps import KEY_PREFIX, NEXT_TOKEN, WAKE_SIGNAL_MS, LockKeys
 
 # Shared by every script: the server clock, a wake signal, a lease floor, and the fencing
-# token rule of steps.ACQUIRE (server µs, or the counter plus one when that is more).
-_COMMON = f"""
+# token rule of the locks (steps.NEXT_TOKEN).
+_COMMON = NEXT_TOKEN + f"""
 local clock = redis.call('TIME')
 local now_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local function signal(list)
@@ -22,15 +22,6 @@ local function signal(list)
 end
 local function keep_for(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
-end
-local function next_token(counter)
-  local now = clock[1] * 1000000 + clock[2]
-  local last = tonumber(redis.call('GETSET', counter, now))
-  if last and last >= now then
-    redis.call('SET', counter, last)
-    return redis.call('INCR', counter)
-  end
-  return now
 end
 """
 
@@ -65,7 +56,7 @@ redis.call('ZADD', KEYS[3], now_ms + ttl, ARGV[1])
 keep_for(KEYS[1], ttl)
 keep_for(KEYS[3], ttl)
 if waited ~= 0 then signal(KEYS[waited]) end
-return {1, next_token(KEYS[2]), holder}
+return {1, next_token(KEYS[2], clock), holder}
 """
 
 # KEYS[1] holder, [2] readers, [3] wake list; ARGV[1] this hold's value, [2] the holder
@@ -103,7 +94,7 @@ redis.call('SET', KEYS[3], ARGV[3], 'KEEPTTL')
 keep_for(KEYS[1], ttl)
 keep_for(KEYS[3], ttl)
 if ARGV[4] == '1' and held + 1 < limit then signal(KEYS[4]) end
-return {1, next_token(KEYS[2])}
+return {1, next_token(KEYS[2], clock)}
 """
 
 # KEYS[1] permits, [2] limit, [3] wake list; ARGV[1] this hold's value. Returns 1 when

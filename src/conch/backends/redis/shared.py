@@ -14,9 +14,9 @@ from typing import Any, NamedTuple
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis import share_scripts as scripts
+from conch.backends.redis.session import EntryHold, RedisSession
 from conch.backends.redis.share_scripts import Entry, PermitKeys, SharedKeys
-from conch.backends.redis.share_session import EntryHold, ScriptCall, ShareSession
-from conch.backends.redis.steps import wait_seconds
+from conch.backends.redis.steps import ScriptCall, busy_seconds, wait_seconds
 from conch.errors import LimitMismatch, LockLost
 from conch.introspection import HolderStamp
 
@@ -34,11 +34,6 @@ class Attempt(NamedTuple):
     busy_for: float = 0.0
     wake: bytes = b""
     guard: bytes = b""
-
-
-def _busy_seconds(ms: int, ttl: float) -> float:
-    """Until a lease seen ``ms`` ms from its end is over (just after); a TTL if unknown."""
-    return ttl if ms < 0 else ms / 1000 + 0.002
 
 
 class Kind(abc.ABC):
@@ -77,7 +72,7 @@ class Shared(Kind):
     def outcome(self, reply: list[Any], ttl: float) -> Attempt:
         if int(reply[0]):
             return Attempt(int(reply[1]), guard=reply[2])
-        return Attempt(None, _busy_seconds(int(reply[1]), ttl), self._keys[int(reply[2]) - 1])
+        return Attempt(None, busy_seconds(int(reply[1]), ttl), self._keys[int(reply[2]) - 1])
 
     def entry(self, guard: bytes) -> Entry:
         return Entry(self.keys.readers, self.keys.lock.holder, guard)
@@ -105,7 +100,7 @@ class Permit(Kind):
                                 f"not {self.limit}")
         if granted:
             return Attempt(number)
-        return Attempt(None, _busy_seconds(number, ttl), self.keys.wake)
+        return Attempt(None, busy_seconds(number, ttl), self.keys.wake)
 
     def entry(self, guard: bytes) -> Entry:
         return Entry(self.keys.permits, self.keys.limit, b"")
@@ -118,13 +113,13 @@ class Permit(Kind):
 class EntryLock(LockHandle):
     """One lock object's shared hold or permit."""
 
-    def __init__(self, share: ShareSession, kind: Kind, stamp: HolderStamp,
+    def __init__(self, session: RedisSession, kind: Kind, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._share, self._kind, self._stamp, self._on_lost = share, kind, stamp, on_lost
+        self._session, self._kind, self._stamp, self._on_lost = session, kind, stamp, on_lost
         self._hold: EntryHold | None = None
 
     def acquire(self, deadline: Deadline) -> int | None:
-        ttl = self._share.session.options.ttl
+        ttl = self._session.options.ttl
         value, sent = new_hold_value(self._stamp), time.monotonic()
         attempt = self._attempt(value, b"", 0.0)
         while attempt.token is None:
@@ -133,33 +128,32 @@ class EntryLock(LockHandle):
                 return None
             value, sent = new_hold_value(self._stamp), time.monotonic()
             attempt = self._attempt(value, attempt.wake, seconds)
-        self._hold = self._share.ttl.keep(self._kind.entry(attempt.guard), value, sent,
-                                          self._on_lost)
+        self._hold = self._session.entries.keep(self._kind.entry(attempt.guard), value, sent,
+                                                self._on_lost)
         return attempt.token
 
     def _attempt(self, value: bytes, wake: bytes, seconds: float) -> Attempt:
         """Try with ``value``, after waiting on ``wake`` (empty: at once). Whatever fails,
         nothing is left held."""
-        share, call = self._share, self._kind.acquire_call(value, wake)
+        session, call = self._session, self._kind.acquire_call(value, wake)
         try:
-            reply = share.wait_and_run(wake, seconds, call) if wake else share.run(call)
-            return self._kind.outcome(reply, share.session.options.ttl)
+            reply = session.wait_and_run(wake, seconds, call) if wake else session.run(call)
+            return self._kind.outcome(reply, session.options.ttl)
         except BaseException:
             # A shared hold that began the lock's shared period holds it with its value.
-            share.abandon(self._kind.release_call(value, value), call[1][0])
+            session.abandon(self._kind.release_call(value, value))
             raise
 
     def release(self) -> None:
         hold, self._hold = self._hold, None
         if hold is None:
             return
-        share = self._share
-        share.ttl.discard(hold)
+        self._session.entries.discard(hold)
         call = self._kind.release_call(hold.value, hold.keys.guard_value)
-        if share.session.closed:  # granted as the coordinator stopped: free it all the same
-            share.abandon(call, hold.keys.entries)
+        if self._session.closed:  # granted as the coordinator stopped: free it all the same
+            self._session.abandon(call)
             return
-        if not share.run(call):
+        if not self._session.run(call):
             raise LockLost(f"{hold.keys.entries.decode()} lost this hold before its release "
                            "(TTL ran out, broken, or taken over): was the process paused "
                            "longer than the TTL?")
@@ -169,8 +163,8 @@ class WriterFirstLock(LockHandle):
     """The exclusive handle of a lock; while the lock has shared holders, it waits as a
     writer: new shared holds wait until it is through (or gives up)."""
 
-    def __init__(self, exclusive: LockHandle, share: ShareSession, keys: SharedKeys) -> None:
-        self._exclusive, self._share, self._keys = exclusive, share, keys
+    def __init__(self, exclusive: LockHandle, session: RedisSession, keys: SharedKeys) -> None:
+        self._exclusive, self._session, self._keys = exclusive, session, keys
 
     def acquire(self, deadline: Deadline) -> int | None:
         # First as before (an exclusive-only lock pays nothing more), for a short turn.
@@ -180,7 +174,7 @@ class WriterFirstLock(LockHandle):
             # Then in turns of a TTL at most, to wait as a writer once shared holds appear.
             while token is None and not deadline.expired():
                 waiting = waiting or self._wait_as_writer()
-                token = self._exclusive.acquire(turn_of(deadline, self._share.session.options.ttl))
+                token = self._exclusive.acquire(turn_of(deadline, self._session.options.ttl))
         finally:
             if waiting is not None:
                 self._stop_waiting(waiting)
@@ -191,20 +185,32 @@ class WriterFirstLock(LockHandle):
 
     def _wait_as_writer(self) -> EntryHold | None:
         """Enter the waiting writers if the lock has shared holders."""
-        keys, share = self._keys, self._share
         member, sent = secrets.token_hex(16).encode(), time.monotonic()
-        if not share.run((scripts.WRITER_WAITS, [keys.readers, keys.writers],
-                          [member, share.session.options.ttl_ms])):
+        if not self._session.run(writer_waits(self._keys, member, self._session.options.ttl_ms)):
             return None
-        return share.ttl.keep(Entry(keys.writers, keys.writers, b""), member, sent,
-                              waiting_entry_lost)
+        return keep_waiting(self._session, self._keys, member, sent)
 
     def _stop_waiting(self, waiting: EntryHold) -> None:
-        share, keys = self._share, self._keys
-        share.ttl.discard(waiting)
-        if not share.session.closed:  # else the entry expires within the TTL
-            share.abandon((scripts.WRITER_DONE, [keys.writers, keys.readers_wake],
-                           [waiting.value]), keys.writers)
+        self._session.entries.discard(waiting)
+        if not self._session.closed:  # else the entry expires within the TTL
+            self._session.abandon(writer_done(self._keys, waiting.value))
+
+
+def writer_waits(keys: SharedKeys, member: bytes, ttl_ms: int) -> ScriptCall:
+    """WRITER_WAITS: ``member`` waits as a writer if the lock has shared holders."""
+    return scripts.WRITER_WAITS, (keys.readers, keys.writers), (member, ttl_ms)
+
+
+def writer_done(keys: SharedKeys, member: bytes) -> ScriptCall:
+    """WRITER_DONE: ``member`` waits as a writer no more."""
+    return scripts.WRITER_DONE, (keys.writers, keys.readers_wake), (member,)
+
+
+def keep_waiting(session: RedisSession, keys: SharedKeys, member: bytes,
+                 sent: float) -> EntryHold:
+    """Renew writer ``member``'s entry (sent at ``sent``) until discarded."""
+    return session.entries.keep(Entry(keys.writers, keys.writers, b""), member, sent,
+                                waiting_entry_lost)
 
 
 def turn_of(deadline: Deadline, longest: float) -> Deadline:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from redis.exceptions import NoScriptError
@@ -21,17 +22,29 @@ WAKE_SIGNAL_MS = 2000
 """How long a release's wake signal waits for a waiter: it bridges a waiter's failed
 attempt and its ``BLPOP``; an unused signal costs one retry."""
 
+# The fencing token rule, for every script that grants a hold: the server clock in µs,
+# or the counter plus one when that is more, written to the counter. Tokens keep
+# increasing when the counter is lost (restart without persistence) or rolled back
+# (failover to a lagging replica), as long as the server clock does not go back. Lua
+# numbers are doubles: exact integers up to 2^53 (µs since 1970 stay below until 2255).
+NEXT_TOKEN = """
+local function next_token(counter, clock)
+  local now = clock[1] * 1000000 + clock[2]
+  local last = tonumber(redis.call('GETSET', counter, now))
+  if last and last >= now then
+    redis.call('SET', counter, last)
+    return redis.call('INCR', counter)
+  end
+  return now
+end
+"""
+
 # KEYS[1] holder, KEYS[2] token counter; ARGV[1] this hold's value, ARGV[2] TTL in ms,
 # ARGV[3] 1 when retrying an attempt whose reply was lost (it may hold the lock already).
 # Returns {1, token} when ARGV[1] holds the lock (now, or already: a retry gets its token
 # back rather than being refused by its own hold), {0, pttl} when another value holds it.
 # While the lock is held no acquire advances the counter, so it is the holder's token.
-# A token is the server clock in µs, or the counter plus one when that is more: tokens
-# keep increasing when the counter is lost (restart without persistence) or rolled back
-# (failover to a lagging replica), as long as the server clock does not go back. Lua
-# numbers are doubles: exact integers up to 2^53 (µs since 1970 stay below until 2255),
-# written to the counter as decimal digits, as before.
-ACQUIRE = """
+ACQUIRE = NEXT_TOKEN + """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if ARGV[3] ~= '1' or redis.call('GET', KEYS[1]) ~= ARGV[1] then
     return {0, redis.call('PTTL', KEYS[1])}
@@ -40,14 +53,7 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local token = redis.call('GET', KEYS[2])
   if token then return {1, tonumber(token)} end
 end
-local clock = redis.call('TIME')
-local now = clock[1] * 1000000 + clock[2]
-local last = tonumber(redis.call('GETSET', KEYS[2], now))
-if last and last >= now then
-  redis.call('SET', KEYS[2], last)
-  return {1, redis.call('INCR', KEYS[2])}
-end
-return {1, now}
+return {1, next_token(KEYS[2], redis.call('TIME'))}
 """
 
 # KEYS[1] holder, KEYS[2] wake list; ARGV[1] this hold's value, ARGV[2] signal life in ms.
@@ -77,10 +83,9 @@ return renewed
 
 SCRIPTS = (ACQUIRE, RELEASE, RENEW)
 KEY_PREFIX = b"conch:"
-KEY_COUNT = 2
-"""ACQUIRE and RELEASE both take two keys."""
-ScriptArgs = tuple[bytes | int, ...]
-"""``EVALSHA``'s arguments after the SHA and :data:`KEY_COUNT`: the keys, then the others."""
+ScriptArgs = Sequence[bytes | int]
+ScriptCall = tuple[str, Sequence[bytes], ScriptArgs]
+"""A script's source, keys and other arguments."""
 Outcome = tuple[int | None, float]
 """An acquire's answer: ``(token, 0)``, or ``(None, seconds)`` until the holder's TTL ends."""
 
@@ -99,37 +104,43 @@ def lock_keys(name: bytes) -> LockKeys:
     return LockKeys(base + b":holder", base + b":token", base + b":wake")
 
 
-def acquire_args(keys: LockKeys, value: bytes, ttl_ms: int, retrying: bool) -> ScriptArgs:
-    """ACQUIRE's ``EVALSHA`` arguments; repeating it with the same ``value`` (``retrying``)
-    is safe."""
-    if retrying:
-        return keys.holder, keys.counter, value, ttl_ms, 1
-    return keys.holder, keys.counter, value, ttl_ms
+def acquire_call(keys: LockKeys, value: bytes, ttl_ms: int, retrying: bool) -> ScriptCall:
+    """ACQUIRE of ``keys`` with ``value``; repeating it with the same ``value``
+    (``retrying``) is safe."""
+    return ACQUIRE, keys[:2], (value, ttl_ms, 1) if retrying else (value, ttl_ms)
 
 
-def release_args(keys: LockKeys, value: bytes) -> ScriptArgs:
-    """RELEASE's ``EVALSHA`` arguments."""
-    return keys.holder, keys.wake, value, WAKE_SIGNAL_MS
+def release_call(keys: LockKeys, value: bytes) -> ScriptCall:
+    """RELEASE of ``keys`` held with ``value``."""
+    return RELEASE, (keys.holder, keys.wake), (value, WAKE_SIGNAL_MS)
 
 
 def acquire_outcome(reply: list[int], ttl: float) -> Outcome:
-    """ACQUIRE's reply: ``(token, 0)``, or ``(None, seconds)`` until the holder's TTL ends
-    (just after it: the key is due to expire then)."""
+    """ACQUIRE's reply: ``(token, 0)``, or ``(None, seconds)`` until the holder's TTL ends."""
     acquired, number = int(reply[0]), int(reply[1])
-    if acquired:
-        return number, 0.0
-    return None, ttl if number < 0 else number / 1000 + 0.002
+    return (number, 0.0) if acquired else (None, busy_seconds(number, ttl))
 
 
-def outcome_after_wait(replies: list[Any], ttl: float) -> tuple[Outcome, bytes | None] | None:
-    """The replies of ``BLPOP`` then ACQUIRE, sent together: ACQUIRE's outcome and the wake
-    signal the wait took (None: it timed out); None when the server lost the script (a
-    restart): load it, then try again at once."""
+def busy_seconds(ms: int, ttl: float) -> float:
+    """Until a lease seen ``ms`` ms from its end is over (just after: the key is due to
+    expire then); ``ttl`` if it has none."""
+    return ttl if ms < 0 else ms / 1000 + 0.002
+
+
+def checked(replies: list[Any]) -> list[Any] | None:
+    """The replies of ``BLPOP`` then a script, sent together; None when the server lost
+    the script (a restart): load it, then run it again at once."""
     if isinstance(replies[1], NoScriptError):
         return None
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
+    return replies
+
+
+def outcome_after_wait(replies: list[Any], ttl: float) -> tuple[Outcome, bytes | None]:
+    """ACQUIRE's outcome from :func:`checked` replies, and the wake signal the wait took
+    (None: it timed out)."""
     return acquire_outcome(replies[1], ttl), replies[0] and replies[0][1]
 
 
@@ -164,17 +175,9 @@ well inside the signal's life, so a signal nobody took is still there to end the
 
 
 class Turns:
-    """When a lock object's acquire waits for a release before its first attempt.
-
-    Right after a release hands the lock to a blocked waiter, an attempt is bound to find
-    it taken: the waiter's ACQUIRE runs as soon as the release ends. So an object whose
-    last acquire met contention and that acquires again shortly after its release sends
-    ``BLPOP`` and ACQUIRE at once (one round-trip, as a wait), which saves the doomed
-    attempt (a round-trip and three server commands) and queues it behind the waiters
-    already blocked (Redis serves ``BLPOP`` first come, first served). If nobody took its
-    own release's signal, the wait ends at once on that signal; taking it back shows the
-    contention is over.
-    """
+    """When a lock object's acquire waits for a release before its first attempt: shortly
+    after its own release, if its last acquire met contention (the woken waiter has the
+    lock by then). Why and what it saves: docs/redis.md, "Taking turns"."""
 
     __slots__ = ("_contended", "_released", "_released_at")
 
