@@ -14,7 +14,7 @@ from pymemcache.client.base import Client  # type: ignore[import-untyped]
 from conch.backends.base import LossCallback
 from conch.backends.kit.naming import hex_digest
 from conch.backends.memcached.client import KEY_PREFIX, LockKeys
-from conch.backends.memcached.lock import GRACE_POLL, MemcachedLock, free, next_token
+from conch.backends.memcached.lock import Attempt, MemcachedLock, fenced, free
 from conch.backends.memcached.session import MemcachedSession
 from conch.errors import BackendUnavailable, LimitMismatch
 from conch.introspection import HolderStamp
@@ -53,18 +53,12 @@ class MemcachedPermit(MemcachedLock):
     def _permit_key(keys: SemaphoreKeys, holder_id: str) -> bytes:
         return keys.roster + b":" + holder_id.encode()
 
-    def _take(self, client: Client, value: bytes,
-              retried: bool) -> tuple[int | None, bytes | None, float]:
+    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
         # Each failed cas means another acquire changed the roster: read it again.
         while (listed := self._enter_roster(client, value)) is None:
             pass
-        if not listed:
-            return None, None, 0.0
-        token = next_token(client, self._keys, self._session.options)
-        if token is None:  # restart grace: hold nothing until it ends
-            free(client, self._keys.holder, value)
-            return None, None, GRACE_POLL
-        return token, None, 0.0
+        return fenced(client, self._keys, value, self._session.options) if listed \
+            else (None, None, 0.0)
 
     def _enter_roster(self, client: Client, value: bytes) -> bool | None:
         """List this holder, its permit key set first: True; False when the permits are

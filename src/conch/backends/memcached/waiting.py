@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from conch.backends.kit.fork import forget_in_child
 
-FIRST_PAUSE, MAX_PAUSE = 0.001, 0.010
+FIRST_PAUSE, MAX_PAUSE = 0.001, 0.005
 
 
 def pauses() -> Iterator[float]:
