@@ -67,6 +67,4 @@ class MemcachedBackend(Backend):
             lambda client: inspection.break_hold(client, lock_keys(key), key, token))
 
     def _inspect(self, look: Callable[[Client], T]) -> T:
-        self.session.check_open()
-        with self.session.translated():
-            return look(self.session.client)
+        return self.session.call(lambda client, retried: look(client))

@@ -108,6 +108,12 @@ class MemcachedSession:
         """Client exceptions in the block become :class:`~conch.BackendUnavailable`."""
         return translated(self.url, CLIENT_ERRORS, self.describe)
 
+    def call(self, step: Callable[[Client, bool], T]) -> T:
+        """:meth:`run` on an open session, client exceptions translated."""
+        self.check_open()
+        with self.translated():
+            return self.run(step)
+
     def run(self, step: Callable[[Client, bool], T]) -> T:
         """``step(client, retried)``, again on a fresh connection after a connection failure
         (say, of a stale pooled connection after a server restart): for idempotent steps.

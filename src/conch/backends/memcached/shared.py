@@ -1,8 +1,6 @@
 """``memcached://`` shared locks on the lock's one holder key, changed only by ``add``,
-``cas`` and compare-and-delete: while shared, it holds ``=shared`` and the ids of the shared
-holders and of the waiting writers (each alive while a key of its own with the TTL lives,
-renewed with the locks), so every decision rests on one read of one key. An exclusive hold
-is that key holding its own value, as before. docs/memcached.md, "Shared locks"."""
+``cas`` and compare-and-delete: while shared, it lists the shared holders and waiting
+writers, each alive while a key of its own lives (docs/memcached.md, "Shared locks")."""
 
 from __future__ import annotations
 
@@ -17,7 +15,14 @@ from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 from conch.backends.base import Deadline, LossCallback
 from conch.backends.kit.ttl import TtlHold
-from conch.backends.memcached.client import CLIENT_ERRORS, LockKeys, compare_and_delete
+from conch.backends.memcached.client import (
+    CLIENT_ERRORS,
+    LockKeys,
+    alive_members,
+    compare_and_delete,
+    member_key,
+    store,
+)
 from conch.backends.memcached.lock import Attempt, MemcachedLock, fenced, free, take
 from conch.backends.memcached.session import MemcachedSession
 from conch.errors import LockLost
@@ -52,16 +57,10 @@ class Sharing(NamedTuple):
                                     "writers": sorted(set(self.writers))}).encode()
 
     def alive(self, client: Client, holder: bytes) -> Sharing:
-        """Only those whose own key still lives (one ``get_many``)."""
-        found = client.get_many([member_key(holder, member)
-                                 for member in (*self.readers, *self.writers)])
-        return Sharing([r for r in self.readers if member_key(holder, r) in found],
-                       [w for w in self.writers if member_key(holder, w) in found])
-
-
-def member_key(holder: bytes, member: str) -> bytes:
-    """The key that keeps a shared holder or waiting writer alive (``<holder>:<id>``)."""
-    return holder + b":" + member.encode()
+        """Only those whose own key still lives."""
+        alive = alive_members(client, holder, [*self.readers, *self.writers])
+        return Sharing([r for r in self.readers if r in alive],
+                       [w for w in self.writers if w in alive])
 
 
 def keeps(current: bytes, value: bytes) -> bool:
@@ -96,11 +95,7 @@ class MemcachedReader(MemcachedLock):
                 return None, None, 0.0  # writer preference: wait behind them
             client.set(self._keys.holder, value, expire=ttl)  # alive before it is listed
             joined = Sharing([*alive.readers, self._id], alive.writers).encode()
-            if found is None:
-                stored = client.add(holder, joined, expire=ttl)
-            else:
-                stored = client.cas(holder, joined, cas, expire=ttl)
-            if stored:
+            if store(client, holder, joined, None if found is None else cas, ttl):
                 break
         attempt = fenced(client, self._keys, value, self._session.options)
         if attempt[0] is None:  # restart grace: hold nothing until it ends
