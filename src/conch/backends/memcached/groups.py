@@ -153,7 +153,7 @@ class MemcachedGroupStore(GroupStore):
             time.sleep(next(attempts))
 
     def _contended(self, key: bytes) -> Iterator[float]:
-        """Pauses between two tries to change ``key`` (from 1 ms to 10 ms, jittered), for
+        """Pauses between two tries to change ``key`` (from 1 ms to 5 ms, jittered), for
         one reply timeout at most: then :class:`BackendUnavailable`."""
         options = self._session.options
         deadline, waits = time.monotonic() + options.timeout, pauses()
@@ -172,7 +172,6 @@ class MemcachedGroupStore(GroupStore):
             raise BackendUnavailable(f"memcached at {self._session.options.where}: "
                                      f"{key.decode()} holds something else than conch's list")
         return items
-
 
 
 def _with(items: list[str], item: str) -> list[str]:

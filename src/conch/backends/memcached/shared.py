@@ -67,7 +67,8 @@ def keeps(current: bytes, value: bytes) -> bool:
     """The session's renewal test: a holder key keeps an exclusive hold's ``value`` while
     equal to it, a shared one's (its reader id) while its sharing lists it."""
     sharing = Sharing.read(current)
-    return current == value if sharing is None else value.decode() in sharing.readers
+    return current == value if sharing is None else \
+        value.decode("utf-8", "replace") in sharing.readers
 
 
 class MemcachedReader(MemcachedLock):
