@@ -4,7 +4,7 @@ Both take a lock with ``add`` (stored only when the key is absent). tooz's
 blocking acquire retries it once a second and releases with a plain ``delete``
 (which may delete another holder's lock). conch draws a fencing token with
 ``incr``, releases with a compare-and-delete (``gets`` + meta ``md C<cas>``),
-and its waiters poll with a back-off capped at 10 ms; its calls go
+and its waiters poll with a back-off capped at 5 ms; its calls go
 through pymemcache's ``PooledClient``. The floor is the bare
 primitive: ``add`` and ``delete`` on one connection, retrying ``add`` every
 millisecond, with no token, no ownership check, no renewal.

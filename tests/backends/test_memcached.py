@@ -288,6 +288,10 @@ def test_tls_locks_and_lists_holders_with_a_client_certificate(
 
 @pytest.mark.parametrize("case, expected", [
     ("wrong CA", tls_failures.WRONG_CA),
+    # 127.1 is 127.0.0.1 to the resolver, but a name the certificate does not hold.
+    ("host name not in the certificate", re.escape(
+        "TLS handshake failed: certificate verify failed: Hostname mismatch, certificate is "
+        "not valid for '127.1'.")),
     ("stranger client certificate", tls_failures.CLIENT_CERTIFICATE_REFUSED),
     ("no client certificate", tls_failures.CLIENT_CERTIFICATE_MISSING),
     ("plain text to the TLS port", tls_failures.plain_to_tls("add ssl=true")),
@@ -297,10 +301,14 @@ def test_tls_locks_and_lists_holders_with_a_client_certificate(
 def test_each_tls_failure_is_one_clear_backend_unavailable(
     memcached_tls_server: MemcachedProcess, pki: PKI, case: str, expected: str
 ) -> None:
-    base = f"memcached://127.0.0.1:{memcached_tls_server.port}?connect_timeout=1"
+    host = "127.1" if case == "host name not in the certificate" else "127.0.0.1"
+    base = f"memcached://{host}:{memcached_tls_server.port}?connect_timeout=1"
     url = {
         "wrong CA": f"{base}&ssl_ca={pki.stranger_ca}&ssl_cert={pki.client_cert}"
                     f"&ssl_key={pki.client_key}",
+        "host name not in the certificate": f"{base}&ssl_ca={pki.ca}"
+            f"&ssl_cert={pki.client_cert}&ssl_key={pki.encrypted_client_key}"
+            f"&ssl_key_password={KEY_PASSWORD}",
         "stranger client certificate": f"{base}&ssl_ca={pki.ca}"
             f"&ssl_cert={pki.stranger_client_cert}&ssl_key={pki.stranger_client_key}",
         "no client certificate": f"{base}&ssl_ca={pki.ca}",
@@ -309,7 +317,7 @@ def test_each_tls_failure_is_one_clear_backend_unavailable(
         "wrong key password": f"{base}&ssl_ca={pki.ca}&ssl_cert={pki.client_cert}"
             f"&ssl_key={pki.encrypted_client_key}&ssl_key_password=not-{KEY_PASSWORD}",
     }[case]
-    tls_failures.one_clear_error(url, f"memcached at 127.0.0.1:{memcached_tls_server.port}: ",
+    tls_failures.one_clear_error(url, f"memcached at {host}:{memcached_tls_server.port}: ",
                                  expected, [KEY_PASSWORD])
 
 

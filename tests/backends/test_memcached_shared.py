@@ -16,10 +16,10 @@ import pytest
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 import conch
-from conch.backends.memcached.client import lock_keys
+from conch.backends.memcached.client import lock_keys, member_key
 from conch.backends.memcached.lock import MemcachedLock
 from conch.backends.memcached.semaphore import semaphore_keys
-from conch.backends.memcached.shared import Sharing, member_key
+from conch.backends.memcached.shared import Sharing
 from conch.introspection import HolderStamp
 from tests.backends import shared_faults
 from tests.backends.test_memcached import backend_of, own_memcached  # noqa: F401 - fixture
@@ -109,15 +109,15 @@ def test_semaphore_keys_are_apart_and_a_lost_permit_frees_its_place(
     memcached_url: str, keys_of: Client, lock_name: str
 ) -> None:
     keys = semaphore_keys(lock_name.encode())
-    assert keys.roster.startswith(b"conch:semaphore:")
-    assert keys.roster != lock_keys(lock_name.encode()).holder
+    assert keys.holder.startswith(b"conch:semaphore:")
+    assert keys.holder != lock_keys(lock_name.encode()).holder
     with conch.connect(memcached_url) as coordinator:
         lock, permit = coordinator.lock(lock_name), coordinator.semaphore(lock_name, 1)
         assert lock.acquire(blocking=False) and permit.acquire(blocking=False)
-        roster = keys_of.get(keys.roster)
+        roster = keys_of.get(keys.holder)
         assert roster is not None and b'"limit": 1' in roster
         holder_id = roster.split(b'"holders": ["')[1].split(b'"')[0].decode()
-        keys_of.delete(keys.roster + b":" + holder_id.encode())
+        keys_of.delete(keys.holder + b":" + holder_id.encode())
         other = coordinator.semaphore(lock_name, 2)
         assert other.acquire(blocking=False), "a lost permit still counted (or its limit)"
         assert permit.lost.wait(5)

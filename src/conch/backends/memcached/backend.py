@@ -14,7 +14,7 @@ from conch.backends.memcached.client import lock_keys
 from conch.backends.memcached.groups import MemcachedGroupStore
 from conch.backends.memcached.semaphore import MemcachedPermit, semaphore_keys
 from conch.backends.memcached.session import MemcachedSession
-from conch.backends.memcached.shared import MemcachedReader, MemcachedWriter, ReaderRenewal
+from conch.backends.memcached.shared import MemcachedReader, MemcachedWriter, keeps
 from conch.capabilities import Capabilities
 from conch.introspection import HolderStamp, LockInfo
 from conch.url import BackendURL
@@ -33,16 +33,12 @@ class MemcachedBackend(Backend):
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
-        self.session = MemcachedSession(url)
-        self._readers: ReaderRenewal | None = None
+        self.session = MemcachedSession(url, keeps)
 
     def connect(self) -> None:
         self.session.connect()
-        self._readers = ReaderRenewal(self.session)
 
     def close(self) -> None:
-        if self._readers is not None:
-            self._readers.ttl.stop()
         self.session.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
@@ -50,9 +46,8 @@ class MemcachedBackend(Backend):
         return MemcachedWriter(self.session, lock_keys(key), stamp, on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        assert self._readers is not None, "connect() first"
         stamp = HolderStamp(key, self.member_id)
-        return MemcachedReader(self.session, lock_keys(key), stamp, on_lost, self._readers)
+        return MemcachedReader(self.session, lock_keys(key), stamp, on_lost)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         stamp = HolderStamp(key, self.member_id)
@@ -72,6 +67,4 @@ class MemcachedBackend(Backend):
             lambda client: inspection.break_hold(client, lock_keys(key), key, token))
 
     def _inspect(self, look: Callable[[Client], T]) -> T:
-        self.session.check_open()
-        with self.session.translated():
-            return look(self.session.client)
+        return self.session.call(lambda client, retried: look(client))

@@ -80,6 +80,25 @@ def lock_keys(name: bytes) -> LockKeys:
     return LockKeys(holder, holder + b":token")
 
 
+def member_key(key: bytes, member: str) -> bytes:
+    """``<key>:<id>``: the key with the TTL that keeps member ``id`` of ``key`` alive (a
+    shared holder or waiting writer of a lock, a holder of a semaphore's permits)."""
+    return key + b":" + member.encode()
+
+
+def alive_members(client: Client, key: bytes, members: list[str]) -> set[str]:
+    """Those of ``members`` of ``key`` whose own key still lives (one ``get_many``)."""
+    found = client.get_many([member_key(key, member) for member in members])
+    return {member for member in members if member_key(key, member) in found}
+
+
+def store(client: Client, key: bytes, value: bytes, cas: bytes | None, ttl: int) -> bool:
+    """Write ``key`` unless it changed since it was read: ``add`` where the read found no
+    such key (``cas`` None), else ``cas``."""
+    return bool(client.add(key, value, expire=ttl) if cas is None
+                else client.cas(key, value, cas, expire=ttl))
+
+
 def new_client(options: MemcachedOptions, tls_context: ssl.SSLContext | None, *,
                pooled: bool = True, timeout: float | None = None) -> Client:
     """pymemcache's pooled client (thread-safe) or a client of one connection, whose calls

@@ -1,8 +1,6 @@
-"""``memcached://`` groups: each member's entry is a key of its own with the lease TTL,
-renewed with the coordinator's locks; a group is a roster key listing its member ids, and
-``conch:groups`` lists the groups, both changed by CAS. A read prunes the members whose
-entry expired; memcached cannot notify, so watchers read every second. docs/memcached.md,
-"Groups"."""
+"""``memcached://`` groups: a roster key per group listing its members' ids, an entry key
+with the TTL per member, renewed with the locks, and ``conch:groups`` listing the groups,
+changed by CAS; watchers read every second (docs/memcached.md, "Groups")."""
 
 from __future__ import annotations
 
@@ -10,14 +8,13 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 from conch.backends.base import GroupStore, LossCallback
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.ttl import TtlHold
-from conch.backends.memcached.client import KEY_PREFIX, compare_and_delete
+from conch.backends.memcached.client import KEY_PREFIX, compare_and_delete, store
 from conch.backends.memcached.session import MemcachedSession
 from conch.backends.memcached.waiting import pauses
 from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
@@ -28,7 +25,6 @@ POLL_INTERVAL = 1.0
 """Seconds between two reads of a watched group (at most the renewal beat)."""
 
 Change = Callable[[list[str]], list[str] | None]
-T = TypeVar("T")
 
 
 def roster_key(group: bytes) -> bytes:
@@ -57,7 +53,7 @@ class MemcachedGroupStore(GroupStore):
             # Written even when listed: a delete removing it meanwhile then reads again.
             self._update(client, REGISTRY_KEY, lambda names: _with(names, group.hex()), True)
             return created
-        return self._run(create)
+        return self._session.call(create)
 
     def delete(self, group: bytes) -> None:
         def delete(client: Client, retried: bool) -> None:
@@ -76,7 +72,7 @@ class MemcachedGroupStore(GroupStore):
             # Listed until its roster is gone: a create arriving meanwhile keeps it.
             self._update(client, REGISTRY_KEY, lambda names: None if client.get(
                 roster_key(group)) is not None else _without(names, group.hex()), False)
-        self._run(delete)
+        self._session.call(delete)
 
     def names(self) -> list[bytes]:
         def names(client: Client, retried: bool) -> list[bytes]:
@@ -84,7 +80,7 @@ class MemcachedGroupStore(GroupStore):
                       for name in self._decode(REGISTRY_KEY, client.get(REGISTRY_KEY))]
             existing = client.get_many([roster_key(name) for name in listed])
             return [name for name in listed if roster_key(name) in existing]
-        return self._run(names)
+        return self._session.call(names)
 
     def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
         key = entry_key(group, self._member_id)
@@ -106,7 +102,7 @@ class MemcachedGroupStore(GroupStore):
             raise GroupNotFound(f"group {group!r} does not exist")
 
         self._entries[group] = self._session.ttl.replace(
-            self._entries.get(group), key, value, lambda: self._run(enter), on_lost)
+            self._entries.get(group), key, value, lambda: self._session.call(enter), on_lost)
 
     def leave(self, group: bytes) -> bool:
         if (hold := self._entries.pop(group, None)) is not None:
@@ -117,10 +113,10 @@ class MemcachedGroupStore(GroupStore):
             listed = self._update(client, roster_key(group),
                                   lambda members: _without(members, member), False)
             return bool(client.delete(entry_key(group, member))) or bool(listed)
-        return self._run(leave)
+        return self._session.call(leave)
 
     def members(self, group: bytes) -> dict[str, bytes] | None:
-        return self._run(lambda client, retried: self._live(client, group))
+        return self._session.call(lambda client, retried: self._live(client, group))
 
     def _live(self, client: Client, group: bytes) -> dict[str, bytes] | None:
         """The live members' data; those whose entry expired are pruned from the roster."""
@@ -152,14 +148,12 @@ class MemcachedGroupStore(GroupStore):
             changed = change(self._decode(key, found))
             if changed is None:
                 return False
-            value = json.dumps(changed).encode()
-            if client.add(key, value, expire=0) if found is None else client.cas(
-                    key, value, cas, expire=0):
+            if store(client, key, json.dumps(changed).encode(), None if found is None else cas, 0):
                 return True
             time.sleep(next(attempts))
 
     def _contended(self, key: bytes) -> Iterator[float]:
-        """Pauses between two tries to change ``key`` (from 1 ms to 10 ms, jittered), for
+        """Pauses between two tries to change ``key`` (from 1 ms to 5 ms, jittered), for
         one reply timeout at most: then :class:`BackendUnavailable`."""
         options = self._session.options
         deadline, waits = time.monotonic() + options.timeout, pauses()
@@ -178,11 +172,6 @@ class MemcachedGroupStore(GroupStore):
             raise BackendUnavailable(f"memcached at {self._session.options.where}: "
                                      f"{key.decode()} holds something else than conch's list")
         return items
-
-    def _run(self, step: Callable[[Client, bool], T]) -> T:
-        self._session.check_open()
-        with self._session.translated():
-            return self._session.run(step)
 
 
 def _with(items: list[str], item: str) -> list[str]:

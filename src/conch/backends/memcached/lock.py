@@ -29,6 +29,8 @@ from conch.introspection import HolderStamp
 log = logging.getLogger("conch")
 EPOCH_KEY, GRACE_KEY = KEY_PREFIX + b"epoch", KEY_PREFIX + b"grace"
 GRACE_POLL = 0.05  # seconds between a waiter's tries during a restart grace period
+Attempt = tuple[int | None, bytes | None, float]
+"""``(token, CAS id if known, 0)`` when held, else ``(None, None, seconds to pause at least)``."""
 
 
 class MemcachedLock(LockHandle):
@@ -59,7 +61,7 @@ class MemcachedLock(LockHandle):
                 pause = max(next(waiting), at_least)
                 watch.wait(seen, pause if remaining is None else min(pause, remaining))
 
-    def _try_acquire(self, value: bytes) -> tuple[int | None, bytes | None, float]:
+    def _try_acquire(self, value: bytes) -> Attempt:
         """One :func:`take` (retried after a lost reply), leaving nothing held if it fails."""
         session, keys = self._session, self._keys
         session.check_open()
@@ -76,8 +78,7 @@ class MemcachedLock(LockHandle):
                                 "expires within the TTL", keys.holder.decode())
                 raise
 
-    def _take(self, client: Client, value: bytes,
-              retried: bool) -> tuple[int | None, bytes | None, float]:
+    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
         """One attempt on ``client``, as :func:`take` (a semaphore's permit overrides it)."""
         return take(client, self._keys, value, self._session.options, retried)
 
@@ -102,12 +103,18 @@ class MemcachedLock(LockHandle):
 
 
 def take(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
-         retried: bool) -> tuple[int | None, bytes | None, float]:
-    """Hold ``keys`` with ``value``: ``(token, CAS id if known, 0)``, or ``(None, None,
-    seconds to pause at least)``. ``retried``: the earlier try may have stored ``value``."""
+         retried: bool) -> Attempt:
+    """Hold ``keys`` with ``value``. ``retried``: the earlier try may have stored ``value``."""
     cas = add_with_cas(client, keys.holder, value, options.ttl)
     if cas is None and not (retried and client.get(keys.holder) == value):
         return None, None, 0.0
+    return fenced(client, keys, value, options, cas)
+
+
+def fenced(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
+           cas: bytes | None = None) -> Attempt:
+    """The token of a hold just taken with ``value`` (``cas``: its CAS id, if known), or,
+    in a restart grace, nothing held."""
     token = next_token(client, keys, options)
     if token is None:  # restart grace: hold nothing until it ends
         free(client, keys.holder, value, cas)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import operator
 import ssl
 from collections.abc import Callable
 from typing import TypeVar
@@ -28,6 +29,9 @@ from conch.backends.memcached.errors import describe
 from conch.url import BackendURL
 
 T = TypeVar("T")
+Keeps = Callable[[bytes, bytes], bool]
+"""Whether a key's value (first) still holds a hold's value (second): equal, or, for a
+shared hold, listing its id."""
 
 
 class MemcachedSession:
@@ -37,13 +41,13 @@ class MemcachedSession:
     client: Client
     _renewer: Client
 
-    def __init__(self, url: BackendURL) -> None:
+    def __init__(self, url: BackendURL, keeps: Keeps = operator.eq) -> None:
         self.url = url
         self.options = MemcachedOptions.from_url(url)
         self.describe = functools.partial(describe, self.options)
-        self.ttl: TtlSession[bytes] = TtlSession(
-            "memcached", self.options.lease, self._renew, self.describe, CLIENT_ERRORS)
+        self.ttl = self._new_ttl()
         self.closed = False
+        self._keeps = keeps
         self._tls_context: ssl.SSLContext | None = None
         forget_in_child(self)
 
@@ -65,9 +69,7 @@ class MemcachedSession:
         if reply != b"MN":
             raise unavailable(self.url, f"{where} does not speak the meta protocol (mn "
                               f"answered {reply[:40]!r}): conch needs memcached 1.6 or later")
-        # The renewals' own connection: a renewal waits no longer than one interval.
-        self._renewer = new_client(options, self._tls_context, pooled=False,
-                                   timeout=min(options.timeout, self.ttl.interval))
+        self._renewer = self._new_renewer()
         self.ttl.start()
 
     def close(self) -> None:
@@ -79,8 +81,22 @@ class MemcachedSession:
         self.client.close()
 
     def forget_parent(self) -> None:
-        """In a forked child: connections of its own, the parent's left to the parent."""
+        """In a forked child: connections and renewals of its own, the parent's left to the
+        parent (whose holds are not the child's)."""
         self.client = new_client(self.options, self._tls_context)
+        if hasattr(self, "_renewer") and not self.closed:
+            self._renewer = self._new_renewer()
+            self.ttl = self._new_ttl()
+            self.ttl.start()
+
+    def _new_ttl(self) -> TtlSession[bytes]:
+        return TtlSession("memcached", self.options.lease, self._renew, self.describe,
+                          CLIENT_ERRORS)
+
+    def _new_renewer(self) -> Client:
+        """The renewals' own connection: a renewal waits no longer than one interval."""
+        return new_client(self.options, self._tls_context, pooled=False,
+                          timeout=min(self.options.timeout, self.ttl.interval))
 
     def check_open(self) -> None:
         """Raise :class:`~conch.BackendUnavailable` once the coordinator was stopped."""
@@ -91,6 +107,12 @@ class MemcachedSession:
     def translated(self) -> contextlib.AbstractContextManager[None]:
         """Client exceptions in the block become :class:`~conch.BackendUnavailable`."""
         return translated(self.url, CLIENT_ERRORS, self.describe)
+
+    def call(self, step: Callable[[Client, bool], T]) -> T:
+        """:meth:`run` on an open session, client exceptions translated."""
+        self.check_open()
+        with self.translated():
+            return self.run(step)
 
     def run(self, step: Callable[[Client, bool], T]) -> T:
         """``step(client, retried)``, again on a fresh connection after a connection failure
@@ -107,20 +129,19 @@ class MemcachedSession:
     def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
         # within: the renewer's timeout is one interval at most already.
         found = self._renewer.gets_many([hold.keys for hold in holds])
-        return [extend(self._renewer, hold.keys, hold.value, found.get(hold.keys),
-                       self.options.ttl) for hold in holds]
+        return [self._extend(hold.keys, hold.value, found.get(hold.keys, (None, None)))
+                for hold in holds]
 
-
-def extend(client: Client, key: bytes, value: bytes, found: tuple[bytes, bytes] | None,
-           ttl: int) -> bool:
-    """Reset ``key``'s expiry to ``ttl`` if it still holds ``value`` (``found``: the value
-    and CAS id just read, ``None``: no such key)."""
-    for _ in range(CAS_TRIES):
-        if found is None or found[0] != value:
-            return False
-        # cas, not touch: touch would extend a key another holder set since the read.
-        if client.cas(key, value, found[1], expire=ttl):
-            return True
-        value_read, cas = client.gets(key)
-        found = None if value_read is None else (value_read, cas)
-    return False
+    def _extend(self, key: bytes, value: bytes, found: tuple[bytes | None, bytes | None]) -> bool:
+        """Reset ``key``'s expiry to the TTL if it still keeps ``value`` (``found``: its value
+        and CAS id just read). A ``cas`` beaten by another writer of a value that still keeps
+        it (of a shared hold) reads again; beaten every time, that writer set the TTL too."""
+        current, cas = found
+        for _ in range(CAS_TRIES):
+            if current is None or not self._keeps(current, value):
+                return False
+            # cas, not touch: touch would extend a key another holder set since the read.
+            if self._renewer.cas(key, current, cas, expire=self.options.ttl):
+                return True
+            current, cas = self._renewer.gets(key)
+        return current is not None and self._keeps(current, value)

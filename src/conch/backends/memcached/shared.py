@@ -1,8 +1,6 @@
 """``memcached://`` shared locks on the lock's one holder key, changed only by ``add``,
-``cas`` and compare-and-delete: while shared, it holds ``=shared`` and the ids of the shared
-holders and of the waiting writers (each alive while a key of its own with the TTL lives,
-renewed with the locks), so every decision rests on one read of one key. An exclusive hold
-is that key holding its own value, as before. docs/memcached.md, "Shared locks"."""
+``cas`` and compare-and-delete: while shared, it lists the shared holders and waiting
+writers, each alive while a key of its own lives (docs/memcached.md, "Shared locks")."""
 
 from __future__ import annotations
 
@@ -16,15 +14,16 @@ from typing import NamedTuple
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 from conch.backends.base import Deadline, LossCallback
-from conch.backends.kit.fork import forget_in_child
-from conch.backends.kit.ttl import TtlHold, TtlSession
+from conch.backends.kit.ttl import TtlHold
 from conch.backends.memcached.client import (
-    CAS_TRIES,
     CLIENT_ERRORS,
     LockKeys,
+    alive_members,
     compare_and_delete,
+    member_key,
+    store,
 )
-from conch.backends.memcached.lock import GRACE_POLL, MemcachedLock, free, next_token, take
+from conch.backends.memcached.lock import Attempt, MemcachedLock, fenced, free, take
 from conch.backends.memcached.session import MemcachedSession
 from conch.errors import LockLost
 from conch.introspection import HolderStamp
@@ -33,7 +32,6 @@ log = logging.getLogger("conch")
 SHARED = b"=shared "
 """How a holder key's value starts while the lock is shared (an exclusive value starts
 with hex digits)."""
-Attempt = tuple[int | None, bytes | None, float]
 READ_EVERY = 0.05
 """Seconds between a waiting writer's reads of the holder key after its first (its
 ``add`` alone tells it when the key is gone): how late it may notice that the lock turned
@@ -59,62 +57,18 @@ class Sharing(NamedTuple):
                                     "writers": sorted(set(self.writers))}).encode()
 
     def alive(self, client: Client, holder: bytes) -> Sharing:
-        """Only those whose own key still lives (one ``get_many``)."""
-        found = client.get_many([member_key(holder, member)
-                                 for member in (*self.readers, *self.writers)])
-        return Sharing([r for r in self.readers if member_key(holder, r) in found],
-                       [w for w in self.writers if member_key(holder, w) in found])
+        """Only those whose own key still lives."""
+        alive = alive_members(client, holder, [*self.readers, *self.writers])
+        return Sharing([r for r in self.readers if r in alive],
+                       [w for w in self.writers if w in alive])
 
 
-def member_key(holder: bytes, member: str) -> bytes:
-    """The key that keeps a shared holder or waiting writer alive (``<holder>:<id>``)."""
-    return holder + b":" + member.encode()
-
-
-class ReaderRenewal:
-    """Keeps the holder key of each shared hold alive: per beat one ``gets`` of them all,
-    then a ``cas`` each that still lists its reader (a ``cas`` that finds the key changed
-    since, still listing it, was beaten by a writer of the value, which set the TTL too)."""
-
-    def __init__(self, session: MemcachedSession) -> None:
-        self._session = session
-        self.ttl = self._new_ttl_session()
-        forget_in_child(self)
-
-    def _new_ttl_session(self) -> TtlSession[bytes]:
-        ttl: TtlSession[bytes] = TtlSession("memcached", self._session.options.lease,
-                                            self._renew, self._session.describe, CLIENT_ERRORS)
-        ttl.start()
-        return ttl
-
-    def forget_parent(self) -> None:
-        """In a forked child: the parent's shared holds are not the child's."""
-        self.ttl = self._new_ttl_session()
-
-    def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
-        return self._session.run(lambda client, _: self._renew_on(client, holds))
-
-    def _renew_on(self, client: Client, holds: list[TtlHold[bytes]]) -> list[bool]:
-        found = client.gets_many([hold.keys for hold in holds])
-        return [self._keep(client, hold.keys, hold.value.decode(), found.get(hold.keys))
-                for hold in holds]
-
-    def _keep(self, client: Client, key: bytes, reader: str,
-              found: tuple[bytes, bytes] | None) -> bool:
-        for _ in range(CAS_TRIES):
-            if found is None or not _lists(found[0], reader):
-                return False
-            if client.cas(key, found[0], found[1], expire=self._session.options.ttl):
-                return True
-            value, cas = client.gets(key)
-            found = None if value is None else (value, cas)
-        return found is not None and _lists(found[0], reader)
-
-
-def _lists(value: bytes, reader: str) -> bool:
-    """Whether holder key value ``value`` is a sharing listing ``reader``."""
-    sharing = Sharing.read(value)
-    return sharing is not None and reader in sharing.readers
+def keeps(current: bytes, value: bytes) -> bool:
+    """The session's renewal test: a holder key keeps an exclusive hold's ``value`` while
+    equal to it, a shared one's (its reader id) while its sharing lists it."""
+    sharing = Sharing.read(current)
+    return current == value if sharing is None else \
+        value.decode("utf-8", "replace") in sharing.readers
 
 
 class MemcachedReader(MemcachedLock):
@@ -122,11 +76,11 @@ class MemcachedReader(MemcachedLock):
     The lock's wait, tokens and renewal serve it unchanged."""
 
     def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
-                 on_lost: LossCallback, renewal: ReaderRenewal) -> None:
+                 on_lost: LossCallback) -> None:
         self._id = secrets.token_hex(16)
         super().__init__(session, LockKeys(member_key(keys.holder, self._id), keys.counter),
                          stamp, on_lost)
-        self._lock_keys, self._renewal = keys, renewal
+        self._lock_keys = keys
         self._signal = f"{session.options.where} ".encode() + keys.holder  # the lock's
         self._listed: TtlHold[bytes] | None = None
 
@@ -142,25 +96,20 @@ class MemcachedReader(MemcachedLock):
                 return None, None, 0.0  # writer preference: wait behind them
             client.set(self._keys.holder, value, expire=ttl)  # alive before it is listed
             joined = Sharing([*alive.readers, self._id], alive.writers).encode()
-            if found is None:
-                stored = client.add(holder, joined, expire=ttl)
-            else:
-                stored = client.cas(holder, joined, cas, expire=ttl)
-            if stored:
+            if store(client, holder, joined, None if found is None else cas, ttl):
                 break
-        token = next_token(client, self._keys, self._session.options)
-        if token is None:  # restart grace: hold nothing until it ends
+        attempt = fenced(client, self._keys, value, self._session.options)
+        if attempt[0] is None:  # restart grace: hold nothing until it ends
             self._leave(client)
-            free(client, self._keys.holder, value)
-            return None, None, GRACE_POLL
-        self._listed = self._renewal.ttl.keep(holder, self._id.encode(), time.monotonic(),
-                                              self._on_lost)
-        return token, None, 0.0
+        else:
+            self._listed = self._session.ttl.keep(holder, self._id.encode(), time.monotonic(),
+                                                  self._on_lost)
+        return attempt
 
     def release(self) -> None:
         listed, self._listed = self._listed, None
         if listed is not None:
-            self._renewal.ttl.discard(listed)
+            self._session.ttl.discard(listed)
         with self._session.translated():
             was_listed = self._session.run(lambda client, _: self._leave(client))
         super().release()  # its own key; the lock's waiters in this process wake
@@ -227,11 +176,7 @@ class MemcachedWriter(MemcachedLock):
         if not alive.readers:  # nobody alive shares it: take it over, if unchanged since
             if not client.cas(holder, value, cas, expire=ttl):
                 return attempt
-            token = next_token(client, self._keys, self._session.options)
-            if token is None:
-                free(client, holder, value)
-                return None, None, GRACE_POLL
-            return token, None, 0.0
+            return fenced(client, self._keys, value, self._session.options)
         if self._id not in alive.writers:  # wait listed, so that new readers wait
             if self._waiting is None:
                 key = member_key(holder, self._id)

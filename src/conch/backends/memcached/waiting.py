@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 from conch.backends.kit.fork import forget_in_child
 
-FIRST_PAUSE, MAX_PAUSE = 0.001, 0.010
+FIRST_PAUSE, MAX_PAUSE = 0.001, 0.005
 
 
 def pauses() -> Iterator[float]:
-    """One waiter's pauses: from 1 ms, doubling up to 10 ms, each drawn from its upper half
+    """One waiter's pauses: from 1 ms, doubling up to 5 ms, each drawn from its upper half
     so that waiters do not poll in step."""
     ceiling = FIRST_PAUSE
     while True:

@@ -1,6 +1,5 @@
-"""``memory://`` groups: the store of a URL keeps each group's entries by member id; every
-change calls the group's subscribers at once, and a coordinator's close removes its
-entries, as a server ends a session."""
+"""``memory://`` groups: each group's entries by member id, pushed to its subscribers at
+every change (docs/memory.md)."""
 
 from __future__ import annotations
 

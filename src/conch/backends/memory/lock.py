@@ -1,9 +1,6 @@
 """``memory://`` locks: a store per URL keeps what a server would (holders, waiters, one
-token counter). A name is held by one exclusive holder, by shared holders (a waiting
-exclusive one stops new shared ones: writers are not starved), or, for a semaphore, by up
-to its limit. Both handles try through :meth:`MemoryLock.try_take` and wait for the waker
-it registered, which a release calls: this blocking handle's event, or the asyncio
-handle's future (``async_lock.py``)."""
+token counter). Both handles try through :meth:`MemoryLock.try_take` and wait for the
+waker it registered, which a release calls (docs/memory.md)."""
 
 from __future__ import annotations
 
