@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Generic, Protocol, TypeVar
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.errors import (
@@ -57,6 +58,47 @@ def wait_budget(blocking: Blocking) -> float | None:
     if blocking >= 0:  # False for NaN
         return None if blocking == math.inf else float(blocking)
     raise ValueError(f"blocking must be True, False or seconds >= 0, not {blocking!r}")
+
+
+class LossSignal(Protocol):
+    """A ``lost`` event: :class:`threading.Event` or :class:`asyncio.Event`."""
+
+    def is_set(self) -> bool: ...
+
+
+EventT = TypeVar("EventT", bound=LossSignal)
+EventT_co = TypeVar("EventT_co", bound=LossSignal, covariant=True)
+
+
+class HoldingLock(Protocol[EventT_co]):
+    """What :class:`HeldThrough` reads of a sync or async lock."""
+
+    @property
+    def held(self) -> bool: ...
+
+    @property
+    def token(self) -> int | None: ...
+
+    @property
+    def lost(self) -> EventT_co: ...
+
+
+class HeldThrough(Generic[EventT]):
+    """An object that holds through a lock of its own (a semaphore's permit, an election's
+    term): its token and loss are the lock's."""
+
+    def __init__(self, lock: HoldingLock[EventT]) -> None:
+        self._lock = lock
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the current hold or term (``None`` when not held)."""
+        return self._lock.token
+
+    @property
+    def lost(self) -> EventT:
+        """Set when the backend ended the hold or term before it was given back."""
+        return self._lock.lost
 
 
 _FOREVER = Deadline(None)  # immutable: every ``blocking=True`` acquire shares it

@@ -12,14 +12,16 @@ from __future__ import annotations
 import threading
 from types import TracebackType
 
-from conch.lock import Blocking, Lock, _Hold
+from conch.lock import Blocking, HeldThrough, Lock, _Hold
 
 
-class Semaphore:
+class Semaphore(HeldThrough[threading.Event]):
     """One holder's permit of a semaphore (make it with ``coordinator.semaphore``)."""
 
+    _lock: Lock
+
     def __init__(self, lock: Lock, limit: int) -> None:
-        self._lock = lock
+        super().__init__(lock)
         self.name = lock.name
         self.limit = limit
 
@@ -31,16 +33,6 @@ class Semaphore:
     def held(self) -> bool:
         """True while this object holds a permit (and has not lost it)."""
         return self._lock.held
-
-    @property
-    def token(self) -> int | None:
-        """The fencing token of the current hold (``None`` when not held)."""
-        return self._lock.token
-
-    @property
-    def lost(self) -> threading.Event:
-        """Set when the backend ended the hold before :meth:`release`."""
-        return self._lock.lost
 
     def acquire(self, blocking: Blocking = True) -> bool:
         """Take a permit, waiting as ``blocking`` says (a lock's rules); whether it did."""
