@@ -13,18 +13,20 @@ import enum
 import logging
 import threading
 from collections.abc import Callable
+from typing import NoReturn
 
 from conch.errors import BackendUnavailable, ConchError, LockLost, LockNotHeld
 
 log = logging.getLogger("conch")
 
 
-def reported(exc: BaseException, describe_error: Callable[[BaseException], str]) -> BaseException:
-    """What a lock raises for ``exc`` from its handle: conch's errors and
-    ``BaseException`` as they are, anything else as :class:`BackendUnavailable`."""
+def raise_reported(exc: BaseException,
+                   describe_error: Callable[[BaseException], str]) -> NoReturn:
+    """Raise ``exc``, which a lock's handle raised (call it in the ``except`` block): conch's
+    errors and ``BaseException`` as they are, anything else as :class:`BackendUnavailable`."""
     if isinstance(exc, Exception) and not isinstance(exc, ConchError):
-        return BackendUnavailable(describe_error(exc))
-    return exc
+        raise BackendUnavailable(describe_error(exc)) from None
+    raise exc
 
 
 class LossEvent(threading.Event):
@@ -172,6 +174,16 @@ class LockObject(abc.ABC):
         finally:
             mutex.release()
         return state, backend_holds
+
+    def _release_failed(self, exc: Exception, state: State) -> None:
+        """The handle's release raised ``exc`` (call it in the ``except`` block): a loss the
+        backend found only now sets :attr:`lost` and is raised; any other error is raised
+        unless the hold was already lost."""
+        if isinstance(exc, LockLost):
+            self._lost.set()
+            raise exc
+        if state is HELD:
+            raise_reported(exc, self._describe_error)
 
     def _lost_before_release(self) -> LockLost:
         return LockLost(f"lock {self.name!r} was lost before it was released")

@@ -18,10 +18,9 @@ from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.errors import (
     InvalidLockName,
     LockAcquireFailed,
-    LockLost,
     NotStarted,
 )
-from conch.hold_state import HELD, LOST, LockObject, Membership, reported
+from conch.hold_state import LOST, LockObject, Membership, raise_reported
 
 log = logging.getLogger("conch")
 
@@ -151,10 +150,7 @@ class Lock(LockObject):
             self._give_up_acquiring()
             if self._membership.stopped and isinstance(exc, Exception):
                 raise NotStarted(self._awaited()) from None  # the backend closed under a wait
-            error = reported(exc, self._describe_error)
-            if error is exc:
-                raise
-            raise error from None
+            raise_reported(exc, self._describe_error)
         if token is None:
             self._give_up_acquiring()
             if self._membership.stopped:
@@ -185,15 +181,8 @@ class Lock(LockObject):
         try:
             if backend_holds:
                 self._handle.release()
-        except LockLost:  # the backend found the hold gone only now
-            self._lost.set()
-            raise
         except Exception as exc:
-            if state is HELD:
-                error = reported(exc, self._describe_error)
-                if error is exc:
-                    raise
-                raise error from None
+            self._release_failed(exc, state)
         finally:
             self._occupied.release()
         if state is LOST:

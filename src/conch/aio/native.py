@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from conch.aio.calls import Outcome
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
-from conch.errors import LockLost, NotStarted
-from conch.hold_state import HELD, LOST, LockObject, Membership, reported
+from conch.errors import NotStarted
+from conch.hold_state import LOST, LockObject, Membership, raise_reported
 from conch.lock import Blocking, LockName, lock_key, wait_budget
 
 if TYPE_CHECKING:
@@ -62,10 +62,7 @@ class NativeLock(LockObject):
             token = await self._handle.acquire(deadline)
         except BaseException as exc:
             self._give_up()
-            error = reported(exc, self._describe_error)
-            if error is exc:
-                raise
-            raise error from None
+            raise_reported(exc, self._describe_error)
         if token is None:
             self._give_up()
             return False
@@ -83,15 +80,8 @@ class NativeLock(LockObject):
         try:
             if backend_holds:
                 await self._handle.release()
-        except LockLost:
-            self._lost.set()
-            raise
         except Exception as exc:
-            if state is HELD:
-                error = reported(exc, self._describe_error)
-                if error is exc:
-                    raise
-                raise error from None
+            self._release_failed(exc, state)
         if state is LOST:
             raise self._lost_before_release()
 
