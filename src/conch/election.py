@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-from types import TracebackType
 
 from conch.errors import ConchError, InvalidLockName, LockAcquireFailed, NotStarted
 from conch.group_watch import Subscription
@@ -131,8 +130,7 @@ class Election(Candidate[threading.Event]):
     def __enter__(self) -> Election:
         return _Term(self, True).__enter__()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.resign()
 
 
@@ -147,8 +145,7 @@ class _Term:
             raise not_won(self._election.name, self._blocking)
         return self._election
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._election.resign()
 
 

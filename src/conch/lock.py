@@ -11,7 +11,6 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from types import TracebackType
 from typing import Generic, Protocol, TypeVar
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
@@ -201,12 +200,7 @@ class Lock(LockObject):
             raise _not_acquired(self, True)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
 
@@ -231,10 +225,5 @@ class _Hold:
             raise _not_acquired(self._lock, self._blocking)
         return self._lock
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._lock.release()

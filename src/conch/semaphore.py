@@ -10,7 +10,6 @@ blocking rules, a fencing token per hold that strictly increases across the name
 from __future__ import annotations
 
 import threading
-from types import TracebackType
 
 from conch.lock import Blocking, HeldThrough, Lock, _Hold
 
@@ -51,6 +50,5 @@ class Semaphore(HeldThrough[threading.Event]):
         self._lock.__enter__()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self._lock.__exit__(exc_type, exc, traceback)
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

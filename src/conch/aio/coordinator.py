@@ -13,7 +13,6 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import Any
 
 from conch import metrics
@@ -233,12 +232,7 @@ class AsyncCoordinator:
     async def __aenter__(self) -> AsyncCoordinator:
         return await self.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 from conch.aio.lock import AsyncLock
 from conch.election import Candidate, LeaderChange, leader_of, not_won
@@ -65,8 +64,7 @@ class AsyncElection(Candidate[asyncio.Event]):
     async def __aenter__(self) -> AsyncElection:
         return await _AsyncTerm(self, True).__aenter__()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.resign()
 
 
@@ -79,6 +77,5 @@ class _AsyncTerm:
             raise not_won(self._election.name, self._blocking)
         return self._election
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._election.resign()

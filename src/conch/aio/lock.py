@@ -108,12 +108,7 @@ class AsyncLock:
     async def __aenter__(self) -> AsyncLock:
         return await AsyncHold(self, True, False).__aenter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.release()
 
     def _hold_lost(self, hold: Hold[Any]) -> None:

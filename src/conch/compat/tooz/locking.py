@@ -75,12 +75,7 @@ class Lock(abc.ABC):
             raise LockAcquireFailed(f"could not acquire lock {name}")
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
     @abc.abstractmethod
@@ -158,12 +153,7 @@ class ConchLock(Lock):
             return False
         return True
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         lost = self.conch_lock.lost.is_set()
         if not self.release() and lost:
             raise errors.LockLost(f"lock {self.name!r} was lost before the with block ended")
