@@ -15,6 +15,7 @@ from typing import Generic, Protocol, TypeVar
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.errors import (
+    ConchError,
     InvalidLockName,
     LockAcquireFailed,
     NotStarted,
@@ -28,21 +29,25 @@ Blocking = bool | float
 MAX_NAME_BYTES = 64 * 1024
 
 
-def lock_key(name: LockName) -> bytes:
-    """The bytes that identify ``name`` (``str`` as UTF-8, so ``"a"`` and ``b"a"`` are one lock)."""
+def name_bytes(name: str | bytes, kind: str, error: type[ConchError], max_bytes: int) -> bytes:
+    """``name`` as bytes (``str`` as UTF-8), else ``error``: not ``str`` or ``bytes``, empty,
+    or over ``max_bytes`` (``kind`` says what names it is, in the message)."""
     if isinstance(name, str):
         key = name.encode("utf-8", "surrogateescape")
     elif isinstance(name, bytes):
         key = name
     else:
-        raise InvalidLockName(f"a lock name must be str or bytes, not {type(name).__name__}")
+        raise error(f"a {kind} name must be str or bytes, not {type(name).__name__}")
     if not key:
-        raise InvalidLockName("a lock name must not be empty")
-    if len(key) > MAX_NAME_BYTES:
-        raise InvalidLockName(
-            f"a lock name must be at most {MAX_NAME_BYTES} bytes, got {len(key)}"
-        )
+        raise error(f"a {kind} name must not be empty")
+    if len(key) > max_bytes:
+        raise error(f"a {kind} name must be at most {max_bytes} bytes, got {len(key)}")
     return key
+
+
+def lock_key(name: LockName) -> bytes:
+    """The bytes that identify ``name`` (``str`` as UTF-8, so ``"a"`` and ``b"a"`` are one lock)."""
+    return name_bytes(name, "lock", InvalidLockName, MAX_NAME_BYTES)
 
 
 def wait_budget(blocking: Blocking) -> float | None:
