@@ -44,13 +44,8 @@ class AsyncCoordinator:
     option or a missing capability raises here, before any I/O.
     """
 
-    def __init__(
-        self,
-        url: str,
-        member_id: str | None = None,
-        prefix: str = "",
-        require: Iterable[str] = (),
-    ) -> None:
+    def __init__(self, url: str, member_id: str | None = None, prefix: str = "",
+                 require: Iterable[str] = ()) -> None:
         self._init(Coordinator(url, member_id, prefix, require))
 
     def _init(self, coordinator: Coordinator) -> None:
