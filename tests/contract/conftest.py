@@ -26,7 +26,8 @@ def sync_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def ours(sync_url: str) -> Iterator[conch.Coordinator]:
-    """A started coordinator on the backend under test, for what only the sync API has."""
+    """A started coordinator on the backend under test, for what only the sync API has
+    (group tests also ask for ``group_url``, which skips backends without groups)."""
     with conch.connect(sync_url) as started:
         yield started
 
@@ -53,20 +54,6 @@ def group_url(sync_url: str) -> str:
     if not conch.Coordinator(sync_url).capabilities.groups:
         pytest.skip(f"the {sync_url.split(':')[0]} backend does not declare groups")
     return sync_url
-
-
-@pytest.fixture
-def member(group_url: str) -> Iterator[conch.Coordinator]:
-    """A started coordinator on the backend under test, for groups."""
-    with conch.connect(group_url) as started:
-        yield started
-
-
-@pytest.fixture
-def other_member(group_url: str) -> Iterator[conch.Coordinator]:
-    """A second started coordinator on the same backend: another member."""
-    with conch.connect(group_url) as started:
-        yield started
 
 
 @pytest.fixture
