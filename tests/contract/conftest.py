@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -46,6 +46,17 @@ def skip_unless_declared(url: str, capability: str) -> None:
         with pytest.raises(conch.NotSupported, match=capability):
             conch.Coordinator(url, require=[capability])
         pytest.skip(f"the {url.split(':')[0]} backend does not declare {capability}")
+
+
+def declared_only(capability: str) -> Callable[[str], None]:
+    """An autouse fixture (assign it in a module) that skips the module's tests where the
+    backend lacks ``capability``."""
+
+    @pytest.fixture(autouse=True)
+    def declared(sync_url: str) -> None:
+        skip_unless_declared(sync_url, capability)
+
+    return declared
 
 
 @pytest.fixture

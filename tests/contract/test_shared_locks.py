@@ -11,7 +11,7 @@ import pytest
 
 import conch
 from conch.history_shared import exclusion_violations
-from tests.contract.conftest import skip_unless_declared
+from tests.contract.conftest import declared_only
 from tests.contract.hold_checks import (
     assert_stop_ends,
     sections_across_processes,
@@ -19,10 +19,7 @@ from tests.contract.hold_checks import (
 )
 from tests.contract.waiting import Waiter, handoff_bound
 
-
-@pytest.fixture(autouse=True)
-def _declared(sync_url: str) -> None:
-    skip_unless_declared(sync_url, "shared_locks")
+_declared = declared_only("shared_locks")
 
 
 def test_shared_holds_coexist_and_exclude_an_exclusive_one(
