@@ -17,7 +17,7 @@ from collections.abc import Callable
 from conch.errors import ConchError, InvalidLockName, LockAcquireFailed, NotStarted
 from conch.group_watch import Subscription
 from conch.introspection import LockInfo
-from conch.lock import Blocking, EventT, HeldThrough, HoldingLock, Lock, wait_budget
+from conch.lock import Blocking, EventT, HeldThrough, HoldingLock, Lock, wait_budget, waited
 
 log = logging.getLogger("conch")
 
@@ -34,8 +34,7 @@ def election_lock_name(name: str | bytes) -> str | bytes:
 
 def not_won(name: str | bytes, blocking: Blocking) -> LockAcquireFailed:
     """The error of ``with election(blocking):`` when the campaign failed."""
-    wait = "at once" if blocking is False else f"within {blocking} s"
-    return LockAcquireFailed(f"election {name!r} not won {wait}")
+    return LockAcquireFailed(f"election {name!r} not won {waited(blocking)}")
 
 
 @dataclasses.dataclass(frozen=True)

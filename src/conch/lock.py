@@ -202,18 +202,21 @@ class Lock(LockObject):
 
     def __enter__(self) -> Lock:
         if not self.acquire():
-            raise _not_acquired(self, True)
+            raise not_acquired(self.name, True)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
 
 
-def _not_acquired(lock: Lock, blocking: Blocking) -> LockAcquireFailed:
-    return LockAcquireFailed(
-        f"lock {lock.name!r} not acquired "
-        f"{'at once' if blocking is False else f'within {blocking} s'}"
-    )
+def waited(blocking: Blocking) -> str:
+    """How an acquire that failed waited, for its message: "at once" or "within N s"."""
+    return "at once" if blocking is False else f"within {blocking} s"
+
+
+def not_acquired(name: LockName, blocking: Blocking) -> LockAcquireFailed:
+    """The error of ``with lock(blocking):`` when the lock was not acquired."""
+    return LockAcquireFailed(f"lock {name!r} not acquired {waited(blocking)}")
 
 
 class _Hold:
@@ -227,7 +230,7 @@ class _Hold:
 
     def __enter__(self) -> Lock:
         if not self._lock.acquire(self._blocking):
-            raise _not_acquired(self._lock, self._blocking)
+            raise not_acquired(self._lock.name, self._blocking)
         return self._lock
 
     def __exit__(self, *exc_info: object) -> None:
