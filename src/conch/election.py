@@ -1,10 +1,8 @@
-"""Leader election: :class:`Election`, from ``coordinator.election(name)``.
-
-Leading is holding the election's lock (the lock named ``conch-election:<name>``, which
-``conch ls`` shows), so an election has the lock's whole contract on every backend: the
-blocking rules, waiters woken by the backend, a fencing token per term that strictly
-increases, ``lost`` set when the backend ends the term. Who leads is read from the server
-(``leader()``); changes are pushed to watchers from conch's thread (:class:`LeaderWatch`).
+"""Leader election: :class:`Election`, from ``coordinator.election(name)``. Leading is holding
+the lock ``conch-election:<name>`` (``conch ls`` shows it), so an election has the lock's
+whole contract on every backend: blocking rules, waiters woken by the backend, a strictly
+increasing fencing token per term, ``lost`` when the backend ends the term. Who leads is read
+from the server (``leader()``); watchers hear of changes from conch's thread (docs/elections.md).
 """
 
 from __future__ import annotations

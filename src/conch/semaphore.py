@@ -1,10 +1,8 @@
-"""Semaphores: :class:`Semaphore`, from ``coordinator.semaphore(name, limit)``.
-
-A semaphore object holds one permit at a time, with the whole contract of a lock (the
-blocking rules, a fencing token per hold that strictly increases across the name's holds,
-``lost``, ``LockLost`` on a release after a loss, ``NotStarted`` after stop); at most
-``limit`` objects hold at any instant. Using one name with two limits raises
-:class:`conch.LimitMismatch`.
+"""Semaphores: :class:`Semaphore`, from ``coordinator.semaphore(name, limit)``. An object holds
+one permit at a time with a lock's whole contract (blocking rules, a fencing token strictly
+increasing across the name's holds, ``lost``, ``LockLost`` on a release after a loss,
+``NotStarted`` after stop); at most ``limit`` objects hold at once. One name used with two
+limits raises :class:`conch.LimitMismatch`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
-"""The async API seen through the sync one, so that the contract suite runs against both.
-
-:class:`SyncView` has the interface of :class:`conch.Coordinator` the contract
-suite uses, and :class:`SyncLockView` that of :class:`conch.Lock`; every call
-runs the :mod:`conch.aio` coroutine on one private event loop (a daemon thread
-shared by the test session) and waits for it. Any thread may call them, as the
-suite's waiter threads do; the loop itself never blocks.
-
-:func:`use_async_api` makes ``conch.connect`` and ``conch.Coordinator`` return
-views for the rest of a test (the suite calls them directly).
-"""
+"""The async API seen through the sync one, so that the contract suite runs against both:
+:class:`SyncView` and :class:`SyncLockView` have the interfaces of :class:`conch.Coordinator`
+and :class:`conch.Lock` the suite uses; each call runs the :mod:`conch.aio` coroutine on one
+private event loop (a daemon thread for the session) and waits, from any thread.
+:func:`use_async_api` makes ``conch.connect`` and ``conch.Coordinator`` return views for the
+rest of a test."""
 
 from __future__ import annotations
 

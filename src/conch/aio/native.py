@@ -1,11 +1,8 @@
-"""``NativeLock``: one hold at a time through a backend's asyncio handle.
-
-The async twin of :class:`conch.Lock` for backends with the ``native_async``
-capability: the same states, token and loss reporting (:mod:`conch.hold_state`),
-with the backend's :class:`~conch.backends.base.AsyncLockHandle` awaited on the
-event loop instead of called on a thread. :mod:`conch.aio.queue` drives it: it
-never starts an acquire while a hold is in progress.
-"""
+"""``NativeLock``: the async twin of :class:`conch.Lock` for ``native_async`` backends, with
+the same states, token and loss reporting (:mod:`conch.hold_state`), awaiting the backend's
+:class:`~conch.backends.base.AsyncLockHandle` on the event loop instead of calling it on a
+thread. :mod:`conch.aio.queue` drives it and never starts an acquire while a hold is in
+progress."""
 
 from __future__ import annotations
 
