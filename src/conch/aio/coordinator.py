@@ -134,8 +134,7 @@ class AsyncCoordinator:
             self.capabilities.require(["shared_locks"], self.coordinator._url.scheme)
             return self._own_hold(name, metric_label, shared_hold)
         key = lock_key(name)
-        if not self.is_started:
-            raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
+        self._started_sync()
         return AsyncLock(name, lambda: self._queues.get(name, key), self._meter(name, metric_label))
 
     def semaphore(self, name: LockName, limit: int,
@@ -151,8 +150,7 @@ class AsyncCoordinator:
         """A lock object with a queue of its own (its holds coexist with other objects'),
         through conch's threads."""
         key = lock_key(name)
-        if not self.is_started:
-            raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
+        self._started_sync()
         owner = object()
         return AsyncLock(name, lambda: self._queues.get(name, key, owner, open_handle),
                          self._meter(name, metric_label))
@@ -183,7 +181,7 @@ class AsyncCoordinator:
         :class:`conch.BackendUnavailable` when the backend cannot answer.
         """
         key = lock_key(name)
-        sync = self._introspectable()
+        sync = self._started_sync()
         return await run_in_thread(lambda: sync.describe(key))
 
     async def holders(self, prefix: LockName = "") -> list[LockInfo]:
@@ -195,7 +193,7 @@ class AsyncCoordinator:
         :class:`conch.NotSupported` and :class:`conch.BackendUnavailable` as
         :meth:`describe` does.
         """
-        sync = self._introspectable()
+        sync = self._started_sync()
         return await run_in_thread(lambda: sync.holders(prefix))
 
     async def break_lock(self, name: LockName, token: int | None = None) -> LockInfo:
@@ -216,10 +214,11 @@ class AsyncCoordinator:
         :class:`conch.BackendUnavailable` when the backend cannot answer.
         """
         key = lock_key(name)
-        sync = self._introspectable()
+        sync = self._started_sync()
         return await run_in_thread(lambda: sync.break_lock(key, token))
 
-    def _introspectable(self) -> Coordinator:
+    def _started_sync(self) -> Coordinator:
+        """The sync coordinator; :class:`conch.NotStarted` before :meth:`start`."""
         if not self.is_started:
             raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
         return self.coordinator
