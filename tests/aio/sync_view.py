@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import conch
 import conch.aio
-from conch.lock import Blocking, LockName
+from conch.lock import Blocking, HeldThrough, LockName
 
 if TYPE_CHECKING:
     import pytest
@@ -45,10 +45,12 @@ async def _call(function: Callable[[], T]) -> T:
     return function()
 
 
-class SyncLockView:
-    """A :class:`conch.aio.AsyncLock` with the methods of :class:`conch.Lock`."""
+class SyncLockView(HeldThrough[asyncio.Event]):
+    """A :class:`conch.aio.AsyncLock` with the methods of :class:`conch.Lock` (``lost`` is the
+    async lock's Event: ``is_set()`` is safe from any thread)."""
 
     def __init__(self, lock: conch.aio.AsyncLock) -> None:
+        super().__init__(lock)
         self.aio = lock
 
     def __repr__(self) -> str:
@@ -61,15 +63,6 @@ class SyncLockView:
     @property
     def held(self) -> bool:
         return self.aio.held
-
-    @property
-    def token(self) -> int | None:
-        return self.aio.token
-
-    @property
-    def lost(self) -> asyncio.Event:
-        """The async lock's Event: ``is_set()`` is safe from any thread."""
-        return self.aio.lost
 
     def acquire(self, blocking: Blocking = True) -> bool:
         return run(self.aio.acquire(blocking))
