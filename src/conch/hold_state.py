@@ -13,9 +13,12 @@ import enum
 import logging
 import threading
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
+from conch.backends.base import LossCallback
 from conch.errors import BackendUnavailable, ConchError, LockLost, LockNotHeld
+
+HandleT = TypeVar("HandleT")
 
 log = logging.getLogger("conch")
 
@@ -66,9 +69,9 @@ class Membership:
         # Guards ``stopped``, ``held`` and every state of its lock objects: a hold is
         # recorded in the same step as its grant, so stop() sees it or it is refused.
         self.mutex = threading.Lock()
-        self.held: set[LockObject] = set()  # strong: a held lock is never garbage-collected
+        self.held: set[LockObject[Any]] = set()  # strong: a held lock is never garbage-collected
 
-    def stop(self) -> list[LockObject]:
+    def stop(self) -> list[LockObject[Any]]:
         """The coordinator stops: the lock objects holding now, to abandon; no hold is
         admitted from now on."""
         with self.mutex:
@@ -77,15 +80,16 @@ class Membership:
         return held
 
 
-class LockObject(abc.ABC):
-    """What the sync and async lock objects share: their name, hold state and loss event.
+class LockObject(abc.ABC, Generic[HandleT]):
+    """What the sync and async lock objects share: their name, hold state, loss event and the
+    backend's handle (made by ``make_handle`` with the callback that reports a loss).
 
     Once ``membership`` (the coordinator's start-to-stop) stops, acquiring raises
     :class:`conch.NotStarted`. The caller ensures one acquire or release at a time.
     """
 
-    def __init__(self, name: str | bytes, describe_error: Callable[[BaseException], str],
-                 membership: Membership) -> None:
+    def __init__(self, name: str | bytes, make_handle: Callable[[LossCallback], HandleT],
+                 describe_error: Callable[[BaseException], str], membership: Membership) -> None:
         self.name = name
         self._membership = membership
         self._mutex = membership.mutex
@@ -97,6 +101,7 @@ class LockObject(abc.ABC):
         self._lost = LossEvent()
         self.lost: threading.Event = self._lost
         """Set when a hold is lost before ``release()``; cleared by the next acquire."""
+        self._handle = make_handle(self._mark_lost)
 
     @property
     def held(self) -> bool:

@@ -107,7 +107,7 @@ class HeldThrough(Generic[EventT]):
 _FOREVER = Deadline(None)  # immutable: every ``blocking=True`` acquire shares it
 
 
-class Lock(LockObject):
+class Lock(LockObject[LockHandle]):
     """A named lock of one coordinator. Create it with ``Coordinator.lock(name)``."""
 
     def __init__(
@@ -117,10 +117,9 @@ class Lock(LockObject):
         describe_error: Callable[[BaseException], str],
         membership: Membership,
     ) -> None:
-        super().__init__(name, describe_error, membership)
+        super().__init__(name, make_handle, describe_error, membership)
         # Held from the start of an acquire until release(): one hold per object.
         self._occupied = threading.Lock()
-        self._handle = make_handle(self._mark_lost)
 
     def __repr__(self) -> str:
         return f"<conch.Lock {self.name!r} {self._state.value}>"

@@ -12,9 +12,9 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conch.aio.calls import Outcome
-from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
+from conch.backends.base import AsyncLockHandle, Deadline
 from conch.errors import NotStarted
-from conch.hold_state import LOST, LockObject, Membership, raise_reported
+from conch.hold_state import LOST, LockObject, raise_reported
 from conch.lock import Blocking, LockName, lock_key, wait_budget
 
 if TYPE_CHECKING:
@@ -33,18 +33,8 @@ def native_lock(coordinator: Coordinator, name: LockName) -> NativeLock:
                       coordinator._describe_error, membership)
 
 
-class NativeLock(LockObject):
+class NativeLock(LockObject[AsyncLockHandle]):
     """A named lock of one coordinator, used on the event loop that made it."""
-
-    def __init__(
-        self,
-        name: LockName,
-        make_handle: Callable[[LossCallback], AsyncLockHandle],
-        describe_error: Callable[[BaseException], str],
-        membership: Membership,
-    ) -> None:
-        super().__init__(name, describe_error, membership)
-        self._handle = make_handle(self._mark_lost)
 
     def __repr__(self) -> str:
         return f"<conch.aio.NativeLock {self.name!r} {self._state.value}>"
