@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import pathlib
 import signal
 import subprocess
@@ -15,61 +14,21 @@ import pytest
 
 import conch
 from conch.exec import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, run_locked
+from tests.cli_runs import (
+    HOLD,
+    assert_exports_name_and_increasing_token,
+    assert_one_line_error,
+    conch_cmd,
+    env,
+    is_running,
+    run,
+    start_holder,
+    stop_when_exists,
+    url,
+)
 from tests.servers.base import wait_until
 
-# A command that records its pid, then sleeps until it is signalled.
-HOLD = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
-
-
-@pytest.fixture
-def env(tmp_path: pathlib.Path) -> dict[str, str]:
-    """The environment of each conch run: no CONCH_URL, a private per-user state directory."""
-    clean = {k: v for k, v in os.environ.items() if k != "CONCH_URL"}
-    clean["XDG_STATE_HOME"] = str(tmp_path / "state")
-    return clean
-
-
-@pytest.fixture
-def url(tmp_path: pathlib.Path) -> str:
-    return f"file://{tmp_path / 'locks'}"
-
-
-def conch_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "conch", *args]
-
-
-def run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(conch_cmd(*args), env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-def start_holder(
-    env: dict[str, str], url: str, name: str, pid_file: pathlib.Path
-) -> subprocess.Popen[str]:
-    """``conch exec`` holding ``name`` with a sleeping command; returns once it holds."""
-    holder = subprocess.Popen(
-        conch_cmd("exec", "--url", url, name, "--", sys.executable, "-c", HOLD, str(pid_file)),
-        env=env, stderr=subprocess.PIPE, text=True,
-    )
-    wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", 30, "the holder")
-    return holder
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("conch: ")
-    assert "Traceback" not in result.stderr
-
-
-def is_running(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie whose parent died unreaped counts as ended)."""
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
+__all__ = ["env", "url"]  # the fixtures, from tests/cli_runs.py
 
 
 def test_exec_exits_with_the_command_status(env: dict[str, str], url: str) -> None:
@@ -88,15 +47,8 @@ def test_exec_reports_a_command_killed_by_a_signal_as_128_plus_n(
 def test_exec_exports_the_lock_name_and_an_increasing_token(
     env: dict[str, str], url: str
 ) -> None:
-    show = "import os; print(os.environ['CONCH_LOCK_NAME'], os.environ['CONCH_LOCK_TOKEN'])"
-    tokens = []
-    for _ in range(2):
-        result = run(env, "exec", "--url", url, "vnf-42", "--", sys.executable, "-c", show)
-        assert result.returncode == 0, result.stderr
-        name, token = result.stdout.split()
-        assert name == "vnf-42"
-        tokens.append(int(token))
-    assert tokens[1] > tokens[0]
+    assert_exports_name_and_increasing_token(
+        env, url, "exec", "vnf-42", "CONCH_LOCK_NAME", "CONCH_LOCK_TOKEN")
 
 
 def test_exec_passes_arguments_after_the_separator_untouched(
@@ -280,8 +232,3 @@ def test_a_lost_lock_stops_what_the_command_started_too(
     assert run_locked(coordinator, "job", ["sh", "-c", shell]) == EXIT_LOCK_LOST
     grandchild = int(pid_file.read_text())
     wait_until(lambda: not is_running(grandchild), 10, "the end of the grandchild")
-
-
-def stop_when_exists(coordinator: conch.Coordinator, path: pathlib.Path) -> None:
-    wait_until(lambda: path.exists() and path.read_text() != "", 30, "the command")
-    coordinator.stop()

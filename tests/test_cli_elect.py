@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pathlib
-import subprocess
 import sys
 import threading
 
@@ -11,35 +10,32 @@ import pytest
 
 import conch
 from conch.exec import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED, run_leading
-from tests.servers.base import wait_until
-from tests.test_cli import HOLD, assert_one_line_error, conch_cmd, env, run, stop_when_exists, url
+from tests.cli_runs import (
+    HOLD,
+    assert_exports_name_and_increasing_token,
+    assert_one_line_error,
+    env,
+    run,
+    start_holder,
+    stop_when_exists,
+    url,
+)
 
-__all__ = ["env", "url"]  # the fixtures, shared with tests/test_cli.py
+__all__ = ["env", "url"]  # the fixtures, from tests/cli_runs.py
 
 
 def test_elect_exports_the_election_and_an_increasing_term_token(
     env: dict[str, str], url: str
 ) -> None:
-    show = "import os; print(os.environ['CONCH_ELECTION'], os.environ['CONCH_LEADER_TOKEN'])"
-    tokens = []
-    for _ in range(2):
-        result = run(env, "elect", "--url", url, "scheduler", "--", sys.executable, "-c", show)
-        assert result.returncode == 0, result.stderr
-        name, token = result.stdout.split()
-        assert name == "scheduler"
-        tokens.append(int(token))
-    assert tokens[1] > tokens[0]
+    assert_exports_name_and_increasing_token(
+        env, url, "elect", "scheduler", "CONCH_ELECTION", "CONCH_LEADER_TOKEN")
 
 
 def test_a_second_candidate_gives_up_with_status_75_while_one_leads(
     env: dict[str, str], url: str, tmp_path: pathlib.Path
 ) -> None:
-    pid_file = tmp_path / "pid"
-    leader = subprocess.Popen(
-        conch_cmd("elect", "--url", url, "scheduler", "--", sys.executable, "-c", HOLD,
-                  str(pid_file)), env=env, stderr=subprocess.PIPE, text=True)
+    leader = start_holder(env, url, "scheduler", tmp_path / "pid", "elect")
     try:
-        wait_until(lambda: pid_file.exists() and pid_file.read_text() != "", 30, "the leader")
         result = run(env, "elect", "--url", url, "--timeout", "0", "scheduler", "--", "true")
     finally:
         leader.terminate()

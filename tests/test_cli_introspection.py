@@ -13,20 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from conch.exec import EXIT_LOCK_LOST, EXIT_NOT_ACQUIRED
-from tests.test_cli import assert_one_line_error, conch_cmd, run, start_holder
+from tests.cli_runs import assert_one_line_error, conch_cmd, env, run, start_holder, url
 
-
-@pytest.fixture
-def env(tmp_path: pathlib.Path) -> dict[str, str]:
-    """The environment of each conch run: no CONCH_URL, a private per-user state directory."""
-    clean = {k: v for k, v in os.environ.items() if k != "CONCH_URL"}
-    clean["XDG_STATE_HOME"] = str(tmp_path / "state")
-    return clean
-
-
-@pytest.fixture
-def url(tmp_path: pathlib.Path) -> str:
-    return f"file://{tmp_path / 'locks'}"
+__all__ = ["env", "url"]  # the fixtures, from tests/cli_runs.py
 
 
 @pytest.fixture

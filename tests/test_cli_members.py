@@ -14,7 +14,7 @@ import pytest
 
 import conch
 from conch.cli import main
-from tests.test_cli import assert_one_line_error, run
+from tests.cli_runs import assert_one_line_error, run
 
 
 @pytest.fixture

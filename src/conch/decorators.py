@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar, cast
 from conch.coordinator import Coordinator
 from conch.defaults import default_url
 from conch.errors import LockAcquireFailed
-from conch.lock import Blocking, LockName, wait_budget
+from conch.lock import Blocking, LockName, wait_budget, waited
 
 log = logging.getLogger("conch")
 
@@ -143,8 +143,8 @@ def not_acquired(
     name: LockName, func: Callable[..., Any], blocking: Blocking
 ) -> LockAcquireFailed:
     """The error of a call whose lock was not acquired in time."""
-    waited = "at once" if blocking is False else f"within {blocking} s"
-    return LockAcquireFailed(f"{func.__qualname__}: lock {name!r} not acquired {waited}")
+    return LockAcquireFailed(f"{func.__qualname__}: lock {name!r} not acquired "
+                             f"{waited(blocking)}")
 
 
 def log_acquired(name: LockName, func: Callable[..., Any], started: float) -> float:

@@ -1,10 +1,8 @@
-"""Leader election: :class:`Election`, from ``coordinator.election(name)``.
-
-Leading is holding the election's lock (the lock named ``conch-election:<name>``, which
-``conch ls`` shows), so an election has the lock's whole contract on every backend: the
-blocking rules, waiters woken by the backend, a fencing token per term that strictly
-increases, ``lost`` set when the backend ends the term. Who leads is read from the server
-(``leader()``); changes are pushed to watchers from conch's thread (:class:`LeaderWatch`).
+"""Leader election: :class:`Election`, from ``coordinator.election(name)``. Leading is holding
+the lock ``conch-election:<name>`` (``conch ls`` shows it), so an election has the lock's
+whole contract on every backend: blocking rules, waiters woken by the backend, a strictly
+increasing fencing token per term, ``lost`` when the backend ends the term. Who leads is read
+from the server (``leader()``); watchers hear of changes from conch's thread (docs/elections.md).
 """
 
 from __future__ import annotations
@@ -13,12 +11,11 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-from types import TracebackType
 
 from conch.errors import ConchError, InvalidLockName, LockAcquireFailed, NotStarted
 from conch.group_watch import Subscription
 from conch.introspection import LockInfo
-from conch.lock import Blocking, Lock, wait_budget
+from conch.lock import Blocking, EventT, HeldThrough, HoldingLock, Lock, wait_budget, waited
 
 log = logging.getLogger("conch")
 
@@ -35,8 +32,7 @@ def election_lock_name(name: str | bytes) -> str | bytes:
 
 def not_won(name: str | bytes, blocking: Blocking) -> LockAcquireFailed:
     """The error of ``with election(blocking):`` when the campaign failed."""
-    wait = "at once" if blocking is False else f"within {blocking} s"
-    return LockAcquireFailed(f"election {name!r} not won {wait}")
+    return LockAcquireFailed(f"election {name!r} not won {waited(blocking)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,35 +49,48 @@ class LeaderChange:
 LeaderWatcher = Callable[[LeaderChange], object]
 
 
-class Election:
-    """One candidate of an election (one object per call of ``coordinator.election``)."""
+class Candidate(HeldThrough[EventT]):
+    """What :class:`Election` and :class:`conch.aio.AsyncElection` share: the term is the
+    lock's hold, and one :class:`LeaderWatch` per object, started by the first watcher."""
 
-    def __init__(self, name: str | bytes, lock: Lock, describe: Callable[[], LockInfo],
-                 watch_interval: float) -> None:
+    def __init__(self, name: str | bytes, lock: HoldingLock[EventT],
+                 describe_now: Callable[[], LockInfo], watch_interval: float) -> None:
+        super().__init__(lock)
         self.name = name
-        self._lock = lock
-        self._describe = describe
+        self._describe_now = describe_now
         self._watch_interval = watch_interval
         self._watch: LeaderWatch | None = None
         self._watch_mutex = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"<conch.Election {self.name!r} {'leading' if self.is_leader else 'not leading'}>"
 
     @property
     def is_leader(self) -> bool:
         """True while this object's term lasts (campaign won, not resigned, not lost)."""
         return self._lock.held and not self._lock.lost.is_set()
 
-    @property
-    def token(self) -> int | None:
-        """The fencing token of the current term (``None`` when not leading)."""
-        return self._lock.token
+    def _add_watcher(self, watcher: LeaderWatcher) -> Subscription:
+        with self._watch_mutex:
+            if self._watch is None:
+                self._watch = LeaderWatch(self.name, self._describe_now, self._watch_interval)
+            return self._watch.add(watcher)
 
-    @property
-    def lost(self) -> threading.Event:
-        """Set when the backend ended this term before :meth:`resign` (as ``Lock.lost``)."""
-        return self._lock.lost
+    def _poke(self) -> None:
+        watch = self._watch
+        if watch is not None:
+            watch.wake()
+
+
+def leader_of(info: LockInfo) -> str | None:
+    """The member id holding the election's lock in ``info`` (``None``: nobody leads)."""
+    return None if info.holder is None else info.holder.member_id
+
+
+class Election(Candidate[threading.Event]):
+    """One candidate of an election (one object per call of ``coordinator.election``)."""
+
+    _lock: Lock
+
+    def __repr__(self) -> str:
+        return f"<conch.Election {self.name!r} {'leading' if self.is_leader else 'not leading'}>"
 
     def campaign(self, blocking: Blocking = True) -> bool:
         """Become the leader, waiting as ``blocking`` says (the lock's rules); whether it
@@ -102,16 +111,12 @@ class Election:
     def leader(self) -> str | None:
         """The member id of the current leader, as the server sees it now (``None``:
         nobody leads)."""
-        holder = self._describe().holder
-        return None if holder is None else holder.member_id
+        return leader_of(self._describe_now())
 
     def watch(self, watcher: LeaderWatcher) -> Subscription:
         """Call ``watcher`` (a :class:`conch.LeaderChange`) from conch's thread each time the
         leader changes from now on; ``.cancel()`` the result to stop."""
-        with self._watch_mutex:
-            if self._watch is None:
-                self._watch = LeaderWatch(self.name, self._describe, self._watch_interval)
-            return self._watch.add(watcher)
+        return self._add_watcher(watcher)
 
     def __call__(self, blocking: Blocking = True) -> _Term:
         """A context manager: campaign with ``blocking`` (else :class:`LockAcquireFailed`)
@@ -122,14 +127,8 @@ class Election:
     def __enter__(self) -> Election:
         return _Term(self, True).__enter__()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.resign()
-
-    def _poke(self) -> None:
-        watch = self._watch
-        if watch is not None:
-            watch.wake()
 
 
 class _Term:
@@ -143,8 +142,7 @@ class _Term:
             raise not_won(self._election.name, self._blocking)
         return self._election
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._election.resign()
 
 

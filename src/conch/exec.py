@@ -46,13 +46,8 @@ _WATCHER_EXIT_PERIOD = 0.5
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def run_locked(
-    coordinator: Coordinator,
-    name: str,
-    argv: Sequence[str],
-    timeout: float | None = None,
-    grace: float = DEFAULT_GRACE,
-) -> int:
+def run_locked(coordinator: Coordinator, name: str, argv: Sequence[str],
+               timeout: float | None = None, grace: float = DEFAULT_GRACE) -> int:
     """Run ``argv`` while holding lock ``name``; return the exit status to report.
 
     ``timeout`` is the longest wait for the lock in seconds (``None``: forever,
@@ -69,13 +64,8 @@ def run_locked(
                         name, argv, timeout, grace)
 
 
-def run_leading(
-    coordinator: Coordinator,
-    name: str,
-    argv: Sequence[str],
-    timeout: float | None = None,
-    grace: float = DEFAULT_GRACE,
-) -> int:
+def run_leading(coordinator: Coordinator, name: str, argv: Sequence[str],
+                timeout: float | None = None, grace: float = DEFAULT_GRACE) -> int:
     """As :func:`run_locked`, while leading election ``name``: the command gets
     ``CONCH_ELECTION`` and ``CONCH_LEADER_TOKEN``, and is stopped when leadership is lost."""
     election = coordinator.election(name)

@@ -11,6 +11,7 @@ from typing import Any
 
 from conch.errors import InvalidGroup
 from conch.introspection import HOST
+from conch.lock import name_bytes
 
 log = logging.getLogger("conch")
 
@@ -21,19 +22,9 @@ MAX_CAPABILITIES_BYTES = 64 * 1024
 
 def group_key(name: GroupName) -> bytes:
     """The bytes that identify group ``name`` (``str`` as UTF-8)."""
-    if isinstance(name, str):
-        key = name.encode("utf-8", "surrogateescape")
-    elif isinstance(name, bytes):
-        key = name
-    else:
-        raise InvalidGroup(f"a group name must be str or bytes, not {type(name).__name__}")
-    if not key:
-        raise InvalidGroup("a group name must not be empty")
+    key = name_bytes(name, "group", InvalidGroup, MAX_GROUP_NAME_BYTES)
     if b"\0" in key:
         raise InvalidGroup(f"a group name must not contain NUL bytes: {name!r}")
-    if len(key) > MAX_GROUP_NAME_BYTES:
-        raise InvalidGroup(
-            f"a group name must be at most {MAX_GROUP_NAME_BYTES} bytes, got {len(key)}")
     return key
 
 

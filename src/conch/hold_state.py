@@ -13,18 +13,23 @@ import enum
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any, Generic, NoReturn, TypeVar
 
+from conch.backends.base import LossCallback
 from conch.errors import BackendUnavailable, ConchError, LockLost, LockNotHeld
+
+HandleT = TypeVar("HandleT")
 
 log = logging.getLogger("conch")
 
 
-def reported(exc: BaseException, describe_error: Callable[[BaseException], str]) -> BaseException:
-    """What a lock raises for ``exc`` from its handle: conch's errors and
-    ``BaseException`` as they are, anything else as :class:`BackendUnavailable`."""
+def raise_reported(exc: BaseException,
+                   describe_error: Callable[[BaseException], str]) -> NoReturn:
+    """Raise ``exc``, which a lock's handle raised (call it in the ``except`` block): conch's
+    errors and ``BaseException`` as they are, anything else as :class:`BackendUnavailable`."""
     if isinstance(exc, Exception) and not isinstance(exc, ConchError):
-        return BackendUnavailable(describe_error(exc))
-    return exc
+        raise BackendUnavailable(describe_error(exc)) from None
+    raise exc
 
 
 class LossEvent(threading.Event):
@@ -64,9 +69,9 @@ class Membership:
         # Guards ``stopped``, ``held`` and every state of its lock objects: a hold is
         # recorded in the same step as its grant, so stop() sees it or it is refused.
         self.mutex = threading.Lock()
-        self.held: set[LockObject] = set()  # strong: a held lock is never garbage-collected
+        self.held: set[LockObject[Any]] = set()  # strong: a held lock is never garbage-collected
 
-    def stop(self) -> list[LockObject]:
+    def stop(self) -> list[LockObject[Any]]:
         """The coordinator stops: the lock objects holding now, to abandon; no hold is
         admitted from now on."""
         with self.mutex:
@@ -75,15 +80,16 @@ class Membership:
         return held
 
 
-class LockObject(abc.ABC):
-    """What the sync and async lock objects share: their name, hold state and loss event.
+class LockObject(abc.ABC, Generic[HandleT]):
+    """What the sync and async lock objects share: their name, hold state, loss event and the
+    backend's handle (made by ``make_handle`` with the callback that reports a loss).
 
     Once ``membership`` (the coordinator's start-to-stop) stops, acquiring raises
     :class:`conch.NotStarted`. The caller ensures one acquire or release at a time.
     """
 
-    def __init__(self, name: str | bytes, describe_error: Callable[[BaseException], str],
-                 membership: Membership) -> None:
+    def __init__(self, name: str | bytes, make_handle: Callable[[LossCallback], HandleT],
+                 describe_error: Callable[[BaseException], str], membership: Membership) -> None:
         self.name = name
         self._membership = membership
         self._mutex = membership.mutex
@@ -95,6 +101,7 @@ class LockObject(abc.ABC):
         self._lost = LossEvent()
         self.lost: threading.Event = self._lost
         """Set when a hold is lost before ``release()``; cleared by the next acquire."""
+        self._handle = make_handle(self._mark_lost)
 
     @property
     def held(self) -> bool:
@@ -172,6 +179,16 @@ class LockObject(abc.ABC):
         finally:
             mutex.release()
         return state, backend_holds
+
+    def _release_failed(self, exc: Exception, state: State) -> None:
+        """The handle's release raised ``exc`` (call it in the ``except`` block): a loss the
+        backend found only now sets :attr:`lost` and is raised; any other error is raised
+        unless the hold was already lost."""
+        if isinstance(exc, LockLost):
+            self._lost.set()
+            raise exc
+        if state is HELD:
+            raise_reported(exc, self._describe_error)
 
     def _lost_before_release(self) -> LockLost:
         return LockLost(f"lock {self.name!r} was lost before it was released")

@@ -11,16 +11,16 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from types import TracebackType
+from typing import Generic, Protocol, TypeVar
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.errors import (
+    ConchError,
     InvalidLockName,
     LockAcquireFailed,
-    LockLost,
     NotStarted,
 )
-from conch.hold_state import HELD, LOST, LockObject, Membership, reported
+from conch.hold_state import LOST, LockObject, Membership, raise_reported
 
 log = logging.getLogger("conch")
 
@@ -29,21 +29,25 @@ Blocking = bool | float
 MAX_NAME_BYTES = 64 * 1024
 
 
-def lock_key(name: LockName) -> bytes:
-    """The bytes that identify ``name`` (``str`` as UTF-8, so ``"a"`` and ``b"a"`` are one lock)."""
+def name_bytes(name: str | bytes, kind: str, error: type[ConchError], max_bytes: int) -> bytes:
+    """``name`` as bytes (``str`` as UTF-8), else ``error``: not ``str`` or ``bytes``, empty,
+    or over ``max_bytes`` (``kind`` says what names it is, in the message)."""
     if isinstance(name, str):
         key = name.encode("utf-8", "surrogateescape")
     elif isinstance(name, bytes):
         key = name
     else:
-        raise InvalidLockName(f"a lock name must be str or bytes, not {type(name).__name__}")
+        raise error(f"a {kind} name must be str or bytes, not {type(name).__name__}")
     if not key:
-        raise InvalidLockName("a lock name must not be empty")
-    if len(key) > MAX_NAME_BYTES:
-        raise InvalidLockName(
-            f"a lock name must be at most {MAX_NAME_BYTES} bytes, got {len(key)}"
-        )
+        raise error(f"a {kind} name must not be empty")
+    if len(key) > max_bytes:
+        raise error(f"a {kind} name must be at most {max_bytes} bytes, got {len(key)}")
     return key
+
+
+def lock_key(name: LockName) -> bytes:
+    """The bytes that identify ``name`` (``str`` as UTF-8, so ``"a"`` and ``b"a"`` are one lock)."""
+    return name_bytes(name, "lock", InvalidLockName, MAX_NAME_BYTES)
 
 
 def wait_budget(blocking: Blocking) -> float | None:
@@ -59,10 +63,51 @@ def wait_budget(blocking: Blocking) -> float | None:
     raise ValueError(f"blocking must be True, False or seconds >= 0, not {blocking!r}")
 
 
+class LossSignal(Protocol):
+    """A ``lost`` event: :class:`threading.Event` or :class:`asyncio.Event`."""
+
+    def is_set(self) -> bool: ...
+
+
+EventT = TypeVar("EventT", bound=LossSignal)
+EventT_co = TypeVar("EventT_co", bound=LossSignal, covariant=True)
+
+
+class HoldingLock(Protocol[EventT_co]):
+    """What :class:`HeldThrough` reads of a sync or async lock."""
+
+    @property
+    def held(self) -> bool: ...
+
+    @property
+    def token(self) -> int | None: ...
+
+    @property
+    def lost(self) -> EventT_co: ...
+
+
+class HeldThrough(Generic[EventT]):
+    """An object that holds through a lock of its own (a semaphore's permit, an election's
+    term): its token and loss are the lock's."""
+
+    def __init__(self, lock: HoldingLock[EventT]) -> None:
+        self._lock = lock
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the current hold or term (``None`` when not held)."""
+        return self._lock.token
+
+    @property
+    def lost(self) -> EventT:
+        """Set when the backend ended the hold or term before it was given back."""
+        return self._lock.lost
+
+
 _FOREVER = Deadline(None)  # immutable: every ``blocking=True`` acquire shares it
 
 
-class Lock(LockObject):
+class Lock(LockObject[LockHandle]):
     """A named lock of one coordinator. Create it with ``Coordinator.lock(name)``."""
 
     def __init__(
@@ -72,10 +117,9 @@ class Lock(LockObject):
         describe_error: Callable[[BaseException], str],
         membership: Membership,
     ) -> None:
-        super().__init__(name, describe_error, membership)
+        super().__init__(name, make_handle, describe_error, membership)
         # Held from the start of an acquire until release(): one hold per object.
         self._occupied = threading.Lock()
-        self._handle = make_handle(self._mark_lost)
 
     def __repr__(self) -> str:
         return f"<conch.Lock {self.name!r} {self._state.value}>"
@@ -109,10 +153,7 @@ class Lock(LockObject):
             self._give_up_acquiring()
             if self._membership.stopped and isinstance(exc, Exception):
                 raise NotStarted(self._awaited()) from None  # the backend closed under a wait
-            error = reported(exc, self._describe_error)
-            if error is exc:
-                raise
-            raise error from None
+            raise_reported(exc, self._describe_error)
         if token is None:
             self._give_up_acquiring()
             if self._membership.stopped:
@@ -143,15 +184,8 @@ class Lock(LockObject):
         try:
             if backend_holds:
                 self._handle.release()
-        except LockLost:  # the backend found the hold gone only now
-            self._lost.set()
-            raise
         except Exception as exc:
-            if state is HELD:
-                error = reported(exc, self._describe_error)
-                if error is exc:
-                    raise
-                raise error from None
+            self._release_failed(exc, state)
         finally:
             self._occupied.release()
         if state is LOST:
@@ -167,23 +201,21 @@ class Lock(LockObject):
 
     def __enter__(self) -> Lock:
         if not self.acquire():
-            raise _not_acquired(self, True)
+            raise not_acquired(self.name, True)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
 
-def _not_acquired(lock: Lock, blocking: Blocking) -> LockAcquireFailed:
-    return LockAcquireFailed(
-        f"lock {lock.name!r} not acquired "
-        f"{'at once' if blocking is False else f'within {blocking} s'}"
-    )
+def waited(blocking: Blocking) -> str:
+    """How an acquire that failed waited, for its message: "at once" or "within N s"."""
+    return "at once" if blocking is False else f"within {blocking} s"
+
+
+def not_acquired(name: LockName, blocking: Blocking) -> LockAcquireFailed:
+    """The error of ``with lock(blocking):`` when the lock was not acquired."""
+    return LockAcquireFailed(f"lock {name!r} not acquired {waited(blocking)}")
 
 
 class _Hold:
@@ -197,13 +229,8 @@ class _Hold:
 
     def __enter__(self) -> Lock:
         if not self._lock.acquire(self._blocking):
-            raise _not_acquired(self._lock, self._blocking)
+            raise not_acquired(self._lock.name, self._blocking)
         return self._lock
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._lock.release()

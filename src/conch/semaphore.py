@@ -1,25 +1,24 @@
-"""Semaphores: :class:`Semaphore`, from ``coordinator.semaphore(name, limit)``.
-
-A semaphore object holds one permit at a time, with the whole contract of a lock (the
-blocking rules, a fencing token per hold that strictly increases across the name's holds,
-``lost``, ``LockLost`` on a release after a loss, ``NotStarted`` after stop); at most
-``limit`` objects hold at any instant. Using one name with two limits raises
-:class:`conch.LimitMismatch`.
+"""Semaphores: :class:`Semaphore`, from ``coordinator.semaphore(name, limit)``. An object holds
+one permit at a time with a lock's whole contract (blocking rules, a fencing token strictly
+increasing across the name's holds, ``lost``, ``LockLost`` on a release after a loss,
+``NotStarted`` after stop); at most ``limit`` objects hold at once. One name used with two
+limits raises :class:`conch.LimitMismatch`.
 """
 
 from __future__ import annotations
 
 import threading
-from types import TracebackType
 
-from conch.lock import Blocking, Lock, _Hold
+from conch.lock import Blocking, HeldThrough, Lock, _Hold
 
 
-class Semaphore:
+class Semaphore(HeldThrough[threading.Event]):
     """One holder's permit of a semaphore (make it with ``coordinator.semaphore``)."""
 
+    _lock: Lock
+
     def __init__(self, lock: Lock, limit: int) -> None:
-        self._lock = lock
+        super().__init__(lock)
         self.name = lock.name
         self.limit = limit
 
@@ -31,16 +30,6 @@ class Semaphore:
     def held(self) -> bool:
         """True while this object holds a permit (and has not lost it)."""
         return self._lock.held
-
-    @property
-    def token(self) -> int | None:
-        """The fencing token of the current hold (``None`` when not held)."""
-        return self._lock.token
-
-    @property
-    def lost(self) -> threading.Event:
-        """Set when the backend ended the hold before :meth:`release`."""
-        return self._lock.lost
 
     def acquire(self, blocking: Blocking = True) -> bool:
         """Take a permit, waiting as ``blocking`` says (a lock's rules); whether it did."""
@@ -59,6 +48,5 @@ class Semaphore:
         self._lock.__enter__()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self._lock.__exit__(exc_type, exc, traceback)
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

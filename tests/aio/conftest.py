@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 
 import pytest
 
+import conch.aio
 from conch.backends.memory.backend import MemoryBackend
 from tests.conftest import BACKENDS
 
@@ -34,3 +37,15 @@ def backend_url(request: pytest.FixtureRequest, name: str,
         threads_only = dataclasses.replace(MemoryBackend.capabilities, native_async=False)
         monkeypatch.setattr(MemoryBackend, "capabilities", threads_only)
     return str(request.getfixturevalue(f"{backend}_url"))
+
+
+@contextlib.asynccontextmanager
+async def held_elsewhere(
+    url: str, name: str
+) -> AsyncIterator[tuple[conch.aio.AsyncCoordinator, conch.aio.AsyncLock]]:
+    """A started coordinator, with lock ``name`` held by another member (its lock object)."""
+    async with await conch.aio.connect(url) as coordinator, \
+            await conch.aio.connect(url) as other:
+        holder = other.lock(name)
+        assert await holder.acquire()
+        yield coordinator, holder

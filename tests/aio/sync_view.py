@@ -1,14 +1,9 @@
-"""The async API seen through the sync one, so that the contract suite runs against both.
-
-:class:`SyncView` has the interface of :class:`conch.Coordinator` the contract
-suite uses, and :class:`SyncLockView` that of :class:`conch.Lock`; every call
-runs the :mod:`conch.aio` coroutine on one private event loop (a daemon thread
-shared by the test session) and waits for it. Any thread may call them, as the
-suite's waiter threads do; the loop itself never blocks.
-
-:func:`use_async_api` makes ``conch.connect`` and ``conch.Coordinator`` return
-views for the rest of a test (the suite calls them directly).
-"""
+"""The async API seen through the sync one, so that the contract suite runs against both:
+:class:`SyncView` and :class:`SyncLockView` have the interfaces of :class:`conch.Coordinator`
+and :class:`conch.Lock` the suite uses; each call runs the :mod:`conch.aio` coroutine on one
+private event loop (a daemon thread for the session) and waits, from any thread.
+:func:`use_async_api` makes ``conch.connect`` and ``conch.Coordinator`` return views for the
+rest of a test."""
 
 from __future__ import annotations
 
@@ -21,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import conch
 import conch.aio
-from conch.lock import Blocking, LockName
+from conch.lock import Blocking, HeldThrough, LockName
 
 if TYPE_CHECKING:
     import pytest
@@ -50,10 +45,12 @@ async def _call(function: Callable[[], T]) -> T:
     return function()
 
 
-class SyncLockView:
-    """A :class:`conch.aio.AsyncLock` with the methods of :class:`conch.Lock`."""
+class SyncLockView(HeldThrough[asyncio.Event]):
+    """A :class:`conch.aio.AsyncLock` with the methods of :class:`conch.Lock` (``lost`` is the
+    async lock's Event: ``is_set()`` is safe from any thread)."""
 
     def __init__(self, lock: conch.aio.AsyncLock) -> None:
+        super().__init__(lock)
         self.aio = lock
 
     def __repr__(self) -> str:
@@ -67,15 +64,6 @@ class SyncLockView:
     def held(self) -> bool:
         return self.aio.held
 
-    @property
-    def token(self) -> int | None:
-        return self.aio.token
-
-    @property
-    def lost(self) -> asyncio.Event:
-        """The async lock's Event: ``is_set()`` is safe from any thread."""
-        return self.aio.lost
-
     def acquire(self, blocking: Blocking = True) -> bool:
         return run(self.aio.acquire(blocking))
 
@@ -88,12 +76,7 @@ class SyncLockView:
     def __enter__(self) -> SyncLockView:
         return self(True).__enter__()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.release()
 
 
@@ -158,12 +141,7 @@ class SyncView:
     def __enter__(self) -> SyncView:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

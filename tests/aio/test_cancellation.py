@@ -9,6 +9,7 @@ import pytest
 
 import conch
 import conch.aio
+from tests.aio.conftest import held_elsewhere
 
 
 async def _assert_free(url: str, name: str) -> None:
@@ -24,10 +25,7 @@ def test_a_cancelled_waiter_leaves_nothing_held_once_the_holder_releases(
     url: str, lock_name: str
 ) -> None:
     async def main() -> None:
-        async with await conch.aio.connect(url) as coordinator, \
-                await conch.aio.connect(url) as other:
-            holder = other.lock(lock_name)
-            assert await holder.acquire()
+        async with held_elsewhere(url, lock_name) as (coordinator, holder):
             lock = coordinator.lock(lock_name)
             waiter = asyncio.ensure_future(lock.acquire())
             await asyncio.sleep(0.3)
@@ -47,10 +45,7 @@ def test_a_cancelled_first_waiter_hands_its_backend_wait_to_the_next(
     local_url: str, lock_name: str
 ) -> None:
     async def main() -> None:
-        async with await conch.aio.connect(local_url) as coordinator, \
-                await conch.aio.connect(local_url) as other:
-            holder = other.lock(lock_name)
-            assert await holder.acquire()
+        async with held_elsewhere(local_url, lock_name) as (coordinator, holder):
             first = asyncio.ensure_future(coordinator.lock(lock_name).acquire())
             await asyncio.sleep(0.1)
             second_lock = coordinator.lock(lock_name)
@@ -166,11 +161,8 @@ def test_cancelling_the_last_waiter_ends_a_native_backend_wait_at_once(
         return (await coordinator.describe(lock_name)).waiters
 
     async def main() -> None:
-        async with await conch.aio.connect(memory_url) as coordinator, \
-                await conch.aio.connect(memory_url) as other:
+        async with held_elsewhere(memory_url, lock_name) as (coordinator, holder):
             assert coordinator.capabilities.native_async
-            holder = other.lock(lock_name)
-            assert await holder.acquire()
             waiter = asyncio.ensure_future(coordinator.lock(lock_name).acquire())
             while await waiters(coordinator) != 1:
                 await asyncio.sleep(0.01)

@@ -12,6 +12,7 @@ import pytest
 import conch
 import conch.aio
 from conch.aio.threads import POOL_THREADS
+from tests.aio.conftest import held_elsewhere
 
 WAITERS = 100
 
@@ -41,10 +42,7 @@ def test_a_hundred_waiters_cost_few_threads_keep_the_loop_running_and_enter_in_o
             await asyncio.sleep(0)
 
     async def main() -> None:
-        async with await conch.aio.connect(url) as coordinator, \
-                await conch.aio.connect(url) as other:
-            holder = other.lock(lock_name)
-            assert await holder.acquire()
+        async with held_elsewhere(url, lock_name) as (coordinator, holder):
             threads_before, waits_before = threading.active_count(), _wait_threads()
             tasks = [asyncio.ensure_future(take(coordinator.lock(lock_name), index))
                      for index in range(WAITERS)]
@@ -93,10 +91,7 @@ def test_when_the_first_waiter_times_out_the_next_one_waits_on_the_backend(
     url: str, lock_name: str
 ) -> None:
     async def main() -> None:
-        async with await conch.aio.connect(url) as coordinator, \
-                await conch.aio.connect(url) as other:
-            holder = other.lock(lock_name)
-            assert await holder.acquire()
+        async with held_elsewhere(url, lock_name) as (coordinator, holder):
             first = asyncio.ensure_future(coordinator.lock(lock_name).acquire(blocking=0.3))
             await asyncio.sleep(0)
             second_lock = coordinator.lock(lock_name)

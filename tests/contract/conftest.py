@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -26,7 +26,8 @@ def sync_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def ours(sync_url: str) -> Iterator[conch.Coordinator]:
-    """A started coordinator on the backend under test, for what only the sync API has."""
+    """A started coordinator on the backend under test, for what only the sync API has
+    (group tests also ask for ``group_url``, which skips backends without groups)."""
     with conch.connect(sync_url) as started:
         yield started
 
@@ -47,26 +48,23 @@ def skip_unless_declared(url: str, capability: str) -> None:
         pytest.skip(f"the {url.split(':')[0]} backend does not declare {capability}")
 
 
+def declared_only(capability: str) -> Callable[[str], None]:
+    """An autouse fixture (assign it in a module) that skips the module's tests where the
+    backend lacks ``capability``."""
+
+    @pytest.fixture(autouse=True)
+    def declared(sync_url: str) -> None:
+        skip_unless_declared(sync_url, capability)
+
+    return declared
+
+
 @pytest.fixture
 def group_url(sync_url: str) -> str:
     """The URL of each backend that declares groups."""
     if not conch.Coordinator(sync_url).capabilities.groups:
         pytest.skip(f"the {sync_url.split(':')[0]} backend does not declare groups")
     return sync_url
-
-
-@pytest.fixture
-def member(group_url: str) -> Iterator[conch.Coordinator]:
-    """A started coordinator on the backend under test, for groups."""
-    with conch.connect(group_url) as started:
-        yield started
-
-
-@pytest.fixture
-def other_member(group_url: str) -> Iterator[conch.Coordinator]:
-    """A second started coordinator on the same backend: another member."""
-    with conch.connect(group_url) as started:
-        yield started
 
 
 @pytest.fixture

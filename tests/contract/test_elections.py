@@ -13,8 +13,9 @@ import uuid
 import pytest
 
 import conch
-from conch.history import load, violations
+from conch.history import violations
 from tests.contract import workers
+from tests.contract.hold_checks import sections_across_processes, skip_in_one_process
 from tests.contract.waiting import dead_holder_bound, handoff_bound
 
 WATCH_INTERVAL = 0.2
@@ -127,8 +128,7 @@ def test_a_stopped_candidate_cannot_campaign(sync_url: str, election_name: str) 
 def test_a_killed_leader_is_replaced_with_a_higher_token(
     sync_url: str, ours: conch.Coordinator, election_name: str
 ) -> None:
-    if sync_url.startswith("memory:"):
-        pytest.skip("memory:// elections live inside one process")
+    skip_in_one_process(sync_url, "elections")
     leader = workers.spawn(sync_url, "lead", election_name)
     try:
         dead_token = int(workers.expect(leader, "leading "))
@@ -152,11 +152,6 @@ def test_a_killed_leader_is_replaced_with_a_higher_token(
 def test_terms_never_overlap_and_tokens_increase_across_processes(
     sync_url: str, election_name: str, tmp_path: pathlib.Path
 ) -> None:
-    if sync_url.startswith("memory:"):
-        pytest.skip("memory:// elections live inside one process")
-    history = tmp_path / "history"
-    history.mkdir()
-    terms = workers.run_to_the_end(sync_url, ["elect", election_name, str(history), "3"], 3)
-    sections = load(history)
-    assert len(sections) == terms > 3
+    sections = sections_across_processes(sync_url, ["elect", election_name], 3, tmp_path,
+                                         "elections")
     assert violations(sections) == []

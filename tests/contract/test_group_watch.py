@@ -17,6 +17,8 @@ from tests.contract.waiting import dead_holder_bound
 EVENT_MARGIN = 3.0
 """Seconds an event may take beyond the backend's poll interval on a loaded machine."""
 
+pytestmark = pytest.mark.usefixtures("group_url")
+
 
 class Events:
     """A watcher that queues what it is told."""
@@ -46,77 +48,77 @@ def event_bound(coordinator: conch.Coordinator, group_name: str) -> float:
 
 
 def test_a_watcher_is_told_who_joins_and_who_leaves_in_order(
-    member: conch.Coordinator, other_member: conch.Coordinator, group_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, group_name: str
 ) -> None:
     events = Events()
-    group = member.group(group_name)
+    group = ours.group(group_name)
     group.join()
     group.watch(events)
-    bound = event_bound(member, group_name)
-    other_member.group(group_name).join({"weight": 5})
+    bound = event_bound(ours, group_name)
+    theirs.group(group_name).join({"weight": 5})
     joined = events.next(bound)
-    assert (joined.joined, joined.left) == (frozenset({other_member.member_id}), frozenset())
-    assert joined.members == {member.member_id: None, other_member.member_id: {"weight": 5}}
+    assert (joined.joined, joined.left) == (frozenset({theirs.member_id}), frozenset())
+    assert joined.members == {ours.member_id: None, theirs.member_id: {"weight": 5}}
     assert joined.group == group_name
-    other_member.group(group_name).leave()
+    theirs.group(group_name).leave()
     left = events.next(bound)
-    assert (left.joined, left.left) == (frozenset(), frozenset({other_member.member_id}))
+    assert (left.joined, left.left) == (frozenset(), frozenset({theirs.member_id}))
 
 
 def test_a_cancelled_watcher_is_not_called_again(
-    member: conch.Coordinator, other_member: conch.Coordinator, group_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, group_name: str
 ) -> None:
     events, still_watching = Events(), Events()
-    group = member.group(group_name)
+    group = ours.group(group_name)
     group.join()
     subscription = group.watch(events)
     group.watch(still_watching)
     subscription.cancel()
     subscription.cancel()
-    other_member.group(group_name).join()
-    still_watching.next(event_bound(member, group_name))
+    theirs.group(group_name).join()
+    still_watching.next(event_bound(ours, group_name))
     assert events.queue.empty()
 
 
 def test_a_failing_watcher_does_not_stop_the_others_or_later_events(
-    member: conch.Coordinator, other_member: conch.Coordinator, group_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, group_name: str
 ) -> None:
     def fail(event: conch.GroupEvent) -> None:
         raise RuntimeError("a watcher's bug")
 
     events = Events()
-    group = member.group(group_name)
+    group = ours.group(group_name)
     group.watch(fail)
     group.watch(events)
-    bound = event_bound(member, group_name)
-    other_member.group(group_name).join()
-    assert events.next(bound).joined == {other_member.member_id}
-    other_member.group(group_name).leave()
-    assert events.next(bound).left == {other_member.member_id}
+    bound = event_bound(ours, group_name)
+    theirs.group(group_name).join()
+    assert events.next(bound).joined == {theirs.member_id}
+    theirs.group(group_name).leave()
+    assert events.next(bound).left == {theirs.member_id}
 
 
 def test_a_slow_watcher_does_not_stall_another_group(
-    member: conch.Coordinator, other_member: conch.Coordinator, group_name: str
+    ours: conch.Coordinator, theirs: conch.Coordinator, group_name: str
 ) -> None:
     release = threading.Event()
-    member.group(group_name).watch(lambda event: release.wait(30))
+    ours.group(group_name).watch(lambda event: release.wait(30))
     events = Events()
-    member.group(group_name + "-other").watch(events)
-    other_member.group(group_name).join()
+    ours.group(group_name + "-other").watch(events)
+    theirs.group(group_name).join()
     time.sleep(0.2)
-    other_member.group(group_name + "-other").join()
+    theirs.group(group_name + "-other").join()
     try:
-        assert events.next(event_bound(member, group_name)).joined == {other_member.member_id}
+        assert events.next(event_bound(ours, group_name)).joined == {theirs.member_id}
     finally:
         release.set()
 
 
 def test_a_stopping_member_is_seen_leaving(
-    group_url: str, member: conch.Coordinator, group_name: str
+    group_url: str, ours: conch.Coordinator, group_name: str
 ) -> None:
     events = Events()
-    member.group(group_name).watch(events)
-    bound = event_bound(member, group_name)
+    ours.group(group_name).watch(events)
+    bound = event_bound(ours, group_name)
     with conch.connect(group_url) as leaving:
         leaving.group(group_name).join()
         assert events.next(bound).joined == {leaving.member_id}
@@ -125,26 +127,26 @@ def test_a_stopping_member_is_seen_leaving(
 
 @pytest.mark.timeout(180)
 def test_a_killed_member_is_seen_leaving_within_the_session_bound(
-    group_url: str, member: conch.Coordinator, group_name: str
+    group_url: str, ours: conch.Coordinator, group_name: str
 ) -> None:
     backend = group_url.split("://", 1)[0]
     if backend == "memory":
         pytest.skip("memory:// members live inside one process")
     events = Events()
-    member.group(group_name).watch(events)
+    ours.group(group_name).watch(events)
     worker = workers.spawn(group_url, "join", group_name)
     try:
         worker_id = workers.expect(worker, "joined ")
-        bound = event_bound(member, group_name)
+        bound = event_bound(ours, group_name)
         assert events.next(bound).joined == {worker_id}
         killed = time.monotonic()
         worker.send_signal(signal.SIGKILL)
         worker.wait()
-        limit = dead_holder_bound(member) + bound
+        limit = dead_holder_bound(ours) + bound
         assert events.next(limit).left == {worker_id}
         took = time.monotonic() - killed
     finally:
         worker.kill()
         worker.communicate()
     print(f"{backend}: a killed member left after {took:.2f} s")
-    assert worker_id not in member.group(group_name).members()
+    assert worker_id not in ours.group(group_name).members()

@@ -59,17 +59,21 @@ INVALID_NAMES: dict[str, object] = {
 }
 
 
+def assert_one_lock(first: conch.Lock, second: conch.Lock) -> None:
+    """``first`` and ``second`` exclude each other, whichever holds."""
+    assert first.acquire(blocking=5)
+    assert second.acquire(blocking=False) is False
+    first.release()
+    assert second.acquire(blocking=5)
+    assert first.acquire(blocking=False) is False
+    second.release()
+
+
 @pytest.mark.parametrize("name", ODD_NAMES.values(), ids=ODD_NAMES.keys())
 def test_odd_name_locks_and_excludes_like_any_other(
     coordinator: conch.Coordinator, other_coordinator: conch.Coordinator, name: str | bytes
 ) -> None:
-    mine, theirs = coordinator.lock(name), other_coordinator.lock(name)
-    assert mine.acquire(blocking=5)
-    assert theirs.acquire(blocking=False) is False
-    mine.release()
-    assert theirs.acquire(blocking=5)
-    assert mine.acquire(blocking=False) is False
-    theirs.release()
+    assert_one_lock(coordinator.lock(name), other_coordinator.lock(name))
 
 
 @pytest.mark.parametrize("text", ["x", "vnf-ünïcødé", "a\x00b"])
@@ -78,13 +82,7 @@ def test_a_str_name_and_its_utf8_bytes_are_the_same_lock(
     text: str,
 ) -> None:
     name = lock_name + text
-    as_str, as_bytes = coordinator.lock(name), other_coordinator.lock(name.encode())
-    assert as_str.acquire(blocking=5)
-    assert as_bytes.acquire(blocking=False) is False
-    as_str.release()
-    assert as_bytes.acquire(blocking=5)
-    assert as_str.acquire(blocking=False) is False
-    as_bytes.release()
+    assert_one_lock(coordinator.lock(name), other_coordinator.lock(name.encode()))
 
 
 @pytest.mark.parametrize("pair", DISTINCT_NAMES.values(), ids=DISTINCT_NAMES.keys())

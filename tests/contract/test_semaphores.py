@@ -10,17 +10,16 @@ import time
 import pytest
 
 import conch
-from conch.history import load
 from conch.history_shared import permit_violations
-from tests.contract import workers
-from tests.contract.conftest import skip_unless_declared
-from tests.contract.hold_checks import assert_stop_ends, taken_after_the_holder_is_killed
+from tests.contract.conftest import declared_only
+from tests.contract.hold_checks import (
+    assert_stop_ends,
+    sections_across_processes,
+    taken_after_the_holder_is_killed,
+)
 from tests.contract.waiting import Waiter, handoff_bound
 
-
-@pytest.fixture(autouse=True)
-def _declared(sync_url: str) -> None:
-    skip_unless_declared(sync_url, "semaphores")
+_declared = declared_only("semaphores")
 
 
 def test_at_most_limit_holders_and_a_release_lets_the_next_in(
@@ -78,8 +77,6 @@ def test_a_semaphore_has_the_contract_of_a_lock(sync_url: str, lock_name: str) -
 def test_a_killed_holder_frees_its_permit(
     sync_url: str, ours: conch.Coordinator, lock_name: str
 ) -> None:
-    if sync_url.startswith("memory:"):
-        pytest.skip("memory:// holds live inside one process")
     permit = ours.semaphore(lock_name, 1)
     dead_token, token = taken_after_the_holder_is_killed(
         sync_url, ["hold", lock_name, "permit:1"], permit, ours)
@@ -90,13 +87,7 @@ def test_a_killed_holder_frees_its_permit(
 def test_never_more_than_limit_holders_across_processes(
     sync_url: str, lock_name: str, tmp_path: pathlib.Path
 ) -> None:
-    if sync_url.startswith("memory:"):
-        pytest.skip("memory:// holds live inside one process")
-    history = tmp_path / "history"
-    history.mkdir()
-    taken = workers.run_to_the_end(sync_url, ["permit", lock_name, "2", str(history), "3"], 4)
-    sections = load(history)
-    assert len(sections) == taken > 4
+    sections = sections_across_processes(sync_url, ["permit", lock_name, "2"], 4, tmp_path)
     assert permit_violations(sections, 2) == []
     assert permit_violations(sections, 1) != [], "the holds never overlapped: no test"
 

@@ -10,17 +10,16 @@ import time
 import pytest
 
 import conch
-from conch.history import load
 from conch.history_shared import exclusion_violations
-from tests.contract import workers
-from tests.contract.conftest import skip_unless_declared
-from tests.contract.hold_checks import assert_stop_ends, taken_after_the_holder_is_killed
+from tests.contract.conftest import declared_only
+from tests.contract.hold_checks import (
+    assert_stop_ends,
+    sections_across_processes,
+    taken_after_the_holder_is_killed,
+)
 from tests.contract.waiting import Waiter, handoff_bound
 
-
-@pytest.fixture(autouse=True)
-def _declared(sync_url: str) -> None:
-    skip_unless_declared(sync_url, "shared_locks")
+_declared = declared_only("shared_locks")
 
 
 def test_shared_holds_coexist_and_exclude_an_exclusive_one(
@@ -89,8 +88,6 @@ def test_a_shared_lock_has_the_contract_of_a_lock(
 def test_a_killed_shared_holder_lets_a_writer_in(
     sync_url: str, theirs: conch.Coordinator, lock_name: str
 ) -> None:
-    if sync_url.startswith("memory:"):
-        pytest.skip("memory:// holds live inside one process")
     taken_after_the_holder_is_killed(sync_url, ["hold", lock_name, "shared"],
                                      theirs.lock(lock_name), theirs)
 
@@ -99,13 +96,7 @@ def test_a_killed_shared_holder_lets_a_writer_in(
 def test_no_exclusive_section_overlaps_another_across_processes(
     sync_url: str, lock_name: str, tmp_path: pathlib.Path
 ) -> None:
-    if sync_url.startswith("memory:"):
-        pytest.skip("memory:// holds live inside one process")
-    history = tmp_path / "history"
-    history.mkdir()
-    taken = workers.run_to_the_end(sync_url, ["share", lock_name, str(history), "3"], 3)
-    sections = load(history)
-    assert len(sections) == taken > 3
+    sections = sections_across_processes(sync_url, ["share", lock_name], 3, tmp_path)
     assert any(s.shared for s in sections) and any(not s.shared for s in sections)
     assert exclusion_violations(sections) == []
 

@@ -13,7 +13,6 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import Any
 
 from conch import metrics
@@ -45,13 +44,8 @@ class AsyncCoordinator:
     option or a missing capability raises here, before any I/O.
     """
 
-    def __init__(
-        self,
-        url: str,
-        member_id: str | None = None,
-        prefix: str = "",
-        require: Iterable[str] = (),
-    ) -> None:
+    def __init__(self, url: str, member_id: str | None = None, prefix: str = "",
+                 require: Iterable[str] = ()) -> None:
         self._init(Coordinator(url, member_id, prefix, require))
 
     def _init(self, coordinator: Coordinator) -> None:
@@ -140,8 +134,7 @@ class AsyncCoordinator:
             self.capabilities.require(["shared_locks"], self.coordinator._url.scheme)
             return self._own_hold(name, metric_label, shared_hold)
         key = lock_key(name)
-        if not self.is_started:
-            raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
+        self._started_sync()
         return AsyncLock(name, lambda: self._queues.get(name, key), self._meter(name, metric_label))
 
     def semaphore(self, name: LockName, limit: int,
@@ -157,8 +150,7 @@ class AsyncCoordinator:
         """A lock object with a queue of its own (its holds coexist with other objects'),
         through conch's threads."""
         key = lock_key(name)
-        if not self.is_started:
-            raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
+        self._started_sync()
         owner = object()
         return AsyncLock(name, lambda: self._queues.get(name, key, owner, open_handle),
                          self._meter(name, metric_label))
@@ -189,7 +181,7 @@ class AsyncCoordinator:
         :class:`conch.BackendUnavailable` when the backend cannot answer.
         """
         key = lock_key(name)
-        sync = self._introspectable()
+        sync = self._started_sync()
         return await run_in_thread(lambda: sync.describe(key))
 
     async def holders(self, prefix: LockName = "") -> list[LockInfo]:
@@ -201,7 +193,7 @@ class AsyncCoordinator:
         :class:`conch.NotSupported` and :class:`conch.BackendUnavailable` as
         :meth:`describe` does.
         """
-        sync = self._introspectable()
+        sync = self._started_sync()
         return await run_in_thread(lambda: sync.holders(prefix))
 
     async def break_lock(self, name: LockName, token: int | None = None) -> LockInfo:
@@ -222,10 +214,11 @@ class AsyncCoordinator:
         :class:`conch.BackendUnavailable` when the backend cannot answer.
         """
         key = lock_key(name)
-        sync = self._introspectable()
+        sync = self._started_sync()
         return await run_in_thread(lambda: sync.break_lock(key, token))
 
-    def _introspectable(self) -> Coordinator:
+    def _started_sync(self) -> Coordinator:
+        """The sync coordinator; :class:`conch.NotStarted` before :meth:`start`."""
         if not self.is_started:
             raise NotStarted(f"{self!r} is not started: await start() or use conch.aio.connect()")
         return self.coordinator
@@ -233,12 +226,7 @@ class AsyncCoordinator:
     async def __aenter__(self) -> AsyncCoordinator:
         return await self.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
 

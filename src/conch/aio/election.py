@@ -9,51 +9,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 from conch.aio.lock import AsyncLock
-from conch.election import LeaderChange, LeaderWatch, not_won
+from conch.election import Candidate, LeaderChange, leader_of, not_won
 from conch.group_watch import Subscription
 from conch.introspection import LockInfo
 from conch.lock import Blocking, wait_budget
 
 
-class AsyncElection:
+class AsyncElection(Candidate[asyncio.Event]):
     """One candidate of an election, for asyncio (one term at a time per object)."""
+
+    _lock: AsyncLock
 
     def __init__(self, name: str | bytes, lock: AsyncLock,
                  describe: Callable[[], Awaitable[LockInfo]],
                  describe_now: Callable[[], LockInfo], watch_interval: float) -> None:
-        self.name = name
-        self._lock = lock
-        self._describe, self._describe_now = describe, describe_now
-        self._watch_interval = watch_interval
-        self._watch: LeaderWatch | None = None
+        super().__init__(name, lock, describe_now, watch_interval)
+        self._describe = describe
 
     def __repr__(self) -> str:
         leading = "leading" if self.is_leader else "not leading"
         return f"<conch.aio.AsyncElection {self.name!r} {leading}>"
 
-    @property
-    def is_leader(self) -> bool:
-        """True while this object's term lasts."""
-        return self._lock.held and not self._lock.lost.is_set()
-
-    @property
-    def token(self) -> int | None:
-        """The fencing token of the current term (``None`` when not leading)."""
-        return self._lock.token
-
-    @property
-    def lost(self) -> asyncio.Event:
-        """Set when the backend ended this term before :meth:`resign`."""
-        return self._lock.lost
-
     async def campaign(self, blocking: Blocking = True) -> bool:
         """Become the leader, waiting as ``blocking`` says; whether it did."""
         won = await self._lock.acquire(blocking)
-        if won and self._watch is not None:
-            self._watch.wake()
+        if won:
+            self._poke()
         return won
 
     async def resign(self) -> None:
@@ -61,20 +44,16 @@ class AsyncElection:
         try:
             await self._lock.release()
         finally:
-            if self._watch is not None:
-                self._watch.wake()
+            self._poke()
 
     async def leader(self) -> str | None:
         """The member id of the current leader as the server sees it (``None``: nobody)."""
-        holder = (await self._describe()).holder
-        return None if holder is None else holder.member_id
+        return leader_of(await self._describe())
 
     def watch(self, watcher: Callable[[LeaderChange], object]) -> Subscription:
         """Call ``watcher`` on the running event loop with each new term from now on."""
         loop = asyncio.get_running_loop()
-        if self._watch is None:
-            self._watch = LeaderWatch(self.name, self._describe_now, self._watch_interval)
-        return self._watch.add(lambda change: loop.call_soon_threadsafe(watcher, change))
+        return self._add_watcher(lambda change: loop.call_soon_threadsafe(watcher, change))
 
     def __call__(self, blocking: Blocking = True) -> _AsyncTerm:
         """``async with election(blocking):`` campaign (else :class:`conch.LockAcquireFailed`),
@@ -85,8 +64,7 @@ class AsyncElection:
     async def __aenter__(self) -> AsyncElection:
         return await _AsyncTerm(self, True).__aenter__()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.resign()
 
 
@@ -99,6 +77,5 @@ class _AsyncTerm:
             raise not_won(self._election.name, self._blocking)
         return self._election
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._election.resign()

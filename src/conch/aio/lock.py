@@ -14,8 +14,8 @@ from typing import Any
 from conch import metrics
 from conch.aio.queue import Hold, NameQueue
 from conch.backends.base import Deadline
-from conch.errors import LockAcquireFailed, LockLost, LockNotHeld
-from conch.lock import Blocking, LockName, wait_budget
+from conch.errors import LockLost, LockNotHeld
+from conch.lock import Blocking, LockName, not_acquired, wait_budget
 from conch.metrics_handles import Acquiring, LockMeter
 
 
@@ -108,12 +108,7 @@ class AsyncLock:
     async def __aenter__(self) -> AsyncLock:
         return await AsyncHold(self, True, False).__aenter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.release()
 
     def _hold_lost(self, hold: Hold[Any]) -> None:
@@ -170,8 +165,7 @@ class AsyncHold:
 
     async def __aenter__(self) -> AsyncLock:
         if not await self._lock.acquire(self._blocking):
-            waited = "at once" if self._blocking is False else f"within {self._blocking} s"
-            raise LockAcquireFailed(f"lock {self._lock.name!r} not acquired {waited}")
+            raise not_acquired(self._lock.name, self._blocking)
         if self._cancel_on_loss:
             self._lock._watch(asyncio.current_task())
         return self._lock

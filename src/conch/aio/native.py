@@ -1,11 +1,8 @@
-"""``NativeLock``: one hold at a time through a backend's asyncio handle.
-
-The async twin of :class:`conch.Lock` for backends with the ``native_async``
-capability: the same states, token and loss reporting (:mod:`conch.hold_state`),
-with the backend's :class:`~conch.backends.base.AsyncLockHandle` awaited on the
-event loop instead of called on a thread. :mod:`conch.aio.queue` drives it: it
-never starts an acquire while a hold is in progress.
-"""
+"""``NativeLock``: the async twin of :class:`conch.Lock` for ``native_async`` backends, with
+the same states, token and loss reporting (:mod:`conch.hold_state`), awaiting the backend's
+:class:`~conch.backends.base.AsyncLockHandle` on the event loop instead of calling it on a
+thread. :mod:`conch.aio.queue` drives it and never starts an acquire while a hold is in
+progress."""
 
 from __future__ import annotations
 
@@ -15,9 +12,9 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conch.aio.calls import Outcome
-from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
-from conch.errors import LockLost, NotStarted
-from conch.hold_state import HELD, LOST, LockObject, Membership, reported
+from conch.backends.base import AsyncLockHandle, Deadline
+from conch.errors import NotStarted
+from conch.hold_state import LOST, LockObject, raise_reported
 from conch.lock import Blocking, LockName, lock_key, wait_budget
 
 if TYPE_CHECKING:
@@ -36,18 +33,8 @@ def native_lock(coordinator: Coordinator, name: LockName) -> NativeLock:
                       coordinator._describe_error, membership)
 
 
-class NativeLock(LockObject):
+class NativeLock(LockObject[AsyncLockHandle]):
     """A named lock of one coordinator, used on the event loop that made it."""
-
-    def __init__(
-        self,
-        name: LockName,
-        make_handle: Callable[[LossCallback], AsyncLockHandle],
-        describe_error: Callable[[BaseException], str],
-        membership: Membership,
-    ) -> None:
-        super().__init__(name, describe_error, membership)
-        self._handle = make_handle(self._mark_lost)
 
     def __repr__(self) -> str:
         return f"<conch.aio.NativeLock {self.name!r} {self._state.value}>"
@@ -62,10 +49,7 @@ class NativeLock(LockObject):
             token = await self._handle.acquire(deadline)
         except BaseException as exc:
             self._give_up()
-            error = reported(exc, self._describe_error)
-            if error is exc:
-                raise
-            raise error from None
+            raise_reported(exc, self._describe_error)
         if token is None:
             self._give_up()
             return False
@@ -83,15 +67,8 @@ class NativeLock(LockObject):
         try:
             if backend_holds:
                 await self._handle.release()
-        except LockLost:
-            self._lost.set()
-            raise
         except Exception as exc:
-            if state is HELD:
-                error = reported(exc, self._describe_error)
-                if error is exc:
-                    raise
-                raise error from None
+            self._release_failed(exc, state)
         if state is LOST:
             raise self._lost_before_release()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -38,8 +39,9 @@ class SessionGroups(GroupStore, Generic[C]):
         self._session: C | None = None
         self._prepared = False
         self._entries: dict[bytes, tuple[LossCallback, C]] = {}  # by group: on the session
-        self._heartbeat_name, self._heartbeat_interval = f"conch-groups {member_id}", heartbeat
-        self._heartbeat = Heartbeat(self._heartbeat_name, heartbeat, self._beat)
+        self._new_heartbeat = functools.partial(Heartbeat, f"conch-groups {member_id}",
+                                                heartbeat, self._beat)
+        self._heartbeat = self._new_heartbeat()
         self._closed = False
         forget_in_child(self)
 
@@ -132,15 +134,13 @@ class SessionGroups(GroupStore, Generic[C]):
             if self._closed:
                 raise BackendUnavailable(self.describe("the coordinator was stopped"))
             reused = self._session is not None
-            try:
-                return self._attempt(work)
-            except self.client_errors as exc:
-                if not reused or self._session is not None:  # not a stale session's end
-                    raise self._unavailable(exc) from None
-            try:
-                return self._attempt(work)
-            except self.client_errors as exc:
-                raise self._unavailable(exc) from None
+            while True:
+                try:
+                    return self._attempt(work)
+                except self.client_errors as exc:
+                    if not reused or self._session is not None:  # not a stale session's end
+                        raise self._unavailable(exc) from None
+                reused = False
 
     def close(self) -> None:
         """The coordinator stops: the checks end, then the session (freeing the entries)."""
@@ -158,7 +158,7 @@ class SessionGroups(GroupStore, Generic[C]):
         session, self._session, self._entries = self._session, None, {}
         if session is not None:
             self._abandon(session)
-        self._heartbeat = Heartbeat(self._heartbeat_name, self._heartbeat_interval, self._beat)
+        self._heartbeat = self._new_heartbeat()
 
     def _attempt(self, work: Callable[[C], T]) -> T:
         session = self._session = self._open() if self._session is None else self._session

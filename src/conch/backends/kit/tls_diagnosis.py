@@ -1,6 +1,6 @@
 """What a failed TLS connection means, in words a user can act on: :func:`explain` finds
-the ``ssl.SSLError`` in any client library's exception; :func:`diagnose` opens one
-connection of its own to hear the server's verdict on our certificate. Details: docs/kit.md.
+the ``ssl.SSLError`` in any client library's exception; :func:`diagnose_endpoints` opens
+a connection of its own to hear the server's verdict on our certificate. Details: docs/kit.md.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ EXPECTS_TLS = "the server expects TLS on this port"
 _REFUSED = "the server refused the client certificate"
 _REFUSED_OR_MISSING = f"{_REFUSED}, or requires one"
 _UNTRUSTED = "wants a client certificate it did not get or trust"
+_CERT_REQUIRED = "the server requires a client certificate: give one and its key"
 
 # OpenSSL's reasons (ssl.SSLError.reason) and what they usually mean.
 _MEANING = {
@@ -27,10 +28,8 @@ _MEANING = {
     "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": _REFUSED,
     "TLSV1_ALERT_DECRYPT_ERROR": _REFUSED,
     "SSLV3_ALERT_CERTIFICATE_EXPIRED": f"{_REFUSED}: it has expired",
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate: give "
-                                         "one and its key",
-    "PEER_DID_NOT_RETURN_A_CERTIFICATE": "the server requires a client certificate: give "
-                                         "one and its key",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": _CERT_REQUIRED,
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": _CERT_REQUIRED,
     # What a client reads when the other end answers the handshake in plain text.
     "WRONG_VERSION_NUMBER": NOT_TLS,
     "PACKET_LENGTH_TOO_LONG": NOT_TLS,
@@ -75,14 +74,27 @@ def in_words(error: ssl.SSLError) -> str:
     return _sentence(code, _OPENSSL_NOISE.sub("", text))
 
 
-def diagnose(host: str, port: int, context: ssl.SSLContext | None, timeout: float) -> str | None:
-    """What is wrong with TLS to ``host:port``, found by a connection of our own; None when
-    nothing is (or the server cannot be reached at all: not a TLS problem).
+def diagnose_endpoints(endpoints: list[tuple[str, int]], context: ssl.SSLContext | None,
+                       timeout: float, plain_hint: str) -> str | None:
+    """The first TLS problem found by a connection of our own to one of ``endpoints``
+    (prefixed with ``host:port:`` when there are several); None when none is found, or no
+    endpoint can be reached at all (not a TLS problem).
 
-    With ``context`` (the client's TLS settings): the handshake's failure, else the
-    server's refusal of our certificate that follows it. Without (a plain client):
-    whether the port expects TLS (:data:`EXPECTS_TLS`).
+    With ``context`` (the client's TLS settings): the handshake's failure, else the server's
+    refusal of our certificate that follows it. Without (a plain client): whether the port
+    expects TLS (:data:`EXPECTS_TLS`), followed by ``plain_hint`` ("use rediss://").
     """
+    for host, port in endpoints:
+        problem = _diagnose(host, port, context, timeout)
+        if problem is not None:
+            where = f"{host}:{port}: " if len(endpoints) > 1 else ""
+            hint = f": {plain_hint}" if context is None else ""
+            return f"{where}{problem}{hint}"
+    return None
+
+
+def _diagnose(host: str, port: int, context: ssl.SSLContext | None,
+              timeout: float) -> str | None:
     if context is None:
         return EXPECTS_TLS if _speaks_tls(host, port, timeout) else None
     try:
@@ -110,20 +122,6 @@ def diagnose(host: str, port: int, context: ssl.SSLContext | None, timeout: floa
             except OSError:
                 pass
             return f"the server closed the connection after the TLS handshake: it {_UNTRUSTED}"
-
-
-def diagnose_endpoints(endpoints: list[tuple[str, int]], context: ssl.SSLContext | None,
-                       timeout: float, plain_hint: str) -> str | None:
-    """The first TLS problem :func:`diagnose` finds at one of ``endpoints`` (prefixed with
-    ``host:port:`` when there are several); for a plain client on a TLS port, followed by
-    ``plain_hint`` (how to ask for TLS: "use rediss://"). None when none is found."""
-    for host, port in endpoints:
-        problem = diagnose(host, port, context, timeout)
-        if problem is not None:
-            where = f"{host}:{port}: " if len(endpoints) > 1 else ""
-            hint = f": {plain_hint}" if context is None else ""
-            return f"{where}{problem}{hint}"
-    return None
 
 
 def _sentence(reason: str, detail: str) -> str:

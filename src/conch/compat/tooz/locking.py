@@ -34,13 +34,8 @@ class _LockProxy(Generic[_L]):
     def __enter__(self) -> _L:
         return self._lock.__enter__(*self._args, **self._kwargs)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._lock.__exit__(exc_type, exc, traceback)
+    def __exit__(self, *exc_info: Any) -> None:
+        self._lock.__exit__(*exc_info)
 
 
 class Lock(abc.ABC):
@@ -75,12 +70,8 @@ class Lock(abc.ABC):
             raise LockAcquireFailed(f"could not acquire lock {name}")
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         self.release()
 
     @abc.abstractmethod
@@ -158,12 +149,7 @@ class ConchLock(Lock):
             return False
         return True
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         lost = self.conch_lock.lost.is_set()
         if not self.release() and lost:
             raise errors.LockLost(f"lock {self.name!r} was lost before the with block ended")
