@@ -14,28 +14,15 @@ import pytest
 import conch
 from tests.contract.waiting import dead_holder_bound, handoff_bound
 from tests.eventlet.driving import Acquired, GreenWorker
-from tests.eventlet.test_green_processes import (
-    LATE_MARGIN,
-    TIMED_WAIT,
-    WAIT_BEFORE_RELEASE,
-    assert_ticked,
-)
+from tests.eventlet.test_green_processes import LATE_MARGIN, WAIT_BEFORE_RELEASE, assert_ticked
 from tests.eventlet.ticker import LONGEST_GAP
 
 PERMITS = 2
 """The semaphore's limit: two processes hold, a third waits."""
 
-
-def processes(backend: str, green_workers: Callable[[int], list[GreenWorker]], count: int
-              ) -> list[GreenWorker]:
-    """``count`` green processes (memory://: one, ``count`` times)."""
-    return green_workers(1) * count if backend == "memory" else green_workers(count)
-
-
-def declared(url: str, capability: str) -> None:
-    """Skip unless the backend declares ``capability``."""
-    if not getattr(conch.Coordinator(url).capabilities, capability):
-        pytest.skip(f"the {url.split(':', 1)[0]} backend does not declare {capability}")
+TIMED_WAIT = 0.5
+"""Seconds of the timed waits here: a call blocking the hub for them would show as a gap
+twice the ticker's limit (the lock suite times a one-second wait)."""
 
 
 def times_out(waiter: GreenWorker, name: str, kind: str) -> None:
@@ -67,23 +54,18 @@ def woken(waiter: GreenWorker, released_at: float, bound: float, what: str) -> A
     return got
 
 
-@pytest.mark.timeout(90)
-def test_two_green_readers_share_while_a_writer_waits_then_the_writer_gets_it(
-    url: str, backend: str, green_workers: Callable[[int], list[GreenWorker]], lock_name: str
-) -> None:
-    declared(url, "shared_locks")
-    first, second, writer = processes(backend, green_workers, 3)
-    with conch.connect(url) as probe:
-        handoff = handoff_bound(probe.capabilities)
-    tokens = [int(reader.ask(f"hold {lock_name} shared", "held")[0])
+def readers_share_while_a_writer_waits(first: GreenWorker, second: GreenWorker,
+                                       writer: GreenWorker, name: str, handoff: float) -> None:
+    """Two processes hold ``name`` shared at once; a writer's ``blocking=False`` and timed
+    wait fail, its wait forever outlasts the first reader and ends soon after the second."""
+    tokens = [int(reader.ask(f"hold {name} shared", "held")[0])
               for reader in (first, second)]  # the second while the first holds
-
-    result, gap = writer.ask(f"try {lock_name}", "tried")
+    result, gap = writer.ask(f"try {name}", "tried")
     assert result == "False", "blocking=False took a lock two readers hold"
     assert float(gap) < LONGEST_GAP, f"blocking=False stopped the hub for {gap} s"
-    times_out(writer, lock_name, "exclusive")
+    times_out(writer, name, "exclusive")
 
-    writer.ask(f"acquire {lock_name} forever", "waiting")
+    writer.ask(f"acquire {name} forever", "waiting")
     time.sleep(WAIT_BEFORE_RELEASE)
     first.ask("let-go", "let-go")
     time.sleep(WAIT_BEFORE_RELEASE)  # the writer must go on waiting for the second reader
@@ -95,50 +77,61 @@ def test_two_green_readers_share_while_a_writer_waits_then_the_writer_gets_it(
     writer.ask("release", "released")
 
 
-@pytest.mark.timeout(90)
-def test_a_third_green_process_waits_for_one_of_two_permits(
-    url: str, backend: str, green_workers: Callable[[int], list[GreenWorker]], lock_name: str
-) -> None:
-    declared(url, "semaphores")
-    first, second, third = processes(backend, green_workers, 3)
+def a_third_waits_for_a_permit(first: GreenWorker, second: GreenWorker, third: GreenWorker,
+                               name: str, handoff: float) -> None:
+    """Two processes hold the two permits; the third's timed wait fails, its wait forever
+    ends soon after one of them lets go."""
     kind = f"permits={PERMITS}"
-    with conch.connect(url) as probe:
-        handoff = handoff_bound(probe.capabilities)
-    for holder in (first, second):
-        holder.ask(f"hold {lock_name} {kind}", "held")
-
-    times_out(third, lock_name, kind)
-    third.ask(f"acquire {lock_name} forever {kind}", "waiting")
+    tokens = [int(holder.ask(f"hold {name} {kind}", "held")[0]) for holder in (first, second)]
+    times_out(third, name, kind)
+    third.ask(f"acquire {name} forever {kind}", "waiting")
     time.sleep(WAIT_BEFORE_RELEASE)
     released_at = float(second.ask("let-go", "let-go")[0])
-    woken(third, released_at, handoff, "a wait for a permit")
+    got = woken(third, released_at, handoff, "a wait for a permit")
+    assert got.token is not None and got.token > max(tokens)
     third.ask("release", "released")
     first.ask("let-go", "let-go")
 
 
-@pytest.mark.timeout(90)
-def test_a_green_candidate_takes_over_from_a_killed_leader_and_stop_ends_its_term(
-    url: str, backend: str, green_workers: Callable[[int], list[GreenWorker]], lock_name: str
-) -> None:
-    declared(url, "introspection")
-    leader, candidate = processes(backend, green_workers, 2)
-    with conch.connect(url) as probe:
-        handoff, dead_leader = handoff_bound(probe.capabilities), dead_holder_bound(probe)
-    first_term = int(leader.ask(f"hold {lock_name} election", "held")[0])
-    candidate.ask(f"acquire {lock_name} forever election", "waiting")
-    leads(candidate, lock_name, leader.holding_id)  # answered while its campaign waits
+def a_candidate_outlives_its_leader(leader: GreenWorker, candidate: GreenWorker, name: str,
+                                    handoff: float, dead_leader: float | None) -> None:
+    """``leader`` leads; ``candidate`` campaigns, hears who leads meanwhile, and takes over
+    when the leader's process is killed (``dead_leader`` None: when it resigns); its
+    ``stop()`` ends the new term, and then nobody leads."""
+    first_term = int(leader.ask(f"hold {name} election", "held")[0])
+    candidate.ask(f"acquire {name} forever election", "waiting")
+    leads(candidate, name, leader.holding_id)  # answered while its campaign waits
 
     time.sleep(WAIT_BEFORE_RELEASE)
-    if backend == "memory":  # the leader's process is the candidate's: it resigns instead
+    if dead_leader is None:
         gone_at, bound = float(leader.ask("let-go", "let-go")[0]), handoff
     else:
         gone_at, bound = time.monotonic(), dead_leader
         leader.kill()
-    won = woken(candidate, gone_at, bound, "a campaign for a killed leader's term")
+    won = woken(candidate, gone_at, bound, "a campaign for a gone leader's term")
     assert won.token is not None and won.token > first_term
-    leads(candidate, lock_name, candidate.waiting_id)
+    leads(candidate, name, candidate.waiting_id)
 
     _, gap, leading = candidate.ask("stop", "stopped")
     assert leading == "False", "still leading after stop()"
     assert float(gap) < LONGEST_GAP, f"stop() stopped the hub for {gap} s"
-    leads(candidate, lock_name, "None")
+    leads(candidate, name, "None")
+
+
+@pytest.mark.timeout(120)
+def test_shared_holds_permits_and_elections_work_green(
+    url: str, backend: str, green_workers: Callable[[int], list[GreenWorker]], lock_name: str
+) -> None:
+    # Three processes serve the three cases in turn (each case ends holding nothing).
+    # memory:// lives in one process: it plays all three, and its leader resigns.
+    first, second, third = green_workers(1) * 3 if backend == "memory" else green_workers(3)
+    with conch.connect(url) as probe:
+        capabilities = probe.capabilities
+        handoff, dead_holder = handoff_bound(capabilities), dead_holder_bound(probe)
+    if capabilities.shared_locks:  # mysql:// declares none
+        readers_share_while_a_writer_waits(first, second, third, f"{lock_name}-rw", handoff)
+    if capabilities.semaphores:
+        a_third_waits_for_a_permit(first, second, third, f"{lock_name}-permits", handoff)
+    if capabilities.introspection:  # which elections need (leader())
+        a_candidate_outlives_its_leader(first, second, f"{lock_name}-election", handoff,
+                                        None if backend == "memory" else dead_holder)
