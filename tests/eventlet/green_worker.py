@@ -50,7 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Protocol, TextIO
+from typing import NamedTuple, TextIO
 
 import conch
 from tests.contract.workers import contend_in_threads
@@ -84,49 +84,30 @@ HOLD_WITHIN = 10.0
 output says which) rather than hang its command loop."""
 
 
-class Holdable(Protocol):
-    """What the commands take and give back: a lock, a shared hold, a permit, a candidate."""
+class Holding(NamedTuple):
+    """What the commands take and give back, whatever the kind: how to acquire and release
+    it, its token and whether it still counts as held (for an election: leading)."""
 
-    @property
-    def held(self) -> bool: ...
-    @property
-    def token(self) -> int | None: ...
-    def acquire(self, blocking: bool | float) -> bool: ...
-    def release(self) -> None: ...
-
-
-class Candidate:
-    """An election seen as a lock: campaigning acquires, resigning releases."""
-
-    def __init__(self, election: conch.Election) -> None:
-        self.election = election
-
-    @property
-    def held(self) -> bool:
-        return self.election.is_leader
-
-    @property
-    def token(self) -> int | None:
-        return self.election.token
-
-    def acquire(self, blocking: bool | float) -> bool:
-        return self.election.campaign(blocking)
-
-    def release(self) -> None:
-        self.election.resign()
+    acquire: Callable[[bool | float], bool]
+    release: Callable[[], None]
+    token: Callable[[], int | None]
+    held: Callable[[], bool]
 
 
-def holdable(coordinator: conch.Coordinator, name: str, kind: str) -> Holdable:
+def holdable(coordinator: conch.Coordinator, name: str, kind: str) -> Holding:
     """A new object of KIND (see the module docstring) named ``name`` on ``coordinator``."""
-    if kind == "exclusive":
-        return coordinator.lock(name)
-    if kind == "shared":
-        return coordinator.lock(name, shared=True)
     if kind == "election":
-        return Candidate(coordinator.election(name))
+        election = coordinator.election(name)
+        return Holding(election.campaign, election.resign, lambda: election.token,
+                       lambda: election.is_leader)
+    lock: conch.Lock | conch.Semaphore
     if kind.startswith("permits="):
-        return coordinator.semaphore(name, int(kind.removeprefix("permits=")))
-    raise ValueError(f"unknown kind {kind!r}")
+        lock = coordinator.semaphore(name, int(kind.removeprefix("permits=")))
+    elif kind in ("exclusive", "shared"):
+        lock = coordinator.lock(name, shared=kind == "shared")
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return Holding(lock.acquire, lock.release, lambda: lock.token, lambda: lock.held)
 
 
 class Server:
@@ -136,14 +117,14 @@ class Server:
         self.ticker = Ticker()
         self.holding = conch.connect()
         self.waiting = conch.connect()
-        self.held: list[Holdable] = []
-        self.acquired: Holdable | None = None
+        self.held: list[Holding] = []
+        self.acquired: Holding | None = None
 
     def hold(self, name: str, kind: str = "exclusive") -> None:
         held = holdable(self.holding, name, kind)
         assert held.acquire(HOLD_WITHIN), f"{kind} {name}: not held within {HOLD_WITHIN} s"
         self.held.append(held)
-        say("held", held.token)
+        say("held", held.token())
 
     def let_go(self) -> None:
         self.held.pop().release()
@@ -151,7 +132,7 @@ class Server:
 
     def try_(self, name: str, kind: str = "exclusive") -> None:
         self.ticker.reset()
-        result = holdable(self.waiting, name, kind).acquire(blocking=False)
+        result = holdable(self.waiting, name, kind).acquire(False)
         say("tried", result, self.ticker.longest_gap)
 
     def acquire(self, name: str, blocking: str, kind: str = "exclusive") -> None:
@@ -166,7 +147,7 @@ class Server:
             gap = self.ticker.longest_gap
             if result:
                 self.acquired = lock
-            say("acquired", result, returned, returned - started, gap, lock.token)
+            say("acquired", result, returned, returned - started, gap, lock.token())
 
         threading.Thread(target=wait).start()
 
@@ -183,7 +164,7 @@ class Server:
     def stop(self) -> None:
         self.ticker.reset()
         self.waiting.stop()
-        held = self.acquired is not None and self.acquired.held
+        held = self.acquired is not None and self.acquired.held()
         say("stopped", time.monotonic(), self.ticker.longest_gap, held)
 
     def block(self, seconds: str) -> None:
