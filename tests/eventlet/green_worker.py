@@ -20,7 +20,7 @@ reports the longest gap between its ticks.
                                 waits in a green thread while commands go on being read
         release              -> released
         leader NAME          -> leader MEMBER GAP election NAME's leader() ("None": nobody)
-        stop                 -> stopped AT GAP HELD  the waiting coordinator's stop(); HELD:
+        stop                 -> stopped GAP HELD  the waiting coordinator's stop(); HELD:
                                 whether what it acquired still counts as held
         block SECONDS        -> blocked GAP        a call that blocks the hub (the original
                                 time.sleep), to show that the ticker sees one
@@ -165,7 +165,7 @@ class Server:
         self.ticker.reset()
         self.waiting.stop()
         held = self.acquired is not None and self.acquired.held()
-        say("stopped", time.monotonic(), self.ticker.longest_gap, held)
+        say("stopped", self.ticker.longest_gap, held)
 
     def block(self, seconds: str) -> None:
         self.ticker.reset()

@@ -112,7 +112,7 @@ def a_candidate_outlives_its_leader(leader: GreenWorker, candidate: GreenWorker,
     assert won.token is not None and won.token > first_term
     leads(candidate, name, candidate.waiting_id)
 
-    _, gap, leading = candidate.ask("stop", "stopped")
+    gap, leading = candidate.ask("stop", "stopped")
     assert leading == "False", "still leading after stop()"
     assert float(gap) < LONGEST_GAP, f"stop() stopped the hub for {gap} s"
     leads(candidate, name, "None")
