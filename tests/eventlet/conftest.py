@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 
 from tests.conftest import BACKENDS, TLS_BACKENDS
+from tests.eventlet.driving import GreenWorker
 
 ZOOKEEPER_SESSION = 4
 """zookeeper://'s session timeout here (the server's minimum, two ticks): a killed holder's
@@ -20,3 +23,21 @@ def url(request: pytest.FixtureRequest) -> str:
     if name.startswith("zookeeper"):
         url += f"{'&' if '?' in url else '?'}timeout={ZOOKEEPER_SESSION}"
     return url
+
+
+@pytest.fixture
+def green_workers(url: str) -> Iterator[Callable[[int], list[GreenWorker]]]:
+    """Start that many green worker processes on the backend under test, all at once (each
+    ready when returned); all killed at the end."""
+    started: list[GreenWorker] = []
+
+    def start(count: int) -> list[GreenWorker]:
+        workers = [GreenWorker(url) for _ in range(count)]
+        started.extend(workers)
+        for worker in workers:
+            worker.ready()
+        return workers
+
+    yield start
+    for worker in started:
+        worker.close()

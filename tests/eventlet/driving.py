@@ -38,6 +38,7 @@ class GreenWorker:
         self.process = workers.spawn(url, command, module=MODULE)
         self._lines: queue.Queue[str] = queue.Queue()
         self._unclaimed: list[str] = []
+        self.holding_id = self.waiting_id = ""
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -46,6 +47,10 @@ class GreenWorker:
             self._lines.put(line.strip())
         self.process.stdout.close()
         self._lines.put("")  # end of output
+
+    def ready(self) -> None:
+        """Wait for ``ready``; note its coordinators' member ids (``serve`` says them)."""
+        self.holding_id, self.waiting_id = self.expect("ready")
 
     def expect(self, word: str, timeout: float = ANSWER_WITHIN) -> list[str]:
         """The words after ``word`` of its next line starting with ``word`` (lines that

@@ -7,15 +7,21 @@ reports the longest gap between its ticks.
 
 ``serve``
     Answer commands read from stdin, one a line (times are ``time.monotonic()``, one
-    clock for every process of the host)::
+    clock for every process of the host). It says ``ready HOLDING WAITING`` (the member
+    ids of its two coordinators) first. KIND is ``exclusive`` (the default), ``shared``,
+    ``permits=N`` (a semaphore of limit N) or ``election`` (campaign and resign)::
 
-        hold NAME            -> held TOKEN        a second coordinator takes NAME and keeps it
-        let-go               -> let-go AT         ... and releases it
-        try NAME             -> tried RESULT GAP  acquire(blocking=False)
-        acquire NAME BLOCKING -> waiting, later: acquired RESULT AT ELAPSED GAP TOKEN
-                                BLOCKING is "forever" or seconds; the wait runs in a green
-                                thread while commands go on being read
+        hold NAME [KIND]     -> held TOKEN        the holding coordinator takes NAME and
+                                keeps it (again: one more hold, by a new object)
+        let-go               -> let-go AT         ... and ends its latest hold
+        try NAME [KIND]      -> tried RESULT GAP  acquire(blocking=False)
+        acquire NAME BLOCKING [KIND] -> waiting, later: acquired RESULT AT ELAPSED GAP TOKEN
+                                BLOCKING is "forever" or seconds; the waiting coordinator
+                                waits in a green thread while commands go on being read
         release              -> released
+        leader NAME          -> leader MEMBER GAP election NAME's leader() ("None": nobody)
+        stop                 -> stopped GAP HELD  the waiting coordinator's stop(); HELD:
+                                whether what it acquired still counts as held
         block SECONDS        -> blocked GAP        a call that blocks the hub (the original
                                 time.sleep), to show that the ticker sees one
         join GROUP           -> joined MEMBER     the waiting coordinator joins GROUP
@@ -44,7 +50,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 import conch
 from tests.contract.workers import contend_in_threads
@@ -73,6 +79,37 @@ def say(*words: object) -> None:
     print(*words, flush=True)
 
 
+HOLD_WITHIN = 10.0
+"""Seconds ``hold`` waits at most: a hold that does not come fails the worker (its error
+output says which) rather than hang its command loop."""
+
+
+class Holding(NamedTuple):
+    """What the commands take and give back, whatever the kind: how to acquire and release
+    it, its token and whether it still counts as held (for an election: leading)."""
+
+    acquire: Callable[[bool | float], bool]
+    release: Callable[[], None]
+    token: Callable[[], int | None]
+    held: Callable[[], bool]
+
+
+def holdable(coordinator: conch.Coordinator, name: str, kind: str) -> Holding:
+    """A new object of KIND (see the module docstring) named ``name`` on ``coordinator``."""
+    if kind == "election":
+        election = coordinator.election(name)
+        return Holding(election.campaign, election.resign, lambda: election.token,
+                       lambda: election.is_leader)
+    lock: conch.Lock | conch.Semaphore
+    if kind.startswith("permits="):
+        lock = coordinator.semaphore(name, int(kind.removeprefix("permits=")))
+    elif kind in ("exclusive", "shared"):
+        lock = coordinator.lock(name, shared=kind == "shared")
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    return Holding(lock.acquire, lock.release, lambda: lock.token, lambda: lock.held)
+
+
 class Server:
     """The state behind the ``serve`` commands: a holding and a waiting coordinator."""
 
@@ -80,26 +117,26 @@ class Server:
         self.ticker = Ticker()
         self.holding = conch.connect()
         self.waiting = conch.connect()
-        self.held: conch.Lock | None = None
-        self.acquired: conch.Lock | None = None
+        self.held: list[Holding] = []
+        self.acquired: Holding | None = None
 
-    def hold(self, name: str) -> None:
-        self.held = self.holding.lock(name)
-        assert self.held.acquire()
-        say("held", self.held.token)
+    def hold(self, name: str, kind: str = "exclusive") -> None:
+        held = holdable(self.holding, name, kind)
+        assert held.acquire(HOLD_WITHIN), f"{kind} {name}: not held within {HOLD_WITHIN} s"
+        self.held.append(held)
+        say("held", held.token())
 
     def let_go(self) -> None:
-        assert self.held is not None
-        self.held.release()
+        self.held.pop().release()
         say("let-go", time.monotonic())
 
-    def try_(self, name: str) -> None:
+    def try_(self, name: str, kind: str = "exclusive") -> None:
         self.ticker.reset()
-        result = self.waiting.lock(name).acquire(blocking=False)
+        result = holdable(self.waiting, name, kind).acquire(False)
         say("tried", result, self.ticker.longest_gap)
 
-    def acquire(self, name: str, blocking: str) -> None:
-        lock = self.waiting.lock(name)
+    def acquire(self, name: str, blocking: str, kind: str = "exclusive") -> None:
+        lock = holdable(self.waiting, name, kind)
         say("waiting")
 
         def wait() -> None:
@@ -110,7 +147,7 @@ class Server:
             gap = self.ticker.longest_gap
             if result:
                 self.acquired = lock
-            say("acquired", result, returned, returned - started, gap, lock.token)
+            say("acquired", result, returned, returned - started, gap, lock.token())
 
         threading.Thread(target=wait).start()
 
@@ -118,6 +155,17 @@ class Server:
         assert self.acquired is not None
         self.acquired.release()
         say("released")
+
+    def leader(self, name: str) -> None:
+        self.ticker.reset()
+        leader = self.holding.election(name).leader()
+        say("leader", leader, self.ticker.longest_gap)
+
+    def stop(self) -> None:
+        self.ticker.reset()
+        self.waiting.stop()
+        held = self.acquired is not None and self.acquired.held()
+        say("stopped", self.ticker.longest_gap, held)
 
     def block(self, seconds: str) -> None:
         self.ticker.reset()
@@ -149,8 +197,9 @@ class Server:
             "hold": self.hold, "let-go": self.let_go, "try": self.try_,
             "acquire": self.acquire, "release": self.release, "contend": self.contend,
             "block": self.block, "join": self.join, "watch": self.watch,
+            "leader": self.leader, "stop": self.stop,
         }
-        say("ready")
+        say("ready", self.holding.member_id, self.waiting.member_id)
         for line in lines(sys.stdin):
             command, *arguments = line.split()
             commands[command](*arguments)

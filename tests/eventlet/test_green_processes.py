@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pathlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -36,19 +36,9 @@ THREADS_PER_PROCESS = 2
 
 
 @pytest.fixture
-def green(url: str) -> Iterator[Callable[[], GreenWorker]]:
-    """Start green worker processes on the backend under test; all killed at the end."""
-    started: list[GreenWorker] = []
-
-    def start() -> GreenWorker:
-        worker = GreenWorker(url)
-        started.append(worker)
-        worker.expect("ready")
-        return worker
-
-    yield start
-    for worker in started:
-        worker.close()
+def green(green_workers: Callable[[int], list[GreenWorker]]) -> Callable[[], GreenWorker]:
+    """Start one green worker process on the backend under test (killed at the end)."""
+    return lambda: green_workers(1)[0]
 
 
 def assert_ticked(acquired: Acquired, what: str) -> None:
