@@ -28,7 +28,7 @@ TIMED_WAIT = 1.0
 LATE_MARGIN = 0.5
 """Seconds a timed wait may overrun its time on a loaded machine."""
 
-WAIT_BEFORE_RELEASE = 0.3
+WAIT_BEFORE_RELEASE = 0.6
 """Seconds the waiter waits before the holder releases (or is killed)."""
 
 CONTENTION_SECONDS = 1.5
