@@ -13,7 +13,6 @@ from psycopg.conninfo import make_conninfo
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.kit.errors import scrub
-from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import int64_key
 from conch.backends.kit.session import Heartbeat
 from conch.backends.postgresql import inspection
@@ -90,8 +89,6 @@ class PostgreSQLBackend(Backend):
                 "the table")) from None
         self.sessions.pool.give_back(session)
         self._heartbeat.start()
-        forget_in_child(self.sessions.pool)  # a forked child drops the parent's sessions
-        forget_in_child(self.async_sessions.pool)
 
     def close(self) -> None:
         self._groups.close()

@@ -16,13 +16,8 @@ import psycopg
 from psycopg import errors
 
 from conch.backends.kit.group_session import SessionGroups
-from conch.backends.postgresql.group_listener import (
-    CHANNEL,
-    Listener,
-    channel_payload,
-    forget_connection,
-)
-from conch.backends.postgresql.session import Session
+from conch.backends.postgresql.group_listener import CHANNEL, Listener, channel_payload
+from conch.backends.postgresql.session import Session, forget_connection
 from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
 GROUPS_TABLE = "conch_groups"
