@@ -13,11 +13,12 @@ from typing import Protocol
 
 from conch import metrics
 from conch.backends.base import LossCallback
+from conch.backends.kit.errors import translated
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.pool import Pool
 from conch.backends.kit.session import Heartbeat, Holds
 from conch.backends.mysql.client import Connection, Settings, open_connection
-from conch.backends.mysql.errors import CLIENT_ERRORS, describe, timed_out, translated_errors
+from conch.backends.mysql.errors import CLIENT_ERRORS, describe, timed_out
 from conch.errors import NotStarted
 from conch.url import BackendURL
 
@@ -72,7 +73,8 @@ class MySQLSessions:
 
     def translated_errors(self) -> AbstractContextManager[None]:
         """A block whose client errors leave it as :class:`conch.BackendUnavailable`."""
-        return translated_errors(self.url, self.settings)
+        return translated(self.url, CLIENT_ERRORS, lambda exc: f"mysql backend at "
+                          f"{self.url.redacted()}: {describe(exc, self.settings)}")
 
     @contextlib.contextmanager
     def lent(self) -> Iterator[Connection]:

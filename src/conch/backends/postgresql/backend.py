@@ -4,7 +4,6 @@ the contract, and its options: docs/postgresql.md."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import urllib.parse
 
@@ -21,6 +20,7 @@ from conch.backends.postgresql.async_session import AsyncSessions
 from conch.backends.postgresql.groups import PostgreSQLGroups
 from conch.backends.postgresql.lock import AdvisoryLock, Sessions, SharedAdvisoryLock
 from conch.backends.postgresql.semaphore import LIMITS, SemaphorePermit
+from conch.backends.postgresql.session import create_missing
 from conch.backends.postgresql.statements import FENCING_SEQUENCE, NAMES_TABLE, SETUP
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL, NotSupported
@@ -75,11 +75,7 @@ class PostgreSQLBackend(Backend):
     def connect(self) -> None:
         session = self.sessions.open()
         try:
-            for name, create in SETUP.items():
-                if session.execute(f"SELECT to_regclass('{name}')").fetchone() == (None,):
-                    with contextlib.suppress(psycopg.errors.UniqueViolation,  # created
-                                             psycopg.errors.DuplicateTable):  # meanwhile
-                        session.execute(create, prepare=False)
+            create_missing(session, SETUP)
         except psycopg.Error as exc:
             session.close()
             raise BackendUnavailable(self.describe(

@@ -6,7 +6,6 @@ entries stop counting when its connection ends, and readers delete them. docs/po
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from psycopg import errors
 
 from conch.backends.kit.sql_groups import Rows, SQLGroups
 from conch.backends.postgresql.group_listener import CHANNEL, Listener, channel_payload
-from conch.backends.postgresql.session import Session, forget_connection
+from conch.backends.postgresql.session import Session, create_missing, forget_connection
 from conch.errors import BackendUnavailable
 
 GROUPS_TABLE = "conch_groups"
@@ -127,18 +126,13 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
         forget_connection(session)
 
     def _prepare(self, session: Session) -> None:
-        for name, create in TABLES.items():
-            if session.execute(f"SELECT to_regclass('{name}')").fetchone() != (None,):
-                continue
-            try:
-                with contextlib.suppress(errors.UniqueViolation,  # made meanwhile
-                                         errors.DuplicateTable):
-                    session.execute(create)
-            except errors.InsufficientPrivilege as exc:
-                raise BackendUnavailable(self.describe(
-                    f"cannot create table {name} ({exc}): grant this role CREATE on the "
-                    "schema, or have an administrator create the group tables "
-                    "(docs/postgresql.md, Groups)")) from None
+        try:
+            create_missing(session, TABLES)
+        except errors.InsufficientPrivilege as exc:
+            raise BackendUnavailable(self.describe(
+                f"cannot create the group tables {' and '.join(TABLES)} ({exc}): grant this "
+                "role CREATE on the schema, or have an administrator create them "
+                "(docs/postgresql.md, Groups)")) from None
 
     def _unprepared(self, exc: Exception) -> bool:
         return isinstance(exc, errors.UndefinedTable)

@@ -112,3 +112,11 @@ def forget_connection(connection: psycopg.BaseConnection[Any]) -> None:
         os.close(devnull)
         connection.pgconn.finish()
 
+
+def create_missing(session: Session, statements: dict[str, str]) -> None:
+    """Run each ``CREATE`` of ``statements`` (by table or sequence name) whose relation is
+    missing; one made meanwhile by another process is no error."""
+    for name, create in statements.items():
+        if session.execute(f"SELECT to_regclass('{name}')").fetchone() == (None,):
+            with contextlib.suppress(errors.UniqueViolation, errors.DuplicateTable):
+                session.execute(create, prepare=False)
