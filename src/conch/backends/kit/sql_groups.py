@@ -5,7 +5,7 @@ gives its dialect's statements and how its client runs one; docs/kit.md, "SQL gr
 from __future__ import annotations
 
 import abc
-from typing import Any, Generic
+from typing import Any
 
 from conch.backends.kit.group_session import C, SessionGroups
 from conch.errors import GroupNotEmpty, GroupNotFound
@@ -13,7 +13,7 @@ from conch.errors import GroupNotEmpty, GroupNotFound
 Rows = list[tuple[Any, ...]]
 
 
-class SQLGroups(SessionGroups[C], Generic[C]):
+class SQLGroups(SessionGroups[C]):
     """The group statements of one dialect, each taking the named parameters ``group``,
     ``member`` (this member's id, as bytes), ``data``, ``groups`` (a list) and those of
     :meth:`_entry` (the entry's lock)."""
