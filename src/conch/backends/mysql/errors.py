@@ -3,16 +3,12 @@ that a connection's session is gone."""
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
-
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import CR, ER  # type: ignore[import-untyped]
 
-from conch.backends.kit.errors import translated
 from conch.backends.kit.tls import TLSFileError
 from conch.backends.kit.tls_diagnosis import explain
 from conch.backends.mysql.client import Settings
-from conch.url import BackendURL
 
 CLIENT_ERRORS = (pymysql.Error, OSError, TLSFileError)
 """What connecting and talking to the server may raise."""
@@ -69,9 +65,3 @@ def describe(exc: BaseException, settings: Settings) -> str:
         text = message
     return text.replace(settings.password, "***") if settings.password else text
 
-
-def translated_errors(url: BackendURL, settings: Settings) -> AbstractContextManager[None]:
-    """A block whose PyMySQL errors (or unusable TLS file) leave it as
-    :class:`conch.BackendUnavailable`, described without the password."""
-    return translated(url, CLIENT_ERRORS, lambda exc: f"mysql backend at {url.redacted()}: "
-                      f"{describe(exc, settings)}")

@@ -7,17 +7,16 @@ is pushed: watchers read every second. docs/mysql.md, "Groups"."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
-from conch.backends.kit.group_session import SessionGroups
 from conch.backends.kit.naming import hex_digest
+from conch.backends.kit.sql_groups import Rows, SQLGroups
 from conch.backends.mysql.client import Connection, Settings, open_connection
 from conch.backends.mysql.errors import CLIENT_ERRORS, describe, session_gone
 from conch.backends.mysql.session import close_quietly
-from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound, NotSupported
+from conch.errors import BackendUnavailable, NotSupported
 
 GROUPS_TABLE = "conch_groups"
 MEMBERS_TABLE = "conch_group_members"
@@ -32,27 +31,35 @@ TABLES = (  # made on first use when missing, in this order (the foreign key)
     " data MEDIUMBLOB NOT NULL, PRIMARY KEY (group_name, member),"
     f" FOREIGN KEY (group_name) REFERENCES {GROUPS_TABLE} (name)) ENGINE=InnoDB",
 )
-# Every entry with whether it is live, then a row when the group exists (a plain read: the
-# dead entries are deleted one by one after, only when there are some).
-_MEMBERS = (f"SELECT member, data, IS_USED_LOCK(entry_lock) IS NOT NULL FROM {MEMBERS_TABLE}"
-            " WHERE group_name = %(group)s"
-            f" UNION ALL SELECT NULL, NULL, TRUE FROM {GROUPS_TABLE} WHERE name = %(group)s")
-_PRUNE = (f"DELETE FROM {MEMBERS_TABLE} WHERE group_name = %(group)s AND member = %(member)s"
-          " AND IS_USED_LOCK(entry_lock) IS NULL")
-_JOIN = (f"INSERT INTO {MEMBERS_TABLE} (group_name, member, entry_lock, data)"
-         " VALUES (%(group)s, %(member)s, %(lock)s, %(data)s)"
-         " ON DUPLICATE KEY UPDATE entry_lock = VALUES(entry_lock), data = VALUES(data)")
-# Which of this member's entries still exist and are locked by this session.
-_PRESENT = (f"SELECT group_name FROM {MEMBERS_TABLE} WHERE member = %(member)s"
-            " AND group_name IN %(groups)s AND IS_USED_LOCK(entry_lock) = CONNECTION_ID()")
 
 
-class MySQLGroups(SessionGroups[Connection]):
+class MySQLGroups(SQLGroups[Connection]):
     """One coordinator's groups: its entries' locks on a session of its own, checked every
     quarter of the session timeout (which also keeps that session from timing out)."""
 
     poll_interval = 1.0  # MySQL cannot notify: watchers read
     client_errors = CLIENT_ERRORS
+    create_group = (f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%(group)s)"
+                    " ON DUPLICATE KEY UPDATE name = name")
+    delete_group = f"DELETE FROM {GROUPS_TABLE} WHERE name = %(group)s"
+    list_groups = f"SELECT name FROM {GROUPS_TABLE}"
+    # Every entry with whether it is live, then a row when the group exists (a plain read:
+    # the dead entries are deleted one by one after, only when there are some).
+    read_members = (f"SELECT member, data, IS_USED_LOCK(entry_lock) IS NOT NULL"
+                    f" FROM {MEMBERS_TABLE} WHERE group_name = %(group)s UNION ALL"
+                    f" SELECT NULL, NULL, TRUE FROM {GROUPS_TABLE} WHERE name = %(group)s")
+    prune_member = (f"DELETE FROM {MEMBERS_TABLE} WHERE group_name = %(group)s"
+                    " AND member = %(member)s AND IS_USED_LOCK(entry_lock) IS NULL")
+    lock_entry = "SELECT GET_LOCK(%(lock)s, 0)"
+    write_entry = (f"INSERT INTO {MEMBERS_TABLE} (group_name, member, entry_lock, data)"
+                   " VALUES (%(group)s, %(member)s, %(lock)s, %(data)s)"
+                   " ON DUPLICATE KEY UPDATE entry_lock = VALUES(entry_lock), data = VALUES(data)")
+    delete_entry = (f"DELETE FROM {MEMBERS_TABLE}"
+                    " WHERE group_name = %(group)s AND member = %(member)s")
+    unlock_entry = "DO RELEASE_LOCK(%(lock)s)"
+    # Which of this member's entries still exist and are locked by this session.
+    present_entries = (f"SELECT group_name FROM {MEMBERS_TABLE} WHERE member = %(member)s AND"
+                       " group_name IN %(groups)s AND IS_USED_LOCK(entry_lock) = CONNECTION_ID()")
 
     def __init__(self, settings: Settings, member_id: str,
                  describe: Callable[[object], str]) -> None:
@@ -63,53 +70,20 @@ class MySQLGroups(SessionGroups[Connection]):
             raise NotSupported(describe(
                 f"mysql:// groups take member ids of at most {MAX_MEMBER_ID_BYTES} bytes"))
 
-    def create(self, group: bytes) -> bool:
-        return self.run(lambda session: _execute(
-            session, f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%s)"
-            " ON DUPLICATE KEY UPDATE name = name", (group,)) == 1)
-
-    def delete(self, group: bytes) -> None:
-        def delete(session: Connection) -> None:
-            live = self._members(session, group)
-            if live:
-                raise GroupNotEmpty(f"group {group!r} still has {len(live)} members")
-            try:
-                deleted = _execute(session, f"DELETE FROM {GROUPS_TABLE} WHERE name = %s", (group,))
-            except pymysql.IntegrityError as exc:
-                if exc.args[0] != ER.ROW_IS_REFERENCED_2:
-                    raise
-                raise GroupNotEmpty(f"a member joined group {group!r} meanwhile") from None
-            if not deleted:
-                raise GroupNotFound(f"group {group!r} does not exist")
-        self.run(delete)
-
-    def names(self) -> list[bytes]:
-        def names(session: Connection) -> list[bytes]:
-            with session.cursor() as cursor:
-                cursor.execute(f"SELECT name FROM {GROUPS_TABLE}")
-                return [bytes(row[0]) for row in cursor.fetchall()]
-        return self.run(names)
-
-    def members(self, group: bytes) -> dict[str, bytes] | None:
-        return self.run(lambda session: self._members(session, group))
-
-    def _members(self, session: Connection, group: bytes) -> dict[str, bytes] | None:
+    def _run(self, session: Connection, sql: str, params: dict[str, object]
+             ) -> tuple[int, Rows]:
         with session.cursor() as cursor:
-            cursor.execute(_MEMBERS, {"group": group})
-            rows: list[tuple[Any, ...]] = list(cursor.fetchall())
-            for member, _, live in rows:
-                if member is not None and not live:
-                    cursor.execute(_PRUNE, {"group": group, "member": member})
-        if all(member is not None for member, _, _ in rows):
-            return None  # no group row
-        return {bytes(member).decode("utf-8", "surrogateescape"): bytes(data)
-                for member, data, live in rows if member is not None and live}
+            return int(cursor.execute(sql, params)), list(cursor.fetchall())
 
-    def _entry_lock(self, group: bytes) -> str:
+    def _entry(self, group: bytes) -> dict[str, object]:
         """The ``GET_LOCK`` name of this member's entry in ``group`` (64 characters, scoped
         to the database like the locks' names)."""
         scoped = b"\0".join((self._settings.database.encode(), group, self.member))
-        return ENTRY_LOCK_PREFIX + hex_digest(scoped, 64 - len(ENTRY_LOCK_PREFIX))
+        return {"lock": ENTRY_LOCK_PREFIX + hex_digest(scoped, 64 - len(ENTRY_LOCK_PREFIX))}
+
+    def _referenced(self, exc: Exception) -> bool:
+        return isinstance(exc, pymysql.IntegrityError) and exc.args[0] in (
+            ER.NO_REFERENCED_ROW_2, ER.ROW_IS_REFERENCED_2)
 
     def _broken(self, session: Connection, exc: Exception) -> bool:
         return not session.open or session_gone(exc)
@@ -122,12 +96,13 @@ class MySQLGroups(SessionGroups[Connection]):
 
     def _prepare(self, session: Connection) -> None:
         # CREATE TABLE IF NOT EXISTS needs the CREATE privilege even when the table exists.
-        if _execute(session, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA ="
-                    " DATABASE() AND TABLE_NAME IN (%s, %s)", (GROUPS_TABLE, MEMBERS_TABLE)) == 2:
+        if self._run(session, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA ="
+                     " DATABASE() AND TABLE_NAME IN %(groups)s",
+                     {"groups": [GROUPS_TABLE, MEMBERS_TABLE]})[0] == 2:
             return
         for create in TABLES:
             try:
-                _execute(session, create, None)
+                self._run(session, create, {})
             except (pymysql.ProgrammingError, pymysql.OperationalError) as exc:
                 if exc.args[0] != ER.TABLEACCESS_DENIED_ERROR:
                     raise
@@ -140,32 +115,6 @@ class MySQLGroups(SessionGroups[Connection]):
         return isinstance(exc, pymysql.Error) and bool(exc.args) \
             and exc.args[0] == ER.NO_SUCH_TABLE
 
-    def _present(self, session: Connection, groups: list[bytes]) -> set[bytes]:
-        with session.cursor() as cursor:
-            cursor.execute(_PRESENT, {"member": self.member, "groups": groups})
-            return {bytes(row[0]) for row in cursor.fetchall()}
-
-    def _lock(self, session: Connection, group: bytes) -> bool:
-        with session.cursor() as cursor:
-            cursor.execute("SELECT GET_LOCK(%s, 0)", (self._entry_lock(group),))
-            return bool(cursor.fetchone()[0] == 1)
-
-    def _write_entry(self, session: Connection, group: bytes, data: bytes) -> None:
-        try:
-            _execute(session, _JOIN, {"group": group, "member": self.member,
-                                      "lock": self._entry_lock(group), "data": data})
-        except pymysql.IntegrityError as exc:
-            if exc.args[0] != ER.NO_REFERENCED_ROW_2:
-                raise
-            raise GroupNotFound(f"group {group!r} does not exist") from None
-
-    def _delete_entry(self, session: Connection, group: bytes) -> None:
-        _execute(session, f"DELETE FROM {MEMBERS_TABLE} WHERE group_name = %s AND member = %s",
-                 (group, self.member))
-
-    def _unlock(self, session: Connection, group: bytes) -> None:
-        _execute(session, "DO RELEASE_LOCK(%s)", (self._entry_lock(group),))
-
     def _describe_error(self, exc: Exception) -> str:
         if isinstance(exc, pymysql.Error) and exc.args and exc.args[0] in (
                 ER.TABLEACCESS_DENIED_ERROR, ER.COLUMNACCESS_DENIED_ERROR):
@@ -173,9 +122,3 @@ class MySQLGroups(SessionGroups[Connection]):
                     f"tables {GROUPS_TABLE} and {MEMBERS_TABLE} (docs/mysql.md, Groups)")
         return describe(exc, self._settings)
 
-
-def _execute(session: Connection, sql: str, params: tuple[object, ...] | dict[str, object] | None
-             ) -> int:
-    """Run ``sql``; the number of rows it changed (or read)."""
-    with session.cursor() as cursor:
-        return int(cursor.execute(sql, params))

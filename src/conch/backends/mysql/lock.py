@@ -13,7 +13,7 @@ from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.mysql.client import Connection, open_connection
 from conch.backends.mysql.errors import describe, session_gone
 from conch.backends.mysql.fencing import ACQUIRE
-from conch.backends.mysql.session import MySQLSessions, close_quietly
+from conch.backends.mysql.session import MySQLSessions
 from conch.errors import BackendUnavailable, LockLost, NotStarted
 from conch.introspection import HolderStamp
 
@@ -48,17 +48,18 @@ class MySQLLock(LockHandle):
                     token = self._take_lock(session, deadline)
                     break
                 except BaseException as exc:
-                    close_quietly(session)  # ends the session: frees whatever it took
+                    # Ending the session frees whatever it took.
+                    sessions.pool.give_back(session, keep=False)
                     if sessions.closed:  # its wait was interrupted by stop()
                         raise NotStarted("the coordinator was stopped while waiting") from None
                     if last_try or not session_gone(exc):
                         raise
                 # The server ended the session (a restart, KILL) or stopped answering:
                 # the idle ones are as stale. A fresh session gets one more try.
-                sessions.close_idle()
-                session = open_connection(sessions.settings)
+                sessions.pool.end_idle()
+                session = sessions.pool.lend(open_connection(sessions.settings))
         if token is None:
-            sessions.give_back(session)
+            sessions.pool.give_back(session)
             return None
         with self._mutex:
             self._session, self._session_pid, self._lost_reason = session, os.getpid(), None
@@ -87,7 +88,7 @@ class MySQLLock(LockHandle):
                 cursor.execute(_RELEASE, (self._name,))
                 released = cursor.fetchone()[0] == 1
         except BaseException as exc:
-            close_quietly(session)
+            self._sessions.pool.give_back(session, keep=False)
             if not isinstance(exc, pymysql.Error):
                 raise
             reason = describe(exc, self._sessions.settings)
@@ -95,9 +96,9 @@ class MySQLLock(LockHandle):
                 raise LockLost(f"its session ended before the release: {reason}") from None
             raise BackendUnavailable(reason) from None
         if not released:
-            close_quietly(session)
+            self._sessions.pool.give_back(session, keep=False)
             raise LockLost("the server no longer counted this session as the holder")
-        self._sessions.give_back(session)
+        self._sessions.pool.give_back(session)
 
     def check(self) -> str | None:
         """``None`` while the held session still holds the lock, else why not.
@@ -130,7 +131,7 @@ class MySQLLock(LockHandle):
         session, self._session = self._session, None
         if session is not None:
             self._lost_reason = reason
-            close_quietly(session)
+            self._sessions.pool.give_back(session, keep=False)
 
     def _take_lock(self, session: Connection, deadline: Deadline) -> int | None:
         """Wait (server-side, in rounds whose reply comes within the I/O timeout) for the

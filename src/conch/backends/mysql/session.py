@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
 from conch import metrics
 from conch.backends.base import LossCallback
+from conch.backends.kit.errors import translated
 from conch.backends.kit.fork import forget_in_child
+from conch.backends.kit.pool import Pool
 from conch.backends.kit.session import Heartbeat, Holds
 from conch.backends.mysql.client import Connection, Settings, open_connection
-from conch.backends.mysql.errors import CLIENT_ERRORS, describe, timed_out, translated_errors
+from conch.backends.mysql.errors import CLIENT_ERRORS, describe, timed_out
 from conch.errors import NotStarted
 from conch.url import BackendURL
 
@@ -47,13 +48,20 @@ class MySQLSessions:
     def __init__(self, url: BackendURL, settings: Settings) -> None:
         self.url = url
         self.settings = settings
-        self.closed = False
         self.holds: Holds[CheckedHold]
         # The server ends a session idle for session_timeout: reuse one idle for half of it.
+        # A forked child drops the parent's: PyMySQL says nothing to the server then.
         self._max_idle_age = settings.session_timeout / 2
+        self.pool: Pool[Connection] = Pool(
+            close_quietly, lambda connection: None, IDLE_CONNECTIONS_KEPT,
+            lambda: NotStarted("the coordinator was stopped"), max_idle_age=self._max_idle_age)
         self._checker: Heartbeat | None = None  # started by the first hold
         self.forget_parent()
         forget_in_child(self)
+
+    @property
+    def closed(self) -> bool:
+        return self.pool.closed
 
     def forget_parent(self) -> None:
         """(Re)start empty; in a forked child, without closing the parent's sessions (its
@@ -61,12 +69,12 @@ class MySQLSessions:
         self.holds = Holds()
         self._checker = None
         self._mutex = threading.Lock()
-        self._idle: list[tuple[Connection, float]] = []  # most recently used last
         self._waiting: set[Connection] = set()
 
     def translated_errors(self) -> AbstractContextManager[None]:
         """A block whose client errors leave it as :class:`conch.BackendUnavailable`."""
-        return translated_errors(self.url, self.settings)
+        return translated(self.url, CLIENT_ERRORS, lambda exc: f"mysql backend at "
+                          f"{self.url.redacted()}: {describe(exc, self.settings)}")
 
     @contextlib.contextmanager
     def lent(self) -> Iterator[Connection]:
@@ -77,36 +85,13 @@ class MySQLSessions:
             try:
                 yield connection
             except BaseException:
-                close_quietly(connection)
+                self.pool.give_back(connection, keep=False)
                 raise
-            self.give_back(connection)
+            self.pool.give_back(connection)
 
     def take(self) -> Connection:
         """A session for one handle: the most recently used idle one, else a new one."""
-        with self._mutex:
-            while self._idle:
-                connection, idle_since = self._idle.pop()
-                if time.monotonic() - idle_since < self._max_idle_age:
-                    return connection
-                close_quietly(connection)
-        return open_connection(self.settings)
-
-    def give_back(self, connection: Connection) -> None:
-        """Keep a session that holds no lock for reuse."""
-        with self._mutex:
-            if len(self._idle) < IDLE_CONNECTIONS_KEPT:
-                self._idle.append((connection, time.monotonic()))
-                return
-        close_quietly(connection)
-
-    def close_idle(self, older_than: float = 0.0) -> None:
-        """Close the idle sessions idle for ``older_than`` seconds (0: all)."""
-        since = time.monotonic() - older_than
-        with self._mutex:
-            stale = [item for item in self._idle if not older_than or item[1] < since]
-            self._idle = [item for item in self._idle if item not in stale]
-        for connection, _ in stale:
-            close_quietly(connection)
+        return self.pool.idle_one() or self.pool.lend(open_connection(self.settings))
 
     def begin_wait(self, connection: Connection) -> None:
         """``connection`` waits in the server until :meth:`end_wait` (:meth:`close` ends the
@@ -134,7 +119,7 @@ class MySQLSessions:
     def close(self) -> None:
         """End the waits (``KILL QUERY``: they raise :class:`NotStarted`), the holds and the
         idle sessions."""
-        self.closed = True
+        self.pool.close()
         if self._checker is not None:
             self._checker.stop()
         with self._mutex:
@@ -153,11 +138,10 @@ class MySQLSessions:
         for hold in self.holds.snapshot():
             hold.abandon("the coordinator was stopped")
         self.holds.lose_all("the coordinator was stopped")
-        self.close_idle()
 
     def _check_holds(self) -> None:
         # Idle sessions the server may soon end are closed rather than reused.
-        self.close_idle(older_than=self._max_idle_age)
+        self.pool.end_idle(older_than=self._max_idle_age)
         silent_server: str | None = None
         for hold in self.holds.snapshot():
             if silent_server is not None:  # give every hold up before the server frees it

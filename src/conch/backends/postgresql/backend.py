@@ -4,7 +4,6 @@ the contract, and its options: docs/postgresql.md."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import urllib.parse
 
@@ -13,7 +12,6 @@ from psycopg.conninfo import make_conninfo
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.kit.errors import scrub
-from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import int64_key
 from conch.backends.kit.session import Heartbeat
 from conch.backends.postgresql import inspection
@@ -22,6 +20,7 @@ from conch.backends.postgresql.async_session import AsyncSessions
 from conch.backends.postgresql.groups import PostgreSQLGroups
 from conch.backends.postgresql.lock import AdvisoryLock, Sessions, SharedAdvisoryLock
 from conch.backends.postgresql.semaphore import LIMITS, SemaphorePermit
+from conch.backends.postgresql.session import create_missing
 from conch.backends.postgresql.statements import FENCING_SEQUENCE, NAMES_TABLE, SETUP
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL, NotSupported
@@ -76,11 +75,7 @@ class PostgreSQLBackend(Backend):
     def connect(self) -> None:
         session = self.sessions.open()
         try:
-            for name, create in SETUP.items():
-                if session.execute(f"SELECT to_regclass('{name}')").fetchone() == (None,):
-                    with contextlib.suppress(psycopg.errors.UniqueViolation,  # created
-                                             psycopg.errors.DuplicateTable):  # meanwhile
-                        session.execute(create, prepare=False)
+            create_missing(session, SETUP)
         except psycopg.Error as exc:
             session.close()
             raise BackendUnavailable(self.describe(
@@ -90,8 +85,6 @@ class PostgreSQLBackend(Backend):
                 "the table")) from None
         self.sessions.pool.give_back(session)
         self._heartbeat.start()
-        forget_in_child(self.sessions.pool)  # a forked child drops the parent's sessions
-        forget_in_child(self.async_sessions.pool)
 
     def close(self) -> None:
         self._groups.close()

@@ -6,17 +6,15 @@ through :class:`conch.backends.kit.group_subscribers.GroupSubscribers`."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
 from conch.backends.kit.naming import hex_digest
-from conch.backends.postgresql.session import Session
+from conch.backends.postgresql.session import Session, forget_connection
 from conch.errors import ConchError
 
 log = logging.getLogger("conch")
@@ -28,16 +26,6 @@ RECONNECT_DELAY = 1.0
 def channel_payload(group: bytes) -> str:
     """What a change of ``group`` sends on :data:`CHANNEL` (short, whatever the name)."""
     return hex_digest(b"conch-group\0" + group, 32)
-
-
-def forget_connection(connection: psycopg.Connection[Any]) -> None:
-    """In a forked child: close ``connection`` without a word to the parent's server (libpq
-    would send its goodbye when the object is collected)."""
-    if not connection.closed:
-        devnull = os.open(os.devnull, os.O_RDWR)
-        os.dup2(devnull, connection.pgconn.socket)
-        os.close(devnull)
-        connection.pgconn.finish()
 
 
 class Listener:

@@ -6,24 +6,17 @@ entries stop counting when its connection ends, and readers delete them. docs/po
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 from psycopg import errors
 
-from conch.backends.kit.group_session import SessionGroups
-from conch.backends.postgresql.group_listener import (
-    CHANNEL,
-    Listener,
-    channel_payload,
-    forget_connection,
-)
-from conch.backends.postgresql.session import Session
-from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
+from conch.backends.kit.sql_groups import Rows, SQLGroups
+from conch.backends.postgresql.group_listener import CHANNEL, Listener, channel_payload
+from conch.backends.postgresql.session import Session, create_missing, forget_connection
+from conch.errors import BackendUnavailable
 
 GROUPS_TABLE = "conch_groups"
 MEMBERS_TABLE = "conch_group_members"
@@ -42,24 +35,6 @@ _ENTRY_KEY = "(classid::bigint << 32) | objid::bigint"
 _LIVE = (f"live AS (SELECT {_ENTRY_KEY} AS entry_key FROM pg_locks WHERE locktype = 'advisory'"
          " AND objsubid = 2 AND granted"
          " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
-# The live entries, then a NULL row when the group exists; the dead entries are deleted.
-_MEMBERS = f"""WITH {_LIVE}, dead AS (DELETE FROM {MEMBERS_TABLE}
-    WHERE group_name = %(group)s AND entry_key NOT IN (SELECT entry_key FROM live))
-SELECT member, data FROM {MEMBERS_TABLE}
-WHERE group_name = %(group)s AND entry_key IN (SELECT entry_key FROM live)
-UNION ALL SELECT NULL, NULL FROM {GROUPS_TABLE} WHERE name = %(group)s"""
-_JOIN = f"""WITH entry AS (INSERT INTO {MEMBERS_TABLE} (group_name, member, entry_key, data)
-    VALUES (%(group)s, %(member)s, %(key)s, %(data)s) ON CONFLICT (group_name, member)
-    DO UPDATE SET entry_key = EXCLUDED.entry_key, data = EXCLUDED.data RETURNING 1)
-SELECT pg_notify('{CHANNEL}', %(payload)s) FROM entry"""
-_LEAVE = f"""WITH entry AS (DELETE FROM {MEMBERS_TABLE}
-    WHERE group_name = %(group)s AND member = %(member)s RETURNING 1)
-SELECT pg_notify('{CHANNEL}', %(payload)s) FROM entry"""
-# Which of this member's entries still exist and are locked by this session.
-_PRESENT = f"""SELECT group_name FROM {MEMBERS_TABLE}
-WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
-    SELECT {_ENTRY_KEY} FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
-    AND granted AND pid = pg_backend_pid())"""
 
 
 def entry_lock(group: bytes, member: bytes) -> tuple[int, int]:
@@ -68,12 +43,36 @@ def entry_lock(group: bytes, member: bytes) -> tuple[int, int]:
     return (int.from_bytes(digest[:4], "big") >> 1, int.from_bytes(digest[4:8], "big") >> 1)
 
 
-class PostgreSQLGroups(SessionGroups[Session]):
+class PostgreSQLGroups(SQLGroups[Session]):
     """One coordinator's groups: its entries' locks on a session of its own, checked every
-    heartbeat; joins and leaves pushed by a :class:`Listener`."""
+    heartbeat; joins and leaves notify :data:`CHANNEL`, heard by a :class:`Listener`."""
 
     poll_interval = 1.0  # joins and leaves are pushed; a dead member is seen by reading
     client_errors = (psycopg.Error,)
+    create_group = f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%(group)s) ON CONFLICT DO NOTHING"
+    delete_group = f"DELETE FROM {GROUPS_TABLE} WHERE name = %(group)s"
+    list_groups = f"SELECT name FROM {GROUPS_TABLE}"
+    # The live entries, then a row when the group exists; the dead entries are deleted.
+    read_members = f"""WITH {_LIVE}, dead AS (DELETE FROM {MEMBERS_TABLE}
+    WHERE group_name = %(group)s AND entry_key NOT IN (SELECT entry_key FROM live))
+SELECT member, data, TRUE FROM {MEMBERS_TABLE}
+WHERE group_name = %(group)s AND entry_key IN (SELECT entry_key FROM live)
+UNION ALL SELECT NULL, NULL, TRUE FROM {GROUPS_TABLE} WHERE name = %(group)s"""
+    prune_member = None
+    lock_entry = "SELECT pg_try_advisory_lock(%(classid)s, %(objid)s)"
+    write_entry = f"""WITH entry AS (
+    INSERT INTO {MEMBERS_TABLE} (group_name, member, entry_key, data)
+    VALUES (%(group)s, %(member)s, %(key)s, %(data)s) ON CONFLICT (group_name, member)
+    DO UPDATE SET entry_key = EXCLUDED.entry_key, data = EXCLUDED.data RETURNING 1)
+SELECT pg_notify('{CHANNEL}', %(payload)s) FROM entry"""
+    delete_entry = f"""WITH entry AS (DELETE FROM {MEMBERS_TABLE}
+    WHERE group_name = %(group)s AND member = %(member)s RETURNING 1)
+SELECT pg_notify('{CHANNEL}', %(payload)s) FROM entry"""
+    unlock_entry = "SELECT pg_advisory_unlock(%(classid)s, %(objid)s)"
+    present_entries = f"""SELECT group_name FROM {MEMBERS_TABLE}
+WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
+    SELECT {_ENTRY_KEY} FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
+    AND granted AND pid = pg_backend_pid())"""
 
     def __init__(self, open_session: Callable[[], Session], member_id: str,
                  heartbeat: float, reply_timeout: float,
@@ -98,33 +97,6 @@ class PostgreSQLGroups(SessionGroups[Session]):
             raise BackendUnavailable(self.describe(exc)) from None
         return session
 
-    def create(self, group: bytes) -> bool:
-        return self.run(lambda session: session.execute(
-            f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1",
-            (group,)).fetchone() is not None)
-
-    def delete(self, group: bytes) -> None:
-        def delete(session: Session) -> None:
-            live = _rows_to_members(session.execute(_MEMBERS, {"group": group}).fetchall())
-            if live:
-                raise GroupNotEmpty(f"group {group!r} still has {len(live)} members")
-            try:
-                deleted = session.execute(f"DELETE FROM {GROUPS_TABLE} WHERE name = %s "
-                                          "RETURNING 1", (group,)).fetchone()
-            except errors.ForeignKeyViolation:
-                raise GroupNotEmpty(f"a member joined group {group!r} meanwhile") from None
-            if deleted is None:
-                raise GroupNotFound(f"group {group!r} does not exist")
-        self.run(delete)
-
-    def names(self) -> list[bytes]:
-        return self.run(lambda session: [bytes(row[0]) for row in session.execute(
-            f"SELECT name FROM {GROUPS_TABLE}").fetchall()])
-
-    def members(self, group: bytes) -> dict[str, bytes] | None:
-        return self.run(lambda session: _rows_to_members(
-            session.execute(_MEMBERS, {"group": group}).fetchall()))
-
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         return self._listener.subscribe(group, changed)
 
@@ -132,9 +104,17 @@ class PostgreSQLGroups(SessionGroups[Session]):
         self._listener.close()
         super().close()
 
-    def _params(self, group: bytes, **more: object) -> dict[str, object]:
-        return {"group": group, "member": self.member, "payload": channel_payload(group),
-                **more}
+    def _run(self, session: Session, sql: str, params: dict[str, object]) -> tuple[int, Rows]:
+        cursor = session.execute(sql, params)
+        return cursor.rowcount, cursor.fetchall() if cursor.description else []
+
+    def _entry(self, group: bytes) -> dict[str, object]:
+        classid, objid = entry_lock(group, self.member)
+        return {"classid": classid, "objid": objid, "key": classid << 32 | objid,
+                "payload": channel_payload(group)}
+
+    def _referenced(self, exc: Exception) -> bool:
+        return isinstance(exc, errors.ForeignKeyViolation)
 
     def _broken(self, session: Session, exc: Exception) -> bool:
         return session.closed
@@ -146,58 +126,19 @@ class PostgreSQLGroups(SessionGroups[Session]):
         forget_connection(session)
 
     def _prepare(self, session: Session) -> None:
-        for name, create in TABLES.items():
-            if session.execute(f"SELECT to_regclass('{name}')").fetchone() != (None,):
-                continue
-            try:
-                with contextlib.suppress(errors.UniqueViolation,  # made meanwhile
-                                         errors.DuplicateTable):
-                    session.execute(create)
-            except errors.InsufficientPrivilege as exc:
-                raise BackendUnavailable(self.describe(
-                    f"cannot create table {name} ({exc}): grant this role CREATE on the "
-                    "schema, or have an administrator create the group tables "
-                    "(docs/postgresql.md, Groups)")) from None
+        try:
+            create_missing(session, TABLES)
+        except errors.InsufficientPrivilege as exc:
+            raise BackendUnavailable(self.describe(
+                f"cannot create the group tables {' and '.join(TABLES)} ({exc}): grant this "
+                "role CREATE on the schema, or have an administrator create them "
+                "(docs/postgresql.md, Groups)")) from None
 
     def _unprepared(self, exc: Exception) -> bool:
         return isinstance(exc, errors.UndefinedTable)
-
-    def _present(self, session: Session, groups: list[bytes]) -> set[bytes]:
-        return {bytes(row[0]) for row in session.execute(
-            _PRESENT, {"member": self.member, "groups": groups})}
-
-    def _lock(self, session: Session, group: bytes) -> bool:
-        return _one(session, "SELECT pg_try_advisory_lock(%s, %s)",
-                    entry_lock(group, self.member)) is True
-
-    def _write_entry(self, session: Session, group: bytes, data: bytes) -> None:
-        key = entry_lock(group, self.member)
-        try:
-            session.execute(_JOIN, self._params(group, data=data, key=key[0] << 32 | key[1]))
-        except errors.ForeignKeyViolation:
-            raise GroupNotFound(f"group {group!r} does not exist") from None
-
-    def _delete_entry(self, session: Session, group: bytes) -> None:
-        session.execute(_LEAVE, self._params(group))
-
-    def _unlock(self, session: Session, group: bytes) -> None:
-        _one(session, "SELECT pg_advisory_unlock(%s, %s)", entry_lock(group, self.member))
 
     def _describe_error(self, exc: Exception) -> str:
         if isinstance(exc, errors.InsufficientPrivilege):
             return (f"{exc}: group membership needs SELECT, INSERT, UPDATE, DELETE on tables "
                     f"{GROUPS_TABLE} and {MEMBERS_TABLE} (docs/postgresql.md, Groups)")
         return str(exc)
-
-
-def _one(session: Session, sql: str, params: tuple[int, int]) -> object:
-    row = session.execute(sql, params).fetchone()
-    return None if row is None else row[0]
-
-
-def _rows_to_members(rows: list[tuple[Any, ...]]) -> dict[str, bytes] | None:
-    """``_MEMBERS``'s rows: the entries by member id, or ``None`` without the group's row."""
-    if all(member is not None for member, _ in rows):
-        return None
-    return {bytes(member).decode("utf-8", "surrogateescape"): bytes(data)
-            for member, data in rows if member is not None}

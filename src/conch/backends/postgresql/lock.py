@@ -12,9 +12,11 @@ import psycopg
 
 from conch import metrics
 from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.kit.pool import Pool
 from conch.backends.kit.session import Holds
+from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.session import Pool, S, Session, outcome
+from conch.backends.postgresql.session import S, Session, forget_connection, outcome
 from conch.errors import BackendUnavailable, LockLost, NotStarted
 
 
@@ -59,8 +61,11 @@ class SessionsCore(Generic[S]):
 
     def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
         self.owner, self.conninfo, self.io_timeout = owner, conninfo, io_timeout
+        # An idle session that is readable was sent an error or EOF: it is gone.
         self.pool: Pool[S] = Pool(
-            keep_idle, lambda: NotStarted(owner.describe("the coordinator was stopped")))
+            lambda session: session.pgconn.finish(), forget_connection, keep_idle,
+            lambda: NotStarted(owner.describe("the coordinator was stopped")),
+            lambda session: not session.closed and not SocketWait(session.pgconn.socket).ready())
         self.holds: Holds[Hold[S]] = Holds()
 
 

@@ -1,6 +1,6 @@
 """Server sessions on psycopg's own connection (statements prepared, run by its generators),
-and the pool that reuses them, sync and asyncio alike. Every wait for an answer is bounded by
-``connect_timeout`` but a lock wait; under eventlet the sync waits are green. docs/postgresql.md"""
+sync and asyncio alike. Every wait for an answer is bounded by ``connect_timeout`` but a lock
+wait; under eventlet the sync waits are green. docs/postgresql.md"""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import contextlib
 import os
 import select
 import socket
-import threading
-from collections.abc import Callable, Generator
-from typing import Any, Generic, TypeVar
+from collections.abc import Generator
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors, generators, pq, waiting
 
-from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql.statements import Statement, Steps, advance
 
 
@@ -105,64 +103,20 @@ def outcome(session: Session, steps: Steps[Any]) -> Any:
 S = TypeVar("S", bound=psycopg.BaseConnection[Any])
 
 
-class Pool(Generic[S]):
-    """Idle sessions (holding no advisory lock) and the sessions lent out; thread-safe."""
+def forget_connection(connection: psycopg.BaseConnection[Any]) -> None:
+    """In a forked child: close ``connection`` without a word to the parent's server (libpq
+    would send its goodbye when the object is collected)."""
+    if not connection.closed:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, connection.pgconn.socket)
+        os.close(devnull)
+        connection.pgconn.finish()
 
-    def __init__(self, keep_idle: int, stopped: Callable[[], Exception]) -> None:
-        self._keep_idle, self.stopped = keep_idle, stopped  # the error once closed
-        self._mutex = threading.Lock()
-        self.idle: list[S] = []
-        self.lent: set[S] = set()
-        self.closed = False
 
-    def idle_one(self) -> S | None:
-        """A live idle session, lent out, or ``None``."""
-        while True:
-            with self._mutex:
-                if self.closed:
-                    raise self.stopped()
-                if not self.idle:
-                    return None
-                session = self.idle.pop()
-                self.lent.add(session)
-            # An idle session that is readable was sent an error or EOF: it is gone.
-            if not session.closed and not SocketWait(session.pgconn.socket).ready():
-                return session
-            self.give_back(session, keep=False)
-
-    def lend(self, session: S) -> S:
-        """Count a new session as lent out."""
-        with self._mutex:
-            if not self.closed:
-                self.lent.add(session)
-                return session
-        session.pgconn.finish()
-        raise self.stopped()
-
-    def give_back(self, session: S, keep: bool = True) -> None:
-        """Keep ``session`` idle, or close it (``keep=False``: it may hold a lock, or is broken)."""
-        with self._mutex:
-            self.lent.discard(session)
-            if keep and not self.closed and len(self.idle) < self._keep_idle:
-                self.idle.append(session)
-                return
-        session.pgconn.finish()
-
-    def close(self) -> list[S]:
-        """Close the idle sessions; the sessions lent out, for the caller to end."""
-        with self._mutex:
-            self.closed = True
-            idle, self.idle = self.idle, []
-        for session in idle:
-            session.pgconn.finish()
-        return list(self.lent)
-
-    def forget_parent(self) -> None:
-        """In a forked child: drop every session without a word to the parent's server."""
-        self._mutex = threading.Lock()  # another thread of the parent may have held it
-        sessions, self.idle, self.lent = [*self.idle, *self.lent], [], set()
-        for session in (session for session in sessions if not session.closed):
-            devnull = os.open(os.devnull, os.O_RDWR)
-            os.dup2(devnull, session.pgconn.socket)  # closing it now sends nothing
-            os.close(devnull)
-            session.pgconn.finish()
+def create_missing(session: Session, statements: dict[str, str]) -> None:
+    """Run each ``CREATE`` of ``statements`` (by table or sequence name) whose relation is
+    missing; one made meanwhile by another process is no error."""
+    for name, create in statements.items():
+        if session.execute(f"SELECT to_regclass('{name}')").fetchone() == (None,):
+            with contextlib.suppress(errors.UniqueViolation, errors.DuplicateTable):
+                session.execute(create, prepare=False)
