@@ -5,8 +5,8 @@ child, in registration order, for as long as it is alive; nothing runs in the pa
 
 from __future__ import annotations
 
+import itertools
 import os
-import threading
 import weakref
 from typing import Protocol
 
@@ -19,24 +19,18 @@ class ForkAware(Protocol):
         no socket the parent still uses; replace mutexes the parent may have held)."""
 
 
-_registered: list[weakref.ref[ForkAware]] = []
-_mutex = threading.Lock()
+_registered: weakref.WeakValueDictionary[int, ForkAware] = weakref.WeakValueDictionary()
+_registration_numbers = itertools.count()
 
 
 def forget_in_child(obj: ForkAware) -> None:
     """Call ``obj.forget_parent()`` in every child forked while ``obj`` is alive."""
-    with _mutex:
-        _registered[:] = [ref for ref in _registered if ref() is not None]
-        _registered.append(weakref.ref(obj))
+    _registered[next(_registration_numbers)] = obj
 
 
 def _after_fork_in_child() -> None:
-    global _mutex
-    _mutex = threading.Lock()  # the parent may have held it while forking
-    for ref in list(_registered):
-        obj = ref()
-        if obj is not None:
-            obj.forget_parent()
+    for obj in list(_registered.values()):
+        obj.forget_parent()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

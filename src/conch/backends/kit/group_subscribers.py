@@ -1,7 +1,7 @@
-"""Where a server pushes group changes (a watch, a pub/sub channel), one thread per
-coordinator hears them for all its groups: started by the first subscriber, it wakes the
-subscribers of each group a change names, and all of them each time it (re)connected, as
-changes may have been missed meanwhile."""
+"""The subscribers of each group of a coordinator. Where a server pushes group changes (a
+watch, a pub/sub channel), one thread per coordinator hears them for all its groups:
+started by the first subscriber, it wakes the subscribers of each group a change names,
+and all of them each time it (re)connected, as changes may have been missed meanwhile."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ Wake = Callable[[Collection[bytes] | None], None]
 class GroupSubscribers:
     """The subscribers of each group (by the backend's key for it) and the thread that
     runs ``listen(stopped, wake)``: it hears the server until ``stopped`` is set, calling
-    ``wake``; it must never fail (a lost connection is tried again)."""
+    ``wake``; it must never fail (a lost connection is tried again). Without ``listen``,
+    the backend calls :meth:`wake` itself."""
 
     def __init__(self, thread_name: str,
-                 listen: Callable[[threading.Event, Wake], None]) -> None:
+                 listen: Callable[[threading.Event, Wake], None] | None) -> None:
         self._thread_name, self._listen = thread_name, listen
         self._mutex = threading.Lock()
         self._subscribers: dict[bytes, list[Changed]] = {}
@@ -31,7 +32,7 @@ class GroupSubscribers:
         the thread connects, and keeps trying while the server is away."""
         with self._mutex:
             self._subscribers.setdefault(group, []).append(changed)
-            if self._thread is None and not self.stopped.is_set():
+            if self._listen and self._thread is None and not self.stopped.is_set():
                 self._thread = threading.Thread(target=self._listen, daemon=True,
                                                 args=(self.stopped, self.wake),
                                                 name=self._thread_name)

@@ -1,9 +1,6 @@
-"""Liveness shared by the server backends: a heartbeat thread and a registry of holds.
-
-A backend's session (lease, TTL renewal, connection state) runs one
-:class:`Heartbeat` per coordinator, never one per lock, and reports a lost hold
-through :class:`Holds`, which calls each lock's loss callback once.
-"""
+"""Liveness shared by the server backends: a backend's session (lease, TTL renewal,
+connection state) runs one :class:`Heartbeat` per coordinator, never one per lock, and
+reports a lost hold through :class:`Holds`, which calls each lock's loss callback once."""
 
 from __future__ import annotations
 
@@ -58,11 +55,8 @@ class Holds(Generic[H]):
 
 
 class Heartbeat:
-    """Calls ``beat`` every ``interval`` seconds on a daemon thread until :meth:`stop`.
-
-    An exception from ``beat`` is logged and retried at the next interval; the
-    backend decides in ``beat`` when failures mean its holds are lost.
-    """
+    """Calls ``beat`` every ``interval`` seconds on a daemon thread until :meth:`stop`; an
+    exception from ``beat`` is logged (``beat`` decides when failures lose the holds)."""
 
     def __init__(self, name: str, interval: float, beat: Callable[[], None]) -> None:
         self.interval = interval

@@ -25,8 +25,8 @@ class SocketWait:
     """Waits for descriptor ``fd`` to become readable (or, ``writing``, writable)."""
 
     def __init__(self, fd: int, writing: bool = False) -> None:
-        self._writing = writing
-        self._watched = [_FileNo(fd)]
+        watched = [_FileNo(fd)]
+        self._readable_writable = ([], watched) if writing else (watched, [])
         make_poll = getattr(select, "poll", None)  # gone under eventlet's monkey-patching
         self._poll = None if make_poll is None else make_poll()
         if self._poll is not None:
@@ -39,9 +39,7 @@ class SocketWait:
             millis = -1 if end is None else max(0, math.ceil((end - time.monotonic()) * 1000))
             return bool(self._poll.poll(millis))
         timeout = None if end is None else max(0.0, end - time.monotonic())
-        if self._writing:
-            return bool(select.select([], self._watched, [], timeout)[1])
-        return bool(select.select(self._watched, [], [], timeout)[0])
+        return any(select.select(*self._readable_writable, [], timeout))
 
     def ready(self) -> bool:
         """True when the socket is ready now (no wait)."""

@@ -20,7 +20,9 @@ VERIFY_MODES = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
 
 @dataclasses.dataclass(frozen=True)
 class OptionNames:
-    """A backend's URL option for each TLS setting; None: the backend has no such option."""
+    """A backend's URL option for each TLS setting; None: the backend has no such option.
+    ``verify_mode`` takes one of :data:`VERIFY_MODES`; ``verify`` is a flag instead
+    (kazoo's ``verify_certs``), false meaning verify mode ``none``."""
 
     ca: str
     cert: str
@@ -29,18 +31,12 @@ class OptionNames:
     ca_path: str | None = None
     ciphers: str | None = None
     verify_mode: str | None = None
-    """An option taking one of :data:`VERIFY_MODES`."""
     verify: str | None = None
-    """A flag instead (kazoo's ``verify_certs``): false is verify mode ``none``."""
     check_hostname: str | None = None
 
     def __iter__(self) -> Iterator[str]:
         """The option names the backend has."""
         return (name for name in dataclasses.astuple(self) if name is not None)
-
-    def given(self, url: BackendURL) -> list[str]:
-        """The TLS options ``url`` sets (for "these need TLS" messages)."""
-        return [name for name in self if name in url.query]
 
 
 SSL_OPTIONS = OptionNames(
@@ -60,29 +56,21 @@ class TLSFileError(Exception):
 class TLSFiles:
     """A URL's TLS settings, by meaning. Paths are shown in messages; the password never is."""
 
-    names: OptionNames
-    """The URL options these came from, for messages."""
-    ca: str | None = None
-    """File of CA certificates to check the server against (else the system's CAs)."""
-    ca_path: str | None = None
-    """Directory of hashed CA certificates (``c_rehash``), added to :attr:`ca`."""
-    cert: str | None = None
-    """Client certificate (PEM; may hold the key too)."""
+    names: OptionNames  # where they came from, for messages
+    ca: str | None = None  # else the system's CAs
+    ca_path: str | None = None  # a c_rehash directory, added to ca
+    cert: str | None = None  # PEM; may hold the key too
     key: str | None = None
     key_password: str | None = dataclasses.field(default=None, repr=False)
     ciphers: str | None = None
-    verify_mode: str = "required"
-    """One of :data:`VERIFY_MODES`: ``none`` accepts any server certificate."""
+    verify_mode: str = "required"  # one of VERIFY_MODES
     check_hostname: bool = True
-    """Check that the server's certificate names the host of the URL."""
 
     @classmethod
     def from_url(cls, url: BackendURL, names: OptionNames) -> TLSFiles:
         """The settings ``url`` gives under ``names``; :class:`InvalidURL` on a bad value."""
-        query = url.query
-
         def option(name: str | None) -> str | None:
-            return query.get(name) or None if name is not None else None
+            return url.query.get(name) or None if name is not None else None
 
         verify_mode = (option(names.verify_mode) or "required").lower()
         if verify_mode not in VERIFY_MODES:
@@ -117,10 +105,10 @@ class TLSFiles:
         context.check_hostname = self.check_hostname
         context.verify_mode = VERIFY_MODES[self.verify_mode]
         if self.ca or self.ca_path:
-            with self._reading("ca" if self.ca else "ca_path"):
+            with self._reading("ca", "ca_path"):
                 context.load_verify_locations(cafile=self.ca, capath=self.ca_path)
         if self.cert:
-            with self._reading("cert"):
+            with self._reading("cert", "key"):
                 # A callable, so that an encrypted key without a password fails here
                 # instead of OpenSSL asking for one on the terminal.
                 context.load_cert_chain(self.cert, self.key,
@@ -134,18 +122,15 @@ class TLSFiles:
         return context
 
     @contextlib.contextmanager
-    def _reading(self, field: str) -> Iterator[None]:
-        """Turn the errors of loading ``field``'s files into one :class:`TLSFileError`."""
-        fields = ("cert", "key") if field == "cert" else ("ca", "ca_path")
+    def _reading(self, *fields: str) -> Iterator[None]:
+        """Turn the errors of loading ``fields``' files into one :class:`TLSFileError`."""
         try:
             yield
         except ssl.SSLError as exc:  # read, but not a usable certificate or key
-            if exc.reason == "KEY_VALUES_MISMATCH":
-                why = "the key does not belong to the certificate"
-            elif field == "cert":
-                why = "not a PEM certificate and key, or the key password is wrong"
-            else:
-                why = f"not PEM certificates ({exc.reason or exc})"
+            why = ("the key does not belong to the certificate"
+                   if exc.reason == "KEY_VALUES_MISMATCH" else
+                   "not a PEM certificate and key, or the key password is wrong"
+                   if "cert" in fields else f"not PEM certificates ({exc.reason or exc})")
         except OSError as exc:
             why = exc.strerror or str(exc)
         except _EncryptedKey:
@@ -171,7 +156,7 @@ def tls_from_url(url: BackendURL, names: OptionNames, on: bool, needs: str) -> T
     else None, a TLS option being an :class:`InvalidURL` saying TLS ``needs`` it."""
     if on:
         return TLSFiles.from_url(url, names)
-    given = names.given(url)
+    given = [name for name in names if name in url.query]
     if given:
         raise InvalidURL(f"TLS options ({', '.join(given)}) need {needs}: {url}")
     return None
@@ -180,8 +165,8 @@ def tls_from_url(url: BackendURL, names: OptionNames, on: bool, needs: str) -> T
 def from_ssl_options(url: BackendURL) -> TLSFiles | None:
     """The TLS of a ``mysql://`` or ``memcached://`` URL: on with ``ssl=true`` or any of
     :data:`SSL_OPTIONS`, off with ``ssl=false`` (or none of them)."""
-    return tls_from_url(url, SSL_OPTIONS, url.bool_option("ssl", bool(SSL_OPTIONS.given(url))),
-                        "TLS: drop ssl=false")
+    given = any(name in url.query for name in SSL_OPTIONS)
+    return tls_from_url(url, SSL_OPTIONS, url.bool_option("ssl", given), "TLS: drop ssl=false")
 
 
 class _EncryptedKey(Exception):

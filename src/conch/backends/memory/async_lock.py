@@ -1,4 +1,4 @@
-"""The ``memory://`` asyncio handle: :class:`.lock.MemoryLock`'s hold, awaited on a future
+"""The ``memory://`` asyncio handle: :class:`.lock.MemoryLock`'s hold, awaited on an event
 that the release sets (imported on first use: a sync user imports no asyncio)."""
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ class MemoryAsyncLock(AsyncLockHandle):
 
     async def acquire(self, deadline: Deadline) -> int | None:
         loop = asyncio.get_running_loop()
-        freed: asyncio.Future[None] = loop.create_future()
+        freed = asyncio.Event()
 
         def wake() -> None:  # from any thread; nothing once the loop is closed
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_set, freed)
+                loop.call_soon_threadsafe(freed.set)
 
         try:
             while (token := self._lock.try_take(wake)) is None:
@@ -30,13 +30,13 @@ class MemoryAsyncLock(AsyncLockHandle):
                 if remaining == 0:
                     return None
                 # Not asyncio.wait_for: before Python 3.12 it may swallow a cancellation.
-                timer = None if remaining is None else loop.call_later(remaining, _set, freed)
+                timer = None if remaining is None else loop.call_later(remaining, freed.set)
                 try:  # cancelled here, nothing is held
-                    await freed
+                    await freed.wait()
                 finally:
                     if timer is not None:
                         timer.cancel()
-                freed = loop.create_future()
+                freed.clear()  # before the next try, which sees any release after this
             return token
         finally:
             self._lock.stop_waiting(wake)
@@ -46,8 +46,3 @@ class MemoryAsyncLock(AsyncLockHandle):
 
     def abandon(self) -> None:
         self._lock.release()
-
-
-def _set(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -8,7 +8,7 @@ import threading
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.memory.groups import Groups, MemoryGroupStore
-from conch.backends.memory.lock import SEMAPHORES, SHARED, MemoryLock, Name, Store
+from conch.backends.memory.lock import EXCLUSIVE, SEMAPHORES, SHARED, MemoryLock, Name, Store
 from conch.capabilities import Capabilities
 from conch.introspection import HolderChanged, LockInfo
 from conch.url import BackendURL
@@ -46,21 +46,19 @@ class MemoryBackend(Backend):
                 for wake in name.wakers:
                     wake()
 
-    def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return MemoryLock(self._store, key, self.member_id, on_lost, self._closed)
+    def handle(self, key: bytes, on_lost: LossCallback, limit: int = EXCLUSIVE) -> MemoryLock:
+        return MemoryLock(self._store, key, self.member_id, on_lost, self._closed, limit)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return MemoryLock(self._store, key, self.member_id, on_lost, self._closed, SHARED)
+        return self.handle(key, on_lost, SHARED)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
-        return MemoryLock(self._store, SEMAPHORES + key, self.member_id, on_lost,
-                          self._closed, limit)
+        return self.handle(SEMAPHORES + key, on_lost, limit)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         from conch.backends.memory.async_lock import MemoryAsyncLock  # asyncio, when used
 
-        return MemoryAsyncLock(MemoryLock(self._store, key, self.member_id, on_lost,
-                                          self._closed))
+        return MemoryAsyncLock(self.handle(key, on_lost))
 
     def groups(self) -> GroupStore:
         return self._groups

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 from conch.backends.base import GroupStore, LossCallback
+from conch.backends.kit.group_subscribers import GroupSubscribers
 from conch.errors import GroupNotEmpty, GroupNotFound
 
 
@@ -17,11 +18,8 @@ class Groups:
 
     mutex: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     entries: dict[bytes, dict[str, bytes]] = dataclasses.field(default_factory=dict)
-    subscribers: dict[bytes, list[Callable[[], None]]] = dataclasses.field(default_factory=dict)
-
-    def changed(self, group: bytes) -> None:  # mutex held
-        for changed in self.subscribers.get(group, ()):
-            changed()
+    subscribers: GroupSubscribers = dataclasses.field(
+        default_factory=lambda: GroupSubscribers("", None))
 
 
 class MemoryGroupStore(GroupStore):
@@ -59,14 +57,13 @@ class MemoryGroupStore(GroupStore):
             if entries is None:
                 raise GroupNotFound(f"group {group!r} does not exist")
             entries[self._member_id] = data
-            self._groups.changed(group)
+            self._groups.subscribers.wake([group])
 
     def leave(self, group: bytes) -> bool:
         with self._groups.mutex:
-            entries = self._groups.entries.get(group, {})
-            if entries.pop(self._member_id, None) is None:
+            if self._groups.entries.get(group, {}).pop(self._member_id, None) is None:
                 return False
-            self._groups.changed(group)
+            self._groups.subscribers.wake([group])
             return True
 
     def members(self, group: bytes) -> dict[str, bytes] | None:
@@ -75,19 +72,11 @@ class MemoryGroupStore(GroupStore):
             return None if entries is None else dict(entries)
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
-        with self._groups.mutex:
-            self._groups.subscribers.setdefault(group, []).append(changed)
-
-        def unsubscribe() -> None:
-            with self._groups.mutex:
-                subscribers = self._groups.subscribers.get(group, [])
-                if changed in subscribers:
-                    subscribers.remove(changed)
-        return unsubscribe
+        return self._groups.subscribers.subscribe(group, changed)
 
     def close(self) -> None:
         """The coordinator closed: its entries go."""
         with self._groups.mutex:
-            for group, entries in self._groups.entries.items():
-                if entries.pop(self._member_id, None) is not None:
-                    self._groups.changed(group)
+            left = [group for group, entries in self._groups.entries.items()
+                    if entries.pop(self._member_id, None) is not None]
+            self._groups.subscribers.wake(left)

@@ -25,23 +25,23 @@ SEMAPHORES = b"\0semaphore\0"
 
 @dataclasses.dataclass
 class Name:
-    """One name's holders and its waiters' wakers (under the store's mutex)."""
+    """One name's holders, and its waiters' wakers with the kind (``limit``) each waits
+    for; under the store's mutex."""
 
     holders: dict[MemoryLock, HolderInfo] = dataclasses.field(default_factory=dict)
-    wakers: list[Callable[[], object]] = dataclasses.field(default_factory=list)
-    exclusive_waiting: int = 0
-    limit: int | None = None  # a semaphore's, while it has holders
+    wakers: dict[Callable[[], object], int] = dataclasses.field(default_factory=dict)
 
     def admits(self, lock: MemoryLock) -> bool:
         """Whether ``lock`` may hold now (raise :class:`LimitMismatch` for a semaphore
         used with another limit)."""
         if lock.limit > 0:
-            if self.limit is not None and self.limit != lock.limit:
+            held = next(iter(self.holders), lock)
+            if held.limit != lock.limit:
                 raise LimitMismatch(f"semaphore {lock.key.removeprefix(SEMAPHORES)!r} is in "
-                                    f"use with limit {self.limit}, not {lock.limit}")
+                                    f"use with limit {held.limit}, not {lock.limit}")
             return len(self.holders) < lock.limit
         if lock.limit == SHARED:
-            return not self.exclusive_waiting and all(
+            return EXCLUSIVE not in self.wakers.values() and all(
                 holder.limit == SHARED for holder in self.holders)
         return not self.holders
 
@@ -56,8 +56,6 @@ class Store:
 
     def free(self, key: bytes, name: Name, holder: MemoryLock) -> None:  # mutex held
         del name.holders[holder]
-        if not name.holders:
-            name.limit = None
         for wake in name.wakers:  # waiters wake and try again
             wake()
         self.forget_if_unused(key, name)
@@ -82,24 +80,18 @@ class MemoryLock(LockHandle):
         with self.store.mutex:
             name = self.store.names.setdefault(self.key, Name())
             if not name.admits(self):
-                if waker not in name.wakers:
-                    name.wakers.append(waker)
-                    name.exclusive_waiting += self.limit == EXCLUSIVE
+                name.wakers[waker] = self.limit
                 return None
             token = next(self.store.tokens)
             name.holders[self] = HolderInfo(member_id=self.member_id, host=HOST,
                                             pid=os.getpid(), acquired_at=time.time(),
                                             token=token)
-            if self.limit > 0:
-                name.limit = self.limit
             return token
 
     def stop_waiting(self, waker: Callable[[], object]) -> None:
         with self.store.mutex:
             name = self.store.names.get(self.key)
-            if name is not None and waker in name.wakers:
-                name.wakers.remove(waker)
-                name.exclusive_waiting -= self.limit == EXCLUSIVE
+            if name is not None and name.wakers.pop(waker, None) is not None:
                 if self.limit == EXCLUSIVE:  # shared waiters it held back may go now
                     for wake in name.wakers:
                         wake()
