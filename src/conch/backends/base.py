@@ -140,11 +140,7 @@ class GroupStore(abc.ABC):
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         """Call ``changed`` (any thread) when ``group``'s members may have changed; returns
         the way to stop. Without it (the default) watchers read every :attr:`poll_interval`."""
-        return _nothing
-
-
-def _nothing() -> None:
-    return None
+        return lambda: None
 
 
 class Backend(abc.ABC):

@@ -11,8 +11,6 @@ import hashlib
 import re
 
 _UNREADABLE = re.compile(rb"[^A-Za-z0-9_-]+")
-READABLE_BYTES = 48
-"""How much of a name the readable part of a key shows."""
 
 
 def hex_digest(name: bytes, chars: int = 64) -> str:
@@ -21,9 +19,9 @@ def hex_digest(name: bytes, chars: int = 64) -> str:
 
 
 def readable_key(name: bytes, chars: int = 64) -> str:
-    """``<readable>.<hex digest>``: the start of ``name`` with every run of characters
-    other than letters, digits, ``_`` and ``-`` made one ``_``, then its SHA-256."""
-    readable = _UNREADABLE.sub(b"_", name[:READABLE_BYTES]).decode("ascii")
+    """``<readable>.<hex digest>``: the first 48 bytes of ``name`` with every run of
+    characters other than letters, digits, ``_`` and ``-`` made one ``_``, then its SHA-256."""
+    readable = _UNREADABLE.sub(b"_", name[:48]).decode("ascii")
     return f"{readable}.{hex_digest(name, chars)}"
 
 

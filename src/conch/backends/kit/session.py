@@ -74,11 +74,6 @@ class Heartbeat:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
 
-    @property
-    def stopped(self) -> bool:
-        """True once :meth:`stop` was called."""
-        return self._stopped.is_set()
-
     def _run(self) -> None:
         next_beat = time.monotonic() + self.interval
         while not self._stopped.wait(max(0.0, next_beat - time.monotonic())):

@@ -10,23 +10,11 @@ import select
 import time
 
 
-class _FileNo:
-    """A descriptor as an object with ``fileno()``: eventlet 0.41's ``select`` never
-    watches a descriptor passed as the integer 0 (it tests the value for truth)."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-
-    def fileno(self) -> int:
-        return self._fd
-
-
 class SocketWait:
     """Waits for descriptor ``fd`` to become readable (or, ``writing``, writable)."""
 
     def __init__(self, fd: int, writing: bool = False) -> None:
-        watched = [_FileNo(fd)]
-        self._readable_writable = ([], watched) if writing else (watched, [])
+        self._fd, self._writing = fd, writing
         make_poll = getattr(select, "poll", None)  # gone under eventlet's monkey-patching
         self._poll = None if make_poll is None else make_poll()
         if self._poll is not None:
@@ -39,8 +27,15 @@ class SocketWait:
             millis = -1 if end is None else max(0, math.ceil((end - time.monotonic()) * 1000))
             return bool(self._poll.poll(millis))
         timeout = None if end is None else max(0.0, end - time.monotonic())
-        return any(select.select(*self._readable_writable, [], timeout))
+        # This object rather than the integer: eventlet 0.41's select never watches
+        # descriptor 0 (it tests the value for truth).
+        readable, writable = ([], [self]) if self._writing else ([self], [])
+        return any(select.select(readable, writable, [], timeout))
 
     def ready(self) -> bool:
         """True when the socket is ready now (no wait)."""
         return self.until(0.0)
+
+    def fileno(self) -> int:
+        """The descriptor, for eventlet's ``select``."""
+        return self._fd

@@ -5,7 +5,6 @@ is parsed; files are read at connect time. Details: docs/kit.md.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import ssl
 from collections.abc import Iterator
@@ -104,28 +103,22 @@ class TLSFiles:
         context = ssl.create_default_context()
         context.check_hostname = self.check_hostname
         context.verify_mode = VERIFY_MODES[self.verify_mode]
-        if self.ca or self.ca_path:
-            with self._reading("ca", "ca_path"):
-                context.load_verify_locations(cafile=self.ca, capath=self.ca_path)
-        if self.cert:
-            with self._reading("cert", "key"):
-                # A callable, so that an encrypted key without a password fails here
-                # instead of OpenSSL asking for one on the terminal.
-                context.load_cert_chain(self.cert, self.key,
-                                        self.key_password or _no_key_password)
         if self.ciphers:
             try:
                 context.set_ciphers(self.ciphers)
             except ssl.SSLError:
                 raise TLSFileError(f"{self.names.ciphers}={self.ciphers!r} names no cipher "
                                    f"OpenSSL knows") from None
-        return context
-
-    @contextlib.contextmanager
-    def _reading(self, *fields: str) -> Iterator[None]:
-        """Turn the errors of loading ``fields``' files into one :class:`TLSFileError`."""
+        fields = ("ca", "ca_path")
         try:
-            yield
+            if self.ca or self.ca_path:
+                context.load_verify_locations(cafile=self.ca, capath=self.ca_path)
+            fields = ("cert", "key")
+            if self.cert:  # a password callable: an encrypted key without one fails here,
+                # instead of OpenSSL asking for one on the terminal
+                context.load_cert_chain(self.cert, self.key,
+                                        self.key_password or _no_key_password)
+            return context
         except ssl.SSLError as exc:  # read, but not a usable certificate or key
             why = ("the key does not belong to the certificate"
                    if exc.reason == "KEY_VALUES_MISMATCH" else
@@ -135,8 +128,6 @@ class TLSFiles:
             why = exc.strerror or str(exc)
         except _EncryptedKey:
             why = f"the key is encrypted: give its password ({self.names.key_password})"
-        else:
-            return
         shown = ", ".join(f"{getattr(self.names, name)}={getattr(self, name)}"
                           for name in fields if getattr(self, name))
         raise TLSFileError(f"cannot use the TLS files ({shown}): {why}") from None

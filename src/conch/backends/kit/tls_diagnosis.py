@@ -46,7 +46,7 @@ _VERDICT_WAIT = 1.0
 def explain(exc: BaseException) -> str | None:
     """What went wrong in TLS, if ``exc`` (or an exception it wraps, or quotes in its
     text) is a TLS failure; None if it is not one."""
-    for error in _chain(exc):
+    for error in _chain(exc, set()):
         if isinstance(error, ssl.SSLError):
             eof = "UNEXPECTED_EOF_WHILE_READING" if isinstance(error, ssl.SSLEOFError) else ""
             detail = getattr(error, "verify_message", None) or error.strerror or str(error)
@@ -57,14 +57,10 @@ def explain(exc: BaseException) -> str | None:
 
 def diagnose_endpoints(endpoints: list[tuple[str, int]], context: ssl.SSLContext | None,
                        timeout: float, plain_hint: str) -> str | None:
-    """The first TLS problem found by a connection of our own to one of ``endpoints``
-    (prefixed with ``host:port:`` when there are several); None when none is found, or no
-    endpoint can be reached at all (not a TLS problem).
-
-    With ``context`` (the client's TLS settings): the handshake's failure, else the server's
-    refusal of our certificate that follows it. Without (a plain client): whether the port
-    expects TLS, followed by ``plain_hint`` ("use rediss://").
-    """
+    """The first TLS problem a connection of our own to one of ``endpoints`` finds
+    (``host:port:`` first when there are several; None: none, or none reachable). With
+    ``context`` (the client's): the handshake's failure, or the server's refusal of our
+    certificate after it. Without: whether the port expects TLS, then ``plain_hint``."""
     for host, port in endpoints:
         problem = _diagnose(host, port, context, timeout)
         if problem is not None:
@@ -120,16 +116,12 @@ def _sentence(reason: str, detail: str) -> str:
     return f"TLS handshake failed: {words}" + (f" ({meaning})" if meaning else "")
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and what it wraps: causes, contexts, PyMySQL's ``original_exception``, and
+def _chain(error: object, seen: set[int]) -> Iterator[BaseException]:
+    """``error`` and what it wraps: causes, contexts, PyMySQL's ``original_exception``, and
     exceptions in its ``args`` (urllib3's)."""
-    seen: set[int] = set()
-    pending: list[object] = [exc]
-    while pending:
-        error = pending.pop()
-        if not isinstance(error, BaseException) or id(error) in seen:
-            continue
+    if isinstance(error, BaseException) and id(error) not in seen:
         seen.add(id(error))
         yield error
-        pending += [error.__cause__, error.__context__,
-                    getattr(error, "original_exception", None), *error.args]
+        for inner in (error.__cause__, error.__context__,
+                      getattr(error, "original_exception", None), *error.args):
+            yield from _chain(inner, seen)

@@ -1,19 +1,20 @@
-"""``memory://[name]``: locks inside this process, for tests and examples. Every
+"""``memory://[name]``: locks and groups inside this process, for tests and examples. Every
 coordinator of the process with the same URL shares one store, as if it were a server;
 the asyncio handle is imported on first use."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
-from conch.backends.memory.groups import Groups, MemoryGroupStore
 from conch.backends.memory.lock import EXCLUSIVE, SEMAPHORES, SHARED, MemoryLock, Name, Store
 from conch.capabilities import Capabilities
+from conch.errors import GroupNotEmpty, GroupNotFound
 from conch.introspection import HolderChanged, LockInfo
 from conch.url import BackendURL
 
-_stores: dict[str, tuple[Store, Groups]] = {}
+_stores: dict[str, Store] = {}
 _stores_mutex = threading.Lock()
 
 
@@ -30,9 +31,9 @@ class MemoryBackend(Backend):
         super().__init__(url, member_id)
         url.options(())
         with _stores_mutex:
-            self._store, groups = _stores.setdefault(
-                ",".join(host for host, _ in url.hosts) + url.path, (Store(), Groups()))
-        self._groups = MemoryGroupStore(groups, member_id)
+            self._store = _stores.setdefault(
+                ",".join(host for host, _ in url.hosts) + url.path, Store())
+        self._groups = MemoryGroupStore(self._store, member_id)
         self._closed = threading.Event()
 
     def connect(self) -> None:
@@ -96,3 +97,64 @@ def _info(key: bytes, name: Name) -> LockInfo:
     """The lock as ``conch show`` shows it: its oldest holder."""
     holder = min(name.holders.values(), key=lambda info: info.token or 0, default=None)
     return LockInfo(key, holder, len(name.wakers))
+
+
+class MemoryGroupStore(GroupStore):
+    """One coordinator's view of the store's groups; every change is pushed."""
+
+    poll_interval = 60.0
+
+    def __init__(self, store: Store, member_id: str) -> None:
+        self._store, self._groups = store, store.groups
+        self._member_id = member_id
+
+    def create(self, group: bytes) -> bool:
+        with self._store.mutex:
+            if group in self._groups:
+                return False
+            self._groups[group] = {}
+            return True
+
+    def delete(self, group: bytes) -> None:
+        with self._store.mutex:
+            entries = self._entries(group)
+            if entries:
+                raise GroupNotEmpty(f"group {group!r} still has {len(entries)} members")
+            del self._groups[group]
+
+    def names(self) -> list[bytes]:
+        with self._store.mutex:
+            return list(self._groups)
+
+    def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
+        with self._store.mutex:
+            self._entries(group)[self._member_id] = data
+            self._store.group_subscribers.wake([group])
+
+    def leave(self, group: bytes) -> bool:
+        with self._store.mutex:
+            if self._groups.get(group, {}).pop(self._member_id, None) is None:
+                return False
+            self._store.group_subscribers.wake([group])
+            return True
+
+    def members(self, group: bytes) -> dict[str, bytes] | None:
+        with self._store.mutex:
+            entries = self._groups.get(group)
+            return None if entries is None else dict(entries)
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        return self._store.group_subscribers.subscribe(group, changed)
+
+    def close(self) -> None:
+        """The coordinator closed: its entries go."""
+        with self._store.mutex:
+            left = [group for group, entries in self._groups.items()
+                    if entries.pop(self._member_id, None) is not None]
+            self._store.group_subscribers.wake(left)
+
+    def _entries(self, group: bytes) -> dict[str, bytes]:  # the store's mutex held
+        entries = self._groups.get(group)
+        if entries is None:
+            raise GroupNotFound(f"group {group!r} does not exist")
+        return entries

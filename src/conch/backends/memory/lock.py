@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.kit.group_subscribers import GroupSubscribers
 from conch.errors import LimitMismatch, LockLost
 from conch.introspection import HOST, HolderInfo
 
@@ -48,11 +49,15 @@ class Name:
 
 @dataclasses.dataclass
 class Store:
-    """The names in use of one ``memory://`` URL."""
+    """What one ``memory://`` URL keeps, as a server would: the names in use, one token
+    counter, and each group's entries by member id with the group's subscribers."""
 
     mutex: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     names: dict[bytes, Name] = dataclasses.field(default_factory=dict)
     tokens: Iterator[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
+    groups: dict[bytes, dict[str, bytes]] = dataclasses.field(default_factory=dict)
+    group_subscribers: GroupSubscribers = dataclasses.field(
+        default_factory=lambda: GroupSubscribers("", None))
 
     def free(self, key: bytes, name: Name, holder: MemoryLock) -> None:  # mutex held
         del name.holders[holder]
