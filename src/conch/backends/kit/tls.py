@@ -114,10 +114,9 @@ class TLSFiles:
             if self.ca or self.ca_path:
                 context.load_verify_locations(cafile=self.ca, capath=self.ca_path)
             fields = ("cert", "key")
-            if self.cert:  # a password callable: an encrypted key without one fails here,
-                # instead of OpenSSL asking for one on the terminal
+            if self.cert:
                 context.load_cert_chain(self.cert, self.key,
-                                        self.key_password or _no_key_password)
+                                        self.key_password or self._no_key_password)
             return context
         except ssl.SSLError as exc:  # read, but not a usable certificate or key
             why = ("the key does not belong to the certificate"
@@ -126,11 +125,15 @@ class TLSFiles:
                    if "cert" in fields else f"not PEM certificates ({exc.reason or exc})")
         except OSError as exc:
             why = exc.strerror or str(exc)
-        except _EncryptedKey:
-            why = f"the key is encrypted: give its password ({self.names.key_password})"
         shown = ", ".join(f"{getattr(self.names, name)}={getattr(self, name)}"
                           for name in fields if getattr(self, name))
         raise TLSFileError(f"cannot use the TLS files ({shown}): {why}") from None
+
+    def _no_key_password(self) -> str:
+        """What OpenSSL gets for an encrypted key when the URL has no password: an error
+        (read as a file's) instead of a question on the terminal."""
+        raise PermissionError(f"the key is encrypted: give its password "
+                              f"({self.names.key_password})")
 
 
 def client_context(files: TLSFiles, where: str) -> ssl.SSLContext:
@@ -159,10 +162,3 @@ def from_ssl_options(url: BackendURL) -> TLSFiles | None:
     given = any(name in url.query for name in SSL_OPTIONS)
     return tls_from_url(url, SSL_OPTIONS, url.bool_option("ssl", given), "TLS: drop ssl=false")
 
-
-class _EncryptedKey(Exception):
-    """The client key is encrypted and the URL gives no password."""
-
-
-def _no_key_password() -> str:
-    raise _EncryptedKey

@@ -16,8 +16,8 @@ _REFUSED = "the server refused the client certificate"
 _UNTRUSTED = "wants a client certificate it did not get or trust"
 _CERT_REQUIRED = "the server requires a client certificate: give one and its key"
 # OpenSSL's reasons (ssl.SSLError.reason) and what they usually mean. Some servers send
-# the first two alerts for no client certificate at all; the five after UNEXPECTED_EOF
-# are what a client reads when the other end answers the handshake in plain text.
+# the first two alerts for no client certificate at all; the last five are what a client
+# reads when the other end answers the handshake in plain text.
 _MEANING = {
     "SSLV3_ALERT_BAD_CERTIFICATE": f"{_REFUSED}, or requires one",
     "SSLV3_ALERT_CERTIFICATE_UNKNOWN": f"{_REFUSED}, or requires one",

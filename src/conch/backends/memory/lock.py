@@ -36,7 +36,7 @@ class Name:
         """Whether ``lock`` may hold now (raise :class:`LimitMismatch` for a semaphore
         used with another limit)."""
         if lock.limit > 0:
-            held = next(iter(self.holders), lock)
+            held = next(iter(self.holders), lock)  # the holders share one limit
             if held.limit != lock.limit:
                 raise LimitMismatch(f"semaphore {lock.key.removeprefix(SEMAPHORES)!r} is in "
                                     f"use with limit {held.limit}, not {lock.limit}")
