@@ -11,14 +11,14 @@ import time
 
 
 class SocketWait:
-    """Waits for descriptor ``fd`` to become readable (or, ``writing``, writable)."""
+    """Waits for descriptor ``fd`` to become readable."""
 
-    def __init__(self, fd: int, writing: bool = False) -> None:
-        self._fd, self._writing = fd, writing
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
         make_poll = getattr(select, "poll", None)  # gone under eventlet's monkey-patching
         self._poll = None if make_poll is None else make_poll()
         if self._poll is not None:
-            self._poll.register(fd, select.POLLOUT if writing else select.POLLIN)
+            self._poll.register(fd, select.POLLIN)
 
     def until(self, end: float | None) -> bool:
         """Wait until the socket is ready (True) or monotonic time ``end`` passes (False;
@@ -29,8 +29,7 @@ class SocketWait:
         timeout = None if end is None else max(0.0, end - time.monotonic())
         # This object rather than the integer: eventlet 0.41's select never watches
         # descriptor 0 (it tests the value for truth).
-        readable, writable = ([], [self]) if self._writing else ([self], [])
-        return any(select.select(readable, writable, [], timeout))
+        return bool(select.select([self], [], [], timeout)[0])
 
     def ready(self) -> bool:
         """True when the socket is ready now (no wait)."""
