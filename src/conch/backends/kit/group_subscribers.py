@@ -19,8 +19,8 @@ class GroupSubscribers:
     ``wake``; it must never fail (a lost connection is tried again). Without ``listen``,
     the backend calls :meth:`wake` itself."""
 
-    def __init__(self, thread_name: str,
-                 listen: Callable[[threading.Event, Wake], None] | None) -> None:
+    def __init__(self, thread_name: str = "",
+                 listen: Callable[[threading.Event, Wake], None] | None = None) -> None:
         self._thread_name, self._listen = thread_name, listen
         self._mutex = threading.Lock()
         self._subscribers: dict[bytes, list[Changed]] = {}

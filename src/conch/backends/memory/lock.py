@@ -56,8 +56,7 @@ class Store:
     names: dict[bytes, Name] = dataclasses.field(default_factory=dict)
     tokens: Iterator[int] = dataclasses.field(default_factory=lambda: itertools.count(1))
     groups: dict[bytes, dict[str, bytes]] = dataclasses.field(default_factory=dict)
-    group_subscribers: GroupSubscribers = dataclasses.field(
-        default_factory=lambda: GroupSubscribers("", None))
+    group_subscribers: GroupSubscribers = dataclasses.field(default_factory=GroupSubscribers)
 
     def free(self, key: bytes, name: Name, holder: MemoryLock) -> None:  # mutex held
         del name.holders[holder]
