@@ -1,25 +1,39 @@
-"""``memcached://host:port``: TTL locks on one memcached 1.6 server (docs/memcached.md).
-The session owns connections and renewals; the lock handle borrows it."""
+"""``memcached://host:port``: TTL locks on one memcached 1.6 server, and who holds them
+(``conch show``/``ls``/``break``); docs/memcached.md has the design. The session owns
+connections and renewals; the lock handles borrow it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+import socket
+import time
+import urllib.parse
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
-from conch.backends.memcached import inspection
-from conch.backends.memcached.client import lock_keys
+from conch.backends.memcached.client import CAS_TRIES, KEY_PREFIX, compare_and_delete, lock_keys
 from conch.backends.memcached.groups import MemcachedGroupStore
-from conch.backends.memcached.semaphore import MemcachedPermit, semaphore_keys
 from conch.backends.memcached.session import MemcachedSession
-from conch.backends.memcached.shared import MemcachedReader, MemcachedWriter, keeps
+from conch.backends.memcached.shared import (
+    MemcachedPermit,
+    MemcachedReader,
+    MemcachedWriter,
+    keeps,
+    semaphore_keys,
+)
 from conch.capabilities import Capabilities
-from conch.introspection import HolderStamp, LockInfo
+from conch.introspection import (
+    HolderChanged,
+    HolderInfo,
+    HolderStamp,
+    LockInfo,
+    has_hold_to_break,
+    read_stamp,
+)
 from conch.url import BackendURL
 
-T = TypeVar("T")
+HOLDER_KEY_LENGTH = len(KEY_PREFIX) + 64  # the prefix, then 64 hex digits
+DUMP_TRIES = 20  # a crawl already running makes memcached answer BUSY for a moment
 
 
 class MemcachedBackend(Backend):
@@ -57,14 +71,85 @@ class MemcachedBackend(Backend):
         return MemcachedGroupStore(self.session, self.member_id)
 
     def describe_lock(self, key: bytes) -> LockInfo:
-        return self._inspect(lambda client: inspection.describe(client, lock_keys(key), key)[0])
+        return self.session.call(lambda client, _: _describe(client, key)[0])
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
-        return self._inspect(inspection.held_locks)
+        return self.session.call(lambda client, _: _held_locks(client))
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        return self._inspect(
-            lambda client: inspection.break_hold(client, lock_keys(key), key, token))
+        """Compare-and-delete the holder key on the CAS id just read: only the hold seen."""
+        def break_hold(client: Client, retried: bool) -> LockInfo:
+            first, wanted = None, token
+            for _ in range(CAS_TRIES):
+                lock, cas = _describe(client, key)
+                if not has_hold_to_break(lock, wanted) or lock.holder is None or cas is None:
+                    if first is None:
+                        return lock  # free: nothing to break
+                    raise HolderChanged(f"lock {lock.name!r} is no longer held")
+                first, wanted = first or lock, lock.holder.token  # now break the hold seen
+                reply = compare_and_delete(client, lock_keys(key).holder, cas)
+                if reply == b"HD":
+                    return first
+                if reply != b"EX":  # EX: changed since the read (renewed, most likely): again
+                    break  # NF: released or expired meanwhile
+            raise HolderChanged(f"lock {key.decode('utf-8', 'backslashreplace')!r} changed "
+                                "while it was being broken")
+        return self.session.call(break_hold)
 
-    def _inspect(self, look: Callable[[Client], T]) -> T:
-        return self.session.call(lambda client, retried: look(client))
+
+def _describe(client: Client, name: bytes) -> tuple[LockInfo, bytes | None]:
+    """Lock ``name`` and the CAS id of its holder key (None: free)."""
+    value, cas = client.gets(lock_keys(name).holder)
+    return LockInfo(name, None if value is None else _holder(client, name, value)), cas
+
+
+def _held_locks(client: Client) -> list[LockInfo]:
+    """Every lock held on the server whose holder left a stamp naming the key it is in,
+    from the cache's listing (``key=<URL-encoded key> exp=...`` lines)."""
+    keys = (urllib.parse.unquote_to_bytes(line.split(b" ", 1)[0][4:])
+            for line in _metadump(client).splitlines() if line.startswith(b"key="))
+    values = client.get_many([key for key in keys
+                              if key.startswith(KEY_PREFIX) and len(key) == HOLDER_KEY_LENGTH])
+    locks = []
+    for value in values.values():
+        stamp = read_stamp(value.partition(b" ")[2])
+        if stamp is not None and lock_keys(stamp.key).holder in values:
+            locks.append(LockInfo(stamp.key, _holder(client, stamp.key, value)))
+    return locks
+
+
+def _metadump(client: Client) -> bytes:
+    """The cache's listing, on a connection of its own (with the same TLS): pymemcache
+    4.0's ``raw_command`` keeps only the last chunk of a reply longer than one read."""
+    for _ in range(DUMP_TRIES):
+        sock = socket.create_connection(client.server, timeout=client.timeout)
+        if client.tls_context:
+            try:
+                sock = client.tls_context.wrap_socket(sock, server_hostname=client.server[0])
+            except BaseException:
+                sock.close()
+                raise
+        with sock:
+            sock.sendall(b"lru_crawler metadump all\r\n")
+            dump = b""
+            while not dump.endswith(b"END\r\n") and not dump.startswith((b"BUSY", b"ERROR")):
+                if not (chunk := sock.recv(65536)):
+                    break
+                dump += chunk
+        if not dump.startswith(b"BUSY"):
+            return dump
+        time.sleep(0.05)
+    raise OSError(f"memcached's LRU crawler stayed busy: {dump[:80]!r}")
+
+
+def _holder(client: Client, name: bytes, value: bytes) -> HolderInfo:
+    keys = lock_keys(name)
+    counter = client.get(keys.counter)
+    token = int(counter) if counter and counter.isdigit() else None
+    reply: bytes = client.raw_command(b"mg " + keys.holder + b" t")  # HD t<seconds left> | EN
+    ttl = next((int(flag[1:]) for flag in reply.split()[1:] if flag.startswith(b"t")), -1)
+    ttl_left = float(ttl) if ttl >= 0 else None  # -1: no expiry
+    stamp = read_stamp(value.partition(b" ")[2])
+    if stamp is None:  # a value from before stamps, or written by hand
+        return HolderInfo(token=token, ttl_left=ttl_left)
+    return stamp.holder(token=token, ttl_left=ttl_left)

@@ -1,5 +1,5 @@
-"""The ``memcached://`` URL options, the name → key mapping, pymemcache's clients, and the
-shim of the two meta commands pymemcache cannot send (docs/memcached.md, "Connections")."""
+"""The ``memcached://`` URL options, keys, pymemcache's clients, the two meta commands
+pymemcache cannot send, and the text of a failure (docs/memcached.md, "Connections")."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError  #
 
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.tls import SSL_URL_OPTIONS, TLSFiles, from_ssl_options
+from conch.backends.kit.tls_diagnosis import diagnose_endpoints, explain
 from conch.errors import InvalidURL
 from conch.url import BackendURL
 
@@ -19,9 +20,7 @@ KEY_PREFIX = b"conch:"
 MAX_TTL = 30 * 24 * 3600  # memcached reads a longer expiry as a Unix time
 TRANSIENT = (OSError, MemcacheUnexpectedCloseError)  # a fresh connection may succeed
 CLIENT_ERRORS = (*TRANSIENT, MemcacheError)
-CAS_TRIES = 3
-"""A ``cas`` or compare-and-delete finding the CAS id changed since the read (most often
-by our own renewal or release) reads again and retries, this many times at most."""
+CAS_TRIES = 3  # reads and retries of a cas or compare-and-delete beaten by another change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +33,6 @@ class MemcachedOptions:
     connect_timeout: float
     timeout: float
     tls: TLSFiles | None
-
-    @property
-    def lease(self) -> float:
-        """Seconds a key set with expiry ``ttl`` surely lives (it ends ``ttl - 1`` to ``ttl``
-        s later)."""
-        return float(self.ttl - 1)
 
     @property
     def where(self) -> str:
@@ -65,6 +58,21 @@ class MemcachedOptions:
         return cls(host, port or 11211, int(ttl), url.float_option("connect_timeout", 2.0),
                    url.float_option("timeout", 2.0), from_ssl_options(url))
 
+    def describe(self, exc: BaseException, *, first: bool = False,
+                 tls_context: ssl.SSLContext | None = None) -> str:
+        """An error's text for users. A connection closed at the ``first`` request may be a
+        TLS problem pymemcache cannot see: a connection of conch's own diagnoses it."""
+        why = explain(exc)
+        if why is None and first and isinstance(
+                exc, (MemcacheUnexpectedCloseError, ConnectionResetError, ssl.SSLEOFError)):
+            why = diagnose_endpoints([(self.host, self.port)], tls_context,
+                                     self.connect_timeout, "add ssl=true")
+        if why is None and isinstance(exc, TimeoutError):
+            hint = " (no answer to the TLS handshake: does the port speak TLS?)" \
+                if self.tls and not isinstance(exc, ssl.SSLError) else ""
+            why = f"no reply within {self.timeout} s (connect: {self.connect_timeout} s){hint}"
+        return f"memcached at {self.where}: {why or f'{type(exc).__name__}: {exc}'}"
+
 
 class LockKeys(NamedTuple):
     """The memcached keys of one lock name."""
@@ -81,8 +89,7 @@ def lock_keys(name: bytes) -> LockKeys:
 
 
 def member_key(key: bytes, member: str) -> bytes:
-    """``<key>:<id>``: the key with the TTL that keeps member ``id`` of ``key`` alive (a
-    shared holder or waiting writer of a lock, a holder of a semaphore's permits)."""
+    """``<key>:<id>``: the key with the TTL that keeps member ``id`` of ``key`` alive."""
     return key + b":" + member.encode()
 
 
@@ -93,16 +100,14 @@ def alive_members(client: Client, key: bytes, members: list[str]) -> set[str]:
 
 
 def store(client: Client, key: bytes, value: bytes, cas: bytes | None, ttl: int) -> bool:
-    """Write ``key`` unless it changed since it was read: ``add`` where the read found no
-    such key (``cas`` None), else ``cas``."""
+    """Write ``key`` unless it changed since read: ``add`` if it was absent (``cas`` None)."""
     return bool(client.add(key, value, expire=ttl) if cas is None
                 else client.cas(key, value, cas, expire=ttl))
 
 
 def new_client(options: MemcachedOptions, tls_context: ssl.SSLContext | None, *,
                pooled: bool = True, timeout: float | None = None) -> Client:
-    """pymemcache's pooled client (thread-safe) or a client of one connection, whose calls
-    wait ``timeout`` (default: the option) for their reply."""
+    """pymemcache's pooled client (thread-safe) or a client of one connection."""
     return (PooledClient if pooled else Client)(
         (options.host, options.port), connect_timeout=options.connect_timeout,
         timeout=timeout or options.timeout, tls_context=tls_context,
@@ -110,19 +115,13 @@ def new_client(options: MemcachedOptions, tls_context: ssl.SSLContext | None, *,
         default_noreply=False)  # every store must say whether it stored
 
 
-# The one shim under pymemcache, which speaks only the classic protocol: two meta
-# commands of memcached 1.6 through its raw_command (docs/memcached.md, "Connections").
-
-
 def add_with_cas(client: Client, key: bytes, value: bytes, ttl: int) -> bytes | None:
-    """``add`` (store only if absent) that returns the item's CAS id (None: not stored),
-    so that a release deletes it in one round-trip: ``ms <key> <size> T<ttl> ME c``."""
+    """``add`` returning the item's CAS id (None: not stored): ``ms <key> <size> T<ttl> ME c``."""
     reply: bytes = client.raw_command(b"ms %b %d T%d ME c\r\n%b" % (key, len(value), ttl, value))
     return reply[4:] if reply.startswith(b"HD c") else None
 
 
 def compare_and_delete(client: Client, key: bytes, cas: bytes) -> bytes:
-    """Delete ``key`` only if its CAS id is still ``cas`` (``md <key> C<cas>``, which the
-    classic ``delete`` cannot say): ``HD`` deleted, ``EX`` changed, ``NF`` no such key."""
+    """``md <key> C<cas>``: ``HD`` deleted, ``EX`` the CAS id changed, ``NF`` no such key."""
     reply: bytes = client.raw_command(b"md " + key + b" C" + cas)
     return reply

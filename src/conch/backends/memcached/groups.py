@@ -15,8 +15,8 @@ from conch.backends.base import GroupStore, LossCallback
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.ttl import TtlHold
 from conch.backends.memcached.client import KEY_PREFIX, compare_and_delete, store
+from conch.backends.memcached.lock import pauses
 from conch.backends.memcached.session import MemcachedSession
-from conch.backends.memcached.waiting import pauses
 from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
 REGISTRY_KEY = KEY_PREFIX + b"groups"

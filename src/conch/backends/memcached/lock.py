@@ -1,15 +1,21 @@
-"""The ``memcached://`` lock: its handle, and its steps on the server, each acting only if
-nothing changed since its first call (``add`` only on an absent key; ``cas`` and the
-compare-and-delete only on an unchanged CAS id). See docs/memcached.md, "How it works"."""
+"""The ``memcached://`` lock: its steps on the server (``add``, ``cas`` and the
+compare-and-delete, each acting only if nothing changed since read) and its wait, woken by
+this process's releases, else polling (docs/memcached.md, "How it works")."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
+import random
+import threading
 import time
+from collections.abc import Iterator
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.ttl import TtlHold, new_hold_value
 from conch.backends.memcached.client import (
     CAS_TRIES,
@@ -22,15 +28,76 @@ from conch.backends.memcached.client import (
     compare_and_delete,
 )
 from conch.backends.memcached.session import MemcachedSession
-from conch.backends.memcached.waiting import LOCAL_RELEASES, pauses
 from conch.errors import BackendUnavailable, ConchError, LockLost
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
 EPOCH_KEY, GRACE_KEY = KEY_PREFIX + b"epoch", KEY_PREFIX + b"grace"
 GRACE_POLL = 0.05  # seconds between a waiter's tries during a restart grace period
+FIRST_PAUSE, MAX_PAUSE = 0.001, 0.005
 Attempt = tuple[int | None, bytes | None, float]
 """``(token, CAS id if known, 0)`` when held, else ``(None, None, seconds to pause at least)``."""
+
+
+def pauses() -> Iterator[float]:
+    """One waiter's pauses: from 1 ms, doubling up to 5 ms, each drawn from its upper half
+    so that waiters do not poll in step."""
+    ceiling = FIRST_PAUSE
+    while True:
+        yield random.uniform(ceiling / 2, ceiling)
+        ceiling = min(ceiling * 2, MAX_PAUSE)
+
+
+@dataclasses.dataclass(eq=False)
+class Watch:
+    """The releases of one key in this process (compare :attr:`releases`, do not count)."""
+
+    changed: threading.Condition
+    releases: int = 0
+    watchers: int = 0
+
+    def wait(self, seen: int, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or less if a release came since ``releases`` was ``seen``."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.releases != seen, timeout)
+
+
+class LocalReleases:
+    """Per lock key waited for, the releases made in this process by any coordinator."""
+
+    def __init__(self) -> None:
+        self.forget_parent()
+        forget_in_child(self)
+
+    def forget_parent(self) -> None:
+        """A forked child has none of its parent's waiters (and maybe a held mutex)."""
+        self._mutex = threading.Lock()
+        self._watched: dict[bytes, Watch] = {}
+
+    @contextlib.contextmanager
+    def watching(self, key: bytes) -> Iterator[Watch]:
+        """Watch ``key`` for the block (from before the first attempt: no release is missed)."""
+        with self._mutex:
+            watch = self._watched.get(key) or Watch(threading.Condition(self._mutex))
+            self._watched[key] = watch
+            watch.watchers += 1
+        try:
+            yield watch
+        finally:
+            with self._mutex:
+                watch.watchers -= 1
+                if not watch.watchers:
+                    del self._watched[key]
+
+    def released(self, key: bytes) -> None:
+        """Wake this process's waiters on ``key``."""
+        with self._mutex:
+            if watch := self._watched.get(key):
+                watch.releases += 1
+                watch.changed.notify_all()
+
+
+LOCAL_RELEASES = LocalReleases()
 
 
 class MemcachedLock(LockHandle):
@@ -62,7 +129,7 @@ class MemcachedLock(LockHandle):
                 watch.wait(seen, pause if remaining is None else min(pause, remaining))
 
     def _try_acquire(self, value: bytes) -> Attempt:
-        """One :func:`take` (retried after a lost reply), leaving nothing held if it fails."""
+        """One :meth:`_take` (retried after a lost reply), leaving nothing held if it fails."""
         session, keys = self._session, self._keys
         session.check_open()
         with session.translated():
@@ -79,8 +146,11 @@ class MemcachedLock(LockHandle):
                 raise
 
     def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
-        """One attempt on ``client``, as :func:`take` (a semaphore's permit overrides it)."""
-        return take(client, self._keys, value, self._session.options, retried)
+        """Hold the key with ``value`` (``retried``: the last try may have stored it)."""
+        cas = add_with_cas(client, self._keys.holder, value, self._session.options.ttl)
+        if cas is None and not (retried and client.get(self._keys.holder) == value):
+            return None, None, 0.0
+        return fenced(client, self._keys, value, self._session.options, cas)
 
     def release(self) -> None:
         hold, self._hold = self._hold, None
@@ -102,39 +172,21 @@ class MemcachedLock(LockHandle):
                            "before its release")
 
 
-def take(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
-         retried: bool) -> Attempt:
-    """Hold ``keys`` with ``value``. ``retried``: the earlier try may have stored ``value``."""
-    cas = add_with_cas(client, keys.holder, value, options.ttl)
-    if cas is None and not (retried and client.get(keys.holder) == value):
-        return None, None, 0.0
-    return fenced(client, keys, value, options, cas)
-
-
 def fenced(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
            cas: bytes | None = None) -> Attempt:
-    """The token of a hold just taken with ``value`` (``cas``: its CAS id, if known), or,
-    in a restart grace, nothing held."""
-    token = next_token(client, keys, options)
-    if token is None:  # restart grace: hold nothing until it ends
-        free(client, keys.holder, value, cas)
-        return None, None, GRACE_POLL
-    return token, cas, 0.0
-
-
-def next_token(client: Client, keys: LockKeys, options: MemcachedOptions) -> int | None:
-    """The fencing token of a hold just taken (None: restart grace). A missing counter is
-    created from the wall clock in µs, so that tokens keep increasing."""
+    """The token of a hold just taken with ``value`` (``cas``: its CAS id, if known); in a
+    restart grace, nothing held. A missing counter is created from the wall clock in µs,
+    so that tokens keep increasing."""
     token = client.incr(keys.counter, 1)
     if token is None:  # a new name, an eviction, or a server that lost its state
-        if in_grace(client, options):
-            return None
+        if in_grace(client, options):  # hold nothing until it ends
+            free(client, keys.holder, value, cas)
+            return None, None, GRACE_POLL
         client.add(keys.counter, str(time.time_ns() // 1000).encode(), expire=0)
-        token = client.incr(keys.counter, 1)
-        if token is None:
+        if (token := client.incr(keys.counter, 1)) is None:
             raise BackendUnavailable(f"memcached at {options.where} evicts the fencing "
                                      f"counter as soon as it is stored: give it more memory")
-    return int(token)
+    return int(token), cas, 0.0
 
 
 def in_grace(client: Client, options: MemcachedOptions) -> bool:

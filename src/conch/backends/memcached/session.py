@@ -1,12 +1,9 @@
-"""A ``memcached://`` coordinator's connections and liveness, which its locks borrow:
-pymemcache's pooled client, idempotent steps retried once on a fresh connection, and the
-holds' renewal (kit/ttl.py; per beat one ``gets`` of every held key, then a ``cas`` each)."""
+"""A ``memcached://`` coordinator's connections, which its locks borrow (idempotent steps
+retried once on a fresh connection), and the holds' renewal (kit/ttl.py)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import operator
 import ssl
 from collections.abc import Callable
 from typing import TypeVar
@@ -25,26 +22,22 @@ from conch.backends.memcached.client import (
     MemcachedOptions,
     new_client,
 )
-from conch.backends.memcached.errors import describe
 from conch.url import BackendURL
 
 T = TypeVar("T")
-Keeps = Callable[[bytes, bytes], bool]
-"""Whether a key's value (first) still holds a hold's value (second): equal, or, for a
-shared hold, listing its id."""
+Keeps = Callable[[bytes, bytes], bool]  # whether a key's value still holds a hold's value
 
 
 class MemcachedSession:
-    """The pooled client (:attr:`client`, once connected) and the renewal of the holds,
-    which are keyed by their holder key."""
+    """The pooled client (:attr:`client`, once connected) and the holds' renewal."""
 
     client: Client
     _renewer: Client
 
-    def __init__(self, url: BackendURL, keeps: Keeps = operator.eq) -> None:
+    def __init__(self, url: BackendURL, keeps: Keeps) -> None:
         self.url = url
         self.options = MemcachedOptions.from_url(url)
-        self.describe = functools.partial(describe, self.options)
+        self.describe = self.options.describe
         self.ttl = self._new_ttl()
         self.closed = False
         self._keeps = keeps
@@ -52,8 +45,7 @@ class MemcachedSession:
         forget_in_child(self)
 
     def connect(self) -> None:
-        """Check that the server speaks the meta protocol (memcached 1.6+, which the
-        release needs), then start renewing."""
+        """Check that the server speaks the meta protocol (memcached 1.6+), start renewing."""
         options, where = self.options, f"memcached at {self.options.where}"
         if options.tls is not None:
             self._tls_context = client_context(options.tls, where)
@@ -73,16 +65,14 @@ class MemcachedSession:
         self.ttl.start()
 
     def close(self) -> None:
-        """Stop renewing (each hold is reported lost) and close the connections; a release
-        may still open one (of a hold granted as the coordinator stopped)."""
+        """Stop renewing (each hold is reported lost) and close the connections."""
         self.closed = True
         self.ttl.stop()
         self._renewer.close()
         self.client.close()
 
     def forget_parent(self) -> None:
-        """In a forked child: connections and renewals of its own, the parent's left to the
-        parent (whose holds are not the child's)."""
+        """In a forked child: connections and renewals of its own."""
         self.client = new_client(self.options, self._tls_context)
         if hasattr(self, "_renewer") and not self.closed:
             self._renewer = self._new_renewer()
@@ -90,22 +80,20 @@ class MemcachedSession:
             self.ttl.start()
 
     def _new_ttl(self) -> TtlSession[bytes]:
-        return TtlSession("memcached", self.options.lease, self._renew, self.describe,
+        # A key set with expiry ttl surely lives ttl - 1 s (memcached's clock ticks in s).
+        return TtlSession("memcached", self.options.ttl - 1, self._renew, self.describe,
                           CLIENT_ERRORS)
 
     def _new_renewer(self) -> Client:
-        """The renewals' own connection: a renewal waits no longer than one interval."""
         return new_client(self.options, self._tls_context, pooled=False,
                           timeout=min(self.options.timeout, self.ttl.interval))
 
     def check_open(self) -> None:
-        """Raise :class:`~conch.BackendUnavailable` once the coordinator was stopped."""
         if self.closed:
             raise unavailable(self.url, f"memcached at {self.options.where}: the coordinator "
                               "was stopped")
 
     def translated(self) -> contextlib.AbstractContextManager[None]:
-        """Client exceptions in the block become :class:`~conch.BackendUnavailable`."""
         return translated(self.url, CLIENT_ERRORS, self.describe)
 
     def call(self, step: Callable[[Client, bool], T]) -> T:
@@ -116,8 +104,7 @@ class MemcachedSession:
 
     def run(self, step: Callable[[Client, bool], T]) -> T:
         """``step(client, retried)``, again on a fresh connection after a connection failure
-        (say, of a stale pooled connection after a server restart): for idempotent steps.
-        ``retried`` tells the step that the first try may have done its work."""
+        (for idempotent steps: ``retried``, the first try may have done its work)."""
         try:  # one pooled connection for the whole step: one checkout, not one per call
             with self.client.client_pool.get_and_release(destroy_on_fail=True) as client:
                 return step(client, False)
@@ -133,9 +120,8 @@ class MemcachedSession:
                 for hold in holds]
 
     def _extend(self, key: bytes, value: bytes, found: tuple[bytes | None, bytes | None]) -> bool:
-        """Reset ``key``'s expiry to the TTL if it still keeps ``value`` (``found``: its value
-        and CAS id just read). A ``cas`` beaten by another writer of a value that still keeps
-        it (of a shared hold) reads again; beaten every time, that writer set the TTL too."""
+        """Reset ``key``'s expiry if it still keeps ``value`` (``found``: its value and CAS id
+        just read); a ``cas`` beaten by another writer of a value that keeps it reads again."""
         current, cas = found
         for _ in range(CAS_TRIES):
             if current is None or not self._keeps(current, value):

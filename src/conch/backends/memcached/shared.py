@@ -1,6 +1,6 @@
-"""``memcached://`` shared locks on the lock's one holder key, changed only by ``add``,
-``cas`` and compare-and-delete: while shared, it lists the shared holders and waiting
-writers, each alive while a key of its own lives (docs/memcached.md, "Shared locks")."""
+"""``memcached://`` shared locks and semaphores: each decides on one key listing its members,
+changed only by ``add``, ``cas`` and compare-and-delete; a member counts while a key of its
+own lives (docs/memcached.md, "Shared locks and semaphores")."""
 
 from __future__ import annotations
 
@@ -14,28 +14,27 @@ from typing import NamedTuple
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 from conch.backends.base import Deadline, LossCallback
+from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.ttl import TtlHold
 from conch.backends.memcached.client import (
     CLIENT_ERRORS,
+    KEY_PREFIX,
     LockKeys,
     alive_members,
     compare_and_delete,
     member_key,
     store,
 )
-from conch.backends.memcached.lock import Attempt, MemcachedLock, fenced, free, take
+from conch.backends.memcached.lock import Attempt, MemcachedLock, fenced, free
 from conch.backends.memcached.session import MemcachedSession
-from conch.errors import LockLost
+from conch.errors import BackendUnavailable, LimitMismatch, LockLost
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
-SHARED = b"=shared "
-"""How a holder key's value starts while the lock is shared (an exclusive value starts
-with hex digits)."""
+SHARED = b"=shared "  # how a shared holder key's value starts (an exclusive one: hex digits)
 READ_EVERY = 0.05
-"""Seconds between a waiting writer's reads of the holder key after its first (its
-``add`` alone tells it when the key is gone): how late it may notice that the lock turned
-shared, or that its shared holders died."""
+"""Seconds between a waiting writer's reads of the holder key after its first: how late it
+may notice that the lock turned shared, or that its shared holders died."""
 
 
 class Sharing(NamedTuple):
@@ -71,21 +70,33 @@ def keeps(current: bytes, value: bytes) -> bool:
         value.decode("utf-8", "replace") in sharing.readers
 
 
-class MemcachedReader(MemcachedLock):
-    """A shared hold: listed in the holder key's sharing, alive while its own key lives.
-    The lock's wait, tokens and renewal serve it unchanged."""
+def semaphore_keys(name: bytes) -> LockKeys:
+    """``conch:semaphore:<sha256 hex>`` (the roster, as ``holder``) and its ``:token``
+    counter, apart from the locks' keys."""
+    roster = KEY_PREFIX + b"semaphore:" + hex_digest(name).encode()
+    return LockKeys(roster, roster + b":token")
+
+
+class MemberHold(MemcachedLock):
+    """A hold listed in the key ``keys.holder`` (the *listing*), alive while its own key
+    ``<listing>:<id>`` lives: the lock's wait, tokens, renewal and release serve it, and a
+    release wakes the waiters on the listing."""
 
     def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
+        super().__init__(session, keys, stamp, on_lost)
         self._id = secrets.token_hex(16)
-        super().__init__(session, LockKeys(member_key(keys.holder, self._id), keys.counter),
-                         stamp, on_lost)
-        self._lock_keys = keys
-        self._signal = f"{session.options.where} ".encode() + keys.holder  # the lock's
-        self._listed: TtlHold[bytes] | None = None
+        self._listing = keys.holder
+        self._keys = LockKeys(member_key(keys.holder, self._id), keys.counter)
+
+
+class MemcachedReader(MemberHold):
+    """A shared hold, listed in the lock's holder key."""
+
+    _listed: TtlHold[bytes] | None = None
 
     def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
-        holder, ttl = self._lock_keys.holder, self._session.options.ttl
+        holder, ttl = self._listing, self._session.options.ttl
         while True:  # until the key is unchanged between its read and this change
             found, cas = client.gets(holder)
             sharing = Sharing.read(found)
@@ -114,13 +125,13 @@ class MemcachedReader(MemcachedLock):
             was_listed = self._session.run(lambda client, _: self._leave(client))
         super().release()  # its own key; the lock's waiters in this process wake
         if not was_listed:
-            raise LockLost(f"lock key {self._lock_keys.holder.decode()} no longer listed "
-                           "this shared hold at its release (expired, broken or taken over)")
+            raise LockLost(f"lock key {self._listing.decode()} no longer listed this shared "
+                           "hold at its release (expired, broken or taken over)")
 
     def _leave(self, client: Client) -> bool:
-        """Take this reader off the sharing; the last live one frees the holder key.
-        Whether it was listed."""
-        holder, ttl = self._lock_keys.holder, self._session.options.ttl
+        """Take this reader off the sharing (the last live one frees the holder key);
+        whether it was listed."""
+        holder, ttl = self._listing, self._session.options.ttl
         while True:  # a failed change means another changed the key: read it again
             value, cas = client.gets(holder)
             sharing = Sharing.read(value)
@@ -137,8 +148,8 @@ class MemcachedReader(MemcachedLock):
 
 
 class MemcachedWriter(MemcachedLock):
-    """The exclusive hold: ``add`` as before; a lock shared by nobody alive any more is
-    taken over by ``cas``; while shared holders live, it waits listed as a writer."""
+    """The exclusive hold: ``add``; a lock shared by nobody alive any more is taken over by
+    ``cas``; while shared holders live, it waits listed as a writer."""
 
     def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
@@ -163,7 +174,7 @@ class MemcachedWriter(MemcachedLock):
                                 "the TTL", waiting.keys.decode())
 
     def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
-        attempt = take(client, self._keys, value, self._session.options, retried)
+        attempt = super()._take(client, value, retried)
         if attempt[0] is not None or attempt[2] or time.monotonic() < self._read_at + READ_EVERY:
             return attempt
         holder, ttl = self._keys.holder, self._session.options.ttl
@@ -190,3 +201,42 @@ class MemcachedWriter(MemcachedLock):
 
 def _waiting_lost(reason: str) -> None:
     log.debug("a waiting writer's key was lost (%s): it waits on, unlisted", reason)
+
+
+class MemcachedPermit(MemberHold):
+    """One semaphore object's permit, listed in the roster (the limit and the holders' ids)
+    while it has room."""
+
+    def __init__(self, session: MemcachedSession, keys: LockKeys, limit: int,
+                 name: bytes, stamp: HolderStamp, on_lost: LossCallback) -> None:
+        super().__init__(session, keys, stamp, on_lost)
+        self._limit, self._name = limit, name
+
+    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
+        while True:  # until the roster is unchanged between its read and this change
+            text, cas = client.gets(self._listing)
+            limit, listed = _read_roster(text, self._name)
+            alive = alive_members(client, self._listing, listed)
+            if alive and limit != self._limit:
+                raise LimitMismatch(f"semaphore {self._name!r} is in use with limit {limit}, "
+                                    f"not {self._limit}")
+            if self._id not in alive and len(alive) >= self._limit:
+                return None, None, 0.0
+            client.set(self._keys.holder, value, expire=self._session.options.ttl)
+            roster = json.dumps({"limit": self._limit,
+                                 "holders": sorted({*alive, self._id})}).encode()
+            if store(client, self._listing, roster, None if text is None else cas, 0):
+                return fenced(client, self._keys, value, self._session.options)
+            free(client, self._keys.holder, value)
+
+
+def _read_roster(text: bytes | None, name: bytes) -> tuple[int | None, list[str]]:
+    """A roster's limit and holder ids (``None``, ``[]``: no roster)."""
+    if text is None:
+        return None, []
+    try:
+        roster = json.loads(text)
+        return int(roster["limit"]), [str(holder) for holder in roster["holders"]]
+    except (ValueError, KeyError, TypeError):
+        raise BackendUnavailable(f"the roster key of semaphore {name!r} holds something "
+                                 "conch did not write") from None
