@@ -11,9 +11,14 @@ import urllib.parse
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
-from conch.backends.memcached.client import CAS_TRIES, KEY_PREFIX, compare_and_delete, lock_keys
+from conch.backends.memcached.client import (
+    CAS_TRIES,
+    KEY_PREFIX,
+    MemcachedSession,
+    compare_and_delete,
+    lock_keys,
+)
 from conch.backends.memcached.groups import MemcachedGroupStore
-from conch.backends.memcached.session import MemcachedSession
 from conch.backends.memcached.shared import (
     MemcachedPermit,
     MemcachedReader,
@@ -123,12 +128,8 @@ def _metadump(client: Client) -> bytes:
     4.0's ``raw_command`` keeps only the last chunk of a reply longer than one read."""
     for _ in range(DUMP_TRIES):
         sock = socket.create_connection(client.server, timeout=client.timeout)
-        if client.tls_context:
-            try:
-                sock = client.tls_context.wrap_socket(sock, server_hostname=client.server[0])
-            except BaseException:
-                sock.close()
-                raise
+        if client.tls_context:  # closes the socket if the handshake fails
+            sock = client.tls_context.wrap_socket(sock, server_hostname=client.server[0])
         with sock:
             sock.sendall(b"lru_crawler metadump all\r\n")
             dump = b""

@@ -14,9 +14,8 @@ from pymemcache.client.base import Client  # type: ignore[import-untyped]
 from conch.backends.base import GroupStore, LossCallback
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.ttl import TtlHold
-from conch.backends.memcached.client import KEY_PREFIX, compare_and_delete, store
+from conch.backends.memcached.client import KEY_PREFIX, MemcachedSession, compare_and_delete, store
 from conch.backends.memcached.lock import pauses
-from conch.backends.memcached.session import MemcachedSession
 from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
 REGISTRY_KEY = KEY_PREFIX + b"groups"

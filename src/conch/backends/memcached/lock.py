@@ -4,12 +4,11 @@ this process's releases, else polling (docs/memcached.md, "How it works")."""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import random
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
@@ -24,10 +23,10 @@ from conch.backends.memcached.client import (
     TRANSIENT,
     LockKeys,
     MemcachedOptions,
+    MemcachedSession,
     add_with_cas,
     compare_and_delete,
 )
-from conch.backends.memcached.session import MemcachedSession
 from conch.errors import BackendUnavailable, ConchError, LockLost
 from conch.introspection import HolderStamp
 
@@ -48,22 +47,19 @@ def pauses() -> Iterator[float]:
         ceiling = min(ceiling * 2, MAX_PAUSE)
 
 
-@dataclasses.dataclass(eq=False)
-class Watch:
-    """The releases of one key in this process (compare :attr:`releases`, do not count)."""
+class Releases(threading.Condition):
+    """The releases of one key in this process, while waiters watch it (compare, not count)."""
 
-    changed: threading.Condition
-    releases: int = 0
-    watchers: int = 0
+    count = 0
 
-    def wait(self, seen: int, timeout: float) -> None:
-        """Sleep ``timeout`` seconds, or less if a release came since ``releases`` was ``seen``."""
-        with self.changed:
-            self.changed.wait_for(lambda: self.releases != seen, timeout)
+    def wait_since(self, seen: int, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or less if a release came since ``count`` was ``seen``."""
+        with self:
+            self.wait_for(lambda: self.count != seen, timeout)
 
 
 class LocalReleases:
-    """Per lock key waited for, the releases made in this process by any coordinator."""
+    """Per key waited for, its :class:`Releases` by any coordinator of this process."""
 
     def __init__(self) -> None:
         self.forget_parent()
@@ -72,29 +68,23 @@ class LocalReleases:
     def forget_parent(self) -> None:
         """A forked child has none of its parent's waiters (and maybe a held mutex)."""
         self._mutex = threading.Lock()
-        self._watched: dict[bytes, Watch] = {}
+        self._watched: weakref.WeakValueDictionary[bytes, Releases] = \
+            weakref.WeakValueDictionary()
 
-    @contextlib.contextmanager
-    def watching(self, key: bytes) -> Iterator[Watch]:
-        """Watch ``key`` for the block (from before the first attempt: no release is missed)."""
+    def watch(self, key: bytes) -> Releases:
+        """``key``'s releases, watched while the caller keeps them (take them before the
+        first attempt: no release is missed)."""
         with self._mutex:
-            watch = self._watched.get(key) or Watch(threading.Condition(self._mutex))
-            self._watched[key] = watch
-            watch.watchers += 1
-        try:
-            yield watch
-        finally:
-            with self._mutex:
-                watch.watchers -= 1
-                if not watch.watchers:
-                    del self._watched[key]
+            if (releases := self._watched.get(key)) is None:
+                releases = self._watched[key] = Releases(self._mutex)
+            return releases
 
     def released(self, key: bytes) -> None:
         """Wake this process's waiters on ``key``."""
         with self._mutex:
-            if watch := self._watched.get(key):
-                watch.releases += 1
-                watch.changed.notify_all()
+            if (releases := self._watched.get(key)) is not None:
+                releases.count += 1
+                releases.notify_all()
 
 
 LOCAL_RELEASES = LocalReleases()
@@ -111,22 +101,21 @@ class MemcachedLock(LockHandle):
         self._cas: bytes | None = None  # the holder key's CAS id when taken, if known
 
     def acquire(self, deadline: Deadline) -> int | None:
-        waiting = pauses()
-        with LOCAL_RELEASES.watching(self._signal) as watch:
-            while True:
-                # A new value per attempt (a busy answer means the last one holds
-                # nothing), so that the stamp tells when the hold began.
-                value, seen, sent = new_hold_value(self._stamp), watch.releases, time.monotonic()
-                token, self._cas, at_least = self._try_acquire(value)
-                if token is not None:
-                    self._hold = self._session.ttl.keep(self._keys.holder, value, sent,
-                                                        self._on_lost)
-                    return token
-                remaining = deadline.remaining()
-                if remaining == 0:
-                    return None
-                pause = max(next(waiting), at_least)
-                watch.wait(seen, pause if remaining is None else min(pause, remaining))
+        waiting, releases = pauses(), LOCAL_RELEASES.watch(self._signal)
+        while True:
+            # A new value per attempt (a busy answer means the last one holds nothing),
+            # so that the stamp tells when the hold began.
+            value, seen, sent = new_hold_value(self._stamp), releases.count, time.monotonic()
+            token, self._cas, at_least = self._try_acquire(value)
+            if token is not None:
+                self._hold = self._session.ttl.keep(self._keys.holder, value, sent,
+                                                    self._on_lost)
+                return token
+            remaining = deadline.remaining()
+            if remaining == 0:
+                return None
+            pause = max(next(waiting), at_least)
+            releases.wait_since(seen, pause if remaining is None else min(pause, remaining))
 
     def _try_acquire(self, value: bytes) -> Attempt:
         """One :meth:`_take` (retried after a lost reply), leaving nothing held if it fails."""
@@ -150,7 +139,23 @@ class MemcachedLock(LockHandle):
         cas = add_with_cas(client, self._keys.holder, value, self._session.options.ttl)
         if cas is None and not (retried and client.get(self._keys.holder) == value):
             return None, None, 0.0
-        return fenced(client, self._keys, value, self._session.options, cas)
+        return self._fenced(client, value, cas)
+
+    def _fenced(self, client: Client, value: bytes, cas: bytes | None = None) -> Attempt:
+        """The token of a hold just taken with ``value`` (``cas``: its CAS id, if known); in
+        a restart grace, nothing held. A missing counter is created from the wall clock in
+        µs, so that tokens keep increasing."""
+        counter, options = self._keys.counter, self._session.options
+        token = client.incr(counter, 1)
+        if token is None:  # a new name, an eviction, or a server that lost its state
+            if in_grace(client, options):  # hold nothing until it ends
+                free(client, self._keys.holder, value, cas)
+                return None, None, GRACE_POLL
+            client.add(counter, str(time.time_ns() // 1000).encode(), expire=0)
+            if (token := client.incr(counter, 1)) is None:
+                raise BackendUnavailable(f"memcached at {options.where} evicts the fencing "
+                                         "counter as soon as it is stored: give it more memory")
+        return int(token), cas, 0.0
 
     def release(self) -> None:
         hold, self._hold = self._hold, None
@@ -170,23 +175,6 @@ class MemcachedLock(LockHandle):
         if not freed:
             raise LockLost(f"lock key {hold.keys.decode()} had expired or changed holder "
                            "before its release")
-
-
-def fenced(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
-           cas: bytes | None = None) -> Attempt:
-    """The token of a hold just taken with ``value`` (``cas``: its CAS id, if known); in a
-    restart grace, nothing held. A missing counter is created from the wall clock in µs,
-    so that tokens keep increasing."""
-    token = client.incr(keys.counter, 1)
-    if token is None:  # a new name, an eviction, or a server that lost its state
-        if in_grace(client, options):  # hold nothing until it ends
-            free(client, keys.holder, value, cas)
-            return None, None, GRACE_POLL
-        client.add(keys.counter, str(time.time_ns() // 1000).encode(), expire=0)
-        if (token := client.incr(keys.counter, 1)) is None:
-            raise BackendUnavailable(f"memcached at {options.where} evicts the fencing "
-                                     f"counter as soon as it is stored: give it more memory")
-    return int(token), cas, 0.0
 
 
 def in_grace(client: Client, options: MemcachedOptions) -> bool:

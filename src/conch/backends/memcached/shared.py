@@ -20,13 +20,13 @@ from conch.backends.memcached.client import (
     CLIENT_ERRORS,
     KEY_PREFIX,
     LockKeys,
+    MemcachedSession,
     alive_members,
     compare_and_delete,
     member_key,
     store,
 )
-from conch.backends.memcached.lock import Attempt, MemcachedLock, fenced, free
-from conch.backends.memcached.session import MemcachedSession
+from conch.backends.memcached.lock import Attempt, MemcachedLock, free
 from conch.errors import BackendUnavailable, LimitMismatch, LockLost
 from conch.introspection import HolderStamp
 
@@ -109,7 +109,7 @@ class MemcachedReader(MemberHold):
             joined = Sharing([*alive.readers, self._id], alive.writers).encode()
             if store(client, holder, joined, None if found is None else cas, ttl):
                 break
-        attempt = fenced(client, self._keys, value, self._session.options)
+        attempt = self._fenced(client, value)
         if attempt[0] is None:  # restart grace: hold nothing until it ends
             self._leave(client)
         else:
@@ -187,7 +187,7 @@ class MemcachedWriter(MemcachedLock):
         if not alive.readers:  # nobody alive shares it: take it over, if unchanged since
             if not client.cas(holder, value, cas, expire=ttl):
                 return attempt
-            return fenced(client, self._keys, value, self._session.options)
+            return self._fenced(client, value)
         if self._id not in alive.writers:  # wait listed, so that new readers wait
             if self._waiting is None:
                 key = member_key(holder, self._id)
@@ -226,7 +226,7 @@ class MemcachedPermit(MemberHold):
             roster = json.dumps({"limit": self._limit,
                                  "holders": sorted({*alive, self._id})}).encode()
             if store(client, self._listing, roster, None if text is None else cas, 0):
-                return fenced(client, self._keys, value, self._session.options)
+                return self._fenced(client, value)
             free(client, self._keys.holder, value)
 
 
