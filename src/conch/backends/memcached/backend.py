@@ -8,24 +8,16 @@ import socket
 import time
 import urllib.parse
 
-from pymemcache.client.base import Client  # type: ignore[import-untyped]
-
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
+from conch.backends.memcached import shared
 from conch.backends.memcached.client import (
     CAS_TRIES,
     KEY_PREFIX,
+    MemcachedClient,
     MemcachedSession,
-    compare_and_delete,
     lock_keys,
 )
 from conch.backends.memcached.groups import MemcachedGroupStore
-from conch.backends.memcached.shared import (
-    MemcachedPermit,
-    MemcachedReader,
-    MemcachedWriter,
-    keeps,
-    semaphore_keys,
-)
 from conch.capabilities import Capabilities
 from conch.introspection import (
     HolderChanged,
@@ -52,7 +44,7 @@ class MemcachedBackend(Backend):
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
-        self.session = MemcachedSession(url, keeps)
+        self.session = MemcachedSession(url, shared.keeps)
 
     def connect(self) -> None:
         self.session.connect()
@@ -62,15 +54,15 @@ class MemcachedBackend(Backend):
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         stamp = HolderStamp(key, self.member_id)
-        return MemcachedWriter(self.session, lock_keys(key), stamp, on_lost)
+        return shared.MemcachedWriter(self.session, lock_keys(key), stamp, on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         stamp = HolderStamp(key, self.member_id)
-        return MemcachedReader(self.session, lock_keys(key), stamp, on_lost)
+        return shared.MemcachedReader(self.session, lock_keys(key), stamp, on_lost)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         stamp = HolderStamp(key, self.member_id)
-        return MemcachedPermit(self.session, semaphore_keys(key), limit, key, stamp, on_lost)
+        return shared.MemcachedPermit(self.session, key, limit, stamp, on_lost)
 
     def groups(self) -> GroupStore:
         return MemcachedGroupStore(self.session, self.member_id)
@@ -83,7 +75,7 @@ class MemcachedBackend(Backend):
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
         """Compare-and-delete the holder key on the CAS id just read: only the hold seen."""
-        def break_hold(client: Client, retried: bool) -> LockInfo:
+        def break_hold(client: MemcachedClient, retried: bool) -> LockInfo:
             first, wanted = None, token
             for _ in range(CAS_TRIES):
                 lock, cas = _describe(client, key)
@@ -92,7 +84,7 @@ class MemcachedBackend(Backend):
                         return lock  # free: nothing to break
                     raise HolderChanged(f"lock {lock.name!r} is no longer held")
                 first, wanted = first or lock, lock.holder.token  # now break the hold seen
-                reply = compare_and_delete(client, lock_keys(key).holder, cas)
+                reply = client.compare_and_delete(lock_keys(key).holder, cas)
                 if reply == b"HD":
                     return first
                 if reply != b"EX":  # EX: changed since the read (renewed, most likely): again
@@ -102,13 +94,13 @@ class MemcachedBackend(Backend):
         return self.session.call(break_hold)
 
 
-def _describe(client: Client, name: bytes) -> tuple[LockInfo, bytes | None]:
+def _describe(client: MemcachedClient, name: bytes) -> tuple[LockInfo, bytes | None]:
     """Lock ``name`` and the CAS id of its holder key (None: free)."""
     value, cas = client.gets(lock_keys(name).holder)
     return LockInfo(name, None if value is None else _holder(client, name, value)), cas
 
 
-def _held_locks(client: Client) -> list[LockInfo]:
+def _held_locks(client: MemcachedClient) -> list[LockInfo]:
     """Every lock held on the server whose holder left a stamp naming the key it is in,
     from the cache's listing (``key=<URL-encoded key> exp=...`` lines)."""
     keys = (urllib.parse.unquote_to_bytes(line.split(b" ", 1)[0][4:])
@@ -123,7 +115,7 @@ def _held_locks(client: Client) -> list[LockInfo]:
     return locks
 
 
-def _metadump(client: Client) -> bytes:
+def _metadump(client: MemcachedClient) -> bytes:
     """The cache's listing, on a connection of its own (with the same TLS): pymemcache
     4.0's ``raw_command`` keeps only the last chunk of a reply longer than one read."""
     for _ in range(DUMP_TRIES):
@@ -143,7 +135,7 @@ def _metadump(client: Client) -> bytes:
     raise OSError(f"memcached's LRU crawler stayed busy: {dump[:80]!r}")
 
 
-def _holder(client: Client, name: bytes, value: bytes) -> HolderInfo:
+def _holder(client: MemcachedClient, name: bytes, value: bytes) -> HolderInfo:
     keys = lock_keys(name)
     counter = client.get(keys.counter)
     token = int(counter) if counter and counter.isdigit() else None

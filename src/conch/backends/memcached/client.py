@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import ssl
 from collections.abc import Callable
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pymemcache.client.base import Client, PooledClient  # type: ignore[import-untyped]
 from pymemcache.exceptions import (  # type: ignore[import-untyped]
@@ -103,38 +103,57 @@ def member_key(key: bytes, member: str) -> bytes:
     return key + b":" + member.encode()
 
 
-def alive_members(client: Client, key: bytes, members: list[str]) -> set[str]:
-    """Those of ``members`` of ``key`` whose own key still lives (one ``get_many``)."""
-    found = client.get_many([member_key(key, member) for member in members])
-    return {member for member in members if member_key(key, member) in found}
+class MemcachedClient(Client):  # type: ignore[misc]
+    """pymemcache's client of one connection, with conch's compare-then-change steps and the
+    two meta commands of memcached 1.6 that pymemcache cannot send (by ``raw_command``)."""
+
+    def add_with_cas(self, key: bytes, value: bytes, ttl: int) -> bytes | None:
+        """``add`` returning the new item's CAS id (None: not stored)."""
+        reply: bytes = self.raw_command(b"ms %b %d T%d ME c\r\n%b" % (key, len(value), ttl, value))
+        return reply[4:] if reply.startswith(b"HD c") else None
+
+    def compare_and_delete(self, key: bytes, cas: bytes) -> bytes:
+        """``md <key> C<cas>``: ``HD`` deleted, ``EX`` the CAS id changed, ``NF`` no such key."""
+        reply: bytes = self.raw_command(b"md " + key + b" C" + cas)
+        return reply
+
+    def store(self, key: bytes, value: bytes, cas: bytes | None, ttl: int) -> bool:
+        """Write ``key`` unless it changed since read: ``add`` if it was absent (``cas`` None)."""
+        return bool(self.add(key, value, expire=ttl) if cas is None
+                    else self.cas(key, value, cas, expire=ttl))
+
+    def free(self, key: bytes, value: bytes, cas: bytes | None = None) -> bool:
+        """Delete ``key`` if it holds ``value`` (``cas``: its CAS id, if known); whether it did."""
+        if cas is not None and (reply := self.compare_and_delete(key, cas)) != b"EX":
+            return reply == b"HD"
+        for _ in range(CAS_TRIES):
+            found, cas = self.gets(key)
+            if found != value:
+                return False
+            if (reply := self.compare_and_delete(key, cas)) != b"EX":
+                return reply == b"HD"
+        return False
+
+    def alive_members(self, key: bytes, members: list[str]) -> set[str]:
+        """Those of ``members`` of ``key`` whose own key still lives (one ``get_many``)."""
+        found = self.get_many([member_key(key, member) for member in members])
+        return {member for member in members if member_key(key, member) in found}
 
 
-def store(client: Client, key: bytes, value: bytes, cas: bytes | None, ttl: int) -> bool:
-    """Write ``key`` unless it changed since read: ``add`` if it was absent (``cas`` None)."""
-    return bool(client.add(key, value, expire=ttl) if cas is None
-                else client.cas(key, value, cas, expire=ttl))
+class PooledMemcachedClient(PooledClient):  # type: ignore[misc]
+    """pymemcache's thread-safe pool of :class:`MemcachedClient` connections."""
+
+    client_class = MemcachedClient
 
 
 def new_client(options: MemcachedOptions, tls_context: ssl.SSLContext | None, *,
-               pooled: bool = True, timeout: float | None = None) -> Client:
+               pooled: bool = True, timeout: float | None = None) -> Any:
     """pymemcache's pooled client (thread-safe) or a client of one connection."""
-    return (PooledClient if pooled else Client)(
+    return (PooledMemcachedClient if pooled else MemcachedClient)(
         (options.host, options.port), connect_timeout=options.connect_timeout,
         timeout=timeout or options.timeout, tls_context=tls_context,
         no_delay=True,  # requests are tiny: do not let Nagle hold them back
         default_noreply=False)  # every store must say whether it stored
-
-
-def add_with_cas(client: Client, key: bytes, value: bytes, ttl: int) -> bytes | None:
-    """``add`` returning the item's CAS id (None: not stored): ``ms <key> <size> T<ttl> ME c``."""
-    reply: bytes = client.raw_command(b"ms %b %d T%d ME c\r\n%b" % (key, len(value), ttl, value))
-    return reply[4:] if reply.startswith(b"HD c") else None
-
-
-def compare_and_delete(client: Client, key: bytes, cas: bytes) -> bytes:
-    """``md <key> C<cas>``: ``HD`` deleted, ``EX`` the CAS id changed, ``NF`` no such key."""
-    reply: bytes = client.raw_command(b"md " + key + b" C" + cas)
-    return reply
 
 
 T = TypeVar("T")
@@ -144,8 +163,8 @@ Keeps = Callable[[bytes, bytes], bool]  # whether a key's value still holds a ho
 class MemcachedSession:
     """The pooled client (:attr:`client`, once connected) and the holds' renewal."""
 
-    client: Client
-    _renewer: Client
+    client: PooledMemcachedClient
+    _renewer: MemcachedClient
 
     def __init__(self, url: BackendURL, keeps: Keeps) -> None:
         self.url = url
@@ -197,9 +216,10 @@ class MemcachedSession:
         return TtlSession("memcached", self.options.ttl - 1, self._renew, self.describe,
                           CLIENT_ERRORS)
 
-    def _new_renewer(self) -> Client:
-        return new_client(self.options, self._tls_context, pooled=False,
-                          timeout=min(self.options.timeout, self.ttl.interval))
+    def _new_renewer(self) -> MemcachedClient:
+        renewer: MemcachedClient = new_client(self.options, self._tls_context, pooled=False,
+                                              timeout=min(self.options.timeout, self.ttl.interval))
+        return renewer
 
     def check_open(self) -> None:
         if self.closed:
@@ -209,13 +229,13 @@ class MemcachedSession:
     def translated(self) -> contextlib.AbstractContextManager[None]:
         return translated(self.url, CLIENT_ERRORS, self.describe)
 
-    def call(self, step: Callable[[Client, bool], T]) -> T:
+    def call(self, step: Callable[[MemcachedClient, bool], T]) -> T:
         """:meth:`run` on an open session, client exceptions translated."""
         self.check_open()
         with self.translated():
             return self.run(step)
 
-    def run(self, step: Callable[[Client, bool], T]) -> T:
+    def run(self, step: Callable[[MemcachedClient, bool], T]) -> T:
         """``step(client, retried)``, again on a fresh connection after a connection failure
         (for idempotent steps: ``retried``, the first try may have done its work)."""
         try:  # one pooled connection for the whole step: one checkout, not one per call

@@ -11,21 +11,17 @@ import time
 import weakref
 from collections.abc import Iterator
 
-from pymemcache.client.base import Client  # type: ignore[import-untyped]
-
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.ttl import TtlHold, new_hold_value
 from conch.backends.memcached.client import (
-    CAS_TRIES,
     CLIENT_ERRORS,
     KEY_PREFIX,
     TRANSIENT,
     LockKeys,
+    MemcachedClient,
     MemcachedOptions,
     MemcachedSession,
-    add_with_cas,
-    compare_and_delete,
 )
 from conch.errors import BackendUnavailable, ConchError, LockLost
 from conch.introspection import HolderStamp
@@ -39,8 +35,7 @@ Attempt = tuple[int | None, bytes | None, float]
 
 
 def pauses() -> Iterator[float]:
-    """One waiter's pauses: from 1 ms, doubling up to 5 ms, each drawn from its upper half
-    so that waiters do not poll in step."""
+    """One waiter's pauses, doubling up to 5 ms, drawn from their upper half (not in step)."""
     ceiling = FIRST_PAUSE
     while True:
         yield random.uniform(ceiling / 2, ceiling)
@@ -72,8 +67,7 @@ class LocalReleases:
             weakref.WeakValueDictionary()
 
     def watch(self, key: bytes) -> Releases:
-        """``key``'s releases, watched while the caller keeps them (take them before the
-        first attempt: no release is missed)."""
+        """``key``'s releases, watched while the caller keeps them (from before it tries)."""
         with self._mutex:
             if (releases := self._watched.get(key)) is None:
                 releases = self._watched[key] = Releases(self._mutex)
@@ -128,28 +122,27 @@ class MemcachedLock(LockHandle):
                 raise  # twice unreachable: what the add may have stored expires within the TTL
             except BaseException:
                 try:
-                    free(session.client, keys.holder, value)
+                    session.run(lambda client, _: client.free(keys.holder, value))
                 except (*CLIENT_ERRORS, ConchError):
                     log.warning("could not free lock key %s after a failed acquire; it "
                                 "expires within the TTL", keys.holder.decode())
                 raise
 
-    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
+    def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
         """Hold the key with ``value`` (``retried``: the last try may have stored it)."""
-        cas = add_with_cas(client, self._keys.holder, value, self._session.options.ttl)
+        cas = client.add_with_cas(self._keys.holder, value, self._session.options.ttl)
         if cas is None and not (retried and client.get(self._keys.holder) == value):
             return None, None, 0.0
         return self._fenced(client, value, cas)
 
-    def _fenced(self, client: Client, value: bytes, cas: bytes | None = None) -> Attempt:
-        """The token of a hold just taken with ``value`` (``cas``: its CAS id, if known); in
-        a restart grace, nothing held. A missing counter is created from the wall clock in
-        µs, so that tokens keep increasing."""
+    def _fenced(self, client: MemcachedClient, value: bytes, cas: bytes | None = None) -> Attempt:
+        """The token of a hold just taken (``cas``: its CAS id, if known); in a restart grace,
+        nothing held. A missing counter starts from the wall clock in µs."""
         counter, options = self._keys.counter, self._session.options
         token = client.incr(counter, 1)
         if token is None:  # a new name, an eviction, or a server that lost its state
             if in_grace(client, options):  # hold nothing until it ends
-                free(client, self._keys.holder, value, cas)
+                client.free(self._keys.holder, value, cas)
                 return None, None, GRACE_POLL
             client.add(counter, str(time.time_ns() // 1000).encode(), expire=0)
             if (token := client.incr(counter, 1)) is None:
@@ -168,8 +161,8 @@ class MemcachedLock(LockHandle):
         try:
             with self._session.translated():
                 # After a lost reply the key may be gone because our own delete ran.
-                freed = self._session.run(lambda client, retried: free(
-                    client, hold.keys, hold.value, cas) or retried)
+                freed = self._session.run(
+                    lambda client, retried: client.free(hold.keys, hold.value, cas) or retried)
         finally:
             LOCAL_RELEASES.released(self._signal)
         if not freed:
@@ -177,9 +170,8 @@ class MemcachedLock(LockHandle):
                            "before its release")
 
 
-def in_grace(client: Client, options: MemcachedOptions) -> bool:
-    """Whether the server may still have holders from before it lost its state: its epoch
-    key is gone, or the grace key it then gets (for one TTL) is not."""
+def in_grace(client: MemcachedClient, options: MemcachedOptions) -> bool:
+    """Whether the server may still have holders from before it lost its state."""
     found = client.get_many([EPOCH_KEY, GRACE_KEY])
     if EPOCH_KEY not in found:
         # Grace first: whoever sees the epoch then sees the grace key until it expires.
@@ -188,17 +180,3 @@ def in_grace(client: Client, options: MemcachedOptions) -> bool:
         log.warning("memcached at %s lost its state (restart, flush, or first use): no "
                     "lock is granted for %d s", options.where, options.ttl)
     return GRACE_KEY in found or EPOCH_KEY not in found
-
-
-def free(client: Client, key: bytes, value: bytes, cas: bytes | None = None) -> bool:
-    """Delete ``key`` if it holds ``value``; False when it does not. ``cas``: its CAS id
-    when taken, which saves a read unless a renewal changed it since."""
-    if cas is not None and (reply := compare_and_delete(client, key, cas)) != b"EX":
-        return reply == b"HD"
-    for _ in range(CAS_TRIES):
-        found, cas = client.gets(key)
-        if found != value:
-            return False
-        if (reply := compare_and_delete(client, key, cas)) != b"EX":
-            return reply == b"HD"
-    return False

@@ -11,8 +11,6 @@ import secrets
 import time
 from typing import NamedTuple
 
-from pymemcache.client.base import Client  # type: ignore[import-untyped]
-
 from conch.backends.base import Deadline, LossCallback
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.ttl import TtlHold
@@ -20,21 +18,17 @@ from conch.backends.memcached.client import (
     CLIENT_ERRORS,
     KEY_PREFIX,
     LockKeys,
+    MemcachedClient,
     MemcachedSession,
-    alive_members,
-    compare_and_delete,
     member_key,
-    store,
 )
-from conch.backends.memcached.lock import Attempt, MemcachedLock, free
+from conch.backends.memcached.lock import Attempt, MemcachedLock
 from conch.errors import BackendUnavailable, LimitMismatch, LockLost
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
 SHARED = b"=shared "  # how a shared holder key's value starts (an exclusive one: hex digits)
-READ_EVERY = 0.05
-"""Seconds between a waiting writer's reads of the holder key after its first: how late it
-may notice that the lock turned shared, or that its shared holders died."""
+READ_EVERY = 0.05  # seconds between a waiting writer's reads of the holder key
 
 
 class Sharing(NamedTuple):
@@ -44,8 +38,7 @@ class Sharing(NamedTuple):
     writers: list[str]
 
     @classmethod
-    def read(cls, value: bytes | None) -> Sharing | None:
-        """``value``'s sharing; None when it is absent or an exclusive hold's."""
+    def read(cls, value: bytes | None) -> Sharing | None:  # None: absent or exclusive
         if value is None or not value.startswith(SHARED):
             return None
         state = json.loads(value[len(SHARED):])
@@ -55,32 +48,29 @@ class Sharing(NamedTuple):
         return SHARED + json.dumps({"readers": sorted(set(self.readers)),
                                     "writers": sorted(set(self.writers))}).encode()
 
-    def alive(self, client: Client, holder: bytes) -> Sharing:
-        """Only those whose own key still lives."""
-        alive = alive_members(client, holder, [*self.readers, *self.writers])
+    def alive(self, client: MemcachedClient, holder: bytes) -> Sharing:  # those whose key lives
+        alive = client.alive_members(holder, [*self.readers, *self.writers])
         return Sharing([r for r in self.readers if r in alive],
                        [w for w in self.writers if w in alive])
 
 
 def keeps(current: bytes, value: bytes) -> bool:
-    """The session's renewal test: a holder key keeps an exclusive hold's ``value`` while
-    equal to it, a shared one's (its reader id) while its sharing lists it."""
+    """Whether a holder key still holds an exclusive hold's ``value`` (equal) or a shared
+    one's (its reader id, listed): the session's renewal test."""
     sharing = Sharing.read(current)
     return current == value if sharing is None else \
         value.decode("utf-8", "replace") in sharing.readers
 
 
 def semaphore_keys(name: bytes) -> LockKeys:
-    """``conch:semaphore:<sha256 hex>`` (the roster, as ``holder``) and its ``:token``
-    counter, apart from the locks' keys."""
+    """``conch:semaphore:<sha256 hex>`` (the roster, as ``holder``) and its counter."""
     roster = KEY_PREFIX + b"semaphore:" + hex_digest(name).encode()
     return LockKeys(roster, roster + b":token")
 
 
 class MemberHold(MemcachedLock):
-    """A hold listed in the key ``keys.holder`` (the *listing*), alive while its own key
-    ``<listing>:<id>`` lives: the lock's wait, tokens, renewal and release serve it, and a
-    release wakes the waiters on the listing."""
+    """A hold listed in ``keys.holder`` (the listing), alive while its own key
+    ``<listing>:<id>`` lives; its release wakes the waiters on the listing."""
 
     def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
@@ -95,7 +85,7 @@ class MemcachedReader(MemberHold):
 
     _listed: TtlHold[bytes] | None = None
 
-    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
+    def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
         holder, ttl = self._listing, self._session.options.ttl
         while True:  # until the key is unchanged between its read and this change
             found, cas = client.gets(holder)
@@ -107,7 +97,7 @@ class MemcachedReader(MemberHold):
                 return None, None, 0.0  # writer preference: wait behind them
             client.set(self._keys.holder, value, expire=ttl)  # alive before it is listed
             joined = Sharing([*alive.readers, self._id], alive.writers).encode()
-            if store(client, holder, joined, None if found is None else cas, ttl):
+            if client.store(holder, joined, None if found is None else cas, ttl):
                 break
         attempt = self._fenced(client, value)
         if attempt[0] is None:  # restart grace: hold nothing until it ends
@@ -128,9 +118,8 @@ class MemcachedReader(MemberHold):
             raise LockLost(f"lock key {self._listing.decode()} no longer listed this shared "
                            "hold at its release (expired, broken or taken over)")
 
-    def _leave(self, client: Client) -> bool:
-        """Take this reader off the sharing (the last live one frees the holder key);
-        whether it was listed."""
+    def _leave(self, client: MemcachedClient) -> bool:
+        """Unlist this reader (the last live one deletes the key); whether it was listed."""
         holder, ttl = self._listing, self._session.options.ttl
         while True:  # a failed change means another changed the key: read it again
             value, cas = client.gets(holder)
@@ -142,14 +131,13 @@ class MemcachedReader(MemberHold):
             if alive.readers:
                 stored = client.cas(holder, alive.encode(), cas, expire=ttl)
             else:  # the waiting writers add the key as their exclusive hold
-                stored = compare_and_delete(client, holder, cas) == b"HD"
+                stored = client.compare_and_delete(holder, cas) == b"HD"
             if stored:
                 return True
 
 
 class MemcachedWriter(MemcachedLock):
-    """The exclusive hold: ``add``; a lock shared by nobody alive any more is taken over by
-    ``cas``; while shared holders live, it waits listed as a writer."""
+    """An exclusive hold: takes over a sharing with no live holder, else waits listed."""
 
     def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
@@ -167,13 +155,12 @@ class MemcachedWriter(MemcachedLock):
             if waiting is not None:  # its key gone, it no longer holds readers back
                 self._session.ttl.discard(waiting)
                 try:
-                    self._session.run(lambda client, _: free(client, waiting.keys,
-                                                             waiting.value))
+                    self._session.run(lambda client, _: client.free(waiting.keys, waiting.value))
                 except CLIENT_ERRORS:
                     log.warning("could not delete waiting writer key %s; it expires within "
                                 "the TTL", waiting.keys.decode())
 
-    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
+    def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
         attempt = super()._take(client, value, retried)
         if attempt[0] is not None or attempt[2] or time.monotonic() < self._read_at + READ_EVERY:
             return attempt
@@ -204,19 +191,18 @@ def _waiting_lost(reason: str) -> None:
 
 
 class MemcachedPermit(MemberHold):
-    """One semaphore object's permit, listed in the roster (the limit and the holders' ids)
-    while it has room."""
+    """A semaphore's permit, listed in the roster (the limit and the holders' ids)."""
 
-    def __init__(self, session: MemcachedSession, keys: LockKeys, limit: int,
-                 name: bytes, stamp: HolderStamp, on_lost: LossCallback) -> None:
-        super().__init__(session, keys, stamp, on_lost)
+    def __init__(self, session: MemcachedSession, name: bytes, limit: int, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
+        super().__init__(session, semaphore_keys(name), stamp, on_lost)
         self._limit, self._name = limit, name
 
-    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
+    def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
         while True:  # until the roster is unchanged between its read and this change
             text, cas = client.gets(self._listing)
             limit, listed = _read_roster(text, self._name)
-            alive = alive_members(client, self._listing, listed)
+            alive = client.alive_members(self._listing, listed)
             if alive and limit != self._limit:
                 raise LimitMismatch(f"semaphore {self._name!r} is in use with limit {limit}, "
                                     f"not {self._limit}")
@@ -225,13 +211,12 @@ class MemcachedPermit(MemberHold):
             client.set(self._keys.holder, value, expire=self._session.options.ttl)
             roster = json.dumps({"limit": self._limit,
                                  "holders": sorted({*alive, self._id})}).encode()
-            if store(client, self._listing, roster, None if text is None else cas, 0):
+            if client.store(self._listing, roster, None if text is None else cas, 0):
                 return self._fenced(client, value)
-            free(client, self._keys.holder, value)
+            client.free(self._keys.holder, value)
 
 
 def _read_roster(text: bytes | None, name: bytes) -> tuple[int | None, list[str]]:
-    """A roster's limit and holder ids (``None``, ``[]``: no roster)."""
     if text is None:
         return None, []
     try:
