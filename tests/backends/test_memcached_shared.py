@@ -18,7 +18,7 @@ from pymemcache.client.base import Client  # type: ignore[import-untyped]
 import conch
 from conch.backends.memcached.client import lock_keys, member_key
 from conch.backends.memcached.lock import MemcachedLock
-from conch.backends.memcached.shared import Sharing, semaphore_keys
+from conch.backends.memcached.shared import Sharing
 from conch.introspection import HolderStamp
 from tests.backends import shared_faults
 from tests.backends.test_memcached import backend_of, own_memcached  # noqa: F401 - fixture
@@ -107,7 +107,7 @@ def test_a_server_restart_loses_shared_holds_and_permits_and_tokens_keep_increas
 def test_semaphore_keys_are_apart_and_a_lost_permit_frees_its_place(
     memcached_url: str, keys_of: Client, lock_name: str
 ) -> None:
-    keys = semaphore_keys(lock_name.encode())
+    keys = lock_keys(lock_name.encode(), b"semaphore:")
     assert keys.holder.startswith(b"conch:semaphore:")
     assert keys.holder != lock_keys(lock_name.encode()).holder
     with conch.connect(memcached_url) as coordinator:

@@ -1,6 +1,5 @@
 """``memcached://host:port``: TTL locks on one memcached 1.6 server, and who holds them
-(``conch show``/``ls``/``break``); docs/memcached.md has the design. The session owns
-connections and renewals; the lock handles borrow it."""
+(``conch show``/``ls``/``break``); docs/memcached.md has the design."""
 
 from __future__ import annotations
 
@@ -101,8 +100,7 @@ def _describe(client: MemcachedClient, name: bytes) -> tuple[LockInfo, bytes | N
 
 
 def _held_locks(client: MemcachedClient) -> list[LockInfo]:
-    """Every lock held on the server whose holder left a stamp naming the key it is in,
-    from the cache's listing (``key=<URL-encoded key> exp=...`` lines)."""
+    """Every lock held whose holder left a stamp naming its key, from the cache's listing."""
     keys = (urllib.parse.unquote_to_bytes(line.split(b" ", 1)[0][4:])
             for line in _metadump(client).splitlines() if line.startswith(b"key="))
     values = client.get_many([key for key in keys
@@ -142,7 +140,5 @@ def _holder(client: MemcachedClient, name: bytes, value: bytes) -> HolderInfo:
     reply: bytes = client.raw_command(b"mg " + keys.holder + b" t")  # HD t<seconds left> | EN
     ttl = next((int(flag[1:]) for flag in reply.split()[1:] if flag.startswith(b"t")), -1)
     ttl_left = float(ttl) if ttl >= 0 else None  # -1: no expiry
-    stamp = read_stamp(value.partition(b" ")[2])
-    if stamp is None:  # a value from before stamps, or written by hand
-        return HolderInfo(token=token, ttl_left=ttl_left)
-    return stamp.holder(token=token, ttl_left=ttl_left)
+    stamp = read_stamp(value.partition(b" ")[2])  # None: from before stamps, or by hand
+    return (HolderInfo if stamp is None else stamp.holder)(token=token, ttl_left=ttl_left)

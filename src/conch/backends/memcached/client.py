@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import ssl
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from pymemcache.client.base import Client, PooledClient  # type: ignore[import-untyped]
 from pymemcache.exceptions import (  # type: ignore[import-untyped]
@@ -91,10 +91,11 @@ class LockKeys(NamedTuple):
     counter: bytes
 
 
-def lock_keys(name: bytes) -> LockKeys:
-    """``conch:<sha256 hex>`` and its ``:token`` counter: short, printable and distinct for
-    any name (keys are at most 250 bytes, without spaces or control characters)."""
-    holder = KEY_PREFIX + hex_digest(name).encode()
+def lock_keys(name: bytes, kind: bytes = b"") -> LockKeys:
+    """``conch:<kind><sha256 hex>`` and its ``:token`` counter (kind ``semaphore:``: a
+    semaphore's roster): short, printable and distinct for any name (at most 250 bytes,
+    without spaces or control characters)."""
+    holder = KEY_PREFIX + kind + hex_digest(name).encode()
     return LockKeys(holder, holder + b":token")
 
 
@@ -146,17 +147,8 @@ class PooledMemcachedClient(PooledClient):  # type: ignore[misc]
     client_class = MemcachedClient
 
 
-def new_client(options: MemcachedOptions, tls_context: ssl.SSLContext | None, *,
-               pooled: bool = True, timeout: float | None = None) -> Any:
-    """pymemcache's pooled client (thread-safe) or a client of one connection."""
-    return (PooledMemcachedClient if pooled else MemcachedClient)(
-        (options.host, options.port), connect_timeout=options.connect_timeout,
-        timeout=timeout or options.timeout, tls_context=tls_context,
-        no_delay=True,  # requests are tiny: do not let Nagle hold them back
-        default_noreply=False)  # every store must say whether it stored
-
-
 T = TypeVar("T")
+C = TypeVar("C", MemcachedClient, PooledMemcachedClient)
 Keeps = Callable[[bytes, bytes], bool]  # whether a key's value still holds a hold's value
 
 
@@ -169,7 +161,6 @@ class MemcachedSession:
     def __init__(self, url: BackendURL, keeps: Keeps) -> None:
         self.url = url
         self.options = MemcachedOptions.from_url(url)
-        self.describe = self.options.describe
         self.ttl = self._new_ttl()
         self.closed = False
         self._keeps = keeps
@@ -181,19 +172,19 @@ class MemcachedSession:
         options, where = self.options, f"memcached at {self.options.where}"
         if options.tls is not None:
             self._tls_context = client_context(options.tls, where)
-        self.client = new_client(options, self._tls_context)
+        self.client = self._connect(PooledMemcachedClient)
         try:
             self.client.version()  # long enough for a TLS port to refuse it at once
             reply = self.client.raw_command(b"mn")  # the meta no-op
         except MemcacheUnknownCommandError:
             reply = b"ERROR"
         except CLIENT_ERRORS as exc:
-            raise unavailable(self.url, self.describe(
+            raise unavailable(self.url, self.options.describe(
                 exc, first=True, tls_context=self._tls_context)) from None
         if reply != b"MN":
             raise unavailable(self.url, f"{where} does not speak the meta protocol (mn "
                               f"answered {reply[:40]!r}): conch needs memcached 1.6 or later")
-        self._renewer = self._new_renewer()
+        self._renewer = self._connect(MemcachedClient, self.ttl.interval)
         self.ttl.start()
 
     def close(self) -> None:
@@ -205,21 +196,25 @@ class MemcachedSession:
 
     def forget_parent(self) -> None:
         """In a forked child: connections and renewals of its own."""
-        self.client = new_client(self.options, self._tls_context)
+        self.client = self._connect(PooledMemcachedClient)
         if hasattr(self, "_renewer") and not self.closed:
-            self._renewer = self._new_renewer()
             self.ttl = self._new_ttl()
+            self._renewer = self._connect(MemcachedClient, self.ttl.interval)
             self.ttl.start()
 
     def _new_ttl(self) -> TtlSession[bytes]:
         # A key set with expiry ttl surely lives ttl - 1 s (memcached's clock ticks in s).
-        return TtlSession("memcached", self.options.ttl - 1, self._renew, self.describe,
+        return TtlSession("memcached", self.options.ttl - 1, self._renew, self.options.describe,
                           CLIENT_ERRORS)
 
-    def _new_renewer(self) -> MemcachedClient:
-        renewer: MemcachedClient = new_client(self.options, self._tls_context, pooled=False,
-                                              timeout=min(self.options.timeout, self.ttl.interval))
-        return renewer
+    def _connect(self, kind: type[C], timeout: float | None = None) -> C:
+        """pymemcache's pool or a client of one connection (the renewer's waits ``timeout``)."""
+        options = self.options
+        return kind((options.host, options.port), connect_timeout=options.connect_timeout,
+                    timeout=min(timeout or options.timeout, options.timeout),
+                    tls_context=self._tls_context,
+                    no_delay=True,  # requests are tiny: do not let Nagle hold them back
+                    default_noreply=False)  # every store must say whether it stored
 
     def check_open(self) -> None:
         if self.closed:
@@ -227,7 +222,7 @@ class MemcachedSession:
                               "was stopped")
 
     def translated(self) -> contextlib.AbstractContextManager[None]:
-        return translated(self.url, CLIENT_ERRORS, self.describe)
+        return translated(self.url, CLIENT_ERRORS, self.options.describe)
 
     def call(self, step: Callable[[MemcachedClient, bool], T]) -> T:
         """:meth:`run` on an open session, client exceptions translated."""
@@ -242,8 +237,7 @@ class MemcachedSession:
             with self.client.client_pool.get_and_release(destroy_on_fail=True) as client:
                 return step(client, False)
         except TRANSIENT:
-            with contextlib.closing(new_client(self.options, self._tls_context,
-                                               pooled=False)) as client:
+            with contextlib.closing(self._connect(MemcachedClient)) as client:
                 return step(client, True)
 
     def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:

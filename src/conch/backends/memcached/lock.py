@@ -1,11 +1,11 @@
-"""The ``memcached://`` lock: its steps on the server (``add``, ``cas`` and the
-compare-and-delete, each acting only if nothing changed since read) and its wait, woken by
-this process's releases, else polling (docs/memcached.md, "How it works")."""
+"""The ``memcached://`` lock: ``add``, a fencing counter, compare-and-delete, and a wait woken
+by this process's releases, else polling (docs/memcached.md, "How it works")."""
 
 from __future__ import annotations
 
 import logging
 import random
+import secrets
 import threading
 import time
 import weakref
@@ -16,18 +16,16 @@ from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.ttl import TtlHold, new_hold_value
 from conch.backends.memcached.client import (
     CLIENT_ERRORS,
-    KEY_PREFIX,
     TRANSIENT,
     LockKeys,
     MemcachedClient,
-    MemcachedOptions,
     MemcachedSession,
 )
 from conch.errors import BackendUnavailable, ConchError, LockLost
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
-EPOCH_KEY, GRACE_KEY = KEY_PREFIX + b"epoch", KEY_PREFIX + b"grace"
+EPOCH_KEY, GRACE_KEY = b"conch:epoch", b"conch:grace"
 GRACE_POLL = 0.05  # seconds between a waiter's tries during a restart grace period
 FIRST_PAUSE, MAX_PAUSE = 0.001, 0.005
 Attempt = tuple[int | None, bytes | None, float]
@@ -93,6 +91,7 @@ class MemcachedLock(LockHandle):
         self._signal = f"{session.options.where} ".encode() + keys.holder  # keys are per server
         self._hold: TtlHold[bytes] | None = None
         self._cas: bytes | None = None  # the holder key's CAS id when taken, if known
+        self._id = secrets.token_hex(16)  # in the name of its key of its own, where it has one
 
     def acquire(self, deadline: Deadline) -> int | None:
         waiting, releases = pauses(), LOCAL_RELEASES.watch(self._signal)
@@ -141,7 +140,7 @@ class MemcachedLock(LockHandle):
         counter, options = self._keys.counter, self._session.options
         token = client.incr(counter, 1)
         if token is None:  # a new name, an eviction, or a server that lost its state
-            if in_grace(client, options):  # hold nothing until it ends
+            if self._in_grace(client):  # hold nothing until it ends
                 client.free(self._keys.holder, value, cas)
                 return None, None, GRACE_POLL
             client.add(counter, str(time.time_ns() // 1000).encode(), expire=0)
@@ -149,6 +148,17 @@ class MemcachedLock(LockHandle):
                 raise BackendUnavailable(f"memcached at {options.where} evicts the fencing "
                                          "counter as soon as it is stored: give it more memory")
         return int(token), cas, 0.0
+
+    def _in_grace(self, client: MemcachedClient) -> bool:
+        """Whether the server may still have holders from before it lost its state."""
+        found, options = client.get_many([EPOCH_KEY, GRACE_KEY]), self._session.options
+        if EPOCH_KEY not in found:
+            # Grace first: whoever sees the epoch then sees the grace key until it expires.
+            client.add(GRACE_KEY, b"restart", expire=options.ttl)
+            client.add(EPOCH_KEY, str(time.time_ns() // 1000).encode(), expire=0)
+            log.warning("memcached at %s lost its state (restart, flush, or first use): no "
+                        "lock is granted for %d s", options.where, options.ttl)
+        return GRACE_KEY in found or EPOCH_KEY not in found
 
     def release(self) -> None:
         hold, self._hold = self._hold, None
@@ -168,15 +178,3 @@ class MemcachedLock(LockHandle):
         if not freed:
             raise LockLost(f"lock key {hold.keys.decode()} had expired or changed holder "
                            "before its release")
-
-
-def in_grace(client: MemcachedClient, options: MemcachedOptions) -> bool:
-    """Whether the server may still have holders from before it lost its state."""
-    found = client.get_many([EPOCH_KEY, GRACE_KEY])
-    if EPOCH_KEY not in found:
-        # Grace first: whoever sees the epoch then sees the grace key until it expires.
-        client.add(GRACE_KEY, b"restart", expire=options.ttl)
-        client.add(EPOCH_KEY, str(time.time_ns() // 1000).encode(), expire=0)
-        log.warning("memcached at %s lost its state (restart, flush, or first use): no "
-                    "lock is granted for %d s", options.where, options.ttl)
-    return GRACE_KEY in found or EPOCH_KEY not in found

@@ -7,19 +7,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-import secrets
 import time
 from typing import NamedTuple
 
 from conch.backends.base import Deadline, LossCallback
-from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.ttl import TtlHold
 from conch.backends.memcached.client import (
     CLIENT_ERRORS,
-    KEY_PREFIX,
     LockKeys,
     MemcachedClient,
     MemcachedSession,
+    lock_keys,
     member_key,
 )
 from conch.backends.memcached.lock import Attempt, MemcachedLock
@@ -62,12 +60,6 @@ def keeps(current: bytes, value: bytes) -> bool:
         value.decode("utf-8", "replace") in sharing.readers
 
 
-def semaphore_keys(name: bytes) -> LockKeys:
-    """``conch:semaphore:<sha256 hex>`` (the roster, as ``holder``) and its counter."""
-    roster = KEY_PREFIX + b"semaphore:" + hex_digest(name).encode()
-    return LockKeys(roster, roster + b":token")
-
-
 class MemberHold(MemcachedLock):
     """A hold listed in ``keys.holder`` (the listing), alive while its own key
     ``<listing>:<id>`` lives; its release wakes the waiters on the listing."""
@@ -75,7 +67,6 @@ class MemberHold(MemcachedLock):
     def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
         super().__init__(session, keys, stamp, on_lost)
-        self._id = secrets.token_hex(16)
         self._listing = keys.holder
         self._keys = LockKeys(member_key(keys.holder, self._id), keys.counter)
 
@@ -139,12 +130,8 @@ class MemcachedReader(MemberHold):
 class MemcachedWriter(MemcachedLock):
     """An exclusive hold: takes over a sharing with no live holder, else waits listed."""
 
-    def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
-        super().__init__(session, keys, stamp, on_lost)
-        self._id = secrets.token_hex(16)
-        self._waiting: TtlHold[bytes] | None = None
-        self._read_at = -math.inf
+    _waiting: TtlHold[bytes] | None = None  # its key as a waiting writer, while it has one
+    _read_at = -math.inf
 
     def acquire(self, deadline: Deadline) -> int | None:
         self._read_at = -math.inf
@@ -195,7 +182,7 @@ class MemcachedPermit(MemberHold):
 
     def __init__(self, session: MemcachedSession, name: bytes, limit: int, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        super().__init__(session, semaphore_keys(name), stamp, on_lost)
+        super().__init__(session, lock_keys(name, b"semaphore:"), stamp, on_lost)
         self._limit, self._name = limit, name
 
     def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
