@@ -167,14 +167,10 @@ class MemcachedWriter(MemcachedLock):
                 key = member_key(holder, self._id)
                 client.set(key, b"waiting", expire=ttl)
                 self._waiting = self._session.ttl.keep(key, b"waiting", time.monotonic(),
-                                                       _waiting_lost)
+                    lambda why: log.debug("a waiting writer's key was lost (%s)", why))
             waiting = Sharing(alive.readers, [*alive.writers, self._id]).encode()
             client.cas(holder, waiting, cas, expire=ttl)  # else listed at the next attempt
         return attempt
-
-
-def _waiting_lost(reason: str) -> None:
-    log.debug("a waiting writer's key was lost (%s): it waits on, unlisted", reason)
 
 
 class MemcachedPermit(MemberHold):
