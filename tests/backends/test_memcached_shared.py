@@ -16,9 +16,8 @@ import pytest
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 import conch
-from conch.backends.memcached.client import lock_keys, member_key
+from conch.backends.memcached.client import Sharing, lock_keys, member_key
 from conch.backends.memcached.lock import MemcachedLock
-from conch.backends.memcached.shared import Sharing
 from conch.introspection import HolderStamp
 from tests.backends import shared_faults
 from tests.backends.test_memcached import backend_of, own_memcached  # noqa: F401 - fixture

@@ -43,7 +43,7 @@ class MemcachedBackend(Backend):
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
-        self.session = MemcachedSession(url, shared.keeps)
+        self.session = MemcachedSession(url)
 
     def connect(self) -> None:
         self.session.connect()

@@ -1,11 +1,12 @@
-"""A ``memcached://`` coordinator's connection: the URL options, the keys, the two meta
-commands pymemcache cannot send, and the session its locks borrow (pymemcache's pooled client,
-idempotent steps retried on a fresh connection, the holds' renewal by kit/ttl.py)."""
+"""A ``memcached://`` coordinator's connection: the URL options, the keys and a shared lock's
+value, the two meta commands pymemcache cannot send, and the session its locks borrow
+(pymemcache's pooled client, steps retried on a fresh connection, renewal by kit/ttl.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import ssl
 from collections.abc import Callable
 from typing import NamedTuple, TypeVar
@@ -30,6 +31,7 @@ KEY_PREFIX = b"conch:"
 MAX_TTL = 30 * 24 * 3600  # memcached reads a longer expiry as a Unix time
 TRANSIENT = (OSError, MemcacheUnexpectedCloseError)  # a fresh connection may succeed
 CLIENT_ERRORS = (*TRANSIENT, MemcacheError)
+SHARED = b"=shared "  # how a shared holder key's value starts (an exclusive one: hex)
 CAS_TRIES = 3  # reads and retries of a cas or compare-and-delete beaten by another change
 
 
@@ -147,9 +149,38 @@ class PooledMemcachedClient(PooledClient):  # type: ignore[misc]
     client_class = MemcachedClient
 
 
+class Sharing(NamedTuple):
+    """A shared holder key's value: the ids of the shared holders and waiting writers."""
+
+    readers: list[str]
+    writers: list[str]
+
+    @classmethod
+    def read(cls, value: bytes | None) -> Sharing | None:  # None: absent or exclusive
+        if value is None or not value.startswith(SHARED):
+            return None
+        state = json.loads(value[len(SHARED):])
+        return cls(list(state["readers"]), list(state["writers"]))
+
+    def encode(self) -> bytes:
+        return SHARED + json.dumps({"readers": sorted(set(self.readers)),
+                                    "writers": sorted(set(self.writers))}).encode()
+
+    def alive(self, client: MemcachedClient, holder: bytes) -> Sharing:  # those whose key lives
+        alive = client.alive_members(holder, [*self.readers, *self.writers])
+        return Sharing([r for r in self.readers if r in alive],
+                       [w for w in self.writers if w in alive])
+
+
+def keeps(current: bytes, value: bytes) -> bool:
+    """Whether a key still holds a hold's ``value``: equal, or a sharing listing it as reader."""
+    sharing = Sharing.read(current)
+    return current == value if sharing is None else \
+        value.decode("utf-8", "replace") in sharing.readers
+
+
 T = TypeVar("T")
 C = TypeVar("C", MemcachedClient, PooledMemcachedClient)
-Keeps = Callable[[bytes, bytes], bool]  # whether a key's value still holds a hold's value
 
 
 class MemcachedSession:
@@ -158,12 +189,11 @@ class MemcachedSession:
     client: PooledMemcachedClient
     _renewer: MemcachedClient
 
-    def __init__(self, url: BackendURL, keeps: Keeps) -> None:
+    def __init__(self, url: BackendURL) -> None:
         self.url = url
         self.options = MemcachedOptions.from_url(url)
         self.ttl = self._new_ttl()
         self.closed = False
-        self._keeps = keeps
         self._tls_context: ssl.SSLContext | None = None
         forget_in_child(self)
 
@@ -251,10 +281,10 @@ class MemcachedSession:
         just read); a ``cas`` beaten by another writer of a value that keeps it reads again."""
         current, cas = found
         for _ in range(CAS_TRIES):
-            if current is None or not self._keeps(current, value):
+            if current is None or not keeps(current, value):
                 return False
             # cas, not touch: touch would extend a key another holder set since the read.
             if self._renewer.cas(key, current, cas, expire=self.options.ttl):
                 return True
             current, cas = self._renewer.gets(key)
-        return current is not None and self._keeps(current, value)
+        return current is not None and keeps(current, value)

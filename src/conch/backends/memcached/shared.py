@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import time
-from typing import NamedTuple
 
 from conch.backends.base import Deadline, LossCallback
 from conch.backends.kit.ttl import TtlHold
@@ -17,6 +16,7 @@ from conch.backends.memcached.client import (
     LockKeys,
     MemcachedClient,
     MemcachedSession,
+    Sharing,
     lock_keys,
     member_key,
 )
@@ -25,39 +25,7 @@ from conch.errors import BackendUnavailable, LimitMismatch, LockLost
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
-SHARED = b"=shared "  # how a shared holder key's value starts (an exclusive one: hex digits)
 READ_EVERY = 0.05  # seconds between a waiting writer's reads of the holder key
-
-
-class Sharing(NamedTuple):
-    """A shared holder key's value: the ids of the shared holders and waiting writers."""
-
-    readers: list[str]
-    writers: list[str]
-
-    @classmethod
-    def read(cls, value: bytes | None) -> Sharing | None:  # None: absent or exclusive
-        if value is None or not value.startswith(SHARED):
-            return None
-        state = json.loads(value[len(SHARED):])
-        return cls(list(state["readers"]), list(state["writers"]))
-
-    def encode(self) -> bytes:
-        return SHARED + json.dumps({"readers": sorted(set(self.readers)),
-                                    "writers": sorted(set(self.writers))}).encode()
-
-    def alive(self, client: MemcachedClient, holder: bytes) -> Sharing:  # those whose key lives
-        alive = client.alive_members(holder, [*self.readers, *self.writers])
-        return Sharing([r for r in self.readers if r in alive],
-                       [w for w in self.writers if w in alive])
-
-
-def keeps(current: bytes, value: bytes) -> bool:
-    """Whether a holder key still holds an exclusive hold's ``value`` (equal) or a shared
-    one's (its reader id, listed): the session's renewal test."""
-    sharing = Sharing.read(current)
-    return current == value if sharing is None else \
-        value.decode("utf-8", "replace") in sharing.readers
 
 
 class MemberHold(MemcachedLock):
@@ -184,7 +152,12 @@ class MemcachedPermit(MemberHold):
     def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
         while True:  # until the roster is unchanged between its read and this change
             text, cas = client.gets(self._listing)
-            limit, listed = _read_roster(text, self._name)
+            try:
+                roster = {"limit": None, "holders": []} if text is None else json.loads(text)
+                limit, listed = roster["limit"], [str(holder) for holder in roster["holders"]]
+            except (ValueError, KeyError, TypeError):
+                raise BackendUnavailable(f"the roster key of semaphore {self._name!r} holds "
+                                         "something conch did not write") from None
             alive = client.alive_members(self._listing, listed)
             if alive and limit != self._limit:
                 raise LimitMismatch(f"semaphore {self._name!r} is in use with limit {limit}, "
@@ -197,14 +170,3 @@ class MemcachedPermit(MemberHold):
             if client.store(self._listing, roster, None if text is None else cas, 0):
                 return self._fenced(client, value)
             client.free(self._keys.holder, value)
-
-
-def _read_roster(text: bytes | None, name: bytes) -> tuple[int | None, list[str]]:
-    if text is None:
-        return None, []
-    try:
-        roster = json.loads(text)
-        return int(roster["limit"]), [str(holder) for holder in roster["holders"]]
-    except (ValueError, KeyError, TypeError):
-        raise BackendUnavailable(f"the roster key of semaphore {name!r} holds something "
-                                 "conch did not write") from None
