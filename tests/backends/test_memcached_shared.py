@@ -18,7 +18,6 @@ from pymemcache.client.base import Client  # type: ignore[import-untyped]
 import conch
 from conch.backends.memcached.client import Sharing, lock_keys, member_key
 from conch.backends.memcached.lock import MemcachedLock
-from conch.introspection import HolderStamp
 from tests.backends import shared_faults
 from tests.backends.test_memcached import backend_of, own_memcached  # noqa: F401 - fixture
 from tests.servers.memcached import MemcachedProcess
@@ -36,8 +35,8 @@ def keys_of(memcached_server: MemcachedProcess) -> Iterator[Client]:
 
 def old_exclusive(coordinator: conch.Coordinator, name: str) -> MemcachedLock:
     """The exclusive handle of a conch without shared locks: ``add`` only, never listed."""
-    return MemcachedLock(backend_of(coordinator).session, lock_keys(name.encode()),
-                         HolderStamp(name.encode(), "old conch"), lambda reason: None)
+    return MemcachedLock(backend_of(coordinator).session, name.encode(), "old conch",
+                         lambda reason: None)
 
 
 def test_the_holder_key_lists_the_shared_holders_and_the_last_release_deletes_it(

@@ -21,7 +21,6 @@ from conch.capabilities import Capabilities
 from conch.introspection import (
     HolderChanged,
     HolderInfo,
-    HolderStamp,
     LockInfo,
     has_hold_to_break,
     read_stamp,
@@ -52,16 +51,13 @@ class MemcachedBackend(Backend):
         self.session.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        stamp = HolderStamp(key, self.member_id)
-        return shared.MemcachedWriter(self.session, lock_keys(key), stamp, on_lost)
+        return shared.MemcachedWriter(self.session, key, self.member_id, on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        stamp = HolderStamp(key, self.member_id)
-        return shared.MemcachedReader(self.session, lock_keys(key), stamp, on_lost)
+        return shared.MemcachedReader(self.session, key, self.member_id, on_lost)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
-        stamp = HolderStamp(key, self.member_id)
-        return shared.MemcachedPermit(self.session, key, limit, stamp, on_lost)
+        return shared.MemcachedPermit(self.session, key, self.member_id, limit, on_lost)
 
     def groups(self) -> GroupStore:
         return MemcachedGroupStore(self.session, self.member_id)

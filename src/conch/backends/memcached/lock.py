@@ -17,9 +17,9 @@ from conch.backends.kit.ttl import TtlHold, new_hold_value
 from conch.backends.memcached.client import (
     CLIENT_ERRORS,
     TRANSIENT,
-    LockKeys,
     MemcachedClient,
     MemcachedSession,
+    lock_keys,
 )
 from conch.errors import BackendUnavailable, ConchError, LockLost
 from conch.introspection import HolderStamp
@@ -28,8 +28,7 @@ log = logging.getLogger("conch")
 EPOCH_KEY, GRACE_KEY = b"conch:epoch", b"conch:grace"
 GRACE_POLL = 0.05  # seconds between a waiter's tries during a restart grace period
 FIRST_PAUSE, MAX_PAUSE = 0.001, 0.005
-Attempt = tuple[int | None, bytes | None, float]
-"""``(token, CAS id if known, 0)`` when held, else ``(None, None, seconds to pause at least)``."""
+Attempt = tuple[int | None, bytes | None, float]  # token, CAS id, 0 | None, None, least pause
 
 
 def pauses() -> Iterator[float]:
@@ -83,12 +82,13 @@ LOCAL_RELEASES = LocalReleases()
 
 
 class MemcachedLock(LockHandle):
-    """One lock of a coordinator, borrowing its session."""
+    """One lock of a coordinator, borrowing its session (``kind``: see :func:`lock_keys`)."""
 
-    def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
-        self._session, self._keys, self._stamp, self._on_lost = session, keys, stamp, on_lost
-        self._signal = f"{session.options.where} ".encode() + keys.holder  # keys are per server
+    def __init__(self, session: MemcachedSession, name: bytes, member_id: str,
+                 on_lost: LossCallback, kind: bytes = b"") -> None:
+        self._session, self._keys, self._on_lost = session, lock_keys(name, kind), on_lost
+        self._stamp = HolderStamp(name, member_id)
+        self._signal = f"{session.options.where} ".encode() + self._keys.holder  # per server
         self._hold: TtlHold[bytes] | None = None
         self._cas: bytes | None = None  # the holder key's CAS id when taken, if known
         self._id = secrets.token_hex(16)  # in the name of its key of its own, where it has one

@@ -17,12 +17,10 @@ from conch.backends.memcached.client import (
     MemcachedClient,
     MemcachedSession,
     Sharing,
-    lock_keys,
     member_key,
 )
 from conch.backends.memcached.lock import Attempt, MemcachedLock
 from conch.errors import BackendUnavailable, LimitMismatch, LockLost
-from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
 READ_EVERY = 0.05  # seconds between a waiting writer's reads of the holder key
@@ -32,11 +30,11 @@ class MemberHold(MemcachedLock):
     """A hold listed in ``keys.holder`` (the listing), alive while its own key
     ``<listing>:<id>`` lives; its release wakes the waiters on the listing."""
 
-    def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
-        super().__init__(session, keys, stamp, on_lost)
-        self._listing = keys.holder
-        self._keys = LockKeys(member_key(keys.holder, self._id), keys.counter)
+    def __init__(self, session: MemcachedSession, name: bytes, member_id: str,
+                 on_lost: LossCallback, kind: bytes = b"") -> None:
+        super().__init__(session, name, member_id, on_lost, kind)
+        self._listing = self._keys.holder
+        self._keys = LockKeys(member_key(self._listing, self._id), self._keys.counter)
 
 
 class MemcachedReader(MemberHold):
@@ -144,9 +142,9 @@ class MemcachedWriter(MemcachedLock):
 class MemcachedPermit(MemberHold):
     """A semaphore's permit, listed in the roster (the limit and the holders' ids)."""
 
-    def __init__(self, session: MemcachedSession, name: bytes, limit: int, stamp: HolderStamp,
+    def __init__(self, session: MemcachedSession, name: bytes, member_id: str, limit: int,
                  on_lost: LossCallback) -> None:
-        super().__init__(session, lock_keys(name, b"semaphore:"), stamp, on_lost)
+        super().__init__(session, name, member_id, on_lost, b"semaphore:")
         self._limit, self._name = limit, name
 
     def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
