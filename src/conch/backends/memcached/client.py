@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import ssl
 from collections.abc import Callable
@@ -194,6 +195,7 @@ class MemcachedSession:
         self.options = MemcachedOptions.from_url(url)
         self.ttl = self._new_ttl()
         self.closed = False
+        self.translated = functools.partial(translated, url, CLIENT_ERRORS, self.options.describe)
         self._tls_context: ssl.SSLContext | None = None
         forget_in_child(self)
 
@@ -250,9 +252,6 @@ class MemcachedSession:
         if self.closed:
             raise unavailable(self.url, f"memcached at {self.options.where}: the coordinator "
                               "was stopped")
-
-    def translated(self) -> contextlib.AbstractContextManager[None]:
-        return translated(self.url, CLIENT_ERRORS, self.options.describe)
 
     def call(self, step: Callable[[MemcachedClient, bool], T]) -> T:
         """:meth:`run` on an open session, client exceptions translated."""

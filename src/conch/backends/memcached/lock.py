@@ -60,8 +60,7 @@ class LocalReleases:
     def forget_parent(self) -> None:
         """A forked child has none of its parent's waiters (and maybe a held mutex)."""
         self._mutex = threading.Lock()
-        self._watched: weakref.WeakValueDictionary[bytes, Releases] = \
-            weakref.WeakValueDictionary()
+        self._watched = weakref.WeakValueDictionary[bytes, Releases]()
 
     def watch(self, key: bytes) -> Releases:
         """``key``'s releases, watched while the caller keeps them (from before it tries)."""
