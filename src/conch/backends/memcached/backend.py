@@ -35,10 +35,8 @@ class MemcachedBackend(Backend):
     """Locks as keys with an expiry on one memcached server."""
 
     capabilities = Capabilities(
-        session_bound=False, fencing=True, fifo=False, notify=False,
-        shared_locks=True, distributed=True, introspection=True, breakable=True,
-        groups=True, semaphores=True,
-    )
+        session_bound=False, fencing=True, fifo=False, notify=False, shared_locks=True,
+        distributed=True, introspection=True, breakable=True, groups=True, semaphores=True)
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
@@ -101,12 +99,10 @@ def _held_locks(client: MemcachedClient) -> list[LockInfo]:
             for line in _metadump(client).splitlines() if line.startswith(b"key="))
     values = client.get_many([key for key in keys
                               if key.startswith(KEY_PREFIX) and len(key) == HOLDER_KEY_LENGTH])
-    locks = []
-    for value in values.values():
-        stamp = read_stamp(value.partition(b" ")[2])
-        if stamp is not None and lock_keys(stamp.key).holder in values:
-            locks.append(LockInfo(stamp.key, _holder(client, stamp.key, value)))
-    return locks
+    stamped = [(stamp, value) for value in values.values()
+               if (stamp := read_stamp(value.partition(b" ")[2])) is not None]
+    return [LockInfo(stamp.key, _holder(client, stamp.key, value)) for stamp, value in stamped
+            if lock_keys(stamp.key).holder in values]
 
 
 def _metadump(client: MemcachedClient) -> bytes:

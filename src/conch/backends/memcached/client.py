@@ -95,9 +95,8 @@ class LockKeys(NamedTuple):
 
 
 def lock_keys(name: bytes, kind: bytes = b"") -> LockKeys:
-    """``conch:<kind><sha256 hex>`` and its ``:token`` counter (kind ``semaphore:``: a
-    semaphore's roster): short, printable and distinct for any name (at most 250 bytes,
-    without spaces or control characters)."""
+    """``conch:<kind><sha256 hex>`` (kind ``semaphore:``: a semaphore's roster) and its
+    ``:token`` counter: short, printable keys, distinct for any name."""
     holder = KEY_PREFIX + kind + hex_digest(name).encode()
     return LockKeys(holder, holder + b":token")
 
@@ -108,8 +107,7 @@ def member_key(key: bytes, member: str) -> bytes:
 
 
 class MemcachedClient(Client):  # type: ignore[misc]
-    """pymemcache's client of one connection, with conch's compare-then-change steps and the
-    two meta commands of memcached 1.6 that pymemcache cannot send (by ``raw_command``)."""
+    """pymemcache's client of one connection, with conch's steps and two meta commands."""
 
     def add_with_cas(self, key: bytes, value: bytes, ttl: int) -> bytes | None:
         """``add`` returning the new item's CAS id (None: not stored)."""
@@ -158,10 +156,8 @@ class Sharing(NamedTuple):
 
     @classmethod
     def read(cls, value: bytes | None) -> Sharing | None:  # None: absent or exclusive
-        if value is None or not value.startswith(SHARED):
-            return None
-        state = json.loads(value[len(SHARED):])
-        return cls(list(state["readers"]), list(state["writers"]))
+        state = json.loads(value[len(SHARED):]) if value and value.startswith(SHARED) else None
+        return None if state is None else cls(list(state["readers"]), list(state["writers"]))
 
     def encode(self) -> bytes:
         return SHARED + json.dumps({"readers": sorted(set(self.readers)),
@@ -254,7 +250,6 @@ class MemcachedSession:
                               "was stopped")
 
     def call(self, step: Callable[[MemcachedClient, bool], T]) -> T:
-        """:meth:`run` on an open session, client exceptions translated."""
         self.check_open()
         with self.translated():
             return self.run(step)
@@ -276,8 +271,7 @@ class MemcachedSession:
                 for hold in holds]
 
     def _extend(self, key: bytes, value: bytes, found: tuple[bytes | None, bytes | None]) -> bool:
-        """Reset ``key``'s expiry if it still keeps ``value`` (``found``: its value and CAS id
-        just read); a ``cas`` beaten by another writer of a value that keeps it reads again."""
+        """Reset ``key``'s expiry if it still keeps ``value`` (``found``: read with its CAS id)."""
         current, cas = found
         for _ in range(CAS_TRIES):
             if current is None or not keeps(current, value):

@@ -17,7 +17,6 @@ from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
 REGISTRY_KEY = KEY_PREFIX + b"groups"  # the JSON list of the groups' names (hex)
 POLL_INTERVAL = 1.0  # seconds between two reads of a watched group (at most the renewal beat)
-Change = Callable[[list[str]], list[str] | None]
 
 
 def roster_key(group: bytes) -> bytes:
@@ -99,12 +98,11 @@ class MemcachedGroupStore(GroupStore):
     def leave(self, group: bytes) -> bool:
         if (hold := self._entries.pop(group, None)) is not None:
             self._session.ttl.discard(hold)
-        member = self._member_id
 
         def leave(client: MemcachedClient, retried: bool) -> bool:
             listed = self._update(client, roster_key(group),
-                                  lambda members: _without(members, member), False)
-            return bool(client.delete(entry_key(group, member))) or bool(listed)
+                                  lambda members: _without(members, self._member_id), False)
+            return bool(client.delete(entry_key(group, self._member_id))) or bool(listed)
         return self._session.call(leave)
 
     def members(self, group: bytes) -> dict[str, bytes] | None:
@@ -128,8 +126,8 @@ class MemcachedGroupStore(GroupStore):
         return {member: found[key].partition(b" ")[2] for member, key in keys.items()
                 if key in found}
 
-    def _update(self, client: MemcachedClient, key: bytes, change: Change,
-                create: bool) -> bool | None:
+    def _update(self, client: MemcachedClient, key: bytes,
+                change: Callable[[list[str]], list[str] | None], create: bool) -> bool | None:
         """Replace the JSON list at ``key`` by ``change(list)`` by CAS: True written, False
         nothing to write (``change`` said None), None no such key (and not ``create``)."""
         attempts = self._contended(key)
@@ -169,5 +167,4 @@ def _with(items: list[str], item: str) -> list[str]:
 
 
 def _without(items: list[str], item: str) -> list[str] | None:
-    """``items`` without ``item``; None when it is not there (nothing to write)."""
     return [other for other in items if other != item] if item in items else None

@@ -27,16 +27,15 @@ from conch.introspection import HolderStamp
 log = logging.getLogger("conch")
 EPOCH_KEY, GRACE_KEY = b"conch:epoch", b"conch:grace"
 GRACE_POLL = 0.05  # seconds between a waiter's tries during a restart grace period
-FIRST_PAUSE, MAX_PAUSE = 0.001, 0.005
 Attempt = tuple[int | None, bytes | None, float]  # token, CAS id, 0 | None, None, least pause
 
 
 def pauses() -> Iterator[float]:
-    """One waiter's pauses, doubling up to 5 ms, drawn from their upper half (not in step)."""
-    ceiling = FIRST_PAUSE
+    """One waiter's pauses, from 1 ms doubling up to 5 ms, each drawn from its upper half."""
+    ceiling = 0.001
     while True:
         yield random.uniform(ceiling / 2, ceiling)
-        ceiling = min(ceiling * 2, MAX_PAUSE)
+        ceiling = min(ceiling * 2, 0.005)
 
 
 class Releases(threading.Condition):
@@ -70,7 +69,6 @@ class LocalReleases:
             return releases
 
     def released(self, key: bytes) -> None:
-        """Wake this process's waiters on ``key``."""
         with self._mutex:
             if (releases := self._watched.get(key)) is not None:
                 releases.count += 1

@@ -27,8 +27,7 @@ READ_EVERY = 0.05  # seconds between a waiting writer's reads of the holder key
 
 
 class MemberHold(MemcachedLock):
-    """A hold listed in ``keys.holder`` (the listing), alive while its own key
-    ``<listing>:<id>`` lives; its release wakes the waiters on the listing."""
+    """A hold listed in the name's key (the listing), alive while ``<listing>:<id>`` lives."""
 
     def __init__(self, session: MemcachedSession, name: bytes, member_id: str,
                  on_lost: LossCallback, kind: bytes = b"") -> None:
@@ -125,9 +124,8 @@ class MemcachedWriter(MemcachedLock):
             return attempt  # held exclusively, or just freed: the next attempt adds
         alive = sharing.alive(client, holder)
         if not alive.readers:  # nobody alive shares it: take it over, if unchanged since
-            if not client.cas(holder, value, cas, expire=ttl):
-                return attempt
-            return self._fenced(client, value)
+            return self._fenced(client, value) if client.cas(holder, value, cas, expire=ttl) \
+                else attempt
         if self._id not in alive.writers:  # wait listed, so that new readers wait
             if self._waiting is None:
                 key = member_key(holder, self._id)
