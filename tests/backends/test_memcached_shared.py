@@ -16,11 +16,8 @@ import pytest
 from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 import conch
-from conch.backends.memcached.client import lock_keys, member_key
+from conch.backends.memcached.client import Sharing, lock_keys, member_key
 from conch.backends.memcached.lock import MemcachedLock
-from conch.backends.memcached.semaphore import semaphore_keys
-from conch.backends.memcached.shared import Sharing
-from conch.introspection import HolderStamp
 from tests.backends import shared_faults
 from tests.backends.test_memcached import backend_of, own_memcached  # noqa: F401 - fixture
 from tests.servers.memcached import MemcachedProcess
@@ -38,8 +35,8 @@ def keys_of(memcached_server: MemcachedProcess) -> Iterator[Client]:
 
 def old_exclusive(coordinator: conch.Coordinator, name: str) -> MemcachedLock:
     """The exclusive handle of a conch without shared locks: ``add`` only, never listed."""
-    return MemcachedLock(backend_of(coordinator).session, lock_keys(name.encode()),
-                         HolderStamp(name.encode(), "old conch"), lambda reason: None)
+    return MemcachedLock(backend_of(coordinator).session, name.encode(), "old conch",
+                         lambda reason: None)
 
 
 def test_the_holder_key_lists_the_shared_holders_and_the_last_release_deletes_it(
@@ -108,7 +105,7 @@ def test_a_server_restart_loses_shared_holds_and_permits_and_tokens_keep_increas
 def test_semaphore_keys_are_apart_and_a_lost_permit_frees_its_place(
     memcached_url: str, keys_of: Client, lock_name: str
 ) -> None:
-    keys = semaphore_keys(lock_name.encode())
+    keys = lock_keys(lock_name.encode(), b"semaphore:")
     assert keys.holder.startswith(b"conch:semaphore:")
     assert keys.holder != lock_keys(lock_name.encode()).holder
     with conch.connect(memcached_url) as coordinator:

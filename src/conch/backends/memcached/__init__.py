@@ -1,3 +1,1 @@
-"""The memcached:// backend: locks as keys with a TTL.
-
-The backend class is ``backend.MemcachedBackend``; docs/memcached.md has the design."""
+"""The memcached:// backend (``backend.MemcachedBackend``; design: docs/memcached.md)."""

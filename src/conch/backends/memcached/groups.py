@@ -1,6 +1,5 @@
-"""``memcached://`` groups: a roster key per group listing its members' ids, an entry key
-with the TTL per member, renewed with the locks, and ``conch:groups`` listing the groups,
-changed by CAS; watchers read every second (docs/memcached.md, "Groups")."""
+"""``memcached://`` groups: a roster key per group listing its members, an entry key with
+the TTL per member, ``conch:groups`` listing the groups (docs/memcached.md, "Groups")."""
 
 from __future__ import annotations
 
@@ -9,22 +8,15 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 
-from pymemcache.client.base import Client  # type: ignore[import-untyped]
-
 from conch.backends.base import GroupStore, LossCallback
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.ttl import TtlHold
-from conch.backends.memcached.client import KEY_PREFIX, compare_and_delete, store
-from conch.backends.memcached.session import MemcachedSession
-from conch.backends.memcached.waiting import pauses
+from conch.backends.memcached.client import KEY_PREFIX, MemcachedClient, MemcachedSession
+from conch.backends.memcached.lock import pauses
 from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
-REGISTRY_KEY = KEY_PREFIX + b"groups"
-"""The JSON list of the groups' names (hex); lock keys are ``conch:<hex>``."""
-POLL_INTERVAL = 1.0
-"""Seconds between two reads of a watched group (at most the renewal beat)."""
-
-Change = Callable[[list[str]], list[str] | None]
+REGISTRY_KEY = KEY_PREFIX + b"groups"  # the JSON list of the groups' names (hex)
+POLL_INTERVAL = 1.0  # seconds between two reads of a watched group (at most the renewal beat)
 
 
 def roster_key(group: bytes) -> bytes:
@@ -39,8 +31,7 @@ def entry_key(group: bytes, member_id: str) -> bytes:
 
 
 class MemcachedGroupStore(GroupStore):
-    """One coordinator's groups on its session's server. Calls for one group come one at a
-    time (:class:`conch.Group` serialises them)."""
+    """One coordinator's groups (:class:`conch.Group` serialises the calls for one)."""
 
     def __init__(self, session: MemcachedSession, member_id: str) -> None:
         self.poll_interval = min(POLL_INTERVAL, session.ttl.interval)
@@ -48,7 +39,7 @@ class MemcachedGroupStore(GroupStore):
         self._entries: dict[bytes, TtlHold[bytes]] = {}
 
     def create(self, group: bytes) -> bool:
-        def create(client: Client, retried: bool) -> bool:
+        def create(client: MemcachedClient, retried: bool) -> bool:
             created = bool(client.add(roster_key(group), b"[]", expire=0))
             # Written even when listed: a delete removing it meanwhile then reads again.
             self._update(client, REGISTRY_KEY, lambda names: _with(names, group.hex()), True)
@@ -56,7 +47,7 @@ class MemcachedGroupStore(GroupStore):
         return self._session.call(create)
 
     def delete(self, group: bytes) -> None:
-        def delete(client: Client, retried: bool) -> None:
+        def delete(client: MemcachedClient, retried: bool) -> None:
             attempts = self._contended(roster_key(group))
             while True:
                 # The CAS id before the members: a join after the read fails the delete.
@@ -66,7 +57,7 @@ class MemcachedGroupStore(GroupStore):
                     raise GroupNotFound(f"group {group!r} does not exist")
                 if live:
                     raise GroupNotEmpty(f"group {group!r} still has {len(live)} members")
-                if compare_and_delete(client, roster_key(group), cas) != b"EX":
+                if client.compare_and_delete(roster_key(group), cas) != b"EX":
                     break  # EX: joined or pruned since the read
                 time.sleep(next(attempts))
             # Listed until its roster is gone: a create arriving meanwhile keeps it.
@@ -75,7 +66,7 @@ class MemcachedGroupStore(GroupStore):
         self._session.call(delete)
 
     def names(self) -> list[bytes]:
-        def names(client: Client, retried: bool) -> list[bytes]:
+        def names(client: MemcachedClient, retried: bool) -> list[bytes]:
             listed = [bytes.fromhex(name)
                       for name in self._decode(REGISTRY_KEY, client.get(REGISTRY_KEY))]
             existing = client.get_many([roster_key(name) for name in listed])
@@ -87,7 +78,7 @@ class MemcachedGroupStore(GroupStore):
         value = secrets.token_hex(16).encode() + b" " + data
         member, ttl = self._member_id, self._session.options.ttl
 
-        def enter(client: Client, retried: bool) -> None:
+        def enter(client: MemcachedClient, retried: bool) -> None:
             def listed(members: list[str]) -> list[str]:
                 # Written even when listed (a read pruning it meanwhile then reads again),
                 # without the dead: the roster stays bounded when nobody reads it.
@@ -107,18 +98,17 @@ class MemcachedGroupStore(GroupStore):
     def leave(self, group: bytes) -> bool:
         if (hold := self._entries.pop(group, None)) is not None:
             self._session.ttl.discard(hold)
-        member = self._member_id
 
-        def leave(client: Client, retried: bool) -> bool:
+        def leave(client: MemcachedClient, retried: bool) -> bool:
             listed = self._update(client, roster_key(group),
-                                  lambda members: _without(members, member), False)
-            return bool(client.delete(entry_key(group, member))) or bool(listed)
+                                  lambda members: _without(members, self._member_id), False)
+            return bool(client.delete(entry_key(group, self._member_id))) or bool(listed)
         return self._session.call(leave)
 
     def members(self, group: bytes) -> dict[str, bytes] | None:
         return self._session.call(lambda client, retried: self._live(client, group))
 
-    def _live(self, client: Client, group: bytes) -> dict[str, bytes] | None:
+    def _live(self, client: MemcachedClient, group: bytes) -> dict[str, bytes] | None:
         """The live members' data; those whose entry expired are pruned from the roster."""
         live: dict[str, bytes] = {}
 
@@ -129,17 +119,17 @@ class MemcachedGroupStore(GroupStore):
 
         return None if self._update(client, roster_key(group), prune, False) is None else live
 
-    def _entries_of(self, client: Client, group: bytes, members: list[str]) -> dict[str, bytes]:
-        """The data of those of ``members`` whose entry is still there (alive)."""
+    def _entries_of(self, client: MemcachedClient, group: bytes,
+                    members: list[str]) -> dict[str, bytes]:
         keys = {member: entry_key(group, member) for member in members}
         found = client.get_many(list(keys.values()))
         return {member: found[key].partition(b" ")[2] for member, key in keys.items()
                 if key in found}
 
-    def _update(self, client: Client, key: bytes, change: Change, create: bool) -> bool | None:
-        """Replace the JSON list at ``key`` by ``change(list)`` with ``cas``, reading again
-        when another writer came first: True written, False nothing to write (``change``
-        said None), None no such key (and not ``create``)."""
+    def _update(self, client: MemcachedClient, key: bytes,
+                change: Callable[[list[str]], list[str] | None], create: bool) -> bool | None:
+        """Replace the JSON list at ``key`` by ``change(list)`` by CAS: True written, False
+        nothing to write (``change`` said None), None no such key (and not ``create``)."""
         attempts = self._contended(key)
         while True:
             found, cas = client.gets(key)
@@ -148,13 +138,12 @@ class MemcachedGroupStore(GroupStore):
             changed = change(self._decode(key, found))
             if changed is None:
                 return False
-            if store(client, key, json.dumps(changed).encode(), None if found is None else cas, 0):
+            if client.store(key, json.dumps(changed).encode(), None if found is None else cas, 0):
                 return True
             time.sleep(next(attempts))
 
     def _contended(self, key: bytes) -> Iterator[float]:
-        """Pauses between two tries to change ``key`` (from 1 ms to 5 ms, jittered), for
-        one reply timeout at most: then :class:`BackendUnavailable`."""
+        """Pauses between two tries to change ``key``, for one reply timeout at most."""
         options = self._session.options
         deadline, waits = time.monotonic() + options.timeout, pauses()
         while time.monotonic() < deadline:
@@ -163,7 +152,6 @@ class MemcachedGroupStore(GroupStore):
                                  f"for {options.timeout} s (timeout)")
 
     def _decode(self, key: bytes, value: bytes | None) -> list[str]:
-        """The JSON list of strings at ``key`` (``None``: an empty one)."""
         try:
             items = [] if value is None else json.loads(value)
         except ValueError:
@@ -179,5 +167,4 @@ def _with(items: list[str], item: str) -> list[str]:
 
 
 def _without(items: list[str], item: str) -> list[str] | None:
-    """``items`` without ``item``; None when it is not there (nothing to write)."""
     return [other for other in items if other != item] if item in items else None

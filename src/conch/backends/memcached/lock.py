@@ -1,68 +1,114 @@
-"""The ``memcached://`` lock: its handle, and its steps on the server, each acting only if
-nothing changed since its first call (``add`` only on an absent key; ``cas`` and the
-compare-and-delete only on an unchanged CAS id). See docs/memcached.md, "How it works"."""
+"""The ``memcached://`` lock: ``add``, a fencing counter, compare-and-delete, and a wait woken
+by this process's releases, else polling (docs/memcached.md, "How it works")."""
 
 from __future__ import annotations
 
 import logging
+import random
+import secrets
+import threading
 import time
-
-from pymemcache.client.base import Client  # type: ignore[import-untyped]
+import weakref
+from collections.abc import Iterator
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.ttl import TtlHold, new_hold_value
 from conch.backends.memcached.client import (
-    CAS_TRIES,
     CLIENT_ERRORS,
-    KEY_PREFIX,
     TRANSIENT,
-    LockKeys,
-    MemcachedOptions,
-    add_with_cas,
-    compare_and_delete,
+    MemcachedClient,
+    MemcachedSession,
+    lock_keys,
 )
-from conch.backends.memcached.session import MemcachedSession
-from conch.backends.memcached.waiting import LOCAL_RELEASES, pauses
 from conch.errors import BackendUnavailable, ConchError, LockLost
 from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
-EPOCH_KEY, GRACE_KEY = KEY_PREFIX + b"epoch", KEY_PREFIX + b"grace"
+EPOCH_KEY, GRACE_KEY = b"conch:epoch", b"conch:grace"
 GRACE_POLL = 0.05  # seconds between a waiter's tries during a restart grace period
-Attempt = tuple[int | None, bytes | None, float]
-"""``(token, CAS id if known, 0)`` when held, else ``(None, None, seconds to pause at least)``."""
+Attempt = tuple[int | None, bytes | None, float]  # token, CAS id, 0 | None, None, least pause
+
+
+def pauses() -> Iterator[float]:
+    """One waiter's pauses, from 1 ms doubling up to 5 ms, each drawn from its upper half."""
+    ceiling = 0.001
+    while True:
+        yield random.uniform(ceiling / 2, ceiling)
+        ceiling = min(ceiling * 2, 0.005)
+
+
+class Releases(threading.Condition):
+    """The releases of one key in this process, while waiters watch it (compare, not count)."""
+
+    count = 0
+
+    def wait_since(self, seen: int, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or less if a release came since ``count`` was ``seen``."""
+        with self:
+            self.wait_for(lambda: self.count != seen, timeout)
+
+
+class LocalReleases:
+    """Per key waited for, its :class:`Releases` by any coordinator of this process."""
+
+    def __init__(self) -> None:
+        self.forget_parent()
+        forget_in_child(self)
+
+    def forget_parent(self) -> None:
+        """A forked child has none of its parent's waiters (and maybe a held mutex)."""
+        self._mutex = threading.Lock()
+        self._watched = weakref.WeakValueDictionary[bytes, Releases]()
+
+    def watch(self, key: bytes) -> Releases:
+        """``key``'s releases, watched while the caller keeps them (from before it tries)."""
+        with self._mutex:
+            if (releases := self._watched.get(key)) is None:
+                releases = self._watched[key] = Releases(self._mutex)
+            return releases
+
+    def released(self, key: bytes) -> None:
+        with self._mutex:
+            if (releases := self._watched.get(key)) is not None:
+                releases.count += 1
+                releases.notify_all()
+
+
+LOCAL_RELEASES = LocalReleases()
 
 
 class MemcachedLock(LockHandle):
-    """One lock of a coordinator, borrowing its session."""
+    """One lock of a coordinator, borrowing its session (``kind``: see :func:`lock_keys`)."""
 
-    def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
-        self._session, self._keys, self._stamp, self._on_lost = session, keys, stamp, on_lost
-        self._signal = f"{session.options.where} ".encode() + keys.holder  # keys are per server
+    def __init__(self, session: MemcachedSession, name: bytes, member_id: str,
+                 on_lost: LossCallback, kind: bytes = b"") -> None:
+        self._session, self._keys, self._on_lost = session, lock_keys(name, kind), on_lost
+        self._stamp = HolderStamp(name, member_id)
+        self._signal = f"{session.options.where} ".encode() + self._keys.holder  # per server
         self._hold: TtlHold[bytes] | None = None
         self._cas: bytes | None = None  # the holder key's CAS id when taken, if known
+        self._id = secrets.token_hex(16)  # in the name of its key of its own, where it has one
 
     def acquire(self, deadline: Deadline) -> int | None:
-        waiting = pauses()
-        with LOCAL_RELEASES.watching(self._signal) as watch:
-            while True:
-                # A new value per attempt (a busy answer means the last one holds
-                # nothing), so that the stamp tells when the hold began.
-                value, seen, sent = new_hold_value(self._stamp), watch.releases, time.monotonic()
-                token, self._cas, at_least = self._try_acquire(value)
-                if token is not None:
-                    self._hold = self._session.ttl.keep(self._keys.holder, value, sent,
-                                                        self._on_lost)
-                    return token
-                remaining = deadline.remaining()
-                if remaining == 0:
-                    return None
-                pause = max(next(waiting), at_least)
-                watch.wait(seen, pause if remaining is None else min(pause, remaining))
+        waiting, releases = pauses(), LOCAL_RELEASES.watch(self._signal)
+        while True:
+            # A new value per attempt (a busy answer means the last one holds nothing),
+            # so that the stamp tells when the hold began.
+            value, seen, sent = new_hold_value(self._stamp), releases.count, time.monotonic()
+            token, self._cas, at_least = self._try_acquire(value)
+            if token is not None:
+                self._hold = self._session.ttl.keep(self._keys.holder, value, sent,
+                                                    self._on_lost)
+                return token
+            remaining = deadline.remaining()
+            if remaining == 0:
+                return None
+            pause = max(next(waiting), at_least)
+            releases.wait_since(seen, pause if remaining is None else min(pause, remaining))
 
     def _try_acquire(self, value: bytes) -> Attempt:
-        """One :func:`take` (retried after a lost reply), leaving nothing held if it fails."""
+        """One :meth:`_take` (retried after a lost reply), leaving nothing held if it fails."""
         session, keys = self._session, self._keys
         session.check_open()
         with session.translated():
@@ -72,15 +118,44 @@ class MemcachedLock(LockHandle):
                 raise  # twice unreachable: what the add may have stored expires within the TTL
             except BaseException:
                 try:
-                    free(session.client, keys.holder, value)
+                    session.run(lambda client, _: client.free(keys.holder, value))
                 except (*CLIENT_ERRORS, ConchError):
                     log.warning("could not free lock key %s after a failed acquire; it "
                                 "expires within the TTL", keys.holder.decode())
                 raise
 
-    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
-        """One attempt on ``client``, as :func:`take` (a semaphore's permit overrides it)."""
-        return take(client, self._keys, value, self._session.options, retried)
+    def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
+        """Hold the key with ``value`` (``retried``: the last try may have stored it)."""
+        cas = client.add_with_cas(self._keys.holder, value, self._session.options.ttl)
+        if cas is None and not (retried and client.get(self._keys.holder) == value):
+            return None, None, 0.0
+        return self._fenced(client, value, cas)
+
+    def _fenced(self, client: MemcachedClient, value: bytes, cas: bytes | None = None) -> Attempt:
+        """The token of a hold just taken (``cas``: its CAS id, if known); in a restart grace,
+        nothing held. A missing counter starts from the wall clock in µs."""
+        counter, options = self._keys.counter, self._session.options
+        token = client.incr(counter, 1)
+        if token is None:  # a new name, an eviction, or a server that lost its state
+            if self._in_grace(client):  # hold nothing until it ends
+                client.free(self._keys.holder, value, cas)
+                return None, None, GRACE_POLL
+            client.add(counter, str(time.time_ns() // 1000).encode(), expire=0)
+            if (token := client.incr(counter, 1)) is None:
+                raise BackendUnavailable(f"memcached at {options.where} evicts the fencing "
+                                         "counter as soon as it is stored: give it more memory")
+        return int(token), cas, 0.0
+
+    def _in_grace(self, client: MemcachedClient) -> bool:
+        """Whether the server may still have holders from before it lost its state."""
+        found, options = client.get_many([EPOCH_KEY, GRACE_KEY]), self._session.options
+        if EPOCH_KEY not in found:
+            # Grace first: whoever sees the epoch then sees the grace key until it expires.
+            client.add(GRACE_KEY, b"restart", expire=options.ttl)
+            client.add(EPOCH_KEY, str(time.time_ns() // 1000).encode(), expire=0)
+            log.warning("memcached at %s lost its state (restart, flush, or first use): no "
+                        "lock is granted for %d s", options.where, options.ttl)
+        return GRACE_KEY in found or EPOCH_KEY not in found
 
     def release(self) -> None:
         hold, self._hold = self._hold, None
@@ -93,72 +168,10 @@ class MemcachedLock(LockHandle):
         try:
             with self._session.translated():
                 # After a lost reply the key may be gone because our own delete ran.
-                freed = self._session.run(lambda client, retried: free(
-                    client, hold.keys, hold.value, cas) or retried)
+                freed = self._session.run(
+                    lambda client, retried: client.free(hold.keys, hold.value, cas) or retried)
         finally:
             LOCAL_RELEASES.released(self._signal)
         if not freed:
             raise LockLost(f"lock key {hold.keys.decode()} had expired or changed holder "
                            "before its release")
-
-
-def take(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
-         retried: bool) -> Attempt:
-    """Hold ``keys`` with ``value``. ``retried``: the earlier try may have stored ``value``."""
-    cas = add_with_cas(client, keys.holder, value, options.ttl)
-    if cas is None and not (retried and client.get(keys.holder) == value):
-        return None, None, 0.0
-    return fenced(client, keys, value, options, cas)
-
-
-def fenced(client: Client, keys: LockKeys, value: bytes, options: MemcachedOptions,
-           cas: bytes | None = None) -> Attempt:
-    """The token of a hold just taken with ``value`` (``cas``: its CAS id, if known), or,
-    in a restart grace, nothing held."""
-    token = next_token(client, keys, options)
-    if token is None:  # restart grace: hold nothing until it ends
-        free(client, keys.holder, value, cas)
-        return None, None, GRACE_POLL
-    return token, cas, 0.0
-
-
-def next_token(client: Client, keys: LockKeys, options: MemcachedOptions) -> int | None:
-    """The fencing token of a hold just taken (None: restart grace). A missing counter is
-    created from the wall clock in µs, so that tokens keep increasing."""
-    token = client.incr(keys.counter, 1)
-    if token is None:  # a new name, an eviction, or a server that lost its state
-        if in_grace(client, options):
-            return None
-        client.add(keys.counter, str(time.time_ns() // 1000).encode(), expire=0)
-        token = client.incr(keys.counter, 1)
-        if token is None:
-            raise BackendUnavailable(f"memcached at {options.where} evicts the fencing "
-                                     f"counter as soon as it is stored: give it more memory")
-    return int(token)
-
-
-def in_grace(client: Client, options: MemcachedOptions) -> bool:
-    """Whether the server may still have holders from before it lost its state: its epoch
-    key is gone, or the grace key it then gets (for one TTL) is not."""
-    found = client.get_many([EPOCH_KEY, GRACE_KEY])
-    if EPOCH_KEY not in found:
-        # Grace first: whoever sees the epoch then sees the grace key until it expires.
-        client.add(GRACE_KEY, b"restart", expire=options.ttl)
-        client.add(EPOCH_KEY, str(time.time_ns() // 1000).encode(), expire=0)
-        log.warning("memcached at %s lost its state (restart, flush, or first use): no "
-                    "lock is granted for %d s", options.where, options.ttl)
-    return GRACE_KEY in found or EPOCH_KEY not in found
-
-
-def free(client: Client, key: bytes, value: bytes, cas: bytes | None = None) -> bool:
-    """Delete ``key`` if it holds ``value``; False when it does not. ``cas``: its CAS id
-    when taken, which saves a read unless a renewal changed it since."""
-    if cas is not None and (reply := compare_and_delete(client, key, cas)) != b"EX":
-        return reply == b"HD"
-    for _ in range(CAS_TRIES):
-        found, cas = client.gets(key)
-        if found != value:
-            return False
-        if (reply := compare_and_delete(client, key, cas)) != b"EX":
-            return reply == b"HD"
-    return False

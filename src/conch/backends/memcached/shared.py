@@ -1,91 +1,48 @@
-"""``memcached://`` shared locks on the lock's one holder key, changed only by ``add``,
-``cas`` and compare-and-delete: while shared, it lists the shared holders and waiting
-writers, each alive while a key of its own lives (docs/memcached.md, "Shared locks")."""
+"""``memcached://`` shared locks and semaphores: each decides on one key listing its members,
+changed only by ``add``, ``cas`` and compare-and-delete; a member counts while a key of its
+own lives (docs/memcached.md, "Shared locks and semaphores")."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import secrets
 import time
-from typing import NamedTuple
-
-from pymemcache.client.base import Client  # type: ignore[import-untyped]
 
 from conch.backends.base import Deadline, LossCallback
 from conch.backends.kit.ttl import TtlHold
 from conch.backends.memcached.client import (
     CLIENT_ERRORS,
     LockKeys,
-    alive_members,
-    compare_and_delete,
+    MemcachedClient,
+    MemcachedSession,
+    Sharing,
     member_key,
-    store,
 )
-from conch.backends.memcached.lock import Attempt, MemcachedLock, fenced, free, take
-from conch.backends.memcached.session import MemcachedSession
-from conch.errors import LockLost
-from conch.introspection import HolderStamp
+from conch.backends.memcached.lock import Attempt, MemcachedLock
+from conch.errors import BackendUnavailable, LimitMismatch, LockLost
 
 log = logging.getLogger("conch")
-SHARED = b"=shared "
-"""How a holder key's value starts while the lock is shared (an exclusive value starts
-with hex digits)."""
-READ_EVERY = 0.05
-"""Seconds between a waiting writer's reads of the holder key after its first (its
-``add`` alone tells it when the key is gone): how late it may notice that the lock turned
-shared, or that its shared holders died."""
+READ_EVERY = 0.05  # seconds between a waiting writer's reads of the holder key
 
 
-class Sharing(NamedTuple):
-    """A shared holder key's value: the ids of the shared holders and waiting writers."""
+class MemberHold(MemcachedLock):
+    """A hold listed in the name's key (the listing), alive while ``<listing>:<id>`` lives."""
 
-    readers: list[str]
-    writers: list[str]
-
-    @classmethod
-    def read(cls, value: bytes | None) -> Sharing | None:
-        """``value``'s sharing; None when it is absent or an exclusive hold's."""
-        if value is None or not value.startswith(SHARED):
-            return None
-        state = json.loads(value[len(SHARED):])
-        return cls(list(state["readers"]), list(state["writers"]))
-
-    def encode(self) -> bytes:
-        return SHARED + json.dumps({"readers": sorted(set(self.readers)),
-                                    "writers": sorted(set(self.writers))}).encode()
-
-    def alive(self, client: Client, holder: bytes) -> Sharing:
-        """Only those whose own key still lives."""
-        alive = alive_members(client, holder, [*self.readers, *self.writers])
-        return Sharing([r for r in self.readers if r in alive],
-                       [w for w in self.writers if w in alive])
+    def __init__(self, session: MemcachedSession, name: bytes, member_id: str,
+                 on_lost: LossCallback, kind: bytes = b"") -> None:
+        super().__init__(session, name, member_id, on_lost, kind)
+        self._listing = self._keys.holder
+        self._keys = LockKeys(member_key(self._listing, self._id), self._keys.counter)
 
 
-def keeps(current: bytes, value: bytes) -> bool:
-    """The session's renewal test: a holder key keeps an exclusive hold's ``value`` while
-    equal to it, a shared one's (its reader id) while its sharing lists it."""
-    sharing = Sharing.read(current)
-    return current == value if sharing is None else \
-        value.decode("utf-8", "replace") in sharing.readers
+class MemcachedReader(MemberHold):
+    """A shared hold, listed in the lock's holder key."""
 
+    _listed: TtlHold[bytes] | None = None
 
-class MemcachedReader(MemcachedLock):
-    """A shared hold: listed in the holder key's sharing, alive while its own key lives.
-    The lock's wait, tokens and renewal serve it unchanged."""
-
-    def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
-        self._id = secrets.token_hex(16)
-        super().__init__(session, LockKeys(member_key(keys.holder, self._id), keys.counter),
-                         stamp, on_lost)
-        self._lock_keys = keys
-        self._signal = f"{session.options.where} ".encode() + keys.holder  # the lock's
-        self._listed: TtlHold[bytes] | None = None
-
-    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
-        holder, ttl = self._lock_keys.holder, self._session.options.ttl
+    def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
+        holder, ttl = self._listing, self._session.options.ttl
         while True:  # until the key is unchanged between its read and this change
             found, cas = client.gets(holder)
             sharing = Sharing.read(found)
@@ -96,9 +53,9 @@ class MemcachedReader(MemcachedLock):
                 return None, None, 0.0  # writer preference: wait behind them
             client.set(self._keys.holder, value, expire=ttl)  # alive before it is listed
             joined = Sharing([*alive.readers, self._id], alive.writers).encode()
-            if store(client, holder, joined, None if found is None else cas, ttl):
+            if client.store(holder, joined, None if found is None else cas, ttl):
                 break
-        attempt = fenced(client, self._keys, value, self._session.options)
+        attempt = self._fenced(client, value)
         if attempt[0] is None:  # restart grace: hold nothing until it ends
             self._leave(client)
         else:
@@ -114,13 +71,12 @@ class MemcachedReader(MemcachedLock):
             was_listed = self._session.run(lambda client, _: self._leave(client))
         super().release()  # its own key; the lock's waiters in this process wake
         if not was_listed:
-            raise LockLost(f"lock key {self._lock_keys.holder.decode()} no longer listed "
-                           "this shared hold at its release (expired, broken or taken over)")
+            raise LockLost(f"lock key {self._listing.decode()} no longer listed this shared "
+                           "hold at its release (expired, broken or taken over)")
 
-    def _leave(self, client: Client) -> bool:
-        """Take this reader off the sharing; the last live one frees the holder key.
-        Whether it was listed."""
-        holder, ttl = self._lock_keys.holder, self._session.options.ttl
+    def _leave(self, client: MemcachedClient) -> bool:
+        """Unlist this reader (the last live one deletes the key); whether it was listed."""
+        holder, ttl = self._listing, self._session.options.ttl
         while True:  # a failed change means another changed the key: read it again
             value, cas = client.gets(holder)
             sharing = Sharing.read(value)
@@ -131,21 +87,16 @@ class MemcachedReader(MemcachedLock):
             if alive.readers:
                 stored = client.cas(holder, alive.encode(), cas, expire=ttl)
             else:  # the waiting writers add the key as their exclusive hold
-                stored = compare_and_delete(client, holder, cas) == b"HD"
+                stored = client.compare_and_delete(holder, cas) == b"HD"
             if stored:
                 return True
 
 
 class MemcachedWriter(MemcachedLock):
-    """The exclusive hold: ``add`` as before; a lock shared by nobody alive any more is
-    taken over by ``cas``; while shared holders live, it waits listed as a writer."""
+    """An exclusive hold: takes over a sharing with no live holder, else waits listed."""
 
-    def __init__(self, session: MemcachedSession, keys: LockKeys, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
-        super().__init__(session, keys, stamp, on_lost)
-        self._id = secrets.token_hex(16)
-        self._waiting: TtlHold[bytes] | None = None
-        self._read_at = -math.inf
+    _waiting: TtlHold[bytes] | None = None  # its key as a waiting writer, while it has one
+    _read_at = -math.inf
 
     def acquire(self, deadline: Deadline) -> int | None:
         self._read_at = -math.inf
@@ -156,14 +107,13 @@ class MemcachedWriter(MemcachedLock):
             if waiting is not None:  # its key gone, it no longer holds readers back
                 self._session.ttl.discard(waiting)
                 try:
-                    self._session.run(lambda client, _: free(client, waiting.keys,
-                                                             waiting.value))
+                    self._session.run(lambda client, _: client.free(waiting.keys, waiting.value))
                 except CLIENT_ERRORS:
                     log.warning("could not delete waiting writer key %s; it expires within "
                                 "the TTL", waiting.keys.decode())
 
-    def _take(self, client: Client, value: bytes, retried: bool) -> Attempt:
-        attempt = take(client, self._keys, value, self._session.options, retried)
+    def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
+        attempt = super()._take(client, value, retried)
         if attempt[0] is not None or attempt[2] or time.monotonic() < self._read_at + READ_EVERY:
             return attempt
         holder, ttl = self._keys.holder, self._session.options.ttl
@@ -174,19 +124,45 @@ class MemcachedWriter(MemcachedLock):
             return attempt  # held exclusively, or just freed: the next attempt adds
         alive = sharing.alive(client, holder)
         if not alive.readers:  # nobody alive shares it: take it over, if unchanged since
-            if not client.cas(holder, value, cas, expire=ttl):
-                return attempt
-            return fenced(client, self._keys, value, self._session.options)
+            return self._fenced(client, value) if client.cas(holder, value, cas, expire=ttl) \
+                else attempt
         if self._id not in alive.writers:  # wait listed, so that new readers wait
             if self._waiting is None:
                 key = member_key(holder, self._id)
                 client.set(key, b"waiting", expire=ttl)
                 self._waiting = self._session.ttl.keep(key, b"waiting", time.monotonic(),
-                                                       _waiting_lost)
+                    lambda why: log.debug("a waiting writer's key was lost (%s)", why))
             waiting = Sharing(alive.readers, [*alive.writers, self._id]).encode()
             client.cas(holder, waiting, cas, expire=ttl)  # else listed at the next attempt
         return attempt
 
 
-def _waiting_lost(reason: str) -> None:
-    log.debug("a waiting writer's key was lost (%s): it waits on, unlisted", reason)
+class MemcachedPermit(MemberHold):
+    """A semaphore's permit, listed in the roster (the limit and the holders' ids)."""
+
+    def __init__(self, session: MemcachedSession, name: bytes, member_id: str, limit: int,
+                 on_lost: LossCallback) -> None:
+        super().__init__(session, name, member_id, on_lost, b"semaphore:")
+        self._limit, self._name = limit, name
+
+    def _take(self, client: MemcachedClient, value: bytes, retried: bool) -> Attempt:
+        while True:  # until the roster is unchanged between its read and this change
+            text, cas = client.gets(self._listing)
+            try:
+                roster = {"limit": None, "holders": []} if text is None else json.loads(text)
+                limit, listed = roster["limit"], [str(holder) for holder in roster["holders"]]
+            except (ValueError, KeyError, TypeError):
+                raise BackendUnavailable(f"the roster key of semaphore {self._name!r} holds "
+                                         "something conch did not write") from None
+            alive = client.alive_members(self._listing, listed)
+            if alive and limit != self._limit:
+                raise LimitMismatch(f"semaphore {self._name!r} is in use with limit {limit}, "
+                                    f"not {self._limit}")
+            if self._id not in alive and len(alive) >= self._limit:
+                return None, None, 0.0
+            client.set(self._keys.holder, value, expire=self._session.options.ttl)
+            roster = json.dumps({"limit": self._limit,
+                                 "holders": sorted({*alive, self._id})}).encode()
+            if client.store(self._listing, roster, None if text is None else cas, 0):
+                return self._fenced(client, value)
+            client.free(self._keys.holder, value)
