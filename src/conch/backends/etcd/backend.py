@@ -9,10 +9,8 @@ from conch.backends.etcd import inspection
 from conch.backends.etcd.client import Gateway, keys_under
 from conch.backends.etcd.errors import Unreachable, diagnosed
 from conch.backends.etcd.groups import EtcdGroupStore
-from conch.backends.etcd.lock import EtcdLock
-from conch.backends.etcd.semaphore import EtcdPermit
+from conch.backends.etcd.lock import EtcdLock, EtcdPermit, EtcdSharedLock
 from conch.backends.etcd.session import EtcdSession
-from conch.backends.etcd.shared import EtcdSharedLock
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.tls import OptionNames, tls_from_url
 from conch.capabilities import Capabilities

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 from conch.backends.base import Deadline, GroupStore, LossCallback
 from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
-from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
@@ -85,14 +84,11 @@ class EtcdGroupStore(GroupStore):
         while True:
             lease = self._session.lease()
             put = {"key": encode(key), "value": encode(data), "lease": str(lease.id)}
-            try:
-                answer = self._gateway.txn(compare=[_exists(encode(self._group_key(group)))],
-                                           success=[{"request_put": put}])
-            except EtcdRequestFailed as exc:
-                if exc.code == NOT_FOUND:  # the lease expired before the heartbeat noticed
-                    self._session.lease_lost(lease, str(exc))
-                    continue
-                raise
+            answer = self._session.write_with(
+                lease, compare=[_exists(encode(self._group_key(group)))],
+                success=[{"request_put": put}])
+            if answer is None:
+                continue
             if not answer.get("succeeded"):
                 raise GroupNotFound(f"group {group!r} does not exist")
             entry = Hold(lease, key, int(answer["header"]["revision"]))
@@ -157,9 +153,7 @@ class EtcdGroupStore(GroupStore):
             try:
                 wake(None)
                 while watch.wait(Deadline(IDLE_REOPEN)) and not watch.ended:
-                    changed, watch.changed = watch.changed, set()
-                    watch.rearm()
-                    wake({key[len(members):].partition(b"/")[0] for key in changed})
+                    wake({key[len(members):].partition(b"/")[0] for key in watch.take_changes()})
             finally:
                 with self._mutex:
                     self._watch = None

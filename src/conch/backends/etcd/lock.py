@@ -1,6 +1,7 @@
-"""The ``etcd://`` lock handle: a key per hold or waiter in the name's queue, on the session's
-lease; the oldest key holds. One transaction takes a free lock or joins the queue; a waiter
-follows the queue's deletions on a watch (docs/etcd.md, *How it works*)."""
+"""The ``etcd://`` lock handles: a key per hold or waiter in the name's queue, on the
+session's lease; the oldest keys hold. One transaction takes a free lock or joins the queue;
+a waiter follows the queue's deletions on a watch. A shared hold and a semaphore's permit
+are the same handle with other keys and reads (docs/etcd.md, *How it works*)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ import time
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
-from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
+from conch.backends.etcd.errors import EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
-from conch.errors import BackendUnavailable
+from conch.errors import BackendUnavailable, LimitMismatch
 from conch.introspection import HolderStamp
 
 # Between attempts to reach etcd while a waiter's lease may still live.
 _RECONNECT_PAUSE = 0.25
+# A shared hold's key starts with this in the queue; an exclusive hold's key starts with
+# its lease id in hex (every conch release names them so): all of them sort before "g".
+SHARED, _AFTER_EXCLUSIVE = b"shared-", b"g"
 
 Turn = tuple[set[bytes], bool]
 """The keys ahead of ours that a read found, and whether they are all of them."""
@@ -25,8 +29,7 @@ class _Requeue(Exception):
 
 
 class EtcdLock(LockHandle):
-    """One lock object of the name whose keys are under ``queue`` (subclassed by the other
-    kinds of hold)."""
+    """An exclusive hold of the name whose keys are under ``queue``."""
 
     tries_in_queue = False
     """Whether a try (``blocking=False``) that finds keys queued puts its key all the same
@@ -80,18 +83,14 @@ class EtcdLock(LockHandle):
         put = {"request_put": {"key": encode(key), "value": encode(self._stamp.stamp()),
                                "lease": str(lease.id)}}
         may_wait = self.tries_in_queue or not deadline.expired()
-        try:
-            # One round trip: take the lock if nobody queues (ahead of this kind); else
-            # join the queue (if we may wait), reading the keys queued before ours.
-            answer = self._session.gateway.txn(
-                compare=[{**self._ahead, "target": "CREATE", "result": "EQUAL",
-                          "create_revision": "0"}],
-                success=[put], failure=[self._queue_read(), put] if may_wait else [])
-        except EtcdRequestFailed as exc:
-            if exc.code == NOT_FOUND:  # our lease expired in etcd before the heartbeat noticed
-                self._session.lease_lost(lease, str(exc))
-                raise _Requeue from None
-            raise
+        # One round trip: take the lock if nobody queues (ahead of this kind); else join
+        # the queue (if we may wait), reading the keys queued before ours.
+        answer = self._session.write_with(
+            lease, compare=[{**self._ahead, "target": "CREATE", "result": "EQUAL",
+                             "create_revision": "0"}],
+            success=[put], failure=[self._queue_read(), put] if may_wait else [])
+        if answer is None:
+            raise _Requeue
         revision = int(answer["header"]["revision"])
         if answer.get("succeeded") or not may_wait:
             self._session.park_watch(lease, self._queue, watch)
@@ -128,11 +127,10 @@ class EtcdLock(LockHandle):
                         watch = session.watch(lease, self._queue)
                         stale = watch.revision > revision  # a deletion went unseen between
                         continue
-                    if key in watch.changed:
+                    changed = watch.take_changes()
+                    if key in changed:
                         raise _Requeue  # our lease expired, or someone deleted our key
-                    ahead -= watch.changed
-                    watch.changed.clear()
-                    watch.rearm()
+                    ahead -= changed
                     if watch.ended:  # the stream is spent: a new one, after a new read
                         session.unwatch(lease, watch)
                         watch, stale = None, True
@@ -176,3 +174,39 @@ class EtcdLock(LockHandle):
         """The keys ahead that :meth:`_queue_read` found, and whether that is all."""
         listed = answer["responses"][0].get("response_range", {})
         return {decode(kv["key"]) for kv in listed.get("kvs", [])}, not listed.get("more")
+
+
+class EtcdSharedLock(EtcdLock):
+    """A shared hold: its key, named apart in the lock's queue, waits only for the exclusive
+    keys ahead (FIFO with them), beside the other shared ones."""
+
+    def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
+        super().__init__(session, queue, stamp, on_lost)
+        self._ahead = {"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
+        self._key_prefix = queue + SHARED
+
+
+class EtcdPermit(EtcdLock):
+    """A semaphore's permit: a key naming its ``limit`` in the semaphore's queue, which holds
+    once fewer than ``limit`` keys are older than it."""
+
+    tries_in_queue = True
+    keys_read = 0
+
+    def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
+                 on_lost: LossCallback, name: bytes, limit: int) -> None:
+        super().__init__(session, queue, stamp, on_lost)
+        self._name, self._limit, self.room = name, limit, limit - 1
+        self._key_prefix = queue + f"{limit:x}-".encode()
+
+    def _turn(self, answer: Message) -> Turn:
+        ahead, complete = super()._turn(answer)
+        for key in ahead:
+            # Any older key with another limit: its holders use that one (or it is about
+            # to find ours and give up); either way the two must not mix.
+            limit = int(key[len(self._queue):].partition(b"-")[0], 16)
+            if limit != self._limit:
+                raise LimitMismatch(f"semaphore {self._name!r} is in use with limit "
+                                    f"{limit}, not {self._limit}")
+        return ahead, complete

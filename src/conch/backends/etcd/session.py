@@ -12,10 +12,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 
 from conch import metrics
 from conch.backends.base import LossCallback
-from conch.backends.etcd.client import Gateway, Watch
+from conch.backends.etcd.client import Gateway, Message, Watch
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Heartbeat, Holds
@@ -165,9 +166,20 @@ class EtcdSession:
         with self._mutex:
             watch = lease.parked.pop(queue, None)
         if watch is not None:
-            watch.changed.clear()  # changes before the caller's next read: moot
-            watch.rearm()
+            watch.take_changes()  # changes before the caller's next read: moot
         return watch
+
+    def write_with(self, lease: Lease, compare: Sequence[Message], success: Sequence[Message],
+                   failure: Sequence[Message] = ()) -> Message | None:
+        """A transaction whose puts use ``lease``; None when etcd no longer knows that lease
+        (it expired before the heartbeat noticed), which is then lost."""
+        try:
+            return self.gateway.txn(compare, success, failure)
+        except EtcdRequestFailed as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            self.lease_lost(lease, str(exc))
+            return None
 
     def release(self, hold: Hold) -> None:
         """Stop keeping ``hold`` alive and delete its key (wakes the next waiter); raise
