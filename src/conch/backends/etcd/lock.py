@@ -132,7 +132,7 @@ class EtcdLock(LockHandle):
                         raise _Requeue  # our lease expired, or someone deleted our key
                     ahead -= changed
                     if watch.ended:  # the stream is spent: a new one, after a new read
-                        session.unwatch(lease, watch)
+                        watch.close()
                         watch, stale = None, True
                 except EtcdRequestFailed:
                     raise
@@ -147,7 +147,7 @@ class EtcdLock(LockHandle):
                     stale = True
         except BaseException:
             if watch is not None:
-                session.unwatch(lease, watch)
+                watch.close()
             raise
         session.park_watch(lease, self._queue, watch)
         return token

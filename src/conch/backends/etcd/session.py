@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Sequence
 
 from conch import metrics
@@ -38,17 +39,16 @@ class Hold:
 
 @dataclasses.dataclass(eq=False)
 class Lease:
-    """One session lease and what depends on it."""
+    """One session lease and what depends on it: holds, group entries, open watches (those
+    ``parked`` kept for the next wait in their queue)."""
 
     id: int
     ttl: int
     renewed_at: float  # monotonic time the last successful grant/keep-alive was *sent*
     holds: Holds[Hold] = dataclasses.field(default_factory=Holds)
     entries: Holds[Hold] = dataclasses.field(default_factory=Holds)
-    """The group entries on the lease (docs/etcd.md, *Groups*)."""
-    watches: set[Watch] = dataclasses.field(default_factory=set)
+    watches: weakref.WeakSet[Watch] = dataclasses.field(default_factory=weakref.WeakSet)
     parked: dict[bytes, Watch] = dataclasses.field(default_factory=dict)
-    """Watches of ``watches`` kept for the next wait in a queue."""
     serial: itertools.count[int] = dataclasses.field(default_factory=itertools.count)
 
     def new_key(self, queue: bytes) -> bytes:
@@ -69,9 +69,8 @@ class EtcdSession:
 
     def forget_parent(self) -> None:
         """A fresh state (in a forked child: the parent's lease, holds, heartbeat and
-        sockets are not ours; never close, delete or revoke them; the gateway forgets its
-        connections itself)."""
-        self._mutex = threading.Lock()  # guards _lease, _closed and the stale sets
+        sockets are not ours; never close, delete or revoke them)."""
+        self._mutex = threading.Lock()  # guards _lease, _closed, the stale sets, the watches
         self._lease: Lease | None = None
         self._heartbeat: Heartbeat | None = None
         self._stale_keys: set[bytes] = set()
@@ -135,40 +134,6 @@ class EtcdSession:
             (hold.lease.entries if entry else hold.lease.holds).add(hold, on_lost)
             return True
 
-    def watch(self, lease: Lease, queue: bytes) -> Watch:
-        """A started watch on the deletions in ``queue``, cut short if ``lease`` is lost."""
-        watch = self.gateway.watch(queue, deletes_only=True)
-        with self._mutex:
-            lease.watches.add(watch)
-            current = self._lease is lease
-        if not current:
-            watch.interrupt()
-        return watch
-
-    def unwatch(self, lease: Lease, watch: Watch) -> None:
-        """Close a watch of :meth:`watch`."""
-        with self._mutex:
-            lease.watches.discard(watch)
-        watch.close()
-
-    def park_watch(self, lease: Lease, queue: bytes, watch: Watch | None) -> None:
-        """Keep a watch of :meth:`watch` for the next wait in ``queue``, until the next beat."""
-        if watch is None:
-            return
-        with self._mutex:
-            kept = (not watch.ended and self._lease is lease
-                    and lease.parked.setdefault(queue, watch) is watch)
-        if not kept:
-            self.unwatch(lease, watch)
-
-    def reuse_watch(self, lease: Lease, queue: bytes) -> Watch | None:
-        """The watch that :meth:`park_watch` kept for ``queue``, with no change pending."""
-        with self._mutex:
-            watch = lease.parked.pop(queue, None)
-        if watch is not None:
-            watch.take_changes()  # changes before the caller's next read: moot
-        return watch
-
     def write_with(self, lease: Lease, compare: Sequence[Message], success: Sequence[Message],
                    failure: Sequence[Message] = ()) -> Message | None:
         """A transaction whose puts use ``lease``; None when etcd no longer knows that lease
@@ -180,6 +145,34 @@ class EtcdSession:
                 raise
             self.lease_lost(lease, str(exc))
             return None
+
+    def watch(self, lease: Lease, queue: bytes) -> Watch:
+        """A started watch on the deletions in ``queue``, cut short if ``lease`` is lost."""
+        watch = self.gateway.watch(queue, deletes_only=True)
+        with self._mutex:
+            lease.watches.add(watch)
+            current = self._lease is lease
+        if not current:
+            watch.interrupt()
+        return watch
+
+    def park_watch(self, lease: Lease, queue: bytes, watch: Watch | None) -> None:
+        """Keep a watch of :meth:`watch` for the next wait in ``queue``, until the next beat."""
+        if watch is None:
+            return
+        with self._mutex:
+            kept = (not watch.ended and self._lease is lease
+                    and lease.parked.setdefault(queue, watch) is watch)
+        if not kept:
+            watch.close()
+
+    def reuse_watch(self, lease: Lease, queue: bytes) -> Watch | None:
+        """The watch that :meth:`park_watch` kept for ``queue``, with no change pending."""
+        with self._mutex:
+            watch = lease.parked.pop(queue, None)
+        if watch is not None:
+            watch.take_changes()  # changes before the caller's next read: moot
+        return watch
 
     def release(self, hold: Hold) -> None:
         """Stop keeping ``hold`` alive and delete its key (wakes the next waiter); raise
@@ -248,10 +241,11 @@ class EtcdSession:
         """Close ``lease``'s parked watches (``interrupt``: wake the waits on the others)."""
         with self._mutex:
             parked, lease.parked = lease.parked, {}
-        for watch in list(lease.watches) if interrupt else []:
+            woken = list(lease.watches) if interrupt else []
+        for watch in woken:
             watch.interrupt()
         for watch in parked.values():
-            self.unwatch(lease, watch)
+            watch.close()
 
     def _remove_stale(self, timeout: float) -> None:
         """Delete the keys and revoke the leases that could not be removed earlier."""
