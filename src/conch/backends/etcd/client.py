@@ -1,7 +1,5 @@
-"""A client of etcd v3's JSON gateway (``POST /v3/...``, keys base64, 64-bit integers as
-strings) over urllib3: only the calls the lock needs, with per-request timeouts, auth
-tokens, TLS and several endpoints, and watch streams read with a deadline (docs/etcd.md,
-*The code*). Why not a client library: docs/etcd.md, *Client choice*."""
+"""A client of etcd v3's JSON gateway over urllib3: the calls the lock needs, and watch
+streams read with a deadline (docs/etcd.md, *The code*, *Client choice*)."""
 
 from __future__ import annotations
 
@@ -49,20 +47,18 @@ def keys_under(prefix: bytes, **fields: object) -> Message:
 
 
 class Watch:
-    """A watch on a range of keys, started (etcd confirmed it) within ``timeout``, else
-    BackendUnavailable. One thread reads it; any may interrupt it."""
+    """A watch, confirmed by etcd within ``timeout``. One thread reads it; any may
+    interrupt it."""
 
     def __init__(self, response: urllib3.BaseHTTPResponse, endpoint: str,
                  timeout: float) -> None:
         conn = response.connection
         assert isinstance(conn, HTTPConnection) and conn.sock is not None  # a stream keeps one
-        self._conn, self._sock, self._response = conn, conn.sock, response
+        self._sock, self._response = conn.sock, response
         self._buffer = b""
         self._changed: set[bytes] = set()
-        self.ended = False
-        """The stream ended (connection lost or interrupted) or etcd cancelled the watch."""
-        self.revision = 0
-        """The store revision when the watch was created: later changes are seen."""
+        self.ended = False  # the stream ended, was interrupted, or etcd cancelled the watch
+        self.revision = 0  # the store revision at creation: later changes are seen
         try:
             self._start(endpoint, Deadline(timeout))
         except BaseException:
@@ -70,9 +66,8 @@ class Watch:
             raise
 
     def wait(self, deadline: Deadline) -> bool:
-        """Block until a watched key changed (deleted, for a watch of deletions) or the
-        stream ended (True: the caller reads again), or ``deadline`` passed (False). It
-        returns True at once from then on, until :meth:`take_changes`."""
+        """True once a watched key changed or the stream ended (at once until
+        :meth:`take_changes`), False when ``deadline`` passed."""
         while not (self.ended or self._changed):
             result = self._next(deadline)
             if result is None:
@@ -95,8 +90,7 @@ class Watch:
 
     def close(self) -> None:
         """End the stream (etcd cancels its watches when the connection closes)."""
-        if self._response.connection is not None:  # else urllib3 closed it and pooled it
-            self._conn.close()
+        self._response.close()
 
     def _start(self, endpoint: str, deadline: Deadline) -> None:
         while not self.revision:
@@ -144,8 +138,7 @@ class Gateway:
         self.connect_timeout = url.float_option("connect_timeout", 3.0)
         self._timeout = url.float_option("timeout", 5.0)
         self._tls_files = tls_files
-        self.ssl_context: ssl.SSLContext | None = None
-        """The context of every connection (None: plain HTTP), made by :meth:`open`."""
+        self.ssl_context: ssl.SSLContext | None = None  # None: plain HTTP
         self._pools: list[urllib3.HTTPConnectionPool] = []
         self._current = 0
         self._headers = _JSON
@@ -194,8 +187,7 @@ class Gateway:
                 {decode(key) for key in answer.get("keys", [])})
 
     def watch(self, prefix: bytes, deletes_only: bool) -> Watch:
-        """A started watch on the keys under ``prefix`` (only their deletion if
-        ``deletes_only``), from the current revision on."""
+        """A started watch on the keys under ``prefix``, from the current revision on."""
         request = {"create_request": keys_under(
             prefix, filters=["NOPUT"] if deletes_only else [])}
 
@@ -221,8 +213,7 @@ class Gateway:
             for host, port in self.endpoints]
 
     def _with_token(self, request: Callable[[], T]) -> T:
-        """``request()``, again with a new auth token if etcd said it expired
-        (``--auth-token-ttl``)."""
+        """``request()``, again with a new auth token if etcd said it expired."""
         try:
             return request()
         except EtcdRequestFailed as exc:

@@ -1,6 +1,5 @@
-"""``etcd://`` groups: a group is a key without lease whose value is its name, a member a key
-on the coordinator's session lease whose value is its entry (gone when the lease ends); one
-watch on the member keys pushes joins, leaves and expiries (docs/etcd.md, *Groups*)."""
+"""``etcd://`` groups: a group is a key without lease, a member a key on the session's lease;
+one watch on the member keys pushes joins, leaves and expiries (docs/etcd.md, *Groups*)."""
 
 from __future__ import annotations
 
@@ -22,11 +21,8 @@ log = logging.getLogger("conch")
 # Under the URL's prefix, beside the lock queues (named by hex digests, so never these):
 GROUPS = b"/groups/"  # + readable_key(group): the group, its exact name as value
 MEMBERS = b"/group-members/"  # + readable_key(group) + "/" + member id: a member's entry
-RECONNECT_PAUSE = 0.5
-"""Seconds between two attempts to open the members' watch while etcd cannot be reached."""
-IDLE_REOPEN = 60.0
-"""Seconds of silence after which the members' watch is opened anew: a connection cut
-without a word (a partition) would otherwise keep it silent for good."""
+RECONNECT_PAUSE = 0.5  # seconds between attempts to open the members' watch
+IDLE_REOPEN = 60.0  # seconds of silence after which it is opened anew (a silent partition)
 
 
 class EtcdGroupStore(GroupStore):
@@ -45,8 +41,7 @@ class EtcdGroupStore(GroupStore):
         forget_in_child(self)
 
     def forget_parent(self) -> None:
-        """A fresh state (in a forked child: the parent's watch stream and thread are not
-        ours; the parent's entries are never deleted: see :meth:`leave`)."""
+        """In a forked child: the parent's watch stream and thread are not ours."""
         self._mutex = threading.Lock()  # guards _entries, and _watch against close()
         self._watch: Watch | None = None
         self._subscribers.forget_parent()
@@ -135,8 +130,8 @@ class EtcdGroupStore(GroupStore):
             watch.interrupt()
 
     def _listen(self, stopped: threading.Event, wake: Wake) -> None:
-        """Follow the member keys of every group on one watch, opened anew when it ends or
-        was idle too long; wake every group when it opens (changes may have been missed)."""
+        """Follow every group's member keys on one watch, opened anew when it ends or idles;
+        wake every group when it opens (changes may have been missed)."""
         members = self._prefix + MEMBERS
         while not stopped.is_set():
             try:

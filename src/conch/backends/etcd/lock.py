@@ -31,13 +31,9 @@ class _Requeue(Exception):
 class EtcdLock(LockHandle):
     """An exclusive hold of the name whose keys are under ``queue``."""
 
-    tries_in_queue = False
-    """Whether a try (``blocking=False``) that finds keys queued puts its key all the same
-    to read its place (then deletes it unless it holds): a semaphore's may find room."""
-    room = 0
-    """How many keys may be ahead of a holder's."""
-    keys_read = 64
-    """The most keys ahead one read names (0: all); the rest are read once they are gone."""
+    tries_in_queue = False  # a try that finds keys queued still queues to read its place
+    room = 0  # how many keys may be ahead of a holder's
+    keys_read = 64  # the most keys ahead one read names (0: all); the rest are read later
 
     def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
@@ -100,8 +96,7 @@ class EtcdLock(LockHandle):
     def _wait_turn(self, lease: Lease, key: bytes, own_revision: int, turn: Turn,
                    watch: Watch | None, deadline: Deadline) -> int | None:
         """Wait until few enough keys older than ours are queued (``turn``, as read at
-        ``own_revision``); None when the deadline passed. ``watch``: a watch on the queue
-        that started before that read, if any."""
+        ``own_revision``, with ``watch`` started before if any); None at the deadline."""
         session = self._session
         (ahead, complete), revision = turn, own_revision
         stale = False  # the queue must be read again before waiting
@@ -142,8 +137,7 @@ class EtcdLock(LockHandle):
                     remaining = deadline.remaining()
                     if remaining == 0:
                         raise
-                    time.sleep(_RECONNECT_PAUSE if remaining is None
-                               else min(_RECONNECT_PAUSE, remaining))
+                    time.sleep(min(_RECONNECT_PAUSE, remaining or _RECONNECT_PAUSE))
                     stale = True
         except BaseException:
             if watch is not None:
@@ -158,9 +152,7 @@ class EtcdLock(LockHandle):
             compare=[{"key": encode(key), "target": "CREATE", "result": "EQUAL",
                       "create_revision": str(own_revision)}],
             success=[self._queue_read(below=own_revision)])
-        if not answer.get("succeeded"):
-            # Our key is gone: deleted by hand, or with our lease, which the next put
-            # with it then finds missing (and the session replaces).
+        if not answer.get("succeeded"):  # our key is gone: deleted by hand or with our lease
             raise _Requeue
         return self._turn(answer), int(answer["header"]["revision"])
 

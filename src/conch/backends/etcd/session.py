@@ -1,7 +1,6 @@
 """The liveness of one etcd coordinator: one lease at a time for all its locks and group
-entries, renewed by one heartbeat, given up (its holds lost) before etcd can expire it,
-revoked on close; keys that could not be deleted are deleted by a later beat. See
-docs/etcd.md, *Failures*."""
+entries, renewed by one heartbeat, given up before etcd can expire it, revoked on close
+(docs/etcd.md, *Failures*)."""
 
 from __future__ import annotations
 
@@ -68,8 +67,7 @@ class EtcdSession:
         forget_in_child(self)
 
     def forget_parent(self) -> None:
-        """A fresh state (in a forked child: the parent's lease, holds, heartbeat and
-        sockets are not ours; never close, delete or revoke them)."""
+        """In a forked child: the parent's lease, holds and heartbeat are not ours."""
         self._mutex = threading.Lock()  # guards _lease, _closed, the stale sets, the watches
         self._lease: Lease | None = None
         self._heartbeat: Heartbeat | None = None
@@ -126,8 +124,7 @@ class EtcdSession:
         self._end_watches(lease, interrupt=True)
 
     def track(self, hold: Hold, on_lost: LossCallback, entry: bool = False) -> bool:
-        """Keep ``hold`` (a group ``entry``) alive with its lease; False when that lease was
-        lost meanwhile."""
+        """Keep ``hold`` (a group ``entry``) alive; False if its lease was lost meanwhile."""
         with self._mutex:
             if self._lease is not hold.lease:
                 return False
@@ -175,8 +172,7 @@ class EtcdSession:
         return watch
 
     def release(self, hold: Hold) -> None:
-        """Stop keeping ``hold`` alive and delete its key (wakes the next waiter); raise
-        :class:`LockLost` when the key was already gone (lease expired, lock broken)."""
+        """Stop keeping ``hold`` alive and delete its key; LockLost if it was gone."""
         hold.lease.holds.discard(hold)
         if hold.pid == os.getpid() and not self.delete(hold.key):  # never a parent's key
             raise LockLost(
@@ -184,8 +180,8 @@ class EtcdSession:
                 "paused longer than the TTL?) or the lock was broken")
 
     def delete(self, key: bytes, quiet: bool = False) -> int:
-        """Delete a hold's or waiter's key (0: it was gone); if etcd cannot be reached, a
-        later beat does, and raise unless ``quiet``."""
+        """Delete a key (0: it was gone); if etcd cannot be reached, a later beat does, and
+        raise unless ``quiet``."""
         try:
             return self.gateway.delete(key)
         except BackendUnavailable:
