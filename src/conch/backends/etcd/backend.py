@@ -9,7 +9,7 @@ from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.etcd.client import Gateway, Message, decode, encode, keys_under
 from conch.backends.etcd.errors import Unreachable, diagnosed
 from conch.backends.etcd.groups import EtcdGroupStore
-from conch.backends.etcd.lock import EtcdLock, EtcdPermit, EtcdSharedLock
+from conch.backends.etcd.lock import EtcdLock, EtcdPermit
 from conch.backends.etcd.session import EtcdSession
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.tls import OptionNames, tls_from_url
@@ -83,8 +83,8 @@ class EtcdBackend(Backend):
         return EtcdLock(self.session, self.queue(key), HolderStamp(key, self.member_id), on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return EtcdSharedLock(self.session, self.queue(key), HolderStamp(key, self.member_id),
-                              on_lost)
+        return EtcdLock(self.session, self.queue(key), HolderStamp(key, self.member_id),
+                        on_lost, shared=True)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         return EtcdPermit(self.session, self.queue(key, SEMAPHORES),

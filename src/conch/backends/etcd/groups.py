@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 
 from conch.backends.base import Deadline, GroupStore, LossCallback
-from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
+from conch.backends.etcd.client import Message, decode, encode, keys_under
 from conch.backends.etcd.session import EtcdSession, Hold
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
@@ -42,8 +42,7 @@ class EtcdGroupStore(GroupStore):
 
     def forget_parent(self) -> None:
         """In a forked child: the parent's watch stream and thread are not ours."""
-        self._mutex = threading.Lock()  # guards _entries, and _watch against close()
-        self._watch: Watch | None = None
+        self._mutex = threading.Lock()  # guards _entries
         self._subscribers.forget_parent()
 
     def create(self, group: bytes) -> bool:
@@ -122,12 +121,8 @@ class EtcdGroupStore(GroupStore):
         return self._subscribers.subscribe(readable_key(group).encode(), changed)
 
     def close(self) -> None:
-        """The coordinator stops: end the watch (its thread ends once it sees that)."""
-        with self._mutex:
-            self._subscribers.stop()
-            watch = self._watch
-        if watch is not None:
-            watch.interrupt()
+        """The coordinator stops: the watch thread ends once the session cut its watch."""
+        self._subscribers.stop()
 
     def _listen(self, stopped: threading.Event, wake: Wake) -> None:
         """Follow every group's member keys on one watch, opened anew when it ends or idles;
@@ -135,23 +130,16 @@ class EtcdGroupStore(GroupStore):
         members = self._prefix + MEMBERS
         while not stopped.is_set():
             try:
-                watch = self._gateway.watch(members, deletes_only=False)
+                watch = self._session.watch(members)
             except BackendUnavailable as exc:
                 log.info("conch: watching etcd keys %r failed, will retry: %s", members, exc)
                 stopped.wait(RECONNECT_PAUSE)
                 continue
-            with self._mutex:
-                if stopped.is_set():
-                    watch.close()
-                    return
-                self._watch = watch
             try:
                 wake(None)
                 while watch.wait(Deadline(IDLE_REOPEN)) and not watch.ended:
                     wake({key[len(members):].partition(b"/")[0] for key in watch.take_changes()})
             finally:
-                with self._mutex:
-                    self._watch = None
                 watch.close()
 
     def _group_key(self, group: bytes) -> bytes:

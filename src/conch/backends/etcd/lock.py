@@ -29,21 +29,24 @@ class _Requeue(Exception):
 
 
 class EtcdLock(LockHandle):
-    """An exclusive hold of the name whose keys are under ``queue``."""
+    """A hold of the name whose keys are under ``queue``. A ``shared`` one's key is named
+    apart and waits only for the exclusive keys ahead (FIFO with them), beside the others."""
 
     tries_in_queue = False  # a try that finds keys queued still queues to read its place
     room = 0  # how many keys may be ahead of a holder's
     keys_read = 64  # the most keys ahead one read names (0: all); the rest are read later
 
     def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
+                 on_lost: LossCallback, shared: bool = False) -> None:
         self._session = session
         self._queue = queue
         self._stamp = stamp  # each key's value, for `conch show`
         self._on_lost = on_lost
         self._hold: Hold | None = None
-        self._ahead = keys_under(queue)  # the keys that keep this kind of hold waiting
-        self._key_prefix = queue  # where this kind of hold's keys are named
+        # The keys that keep this kind of hold waiting, and where its own keys are named.
+        self._ahead = ({"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
+                       if shared else keys_under(queue))
+        self._key_prefix = queue + SHARED if shared else queue
 
     def acquire(self, deadline: Deadline) -> int | None:
         session = self._session
@@ -119,7 +122,7 @@ class EtcdLock(LockHandle):
                         token = None
                         break
                     if watch is None:
-                        watch = session.watch(lease, self._queue)
+                        watch = session.watch(self._queue, lease)
                         stale = watch.revision > revision  # a deletion went unseen between
                         continue
                     changed = watch.take_changes()
@@ -166,17 +169,6 @@ class EtcdLock(LockHandle):
         """The keys ahead that :meth:`_queue_read` found, and whether that is all."""
         listed = answer["responses"][0].get("response_range", {})
         return {decode(kv["key"]) for kv in listed.get("kvs", [])}, not listed.get("more")
-
-
-class EtcdSharedLock(EtcdLock):
-    """A shared hold: its key, named apart in the lock's queue, waits only for the exclusive
-    keys ahead (FIFO with them), beside the other shared ones."""
-
-    def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
-        super().__init__(session, queue, stamp, on_lost)
-        self._ahead = {"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
-        self._key_prefix = queue + SHARED
 
 
 class EtcdPermit(EtcdLock):

@@ -38,15 +38,14 @@ class Hold:
 
 @dataclasses.dataclass(eq=False)
 class Lease:
-    """One session lease and what depends on it: holds, group entries, open watches (those
-    ``parked`` kept for the next wait in their queue)."""
+    """One session lease and what depends on it: holds, group entries, and the watches
+    ``parked`` for the next wait in their queue."""
 
     id: int
     ttl: int
     renewed_at: float  # monotonic time the last successful grant/keep-alive was *sent*
     holds: Holds[Hold] = dataclasses.field(default_factory=Holds)
     entries: Holds[Hold] = dataclasses.field(default_factory=Holds)
-    watches: weakref.WeakSet[Watch] = dataclasses.field(default_factory=weakref.WeakSet)
     parked: dict[bytes, Watch] = dataclasses.field(default_factory=dict)
     serial: itertools.count[int] = dataclasses.field(default_factory=itertools.count)
 
@@ -70,6 +69,7 @@ class EtcdSession:
         """In a forked child: the parent's lease, holds and heartbeat are not ours."""
         self._mutex = threading.Lock()  # guards _lease, _closed, the stale sets, the watches
         self._lease: Lease | None = None
+        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()  # cut short at a loss
         self._heartbeat: Heartbeat | None = None
         self._stale_keys: set[bytes] = set()
         self._stale_leases: set[int] = set()
@@ -85,8 +85,7 @@ class EtcdSession:
                 self._stale_leases.add(lease.id)  # revoking deletes every key of the session
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        if lease is not None:
-            self._end_watches(lease, interrupt=True)
+        self._end_watches(lease, interrupt=True)
         self._remove_stale(timeout=self.gateway.connect_timeout)
 
     def lease(self) -> Lease:
@@ -143,13 +142,14 @@ class EtcdSession:
             self.lease_lost(lease, str(exc))
             return None
 
-    def watch(self, lease: Lease, queue: bytes) -> Watch:
-        """A started watch on the deletions in ``queue``, cut short if ``lease`` is lost."""
-        watch = self.gateway.watch(queue, deletes_only=True)
+    def watch(self, prefix: bytes, lease: Lease | None = None) -> Watch:
+        """A started watch on the keys under ``prefix`` (only their deletions in the queue of
+        a hold on ``lease``), cut short when the session closes or a lease is lost."""
+        watch = self.gateway.watch(prefix, deletes_only=lease is not None)
         with self._mutex:
-            lease.watches.add(watch)
-            current = self._lease is lease
-        if not current:
+            self._watches.add(watch)
+            cut = self._closed or (lease is not None and self._lease is not lease)
+        if cut:
             watch.interrupt()
         return watch
 
@@ -233,11 +233,12 @@ class EtcdSession:
                     if hold.token <= revision and hold.key not in keys:
                         registry.lose(hold, "its key was deleted in etcd")
 
-    def _end_watches(self, lease: Lease, interrupt: bool = False) -> None:
-        """Close ``lease``'s parked watches (``interrupt``: wake the waits on the others)."""
+    def _end_watches(self, lease: Lease | None, interrupt: bool = False) -> None:
+        """Close ``lease``'s parked watches (``interrupt``: wake the waits on every watch)."""
         with self._mutex:
-            parked, lease.parked = lease.parked, {}
-            woken = list(lease.watches) if interrupt else []
+            parked, woken = {}, list(self._watches) if interrupt else []
+            if lease is not None:
+                parked, lease.parked = lease.parked, {}
         for watch in woken:
             watch.interrupt()
         for watch in parked.values():
