@@ -90,6 +90,7 @@ class Watch:
 
     def close(self) -> None:
         """End the stream (etcd cancels its watches when the connection closes)."""
+        self.ended = True
         self._response.close()
 
     def _start(self, endpoint: str, deadline: Deadline) -> None:

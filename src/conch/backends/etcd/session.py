@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 
 from conch import metrics
@@ -69,7 +68,7 @@ class EtcdSession:
         """In a forked child: the parent's lease, holds and heartbeat are not ours."""
         self._mutex = threading.Lock()  # guards _lease, _closed, the stale sets, the watches
         self._lease: Lease | None = None
-        self._watches: weakref.WeakSet[Watch] = weakref.WeakSet()  # cut short at a loss
+        self._watches: set[Watch] = set()  # cut short at a loss; the ended ones pruned
         self._heartbeat: Heartbeat | None = None
         self._stale_keys: set[bytes] = set()
         self._stale_leases: set[int] = set()
@@ -147,7 +146,7 @@ class EtcdSession:
         a hold on ``lease``), cut short when the session closes or a lease is lost."""
         watch = self.gateway.watch(prefix, deletes_only=lease is not None)
         with self._mutex:
-            self._watches.add(watch)
+            self._watches = {other for other in self._watches if not other.ended} | {watch}
             cut = self._closed or (lease is not None and self._lease is not lease)
         if cut:
             watch.interrupt()
