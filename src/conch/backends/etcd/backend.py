@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.etcd.client import Gateway, Message, decode, encode, keys_under
-from conch.backends.etcd.errors import Unreachable, diagnosed
+from conch.backends.etcd.errors import diagnosed
 from conch.backends.etcd.groups import EtcdGroupStore
 from conch.backends.etcd.lock import EtcdLock, EtcdPermit
 from conch.backends.etcd.session import EtcdSession
@@ -66,12 +66,9 @@ class EtcdBackend(Backend):
             self.gateway.call("/v3/kv/range",
                               keys_under(self.prefix + b"/", limit="1", count_only=True))
             self.session.lease()  # the first lease starts the heartbeat
-        except Unreachable as exc:
+        except BackendUnavailable as exc:
             self.gateway.close()
             raise diagnosed(exc, self.gateway.ssl_context, self.gateway.connect_timeout) from None
-        except BackendUnavailable:
-            self.gateway.close()
-            raise
 
     def close(self) -> None:
         if self._groups is not None:

@@ -83,10 +83,10 @@ def refusal(url: BackendURL, endpoint: Endpoint, status: int, data: bytes) -> Ba
     return EtcdRequestFailed(scrub(f"{where}: {message}", url), code)
 
 
-def diagnosed(failure: Unreachable, context: ssl.SSLContext | None,
+def diagnosed(failure: BackendUnavailable, context: ssl.SSLContext | None,
               timeout: float) -> BackendUnavailable:
     """``failure``, or the TLS problem behind it when a connection of our own finds one."""
-    endpoint = failure.tls_suspect
+    endpoint = failure.tls_suspect if isinstance(failure, Unreachable) else None
     problem = endpoint and diagnose_endpoints([endpoint], context, timeout,
                                               "use an etcd+https:// URL")
     if endpoint is None or problem is None:
