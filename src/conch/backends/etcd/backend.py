@@ -6,7 +6,7 @@ oldest key of its queue, which breaking deletes."""
 from __future__ import annotations
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
-from conch.backends.etcd.client import Gateway, Message, decode, encode, keys_under
+from conch.backends.etcd.client import Gateway, Message, created, decode, encode, keys_under
 from conch.backends.etcd.errors import diagnosed
 from conch.backends.etcd.groups import EtcdGroupStore
 from conch.backends.etcd.lock import EtcdLock, EtcdPermit
@@ -120,8 +120,7 @@ class EtcdBackend(Backend):
         if not has_hold_to_break(lock, token) or kv is None:
             return lock
         answer = self.gateway.txn(  # only if the holder's key is still the one read
-            compare=[{"key": kv["key"], "target": "CREATE", "result": "EQUAL",
-                      "create_revision": kv["create_revision"]}],
+            compare=[created({"key": kv["key"]}, kv["create_revision"])],
             success=[{"request_delete_range": {"key": kv["key"]}}])
         if not answer.get("succeeded"):
             raise HolderChanged(f"lock {lock.name!r} was released while being broken")

@@ -40,6 +40,11 @@ def decode(text: str) -> bytes:
     return base64.b64decode(text)
 
 
+def created(keys: Message, revision: object = 0, result: str = "EQUAL") -> Message:
+    """A comparison of the create revision of ``keys`` (a key or a range; 0: none exists)."""
+    return {**keys, "target": "CREATE", "result": result, "create_revision": str(revision)}
+
+
 def keys_under(prefix: bytes, **fields: object) -> Message:
     """A range (or compare) over every key starting with ``prefix``, with ``fields``."""
     end = prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes here end in "/", never 0xff

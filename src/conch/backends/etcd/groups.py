@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 
 from conch.backends.base import Deadline, GroupStore, LossCallback
-from conch.backends.etcd.client import Message, decode, encode, keys_under
+from conch.backends.etcd.client import created, decode, encode, keys_under
 from conch.backends.etcd.session import EtcdSession, Hold
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
@@ -48,7 +48,7 @@ class EtcdGroupStore(GroupStore):
     def create(self, group: bytes) -> bool:
         key = encode(self._group_key(group))
         answer = self._gateway.txn(
-            compare=[{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            compare=[created({"key": key})],
             success=[{"request_put": {"key": key, "value": encode(group)}}])
         return bool(answer.get("succeeded"))
 
@@ -56,8 +56,7 @@ class EtcdGroupStore(GroupStore):
         key, members = encode(self._group_key(group)), self._members_of(group)
         # One transaction: the group goes only if it exists and no member key is left.
         answer = self._gateway.txn(
-            compare=[_exists(key),
-                     keys_under(members, target="CREATE", result="EQUAL", create_revision="0")],
+            compare=[created({"key": key}, result="GREATER"), created(keys_under(members))],
             success=[{"request_delete_range": {"key": key}}],
             failure=[{"request_range": {"key": key, "count_only": True}},
                      {"request_range": keys_under(members, count_only=True)}])
@@ -79,7 +78,7 @@ class EtcdGroupStore(GroupStore):
             lease = self._session.lease()
             put = {"key": encode(key), "value": encode(data), "lease": str(lease.id)}
             answer = self._session.write_with(
-                lease, compare=[_exists(encode(self._group_key(group)))],
+                lease, compare=[created({"key": encode(self._group_key(group))}, result="GREATER")],
                 success=[{"request_put": put}])
             if answer is None:
                 continue
@@ -147,8 +146,3 @@ class EtcdGroupStore(GroupStore):
 
     def _members_of(self, group: bytes) -> bytes:
         return self._prefix + MEMBERS + readable_key(group).encode() + b"/"
-
-
-def _exists(key: str) -> Message:
-    """A comparison that holds when (base64) ``key`` exists."""
-    return {"key": key, "target": "CREATE", "result": "GREATER", "create_revision": "0"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
+from conch.backends.etcd.client import Message, Watch, created, decode, encode, keys_under
 from conch.backends.etcd.errors import EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
 from conch.errors import BackendUnavailable, LimitMismatch
@@ -85,8 +85,7 @@ class EtcdLock(LockHandle):
         # One round trip: take the lock if nobody queues (ahead of this kind); else join
         # the queue (if we may wait), reading the keys queued before ours.
         answer = self._session.write_with(
-            lease, compare=[{**self._ahead, "target": "CREATE", "result": "EQUAL",
-                             "create_revision": "0"}],
+            lease, compare=[created(self._ahead)],
             success=[put], failure=[self._queue_read(), put] if may_wait else [])
         if answer is None:
             raise _Requeue
@@ -152,8 +151,7 @@ class EtcdLock(LockHandle):
     def _check_turn(self, key: bytes, own_revision: int) -> tuple[Turn, int]:
         """The keys ahead of ours now, and the revision read."""
         answer = self._session.gateway.txn(
-            compare=[{"key": encode(key), "target": "CREATE", "result": "EQUAL",
-                      "create_revision": str(own_revision)}],
+            compare=[created({"key": encode(key)}, own_revision)],
             success=[self._queue_read(below=own_revision)])
         if not answer.get("succeeded"):  # our key is gone: deleted by hand or with our lease
             raise _Requeue
