@@ -174,7 +174,7 @@ class _QueueByHand:
     def acquire(self) -> int:
         self._key = self._queue + f"{self._lease:x}-{next(self._serial)}".encode()
         put = {"request_put": {"key": encode(self._key), "lease": str(self._lease)}}
-        self._watch.changed.clear()
+        self._watch.take_changes()
         answer = self._gateway.txn(
             compare=[{**keys_under(self._queue), "target": "CREATE", "result": "EQUAL",
                       "create_revision": "0"}],
@@ -182,9 +182,9 @@ class _QueueByHand:
                                     put])
         listed = answer["responses"][0].get("response_range", {}).get("kvs", [])
         ahead = {decode(kv["key"]) for kv in listed}
-        while ahead - self._watch.changed:
-            self._watch.rearm()
+        while ahead:
             self._watch.wait(Deadline(None))
+            ahead -= self._watch.take_changes()
         return int(answer["header"]["revision"])
 
     def release(self) -> None:

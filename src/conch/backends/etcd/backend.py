@@ -1,23 +1,28 @@
 """``etcd[+https]://[user:password@]host:port[,host:port][/prefix][?options]``: locks and
 groups in an etcd v3 cluster through its JSON gateway; options ``ttl``, ``connect_timeout``,
-``timeout`` and ``ssl_ca``/``ssl_cert``/``ssl_key`` (docs/etcd.md)."""
+``timeout`` and ``ssl_ca``/``ssl_cert``/``ssl_key`` (docs/etcd.md). A lock's holder is the
+oldest key of its queue, which breaking deletes."""
 
 from __future__ import annotations
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
-from conch.backends.etcd import inspection
-from conch.backends.etcd.client import Gateway, keys_under
-from conch.backends.etcd.errors import Unreachable, diagnosed
+from conch.backends.etcd.client import Gateway, Message, created, decode, encode, keys_under
+from conch.backends.etcd.errors import diagnosed
 from conch.backends.etcd.groups import EtcdGroupStore
-from conch.backends.etcd.lock import EtcdLock
-from conch.backends.etcd.semaphore import EtcdPermit
+from conch.backends.etcd.lock import EtcdLock, EtcdPermit
 from conch.backends.etcd.session import EtcdSession
-from conch.backends.etcd.shared import EtcdSharedLock
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.tls import OptionNames, tls_from_url
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL
-from conch.introspection import HolderStamp, LockInfo
+from conch.introspection import (
+    HolderChanged,
+    HolderInfo,
+    HolderStamp,
+    LockInfo,
+    has_hold_to_break,
+    read_stamp,
+)
 from conch.url import BackendURL
 
 DEFAULT_PREFIX = "/conch/locks"
@@ -61,12 +66,9 @@ class EtcdBackend(Backend):
             self.gateway.call("/v3/kv/range",
                               keys_under(self.prefix + b"/", limit="1", count_only=True))
             self.session.lease()  # the first lease starts the heartbeat
-        except Unreachable as exc:
+        except BackendUnavailable as exc:
             self.gateway.close()
             raise diagnosed(exc, self.gateway.ssl_context, self.gateway.connect_timeout) from None
-        except BackendUnavailable:
-            self.gateway.close()
-            raise
 
     def close(self) -> None:
         if self._groups is not None:
@@ -78,8 +80,8 @@ class EtcdBackend(Backend):
         return EtcdLock(self.session, self.queue(key), HolderStamp(key, self.member_id), on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return EtcdSharedLock(self.session, self.queue(key), HolderStamp(key, self.member_id),
-                              on_lost)
+        return EtcdLock(self.session, self.queue(key), HolderStamp(key, self.member_id),
+                        on_lost, shared=True)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         return EtcdPermit(self.session, self.queue(key, SEMAPHORES),
@@ -95,10 +97,54 @@ class EtcdBackend(Backend):
         return self._groups
 
     def describe_lock(self, key: bytes) -> LockInfo:
-        return inspection.describe(self.gateway, self.queue(key), key)[0]
+        return self._describe(key)[0]
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
-        return inspection.held_locks(self.gateway, self.prefix)
+        # Queues are named by hex digests: from "<prefix>/0" to "<prefix>/f..." and no
+        # further, leaving out the groups and the semaphores beside them.
+        answer = self.gateway.call("/v3/kv/range", {"key": encode(self.prefix + b"/0"),
+                                                    "range_end": encode(self.prefix + b"/g")})
+        queues: dict[bytes, list[Message]] = {}
+        for kv in answer.get("kvs", []):
+            queues.setdefault(decode(kv["key"]).rpartition(b"/")[0], []).append(kv)
+        found = []
+        for kvs in queues.values():
+            first = min(kvs, key=lambda kv: int(kv["create_revision"]))
+            stamp = read_stamp(decode(first.get("value", "")))
+            if stamp is not None:
+                found.append(LockInfo(stamp.key, self._holder(first), len(kvs) - 1))
+        return found
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        return inspection.break_hold(self.gateway, self.queue(key), key, token)
+        lock, kv = self._describe(key)
+        if not has_hold_to_break(lock, token) or kv is None:
+            return lock
+        answer = self.gateway.txn(  # only if the holder's key is still the one read
+            compare=[created({"key": kv["key"]}, kv["create_revision"])],
+            success=[{"request_delete_range": {"key": kv["key"]}}])
+        if not answer.get("succeeded"):
+            raise HolderChanged(f"lock {lock.name!r} was released while being broken")
+        return lock
+
+    def _describe(self, key: bytes) -> tuple[LockInfo, Message | None]:
+        """Lock ``key`` and its holder's key-value."""
+        # Sorted, then cut to one key; "count" is every key of the range all the same.
+        answer = self.gateway.call("/v3/kv/range", keys_under(
+            self.queue(key), sort_order="ASCEND", sort_target="CREATE", limit="1"))
+        kvs = answer.get("kvs", [])
+        if not kvs:
+            return LockInfo(key, None, 0), None
+        waiters = max(0, int(answer.get("count", "1")) - 1)
+        return LockInfo(key, self._holder(kvs[0]), waiters), kvs[0]
+
+    def _holder(self, kv: Message) -> HolderInfo:
+        lease = int(kv.get("lease", "0"))
+        ttl = self.gateway.lease_ttl(lease)[1] if lease else -1
+        known = {"token": int(kv["create_revision"]),
+                 "ttl_left": float(ttl) if ttl >= 0 else None,
+                 "session": f"{lease:x}" if lease else None}
+        stamp = read_stamp(decode(kv.get("value", "")))
+        if stamp is None:  # a key from before stamps: its value was the member id
+            member = decode(kv.get("value", "")).decode("utf-8", "replace") or None
+            return HolderInfo(member_id=member, **known)  # type: ignore[arg-type]
+        return stamp.holder(**known)

@@ -1,7 +1,5 @@
-"""A client of etcd v3's JSON gateway (``POST /v3/...``, keys base64, 64-bit integers as
-strings) over urllib3: only the calls the lock needs, with per-request timeouts, auth
-tokens, TLS and several endpoints, and watch streams read with a deadline (docs/etcd.md,
-*The code*). Why not a client library: docs/etcd.md, *Client choice*."""
+"""A client of etcd v3's JSON gateway over urllib3: the calls the lock needs, and watch
+streams read with a deadline (docs/etcd.md, *The code*, *Client choice*)."""
 
 from __future__ import annotations
 
@@ -10,13 +8,12 @@ import contextlib
 import json
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import urllib3
 from urllib3.connection import HTTPConnection
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError
 
 from conch.backends.base import Deadline
 from conch.backends.etcd import errors
@@ -43,65 +40,53 @@ def decode(text: str) -> bytes:
     return base64.b64decode(text)
 
 
+def created(keys: Message, revision: object = 0, result: str = "EQUAL") -> Message:
+    """A comparison of the create revision of ``keys`` (a key or a range; 0: none exists)."""
+    return {**keys, "target": "CREATE", "result": result, "create_revision": str(revision)}
+
+
 def keys_under(prefix: bytes, **fields: object) -> Message:
     """A range (or compare) over every key starting with ``prefix``, with ``fields``."""
     end = prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes here end in "/", never 0xff
     return {"key": encode(prefix), "range_end": encode(end), **fields}
 
 
-_ENDED: dict[str, Any] = {"canceled": True}  # what the end of the stream reads as
-
-
 class Watch:
-    """A watch on a range of keys. One thread reads it; any may interrupt it."""
+    """A watch, confirmed by etcd within ``timeout``. One thread reads it; any may
+    interrupt it."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, endpoint: str) -> None:
+    def __init__(self, response: urllib3.BaseHTTPResponse, endpoint: str,
+                 timeout: float) -> None:
         conn = response.connection
         assert isinstance(conn, HTTPConnection) and conn.sock is not None  # a stream keeps one
-        self._conn, self._sock, self._response = conn, conn.sock, response
-        self._endpoint = endpoint
+        self._sock, self._response = conn.sock, response
         self._buffer = b""
-        self.revision = 0
-        """The store revision when the watch was created: later changes are seen."""
-        self.changed: set[bytes] = set()
-        """The keys seen changed (deleted, for a watch of deletions), until cleared."""
-        self._fired = False  # a change arrived and was not waited for yet
-        self.ended = False
-        """The stream ended (connection lost or interrupted) or etcd cancelled the watch."""
-
-    def start(self, timeout: float) -> None:
-        """Wait until etcd confirms the watch; raise BackendUnavailable."""
-        deadline = Deadline(timeout)
-        while not self.revision:
-            result = self._next(deadline)
-            if result is None or result is _ENDED:
-                reason = "timed out" if result is None else "connection lost"
-                raise BackendUnavailable(f"etcd at {self._endpoint} is unreachable ({reason})")
-            if result.get("canceled"):  # refused: the gRPC error only in the reason
-                reason = str(result.get("cancel_reason"))
-                raise EtcdRequestFailed(f"etcd at {self._endpoint} refused a watch: {reason}",
-                                        UNAUTHENTICATED if "Unauthenticated" in reason else -1)
-            if result.get("created"):
-                self.revision = int(result["header"]["revision"])
+        self._changed: set[bytes] = set()
+        self.ended = False  # the stream ended, was interrupted, or etcd cancelled the watch
+        self.revision = 0  # the store revision at creation: later changes are seen
+        try:
+            self._start(endpoint, Deadline(timeout))
+        except BaseException:
+            self.close()
+            raise
 
     def wait(self, deadline: Deadline) -> bool:
-        """Block until a watched key changed, the stream ended or was interrupted (True:
-        the caller reads again) or ``deadline`` passed (False). It returns True at once from
-        then on, until :meth:`rearm`."""
-        while not self._fired:
+        """True once a watched key changed or the stream ended (at once until
+        :meth:`take_changes`), False when ``deadline`` passed."""
+        while not (self.ended or self._changed):
             result = self._next(deadline)
             if result is None:
-                return False
-            for event in result.get("events", []):
-                self.changed.add(base64.b64decode(event["kv"]["key"]))
+                return not deadline.expired()
             # A cancelled watch (a compacted history) has ended too: the caller reads again.
             self.ended = bool(result.get("canceled"))
-            self._fired = self.ended or bool(result.get("events"))
+            self._changed.update(decode(event["kv"]["key"])
+                                 for event in result.get("events", []))
         return True
 
-    def rearm(self) -> None:
-        """Make :meth:`wait` wait for the next change (for a stream that lives on)."""
-        self._fired = False
+    def take_changes(self) -> set[bytes]:
+        """The keys seen changed since the last call: :meth:`wait` then waits for more."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def interrupt(self) -> None:
         """Make a :meth:`wait` in another thread return now (session lost or closed)."""
@@ -110,12 +95,24 @@ class Watch:
 
     def close(self) -> None:
         """End the stream (etcd cancels its watches when the connection closes)."""
-        if self._response.connection is not None:  # else urllib3 closed it and pooled it
-            self._conn.close()
+        self.ended = True
+        self._response.close()
 
-    def _next(self, deadline: Deadline) -> dict[str, Any] | None:
-        """The next message's result; :data:`_ENDED` once the stream ended, None when the
-        deadline passed."""
+    def _start(self, endpoint: str, deadline: Deadline) -> None:
+        while not self.revision:
+            result = self._next(deadline)
+            if result is None:
+                reason = "timed out" if deadline.expired() else "connection lost"
+                raise BackendUnavailable(f"etcd at {endpoint} is unreachable ({reason})")
+            if result.get("canceled"):  # refused: the gRPC error only in the reason
+                reason = str(result.get("cancel_reason"))
+                raise EtcdRequestFailed(f"etcd at {endpoint} refused a watch: {reason}",
+                                        UNAUTHENTICATED if "Unauthenticated" in reason else -1)
+            if result.get("created"):
+                self.revision = int(result["header"]["revision"])
+
+    def _next(self, deadline: Deadline) -> Message | None:
+        """The next message's result; None once the stream ended or ``deadline`` passed."""
         while True:
             line, newline, rest = self._buffer.partition(b"\n")
             if newline:
@@ -125,18 +122,14 @@ class Watch:
                     return message.get("result", {})  # type: ignore[no-any-return]
                 continue
             remaining = deadline.remaining()
-            if remaining == 0:
+            if remaining == 0 or self.ended:
                 return None
             try:
                 self._sock.settimeout(remaining)
                 data = self._response.read1(65536)
-            except (ReadTimeoutError, TimeoutError):
-                self.ended = True  # urllib3 closed the stream (and took its connection back)
-                continue  # the deadline check above ends the wait
-            except (HTTPError, OSError):
-                return _ENDED
-            if not data:
-                return _ENDED
+            except (HTTPError, OSError):  # a read timeout: urllib3 closed the stream too
+                data = b""
+            self.ended = not data
             self._buffer += data
 
 
@@ -151,12 +144,10 @@ class Gateway:
         self.connect_timeout = url.float_option("connect_timeout", 3.0)
         self._timeout = url.float_option("timeout", 5.0)
         self._tls_files = tls_files
-        self.ssl_context: ssl.SSLContext | None = None
-        """The context of every connection (None: plain HTTP), made by :meth:`open`."""
+        self.ssl_context: ssl.SSLContext | None = None  # None: plain HTTP
         self._pools: list[urllib3.HTTPConnectionPool] = []
         self._current = 0
-        self._auth_lock = threading.Lock()
-        self._headers: dict[str, str] = dict(_JSON)
+        self._headers = _JSON
 
     def open(self) -> None:
         """Read the TLS files, if any, and make the connection pools: before any request."""
@@ -170,20 +161,19 @@ class Gateway:
         """Get an auth token when the URL names a user (no-op otherwise or without auth)."""
         if self._url.username is None:
             return
-        with self._auth_lock:
-            try:  # without the old token: etcd refuses any request carrying an expired one
-                answer = self._post("/v3/auth/authenticate", {
-                    "name": self._url.username, "password": self._url.password or ""}, _JSON)
-            except EtcdRequestFailed as exc:
-                if exc.code == errors.FAILED_PRECONDITION:  # auth off: etcd's client goes on
-                    return
-                raise EtcdRequestFailed(f"etcd refused user {self._url.username!r}: {exc}",
-                                        exc.code) from None
-            self._headers = {**_JSON, "Authorization": str(answer["token"])}
+        try:  # without the old token: etcd refuses any request carrying an expired one
+            answer = self._send("/v3/auth/authenticate", {
+                "name": self._url.username, "password": self._url.password or ""}, _JSON).json()
+        except EtcdRequestFailed as exc:
+            if exc.code == errors.FAILED_PRECONDITION:  # auth off: etcd's client goes on
+                return
+            raise EtcdRequestFailed(f"etcd refused user {self._url.username!r}: {exc}",
+                                    exc.code) from None
+        self._headers = {**_JSON, "Authorization": str(answer["token"])}
 
     def call(self, path: str, body: Message, timeout: float | None = None) -> Message:
         """POST ``body`` to ``path`` and return etcd's answer."""
-        return self._with_token(lambda: self._post(path, body, self._headers, timeout))
+        return self._with_token(lambda: self._send(path, body, self._headers, timeout).json())
 
     def txn(self, compare: Sequence[Message], success: Sequence[Message],
             failure: Sequence[Message] = ()) -> Message:
@@ -203,10 +193,15 @@ class Gateway:
                 {decode(key) for key in answer.get("keys", [])})
 
     def watch(self, prefix: bytes, deletes_only: bool) -> Watch:
-        """A started watch on the keys under ``prefix`` (only their deletion if
-        ``deletes_only``), from the current revision on."""
-        request = keys_under(prefix, filters=["NOPUT"] if deletes_only else [])
-        return self._with_token(lambda: self._open_watch(request))
+        """A started watch on the keys under ``prefix``, from the current revision on."""
+        request = {"create_request": keys_under(
+            prefix, filters=["NOPUT"] if deletes_only else [])}
+
+        def open_watch() -> Watch:
+            response = self._send("/v3/watch", request, self._headers, stream=True)
+            host, port = self.endpoints[self._current]
+            return Watch(response, f"{host}:{port}", self._timeout)
+        return self._with_token(open_watch)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -222,11 +217,9 @@ class Gateway:
             urllib3.HTTPSConnectionPool(host, port, maxsize=16, block=False, retries=False,
                                         timeout=limits, ssl_context=self.ssl_context)
             for host, port in self.endpoints]
-        self._auth_lock = threading.Lock()  # the parent may have held it while forking
 
     def _with_token(self, request: Callable[[], T]) -> T:
-        """``request()``, again with a new auth token if etcd said it expired
-        (``--auth-token-ttl``)."""
+        """``request()``, again with a new auth token if etcd said it expired."""
         try:
             return request()
         except EtcdRequestFailed as exc:
@@ -235,32 +228,14 @@ class Gateway:
         self.authenticate()
         return request()
 
-    def _open_watch(self, request: Message) -> Watch:
-        payload = json.dumps({"create_request": request}).encode()
-        response = self._send("/v3/watch", payload, self._headers, stream=True)
-        host, port = self.endpoints[self._current]
-        watch = Watch(response, f"{host}:{port}")
-        try:
-            watch.start(self._timeout)
-        except BaseException:
-            watch.close()
-            raise
-        return watch
-
-    def _post(self, path: str, body: Message, headers: dict[str, str],
-              timeout: float | None = None) -> Message:
-        answer: Message = json.loads(self._send(path, json.dumps(body).encode(), headers,
-                                                timeout).data)
-        return answer
-
-    def _send(self, path: str, payload: bytes, headers: dict[str, str],
+    def _send(self, path: str, body: Message, headers: dict[str, str],
               timeout: float | None = None, stream: bool = False) -> urllib3.BaseHTTPResponse:
         """The answer of the current endpoint, or of the next ones while a connection
         cannot be opened; ``stream``: left unread, its connection out of the pool."""
         read_timeout = self._timeout if timeout is None else timeout
         limits = urllib3.Timeout(connect=min(self.connect_timeout, read_timeout),
                                  read=read_timeout)
-        start = self._current
+        payload, start = json.dumps(body).encode(), self._current
         failure: BaseException | None = None
         for step in range(len(self.endpoints)):
             index = (start + step) % len(self.endpoints)

@@ -1,5 +1,5 @@
-"""What etcd's failures become: a :class:`conch.BackendUnavailable` naming the endpoint and
-the reason, with the URL's secrets scrubbed (:mod:`conch.backends.kit.errors`)."""
+"""etcd's failures as :class:`conch.BackendUnavailable` naming the endpoint and the reason,
+secrets scrubbed (:mod:`conch.backends.kit.errors`)."""
 
 from __future__ import annotations
 
@@ -28,8 +28,7 @@ _CN_REFUSED = "CommonName of client sending a request against gateway"
 
 
 class Unreachable(BackendUnavailable):
-    """No answer; ``tls_suspect``: the endpoint, when TLS may be the cause (a TLS error, or
-    a connection closed without an answer)."""
+    """No answer; ``tls_suspect``: the endpoint, when TLS may be the cause."""
 
     def __init__(self, text: str, tls_suspect: Endpoint | None) -> None:
         super().__init__(text)
@@ -84,10 +83,10 @@ def refusal(url: BackendURL, endpoint: Endpoint, status: int, data: bytes) -> Ba
     return EtcdRequestFailed(scrub(f"{where}: {message}", url), code)
 
 
-def diagnosed(failure: Unreachable, context: ssl.SSLContext | None,
+def diagnosed(failure: BackendUnavailable, context: ssl.SSLContext | None,
               timeout: float) -> BackendUnavailable:
     """``failure``, or the TLS problem behind it when a connection of our own finds one."""
-    endpoint = failure.tls_suspect
+    endpoint = failure.tls_suspect if isinstance(failure, Unreachable) else None
     problem = endpoint and diagnose_endpoints([endpoint], context, timeout,
                                               "use an etcd+https:// URL")
     if endpoint is None or problem is None:

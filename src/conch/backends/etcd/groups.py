@@ -1,6 +1,5 @@
-"""``etcd://`` groups: a group is a key without lease whose value is its name, a member a key
-on the coordinator's session lease whose value is its entry (gone when the lease ends); one
-watch on the member keys pushes joins, leaves and expiries (docs/etcd.md, *Groups*)."""
+"""``etcd://`` groups: a group is a key without lease, a member a key on the session's lease;
+one watch on the member keys pushes joins, leaves and expiries (docs/etcd.md, *Groups*)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ import threading
 from collections.abc import Callable
 
 from conch.backends.base import Deadline, GroupStore, LossCallback
-from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
-from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
+from conch.backends.etcd.client import created, decode, encode, keys_under
 from conch.backends.etcd.session import EtcdSession, Hold
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
@@ -23,11 +21,8 @@ log = logging.getLogger("conch")
 # Under the URL's prefix, beside the lock queues (named by hex digests, so never these):
 GROUPS = b"/groups/"  # + readable_key(group): the group, its exact name as value
 MEMBERS = b"/group-members/"  # + readable_key(group) + "/" + member id: a member's entry
-RECONNECT_PAUSE = 0.5
-"""Seconds between two attempts to open the members' watch while etcd cannot be reached."""
-IDLE_REOPEN = 60.0
-"""Seconds of silence after which the members' watch is opened anew: a connection cut
-without a word (a partition) would otherwise keep it silent for good."""
+RECONNECT_PAUSE = 0.5  # seconds between attempts to open the members' watch
+IDLE_REOPEN = 60.0  # seconds of silence after which it is opened anew (a silent partition)
 
 
 class EtcdGroupStore(GroupStore):
@@ -46,16 +41,14 @@ class EtcdGroupStore(GroupStore):
         forget_in_child(self)
 
     def forget_parent(self) -> None:
-        """A fresh state (in a forked child: the parent's watch stream and thread are not
-        ours; the parent's entries are never deleted: see :meth:`leave`)."""
-        self._mutex = threading.Lock()  # guards _entries, and _watch against close()
-        self._watch: Watch | None = None
+        """In a forked child: the parent's watch stream and thread are not ours."""
+        self._mutex = threading.Lock()  # guards _entries
         self._subscribers.forget_parent()
 
     def create(self, group: bytes) -> bool:
         key = encode(self._group_key(group))
         answer = self._gateway.txn(
-            compare=[{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
+            compare=[created({"key": key})],
             success=[{"request_put": {"key": key, "value": encode(group)}}])
         return bool(answer.get("succeeded"))
 
@@ -63,8 +56,7 @@ class EtcdGroupStore(GroupStore):
         key, members = encode(self._group_key(group)), self._members_of(group)
         # One transaction: the group goes only if it exists and no member key is left.
         answer = self._gateway.txn(
-            compare=[_exists(key),
-                     keys_under(members, target="CREATE", result="EQUAL", create_revision="0")],
+            compare=[created({"key": key}, result="GREATER"), created(keys_under(members))],
             success=[{"request_delete_range": {"key": key}}],
             failure=[{"request_range": {"key": key, "count_only": True}},
                      {"request_range": keys_under(members, count_only=True)}])
@@ -85,14 +77,11 @@ class EtcdGroupStore(GroupStore):
         while True:
             lease = self._session.lease()
             put = {"key": encode(key), "value": encode(data), "lease": str(lease.id)}
-            try:
-                answer = self._gateway.txn(compare=[_exists(encode(self._group_key(group)))],
-                                           success=[{"request_put": put}])
-            except EtcdRequestFailed as exc:
-                if exc.code == NOT_FOUND:  # the lease expired before the heartbeat noticed
-                    self._session.lease_lost(lease, str(exc))
-                    continue
-                raise
+            answer = self._session.write_with(
+                lease, compare=[created({"key": encode(self._group_key(group))}, result="GREATER")],
+                success=[{"request_put": put}])
+            if answer is None:
+                continue
             if not answer.get("succeeded"):
                 raise GroupNotFound(f"group {group!r} does not exist")
             entry = Hold(lease, key, int(answer["header"]["revision"]))
@@ -131,38 +120,25 @@ class EtcdGroupStore(GroupStore):
         return self._subscribers.subscribe(readable_key(group).encode(), changed)
 
     def close(self) -> None:
-        """The coordinator stops: end the watch (its thread ends once it sees that)."""
-        with self._mutex:
-            self._subscribers.stop()
-            watch = self._watch
-        if watch is not None:
-            watch.interrupt()
+        """The coordinator stops: the watch thread ends once the session cut its watch."""
+        self._subscribers.stop()
 
     def _listen(self, stopped: threading.Event, wake: Wake) -> None:
-        """Follow the member keys of every group on one watch, opened anew when it ends or
-        was idle too long; wake every group when it opens (changes may have been missed)."""
+        """Follow every group's member keys on one watch, opened anew when it ends or idles;
+        wake every group when it opens (changes may have been missed)."""
         members = self._prefix + MEMBERS
         while not stopped.is_set():
             try:
-                watch = self._gateway.watch(members, deletes_only=False)
+                watch = self._session.watch(members)
             except BackendUnavailable as exc:
                 log.info("conch: watching etcd keys %r failed, will retry: %s", members, exc)
                 stopped.wait(RECONNECT_PAUSE)
                 continue
-            with self._mutex:
-                if stopped.is_set():
-                    watch.close()
-                    return
-                self._watch = watch
             try:
                 wake(None)
                 while watch.wait(Deadline(IDLE_REOPEN)) and not watch.ended:
-                    changed, watch.changed = watch.changed, set()
-                    watch.rearm()
-                    wake({key[len(members):].partition(b"/")[0] for key in changed})
+                    wake({key[len(members):].partition(b"/")[0] for key in watch.take_changes()})
             finally:
-                with self._mutex:
-                    self._watch = None
                 watch.close()
 
     def _group_key(self, group: bytes) -> bytes:
@@ -170,8 +146,3 @@ class EtcdGroupStore(GroupStore):
 
     def _members_of(self, group: bytes) -> bytes:
         return self._prefix + MEMBERS + readable_key(group).encode() + b"/"
-
-
-def _exists(key: str) -> Message:
-    """A comparison that holds when (base64) ``key`` exists."""
-    return {"key": key, "target": "CREATE", "result": "GREATER", "create_revision": "0"}

@@ -1,20 +1,24 @@
-"""The ``etcd://`` lock handle: a key per hold or waiter in the name's queue, on the session's
-lease; the oldest key holds. One transaction takes a free lock or joins the queue; a waiter
-follows the queue's deletions on a watch (docs/etcd.md, *How it works*)."""
+"""The ``etcd://`` lock handles: a key per hold or waiter in the name's queue, on the
+session's lease; the oldest keys hold. One transaction takes a free lock or joins the queue;
+a waiter follows the queue's deletions on a watch. A shared hold and a semaphore's permit
+are the same handle with other keys and reads (docs/etcd.md, *How it works*)."""
 
 from __future__ import annotations
 
 import time
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.etcd.client import Message, Watch, decode, encode, keys_under
-from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
+from conch.backends.etcd.client import Message, Watch, created, decode, encode, keys_under
+from conch.backends.etcd.errors import EtcdRequestFailed
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
-from conch.errors import BackendUnavailable
+from conch.errors import BackendUnavailable, LimitMismatch
 from conch.introspection import HolderStamp
 
 # Between attempts to reach etcd while a waiter's lease may still live.
 _RECONNECT_PAUSE = 0.25
+# A shared hold's key starts with this in the queue; an exclusive hold's key starts with
+# its lease id in hex (every conch release names them so): all of them sort before "g".
+SHARED, _AFTER_EXCLUSIVE = b"shared-", b"g"
 
 Turn = tuple[set[bytes], bool]
 """The keys ahead of ours that a read found, and whether they are all of them."""
@@ -25,26 +29,24 @@ class _Requeue(Exception):
 
 
 class EtcdLock(LockHandle):
-    """One lock object of the name whose keys are under ``queue`` (subclassed by the other
-    kinds of hold)."""
+    """A hold of the name whose keys are under ``queue``. A ``shared`` one's key is named
+    apart and waits only for the exclusive keys ahead (FIFO with them), beside the others."""
 
-    tries_in_queue = False
-    """Whether a try (``blocking=False``) that finds keys queued puts its key all the same
-    to read its place (then deletes it unless it holds): a semaphore's may find room."""
-    room = 0
-    """How many keys may be ahead of a holder's."""
-    keys_read = 64
-    """The most keys ahead one read names (0: all); the rest are read once they are gone."""
+    tries_in_queue = False  # a try that finds keys queued still queues to read its place
+    room = 0  # how many keys may be ahead of a holder's
+    keys_read = 64  # the most keys ahead one read names (0: all); the rest are read later
 
     def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
+                 on_lost: LossCallback, shared: bool = False) -> None:
         self._session = session
         self._queue = queue
         self._stamp = stamp  # each key's value, for `conch show`
         self._on_lost = on_lost
         self._hold: Hold | None = None
-        self._ahead = keys_under(queue)  # the keys that keep this kind of hold waiting
-        self._key_prefix = queue  # where this kind of hold's keys are named
+        # The keys that keep this kind of hold waiting, and where its own keys are named.
+        self._ahead = ({"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
+                       if shared else keys_under(queue))
+        self._key_prefix = queue + SHARED if shared else queue
 
     def acquire(self, deadline: Deadline) -> int | None:
         session = self._session
@@ -80,18 +82,13 @@ class EtcdLock(LockHandle):
         put = {"request_put": {"key": encode(key), "value": encode(self._stamp.stamp()),
                                "lease": str(lease.id)}}
         may_wait = self.tries_in_queue or not deadline.expired()
-        try:
-            # One round trip: take the lock if nobody queues (ahead of this kind); else
-            # join the queue (if we may wait), reading the keys queued before ours.
-            answer = self._session.gateway.txn(
-                compare=[{**self._ahead, "target": "CREATE", "result": "EQUAL",
-                          "create_revision": "0"}],
-                success=[put], failure=[self._queue_read(), put] if may_wait else [])
-        except EtcdRequestFailed as exc:
-            if exc.code == NOT_FOUND:  # our lease expired in etcd before the heartbeat noticed
-                self._session.lease_lost(lease, str(exc))
-                raise _Requeue from None
-            raise
+        # One round trip: take the lock if nobody queues (ahead of this kind); else join
+        # the queue (if we may wait), reading the keys queued before ours.
+        answer = self._session.write_with(
+            lease, compare=[created(self._ahead)],
+            success=[put], failure=[self._queue_read(), put] if may_wait else [])
+        if answer is None:
+            raise _Requeue
         revision = int(answer["header"]["revision"])
         if answer.get("succeeded") or not may_wait:
             self._session.park_watch(lease, self._queue, watch)
@@ -101,8 +98,7 @@ class EtcdLock(LockHandle):
     def _wait_turn(self, lease: Lease, key: bytes, own_revision: int, turn: Turn,
                    watch: Watch | None, deadline: Deadline) -> int | None:
         """Wait until few enough keys older than ours are queued (``turn``, as read at
-        ``own_revision``); None when the deadline passed. ``watch``: a watch on the queue
-        that started before that read, if any."""
+        ``own_revision``, with ``watch`` started before if any); None at the deadline."""
         session = self._session
         (ahead, complete), revision = turn, own_revision
         stale = False  # the queue must be read again before waiting
@@ -125,16 +121,15 @@ class EtcdLock(LockHandle):
                         token = None
                         break
                     if watch is None:
-                        watch = session.watch(lease, self._queue)
+                        watch = session.watch(self._queue, lease)
                         stale = watch.revision > revision  # a deletion went unseen between
                         continue
-                    if key in watch.changed:
+                    changed = watch.take_changes()
+                    if key in changed:
                         raise _Requeue  # our lease expired, or someone deleted our key
-                    ahead -= watch.changed
-                    watch.changed.clear()
-                    watch.rearm()
+                    ahead -= changed
                     if watch.ended:  # the stream is spent: a new one, after a new read
-                        session.unwatch(lease, watch)
+                        watch.close()
                         watch, stale = None, True
                 except EtcdRequestFailed:
                     raise
@@ -144,12 +139,11 @@ class EtcdLock(LockHandle):
                     remaining = deadline.remaining()
                     if remaining == 0:
                         raise
-                    time.sleep(_RECONNECT_PAUSE if remaining is None
-                               else min(_RECONNECT_PAUSE, remaining))
+                    time.sleep(min(_RECONNECT_PAUSE, remaining or _RECONNECT_PAUSE))
                     stale = True
         except BaseException:
             if watch is not None:
-                session.unwatch(lease, watch)
+                watch.close()
             raise
         session.park_watch(lease, self._queue, watch)
         return token
@@ -157,12 +151,9 @@ class EtcdLock(LockHandle):
     def _check_turn(self, key: bytes, own_revision: int) -> tuple[Turn, int]:
         """The keys ahead of ours now, and the revision read."""
         answer = self._session.gateway.txn(
-            compare=[{"key": encode(key), "target": "CREATE", "result": "EQUAL",
-                      "create_revision": str(own_revision)}],
+            compare=[created({"key": encode(key)}, own_revision)],
             success=[self._queue_read(below=own_revision)])
-        if not answer.get("succeeded"):
-            # Our key is gone: deleted by hand, or with our lease, which the next put
-            # with it then finds missing (and the session replaces).
+        if not answer.get("succeeded"):  # our key is gone: deleted by hand or with our lease
             raise _Requeue
         return self._turn(answer), int(answer["header"]["revision"])
 
@@ -176,3 +167,28 @@ class EtcdLock(LockHandle):
         """The keys ahead that :meth:`_queue_read` found, and whether that is all."""
         listed = answer["responses"][0].get("response_range", {})
         return {decode(kv["key"]) for kv in listed.get("kvs", [])}, not listed.get("more")
+
+
+class EtcdPermit(EtcdLock):
+    """A semaphore's permit: a key naming its ``limit`` in the semaphore's queue, which holds
+    once fewer than ``limit`` keys are older than it."""
+
+    tries_in_queue = True
+    keys_read = 0
+
+    def __init__(self, session: EtcdSession, queue: bytes, stamp: HolderStamp,
+                 on_lost: LossCallback, name: bytes, limit: int) -> None:
+        super().__init__(session, queue, stamp, on_lost)
+        self._name, self._limit, self.room = name, limit, limit - 1
+        self._key_prefix = queue + f"{limit:x}-".encode()
+
+    def _turn(self, answer: Message) -> Turn:
+        ahead, complete = super()._turn(answer)
+        for key in ahead:
+            # Any older key with another limit: its holders use that one (or it is about
+            # to find ours and give up); either way the two must not mix.
+            limit = int(key[len(self._queue):].partition(b"-")[0], 16)
+            if limit != self._limit:
+                raise LimitMismatch(f"semaphore {self._name!r} is in use with limit "
+                                    f"{limit}, not {self._limit}")
+        return ahead, complete

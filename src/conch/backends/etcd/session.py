@@ -1,7 +1,6 @@
 """The liveness of one etcd coordinator: one lease at a time for all its locks and group
-entries, renewed by one heartbeat, given up (its holds lost) before etcd can expire it,
-revoked on close; keys that could not be deleted are deleted by a later beat. See
-docs/etcd.md, *Failures*."""
+entries, renewed by one heartbeat, given up before etcd can expire it, revoked on close
+(docs/etcd.md, *Failures*)."""
 
 from __future__ import annotations
 
@@ -12,10 +11,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 
 from conch import metrics
 from conch.backends.base import LossCallback
-from conch.backends.etcd.client import Gateway, Watch
+from conch.backends.etcd.client import Gateway, Message, Watch
 from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Heartbeat, Holds
@@ -37,17 +37,15 @@ class Hold:
 
 @dataclasses.dataclass(eq=False)
 class Lease:
-    """One session lease and what depends on it."""
+    """One session lease and what depends on it: holds, group entries, and the watches
+    ``parked`` for the next wait in their queue."""
 
     id: int
     ttl: int
     renewed_at: float  # monotonic time the last successful grant/keep-alive was *sent*
     holds: Holds[Hold] = dataclasses.field(default_factory=Holds)
     entries: Holds[Hold] = dataclasses.field(default_factory=Holds)
-    """The group entries on the lease (docs/etcd.md, *Groups*)."""
-    watches: set[Watch] = dataclasses.field(default_factory=set)
     parked: dict[bytes, Watch] = dataclasses.field(default_factory=dict)
-    """Watches of ``watches`` kept for the next wait in a queue."""
     serial: itertools.count[int] = dataclasses.field(default_factory=itertools.count)
 
     def new_key(self, queue: bytes) -> bytes:
@@ -67,11 +65,10 @@ class EtcdSession:
         forget_in_child(self)
 
     def forget_parent(self) -> None:
-        """A fresh state (in a forked child: the parent's lease, holds, heartbeat and
-        sockets are not ours; never close, delete or revoke them; the gateway forgets its
-        connections itself)."""
-        self._mutex = threading.Lock()  # guards _lease, _closed and the stale sets
+        """In a forked child: the parent's lease, holds and heartbeat are not ours."""
+        self._mutex = threading.Lock()  # guards _lease, _closed, the stale sets, the watches
         self._lease: Lease | None = None
+        self._watches: set[Watch] = set()  # cut short at a loss; the ended ones pruned
         self._heartbeat: Heartbeat | None = None
         self._stale_keys: set[bytes] = set()
         self._stale_leases: set[int] = set()
@@ -87,8 +84,7 @@ class EtcdSession:
                 self._stale_leases.add(lease.id)  # revoking deletes every key of the session
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        if lease is not None:
-            self._end_watches(lease, interrupt=True)
+        self._end_watches(lease, interrupt=True)
         self._remove_stale(timeout=self.gateway.connect_timeout)
 
     def lease(self) -> Lease:
@@ -126,29 +122,35 @@ class EtcdSession:
         self._end_watches(lease, interrupt=True)
 
     def track(self, hold: Hold, on_lost: LossCallback, entry: bool = False) -> bool:
-        """Keep ``hold`` (a group ``entry``) alive with its lease; False when that lease was
-        lost meanwhile."""
+        """Keep ``hold`` (a group ``entry``) alive; False if its lease was lost meanwhile."""
         with self._mutex:
             if self._lease is not hold.lease:
                 return False
             (hold.lease.entries if entry else hold.lease.holds).add(hold, on_lost)
             return True
 
-    def watch(self, lease: Lease, queue: bytes) -> Watch:
-        """A started watch on the deletions in ``queue``, cut short if ``lease`` is lost."""
-        watch = self.gateway.watch(queue, deletes_only=True)
+    def write_with(self, lease: Lease, compare: Sequence[Message], success: Sequence[Message],
+                   failure: Sequence[Message] = ()) -> Message | None:
+        """A transaction whose puts use ``lease``; None when etcd no longer knows that lease
+        (it expired before the heartbeat noticed), which is then lost."""
+        try:
+            return self.gateway.txn(compare, success, failure)
+        except EtcdRequestFailed as exc:
+            if exc.code != NOT_FOUND:
+                raise
+            self.lease_lost(lease, str(exc))
+            return None
+
+    def watch(self, prefix: bytes, lease: Lease | None = None) -> Watch:
+        """A started watch on the keys under ``prefix`` (only their deletions in the queue of
+        a hold on ``lease``), cut short when the session closes or a lease is lost."""
+        watch = self.gateway.watch(prefix, deletes_only=lease is not None)
         with self._mutex:
-            lease.watches.add(watch)
-            current = self._lease is lease
-        if not current:
+            self._watches = {other for other in self._watches if not other.ended} | {watch}
+            cut = self._closed or (lease is not None and self._lease is not lease)
+        if cut:
             watch.interrupt()
         return watch
-
-    def unwatch(self, lease: Lease, watch: Watch) -> None:
-        """Close a watch of :meth:`watch`."""
-        with self._mutex:
-            lease.watches.discard(watch)
-        watch.close()
 
     def park_watch(self, lease: Lease, queue: bytes, watch: Watch | None) -> None:
         """Keep a watch of :meth:`watch` for the next wait in ``queue``, until the next beat."""
@@ -158,20 +160,18 @@ class EtcdSession:
             kept = (not watch.ended and self._lease is lease
                     and lease.parked.setdefault(queue, watch) is watch)
         if not kept:
-            self.unwatch(lease, watch)
+            watch.close()
 
     def reuse_watch(self, lease: Lease, queue: bytes) -> Watch | None:
         """The watch that :meth:`park_watch` kept for ``queue``, with no change pending."""
         with self._mutex:
             watch = lease.parked.pop(queue, None)
         if watch is not None:
-            watch.changed.clear()  # changes before the caller's next read: moot
-            watch.rearm()
+            watch.take_changes()  # changes before the caller's next read: moot
         return watch
 
     def release(self, hold: Hold) -> None:
-        """Stop keeping ``hold`` alive and delete its key (wakes the next waiter); raise
-        :class:`LockLost` when the key was already gone (lease expired, lock broken)."""
+        """Stop keeping ``hold`` alive and delete its key; LockLost if it was gone."""
         hold.lease.holds.discard(hold)
         if hold.pid == os.getpid() and not self.delete(hold.key):  # never a parent's key
             raise LockLost(
@@ -179,8 +179,8 @@ class EtcdSession:
                 "paused longer than the TTL?) or the lock was broken")
 
     def delete(self, key: bytes, quiet: bool = False) -> int:
-        """Delete a hold's or waiter's key (0: it was gone); if etcd cannot be reached, a
-        later beat does, and raise unless ``quiet``."""
+        """Delete a key (0: it was gone); if etcd cannot be reached, a later beat does, and
+        raise unless ``quiet``."""
         try:
             return self.gateway.delete(key)
         except BackendUnavailable:
@@ -232,14 +232,16 @@ class EtcdSession:
                     if hold.token <= revision and hold.key not in keys:
                         registry.lose(hold, "its key was deleted in etcd")
 
-    def _end_watches(self, lease: Lease, interrupt: bool = False) -> None:
-        """Close ``lease``'s parked watches (``interrupt``: wake the waits on the others)."""
+    def _end_watches(self, lease: Lease | None, interrupt: bool = False) -> None:
+        """Close ``lease``'s parked watches (``interrupt``: wake the waits on every watch)."""
         with self._mutex:
-            parked, lease.parked = lease.parked, {}
-        for watch in list(lease.watches) if interrupt else []:
+            parked, woken = {}, list(self._watches) if interrupt else []
+            if lease is not None:
+                parked, lease.parked = lease.parked, {}
+        for watch in woken:
             watch.interrupt()
         for watch in parked.values():
-            self.unwatch(lease, watch)
+            watch.close()
 
     def _remove_stale(self, timeout: float) -> None:
         """Delete the keys and revoke the leases that could not be removed earlier."""
