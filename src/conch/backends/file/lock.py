@@ -89,7 +89,7 @@ class LockFile:
     def attempt(self) -> LockFile:
         """Open the file: a context manager that closes it again unless a try took it."""
         self.token = self.on_open = None
-        self._seen = self.session.removals.seen  # before the open: a removal after it shows
+        self._seen = self.session.seen  # before the open: a removal after it shows
         self.fd = open_creating(self.path)
         return self
 
@@ -129,17 +129,17 @@ class LockFile:
     def _take(self) -> int | None:
         """Take the file without waiting; a removed one no longer counts: the file now at
         the path (created if need be) is tried in its place."""
-        removals = self.session.removals
+        session = self.session
         while True:
             if not try_flock(self.fd, self.mode):
                 return None
             # After removals, linked is not enough: a renamed directory keeps its files.
-            if linked(self.fd, self._statx) if removals.seen == self._seen \
+            if linked(self.fd, self._statx) if session.seen == self._seen \
                     else at_its_path(self.fd, self.path):
-                self.token = self.session.next_token(self.fd, self._stamp, self.mode) \
+                self.token = session.next_token(self.fd, self._stamp, self.mode) \
                     if self._draw_token is None else self._draw_token(self.fd, self._stamp)
                 self._hold = Hold(self.fd, self.path)
-                removals.track(self._hold, self._on_lost, self._seen)
+                session.track(self._hold, self._on_lost, self._seen)
                 return self.token
             self._close_file()
             self.fd = open_creating(self.path)
@@ -173,7 +173,7 @@ class LockFile:
     def _close_file(self) -> None:
         hold, self._hold = self._hold, None
         if hold is not None:  # before the close: a check of a closed hold reports nothing
-            self.session.removals.holds.discard(hold)
+            self.session.holds.discard(hold)
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
