@@ -59,7 +59,7 @@ class _Watcher(inotify.Watches):
     """An event loop's instance, read by the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(inotify.idle.borrow())
+        super().__init__(inotify.borrow())
         self.users = 0
         loop.add_reader(self.inotify.fd, self.dispatch)
 
@@ -81,17 +81,11 @@ def _watching(file: LockFile, wake: inotify.Callback) -> Iterator[None]:
             watcher = _watchers[loop] = _Watcher(loop)
         watcher.users += 1
     watches: list[int] = []
-
-    def watch(fd: int) -> None:
-        watches.append(watcher.add(inotify.opened(fd), inotify.FREED, wake))
-
     try:
-        for fd in file.descriptors():
-            watch(fd)
-        file.on_open = watch
+        file.watch(lambda fd: watches.append(watcher.add(inotify.opened(fd), inotify.FREED, wake)))
         yield
     finally:
-        file.on_open = None
+        file.watch(None)
         for wd in watches:
             watcher.remove(wd, wake)
         with _watchers_mutex:
@@ -101,4 +95,4 @@ def _watching(file: LockFile, wake: inotify.Callback) -> Iterator[None]:
                 del _watchers[loop]
         if unused:
             loop.remove_reader(watcher.inotify.fd)  # nothing when the loop is closed
-            inotify.idle.give_back(watcher.inotify, [])  # its watches went with their waiters
+            inotify.give_back(watcher.inotify, [])  # its watches went with their waiters

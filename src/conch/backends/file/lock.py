@@ -102,9 +102,14 @@ class LockFile:
             self.token = None
             self.close()
 
-    def descriptors(self) -> list[int]:
-        """What a wait watches: the lock file and, when open, the gate."""
-        return [self.fd] if self.gate is None or self.gate.fd < 0 else [self.fd, self.gate.fd]
+    def watch(self, told: Callable[[int], object] | None) -> None:
+        """Tell ``told`` the descriptors a wait watches: the file and gate open now, then
+        each one opened in their place (``None``: no more)."""
+        self.on_open = told
+        if told is not None:
+            told(self.fd)
+            if self.gate is not None and self.gate.fd >= 0:
+                told(self.gate.fd)
 
     def queue(self) -> None:
         """An exclusive acquirer about to wait: from now on its tries hold the gate."""
@@ -191,7 +196,6 @@ class Tries(Protocol):
 
     session: FileSession
     path: str  # a watched file, which the session's close opens to wake the wait
-    on_open: Callable[[int], object] | None
 
     @property
     def token(self) -> int | None: ...
@@ -200,7 +204,7 @@ class Tries(Protocol):
 
     def release(self) -> None: ...
 
-    def descriptors(self) -> list[int]: ...
+    def watch(self, told: Callable[[int], object] | None) -> None: ...
 
     def try_take(self) -> int | None: ...
 
@@ -245,9 +249,8 @@ def retries(file: Tries, deadline: Deadline) -> Iterator[float | None]:
 
 def wait_for_events(file: Tries, deadline: Deadline) -> None:
     """Try again on each event of the files until held, ``deadline`` or the backend's close."""
-    watcher, waits = inotify.idle.borrow(), file.session.waits
-    watches = [watcher.add_watch(inotify.opened(fd), inotify.FREED) for fd in file.descriptors()]
-    file.on_open = lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED))
+    watcher, waits, watches = inotify.borrow(), file.session.waits, []
+    file.watch(lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED)))
     waits.append(file.path)  # once watched: the session's close wakes it from now on
     try:
         for remaining in file.waits(deadline):
@@ -257,5 +260,5 @@ def wait_for_events(file: Tries, deadline: Deadline) -> None:
                 watcher.read()  # then try again: a release after this read is an event
     finally:
         waits.remove(file.path)
-        file.on_open = None
-        inotify.idle.give_back(watcher, watches)
+        file.watch(None)
+        inotify.give_back(watcher, watches)

@@ -43,14 +43,9 @@ class Permits:
         self.held: LockFile | None = None
         self._state = -1
 
-    @property
-    def on_open(self) -> Callable[[int], object] | None:
-        return self.slots[0].on_open
-
-    @on_open.setter
-    def on_open(self, told: Callable[[int], object] | None) -> None:
+    def watch(self, told: Callable[[int], object] | None) -> None:
         for slot in self.slots:
-            slot.on_open = told
+            slot.watch(told)
 
     def attempt(self) -> Permits:
         """Open the files: a context manager that closes them again, but the slot held."""
@@ -84,9 +79,6 @@ class Permits:
         held, self.held = self.held, None
         if held is not None:
             held.release()
-
-    def descriptors(self) -> list[int]:
-        return [slot.fd for slot in self.slots]
 
     def try_take(self) -> int | None:
         """One try at each slot, in turn with the other acquirers of the name: the token,
