@@ -1,6 +1,6 @@
 """Taking a ``file://`` lock, exclusive or shared: :class:`LockFile` (a try at the name's
-file behind its :class:`Gate`, the hold, its release), shared with the asyncio handle and
-the semaphores' slots, and the blocking handle's waits."""
+file behind its :class:`Gate`, the hold, its release; also the asyncio handle's and each
+semaphore slot's), and the blocking handle with its waits."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ class Gate:
         self.held = False
 
     def take(self, mode: int, on_open: Callable[[int], object] | None) -> bool:
-        """Take the gate in ``mode`` without waiting (a swept one: the file now at the path),
-        opening it first; ``on_open`` is told of each descriptor opened."""
+        """Take the gate in ``mode`` without waiting (a swept one: the file now at the path);
+        ``on_open`` is told of each descriptor opened."""
         while True:
             if self.fd < 0:
                 self.fd = open_creating(self.path)
@@ -47,10 +47,6 @@ class Gate:
                 return True
             self.close()
 
-    def pass_through(self) -> None:
-        """Drop the shared hold of a gate just passed (no event: the pass is instant)."""
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-
     def close(self) -> None:
         """Leave the gate: the close is the event its waiters watch for."""
         fd, self.fd, self.held = self.fd, -1, False
@@ -58,13 +54,12 @@ class Gate:
             os.close(fd)
 
 
-TokenSource = Callable[[int, HolderStamp], int]
-"""Draws a hold's token for the locked file open as the descriptor, recording the hold."""
+TokenSource = Callable[[int, HolderStamp], int]  # draws and records the token of a locked fd
 
 
 class LockFile:
-    """A lock object's descriptor of its lock file: opened by each acquire (:meth:`attempt`),
-    kept while held, closed to release. ``draw_token``: the semaphores' (default: the file's)."""
+    """A lock object's descriptor of its lock file: opened by each :meth:`attempt`, kept while
+    held, closed to release. ``draw_token``: the semaphores' (default: the file's)."""
 
     __slots__ = ("_draw_token", "_hold", "_on_lost", "_seen", "_stamp", "_statx", "fd", "gate",
                  "mode", "on_open", "path", "session", "token")
@@ -103,8 +98,7 @@ class LockFile:
             self.close()
 
     def watch(self, told: Callable[[int], object] | None) -> None:
-        """Tell ``told`` the descriptors a wait watches: the file and gate open now, then
-        each one opened in their place (``None``: no more)."""
+        """Tell ``told`` each descriptor a wait watches, open now or later (``None``: stop)."""
         self.on_open = told
         if told is not None:
             told(self.fd)
@@ -118,8 +112,8 @@ class LockFile:
             self.gate.take(fcntl.LOCK_EX, self.on_open)
 
     def try_take(self) -> int | None:
-        """One try without waiting: the token (also in ``token``), or ``None`` while held
-        elsewhere (or, for a shared hold, while an exclusive one waits)."""
+        """One try: the token (also in ``token``), or ``None`` while held elsewhere (or, for
+        a shared hold, while an exclusive one waits)."""
         if self.gate is None and self.mode == fcntl.LOCK_EX:
             return self._take()  # not queued: the uncontended path takes the file alone
         gate = self.gate = self.gate or Gate(self.path)
@@ -127,13 +121,13 @@ class LockFile:
             if self._take() is not None:
                 gate.close()
                 self.gate = None
-            elif self.mode == fcntl.LOCK_SH:
-                gate.pass_through()  # and waits for its next event, without blocking writers
+            elif self.mode == fcntl.LOCK_SH:  # waits for the next event, blocking no writer
+                fcntl.flock(gate.fd, fcntl.LOCK_UN)  # no event: the pass is instant
         return self.token
 
     def _take(self) -> int | None:
         """Take the file without waiting; a removed one no longer counts: the file now at
-        the path (created if need be) is tried in its place."""
+        the path is tried in its place."""
         session = self.session
         while True:
             if not try_flock(self.fd, self.mode):
