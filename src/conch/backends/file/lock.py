@@ -190,9 +190,7 @@ class Tries(Protocol):
 
     session: FileSession
     path: str  # a watched file, which the session's close opens to wake the wait
-
-    @property
-    def token(self) -> int | None: ...
+    token: int | None
 
     def attempt(self) -> AbstractContextManager[Tries]: ...
 

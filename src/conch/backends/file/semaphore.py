@@ -41,6 +41,7 @@ class Permits:
                                draw_token=self._next_token) for index in range(limit)]
         self.path = self.slots[0].path
         self.held: LockFile | None = None
+        self.token: int | None = None
         self._state = -1
 
     def watch(self, told: Callable[[int], object] | None) -> None:
@@ -49,7 +50,7 @@ class Permits:
 
     def attempt(self) -> Permits:
         """Open the files: a context manager that closes them again, but the slot held."""
-        self.held = None
+        self.held = self.token = None
         self._state = open_creating(self.state_path)
         try:
             for slot in self.slots:
@@ -65,15 +66,11 @@ class Permits:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
         if exc_type is not None:
-            self.held = None
+            self.held = self.token = None
         os.close(self._state)
         for slot in self.slots:
             if slot is not self.held:
                 slot.close()
-
-    @property
-    def token(self) -> int | None:
-        return None if self.held is None else self.held.token
 
     def release(self) -> None:
         held, self.held = self.held, None
@@ -81,16 +78,15 @@ class Permits:
             held.release()
 
     def try_take(self) -> int | None:
-        """One try at each slot, in turn with the other acquirers of the name: the token,
-        or ``None`` when all are held; :class:`LimitMismatch` when holders use another
-        limit."""
+        """One try at each slot, in turn with the other acquirers of the name: the token, or
+        ``None`` when all are held; :class:`LimitMismatch` when holders use another limit."""
         fcntl.flock(self._state, fcntl.LOCK_EX)  # held for microseconds by each try
         try:
             self._check_limit()
             for slot in self.slots:
-                if slot.try_take() is not None:
-                    self.held = slot
-                    return slot.token
+                if (token := slot.try_take()) is not None:
+                    self.held, self.token = slot, token
+                    return token
             return None
         finally:
             fcntl.flock(self._state, fcntl.LOCK_UN)
@@ -100,9 +96,8 @@ class Permits:
 
     def _check_limit(self) -> None:
         stored = os.pread(self._state, STATE.size, 0)
-        if len(stored) < STATE.size or STATE.unpack(stored)[1] == self.limit:
+        if len(stored) < STATE.size or (used := STATE.unpack(stored)[1]) == self.limit:
             return
-        used = STATE.unpack(stored)[1]
         if any(self._slot_held(index) for index in range(used)):
             raise LimitMismatch(f"semaphore {self.key!r} is in use with limit {used}, "
                                 f"not {self.limit}")

@@ -92,10 +92,9 @@ class FileSession:
         self.holds: Holds[Hold] = Holds()
         self.seen = 0  # batches of removal events read for the directory
         self._wd: int | None = None  # the directory's watch, for removals
-        self._watch_mutex = threading.Lock()
         self._sweeping = threading.Lock()
         self.waits: list[str] = []  # the watched lock files of the waits close() wakes
-        self._mutex = threading.Lock()  # for the mark (flock excludes no thread)
+        self._mutex = threading.Lock()  # for the mark (flock excludes no thread), the watch
         self._mark_path, self._mark = os.path.join(directory, HIGH_WATER_FILE), -1
         self._pid = os.getpid()  # for hold records (os.getpid() per acquire costs more)
 
@@ -112,13 +111,12 @@ class FileSession:
             if self._mark >= 0:
                 os.close(self._mark)
                 self._mark = -1
-        for path in waited:  # a close for writing is the event its waits watch for
-            with contextlib.suppress(OSError):
-                os.close(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
-        with self._watch_mutex:
             if self._wd is not None:
                 inotify.directories().remove(self._wd, self._removed)
             self._wd = None
+        for path in waited:  # a close for writing is the event its waits watch for
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
 
     def lock_path(self, key: bytes) -> str:
         """The lock file of ``key``."""
@@ -206,7 +204,7 @@ class FileSession:
         """The child shares the parent's description of the mark file, whose flock would
         not exclude it: it opens its own."""
         self._sweeping, self._mutex, self._pid = threading.Lock(), threading.Lock(), os.getpid()
-        self._watch_mutex, self._wd = threading.Lock(), None  # the parent's watch: watch anew
+        self._wd = None  # the parent's watch: watch anew
         if self._mark >= 0:
             os.close(self._mark)
             self._mark = open_creating(self._mark_path)
@@ -228,7 +226,7 @@ class FileSession:
 
     def _watch(self, replaced: int | None) -> None:
         """Watch the directory at the path, instead of ``replaced`` (unless watched since)."""
-        with self._watch_mutex:
+        with self._mutex:
             if self._wd != replaced:
                 return
             if replaced is not None:
