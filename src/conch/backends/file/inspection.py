@@ -50,14 +50,11 @@ def describe(path: str, key: bytes) -> LockInfo:
 def held_locks(directory: str) -> list[LockInfo]:
     """The held locks of ``directory`` whose holder left a stamp (every conch holder does)."""
     held, found = held_files(), []
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.endswith(".lock"):
-                    lock = _read(entry.path, held)[1]
-                    found += [] if lock is None else [lock]
-    except FileNotFoundError:  # removed (cleaned up): it holds nothing
-        return []
+    # A removed directory (cleaned up) holds nothing.
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.endswith(".lock") and (lock := _read(entry.path, held)[1]):
+                found.append(lock)
     return found
 
 
