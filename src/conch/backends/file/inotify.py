@@ -54,8 +54,8 @@ class Inotify:
         _call(_libc.inotify_rm_watch, self.fd, wd)
 
     def read(self) -> dict[int, int]:
-        """The events queued now, as each watch's masks or-ed (watch -1: the queue
-        overflowed), without waiting (``os.readv``: eventlet's green ``os.read`` would)."""
+        """The events queued now, each watch's masks or-ed (watch -1: overflow), without waiting
+        (``os.readv``: eventlet's green ``os.read`` would wait)."""
         masks: dict[int, int] = {}
         with contextlib.suppress(BlockingIOError):
             size, offset = os.readv(self.fd, [self._buffer]), 0
@@ -88,8 +88,8 @@ class Watches:
         self._mutex = threading.Lock()
 
     def add(self, path: str, mask: int, callback: Callback) -> int:
-        """Pass the events of ``path`` in ``mask`` to ``callback`` (``OSError``: cannot);
-        the watch. The kernel's mask is the union of its users' (``IN_MASK_ADD``)."""
+        """Pass the events of ``path`` in ``mask`` to ``callback`` (the kernel's mask: the union
+        of its users', ``IN_MASK_ADD``); the watch, or ``OSError``."""
         with self._mutex:
             wd = self.inotify.add_watch(path, mask | MASK_ADD)
             callbacks = self._callbacks.setdefault(wd, {})
@@ -144,8 +144,7 @@ def _dispatch_forever(watches: Watches) -> None:
 
 
 def borrow() -> Inotify:
-    """An instance without watches or events; :class:`BackendUnavailable` when the user has
-    none left."""
+    """An instance without watches or events (:class:`BackendUnavailable`: none left)."""
     with _mutex:
         instance = idle.pop() if idle else None
     if instance is not None:

@@ -33,8 +33,7 @@ class Gate:
         self.held = False
 
     def take(self, mode: int, on_open: Callable[[int], object] | None) -> bool:
-        """Take the gate in ``mode`` without waiting (a swept one: the file now at the path);
-        ``on_open`` is told of each descriptor opened."""
+        """Take the gate in ``mode`` without waiting (a swept one: the file now at the path)."""
         while True:
             if self.fd < 0:
                 self.fd = open_creating(self.path)
@@ -230,8 +229,8 @@ class FileLock(LockHandle):
 
 
 def retries(file: Tries, deadline: Deadline) -> Iterator[float | None]:
-    """Tries ``file``, watched, until held, at ``deadline`` or once the session closed;
-    yields how long to wait for its next event (``None``: no limit) before the next try."""
+    """Tries ``file`` until held, at ``deadline`` or once its session closed; yields how long to
+    wait for the next event (``None``: no limit) between tries."""
     while file.try_take() is None:
         remaining = deadline.remaining()
         if remaining == 0 or file.session.closed:

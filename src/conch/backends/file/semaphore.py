@@ -30,8 +30,7 @@ def slot_key(key: bytes, index: int) -> bytes:
 
 
 class Permits:
-    """One permit object's files, opened by each acquire (:meth:`attempt`); the held slot
-    kept, the others closed."""
+    """One permit object's files, opened by each :meth:`attempt`; the held slot kept."""
 
     def __init__(self, session: FileSession, key: bytes, limit: int, member_id: str,
                  on_lost: LossCallback) -> None:

@@ -41,8 +41,7 @@ _OF_THE_DIRECTORY = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED | 
 
 
 def open_creating(path: str) -> int:
-    """Open (or create) ``path`` to read and write, making its directory again as often as
-    it is removed meanwhile."""
+    """Open (or create) ``path`` to read and write, making its directory again if removed."""
     while True:
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -63,8 +62,8 @@ def try_flock(fd: int, mode: int) -> bool:
 @contextlib.contextmanager
 def tried(path: str, mode: int, flags: int = os.O_RDWR) -> Iterator[tuple[int, bool]]:
     """``path`` opened (``FileNotFoundError``: missing) and closed after; whether a try at
-    locking it in ``mode`` took it. Lock files are opened for writing: their close is the
-    event that wakes waiters (a try may have failed meanwhile)."""
+    locking it in ``mode`` took it. Lock files are opened for writing: their close wakes
+    waiters (a try may have failed meanwhile)."""
     fd = os.open(path, flags | os.O_CLOEXEC)
     try:
         yield fd, try_flock(fd, mode)
@@ -123,8 +122,7 @@ class FileSession:
         return os.path.join(self.directory, _file_name(key))
 
     def next_token(self, lock_fd: int, stamp: HolderStamp, mode: int = fcntl.LOCK_EX) -> int:
-        """Store the next token of file ``lock_fd``, locked in ``mode`` (shared holders take
-        turns), with the hold's record; return it."""
+        """Store and return the next token of ``lock_fd``, locked in ``mode``, with its record."""
         if mode == fcntl.LOCK_EX:
             return self.record_hold(lock_fd, self.token_after(stored_token(lock_fd)), stamp)
         fcntl.fcntl(lock_fd, fcntl.F_OFD_SETLKW, _LOCK_TOKEN)  # microseconds, by its holder
@@ -201,8 +199,7 @@ class FileSession:
         return 0  # gone, or held
 
     def forget_parent(self) -> None:
-        """The child shares the parent's description of the mark file, whose flock would
-        not exclude it: it opens its own."""
+        """The parent's description of the mark file, whose flock excludes no child: reopened."""
         self._sweeping, self._mutex, self._pid = threading.Lock(), threading.Lock(), os.getpid()
         self._wd = None  # the parent's watch: watch anew
         if self._mark >= 0:
