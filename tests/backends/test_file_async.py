@@ -38,7 +38,7 @@ def _descriptors() -> dict[int, str]:
     """This process's open descriptors in use and what each refers to (the idle inotify
     instances kept for the next waits do not count, nor the one watching lock
     directories for removals)."""
-    idle = {instance.fd for instance in file_inotify.idle.instances}
+    idle = {instance.fd for instance in file_inotify.idle}
     if file_inotify._directories is not None:
         idle.add(file_inotify._directories.inotify.fd)
     found = {}
@@ -126,7 +126,7 @@ def test_a_hundred_waiters_add_no_thread_and_share_one_inotify_instance(url: str
             for member in members:
                 await member.stop()
         assert not _inotify_descriptors(), "the inotify instance is still in use"
-        assert len(file_inotify.idle.instances) <= file_inotify.IDLE_INSTANCES
+        assert len(file_inotify.idle) <= file_inotify.IDLE_INSTANCES
 
     asyncio.run(main())
     assert sorted(entered) == list(range(100))

@@ -43,9 +43,9 @@ WALL_CLOCK_READS = {
     ("cli_introspection.py", "_timestamp"): "a start time shown to a person",
     ("cli_introspection.py", "_members"): "a member's age from a join time its host stamped",
     ("group.py", "join"): "the join and update times stored with a member, for other hosts",
-    ("backends/file/group_files.py", "_remove_abandoned"): "file modification times are "
+    ("backends/file/inspection.py", "_remove_abandoned"): "file modification times are "
         "wall-clock: a jump only changes which leftovers of a crashed join are removed",
-    ("backends/file/group_files.py", "names"): "the same, for a leftover group directory",
+    ("backends/file/groups.py", "names"): "the same, for a leftover group directory",
 }
 _WALL_CLOCK = {("time", "time"), ("time", "time_ns"), ("time", "localtime"), ("time", "ctime"),
                ("datetime", "now"), ("datetime", "utcnow"), ("datetime", "today")}

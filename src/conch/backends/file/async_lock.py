@@ -43,7 +43,7 @@ async def _wait(file: LockFile, deadline: Deadline) -> None:
         if not freed.done():
             freed.set_result(None)
 
-    with _watching(file, wake):
+    with _watching(loop, file, wake):
         for remaining in file.waits(deadline):
             # Not asyncio.wait_for: before Python 3.12 it may swallow a cancellation.
             timer = None if remaining is None else loop.call_later(remaining, wake)
@@ -55,50 +55,34 @@ async def _wait(file: LockFile, deadline: Deadline) -> None:
             freed = loop.create_future()
 
 
-class _Watcher(inotify.Watches):
-    """An event loop's instance, read by the loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(inotify.idle.borrow())
-        self.users = 0
-        loop.add_reader(self.inotify.fd, self.dispatch)
-
-
-_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watcher] = \
+# Each event loop's instance (read by the loop) and its number of waits.
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[inotify.Watches, int]] = \
     weakref.WeakKeyDictionary()
 _watchers_mutex = threading.Lock()  # loops on several threads share the registry
 
 
 @contextlib.contextmanager
-def _watching(file: LockFile, wake: inotify.Callback) -> Iterator[None]:
-    """Call ``wake`` on the events of the files open in ``file`` (its gate, the files it
-    moves to once swept), through its loop's instance, which its first waiter borrows and
-    its last gives back."""
-    loop = asyncio.get_running_loop()
+def _watching(loop: asyncio.AbstractEventLoop, file: LockFile,
+              wake: inotify.Callback) -> Iterator[None]:
+    """Call ``wake`` on the events of the files ``file`` watches, through its loop's
+    instance, which its first waiter borrows and its last gives back."""
     with _watchers_mutex:
-        watcher = _watchers.get(loop)
-        if watcher is None:
-            watcher = _watchers[loop] = _Watcher(loop)
-        watcher.users += 1
+        watcher, users = _watchers.get(loop) or (inotify.Watches(inotify.borrow()), 0)
+        _watchers[loop] = watcher, users + 1
+        if not users:
+            loop.add_reader(watcher.inotify.fd, watcher.dispatch)
     watches: list[int] = []
-
-    def watch(fd: int) -> None:
-        watches.append(watcher.add(inotify.opened(fd), inotify.FREED, wake))
-
     try:
-        for fd in file.descriptors():
-            watch(fd)
-        file.on_open = watch
+        file.watch(lambda fd: watches.append(watcher.add(inotify.opened(fd), inotify.FREED, wake)))
         yield
     finally:
-        file.on_open = None
+        file.watch(None)
         for wd in watches:
             watcher.remove(wd, wake)
         with _watchers_mutex:
-            watcher.users -= 1
-            unused = not watcher.users
-            if unused:
-                del _watchers[loop]
-        if unused:
+            watcher, users = _watchers.pop(loop)
+            if users > 1:
+                _watchers[loop] = watcher, users - 1
+        if users == 1:
             loop.remove_reader(watcher.inotify.fd)  # nothing when the loop is closed
-            inotify.idle.give_back(watcher.inotify, [])  # its watches went with their waiters
+            inotify.give_back(watcher.inotify, [])  # its watches went with their waiters

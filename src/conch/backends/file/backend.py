@@ -39,8 +39,9 @@ class FileBackend(Backend):
             raise InvalidURL(f"file:// URLs need an absolute directory, as file:///dir: {url}")
         self.directory = url.path
         self.session = FileSession(self.directory, url.float_option("sweep_after", 300.0))
-        self._semaphores: FileSession | None = None  # opened by the first semaphore
-        self._semaphores_mutex = threading.Lock()
+        self._semaphores = FileSession(os.path.join(self.directory, SEMAPHORES),
+                                       self.session.sweep_after)  # opened by the first one
+        self._semaphores_mutex, self._semaphores_opened = threading.Lock(), False
         self._groups: FileGroupStore | None = None
 
     def connect(self) -> None:
@@ -51,9 +52,8 @@ class FileBackend(Backend):
         if self._groups is not None:
             self._groups.close()
         self.session.close()
-        with self._semaphores_mutex:
-            if self._semaphores is not None:
-                self._semaphores.close()
+        with self._semaphores_mutex:  # not while the first semaphore opens it
+            self._semaphores.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         return FileLock(LockFile(self.session, key, self.member_id, on_lost))
@@ -63,13 +63,10 @@ class FileBackend(Backend):
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         with self._semaphores_mutex, self._translated("use"):
-            if self._semaphores is None:
-                session = FileSession(os.path.join(self.directory, SEMAPHORES),
-                                      self.session.sweep_after)
-                session.open()  # OSError when unusable
-                self._semaphores = session
-            session = self._semaphores
-        return FileLock(Permits(session, key, limit, self.member_id, on_lost))
+            if not self._semaphores_opened:
+                self._semaphores.open()  # OSError when unusable
+                self._semaphores_opened = True
+        return FileLock(Permits(self._semaphores, key, limit, self.member_id, on_lost))
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         from conch.backends.file.async_lock import FileAsyncLock  # asyncio, when used

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.socket_wait import SocketWait
 from conch.errors import BackendUnavailable
 
@@ -55,8 +54,8 @@ class Inotify:
         _call(_libc.inotify_rm_watch, self.fd, wd)
 
     def read(self) -> dict[int, int]:
-        """The events queued now, as each watch's masks or-ed (watch -1: the queue
-        overflowed), without waiting (``os.readv``: eventlet's green ``os.read`` would)."""
+        """The events queued now, each watch's masks or-ed (watch -1: overflow), without waiting
+        (``os.readv``: eventlet's green ``os.read`` would wait)."""
         masks: dict[int, int] = {}
         with contextlib.suppress(BlockingIOError):
             size, offset = os.readv(self.fd, [self._buffer]), 0
@@ -89,8 +88,8 @@ class Watches:
         self._mutex = threading.Lock()
 
     def add(self, path: str, mask: int, callback: Callback) -> int:
-        """Pass the events of ``path`` in ``mask`` to ``callback`` (``OSError``: cannot);
-        the watch. The kernel's mask is the union of its users' (``IN_MASK_ADD``)."""
+        """Pass the events of ``path`` in ``mask`` to ``callback`` (the kernel's mask: the union
+        of its users', ``IN_MASK_ADD``); the watch, or ``OSError``."""
         with self._mutex:
             wd = self.inotify.add_watch(path, mask | MASK_ADD)
             callbacks = self._callbacks.setdefault(wd, {})
@@ -119,86 +118,73 @@ class Watches:
             callback(wd, mask)
 
 
-class _Directories(Watches):
-    """The process's instance for lock and group directories, read by a thread of its own."""
-
-    def __init__(self) -> None:
-        super().__init__(Inotify())
-        forget_in_child(self)
-        threading.Thread(target=self._run, name="conch-file-watcher", daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            self.inotify.wait(None)
-            try:
-                self.dispatch()
-            except Exception:  # a listener's: the other watches still need reading
-                log.exception("conch-file-watcher: reporting a change of a directory failed")
-
-    def forget_parent(self) -> None:
-        global _directories, _directories_mutex  # the thread is not in the child: a new one
-        _directories, _directories_mutex = None, threading.Lock()
-        with contextlib.suppress(OSError):
-            self.inotify.close()
-
-
-_directories: _Directories | None = None
-_directories_mutex = threading.Lock()
+_mutex = threading.Lock()
+_directories: Watches | None = None
+idle: list[Inotify] = []  # instances kept for the next waits, without watches or events
 
 
 def directories() -> Watches:
     """The process's watches of directories, dispatched on a thread (``OSError``: none)."""
     global _directories
-    with _directories_mutex:
+    with _mutex:
         if _directories is None:
-            _directories = _Directories()
+            _directories = Watches(Inotify())
+            threading.Thread(target=_dispatch_forever, args=(_directories,),
+                             name="conch-file-watcher", daemon=True).start()
         return _directories
 
 
-class _IdleInstances:
-    """The process's instances kept for the next waits."""
-
-    def __init__(self) -> None:
-        self.instances: list[Inotify] = []
-        self._mutex = threading.Lock()
-        forget_in_child(self)
-
-    def borrow(self) -> Inotify:
-        """An instance without watches or events; :class:`BackendUnavailable` when the user
-        has none left."""
-        with self._mutex:
-            instance = self.instances.pop() if self.instances else None
-        if instance is not None:
-            for wd in instance.stale:  # left by the last wait, to return sooner
-                with contextlib.suppress(OSError):  # gone already, with its file
-                    instance.rm_watch(wd)
-            instance.stale = []
-            while instance.read():
-                pass
-            return instance
+def _dispatch_forever(watches: Watches) -> None:
+    while True:
+        watches.inotify.wait(None)
         try:
-            return Inotify()
-        except OSError as exc:
-            if exc.errno != errno.EMFILE:
-                raise
-        raise BackendUnavailable("no inotify instance left; raise fs.inotify.max_user_instances")
-
-    def give_back(self, instance: Inotify, watches: list[int]) -> None:
-        """Keep ``instance`` for the next wait, which removes its ``watches``."""
-        instance.stale = watches
-        with self._mutex:
-            if len(self.instances) < IDLE_INSTANCES:
-                self.instances.append(instance)
-                return
-        instance.close()
-
-    def forget_parent(self) -> None:
-        self._mutex = threading.Lock()  # and the parent's instances are not the child's
-        while self.instances:
-            self.instances.pop().close()
+            watches.dispatch()
+        except Exception:  # a listener's: the other watches still need reading
+            log.exception("conch-file-watcher: reporting a change of a directory failed")
 
 
-idle = _IdleInstances()
+def borrow() -> Inotify:
+    """An instance without watches or events (:class:`BackendUnavailable`: none left)."""
+    with _mutex:
+        instance = idle.pop() if idle else None
+    if instance is not None:
+        for wd in instance.stale:  # left by the last wait, to return sooner
+            with contextlib.suppress(OSError):  # gone already, with its file
+                instance.rm_watch(wd)
+        instance.stale = []
+        while instance.read():
+            pass
+        return instance
+    try:
+        return Inotify()
+    except OSError as exc:
+        if exc.errno != errno.EMFILE:
+            raise
+    raise BackendUnavailable("no inotify instance left; raise fs.inotify.max_user_instances")
+
+
+def give_back(instance: Inotify, watches: list[int]) -> None:
+    """Keep ``instance`` for the next wait, which removes its ``watches``."""
+    instance.stale = watches
+    with _mutex:
+        if len(idle) < IDLE_INSTANCES:
+            idle.append(instance)
+            return
+    instance.close()
+
+
+def _forget_parent() -> None:
+    """In a forked child: no watcher thread, and the parent's instances are not its own."""
+    global _mutex, _directories
+    _mutex = threading.Lock()
+    for instance in [*idle, *([] if _directories is None else [_directories.inotify])]:
+        with contextlib.suppress(OSError):
+            instance.close()
+    idle.clear()
+    _directories = None
+
+
+os.register_at_fork(after_in_child=_forget_parent)
 
 
 def _call(function: ctypes._NamedFuncPointer, *args: object) -> int:

@@ -1,15 +1,27 @@
-"""Who holds the ``file://`` locks of a directory, read without trying them:
-``/proc/locks`` names the holding pid and the file, whose hold record says the rest.
-``OSError`` is the caller's to translate."""
+"""Who holds the ``file://`` locks of a directory, read without trying them (``/proc/locks``
+names the holding pid and the file, whose hold record says the rest), and who is in a group
+(a member file its process holds). ``OSError`` is the caller's to translate."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
+import struct
+import time
 
-from conch.backends.file.session import HOLD_RECORD
+from conch.backends.file.removal import at_its_path
+from conch.backends.file.session import HOLD_RECORD, tried
 from conch.introspection import HolderInfo, LockInfo, read_stamp
 
+log = logging.getLogger("conch")
+
 _READ_AT_MOST = 512 * 1024  # the record and the stamp of any name (64 KiB, JSON-escaped)
+MEMBER_SUFFIX = ".member"
+JOINING_PREFIX = ".joining-"  # a member file being written, renamed into place when done
+ABANDONED_AFTER = 60.0  # s: a file being joined (unlocked), a group being made or deleted
+MEMBER_ID_LENGTH = struct.Struct("<I")  # a member file: this, the member id (UTF-8), the data
 
 
 def held_files() -> dict[tuple[int, int, int], int]:
@@ -38,14 +50,11 @@ def describe(path: str, key: bytes) -> LockInfo:
 def held_locks(directory: str) -> list[LockInfo]:
     """The held locks of ``directory`` whose holder left a stamp (every conch holder does)."""
     held, found = held_files(), []
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.name.endswith(".lock"):
-                    lock = _read(entry.path, held)[1]
-                    found += [] if lock is None else [lock]
-    except FileNotFoundError:  # removed (cleaned up): it holds nothing
-        return []
+    # A removed directory (cleaned up) holds nothing.
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.endswith(".lock") and (lock := _read(entry.path, held)[1]):
+                found.append(lock)
     return found
 
 
@@ -67,3 +76,52 @@ def _read(path: str, held: dict[tuple[int, int, int], int]) -> tuple[int | None,
     token, since_us, holder_pid = HOLD_RECORD.unpack_from(data)
     return pid, LockInfo(stamp.key, stamp.holder(token=token, pid=holder_pid,
                                                  acquired_at=since_us / 1e6))
+
+
+def read_members(group_directory: str) -> dict[str, bytes] | None:
+    """The live members' data by id (None: no group); dead members' files are removed."""
+    try:
+        with os.scandir(group_directory) as entries:
+            found = [entry.name for entry in entries]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    members = {}
+    for name in found:
+        path = os.path.join(group_directory, name)
+        if name.endswith(MEMBER_SUFFIX) and (member := _read_member(path)) is not None:
+            members[member[0]] = member[1]
+        elif name.startswith(JOINING_PREFIX):
+            _remove_abandoned(path)
+    return members
+
+
+def _read_member(path: str) -> tuple[str, bytes] | None:
+    """The member id and data of a live member's file (None: gone, or its member dead)."""
+    while True:
+        # Read-only: closing it is no CLOSE_WRITE, the event of a member's death.
+        with contextlib.suppress(FileNotFoundError), \
+                tried(path, fcntl.LOCK_SH, os.O_RDONLY) as (fd, free):
+            if not free:  # its member holds it: alive
+                return _decoded(path, os.pread(fd, os.fstat(fd).st_size, 0))
+            if not at_its_path(fd, path):
+                continue  # replaced by a join with new data, the old file closed: read anew
+            os.unlink(path)  # free: its member is gone
+        return None
+
+
+def _remove_abandoned(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_mtime < time.time() - ABANDONED_AFTER:
+            with tried(path, fcntl.LOCK_SH, os.O_RDONLY) as (_, free):
+                if free:
+                    os.unlink(path)
+
+
+def _decoded(path: str, content: bytes) -> tuple[str, bytes] | None:
+    start = MEMBER_ID_LENGTH.size
+    end = start + MEMBER_ID_LENGTH.unpack_from(content)[0] if len(content) >= start else -1
+    if start <= end <= len(content):
+        with contextlib.suppress(UnicodeDecodeError):
+            return content[start:end].decode("utf-8", "surrogatepass"), content[end:]
+    log.warning("conch: %s is not a conch member file; ignored", path)
+    return None

@@ -1,6 +1,6 @@
 """Taking a ``file://`` lock, exclusive or shared: :class:`LockFile` (a try at the name's
-file behind its :class:`Gate`, the hold, its release), shared with the asyncio handle and
-the semaphores' slots, and the blocking handle's waits."""
+file behind its :class:`Gate`, the hold, its release; also the asyncio handle's and each
+semaphore slot's), and the blocking handle with its waits."""
 
 from __future__ import annotations
 
@@ -33,8 +33,7 @@ class Gate:
         self.held = False
 
     def take(self, mode: int, on_open: Callable[[int], object] | None) -> bool:
-        """Take the gate in ``mode`` without waiting (a swept one: the file now at the path),
-        opening it first; ``on_open`` is told of each descriptor opened."""
+        """Take the gate in ``mode`` without waiting (a swept one: the file now at the path)."""
         while True:
             if self.fd < 0:
                 self.fd = open_creating(self.path)
@@ -47,10 +46,6 @@ class Gate:
                 return True
             self.close()
 
-    def pass_through(self) -> None:
-        """Drop the shared hold of a gate just passed (no event: the pass is instant)."""
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-
     def close(self) -> None:
         """Leave the gate: the close is the event its waiters watch for."""
         fd, self.fd, self.held = self.fd, -1, False
@@ -58,13 +53,12 @@ class Gate:
             os.close(fd)
 
 
-TokenSource = Callable[[int, HolderStamp], int]
-"""Draws a hold's token for the locked file open as the descriptor, recording the hold."""
+TokenSource = Callable[[int, HolderStamp], int]  # draws and records the token of a locked fd
 
 
 class LockFile:
-    """A lock object's descriptor of its lock file: opened by each acquire (:meth:`attempt`),
-    kept while held, closed to release. ``draw_token``: the semaphores' (default: the file's)."""
+    """A lock object's descriptor of its lock file: opened by each :meth:`attempt`, kept while
+    held, closed to release. ``draw_token``: the semaphores' (default: the file's)."""
 
     __slots__ = ("_draw_token", "_hold", "_on_lost", "_seen", "_stamp", "_statx", "fd", "gate",
                  "mode", "on_open", "path", "session", "token")
@@ -89,7 +83,7 @@ class LockFile:
     def attempt(self) -> LockFile:
         """Open the file: a context manager that closes it again unless a try took it."""
         self.token = self.on_open = None
-        self._seen = self.session.removals.seen  # before the open: a removal after it shows
+        self._seen = self.session.seen  # before the open: a removal after it shows
         self.fd = open_creating(self.path)
         return self
 
@@ -102,9 +96,13 @@ class LockFile:
             self.token = None
             self.close()
 
-    def descriptors(self) -> list[int]:
-        """What a wait watches: the lock file and, when open, the gate."""
-        return [self.fd] if self.gate is None or self.gate.fd < 0 else [self.fd, self.gate.fd]
+    def watch(self, told: Callable[[int], object] | None) -> None:
+        """Tell ``told`` each descriptor a wait watches, open now or later (``None``: stop)."""
+        self.on_open = told
+        if told is not None:
+            told(self.fd)
+            if self.gate is not None and self.gate.fd >= 0:
+                told(self.gate.fd)
 
     def queue(self) -> None:
         """An exclusive acquirer about to wait: from now on its tries hold the gate."""
@@ -113,8 +111,8 @@ class LockFile:
             self.gate.take(fcntl.LOCK_EX, self.on_open)
 
     def try_take(self) -> int | None:
-        """One try without waiting: the token (also in ``token``), or ``None`` while held
-        elsewhere (or, for a shared hold, while an exclusive one waits)."""
+        """One try: the token (also in ``token``), or ``None`` while held elsewhere (or, for
+        a shared hold, while an exclusive one waits)."""
         if self.gate is None and self.mode == fcntl.LOCK_EX:
             return self._take()  # not queued: the uncontended path takes the file alone
         gate = self.gate = self.gate or Gate(self.path)
@@ -122,24 +120,24 @@ class LockFile:
             if self._take() is not None:
                 gate.close()
                 self.gate = None
-            elif self.mode == fcntl.LOCK_SH:
-                gate.pass_through()  # and waits for its next event, without blocking writers
+            elif self.mode == fcntl.LOCK_SH:  # waits for the next event, blocking no writer
+                fcntl.flock(gate.fd, fcntl.LOCK_UN)  # no event: the pass is instant
         return self.token
 
     def _take(self) -> int | None:
         """Take the file without waiting; a removed one no longer counts: the file now at
-        the path (created if need be) is tried in its place."""
-        removals = self.session.removals
+        the path is tried in its place."""
+        session = self.session
         while True:
             if not try_flock(self.fd, self.mode):
                 return None
             # After removals, linked is not enough: a renamed directory keeps its files.
-            if linked(self.fd, self._statx) if removals.seen == self._seen \
+            if linked(self.fd, self._statx) if session.seen == self._seen \
                     else at_its_path(self.fd, self.path):
-                self.token = self.session.next_token(self.fd, self._stamp, self.mode) \
+                self.token = session.next_token(self.fd, self._stamp, self.mode) \
                     if self._draw_token is None else self._draw_token(self.fd, self._stamp)
                 self._hold = Hold(self.fd, self.path)
-                removals.track(self._hold, self._on_lost, self._seen)
+                session.track(self._hold, self._on_lost, self._seen)
                 return self.token
             self._close_file()
             self.fd = open_creating(self.path)
@@ -173,7 +171,7 @@ class LockFile:
     def _close_file(self) -> None:
         hold, self._hold = self._hold, None
         if hold is not None:  # before the close: a check of a closed hold reports nothing
-            self.session.removals.holds.discard(hold)
+            self.session.holds.discard(hold)
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
@@ -191,16 +189,13 @@ class Tries(Protocol):
 
     session: FileSession
     path: str  # a watched file, which the session's close opens to wake the wait
-    on_open: Callable[[int], object] | None
-
-    @property
-    def token(self) -> int | None: ...
+    token: int | None
 
     def attempt(self) -> AbstractContextManager[Tries]: ...
 
     def release(self) -> None: ...
 
-    def descriptors(self) -> list[int]: ...
+    def watch(self, told: Callable[[int], object] | None) -> None: ...
 
     def try_take(self) -> int | None: ...
 
@@ -234,8 +229,8 @@ class FileLock(LockHandle):
 
 
 def retries(file: Tries, deadline: Deadline) -> Iterator[float | None]:
-    """Tries ``file``, watched, until held, at ``deadline`` or once the session closed;
-    yields how long to wait for its next event (``None``: no limit) before the next try."""
+    """Tries ``file`` until held, at ``deadline`` or once its session closed; yields how long to
+    wait for the next event (``None``: no limit) between tries."""
     while file.try_take() is None:
         remaining = deadline.remaining()
         if remaining == 0 or file.session.closed:
@@ -245,9 +240,8 @@ def retries(file: Tries, deadline: Deadline) -> Iterator[float | None]:
 
 def wait_for_events(file: Tries, deadline: Deadline) -> None:
     """Try again on each event of the files until held, ``deadline`` or the backend's close."""
-    watcher, waits = inotify.idle.borrow(), file.session.waits
-    watches = [watcher.add_watch(inotify.opened(fd), inotify.FREED) for fd in file.descriptors()]
-    file.on_open = lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED))
+    watcher, waits, watches = inotify.borrow(), file.session.waits, []
+    file.watch(lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED)))
     waits.append(file.path)  # once watched: the session's close wakes it from now on
     try:
         for remaining in file.waits(deadline):
@@ -257,5 +251,5 @@ def wait_for_events(file: Tries, deadline: Deadline) -> None:
                 watcher.read()  # then try again: a release after this read is an event
     finally:
         waits.remove(file.path)
-        file.on_open = None
-        inotify.idle.give_back(watcher, watches)
+        file.watch(None)
+        inotify.give_back(watcher, watches)

@@ -30,8 +30,7 @@ def slot_key(key: bytes, index: int) -> bytes:
 
 
 class Permits:
-    """One permit object's files, opened by each acquire (:meth:`attempt`); the held slot
-    kept, the others closed."""
+    """One permit object's files, opened by each :meth:`attempt`; the held slot kept."""
 
     def __init__(self, session: FileSession, key: bytes, limit: int, member_id: str,
                  on_lost: LossCallback) -> None:
@@ -41,20 +40,16 @@ class Permits:
                                draw_token=self._next_token) for index in range(limit)]
         self.path = self.slots[0].path
         self.held: LockFile | None = None
+        self.token: int | None = None
         self._state = -1
 
-    @property
-    def on_open(self) -> Callable[[int], object] | None:
-        return self.slots[0].on_open
-
-    @on_open.setter
-    def on_open(self, told: Callable[[int], object] | None) -> None:
+    def watch(self, told: Callable[[int], object] | None) -> None:
         for slot in self.slots:
-            slot.on_open = told
+            slot.watch(told)
 
     def attempt(self) -> Permits:
         """Open the files: a context manager that closes them again, but the slot held."""
-        self.held = None
+        self.held = self.token = None
         self._state = open_creating(self.state_path)
         try:
             for slot in self.slots:
@@ -70,35 +65,27 @@ class Permits:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
         if exc_type is not None:
-            self.held = None
+            self.held = self.token = None
         os.close(self._state)
         for slot in self.slots:
             if slot is not self.held:
                 slot.close()
-
-    @property
-    def token(self) -> int | None:
-        return None if self.held is None else self.held.token
 
     def release(self) -> None:
         held, self.held = self.held, None
         if held is not None:
             held.release()
 
-    def descriptors(self) -> list[int]:
-        return [slot.fd for slot in self.slots]
-
     def try_take(self) -> int | None:
-        """One try at each slot, in turn with the other acquirers of the name: the token,
-        or ``None`` when all are held; :class:`LimitMismatch` when holders use another
-        limit."""
+        """One try at each slot, in turn with the other acquirers of the name: the token, or
+        ``None`` when all are held; :class:`LimitMismatch` when holders use another limit."""
         fcntl.flock(self._state, fcntl.LOCK_EX)  # held for microseconds by each try
         try:
             self._check_limit()
             for slot in self.slots:
-                if slot.try_take() is not None:
-                    self.held = slot
-                    return slot.token
+                if (token := slot.try_take()) is not None:
+                    self.held, self.token = slot, token
+                    return token
             return None
         finally:
             fcntl.flock(self._state, fcntl.LOCK_UN)
@@ -108,9 +95,8 @@ class Permits:
 
     def _check_limit(self) -> None:
         stored = os.pread(self._state, STATE.size, 0)
-        if len(stored) < STATE.size or STATE.unpack(stored)[1] == self.limit:
+        if len(stored) < STATE.size or (used := STATE.unpack(stored)[1]) == self.limit:
             return
-        used = STATE.unpack(stored)[1]
         if any(self._slot_held(index) for index in range(used)):
             raise LimitMismatch(f"semaphore {self.key!r} is in use with limit {used}, "
                                 f"not {self.limit}")

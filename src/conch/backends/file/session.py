@@ -1,6 +1,6 @@
 """The lock directory a ``file://`` backend opened, as its handles use it: the name →
-file mapping, fencing tokens, removal tracking, the sweep of idle files, and the waits
-that closing it wakes."""
+file mapping, fencing tokens, the sweep of idle files, the waits that closing it wakes, and
+the holds reported lost when their file is removed or renamed (docs/file.md)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,22 @@ import contextlib
 import errno
 import fcntl
 import functools
+import logging
 import os
 import struct
 import threading
 import time
 from collections.abc import Iterator
 
-from conch.backends.file.removal import Removals
+from conch.backends.base import LossCallback
+from conch.backends.file import inotify
+from conch.backends.file.removal import Hold, at_its_path
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import readable_key
+from conch.backends.kit.session import Holds
 from conch.introspection import HolderStamp
+
+log = logging.getLogger("conch")
 
 HIGH_WATER_FILE = ".conch-fencing-tokens"
 GATE_SUFFIX = ".gate"
@@ -30,11 +36,12 @@ _TOKEN = struct.Struct("<Q")
 _TOKEN_RANGE = struct.Struct("@hhqqi4x")  # struct flock: type, whence, start, length, pid
 _LOCK_TOKEN = _TOKEN_RANGE.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, _TOKEN.size, 0)
 _UNLOCK_TOKEN = _TOKEN_RANGE.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, _TOKEN.size, 0)
+_REMOVALS = inotify.DELETE | inotify.MOVED_FROM | inotify.DELETE_SELF | inotify.MOVE_SELF
+_OF_THE_DIRECTORY = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED | inotify.Q_OVERFLOW
 
 
 def open_creating(path: str) -> int:
-    """Open (or create) ``path`` to read and write, making its directory again as often as
-    it is removed meanwhile."""
+    """Open (or create) ``path`` to read and write, making its directory again if removed."""
     while True:
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -55,8 +62,8 @@ def try_flock(fd: int, mode: int) -> bool:
 @contextlib.contextmanager
 def tried(path: str, mode: int, flags: int = os.O_RDWR) -> Iterator[tuple[int, bool]]:
     """``path`` opened (``FileNotFoundError``: missing) and closed after; whether a try at
-    locking it in ``mode`` took it. Lock files are opened for writing: their close is the
-    event that wakes waiters (a try may have failed meanwhile)."""
+    locking it in ``mode`` took it. Lock files are opened for writing: their close wakes
+    waiters (a try may have failed meanwhile)."""
     fd = os.open(path, flags | os.O_CLOEXEC)
     try:
         yield fd, try_flock(fd, mode)
@@ -80,11 +87,13 @@ class FileSession:
 
     def __init__(self, directory: str, sweep_after: float) -> None:
         self.directory, self.sweep_after, self.next_sweep = directory, sweep_after, 0.0
-        self.removals = Removals(directory)
         self.closed = False
+        self.holds: Holds[Hold] = Holds()
+        self.seen = 0  # batches of removal events read for the directory
+        self._wd: int | None = None  # the directory's watch, for removals
         self._sweeping = threading.Lock()
         self.waits: list[str] = []  # the watched lock files of the waits close() wakes
-        self._mutex = threading.Lock()  # for the mark (flock excludes no thread)
+        self._mutex = threading.Lock()  # for the mark (flock excludes no thread), the watch
         self._mark_path, self._mark = os.path.join(directory, HIGH_WATER_FILE), -1
         self._pid = os.getpid()  # for hold records (os.getpid() per acquire costs more)
 
@@ -101,18 +110,19 @@ class FileSession:
             if self._mark >= 0:
                 os.close(self._mark)
                 self._mark = -1
+            if self._wd is not None:
+                inotify.directories().remove(self._wd, self._removed)
+            self._wd = None
         for path in waited:  # a close for writing is the event its waits watch for
             with contextlib.suppress(OSError):
                 os.close(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
-        self.removals.close()
 
     def lock_path(self, key: bytes) -> str:
         """The lock file of ``key``."""
         return os.path.join(self.directory, _file_name(key))
 
     def next_token(self, lock_fd: int, stamp: HolderStamp, mode: int = fcntl.LOCK_EX) -> int:
-        """Store the next token of file ``lock_fd``, locked in ``mode`` (shared holders take
-        turns), with the hold's record; return it."""
+        """Store and return the next token of ``lock_fd``, locked in ``mode``, with its record."""
         if mode == fcntl.LOCK_EX:
             return self.record_hold(lock_fd, self.token_after(stored_token(lock_fd)), stamp)
         fcntl.fcntl(lock_fd, fcntl.F_OFD_SETLKW, _LOCK_TOKEN)  # microseconds, by its holder
@@ -189,10 +199,47 @@ class FileSession:
         return 0  # gone, or held
 
     def forget_parent(self) -> None:
-        """The child shares the parent's description of the mark file, whose flock would
-        not exclude it: it opens its own."""
+        """The parent's description of the mark file, whose flock excludes no child: reopened."""
         self._sweeping, self._mutex, self._pid = threading.Lock(), threading.Lock(), os.getpid()
-        self.removals.forget_parent()
+        self._wd = None  # the parent's watch: watch anew
         if self._mark >= 0:
             os.close(self._mark)
             self._mark = open_creating(self._mark_path)
+
+    def track(self, hold: Hold, on_lost: LossCallback, seen_before: int) -> None:
+        """Track ``hold``, of an acquire begun when :attr:`seen` was ``seen_before``."""
+        if unwatched := self._wd is None:  # the first hold, or the directory was removed since
+            self._watch(None)
+        self.holds.add(hold, on_lost)
+        if unwatched or self.seen != seen_before:  # removals the thread may have missed
+            self._check([hold])
+
+    def _check(self, holds: list[Hold]) -> None:
+        for hold in holds:
+            if not at_its_path(hold.fd, hold.path):
+                self.holds.lose(hold, f"its lock file {hold.path} was removed or renamed "
+                                      "(was the lock directory cleaned up?): another "
+                                      "process may take the lock")
+
+    def _watch(self, replaced: int | None) -> None:
+        """Watch the directory at the path, instead of ``replaced`` (unless watched since)."""
+        with self._mutex:
+            if self._wd != replaced:
+                return
+            if replaced is not None:
+                inotify.directories().remove(replaced, self._removed)
+                self._wd = None
+            try:
+                self._wd = inotify.directories().add(self.directory, _REMOVALS, self._removed)
+            except FileNotFoundError:  # gone: its holds are lost
+                pass
+            except OSError as exc:  # ENOSPC: fs.inotify.max_user_watches
+                log.warning("cannot watch lock directory %s for removals (%s): a hold whose "
+                            "file is removed is reported lost only by its release",
+                            self.directory, exc.strerror)
+
+    def _removed(self, _wd: int, mask: int) -> None:
+        self.seen += 1
+        if mask & _OF_THE_DIRECTORY:  # the directory went, or events were dropped
+            self._watch(self._wd)
+        self._check(self.holds.snapshot())
