@@ -12,14 +12,12 @@ import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
 from conch.backends.kit.naming import hex_digest
-from conch.backends.kit.sql_groups import Rows, SQLGroups
+from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE, Rows, SQLGroups
 from conch.backends.mysql.client import Connection, Settings, open_connection
 from conch.backends.mysql.errors import CLIENT_ERRORS, describe, session_gone
 from conch.backends.mysql.session import close_quietly
 from conch.errors import BackendUnavailable, NotSupported
 
-GROUPS_TABLE = "conch_groups"
-MEMBERS_TABLE = "conch_group_members"
 ENTRY_LOCK_PREFIX = "conch-group:"
 MAX_MEMBER_ID_BYTES = 1024
 TABLES = (  # made on first use when missing, in this order (the foreign key)
@@ -41,8 +39,6 @@ class MySQLGroups(SQLGroups[Connection]):
     client_errors = CLIENT_ERRORS
     create_group = (f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%(group)s)"
                     " ON DUPLICATE KEY UPDATE name = name")
-    delete_group = f"DELETE FROM {GROUPS_TABLE} WHERE name = %(group)s"
-    list_groups = f"SELECT name FROM {GROUPS_TABLE}"
     # Every entry with whether it is live, then a row when the group exists (a plain read:
     # the dead entries are deleted one by one after, only when there are some).
     read_members = (f"SELECT member, data, IS_USED_LOCK(entry_lock) IS NOT NULL"

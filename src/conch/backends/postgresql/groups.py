@@ -13,13 +13,11 @@ from collections.abc import Callable
 import psycopg
 from psycopg import errors
 
-from conch.backends.kit.sql_groups import Rows, SQLGroups
+from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE, Rows, SQLGroups
 from conch.backends.postgresql.group_listener import CHANNEL, Listener, channel_payload
 from conch.backends.postgresql.session import Session, create_missing, forget_connection
 from conch.errors import BackendUnavailable
 
-GROUPS_TABLE = "conch_groups"
-MEMBERS_TABLE = "conch_group_members"
 IDLE_LIMIT_FACTOR = 3
 """The server ends a membership session silent for this many times the member's own limit."""
 TABLES = {  # made on first use when missing
@@ -50,8 +48,6 @@ class PostgreSQLGroups(SQLGroups[Session]):
     poll_interval = 1.0  # joins and leaves are pushed; a dead member is seen by reading
     client_errors = (psycopg.Error,)
     create_group = f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%(group)s) ON CONFLICT DO NOTHING"
-    delete_group = f"DELETE FROM {GROUPS_TABLE} WHERE name = %(group)s"
-    list_groups = f"SELECT name FROM {GROUPS_TABLE}"
     # The live entries, then a row when the group exists; the dead entries are deleted.
     read_members = f"""WITH {_LIVE}, dead AS (DELETE FROM {MEMBERS_TABLE}
     WHERE group_name = %(group)s AND entry_key NOT IN (SELECT entry_key FROM live))
