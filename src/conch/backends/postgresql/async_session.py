@@ -1,14 +1,17 @@
-"""asyncio server sessions (psycopg's ``AsyncConnection``, bounded as in session.py), pooled."""
+"""The asyncio side of ``postgresql://``: server sessions (psycopg's ``AsyncConnection``, bounded
+as in session.py), pooled, and the lock handle on them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
 import psycopg
 
+from conch.backends.base import AsyncLockHandle, Deadline
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.lock import Hold, SessionsCore
+from conch.backends.postgresql.lock import HandleCore, Hold, SessionsCore
 from conch.backends.postgresql.session import Bounded
 from conch.backends.postgresql.statements import Statement, Steps, advance
 from conch.errors import BackendUnavailable
@@ -56,7 +59,7 @@ class AsyncSessions(SessionsCore[AsyncSession]):
         try:
             session = await AsyncSession.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
+            raise BackendUnavailable(self.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout
         session.prepared = {}
         return self.pool.lend(session)
@@ -99,3 +102,32 @@ def _cancel_waits(sessions: list[AsyncSession]) -> None:
         if session.waiting_for_lock:
             with contextlib.suppress(Exception):  # best effort
                 session.cancel()
+
+
+class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
+    """The asyncio handle of one lock name. A cancelled acquire leaves nothing held: its
+    lock wait is cancelled on the server and its session closed."""
+
+    _sessions: AsyncSessions
+
+    async def acquire(self, deadline: Deadline) -> int | None:
+        for retry in (True, False):
+            session = await self._sessions.borrow()
+            steps = statements.take(self._key, deadline, self.name_to_record())
+            if not self.failed(session, token := await outcome(session, steps), retry):
+                break
+        return self.taken(session, token, asyncio.get_running_loop())
+
+    async def release(self) -> None:
+        if (hold := self.releasing()) is None:
+            return
+        if hold.checking is not None:  # one statement at a time
+            await asyncio.wait([hold.checking])
+        self.released(hold, await outcome(hold.session, statements.unlock(self._key)))
+
+    def abandon(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self._holds.discard(hold)
+            hold.active = False
+            hold.session.shutdown()  # the server ends the session and frees the lock

@@ -15,8 +15,7 @@ from conch.backends.kit.errors import scrub
 from conch.backends.kit.naming import int64_key
 from conch.backends.kit.session import Heartbeat
 from conch.backends.postgresql import inspection
-from conch.backends.postgresql.async_lock import AsyncAdvisoryLock
-from conch.backends.postgresql.async_session import AsyncSessions
+from conch.backends.postgresql.async_session import AsyncAdvisoryLock, AsyncSessions
 from conch.backends.postgresql.groups import PostgreSQLGroups
 from conch.backends.postgresql.lock import AdvisoryLock, Sessions, SharedAdvisoryLock
 from conch.backends.postgresql.semaphore import LIMITS, SemaphorePermit
@@ -63,9 +62,9 @@ class PostgreSQLBackend(Backend):
             connect_timeout=max(1, math.ceil(self.connect_timeout)),
             **{name: options[name] for name in _LIBPQ_OPTIONS if name in options},
         )
-        self.named_keys: set[int] = set()
-        self.sessions = Sessions(self, conninfo, self.connect_timeout, int(pool_size))
-        self.async_sessions = AsyncSessions(self, conninfo, self.connect_timeout, int(pool_size))
+        self.sessions = Sessions(self.describe, conninfo, self.connect_timeout, int(pool_size))
+        self.async_sessions = AsyncSessions(self.describe, conninfo, self.connect_timeout,
+                                            int(pool_size))
         self._heartbeat = Heartbeat(f"conch-postgresql {member_id}",
                                     url.float_option("heartbeat", 2.0), self._check_holds)
         self._groups = PostgreSQLGroups(self.sessions.open, member_id,

@@ -72,7 +72,7 @@ def _query(sessions: Sessions, sql: str, params: dict[str, Any]) -> list[tuple[A
         sessions.pool.give_back(session, keep=refused and not session.closed)
         if isinstance(exc, psycopg.errors.InsufficientPrivilege) or not refused:
             raise
-        raise BackendUnavailable(sessions.owner.describe(exc)) from None
+        raise BackendUnavailable(sessions.describe(exc)) from None
     sessions.pool.give_back(session)
     return rows
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Generic, Protocol
+from collections.abc import Callable
+from typing import Any, Generic
 
 import psycopg
 
@@ -18,14 +19,6 @@ from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql import statements
 from conch.backends.postgresql.session import S, Session, forget_connection, outcome
 from conch.errors import BackendUnavailable, LockLost, NotStarted
-
-
-class Owner(Protocol):
-    """The backend, as the handles see it."""
-
-    named_keys: set[int]  # keys whose name this process recorded: not sent again
-
-    def describe(self, problem: object) -> str: ...
 
 
 class Hold(Generic[S]):
@@ -59,12 +52,14 @@ class Hold(Generic[S]):
 class SessionsCore(Generic[S]):
     """A coordinator's sessions of one kind (a pool) and the holds they keep."""
 
-    def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
-        self.owner, self.conninfo, self.io_timeout = owner, conninfo, io_timeout
+    def __init__(self, describe: Callable[[object], str], conninfo: str, io_timeout: float,
+                 keep_idle: int) -> None:
+        self.describe, self.conninfo, self.io_timeout = describe, conninfo, io_timeout
+        self.named_keys: set[int] = set()  # keys whose name this process recorded
         # An idle session that is readable was sent an error or EOF: it is gone.
         self.pool: Pool[S] = Pool(
             lambda session: session.pgconn.finish(), forget_connection, keep_idle,
-            lambda: NotStarted(owner.describe("the coordinator was stopped")),
+            lambda: NotStarted(describe("the coordinator was stopped")),
             lambda session: not session.closed and not SocketWait(session.pgconn.socket).ready())
         self.holds: Holds[Hold[S]] = Holds()
 
@@ -75,12 +70,12 @@ class HandleCore(Generic[S]):
     def __init__(self, sessions: SessionsCore[S], key: int, name: bytes,
                  on_lost: LossCallback) -> None:
         self._sessions, self._key, self._name, self._on_lost = sessions, key, name, on_lost
-        self._owner, self._holds, self._pool = sessions.owner, sessions.holds, sessions.pool
+        self._describe, self._holds, self._pool = sessions.describe, sessions.holds, sessions.pool
         self._hold: Hold[S] | None = None
 
     def name_to_record(self) -> bytes | None:
         """The name, with this process's first hold of the key (else ``None``)."""
-        return None if self._key in self._owner.named_keys else self._name
+        return None if self._key in self._sessions.named_keys else self._name
 
     def failed(self, session: S, result: object, retry: bool) -> bool:
         """Whether an acquire's ``result`` is a failure to try again (its connection was gone:
@@ -94,7 +89,7 @@ class HandleCore(Generic[S]):
         if self._pool.closed:  # its wait was cancelled, or its session closed, by stop()
             raise self._pool.stopped() from None
         if not (retry and broken):
-            raise BackendUnavailable(self._owner.describe(result)) from None
+            raise BackendUnavailable(self._describe(result)) from None
         return True
 
     def taken(self, session: S, token: Any, loop: Any = None) -> int | None:
@@ -102,9 +97,9 @@ class HandleCore(Generic[S]):
         if token is None:
             self._pool.give_back(session)
             return None
-        if len(self._owner.named_keys) >= 100_000:  # a name recorded twice: a skipped insert
-            self._owner.named_keys.clear()
-        self._owner.named_keys.add(self._key)
+        if len(self._sessions.named_keys) >= 100_000:  # a name recorded twice: a skipped insert
+            self._sessions.named_keys.clear()
+        self._sessions.named_keys.add(self._key)
         hold = self._hold = self.new_hold(session, loop)
         self._holds.add(hold, self._on_lost)
         if self._pool.closed:  # stopped while we waited
@@ -135,7 +130,7 @@ class HandleCore(Generic[S]):
             return
         if isinstance(unlocked, BaseException) and not isinstance(unlocked, psycopg.Error):
             raise unlocked
-        raise LockLost(self._owner.describe(
+        raise LockLost(self._describe(
             "the server no longer held the lock for this session" if unlocked is False else
             f"the session holding the lock failed before release ({unlocked}); "
             "the server freed the lock, another holder may have taken it")) from None
@@ -149,7 +144,7 @@ class Sessions(SessionsCore[Session]):
         try:
             session = Session.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
+            raise BackendUnavailable(self.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout
         session.prepared = {}
         return session
