@@ -23,7 +23,7 @@ from tests.servers.mysql import MySQLServer
 
 from benchmarks.contenders import common
 from benchmarks.contenders.base import Contender, LockLike, Settings, Target
-from conch.backends.mysql.fencing import ACQUIRE, ensure_fencing_table
+from conch.backends.mysql.lock import ACQUIRE, ensure_fencing_table
 from conch.url import parse_url
 
 SETTINGS = Settings()

@@ -9,10 +9,8 @@ from conch.backends.kit.errors import scrub
 from conch.backends.kit.naming import hex_digest
 from conch.backends.mysql import inspection
 from conch.backends.mysql.client import Settings
-from conch.backends.mysql.fencing import FENCING_TABLE as FENCING_TABLE
-from conch.backends.mysql.fencing import ensure_fencing_table
 from conch.backends.mysql.groups import MySQLGroups
-from conch.backends.mysql.lock import MySQLLock
+from conch.backends.mysql.lock import MySQLLock, ensure_fencing_table
 from conch.backends.mysql.semaphore import CREATE_SEMAPHORES_TABLE, LIMITS, MySQLPermit
 from conch.backends.mysql.session import MySQLSessions
 from conch.capabilities import Capabilities

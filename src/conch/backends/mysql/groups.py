@@ -13,8 +13,8 @@ from pymysql.constants import ER  # type: ignore[import-untyped]
 
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE, Rows, SQLGroups
-from conch.backends.mysql.client import Connection, Settings, open_connection
-from conch.backends.mysql.errors import CLIENT_ERRORS, describe, session_gone
+from conch.backends.mysql import client
+from conch.backends.mysql.client import Connection, Settings
 from conch.backends.mysql.session import close_quietly
 from conch.errors import BackendUnavailable, NotSupported
 
@@ -36,7 +36,7 @@ class MySQLGroups(SQLGroups[Connection]):
     quarter of the session timeout (which also keeps that session from timing out)."""
 
     poll_interval = 1.0  # MySQL cannot notify: watchers read
-    client_errors = CLIENT_ERRORS
+    client_errors = client.CLIENT_ERRORS
     create_group = (f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%(group)s)"
                     " ON DUPLICATE KEY UPDATE name = name")
     # Every entry with whether it is live, then a row when the group exists (a plain read:
@@ -59,7 +59,7 @@ class MySQLGroups(SQLGroups[Connection]):
 
     def __init__(self, settings: Settings, member_id: str,
                  describe: Callable[[object], str]) -> None:
-        super().__init__(lambda: open_connection(settings), member_id,
+        super().__init__(lambda: client.open_connection(settings), member_id,
                          settings.check_interval, describe)
         self._settings = settings
         if len(self.member) > MAX_MEMBER_ID_BYTES:
@@ -82,7 +82,7 @@ class MySQLGroups(SQLGroups[Connection]):
             ER.NO_REFERENCED_ROW_2, ER.ROW_IS_REFERENCED_2)
 
     def _broken(self, session: Connection, exc: Exception) -> bool:
-        return not session.open or session_gone(exc)
+        return not session.open or client.session_gone(exc)
 
     def _end(self, session: Connection) -> None:
         close_quietly(session)
@@ -116,5 +116,5 @@ class MySQLGroups(SQLGroups[Connection]):
                 ER.TABLEACCESS_DENIED_ERROR, ER.COLUMNACCESS_DENIED_ERROR):
             return (f"{exc.args[1]}: group membership needs SELECT, INSERT, UPDATE, DELETE on "
                     f"tables {GROUPS_TABLE} and {MEMBERS_TABLE} (docs/mysql.md, Groups)")
-        return describe(exc, self._settings)
+        return client.describe(exc, self._settings)
 

@@ -12,7 +12,7 @@ import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
 from conch.backends.mysql.client import Connection
-from conch.backends.mysql.fencing import FENCING_TABLE
+from conch.backends.mysql.lock import FENCING_TABLE
 from conch.introspection import (
     BreakRefused,
     HolderChanged,

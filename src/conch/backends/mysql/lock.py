@@ -1,6 +1,7 @@
 """One ``mysql://`` lock handle: it takes a session of its own (``GET_LOCK`` is re-entrant per
 session), waits there server-side, and gives the session back only after ``RELEASE_LOCK``;
-while held, :class:`~conch.backends.mysql.session.MySQLSessions` checks it."""
+while held, :class:`~conch.backends.mysql.session.MySQLSessions` checks it. Its token comes
+from table ``conch_fencing`` (a row per ``GET_LOCK`` name: the last token and holder)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,38 @@ import os
 import threading
 
 import pymysql  # type: ignore[import-untyped]
+from pymysql.constants import ER  # type: ignore[import-untyped]
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.mysql.client import Connection, open_connection
-from conch.backends.mysql.errors import describe, session_gone
-from conch.backends.mysql.fencing import ACQUIRE
+from conch.backends.mysql.client import Connection, describe, open_connection, session_gone
 from conch.backends.mysql.session import MySQLSessions
 from conch.errors import BackendUnavailable, LockLost, NotStarted
 from conch.introspection import HolderStamp
+
+FENCING_TABLE = "conch_fencing"
+
+# The last hold's stamp, connection and server time, for `conch show` (mysql.inspection).
+_HOLDER_COLUMNS = ("holder MEDIUMBLOB NULL", "connection_id BIGINT UNSIGNED NULL",
+                   "acquired_at DECIMAL(17, 6) NULL")
+_CREATE_FENCING_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {FENCING_TABLE} (
+    lock_key CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+    token BIGINT UNSIGNED NOT NULL,
+    {", ".join(_HOLDER_COLUMNS)}
+) ENGINE=InnoDB"""
+
+# One round-trip: wait for the lock; if taken, count the token up and record the
+# holder. The INSERT's affected rows say whether the lock was taken (0: timed out),
+# and its OK packet carries the token set by LAST_INSERT_ID(expr). Params: name,
+# wait (seconds), holder (the stamp). NOW(6) is the INSERT's start: after the grant.
+ACQUIRE = (
+    "SET @conch_locked = GET_LOCK(%(name)s, %(wait)s);"
+    f" INSERT INTO {FENCING_TABLE} (lock_key, token, holder, connection_id, acquired_at)"
+    " SELECT %(name)s, LAST_INSERT_ID(1), %(holder)s, CONNECTION_ID(), UNIX_TIMESTAMP(NOW(6))"
+    " FROM DUAL WHERE @conch_locked = 1"
+    " ON DUPLICATE KEY UPDATE token = LAST_INSERT_ID(token + 1), holder = VALUES(holder),"
+    " connection_id = VALUES(connection_id), acquired_at = VALUES(acquired_at)"
+)
 
 # 1 when released, 0 when another session holds it, NULL when nobody does.
 _RELEASE = "SELECT RELEASE_LOCK(%s)"
@@ -28,10 +53,7 @@ class MySQLLock(LockHandle):
 
     def __init__(self, sessions: MySQLSessions, name: str, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._sessions = sessions
-        self._name = name
-        self._stamp = stamp
-        self._on_lost = on_lost
+        self._sessions, self._name, self._stamp, self._on_lost = sessions, name, stamp, on_lost
         self._mutex = threading.Lock()  # one user of the held session: release() or the check
         self._session: Connection | None = None
         self._session_pid = 0
@@ -141,14 +163,28 @@ class MySQLLock(LockHandle):
             while True:
                 remaining = deadline.remaining()
                 wait = longest if remaining is None else min(remaining, longest)
-                self._sessions.begin_wait(session)
-                try:
+                with self._sessions.waiting(session):
                     cursor.execute(ACQUIRE, {"name": self._name, "wait": round(wait, 3),
                                              "holder": self._stamp.stamp()})
                     cursor.nextset()
-                finally:
-                    self._sessions.end_wait(session)
                 if cursor.rowcount > 0:
                     return int(cursor.lastrowid)
                 if wait == remaining:  # the server waited all the time that was left
                     return None
+
+
+def ensure_fencing_table(session: Connection) -> None:
+    """Create ``conch_fencing`` unless it exists (so a user without CREATE can use it),
+    and add the holder columns to a table made before they existed."""
+    with session.cursor() as cursor:
+        try:
+            cursor.execute(f"SELECT holder, connection_id, acquired_at FROM {FENCING_TABLE} "
+                           "LIMIT 0")
+        except (pymysql.ProgrammingError, pymysql.OperationalError) as exc:
+            if exc.args[0] == ER.NO_SUCH_TABLE:
+                cursor.execute(_CREATE_FENCING_TABLE)
+            elif exc.args[0] == ER.BAD_FIELD_ERROR:
+                columns = ", ".join(f"ADD COLUMN {column}" for column in _HOLDER_COLUMNS)
+                cursor.execute(f"ALTER TABLE {FENCING_TABLE} {columns}")
+            else:
+                raise

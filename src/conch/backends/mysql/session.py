@@ -1,7 +1,6 @@
 """The server sessions of one coordinator: idle connections for reuse (PyMySQL has no pool),
-the sessions waiting in ``GET_LOCK`` (killed on stop), and the periodic check of the held
-ones. Each connection is one server session; a lock handle has one to itself while it
-waits or holds, so an idle connection never holds a lock."""
+the waits in ``GET_LOCK`` (killed on stop) and the periodic check of the held ones. A lock
+handle has a session to itself while it waits or holds: an idle one never holds a lock."""
 
 from __future__ import annotations
 
@@ -17,8 +16,8 @@ from conch.backends.kit.errors import translated
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.pool import Pool
 from conch.backends.kit.session import Heartbeat, Holds
-from conch.backends.mysql.client import Connection, Settings, open_connection
-from conch.backends.mysql.errors import CLIENT_ERRORS, describe, timed_out
+from conch.backends.mysql import client
+from conch.backends.mysql.client import Connection, Settings
 from conch.errors import NotStarted
 from conch.url import BackendURL
 
@@ -69,12 +68,11 @@ class MySQLSessions:
         self.holds = Holds()
         self._checker = None
         self._mutex = threading.Lock()
-        self._waiting: set[Connection] = set()
 
     def translated_errors(self) -> AbstractContextManager[None]:
         """A block whose client errors leave it as :class:`conch.BackendUnavailable`."""
-        return translated(self.url, CLIENT_ERRORS, lambda exc: f"mysql backend at "
-                          f"{self.url.redacted()}: {describe(exc, self.settings)}")
+        return translated(self.url, client.CLIENT_ERRORS, lambda exc: f"mysql backend at "
+                          f"{self.url.redacted()}: {client.describe(exc, self.settings)}")
 
     @contextlib.contextmanager
     def lent(self) -> Iterator[Connection]:
@@ -91,21 +89,19 @@ class MySQLSessions:
 
     def take(self) -> Connection:
         """A session for one handle: the most recently used idle one, else a new one."""
-        return self.pool.idle_one() or self.pool.lend(open_connection(self.settings))
+        return self.pool.idle_one() or self.pool.lend(client.open_connection(self.settings))
 
-    def begin_wait(self, connection: Connection) -> None:
-        """``connection`` waits in the server until :meth:`end_wait` (:meth:`close` ends the
-        wait); :class:`NotStarted` once closed, checked after joining: close kills the rest."""
-        with self._mutex:
-            self._waiting.add(connection)
-        if self.closed:
-            self.end_wait(connection)
-            raise NotStarted("the coordinator was stopped while waiting")
-
-    def end_wait(self, connection: Connection) -> None:
-        """``connection``'s wait in the server is over."""
-        with self._mutex:
-            self._waiting.discard(connection)
+    @contextlib.contextmanager
+    def waiting(self, connection: Connection) -> Iterator[None]:
+        """A block where ``connection`` waits in the server (:meth:`close` kills the wait);
+        :class:`NotStarted` once closed, checked after marking it: close kills the rest."""
+        connection.conch_waiting = True
+        try:
+            if self.closed:
+                raise NotStarted("the coordinator was stopped while waiting")
+            yield
+        finally:
+            connection.conch_waiting = False
 
     def track(self, hold: CheckedHold, on_lost: LossCallback) -> None:
         """Check ``hold``'s session every ``check_interval`` until it is released or lost."""
@@ -119,16 +115,14 @@ class MySQLSessions:
     def close(self) -> None:
         """End the waits (``KILL QUERY``: they raise :class:`NotStarted`), the holds and the
         idle sessions."""
-        self.pool.close()
+        waiting = [c for c in self.pool.close() if getattr(c, "conch_waiting", False)]
         if self._checker is not None:
             self._checker.stop()
-        with self._mutex:
-            waiting = list(self._waiting)
         if waiting:
             # A user may KILL its own sessions' queries without privilege. A server out of
             # reach is left alone: those waits end with their round.
-            with contextlib.suppress(*CLIENT_ERRORS):
-                killer = open_connection(self.settings)
+            with contextlib.suppress(*client.CLIENT_ERRORS):
+                killer = client.open_connection(self.settings)
                 try:
                     with killer.cursor() as cursor:
                         for connection in waiting:
@@ -151,8 +145,8 @@ class MySQLSessions:
                 try:
                     reason = hold.check()
                 except Exception as exc:
-                    reason = f"its session failed: {describe(exc, self.settings)}"
-                    if timed_out(exc):
+                    reason = f"its session failed: {client.describe(exc, self.settings)}"
+                    if client.timed_out(exc):
                         silent_server = reason
             if reason is not None:
                 self.holds.lose(hold, reason)
