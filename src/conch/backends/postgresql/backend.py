@@ -1,11 +1,13 @@
 """``postgresql://user[:password]@host[:port]/dbname[?options]``: locks as session-level
-advisory locks, one server session per hold, fencing tokens from one sequence. How it maps
-the contract, and its options: docs/postgresql.md."""
+advisory locks, one server session per hold, fencing tokens from one sequence; who holds them
+(``pg_locks``, ``pg_stat_activity``, the names table), and breaking a hold by ending its
+session. How it maps the contract, and its options: docs/postgresql.md."""
 
 from __future__ import annotations
 
 import math
 import urllib.parse
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -14,16 +16,15 @@ from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle
 from conch.backends.kit.errors import scrub
 from conch.backends.kit.naming import int64_key
 from conch.backends.kit.session import Heartbeat
-from conch.backends.postgresql import inspection
 from conch.backends.postgresql.async_session import AsyncAdvisoryLock, AsyncSessions
 from conch.backends.postgresql.groups import PostgreSQLGroups
 from conch.backends.postgresql.lock import AdvisoryLock, Sessions, SharedAdvisoryLock
 from conch.backends.postgresql.semaphore import LIMITS, SemaphorePermit
 from conch.backends.postgresql.session import create_missing
-from conch.backends.postgresql.statements import FENCING_SEQUENCE, NAMES_TABLE, SETUP
+from conch.backends.postgresql.statements import FENCING_SEQUENCE, KEY_MATCHES, NAMES_TABLE, SETUP
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL, NotSupported
-from conch.introspection import LockInfo
+from conch.introspection import BreakRefused, HolderChanged, HolderInfo, LockInfo
 from conch.url import BackendURL
 
 _LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
@@ -31,6 +32,24 @@ _LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 # the keepalives let the server notice a vanished client host (10 s + 3 x 5 s).
 _SESSION_SETTINGS = ("-c statement_timeout=0 -c lock_timeout=0 -c tcp_keepalives_idle=10"
                      " -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3")
+APPLICATION_PREFIX = "conch "
+_THIS_DATABASE = "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+# Every held lock of this database (with ``key``: that key's): its waiters, its holder's
+# pid, application name and host, and its recorded name (the key rebuilt from its halves).
+_HELD = f"""SELECT (SELECT count(*) FROM pg_locks AS w
+        WHERE w.locktype = 'advisory' AND w.objsubid = 1 AND w.database = g.database
+          AND w.classid = g.classid AND w.objid = g.objid AND NOT w.granted),
+       g.pid, a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local'),
+       n.name
+FROM pg_locks AS g
+LEFT JOIN {NAMES_TABLE} AS n ON n.key = (g.classid::bigint << 32) | g.objid::bigint
+LEFT JOIN pg_stat_activity AS a ON a.pid = g.pid
+WHERE g.locktype = 'advisory' AND g.objsubid = 1 AND g.granted AND g.{_THIS_DATABASE}
+  AND (%(key)s::bigint IS NULL OR ({KEY_MATCHES}))"""
+# End the holder's session (pid) only if it still holds the key.
+_TERMINATE = f"""SELECT pg_terminate_backend(pid) FROM pg_locks
+WHERE {KEY_MATCHES} AND {_THIS_DATABASE} AND granted AND pid = %(pid)s::integer"""
+
 
 
 class PostgreSQLBackend(Backend):
@@ -58,7 +77,7 @@ class PostgreSQLBackend(Backend):
             # A percent-encoded host is a Unix socket directory, as in libpq's own URIs.
             "", host=urllib.parse.unquote(host), port=port or 5432,
             dbname=url.path.lstrip("/") or None, user=url.username, password=url.password,
-            application_name=f"conch {member_id}"[:63], options=_SESSION_SETTINGS,
+            application_name=f"{APPLICATION_PREFIX}{member_id}"[:63], options=_SESSION_SETTINGS,
             connect_timeout=max(1, math.ceil(self.connect_timeout)),
             **{name: options[name] for name in _LIBPQ_OPTIONS if name in options},
         )
@@ -112,13 +131,31 @@ class PostgreSQLBackend(Backend):
         await self.async_sessions.close_running()
 
     def describe_lock(self, key: bytes) -> LockInfo:
-        return inspection.describe(self.sessions, int64_key(key), key)
+        rows = self._query(_HELD, {"key": int64_key(key)})
+        return LockInfo(key, _holder(*rows[0][1:4]), rows[0][0]) if rows else LockInfo(key, None, 0)
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
-        return inspection.held_locks(self.sessions)
+        """Every held lock of this database whose name is recorded."""
+        return [LockInfo(bytes(row[4]), _holder(*row[1:4]), row[0])
+                for row in self._query(_HELD, {"key": None}) if row[4] is not None]
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        return inspection.break_hold(self.sessions, int64_key(key), key, token)
+        """End the session holding ``key`` (``token`` cannot be checked: it must be None)."""
+        if token is not None:
+            raise NotSupported("PostgreSQL does not show a holder's token: break without one")
+        lock = self.describe_lock(key)
+        if lock.holder is None:
+            return lock
+        try:
+            ended = self._query(_TERMINATE, {"key": int64_key(key), "pid": lock.holder.session})
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise BreakRefused(f"PostgreSQL refused to end the holder's session (server pid "
+                               f"{lock.holder.session}): {exc}. The URL's role must be a member "
+                               "of the holder's role or of pg_signal_backend (a superuser's "
+                               "session: a superuser)") from None
+        if not ended:
+            raise HolderChanged(f"lock {lock.name!r} was released while being broken")
+        return lock
 
     def describe(self, problem: object) -> str:
         """``problem`` prefixed with the redacted URL, with every secret removed."""
@@ -127,3 +164,24 @@ class PostgreSQLBackend(Backend):
     def _check_holds(self) -> None:
         self.sessions.check_holds()
         self.async_sessions.check_holds()
+
+    def _query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of ``sql`` on a pooled session; a failed connection as a conch error."""
+        session = self.sessions.borrow()
+        try:
+            rows = session.execute(sql, params).fetchall()
+        except BaseException as exc:
+            refused = isinstance(exc, psycopg.Error)
+            self.sessions.pool.give_back(session, keep=refused and not session.closed)
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege) or not refused:
+                raise
+            raise BackendUnavailable(self.describe(exc)) from None
+        self.sessions.pool.give_back(session)
+        return rows
+
+
+def _holder(pid: int, application: str | None, host: str) -> HolderInfo:
+    """The holder whose server pid, application name and client host these are."""
+    name = application or ""
+    member = name[len(APPLICATION_PREFIX):] if name.startswith(APPLICATION_PREFIX) else None
+    return HolderInfo(member_id=member, host=host, session=str(pid))
