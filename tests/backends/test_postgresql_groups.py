@@ -16,8 +16,7 @@ import pytest
 
 import conch
 from conch.backends.kit.sql_groups import MEMBERS_TABLE
-from conch.backends.postgresql.group_listener import CHANNEL
-from conch.backends.postgresql.groups import TABLES, entry_lock
+from conch.backends.postgresql.groups import CHANNEL, TABLES, entry_lock
 from tests.backends.sql_groups import GroupFaults, ServerFaults, joined_worker
 from tests.servers.base import wait_until
 from tests.servers.postgresql import PostgreSQLServer

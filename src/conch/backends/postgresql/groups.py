@@ -1,22 +1,31 @@
 """``postgresql://`` groups: a row per group and per member entry, in tables made on first
 use. An entry counts while the coordinator's membership session holds the entry's two-``int``
 advisory lock (a key space apart from the locks' ``bigint`` keys), so a dead process's
-entries stop counting when its connection ends, and readers delete them. docs/postgresql.md,
-"Groups"."""
+entries stop counting when its connection ends, and readers delete them. Joins and leaves
+``NOTIFY`` channel ``conch_groups``; one thread per coordinator listens, waking that group's
+subscribers (all of them after a reconnect). docs/postgresql.md, "Groups"."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import threading
 from collections.abc import Callable
 
 import psycopg
 from psycopg import errors
 
+from conch.backends.kit.fork import forget_in_child
+from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
+from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE, Rows, SQLGroups
-from conch.backends.postgresql.group_listener import CHANNEL, Listener, channel_payload
 from conch.backends.postgresql.session import Session, create_missing, forget_connection
-from conch.errors import BackendUnavailable
+from conch.errors import BackendUnavailable, ConchError
+
+log = logging.getLogger("conch")
+CHANNEL = "conch_groups"
+RECONNECT_DELAY = 1.0
 
 IDLE_LIMIT_FACTOR = 3
 """The server ends a membership session silent for this many times the member's own limit."""
@@ -33,6 +42,10 @@ _ENTRY_KEY = "(classid::bigint << 32) | objid::bigint"
 _LIVE = (f"live AS (SELECT {_ENTRY_KEY} AS entry_key FROM pg_locks WHERE locktype = 'advisory'"
          " AND objsubid = 2 AND granted"
          " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
+
+def channel_payload(group: bytes) -> str:
+    """What a change of ``group`` sends on :data:`CHANNEL` (short, whatever the name)."""
+    return hex_digest(b"conch-group\0" + group, 32)
 
 
 def entry_lock(group: bytes, member: bytes) -> tuple[int, int]:
@@ -138,3 +151,64 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
             return (f"{exc}: group membership needs SELECT, INSERT, UPDATE, DELETE on tables "
                     f"{GROUPS_TABLE} and {MEMBERS_TABLE} (docs/postgresql.md, Groups)")
         return str(exc)
+
+
+class Listener:
+    """Calls each group's subscribers when a notification names it. Thread-safe."""
+
+    def __init__(self, open_session: Callable[[], Session],
+                 describe: Callable[[object], str]) -> None:
+        self._open_session, self._describe = open_session, describe
+        self._subscribers = GroupSubscribers("conch-postgresql-group-listener", self._run)
+        self._session: Session | None = None
+        self._failing = False  # the last attempt to listen failed (and was logged)
+        forget_in_child(self)
+
+    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
+        """Call ``changed`` on each notification about ``group``; returns how to stop."""
+        return self._subscribers.subscribe(channel_payload(group).encode(), changed)
+
+    def close(self) -> None:
+        """Stop listening: the thread's wait is cut short (its socket shut) and it ends."""
+        self._subscribers.stop()
+        session = self._session
+        if session is not None:
+            session.shutdown()
+
+    def forget_parent(self) -> None:
+        """In a forked child: a thread of its own later; the parent's session left be."""
+        self._subscribers.forget_parent()
+        session, self._session = self._session, None
+        if session is not None:
+            forget_connection(session)
+
+    def _run(self, stopped: threading.Event, wake: Wake) -> None:
+        while not stopped.is_set():
+            try:
+                self._listen(stopped, wake)
+            except (psycopg.Error, ConchError) as exc:
+                if stopped.is_set():
+                    return
+                # Once per outage: watchers still read every poll interval meanwhile.
+                log.log(logging.DEBUG if self._failing else logging.WARNING,
+                        "conch: listening for group changes failed, retrying every %g s: %s",
+                        RECONNECT_DELAY, exc if isinstance(exc, ConchError)
+                        else self._describe(exc))
+                self._failing = True
+            wake(None)  # a notification may have been missed meanwhile
+            stopped.wait(RECONNECT_DELAY)
+
+    def _listen(self, stopped: threading.Event, wake: Wake) -> None:
+        session = self._session = self._open_session()
+        try:
+            if stopped.is_set():  # close() came first: it could not shut this one
+                return
+            session.execute(f"LISTEN {CHANNEL}")
+            self._failing = False
+            wake(None)  # changes made before LISTEN took effect
+            session.limit = None  # wait as long as it takes (green under eventlet); close()
+            for notification in session.notifies():  # shuts the socket to end the wait
+                wake((notification.payload.encode(),))
+        finally:
+            self._session = None
+            session.end()
