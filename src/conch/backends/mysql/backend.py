@@ -16,11 +16,10 @@ from conch import introspection
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.kit.errors import scrub
 from conch.backends.kit.naming import hex_digest
-from conch.backends.mysql.client import Settings
+from conch.backends.mysql.client import Connection, Settings
 from conch.backends.mysql.groups import MySQLGroups
-from conch.backends.mysql.lock import FENCING_TABLE, MySQLLock, ensure_fencing_table
+from conch.backends.mysql.lock import FENCING_TABLE, MySQLLock, MySQLSessions
 from conch.backends.mysql.semaphore import CREATE_SEMAPHORES_TABLE, LIMITS, MySQLPermit
-from conch.backends.mysql.session import MySQLSessions
 from conch.capabilities import Capabilities
 from conch.errors import NotSupported
 from conch.introspection import HolderInfo, HolderStamp, LockInfo
@@ -29,6 +28,15 @@ from conch.url import BackendURL
 SERVER_NAME_PREFIX = "conch:"
 _SERVER_NAME = re.compile(r"conch:[0-9a-f]{58}")
 
+# The last hold's stamp, connection and server time, for `conch show`.
+_HOLDER_COLUMNS = ("holder MEDIUMBLOB NULL", "connection_id BIGINT UNSIGNED NULL",
+                   "acquired_at DECIMAL(17, 6) NULL")
+_CREATE_FENCING_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {FENCING_TABLE} (
+    lock_key CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL PRIMARY KEY,
+    token BIGINT UNSIGNED NOT NULL,
+    {", ".join(_HOLDER_COLUMNS)}
+) ENGINE=InnoDB"""
 # The holder (NULL: free), then its record when the row is its own.
 _DESCRIBE = (f"SELECT IS_USED_LOCK(%(name)s), f.connection_id, f.token, f.acquired_at, f.holder"
              f" FROM (SELECT 1) AS one LEFT JOIN {FENCING_TABLE} AS f ON f.lock_key = %(name)s")
@@ -157,3 +165,20 @@ def _holder(connection_id: Any, token: Any, acquired_at: Any, holder: Any) -> Ho
     if stamp is None:
         return HolderInfo(token=token, acquired_at=acquired_at, session=str(connection_id))
     return stamp.holder(token=token, acquired_at=acquired_at, session=str(connection_id))
+
+
+def ensure_fencing_table(session: Connection) -> None:
+    """Create ``conch_fencing`` unless it exists (so a user without CREATE can use it),
+    and add the holder columns to a table made before they existed."""
+    with session.cursor() as cursor:
+        try:
+            cursor.execute(f"SELECT holder, connection_id, acquired_at FROM {FENCING_TABLE} "
+                           "LIMIT 0")
+        except (pymysql.ProgrammingError, pymysql.OperationalError) as exc:
+            if exc.args[0] == ER.NO_SUCH_TABLE:
+                cursor.execute(_CREATE_FENCING_TABLE)
+            elif exc.args[0] == ER.BAD_FIELD_ERROR:
+                columns = ", ".join(f"ADD COLUMN {column}" for column in _HOLDER_COLUMNS)
+                cursor.execute(f"ALTER TABLE {FENCING_TABLE} {columns}")
+            else:
+                raise

@@ -4,6 +4,7 @@ the password). Options: docs/mysql.md."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -94,6 +95,13 @@ def open_connection(settings: Settings) -> Connection:
         ssl=settings.tls.context() if settings.tls is not None else None,
         ssl_disabled=settings.plain,
     )
+
+
+def close_quietly(connection: Connection) -> None:
+    """Close ``connection``, ending its session (the server frees its locks). Never raises."""
+    with contextlib.suppress(Exception):  # already closed or broken: nothing left to free
+        connection.close()
+
 
 
 CLIENT_ERRORS = (pymysql.Error, OSError, TLSFileError)

@@ -15,7 +15,6 @@ from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE, Rows, SQLGroups
 from conch.backends.mysql import client
 from conch.backends.mysql.client import Connection, Settings
-from conch.backends.mysql.session import close_quietly
 from conch.errors import BackendUnavailable, NotSupported
 
 ENTRY_LOCK_PREFIX = "conch-group:"
@@ -85,7 +84,7 @@ class MySQLGroups(SQLGroups[Connection]):
         return not session.open or client.session_gone(exc)
 
     def _end(self, session: Connection) -> None:
-        close_quietly(session)
+        client.close_quietly(session)
 
     def _abandon(self, session: Connection) -> None:
         pass  # PyMySQL sends nothing when a connection is collected, only on close()
