@@ -59,7 +59,8 @@ class MySQLSessions:
         self._max_idle_age = settings.session_timeout / 2
         self.pool: Pool[Connection] = Pool(
             client.close_quietly, lambda connection: None, IDLE_CONNECTIONS_KEPT,
-            lambda: NotStarted("the coordinator was stopped"), max_idle_age=self._max_idle_age)
+            lambda: NotStarted("the coordinator was stopped"),
+            lambda connection, idle: idle < self._max_idle_age)
         self._checker: Heartbeat | None = None  # started by the first hold
         self.forget_parent()
         forget_in_child(self)

@@ -60,7 +60,7 @@ class SessionsCore(Generic[S]):
         self.pool: Pool[S] = Pool(
             lambda session: session.pgconn.finish(), forget_connection, keep_idle,
             lambda: NotStarted(describe("the coordinator was stopped")),
-            lambda session: not session.closed and not SocketWait(session.pgconn.socket).ready())
+            lambda session, _: not session.closed and not SocketWait(session.pgconn.socket).ready())
         self.holds: Holds[Hold[S]] = Holds()
 
 
