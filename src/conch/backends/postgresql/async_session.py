@@ -13,7 +13,7 @@ from conch.backends.base import AsyncLockHandle, Deadline
 from conch.backends.postgresql import statements
 from conch.backends.postgresql.lock import HandleCore, Hold, SessionsCore
 from conch.backends.postgresql.session import Bounded
-from conch.backends.postgresql.statements import Statement, Steps, advance
+from conch.backends.postgresql.statements import Steps, advance
 from conch.errors import BackendUnavailable
 
 
@@ -21,16 +21,20 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
     """One server session used by one task at a time on one loop; :meth:`cancel` and
     :meth:`shutdown` may come from any thread."""
 
-    async def answer(self, statement: Statement) -> object:
-        """``statement``'s first value, or what it raised (a cancelled task cancels it first)."""
-        self.limit = statement.limit(self.io_timeout)
-        try:
-            async with self.lock:
-                return await self.wait(self.exchange(statement))
-        except BaseException as exc:
-            return exc
-        finally:
+    async def outcome(self, steps: Steps[Any]) -> Any:
+        """What ``steps`` return, or the exception they (or a statement) raised (a cancelled
+        task cancels its statement first)."""
+        statement, result = advance(steps, None)
+        while statement is not None:
+            self.limit = statement.limit(self.io_timeout)
+            try:
+                async with self.lock:
+                    answer = await self.wait(self.exchange(statement))
+            except BaseException as exc:
+                answer = exc
             self.limit = self.io_timeout
+            statement, result = advance(steps, answer)
+        return result
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         try:
@@ -38,14 +42,6 @@ class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
         except psycopg.OperationalError as exc:
             self.out_of_step(exc)
             raise
-
-
-async def outcome(session: AsyncSession, steps: Steps[Any]) -> Any:
-    """What ``steps`` return on ``session``, or the exception they (or a statement) raised."""
-    statement, result = advance(steps, None)
-    while statement is not None:
-        statement, result = advance(steps, await session.answer(statement))
-    return result
 
 
 class AsyncSessions(SessionsCore[AsyncSession]):
@@ -76,7 +72,7 @@ class AsyncSessions(SessionsCore[AsyncSession]):
 
     async def _check(self, hold: Hold[AsyncSession]) -> None:
         try:
-            listed = await outcome(hold.session, statements.holds(hold.key))
+            listed = await hold.session.outcome(statements.holds(hold.key))
         finally:
             hold.checking = None
         hold.checked(self.holds, listed)
@@ -114,7 +110,7 @@ class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
         for retry in (True, False):
             session = await self._sessions.borrow()
             steps = statements.take(self._key, deadline, self.name_to_record())
-            if not self.failed(session, token := await outcome(session, steps), retry):
+            if not self.failed(session, token := await session.outcome(steps), retry):
                 break
         return self.taken(session, token, asyncio.get_running_loop())
 
@@ -123,7 +119,7 @@ class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
             return
         if hold.checking is not None:  # one statement at a time
             await asyncio.wait([hold.checking])
-        self.released(hold, await outcome(hold.session, statements.unlock(self._key)))
+        self.released(hold, await hold.session.outcome(statements.unlock(self._key)))
 
     def abandon(self) -> None:
         hold, self._hold = self._hold, None

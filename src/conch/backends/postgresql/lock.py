@@ -17,7 +17,7 @@ from conch.backends.kit.pool import Pool
 from conch.backends.kit.session import Holds
 from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.session import S, Session, forget_connection, outcome
+from conch.backends.postgresql.session import S, Session, forget_connection
 from conch.errors import BackendUnavailable, LockLost, NotStarted
 
 
@@ -159,7 +159,7 @@ class Sessions(SessionsCore[Session]):
             with hold.guard:
                 if not hold.active:
                     continue  # released meanwhile: its session may serve another hold now
-                listed = outcome(hold.session, statements.holds(hold.key, hold.space))
+                listed = hold.session.outcome(statements.holds(hold.key, hold.space))
             hold.checked(self.holds, listed)
 
     def close(self) -> None:
@@ -182,13 +182,13 @@ class AdvisoryLock(HandleCore[Session], LockHandle):
         for retry in (True, False):
             session = self._sessions.borrow()
             steps = statements.take(self._key, deadline, self.name_to_record(), self.shared)
-            if not self.failed(session, token := outcome(session, steps), retry):
+            if not self.failed(session, token := session.outcome(steps), retry):
                 break
         return self.taken(session, token)
 
     def release(self) -> None:
         if (hold := self.releasing()) is not None:
-            self.released(hold, outcome(hold.session, statements.unlock(self._key, self.shared)))
+            self.released(hold, hold.session.outcome(statements.unlock(self._key, self.shared)))
 
 
 class SharedAdvisoryLock(AdvisoryLock):

@@ -9,7 +9,7 @@ import psycopg
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.postgresql.lock import HandleCore, Hold, Sessions
-from conch.backends.postgresql.session import Session, outcome
+from conch.backends.postgresql.session import Session
 from conch.backends.postgresql.statements import FENCING_SEQUENCE, Statement, Steps
 from conch.errors import LimitMismatch
 
@@ -93,7 +93,7 @@ class SemaphorePermit(HandleCore[Session], LockHandle):
 
     def release(self) -> None:
         if (hold := self.releasing()) is not None:
-            self.released(hold, outcome(hold.session, self._release()))
+            self.released(hold, hold.session.outcome(self._release()))
 
     def new_hold(self, session: Session, loop: object) -> Hold[Session]:
         """The permit's keys packed as one bigint, for ``statements.holds`` (space 2)."""
@@ -128,22 +128,22 @@ class SemaphorePermit(HandleCore[Session], LockHandle):
 
     def _wait(self, session: Session, deadline: Deadline) -> object:
         """A permit taken on ``session`` before ``deadline``, ``None``, or what failed."""
-        taken = outcome(session, self._enter())
+        taken = session.outcome(self._enter())
         listening = False
         while taken is None and (remaining := deadline.remaining()) != 0:
             if listening:  # tried since LISTEN: a release from now on is heard
                 woken = self._woken(session, RECHECK if remaining is None else
                                     min(remaining, RECHECK))
             else:
-                woken, listening = outcome(session, listen(True)), True
+                woken, listening = session.outcome(listen(True)), True
             if woken is not None:
                 return woken
-            taken = outcome(session, self._retry())
+            taken = session.outcome(self._retry())
         if isinstance(taken, BaseException):
             return taken
-        if taken is None and (left := outcome(session, self._leave())) is not None:
+        if taken is None and (left := session.outcome(self._leave())) is not None:
             return left
-        if listening and (heard := outcome(session, listen(False))) is not None:
+        if listening and (heard := session.outcome(listen(False))) is not None:
             return heard
         return taken
 

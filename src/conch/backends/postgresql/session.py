@@ -61,16 +61,19 @@ class Bounded:
 class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
     """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
 
-    def answer(self, statement: Statement) -> object:
-        """``statement``'s first value, or what it raised."""
-        self.limit = statement.limit(self.io_timeout)
-        try:
-            with self.lock:
-                return self.wait(self.exchange(statement))
-        except BaseException as exc:
-            return exc
-        finally:
+    def outcome(self, steps: Steps[Any]) -> Any:
+        """What ``steps`` return, or the exception they (or a statement) raised."""
+        statement, result = advance(steps, None)
+        while statement is not None:
+            self.limit = statement.limit(self.io_timeout)
+            try:
+                with self.lock:
+                    answer = self.wait(self.exchange(statement))
+            except BaseException as exc:
+                answer = exc
             self.limit = self.io_timeout
+            statement, result = advance(steps, answer)
+        return result
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         # psycopg's default wait is C code that eventlet's hub cannot interrupt.
@@ -90,14 +93,6 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
             self.lock.release()
         else:
             self.shutdown()
-
-
-def outcome(session: Session, steps: Steps[Any]) -> Any:
-    """What ``steps`` return on ``session``, or the exception they (or a statement) raised."""
-    statement, result = advance(steps, None)
-    while statement is not None:
-        statement, result = advance(steps, session.answer(statement))
-    return result
 
 
 S = TypeVar("S", bound=psycopg.BaseConnection[Any])
