@@ -30,6 +30,8 @@ class SQLGroups(GroupStore, Generic[C]):
     :meth:`_entry` (the entry's lock)."""
 
     client_errors: tuple[type[Exception], ...]  # what the client library raises
+    missing_table: frozenset[object]  # the error codes (:meth:`_code`) of a missing table
+    referenced: frozenset[object]  # of a foreign key's refusal (no such group, or members)
     create_group: str  # changes one row when it made the group
     delete_group = f"DELETE FROM {GROUPS_TABLE} WHERE name = %(group)s"
     list_groups = f"SELECT name FROM {GROUPS_TABLE}"
@@ -41,10 +43,13 @@ class SQLGroups(GroupStore, Generic[C]):
     unlock_entry: str
     present_entries: str  # the groups whose entry exists and is locked by this session
 
-    def __init__(self, open_session: Callable[[], C], member_id: str, heartbeat: float,
+    def __init__(self, open_session: Callable[[], C], end: Callable[[C], None],
+                 abandon: Callable[[C], None], member_id: str, heartbeat: float,
                  describe: Callable[[object], str]) -> None:
-        """``open_session`` gives a new session (raises :class:`conch.ConchError`)."""
-        self._open = open_session
+        """``open_session`` gives a new session (raises :class:`conch.ConchError`), ``end``
+        closes one now, never raising (its entries' locks are freed), and ``abandon`` drops
+        one in a forked child without a word to the server (it is the parent's)."""
+        self._open, self._end, self._abandon = open_session, end, abandon
         self.member = member_id.encode("utf-8", "surrogateescape")
         self.describe = describe
         self._mutex = threading.Lock()
@@ -66,28 +71,16 @@ class SQLGroups(GroupStore, Generic[C]):
         """The parameters naming this member's entry lock in ``group``."""
 
     @abc.abstractmethod
-    def _referenced(self, exc: Exception) -> bool:
-        """True when ``exc`` is a foreign key's refusal (no such group, or it has members)."""
+    def _code(self, exc: Exception) -> object:
+        """The error code of a client error."""
 
     @abc.abstractmethod
     def _broken(self, session: C, exc: Exception) -> bool:
         """True when ``exc`` (raised by ``session``) means the session ended."""
 
     @abc.abstractmethod
-    def _end(self, session: C) -> None:
-        """Close ``session`` now (its entries' locks are freed). Never raises."""
-
-    @abc.abstractmethod
-    def _abandon(self, session: C) -> None:
-        """In a forked child: drop the parent's ``session`` without a word to the server."""
-
-    @abc.abstractmethod
     def _prepare(self, session: C) -> None:
         """Make the tables when they are missing (first use, or dropped since)."""
-
-    @abc.abstractmethod
-    def _unprepared(self, exc: Exception) -> bool:
-        """True when ``exc`` says a table is missing."""
 
     @abc.abstractmethod
     def _describe_error(self, exc: Exception) -> str:
@@ -105,7 +98,7 @@ class SQLGroups(GroupStore, Generic[C]):
             try:
                 deleted = self._run(session, self.delete_group, {"group": group})[0]
             except self.client_errors as exc:
-                if not self._referenced(exc):
+                if self._code(exc) not in self.referenced:
                     raise
                 raise GroupNotEmpty(f"a member joined group {group!r} meanwhile") from None
             if not deleted:
@@ -130,7 +123,7 @@ class SQLGroups(GroupStore, Generic[C]):
             try:
                 self._run(session, self.write_entry, self._params(group, data=data))
             except self.client_errors as exc:
-                if not self._referenced(exc):
+                if self._code(exc) not in self.referenced:
                     raise
                 self._run(session, self.unlock_entry, self._params(group))
                 self._entries.pop(group, None)
@@ -212,7 +205,7 @@ class SQLGroups(GroupStore, Generic[C]):
             try:
                 return work(session)
             except self.client_errors as exc:
-                if not self._unprepared(exc):
+                if self._code(exc) not in self.missing_table:
                     raise
             self._prepare(session)  # a table was dropped since: made again
             return work(session)
@@ -235,7 +228,7 @@ class SQLGroups(GroupStore, Generic[C]):
                     present = {bytes(row[0]) for row in self._run(session, self.present_entries, {
                         "member": self.member, "groups": list(entries)})[1]}
                 except self.client_errors as exc:
-                    if self._unprepared(exc):  # the tables were dropped, the entries too
+                    if self._code(exc) in self.missing_table:  # dropped: the entries too
                         self._prepared = False
                     elif not self._broken(session, exc):
                         return  # no verdict; the next beat asks again

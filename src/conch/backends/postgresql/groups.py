@@ -60,6 +60,8 @@ class PostgreSQLGroups(SQLGroups[Session]):
 
     poll_interval = 1.0  # joins and leaves are pushed; a dead member is seen by reading
     client_errors = (psycopg.Error,)
+    missing_table = frozenset({errors.UndefinedTable.sqlstate})
+    referenced = frozenset({errors.ForeignKeyViolation.sqlstate})
     create_group = f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%(group)s) ON CONFLICT DO NOTHING"
     # The live entries, then a row when the group exists; the dead entries are deleted.
     read_members = f"""WITH {_LIVE}, dead AS (DELETE FROM {MEMBERS_TABLE}
@@ -91,7 +93,8 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
         # the server ends a session silent for three times that (PostgreSQL 14+), so a member
         # cut off (or frozen that long) leaves for the others too, as on a lease.
         self.idle_limit = IDLE_LIMIT_FACTOR * (heartbeat + reply_timeout)
-        super().__init__(self._membership_session, member_id, heartbeat, describe)
+        super().__init__(self._membership_session, Session.end, forget_connection, member_id,
+                         heartbeat, describe)
         self._listener = Listener(open_session, describe)
 
     def _membership_session(self) -> Session:
@@ -122,17 +125,11 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
         return {"classid": classid, "objid": objid, "key": classid << 32 | objid,
                 "payload": channel_payload(group)}
 
-    def _referenced(self, exc: Exception) -> bool:
-        return isinstance(exc, errors.ForeignKeyViolation)
+    def _code(self, exc: Exception) -> object:
+        return getattr(exc, "sqlstate", None)
 
     def _broken(self, session: Session, exc: Exception) -> bool:
         return session.closed
-
-    def _end(self, session: Session) -> None:
-        session.end()
-
-    def _abandon(self, session: Session) -> None:
-        forget_connection(session)
 
     def _prepare(self, session: Session) -> None:
         try:
@@ -142,9 +139,6 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
                 f"cannot create the group tables {' and '.join(TABLES)} ({exc}): grant this "
                 "role CREATE on the schema, or have an administrator create them "
                 "(docs/postgresql.md, Groups)")) from None
-
-    def _unprepared(self, exc: Exception) -> bool:
-        return isinstance(exc, errors.UndefinedTable)
 
     def _describe_error(self, exc: Exception) -> str:
         if isinstance(exc, errors.InsufficientPrivilege):
