@@ -21,7 +21,7 @@ from conch.backends.postgresql.groups import PostgreSQLGroups
 from conch.backends.postgresql.lock import AdvisoryLock, Sessions, SharedAdvisoryLock
 from conch.backends.postgresql.semaphore import LIMITS, SemaphorePermit
 from conch.backends.postgresql.session import create_missing
-from conch.backends.postgresql.statements import FENCING_SEQUENCE, KEY_MATCHES, NAMES_TABLE, SETUP
+from conch.backends.postgresql.statements import HELD, SETUP, TERMINATE
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL, NotSupported
 from conch.introspection import BreakRefused, HolderChanged, HolderInfo, LockInfo
@@ -33,24 +33,6 @@ _LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 _SESSION_SETTINGS = ("-c statement_timeout=0 -c lock_timeout=0 -c tcp_keepalives_idle=10"
                      " -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3")
 APPLICATION_PREFIX = "conch "
-_THIS_DATABASE = "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-# Every held lock of this database (with ``key``: that key's): its waiters, its holder's
-# pid, application name and host, and its recorded name (the key rebuilt from its halves).
-_HELD = f"""SELECT (SELECT count(*) FROM pg_locks AS w
-        WHERE w.locktype = 'advisory' AND w.objsubid = 1 AND w.database = g.database
-          AND w.classid = g.classid AND w.objid = g.objid AND NOT w.granted),
-       g.pid, a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local'),
-       n.name
-FROM pg_locks AS g
-LEFT JOIN {NAMES_TABLE} AS n ON n.key = (g.classid::bigint << 32) | g.objid::bigint
-LEFT JOIN pg_stat_activity AS a ON a.pid = g.pid
-WHERE g.locktype = 'advisory' AND g.objsubid = 1 AND g.granted AND g.{_THIS_DATABASE}
-  AND (%(key)s::bigint IS NULL OR ({KEY_MATCHES}))"""
-# End the holder's session (pid) only if it still holds the key.
-_TERMINATE = f"""SELECT pg_terminate_backend(pid) FROM pg_locks
-WHERE {KEY_MATCHES} AND {_THIS_DATABASE} AND granted AND pid = %(pid)s::integer"""
-
-
 
 class PostgreSQLBackend(Backend):
     """Session-level advisory locks in one PostgreSQL database."""
@@ -97,10 +79,10 @@ class PostgreSQLBackend(Backend):
         except psycopg.Error as exc:
             session.close()
             raise BackendUnavailable(self.describe(
-                f"cannot set up the fencing sequence {FENCING_SEQUENCE} and the lock names "
-                f"table {NAMES_TABLE} ({exc}); create them once with CREATE SEQUENCE and CREATE "
-                "TABLE (docs/postgresql.md), then grant USAGE on the sequence, SELECT, INSERT on "
-                "the table")) from None
+                f"cannot set up the fencing sequence and the lock names table ({exc}): create "
+                f"{' and '.join(SETUP)} once with CREATE SEQUENCE and CREATE TABLE "
+                "(docs/postgresql.md), then grant USAGE on the sequence, SELECT, INSERT on the "
+                "table")) from None
         self.sessions.pool.give_back(session)
         self._heartbeat.start()
 
@@ -131,13 +113,13 @@ class PostgreSQLBackend(Backend):
         await self.async_sessions.close_running()
 
     def describe_lock(self, key: bytes) -> LockInfo:
-        rows = self._query(_HELD, {"key": int64_key(key)})
+        rows = self._query(HELD, {"key": int64_key(key)})
         return LockInfo(key, _holder(*rows[0][1:4]), rows[0][0]) if rows else LockInfo(key, None, 0)
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
         """Every held lock of this database whose name is recorded."""
         return [LockInfo(bytes(row[4]), _holder(*row[1:4]), row[0])
-                for row in self._query(_HELD, {"key": None}) if row[4] is not None]
+                for row in self._query(HELD, {"key": None}) if row[4] is not None]
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
         """End the session holding ``key`` (``token`` cannot be checked: it must be None)."""
@@ -147,7 +129,7 @@ class PostgreSQLBackend(Backend):
         if lock.holder is None:
             return lock
         try:
-            ended = self._query(_TERMINATE, {"key": int64_key(key), "pid": lock.holder.session})
+            ended = self._query(TERMINATE, {"key": int64_key(key), "pid": lock.holder.session})
         except psycopg.errors.InsufficientPrivilege as exc:
             raise BreakRefused(f"PostgreSQL refused to end the holder's session (server pid "
                                f"{lock.holder.session}): {exc}. The URL's role must be a member "
@@ -182,6 +164,6 @@ class PostgreSQLBackend(Backend):
 
 def _holder(pid: int, application: str | None, host: str) -> HolderInfo:
     """The holder whose server pid, application name and client host these are."""
-    name = application or ""
-    member = name[len(APPLICATION_PREFIX):] if name.startswith(APPLICATION_PREFIX) else None
+    conch = (application or "").startswith(APPLICATION_PREFIX)
+    member = application.removeprefix(APPLICATION_PREFIX) if application and conch else None
     return HolderInfo(member_id=member, host=host, session=str(pid))

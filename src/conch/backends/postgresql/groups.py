@@ -21,6 +21,7 @@ from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE, Rows, SQLGroups
 from conch.backends.postgresql.session import Session, create_missing, forget_connection
+from conch.backends.postgresql.statements import THIS_DATABASE
 from conch.errors import BackendUnavailable, ConchError
 
 log = logging.getLogger("conch")
@@ -39,9 +40,9 @@ TABLES = {  # made on first use when missing
 # pg_locks shows a two-int advisory key as classid, objid and objsubid 2; both halves are
 # below 2**31, so entry_key = classid << 32 | objid.
 _ENTRY_KEY = "(classid::bigint << 32) | objid::bigint"
-_LIVE = (f"live AS (SELECT {_ENTRY_KEY} AS entry_key FROM pg_locks WHERE locktype = 'advisory'"
-         " AND objsubid = 2 AND granted"
-         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
+_GRANTED = "FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
+_LIVE = f"live AS (SELECT {_ENTRY_KEY} AS entry_key {_GRANTED} AND {THIS_DATABASE})"
+
 
 def channel_payload(group: bytes) -> str:
     """What a change of ``group`` sends on :data:`CHANNEL` (short, whatever the name)."""
@@ -81,9 +82,8 @@ SELECT pg_notify('{CHANNEL}', %(payload)s) FROM entry"""
 SELECT pg_notify('{CHANNEL}', %(payload)s) FROM entry"""
     unlock_entry = "SELECT pg_advisory_unlock(%(classid)s, %(objid)s)"
     present_entries = f"""SELECT group_name FROM {MEMBERS_TABLE}
-WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
-    SELECT {_ENTRY_KEY} FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
-    AND granted AND pid = pg_backend_pid())"""
+WHERE member = %(member)s AND group_name = ANY(%(groups)s)
+    AND entry_key IN (SELECT {_ENTRY_KEY} {_GRANTED} AND pid = pg_backend_pid())"""
 
     def __init__(self, open_session: Callable[[], Session], member_id: str,
                  heartbeat: float, reply_timeout: float,

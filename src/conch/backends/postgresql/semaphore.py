@@ -10,7 +10,7 @@ import psycopg
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.postgresql.lock import HandleCore, Hold, Sessions
 from conch.backends.postgresql.session import Session
-from conch.backends.postgresql.statements import FENCING_SEQUENCE, Statement, Steps
+from conch.backends.postgresql.statements import FENCING_SEQUENCE, THIS_DATABASE, Statement, Steps
 from conch.errors import LimitMismatch
 
 CHANNEL = "conch_semaphores"
@@ -31,8 +31,7 @@ _FREE_PERMIT = (f"(SELECT i || ' ' || nextval('{FENCING_SEQUENCE}')"
 _OFFSET = "((($2::bigint - objid::bigint) % 4294967296 + 4294967296) % 4294967296)"
 # The limit of another marker of this semaphore granted to any session, or NULL.
 _OTHER_LIMIT = (f"(SELECT {_OFFSET} FROM pg_locks WHERE locktype = 'advisory'"
-                " AND objsubid = 2 AND granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                f" AND objsubid = 2 AND granted AND {THIS_DATABASE}"
                 " AND classid = ($1::bigint & 4294967295)::oid"
                 " AND objid <> ($4::bigint & 4294967295)::oid"
                 f" AND {_OFFSET} BETWEEN 1 AND 2147483647 LIMIT 1)")
