@@ -235,23 +235,19 @@ class MySQLLock(LockHandle):
         self._sessions.pool.give_back(session)
 
     def check(self) -> str | None:
-        """``None`` while the held session still holds the lock, else why not.
-
-        Raises (after closing the session) when the server does not answer.
-        """
+        """``None`` while the held session still holds the lock, else why not; raises (after
+        closing the session) when the server does not answer."""
         with self._mutex:
-            session = self._session
-            if session is None:
+            if (session := self._session) is None:
                 return None  # released meanwhile
             try:
                 with session.cursor() as cursor:
                     cursor.execute(_CHECK, (self._name,))
-                    holds = cursor.fetchone()[0] == 1
+                    if cursor.fetchone()[0] == 1:
+                        return None
             except BaseException as exc:
                 self._lose_session(str(exc))
                 raise
-            if holds:
-                return None
             reason = "the server no longer counts its session as the holder"
             self._lose_session(reason)
             return reason

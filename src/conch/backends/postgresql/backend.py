@@ -16,9 +16,8 @@ from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle
 from conch.backends.kit.errors import scrub
 from conch.backends.kit.naming import int64_key
 from conch.backends.kit.session import Heartbeat
-from conch.backends.postgresql.async_session import AsyncAdvisoryLock, AsyncSessions
+from conch.backends.postgresql import lock
 from conch.backends.postgresql.groups import PostgreSQLGroups
-from conch.backends.postgresql.lock import AdvisoryLock, Sessions, SharedAdvisoryLock
 from conch.backends.postgresql.semaphore import LIMITS, SemaphorePermit
 from conch.backends.postgresql.session import create_missing
 from conch.backends.postgresql.statements import HELD, SETUP, TERMINATE
@@ -63,8 +62,8 @@ class PostgreSQLBackend(Backend):
             connect_timeout=max(1, math.ceil(self.connect_timeout)),
             **{name: options[name] for name in _LIBPQ_OPTIONS if name in options},
         )
-        self.sessions = Sessions(self.describe, conninfo, self.connect_timeout, int(pool_size))
-        self.async_sessions = AsyncSessions(self.describe, conninfo, self.connect_timeout,
+        self.sessions = lock.Sessions(self.describe, conninfo, self.connect_timeout, int(pool_size))
+        self.async_sessions = lock.AsyncSessions(self.describe, conninfo, self.connect_timeout,
                                             int(pool_size))
         self._heartbeat = Heartbeat(f"conch-postgresql {member_id}",
                                     url.float_option("heartbeat", 2.0), self._check_holds)
@@ -93,10 +92,10 @@ class PostgreSQLBackend(Backend):
         self.async_sessions.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return AdvisoryLock(self.sessions, int64_key(key), key, on_lost)
+        return lock.AdvisoryLock(self.sessions, int64_key(key), key, on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return SharedAdvisoryLock(self.sessions, int64_key(key), key, on_lost)
+        return lock.SharedAdvisoryLock(self.sessions, int64_key(key), key, on_lost)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         if limit not in LIMITS:
@@ -104,7 +103,7 @@ class PostgreSQLBackend(Backend):
         return SemaphorePermit(self.sessions, int64_key(key), key, limit, on_lost)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
-        return AsyncAdvisoryLock(self.async_sessions, int64_key(key), key, on_lost)
+        return lock.AsyncAdvisoryLock(self.async_sessions, int64_key(key), key, on_lost)
 
     def groups(self) -> GroupStore:
         return self._groups
@@ -125,19 +124,19 @@ class PostgreSQLBackend(Backend):
         """End the session holding ``key`` (``token`` cannot be checked: it must be None)."""
         if token is not None:
             raise NotSupported("PostgreSQL does not show a holder's token: break without one")
-        lock = self.describe_lock(key)
-        if lock.holder is None:
-            return lock
+        info = self.describe_lock(key)
+        if info.holder is None:
+            return info
         try:
-            ended = self._query(TERMINATE, {"key": int64_key(key), "pid": lock.holder.session})
+            ended = self._query(TERMINATE, {"key": int64_key(key), "pid": info.holder.session})
         except psycopg.errors.InsufficientPrivilege as exc:
             raise BreakRefused(f"PostgreSQL refused to end the holder's session (server pid "
-                               f"{lock.holder.session}): {exc}. The URL's role must be a member "
+                               f"{info.holder.session}): {exc}. The URL's role must be a member "
                                "of the holder's role or of pg_signal_backend (a superuser's "
                                "session: a superuser)") from None
         if not ended:
-            raise HolderChanged(f"lock {lock.name!r} was released while being broken")
-        return lock
+            raise HolderChanged(f"lock {info.name!r} was released while being broken")
+        return info
 
     def describe(self, problem: object) -> str:
         """``problem`` prefixed with the redacted URL, with every secret removed."""

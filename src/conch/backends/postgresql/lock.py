@@ -1,9 +1,11 @@
-"""The ``postgresql://`` blocking side, and what it shares with the asyncio one: each acquire
-keeps a session of its own while it holds (advisory locks are re-entrant within a session),
-and what each outcome of an acquire, a release or a check means for it and its hold."""
+"""The ``postgresql://`` lock handles and the session pools they draw from, blocking and
+asyncio: each acquire keeps a session of its own while it holds (advisory locks are re-entrant
+within a session); one core says what each outcome of an acquire, a release or a check means
+for a handle and its hold."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
@@ -12,12 +14,12 @@ from typing import Any, Generic
 import psycopg
 
 from conch import metrics
-from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Deadline, LockHandle, LossCallback
 from conch.backends.kit.pool import Pool
 from conch.backends.kit.session import Holds
 from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.session import S, Session, forget_connection
+from conch.backends.postgresql.session import AsyncSession, S, Session, forget_connection
 from conch.errors import BackendUnavailable, LockLost, NotStarted
 
 
@@ -195,3 +197,88 @@ class SharedAdvisoryLock(AdvisoryLock):
     """A shared hold of a lock name: the same key in share mode."""
 
     shared = True
+
+
+class AsyncSessions(SessionsCore[AsyncSession]):
+    """The coordinator's asyncio sessions and the holds they keep. One pool serves every
+    event loop: psycopg puts a socket on the running loop only while it waits for it."""
+
+    async def borrow(self) -> AsyncSession:
+        """An idle live session, or a new one; statements are prepared on first use."""
+        if (session := self.pool.idle_one()) is not None:
+            return session
+        try:
+            session = await AsyncSession.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise BackendUnavailable(self.describe(f"cannot connect: {exc}")) from None
+        session.io_timeout = session.limit = self.io_timeout
+        session.prepared = {}
+        return self.pool.lend(session)
+
+    def check_holds(self) -> None:
+        """Schedule a check of every hold on its loop (from the heartbeat thread)."""
+        for hold in self.holds.snapshot():
+            with contextlib.suppress(RuntimeError):  # a closed loop: stop() frees the hold
+                hold.loop.call_soon_threadsafe(self._start_check, hold)
+
+    def _start_check(self, hold: Hold[AsyncSession]) -> None:
+        if hold.active and hold.checking is None:
+            hold.checking = hold.loop.create_task(self._check(hold))
+
+    async def _check(self, hold: Hold[AsyncSession]) -> None:
+        try:
+            listed = await hold.session.outcome(statements.holds(hold.key))
+        finally:
+            hold.checking = None
+        hold.checked(self.holds, listed)
+
+    def close(self) -> None:
+        """The coordinator stops (any thread): close idle sessions, cancel lock waits."""
+        _cancel_waits(self.pool.close())
+        self.holds.lose_all("the coordinator was stopped")
+
+    async def close_running(self) -> None:
+        """Close the sessions still lent out: a statement still in flight fails at once."""
+        lent = self.pool.close()
+        _cancel_waits(lent)  # again: a cancel sent before the wait began is lost
+        for session in lent:
+            if session.lock.locked():
+                session.shutdown()  # its statement fails now; its task closes it
+            else:
+                session.pgconn.finish()
+
+
+def _cancel_waits(sessions: list[AsyncSession]) -> None:
+    for session in sessions:
+        if session.waiting_for_lock:
+            with contextlib.suppress(Exception):  # best effort
+                session.cancel()
+
+
+class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
+    """The asyncio handle of one lock name. A cancelled acquire leaves nothing held: its
+    lock wait is cancelled on the server and its session closed."""
+
+    _sessions: AsyncSessions
+
+    async def acquire(self, deadline: Deadline) -> int | None:
+        for retry in (True, False):
+            session = await self._sessions.borrow()
+            steps = statements.take(self._key, deadline, self.name_to_record())
+            if not self.failed(session, token := await session.outcome(steps), retry):
+                break
+        return self.taken(session, token, asyncio.get_running_loop())
+
+    async def release(self) -> None:
+        if (hold := self.releasing()) is None:
+            return
+        if hold.checking is not None:  # one statement at a time
+            await asyncio.wait([hold.checking])
+        self.released(hold, await hold.session.outcome(statements.unlock(self._key)))
+
+    def abandon(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self._holds.discard(hold)
+            hold.active = False
+            hold.session.shutdown()  # the server ends the session and frees the lock

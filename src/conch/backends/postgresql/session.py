@@ -95,6 +95,33 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
             self.shutdown()
 
 
+
+class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
+    """One server session used by one task at a time on one loop; :meth:`cancel` and
+    :meth:`shutdown` may come from any thread."""
+
+    async def outcome(self, steps: Steps[Any]) -> Any:
+        """What ``steps`` return, or the exception they (or a statement) raised (a cancelled
+        task cancels its statement first)."""
+        statement, result = advance(steps, None)
+        while statement is not None:
+            self.limit = statement.limit(self.io_timeout)
+            try:
+                async with self.lock:
+                    answer = await self.wait(self.exchange(statement))
+            except BaseException as exc:
+                answer = exc
+            self.limit = self.io_timeout
+            statement, result = advance(steps, answer)
+        return result
+
+    async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return await super().wait(gen, interval, self.limit if timeout is None else timeout)
+        except psycopg.OperationalError as exc:
+            self.out_of_step(exc)
+            raise
+
 S = TypeVar("S", bound=psycopg.BaseConnection[Any])
 
 
