@@ -68,8 +68,7 @@ class Settings:
 
     @property
     def check_interval(self) -> float:
-        """Seconds between two checks of a held session, and the longest ``GET_LOCK`` wait
-        (so that its reply comes within :attr:`io_timeout`)."""
+        """Seconds between two checks of a held session, and the longest ``GET_LOCK`` wait."""
         return self.session_timeout / 4
 
     @property
@@ -80,10 +79,8 @@ class Settings:
 
 def open_connection(settings: Settings) -> Connection:
     """A new session: autocommit, multi-statements, ``wait_timeout`` = the session timeout.
-
-    The TLS files are read for each session (renewed certificates are used), as a context:
-    PyMySQL's ``ssl_*`` arguments check neither certificate nor host name unless told.
-    """
+    The TLS files are read for each (renewed certificates are used), as a context: PyMySQL's
+    ``ssl_*`` arguments check neither certificate nor host name unless told."""
     return pymysql.connect(
         host=settings.host, port=settings.port, unix_socket=settings.unix_socket,
         user=settings.user, password=settings.password or "", database=settings.database,

@@ -173,10 +173,8 @@ class MySQLLock(LockHandle):
 
     def acquire(self, deadline: Deadline) -> int | None:
         sessions = self._sessions
-        if sessions.closed:
-            raise NotStarted("the coordinator was stopped")
         with sessions.translated_errors():
-            session = sessions.take()
+            session = sessions.take()  # NotStarted once stopped
             for last_try in (False, True):
                 try:
                     token = self._take_lock(session, deadline)

@@ -62,14 +62,12 @@ class PostgreSQLBackend(Backend):
             connect_timeout=max(1, math.ceil(self.connect_timeout)),
             **{name: options[name] for name in _LIBPQ_OPTIONS if name in options},
         )
-        self.sessions = lock.Sessions(self.describe, conninfo, self.connect_timeout, int(pool_size))
-        self.async_sessions = lock.AsyncSessions(self.describe, conninfo, self.connect_timeout,
-                                            int(pool_size))
-        self._heartbeat = Heartbeat(f"conch-postgresql {member_id}",
-                                    url.float_option("heartbeat", 2.0), self._check_holds)
-        self._groups = PostgreSQLGroups(self.sessions.open, member_id,
-                                        self._heartbeat.interval, self.connect_timeout,
-                                        self.describe)
+        pool = (self.describe, conninfo, self.connect_timeout, int(pool_size))
+        self.sessions, self.async_sessions = lock.Sessions(*pool), lock.AsyncSessions(*pool)
+        heartbeat = url.float_option("heartbeat", 2.0)
+        self._heartbeat = Heartbeat(f"conch-postgresql {member_id}", heartbeat, self._check_holds)
+        self._groups = PostgreSQLGroups(self.sessions.open, member_id, heartbeat,
+                                        self.connect_timeout, self.describe)
 
     def connect(self) -> None:
         session = self.sessions.open()

@@ -16,7 +16,6 @@ from collections.abc import Callable
 import psycopg
 from psycopg import errors
 
-from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE, Rows, SQLGroups
@@ -57,7 +56,8 @@ def entry_lock(group: bytes, member: bytes) -> tuple[int, int]:
 
 class PostgreSQLGroups(SQLGroups[Session]):
     """One coordinator's groups: its entries' locks on a session of its own, checked every
-    heartbeat; joins and leaves notify :data:`CHANNEL`, heard by a :class:`Listener`."""
+    heartbeat; joins and leaves notify :data:`CHANNEL`, heard by a thread of its own that
+    wakes each group's subscribers."""
 
     poll_interval = 1.0  # joins and leaves are pushed; a dead member is seen by reading
     client_errors = (psycopg.Error,)
@@ -95,7 +95,9 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s)
         self.idle_limit = IDLE_LIMIT_FACTOR * (heartbeat + reply_timeout)
         super().__init__(self._membership_session, Session.end, forget_connection, member_id,
                          heartbeat, describe)
-        self._listener = Listener(open_session, describe)
+        self._subscribers = GroupSubscribers("conch-postgresql-group-listener", self._listen_loop)
+        self._listening: Session | None = None  # the LISTEN thread's session
+        self._failing = False  # the last attempt to listen failed (and was logged)
 
     def _membership_session(self) -> Session:
         session = self._open_session()
@@ -110,11 +112,23 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s)
         return session
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
-        return self._listener.subscribe(group, changed)
+        return self._subscribers.subscribe(channel_payload(group).encode(), changed)
 
     def close(self) -> None:
-        self._listener.close()
+        """Stop listening (the thread's wait is cut short: its socket shut), then the rest."""
+        self._subscribers.stop()
+        if (session := self._listening) is not None:
+            session.shutdown()
         super().close()
+
+    def forget_parent(self) -> None:
+        """In a forked child: a listening thread of its own later; the parent's sessions
+        left be."""
+        super().forget_parent()
+        self._subscribers.forget_parent()
+        session, self._listening = self._listening, None
+        if session is not None:
+            forget_connection(session)
 
     def _run(self, session: Session, sql: str, params: dict[str, object]) -> tuple[int, Rows]:
         cursor = session.execute(sql, params)
@@ -146,37 +160,7 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s)
                     f"{GROUPS_TABLE} and {MEMBERS_TABLE} (docs/postgresql.md, Groups)")
         return str(exc)
 
-
-class Listener:
-    """Calls each group's subscribers when a notification names it. Thread-safe."""
-
-    def __init__(self, open_session: Callable[[], Session],
-                 describe: Callable[[object], str]) -> None:
-        self._open_session, self._describe = open_session, describe
-        self._subscribers = GroupSubscribers("conch-postgresql-group-listener", self._run)
-        self._session: Session | None = None
-        self._failing = False  # the last attempt to listen failed (and was logged)
-        forget_in_child(self)
-
-    def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
-        """Call ``changed`` on each notification about ``group``; returns how to stop."""
-        return self._subscribers.subscribe(channel_payload(group).encode(), changed)
-
-    def close(self) -> None:
-        """Stop listening: the thread's wait is cut short (its socket shut) and it ends."""
-        self._subscribers.stop()
-        session = self._session
-        if session is not None:
-            session.shutdown()
-
-    def forget_parent(self) -> None:
-        """In a forked child: a thread of its own later; the parent's session left be."""
-        self._subscribers.forget_parent()
-        session, self._session = self._session, None
-        if session is not None:
-            forget_connection(session)
-
-    def _run(self, stopped: threading.Event, wake: Wake) -> None:
+    def _listen_loop(self, stopped: threading.Event, wake: Wake) -> None:
         while not stopped.is_set():
             try:
                 self._listen(stopped, wake)
@@ -187,13 +171,13 @@ class Listener:
                 log.log(logging.DEBUG if self._failing else logging.WARNING,
                         "conch: listening for group changes failed, retrying every %g s: %s",
                         RECONNECT_DELAY, exc if isinstance(exc, ConchError)
-                        else self._describe(exc))
+                        else self.describe(exc))
                 self._failing = True
             wake(None)  # a notification may have been missed meanwhile
             stopped.wait(RECONNECT_DELAY)
 
     def _listen(self, stopped: threading.Event, wake: Wake) -> None:
-        session = self._session = self._open_session()
+        session = self._listening = self._open_session()
         try:
             if stopped.is_set():  # close() came first: it could not shut this one
                 return
@@ -204,5 +188,5 @@ class Listener:
             for notification in session.notifies():  # shuts the socket to end the wait
                 wake((notification.payload.encode(),))
         finally:
-            self._session = None
+            self._listening = None
             session.end()
