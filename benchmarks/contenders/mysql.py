@@ -23,7 +23,8 @@ from tests.servers.mysql import MySQLServer
 
 from benchmarks.contenders import common
 from benchmarks.contenders.base import Contender, LockLike, Settings, Target
-from conch.backends.mysql.fencing import ACQUIRE, ensure_fencing_table
+from conch.backends.mysql.backend import ensure_fencing_table
+from conch.backends.mysql.lock import ACQUIRE
 from conch.url import parse_url
 
 SETTINGS = Settings()

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 import pytest
 
 import conch
-from conch.backends.mysql.backend import FENCING_TABLE, MySQLBackend
+from conch.backends.mysql.backend import MySQLBackend
+from conch.backends.mysql.lock import FENCING_TABLE
 from conch.url import parse_url
 from tests.backends import tls_failures
 from tests.contract import workers

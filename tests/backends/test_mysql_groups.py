@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 import conch
-from conch.backends.mysql.groups import ENTRY_LOCK_PREFIX, GROUPS_TABLE, MEMBERS_TABLE, TABLES
+from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE
+from conch.backends.mysql.groups import ENTRY_LOCK_PREFIX, TABLES
 from tests.backends.sql_groups import GroupFaults, ServerFaults
 from tests.servers.mysql import DATABASE, MySQLServer
 

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 import conch
-from conch.backends.postgresql.group_listener import CHANNEL
-from conch.backends.postgresql.groups import MEMBERS_TABLE, TABLES, entry_lock
+from conch.backends.kit.sql_groups import MEMBERS_TABLE
+from conch.backends.postgresql.groups import CHANNEL, TABLES, entry_lock
 from tests.backends.sql_groups import GroupFaults, ServerFaults, joined_worker
 from tests.servers.base import wait_until
 from tests.servers.postgresql import PostgreSQLServer

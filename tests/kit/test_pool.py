@@ -24,7 +24,7 @@ class _Connections:
 
     def pool(self, keep_idle: int = 2, max_idle_age: float = 60.0) -> Pool[int]:
         return Pool(self.ended.append, self.forgotten.append, keep_idle, _Stopped,
-                    lambda connection: connection not in self.broken, max_idle_age)
+                    lambda connection, idle: connection not in self.broken and idle < max_idle_age)
 
 
 def test_the_most_recently_given_back_is_lent_first_and_counted_as_lent() -> None:

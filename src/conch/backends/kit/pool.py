@@ -1,10 +1,9 @@
-"""Idle server connections kept for reuse, and the ones lent out (for the SQL backends, whose
-client libraries have no pool of the kind conch needs: a connection lent out may hold a lock
-and is never handed to another caller). Thread-safe and fork-safe; docs/kit.md, "Pool"."""
+"""Idle server connections kept for reuse, and the ones lent out (a lent one may hold a lock:
+never handed to another caller), for the SQL backends. Thread-safe and fork-safe; docs/kit.md,
+"Pool"."""
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -15,21 +14,15 @@ from conch.backends.kit.fork import forget_in_child
 C = TypeVar("C")
 
 
-def _usable(connection: object) -> bool:
-    return True
-
-
 class Pool(Generic[C]):
-    """At most ``keep_idle`` idle connections, the most recently used lent first; one idle
-    longer than ``max_idle_age`` seconds, or not ``usable``, is ``end``-ed instead. Once
-    closed, lending raises ``stopped()``. In a forked child every connection is dropped
-    through ``forget`` (which must send nothing to the parent's server)."""
+    """At most ``keep_idle`` idle connections, the most recently used lent first; one not
+    ``usable`` (given the seconds it was idle) is ``end``-ed instead. Once closed, lending
+    raises ``stopped()``. In a forked child every connection goes through ``forget``."""
 
     def __init__(self, end: Callable[[C], None], forget: Callable[[C], None], keep_idle: int,
-                 stopped: Callable[[], Exception], usable: Callable[[C], bool] = _usable,
-                 max_idle_age: float = math.inf) -> None:
+                 stopped: Callable[[], Exception], usable: Callable[[C, float], bool]) -> None:
         self._end, self._forget, self._keep_idle = end, forget, keep_idle
-        self.stopped, self._usable, self._max_idle_age = stopped, usable, max_idle_age
+        self.stopped, self._usable = stopped, usable
         self._mutex = threading.Lock()
         self._idle: list[tuple[C, float]] = []  # with the time each was given back
         self.lent: set[C] = set()
@@ -46,7 +39,7 @@ class Pool(Generic[C]):
                     return None
                 connection, since = self._idle.pop()
                 self.lent.add(connection)
-            if time.monotonic() - since < self._max_idle_age and self._usable(connection):
+            if self._usable(connection, time.monotonic() - since):
                 return connection
             self.give_back(connection, keep=False)
 

@@ -1,16 +1,19 @@
-"""The connection settings of a ``mysql://user:password@host:port/database`` URL, and opening
-one connection (one server session) with them. Options: docs/mysql.md."""
+"""The connection settings of a ``mysql://user:password@host:port/database`` URL, opening one
+connection (one server session) with them, and PyMySQL's errors described for users (never
+the password). Options: docs/mysql.md."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
 
 import pymysql  # type: ignore[import-untyped]
-from pymysql.constants import CLIENT  # type: ignore[import-untyped]
+from pymysql.constants import CLIENT, CR, ER  # type: ignore[import-untyped]
 
-from conch.backends.kit.tls import SSL_URL_OPTIONS, TLSFiles, from_ssl_options
+from conch.backends.kit.tls import SSL_URL_OPTIONS, TLSFileError, TLSFiles, from_ssl_options
+from conch.backends.kit.tls_diagnosis import explain
 from conch.errors import InvalidURL
 from conch.url import BackendURL
 
@@ -65,8 +68,7 @@ class Settings:
 
     @property
     def check_interval(self) -> float:
-        """Seconds between two checks of a held session, and the longest ``GET_LOCK`` wait
-        (so that its reply comes within :attr:`io_timeout`)."""
+        """Seconds between two checks of a held session, and the longest ``GET_LOCK`` wait."""
         return self.session_timeout / 4
 
     @property
@@ -77,10 +79,8 @@ class Settings:
 
 def open_connection(settings: Settings) -> Connection:
     """A new session: autocommit, multi-statements, ``wait_timeout`` = the session timeout.
-
-    The TLS files are read for each session (renewed certificates are used), as a context:
-    PyMySQL's ``ssl_*`` arguments check neither certificate nor host name unless told.
-    """
+    The TLS files are read for each (renewed certificates are used), as a context: PyMySQL's
+    ``ssl_*`` arguments check neither certificate nor host name unless told."""
     return pymysql.connect(
         host=settings.host, port=settings.port, unix_socket=settings.unix_socket,
         user=settings.user, password=settings.password or "", database=settings.database,
@@ -92,3 +92,66 @@ def open_connection(settings: Settings) -> Connection:
         ssl=settings.tls.context() if settings.tls is not None else None,
         ssl_disabled=settings.plain,
     )
+
+
+def close_quietly(connection: Connection) -> None:
+    """Close ``connection``, ending its session (the server frees its locks). Never raises."""
+    with contextlib.suppress(Exception):  # already closed or broken: nothing left to free
+        connection.close()
+
+
+
+CLIENT_ERRORS = (pymysql.Error, OSError, TLSFileError)
+"""What connecting and talking to the server may raise."""
+
+# The session is gone or unusable: the server frees its locks once it notices.
+# 1927 is MariaDB's ER_CONNECTION_KILLED (``KILL``), absent from PyMySQL's list.
+_SESSION_GONE = frozenset({CR.CR_SERVER_GONE_ERROR, CR.CR_SERVER_LOST, CR.CR_CONN_HOST_ERROR,
+                           ER.SERVER_SHUTDOWN, 1927})
+
+
+def session_gone(exc: BaseException) -> bool:
+    """True when ``exc`` means the connection's session ended or cannot be reached."""
+    return isinstance(exc, pymysql.OperationalError) and bool(exc.args) \
+        and exc.args[0] in _SESSION_GONE
+
+
+def timed_out(exc: BaseException) -> bool:
+    """True when ``exc`` is a reply that did not come within the I/O timeout."""
+    # PyMySQL raises OperationalError(CR_SERVER_LOST) inside its `except OSError`,
+    # so the socket timeout stays attached as the implicit context.
+    return session_gone(exc) and isinstance(exc.__context__, TimeoutError)
+
+
+def describe(exc: BaseException, settings: Settings) -> str:
+    """What went wrong, for an error message: never the password."""
+    code = exc.args[0] if isinstance(exc, pymysql.Error) and exc.args else None
+    message = str(exc.args[1]) if isinstance(exc, pymysql.Error) and len(exc.args) > 1 \
+        else f"{type(exc).__name__}: {exc}"
+    where = settings.server
+    tls_problem = explain(exc)
+    if isinstance(exc, TLSFileError):
+        text = str(exc)
+    elif tls_problem is not None:
+        text = f"{where}: {tls_problem}"
+    elif code == CR.CR_SSL_CONNECTION_ERROR:
+        text = (f"{where}: the server does not offer TLS (it has no certificate): configure "
+                f"it, or remove the ssl_* options")
+    elif code == ER.ACCESS_DENIED_ERROR:
+        missing = "" if settings.tls is not None and settings.tls.cert else (
+            "; or the user was created REQUIRE SSL, X509 or ISSUER: it needs TLS or a client "
+            "certificate, see the ssl_* options")
+        text = f"access denied for user {settings.user!r} at {where} (wrong user or password" \
+               f"{missing})"
+    elif code in (ER.DBACCESS_DENIED_ERROR, ER.BAD_DB_ERROR):
+        text = f"database {settings.database!r} at {where} does not exist or is not allowed"
+    elif timed_out(exc) or isinstance(exc, TimeoutError):
+        text = f"no reply from {where} within {settings.io_timeout:g} s"
+    elif code == CR.CR_CONN_HOST_ERROR:
+        # PyMySQL keeps the socket's error, which says it without repeating the host.
+        cause = getattr(exc, "original_exception", None)
+        reason = (cause.strerror or str(cause)) if isinstance(cause, OSError) else message
+        text = f"cannot connect to {where}: {reason}"
+    else:
+        text = message
+    return text.replace(settings.password, "***") if settings.password else text

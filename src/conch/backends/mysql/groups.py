@@ -12,14 +12,11 @@ import pymysql  # type: ignore[import-untyped]
 from pymysql.constants import ER  # type: ignore[import-untyped]
 
 from conch.backends.kit.naming import hex_digest
-from conch.backends.kit.sql_groups import Rows, SQLGroups
-from conch.backends.mysql.client import Connection, Settings, open_connection
-from conch.backends.mysql.errors import CLIENT_ERRORS, describe, session_gone
-from conch.backends.mysql.session import close_quietly
+from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE, Rows, SQLGroups
+from conch.backends.mysql import client
+from conch.backends.mysql.client import Connection, Settings
 from conch.errors import BackendUnavailable, NotSupported
 
-GROUPS_TABLE = "conch_groups"
-MEMBERS_TABLE = "conch_group_members"
 ENTRY_LOCK_PREFIX = "conch-group:"
 MAX_MEMBER_ID_BYTES = 1024
 TABLES = (  # made on first use when missing, in this order (the foreign key)
@@ -38,11 +35,11 @@ class MySQLGroups(SQLGroups[Connection]):
     quarter of the session timeout (which also keeps that session from timing out)."""
 
     poll_interval = 1.0  # MySQL cannot notify: watchers read
-    client_errors = CLIENT_ERRORS
+    client_errors = client.CLIENT_ERRORS
+    missing_table = frozenset({ER.NO_SUCH_TABLE})
+    referenced = frozenset({ER.NO_REFERENCED_ROW_2, ER.ROW_IS_REFERENCED_2})
     create_group = (f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%(group)s)"
                     " ON DUPLICATE KEY UPDATE name = name")
-    delete_group = f"DELETE FROM {GROUPS_TABLE} WHERE name = %(group)s"
-    list_groups = f"SELECT name FROM {GROUPS_TABLE}"
     # Every entry with whether it is live, then a row when the group exists (a plain read:
     # the dead entries are deleted one by one after, only when there are some).
     read_members = (f"SELECT member, data, IS_USED_LOCK(entry_lock) IS NOT NULL"
@@ -63,8 +60,10 @@ class MySQLGroups(SQLGroups[Connection]):
 
     def __init__(self, settings: Settings, member_id: str,
                  describe: Callable[[object], str]) -> None:
-        super().__init__(lambda: open_connection(settings), member_id,
-                         settings.check_interval, describe)
+        # PyMySQL sends nothing when a connection is collected, only on close(): a forked
+        # child can just drop the parent's.
+        super().__init__(lambda: client.open_connection(settings), client.close_quietly,
+                         lambda session: None, member_id, settings.check_interval, describe)
         self._settings = settings
         if len(self.member) > MAX_MEMBER_ID_BYTES:
             raise NotSupported(describe(
@@ -81,18 +80,11 @@ class MySQLGroups(SQLGroups[Connection]):
         scoped = b"\0".join((self._settings.database.encode(), group, self.member))
         return {"lock": ENTRY_LOCK_PREFIX + hex_digest(scoped, 64 - len(ENTRY_LOCK_PREFIX))}
 
-    def _referenced(self, exc: Exception) -> bool:
-        return isinstance(exc, pymysql.IntegrityError) and exc.args[0] in (
-            ER.NO_REFERENCED_ROW_2, ER.ROW_IS_REFERENCED_2)
+    def _code(self, exc: Exception) -> object:
+        return exc.args[0] if isinstance(exc, pymysql.Error) and exc.args else None
 
     def _broken(self, session: Connection, exc: Exception) -> bool:
-        return not session.open or session_gone(exc)
-
-    def _end(self, session: Connection) -> None:
-        close_quietly(session)
-
-    def _abandon(self, session: Connection) -> None:
-        pass  # PyMySQL sends nothing when a connection is collected, only on close()
+        return not session.open or client.session_gone(exc)
 
     def _prepare(self, session: Connection) -> None:
         # CREATE TABLE IF NOT EXISTS needs the CREATE privilege even when the table exists.
@@ -111,14 +103,9 @@ class MySQLGroups(SQLGroups[Connection]):
                     f"({exc.args[1]}): grant this user CREATE and REFERENCES on the database, "
                     "or have an administrator create them (docs/mysql.md, Groups)")) from None
 
-    def _unprepared(self, exc: Exception) -> bool:
-        return isinstance(exc, pymysql.Error) and bool(exc.args) \
-            and exc.args[0] == ER.NO_SUCH_TABLE
-
     def _describe_error(self, exc: Exception) -> str:
-        if isinstance(exc, pymysql.Error) and exc.args and exc.args[0] in (
-                ER.TABLEACCESS_DENIED_ERROR, ER.COLUMNACCESS_DENIED_ERROR):
+        if self._code(exc) in (ER.TABLEACCESS_DENIED_ERROR, ER.COLUMNACCESS_DENIED_ERROR):
             return (f"{exc.args[1]}: group membership needs SELECT, INSERT, UPDATE, DELETE on "
                     f"tables {GROUPS_TABLE} and {MEMBERS_TABLE} (docs/mysql.md, Groups)")
-        return describe(exc, self._settings)
+        return client.describe(exc, self._settings)
 

@@ -11,9 +11,7 @@ from typing import Any
 from conch.backends.base import Deadline, LossCallback
 from conch.backends.kit.naming import hex_digest
 from conch.backends.mysql.client import Connection
-from conch.backends.mysql.fencing import FENCING_TABLE
-from conch.backends.mysql.lock import MySQLLock
-from conch.backends.mysql.session import MySQLSessions
+from conch.backends.mysql.lock import FENCING_TABLE, MySQLLock, MySQLSessions
 from conch.errors import LimitMismatch, NotStarted
 from conch.introspection import HolderStamp
 

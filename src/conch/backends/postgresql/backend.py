@@ -1,11 +1,13 @@
 """``postgresql://user[:password]@host[:port]/dbname[?options]``: locks as session-level
-advisory locks, one server session per hold, fencing tokens from one sequence. How it maps
-the contract, and its options: docs/postgresql.md."""
+advisory locks, one server session per hold, fencing tokens from one sequence; who holds them
+(``pg_locks``, ``pg_stat_activity``, the names table), and breaking a hold by ending its
+session. How it maps the contract, and its options: docs/postgresql.md."""
 
 from __future__ import annotations
 
 import math
 import urllib.parse
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -14,17 +16,14 @@ from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle
 from conch.backends.kit.errors import scrub
 from conch.backends.kit.naming import int64_key
 from conch.backends.kit.session import Heartbeat
-from conch.backends.postgresql import inspection
-from conch.backends.postgresql.async_lock import AsyncAdvisoryLock
-from conch.backends.postgresql.async_session import AsyncSessions
+from conch.backends.postgresql import lock
 from conch.backends.postgresql.groups import PostgreSQLGroups
-from conch.backends.postgresql.lock import AdvisoryLock, Sessions, SharedAdvisoryLock
 from conch.backends.postgresql.semaphore import LIMITS, SemaphorePermit
 from conch.backends.postgresql.session import create_missing
-from conch.backends.postgresql.statements import FENCING_SEQUENCE, NAMES_TABLE, SETUP
+from conch.backends.postgresql.statements import HELD, SETUP, TERMINATE
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL, NotSupported
-from conch.introspection import LockInfo
+from conch.introspection import BreakRefused, HolderChanged, HolderInfo, LockInfo
 from conch.url import BackendURL
 
 _LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
@@ -32,7 +31,7 @@ _LIBPQ_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 # the keepalives let the server notice a vanished client host (10 s + 3 x 5 s).
 _SESSION_SETTINGS = ("-c statement_timeout=0 -c lock_timeout=0 -c tcp_keepalives_idle=10"
                      " -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3")
-
+APPLICATION_PREFIX = "conch "
 
 class PostgreSQLBackend(Backend):
     """Session-level advisory locks in one PostgreSQL database."""
@@ -59,18 +58,16 @@ class PostgreSQLBackend(Backend):
             # A percent-encoded host is a Unix socket directory, as in libpq's own URIs.
             "", host=urllib.parse.unquote(host), port=port or 5432,
             dbname=url.path.lstrip("/") or None, user=url.username, password=url.password,
-            application_name=f"conch {member_id}"[:63], options=_SESSION_SETTINGS,
+            application_name=f"{APPLICATION_PREFIX}{member_id}"[:63], options=_SESSION_SETTINGS,
             connect_timeout=max(1, math.ceil(self.connect_timeout)),
             **{name: options[name] for name in _LIBPQ_OPTIONS if name in options},
         )
-        self.named_keys: set[int] = set()
-        self.sessions = Sessions(self, conninfo, self.connect_timeout, int(pool_size))
-        self.async_sessions = AsyncSessions(self, conninfo, self.connect_timeout, int(pool_size))
-        self._heartbeat = Heartbeat(f"conch-postgresql {member_id}",
-                                    url.float_option("heartbeat", 2.0), self._check_holds)
-        self._groups = PostgreSQLGroups(self.sessions.open, member_id,
-                                        self._heartbeat.interval, self.connect_timeout,
-                                        self.describe)
+        pool = (self.describe, conninfo, self.connect_timeout, int(pool_size))
+        self.sessions, self.async_sessions = lock.Sessions(*pool), lock.AsyncSessions(*pool)
+        heartbeat = url.float_option("heartbeat", 2.0)
+        self._heartbeat = Heartbeat(f"conch-postgresql {member_id}", heartbeat, self._check_holds)
+        self._groups = PostgreSQLGroups(self.sessions.open, member_id, heartbeat,
+                                        self.connect_timeout, self.describe)
 
     def connect(self) -> None:
         session = self.sessions.open()
@@ -79,10 +76,10 @@ class PostgreSQLBackend(Backend):
         except psycopg.Error as exc:
             session.close()
             raise BackendUnavailable(self.describe(
-                f"cannot set up the fencing sequence {FENCING_SEQUENCE} and the lock names "
-                f"table {NAMES_TABLE} ({exc}); create them once with CREATE SEQUENCE and CREATE "
-                "TABLE (docs/postgresql.md), then grant USAGE on the sequence, SELECT, INSERT on "
-                "the table")) from None
+                f"cannot set up the fencing sequence and the lock names table ({exc}): create "
+                f"{' and '.join(SETUP)} once with CREATE SEQUENCE and CREATE TABLE "
+                "(docs/postgresql.md), then grant USAGE on the sequence, SELECT, INSERT on the "
+                "table")) from None
         self.sessions.pool.give_back(session)
         self._heartbeat.start()
 
@@ -93,10 +90,10 @@ class PostgreSQLBackend(Backend):
         self.async_sessions.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return AdvisoryLock(self.sessions, int64_key(key), key, on_lost)
+        return lock.AdvisoryLock(self.sessions, int64_key(key), key, on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return SharedAdvisoryLock(self.sessions, int64_key(key), key, on_lost)
+        return lock.SharedAdvisoryLock(self.sessions, int64_key(key), key, on_lost)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         if limit not in LIMITS:
@@ -104,7 +101,7 @@ class PostgreSQLBackend(Backend):
         return SemaphorePermit(self.sessions, int64_key(key), key, limit, on_lost)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
-        return AsyncAdvisoryLock(self.async_sessions, int64_key(key), key, on_lost)
+        return lock.AsyncAdvisoryLock(self.async_sessions, int64_key(key), key, on_lost)
 
     def groups(self) -> GroupStore:
         return self._groups
@@ -113,13 +110,31 @@ class PostgreSQLBackend(Backend):
         await self.async_sessions.close_running()
 
     def describe_lock(self, key: bytes) -> LockInfo:
-        return inspection.describe(self.sessions, int64_key(key), key)
+        rows = self._query(HELD, {"key": int64_key(key)})
+        return LockInfo(key, _holder(*rows[0][1:4]), rows[0][0]) if rows else LockInfo(key, None, 0)
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
-        return inspection.held_locks(self.sessions)
+        """Every held lock of this database whose name is recorded."""
+        return [LockInfo(bytes(row[4]), _holder(*row[1:4]), row[0])
+                for row in self._query(HELD, {"key": None}) if row[4] is not None]
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        return inspection.break_hold(self.sessions, int64_key(key), key, token)
+        """End the session holding ``key`` (``token`` cannot be checked: it must be None)."""
+        if token is not None:
+            raise NotSupported("PostgreSQL does not show a holder's token: break without one")
+        info = self.describe_lock(key)
+        if info.holder is None:
+            return info
+        try:
+            ended = self._query(TERMINATE, {"key": int64_key(key), "pid": info.holder.session})
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise BreakRefused(f"PostgreSQL refused to end the holder's session (server pid "
+                               f"{info.holder.session}): {exc}. The URL's role must be a member "
+                               "of the holder's role or of pg_signal_backend (a superuser's "
+                               "session: a superuser)") from None
+        if not ended:
+            raise HolderChanged(f"lock {info.name!r} was released while being broken")
+        return info
 
     def describe(self, problem: object) -> str:
         """``problem`` prefixed with the redacted URL, with every secret removed."""
@@ -128,3 +143,24 @@ class PostgreSQLBackend(Backend):
     def _check_holds(self) -> None:
         self.sessions.check_holds()
         self.async_sessions.check_holds()
+
+    def _query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row of ``sql`` on a pooled session; a failed connection as a conch error."""
+        session = self.sessions.borrow()
+        try:
+            rows = session.execute(sql, params).fetchall()
+        except BaseException as exc:
+            refused = isinstance(exc, psycopg.Error)
+            self.sessions.pool.give_back(session, keep=refused and not session.closed)
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege) or not refused:
+                raise
+            raise BackendUnavailable(self.describe(exc)) from None
+        self.sessions.pool.give_back(session)
+        return rows
+
+
+def _holder(pid: int, application: str | None, host: str) -> HolderInfo:
+    """The holder whose server pid, application name and client host these are."""
+    conch = (application or "").startswith(APPLICATION_PREFIX)
+    member = application.removeprefix(APPLICATION_PREFIX) if application and conch else None
+    return HolderInfo(member_id=member, host=host, session=str(pid))

@@ -1,25 +1,32 @@
 """``postgresql://`` groups: a row per group and per member entry, in tables made on first
 use. An entry counts while the coordinator's membership session holds the entry's two-``int``
 advisory lock (a key space apart from the locks' ``bigint`` keys), so a dead process's
-entries stop counting when its connection ends, and readers delete them. docs/postgresql.md,
-"Groups"."""
+entries stop counting when its connection ends, and readers delete them. Joins and leaves
+``NOTIFY`` channel ``conch_groups``; one thread per coordinator listens, waking that group's
+subscribers (all of them after a reconnect). docs/postgresql.md, "Groups"."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import threading
 from collections.abc import Callable
 
 import psycopg
 from psycopg import errors
 
-from conch.backends.kit.sql_groups import Rows, SQLGroups
-from conch.backends.postgresql.group_listener import CHANNEL, Listener, channel_payload
+from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
+from conch.backends.kit.naming import hex_digest
+from conch.backends.kit.sql_groups import GROUPS_TABLE, MEMBERS_TABLE, Rows, SQLGroups
 from conch.backends.postgresql.session import Session, create_missing, forget_connection
-from conch.errors import BackendUnavailable
+from conch.backends.postgresql.statements import THIS_DATABASE
+from conch.errors import BackendUnavailable, ConchError
 
-GROUPS_TABLE = "conch_groups"
-MEMBERS_TABLE = "conch_group_members"
+log = logging.getLogger("conch")
+CHANNEL = "conch_groups"
+RECONNECT_DELAY = 1.0
+
 IDLE_LIMIT_FACTOR = 3
 """The server ends a membership session silent for this many times the member's own limit."""
 TABLES = {  # made on first use when missing
@@ -32,9 +39,13 @@ TABLES = {  # made on first use when missing
 # pg_locks shows a two-int advisory key as classid, objid and objsubid 2; both halves are
 # below 2**31, so entry_key = classid << 32 | objid.
 _ENTRY_KEY = "(classid::bigint << 32) | objid::bigint"
-_LIVE = (f"live AS (SELECT {_ENTRY_KEY} AS entry_key FROM pg_locks WHERE locktype = 'advisory'"
-         " AND objsubid = 2 AND granted"
-         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))")
+_GRANTED = "FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
+_LIVE = f"live AS (SELECT {_ENTRY_KEY} AS entry_key {_GRANTED} AND {THIS_DATABASE})"
+
+
+def channel_payload(group: bytes) -> str:
+    """What a change of ``group`` sends on :data:`CHANNEL` (short, whatever the name)."""
+    return hex_digest(b"conch-group\0" + group, 32)
 
 
 def entry_lock(group: bytes, member: bytes) -> tuple[int, int]:
@@ -45,13 +56,14 @@ def entry_lock(group: bytes, member: bytes) -> tuple[int, int]:
 
 class PostgreSQLGroups(SQLGroups[Session]):
     """One coordinator's groups: its entries' locks on a session of its own, checked every
-    heartbeat; joins and leaves notify :data:`CHANNEL`, heard by a :class:`Listener`."""
+    heartbeat; joins and leaves notify :data:`CHANNEL`, heard by a thread of its own that
+    wakes each group's subscribers."""
 
     poll_interval = 1.0  # joins and leaves are pushed; a dead member is seen by reading
     client_errors = (psycopg.Error,)
+    missing_table = frozenset({errors.UndefinedTable.sqlstate})
+    referenced = frozenset({errors.ForeignKeyViolation.sqlstate})
     create_group = f"INSERT INTO {GROUPS_TABLE} (name) VALUES (%(group)s) ON CONFLICT DO NOTHING"
-    delete_group = f"DELETE FROM {GROUPS_TABLE} WHERE name = %(group)s"
-    list_groups = f"SELECT name FROM {GROUPS_TABLE}"
     # The live entries, then a row when the group exists; the dead entries are deleted.
     read_members = f"""WITH {_LIVE}, dead AS (DELETE FROM {MEMBERS_TABLE}
     WHERE group_name = %(group)s AND entry_key NOT IN (SELECT entry_key FROM live))
@@ -70,9 +82,8 @@ SELECT pg_notify('{CHANNEL}', %(payload)s) FROM entry"""
 SELECT pg_notify('{CHANNEL}', %(payload)s) FROM entry"""
     unlock_entry = "SELECT pg_advisory_unlock(%(classid)s, %(objid)s)"
     present_entries = f"""SELECT group_name FROM {MEMBERS_TABLE}
-WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
-    SELECT {_ENTRY_KEY} FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2
-    AND granted AND pid = pg_backend_pid())"""
+WHERE member = %(member)s AND group_name = ANY(%(groups)s)
+    AND entry_key IN (SELECT {_ENTRY_KEY} {_GRANTED} AND pid = pg_backend_pid())"""
 
     def __init__(self, open_session: Callable[[], Session], member_id: str,
                  heartbeat: float, reply_timeout: float,
@@ -82,8 +93,11 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
         # the server ends a session silent for three times that (PostgreSQL 14+), so a member
         # cut off (or frozen that long) leaves for the others too, as on a lease.
         self.idle_limit = IDLE_LIMIT_FACTOR * (heartbeat + reply_timeout)
-        super().__init__(self._membership_session, member_id, heartbeat, describe)
-        self._listener = Listener(open_session, describe)
+        super().__init__(self._membership_session, Session.end, forget_connection, member_id,
+                         heartbeat, describe)
+        self._subscribers = GroupSubscribers("conch-postgresql-group-listener", self._listen_loop)
+        self._listening: Session | None = None  # the LISTEN thread's session
+        self._failing = False  # the last attempt to listen failed (and was logged)
 
     def _membership_session(self) -> Session:
         session = self._open_session()
@@ -98,11 +112,23 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
         return session
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
-        return self._listener.subscribe(group, changed)
+        return self._subscribers.subscribe(channel_payload(group).encode(), changed)
 
     def close(self) -> None:
-        self._listener.close()
+        """Stop listening (the thread's wait is cut short: its socket shut), then the rest."""
+        self._subscribers.stop()
+        if (session := self._listening) is not None:
+            session.shutdown()
         super().close()
+
+    def forget_parent(self) -> None:
+        """In a forked child: a listening thread of its own later; the parent's sessions
+        left be."""
+        super().forget_parent()
+        self._subscribers.forget_parent()
+        session, self._listening = self._listening, None
+        if session is not None:
+            forget_connection(session)
 
     def _run(self, session: Session, sql: str, params: dict[str, object]) -> tuple[int, Rows]:
         cursor = session.execute(sql, params)
@@ -113,17 +139,11 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
         return {"classid": classid, "objid": objid, "key": classid << 32 | objid,
                 "payload": channel_payload(group)}
 
-    def _referenced(self, exc: Exception) -> bool:
-        return isinstance(exc, errors.ForeignKeyViolation)
+    def _code(self, exc: Exception) -> object:
+        return getattr(exc, "sqlstate", None)
 
     def _broken(self, session: Session, exc: Exception) -> bool:
         return session.closed
-
-    def _end(self, session: Session) -> None:
-        session.end()
-
-    def _abandon(self, session: Session) -> None:
-        forget_connection(session)
 
     def _prepare(self, session: Session) -> None:
         try:
@@ -134,11 +154,39 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s) AND entry_key IN (
                 "role CREATE on the schema, or have an administrator create them "
                 "(docs/postgresql.md, Groups)")) from None
 
-    def _unprepared(self, exc: Exception) -> bool:
-        return isinstance(exc, errors.UndefinedTable)
-
     def _describe_error(self, exc: Exception) -> str:
         if isinstance(exc, errors.InsufficientPrivilege):
             return (f"{exc}: group membership needs SELECT, INSERT, UPDATE, DELETE on tables "
                     f"{GROUPS_TABLE} and {MEMBERS_TABLE} (docs/postgresql.md, Groups)")
         return str(exc)
+
+    def _listen_loop(self, stopped: threading.Event, wake: Wake) -> None:
+        while not stopped.is_set():
+            try:
+                self._listen(stopped, wake)
+            except (psycopg.Error, ConchError) as exc:
+                if stopped.is_set():
+                    return
+                # Once per outage: watchers still read every poll interval meanwhile.
+                log.log(logging.DEBUG if self._failing else logging.WARNING,
+                        "conch: listening for group changes failed, retrying every %g s: %s",
+                        RECONNECT_DELAY, exc if isinstance(exc, ConchError)
+                        else self.describe(exc))
+                self._failing = True
+            wake(None)  # a notification may have been missed meanwhile
+            stopped.wait(RECONNECT_DELAY)
+
+    def _listen(self, stopped: threading.Event, wake: Wake) -> None:
+        session = self._listening = self._open_session()
+        try:
+            if stopped.is_set():  # close() came first: it could not shut this one
+                return
+            session.execute(f"LISTEN {CHANNEL}")
+            self._failing = False
+            wake(None)  # changes made before LISTEN took effect
+            session.limit = None  # wait as long as it takes (green under eventlet); close()
+            for notification in session.notifies():  # shuts the socket to end the wait
+                wake((notification.payload.encode(),))
+        finally:
+            self._listening = None
+            session.end()

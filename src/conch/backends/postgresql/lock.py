@@ -1,31 +1,26 @@
-"""The ``postgresql://`` blocking side, and what it shares with the asyncio one: each acquire
-keeps a session of its own while it holds (advisory locks are re-entrant within a session),
-and what each outcome of an acquire, a release or a check means for it and its hold."""
+"""The ``postgresql://`` lock handles and the session pools they draw from, blocking and
+asyncio: each acquire keeps a session of its own while it holds (advisory locks are re-entrant
+within a session); one core says what each outcome of an acquire, a release or a check means
+for a handle and its hold."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
-from typing import Any, Generic, Protocol
+from collections.abc import Callable
+from typing import Any, Generic
 
 import psycopg
 
 from conch import metrics
-from conch.backends.base import Deadline, LockHandle, LossCallback
+from conch.backends.base import AsyncLockHandle, Deadline, LockHandle, LossCallback
 from conch.backends.kit.pool import Pool
 from conch.backends.kit.session import Holds
 from conch.backends.kit.socket_wait import SocketWait
 from conch.backends.postgresql import statements
-from conch.backends.postgresql.session import S, Session, forget_connection, outcome
+from conch.backends.postgresql.session import AsyncSession, S, Session, forget_connection
 from conch.errors import BackendUnavailable, LockLost, NotStarted
-
-
-class Owner(Protocol):
-    """The backend, as the handles see it."""
-
-    named_keys: set[int]  # keys whose name this process recorded: not sent again
-
-    def describe(self, problem: object) -> str: ...
 
 
 class Hold(Generic[S]):
@@ -59,13 +54,15 @@ class Hold(Generic[S]):
 class SessionsCore(Generic[S]):
     """A coordinator's sessions of one kind (a pool) and the holds they keep."""
 
-    def __init__(self, owner: Owner, conninfo: str, io_timeout: float, keep_idle: int) -> None:
-        self.owner, self.conninfo, self.io_timeout = owner, conninfo, io_timeout
+    def __init__(self, describe: Callable[[object], str], conninfo: str, io_timeout: float,
+                 keep_idle: int) -> None:
+        self.describe, self.conninfo, self.io_timeout = describe, conninfo, io_timeout
+        self.named_keys: set[int] = set()  # keys whose name this process recorded
         # An idle session that is readable was sent an error or EOF: it is gone.
         self.pool: Pool[S] = Pool(
             lambda session: session.pgconn.finish(), forget_connection, keep_idle,
-            lambda: NotStarted(owner.describe("the coordinator was stopped")),
-            lambda session: not session.closed and not SocketWait(session.pgconn.socket).ready())
+            lambda: NotStarted(describe("the coordinator was stopped")),
+            lambda session, _: not session.closed and not SocketWait(session.pgconn.socket).ready())
         self.holds: Holds[Hold[S]] = Holds()
 
 
@@ -75,12 +72,12 @@ class HandleCore(Generic[S]):
     def __init__(self, sessions: SessionsCore[S], key: int, name: bytes,
                  on_lost: LossCallback) -> None:
         self._sessions, self._key, self._name, self._on_lost = sessions, key, name, on_lost
-        self._owner, self._holds, self._pool = sessions.owner, sessions.holds, sessions.pool
+        self._describe, self._holds, self._pool = sessions.describe, sessions.holds, sessions.pool
         self._hold: Hold[S] | None = None
 
     def name_to_record(self) -> bytes | None:
         """The name, with this process's first hold of the key (else ``None``)."""
-        return None if self._key in self._owner.named_keys else self._name
+        return None if self._key in self._sessions.named_keys else self._name
 
     def failed(self, session: S, result: object, retry: bool) -> bool:
         """Whether an acquire's ``result`` is a failure to try again (its connection was gone:
@@ -94,7 +91,7 @@ class HandleCore(Generic[S]):
         if self._pool.closed:  # its wait was cancelled, or its session closed, by stop()
             raise self._pool.stopped() from None
         if not (retry and broken):
-            raise BackendUnavailable(self._owner.describe(result)) from None
+            raise BackendUnavailable(self._describe(result)) from None
         return True
 
     def taken(self, session: S, token: Any, loop: Any = None) -> int | None:
@@ -102,9 +99,9 @@ class HandleCore(Generic[S]):
         if token is None:
             self._pool.give_back(session)
             return None
-        if len(self._owner.named_keys) >= 100_000:  # a name recorded twice: a skipped insert
-            self._owner.named_keys.clear()
-        self._owner.named_keys.add(self._key)
+        if len(self._sessions.named_keys) >= 100_000:  # a name recorded twice: a skipped insert
+            self._sessions.named_keys.clear()
+        self._sessions.named_keys.add(self._key)
         hold = self._hold = self.new_hold(session, loop)
         self._holds.add(hold, self._on_lost)
         if self._pool.closed:  # stopped while we waited
@@ -135,7 +132,7 @@ class HandleCore(Generic[S]):
             return
         if isinstance(unlocked, BaseException) and not isinstance(unlocked, psycopg.Error):
             raise unlocked
-        raise LockLost(self._owner.describe(
+        raise LockLost(self._describe(
             "the server no longer held the lock for this session" if unlocked is False else
             f"the session holding the lock failed before release ({unlocked}); "
             "the server freed the lock, another holder may have taken it")) from None
@@ -149,7 +146,7 @@ class Sessions(SessionsCore[Session]):
         try:
             session = Session.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise BackendUnavailable(self.owner.describe(f"cannot connect: {exc}")) from None
+            raise BackendUnavailable(self.describe(f"cannot connect: {exc}")) from None
         session.io_timeout = session.limit = self.io_timeout
         session.prepared = {}
         return session
@@ -164,7 +161,7 @@ class Sessions(SessionsCore[Session]):
             with hold.guard:
                 if not hold.active:
                     continue  # released meanwhile: its session may serve another hold now
-                listed = outcome(hold.session, statements.holds(hold.key, hold.space))
+                listed = hold.session.outcome(statements.holds(hold.key, hold.space))
             hold.checked(self.holds, listed)
 
     def close(self) -> None:
@@ -187,16 +184,101 @@ class AdvisoryLock(HandleCore[Session], LockHandle):
         for retry in (True, False):
             session = self._sessions.borrow()
             steps = statements.take(self._key, deadline, self.name_to_record(), self.shared)
-            if not self.failed(session, token := outcome(session, steps), retry):
+            if not self.failed(session, token := session.outcome(steps), retry):
                 break
         return self.taken(session, token)
 
     def release(self) -> None:
         if (hold := self.releasing()) is not None:
-            self.released(hold, outcome(hold.session, statements.unlock(self._key, self.shared)))
+            self.released(hold, hold.session.outcome(statements.unlock(self._key, self.shared)))
 
 
 class SharedAdvisoryLock(AdvisoryLock):
     """A shared hold of a lock name: the same key in share mode."""
 
     shared = True
+
+
+class AsyncSessions(SessionsCore[AsyncSession]):
+    """The coordinator's asyncio sessions and the holds they keep. One pool serves every
+    event loop: psycopg puts a socket on the running loop only while it waits for it."""
+
+    async def borrow(self) -> AsyncSession:
+        """An idle live session, or a new one; statements are prepared on first use."""
+        if (session := self.pool.idle_one()) is not None:
+            return session
+        try:
+            session = await AsyncSession.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise BackendUnavailable(self.describe(f"cannot connect: {exc}")) from None
+        session.io_timeout = session.limit = self.io_timeout
+        session.prepared = {}
+        return self.pool.lend(session)
+
+    def check_holds(self) -> None:
+        """Schedule a check of every hold on its loop (from the heartbeat thread)."""
+        for hold in self.holds.snapshot():
+            with contextlib.suppress(RuntimeError):  # a closed loop: stop() frees the hold
+                hold.loop.call_soon_threadsafe(self._start_check, hold)
+
+    def _start_check(self, hold: Hold[AsyncSession]) -> None:
+        if hold.active and hold.checking is None:
+            hold.checking = hold.loop.create_task(self._check(hold))
+
+    async def _check(self, hold: Hold[AsyncSession]) -> None:
+        try:
+            listed = await hold.session.outcome(statements.holds(hold.key))
+        finally:
+            hold.checking = None
+        hold.checked(self.holds, listed)
+
+    def close(self) -> None:
+        """The coordinator stops (any thread): close idle sessions, cancel lock waits."""
+        _cancel_waits(self.pool.close())
+        self.holds.lose_all("the coordinator was stopped")
+
+    async def close_running(self) -> None:
+        """Close the sessions still lent out: a statement still in flight fails at once."""
+        lent = self.pool.close()
+        _cancel_waits(lent)  # again: a cancel sent before the wait began is lost
+        for session in lent:
+            if session.lock.locked():
+                session.shutdown()  # its statement fails now; its task closes it
+            else:
+                session.pgconn.finish()
+
+
+def _cancel_waits(sessions: list[AsyncSession]) -> None:
+    for session in sessions:
+        if session.waiting_for_lock:
+            with contextlib.suppress(Exception):  # best effort
+                session.cancel()
+
+
+class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
+    """The asyncio handle of one lock name. A cancelled acquire leaves nothing held: its
+    lock wait is cancelled on the server and its session closed."""
+
+    _sessions: AsyncSessions
+
+    async def acquire(self, deadline: Deadline) -> int | None:
+        for retry in (True, False):
+            session = await self._sessions.borrow()
+            steps = statements.take(self._key, deadline, self.name_to_record())
+            if not self.failed(session, token := await session.outcome(steps), retry):
+                break
+        return self.taken(session, token, asyncio.get_running_loop())
+
+    async def release(self) -> None:
+        if (hold := self.releasing()) is None:
+            return
+        if hold.checking is not None:  # one statement at a time
+            await asyncio.wait([hold.checking])
+        self.released(hold, await hold.session.outcome(statements.unlock(self._key)))
+
+    def abandon(self) -> None:
+        hold, self._hold = self._hold, None
+        if hold is not None:
+            self._holds.discard(hold)
+            hold.active = False
+            hold.session.shutdown()  # the server ends the session and frees the lock

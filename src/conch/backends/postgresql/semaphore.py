@@ -9,8 +9,8 @@ import psycopg
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.postgresql.lock import HandleCore, Hold, Sessions
-from conch.backends.postgresql.session import Session, outcome
-from conch.backends.postgresql.statements import FENCING_SEQUENCE, Statement, Steps
+from conch.backends.postgresql.session import Session
+from conch.backends.postgresql.statements import FENCING_SEQUENCE, THIS_DATABASE, Statement, Steps
 from conch.errors import LimitMismatch
 
 CHANNEL = "conch_semaphores"
@@ -31,8 +31,7 @@ _FREE_PERMIT = (f"(SELECT i || ' ' || nextval('{FENCING_SEQUENCE}')"
 _OFFSET = "((($2::bigint - objid::bigint) % 4294967296 + 4294967296) % 4294967296)"
 # The limit of another marker of this semaphore granted to any session, or NULL.
 _OTHER_LIMIT = (f"(SELECT {_OFFSET} FROM pg_locks WHERE locktype = 'advisory'"
-                " AND objsubid = 2 AND granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                f" AND objsubid = 2 AND granted AND {THIS_DATABASE}"
                 " AND classid = ($1::bigint & 4294967295)::oid"
                 " AND objid <> ($4::bigint & 4294967295)::oid"
                 f" AND {_OFFSET} BETWEEN 1 AND 2147483647 LIMIT 1)")
@@ -52,49 +51,6 @@ _LISTEN = {True: f"LISTEN {CHANNEL}", False: f"UNLISTEN {CHANNEL}"}
 def _int4(value: int) -> int:
     """``value`` modulo 2**32 as a signed 32-bit int."""
     return (value + 2**31) % _WORDS - 2**31
-
-
-class Keys:
-    """One semaphore's keys for one limit, as statement parameters."""
-
-    def __init__(self, key: int, limit: int) -> None:
-        self.first, self.second = key >> 32, _int4(key)
-        self.limit = limit
-        self.marker = _int4(self.second - limit)
-        self.wake_word = b"%d %d" % (self.first, self.second)  # the NOTIFY's payload
-
-    def permit(self, slot: int) -> int:
-        """Permit ``slot``'s keys packed as one bigint, for ``statements.holds`` (space 2)."""
-        packed = (self.first % _WORDS) << 32 | (self.second + slot) % _WORDS
-        return packed - 2**64 if packed >= 2**63 else packed
-
-    def enter(self) -> Steps[tuple[int, bytes] | None]:
-        """Hold the marker and try for a permit: ``(slot, token)``, or ``None`` (marker kept);
-        LimitMismatch (marker given back) while another limit is in use."""
-        params = (b"%d" % self.first, b"%d" % self.second, b"%d" % self.limit,
-                  b"%d" % self.marker)
-        answer = yield Statement(_ENTER, params)
-        if answer is not None and answer.startswith(b"-"):
-            yield from self.leave()
-            raise LimitMismatch(f"the semaphore is in use with limit {int(answer[1:])}, "
-                                f"not {self.limit}")
-        return _permit(answer)
-
-    def retry(self) -> Steps[tuple[int, bytes] | None]:
-        """Try again for a permit (the marker held)."""
-        params = (b"%d" % self.first, b"%d" % self.second, b"%d" % self.limit)
-        return _permit((yield Statement(_RETRY, params)))
-
-    def leave(self) -> Steps[None]:
-        """Give the marker back (no permit taken)."""
-        yield Statement(_LEAVE, (b"%d" % self.first, b"%d" % self.marker))
-
-    def release(self, slot: int) -> Steps[bool]:
-        """Give permit ``slot`` and the marker back, waking the waiters: False when this
-        session no longer held them."""
-        params = (b"%d" % self.first, b"%d" % _int4(self.second + slot), b"%d" % self.marker,
-                  self.wake_word)
-        return (yield Statement(_RELEASE, params)) == b"2"
 
 
 def _permit(answer: bytes | None) -> tuple[int, bytes] | None:
@@ -117,7 +73,11 @@ class SemaphorePermit(HandleCore[Session], LockHandle):
     def __init__(self, sessions: Sessions, key: int, name: bytes, limit: int,
                  on_lost: LossCallback) -> None:
         super().__init__(sessions, key, name, on_lost)
-        self._keys = Keys(key, limit)
+        self._first, self._second, self._limit = key >> 32, _int4(key), limit
+        # The statements' parameters: first, second, the limit, the marker's second key.
+        self._params = tuple(b"%d" % n for n in (
+            self._first, self._second, limit, _int4(self._second - limit)))
+        self._wake_word = b"%d %d" % (self._first, self._second)  # the NOTIFY's payload
         self._slot = 0
 
     def acquire(self, deadline: Deadline) -> int | None:
@@ -132,29 +92,57 @@ class SemaphorePermit(HandleCore[Session], LockHandle):
 
     def release(self) -> None:
         if (hold := self.releasing()) is not None:
-            self.released(hold, outcome(hold.session, self._keys.release(self._slot)))
+            self.released(hold, hold.session.outcome(self._release()))
 
     def new_hold(self, session: Session, loop: object) -> Hold[Session]:
-        return Hold(self._keys.permit(self._slot), session, self._pool, loop, space=2)
+        """The permit's keys packed as one bigint, for ``statements.holds`` (space 2)."""
+        packed = (self._first % _WORDS) << 32 | (self._second + self._slot) % _WORDS
+        return Hold(packed - 2**64 if packed >= 2**63 else packed, session, self._pool, loop,
+                    space=2)
+
+    def _enter(self) -> Steps[tuple[int, bytes] | None]:
+        """Hold the marker and try for a permit: ``(slot, token)``, or ``None`` (marker kept);
+        LimitMismatch (marker given back) while another limit is in use."""
+        answer = yield Statement(_ENTER, self._params)
+        if answer is not None and answer.startswith(b"-"):
+            yield from self._leave()
+            raise LimitMismatch(f"the semaphore is in use with limit {int(answer[1:])}, "
+                                f"not {self._limit}")
+        return _permit(answer)
+
+    def _retry(self) -> Steps[tuple[int, bytes] | None]:
+        """Try again for a permit (the marker held)."""
+        return _permit((yield Statement(_RETRY, self._params[:3])))
+
+    def _leave(self) -> Steps[None]:
+        """Give the marker back (no permit taken)."""
+        yield Statement(_LEAVE, (self._params[0], self._params[3]))
+
+    def _release(self) -> Steps[bool]:
+        """Give the permit and the marker back, waking the waiters: False when this session
+        no longer held them."""
+        params = (self._params[0], b"%d" % _int4(self._second + self._slot), self._params[3],
+                  self._wake_word)
+        return (yield Statement(_RELEASE, params)) == b"2"
 
     def _wait(self, session: Session, deadline: Deadline) -> object:
         """A permit taken on ``session`` before ``deadline``, ``None``, or what failed."""
-        taken = outcome(session, self._keys.enter())
+        taken = session.outcome(self._enter())
         listening = False
         while taken is None and (remaining := deadline.remaining()) != 0:
             if listening:  # tried since LISTEN: a release from now on is heard
                 woken = self._woken(session, RECHECK if remaining is None else
                                     min(remaining, RECHECK))
             else:
-                woken, listening = outcome(session, listen(True)), True
+                woken, listening = session.outcome(listen(True)), True
             if woken is not None:
                 return woken
-            taken = outcome(session, self._keys.retry())
+            taken = session.outcome(self._retry())
         if isinstance(taken, BaseException):
             return taken
-        if taken is None and (left := outcome(session, self._keys.leave())) is not None:
+        if taken is None and (left := session.outcome(self._leave())) is not None:
             return left
-        if listening and (heard := outcome(session, listen(False))) is not None:
+        if listening and (heard := session.outcome(listen(False))) is not None:
             return heard
         return taken
 
@@ -163,7 +151,7 @@ class SemaphorePermit(HandleCore[Session], LockHandle):
         of a failed wait."""
         try:
             for heard in session.notifies(timeout=timeout):
-                if heard.payload.encode() == self._keys.wake_word:
+                if heard.payload.encode() == self._wake_word:
                     break
         except psycopg.Error as exc:
             return exc

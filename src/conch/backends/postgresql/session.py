@@ -61,16 +61,19 @@ class Bounded:
 class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
     """One server session; statements run one at a time, :meth:`cancel_safe` from any thread."""
 
-    def answer(self, statement: Statement) -> object:
-        """``statement``'s first value, or what it raised."""
-        self.limit = statement.limit(self.io_timeout)
-        try:
-            with self.lock:
-                return self.wait(self.exchange(statement))
-        except BaseException as exc:
-            return exc
-        finally:
+    def outcome(self, steps: Steps[Any]) -> Any:
+        """What ``steps`` return, or the exception they (or a statement) raised."""
+        statement, result = advance(steps, None)
+        while statement is not None:
+            self.limit = statement.limit(self.io_timeout)
+            try:
+                with self.lock:
+                    answer = self.wait(self.exchange(statement))
+            except BaseException as exc:
+                answer = exc
             self.limit = self.io_timeout
+            statement, result = advance(steps, answer)
+        return result
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         # psycopg's default wait is C code that eventlet's hub cannot interrupt.
@@ -92,13 +95,32 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
             self.shutdown()
 
 
-def outcome(session: Session, steps: Steps[Any]) -> Any:
-    """What ``steps`` return on ``session``, or the exception they (or a statement) raised."""
-    statement, result = advance(steps, None)
-    while statement is not None:
-        statement, result = advance(steps, session.answer(statement))
-    return result
 
+class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
+    """One server session used by one task at a time on one loop; :meth:`cancel` and
+    :meth:`shutdown` may come from any thread."""
+
+    async def outcome(self, steps: Steps[Any]) -> Any:
+        """What ``steps`` return, or the exception they (or a statement) raised (a cancelled
+        task cancels its statement first)."""
+        statement, result = advance(steps, None)
+        while statement is not None:
+            self.limit = statement.limit(self.io_timeout)
+            try:
+                async with self.lock:
+                    answer = await self.wait(self.exchange(statement))
+            except BaseException as exc:
+                answer = exc
+            self.limit = self.io_timeout
+            statement, result = advance(steps, answer)
+        return result
+
+    async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return await super().wait(gen, interval, self.limit if timeout is None else timeout)
+        except psycopg.OperationalError as exc:
+            self.out_of_step(exc)
+            raise
 
 S = TypeVar("S", bound=psycopg.BaseConnection[Any])
 

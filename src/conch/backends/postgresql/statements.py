@@ -45,13 +45,29 @@ TAKE = {(naming, shared): _take_statements(naming, shared)
         for naming in (False, True) for shared in (False, True)}
 _UNLOCK = {False: "SELECT pg_advisory_unlock($1::bigint)",
            True: "SELECT pg_advisory_unlock_shared($1::bigint)"}
+THIS_DATABASE = "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 # pg_locks shows a bigint key's high half in classid, its low half in objid, objsubid 1.
-KEY_MATCHES = ("locktype = 'advisory' AND objsubid = 1"
+_KEY_MATCHES = ("locktype = 'advisory' AND objsubid = 1"
                " AND classid = ((%(key)s::bigint >> 32) & 4294967295)::oid"
                " AND objid = (%(key)s::bigint & 4294967295)::oid")
+# Every held lock of this database (with ``key``: that key's): its waiters, its holder's
+# pid, application name and host, and its recorded name (the key rebuilt from its halves).
+HELD = f"""SELECT (SELECT count(*) FROM pg_locks AS w
+        WHERE w.locktype = 'advisory' AND w.objsubid = 1 AND w.database = g.database
+          AND w.classid = g.classid AND w.objid = g.objid AND NOT w.granted),
+       g.pid, a.application_name, coalesce(a.client_hostname, host(a.client_addr), 'local'),
+       n.name
+FROM pg_locks AS g
+LEFT JOIN {NAMES_TABLE} AS n ON n.key = (g.classid::bigint << 32) | g.objid::bigint
+LEFT JOIN pg_stat_activity AS a ON a.pid = g.pid
+WHERE g.locktype = 'advisory' AND g.objsubid = 1 AND g.granted AND g.{THIS_DATABASE}
+  AND (%(key)s::bigint IS NULL OR ({_KEY_MATCHES}))"""
+# End the holder's session (pid) only if it still holds the key.
+TERMINATE = f"""SELECT pg_terminate_backend(pid) FROM pg_locks
+WHERE {_KEY_MATCHES} AND {THIS_DATABASE} AND granted AND pid = %(pid)s::integer"""
 # Space 1: a bigint key; 2: two int keys, $1 = (first << 32) | (second & 0xffffffff).
 _HOLDS = ("SELECT EXISTS (SELECT FROM pg_locks WHERE "
-          f"{KEY_MATCHES.replace('%(key)s', '$1').replace('objsubid = 1', 'objsubid = $2::int2')}"
+          f"{_KEY_MATCHES.replace('%(key)s', '$1').replace('objsubid = 1', 'objsubid = $2::int2')}"
           " AND pid = pg_backend_pid() AND granted)")
 
 
