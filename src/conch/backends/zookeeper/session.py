@@ -1,12 +1,12 @@
-"""A coordinator's ZooKeeper session: its kazoo client, losses, requests bounded in time,
-the clean-up of znodes we could not delete. Lock handles and groups borrow it."""
+"""A coordinator's ZooKeeper session (its kazoo client): losses, requests bounded in time,
+a new session after a whole timeout cut off, the clean-up of znodes left behind."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooState  # type: ignore[import-untyped]
@@ -70,11 +70,9 @@ class ZooKeeperSession:
         self.client = new_client(hosts, session_timeout, credentials, tls_files)
         self.generation = 0  # +1 each time the session ends, its znodes with it
         self._mutex = threading.Lock()  # orders state changes against new holds
-        self._connected = False
         self._connections = 0  # counts reconnections, so a failed clean-up knows to retry
         self._abandoned: dict[str, set[str]] = {}  # parent path → our children's name prefixes
         self._cleaning = False
-        self._waiters: set[threading.Event] = set()
         self._unwatched: dict[object, Callable[[], None]] = {}  # by hold
         self._watcher = Heartbeat("conch-zookeeper-watches", WATCH_AFTER, self._watch_holds)
         self._renewing = threading.Lock()  # a new session is never opened as we close
@@ -109,18 +107,6 @@ class ZooKeeperSession:
         except Exception:  # stopping twice or a dead connection: the session ends either way
             log.debug("closing the ZooKeeper client failed", exc_info=True)
         self.client.remove_listener(self._on_state)
-        self._wake_waiters()
-
-    @contextlib.contextmanager
-    def waking(self, event: threading.Event) -> Iterator[None]:
-        """Set ``event`` on each change of connection state and on close, meanwhile."""
-        with self._mutex:
-            self._waiters.add(event)
-        try:
-            yield
-        finally:
-            with self._mutex:
-                self._waiters.discard(event)
 
     def answer(self, result: Any, doing: str, within: float | None = None,
                passing: tuple[type[KazooException], ...] = ()) -> Any:
@@ -151,7 +137,7 @@ class ZooKeeperSession:
         """Report the loss of ``item`` through ``kept``; False when the session ended since
         ``generation`` or, for a hold, the connection is down now."""
         with self._mutex:
-            if self.generation != generation or (kept is self.holds and not self._connected):
+            if self.generation != generation or (kept is self.holds and not self.client.connected):
                 return False
             kept.add(item, on_lost)
             return True
@@ -184,9 +170,8 @@ class ZooKeeperSession:
 
     def _on_state(self, state: str) -> None:
         # In kazoo's connection thread: never blocks.
-        with self._mutex:
-            self._connected = state == KazooState.CONNECTED
-            self._connections += self._connected
+        with self._mutex:  # kazoo changed client.connected already
+            self._connections += state == KazooState.CONNECTED
             self.generation += state == KazooState.LOST
         if state == KazooState.SUSPENDED:
             self.holds.lose_all("lost the connection to ZooKeeper: the session may expire "
@@ -200,7 +185,6 @@ class ZooKeeperSession:
             self.holds.lose_all("the ZooKeeper session expired or was closed")
             self.entries.lose_all("the ZooKeeper session expired or was closed")
         self._start_cleaning()
-        self._wake_waiters()
 
     def _unless_reconnected(self, delay: float, action: Callable[[], None]) -> None:
         """Call ``action`` if the connection is still down ``delay`` seconds from now."""
@@ -209,7 +193,7 @@ class ZooKeeperSession:
 
         def check() -> None:
             with self._mutex:
-                cut_off = not (self._connected or self._closed) and \
+                cut_off = not (self.client.connected or self._closed) and \
                     self._connections == connections
             if cut_off:
                 action()
@@ -239,19 +223,12 @@ class ZooKeeperSession:
                                 "older than 0x%x seen before): fencing tokens start over",
                                 self.hosts, self.client.last_zxid, seen)
 
-    def _wake_waiters(self) -> None:
-        with self._mutex:
-            waiters = list(self._waiters)
-        for event in waiters:
-            event.set()
-
     def _start_cleaning(self) -> None:
         with self._mutex:
-            start = self._connected and bool(self._abandoned) and not self._cleaning
+            start = self.client.connected and bool(self._abandoned) and not self._cleaning
             self._cleaning |= start
         if start:
-            threading.Thread(target=self._clean, name="conch-zookeeper-cleanup",
-                             daemon=True).start()
+            self.client.handler.spawn(self._clean)
 
     def _clean(self) -> None:
         """Delete the abandoned znodes; after a failure, go on only if reconnected since."""
@@ -263,21 +240,17 @@ class ZooKeeperSession:
                 parent, prefixes = self._abandoned.popitem()
                 connections = self._connections
             try:
-                self._delete_children(parent, prefixes)
+                for child in self.answer(self.client.get_children_async(parent), "list " + parent):
+                    if child.startswith(tuple(prefixes)):
+                        with contextlib.suppress(NoNodeError):
+                            self.answer(self.client.delete_async(f"{parent}/{child}"),
+                                        "delete " + child)
+            except NoNodeError:
+                continue
             except (BackendUnavailable, KazooException):
                 with self._mutex:
                     self._abandoned.setdefault(parent, set()).update(prefixes)
                     if connections == self._connections:  # the next connection retries
                         self._cleaning = False
                         return
-
-    def _delete_children(self, parent: str, prefixes: set[str]) -> None:
-        try:
-            children = self.answer(self.client.get_children_async(parent), "list " + parent)
-        except NoNodeError:
-            return
-        for child in children:
-            if child.startswith(tuple(prefixes)):
-                with contextlib.suppress(NoNodeError):
-                    self.answer(self.client.delete_async(f"{parent}/{child}"), "delete " + child)
 
