@@ -11,21 +11,19 @@ from conch.backends.zookeeper.lock import CHILD, sequence, sequence_distance
 from conch.backends.zookeeper.session import ZooKeeperSession
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
-# Listing reads, sent at once and answered in order: a few hundred locks at a time.
-_BATCH = 200
+_BATCH = 200  # listing reads, sent at once and answered in order: a few hundred locks at a time
 
 
 def describe(session: ZooKeeperSession, parent: str, key: bytes) -> tuple[LockInfo, str | None]:
     """Lock ``key``, whose znode is ``parent``, and the path of its holder's child."""
     for _ in range(3):  # the holder may leave between the listing and the read
         try:
-            children = session.answer(session.client.get_children_async(parent),
-                                      "list the lock queue")
+            queue = _queue(session.answer(session.client.get_children_async(parent),
+                                          "list the lock queue"))
         except NoNodeError:
-            return LockInfo(key, None, 0), None
-        queue = _queue(children)
+            break
         if not queue:
-            return LockInfo(key, None, 0), None
+            break
         path = f"{parent}/{queue[0]}"
         try:
             data, stat = session.answer(session.client.get_async(path), "read the lock holder")

@@ -1,5 +1,6 @@
-"""The ``zookeeper://`` lock handle: an ephemeral sequential child of the lock's znode per
-acquire, a watch on the child just before it until it is first, then the hold."""
+"""The ``zookeeper://`` lock handles: an ephemeral sequential child of the lock's znode per
+acquire, a watch on a child ahead until none blocks it, then the hold. Shared holds and
+semaphore permits differ only in the child's name and the children they wait for."""
 
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ from conch.backends.zookeeper.session import (
     SessionExpired,
     ZooKeeperSession,
 )
-from conch.errors import BackendUnavailable, LockLost
+from conch.errors import BackendUnavailable, LimitMismatch, LockLost
 from conch.introspection import HolderStamp
 
 CHILD = re.compile(r"^[0-9a-f]{32}_(-?[0-9]+)$")  # a unique prefix, then the sequence
 _PREFIX = 33
+_KIND = 12  # where a child's name tells its kind: a uuid4's version digit, 4 if exclusive
+_LIMIT_DIGITS = 12  # a permit's name starts with its limit in as many hex digits
+MAX_LIMIT = 16 ** _LIMIT_DIGITS - 1
 RESTAMP_AFTER = 0.5  # seconds of waiting after which a new holder stamps its grant time
 
 
@@ -227,3 +231,39 @@ class ZooKeeperLock(LockHandle):
     def _abandon_unless_deleted(self, result: Any, prefix: str) -> None:
         if not result.successful() and not isinstance(result.exception, NoNodeError):
             self._session.abandon(self._parent, prefix)
+
+
+class ZooKeeperSharedLock(ZooKeeperLock):
+    """A shared hold: beside the other shared children, behind the older exclusive ones
+    (an exclusive waiter holds back every shared child queued after it)."""
+
+    def _new_prefix(self) -> str:
+        unique = uuid.uuid4().hex
+        return f"{unique[:_KIND]}0{unique[_KIND + 1:]}_"
+
+    def _blockers(self, before: list[str]) -> list[str]:
+        return [child for child in before if child[_KIND] != "0"][-1:]
+
+
+class ZooKeeperPermit(ZooKeeperLock):
+    """A semaphore permit: it holds once fewer than ``limit`` children are older than its
+    own, and waits for the deletion of one of those that hold."""
+
+    def __init__(self, session: ZooKeeperSession, parent: str, stamp: HolderStamp,
+                 on_lost: LossCallback, name: bytes, limit: int) -> None:
+        if limit > MAX_LIMIT:
+            raise ValueError(f"a zookeeper:// semaphore's limit is at most {MAX_LIMIT}")
+        super().__init__(session, parent, stamp, on_lost)
+        self._name, self._limit = name, limit
+
+    def _new_prefix(self) -> str:
+        return f"{self._limit:0{_LIMIT_DIGITS}x}{uuid.uuid4().hex[_LIMIT_DIGITS:]}_"
+
+    def _blockers(self, before: list[str]) -> list[str]:
+        # An older child with another limit: its holders use that one (or it is about to
+        # find ours and give up); either way the two must not mix.
+        for child in before:
+            if (limit := int(child[:_LIMIT_DIGITS], 16)) != self._limit:
+                raise LimitMismatch(f"semaphore {self._name!r} is in use with limit "
+                                    f"{limit}, not {self._limit}")
+        return before[:self._limit] if len(before) >= self._limit else []

@@ -1,5 +1,6 @@
-"""A coordinator's ZooKeeper session (its kazoo client): losses, requests bounded in time,
-a new session after a whole timeout cut off, the clean-up of znodes left behind."""
+"""A coordinator's ZooKeeper session: its kazoo client (reconnection, eventlet, digest ACL,
+TLS, a redacting logger), losses, requests bounded in time, a new session after a whole
+timeout cut off, the clean-up of znodes left behind. Lock handles and groups borrow it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.client import KazooState  # type: ignore[import-untyped]
+from kazoo.client import KazooClient, KazooState  # type: ignore[import-untyped]
 from kazoo.exceptions import (  # type: ignore[import-untyped]
     ConnectionClosedError,
     ConnectionLoss,
@@ -19,16 +20,22 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     SessionExpiredError,
 )
 from kazoo.protocol.states import EventType  # type: ignore[import-untyped]
+from kazoo.security import (  # type: ignore[import-untyped]
+    make_digest_acl,
+    make_digest_acl_credential,
+)
 
 from conch.backends.base import LossCallback
 from conch.backends.kit.session import Heartbeat, Holds
 from conch.backends.kit.tls import TLSFiles
-from conch.backends.zookeeper.client import new_client
 from conch.errors import BackendUnavailable
+from conch.green import eventlet_patched
+from conch.url import RedactingLogger
 
 log = logging.getLogger("conch")
-WATCH_AFTER = 1.0
-"""Seconds after which a hold watches its own znode: a deletion by someone else is a loss."""
+WATCH_AFTER = 1.0  # seconds after which a hold watches its own znode (conch break is a loss)
+# kazoo's default back-off grows to an hour between attempts, far past any session timeout.
+_RECONNECT = {"max_tries": -1, "delay": 0.05, "backoff": 2, "max_delay": 1.0}
 
 
 class NoAnswer(BackendUnavailable):
@@ -67,7 +74,7 @@ class ZooKeeperSession:
         self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
         self.entries: Holds[object] = Holds()  # group entries: they outlive a disconnection
-        self.client = new_client(hosts, session_timeout, credentials, tls_files)
+        self.client = _new_client(hosts, session_timeout, credentials, tls_files)
         self.generation = 0  # +1 each time the session ends, its znodes with it
         self._mutex = threading.Lock()  # orders state changes against new holds
         self._connections = 0  # counts reconnections, so a failed clean-up knows to retry
@@ -254,3 +261,30 @@ class ZooKeeperSession:
                         self._cleaning = False
                         return
 
+
+def _new_client(hosts: str, session_timeout: float, credentials: tuple[str, str] | None,
+               tls_files: TLSFiles | None) -> KazooClient:
+    """A client of ``hosts`` (not started)."""
+    options: dict[str, Any] = {"connection_retry": dict(_RECONNECT)}
+    secrets: tuple[str, ...] = ()
+    if eventlet_patched():
+        # With the threading handler under eventlet, a connection dropped ("socket time-out
+        # during read") as soon as a second client ran; the retry sleeps as the handler does.
+        from kazoo.handlers.eventlet import (  # type: ignore[import-untyped]
+            SequentialEventletHandler,
+        )
+        options["handler"] = handler = SequentialEventletHandler()
+        options["connection_retry"]["sleep_func"] = handler.sleep_func
+    if credentials is not None:
+        user, password = credentials
+        # Nodes we create are readable and writable by members with the same credentials.
+        options.update(auth_data=[("digest", f"{user}:{password}")],
+                       default_acl=[make_digest_acl(user, password, all=True)])
+        secrets = (password, make_digest_acl_credential(user, password))
+    if tls_files is not None:
+        options.update(use_ssl=True, ca=tls_files.ca, certfile=tls_files.cert,
+                       keyfile=tls_files.key, keyfile_password=tls_files.key_password,
+                       verify_certs=tls_files.verify, check_hostname=tls_files.check_hostname)
+        secrets += (tls_files.key_password or "",)
+    logger = RedactingLogger(logging.getLogger("kazoo.client"), secrets)
+    return KazooClient(hosts=hosts, timeout=session_timeout, logger=logger, **options)
