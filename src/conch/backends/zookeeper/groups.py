@@ -28,27 +28,19 @@ def member_node(member_id: str) -> str:
     return quote(member_id.encode("utf-8", "surrogateescape"), safe="").replace(".", "%2E")
 
 
-def member_id_of(node: str) -> str:
-    """The member id behind a :func:`member_node` name."""
-    return unquote_to_bytes(node).decode("utf-8", "surrogateescape")
-
-
 class ZooKeeperGroupStore(GroupStore):
     """The groups under ``groups_path``, as one coordinator's session sees them."""
 
     poll_interval = 30.0  # every change is pushed by a children watch: this read is a safety net
 
     def __init__(self, session: ZooKeeperSession, groups_path: str, member_id: str) -> None:
-        self._session = session
-        self._client = session.client
-        self._path = groups_path
+        self._session, self._client, self._path = session, session.client, groups_path
         self._node = member_node(member_id)
 
     def create(self, group: bytes) -> bool:
+        create = self._client.create_async(self._group_path(group), group, makepath=True)
         try:
-            self._session.answer(self._client.create_async(self._group_path(group), group,
-                                                           makepath=True),
-                                 "create a group", passing=(NodeExistsError,))
+            self._session.answer(create, "create a group", passing=(NodeExistsError,))
         except NodeExistsError:
             return False
         return True
@@ -90,7 +82,8 @@ class ZooKeeperGroupStore(GroupStore):
         children = self._read_children(self._group_path(group))
         if children is None:
             return None
-        return {member_id_of(node): data for node, data in children.items()}
+        return {unquote_to_bytes(node).decode("utf-8", "surrogateescape"): data
+                for node, data in children.items()}
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         return ChildrenWatcher(self._client, self._group_path(group), changed).stop

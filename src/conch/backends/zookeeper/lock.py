@@ -48,11 +48,8 @@ class ZooKeeperLock(LockHandle):
 
     def __init__(self, session: ZooKeeperSession, parent: str, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._session = session
-        self._client = session.client
-        self._parent = parent
-        self._stamp = stamp  # the child's data, for `conch show`
-        self._on_lost = on_lost
+        self._session, self._client, self._parent = session, session.client, parent
+        self._stamp, self._on_lost = stamp, on_lost  # the stamp: the child's data
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
         self._woken = threading.Event()  # by a blocker's watch or a state change
@@ -112,8 +109,7 @@ class ZooKeeperLock(LockHandle):
         if time.monotonic() - queued_at > RESTAMP_AFTER:  # not awaited
             self._client.set_async(path, self._stamp.stamp())
         # A deletion by someone else (conch break) is a loss.
-        session.watch_soon(self, lambda: session.on_deletion(
-            path, lambda: self._own_node_gone(path)))
+        session.watch_soon(self, lambda: session.on_deletion(path, lambda: self._gone(name)))
         return int(stat.czxid)
 
     def release(self) -> None:
@@ -148,21 +144,20 @@ class ZooKeeperLock(LockHandle):
         ``get_children`` sent with the create) is awaited in full: every acquire tries once."""
         mine, within = sequence(name), None if listing is not None else deadline.remaining()
         while True:
+            pipelined, listing = listing, None
             try:
                 try:
                     children = self._session.answer(
-                        listing or self._client.get_children_async(self._parent),
+                        pipelined or self._client.get_children_async(self._parent),
                         "list the lock queue", within)
-                except NoNodeError:  # listed before kazoo created the znode for our create
+                except NoNodeError:  # listed before kazoo made the znode (makepath)
                     children = []
                 if name not in children:
-                    if listing is not None:  # as above, with the znode made by someone else
-                        listing = None
+                    if pipelined is not None:  # ... or another client made it
                         continue
                     # The znode is never deleted while it has children.
                     raise SessionExpired(f"the ZooKeeper session at {self._session.hosts} "
                                          "expired while waiting")
-                listing = None
                 older = sorted((distance, child) for child in children if CHILD.match(child)
                                if (distance := sequence_distance(sequence(child), mine)) < 0)
                 blockers = self._blockers([child for _, child in older])
@@ -185,7 +180,6 @@ class ZooKeeperLock(LockHandle):
             except ConnectionDropped:  # our child may live on: list the queue again
                 if deadline.expired():
                     raise
-                listing = None
 
     def _until_deleted(self, blockers: set[str], deadline: Deadline) -> bool:
         """Wait for the deletion of one of the ``blockers`` paths: False at the deadline or on
@@ -212,11 +206,11 @@ class ZooKeeperLock(LockHandle):
             self._woken.set()
 
     def _wake_on_state(self, state: str) -> None:
-        self._woken.set()
+        self._woken.set()  # a change of connection state
 
-    def _own_node_gone(self, path: str) -> None:
+    def _gone(self, name: str) -> None:
         with self._mutex:
-            ours = self._held is not None and path == f"{self._parent}/{self._held}"
+            ours = self._held == name
         if ours:  # not released by us: someone deleted it
             self._session.holds.lose(self, "its lock node was deleted (conch break, or by "
                                      "hand): another client may take the lock")

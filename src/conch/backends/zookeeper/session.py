@@ -55,12 +55,13 @@ class NoSession(BackendUnavailable):
 
 
 # kazoo's failures (most have no message): what they mean for a waiter, and for a user.
-_FAILURES: tuple[tuple[type[BaseException], type[BackendUnavailable], str], ...] = (
-    (SessionExpiredError, SessionExpired, "the session expired"),
-    (ConnectionLoss, ConnectionDropped, "the connection was lost"),
-    (NoAuthError, BackendUnavailable,
-     "not authorized (check the URL's credentials and the chroot's ACL)"),
-)
+_FAILURES: dict[type[KazooException], tuple[type[BackendUnavailable], str]] = {
+    SessionExpiredError: (SessionExpired, "the session expired"),
+    ConnectionClosedError: (SessionExpired, "the session was replaced by a new one"),
+    ConnectionLoss: (ConnectionDropped, "the connection was lost"),
+    NoAuthError: (BackendUnavailable,
+                  "not authorized (check the URL's credentials and the chroot's ACL)"),
+}
 
 
 class ZooKeeperSession:
@@ -68,10 +69,9 @@ class ZooKeeperSession:
 
     def __init__(self, hosts: str, session_timeout: float, connect_timeout: float,
                  credentials: tuple[str, str] | None, tls_files: TLSFiles | None = None) -> None:
-        self.hosts = hosts
+        self.hosts, self.session_timeout, self.connect_timeout = \
+            hosts, session_timeout, connect_timeout
         self.request_timeout = 2 * session_timeout  # by then the session expired, or will
-        self.session_timeout = session_timeout
-        self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
         self.entries: Holds[object] = Holds()  # group entries: they outlive a disconnection
         self.client = _new_client(hosts, session_timeout, credentials, tls_files)
@@ -127,16 +127,11 @@ class ZooKeeperSession:
         except self.client.handler.timeout_exception:
             raise NoAnswer(f"ZooKeeper at {self.hosts} did not answer within {wait:g} s "
                            f"({doing})") from None
-        except ConnectionClosedError:
-            if self._closed:
-                raise BackendUnavailable(f"ZooKeeper at {self.hosts} failed to {doing}: the "
-                                         "client is closed (coordinator stopped)") from None
-            raise SessionExpired(f"ZooKeeper at {self.hosts} failed to {doing}: the session "
-                                 "was replaced by a new one") from None
         except KazooException as exc:
-            kind, reason = next(((kind, reason) for error, kind, reason in _FAILURES
-                                 if isinstance(exc, error)),
-                                (BackendUnavailable, f"{type(exc).__name__} {exc}".strip()))
+            kind, reason = _FAILURES.get(type(exc), (BackendUnavailable,
+                                                     f"{type(exc).__name__} {exc}".strip()))
+            if isinstance(exc, ConnectionClosedError) and self._closed:
+                kind, reason = BackendUnavailable, "the client is closed (coordinator stopped)"
             raise kind(f"ZooKeeper at {self.hosts} failed to {doing}: {reason}") from None
 
     def keep(self, kept: Holds[object], item: object, on_lost: LossCallback,
