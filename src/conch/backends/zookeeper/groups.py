@@ -132,8 +132,8 @@ class ZooKeeperGroupStore(GroupStore):
 
 
 class ChildrenWatcher:
-    """Calls ``changed`` each time the watch on ``path``'s children (or its existence) is
-    set again: after each change and each reconnection. Runs on kazoo's threads."""
+    """Calls ``changed`` each time the watch on ``path``'s children (or existence) is set
+    again: after each change and reconnection. Runs on kazoo's threads."""
 
     def __init__(self, client: Any, path: str, changed: Callable[[], None]) -> None:
         self._client, self._path, self._changed = client, path, changed

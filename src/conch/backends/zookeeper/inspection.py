@@ -66,8 +66,7 @@ def _answer(session: ZooKeeperSession, request: Any, missing: Any) -> Any:
 
 
 def _queue(children: list[str]) -> list[str]:
-    """The lock's children in queue order (the holder first): as distances from any one of
-    them, since children alive at once are far fewer than half the counter apart."""
+    """The lock's children in queue order, the holder first (see sequence_distance)."""
     ours = [child for child in children if CHILD.match(child)]
     return sorted(ours, key=lambda child: sequence_distance(sequence(child), sequence(ours[0])))
 

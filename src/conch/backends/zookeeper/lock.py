@@ -32,8 +32,7 @@ RESTAMP_AFTER = 0.5  # seconds of waiting after which a new holder stamps its gr
 
 
 def sequence_distance(sequence: int, mine: int) -> int:
-    """How far ``sequence`` is from ``mine`` in creation order (negative: created before),
-    as serial numbers: the counter is a signed 32-bit int that wraps."""
+    """``sequence`` - ``mine`` as serial numbers (the counter is a signed 32-bit int)."""
     distance = (sequence - mine) & 0xFFFFFFFF
     return distance - (1 << 32) if distance >= 1 << 31 else distance
 
@@ -70,8 +69,7 @@ class ZooKeeperLock(LockHandle):
                 requeued = True
 
     def _queue_and_wait(self, deadline: Deadline, requeued: bool) -> int | None:
-        """Queue a child, wait to be first; its token, or None when the deadline passed
-        (also while creating a child to queue again: ``requeued``)."""
+        """Queue a child, wait for its turn: its token, or None past the deadline."""
         session, parent = self._session, self._parent
         prefix, generation, queued_at = self._new_prefix(), session.generation, time.monotonic()
         # create2's stat carries the token (czxid); the listing, answered after the create,
@@ -135,8 +133,7 @@ class ZooKeeperLock(LockHandle):
         return f"{uuid.uuid4().hex}_"
 
     def _blockers(self, before: list[str]) -> list[str]:
-        """The children whose deletion we wait for (none: the hold is ours), of ``before``,
-        the older children, oldest first: an exclusive hold waits for its predecessor."""
+        """Of the older children (oldest first), those we wait for; none: the hold is ours."""
         return before[-1:]
 
     def _wait_turn(self, name: str, deadline: Deadline, listing: Any) -> bool:
@@ -182,8 +179,7 @@ class ZooKeeperLock(LockHandle):
                     raise
 
     def _until_deleted(self, blockers: set[str], deadline: Deadline) -> bool:
-        """Wait for the deletion of one of the ``blockers`` paths: False at the deadline or on
-        a change of connection state (kazoo's listener)."""
+        """Wait for one of ``blockers`` to go: False at the deadline or a state change."""
         self._client.add_listener(self._wake_on_state)
         try:
             while True:
