@@ -205,9 +205,7 @@ class ZooKeeperLock(LockHandle):
         self._woken.set()  # a change of connection state
 
     def _gone(self, name: str) -> None:
-        with self._mutex:
-            ours = self._held == name
-        if ours:  # not released by us: someone deleted it
+        if self._held == name:  # not released by us: someone deleted it
             self._session.holds.lose(self, "its lock node was deleted (conch break, or by "
                                      "hand): another client may take the lock")
 
