@@ -8,14 +8,12 @@ import re
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.kit.naming import readable_key
-from conch.backends.kit.tls import OptionNames, TLSFiles, client_context, tls_from_url
+from conch.backends.kit.tls import OptionNames, client_context, tls_from_url
 from conch.backends.kit.tls_diagnosis import diagnose_endpoints
 from conch.backends.zookeeper import inspection
 from conch.backends.zookeeper.groups import ZooKeeperGroupStore
-from conch.backends.zookeeper.lock import ZooKeeperLock
-from conch.backends.zookeeper.semaphore import ZooKeeperPermit
+from conch.backends.zookeeper.lock import ZooKeeperLock, ZooKeeperPermit, ZooKeeperSharedLock
 from conch.backends.zookeeper.session import NoSession, ZooKeeperSession
-from conch.backends.zookeeper.shared import ZooKeeperSharedLock
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL
 from conch.introspection import HolderStamp, LockInfo
@@ -43,14 +41,18 @@ class ZooKeeperBackend(Backend):
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
         query = url.options({"timeout", "connect_timeout", "use_ssl", *TLS_OPTIONS})
-        self.tls_files = _tls_files(url, query)
+        self.tls_files = tls_from_url(url, TLS_OPTIONS, url.bool_option("use_ssl", False),
+                                      "use_ssl=true")
+        if self.tls_files is not None and ("certfile" in query) != ("keyfile" in query):
+            # kazoo loads a client certificate only when given both.
+            raise InvalidURL(f"certfile and keyfile go together: {url}")
         if not url.hosts:
             raise InvalidURL(f"zookeeper:// URLs need at least one host[:port]: {url}")
         if url.username is not None and url.password is None:
             raise InvalidURL(f"zookeeper:// credentials need user:password@ (digest): {url}")
         chroot = _chroot(url)
-        self.locks_path, self.semaphores_path = f"{chroot}/locks", f"{chroot}/semaphores"
-        self.groups_path = f"{chroot}/groups"
+        self.locks_path, self.groups_path = f"{chroot}/locks", f"{chroot}/groups"
+        self.semaphores_path = f"{chroot}/semaphores"
         self.endpoints = [(host, port or DEFAULT_PORT) for host, port in url.hosts]
         hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
                          for host, port in self.endpoints)
@@ -104,15 +106,6 @@ class ZooKeeperBackend(Backend):
     def _parent(self, key: bytes) -> str:
         """The znode of lock ``key``, whose children are its queue."""
         return f"{self.locks_path}/{readable_key(key)}"
-
-
-def _tls_files(url: BackendURL, query: dict[str, str]) -> TLSFiles | None:
-    """What the URL asks of TLS (None: plain), checked as kazoo would use it."""
-    files = tls_from_url(url, TLS_OPTIONS, url.bool_option("use_ssl", False), "use_ssl=true")
-    if files is not None and ("certfile" in query) != ("keyfile" in query):
-        # kazoo loads a client certificate only when given both.
-        raise InvalidURL(f"certfile and keyfile go together: {url}")
-    return files
 
 
 def _chroot(url: BackendURL) -> str:

@@ -3,6 +3,7 @@ children watch that pushes joins and leaves (docs/zookeeper.md, *Groups*)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
@@ -27,27 +28,19 @@ def member_node(member_id: str) -> str:
     return quote(member_id.encode("utf-8", "surrogateescape"), safe="").replace(".", "%2E")
 
 
-def member_id_of(node: str) -> str:
-    """The member id behind a :func:`member_node` name."""
-    return unquote_to_bytes(node).decode("utf-8", "surrogateescape")
-
-
 class ZooKeeperGroupStore(GroupStore):
     """The groups under ``groups_path``, as one coordinator's session sees them."""
 
     poll_interval = 30.0  # every change is pushed by a children watch: this read is a safety net
 
     def __init__(self, session: ZooKeeperSession, groups_path: str, member_id: str) -> None:
-        self._session = session
-        self._client = session.client
-        self._path = groups_path
+        self._session, self._client, self._path = session, session.client, groups_path
         self._node = member_node(member_id)
 
     def create(self, group: bytes) -> bool:
+        create = self._client.create_async(self._group_path(group), group, makepath=True)
         try:
-            self._session.answer(self._client.create_async(self._group_path(group), group,
-                                                           makepath=True),
-                                 "create a group", passing=(NodeExistsError,))
+            self._session.answer(create, "create a group", passing=(NodeExistsError,))
         except NodeExistsError:
             return False
         return True
@@ -89,7 +82,8 @@ class ZooKeeperGroupStore(GroupStore):
         children = self._read_children(self._group_path(group))
         if children is None:
             return None
-        return {member_id_of(node): data for node, data in children.items()}
+        return {unquote_to_bytes(node).decode("utf-8", "surrogateescape"): data
+                for node, data in children.items()}
 
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         return ChildrenWatcher(self._client, self._group_path(group), changed).stop
@@ -109,19 +103,16 @@ class ZooKeeperGroupStore(GroupStore):
             except NoNodeError:
                 raise GroupNotFound(f"group {group!r} does not exist") from None
             except NodeExistsError:
-                pass
-            stat = session.answer(client.exists_async(path), "read a group member")
-            if stat is None:
-                continue
-            own = client.client_id is not None and stat.ephemeralOwner == client.client_id[0]
-            try:
-                session.answer(client.set_async(path, data, stat.version) if own
-                               else client.delete_async(path, stat.version),
-                               "join a group", passing=(BadVersionError,))
-            except (NoNodeError, BadVersionError):  # changed meanwhile: look again
-                continue
-            if own:
-                return
+                stat = session.answer(client.exists_async(path), "read a group member")
+            own = stat is not None and client.client_id is not None and \
+                stat.ephemeralOwner == client.client_id[0]
+            with contextlib.suppress(NoNodeError, BadVersionError):  # changed: look again
+                if stat is not None:
+                    session.answer(client.set_async(path, data, stat.version) if own
+                                   else client.delete_async(path, stat.version),
+                                   "join a group", passing=(BadVersionError,))
+                    if own:
+                        return
 
     def _read_children(self, parent: str) -> dict[str, bytes] | None:
         """Each child of ``parent`` with its data (None: no ``parent``), read at once."""
@@ -141,8 +132,8 @@ class ZooKeeperGroupStore(GroupStore):
 
 
 class ChildrenWatcher:
-    """Calls ``changed`` each time the watch on ``path``'s children (or its existence) is
-    set again: after each change and each reconnection. Runs on kazoo's threads."""
+    """Calls ``changed`` each time the watch on ``path``'s children (or existence) is set
+    again: after each change and reconnection. Runs on kazoo's threads."""
 
     def __init__(self, client: Any, path: str, changed: Callable[[], None]) -> None:
         self._client, self._path, self._changed = client, path, changed
@@ -160,21 +151,20 @@ class ChildrenWatcher:
             self._client.get_children_async(self._path, watch=self._fired).rawlink(self._armed)
 
     def _armed(self, result: Any) -> None:
-        if self._stopped:
-            return
-        if result.successful():
-            self._changed()  # the state from now on is watched: read it
-        elif isinstance(result.exception, NoNodeError):  # no group yet: watch its creation
+        # The state from now on is watched: read it. No group yet: watch its creation. The
+        # connection dropped: set again once it is back (_on_state).
+        if not self._stopped and result.successful():
+            self._changed()
+        elif not self._stopped and isinstance(result.exception, NoNodeError):
             self._client.exists_async(self._path, watch=self._fired).rawlink(self._created)
-        # Else the connection dropped: set again once it is back (_on_state).
 
     def _created(self, result: Any) -> None:
-        if self._stopped or not result.successful():
-            return
-        if result.value is not None:
-            self._arm()  # created meanwhile
-        else:
-            self._changed()  # watched from now on: a member to re-join creates it
+        if not self._stopped and result.successful():
+            # Created meanwhile; or watched from now on: a member to re-join creates it.
+            if result.value is not None:
+                self._arm()
+            else:
+                self._changed()
 
     def _fired(self, event: Any) -> None:
         if event.type != EventType.NONE:  # NONE: the session ended, _on_state sets it again

@@ -11,55 +11,35 @@ from conch.backends.zookeeper.lock import CHILD, sequence, sequence_distance
 from conch.backends.zookeeper.session import ZooKeeperSession
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
-# Listing reads, sent at once and answered in order: a few hundred locks at a time.
-_BATCH = 200
+_BATCH = 200  # listing reads sent at once, answered in order: a few hundred locks at a time
 
 
 def describe(session: ZooKeeperSession, parent: str, key: bytes) -> tuple[LockInfo, str | None]:
     """Lock ``key``, whose znode is ``parent``, and the path of its holder's child."""
     for _ in range(3):  # the holder may leave between the listing and the read
-        try:
-            children = session.answer(session.client.get_children_async(parent),
-                                      "list the lock queue")
-        except NoNodeError:
-            return LockInfo(key, None, 0), None
-        queue = _queue(children)
+        queue = _queue(_answer(session, session.client.get_children_async(parent), []))
         if not queue:
-            return LockInfo(key, None, 0), None
+            break
         path = f"{parent}/{queue[0]}"
-        try:
-            data, stat = session.answer(session.client.get_async(path), "read the lock holder")
-        except NoNodeError:
-            continue
-        return LockInfo(key, _holder(data, stat), len(queue) - 1), path
+        data, stat = _answer(session, session.client.get_async(path), (None, None))
+        if stat is not None:
+            return LockInfo(key, _holder(data, stat), len(queue) - 1), path
     return LockInfo(key, None, 0), None
 
 
 def held_locks(session: ZooKeeperSession, locks_path: str) -> list[LockInfo]:
     """Every lock held now under ``locks_path``."""
-    try:
-        names = session.answer(session.client.get_children_async(locks_path), "list the locks")
-    except NoNodeError:
-        return []
+    names = _answer(session, session.client.get_children_async(locks_path), [])
     found = []
     for start in range(0, len(names), _BATCH):
-        batch = [f"{locks_path}/{name}" for name in names[start: start + _BATCH]]
-        listings = [session.client.get_children_async(path) for path in batch]
-        holders = []
-        for path, listing in zip(batch, listings, strict=True):
-            try:
-                queue = _queue(session.answer(listing, "list a lock queue"))
-            except NoNodeError:
-                continue
-            if queue:
-                holders.append((session.client.get_async(f"{path}/{queue[0]}"), len(queue) - 1))
-        for reading, waiters in holders:
-            try:
-                data, stat = session.answer(reading, "read a lock holder")
-            except NoNodeError:  # released meanwhile
-                continue
-            stamp = read_stamp(data)
-            if stamp is not None:
+        paths = [f"{locks_path}/{name}" for name in names[start: start + _BATCH]]
+        listings = [(path, session.client.get_children_async(path)) for path in paths]
+        readings = [(session.client.get_async(f"{path}/{queue[0]}"), len(queue) - 1)
+                    for path, listing in listings
+                    if (queue := _queue(_answer(session, listing, [])))]
+        for reading, waiters in readings:
+            data, stat = _answer(session, reading, (None, None))  # None: released meanwhile
+            if stat is not None and (stamp := read_stamp(data)) is not None:
                 found.append(LockInfo(stamp.key, _holder(data, stat), waiters))
     return found
 
@@ -77,9 +57,16 @@ def break_hold(session: ZooKeeperSession, parent: str, key: bytes, token: int | 
     return lock
 
 
+def _answer(session: ZooKeeperSession, request: Any, missing: Any) -> Any:
+    """The answer to a read, or ``missing`` when its znode does not exist (any more)."""
+    try:
+        return session.answer(request, "read the locks")
+    except NoNodeError:
+        return missing
+
+
 def _queue(children: list[str]) -> list[str]:
-    """The lock's children in queue order (the holder first): as distances from any one of
-    them, since children alive at once are far fewer than half the counter apart."""
+    """The lock's children in queue order, the holder first (see sequence_distance)."""
     ours = [child for child in children if CHILD.match(child)]
     return sorted(ours, key=lambda child: sequence_distance(sequence(child), sequence(ours[0])))
 

@@ -1,5 +1,6 @@
-"""The ``zookeeper://`` lock handle: an ephemeral sequential child of the lock's znode per
-acquire, a watch on the child just before it until it is first, then the hold."""
+"""The ``zookeeper://`` lock handles: an ephemeral sequential child of the lock's znode per
+acquire, a watch on a child ahead until none blocks it, then the hold. Shared holds and
+semaphore permits differ only in the child's name and the children they wait for."""
 
 from __future__ import annotations
 
@@ -19,19 +20,19 @@ from conch.backends.zookeeper.session import (
     SessionExpired,
     ZooKeeperSession,
 )
-from conch.errors import BackendUnavailable, LockLost
+from conch.errors import BackendUnavailable, LimitMismatch, LockLost
 from conch.introspection import HolderStamp
 
 CHILD = re.compile(r"^[0-9a-f]{32}_(-?[0-9]+)$")  # a unique prefix, then the sequence
 _PREFIX = 33
+_KIND = 12  # where a child's name tells its kind: a uuid4's version digit, 4 if exclusive
+_LIMIT_DIGITS = 12  # a permit's name starts with its limit in as many hex digits
+MAX_LIMIT = 16 ** _LIMIT_DIGITS - 1
 RESTAMP_AFTER = 0.5  # seconds of waiting after which a new holder stamps its grant time
-_GIVE_UP = object()  # what a wait's request got: no answer, and the deadline passed
-_LOOK_AGAIN = object()  # ... or the connection dropped first: list the queue again
 
 
 def sequence_distance(sequence: int, mine: int) -> int:
-    """How far ``sequence`` is from ``mine`` in creation order (negative: created before),
-    as serial numbers: the counter is a signed 32-bit int that wraps."""
+    """``sequence`` - ``mine`` as serial numbers (the counter is a signed 32-bit int)."""
     distance = (sequence - mine) & 0xFFFFFFFF
     return distance - (1 << 32) if distance >= 1 << 31 else distance
 
@@ -46,16 +47,13 @@ class ZooKeeperLock(LockHandle):
 
     def __init__(self, session: ZooKeeperSession, parent: str, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._session = session
-        self._client = session.client
-        self._parent = parent
-        self._stamp = stamp  # the child's data, for `conch show`
-        self._on_lost = on_lost
+        self._session, self._client, self._parent = session, session.client, parent
+        self._stamp, self._on_lost = stamp, on_lost  # the stamp: the child's data
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
         self._woken = threading.Event()  # by a blocker's watch or a state change
-        self._blockers_watched: set[str] = set()  # the paths of the children watched now
-        self._blocker_event: Any = None  # the fired watch's event type, None: a state change
+        self._watched: set[str] = set()  # the paths of the children watched now
+        self._event: Any = None  # the fired watch's event type, None: a state change
 
     def acquire(self, deadline: Deadline) -> int | None:
         requeued = False
@@ -71,8 +69,7 @@ class ZooKeeperLock(LockHandle):
                 requeued = True
 
     def _queue_and_wait(self, deadline: Deadline, requeued: bool) -> int | None:
-        """Queue a child, wait to be first; its token, or None when the deadline passed
-        (also while creating a child to queue again: ``requeued``)."""
+        """Queue a child, wait for its turn: its token, or None past the deadline."""
         session, parent = self._session, self._parent
         prefix, generation, queued_at = self._new_prefix(), session.generation, time.monotonic()
         # create2's stat carries the token (czxid); the listing, answered after the create,
@@ -92,9 +89,7 @@ class ZooKeeperLock(LockHandle):
         name = path.rsplit("/", 1)[1]
         try:
             while True:
-                with session.waking(self._woken):
-                    first = self._wait_until_first(name, deadline, listing)
-                if not first:
+                if not self._wait_turn(name, deadline, listing):
                     # Not awaited, so that a timed wait ends on time even with the server gone.
                     self._client.delete_async(path).rawlink(
                         lambda result: self._abandon_unless_deleted(result, prefix))
@@ -102,18 +97,18 @@ class ZooKeeperLock(LockHandle):
                 with self._mutex:
                     if session.keep(session.holds, self, self._lost, generation):
                         self._held = name
-                        if time.monotonic() - queued_at > RESTAMP_AFTER:  # not awaited
-                            self._client.set_async(path, self._stamp.stamp())
-                        # A deletion by someone else (conch break) is a loss.
-                        session.watch_soon(self, lambda: session.on_deletion(
-                            path, lambda: self._own_node_gone(path)))
-                        return int(stat.czxid)
+                        break
                 if session.generation != generation:
                     raise SessionExpired(f"the ZooKeeper session at {session.hosts} expired")
                 listing = None  # the connection dropped: look again once it is back
         except BaseException:
             session.abandon(parent, prefix)
             raise
+        if time.monotonic() - queued_at > RESTAMP_AFTER:  # not awaited
+            self._client.set_async(path, self._stamp.stamp())
+        # A deletion by someone else (conch break) is a loss.
+        session.watch_soon(self, lambda: session.on_deletion(path, lambda: self._gone(name)))
+        return int(stat.czxid)
 
     def release(self) -> None:
         with self._mutex:
@@ -138,96 +133,79 @@ class ZooKeeperLock(LockHandle):
         return f"{uuid.uuid4().hex}_"
 
     def _blockers(self, before: list[str]) -> list[str]:
-        """The children whose deletion we wait for (none: the hold is ours), of ``before``,
-        the older children, oldest first: an exclusive hold waits for its predecessor."""
+        """Of the older children (oldest first), those we wait for; none: the hold is ours."""
         return before[-1:]
 
-    def _wait_until_first(self, name: str, deadline: Deadline, listing: Any) -> bool:
-        """Wait until child ``name`` may hold; False once the deadline passed. ``listing``
-        (a ``get_children`` already sent) is always awaited: every acquire tries once."""
-        mine = sequence(name)
-        within = None if listing is not None else deadline.remaining()
+    def _wait_turn(self, name: str, deadline: Deadline, listing: Any) -> bool:
+        """Wait until child ``name`` may hold; False once the deadline passed. ``listing`` (a
+        ``get_children`` sent with the create) is awaited in full: every acquire tries once."""
+        mine, within = sequence(name), None if listing is not None else deadline.remaining()
         while True:
             pipelined, listing = listing, None
             try:
-                children = self._answer(
-                    pipelined or self._client.get_children_async(self._parent),
-                    "list the lock queue", deadline, within)
-            except NoNodeError:  # listed before kazoo created the znode for our create
-                children = []
-            if children is _GIVE_UP:
-                return False
-            if children is _LOOK_AGAIN:
-                continue
-            if name not in children:
-                if pipelined is not None:  # as above, with the znode made by someone else
-                    continue
-                # The znode is never deleted while it has children.
-                raise SessionExpired(f"the ZooKeeper session at {self._session.hosts} "
-                                     "expired while waiting")
-            older = sorted((distance, child) for child in children if CHILD.match(child)
-                           if (distance := sequence_distance(sequence(child), mine)) < 0)
-            before = [child for _, child in older]
-            blockers = self._blockers(before)
-            if not blockers:
-                return True
-            if deadline.expired():
-                return False
-            # Each request gets the time left, so a timed wait ends on time through an outage.
-            outcome = self._watch_until_deleted(
-                [f"{self._parent}/{child}" for child in blockers], deadline)
-            if outcome is _GIVE_UP:
-                return False
-            # Sequences only grow: with the only older child gone, we are first.
-            if outcome is True and len(before) == 1:
-                return True
-            within = deadline.remaining()
-
-    def _watch_until_deleted(self, blockers: list[str], deadline: Deadline) -> object:
-        """Wait for the deletion of one of ``blockers``: True when seen, :data:`_LOOK_AGAIN`
-        when woken by a change of connection state, :data:`_GIVE_UP` at the deadline."""
-        while True:
-            self._woken.clear()  # before the watches: a deletion in between wakes us
-            self._blockers_watched, self._blocker_event = set(blockers), None
-            watches = [self._client.exists_async(path, watch=self._wake) for path in blockers]
-            for watch in watches:
-                exists = self._answer(watch, "watch the lock holder", deadline,
-                                      deadline.remaining())
-                if exists is None:
+                try:
+                    children = self._session.answer(
+                        pipelined or self._client.get_children_async(self._parent),
+                        "list the lock queue", within)
+                except NoNodeError:  # listed before kazoo made the znode (makepath)
+                    children = []
+                if name not in children:
+                    if pipelined is not None:  # ... or another client made it
+                        continue
+                    # The znode is never deleted while it has children.
+                    raise SessionExpired(f"the ZooKeeper session at {self._session.hosts} "
+                                         "expired while waiting")
+                older = sorted((distance, child) for child in children if CHILD.match(child)
+                               if (distance := sequence_distance(sequence(child), mine)) < 0)
+                blockers = self._blockers([child for _, child in older])
+                if not blockers:
                     return True
-                if exists is _GIVE_UP or exists is _LOOK_AGAIN:
-                    return exists
-            if not self._woken.wait(deadline.remaining()):
-                return _GIVE_UP
-            if self._blocker_event == EventType.DELETED:
-                return True
-            if self._blocker_event != EventType.CHANGED:
-                return _LOOK_AGAIN
-            # Its data changed (restamped on taking the lock): watch it again.
-
-    def _answer(self, request: Any, doing: str, deadline: Deadline, within: float | None) -> Any:
-        """A wait's request answered; :data:`_GIVE_UP` when none came by the deadline,
-        :data:`_LOOK_AGAIN` when the connection dropped first (our child may live on)."""
-        try:
-            return self._session.answer(request, doing, within)
-        except NoAnswer:
-            if deadline.expired():
-                return _GIVE_UP
-            raise
-        except ConnectionDropped:
-            if deadline.expired():
+                if deadline.expired():
+                    return False
+                deleted = self._until_deleted({f"{self._parent}/{child}" for child in blockers},
+                                              deadline)
+                # Sequences only grow: with the only older child gone, we are first.
+                if deleted and len(older) == 1:
+                    return True
+                if not deleted and deadline.expired():
+                    return False
+                within = deadline.remaining()
+            except NoAnswer:  # each request gets the time left: a timed wait ends on time
+                if deadline.expired():
+                    return False
                 raise
-            return _LOOK_AGAIN
+            except ConnectionDropped:  # our child may live on: list the queue again
+                if deadline.expired():
+                    raise
+
+    def _until_deleted(self, blockers: set[str], deadline: Deadline) -> bool:
+        """Wait for one of ``blockers`` to go: False at the deadline or a state change."""
+        self._client.add_listener(self._wake_on_state)
+        try:
+            while True:
+                self._woken.clear()  # before the watches: a deletion in between wakes us
+                self._watched, self._event = blockers, None
+                watches = [self._client.exists_async(path, watch=self._wake) for path in blockers]
+                if any(self._session.answer(watch, "watch the lock holder", deadline.remaining())
+                       is None for watch in watches):
+                    return True
+                if not self._woken.wait(deadline.remaining()) or \
+                        self._event != EventType.CHANGED:
+                    return bool(self._event == EventType.DELETED)
+                # Its data changed (restamped on taking the lock): watch it again.
+        finally:
+            self._client.remove_listener(self._wake_on_state)
 
     def _wake(self, event: Any) -> None:
-        if event.path in self._blockers_watched:  # not a watch left by an earlier wait
-            self._blocker_event = event.type
+        if event.path in self._watched:  # not a watch left by an earlier wait
+            self._event = event.type
             self._woken.set()
 
-    def _own_node_gone(self, path: str) -> None:
-        with self._mutex:
-            ours = self._held is not None and path == f"{self._parent}/{self._held}"
-        if ours:  # not released by us: someone deleted it
+    def _wake_on_state(self, state: str) -> None:
+        self._woken.set()  # a change of connection state
+
+    def _gone(self, name: str) -> None:
+        if self._held == name:  # not released by us: someone deleted it
             self._session.holds.lose(self, "its lock node was deleted (conch break, or by "
                                      "hand): another client may take the lock")
 
@@ -241,3 +219,39 @@ class ZooKeeperLock(LockHandle):
     def _abandon_unless_deleted(self, result: Any, prefix: str) -> None:
         if not result.successful() and not isinstance(result.exception, NoNodeError):
             self._session.abandon(self._parent, prefix)
+
+
+class ZooKeeperSharedLock(ZooKeeperLock):
+    """A shared hold: beside the other shared children, behind the older exclusive ones
+    (an exclusive waiter holds back every shared child queued after it)."""
+
+    def _new_prefix(self) -> str:
+        unique = uuid.uuid4().hex
+        return f"{unique[:_KIND]}0{unique[_KIND + 1:]}_"
+
+    def _blockers(self, before: list[str]) -> list[str]:
+        return [child for child in before if child[_KIND] != "0"][-1:]
+
+
+class ZooKeeperPermit(ZooKeeperLock):
+    """A semaphore permit: it holds once fewer than ``limit`` children are older than its
+    own, and waits for the deletion of one of those that hold."""
+
+    def __init__(self, session: ZooKeeperSession, parent: str, stamp: HolderStamp,
+                 on_lost: LossCallback, name: bytes, limit: int) -> None:
+        if limit > MAX_LIMIT:
+            raise ValueError(f"a zookeeper:// semaphore's limit is at most {MAX_LIMIT}")
+        super().__init__(session, parent, stamp, on_lost)
+        self._name, self._limit = name, limit
+
+    def _new_prefix(self) -> str:
+        return f"{self._limit:0{_LIMIT_DIGITS}x}{uuid.uuid4().hex[_LIMIT_DIGITS:]}_"
+
+    def _blockers(self, before: list[str]) -> list[str]:
+        # An older child with another limit: its holders use that one (or it is about to
+        # find ours and give up); either way the two must not mix.
+        for child in before:
+            if (limit := int(child[:_LIMIT_DIGITS], 16)) != self._limit:
+                raise LimitMismatch(f"semaphore {self._name!r} is in use with limit "
+                                    f"{limit}, not {self._limit}")
+        return before[:self._limit] if len(before) >= self._limit else []

@@ -1,15 +1,16 @@
-"""A coordinator's ZooKeeper session: its kazoo client, losses, requests bounded in time,
-the clean-up of znodes we could not delete. Lock handles and groups borrow it."""
+"""A coordinator's ZooKeeper session: its kazoo client (reconnection, eventlet, digest ACL,
+TLS, a redacting logger), losses, requests bounded in time, a new session after a whole
+timeout cut off, the clean-up of znodes left behind. Lock handles and groups borrow it."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from kazoo.client import KazooState  # type: ignore[import-untyped]
+from kazoo.client import KazooClient, KazooState  # type: ignore[import-untyped]
 from kazoo.exceptions import (  # type: ignore[import-untyped]
     ConnectionClosedError,
     ConnectionLoss,
@@ -19,16 +20,22 @@ from kazoo.exceptions import (  # type: ignore[import-untyped]
     SessionExpiredError,
 )
 from kazoo.protocol.states import EventType  # type: ignore[import-untyped]
+from kazoo.security import (  # type: ignore[import-untyped]
+    make_digest_acl,
+    make_digest_acl_credential,
+)
 
 from conch.backends.base import LossCallback
 from conch.backends.kit.session import Heartbeat, Holds
 from conch.backends.kit.tls import TLSFiles
-from conch.backends.zookeeper.client import new_client
 from conch.errors import BackendUnavailable
+from conch.green import eventlet_patched
+from conch.url import RedactingLogger
 
 log = logging.getLogger("conch")
-WATCH_AFTER = 1.0
-"""Seconds after which a hold watches its own znode: a deletion by someone else is a loss."""
+WATCH_AFTER = 1.0  # seconds after which a hold watches its own znode (conch break is a loss)
+# kazoo's default back-off grows to an hour between attempts, far past any session timeout.
+_RECONNECT = {"max_tries": -1, "delay": 0.05, "backoff": 2, "max_delay": 1.0}
 
 
 class NoAnswer(BackendUnavailable):
@@ -48,12 +55,13 @@ class NoSession(BackendUnavailable):
 
 
 # kazoo's failures (most have no message): what they mean for a waiter, and for a user.
-_FAILURES: tuple[tuple[type[BaseException], type[BackendUnavailable], str], ...] = (
-    (SessionExpiredError, SessionExpired, "the session expired"),
-    (ConnectionLoss, ConnectionDropped, "the connection was lost"),
-    (NoAuthError, BackendUnavailable,
-     "not authorized (check the URL's credentials and the chroot's ACL)"),
-)
+_FAILURES: dict[type[KazooException], tuple[type[BackendUnavailable], str]] = {
+    SessionExpiredError: (SessionExpired, "the session expired"),
+    ConnectionClosedError: (SessionExpired, "the session was replaced by a new one"),
+    ConnectionLoss: (ConnectionDropped, "the connection was lost"),
+    NoAuthError: (BackendUnavailable,
+                  "not authorized (check the URL's credentials and the chroot's ACL)"),
+}
 
 
 class ZooKeeperSession:
@@ -61,20 +69,17 @@ class ZooKeeperSession:
 
     def __init__(self, hosts: str, session_timeout: float, connect_timeout: float,
                  credentials: tuple[str, str] | None, tls_files: TLSFiles | None = None) -> None:
-        self.hosts = hosts
+        self.hosts, self.session_timeout, self.connect_timeout = \
+            hosts, session_timeout, connect_timeout
         self.request_timeout = 2 * session_timeout  # by then the session expired, or will
-        self.session_timeout = session_timeout
-        self.connect_timeout = connect_timeout
         self.holds: Holds[object] = Holds()
         self.entries: Holds[object] = Holds()  # group entries: they outlive a disconnection
-        self.client = new_client(hosts, session_timeout, credentials, tls_files)
+        self.client = _new_client(hosts, session_timeout, credentials, tls_files)
         self.generation = 0  # +1 each time the session ends, its znodes with it
         self._mutex = threading.Lock()  # orders state changes against new holds
-        self._connected = False
         self._connections = 0  # counts reconnections, so a failed clean-up knows to retry
         self._abandoned: dict[str, set[str]] = {}  # parent path → our children's name prefixes
         self._cleaning = False
-        self._waiters: set[threading.Event] = set()
         self._unwatched: dict[object, Callable[[], None]] = {}  # by hold
         self._watcher = Heartbeat("conch-zookeeper-watches", WATCH_AFTER, self._watch_holds)
         self._renewing = threading.Lock()  # a new session is never opened as we close
@@ -109,18 +114,6 @@ class ZooKeeperSession:
         except Exception:  # stopping twice or a dead connection: the session ends either way
             log.debug("closing the ZooKeeper client failed", exc_info=True)
         self.client.remove_listener(self._on_state)
-        self._wake_waiters()
-
-    @contextlib.contextmanager
-    def waking(self, event: threading.Event) -> Iterator[None]:
-        """Set ``event`` on each change of connection state and on close, meanwhile."""
-        with self._mutex:
-            self._waiters.add(event)
-        try:
-            yield
-        finally:
-            with self._mutex:
-                self._waiters.discard(event)
 
     def answer(self, result: Any, doing: str, within: float | None = None,
                passing: tuple[type[KazooException], ...] = ()) -> Any:
@@ -134,16 +127,11 @@ class ZooKeeperSession:
         except self.client.handler.timeout_exception:
             raise NoAnswer(f"ZooKeeper at {self.hosts} did not answer within {wait:g} s "
                            f"({doing})") from None
-        except ConnectionClosedError:
-            if self._closed:
-                raise BackendUnavailable(f"ZooKeeper at {self.hosts} failed to {doing}: the "
-                                         "client is closed (coordinator stopped)") from None
-            raise SessionExpired(f"ZooKeeper at {self.hosts} failed to {doing}: the session "
-                                 "was replaced by a new one") from None
         except KazooException as exc:
-            kind, reason = next(((kind, reason) for error, kind, reason in _FAILURES
-                                 if isinstance(exc, error)),
-                                (BackendUnavailable, f"{type(exc).__name__} {exc}".strip()))
+            kind, reason = _FAILURES.get(type(exc), (BackendUnavailable,
+                                                     f"{type(exc).__name__} {exc}".strip()))
+            if isinstance(exc, ConnectionClosedError) and self._closed:
+                kind, reason = BackendUnavailable, "the client is closed (coordinator stopped)"
             raise kind(f"ZooKeeper at {self.hosts} failed to {doing}: {reason}") from None
 
     def keep(self, kept: Holds[object], item: object, on_lost: LossCallback,
@@ -151,7 +139,7 @@ class ZooKeeperSession:
         """Report the loss of ``item`` through ``kept``; False when the session ended since
         ``generation`` or, for a hold, the connection is down now."""
         with self._mutex:
-            if self.generation != generation or (kept is self.holds and not self._connected):
+            if self.generation != generation or (kept is self.holds and not self.client.connected):
                 return False
             kept.add(item, on_lost)
             return True
@@ -184,9 +172,8 @@ class ZooKeeperSession:
 
     def _on_state(self, state: str) -> None:
         # In kazoo's connection thread: never blocks.
-        with self._mutex:
-            self._connected = state == KazooState.CONNECTED
-            self._connections += self._connected
+        with self._mutex:  # kazoo changed client.connected already
+            self._connections += state == KazooState.CONNECTED
             self.generation += state == KazooState.LOST
         if state == KazooState.SUSPENDED:
             self.holds.lose_all("lost the connection to ZooKeeper: the session may expire "
@@ -200,7 +187,6 @@ class ZooKeeperSession:
             self.holds.lose_all("the ZooKeeper session expired or was closed")
             self.entries.lose_all("the ZooKeeper session expired or was closed")
         self._start_cleaning()
-        self._wake_waiters()
 
     def _unless_reconnected(self, delay: float, action: Callable[[], None]) -> None:
         """Call ``action`` if the connection is still down ``delay`` seconds from now."""
@@ -209,7 +195,7 @@ class ZooKeeperSession:
 
         def check() -> None:
             with self._mutex:
-                cut_off = not (self._connected or self._closed) and \
+                cut_off = not (self.client.connected or self._closed) and \
                     self._connections == connections
             if cut_off:
                 action()
@@ -239,19 +225,12 @@ class ZooKeeperSession:
                                 "older than 0x%x seen before): fencing tokens start over",
                                 self.hosts, self.client.last_zxid, seen)
 
-    def _wake_waiters(self) -> None:
-        with self._mutex:
-            waiters = list(self._waiters)
-        for event in waiters:
-            event.set()
-
     def _start_cleaning(self) -> None:
         with self._mutex:
-            start = self._connected and bool(self._abandoned) and not self._cleaning
+            start = self.client.connected and bool(self._abandoned) and not self._cleaning
             self._cleaning |= start
         if start:
-            threading.Thread(target=self._clean, name="conch-zookeeper-cleanup",
-                             daemon=True).start()
+            self.client.handler.spawn(self._clean)
 
     def _clean(self) -> None:
         """Delete the abandoned znodes; after a failure, go on only if reconnected since."""
@@ -263,7 +242,13 @@ class ZooKeeperSession:
                 parent, prefixes = self._abandoned.popitem()
                 connections = self._connections
             try:
-                self._delete_children(parent, prefixes)
+                for child in self.answer(self.client.get_children_async(parent), "list " + parent):
+                    if child.startswith(tuple(prefixes)):
+                        with contextlib.suppress(NoNodeError):
+                            self.answer(self.client.delete_async(f"{parent}/{child}"),
+                                        "delete " + child)
+            except NoNodeError:
+                continue
             except (BackendUnavailable, KazooException):
                 with self._mutex:
                     self._abandoned.setdefault(parent, set()).update(prefixes)
@@ -271,13 +256,30 @@ class ZooKeeperSession:
                         self._cleaning = False
                         return
 
-    def _delete_children(self, parent: str, prefixes: set[str]) -> None:
-        try:
-            children = self.answer(self.client.get_children_async(parent), "list " + parent)
-        except NoNodeError:
-            return
-        for child in children:
-            if child.startswith(tuple(prefixes)):
-                with contextlib.suppress(NoNodeError):
-                    self.answer(self.client.delete_async(f"{parent}/{child}"), "delete " + child)
 
+def _new_client(hosts: str, session_timeout: float, credentials: tuple[str, str] | None,
+               tls_files: TLSFiles | None) -> KazooClient:
+    """A client of ``hosts`` (not started)."""
+    options: dict[str, Any] = {"connection_retry": dict(_RECONNECT)}
+    secrets: tuple[str, ...] = ()
+    if eventlet_patched():
+        # With the threading handler under eventlet, a connection dropped ("socket time-out
+        # during read") as soon as a second client ran; the retry sleeps as the handler does.
+        from kazoo.handlers.eventlet import (  # type: ignore[import-untyped]
+            SequentialEventletHandler,
+        )
+        options["handler"] = handler = SequentialEventletHandler()
+        options["connection_retry"]["sleep_func"] = handler.sleep_func
+    if credentials is not None:
+        user, password = credentials
+        # Nodes we create are readable and writable by members with the same credentials.
+        options.update(auth_data=[("digest", f"{user}:{password}")],
+                       default_acl=[make_digest_acl(user, password, all=True)])
+        secrets = (password, make_digest_acl_credential(user, password))
+    if tls_files is not None:
+        options.update(use_ssl=True, ca=tls_files.ca, certfile=tls_files.cert,
+                       keyfile=tls_files.key, keyfile_password=tls_files.key_password,
+                       verify_certs=tls_files.verify, check_hostname=tls_files.check_hostname)
+        secrets += (tls_files.key_password or "",)
+    logger = RedactingLogger(logging.getLogger("kazoo.client"), secrets)
+    return KazooClient(hosts=hosts, timeout=session_timeout, logger=logger, **options)
