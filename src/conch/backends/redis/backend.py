@@ -12,7 +12,7 @@ from conch.backends.redis.groups import RedisGroupStore
 from conch.backends.redis.lock import RedisLock
 from conch.backends.redis.session import RedisSession
 from conch.backends.redis.share_scripts import permit_keys, shared_keys
-from conch.backends.redis.shared import EntryLock, Permit, Shared, WriterFirstLock
+from conch.backends.redis.shared import EntryLock, WriterFirstLock, permit_kind, shared_kind
 from conch.backends.redis.steps import lock_keys
 from conch.capabilities import Capabilities
 from conch.errors import NotStarted
@@ -66,13 +66,13 @@ class RedisBackend(Backend):
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         assert self._session is not None, "connect() first"
-        kind = Shared(shared_keys(lock_keys(key)), self.options.ttl_ms)
-        return EntryLock(self._session, kind, HolderStamp(key, self.member_id), on_lost)
+        return EntryLock(self._session, shared_kind(shared_keys(lock_keys(key))),
+                         HolderStamp(key, self.member_id), on_lost)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         assert self._session is not None, "connect() first"
-        kind = Permit(permit_keys(key), self.options.ttl_ms, limit, key)
-        return EntryLock(self._session, kind, HolderStamp(key, self.member_id), on_lost)
+        return EntryLock(self._session, permit_kind(permit_keys(key), limit, key),
+                         HolderStamp(key, self.member_id), on_lost)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         assert self._loop_clients is not None, "connect() first"
