@@ -46,11 +46,8 @@ class RedisAsyncLock(AsyncLockHandle):
 
     def __init__(self, clients: LoopClients, keys: LockKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._clients = clients
-        self._session = clients.session
-        self._keys = keys
-        self._stamp = stamp
-        self._on_lost = on_lost
+        self._clients, self._session, self._keys = clients, clients.session, keys
+        self._stamp, self._on_lost = stamp, on_lost
         self._hold: RedisHold | None = None
         self._turns = Turns()
 
@@ -77,7 +74,7 @@ class RedisAsyncLock(AsyncLockHandle):
         self._session.ttl.discard(hold)
         client = self._clients.running()
         with client.calls():
-            check_released(self._keys, await client.release(self._keys, hold.value))
+            check_released(self._keys, await client.run(release_call(self._keys, hold.value)))
         self._turns.released(hold.value)
 
     def abandon(self) -> None:
@@ -105,7 +102,7 @@ class RedisAsyncLock(AsyncLockHandle):
     async def _undo(self, client: LoopClient, value: bytes, waited: bool) -> None:
         """Free what the attempt with ``value`` may hold; after a wait that did not get
         the lock, leave the wake signal it may have taken for another waiter."""
-        if not await client.release(self._keys, value) and waited:
+        if not await client.run(release_call(self._keys, value)) and waited:
             async with client.redis.pipeline(transaction=False) as pipeline:
                 pipeline.lpush(self._keys.wake, "1")
                 pipeline.pexpire(self._keys.wake, WAKE_SIGNAL_MS)

@@ -94,7 +94,5 @@ class RedisBackend(Backend):
             return inspection.held_locks(self.session.commands)
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        session = self.session
-        with session.calls():
-            return inspection.break_hold(session.commands, lock_keys(key), key, token,
-                                         session.run)
+        with self.session.calls():
+            return inspection.break_hold(self.session, lock_keys(key), key, token)

@@ -23,53 +23,42 @@ from conch.errors import GroupNotEmpty, GroupNotFound
 GROUPS_KEY = b"conch:groups"
 """The set of the names of the groups that exist (lock keys are ``conch:<hex>:...``)."""
 
-# The live entries of a group, pruning (HDEL) those whose member key is gone and
-# publishing the prune. Member keys are found by name (the member key prefix, then the
-# SHA-1 of the member id), not given as KEYS: fine on one master, not on Redis Cluster.
+# Every script but LEAVE: KEYS[1] GROUPS_KEY, KEYS[2] the group's entries; ARGV[1] the
+# group name, ARGV[2] member key prefix, ARGV[3] channel, ARGV[4] group digest. Replies nil
+# when the group does not exist; else it has the live entries (member id, entry...),
+# pruning (HDEL) those whose member key is gone and publishing the prune. Member keys are
+# found by name (prefix, then the SHA-1 of the member id), not given as KEYS: fine on one
+# master, not on Redis Cluster.
 _LIVE_ENTRIES = """
-local function live_entries(entries_key, member_prefix, channel, group_digest)
-  local entries = redis.call('HGETALL', entries_key)
-  local live, pruned = {}, false
-  for i = 1, #entries, 2 do
-    if redis.call('EXISTS', member_prefix .. redis.sha1hex(entries[i])) == 1 then
-      live[#live + 1] = entries[i]
-      live[#live + 1] = entries[i + 1]
-    else
-      redis.call('HDEL', entries_key, entries[i])
-      pruned = true
-    end
-  end
-  if pruned then redis.call('PUBLISH', channel, group_digest) end
-  return live
-end
-"""
-
-# KEYS[1] GROUPS_KEY, KEYS[2] the group's entries; ARGV[1] the group name, ARGV[2] member
-# key prefix, ARGV[3] channel, ARGV[4] group digest. Returns nil when the group does not
-# exist, else member id, entry, member id, entry... of the live members.
-MEMBERS = _LIVE_ENTRIES + """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return false end
-return live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+local entries, live, pruned = redis.call('HGETALL', KEYS[2]), {}, false
+for i = 1, #entries, 2 do
+  if redis.call('EXISTS', ARGV[2] .. redis.sha1hex(entries[i])) == 1 then
+    live[#live + 1] = entries[i]
+    live[#live + 1] = entries[i + 1]
+  else
+    redis.call('HDEL', KEYS[2], entries[i])
+    pruned = true
+  end
+end
+if pruned then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 """
 
-# As MEMBERS. Returns -1 when the group does not exist, else its number of live members:
-# 0 when it was deleted.
+# Returns member id, entry, member id, entry... of the live members.
+MEMBERS = _LIVE_ENTRIES + "return live"
+
+# Returns the number of live members: 0 when the group was deleted.
 DELETE = _LIVE_ENTRIES + """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return -1 end
-local live = live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if #live > 0 then return #live / 2 end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[1], ARGV[1])
 return 0
 """
 
-# KEYS as MEMBERS, then KEYS[3] this member's key; ARGV as MEMBERS, then ARGV[5] member
-# id, ARGV[6] entry, ARGV[7] hold id, ARGV[8] TTL in ms. Returns 0 when the group does not
-# exist, else 1. It prunes the dead too: the entries stay bounded when nobody reads them.
-# Joining again (new data) is not a change of the members: that is not published.
+# KEYS[3] this member's key; ARGV[5] member id, ARGV[6] entry, ARGV[7] hold id, ARGV[8]
+# TTL in ms. Returns 1. It prunes the dead too: the entries stay bounded when nobody reads
+# them. Joining again (new data) is not a change of the members: that is not published.
 JOIN = _LIVE_ENTRIES + """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
-live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 local arriving = redis.call('EXISTS', KEYS[3]) == 0
 redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8])
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
@@ -95,7 +84,7 @@ class GroupKeys(NamedTuple):
     digest: bytes
 
     def member(self, member_id: bytes) -> bytes:
-        """The key of ``member_id``'s hold id (its liveness), as ``_LIVE_ENTRIES`` finds it."""
+        """The key of ``member_id``'s hold id (its liveness), as the scripts find it."""
         return self.member_prefix + hashlib.sha1(member_id).hexdigest().encode()
 
 
@@ -132,7 +121,7 @@ class RedisGroupStore(GroupStore):
         keys = group_keys(group)
         live = self._session.run((DELETE, [GROUPS_KEY, keys.entries],
                                   self._read_args(group, keys)), idempotent=False)
-        if live < 0:
+        if live is None:
             raise GroupNotFound(f"group {group!r} does not exist")
         if live > 0:
             raise GroupNotEmpty(f"group {group!r} still has {live} members")
