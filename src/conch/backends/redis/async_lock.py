@@ -8,20 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Awaitable
 
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis.async_session import LoopClient, LoopClients
-from conch.backends.redis.session import EntryHold, RedisHold
+from conch.backends.redis.session import RedisHold
 from conch.backends.redis.share_scripts import SharedKeys
 from conch.backends.redis.shared import (
     FIRST_TURN,
     keep_waiting,
+    stop_waiting,
     turn_of,
-    writer_done,
     writer_waits,
 )
 from conch.backends.redis.steps import (
@@ -109,45 +108,31 @@ class RedisAsyncLock(AsyncLockHandle):
                 await pipeline.execute()
 
 
-class AsyncWriterFirstLock(AsyncLockHandle):
+class AsyncWriterFirstLock(RedisAsyncLock):
     """The exclusive asyncio handle of a lock, waiting as a writer while it is shared
     (as the blocking ``shared.WriterFirstLock``)."""
 
-    def __init__(self, exclusive: AsyncLockHandle, clients: LoopClients,
-                 keys: SharedKeys) -> None:
-        self._exclusive, self._clients, self._keys = exclusive, clients, keys
-        self._session = clients.session
+    def __init__(self, clients: LoopClients, keys: SharedKeys, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
+        super().__init__(clients, keys.lock, stamp, on_lost)
+        self._shared = keys
 
     async def acquire(self, deadline: Deadline) -> int | None:
-        token = await self._exclusive.acquire(turn_of(deadline, FIRST_TURN))
-        waiting: EntryHold | None = None
+        token = await super().acquire(turn_of(deadline, FIRST_TURN))
+        session, waiting = self._session, None
         try:
             while token is None and not deadline.expired():
-                waiting = waiting or await self._wait_as_writer(self._clients.running())
-                token = await self._exclusive.acquire(
-                    turn_of(deadline, self._session.options.ttl))
+                if waiting is None:
+                    call, member, sent = writer_waits(session, self._shared)
+                    client = self._clients.running()
+                    with client.calls():
+                        entered = await client.run(call)
+                    waiting = keep_waiting(session, self._shared, member, sent, entered)
+                token = await super().acquire(turn_of(deadline, session.options.ttl))
         finally:
-            if waiting is not None:
-                self._session.entries.discard(waiting)
-                if not self._session.closed:  # else the entry expires within the TTL
-                    await _finish(self._clients.running().run(
-                        writer_done(self._keys, waiting.value)), self._keys.lock)
+            if (done := stop_waiting(session, self._shared, waiting)) is not None:
+                await _finish(self._clients.running().run(done), self._keys)
         return token
-
-    async def release(self) -> None:
-        await self._exclusive.release()
-
-    def abandon(self) -> None:
-        self._exclusive.abandon()
-
-    async def _wait_as_writer(self, client: LoopClient) -> EntryHold | None:
-        """Enter the waiting writers if the lock has shared holders."""
-        member, sent = secrets.token_hex(16).encode(), time.monotonic()
-        with client.calls():
-            if not await client.run(writer_waits(self._keys, member,
-                                                 self._session.options.ttl_ms)):
-                return None
-        return keep_waiting(self._session, self._keys, member, sent)
 
 
 async def _finish(cleanup: Awaitable[object], keys: LockKeys) -> None:

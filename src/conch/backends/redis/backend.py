@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.redis import inspection
-from conch.backends.redis.async_lock import AsyncWriterFirstLock, RedisAsyncLock
+from conch.backends.redis.async_lock import AsyncWriterFirstLock
 from conch.backends.redis.async_session import LoopClients
 from conch.backends.redis.client import RedisOptions
 from conch.backends.redis.groups import RedisGroupStore
-from conch.backends.redis.lock import RedisLock
 from conch.backends.redis.session import RedisSession
 from conch.backends.redis.share_scripts import permit_keys, shared_keys
 from conch.backends.redis.shared import EntryLock, WriterFirstLock, permit_kind, shared_kind
@@ -60,9 +59,8 @@ class RedisBackend(Backend):
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         assert self._session is not None, "connect() first"
-        keys = lock_keys(key)
-        exclusive = RedisLock(self._session, keys, HolderStamp(key, self.member_id), on_lost)
-        return WriterFirstLock(exclusive, self._session, shared_keys(keys))
+        return WriterFirstLock(self._session, shared_keys(lock_keys(key)),
+                               HolderStamp(key, self.member_id), on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         assert self._session is not None, "connect() first"
@@ -76,10 +74,8 @@ class RedisBackend(Backend):
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         assert self._loop_clients is not None, "connect() first"
-        keys = lock_keys(key)
-        exclusive = RedisAsyncLock(self._loop_clients, keys, HolderStamp(key, self.member_id),
-                                   on_lost)
-        return AsyncWriterFirstLock(exclusive, self._loop_clients, shared_keys(keys))
+        return AsyncWriterFirstLock(self._loop_clients, shared_keys(lock_keys(key)),
+                                    HolderStamp(key, self.member_id), on_lost)
 
     def groups(self) -> GroupStore:
         self._groups = RedisGroupStore(self.session, self.member_id)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis import share_scripts as scripts
+from conch.backends.redis.lock import RedisLock
 from conch.backends.redis.session import EntryHold, RedisSession
 from conch.backends.redis.share_scripts import Entry, PermitKeys, SharedKeys
 from conch.backends.redis.steps import ScriptCall, busy_seconds, wait_seconds
@@ -112,58 +113,59 @@ class EntryLock(LockHandle):
                            "longer than the TTL?")
 
 
-class WriterFirstLock(LockHandle):
+class WriterFirstLock(RedisLock):
     """The exclusive handle of a lock; while the lock has shared holders, it waits as a
     writer: new shared holds wait until it is through (or gives up)."""
 
-    def __init__(self, exclusive: LockHandle, session: RedisSession, keys: SharedKeys) -> None:
-        self._exclusive, self._session, self._keys = exclusive, session, keys
+    def __init__(self, session: RedisSession, keys: SharedKeys, stamp: HolderStamp,
+                 on_lost: LossCallback) -> None:
+        super().__init__(session, keys.lock, stamp, on_lost)
+        self._shared = keys
 
     def acquire(self, deadline: Deadline) -> int | None:
         # First as before (an exclusive-only lock pays nothing more), for a short turn.
-        token = self._exclusive.acquire(turn_of(deadline, FIRST_TURN))
-        waiting: EntryHold | None = None
+        token = super().acquire(turn_of(deadline, FIRST_TURN))
+        session, waiting = self._session, None
         try:
             # Then in turns of a TTL at most, to wait as a writer once shared holds appear.
             while token is None and not deadline.expired():
-                waiting = waiting or self._wait_as_writer()
-                token = self._exclusive.acquire(turn_of(deadline, self._session.options.ttl))
+                if waiting is None:
+                    call, member, sent = writer_waits(session, self._shared)
+                    waiting = keep_waiting(session, self._shared, member, sent, session.run(call))
+                token = super().acquire(turn_of(deadline, session.options.ttl))
         finally:
-            if waiting is not None:
-                self._stop_waiting(waiting)
+            if (done := stop_waiting(session, self._shared, waiting)) is not None:
+                session.abandon(done)
         return token
 
-    def release(self) -> None:
-        self._exclusive.release()
 
-    def _wait_as_writer(self) -> EntryHold | None:
-        """Enter the waiting writers if the lock has shared holders."""
-        member, sent = secrets.token_hex(16).encode(), time.monotonic()
-        if not self._session.run(writer_waits(self._keys, member, self._session.options.ttl_ms)):
-            return None
-        return keep_waiting(self._session, self._keys, member, sent)
-
-    def _stop_waiting(self, waiting: EntryHold) -> None:
-        self._session.entries.discard(waiting)
-        if not self._session.closed:  # else the entry expires within the TTL
-            self._session.abandon(writer_done(self._keys, waiting.value))
+def writer_waits(session: RedisSession, keys: SharedKeys) -> tuple[ScriptCall, bytes, float]:
+    """WRITER_WAITS: a new member waits as a writer if the lock has shared holders; and
+    that member, and when the call was made."""
+    member = secrets.token_hex(16).encode()
+    return (scripts.WRITER_WAITS, (keys.readers, keys.writers), (member, session.options.ttl_ms)
+            ), member, time.monotonic()
 
 
-def writer_waits(keys: SharedKeys, member: bytes, ttl_ms: int) -> ScriptCall:
-    """WRITER_WAITS: ``member`` waits as a writer if the lock has shared holders."""
-    return scripts.WRITER_WAITS, (keys.readers, keys.writers), (member, ttl_ms)
-
-
-def writer_done(keys: SharedKeys, member: bytes) -> ScriptCall:
-    """WRITER_DONE: ``member`` waits as a writer no more."""
-    return scripts.WRITER_DONE, (keys.writers, keys.readers_wake), (member,)
-
-
-def keep_waiting(session: RedisSession, keys: SharedKeys, member: bytes,
-                 sent: float) -> EntryHold:
-    """Renew writer ``member``'s entry (sent at ``sent``) until discarded."""
+def keep_waiting(session: RedisSession, keys: SharedKeys, member: bytes, sent: float,
+                 entered: bool) -> EntryHold | None:
+    """Renew writer ``member``'s entry (sent at ``sent``) until discarded, if it
+    ``entered``."""
+    if not entered:
+        return None
     return session.entries.keep(Entry(keys.writers, keys.writers, b""), member, sent,
                                 waiting_entry_lost)
+
+
+def stop_waiting(session: RedisSession, keys: SharedKeys,
+                 waiting: EntryHold | None) -> ScriptCall | None:
+    """Stop renewing writer entry ``waiting``; the WRITER_DONE to send, if any (once the
+    coordinator stopped, the entry expires within the TTL)."""
+    if waiting is None:
+        return None
+    session.entries.discard(waiting)
+    return None if session.closed else (scripts.WRITER_DONE, (keys.writers, keys.readers_wake),
+                                        (waiting.value,))
 
 
 def turn_of(deadline: Deadline, longest: float) -> Deadline:
