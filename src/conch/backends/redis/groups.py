@@ -1,25 +1,34 @@
 """``redis://`` groups: per group a hash of member id → entry, and per member a key holding
 a hold id with the lease TTL, renewed while the coordinator runs; an entry whose member key
-expired is pruned at the next read. Joins, leaves and prunes are published on one channel
-(:mod:`conch.backends.redis.group_changes`). docs/redis.md, "Groups"."""
+expired is pruned at the next read. Joins, leaves and prunes are published on one channel,
+heard by one pub/sub connection per coordinator. docs/redis.md, "Groups"."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import secrets
+import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
+import redis
 from redis.exceptions import RedisError
 
 from conch.backends.base import GroupStore, LossCallback
+from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.ttl import TtlHold, TtlSession
 from conch.backends.redis import steps
-from conch.backends.redis.group_changes import GroupChanges
 from conch.backends.redis.session import RedisSession, retry_once
 from conch.errors import GroupNotEmpty, GroupNotFound
 
+log = logging.getLogger("conch")
+READ_SLICE = 1.0
+"""Seconds one read of the channel waits: how long its thread may outlive ``close()``."""
+RECONNECT_PAUSE = 0.5
+"""Seconds between two attempts to subscribe again while the server does not answer."""
 GROUPS_KEY = b"conch:groups"
 """The set of the names of the groups that exist (lock keys are ``conch:<hex>:...``)."""
 
@@ -111,7 +120,7 @@ class RedisGroupStore(GroupStore):
         self._ttl = TtlSession("redis", options.ttl, self._renew, session.describe, (RedisError,))
         self._ttl.start()
         self._entries: dict[bytes, TtlHold[bytes]] = {}
-        self._changes = GroupChanges(session.commands, self._channel)
+        self._changes = GroupSubscribers("conch-redis-group-changes", self._listen)
 
     def create(self, group: bytes) -> bool:
         with self._session.calls():
@@ -163,6 +172,28 @@ class RedisGroupStore(GroupStore):
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         return self._changes.subscribe(group_keys(group).digest, changed)
 
+    def _listen(self, stopped: threading.Event, wake: Wake) -> None:
+        """Wake the watchers of each group a message names; after a lost connection,
+        subscribe again and wake them all (what was published meanwhile is lost)."""
+        pubsub: redis.client.PubSub | None = None
+        while not stopped.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._commands.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(self._channel)
+                    wake(None)
+                message = pubsub.get_message(timeout=READ_SLICE)
+                if message is not None and message["type"] == "message":
+                    wake((message["data"],))
+            except (RedisError, OSError) as exc:
+                if stopped.is_set():
+                    break
+                log.debug("conch: redis group changes: %s; subscribing again", exc)
+                _closed(pubsub)
+                pubsub = None
+                stopped.wait(RECONNECT_PAUSE)
+        _closed(pubsub)
+
     def close(self) -> None:
         """The coordinator stops (after its groups left): stop listening and renewing."""
         self._changes.stop()
@@ -174,3 +205,10 @@ class RedisGroupStore(GroupStore):
     def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
         return self._session.renew(steps.RENEW, [hold.keys for hold in holds],
                                    [self._session.options.ttl_ms, *(hold.value for hold in holds)])
+
+
+def _closed(pubsub: redis.client.PubSub | None) -> None:
+    """Close ``pubsub`` if any (its connection may be broken already)."""
+    if pubsub is not None:
+        with contextlib.suppress(RedisError, OSError):
+            pubsub.close()
