@@ -13,25 +13,11 @@ from collections.abc import Awaitable
 
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.backends.kit.ttl import new_hold_value
+from conch.backends.redis import shared, steps
 from conch.backends.redis.async_session import LoopClient, LoopClients
 from conch.backends.redis.session import RedisHold
 from conch.backends.redis.share_scripts import SharedKeys
-from conch.backends.redis.shared import (
-    FIRST_TURN,
-    keep_waiting,
-    stop_waiting,
-    turn_of,
-    writer_waits,
-)
-from conch.backends.redis.steps import (
-    WAKE_SIGNAL_MS,
-    LockKeys,
-    Outcome,
-    Turns,
-    check_released,
-    release_call,
-    wait_seconds,
-)
+from conch.backends.redis.steps import LockKeys, Outcome, Turns, release_call, wait_seconds
 from conch.errors import NotStarted
 from conch.introspection import HolderStamp
 
@@ -73,7 +59,7 @@ class RedisAsyncLock(AsyncLockHandle):
         self._session.ttl.discard(hold)
         client = self._clients.running()
         with client.calls():
-            check_released(self._keys, await client.run(release_call(self._keys, hold.value)))
+            steps.check_released(self._keys, await client.run(release_call(self._keys, hold.value)))
         self._turns.released(hold.value)
 
     def abandon(self) -> None:
@@ -104,7 +90,7 @@ class RedisAsyncLock(AsyncLockHandle):
         if not await client.run(release_call(self._keys, value)) and waited:
             async with client.redis.pipeline(transaction=False) as pipeline:
                 pipeline.lpush(self._keys.wake, "1")
-                pipeline.pexpire(self._keys.wake, WAKE_SIGNAL_MS)
+                pipeline.pexpire(self._keys.wake, steps.WAKE_SIGNAL_MS)
                 await pipeline.execute()
 
 
@@ -118,19 +104,19 @@ class AsyncWriterFirstLock(RedisAsyncLock):
         self._shared = keys
 
     async def acquire(self, deadline: Deadline) -> int | None:
-        token = await super().acquire(turn_of(deadline, FIRST_TURN))
+        token = await super().acquire(shared.turn_of(deadline, shared.FIRST_TURN))
         session, waiting = self._session, None
         try:
             while token is None and not deadline.expired():
                 if waiting is None:
-                    call, member, sent = writer_waits(session, self._shared)
+                    call, member, sent = shared.writer_waits(session, self._shared)
                     client = self._clients.running()
                     with client.calls():
                         entered = await client.run(call)
-                    waiting = keep_waiting(session, self._shared, member, sent, entered)
-                token = await super().acquire(turn_of(deadline, session.options.ttl))
+                    waiting = shared.keep_waiting(session, self._shared, member, sent, entered)
+                token = await super().acquire(shared.turn_of(deadline, session.options.ttl))
         finally:
-            if (done := stop_waiting(session, self._shared, waiting)) is not None:
+            if (done := shared.stop_waiting(session, self._shared, waiting)) is not None:
                 await _finish(self._clients.running().run(done), self._keys)
         return token
 
