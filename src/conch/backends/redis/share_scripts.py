@@ -1,8 +1,6 @@
-"""The ``redis://`` scripts of shared holds, semaphore permits and waiting writers: each is
-an entry of a sorted set scored by the server time (ms) its lease ends, renewed together
-by one script per beat. Shared holds keep the lock's holder key (its first shared holder's
-value) for as long as one is alive, so exclusive holds, old or new, exclude them. Layout,
-wake-ups and what a mixed fleet gets: docs/redis.md, "Shared locks and semaphores"."""
+"""The ``redis://`` keys and scripts of shared holds, semaphore permits and waiting writers,
+each an entry of a sorted set scored by the server time (ms) its lease ends. Layout, wake-ups
+and what a mixed fleet gets: docs/redis.md, "Shared locks and semaphores"."""
 
 from __future__ import annotations
 
@@ -150,7 +148,6 @@ return renewed
 
 SCRIPTS = (SHARED_ACQUIRE, SHARED_RELEASE, PERMIT_ACQUIRE, PERMIT_RELEASE, WRITER_WAITS,
            WRITER_DONE, RENEW_ENTRIES)
-SEMAPHORE_PREFIX = KEY_PREFIX + b"semaphore:"
 
 
 class SharedKeys(NamedTuple):
@@ -189,5 +186,5 @@ def shared_keys(lock: LockKeys) -> SharedKeys:
 
 def permit_keys(name: bytes) -> PermitKeys:
     """A namespace apart from the locks' (theirs is ``conch:<hex>:...``)."""
-    base = SEMAPHORE_PREFIX + hex_digest(name).encode()
+    base = KEY_PREFIX + b"semaphore:" + hex_digest(name).encode()
     return PermitKeys(base + b":permits", base + b":token", base + b":limit", base + b":wake")
