@@ -27,16 +27,35 @@ _cleanups: set[asyncio.Task[object]] = set()
 
 
 class RedisAsyncLock(AsyncLockHandle):
-    """One lock object's hold on a Redis lock, for the event loop that made it."""
+    """One lock object's exclusive hold on a Redis lock, for the event loop that made it;
+    while the lock is shared it waits as a writer (as the blocking ``WriterFirstLock``)."""
 
-    def __init__(self, clients: LoopClients, keys: LockKeys, stamp: HolderStamp,
+    def __init__(self, clients: LoopClients, keys: SharedKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._clients, self._session, self._keys = clients, clients.session, keys
-        self._stamp, self._on_lost = stamp, on_lost
+        self._clients, self._session, self._keys = clients, clients.session, keys.lock
+        self._shared, self._stamp, self._on_lost = keys, stamp, on_lost
         self._hold: RedisHold | None = None
         self._turns = Turns()
 
     async def acquire(self, deadline: Deadline) -> int | None:
+        token = await self._acquire_turn(shared.turn_of(deadline, shared.FIRST_TURN))
+        session, waiting = self._session, None
+        try:
+            while token is None and not deadline.expired():
+                if waiting is None:
+                    call, member, sent = shared.writer_waits(session, self._shared)
+                    client = self._clients.running()
+                    with client.calls():
+                        entered = await client.run(call)
+                    waiting = shared.keep_waiting(session, self._shared, member, sent, entered)
+                token = await self._acquire_turn(shared.turn_of(deadline, session.options.ttl))
+        finally:
+            if (done := shared.stop_waiting(session, self._shared, waiting)) is not None:
+                await _finish(self._clients.running().run(done), self._keys)
+        return token
+
+    async def _acquire_turn(self, deadline: Deadline) -> int | None:
+        """ACQUIRE, and while the lock is busy ``BLPOP`` and again, until ``deadline``."""
         client, ttl = self._clients.running(), self._session.options.ttl
         with client.calls():  # as the blocking handle, awaited (see there)
             value, sent = new_hold_value(self._stamp), time.monotonic()
@@ -92,33 +111,6 @@ class RedisAsyncLock(AsyncLockHandle):
                 pipeline.lpush(self._keys.wake, "1")
                 pipeline.pexpire(self._keys.wake, steps.WAKE_SIGNAL_MS)
                 await pipeline.execute()
-
-
-class AsyncWriterFirstLock(RedisAsyncLock):
-    """The exclusive asyncio handle of a lock, waiting as a writer while it is shared
-    (as the blocking ``shared.WriterFirstLock``)."""
-
-    def __init__(self, clients: LoopClients, keys: SharedKeys, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
-        super().__init__(clients, keys.lock, stamp, on_lost)
-        self._shared = keys
-
-    async def acquire(self, deadline: Deadline) -> int | None:
-        token = await super().acquire(shared.turn_of(deadline, shared.FIRST_TURN))
-        session, waiting = self._session, None
-        try:
-            while token is None and not deadline.expired():
-                if waiting is None:
-                    call, member, sent = shared.writer_waits(session, self._shared)
-                    client = self._clients.running()
-                    with client.calls():
-                        entered = await client.run(call)
-                    waiting = shared.keep_waiting(session, self._shared, member, sent, entered)
-                token = await super().acquire(shared.turn_of(deadline, session.options.ttl))
-        finally:
-            if (done := shared.stop_waiting(session, self._shared, waiting)) is not None:
-                await _finish(self._clients.running().run(done), self._keys)
-        return token
 
 
 async def _finish(cleanup: Awaitable[object], keys: LockKeys) -> None:

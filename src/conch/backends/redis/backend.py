@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.redis import inspection
-from conch.backends.redis.async_lock import AsyncWriterFirstLock
+from conch.backends.redis.async_lock import RedisAsyncLock
 from conch.backends.redis.async_session import LoopClients
 from conch.backends.redis.client import RedisOptions
 from conch.backends.redis.groups import RedisGroupStore
@@ -74,8 +74,8 @@ class RedisBackend(Backend):
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         assert self._loop_clients is not None, "connect() first"
-        return AsyncWriterFirstLock(self._loop_clients, shared_keys(lock_keys(key)),
-                                    HolderStamp(key, self.member_id), on_lost)
+        return RedisAsyncLock(self._loop_clients, shared_keys(lock_keys(key)),
+                              HolderStamp(key, self.member_id), on_lost)
 
     def groups(self) -> GroupStore:
         self._groups = RedisGroupStore(self.session, self.member_id)
