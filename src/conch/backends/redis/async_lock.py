@@ -8,31 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Awaitable
 
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
 from conch.backends.kit.ttl import new_hold_value
+from conch.backends.redis import shared, steps
 from conch.backends.redis.async_session import LoopClient, LoopClients
-from conch.backends.redis.session import EntryHold, RedisHold
+from conch.backends.redis.session import RedisHold
 from conch.backends.redis.share_scripts import SharedKeys
-from conch.backends.redis.shared import (
-    FIRST_TURN,
-    keep_waiting,
-    turn_of,
-    writer_done,
-    writer_waits,
-)
-from conch.backends.redis.steps import (
-    WAKE_SIGNAL_MS,
-    LockKeys,
-    Outcome,
-    Turns,
-    check_released,
-    release_call,
-    wait_seconds,
-)
+from conch.backends.redis.steps import LockKeys, Outcome, Turns, release_call, wait_seconds
 from conch.errors import NotStarted
 from conch.introspection import HolderStamp
 
@@ -42,19 +27,35 @@ _cleanups: set[asyncio.Task[object]] = set()
 
 
 class RedisAsyncLock(AsyncLockHandle):
-    """One lock object's hold on a Redis lock, for the event loop that made it."""
+    """One lock object's exclusive hold on a Redis lock, for the event loop that made it;
+    while the lock is shared it waits as a writer (as the blocking ``WriterFirstLock``)."""
 
-    def __init__(self, clients: LoopClients, keys: LockKeys, stamp: HolderStamp,
+    def __init__(self, clients: LoopClients, keys: SharedKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._clients = clients
-        self._session = clients.session
-        self._keys = keys
-        self._stamp = stamp
-        self._on_lost = on_lost
+        self._clients, self._session, self._keys = clients, clients.session, keys.lock
+        self._shared, self._stamp, self._on_lost = keys, stamp, on_lost
         self._hold: RedisHold | None = None
         self._turns = Turns()
 
     async def acquire(self, deadline: Deadline) -> int | None:
+        token = await self._acquire_turn(shared.turn_of(deadline, shared.FIRST_TURN))
+        session, waiting = self._session, None
+        try:
+            while token is None and not deadline.expired():
+                if waiting is None:
+                    call, member, sent = shared.writer_waits(session, self._shared)
+                    client = self._clients.running()
+                    with client.calls():
+                        entered = await client.run(call)
+                    waiting = shared.keep_waiting(session, self._shared, member, sent, entered)
+                token = await self._acquire_turn(shared.turn_of(deadline, session.options.ttl))
+        finally:
+            if (done := shared.stop_waiting(session, self._shared, waiting)) is not None:
+                await _finish(self._clients.running().run(done), self._keys)
+        return token
+
+    async def _acquire_turn(self, deadline: Deadline) -> int | None:
+        """ACQUIRE, and while the lock is busy ``BLPOP`` and again, until ``deadline``."""
         client, ttl = self._clients.running(), self._session.options.ttl
         with client.calls():  # as the blocking handle, awaited (see there)
             value, sent = new_hold_value(self._stamp), time.monotonic()
@@ -77,7 +78,7 @@ class RedisAsyncLock(AsyncLockHandle):
         self._session.ttl.discard(hold)
         client = self._clients.running()
         with client.calls():
-            check_released(self._keys, await client.release(self._keys, hold.value))
+            steps.check_released(self._keys, await client.run(release_call(self._keys, hold.value)))
         self._turns.released(hold.value)
 
     def abandon(self) -> None:
@@ -105,52 +106,11 @@ class RedisAsyncLock(AsyncLockHandle):
     async def _undo(self, client: LoopClient, value: bytes, waited: bool) -> None:
         """Free what the attempt with ``value`` may hold; after a wait that did not get
         the lock, leave the wake signal it may have taken for another waiter."""
-        if not await client.release(self._keys, value) and waited:
+        if not await client.run(release_call(self._keys, value)) and waited:
             async with client.redis.pipeline(transaction=False) as pipeline:
                 pipeline.lpush(self._keys.wake, "1")
-                pipeline.pexpire(self._keys.wake, WAKE_SIGNAL_MS)
+                pipeline.pexpire(self._keys.wake, steps.WAKE_SIGNAL_MS)
                 await pipeline.execute()
-
-
-class AsyncWriterFirstLock(AsyncLockHandle):
-    """The exclusive asyncio handle of a lock, waiting as a writer while it is shared
-    (as the blocking ``shared.WriterFirstLock``)."""
-
-    def __init__(self, exclusive: AsyncLockHandle, clients: LoopClients,
-                 keys: SharedKeys) -> None:
-        self._exclusive, self._clients, self._keys = exclusive, clients, keys
-        self._session = clients.session
-
-    async def acquire(self, deadline: Deadline) -> int | None:
-        token = await self._exclusive.acquire(turn_of(deadline, FIRST_TURN))
-        waiting: EntryHold | None = None
-        try:
-            while token is None and not deadline.expired():
-                waiting = waiting or await self._wait_as_writer(self._clients.running())
-                token = await self._exclusive.acquire(
-                    turn_of(deadline, self._session.options.ttl))
-        finally:
-            if waiting is not None:
-                self._session.entries.discard(waiting)
-                if not self._session.closed:  # else the entry expires within the TTL
-                    await _finish(self._clients.running().run(
-                        writer_done(self._keys, waiting.value)), self._keys.lock)
-        return token
-
-    async def release(self) -> None:
-        await self._exclusive.release()
-
-    def abandon(self) -> None:
-        self._exclusive.abandon()
-
-    async def _wait_as_writer(self, client: LoopClient) -> EntryHold | None:
-        """Enter the waiting writers if the lock has shared holders."""
-        member, sent = secrets.token_hex(16).encode(), time.monotonic()
-        with client.calls():
-            if not await client.run(writer_waits(self._keys, member,
-                                                 self._session.options.ttl_ms)):
-                return None
-        return keep_waiting(self._session, self._keys, member, sent)
 
 
 async def _finish(cleanup: Awaitable[object], keys: LockKeys) -> None:

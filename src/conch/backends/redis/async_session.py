@@ -76,9 +76,6 @@ class LoopClient:
             return await self.acquire(keys, value, retrying=True), signal  # then WAIT
         return outcome, signal
 
-    async def release(self, keys: LockKeys, value: bytes) -> Any:
-        return await self.run(steps.release_call(keys, value))
-
     async def run(self, call: ScriptCall, again: ScriptCall | None = None) -> Any:
         """``EVALSHA`` of ``call``, or of ``again`` (default: ``call``) on a fresh connection
         after a failure; the script loaded again if the server lost it (a restart)."""

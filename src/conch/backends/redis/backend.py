@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.redis import inspection
-from conch.backends.redis.async_lock import AsyncWriterFirstLock, RedisAsyncLock
+from conch.backends.redis.async_lock import RedisAsyncLock
 from conch.backends.redis.async_session import LoopClients
 from conch.backends.redis.client import RedisOptions
 from conch.backends.redis.groups import RedisGroupStore
-from conch.backends.redis.lock import RedisLock
 from conch.backends.redis.session import RedisSession
 from conch.backends.redis.share_scripts import permit_keys, shared_keys
-from conch.backends.redis.shared import EntryLock, Permit, Shared, WriterFirstLock
+from conch.backends.redis.shared import EntryLock, WriterFirstLock, permit_kind, shared_kind
 from conch.backends.redis.steps import lock_keys
 from conch.capabilities import Capabilities
 from conch.errors import NotStarted
@@ -60,26 +59,23 @@ class RedisBackend(Backend):
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         assert self._session is not None, "connect() first"
-        keys = lock_keys(key)
-        exclusive = RedisLock(self._session, keys, HolderStamp(key, self.member_id), on_lost)
-        return WriterFirstLock(exclusive, self._session, shared_keys(keys))
+        return WriterFirstLock(self._session, shared_keys(lock_keys(key)),
+                               HolderStamp(key, self.member_id), on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
         assert self._session is not None, "connect() first"
-        kind = Shared(shared_keys(lock_keys(key)), self.options.ttl_ms)
-        return EntryLock(self._session, kind, HolderStamp(key, self.member_id), on_lost)
+        return EntryLock(self._session, shared_kind(shared_keys(lock_keys(key))),
+                         HolderStamp(key, self.member_id), on_lost)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
         assert self._session is not None, "connect() first"
-        kind = Permit(permit_keys(key), self.options.ttl_ms, limit, key)
-        return EntryLock(self._session, kind, HolderStamp(key, self.member_id), on_lost)
+        return EntryLock(self._session, permit_kind(permit_keys(key), limit, key),
+                         HolderStamp(key, self.member_id), on_lost)
 
     def async_handle(self, key: bytes, on_lost: LossCallback) -> AsyncLockHandle:
         assert self._loop_clients is not None, "connect() first"
-        keys = lock_keys(key)
-        exclusive = RedisAsyncLock(self._loop_clients, keys, HolderStamp(key, self.member_id),
-                                   on_lost)
-        return AsyncWriterFirstLock(exclusive, self._loop_clients, shared_keys(keys))
+        return RedisAsyncLock(self._loop_clients, shared_keys(lock_keys(key)),
+                              HolderStamp(key, self.member_id), on_lost)
 
     def groups(self) -> GroupStore:
         self._groups = RedisGroupStore(self.session, self.member_id)
@@ -94,7 +90,5 @@ class RedisBackend(Backend):
             return inspection.held_locks(self.session.commands)
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        session = self.session
-        with session.calls():
-            return inspection.break_hold(session.commands, lock_keys(key), key, token,
-                                         session.run)
+        with self.session.calls():
+            return inspection.break_hold(self.session, lock_keys(key), key, token)

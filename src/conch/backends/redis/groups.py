@@ -1,75 +1,73 @@
 """``redis://`` groups: per group a hash of member id → entry, and per member a key holding
 a hold id with the lease TTL, renewed while the coordinator runs; an entry whose member key
-expired is pruned at the next read. Joins, leaves and prunes are published on one channel
-(:mod:`conch.backends.redis.group_changes`). docs/redis.md, "Groups"."""
+expired is pruned at the next read. Joins, leaves and prunes are published on one channel,
+heard by one pub/sub connection per coordinator. docs/redis.md, "Groups"."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import secrets
+import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
+import redis
 from redis.exceptions import RedisError
 
 from conch.backends.base import GroupStore, LossCallback
+from conch.backends.kit.group_subscribers import GroupSubscribers, Wake
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.ttl import TtlHold, TtlSession
 from conch.backends.redis import steps
-from conch.backends.redis.group_changes import GroupChanges
 from conch.backends.redis.session import RedisSession, retry_once
 from conch.errors import GroupNotEmpty, GroupNotFound
 
+log = logging.getLogger("conch")
+READ_SLICE = 1.0
+"""Seconds one read of the channel waits: how long its thread may outlive ``close()``."""
+RECONNECT_PAUSE = 0.5
+"""Seconds between two attempts to subscribe again while the server does not answer."""
 GROUPS_KEY = b"conch:groups"
 """The set of the names of the groups that exist (lock keys are ``conch:<hex>:...``)."""
 
-# The live entries of a group, pruning (HDEL) those whose member key is gone and
-# publishing the prune. Member keys are found by name (the member key prefix, then the
-# SHA-1 of the member id), not given as KEYS: fine on one master, not on Redis Cluster.
+# Every script but LEAVE: KEYS[1] GROUPS_KEY, KEYS[2] the group's entries; ARGV[1] the
+# group name, ARGV[2] member key prefix, ARGV[3] channel, ARGV[4] group digest. Replies nil
+# when the group does not exist; else it has the live entries (member id, entry...),
+# pruning (HDEL) those whose member key is gone and publishing the prune. Member keys are
+# found by name (prefix, then the SHA-1 of the member id), not given as KEYS: fine on one
+# master, not on Redis Cluster.
 _LIVE_ENTRIES = """
-local function live_entries(entries_key, member_prefix, channel, group_digest)
-  local entries = redis.call('HGETALL', entries_key)
-  local live, pruned = {}, false
-  for i = 1, #entries, 2 do
-    if redis.call('EXISTS', member_prefix .. redis.sha1hex(entries[i])) == 1 then
-      live[#live + 1] = entries[i]
-      live[#live + 1] = entries[i + 1]
-    else
-      redis.call('HDEL', entries_key, entries[i])
-      pruned = true
-    end
-  end
-  if pruned then redis.call('PUBLISH', channel, group_digest) end
-  return live
-end
-"""
-
-# KEYS[1] GROUPS_KEY, KEYS[2] the group's entries; ARGV[1] the group name, ARGV[2] member
-# key prefix, ARGV[3] channel, ARGV[4] group digest. Returns nil when the group does not
-# exist, else member id, entry, member id, entry... of the live members.
-MEMBERS = _LIVE_ENTRIES + """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return false end
-return live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+local entries, live, pruned = redis.call('HGETALL', KEYS[2]), {}, false
+for i = 1, #entries, 2 do
+  if redis.call('EXISTS', ARGV[2] .. redis.sha1hex(entries[i])) == 1 then
+    live[#live + 1] = entries[i]
+    live[#live + 1] = entries[i + 1]
+  else
+    redis.call('HDEL', KEYS[2], entries[i])
+    pruned = true
+  end
+end
+if pruned then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 """
 
-# As MEMBERS. Returns -1 when the group does not exist, else its number of live members:
-# 0 when it was deleted.
+# Returns member id, entry, member id, entry... of the live members.
+MEMBERS = _LIVE_ENTRIES + "return live"
+
+# Returns the number of live members: 0 when the group was deleted.
 DELETE = _LIVE_ENTRIES + """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return -1 end
-local live = live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 if #live > 0 then return #live / 2 end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[1], ARGV[1])
 return 0
 """
 
-# KEYS as MEMBERS, then KEYS[3] this member's key; ARGV as MEMBERS, then ARGV[5] member
-# id, ARGV[6] entry, ARGV[7] hold id, ARGV[8] TTL in ms. Returns 0 when the group does not
-# exist, else 1. It prunes the dead too: the entries stay bounded when nobody reads them.
-# Joining again (new data) is not a change of the members: that is not published.
+# KEYS[3] this member's key; ARGV[5] member id, ARGV[6] entry, ARGV[7] hold id, ARGV[8]
+# TTL in ms. Returns 1. It prunes the dead too: the entries stay bounded when nobody reads
+# them. Joining again (new data) is not a change of the members: that is not published.
 JOIN = _LIVE_ENTRIES + """
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return 0 end
-live_entries(KEYS[2], ARGV[2], ARGV[3], ARGV[4])
 local arriving = redis.call('EXISTS', KEYS[3]) == 0
 redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8])
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
@@ -95,7 +93,7 @@ class GroupKeys(NamedTuple):
     digest: bytes
 
     def member(self, member_id: bytes) -> bytes:
-        """The key of ``member_id``'s hold id (its liveness), as ``_LIVE_ENTRIES`` finds it."""
+        """The key of ``member_id``'s hold id (its liveness), as the scripts find it."""
         return self.member_prefix + hashlib.sha1(member_id).hexdigest().encode()
 
 
@@ -122,7 +120,7 @@ class RedisGroupStore(GroupStore):
         self._ttl = TtlSession("redis", options.ttl, self._renew, session.describe, (RedisError,))
         self._ttl.start()
         self._entries: dict[bytes, TtlHold[bytes]] = {}
-        self._changes = GroupChanges(session.commands, self._channel)
+        self._changes = GroupSubscribers("conch-redis-group-changes", self._listen)
 
     def create(self, group: bytes) -> bool:
         with self._session.calls():
@@ -132,7 +130,7 @@ class RedisGroupStore(GroupStore):
         keys = group_keys(group)
         live = self._session.run((DELETE, [GROUPS_KEY, keys.entries],
                                   self._read_args(group, keys)), idempotent=False)
-        if live < 0:
+        if live is None:
             raise GroupNotFound(f"group {group!r} does not exist")
         if live > 0:
             raise GroupNotEmpty(f"group {group!r} still has {live} members")
@@ -174,6 +172,28 @@ class RedisGroupStore(GroupStore):
     def subscribe(self, group: bytes, changed: Callable[[], None]) -> Callable[[], None]:
         return self._changes.subscribe(group_keys(group).digest, changed)
 
+    def _listen(self, stopped: threading.Event, wake: Wake) -> None:
+        """Wake the watchers of each group a message names; after a lost connection,
+        subscribe again and wake them all (what was published meanwhile is lost)."""
+        pubsub: redis.client.PubSub | None = None
+        while not stopped.is_set():
+            try:
+                if pubsub is None:
+                    pubsub = self._commands.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(self._channel)
+                    wake(None)
+                message = pubsub.get_message(timeout=READ_SLICE)
+                if message is not None and message["type"] == "message":
+                    wake((message["data"],))
+            except (RedisError, OSError) as exc:
+                if stopped.is_set():
+                    break
+                log.debug("conch: redis group changes: %s; subscribing again", exc)
+                _closed(pubsub)
+                pubsub = None
+                stopped.wait(RECONNECT_PAUSE)
+        _closed(pubsub)
+
     def close(self) -> None:
         """The coordinator stops (after its groups left): stop listening and renewing."""
         self._changes.stop()
@@ -185,3 +205,10 @@ class RedisGroupStore(GroupStore):
     def _renew(self, holds: list[TtlHold[bytes]], within: float) -> list[bool]:
         return self._session.renew(steps.RENEW, [hold.keys for hold in holds],
                                    [self._session.options.ttl_ms, *(hold.value for hold in holds)])
+
+
+def _closed(pubsub: redis.client.PubSub | None) -> None:
+    """Close ``pubsub`` if any (its connection may be broken already)."""
+    if pubsub is not None:
+        with contextlib.suppress(RedisError, OSError):
+            pubsub.close()

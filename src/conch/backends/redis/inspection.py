@@ -6,12 +6,12 @@ value just read: it deletes that hold only, and wakes a waiter."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from conch.backends.redis.steps import KEY_PREFIX, LockKeys, ScriptCall, release_call
+from conch.backends.redis.session import RedisSession
+from conch.backends.redis.steps import KEY_PREFIX, LockKeys, release_call
 from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 
 _BATCH = 500
@@ -42,14 +42,12 @@ def held_locks(client: redis.Redis) -> list[LockInfo]:
             return found
 
 
-def break_hold(client: redis.Redis, keys: LockKeys, name: bytes, token: int | None,
-               run: Callable[[ScriptCall], Any]) -> LockInfo:
-    """Delete the hold of lock ``name`` (only the one with ``token``, if given) with
-    RELEASE, sent by ``run``."""
-    lock, value = describe(client, keys, name)
+def break_hold(session: RedisSession, keys: LockKeys, name: bytes, token: int | None) -> LockInfo:
+    """Delete the hold of lock ``name`` (only the one with ``token``, if given) with RELEASE."""
+    lock, value = describe(session.commands, keys, name)
     if not has_hold_to_break(lock, token) or value is None:
         return lock
-    if not run(release_call(keys, value)):
+    if not session.run(release_call(keys, value)):
         raise HolderChanged(f"lock {lock.name!r} changed holder while it was being broken")
     return lock
 

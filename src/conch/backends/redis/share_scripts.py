@@ -1,8 +1,6 @@
-"""The ``redis://`` scripts of shared holds, semaphore permits and waiting writers: each is
-an entry of a sorted set scored by the server time (ms) its lease ends, renewed together
-by one script per beat. Shared holds keep the lock's holder key (its first shared holder's
-value) for as long as one is alive, so exclusive holds, old or new, exclude them. Layout,
-wake-ups and what a mixed fleet gets: docs/redis.md, "Shared locks and semaphores"."""
+"""The ``redis://`` keys and scripts of shared holds, semaphore permits and waiting writers,
+each an entry of a sorted set scored by the server time (ms) its lease ends. Layout, wake-ups
+and what a mixed fleet gets: docs/redis.md, "Shared locks and semaphores"."""
 
 from __future__ import annotations
 
@@ -59,51 +57,47 @@ if waited ~= 0 then signal(KEYS[waited]) end
 return {1, next_token(KEYS[2], clock), holder}
 """
 
-# KEYS[1] holder, [2] readers, [3] wake list; ARGV[1] this hold's value, [2] the holder
-# value it joined. Returns 1 when the hold was alive (the last one frees the holder key
-# and wakes a waiter), else 0.
-SHARED_RELEASE = _COMMON + """
-local lease = redis.call('ZSCORE', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-if not lease or tonumber(lease) <= now_ms or redis.call('GET', KEYS[1]) ~= ARGV[2] then
+# KEYS[1] permits, [2] token counter, [3] limit, [4] wake list; ARGV as SHARED_ACQUIRE,
+# then [4] the limit. Replies as SHARED_ACQUIRE (the guard value empty), or {-1, limit}
+# when the holders use another limit.
+PERMIT_ACQUIRE = _COMMON + """
+local ttl, limit = tonumber(ARGV[2]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+local held = redis.call('ZCARD', KEYS[1])
+local used = held > 0 and redis.call('GET', KEYS[3])
+if used and used ~= ARGV[4] then return {-1, tonumber(used)} end
+if held >= limit and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return {0, tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) - now_ms, 4}
+end
+redis.call('ZADD', KEYS[1], now_ms + ttl, ARGV[1])
+redis.call('SET', KEYS[3], ARGV[4], 'KEEPTTL')
+keep_for(KEYS[1], ttl)
+keep_for(KEYS[3], ttl)
+if ARGV[3] ~= '0' and held + 1 < limit then signal(KEYS[4]) end
+return {1, next_token(KEYS[2], clock), ''}
+"""
+
+# Releases, KEYS[1] the entries, [2] their guard key, [3] wake list; ARGV[1] this hold's
+# value, [2] the guard's value. Returns 1 when the hold was alive, else 0. A shared hold
+# checks its guard (the holder value it joined), and the last one frees the holder key
+# and wakes the waiters; a permit wakes one.
+_LEFT = """
+local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+"""
+SHARED_RELEASE = _COMMON + _LEFT + """
+if not lease or tonumber(lease) <= now_ms or redis.call('GET', KEYS[2]) ~= ARGV[2] then
   return 0
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
-if redis.call('ZCARD', KEYS[2]) <= 1 then
+if redis.call('ZCARD', KEYS[1]) <= 1 then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   signal(KEYS[3])
 end
 return 1
 """
-
-# KEYS[1] permits, [2] token counter, [3] limit, [4] wake list; ARGV[1] this hold's value,
-# [2] TTL in ms, [3] limit, [4] 1 after a wait. Returns {1, token} when granted (again,
-# for a retried attempt that was), {0, ms until the first permit's lease ends} when all are
-# taken, {-1, limit} when the holders use another limit.
-PERMIT_ACQUIRE = _COMMON + """
-local ttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
-local held = redis.call('ZCARD', KEYS[1])
-local used = held > 0 and redis.call('GET', KEYS[3])
-if used and used ~= ARGV[3] then return {-1, tonumber(used)} end
-if held >= limit and not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return {0, tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]) - now_ms}
-end
-redis.call('ZADD', KEYS[1], now_ms + ttl, ARGV[1])
-redis.call('SET', KEYS[3], ARGV[3], 'KEEPTTL')
-keep_for(KEYS[1], ttl)
-keep_for(KEYS[3], ttl)
-if ARGV[4] == '1' and held + 1 < limit then signal(KEYS[4]) end
-return {1, next_token(KEYS[2], clock)}
-"""
-
-# KEYS[1] permits, [2] limit, [3] wake list; ARGV[1] this hold's value. Returns 1 when
-# the permit was alive (now free, a waiter woken), else 0.
-PERMIT_RELEASE = _COMMON + """
-local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[1], ARGV[1])
+PERMIT_RELEASE = _COMMON + _LEFT + """
 if not lease or tonumber(lease) <= now_ms then return 0 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('DEL', KEYS[1], KEYS[2]) end
 redis.call('DEL', KEYS[3])
 signal(KEYS[3])
@@ -154,7 +148,6 @@ return renewed
 
 SCRIPTS = (SHARED_ACQUIRE, SHARED_RELEASE, PERMIT_ACQUIRE, PERMIT_RELEASE, WRITER_WAITS,
            WRITER_DONE, RENEW_ENTRIES)
-SEMAPHORE_PREFIX = KEY_PREFIX + b"semaphore:"
 
 
 class SharedKeys(NamedTuple):
@@ -193,5 +186,5 @@ def shared_keys(lock: LockKeys) -> SharedKeys:
 
 def permit_keys(name: bytes) -> PermitKeys:
     """A namespace apart from the locks' (theirs is ``conch:<hex>:...``)."""
-    base = SEMAPHORE_PREFIX + hex_digest(name).encode()
+    base = KEY_PREFIX + b"semaphore:" + hex_digest(name).encode()
     return PermitKeys(base + b":permits", base + b":token", base + b":limit", base + b":wake")
