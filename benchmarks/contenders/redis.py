@@ -13,9 +13,9 @@
 * **PING floor**: one ``PING`` per cycle, measured uncontended only: the round-trip
   that the hand-off goal of issue 13 is a multiple of.
 * **fenced scripts floor**: conch's own ACQUIRE and RELEASE scripts called through bare
-  redis-py, waiting as conch does (``BLPOP`` + ACQUIRE in one pipeline) but with no
-  renewal, no conch object and no turns: what a fenced, owner-checked, waking lock
-  costs on the wire and in the server.
+  redis-py on one kept connection (as conch's steps), waiting as conch does (``BLPOP`` +
+  ACQUIRE in one pipeline) but with no renewal, no conch object and no turns: what a
+  fenced, owner-checked, waking lock costs on the wire and in the server.
 
 ``python -m benchmarks.contenders.redis`` also counts, per acquisition, the
 requests each library sends (writes to the socket, a pipeline counting once)
@@ -195,11 +195,16 @@ class _FencedScripts:
 
 
 class FencedScripts(_Client):
-    """The floor of a fenced lock with server wake-ups: conch's protocol without conch."""
+    """The floor of a fenced lock with server wake-ups: conch's protocol without conch,
+    its steps on one kept connection as conch's (``single_connection_client``; the waits'
+    pipelines take one of the pool)."""
 
     name = SCRIPTS
     distribution = "redis"
     floor = True
+
+    def setup(self) -> None:
+        self._client = redis.Redis.from_url(self.target, single_connection_client=True)
 
     def lock(self, name: str) -> LockLike:
         return _FencedScripts(self._client, name)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import redis
@@ -89,7 +90,7 @@ class RedisOptions:
             hosts=hosts, master=master, sentinels=sentinels,
         )
 
-    @property
+    @functools.cached_property
     def ttl_ms(self) -> int:
         """The TTL in whole milliseconds (at least 1), as the scripts take it."""
         return max(1, round(self.ttl * 1000))

@@ -118,8 +118,8 @@ class RedisSession:
         # The uncontended path: flat, no context manager, EVALSHA without redis-py's
         # Script wrapper (which adds two imports and two isinstance checks per call).
         try:
-            reply = retry_once(lambda retry: self._run(
-                steps.acquire_call(keys, value, options.ttl_ms, retrying or retry)))
+            reply = self._run(steps.acquire_call(keys, value, options.ttl_ms, retrying),
+                              steps.acquire_call(keys, value, options.ttl_ms, True))
             outcome = steps.acquire_outcome(reply, options.ttl)
             if outcome[0] is not None and options.wait_replicas:
                 steps.check_replicas(self._waits.wait(options.wait_replicas,
@@ -137,23 +137,26 @@ class RedisSession:
         :meth:`try_acquire` in the same round-trip: the server runs it as the wait ends.
         Also returns the signal the wait took (None: none). A broken connection ends the
         wait early; then the attempt is made (or found) anew."""
-        with self.calls():
-            try:
-                replies = self._wait_then(keys.wake, seconds, steps.acquire_call(
-                    keys, value, self.options.ttl_ms, False))
-            except TRANSIENT:
-                if self.closed:  # stop() ended the wait: free what the attempt may hold
-                    self.abandon(steps.release_call(keys, value))
-                return self.try_acquire(keys, value, retrying=True), None
-            except BaseException:
+        if self.closed:  # the contended path: flat as try_acquire's
+            raise NotStarted("the coordinator of this lock was stopped")
+        try:
+            replies = self._wait_then(keys.wake, seconds, steps.acquire_call(
+                keys, value, self.options.ttl_ms, False))
+        except TRANSIENT:
+            if self.closed:  # stop() ended the wait: free what the attempt may hold
                 self.abandon(steps.release_call(keys, value))
-                raise
-            if replies is None:
-                return self.try_acquire(keys, value), None
-            outcome, signal = steps.outcome_after_wait(replies, self.options.ttl)
-            if outcome[0] is not None and self.options.wait_replicas:
-                return self.try_acquire(keys, value, retrying=True), signal  # then WAIT
-            return outcome, signal
+            return self.try_acquire(keys, value, retrying=True), None
+        except BaseException as exc:
+            self.abandon(steps.release_call(keys, value))
+            if isinstance(exc, RedisError):
+                raise unavailable(self.url, self.describe(exc)) from None
+            raise
+        if replies is None:
+            return self.try_acquire(keys, value), None
+        outcome, signal = steps.outcome_after_wait(replies, self.options.ttl)
+        if outcome[0] is not None and self.options.wait_replicas:
+            return self.try_acquire(keys, value, retrying=True), signal  # then WAIT
+        return outcome, signal
 
     def release(self, hold: RedisHold) -> None:
         """Stop renewing ``hold`` and free its lock, waking one waiter."""
@@ -163,7 +166,7 @@ class RedisSession:
             self.abandon(call)
             return
         try:
-            released = retry_once(lambda _: self._run(call))
+            released = self._run(call, call)
         except RedisError as exc:
             raise unavailable(self.url, self.describe(exc)) from None
         steps.check_released(hold.keys, released)
@@ -175,7 +178,7 @@ class RedisSession:
     def run(self, call: ScriptCall, idempotent: bool = True) -> Any:
         """Run a script (again after a connection failure, if ``idempotent``)."""
         with self.calls():
-            return retry_once(lambda _: self._run(call)) if idempotent else self._run(call)
+            return self._run(call, call if idempotent else None)
 
     def wait_and_run(self, wake_list: bytes, seconds: float, call: ScriptCall) -> Any:
         """``BLPOP`` on ``wake_list`` for at most ``seconds``, then the script in the same
@@ -192,7 +195,7 @@ class RedisSession:
         it may have been granted, or was granted as the coordinator stopped); else that
         expires within the TTL. Once closed, the client connects again for this."""
         try:
-            retry_once(lambda _: self._run(call))
+            self._run(call, call)
         except RedisError:
             log.warning("could not free %s; it expires within the TTL", call[1][0].decode())
         finally:
@@ -203,34 +206,41 @@ class RedisSession:
         """``BLPOP`` then ``call`` in one pipeline: both replies (:func:`steps.checked`);
         None when the server had lost the script (loaded again now)."""
         source, keys, args = call
-        with self._waits.pipeline(transaction=False) as pipeline:
-            pipeline.blpop([wake_list], seconds)
-            pipeline.evalsha(self.scripts[source].sha, len(keys), *keys, *args)
-            replies = steps.checked(pipeline.execute(False))
+        pipeline = self._waits.pipeline(transaction=False)  # execute() returns its connection
+        pipeline.blpop([wake_list], seconds)
+        pipeline.evalsha(self.scripts[source].sha, len(keys), *keys, *args)
+        replies = steps.checked(pipeline.execute(False))
         if replies is None:
             self.commands.script_load(source)
         return replies
 
-    def _run(self, call: ScriptCall) -> Any:
+    def _run(self, call: ScriptCall, retry: ScriptCall | None = None) -> Any:
         """``EVALSHA`` of ``call`` on the pinned connection, or one of the pool while
-        another thread uses that."""
-        if not self._pinned_idle.acquire(blocking=False):
-            return self._evalsha(self.commands, call)
-        pinned = self._pinned
+        another thread uses that; ``retry`` once after a connection failure (a stale pooled
+        connection after a restart, a master demoted by a failover), if the step may be."""
         try:
-            if pinned is None:
-                pinned = self._pinned = redis.Redis(
-                    connection_pool=self.commands.connection_pool, single_connection_client=True)
-            return self._evalsha(pinned, call)
+            if not self._pinned_idle.acquire(blocking=False):
+                return self._evalsha(self.commands, call)
+            pinned = self._pinned
+            try:
+                if pinned is None:
+                    pinned = self._pinned = redis.Redis(
+                        connection_pool=self.commands.connection_pool,
+                        single_connection_client=True)
+                return self._evalsha(pinned, call)
+            except TRANSIENT:
+                # Back to the pool, which connects it again: under Sentinel, to the master
+                # it asks for (redis-py reconnects a pinned connection to its old address).
+                if pinned is not None:
+                    pinned.close()
+                self._pinned = None
+                raise
+            finally:
+                self._pinned_idle.release()
         except TRANSIENT:
-            # Back to the pool, which connects it again: under Sentinel, to the master it
-            # asks for (redis-py reconnects a pinned connection to its old address).
-            if pinned is not None:
-                pinned.close()
-            self._pinned = None
-            raise
-        finally:
-            self._pinned_idle.release()
+            if retry is None:
+                raise
+            return self._run(retry)
 
     def _evalsha(self, client: redis.Redis, call: ScriptCall) -> Any:
         """``EVALSHA`` of ``call``, the script loaded again if the server lost it (a restart)."""
