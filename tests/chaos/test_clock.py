@@ -35,8 +35,8 @@ WALL_CLOCK_READS = {
         "a fresh token starts above the clock in µs, so tokens stay above those of a wiped file",
     ("backends/file/session.py", "sweep"): "file modification times are wall-clock: a jump only "
                                    "changes which idle files are swept",
-    ("backends/memcached/lock.py", "next_token"): "a lost counter restarts above the clock in µs",
-    ("backends/memcached/lock.py", "in_grace"): "the epoch of a server's state, a clock value",
+    ("backends/memcached/lock.py", "_fenced"): "a lost counter restarts above the clock in µs",
+    ("backends/memcached/lock.py", "_in_grace"): "the epoch of a server's state, a clock value",
     ("backends/memory/lock.py", "try_take"): "the start time shown for a hold (conch show)",
     ("introspection.py", "stamp"): "the start time stored with a hold, for other hosts",
     ("cli_introspection.py", "_ls"): "a hold's age from a start time another host stamped",
