@@ -6,13 +6,21 @@ oldest key of its queue, which breaking deletes."""
 from __future__ import annotations
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
-from conch.backends.etcd.client import Gateway, Message, created, decode, encode, keys_under
-from conch.backends.etcd.errors import diagnosed
+from conch.backends.etcd.client import (
+    Gateway,
+    Message,
+    Unreachable,
+    created,
+    decode,
+    encode,
+    keys_under,
+)
 from conch.backends.etcd.groups import EtcdGroupStore
 from conch.backends.etcd.lock import EtcdLock, EtcdPermit
 from conch.backends.etcd.session import EtcdSession
 from conch.backends.kit.naming import hex_digest
 from conch.backends.kit.tls import OptionNames, tls_from_url
+from conch.backends.kit.tls_diagnosis import diagnose_endpoints
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL
 from conch.introspection import (
@@ -68,7 +76,7 @@ class EtcdBackend(Backend):
             self.session.lease()  # the first lease starts the heartbeat
         except BackendUnavailable as exc:
             self.gateway.close()
-            raise diagnosed(exc, self.gateway.ssl_context, self.gateway.connect_timeout) from None
+            raise self._diagnosed(exc) from None
 
     def close(self) -> None:
         if self._groups is not None:
@@ -125,6 +133,17 @@ class EtcdBackend(Backend):
         if not answer.get("succeeded"):
             raise HolderChanged(f"lock {lock.name!r} was released while being broken")
         return lock
+
+    def _diagnosed(self, failure: BackendUnavailable) -> BackendUnavailable:
+        """``failure``, or the TLS problem behind it when a connection of our own finds one."""
+        endpoint = failure.tls_suspect if isinstance(failure, Unreachable) else None
+        problem = endpoint and diagnose_endpoints([endpoint], self.gateway.ssl_context,
+                                                  self.gateway.connect_timeout,
+                                                  "use an etcd+https:// URL")
+        if endpoint is None or problem is None:
+            return failure
+        return BackendUnavailable(f"etcd at {endpoint[0]}:{endpoint[1]} is unreachable "
+                                  f"({problem})")
 
     def _describe(self, key: bytes) -> tuple[LockInfo, Message | None]:
         """Lock ``key`` and its holder's key-value."""

@@ -1,5 +1,5 @@
-"""A client of etcd v3's JSON gateway over urllib3: the calls the lock needs, and watch
-streams read with a deadline (docs/etcd.md, *The code*, *Client choice*)."""
+"""A client of etcd v3's JSON gateway over urllib3: requests, watches read with a deadline,
+and etcd's failures as :class:`conch.BackendUnavailable` (docs/etcd.md, *The code*)."""
 
 from __future__ import annotations
 
@@ -12,22 +12,43 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import urllib3
+from urllib3 import exceptions
 from urllib3.connection import HTTPConnection
-from urllib3.exceptions import ConnectTimeoutError, HTTPError
 
 from conch.backends.base import Deadline
-from conch.backends.etcd import errors
-from conch.backends.etcd.errors import UNAUTHENTICATED, EtcdRequestFailed
+from conch.backends.kit.errors import scrub, unavailable
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.tls import TLSFiles, client_context
+from conch.backends.kit.tls_diagnosis import explain
 from conch.errors import BackendUnavailable
 from conch.url import BackendURL
 
 Message = dict[str, Any]
+Endpoint = tuple[str, int]
 T = TypeVar("T")
 
 DEFAULT_PORT = 2379
-_JSON = {"Content-Type": "application/json"}
+# gRPC codes in the gateway's ``code``; CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE: transient.
+NOT_FOUND, FAILED_PRECONDITION, UNAUTHENTICATED = 5, 9, 16
+_TRANSIENT = frozenset({1, 4, 14})
+# etcd 3.4's gateway refuses a client certificate with a CommonName once auth is on.
+_CN_REFUSED = "CommonName of client sending a request against gateway"
+
+
+class Unreachable(BackendUnavailable):
+    """No answer; ``tls_suspect``: the endpoint, when TLS may be the cause."""
+
+    def __init__(self, text: str, tls_suspect: Endpoint | None) -> None:
+        super().__init__(text)
+        self.tls_suspect = tls_suspect
+
+
+class EtcdRequestFailed(BackendUnavailable):
+    """etcd refused a request; ``code`` is its gRPC status code."""
+
+    def __init__(self, text: str, code: int) -> None:
+        super().__init__(text)
+        self.code = code
 
 
 def encode(data: bytes) -> str:
@@ -40,8 +61,9 @@ def decode(text: str) -> bytes:
     return base64.b64decode(text)
 
 
-def created(keys: Message, revision: object = 0, result: str = "EQUAL") -> Message:
+def created(keys: Message | bytes, revision: object = 0, result: str = "EQUAL") -> Message:
     """A comparison of the create revision of ``keys`` (a key or a range; 0: none exists)."""
+    keys = {"key": encode(keys)} if isinstance(keys, bytes) else keys
     return {**keys, "target": "CREATE", "result": result, "create_revision": str(revision)}
 
 
@@ -52,11 +74,9 @@ def keys_under(prefix: bytes, **fields: object) -> Message:
 
 
 class Watch:
-    """A watch, confirmed by etcd within ``timeout``. One thread reads it; any may
-    interrupt it."""
+    """A watch, confirmed by etcd within ``timeout``; one thread reads it, any interrupts it."""
 
-    def __init__(self, response: urllib3.BaseHTTPResponse, endpoint: str,
-                 timeout: float) -> None:
+    def __init__(self, response: urllib3.BaseHTTPResponse, timeout: float) -> None:
         conn = response.connection
         assert isinstance(conn, HTTPConnection) and conn.sock is not None  # a stream keeps one
         self._sock, self._response = conn.sock, response
@@ -65,22 +85,20 @@ class Watch:
         self.ended = False  # the stream ended, was interrupted, or etcd cancelled the watch
         self.revision = 0  # the store revision at creation: later changes are seen
         try:
-            self._start(endpoint, Deadline(timeout))
+            self._start(f"{conn.host}:{conn.port}", Deadline(timeout))
         except BaseException:
             self.close()
             raise
 
     def wait(self, deadline: Deadline) -> bool:
-        """True once a watched key changed or the stream ended (at once until
-        :meth:`take_changes`), False when ``deadline`` passed."""
+        """True once a watched key changed (until :meth:`take_changes`) or the stream ended."""
         while not (self.ended or self._changed):
             result = self._next(deadline)
             if result is None:
                 return not deadline.expired()
             # A cancelled watch (a compacted history) has ended too: the caller reads again.
             self.ended = bool(result.get("canceled"))
-            self._changed.update(decode(event["kv"]["key"])
-                                 for event in result.get("events", []))
+            self._changed.update(decode(event["kv"]["key"]) for event in result.get("events", []))
         return True
 
     def take_changes(self) -> set[bytes]:
@@ -127,15 +145,14 @@ class Watch:
             try:
                 self._sock.settimeout(remaining)
                 data = self._response.read1(65536)
-            except (HTTPError, OSError):  # a read timeout: urllib3 closed the stream too
+            except (exceptions.HTTPError, OSError):  # a read timeout: urllib3 closed it too
                 data = b""
             self.ended = not data
             self._buffer += data
 
 
 class Gateway:
-    """Requests to one etcd cluster: to the current endpoint, moving to the next when a
-    connection cannot be opened (nothing is retried once sent). Thread-safe."""
+    """Requests to one etcd cluster, at the next endpoint while one cannot be connected to."""
 
     def __init__(self, url: BackendURL, tls_files: TLSFiles | None) -> None:
         self._url = url
@@ -147,7 +164,7 @@ class Gateway:
         self.ssl_context: ssl.SSLContext | None = None  # None: plain HTTP
         self._pools: list[urllib3.HTTPConnectionPool] = []
         self._current = 0
-        self._headers = _JSON
+        self._headers: dict[str, str] = {}
 
     def open(self) -> None:
         """Read the TLS files, if any, and make the connection pools: before any request."""
@@ -163,13 +180,13 @@ class Gateway:
             return
         try:  # without the old token: etcd refuses any request carrying an expired one
             answer = self._send("/v3/auth/authenticate", {
-                "name": self._url.username, "password": self._url.password or ""}, _JSON).json()
+                "name": self._url.username, "password": self._url.password or ""}, {}).json()
         except EtcdRequestFailed as exc:
-            if exc.code == errors.FAILED_PRECONDITION:  # auth off: etcd's client goes on
+            if exc.code == FAILED_PRECONDITION:  # auth off: etcd's client goes on
                 return
             raise EtcdRequestFailed(f"etcd refused user {self._url.username!r}: {exc}",
                                     exc.code) from None
-        self._headers = {**_JSON, "Authorization": str(answer["token"])}
+        self._headers = {"Authorization": str(answer["token"])}
 
     def call(self, path: str, body: Message, timeout: float | None = None) -> Message:
         """POST ``body`` to ``path`` and return etcd's answer."""
@@ -183,8 +200,7 @@ class Gateway:
 
     def delete(self, key: bytes, timeout: float | None = None) -> int:
         """Delete ``key``; how many keys were deleted (0 when it was already gone)."""
-        return int(self.call("/v3/kv/deleterange", {"key": encode(key)}, timeout)
-                   .get("deleted", 0))
+        return int(self.call("/v3/kv/deleterange", {"key": encode(key)}, timeout).get("deleted", 0))
 
     def lease_ttl(self, lease_id: int, timeout: float | None = None) -> tuple[int, int, set[bytes]]:
         """The revision read, a lease's seconds left (-1: gone) and its keys."""
@@ -196,12 +212,8 @@ class Gateway:
         """A started watch on the keys under ``prefix``, from the current revision on."""
         request = {"create_request": keys_under(
             prefix, filters=["NOPUT"] if deletes_only else [])}
-
-        def open_watch() -> Watch:
-            response = self._send("/v3/watch", request, self._headers, stream=True)
-            host, port = self.endpoints[self._current]
-            return Watch(response, f"{host}:{port}", self._timeout)
-        return self._with_token(open_watch)
+        return self._with_token(lambda: Watch(
+            self._send("/v3/watch", request, self._headers, stream=True), self._timeout))
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -210,13 +222,10 @@ class Gateway:
 
     def forget_parent(self) -> None:
         """New pools (in a forked child: leaving the parent's connections alone)."""
-        limits = urllib3.Timeout(connect=self.connect_timeout, read=self._timeout)
-        self._pools = [
-            urllib3.HTTPConnectionPool(host, port, maxsize=16, block=False, retries=False,
-                                       timeout=limits) if self.ssl_context is None else
-            urllib3.HTTPSConnectionPool(host, port, maxsize=16, block=False, retries=False,
-                                        timeout=limits, ssl_context=self.ssl_context)
-            for host, port in self.endpoints]
+        tls: Message = {} if self.ssl_context is None else {"ssl_context": self.ssl_context}
+        pool_class = urllib3.HTTPConnectionPool if not tls else urllib3.HTTPSConnectionPool
+        self._pools = [pool_class(host, port, maxsize=16, block=False, retries=False, **tls)
+                       for host, port in self.endpoints]
 
     def _with_token(self, request: Callable[[], T]) -> T:
         """``request()``, again with a new auth token if etcd said it expired."""
@@ -230,29 +239,62 @@ class Gateway:
 
     def _send(self, path: str, body: Message, headers: dict[str, str],
               timeout: float | None = None, stream: bool = False) -> urllib3.BaseHTTPResponse:
-        """The answer of the current endpoint, or of the next ones while a connection
-        cannot be opened; ``stream``: left unread, its connection out of the pool."""
+        """The answer of the first endpoint that can be connected to (``stream``: unread)."""
         read_timeout = self._timeout if timeout is None else timeout
         limits = urllib3.Timeout(connect=min(self.connect_timeout, read_timeout),
                                  read=read_timeout)
-        payload, start = json.dumps(body).encode(), self._current
-        failure: BaseException | None = None
+        start, failure = self._current, None
         for step in range(len(self.endpoints)):
             index = (start + step) % len(self.endpoints)
             try:
-                response = self._pools[index].urlopen(
-                    "POST", path, body=payload, headers=headers, timeout=limits,
+                response = self._pools[index].request(
+                    "POST", path, json=body, headers=headers, timeout=limits,
                     preload_content=not stream, release_conn=not stream)
-            except ConnectTimeoutError as exc:  # not sent: the next endpoint may answer
+            except exceptions.ConnectTimeoutError as exc:  # not sent: the next may answer
                 failure = exc
                 continue
-            except (HTTPError, OSError) as exc:
-                raise errors.unreachable(self._url, self.endpoints[index], exc) from None
+            except (exceptions.HTTPError, OSError) as exc:
+                raise self._unreachable(self.endpoints[index], exc) from None
             self._current = index
             if response.status != 200:
-                raise errors.refusal(self._url, self.endpoints[index], response.status,
-                                     response.data)
+                raise self._refusal(self.endpoints[index], response.status, response.data)
             return response
         assert failure is not None
-        raise errors.unreachable(self._url, self.endpoints[start], failure,
-                                 every=len(self.endpoints) > 1)
+        raise self._unreachable(self.endpoints[start], failure, every=len(self.endpoints) > 1)
+
+    def _unreachable(self, endpoint: Endpoint, exc: BaseException,
+                     every: bool = False) -> Unreachable:
+        """The error for urllib3's failure ``exc`` at ``endpoint`` (or at every endpoint)."""
+        tls_problem = explain(exc)
+        if tls_problem is not None:
+            reason = tls_problem
+        elif isinstance(exc, exceptions.NewConnectionError):
+            reason = "connection refused" if "refused" in str(exc).lower() else "cannot connect"
+        elif isinstance(exc, exceptions.TimeoutError | TimeoutError):
+            reason = "timed out"
+        elif isinstance(exc, exceptions.ProtocolError | ConnectionError):
+            reason = "connection lost"
+        else:
+            reason = type(exc).__name__
+        where = "every endpoint" if every else f"{endpoint[0]}:{endpoint[1]}"
+        suspect = tls_problem or isinstance(exc, exceptions.SSLError | exceptions.ProtocolError)
+        return Unreachable(scrub(f"etcd at {where} is unreachable ({reason})", self._url),
+                           endpoint if suspect and not every else None)
+
+    def _refusal(self, endpoint: Endpoint, status: int, data: bytes) -> BackendUnavailable:
+        """The error for an HTTP answer other than 200."""
+        where = f"etcd at {endpoint[0]}:{endpoint[1]}"
+        try:
+            answer = json.loads(data)
+            message, code = str(answer.get("message") or answer["error"]), int(answer["code"])
+        except (ValueError, KeyError, TypeError):
+            text = data.decode(errors="replace").strip()[:200]
+            if _CN_REFUSED in text:
+                text += (" (etcd's JSON gateway refuses a client certificate with a CommonName "
+                         "when auth is on: use one without a CN; the user comes from "
+                         "user:password@)")
+            return unavailable(self._url, f"{where} is unavailable (HTTP {status}"
+                                          f"{': ' + text if text else ''})")
+        if code in _TRANSIENT:
+            return unavailable(self._url, f"{where} is unavailable ({message})")
+        return EtcdRequestFailed(scrub(f"{where}: {message}", self._url), code)

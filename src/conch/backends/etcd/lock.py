@@ -8,8 +8,15 @@ from __future__ import annotations
 import time
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
-from conch.backends.etcd.client import Message, Watch, created, decode, encode, keys_under
-from conch.backends.etcd.errors import EtcdRequestFailed
+from conch.backends.etcd.client import (
+    EtcdRequestFailed,
+    Message,
+    Watch,
+    created,
+    decode,
+    encode,
+    keys_under,
+)
 from conch.backends.etcd.session import EtcdSession, Hold, Lease
 from conch.errors import BackendUnavailable, LimitMismatch
 from conch.introspection import HolderStamp

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 
 from conch import metrics
 from conch.backends.base import LossCallback
-from conch.backends.etcd.client import Gateway, Message, Watch
-from conch.backends.etcd.errors import NOT_FOUND, EtcdRequestFailed
+from conch.backends.etcd.client import NOT_FOUND, EtcdRequestFailed, Gateway, Message, Watch
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.session import Heartbeat, Holds
 from conch.errors import BackendUnavailable, LockLost, NotStarted
