@@ -1,20 +1,10 @@
 """``etcd[+https]://[user:password@]host:port[,host:port][/prefix][?options]``: locks and
-groups in an etcd v3 cluster through its JSON gateway; options ``ttl``, ``connect_timeout``,
-``timeout`` and ``ssl_ca``/``ssl_cert``/``ssl_key`` (docs/etcd.md). A lock's holder is the
-oldest key of its queue, which breaking deletes."""
+groups in an etcd v3 cluster through its JSON gateway (docs/etcd.md has the options)."""
 
 from __future__ import annotations
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
-from conch.backends.etcd.client import (
-    Gateway,
-    Message,
-    Unreachable,
-    created,
-    decode,
-    encode,
-    keys_under,
-)
+from conch.backends.etcd.client import Gateway, Message, created, decode, encode, keys_under
 from conch.backends.etcd.groups import EtcdGroupStore
 from conch.backends.etcd.lock import EtcdLock, EtcdPermit
 from conch.backends.etcd.session import EtcdSession
@@ -35,9 +25,7 @@ from conch.url import BackendURL
 
 DEFAULT_PREFIX = "/conch/locks"
 DEFAULT_TTL = 10
-SEMAPHORES = b"/semaphores/"
-"""Where the semaphores' queues are, beside the locks' (named by hex digests, never this)."""
-# conch's ssl_* names (docs/etcd.md says why); conch.compat.tooz translates etcd3gw's.
+SEMAPHORES = b"/semaphores/"  # the semaphores' queues, beside the locks' (hex digests)
 TLS_OPTIONS = OptionNames(ca="ssl_ca", cert="ssl_cert", key="ssl_key")
 
 
@@ -69,8 +57,7 @@ class EtcdBackend(Backend):
         try:
             self.gateway.open()
             self.gateway.authenticate()
-            # Granting a lease needs no permission: read the prefix so that missing
-            # credentials or rights fail here, not at the first acquire.
+            # Granting a lease needs no permission: a read fails here without rights.
             self.gateway.call("/v3/kv/range",
                               keys_under(self.prefix + b"/", limit="1", count_only=True))
             self.session.lease()  # the first lease starts the heartbeat
@@ -108,8 +95,7 @@ class EtcdBackend(Backend):
         return self._describe(key)[0]
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
-        # Queues are named by hex digests: from "<prefix>/0" to "<prefix>/f..." and no
-        # further, leaving out the groups and the semaphores beside them.
+        # The queues (hex digests) from "<prefix>/0" to "<prefix>/f...", not groups, semaphores.
         answer = self.gateway.call("/v3/kv/range", {"key": encode(self.prefix + b"/0"),
                                                     "range_end": encode(self.prefix + b"/g")})
         queues: dict[bytes, list[Message]] = {}
@@ -136,7 +122,7 @@ class EtcdBackend(Backend):
 
     def _diagnosed(self, failure: BackendUnavailable) -> BackendUnavailable:
         """``failure``, or the TLS problem behind it when a connection of our own finds one."""
-        endpoint = failure.tls_suspect if isinstance(failure, Unreachable) else None
+        endpoint = getattr(failure, "tls_suspect", None)  # client.Unreachable's
         problem = endpoint and diagnose_endpoints([endpoint], self.gateway.ssl_context,
                                                   self.gateway.connect_timeout,
                                                   "use an etcd+https:// URL")
@@ -146,8 +132,7 @@ class EtcdBackend(Backend):
                                   f"({problem})")
 
     def _describe(self, key: bytes) -> tuple[LockInfo, Message | None]:
-        """Lock ``key`` and its holder's key-value."""
-        # Sorted, then cut to one key; "count" is every key of the range all the same.
+        """Lock ``key`` and its holder's key-value ("count" counts the keys beyond the limit)."""
         answer = self.gateway.call("/v3/kv/range", keys_under(
             self.queue(key), sort_order="ASCEND", sort_target="CREATE", limit="1"))
         kvs = answer.get("kvs", [])

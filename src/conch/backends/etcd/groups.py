@@ -1,5 +1,5 @@
-"""``etcd://`` groups: a group is a key without lease, a member a key on the session's lease;
-one watch on the member keys pushes joins, leaves and expiries (docs/etcd.md, *Groups*)."""
+"""``etcd://`` groups: a group is a key, a member a key on the session's lease, and one watch
+on the member keys pushes the changes (docs/etcd.md, *Groups*)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from conch.errors import BackendUnavailable, GroupNotEmpty, GroupNotFound
 
 log = logging.getLogger("conch")
 
-# Under the URL's prefix, beside the lock queues (named by hex digests, so never these):
+# Under the URL's prefix, beside the lock queues (named by hex digests):
 GROUPS = b"/groups/"  # + readable_key(group): the group, its exact name as value
 MEMBERS = b"/group-members/"  # + readable_key(group) + "/" + member id: a member's entry
 RECONNECT_PAUSE = 0.5  # seconds between attempts to open the members' watch
@@ -46,10 +46,9 @@ class EtcdGroupStore(GroupStore):
         self._subscribers.forget_parent()
 
     def create(self, group: bytes) -> bool:
-        key = encode(self._group_key(group))
-        answer = self._gateway.txn(
-            compare=[created({"key": key})],
-            success=[{"request_put": {"key": key, "value": encode(group)}}])
+        key = self._group_key(group)
+        answer = self._gateway.txn(compare=[created(key)], success=[
+            {"request_put": {"key": encode(key), "value": encode(group)}}])
         return bool(answer.get("succeeded"))
 
     def delete(self, group: bytes) -> None:
@@ -78,7 +77,7 @@ class EtcdGroupStore(GroupStore):
             lease = self._session.lease()
             put = {"key": encode(key), "value": encode(data), "lease": str(lease.id)}
             answer = self._session.write_with(
-                lease, compare=[created({"key": encode(self._group_key(group))}, result="GREATER")],
+                lease, compare=[created(self._group_key(group), result="GREATER")],
                 success=[{"request_put": put}])
             if answer is None:
                 continue

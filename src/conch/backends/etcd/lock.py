@@ -1,7 +1,5 @@
-"""The ``etcd://`` lock handles: a key per hold or waiter in the name's queue, on the
-session's lease; the oldest keys hold. One transaction takes a free lock or joins the queue;
-a waiter follows the queue's deletions on a watch. A shared hold and a semaphore's permit
-are the same handle with other keys and reads (docs/etcd.md, *How it works*)."""
+"""``etcd://`` lock handles: a key per hold or waiter in the name's queue, on the session's
+lease; the oldest keys hold, waiters follow deletions on a watch (docs/etcd.md)."""
 
 from __future__ import annotations
 
@@ -23,12 +21,10 @@ from conch.introspection import HolderStamp
 
 # Between attempts to reach etcd while a waiter's lease may still live.
 _RECONNECT_PAUSE = 0.25
-# A shared hold's key starts with this in the queue; an exclusive hold's key starts with
-# its lease id in hex (every conch release names them so): all of them sort before "g".
+# The start of a shared hold's key in the queue; an exclusive one's is its lease id in hex.
 SHARED, _AFTER_EXCLUSIVE = b"shared-", b"g"
 
-Turn = tuple[set[bytes], bool]
-"""The keys ahead of ours that a read found, and whether they are all of them."""
+Turn = tuple[set[bytes], bool]  # the keys ahead of ours a read found; whether that is all
 
 
 class _Requeue(Exception):
@@ -36,8 +32,7 @@ class _Requeue(Exception):
 
 
 class EtcdLock(LockHandle):
-    """A hold of the name whose keys are under ``queue``. A ``shared`` one's key is named
-    apart and waits only for the exclusive keys ahead (FIFO with them), beside the others."""
+    """A hold of the keys under ``queue``; a ``shared`` one waits only for exclusive keys."""
 
     tries_in_queue = False  # a try that finds keys queued still queues to read its place
     room = 0  # how many keys may be ahead of a holder's
@@ -47,7 +42,7 @@ class EtcdLock(LockHandle):
                  on_lost: LossCallback, shared: bool = False) -> None:
         self._session = session
         self._queue = queue
-        self._stamp = stamp  # each key's value, for `conch show`
+        self._stamp = stamp  # the keys' value, for `conch show`
         self._on_lost = on_lost
         self._hold: Hold | None = None
         # The keys that keep this kind of hold waiting, and where its own keys are named.
@@ -60,8 +55,7 @@ class EtcdLock(LockHandle):
         while True:
             lease = session.lease()
             key = lease.new_key(self._key_prefix)
-            # A watch on the queue kept from an earlier wait, started before our key is put:
-            # it sees every deletion after our read.
+            # A watch kept from an earlier wait sees every deletion after our read.
             watch = session.reuse_watch(lease, self._queue)
             try:
                 token = self._take(lease, key, watch, deadline)
@@ -89,8 +83,7 @@ class EtcdLock(LockHandle):
         put = {"request_put": {"key": encode(key), "value": encode(self._stamp.stamp()),
                                "lease": str(lease.id)}}
         may_wait = self.tries_in_queue or not deadline.expired()
-        # One round trip: take the lock if nobody queues (ahead of this kind); else join
-        # the queue (if we may wait), reading the keys queued before ours.
+        # One round trip: take a free lock, else queue (if we may wait) and read those ahead.
         answer = self._session.write_with(
             lease, compare=[created(self._ahead)],
             success=[put], failure=[self._queue_read(), put] if may_wait else [])
@@ -104,8 +97,7 @@ class EtcdLock(LockHandle):
 
     def _wait_turn(self, lease: Lease, key: bytes, own_revision: int, turn: Turn,
                    watch: Watch | None, deadline: Deadline) -> int | None:
-        """Wait until few enough keys older than ours are queued (``turn``, as read at
-        ``own_revision``, with ``watch`` started before if any); None at the deadline."""
+        """Wait until few enough keys are ahead of ours (``turn``); None at the deadline."""
         session = self._session
         (ahead, complete), revision = turn, own_revision
         stale = False  # the queue must be read again before waiting
@@ -141,8 +133,7 @@ class EtcdLock(LockHandle):
                 except EtcdRequestFailed:
                     raise
                 except BackendUnavailable:
-                    # etcd unreachable: keep our place while the lease may live; once the
-                    # heartbeat gives the lease up, requeueing grants anew (or raises).
+                    # Keep our place while the lease may live (then requeue on a new one).
                     remaining = deadline.remaining()
                     if remaining == 0:
                         raise
@@ -158,7 +149,7 @@ class EtcdLock(LockHandle):
     def _check_turn(self, key: bytes, own_revision: int) -> tuple[Turn, int]:
         """The keys ahead of ours now, and the revision read."""
         answer = self._session.gateway.txn(
-            compare=[created({"key": encode(key)}, own_revision)],
+            compare=[created(key, own_revision)],
             success=[self._queue_read(below=own_revision)])
         if not answer.get("succeeded"):  # our key is gone: deleted by hand or with our lease
             raise _Requeue
@@ -177,8 +168,7 @@ class EtcdLock(LockHandle):
 
 
 class EtcdPermit(EtcdLock):
-    """A semaphore's permit: a key naming its ``limit`` in the semaphore's queue, which holds
-    once fewer than ``limit`` keys are older than it."""
+    """A semaphore's permit: a key naming its ``limit``, held with < ``limit`` keys ahead."""
 
     tries_in_queue = True
     keys_read = 0
@@ -192,8 +182,7 @@ class EtcdPermit(EtcdLock):
     def _turn(self, answer: Message) -> Turn:
         ahead, complete = super()._turn(answer)
         for key in ahead:
-            # Any older key with another limit: its holders use that one (or it is about
-            # to find ours and give up); either way the two must not mix.
+            # Its holders use another limit (or it is about to find ours and give up).
             limit = int(key[len(self._queue):].partition(b"-")[0], 16)
             if limit != self._limit:
                 raise LimitMismatch(f"semaphore {self._name!r} is in use with limit "

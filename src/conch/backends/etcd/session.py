@@ -1,6 +1,5 @@
-"""The liveness of one etcd coordinator: one lease at a time for all its locks and group
-entries, renewed by one heartbeat, given up before etcd can expire it, revoked on close
-(docs/etcd.md, *Failures*)."""
+"""One etcd coordinator's lease for all its holds and group entries, renewed by a heartbeat,
+given up before etcd can expire it, revoked on close (docs/etcd.md, *Failures*)."""
 
 from __future__ import annotations
 
@@ -25,8 +24,7 @@ log = logging.getLogger("conch")
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Hold:
-    """One hold (or group entry): its key (attached to ``lease``) and the revision that
-    wrote it (a lock key's create revision, its fencing token)."""
+    """A hold or group entry: its key on ``lease``, the revision that wrote it (the token)."""
 
     lease: Lease
     key: bytes
@@ -36,8 +34,7 @@ class Hold:
 
 @dataclasses.dataclass(eq=False)
 class Lease:
-    """One session lease and what depends on it: holds, group entries, and the watches
-    ``parked`` for the next wait in their queue."""
+    """A lease, its holds and entries, and the watches ``parked`` for a queue's next wait."""
 
     id: int
     ttl: int
@@ -130,8 +127,7 @@ class EtcdSession:
 
     def write_with(self, lease: Lease, compare: Sequence[Message], success: Sequence[Message],
                    failure: Sequence[Message] = ()) -> Message | None:
-        """A transaction whose puts use ``lease``; None when etcd no longer knows that lease
-        (it expired before the heartbeat noticed), which is then lost."""
+        """A transaction putting on ``lease``; None if etcd forgot it (then it is lost)."""
         try:
             return self.gateway.txn(compare, success, failure)
         except EtcdRequestFailed as exc:
@@ -141,8 +137,7 @@ class EtcdSession:
             return None
 
     def watch(self, prefix: bytes, lease: Lease | None = None) -> Watch:
-        """A started watch on the keys under ``prefix`` (only their deletions in the queue of
-        a hold on ``lease``), cut short when the session closes or a lease is lost."""
+        """A watch on ``prefix`` (only deletions for a hold on ``lease``), cut short at a loss."""
         watch = self.gateway.watch(prefix, deletes_only=lease is not None)
         with self._mutex:
             self._watches = {other for other in self._watches if not other.ended} | {watch}
@@ -178,8 +173,7 @@ class EtcdSession:
                 "paused longer than the TTL?) or the lock was broken")
 
     def delete(self, key: bytes, quiet: bool = False) -> int:
-        """Delete a key (0: it was gone); if etcd cannot be reached, a later beat does, and
-        raise unless ``quiet``."""
+        """Delete a key (0: it was gone), else a later beat does (raising unless ``quiet``)."""
         try:
             return self.gateway.delete(key)
         except BackendUnavailable:
@@ -206,8 +200,7 @@ class EtcdSession:
                                         interval / 2).get("result", {}).get("TTL", 0))
         except BackendUnavailable as exc:
             metrics.record_renewals("etcd", 0, len(lease.holds.snapshot()))
-            # etcd expires the lease ttl after the last renewal it got, so no earlier than
-            # ttl after we sent it: give up while the holders can still be told in time.
+            # etcd expires it ttl after the last renewal sent at the earliest: tell holders first.
             if time.monotonic() + interval >= lease.renewed_at + lease.ttl:
                 unrenewed = time.monotonic() - lease.renewed_at
                 self.lease_lost(lease, f"not renewed for {unrenewed:.1f} s of its "
