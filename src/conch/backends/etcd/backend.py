@@ -4,7 +4,7 @@ groups in an etcd v3 cluster through its JSON gateway (docs/etcd.md has the opti
 from __future__ import annotations
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
-from conch.backends.etcd.client import Gateway, Message, created, decode, encode, keys_under
+from conch.backends.etcd.client import Gateway, Message, created, decode, keys_under
 from conch.backends.etcd.groups import EtcdGroupStore
 from conch.backends.etcd.lock import EtcdLock, EtcdPermit
 from conch.backends.etcd.session import EtcdSession
@@ -96,8 +96,8 @@ class EtcdBackend(Backend):
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
         # The queues (hex digests) from "<prefix>/0" to "<prefix>/f...", not groups, semaphores.
-        answer = self.gateway.call("/v3/kv/range", {"key": encode(self.prefix + b"/0"),
-                                                    "range_end": encode(self.prefix + b"/g")})
+        answer = self.gateway.call("/v3/kv/range",
+                                   keys_under(self.prefix + b"/0", self.prefix + b"/g"))
         queues: dict[bytes, list[Message]] = {}
         for kv in answer.get("kvs", []):
             queues.setdefault(decode(kv["key"]).rpartition(b"/")[0], []).append(kv)

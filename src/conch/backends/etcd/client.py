@@ -67,9 +67,9 @@ def created(keys: Message | bytes, revision: object = 0, result: str = "EQUAL") 
     return {**keys, "target": "CREATE", "result": result, "create_revision": str(revision)}
 
 
-def keys_under(prefix: bytes, **fields: object) -> Message:
-    """A range (or compare) over every key starting with ``prefix``, with ``fields``."""
-    end = prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes here end in "/", never 0xff
+def keys_under(prefix: bytes, end: bytes = b"", **fields: object) -> Message:
+    """A range (or compare) of the keys from ``prefix`` to ``end`` (default: all under it)."""
+    end = end or prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes here end in "/", never 0xff
     return {"key": encode(prefix), "range_end": encode(end), **fields}
 
 

@@ -46,8 +46,7 @@ class EtcdLock(LockHandle):
         self._on_lost = on_lost
         self._hold: Hold | None = None
         # The keys that keep this kind of hold waiting, and where its own keys are named.
-        self._ahead = ({"key": encode(queue), "range_end": encode(queue + _AFTER_EXCLUSIVE)}
-                       if shared else keys_under(queue))
+        self._ahead = keys_under(queue, queue + _AFTER_EXCLUSIVE if shared else b"")
         self._key_prefix = queue + SHARED if shared else queue
 
     def acquire(self, deadline: Deadline) -> int | None:
