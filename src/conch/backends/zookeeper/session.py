@@ -270,10 +270,8 @@ def _new_client(hosts: str, session_timeout: float, credentials: tuple[str, str]
     if eventlet_patched():
         # With the threading handler under eventlet, a connection dropped ("socket time-out
         # during read") as soon as a second client ran; the retry sleeps as the handler does.
-        from kazoo.handlers.eventlet import (  # type: ignore[import-untyped]
-            SequentialEventletHandler,
-        )
-        options["handler"] = handler = SequentialEventletHandler()
+        import kazoo.handlers.eventlet  # type: ignore[import-untyped]
+        options["handler"] = handler = kazoo.handlers.eventlet.SequentialEventletHandler()
         options["connection_retry"]["sleep_func"] = handler.sleep_func
     if credentials is not None:
         user, password = credentials
