@@ -253,7 +253,9 @@ class ZooKeeperSession:
                 listing = self.client.get_children_async(parent)
                 for child in self.read(listing, "list " + parent, []):
                     if child.startswith(tuple(prefixes)):
-                        self.read(self.client.delete_async(f"{parent}/{child}"), "delete " + child)
+                        with contextlib.suppress(NoNodeError):
+                            self.answer(self.client.delete_async(f"{parent}/{child}"),
+                                        "delete " + child)
             except (BackendUnavailable, KazooException):
                 with self._mutex:
                     self._abandoned.setdefault(parent, set()).update(prefixes)
