@@ -1,3 +1,2 @@
-"""The zookeeper:// backend: locks as ephemeral sequential znodes.
-
-The backend class is ``backend.ZooKeeperBackend``; docs/zookeeper.md has the design."""
+"""The zookeeper:// backend (``backend.ZooKeeperBackend``): locks as ephemeral sequential
+znodes, groups as ephemeral children (docs/zookeeper.md)."""

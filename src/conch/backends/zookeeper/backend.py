@@ -5,18 +5,20 @@ semaphores and groups under the chroot, one ZooKeeper session per coordinator
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from kazoo.exceptions import NoNodeError  # type: ignore[import-untyped]
 
 from conch.backends.base import Backend, GroupStore, LockHandle, LossCallback
 from conch.backends.kit.naming import readable_key
 from conch.backends.kit.tls import OptionNames, client_context, tls_from_url
 from conch.backends.kit.tls_diagnosis import diagnose_endpoints
-from conch.backends.zookeeper import inspection
 from conch.backends.zookeeper.groups import ZooKeeperGroupStore
-from conch.backends.zookeeper.lock import ZooKeeperLock, ZooKeeperPermit, ZooKeeperSharedLock
+from conch.backends.zookeeper.lock import CHILD, ZooKeeperLock, sequence, sequence_distance
 from conch.backends.zookeeper.session import NoSession, ZooKeeperSession
 from conch.capabilities import Capabilities
 from conch.errors import BackendUnavailable, InvalidURL
-from conch.introspection import HolderStamp, LockInfo
+from conch.introspection import HolderChanged, HolderInfo, LockInfo, has_hold_to_break, read_stamp
 from conch.url import BackendURL
 
 DEFAULT_PORT = 2181
@@ -27,6 +29,7 @@ TLS_OPTIONS = OptionNames(ca="ca", cert="certfile", key="keyfile",
                           check_hostname="check_hostname")
 # Characters ZooKeeper refuses in a path (its Programmer's Guide, "ZNodes").
 _BAD_PATH_CHARS = re.compile("[\u0000-\u001f\u007f-\u009f\ud800-\uf8ff\ufff0-\uffff]")
+_BATCH = 200  # listing reads sent at once, answered in order: a few hundred locks at a time
 
 
 class ZooKeeperBackend(Backend):
@@ -80,28 +83,64 @@ class ZooKeeperBackend(Backend):
         self.session.close()
 
     def handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return ZooKeeperLock(self.session, self._parent(key), HolderStamp(key, self.member_id),
-                             on_lost)
+        return ZooKeeperLock(self.session, self._parent(key), key, self.member_id, on_lost)
 
     def shared_handle(self, key: bytes, on_lost: LossCallback) -> LockHandle:
-        return ZooKeeperSharedLock(self.session, self._parent(key),
-                                   HolderStamp(key, self.member_id), on_lost)
+        return ZooKeeperLock(self.session, self._parent(key), key, self.member_id, on_lost,
+                             shared=True)
 
     def semaphore_handle(self, key: bytes, limit: int, on_lost: LossCallback) -> LockHandle:
-        return ZooKeeperPermit(self.session, f"{self.semaphores_path}/{readable_key(key)}",
-                               HolderStamp(key, self.member_id), on_lost, key, limit)
+        return ZooKeeperLock(self.session, f"{self.semaphores_path}/{readable_key(key)}", key,
+                             self.member_id, on_lost, limit=limit)
 
     def groups(self) -> GroupStore:
         return ZooKeeperGroupStore(self.session, self.groups_path, self.member_id)
 
+    # Who holds a lock: the first child of its znode (its data the stamp, its stat the token).
+
     def describe_lock(self, key: bytes) -> LockInfo:
-        return inspection.describe(self.session, self._parent(key), key)[0]
+        return self._describe(key)[0]
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
-        return inspection.held_locks(self.session, self.locks_path)
+        session = self.session
+        names = session.read(session.client.get_children_async(self.locks_path), "list locks", [])
+        found = []
+        for start in range(0, len(names), _BATCH):
+            paths = [f"{self.locks_path}/{name}" for name in names[start: start + _BATCH]]
+            listings = [(path, session.client.get_children_async(path)) for path in paths]
+            readings = [(session.client.get_async(f"{path}/{queue[0]}"), len(queue) - 1)
+                        for path, listing in listings
+                        if (queue := _queue(session.read(listing, "list a lock queue", [])))]
+            for reading, waiters in readings:  # stat None: released meanwhile
+                data, stat = session.read(reading, "read a lock holder", (None, None))
+                if stat is not None and (stamp := read_stamp(data)) is not None:
+                    found.append(LockInfo(stamp.key, _holder(data, stat), waiters))
+        return found
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
-        return inspection.break_hold(self.session, self._parent(key), key, token)
+        lock, path = self._describe(key)
+        if not has_hold_to_break(lock, token) or path is None:
+            return lock
+        try:  # the child's name is unique to this hold: deleting it never ends another
+            self.session.answer(self.session.client.delete_async(path), "delete the lock holder")
+        except NoNodeError:
+            raise HolderChanged(f"lock {lock.name!r} was released while being broken") from None
+        return lock
+
+    def _describe(self, key: bytes) -> tuple[LockInfo, str | None]:
+        """Lock ``key`` and the path of its holder's child."""
+        session, parent = self.session, self._parent(key)
+        for _ in range(3):  # the holder may leave between the listing and the read
+            queue = _queue(session.read(session.client.get_children_async(parent),
+                                        "list the lock queue", []))
+            if not queue:
+                break
+            path = f"{parent}/{queue[0]}"
+            data, stat = session.read(session.client.get_async(path), "read the lock holder",
+                                      (None, None))
+            if stat is not None:
+                return LockInfo(key, _holder(data, stat), len(queue) - 1), path
+        return LockInfo(key, None, 0), None
 
     def _parent(self, key: bytes) -> str:
         """The znode of lock ``key``, whose children are its queue."""
@@ -119,3 +158,19 @@ def _chroot(url: BackendURL) -> str:
     if parts[0] == "zookeeper":
         raise InvalidURL(f"/zookeeper is reserved by ZooKeeper: {url}")
     return path
+
+
+def _queue(children: list[str]) -> list[str]:
+    """A lock's children in queue order, the holder first (see sequence_distance)."""
+    ours = [child for child in children if CHILD.match(child)]
+    return sorted(ours, key=lambda child: sequence_distance(sequence(child), sequence(ours[0])))
+
+
+def _holder(data: bytes, stat: Any) -> HolderInfo:
+    session = f"0x{stat.ephemeralOwner:x}"
+    stamp = read_stamp(data)
+    if stamp is None:  # a child from before stamps: its data was the member id
+        member = data.decode("utf-8", "replace") or None
+        return HolderInfo(member_id=member, acquired_at=stat.mtime / 1000,
+                          token=stat.czxid, session=session)
+    return stamp.holder(token=stat.czxid, session=session)

@@ -116,19 +116,13 @@ class ZooKeeperGroupStore(GroupStore):
 
     def _read_children(self, parent: str) -> dict[str, bytes] | None:
         """Each child of ``parent`` with its data (None: no ``parent``), read at once."""
-        try:
-            children = self._session.answer(self._client.get_children_async(parent),
-                                            "list " + parent)
-        except NoNodeError:
+        children = self._session.read(self._client.get_children_async(parent), "list " + parent)
+        if children is None:
             return None
         readings = [(child, self._client.get_async(f"{parent}/{child}")) for child in children]
-        found = {}
-        for child, reading in readings:
-            try:
-                found[child] = self._session.answer(reading, "read " + child)[0]
-            except NoNodeError:  # deleted meanwhile
-                continue
-        return found
+        answers = [(child, self._session.read(reading, "read " + child))
+                   for child, reading in readings]
+        return {child: answer[0] for child, answer in answers if answer is not None}  # None: gone
 
 
 class ChildrenWatcher:

@@ -1,4 +1,4 @@
-"""The ``zookeeper://`` lock handles: an ephemeral sequential child of the lock's znode per
+"""The ``zookeeper://`` lock handle: an ephemeral sequential child of the lock's znode per
 acquire, a watch on a child ahead until none blocks it, then the hold. Shared holds and
 semaphore permits differ only in the child's name and the children they wait for."""
 
@@ -43,12 +43,16 @@ def sequence(child: str) -> int:
 
 
 class ZooKeeperLock(LockHandle):
-    """The handle of one lock name: each acquire queues a child of its own."""
+    """The handle of lock ``key``: each acquire queues a child of its own. ``shared``: a
+    shared hold; ``limit``: a permit of a semaphore with that limit."""
 
-    def __init__(self, session: ZooKeeperSession, parent: str, stamp: HolderStamp,
-                 on_lost: LossCallback) -> None:
+    def __init__(self, session: ZooKeeperSession, parent: str, key: bytes, member_id: str,
+                 on_lost: LossCallback, shared: bool = False, limit: int | None = None) -> None:
+        if limit is not None and limit > MAX_LIMIT:
+            raise ValueError(f"a zookeeper:// semaphore's limit is at most {MAX_LIMIT}")
         self._session, self._client, self._parent = session, session.client, parent
-        self._stamp, self._on_lost = stamp, on_lost  # the stamp: the child's data
+        self._key, self._shared, self._limit = key, shared, limit
+        self._stamp, self._on_lost = HolderStamp(key, member_id), on_lost  # the child's data
         self._mutex = threading.Lock()  # guards _held against a concurrent loss
         self._held: str | None = None  # the name of our child while it holds the lock
         self._woken = threading.Event()  # by a blocker's watch or a state change
@@ -129,12 +133,25 @@ class ZooKeeperLock(LockHandle):
             raise
 
     def _new_prefix(self) -> str:
-        """The unique start of a new child's name (``_PREFIX`` characters)."""
-        return f"{uuid.uuid4().hex}_"
+        """The unique start of a new child's name (``_PREFIX`` characters), with its kind."""
+        unique = uuid.uuid4().hex
+        if self._limit is not None:
+            return f"{self._limit:0{_LIMIT_DIGITS}x}{unique[_LIMIT_DIGITS:]}_"
+        return f"{unique[:_KIND]}0{unique[_KIND + 1:]}_" if self._shared else f"{unique}_"
 
     def _blockers(self, before: list[str]) -> list[str]:
         """Of the older children (oldest first), those we wait for; none: the hold is ours."""
-        return before[-1:]
+        if self._shared:  # the newest older exclusive child
+            return [child for child in before if child[_KIND] != "0"][-1:]
+        if self._limit is None:
+            return before[-1:]
+        # An older child with another limit: its holders use that one (or it is about to
+        # find ours and give up); either way the two must not mix.
+        for child in before:
+            if (limit := int(child[:_LIMIT_DIGITS], 16)) != self._limit:
+                raise LimitMismatch(f"semaphore {self._key!r} is in use with limit "
+                                    f"{limit}, not {self._limit}")
+        return before[:self._limit] if len(before) >= self._limit else []
 
     def _wait_turn(self, name: str, deadline: Deadline, listing: Any) -> bool:
         """Wait until child ``name`` may hold; False once the deadline passed. ``listing`` (a
@@ -143,12 +160,9 @@ class ZooKeeperLock(LockHandle):
         while True:
             pipelined, listing = listing, None
             try:
-                try:
-                    children = self._session.answer(
-                        pipelined or self._client.get_children_async(self._parent),
-                        "list the lock queue", within)
-                except NoNodeError:  # listed before kazoo made the znode (makepath)
-                    children = []
+                children = self._session.read(  # []: listed before makepath made the znode
+                    pipelined or self._client.get_children_async(self._parent),
+                    "list the lock queue", [], within)
                 if name not in children:
                     if pipelined is not None:  # ... or another client made it
                         continue
@@ -219,39 +233,3 @@ class ZooKeeperLock(LockHandle):
     def _abandon_unless_deleted(self, result: Any, prefix: str) -> None:
         if not result.successful() and not isinstance(result.exception, NoNodeError):
             self._session.abandon(self._parent, prefix)
-
-
-class ZooKeeperSharedLock(ZooKeeperLock):
-    """A shared hold: beside the other shared children, behind the older exclusive ones
-    (an exclusive waiter holds back every shared child queued after it)."""
-
-    def _new_prefix(self) -> str:
-        unique = uuid.uuid4().hex
-        return f"{unique[:_KIND]}0{unique[_KIND + 1:]}_"
-
-    def _blockers(self, before: list[str]) -> list[str]:
-        return [child for child in before if child[_KIND] != "0"][-1:]
-
-
-class ZooKeeperPermit(ZooKeeperLock):
-    """A semaphore permit: it holds once fewer than ``limit`` children are older than its
-    own, and waits for the deletion of one of those that hold."""
-
-    def __init__(self, session: ZooKeeperSession, parent: str, stamp: HolderStamp,
-                 on_lost: LossCallback, name: bytes, limit: int) -> None:
-        if limit > MAX_LIMIT:
-            raise ValueError(f"a zookeeper:// semaphore's limit is at most {MAX_LIMIT}")
-        super().__init__(session, parent, stamp, on_lost)
-        self._name, self._limit = name, limit
-
-    def _new_prefix(self) -> str:
-        return f"{self._limit:0{_LIMIT_DIGITS}x}{uuid.uuid4().hex[_LIMIT_DIGITS:]}_"
-
-    def _blockers(self, before: list[str]) -> list[str]:
-        # An older child with another limit: its holders use that one (or it is about to
-        # find ours and give up); either way the two must not mix.
-        for child in before:
-            if (limit := int(child[:_LIMIT_DIGITS], 16)) != self._limit:
-                raise LimitMismatch(f"semaphore {self._name!r} is in use with limit "
-                                    f"{limit}, not {self._limit}")
-        return before[:self._limit] if len(before) >= self._limit else []

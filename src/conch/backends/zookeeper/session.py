@@ -134,6 +134,14 @@ class ZooKeeperSession:
                 kind, reason = BackendUnavailable, "the client is closed (coordinator stopped)"
             raise kind(f"ZooKeeper at {self.hosts} failed to {doing}: {reason}") from None
 
+    def read(self, result: Any, doing: str, missing: Any = None,
+             within: float | None = None) -> Any:
+        """``answer()``, or ``missing`` when the znode is not there (any more)."""
+        try:
+            return self.answer(result, doing, within)
+        except NoNodeError:
+            return missing
+
     def keep(self, kept: Holds[object], item: object, on_lost: LossCallback,
              generation: int) -> bool:
         """Report the loss of ``item`` through ``kept``; False when the session ended since
@@ -242,13 +250,12 @@ class ZooKeeperSession:
                 parent, prefixes = self._abandoned.popitem()
                 connections = self._connections
             try:
-                for child in self.answer(self.client.get_children_async(parent), "list " + parent):
+                listing = self.client.get_children_async(parent)
+                for child in self.read(listing, "list " + parent, []):
                     if child.startswith(tuple(prefixes)):
                         with contextlib.suppress(NoNodeError):
                             self.answer(self.client.delete_async(f"{parent}/{child}"),
                                         "delete " + child)
-            except NoNodeError:
-                continue
             except (BackendUnavailable, KazooException):
                 with self._mutex:
                     self._abandoned.setdefault(parent, set()).update(prefixes)
@@ -265,10 +272,8 @@ def _new_client(hosts: str, session_timeout: float, credentials: tuple[str, str]
     if eventlet_patched():
         # With the threading handler under eventlet, a connection dropped ("socket time-out
         # during read") as soon as a second client ran; the retry sleeps as the handler does.
-        from kazoo.handlers.eventlet import (  # type: ignore[import-untyped]
-            SequentialEventletHandler,
-        )
-        options["handler"] = handler = SequentialEventletHandler()
+        import kazoo.handlers.eventlet  # type: ignore[import-untyped]
+        options["handler"] = handler = kazoo.handlers.eventlet.SequentialEventletHandler()
         options["connection_retry"]["sleep_func"] = handler.sleep_func
     if credentials is not None:
         user, password = credentials
