@@ -24,6 +24,7 @@ import multiprocessing
 import multiprocessing.connection
 import queue
 import random
+import statistics
 import time
 import traceback
 import uuid
@@ -167,25 +168,38 @@ def handoff(contender: type[Contender], target: str, holds: Sequence[float]) -> 
 
 
 def contended(
-    contender: type[Contender], target: str, settings: Settings, processes: int
+    contender: type[Contender], target: str, seconds: float, processes: int
 ) -> Throughput:
-    """Acquisitions per process while ``processes`` processes hammer one name."""
+    """Acquisitions per process while ``processes`` processes hammer one name for ``seconds``."""
     start_ns: Synchronized[int] = _FORK.Value("q", 0)
     shared_counter: Synchronized[int] = _FORK.RawValue("q", 0)
     barrier = _FORK.Barrier(processes, action=functools.partial(_stamp, start_ns),
                             timeout=_SLACK_S)
-    duration_ns = int(settings.duration_s * 1e9)
-    job = functools.partial(_hammer, barrier, start_ns, shared_counter, duration_ns,
+    job = functools.partial(_hammer, barrier, start_ns, shared_counter, int(seconds * 1e9),
                             _fresh_name("contended"))
-    outcomes = _run(contender, target, [job] * processes, _SLACK_S + settings.duration_s)
+    outcomes = _run(contender, target, [job] * processes, _SLACK_S + seconds)
     counts = [counted for counted, _ in outcomes]
     return Throughput(
         processes=processes,
-        duration_s=settings.duration_s,
+        duration_s=seconds,
         counts=counts,
-        total_per_s=sum(counts) / settings.duration_s,
+        total_per_s=sum(counts) / seconds,
         jain=jain_index(counts),
         excluded=shared_counter.value == sum(holds for _, holds in outcomes),
+    )
+
+
+def combined(blocks: Sequence[Throughput]) -> Throughput:
+    """One figure from a contender's blocks of a process count: every process of every block
+    in ``counts`` (each over ``duration_s``, one block's time), acquisitions over the blocks'
+    total time, and the blocks' mean Jain index (load drift between blocks is no unfairness)."""
+    return Throughput(
+        processes=blocks[0].processes,
+        duration_s=blocks[0].duration_s,
+        counts=[count for block in blocks for count in block.counts],
+        total_per_s=sum(sum(b.counts) for b in blocks) / sum(b.duration_s for b in blocks),
+        jain=statistics.fmean(block.jain for block in blocks),
+        excluded=all(block.excluded for block in blocks),
     )
 
 

@@ -118,8 +118,8 @@ def markdown(
         f"Each contender ran in its own fresh processes: {settings.iterations} uncontended "
         f"cycles and {settings.handoff_rounds} hand-offs (holds of "
         f"{settings.hold_ms[0]:g}-{settings.hold_ms[1]:g} ms), both in {settings.blocks} "
-        f"blocks taken in turn by all contenders; {settings.duration_s:g} s per contended "
-        "run. Method: `benchmarks/README.md`.",
+        f"blocks taken in turn by all contenders; {settings.duration_s:g} s of contended runs "
+        f"per process count, in {settings.blocks} blocks as well. Method: `benchmarks/README.md`.",
     ]
     lines += busy_warning(env)
     if outcomes:
@@ -160,8 +160,10 @@ def _latency_table(results: Results) -> list[str]:
 def _throughput_table(results: Results, settings: Settings) -> list[str]:
     lines = [
         "", "## Contended throughput", "",
-        f"N processes loop acquire + release on one name for {settings.duration_s:g} s. "
-        "Jain's index is 1 when every process got the same share, 1/N when one got all. "
+        f"N processes loop acquire + release on one name: {settings.blocks} blocks of "
+        f"{settings.duration_s / settings.blocks:.3g} s, taken in turn by all contenders; "
+        "min-max over every process of every block. Jain's index (the blocks' mean) is 1 "
+        "when every process got the same share, 1/N when one got all. "
         "Exclusive: a counter incremented unsynchronised inside every hold came out exact.", "",
         "| processes | contender | acquisitions/s | per process/s (min-max) | Jain | exclusive |",
         "|--:|---|--:|--:|--:|---|",

@@ -57,9 +57,9 @@ def measure(
 ) -> dict[str, ContenderResult]:
     """Every measurement of ``settings`` for each contender, one contender at a time.
 
-    Uncontended and hand-off work comes in blocks that every contender takes in turn,
-    and all contended runs of one process count follow each other, so that a change
-    in the machine's load hits every contender alike.
+    Uncontended, hand-off and contended work (at each process count) comes in blocks that
+    every contender takes in turn, so that a change in the machine's load hits every
+    contender alike.
     """
     results = {c.name: ContenderResult(c.name, installed_version(c.distribution), c.floor)
                for c in contenders}
@@ -96,13 +96,19 @@ def measure(
             result.uncontended = harness.Latency.of(durations[name])
         if handoffs[name] and "hand-off" not in failed:
             result.handoff = harness.Handoff.of(handoffs[name])
+    seconds = settings.duration_s / settings.blocks
     for count in settings.process_counts:
-        for contender in contenders:
-            throughput = run(
-                f"contended x{count}", contender,
-                functools.partial(harness.contended, contender, target, settings, count))
-            if throughput is not None:
-                results[contender.name].contended[count] = throughput
+        blocks: dict[str, list[harness.Throughput]] = {c.name: [] for c in contenders}
+        for block in range(1, settings.blocks + 1):
+            for contender in contenders:
+                throughput = run(
+                    f"contended x{count} {block}/{settings.blocks}", contender,
+                    functools.partial(harness.contended, contender, target, seconds, count))
+                if throughput is not None:
+                    blocks[contender.name].append(throughput)
+        for name, runs in blocks.items():
+            if len(runs) == settings.blocks:
+                results[name].contended[count] = harness.combined(runs)
     return results
 
 
