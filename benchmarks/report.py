@@ -118,8 +118,9 @@ def markdown(
         f"Each contender ran in its own fresh processes: {settings.iterations} uncontended "
         f"cycles and {settings.handoff_rounds} hand-offs (holds of "
         f"{settings.hold_ms[0]:g}-{settings.hold_ms[1]:g} ms), both in {settings.blocks} "
-        f"blocks taken in turn by all contenders; {settings.duration_s:g} s of contended runs "
-        f"per process count, in {settings.blocks} blocks as well. Method: `benchmarks/README.md`.",
+        f"blocks taken in turn by all contenders (in reverse order every other block); "
+        f"{settings.duration_s:g} s of contended runs per process count, in {settings.blocks} "
+        "blocks as well. Method: `benchmarks/README.md`.",
     ]
     lines += busy_warning(env)
     if outcomes:

@@ -79,13 +79,13 @@ def measure(
     durations: dict[str, list[int]] = {c.name: [] for c in contenders}
     handoffs: dict[str, list[harness.HandoffRun]] = {c.name: [] for c in contenders}
     for block in range(1, settings.blocks + 1):
-        for contender in contenders:
+        for contender in in_turn(contenders, block):
             cycles = run(f"uncontended {block}/{settings.blocks}", contender, functools.partial(
                 harness.uncontended, contender, target, settings.iterations // settings.blocks))
             durations[contender.name].extend(cycles or ())
     for block in range(1, settings.blocks + 1):
         holds = harness.hold_times(settings, settings.handoff_rounds // settings.blocks, block)
-        for contender in contenders:
+        for contender in in_turn(contenders, block):
             pingpong = run(f"hand-off {block}/{settings.blocks}", contender,
                            functools.partial(harness.handoff, contender, target, holds))
             if pingpong is not None:
@@ -100,7 +100,7 @@ def measure(
     for count in settings.process_counts:
         blocks: dict[str, list[harness.Throughput]] = {c.name: [] for c in contenders}
         for block in range(1, settings.blocks + 1):
-            for contender in contenders:
+            for contender in in_turn(contenders, block):
                 throughput = run(
                     f"contended x{count} {block}/{settings.blocks}", contender,
                     functools.partial(harness.contended, contender, target, seconds, count))
@@ -110,6 +110,12 @@ def measure(
             if len(runs) == settings.blocks:
                 results[name].contended[count] = harness.combined(runs)
     return results
+
+
+def in_turn(contenders: Sequence[type[Contender]], block: int) -> Sequence[type[Contender]]:
+    """The order of ``block``: reversed every other block, so that no contender always runs
+    first (right after a warm-up of the server, say) or last."""
+    return contenders if block % 2 else contenders[::-1]
 
 
 def _brief(outcome: Any) -> str:
