@@ -22,8 +22,7 @@ from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.tls import client_context
 from conch.backends.kit.ttl import TtlHold, TtlSession
 from conch.backends.redis import share_scripts, steps
-from conch.backends.redis.client import RedisOptions
-from conch.backends.redis.errors import describe, describe_start_failure
+from conch.backends.redis.client import RedisOptions, describe, describe_start_failure
 from conch.backends.redis.share_scripts import Entry
 from conch.backends.redis.steps import LockKeys, Outcome, ScriptArgs, ScriptCall
 from conch.errors import NotStarted
