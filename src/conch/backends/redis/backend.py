@@ -9,8 +9,7 @@ import redis
 
 from conch import introspection
 from conch.backends.base import AsyncLockHandle, Backend, GroupStore, LockHandle, LossCallback
-from conch.backends.redis.async_lock import RedisAsyncLock
-from conch.backends.redis.async_session import LoopClients
+from conch.backends.redis.async_lock import LoopClients, RedisAsyncLock
 from conch.backends.redis.client import RedisOptions
 from conch.backends.redis.groups import RedisGroupStore
 from conch.backends.redis.session import RedisSession

@@ -129,7 +129,7 @@ def busy_seconds(ms: int, ttl: float) -> float:
 
 def checked(replies: list[Any]) -> list[Any] | None:
     """The replies of ``BLPOP`` then a script, sent together; None when the server lost
-    the script (a restart): load it, then run it again at once."""
+    the script (a restart): run it again at once (which loads it)."""
     if isinstance(replies[1], NoScriptError):
         return None
     for reply in replies:
@@ -138,10 +138,16 @@ def checked(replies: list[Any]) -> list[Any] | None:
     return replies
 
 
-def outcome_after_wait(replies: list[Any], ttl: float) -> tuple[Outcome, bytes | None]:
+def outcome_after_wait(replies: list[Any] | None,
+                       options: RedisOptions) -> tuple[Outcome | None, bytes | None]:
     """ACQUIRE's outcome from :func:`checked` replies, and the wake signal the wait took
-    (None: it timed out)."""
-    return acquire_outcome(replies[1], ttl), replies[0] and replies[0][1]
+    (None: it timed out). No outcome: ACQUIRE again, retrying (the script was lost, or the
+    hold waits for replicas)."""
+    if replies is None:
+        return None, None
+    outcome = acquire_outcome(replies[1], options.ttl)
+    granted = outcome[0] is not None
+    return None if granted and options.wait_replicas else outcome, replies[0] and replies[0][1]
 
 
 def wait_seconds(busy_for: float, deadline: Deadline, ttl: float) -> float | None:
