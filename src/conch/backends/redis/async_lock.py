@@ -35,8 +35,7 @@ _cleanups: set[asyncio.Task[object]] = set()
 
 
 class LoopClient:
-    """The ``redis.asyncio`` client of one event loop, sending the session's scripts.
-    Its steps are :class:`RedisSession`'s; the caller frees what a failed acquire took."""
+    """The ``redis.asyncio`` client of one event loop, sending the session's scripts."""
 
     def __init__(self, session: RedisSession) -> None:
         self.session = session
@@ -54,36 +53,34 @@ class LoopClient:
         self.check_open()
         return translated(self.session.url, (RedisError,), self.session.describe)
 
-    async def acquire(self, keys: LockKeys, value: bytes, retrying: bool = False) -> Outcome:
-        self.check_open()
-        options = self.session.options
-        outcome = steps.acquire_outcome(await self.run(
-            steps.acquire_call(keys, value, options.ttl_ms, retrying),
-            steps.acquire_call(keys, value, options.ttl_ms, True)), options.ttl)
-        if outcome[0] is not None and options.wait_replicas:
-            steps.check_replicas(await within(options.socket_timeout + options.ttl / 3,
-                                              self.redis.wait(options.wait_replicas,
-                                                              options.ttl_ms // 3)), options)
-        return outcome
-
-    async def wait_and_try(self, keys: LockKeys, seconds: float,
-                           value: bytes) -> tuple[Outcome, bytes | None]:
-        options = self.session.options
-        source, script_keys, args = steps.acquire_call(keys, value, options.ttl_ms, False)
-        try:
-            async with self.redis.pipeline(transaction=False) as pipeline:
-                pipeline.blpop([keys.wake], seconds)
-                pipeline.evalsha(self._scripts[source].sha, len(script_keys), *script_keys, *args)
-                replies = steps.checked(await within(seconds + options.socket_timeout,
-                                                     pipeline.execute(False)))
-        except TRANSIENT:
-            replies = None
-        outcome, signal = steps.outcome_after_wait(replies, options)
-        return outcome or await self.acquire(keys, value, retrying=True), signal
+    async def try_acquire(self, keys: LockKeys, value: bytes,
+                          wait: float | None) -> tuple[Outcome, bytes | None]:
+        """ACQUIRE with ``value``, after a ``BLPOP`` of ``wait`` seconds unless None (in the
+        same round-trip, as the blocking session's); and the signal the wait took."""
+        options, outcome, signal = self.session.options, None, None
+        if wait is not None:
+            source, script_keys, args = steps.acquire_call(keys, value, options.ttl_ms, False)
+            with contextlib.suppress(*TRANSIENT):  # then the attempt is made (or found) anew
+                async with self.redis.pipeline(transaction=False) as pipeline:
+                    pipeline.blpop([keys.wake], wait)
+                    pipeline.evalsha(self._scripts[source].sha, len(script_keys), *script_keys,
+                                     *args)
+                    replies = await within(wait + options.socket_timeout, pipeline.execute(False))
+                outcome, signal = steps.outcome_after_wait(steps.checked(replies), options)
+        if outcome is None:
+            self.check_open()  # a wait ended by close_running()
+            outcome = steps.acquire_outcome(await self.run(
+                steps.acquire_call(keys, value, options.ttl_ms, wait is not None),
+                steps.acquire_call(keys, value, options.ttl_ms, True)), options.ttl)
+            if outcome[0] is not None and options.wait_replicas:
+                steps.check_replicas(await within(options.socket_timeout + options.ttl / 3,
+                                                  self.redis.wait(options.wait_replicas,
+                                                                  options.ttl_ms // 3)), options)
+        return outcome, signal
 
     async def run(self, call: ScriptCall, again: ScriptCall | None = None) -> Any:
-        """``EVALSHA`` of ``call``, or of ``again`` (default: ``call``) on a fresh connection
-        after a failure; the script loaded again if the server lost it (a restart)."""
+        """``EVALSHA`` of ``call``, or of ``again`` (default: ``call``) after a connection
+        failure."""
         seconds = self.session.options.socket_timeout
         try:
             return await within(seconds, self._evalsha(call))
@@ -144,8 +141,7 @@ class LoopClients:
 
     def close(self) -> None:
         """Start closing each client on its loop, if that loop runs (its
-        :meth:`close_running` waits for it); those of closed loops are left to the
-        garbage collector."""
+        :meth:`close_running` waits for it)."""
         with self._mutex:
             for loop, client in self._clients.items():
                 if loop.is_running():
@@ -175,8 +171,7 @@ async def within(seconds: float, call: Awaitable[T]) -> T:
 
 
 class RedisAsyncLock(AsyncLockHandle):
-    """One lock object's exclusive hold on a Redis lock, for the event loop that made it;
-    while the lock is shared it waits as a writer (as the blocking ``WriterFirstLock``)."""
+    """One lock object's exclusive hold, for its event loop: as ``shared.WriterFirstLock``."""
 
     def __init__(self, clients: LoopClients, keys: SharedKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
@@ -237,13 +232,10 @@ class RedisAsyncLock(AsyncLockHandle):
 
     async def _attempt(self, client: LoopClient, value: bytes,
                        wait: float | None) -> tuple[Outcome, bytes | None]:
-        """ACQUIRE with ``value``, after a wait of ``wait`` seconds unless None; and the
-        signal the wait took."""
+        """:meth:`LoopClient.try_acquire`, freeing what it may hold if it fails."""
         client.check_open()
         try:
-            if wait is None:
-                return await client.acquire(self._keys, value), None
-            return await client.wait_and_try(self._keys, wait, value)
+            return await client.try_acquire(self._keys, value, wait)
         except NotStarted:  # the coordinator stopped, this loop's client with it
             self._session.abandon(release_call(self._keys, value))
             raise

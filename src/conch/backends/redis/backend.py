@@ -15,7 +15,7 @@ from conch.backends.redis.groups import RedisGroupStore
 from conch.backends.redis.session import RedisSession
 from conch.backends.redis.share_scripts import permit_keys, shared_keys
 from conch.backends.redis.shared import EntryLock, WriterFirstLock, permit_kind, shared_kind
-from conch.backends.redis.steps import KEY_PREFIX, LockKeys, lock_keys, release_call
+from conch.backends.redis.steps import KEY_PREFIX, lock_keys, release_call
 from conch.capabilities import Capabilities
 from conch.errors import NotStarted
 from conch.introspection import HolderChanged, HolderInfo, HolderStamp, LockInfo, read_stamp
@@ -89,49 +89,41 @@ class RedisBackend(Backend):
 
     def describe_lock(self, key: bytes) -> LockInfo:
         with self.session.calls():
-            return _describe(self.session.commands, lock_keys(key), key)[0]
+            return self._read_lock(key)[0]
 
     def list_locks(self, prefix: bytes) -> list[LockInfo]:
+        """Every lock held on the server: a ``SCAN`` of the holder keys, then their values."""
+        found: list[LockInfo] = []
+        cursor = 0
         with self.session.calls():
-            return _held_locks(self.session.commands)
+            while True:
+                cursor, holder_keys = self.session.commands.scan(
+                    cursor, match=KEY_PREFIX + b"*:holder", count=_BATCH)
+                replies = _read(self.session.commands, holder_keys)
+                for at in range(0, len(replies), 3):
+                    value, pttl, counter = replies[at: at + 3]
+                    stamp = read_stamp(_stamp_part(value)) if isinstance(value, bytes) else None
+                    if stamp is not None:  # else released since the SCAN
+                        found.append(LockInfo(stamp.key, _holder(value, pttl, counter)))
+                if not cursor:
+                    return found
 
     def break_lock(self, key: bytes, token: int | None) -> LockInfo:
+        """Delete the hold (only the one with ``token``, if given) with RELEASE."""
         with self.session.calls():
-            return _break_hold(self.session, lock_keys(key), key, token)
+            lock, value = self._read_lock(key)
+            if not introspection.has_hold_to_break(lock, token) or value is None:
+                return lock
+            if not self.session.run(release_call(lock_keys(key), value)):
+                raise HolderChanged(f"lock {lock.name!r} changed holder while it was being broken")
+            return lock
 
-
-def _describe(client: redis.Redis, keys: LockKeys, name: bytes) -> tuple[LockInfo, bytes | None]:
-    """Lock ``name`` (whose keys are ``keys``) and its holder key's value (None: free)."""
-    value, pttl, counter = _read(client, [keys.holder])
-    if not isinstance(value, bytes):
-        return LockInfo(name, None), None
-    return LockInfo(name, _holder(value, pttl, counter)), value
-
-
-def _held_locks(client: redis.Redis) -> list[LockInfo]:
-    """Every lock held on the server: a ``SCAN`` of the holder keys, then their values."""
-    found: list[LockInfo] = []
-    cursor = 0
-    while True:
-        cursor, holder_keys = client.scan(cursor, match=KEY_PREFIX + b"*:holder", count=_BATCH)
-        replies = _read(client, holder_keys)
-        for at in range(0, len(replies), 3):
-            value, pttl, counter = replies[at: at + 3]
-            stamp = read_stamp(_stamp_part(value)) if isinstance(value, bytes) else None
-            if stamp is not None:  # else released since the SCAN
-                found.append(LockInfo(stamp.key, _holder(value, pttl, counter)))
-        if not cursor:
-            return found
-
-
-def _break_hold(session: RedisSession, keys: LockKeys, name: bytes, token: int | None) -> LockInfo:
-    """Delete the hold of lock ``name`` (only the one with ``token``, if given) with RELEASE."""
-    lock, value = _describe(session.commands, keys, name)
-    if not introspection.has_hold_to_break(lock, token) or value is None:
-        return lock
-    if not session.run(release_call(keys, value)):
-        raise HolderChanged(f"lock {lock.name!r} changed holder while it was being broken")
-    return lock
+    def _read_lock(self, key: bytes) -> tuple[LockInfo, bytes | None]:
+        """Lock ``key`` and its holder key's value (None: free)."""
+        value, pttl, counter = _read(self.session.commands, [lock_keys(key).holder])
+        if not isinstance(value, bytes):
+            return LockInfo(key, None), None
+        return LockInfo(key, _holder(value, pttl, counter)), value
 
 
 def _read(client: redis.Redis, holder_keys: list[Any]) -> list[Any]:

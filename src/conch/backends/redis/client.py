@@ -26,15 +26,15 @@ from conch.url import BackendURL
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
-# redis-py's names (tooz's too), for the master and, with sentinel_ssl, the sentinels.
+# redis-py's names, for the master and, with sentinel_ssl, the sentinels.
 TLS_OPTIONS = OptionNames(ca="ssl_ca_certs", cert="ssl_certfile", key="ssl_keyfile",
                           key_password="ssl_password", verify_mode="ssl_cert_reqs")
 _SENTINEL_OPTIONS = ("sentinel_fallback", "sentinel_username", "sentinel_password",
                      "sentinel_ssl")
 OPTIONS = frozenset({"ttl", "connect_timeout", "socket_timeout", "wait_replicas", "sentinel",
                      *_SENTINEL_OPTIONS, *TLS_OPTIONS})
-# Replies that mean the server refused who we said we are; Redis 7 refuses HELLO before
-# AUTH with "...called with the client already authenticated".
+# Replies that mean the server refused who we said we are (Redis 7: "HELLO must be called
+# with the client already authenticated").
 _CREDENTIAL_ERRORS = ("NOAUTH", "WRONGPASS", "NOPERM", "AUTH")
 # How redis-py says the server hung up on a request.
 _CLOSED = ("Connection closed by server", "Connection reset by peer")
@@ -82,8 +82,7 @@ class RedisOptions:
         tls_files = {} if tls is None else {
             "ssl_ca_certs": tls.ca, "ssl_certfile": tls.cert, "ssl_keyfile": tls.key,
             "ssl_password": tls.key_password, "ssl_cert_reqs": tls.verify_mode}
-        # As tooz 9.1 and redis-py: the sentinels get neither the master's credentials nor
-        # its TLS, only their own (sentinel_username, sentinel_password, sentinel_ssl).
+        # The sentinels get neither the master's credentials nor its TLS, only their own.
         sentinels = {"socket_connect_timeout": connect_timeout,
                      "username": query.get("sentinel_username") or None,
                      "password": query.get("sentinel_password") or None,
@@ -108,8 +107,7 @@ class RedisOptions:
         return max(1, round(self.ttl * 1000))
 
     def client(self, socket_timeout: float) -> redis.Redis:
-        """A blocking client of the master, with its own pool, waiting ``socket_timeout``
-        at most for each reply."""
+        """A blocking client of the master, with its own pool and reply timeout."""
         settings = {**self.master, "socket_timeout": socket_timeout,
                     "retry": Retry(NoBackoff(), 0)}
         if self.sentinel is None:
@@ -121,8 +119,8 @@ class RedisOptions:
         return master
 
     def async_client(self) -> tuple[redis.asyncio.Redis, redis.asyncio.sentinel.Sentinel | None]:
-        """An asyncio client of the master (for one event loop), and the Sentinel client
-        it asks for the master, if any. No socket timeout: each call has its own."""
+        """An asyncio client of the master (no reply timeout: each call has its own), and
+        its Sentinel client, if any."""
         settings = {**self.master, "retry": AsyncRetry(NoBackoff(), 0)}
         if self.sentinel is None:
             host, port = self.hosts[0]
@@ -179,9 +177,8 @@ def describe(url: BackendURL, options: RedisOptions, exc: BaseException) -> str:
 
 
 def describe_start_failure(url: BackendURL, options: RedisOptions, exc: BaseException) -> str:
-    """:func:`describe` of a failed first request; a connection closed on us (a TLS port
-    does on plain text, a TLS 1.3 server on a client certificate it refuses) is diagnosed
-    at the master or the sentinels."""
+    """:func:`describe` of a failed first request; a connection closed on us (as a TLS port
+    does on plain text) is diagnosed at the master or the sentinels."""
     if any(closed in str(exc) for closed in _CLOSED):
         sentinels = options.sentinel is not None
         tls = options.tls_to == "sentinels" if sentinels else options.tls_to is not None
@@ -198,8 +195,6 @@ def _sentinel_trouble(text: str, tls_problem: str | None) -> str:
     """Why the sentinels gave no master, from the errors redis-py quotes in ``text``."""
     if tls_problem is not None:
         return f": {tls_problem} (sentinels: see sentinel_ssl and the ssl_* options)"
-    # Redis 7 answers a client without credentials "HELLO must be called with the client
-    # already authenticated" (redis-py says HELLO first), older ones NOAUTH.
     if any(refusal in text for refusal in ("NOAUTH", "Authentication required",
                                            "already authenticated")):
         return ": the sentinels require a password: give sentinel_password"

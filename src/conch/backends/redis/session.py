@@ -85,8 +85,7 @@ class RedisSession:
         self.entries.start()
 
     def close(self) -> None:
-        """Stop renewing (every hold and entry is reported lost) and close every
-        connection: a wait in progress fails at once."""
+        """Stop renewing (reporting every hold lost) and close every connection."""
         self.closed = True
         self.ttl.stop()
         self.entries.stop()
@@ -113,7 +112,6 @@ class RedisSession:
         self.check_open()
         options = self.options
         try:  # flat, and EVALSHA without redis-py's Script wrapper: the uncontended path
-
             reply = self._run(steps.acquire_call(keys, value, options.ttl_ms, retrying),
                               steps.acquire_call(keys, value, options.ttl_ms, True))
             outcome = steps.acquire_outcome(reply, options.ttl)
@@ -126,10 +124,9 @@ class RedisSession:
 
     def wait_and_try(self, keys: LockKeys, seconds: float,
                      value: bytes) -> tuple[Outcome, bytes | None]:
-        """Until a release signals ``keys`` or ``seconds`` pass (``BLPOP``), then
-        :meth:`try_acquire` in the same round-trip: the server runs it as the wait ends.
-        Also returns the signal the wait took (None: none). A broken connection ends the
-        wait early; then the attempt is made (or found) anew."""
+        """``BLPOP`` until a release signals ``keys`` or ``seconds`` pass, then
+        :meth:`try_acquire` in the same round-trip; and the signal the wait took (None:
+        none). A broken connection ends the wait early; then the attempt is made anew."""
         self.check_open()
         try:
             replies = self._wait_then(keys.wake, seconds, steps.acquire_call(
@@ -184,8 +181,8 @@ class RedisSession:
         return self.run(call) if replies is None else replies[1]
 
     def abandon(self, call: ScriptCall) -> None:
-        """Best effort: run a script that frees what an attempt may hold; else that expires
-        within the TTL. Once closed, the client connects again for this."""
+        """Best effort: run a script that frees what an attempt may hold (else that expires
+        within the TTL), even once closed."""
         try:
             self._run(call, call)
         except RedisError:
