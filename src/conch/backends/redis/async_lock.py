@@ -150,11 +150,9 @@ class LoopClients:
 
 
 async def within(seconds: float, call: Awaitable[T]) -> T:
-    """``await call``, raising redis-py's :class:`TimeoutError` after ``seconds``.
-
-    A cancellation that redis-py lost (on Python 3.11 a command cancelled as its reply
-    arrives may return normally: ``asyncio.wait_for`` under it drops the cancellation;
-    docs/redis.md) is raised here, so the caller frees what the command took."""
+    """``await call``, raising redis-py's :class:`TimeoutError` after ``seconds``, and a
+    cancellation that redis-py lost (Python 3.11, docs/redis.md) so that the caller frees
+    what the command took."""
     cancelling = getattr(asyncio.current_task(), "cancelling", lambda: 0)
     before = cancelling()
     try:
