@@ -1,6 +1,5 @@
-"""The options of a ``redis://`` URL and the redis-py clients made from them: a direct
-``redis.Redis`` / ``redis.asyncio.Redis``, or Sentinel's ``master_for``; TLS for
-``rediss://``. redis-py's own retries are off: conch decides which steps are safe to repeat."""
+"""The options of a ``redis://`` URL, the redis-py clients made from them (direct or through
+Sentinel, TLS for ``rediss://``; their own retries off) and what their exceptions mean."""
 
 from __future__ import annotations
 
@@ -14,21 +13,34 @@ import redis.asyncio.sentinel
 import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from conch.backends.kit.tls import OptionNames, TLSFiles, tls_from_url
+from conch.backends.kit.errors import scrub
+from conch.backends.kit.tls import OptionNames, TLSFiles, client_context, tls_from_url
+from conch.backends.kit.tls_diagnosis import diagnose_endpoints, explain
 from conch.errors import InvalidURL
 from conch.url import BackendURL
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
-# redis-py's names (tooz's too), for the master and, with sentinel_ssl, the sentinels.
+# redis-py's names, for the master and, with sentinel_ssl, the sentinels.
 TLS_OPTIONS = OptionNames(ca="ssl_ca_certs", cert="ssl_certfile", key="ssl_keyfile",
                           key_password="ssl_password", verify_mode="ssl_cert_reqs")
 _SENTINEL_OPTIONS = ("sentinel_fallback", "sentinel_username", "sentinel_password",
                      "sentinel_ssl")
 OPTIONS = frozenset({"ttl", "connect_timeout", "socket_timeout", "wait_replicas", "sentinel",
                      *_SENTINEL_OPTIONS, *TLS_OPTIONS})
+# Replies that mean the server refused who we said we are (Redis 7: "HELLO must be called
+# with the client already authenticated").
+_CREDENTIAL_ERRORS = ("NOAUTH", "WRONGPASS", "NOPERM", "AUTH")
+# How redis-py says the server hung up on a request.
+_CLOSED = ("Connection closed by server", "Connection reset by peer")
+_MASTER_NOT_FOUND = (redis.sentinel.MasterNotFoundError,
+                     redis.asyncio.sentinel.MasterNotFoundError)
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +82,7 @@ class RedisOptions:
         tls_files = {} if tls is None else {
             "ssl_ca_certs": tls.ca, "ssl_certfile": tls.cert, "ssl_keyfile": tls.key,
             "ssl_password": tls.key_password, "ssl_cert_reqs": tls.verify_mode}
-        # As tooz 9.1 and redis-py: the sentinels get neither the master's credentials nor
-        # its TLS, only their own (sentinel_username, sentinel_password, sentinel_ssl).
+        # The sentinels get neither the master's credentials nor its TLS, only their own.
         sentinels = {"socket_connect_timeout": connect_timeout,
                      "username": query.get("sentinel_username") or None,
                      "password": query.get("sentinel_password") or None,
@@ -96,8 +107,7 @@ class RedisOptions:
         return max(1, round(self.ttl * 1000))
 
     def client(self, socket_timeout: float) -> redis.Redis:
-        """A blocking client of the master, with its own pool, waiting ``socket_timeout``
-        at most for each reply."""
+        """A blocking client of the master, with its own pool and reply timeout."""
         settings = {**self.master, "socket_timeout": socket_timeout,
                     "retry": Retry(NoBackoff(), 0)}
         if self.sentinel is None:
@@ -109,8 +119,8 @@ class RedisOptions:
         return master
 
     def async_client(self) -> tuple[redis.asyncio.Redis, redis.asyncio.sentinel.Sentinel | None]:
-        """An asyncio client of the master (for one event loop), and the Sentinel client
-        it asks for the master, if any. No socket timeout: each call has its own."""
+        """An asyncio client of the master (no reply timeout: each call has its own), and
+        its Sentinel client, if any."""
         settings = {**self.master, "retry": AsyncRetry(NoBackoff(), 0)}
         if self.sentinel is None:
             host, port = self.hosts[0]
@@ -139,3 +149,61 @@ def _database(url: BackendURL) -> int:
     if path and not path.isdigit():
         raise InvalidURL(f"the path of a redis:// URL is a database number, as /0: {url}")
     return int(path or 0)
+
+
+def describe(url: BackendURL, options: RedisOptions, exc: BaseException) -> str:
+    """``exc``, raised by a client of ``url``, as a message for users (no secret)."""
+    where, tls_problem = options.where, explain(exc)
+    if isinstance(exc, _MASTER_NOT_FOUND):
+        # Its text embeds the repr of every sentinel client: say what it means instead.
+        text = (f"redis at {where}: no sentinel answered with a reachable master named "
+                f"{options.sentinel!r}{_sentinel_trouble(str(exc), tls_problem)}")
+    elif tls_problem is not None:
+        text = f"redis at {where}: {tls_problem}"
+    elif _is_credential_error(exc):
+        text = (f"redis at {where} requires a password: use redis://[user]:PASSWORD@host"
+                if url.password is None else
+                f"redis at {where} refused the URL's credentials (user or password): {exc}")
+    elif isinstance(exc, RedisTimeoutError):
+        hint = " (no answer to the TLS handshake: does the port speak TLS?)" if (
+            url.scheme == "rediss" and "connecting" in str(exc)) else ""
+        text = (f"redis at {where} did not answer in time ({exc}){hint}; see the URL "
+                "options connect_timeout and socket_timeout")
+    elif isinstance(exc, RedisConnectionError):
+        text = f"redis at {where} is unreachable: {exc}"
+    else:
+        text = f"redis at {where} failed: {type(exc).__name__}: {exc}"
+    return scrub(text, url)
+
+
+def describe_start_failure(url: BackendURL, options: RedisOptions, exc: BaseException) -> str:
+    """:func:`describe` of a failed first request; a connection closed on us (as a TLS port
+    does on plain text) is diagnosed at the master or the sentinels."""
+    if any(closed in str(exc) for closed in _CLOSED):
+        sentinels = options.sentinel is not None
+        tls = options.tls_to == "sentinels" if sentinels else options.tls_to is not None
+        context = client_context(options.tls, f"redis at {options.where}") \
+            if tls and options.tls is not None else None
+        problem = diagnose_endpoints(options.hosts, context, options.connect_timeout,
+                                     "add sentinel_ssl=true" if sentinels else "use rediss://")
+        if problem is not None:
+            return scrub(f"redis at {options.where}: {problem}", url)
+    return describe(url, options, exc)
+
+
+def _sentinel_trouble(text: str, tls_problem: str | None) -> str:
+    """Why the sentinels gave no master, from the errors redis-py quotes in ``text``."""
+    if tls_problem is not None:
+        return f": {tls_problem} (sentinels: see sentinel_ssl and the ssl_* options)"
+    if any(refusal in text for refusal in ("NOAUTH", "Authentication required",
+                                           "already authenticated")):
+        return ": the sentinels require a password: give sentinel_password"
+    if "AuthenticationError" in text or "WRONGPASS" in text:
+        return ": the sentinels refused sentinel_username / sentinel_password"
+    return ""
+
+
+def _is_credential_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, AuthenticationError) or (isinstance(exc, ResponseError) and (
+        text.startswith(_CREDENTIAL_ERRORS) or "authenticated" in text))

@@ -1,7 +1,6 @@
-"""``redis://`` groups: per group a hash of member id → entry, and per member a key holding
-a hold id with the lease TTL, renewed while the coordinator runs; an entry whose member key
-expired is pruned at the next read. Joins, leaves and prunes are published on one channel,
-heard by one pub/sub connection per coordinator. docs/redis.md, "Groups"."""
+"""``redis://`` groups: per group a hash of member id → entry, and per member a key with the
+lease TTL, renewed while the coordinator runs; changes are published on one channel.
+docs/redis.md, "Groups"."""
 
 from __future__ import annotations
 
@@ -35,9 +34,7 @@ GROUPS_KEY = b"conch:groups"
 # Every script but LEAVE: KEYS[1] GROUPS_KEY, KEYS[2] the group's entries; ARGV[1] the
 # group name, ARGV[2] member key prefix, ARGV[3] channel, ARGV[4] group digest. Replies nil
 # when the group does not exist; else it has the live entries (member id, entry...),
-# pruning (HDEL) those whose member key is gone and publishing the prune. Member keys are
-# found by name (prefix, then the SHA-1 of the member id), not given as KEYS: fine on one
-# master, not on Redis Cluster.
+# pruning (HDEL, published) those whose member key (prefix .. SHA-1 of the id) is gone.
 _LIVE_ENTRIES = """
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return false end
 local entries, live, pruned = redis.call('HGETALL', KEYS[2]), {}, false
@@ -65,8 +62,7 @@ return 0
 """
 
 # KEYS[3] this member's key; ARGV[5] member id, ARGV[6] entry, ARGV[7] hold id, ARGV[8]
-# TTL in ms. Returns 1. It prunes the dead too: the entries stay bounded when nobody reads
-# them. Joining again (new data) is not a change of the members: that is not published.
+# TTL in ms. Returns 1. Joining again (new data) is not published.
 JOIN = _LIVE_ENTRIES + """
 local arriving = redis.call('EXISTS', KEYS[3]) == 0
 redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[8])
@@ -105,8 +101,7 @@ def group_keys(group: bytes) -> GroupKeys:
 
 
 class RedisGroupStore(GroupStore):
-    """One coordinator's groups on its session's master. Calls for one group come one at a
-    time (:class:`conch.Group` serialises them)."""
+    """One coordinator's groups on its session's master (one call per group at a time)."""
 
     def __init__(self, session: RedisSession, member_id: str) -> None:
         options = session.options
@@ -115,8 +110,7 @@ class RedisGroupStore(GroupStore):
         self._member_id = member_id.encode("utf-8", "surrogatepass")
         self._channel = b"conch:group-changes:%d" % options.master["db"]
         session.register(MEMBERS, DELETE, JOIN, LEAVE)
-        # Member keys are renewed as lock holds are (steps.RENEW), by a TTL session of the
-        # groups' own: the locks' is not touched.
+        # Member keys are renewed with steps.RENEW, by the groups' own TTL session.
         self._ttl = TtlSession("redis", options.ttl, self._renew, session.describe, (RedisError,))
         self._ttl.start()
         self._entries: dict[bytes, TtlHold[bytes]] = {}
@@ -174,7 +168,7 @@ class RedisGroupStore(GroupStore):
 
     def _listen(self, stopped: threading.Event, wake: Wake) -> None:
         """Wake the watchers of each group a message names; after a lost connection,
-        subscribe again and wake them all (what was published meanwhile is lost)."""
+        subscribe again and wake them all."""
         pubsub: redis.client.PubSub | None = None
         while not stopped.is_set():
             try:
@@ -195,7 +189,7 @@ class RedisGroupStore(GroupStore):
         _closed(pubsub)
 
     def close(self) -> None:
-        """The coordinator stops (after its groups left): stop listening and renewing."""
+        """Stop listening and renewing (the coordinator stops, its groups left)."""
         self._changes.stop()
         self._ttl.stop()
 

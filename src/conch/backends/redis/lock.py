@@ -1,6 +1,5 @@
 """The ``redis://`` blocking lock handle: ACQUIRE, and while the lock is busy ``BLPOP`` on
-the name's wake list until a release signals it or the holder's TTL ends, then again.
-Right after handing the lock on, it waits before its first attempt (steps.Turns)."""
+the name's wake list (until a release or the holder's TTL ends), then again."""
 
 from __future__ import annotations
 
@@ -27,7 +26,6 @@ class RedisLock(LockHandle):
 
     def acquire(self, deadline: Deadline) -> int | None:
         session, ttl, turns = self._session, self._session.options.ttl, self._turns
-        # A new value per attempt (a busy answer means the last one holds nothing).
         value, sent = new_hold_value(self._stamp), time.monotonic()
         signal = None
         if (seconds := turns.first_wait(deadline, ttl)) is None:

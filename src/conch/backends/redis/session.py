@@ -1,7 +1,6 @@
-"""One coordinator's blocking side of ``redis://``: its redis-py clients and registered
-scripts, and two TTL sessions, one for its lock holds (blocking or asyncio) and one for
-its entries (shared holds, permits, waiting writers), each renewing all of them in one
-script call per beat. Redis errors leave its steps as conch errors."""
+"""One coordinator's blocking side of ``redis://``: its redis-py clients and scripts, and
+two TTL sessions (lock holds; entries: shared holds, permits, waiting writers), each
+renewing all of them in one script call per beat."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,8 +21,7 @@ from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.tls import client_context
 from conch.backends.kit.ttl import TtlHold, TtlSession
 from conch.backends.redis import share_scripts, steps
-from conch.backends.redis.client import RedisOptions
-from conch.backends.redis.errors import describe, describe_start_failure
+from conch.backends.redis.client import RedisOptions, describe, describe_start_failure
 from conch.backends.redis.share_scripts import Entry
 from conch.backends.redis.steps import LockKeys, Outcome, ScriptArgs, ScriptCall
 from conch.errors import NotStarted
@@ -48,9 +46,7 @@ class RedisSession:
         self.scripts = {source: self.commands.register_script(source)
                          for source in (*steps.SCRIPTS, *share_scripts.SCRIPTS)}
         self.ttl, self.entries = self._new_ttl_sessions()
-        # A client of one connection of the steps' pool (redis-py's single_connection_client)
-        # for the steps of one thread at a time, made on first use (it connects): a step
-        # sent on it skips the pool's checkout and return (docs/redis.md, "Cost").
+        # One pinned connection of the steps' pool, for one thread at a time (docs/redis.md).
         self._pinned: redis.Redis | None = None
         self._pinned_idle = threading.Lock()
         forget_in_child(self)
@@ -61,8 +57,8 @@ class RedisSession:
                 TtlSession("redis", ttl, self._renew_entries, self.describe, failures))
 
     def forget_parent(self) -> None:
-        """In a forked child: the parent's holds and renewal threads are not the child's (the
-        pools see the fork themselves and open new connections)."""
+        """In a forked child: drop the parent's holds and renewal threads (the pools see the
+        fork themselves)."""
         self.ttl, self.entries = self._new_ttl_sessions()
         self._pinned, self._pinned_idle = None, threading.Lock()
         if not self.closed:
@@ -70,7 +66,6 @@ class RedisSession:
             self.entries.start()
 
     def describe(self, exc: BaseException) -> str:
-        """``exc`` as a message for users."""
         return describe(self.url, self.options, exc)
 
     def start(self) -> None:
@@ -90,8 +85,7 @@ class RedisSession:
         self.entries.start()
 
     def close(self) -> None:
-        """Stop renewing (every hold and entry is reported lost) and close every
-        connection: a wait in progress fails at once."""
+        """Stop renewing (reporting every hold lost) and close every connection."""
         self.closed = True
         self.ttl.stop()
         self.entries.stop()
@@ -103,21 +97,21 @@ class RedisSession:
             self._pinned.close()  # back to the pool, idle: nobody reads it, closed safely
             self.commands.connection_pool.disconnect(inuse_connections=False)
 
-    def calls(self) -> contextlib.AbstractContextManager[None]:
-        """Redis errors in the block leave as :class:`BackendUnavailable`."""
+    def check_open(self) -> None:
         if self.closed:
             raise NotStarted("the coordinator of this lock was stopped")
+
+    def calls(self) -> contextlib.AbstractContextManager[None]:
+        """Redis errors in the block leave as :class:`BackendUnavailable`."""
+        self.check_open()
         return translated(self.url, (RedisError,), self.describe)
 
     def try_acquire(self, keys: LockKeys, value: bytes, retrying: bool = False) -> Outcome:
         """One attempt to hold ``keys`` with ``value``: ``(token, 0)``, or ``(None, seconds)``
         until the holder's TTL ends. Whatever fails, nothing is left held."""
-        if self.closed:
-            raise NotStarted("the coordinator of this lock was stopped")
+        self.check_open()
         options = self.options
-        # The uncontended path: flat, no context manager, EVALSHA without redis-py's
-        # Script wrapper (which adds two imports and two isinstance checks per call).
-        try:
+        try:  # flat, and EVALSHA without redis-py's Script wrapper: the uncontended path
             reply = self._run(steps.acquire_call(keys, value, options.ttl_ms, retrying),
                               steps.acquire_call(keys, value, options.ttl_ms, True))
             outcome = steps.acquire_outcome(reply, options.ttl)
@@ -126,19 +120,14 @@ class RedisSession:
                                                       options.ttl_ms // 3), options)
             return outcome
         except BaseException as exc:
-            self.abandon(steps.release_call(keys, value))
-            if isinstance(exc, RedisError):
-                raise unavailable(self.url, self.describe(exc)) from None
-            raise
+            self._failed(keys, value, exc)
 
     def wait_and_try(self, keys: LockKeys, seconds: float,
                      value: bytes) -> tuple[Outcome, bytes | None]:
-        """Until a release signals ``keys`` or ``seconds`` pass (``BLPOP``), then
-        :meth:`try_acquire` in the same round-trip: the server runs it as the wait ends.
-        Also returns the signal the wait took (None: none). A broken connection ends the
-        wait early; then the attempt is made (or found) anew."""
-        if self.closed:  # the contended path: flat as try_acquire's
-            raise NotStarted("the coordinator of this lock was stopped")
+        """``BLPOP`` until a release signals ``keys`` or ``seconds`` pass, then
+        :meth:`try_acquire` in the same round-trip; and the signal the wait took (None:
+        none). A broken connection ends the wait early; then the attempt is made anew."""
+        self.check_open()
         try:
             replies = self._wait_then(keys.wake, seconds, steps.acquire_call(
                 keys, value, self.options.ttl_ms, False))
@@ -147,16 +136,17 @@ class RedisSession:
                 self.abandon(steps.release_call(keys, value))
             return self.try_acquire(keys, value, retrying=True), None
         except BaseException as exc:
-            self.abandon(steps.release_call(keys, value))
-            if isinstance(exc, RedisError):
-                raise unavailable(self.url, self.describe(exc)) from None
-            raise
-        if replies is None:
-            return self.try_acquire(keys, value), None
-        outcome, signal = steps.outcome_after_wait(replies, self.options.ttl)
-        if outcome[0] is not None and self.options.wait_replicas:
-            return self.try_acquire(keys, value, retrying=True), signal  # then WAIT
-        return outcome, signal
+            self._failed(keys, value, exc)
+        outcome, signal = steps.outcome_after_wait(replies, self.options)
+        return outcome or self.try_acquire(keys, value, retrying=True), signal
+
+    def _failed(self, keys: LockKeys, value: bytes, exc: BaseException) -> NoReturn:
+        """Free what a failed attempt with ``value`` may hold, then raise ``exc`` (a Redis
+        error as :class:`BackendUnavailable`)."""
+        self.abandon(steps.release_call(keys, value))
+        if isinstance(exc, RedisError):
+            raise unavailable(self.url, self.describe(exc)) from None
+        raise exc
 
     def release(self, hold: RedisHold) -> None:
         """Stop renewing ``hold`` and free its lock, waking one waiter."""
@@ -191,9 +181,8 @@ class RedisSession:
         return self.run(call) if replies is None else replies[1]
 
     def abandon(self, call: ScriptCall) -> None:
-        """Best effort: run a script that frees what an attempt may hold (it failed after
-        it may have been granted, or was granted as the coordinator stopped); else that
-        expires within the TTL. Once closed, the client connects again for this."""
+        """Best effort: run a script that frees what an attempt may hold (else that expires
+        within the TTL), even once closed."""
         try:
             self._run(call, call)
         except RedisError:
@@ -203,21 +192,16 @@ class RedisSession:
                 self.commands.connection_pool.disconnect(inuse_connections=False)
 
     def _wait_then(self, wake_list: bytes, seconds: float, call: ScriptCall) -> list[Any] | None:
-        """``BLPOP`` then ``call`` in one pipeline: both replies (:func:`steps.checked`);
-        None when the server had lost the script (loaded again now)."""
+        """``BLPOP`` then ``call`` in one pipeline: both replies (:func:`steps.checked`)."""
         source, keys, args = call
         pipeline = self._waits.pipeline(transaction=False)  # execute() returns its connection
         pipeline.blpop([wake_list], seconds)
         pipeline.evalsha(self.scripts[source].sha, len(keys), *keys, *args)
-        replies = steps.checked(pipeline.execute(False))
-        if replies is None:
-            self.commands.script_load(source)
-        return replies
+        return steps.checked(pipeline.execute(False))
 
     def _run(self, call: ScriptCall, retry: ScriptCall | None = None) -> Any:
-        """``EVALSHA`` of ``call`` on the pinned connection, or one of the pool while
-        another thread uses that; ``retry`` once after a connection failure (a stale pooled
-        connection after a restart, a master demoted by a failover), if the step may be."""
+        """``EVALSHA`` of ``call`` on the pinned connection (one of the pool while another
+        thread uses it); ``retry`` once after a connection failure, if given."""
         try:
             if not self._pinned_idle.acquire(blocking=False):
                 return self._evalsha(self.commands, call)
@@ -229,8 +213,7 @@ class RedisSession:
                         single_connection_client=True)
                 return self._evalsha(pinned, call)
             except TRANSIENT:
-                # Back to the pool, which connects it again: under Sentinel, to the master
-                # it asks for (redis-py reconnects a pinned connection to its old address).
+                # Back to the pool, which reconnects it (under Sentinel: to the new master).
                 if pinned is not None:
                     pinned.close()
                 self._pinned = None
@@ -243,7 +226,7 @@ class RedisSession:
             return self._run(retry)
 
     def _evalsha(self, client: redis.Redis, call: ScriptCall) -> Any:
-        """``EVALSHA`` of ``call``, the script loaded again if the server lost it (a restart)."""
+        """``EVALSHA`` of ``call``, loading the script again if the server lost it."""
         source, keys, args = call
         try:
             return client.evalsha(self.scripts[source].sha, len(keys), *keys, *args)
@@ -269,8 +252,7 @@ class RedisSession:
 
 
 def retry_once(call: Callable[[bool], T]) -> T:
-    """``call(False)``, then ``call(True)`` after a connection failure (a stale pooled
-    connection after a restart, a master demoted by a failover): idempotent steps only."""
+    """``call(False)``, then ``call(True)`` after a connection failure: idempotent steps."""
     try:
         return call(False)
     except TRANSIENT:
@@ -278,10 +260,8 @@ def retry_once(call: Callable[[bool], T]) -> T:
 
 
 def _interrupt(pool: redis.ConnectionPool) -> None:
-    """Close the idle connections and shut down those in use (a ``BLPOP``): their readers
-    wake at once and close them. A shim under redis-py (docs/redis.md): under eventlet, a
-    socket closed by another green thread (``pool.disconnect()``) leaves its reader asleep
-    (a waiter was still blocked at the eventlet test's 1.5 s bound past ``stop()``)."""
+    """Close the idle connections and shut down those in use (a ``BLPOP``), so that their
+    readers wake at once, under eventlet too (the shim: docs/redis.md)."""
     for connection in list(getattr(pool, "_in_use_connections", ())):
         with contextlib.suppress(OSError, AttributeError):
             connection._sock.shutdown(socket.SHUT_RDWR)

@@ -178,8 +178,7 @@ class Entry(NamedTuple):
 
 
 def shared_keys(lock: LockKeys) -> SharedKeys:
-    """The shared side's keys: the lock's own prefix, then ``readers``, ``writers``,
-    ``readers-wake``."""
+    """The shared side's keys: the lock's own prefix, then readers, writers, readers-wake."""
     base = lock.holder.removesuffix(b":holder")
     return SharedKeys(lock, base + b":readers", base + b":writers", base + b":readers-wake")
 

@@ -1,6 +1,5 @@
 """The ``redis://`` handles of shared holds and semaphore permits (one algorithm, two kinds
-of entry), and the exclusive handle that, while the lock has shared holders, waits as a
-writer so that new shared holds queue behind it (writer preference)."""
+of entry), and the exclusive handle that waits as a writer while the lock is shared."""
 
 from __future__ import annotations
 
@@ -21,13 +20,11 @@ from conch.introspection import HolderStamp
 
 log = logging.getLogger("conch")
 FIRST_TURN = 0.1
-"""Seconds an exclusive acquire waits as before, then as a writer if the lock is shared:
-how long new shared holds may still overtake it."""
+"""Seconds an exclusive acquire waits before it waits as a writer if the lock is shared."""
 
 
 class EntryKind(NamedTuple):
-    """A shared hold or a permit: its scripts, the acquire's keys (among them its entries'
-    set, their guard key and the wake list of a release) and extra arguments (a limit)."""
+    """A shared hold or a permit: its scripts, their keys and extra arguments (a limit)."""
 
     acquire: str
     keys: list[bytes]
@@ -55,7 +52,7 @@ def permit_kind(keys: PermitKeys, limit: int, name: bytes) -> EntryKind:
 
 class EntryLock(LockHandle):
     """One lock object's shared hold or permit: try; while busy, ``BLPOP`` on the wake list
-    the answer names and try again in the same round-trip."""
+    the answer names, then try again in the same round-trip."""
 
     def __init__(self, session: RedisSession, kind: EntryKind, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
@@ -77,8 +74,7 @@ class EntryLock(LockHandle):
 
     def _attempt(self, value: bytes, waited: int, seconds: float) -> list[Any]:
         """Try with ``value`` after waiting on ``keys[waited - 1]`` (0: at once): ``[1, token,
-        guard value]`` or ``[0, ms, KEYS index to wait on]``. Whatever fails, nothing is
-        left held."""
+        guard value]`` or ``[0, ms, KEYS index to wait on]``. Whatever fails, nothing is held."""
         session, kind = self._session, self._kind
         call: ScriptCall = (kind.acquire, kind.keys,
                             [value, session.options.ttl_ms, waited, *kind.limit])
@@ -114,8 +110,8 @@ class EntryLock(LockHandle):
 
 
 class WriterFirstLock(RedisLock):
-    """The exclusive handle of a lock; while the lock has shared holders, it waits as a
-    writer: new shared holds wait until it is through (or gives up)."""
+    """The exclusive handle of a lock; while the lock is shared it waits as a writer, which
+    new shared holds wait behind."""
 
     def __init__(self, session: RedisSession, keys: SharedKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
@@ -123,11 +119,9 @@ class WriterFirstLock(RedisLock):
         self._shared = keys
 
     def acquire(self, deadline: Deadline) -> int | None:
-        # First as before (an exclusive-only lock pays nothing more), for a short turn.
         token = super().acquire(turn_of(deadline, FIRST_TURN))
         session, waiting = self._session, None
         try:
-            # Then in turns of a TTL at most, to wait as a writer once shared holds appear.
             while token is None and not deadline.expired():
                 if waiting is None:
                     call, member, sent = writer_waits(session, self._shared)
@@ -140,8 +134,8 @@ class WriterFirstLock(RedisLock):
 
 
 def writer_waits(session: RedisSession, keys: SharedKeys) -> tuple[ScriptCall, bytes, float]:
-    """WRITER_WAITS: a new member waits as a writer if the lock has shared holders; and
-    that member, and when the call was made."""
+    """WRITER_WAITS of a new member (which waits as a writer if the lock is shared), the
+    member and when the call was made."""
     member = secrets.token_hex(16).encode()
     return (scripts.WRITER_WAITS, (keys.readers, keys.writers), (member, session.options.ttl_ms)
             ), member, time.monotonic()
@@ -149,8 +143,7 @@ def writer_waits(session: RedisSession, keys: SharedKeys) -> tuple[ScriptCall, b
 
 def keep_waiting(session: RedisSession, keys: SharedKeys, member: bytes, sent: float,
                  entered: bool) -> EntryHold | None:
-    """Renew writer ``member``'s entry (sent at ``sent``) until discarded, if it
-    ``entered``."""
+    """Renew writer ``member``'s entry until discarded, if it ``entered``."""
     if not entered:
         return None
     return session.entries.keep(Entry(keys.writers, keys.writers, b""), member, sent,
@@ -159,8 +152,7 @@ def keep_waiting(session: RedisSession, keys: SharedKeys, member: bytes, sent: f
 
 def stop_waiting(session: RedisSession, keys: SharedKeys,
                  waiting: EntryHold | None) -> ScriptCall | None:
-    """Stop renewing writer entry ``waiting``; the WRITER_DONE to send, if any (once the
-    coordinator stopped, the entry expires within the TTL)."""
+    """Stop renewing writer entry ``waiting``; the WRITER_DONE to send, if any."""
     if waiting is None:
         return None
     session.entries.discard(waiting)

@@ -1,8 +1,6 @@
 """The ``redis://`` lock steps, once for the blocking and the asyncio handles: the keys of
-a name, the Lua scripts (sent with ``EVALSHA``) and what their replies mean, and when an
-acquire waits before its first attempt (:class:`Turns`). Both handles send these, so
-blocking and asyncio holders of a name exclude each other, share its tokens and wake each
-other's waiters."""
+a name, the Lua scripts and what their replies mean, and when an acquire waits before its
+first attempt (:class:`Turns`)."""
 
 from __future__ import annotations
 
@@ -19,14 +17,11 @@ from conch.backends.redis.client import RedisOptions
 from conch.errors import BackendUnavailable, LockLost
 
 WAKE_SIGNAL_MS = 2000
-"""How long a release's wake signal waits for a waiter: it bridges a waiter's failed
-attempt and its ``BLPOP``; an unused signal costs one retry."""
+"""How long a release's wake signal waits for a waiter (from its failed attempt to its
+``BLPOP``)."""
 
-# The fencing token rule, for every script that grants a hold: the server clock in µs,
-# or the counter plus one when that is more, written to the counter. Tokens keep
-# increasing when the counter is lost (restart without persistence) or rolled back
-# (failover to a lagging replica), as long as the server clock does not go back. Lua
-# numbers are doubles: exact integers up to 2^53 (µs since 1970 stay below until 2255).
+# The fencing token rule of every script that grants a hold: the server clock in µs, or
+# the counter plus one when that is more (docs/redis.md, "Fencing tokens").
 NEXT_TOKEN = """
 local function next_token(counter, clock)
   local now = clock[1] * 1000000 + clock[2]
@@ -58,10 +53,7 @@ return {1, next_token(KEYS[2], redis.call('TIME'))}
 
 # KEYS[1] holder, KEYS[2] wake list; ARGV[1] this hold's value, ARGV[2] signal life in ms.
 # Returns 1 when ARGV[1] held the lock, now free, else 0 (nothing touched). The wake list
-# is left with one signal: BLPOP hands it to one waiter, one arriving just after the
-# release still finds it, and it expires when nobody waits. The signal is the released
-# hold's value, so a releaser that takes its own signal back knows nobody was waiting
-# (waiters of the version before issue 13, which pushed '1', ignore what they pop).
+# is left with one signal, the released hold's value, for one waiter (Turns).
 RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
@@ -105,8 +97,7 @@ def lock_keys(name: bytes) -> LockKeys:
 
 
 def acquire_call(keys: LockKeys, value: bytes, ttl_ms: int, retrying: bool) -> ScriptCall:
-    """ACQUIRE of ``keys`` with ``value``; repeating it with the same ``value``
-    (``retrying``) is safe."""
+    """ACQUIRE of ``keys`` with ``value`` (``retrying``: it may hold them already)."""
     return ACQUIRE, keys[:2], (value, ttl_ms, 1) if retrying else (value, ttl_ms)
 
 
@@ -128,8 +119,7 @@ def busy_seconds(ms: int, ttl: float) -> float:
 
 
 def checked(replies: list[Any]) -> list[Any] | None:
-    """The replies of ``BLPOP`` then a script, sent together; None when the server lost
-    the script (a restart): load it, then run it again at once."""
+    """The replies of ``BLPOP`` then a script; None when the server lost the script."""
     if isinstance(replies[1], NoScriptError):
         return None
     for reply in replies:
@@ -138,15 +128,21 @@ def checked(replies: list[Any]) -> list[Any] | None:
     return replies
 
 
-def outcome_after_wait(replies: list[Any], ttl: float) -> tuple[Outcome, bytes | None]:
+def outcome_after_wait(replies: list[Any] | None,
+                       options: RedisOptions) -> tuple[Outcome | None, bytes | None]:
     """ACQUIRE's outcome from :func:`checked` replies, and the wake signal the wait took
-    (None: it timed out)."""
-    return acquire_outcome(replies[1], ttl), replies[0] and replies[0][1]
+    (None: it timed out). No outcome: ACQUIRE again, retrying (the script was lost, or the
+    hold waits for replicas)."""
+    if replies is None:
+        return None, None
+    outcome = acquire_outcome(replies[1], options.ttl)
+    granted = outcome[0] is not None
+    return None if granted and options.wait_replicas else outcome, replies[0] and replies[0][1]
 
 
 def wait_seconds(busy_for: float, deadline: Deadline, ttl: float) -> float | None:
-    """How long one ``BLPOP`` waits after a busy answer: until the holder's TTL ends or
-    the deadline, at most our TTL (the waits' reply timeout); None: the deadline passed."""
+    """How long one ``BLPOP`` waits after a busy answer: until the holder's TTL ends or the
+    deadline, at most our TTL; None: the deadline passed."""
     remaining = deadline.remaining()
     if remaining == 0:
         return None
@@ -162,22 +158,21 @@ def check_replicas(acknowledged: int, options: RedisOptions) -> None:
 
 
 def check_released(keys: LockKeys, reply: int) -> None:
-    """Raise :class:`LockLost` when RELEASE found the hold gone (reported lost or not: the
-    report may still be on its way to the lock object)."""
+    """Raise :class:`LockLost` when RELEASE found the hold gone."""
     if not reply:
         raise LockLost(f"lock key {keys.holder.decode()} expired or changed holder before "
                        "its release, unnoticed: was the process paused longer than the TTL?")
 
 
 QUEUE_WINDOW = WAKE_SIGNAL_MS / 2000
-"""Seconds after its release within which a lock object that met contention waits first:
-well inside the signal's life, so a signal nobody took is still there to end the wait."""
+"""Seconds after its release within which a lock object that met contention waits first
+(well inside the signal's life)."""
 
 
 class Turns:
     """When a lock object's acquire waits for a release before its first attempt: shortly
-    after its own release, if its last acquire met contention (the woken waiter has the
-    lock by then). Why and what it saves: docs/redis.md, "Taking turns"."""
+    after its own release, if its last acquire met contention (docs/redis.md, "Taking
+    turns")."""
 
     __slots__ = ("_contended", "_released", "_released_at")
 
@@ -193,9 +188,8 @@ class Turns:
         return wait_seconds(ttl, deadline, ttl)
 
     def acquired(self, met_holder: bool, signal: bytes | None) -> None:
-        """An acquire ended holding the lock: it found it held (``met_holder``), or its
-        first wait took ``signal`` (None: none). Until its release succeeds, the next
-        acquire tries at once."""
+        """An acquire got the lock after finding it held (``met_holder``), or its first
+        wait took ``signal`` (None: none)."""
         self._contended = met_holder or signal not in (None, self._released)
         self._released_at = -math.inf
 
