@@ -102,10 +102,10 @@ class Throughput:
     processes: int
     duration_s: float
     counts: list[int]
-    """Acquisitions of each process within the measured time."""
+    """Acquisitions of each process within ``duration_s`` (combined: every block's)."""
     total_per_s: float
     jain: float
-    """Jain's fairness index over ``counts``."""
+    """Jain's fairness index over one run's ``counts`` (combined: the blocks' mean)."""
     excluded: bool
     """The shared counter incremented inside every hold came out exact."""
 

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeVar
 
 from benchmarks import harness, report
 from benchmarks.contenders import load, servers
@@ -28,6 +28,7 @@ from conch.url import parse_url
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO_ROOT, "benchmarks", "results")
+_T = TypeVar("_T")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,7 +113,7 @@ def measure(
     return results
 
 
-def in_turn(contenders: Sequence[type[Contender]], block: int) -> Sequence[type[Contender]]:
+def in_turn(contenders: Sequence[_T], block: int) -> Sequence[_T]:
     """The order of ``block``: reversed every other block, so that no contender always runs
     first (right after a warm-up of the server, say) or last."""
     return contenders if block % 2 else contenders[::-1]
