@@ -37,9 +37,8 @@ from conch.url import parse_url
 WAIT_S = 60
 """Every contender's timed wait, in seconds."""
 
-# Contended runs of 6 s, not 2: a cycle costs two log syncs (~5 ms), so 2 s gave a few
-# hundred acquisitions per run, and a burst of load from elsewhere moved the ratio to
-# kazoo by half (0.58x to 1.18x at 4 processes from one run to the next).
+# Contended runs of 6 s in all (3 blocks of 2 s), not 2: a cycle costs two log syncs
+# (~5 ms), so a short run counts only a few hundred acquisitions.
 SETTINGS = Settings(duration_s=6.0)
 
 # The issue's goals (issue 13).
