@@ -19,7 +19,7 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends.file import removal
+from conch.backends.file import session as removal
 from conch.backends.file.session import HIGH_WATER_FILE
 from conch.history import load, violations
 from tests.backends import file_helpers

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from conch.backends.base import GroupStore, LossCallback
 from conch.backends.file import inotify, inspection
 from conch.backends.file.inspection import read_members
-from conch.backends.file.removal import at_its_path
+from conch.backends.file.session import at_its_path
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import readable_key
 from conch.errors import GroupNotEmpty, GroupNotFound

@@ -11,8 +11,7 @@ import os
 import struct
 import time
 
-from conch.backends.file.removal import at_its_path
-from conch.backends.file.session import HOLD_RECORD, tried
+from conch.backends.file.session import HOLD_RECORD, at_its_path, tried
 from conch.introspection import HolderInfo, LockInfo, read_stamp
 
 log = logging.getLogger("conch")
