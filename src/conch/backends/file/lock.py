@@ -14,16 +14,7 @@ from typing import Protocol
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.file import inotify
-from conch.backends.file.session import (
-    GATE_SUFFIX,
-    FileSession,
-    Hold,
-    at_its_path,
-    linked,
-    open_creating,
-    statx_buffer,
-    try_flock,
-)
+from conch.backends.file.session import GATE_SUFFIX, FileSession, Hold, open_creating, try_flock
 from conch.errors import LockLost
 from conch.green import eventlet_patched
 from conch.introspection import HolderStamp
@@ -79,7 +70,7 @@ class LockFile:
         self._stamp = _stamp(key, member_id)
         self._on_lost = on_lost
         self._hold: Hold | None = None
-        self._statx = statx_buffer()  # used by one acquire or release at a time
+        self._statx = inotify.statx_buffer()  # used by one acquire or release at a time
         self._seen = 0
         self.fd = -1
         self.token: int | None = None
@@ -135,8 +126,8 @@ class LockFile:
             if not try_flock(self.fd, self.mode):
                 return None
             # After removals, linked is not enough: a renamed directory keeps its files.
-            if linked(self.fd, self._statx) if session.seen == self._seen \
-                    else at_its_path(self.fd, self.path):
+            if inotify.linked(self.fd, self._statx) if session.seen == self._seen \
+                    else inotify.at_its_path(self.fd, self.path):
                 self.token = session.next_token(self.fd, self._stamp, self.mode) \
                     if self._draw_token is None else self._draw_token(self.fd, self._stamp)
                 self._hold = Hold(self.fd, self.path)
@@ -154,7 +145,7 @@ class LockFile:
     def release(self) -> None:
         """Free the hold; :class:`LockLost` when its file was removed while held."""
         try:
-            still_linked = self.fd < 0 or linked(self.fd, self._statx)
+            still_linked = self.fd < 0 or inotify.linked(self.fd, self._statx)
         except OSError:  # closed meanwhile, by a coordinator that stops
             still_linked = True
         self.close()  # frees the flock and wakes the waiters

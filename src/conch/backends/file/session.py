@@ -4,7 +4,6 @@ when their file is removed (docs/file.md)."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import errno
 import fcntl
@@ -27,7 +26,7 @@ log = logging.getLogger("conch")
 
 HIGH_WATER_FILE = ".conch-fencing-tokens"
 GATE_SUFFIX = ".gate"  # for ``.lock``: a name's gate file
-HOLD_RECORD = struct.Struct("<QqI")
+HOLD_RECORD = struct.Struct("<QqI")  # token, start (Unix µs), pid; then the stamp's head
 _TOKEN = struct.Struct("<Q")
 # Shared holders draw tokens under an OFD lock on the token's bytes.
 _TOKEN_RANGE = struct.Struct("@hhqqi4x")  # struct flock: type, whence, start, length, pid
@@ -35,9 +34,6 @@ _LOCK_TOKEN = _TOKEN_RANGE.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, _TOKEN.size, 0)
 _UNLOCK_TOKEN = _TOKEN_RANGE.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, _TOKEN.size, 0)
 _REMOVALS = inotify.DELETE | inotify.MOVED_FROM | inotify.DELETE_SELF | inotify.MOVE_SELF
 _OF_THE_DIRECTORY = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED | inotify.Q_OVERFLOW
-_STATX_NLINK, _AT_EMPTY_PATH = 0x4, 0x1000  # <linux/stat.h>, <fcntl.h>
-_NLINK = struct.Struct("=I")  # struct statx's stx_nlink, at offset 16
-_statx = getattr(ctypes.CDLL(None, use_errno=True), "statx", None)  # glibc >= 2.28
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -46,27 +42,6 @@ class Hold:
 
     fd: int
     path: str
-
-
-def statx_buffer() -> ctypes.Array[ctypes.c_char]:
-    """A ``struct statx`` for :func:`linked`, one per thread at a time."""
-    return ctypes.create_string_buffer(256)
-
-
-def linked(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> bool:
-    """True while the file open as ``fd`` has a link (OSError when ``fd`` is closed)."""
-    if _statx is not None and not _statx(fd, b"", _AT_EMPTY_PATH, _STATX_NLINK, buffer):
-        return bool(_NLINK.unpack_from(buffer, 16)[0])
-    return os.fstat(fd).st_nlink > 0  # no statx (old libc or kernel, a seccomp filter)
-
-
-def at_its_path(fd: int, path: str) -> bool:
-    """Whether the file open as ``fd`` is linked at ``path`` (False once ``fd`` is closed)."""
-    try:
-        held, linked = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return held.st_nlink > 0 and (held.st_ino, held.st_dev) == (linked.st_ino, linked.st_dev)
 
 
 def open_creating(path: str) -> int:
@@ -237,7 +212,7 @@ class FileSession:
 
     def _check(self, holds: list[Hold]) -> None:
         for hold in holds:
-            if not at_its_path(hold.fd, hold.path):
+            if not inotify.at_its_path(hold.fd, hold.path):
                 self.holds.lose(hold, f"its lock file {hold.path} was removed or renamed "
                                       "(was the lock directory cleaned up?): another "
                                       "process may take the lock")
