@@ -19,7 +19,7 @@ import pytest
 
 import conch
 import conch.aio
-from conch.backends.file import removal
+from conch.backends.file import inotify
 from conch.backends.file.session import HIGH_WATER_FILE
 from conch.history import load, violations
 from tests.backends import file_helpers
@@ -140,23 +140,23 @@ def test_a_lock_files_link_count_reads_alike_through_statx_and_fstat(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, statx: bool
 ) -> None:
     if statx:
-        assert removal._statx is not None, "glibc has had statx since 2.28"
+        assert inotify._statx is not None, "glibc has had statx since 2.28"
     else:
-        monkeypatch.setattr(removal, "_statx", None)
-    buffer = removal.statx_buffer()
+        monkeypatch.setattr(inotify, "_statx", None)
+    buffer = inotify.statx_buffer()
     path = tmp_path / "some.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
     try:
-        assert removal.linked(fd, buffer)
+        assert inotify.linked(fd, buffer)
         os.link(path, tmp_path / "other.lock")
         path.unlink()
-        assert removal.linked(fd, buffer), "still linked by its other name"
+        assert inotify.linked(fd, buffer), "still linked by its other name"
         (tmp_path / "other.lock").unlink()
-        assert not removal.linked(fd, buffer)
+        assert not inotify.linked(fd, buffer)
     finally:
         os.close(fd)
     with pytest.raises(OSError):
-        removal.linked(fd, buffer)
+        inotify.linked(fd, buffer)
 
 
 @pytest.mark.parametrize("blocking", [True, 30.0], ids=["forever", "timed"])

@@ -1,6 +1,5 @@
-"""asyncio for ``file://``: the blocking handle's tries (:class:`.lock.LockFile`), waiting
-for the same inotify events read on the event loop (one instance per loop while some
-acquire waits): no thread, no polling."""
+"""asyncio for ``file://``: :class:`.lock.LockFile`'s tries, waiting for its inotify events
+on the event loop (one instance per loop)."""
 
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ from conch.backends.file.lock import LockFile
 
 
 class FileAsyncLock(AsyncLockHandle):
-    """A :class:`LockFile`'s hold, taken on the event loop."""
-
     def __init__(self, file: LockFile) -> None:
         self.file = file
 
@@ -35,7 +32,6 @@ class FileAsyncLock(AsyncLockHandle):
 
 
 async def _wait(file: LockFile, deadline: Deadline) -> None:
-    """Try ``file`` again on each of its events (:meth:`LockFile.waits`)."""
     loop = asyncio.get_running_loop()
     freed: asyncio.Future[None] = loop.create_future()
 
@@ -55,7 +51,7 @@ async def _wait(file: LockFile, deadline: Deadline) -> None:
             freed = loop.create_future()
 
 
-# Each event loop's instance (read by the loop) and its number of waits.
+# Each event loop's instance and its number of waits.
 _watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[inotify.Watches, int]] = \
     weakref.WeakKeyDictionary()
 _watchers_mutex = threading.Lock()  # loops on several threads share the registry
@@ -64,8 +60,7 @@ _watchers_mutex = threading.Lock()  # loops on several threads share the registr
 @contextlib.contextmanager
 def _watching(loop: asyncio.AbstractEventLoop, file: LockFile,
               wake: inotify.Callback) -> Iterator[None]:
-    """Call ``wake`` on the events of the files ``file`` watches, through its loop's
-    instance, which its first waiter borrows and its last gives back."""
+    """Call ``wake`` on ``file``'s events, through its loop's instance."""
     with _watchers_mutex:
         watcher, users = _watchers.get(loop) or (inotify.Watches(inotify.borrow()), 0)
         _watchers[loop] = watcher, users + 1

@@ -1,6 +1,5 @@
-"""``file:///dir[?sweep_after=seconds]``: kernel ``flock`` locks on one file per name in
-a directory of this host, no server. Linux only (inotify); not for NFS. How the
-contract maps to files: docs/file.md."""
+"""``file:///dir[?sweep_after=seconds]``: kernel ``flock`` locks on a file per name in a
+directory of this host, Linux only (docs/file.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""``file://`` groups, under ``<lock directory>/.conch-groups/``: a directory per group holding
-its exact name (``.name``) and a file per member, alive while its process keeps an ``flock`` on
-it, so the kernel ends the membership with the process. inotify events of the watched groups'
-directories wake the watchers; a removed file of this member is lost. See docs/file.md."""
+"""``file://`` groups: a directory per group under ``.conch-groups/``, a file per member,
+alive while its process holds an ``flock`` on it (docs/file.md)."""
 
 from __future__ import annotations
 
@@ -20,7 +18,6 @@ from typing import NamedTuple
 from conch.backends.base import GroupStore, LossCallback
 from conch.backends.file import inotify, inspection
 from conch.backends.file.inspection import read_members
-from conch.backends.file.removal import at_its_path
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import readable_key
 from conch.errors import GroupNotEmpty, GroupNotFound
@@ -34,8 +31,6 @@ _OF_ENTRIES = inotify.CREATE | inotify.MOVED_TO | _GONE  # a directory above: wh
 
 
 class _Joined(NamedTuple):
-    """This member's file in one group, locked on ``fd`` while it is in."""
-
     fd: int
     path: str
     on_lost: LossCallback
@@ -44,7 +39,7 @@ class _Joined(NamedTuple):
 class FileGroupStore(GroupStore):
     """The groups of one ``file://`` backend's lock directory."""
 
-    poll_interval = 10.0  # every change is pushed; a read now and then covers lost watches
+    poll_interval = 10.0  # a read now and then covers lost watches
 
     def __init__(self, directory: str, member_id: str) -> None:
         self.root = os.path.join(directory, ".conch-groups")  # no lock file starts with a dot
@@ -60,7 +55,7 @@ class FileGroupStore(GroupStore):
         return os.path.join(self.root, readable_key(group, 40))
 
     def create(self, group: bytes) -> bool:
-        """Make ``group``'s directory with its name inside in one rename (False: there)."""
+        """Make ``group``'s directory, its name inside, in one rename (False: there)."""
         final = self.group_path(group)
         while not os.path.isdir(final):
             staging = os.path.join(self.root, f".creating-{uuid.uuid4().hex}")
@@ -81,8 +76,8 @@ class FileGroupStore(GroupStore):
         return False
 
     def delete(self, group: bytes) -> None:
-        """Remove ``group``'s directory unless a live member is in it: renamed away first, so
-        that a member joining meanwhile is seen, and the group is put back for it."""
+        """Remove ``group``'s directory unless a member is in it (renamed away first, and back
+        when one joined meanwhile)."""
         final = self.group_path(group)
         doomed = os.path.join(self.root, f".deleting-{uuid.uuid4().hex}")
         live = read_members(final)
@@ -101,7 +96,7 @@ class FileGroupStore(GroupStore):
         shutil.rmtree(doomed, ignore_errors=True)
 
     def names(self) -> list[bytes]:
-        """The exact name of every group; a crash's half-made or half-deleted one is removed."""
+        """Every group's name; removes a crash's half-made or half-deleted one."""
         found = []
         with contextlib.suppress(FileNotFoundError), os.scandir(self.root) as entries:
             for entry in entries:
@@ -119,13 +114,12 @@ class FileGroupStore(GroupStore):
         return read_members(self.group_path(group))
 
     def join(self, group: bytes, data: bytes, on_lost: LossCallback) -> None:
-        # Under the mutex: the reader thread must find a file renamed over already replaced.
         with self._mutex:
             fd, path = _write_member(self.group_path(group), self._member_id, data)
             replaced = self._joined.get(group)
             self._joined[group] = _Joined(fd, path, on_lost)
             self._watch()
-            if removed := not at_its_path(fd, path):  # the group went before it was watched
+            if removed := not inotify.at_its_path(fd, path):  # the group went before it was watched
                 del self._joined[group]
                 self._watch()
         if replaced is not None:
@@ -158,7 +152,6 @@ class FileGroupStore(GroupStore):
         return unsubscribe
 
     def close(self) -> None:
-        """The backend closes: leave every group, stop watching."""
         with self._mutex:
             joined, self._joined, self._subscribers = self._joined, {}, {}
             self._watch()  # none left
@@ -167,14 +160,14 @@ class FileGroupStore(GroupStore):
                 _remove_member(membership.fd, membership.path)
 
     def forget_parent(self) -> None:
-        """A forked child is in none of its parent's groups (the parent's flocks stay)."""
+        """A forked child is in none of its parent's groups."""
         self._mutex, self._watched = threading.Lock(), {}
         for membership in self._joined.values():
             os.close(membership.fd)
         self._joined, self._subscribers = {}, {}
 
     def _watch(self) -> None:
-        """Watch the groups joined or subscribed to, and only those (under ``_mutex``)."""
+        """Watch the groups joined or subscribed to, only those (under ``_mutex``)."""
         needed = set()
         for group in {*self._joined, *self._subscribers}:
             needed.update(self._watch_group(self.group_path(group)))
@@ -183,8 +176,7 @@ class FileGroupStore(GroupStore):
             inotify.directories().remove(wd, self._changed)
 
     def _watch_group(self, group_path: str) -> list[int]:
-        """Watch ``group_path`` or, missing, the directories above it (docs/file.md, "A
-        removed group directory"); the watches."""
+        """Watch ``group_path`` or, missing, the directories above it; the watches."""
         levels = [(group_path, _OF_MEMBERS), *((path, _OF_ENTRIES) for path in self._above)]
         for _ in levels:  # again while a directory missing just now was made meanwhile
             watches: list[int] = []
@@ -207,8 +199,7 @@ class FileGroupStore(GroupStore):
         return watches
 
     def _changed(self, wd: int, mask: int) -> None:
-        """Tell the group's subscribers (all, on an event above), check this member's file
-        there, watch again what was removed or made."""
+        """Tell the subscribers, check this member's files, watch again what changed."""
         with self._mutex:
             path = self._watched.get(wd)
             if mask & inotify.IGNORED:  # the kernel removed the watch
@@ -236,12 +227,12 @@ class FileGroupStore(GroupStore):
 
 
 def _removed(joined: _Joined) -> bool:
-    """Removed (renamed over by the same member id's other coordinator: not; docs/file.md)."""
-    return not at_its_path(joined.fd, joined.path) and not os.path.lexists(joined.path)
+    """Removed (not renamed over by the same member id's other coordinator)."""
+    return not inotify.at_its_path(joined.fd, joined.path) and not os.path.lexists(joined.path)
 
 
 def _write_member(group_directory: str, member_id: str, data: bytes) -> tuple[int, str]:
-    """Put this member's file in place, locked on the new descriptor returned with its path."""
+    """Put this member's file in place, locked on the descriptor returned with its path."""
     joining = os.path.join(group_directory, inspection.JOINING_PREFIX + uuid.uuid4().hex)
     try:
         fd = os.open(joining, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -251,7 +242,7 @@ def _write_member(group_directory: str, member_id: str, data: bytes) -> tuple[in
     path = os.path.join(group_directory, readable_key(encoded, 40) + inspection.MEMBER_SUFFIX)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else has it
-        with open(fd, "wb", closefd=False) as member_file:  # buffered: writes it all
+        with open(fd, "wb", closefd=False) as member_file:
             member_file.write(inspection.MEMBER_ID_LENGTH.pack(len(encoded)) + encoded + data)
         os.rename(joining, path)  # a reader sees the old data or the new, never a part
     except BaseException as exc:
@@ -265,9 +256,8 @@ def _write_member(group_directory: str, member_id: str, data: bytes) -> tuple[in
 
 
 def _remove_member(fd: int, path: str) -> None:
-    """Leave: unlink the member's file (if still the one at ``path``), then close ``fd``."""
     try:
-        if at_its_path(fd, path):
+        if inotify.at_its_path(fd, path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
     finally:

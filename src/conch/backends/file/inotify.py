@@ -1,6 +1,5 @@
-"""Linux inotify through ``ctypes`` (no binding library works under eventlet: see
-docs/file.md), shared instances, and the process's idle ones. Waits are green under
-eventlet (:class:`~conch.backends.kit.socket_wait.SocketWait`)."""
+"""Linux inotify (shared and idle instances; waits green under eventlet) and link checks,
+through ``ctypes`` (docs/file.md)."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ from conch.errors import BackendUnavailable
 ATTRIB, CLOSE_WRITE, MOVED_FROM, DELETE = 0x4, 0x8, 0x40, 0x200  # <sys/inotify.h>'s IN_*
 DELETE_SELF, MOVE_SELF, Q_OVERFLOW, IGNORED = 0x400, 0x800, 0x4000, 0x8000
 MOVED_TO, CREATE, MASK_ADD = 0x80, 0x100, 0x20000000
-# A waiter tries again after these: every description of a lock file is open for writing,
-# so the holder's close (release, death) is a CLOSE_WRITE; a sweep's unlink an ATTRIB.
+# A waiter tries again after these: the holder's close (release, death), a sweep's unlink.
 FREED = CLOSE_WRITE | ATTRIB
 IDLE_INSTANCES = 8  # kept: closing one that had watches waits for a kernel grace period
 
@@ -29,11 +27,35 @@ log = logging.getLogger("conch")
 
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 _libc = ctypes.CDLL(None, use_errno=True)
+_STATX_NLINK, _AT_EMPTY_PATH = 0x4, 0x1000  # <linux/stat.h>, <fcntl.h>
+_NLINK = struct.Struct("=I")  # struct statx's stx_nlink, at offset 16
+_statx = getattr(_libc, "statx", None)  # glibc >= 2.28
 
 
 def opened(fd: int) -> str:
-    """A path of the file open as ``fd``, to watch it by, even once it is unlinked."""
+    """A path of the file open as ``fd``, even once it is unlinked."""
     return f"/proc/self/fd/{fd}"
+
+
+def statx_buffer() -> ctypes.Array[ctypes.c_char]:
+    """A ``struct statx`` for :func:`linked`, one per thread at a time."""
+    return ctypes.create_string_buffer(256)
+
+
+def linked(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> bool:
+    """True while the file open as ``fd`` has a link (OSError when ``fd`` is closed)."""
+    if _statx is not None and not _statx(fd, b"", _AT_EMPTY_PATH, _STATX_NLINK, buffer):
+        return bool(_NLINK.unpack_from(buffer, 16)[0])
+    return os.fstat(fd).st_nlink > 0  # no statx (old libc or kernel, a seccomp filter)
+
+
+def at_its_path(fd: int, path: str) -> bool:
+    """Whether the file open as ``fd`` is linked at ``path`` (False once ``fd`` is closed)."""
+    try:
+        held, linked = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return held.st_nlink > 0 and (held.st_ino, held.st_dev) == (linked.st_ino, linked.st_dev)
 
 
 class Inotify:
@@ -43,7 +65,7 @@ class Inotify:
 
     def __init__(self) -> None:
         self.fd: int = _call(_libc.inotify_init1, os.O_NONBLOCK | os.O_CLOEXEC)
-        self._buffer = bytearray(64 * 1024)  # many events, and one with the longest name
+        self._buffer = bytearray(64 * 1024)
         self._readable: SocketWait | None = None
         self.stale: list[int] = []  # watches to remove before the next use
 
@@ -55,7 +77,7 @@ class Inotify:
 
     def read(self) -> dict[int, int]:
         """The events queued now, each watch's masks or-ed (watch -1: overflow), without waiting
-        (``os.readv``: eventlet's green ``os.read`` would wait)."""
+        (eventlet's green ``os.read`` would wait)."""
         masks: dict[int, int] = {}
         with contextlib.suppress(BlockingIOError):
             size, offset = os.readv(self.fd, [self._buffer]), 0
@@ -80,7 +102,7 @@ Callback = Callable[[int, int], object]
 
 
 class Watches:
-    """An instance shared by several users, each told of the events it asked for."""
+    """An instance shared by several users, each told of its events."""
 
     def __init__(self, instance: Inotify) -> None:
         self.inotify = instance
@@ -88,8 +110,7 @@ class Watches:
         self._mutex = threading.Lock()
 
     def add(self, path: str, mask: int, callback: Callback) -> int:
-        """Pass the events of ``path`` in ``mask`` to ``callback`` (the kernel's mask: the union
-        of its users', ``IN_MASK_ADD``); the watch, or ``OSError``."""
+        """Pass the events of ``path`` in ``mask`` to ``callback``; the watch, or ``OSError``."""
         with self._mutex:
             wd = self.inotify.add_watch(path, mask | MASK_ADD)
             callbacks = self._callbacks.setdefault(wd, {})
@@ -174,7 +195,6 @@ def give_back(instance: Inotify, watches: list[int]) -> None:
 
 
 def _forget_parent() -> None:
-    """In a forked child: no watcher thread, and the parent's instances are not its own."""
     global _mutex, _directories
     _mutex = threading.Lock()
     for instance in [*idle, *([] if _directories is None else [_directories.inotify])]:

@@ -1,6 +1,5 @@
-"""Who holds the ``file://`` locks of a directory, read without trying them (``/proc/locks``
-names the holding pid and the file, whose hold record says the rest), and who is in a group
-(a member file its process holds). ``OSError`` is the caller's to translate."""
+"""Who holds ``file://`` locks (from ``/proc/locks`` and hold records) and who is in a group
+(``OSError``: the caller's to translate)."""
 
 from __future__ import annotations
 
@@ -11,17 +10,17 @@ import os
 import struct
 import time
 
-from conch.backends.file.removal import at_its_path
+from conch.backends.file.inotify import at_its_path
 from conch.backends.file.session import HOLD_RECORD, tried
 from conch.introspection import HolderInfo, LockInfo, read_stamp
 
 log = logging.getLogger("conch")
 
-_READ_AT_MOST = 512 * 1024  # the record and the stamp of any name (64 KiB, JSON-escaped)
+_READ_AT_MOST = 512 * 1024  # a record and any name's stamp
 MEMBER_SUFFIX = ".member"
-JOINING_PREFIX = ".joining-"  # a member file being written, renamed into place when done
-ABANDONED_AFTER = 60.0  # s: a file being joined (unlocked), a group being made or deleted
-MEMBER_ID_LENGTH = struct.Struct("<I")  # a member file: this, the member id (UTF-8), the data
+JOINING_PREFIX = ".joining-"  # a member file being written
+ABANDONED_AFTER = 60.0  # s: a joining file, a group being made or deleted
+MEMBER_ID_LENGTH = struct.Struct("<I")  # a member file: this, the member id, the data
 
 
 def held_files() -> dict[tuple[int, int, int], int]:
@@ -38,7 +37,6 @@ def held_files() -> dict[tuple[int, int, int], int]:
 
 
 def describe(path: str, key: bytes) -> LockInfo:
-    """Lock ``key``, whose lock file is ``path``."""
     pid, lock = _read(path, held_files())
     if pid is None:
         return LockInfo(key, None)
@@ -48,9 +46,8 @@ def describe(path: str, key: bytes) -> LockInfo:
 
 
 def held_locks(directory: str) -> list[LockInfo]:
-    """The held locks of ``directory`` whose holder left a stamp (every conch holder does)."""
+    """The held locks of ``directory`` whose holder left a stamp."""
     held, found = held_files(), []
-    # A removed directory (cleaned up) holds nothing.
     with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
         for entry in entries:
             if entry.name.endswith(".lock") and (lock := _read(entry.path, held)[1]):
@@ -59,7 +56,7 @@ def held_locks(directory: str) -> list[LockInfo]:
 
 
 def _read(path: str, held: dict[tuple[int, int, int], int]) -> tuple[int | None, LockInfo | None]:
-    """The pid holding ``path`` (None: free) and, held, the lock its hold record describes."""
+    """The pid holding ``path`` (None: free) and its hold record's lock."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:  # swept meanwhile
@@ -79,7 +76,7 @@ def _read(path: str, held: dict[tuple[int, int, int], int]) -> tuple[int | None,
 
 
 def read_members(group_directory: str) -> dict[str, bytes] | None:
-    """The live members' data by id (None: no group); dead members' files are removed."""
+    """The live members' data by id (None: no group); removes dead members' files."""
     try:
         with os.scandir(group_directory) as entries:
             found = [entry.name for entry in entries]
@@ -96,9 +93,8 @@ def read_members(group_directory: str) -> dict[str, bytes] | None:
 
 
 def _read_member(path: str) -> tuple[str, bytes] | None:
-    """The member id and data of a live member's file (None: gone, or its member dead)."""
     while True:
-        # Read-only: closing it is no CLOSE_WRITE, the event of a member's death.
+        # Read-only: closing it is no CLOSE_WRITE.
         with contextlib.suppress(FileNotFoundError), \
                 tried(path, fcntl.LOCK_SH, os.O_RDONLY) as (fd, free):
             if not free:  # its member holds it: alive

@@ -1,6 +1,5 @@
-"""Taking a ``file://`` lock, exclusive or shared: :class:`LockFile` (a try at the name's
-file behind its :class:`Gate`, the hold, its release; also the asyncio handle's and each
-semaphore slot's), and the blocking handle with its waits."""
+"""Taking a ``file://`` lock, exclusive or shared (:class:`LockFile`, also each semaphore
+slot), and the blocking handle with its waits."""
 
 from __future__ import annotations
 
@@ -15,15 +14,14 @@ from typing import Protocol
 
 from conch.backends.base import Deadline, LockHandle, LossCallback
 from conch.backends.file import inotify
-from conch.backends.file.removal import Hold, at_its_path, linked, statx_buffer
-from conch.backends.file.session import GATE_SUFFIX, FileSession, open_creating, try_flock
+from conch.backends.file.session import GATE_SUFFIX, FileSession, Hold, open_creating, try_flock
 from conch.errors import LockLost
 from conch.green import eventlet_patched
 from conch.introspection import HolderStamp
 
 
 class Gate:
-    """A lock object's descriptor of its name's gate file (writer preference: docs/file.md)."""
+    """A lock object's descriptor of its name's gate file (writer preference)."""
 
     __slots__ = ("fd", "held", "path")
 
@@ -47,7 +45,6 @@ class Gate:
             self.close()
 
     def close(self) -> None:
-        """Leave the gate: the close is the event its waiters watch for."""
         fd, self.fd, self.held = self.fd, -1, False
         if fd >= 0:
             os.close(fd)
@@ -57,8 +54,7 @@ TokenSource = Callable[[int, HolderStamp], int]  # draws and records the token o
 
 
 class LockFile:
-    """A lock object's descriptor of its lock file: opened by each :meth:`attempt`, kept while
-    held, closed to release. ``draw_token``: the semaphores' (default: the file's)."""
+    """A lock object's lock file: opened by each :meth:`attempt`, kept while held."""
 
     __slots__ = ("_draw_token", "_hold", "_on_lost", "_seen", "_stamp", "_statx", "fd", "gate",
                  "mode", "on_open", "path", "session", "token")
@@ -72,13 +68,13 @@ class LockFile:
         self.gate: Gate | None = None  # opened by a shared try, or an exclusive wait
         self._draw_token = draw_token
         self._stamp = _stamp(key, member_id)
-        self._on_lost = on_lost  # told when the held file is removed from under the hold
+        self._on_lost = on_lost
         self._hold: Hold | None = None
-        self._statx = statx_buffer()  # used by one acquire or release at a time
+        self._statx = inotify.statx_buffer()  # used by one acquire or release at a time
         self._seen = 0
         self.fd = -1
         self.token: int | None = None
-        self.on_open: Callable[[int], object] | None = None  # told of a replaced file's fd
+        self.on_open: Callable[[int], object] | None = None  # told of each new fd
 
     def attempt(self) -> LockFile:
         """Open the file: a context manager that closes it again unless a try took it."""
@@ -97,7 +93,7 @@ class LockFile:
             self.close()
 
     def watch(self, told: Callable[[int], object] | None) -> None:
-        """Tell ``told`` each descriptor a wait watches, open now or later (``None``: stop)."""
+        """Tell ``told`` each descriptor to watch, now and later (``None``: stop)."""
         self.on_open = told
         if told is not None:
             told(self.fd)
@@ -105,14 +101,13 @@ class LockFile:
                 told(self.gate.fd)
 
     def queue(self) -> None:
-        """An exclusive acquirer about to wait: from now on its tries hold the gate."""
+        """An exclusive acquirer about to wait: its tries hold the gate from now on."""
         if self.mode == fcntl.LOCK_EX and self.gate is None:
             self.gate = Gate(self.path)
             self.gate.take(fcntl.LOCK_EX, self.on_open)
 
     def try_take(self) -> int | None:
-        """One try: the token (also in ``token``), or ``None`` while held elsewhere (or, for
-        a shared hold, while an exclusive one waits)."""
+        """One try: the token (also in ``token``), or ``None`` while taken or gated."""
         if self.gate is None and self.mode == fcntl.LOCK_EX:
             return self._take()  # not queued: the uncontended path takes the file alone
         gate = self.gate = self.gate or Gate(self.path)
@@ -125,15 +120,14 @@ class LockFile:
         return self.token
 
     def _take(self) -> int | None:
-        """Take the file without waiting; a removed one no longer counts: the file now at
-        the path is tried in its place."""
+        """Take the file without waiting (a removed one: the file now at its path)."""
         session = self.session
         while True:
             if not try_flock(self.fd, self.mode):
                 return None
             # After removals, linked is not enough: a renamed directory keeps its files.
-            if linked(self.fd, self._statx) if session.seen == self._seen \
-                    else at_its_path(self.fd, self.path):
+            if inotify.linked(self.fd, self._statx) if session.seen == self._seen \
+                    else inotify.at_its_path(self.fd, self.path):
                 self.token = session.next_token(self.fd, self._stamp, self.mode) \
                     if self._draw_token is None else self._draw_token(self.fd, self._stamp)
                 self._hold = Hold(self.fd, self.path)
@@ -145,14 +139,13 @@ class LockFile:
                 self.on_open(self.fd)
 
     def waits(self, deadline: Deadline) -> Iterator[float | None]:
-        """:func:`retries`, queued behind the gate when exclusive."""
         self.queue()
         return retries(self, deadline)
 
     def release(self) -> None:
         """Free the hold; :class:`LockLost` when its file was removed while held."""
         try:
-            still_linked = self.fd < 0 or linked(self.fd, self._statx)
+            still_linked = self.fd < 0 or inotify.linked(self.fd, self._statx)
         except OSError:  # closed meanwhile, by a coordinator that stops
             still_linked = True
         self.close()  # frees the flock and wakes the waiters
@@ -185,7 +178,7 @@ class LockFile:
 
 
 class Tries(Protocol):
-    """What a handle acquires: a :class:`LockFile`, or a semaphore's slots."""
+    """A :class:`LockFile`, or a semaphore's slots."""
 
     session: FileSession
     path: str  # a watched file, which the session's close opens to wake the wait
@@ -208,8 +201,7 @@ def _stamp(key: bytes, member_id: str) -> HolderStamp:
 
 
 class FileLock(LockHandle):
-    """The blocking handle of a lock or a permit: an exclusive lock waits in ``flock`` when
-    forever, else (and a shared one, a permit always) on inotify events."""
+    """The blocking handle of a lock or a permit."""
 
     def __init__(self, file: Tries) -> None:
         self.file = file
@@ -229,8 +221,7 @@ class FileLock(LockHandle):
 
 
 def retries(file: Tries, deadline: Deadline) -> Iterator[float | None]:
-    """Tries ``file`` until held, at ``deadline`` or once its session closed; yields how long to
-    wait for the next event (``None``: no limit) between tries."""
+    """Tries ``file`` until held, ``deadline`` or its session's close; yields the wait between."""
     while file.try_take() is None:
         remaining = deadline.remaining()
         if remaining == 0 or file.session.closed:
@@ -239,7 +230,6 @@ def retries(file: Tries, deadline: Deadline) -> Iterator[float | None]:
 
 
 def wait_for_events(file: Tries, deadline: Deadline) -> None:
-    """Try again on each event of the files until held, ``deadline`` or the backend's close."""
     watcher, waits, watches = inotify.borrow(), file.session.waits, []
     file.watch(lambda fd: watches.append(watcher.add_watch(inotify.opened(fd), inotify.FREED)))
     waits.append(file.path)  # once watched: the session's close wakes it from now on

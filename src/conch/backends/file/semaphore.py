@@ -1,6 +1,5 @@
-"""``file://`` semaphores: a permit is an exclusive hold of one of the name's ``limit``
-slot files, taken while holding the name's state file (the holders' limit and the name's
-last token), in a directory apart from the locks. See docs/file.md."""
+"""``file://`` semaphores: a permit holds one of the name's ``limit`` slot files, taken under
+the name's state file (docs/file.md)."""
 
 from __future__ import annotations
 
@@ -18,19 +17,16 @@ from conch.backends.kit.naming import readable_key
 from conch.errors import LimitMismatch
 from conch.introspection import HolderStamp
 
-SEMAPHORES = ".conch-semaphores"
-"""The subdirectory of the lock directory that holds the semaphores' files."""
-STATE = struct.Struct("<QI")
-"""A state file: the name's last token, then the limit its holders use (never swept)."""
+SEMAPHORES = ".conch-semaphores"  # in the lock directory
+STATE = struct.Struct("<QI")  # a state file: the last token, the holders' limit
 
 
 def slot_key(key: bytes, index: int) -> bytes:
-    """The name of semaphore ``key``'s slot ``index`` in its directory."""
     return key + b"\0slot %d" % index
 
 
 class Permits:
-    """One permit object's files, opened by each :meth:`attempt`; the held slot kept."""
+    """One permit object's files, opened by each :meth:`attempt`."""
 
     def __init__(self, session: FileSession, key: bytes, limit: int, member_id: str,
                  on_lost: LossCallback) -> None:
@@ -48,7 +44,6 @@ class Permits:
             slot.watch(told)
 
     def attempt(self) -> Permits:
-        """Open the files: a context manager that closes them again, but the slot held."""
         self.held = self.token = None
         self._state = open_creating(self.state_path)
         try:
@@ -77,8 +72,8 @@ class Permits:
             held.release()
 
     def try_take(self) -> int | None:
-        """One try at each slot, in turn with the other acquirers of the name: the token, or
-        ``None`` when all are held; :class:`LimitMismatch` when holders use another limit."""
+        """One try at each slot: the token, or ``None`` (:class:`LimitMismatch`: holders use
+        another limit)."""
         fcntl.flock(self._state, fcntl.LOCK_EX)  # held for microseconds by each try
         try:
             self._check_limit()
@@ -109,7 +104,6 @@ class Permits:
         return False  # swept, or never used: free
 
     def _next_token(self, slot_fd: int, stamp: HolderStamp) -> int:
-        """The name's next token (under the state file's lock), recorded in both files."""
         stored = os.pread(self._state, STATE.size, 0)
         token = self.session.token_after(
             STATE.unpack(stored)[0] if len(stored) == STATE.size else None)

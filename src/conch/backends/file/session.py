@@ -1,10 +1,10 @@
-"""The lock directory a ``file://`` backend opened, as its handles use it: the name →
-file mapping, fencing tokens, the sweep of idle files, the waits that closing it wakes, and
-the holds reported lost when their file is removed or renamed (docs/file.md)."""
+"""A ``file://`` lock directory: names to files, fencing tokens, the sweep, and holds lost
+when their file is removed (docs/file.md)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import functools
@@ -17,7 +17,6 @@ from collections.abc import Iterator
 
 from conch.backends.base import LossCallback
 from conch.backends.file import inotify
-from conch.backends.file.removal import Hold, at_its_path
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.naming import readable_key
 from conch.backends.kit.session import Holds
@@ -26,13 +25,10 @@ from conch.introspection import HolderStamp
 log = logging.getLogger("conch")
 
 HIGH_WATER_FILE = ".conch-fencing-tokens"
-GATE_SUFFIX = ".gate"
-"""A name's gate file (:class:`.lock.Gate`): its lock file's name with this for ``.lock``."""
-# A lock file starts with its last token, the hold's start (Unix µs) and the holder's pid,
-# then the stamp's head (JSON), in one pwrite; the reader ignores what a longer one left.
-HOLD_RECORD = struct.Struct("<QqI")
+GATE_SUFFIX = ".gate"  # for ``.lock``: a name's gate file
+HOLD_RECORD = struct.Struct("<QqI")  # token, start (Unix µs), pid; then the stamp's head
 _TOKEN = struct.Struct("<Q")
-# Shared holders draw tokens in turn: an OFD lock (apart from flock) on the token's bytes.
+# Shared holders draw tokens under an OFD lock on the token's bytes.
 _TOKEN_RANGE = struct.Struct("@hhqqi4x")  # struct flock: type, whence, start, length, pid
 _LOCK_TOKEN = _TOKEN_RANGE.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, _TOKEN.size, 0)
 _UNLOCK_TOKEN = _TOKEN_RANGE.pack(fcntl.F_UNLCK, os.SEEK_SET, 0, _TOKEN.size, 0)
@@ -40,8 +36,16 @@ _REMOVALS = inotify.DELETE | inotify.MOVED_FROM | inotify.DELETE_SELF | inotify.
 _OF_THE_DIRECTORY = inotify.DELETE_SELF | inotify.MOVE_SELF | inotify.IGNORED | inotify.Q_OVERFLOW
 
 
+@dataclasses.dataclass(eq=False, slots=True)
+class Hold:
+    """A hold's record, compared by identity: a check racing with its release reports nothing."""
+
+    fd: int
+    path: str
+
+
 def open_creating(path: str) -> int:
-    """Open (or create) ``path`` to read and write, making its directory again if removed."""
+    """Open (or create) ``path`` to read and write, making its directory if missing."""
     while True:
         try:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -51,7 +55,7 @@ def open_creating(path: str) -> int:
 
 
 def try_flock(fd: int, mode: int) -> bool:
-    """Lock file ``fd`` in ``mode`` unless another description holds it: whether it did."""
+    """Lock ``fd`` in ``mode`` without waiting: whether it did."""
     try:
         fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -61,9 +65,8 @@ def try_flock(fd: int, mode: int) -> bool:
 
 @contextlib.contextmanager
 def tried(path: str, mode: int, flags: int = os.O_RDWR) -> Iterator[tuple[int, bool]]:
-    """``path`` opened (``FileNotFoundError``: missing) and closed after; whether a try at
-    locking it in ``mode`` took it. Lock files are opened for writing: their close wakes
-    waiters (a try may have failed meanwhile)."""
+    """``path`` opened and closed after, and whether a try at locking it in ``mode`` took it
+    (lock files opened for writing: their close wakes waiters)."""
     fd = os.open(path, flags | os.O_CLOEXEC)
     try:
         yield fd, try_flock(fd, mode)
@@ -73,7 +76,6 @@ def tried(path: str, mode: int, flags: int = os.O_RDWR) -> Iterator[tuple[int, b
 
 @functools.lru_cache(maxsize=1024)  # a lock object per call (@synchronized) names it again
 def _file_name(key: bytes) -> str:
-    """A readable prefix and 160 bits of ``key``'s SHA-256."""
     return readable_key(key, 40) + ".lock"
 
 
@@ -93,7 +95,7 @@ class FileSession:
         self._wd: int | None = None  # the directory's watch, for removals
         self._sweeping = threading.Lock()
         self.waits: list[str] = []  # the watched lock files of the waits close() wakes
-        self._mutex = threading.Lock()  # for the mark (flock excludes no thread), the watch
+        self._mutex = threading.Lock()  # for the mark and the watch
         self._mark_path, self._mark = os.path.join(directory, HIGH_WATER_FILE), -1
         self._pid = os.getpid()  # for hold records (os.getpid() per acquire costs more)
 
@@ -118,11 +120,10 @@ class FileSession:
                 os.close(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
 
     def lock_path(self, key: bytes) -> str:
-        """The lock file of ``key``."""
         return os.path.join(self.directory, _file_name(key))
 
     def next_token(self, lock_fd: int, stamp: HolderStamp, mode: int = fcntl.LOCK_EX) -> int:
-        """Store and return the next token of ``lock_fd``, locked in ``mode``, with its record."""
+        """Store and return the next token of ``lock_fd``, locked in ``mode``."""
         if mode == fcntl.LOCK_EX:
             return self.record_hold(lock_fd, self.token_after(stored_token(lock_fd)), stamp)
         fcntl.fcntl(lock_fd, fcntl.F_OFD_SETLKW, _LOCK_TOKEN)  # microseconds, by its holder
@@ -136,13 +137,12 @@ class FileSession:
         return self.raise_high_water(None) if last is None else last + 1
 
     def record_hold(self, fd: int, token: int, stamp: HolderStamp) -> int:
-        """Write the hold record of ``token`` at the start of file ``fd``; return ``token``."""
         os.pwrite(fd, HOLD_RECORD.pack(token, time.time_ns() // 1000, self._pid) + stamp.head, 0)
         return token
 
     def raise_high_water(self, seen: int | None) -> int:
-        """Raise the mark to ``seen`` (the token of a file about to be removed), or
-        (``None``) to a fresh token above it and above the clock in µs; return the mark."""
+        """Raise the mark to ``seen`` (a removed file's token) or (``None``) above the mark
+        and the clock in µs; return the mark."""
         with self._mutex:
             if self._mark < 0:
                 raise OSError(errno.EBADF, f"lock directory {self.directory} was closed")
@@ -156,8 +156,6 @@ class FileSession:
             try:
                 stored = stored_token(self._mark)
                 mark = max(time.time_ns() // 1000 if stored is None else stored, carried)
-                # Above the clock too: the name's old file may have been wiped after
-                # issuing tokens above the mark.
                 mark = max(mark + 1, time.time_ns() // 1000) if seen is None \
                     else max(mark, seen)
                 os.pwrite(self._mark, _TOKEN.pack(mark), 0)
@@ -166,16 +164,14 @@ class FileSession:
         return mark
 
     def sweep_soon(self) -> None:
-        """Start a sweep on a thread, unless one runs (due: ``monotonic() >= next_sweep``)."""
         if self._sweeping.acquire(blocking=False):
             self.next_sweep = time.monotonic() + self.sweep_after
             threading.Thread(target=self.sweep, name="conch-file-sweep", daemon=True).start()
 
     def sweep(self) -> int:
-        """Remove the lock and gate files idle for ``sweep_after`` seconds, each locked first
-        (so never a held one), after raising the mark to its token; how many."""
+        """Remove the free lock and gate files idle for ``sweep_after`` s; how many."""
         removed = 0
-        oldest = time.time() - self.sweep_after  # file times: a clock jump changes only which go
+        oldest = time.time() - self.sweep_after  # file times are wall-clock
         try:
             with os.scandir(self.directory) as entries:
                 for entry in entries:
@@ -199,16 +195,16 @@ class FileSession:
         return 0  # gone, or held
 
     def forget_parent(self) -> None:
-        """The parent's description of the mark file, whose flock excludes no child: reopened."""
+        """A forked child's own description of the mark file, and no watch."""
         self._sweeping, self._mutex, self._pid = threading.Lock(), threading.Lock(), os.getpid()
-        self._wd = None  # the parent's watch: watch anew
+        self._wd = None
         if self._mark >= 0:
             os.close(self._mark)
             self._mark = open_creating(self._mark_path)
 
     def track(self, hold: Hold, on_lost: LossCallback, seen_before: int) -> None:
         """Track ``hold``, of an acquire begun when :attr:`seen` was ``seen_before``."""
-        if unwatched := self._wd is None:  # the first hold, or the directory was removed since
+        if unwatched := self._wd is None:
             self._watch(None)
         self.holds.add(hold, on_lost)
         if unwatched or self.seen != seen_before:  # removals the thread may have missed
@@ -216,13 +212,13 @@ class FileSession:
 
     def _check(self, holds: list[Hold]) -> None:
         for hold in holds:
-            if not at_its_path(hold.fd, hold.path):
+            if not inotify.at_its_path(hold.fd, hold.path):
                 self.holds.lose(hold, f"its lock file {hold.path} was removed or renamed "
                                       "(was the lock directory cleaned up?): another "
                                       "process may take the lock")
 
     def _watch(self, replaced: int | None) -> None:
-        """Watch the directory at the path, instead of ``replaced`` (unless watched since)."""
+        """Watch the directory instead of ``replaced`` (unless watched since)."""
         with self._mutex:
             if self._wd != replaced:
                 return
