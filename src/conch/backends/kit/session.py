@@ -1,6 +1,5 @@
-"""Liveness shared by the server backends: a backend's session (lease, TTL renewal,
-connection state) runs one :class:`Heartbeat` per coordinator, never one per lock, and
-reports a lost hold through :class:`Holds`, which calls each lock's loss callback once."""
+"""Liveness for the server backends: one :class:`Heartbeat` per coordinator, and
+:class:`Holds`, which reports each lost hold once (docs/kit.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Waiting on the caller's thread until a descriptor (a socket, inotify's) is ready or a
-deadline passes: ``poll`` normally, eventlet's green ``select`` in a monkey-patched
-process (chosen per :class:`SocketWait`, not at import). Why: docs/kit.md.
-"""
+"""Waiting until a descriptor is ready or a deadline passes: ``poll``, or eventlet's green
+``select`` when monkey-patched (docs/kit.md, "Waiting on a descriptor")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""What a failed TLS connection means, in words a user can act on: :func:`explain` finds
-the ``ssl.SSLError`` in any client library's exception; :func:`diagnose_endpoints` opens
-a connection of its own to hear the server's verdict on our certificate. Details: docs/kit.md.
-"""
+"""What a failed TLS connection means, in words a user can act on (docs/kit.md, "TLS")."""
 
 from __future__ import annotations
 
@@ -15,9 +12,7 @@ _EXPECTS_TLS = "the server expects TLS on this port"
 _REFUSED = "the server refused the client certificate"
 _UNTRUSTED = "wants a client certificate it did not get or trust"
 _CERT_REQUIRED = "the server requires a client certificate: give one and its key"
-# OpenSSL's reasons (ssl.SSLError.reason) and what they usually mean. Some servers send
-# the first two alerts for no client certificate at all; the last five are what a client
-# reads when the other end answers the handshake in plain text.
+# OpenSSL's reasons (ssl.SSLError.reason) and what they usually mean.
 _MEANING = {
     "SSLV3_ALERT_BAD_CERTIFICATE": f"{_REFUSED}, or requires one",
     "SSLV3_ALERT_CERTIFICATE_UNKNOWN": f"{_REFUSED}, or requires one",
@@ -38,9 +33,7 @@ _MEANING = {
 # An ssl error quoted in another exception's text: "[SSL: REASON] words (_ssl.c:1006)".
 _QUOTED_SSL_ERROR = re.compile(r"\[SSL: ([A-Z0-9_]+)\] (?:certificate verify failed: )?([^(]*)")
 _OPENSSL_NOISE = re.compile(r"^\[[A-Z0-9_: ]+\] | \(_ssl\.c:\d+\)$")
-# How long a diagnosis waits, after its handshake, for the server to refuse the client
-# certificate: servers send the alert as soon as they read the client's last message.
-_VERDICT_WAIT = 1.0
+_VERDICT_WAIT = 1.0  # seconds after the handshake for a refusal of our certificate
 
 
 def explain(exc: BaseException) -> str | None:
