@@ -1,6 +1,5 @@
-"""``memory://[name]``: locks and groups inside this process, for tests and examples. Every
-coordinator of the process with the same URL shares one store, as if it were a server;
-the asyncio handle is imported on first use."""
+"""``memory://[name]``: locks and groups inside this process, one store per URL as if it
+were a server (docs/memory.md)."""
 
 from __future__ import annotations
 
