@@ -13,8 +13,7 @@ class ForkAware(Protocol):
     """What a registered object implements."""
 
     def forget_parent(self) -> None:
-        """In a forked child: drop what belongs to the parent without touching it (close
-        no socket the parent still uses; replace mutexes the parent may have held)."""
+        """In a forked child: drop the parent's connections unclosed, replace its mutexes."""
 
 
 _registered: weakref.WeakValueDictionary[int, ForkAware] = weakref.WeakValueDictionary()

@@ -24,17 +24,14 @@ class Holds(Generic[H]):
         self._holds: dict[H, LossCallback] = {}
 
     def add(self, hold: H, on_lost: LossCallback) -> None:
-        """Start keeping ``hold`` alive."""
         with self._mutex:
             self._holds[hold] = on_lost
 
     def discard(self, hold: H) -> None:
-        """Stop tracking ``hold`` (released)."""
         with self._mutex:
             self._holds.pop(hold, None)
 
     def snapshot(self) -> list[H]:
-        """The holds right now."""
         with self._mutex:
             return list(self._holds)
 
@@ -64,7 +61,6 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        """Start beating (the first beat comes after one interval)."""
         self._thread.start()
 
     def stop(self) -> None:

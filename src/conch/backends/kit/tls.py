@@ -31,7 +31,6 @@ class OptionNames:
     check_hostname: str | None = None
 
     def __iter__(self) -> Iterator[str]:
-        """The option names the backend has."""
         return (name for name in dataclasses.astuple(self) if name is not None)
 
 
@@ -92,7 +91,6 @@ class TLSFiles:
 
     @property
     def verify(self) -> bool:
-        """Whether the server's certificate is checked."""
         return self.verify_mode != "none"
 
     def context(self) -> ssl.SSLContext:

@@ -37,8 +37,7 @@ _VERDICT_WAIT = 1.0  # seconds after the handshake for a refusal of our certific
 
 
 def explain(exc: BaseException) -> str | None:
-    """What went wrong in TLS, if ``exc`` (or an exception it wraps, or quotes in its
-    text) is a TLS failure; None if it is not one."""
+    """What went wrong in TLS, if ``exc`` (or what it wraps or quotes) is a TLS failure."""
     for error in _chain(exc, set()):
         if isinstance(error, ssl.SSLError):
             eof = "UNEXPECTED_EOF_WHILE_READING" if isinstance(error, ssl.SSLEOFError) else ""
@@ -50,10 +49,8 @@ def explain(exc: BaseException) -> str | None:
 
 def diagnose_endpoints(endpoints: list[tuple[str, int]], context: ssl.SSLContext | None,
                        timeout: float, plain_hint: str) -> str | None:
-    """The first TLS problem a connection of our own to one of ``endpoints`` finds
-    (``host:port:`` first when there are several; None: none, or none reachable). With
-    ``context`` (the client's): the handshake's failure, or the server's refusal of our
-    certificate after it. Without: whether the port expects TLS, then ``plain_hint``."""
+    """The first TLS problem a connection of our own finds (None: none, or none reachable);
+    without ``context``, whether a port expects TLS, then ``plain_hint``."""
     for host, port in endpoints:
         problem = _diagnose(host, port, context, timeout)
         if problem is not None:
@@ -100,8 +97,7 @@ def _trusting_any() -> ssl.SSLContext:
 
 
 def _sentence(reason: str, detail: str) -> str:
-    """``TLS handshake failed: <reason> (<what it means>)``; the detail of a failed
-    verification (or the only words there are)."""
+    """``TLS handshake failed: <reason> (<what it means>)``, with a failed verification's detail."""
     words = reason.lower().replace("_", " ") or detail
     if reason == "CERTIFICATE_VERIFY_FAILED":
         words += f": {detail}"

@@ -52,7 +52,6 @@ class TtlSession(Generic[K]):
         self._heartbeat: Heartbeat | None = None
 
     def start(self) -> None:
-        """Start renewing."""
         self._heartbeat = Heartbeat(f"conch-{self.backend}-renewal", self.interval, self.beat)
         self._heartbeat.start()
 
@@ -70,7 +69,6 @@ class TtlSession(Generic[K]):
         return hold
 
     def discard(self, hold: TtlHold[K]) -> None:
-        """Stop renewing ``hold`` (it is being released)."""
         self.holds.discard(hold)
 
     def replace(self, previous: TtlHold[K] | None, keys: K, value: bytes,
