@@ -29,9 +29,8 @@ def unavailable(url: BackendURL, text: str) -> BackendUnavailable:
 def translated(
     url: BackendURL, client_errors: tuple[type[BaseException], ...], describe: Describe
 ) -> Iterator[None]:
-    """Run the block; a ``client_errors`` exception leaves it as
-    :class:`BackendUnavailable` with ``describe``'s text, without the client's traceback
-    (its frames may hold the password). conch's own errors pass through."""
+    """A ``client_errors`` exception leaves the block as :class:`BackendUnavailable` with
+    ``describe``'s text, without its traceback (which may hold the password)."""
     try:
         yield
     except ConchError:

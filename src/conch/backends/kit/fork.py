@@ -1,7 +1,5 @@
-"""After ``fork()``: a child must not use its parent's connections, sessions, threads or
-locks. An object registered here gets its ``forget_parent()`` called in each forked
-child, in registration order, for as long as it is alive; nothing runs in the parent.
-"""
+"""After ``fork()``: each live registered object's ``forget_parent()`` runs in the child, in
+registration order, so that it uses none of its parent's connections, threads or locks."""
 
 from __future__ import annotations
 
@@ -15,8 +13,7 @@ class ForkAware(Protocol):
     """What a registered object implements."""
 
     def forget_parent(self) -> None:
-        """In a forked child: drop what belongs to the parent without touching it (close
-        no socket the parent still uses; replace mutexes the parent may have held)."""
+        """In a forked child: drop the parent's connections unclosed, replace its mutexes."""
 
 
 _registered: weakref.WeakValueDictionary[int, ForkAware] = weakref.WeakValueDictionary()

@@ -1,7 +1,5 @@
-"""The subscribers of each group of a coordinator. Where a server pushes group changes (a
-watch, a pub/sub channel), one thread per coordinator hears them for all its groups:
-started by the first subscriber, it wakes the subscribers of each group a change names,
-and all of them each time it (re)connected, as changes may have been missed meanwhile."""
+"""The subscribers of a coordinator's groups, and the one thread hearing a server's pushed
+changes for all of them (docs/kit.md, "Group subscribers")."""
 
 from __future__ import annotations
 
@@ -14,10 +12,8 @@ Wake = Callable[[Collection[bytes] | None], None]
 
 
 class GroupSubscribers:
-    """The subscribers of each group (by the backend's key for it) and the thread that
-    runs ``listen(stopped, wake)``: it hears the server until ``stopped`` is set, calling
-    ``wake``; it must never fail (a lost connection is tried again). Without ``listen``,
-    the backend calls :meth:`wake` itself."""
+    """Subscribers by group key, and a thread running ``listen(stopped, wake)`` (which must
+    never fail) from the first subscriber on; without ``listen``, the backend wakes them."""
 
     def __init__(self, thread_name: str = "",
                  listen: Callable[[threading.Event, Wake], None] | None = None) -> None:
@@ -28,8 +24,7 @@ class GroupSubscribers:
         self._thread: threading.Thread | None = None
 
     def subscribe(self, group: bytes, changed: Changed) -> Changed:
-        """Call ``changed`` when ``group`` changes; returns the way to stop. Never fails:
-        the thread connects, and keeps trying while the server is away."""
+        """Call ``changed`` when ``group`` changes (never fails); returns the way to stop."""
         with self._mutex:
             self._subscribers.setdefault(group, []).append(changed)
             if self._listen and self._thread is None and not self.stopped.is_set():
@@ -50,8 +45,7 @@ class GroupSubscribers:
         self.stopped.set()
 
     def forget_parent(self) -> None:
-        """In a forked child: the parent's thread is not ours; the next
-        :meth:`subscribe` starts one."""
+        """In a forked child: the next :meth:`subscribe` starts a thread of its own."""
         self._mutex = threading.Lock()
         self._thread = None
 

@@ -1,9 +1,5 @@
-"""Lock names as server keys: any name (bytes, up to 64 KiB) made into what a server
-accepts, distinct for distinct names.
-
-A backend's mapping is part of its protocol: changing it between releases would let a
-fleet upgraded one process at a time hold one lock under two keys.
-"""
+"""Lock names as server keys, distinct for distinct names; a backend's mapping is part of its
+protocol and must never change (docs/kit.md, "Names and keys")."""
 
 from __future__ import annotations
 

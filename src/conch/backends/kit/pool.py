@@ -1,6 +1,4 @@
-"""Idle server connections kept for reuse, and the ones lent out (a lent one may hold a lock:
-never handed to another caller), for the SQL backends. Thread-safe and fork-safe; docs/kit.md,
-"Pool"."""
+"""The SQL backends' connections, idle and lent out; thread- and fork-safe (docs/kit.md, "Pool")."""
 
 from __future__ import annotations
 

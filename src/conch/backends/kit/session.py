@@ -1,6 +1,5 @@
-"""Liveness shared by the server backends: a backend's session (lease, TTL renewal,
-connection state) runs one :class:`Heartbeat` per coordinator, never one per lock, and
-reports a lost hold through :class:`Holds`, which calls each lock's loss callback once."""
+"""Liveness for the server backends: one :class:`Heartbeat` per coordinator, and
+:class:`Holds`, which reports each lost hold once (docs/kit.md)."""
 
 from __future__ import annotations
 
@@ -25,17 +24,14 @@ class Holds(Generic[H]):
         self._holds: dict[H, LossCallback] = {}
 
     def add(self, hold: H, on_lost: LossCallback) -> None:
-        """Start keeping ``hold`` alive."""
         with self._mutex:
             self._holds[hold] = on_lost
 
     def discard(self, hold: H) -> None:
-        """Stop tracking ``hold`` (released)."""
         with self._mutex:
             self._holds.pop(hold, None)
 
     def snapshot(self) -> list[H]:
-        """The holds right now."""
         with self._mutex:
             return list(self._holds)
 
@@ -65,7 +61,6 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
-        """Start beating (the first beat comes after one interval)."""
         self._thread.start()
 
     def stop(self) -> None:

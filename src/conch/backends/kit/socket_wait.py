@@ -1,7 +1,5 @@
-"""Waiting on the caller's thread until a descriptor (a socket, inotify's) is ready or a
-deadline passes: ``poll`` normally, eventlet's green ``select`` in a monkey-patched
-process (chosen per :class:`SocketWait`, not at import). Why: docs/kit.md.
-"""
+"""Waiting until a descriptor is ready or a deadline passes: ``poll``, or eventlet's green
+``select`` when monkey-patched (docs/kit.md, "Waiting on a descriptor")."""
 
 from __future__ import annotations
 
@@ -21,8 +19,7 @@ class SocketWait:
             self._poll.register(fd, select.POLLIN)
 
     def until(self, end: float | None) -> bool:
-        """Wait until the socket is ready (True) or monotonic time ``end`` passes (False;
-        ``None``: no limit)."""
+        """Whether the socket got ready before monotonic time ``end`` (None: no limit)."""
         if self._poll is not None:
             millis = -1 if end is None else max(0, math.ceil((end - time.monotonic()) * 1000))
             return bool(self._poll.poll(millis))
@@ -32,7 +29,6 @@ class SocketWait:
         return bool(select.select([self], [], [], timeout)[0])
 
     def ready(self) -> bool:
-        """True when the socket is ready now (no wait)."""
         return self.until(0.0)
 
     def fileno(self) -> int:

@@ -1,7 +1,5 @@
-"""TLS for the server backends: the TLS options of a URL (each backend's own option names
-mapped to one meaning) and the client context they make. Values are checked when the URL
-is parsed; files are read at connect time. Details: docs/kit.md.
-"""
+"""TLS for the server backends: a URL's TLS options, by meaning, and the client context they
+make (values checked at parse time, files read at connect time; docs/kit.md, "TLS")."""
 
 from __future__ import annotations
 
@@ -19,9 +17,8 @@ VERIFY_MODES = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
 
 @dataclasses.dataclass(frozen=True)
 class OptionNames:
-    """A backend's URL option for each TLS setting; None: the backend has no such option.
-    ``verify_mode`` takes one of :data:`VERIFY_MODES`; ``verify`` is a flag instead
-    (kazoo's ``verify_certs``), false meaning verify mode ``none``."""
+    """A backend's URL option for each TLS setting (None: it has none); ``verify`` is a flag
+    (false: verify mode ``none``), ``verify_mode`` one of :data:`VERIFY_MODES`."""
 
     ca: str
     cert: str
@@ -34,7 +31,6 @@ class OptionNames:
     check_hostname: str | None = None
 
     def __iter__(self) -> Iterator[str]:
-        """The option names the backend has."""
         return (name for name in dataclasses.astuple(self) if name is not None)
 
 
@@ -95,7 +91,6 @@ class TLSFiles:
 
     @property
     def verify(self) -> bool:
-        """Whether the server's certificate is checked."""
         return self.verify_mode != "none"
 
     def context(self) -> ssl.SSLContext:
@@ -130,15 +125,13 @@ class TLSFiles:
         raise TLSFileError(f"cannot use the TLS files ({shown}): {why}") from None
 
     def _no_key_password(self) -> str:
-        """What OpenSSL gets for an encrypted key when the URL has no password: an error
-        (read as a file's) instead of a question on the terminal."""
+        """For an encrypted key without a password: an error, not a question on the tty."""
         raise PermissionError(f"the key is encrypted: give its password "
                               f"({self.names.key_password})")
 
 
 def client_context(files: TLSFiles, where: str) -> ssl.SSLContext:
-    """:meth:`TLSFiles.context`, an unusable file being a :class:`BackendUnavailable`
-    that names the server (``where``: "redis at host:port")."""
+    """:meth:`TLSFiles.context`; an unusable file: :class:`BackendUnavailable` at ``where``."""
     try:
         return files.context()
     except TLSFileError as exc:
@@ -157,8 +150,7 @@ def tls_from_url(url: BackendURL, names: OptionNames, on: bool, needs: str) -> T
 
 
 def from_ssl_options(url: BackendURL) -> TLSFiles | None:
-    """The TLS of a ``mysql://`` or ``memcached://`` URL: on with ``ssl=true`` or any of
-    :data:`SSL_OPTIONS`, off with ``ssl=false`` (or none of them)."""
+    """A ``mysql://`` or ``memcached://`` URL's TLS: on with ``ssl=true`` or an ``ssl_*``."""
     given = any(name in url.query for name in SSL_OPTIONS)
     return tls_from_url(url, SSL_OPTIONS, url.bool_option("ssl", given), "TLS: drop ssl=false")
 

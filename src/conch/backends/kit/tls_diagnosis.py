@@ -1,7 +1,4 @@
-"""What a failed TLS connection means, in words a user can act on: :func:`explain` finds
-the ``ssl.SSLError`` in any client library's exception; :func:`diagnose_endpoints` opens
-a connection of its own to hear the server's verdict on our certificate. Details: docs/kit.md.
-"""
+"""What a failed TLS connection means, in words a user can act on (docs/kit.md, "TLS")."""
 
 from __future__ import annotations
 
@@ -15,9 +12,7 @@ _EXPECTS_TLS = "the server expects TLS on this port"
 _REFUSED = "the server refused the client certificate"
 _UNTRUSTED = "wants a client certificate it did not get or trust"
 _CERT_REQUIRED = "the server requires a client certificate: give one and its key"
-# OpenSSL's reasons (ssl.SSLError.reason) and what they usually mean. Some servers send
-# the first two alerts for no client certificate at all; the last five are what a client
-# reads when the other end answers the handshake in plain text.
+# OpenSSL's reasons (ssl.SSLError.reason) and what they usually mean.
 _MEANING = {
     "SSLV3_ALERT_BAD_CERTIFICATE": f"{_REFUSED}, or requires one",
     "SSLV3_ALERT_CERTIFICATE_UNKNOWN": f"{_REFUSED}, or requires one",
@@ -38,14 +33,11 @@ _MEANING = {
 # An ssl error quoted in another exception's text: "[SSL: REASON] words (_ssl.c:1006)".
 _QUOTED_SSL_ERROR = re.compile(r"\[SSL: ([A-Z0-9_]+)\] (?:certificate verify failed: )?([^(]*)")
 _OPENSSL_NOISE = re.compile(r"^\[[A-Z0-9_: ]+\] | \(_ssl\.c:\d+\)$")
-# How long a diagnosis waits, after its handshake, for the server to refuse the client
-# certificate: servers send the alert as soon as they read the client's last message.
-_VERDICT_WAIT = 1.0
+_VERDICT_WAIT = 1.0  # seconds after the handshake for a refusal of our certificate
 
 
 def explain(exc: BaseException) -> str | None:
-    """What went wrong in TLS, if ``exc`` (or an exception it wraps, or quotes in its
-    text) is a TLS failure; None if it is not one."""
+    """What went wrong in TLS, if ``exc`` (or what it wraps or quotes) is a TLS failure."""
     for error in _chain(exc, set()):
         if isinstance(error, ssl.SSLError):
             eof = "UNEXPECTED_EOF_WHILE_READING" if isinstance(error, ssl.SSLEOFError) else ""
@@ -57,10 +49,8 @@ def explain(exc: BaseException) -> str | None:
 
 def diagnose_endpoints(endpoints: list[tuple[str, int]], context: ssl.SSLContext | None,
                        timeout: float, plain_hint: str) -> str | None:
-    """The first TLS problem a connection of our own to one of ``endpoints`` finds
-    (``host:port:`` first when there are several; None: none, or none reachable). With
-    ``context`` (the client's): the handshake's failure, or the server's refusal of our
-    certificate after it. Without: whether the port expects TLS, then ``plain_hint``."""
+    """The first TLS problem a connection of our own finds (None: none, or none reachable);
+    without ``context``, whether a port expects TLS, then ``plain_hint``."""
     for host, port in endpoints:
         problem = _diagnose(host, port, context, timeout)
         if problem is not None:
@@ -107,8 +97,7 @@ def _trusting_any() -> ssl.SSLContext:
 
 
 def _sentence(reason: str, detail: str) -> str:
-    """``TLS handshake failed: <reason> (<what it means>)``; the detail of a failed
-    verification (or the only words there are)."""
+    """``TLS handshake failed: <reason> (<what it means>)``, with a failed verification's detail."""
     words = reason.lower().replace("_", " ") or detail
     if reason == "CERTIFICATE_VERIFY_FAILED":
         words += f": {detail}"

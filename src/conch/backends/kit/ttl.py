@@ -1,11 +1,5 @@
-"""The session of servers that only expire keys (redis, memcached): the holds of one
-coordinator (locks, group entries), renewed together in one batch per beat (a third of the
-lease), each reported lost as soon as it is found gone, or before its lease could run out
-unseen.
-
-A backend gives :class:`TtlSession` one function that renews a batch of holds and says,
-per hold, whether it was still this hold's; the session does the rest.
-"""
+"""The session of servers that only expire keys (redis, memcached): one coordinator's holds,
+renewed in one batch per beat (docs/kit.md, "The TTL session")."""
 
 from __future__ import annotations
 
@@ -28,8 +22,7 @@ K = TypeVar("K")
 
 @dataclasses.dataclass(eq=False)
 class TtlHold(Generic[K]):
-    """A lock held under ``keys`` with ``value``, alive on the server until ``valid_until``
-    (monotonic) unless a renewal succeeds."""
+    """A hold of ``keys`` with ``value``, alive until ``valid_until`` (monotonic) unless renewed."""
 
     keys: K
     value: bytes
@@ -46,13 +39,8 @@ def new_hold_value(stamp: HolderStamp) -> bytes:
 
 
 class TtlSession(Generic[K]):
-    """Holds kept alive by renewing them every ``lease / 3`` seconds with ``renew``.
-
-    ``lease`` is how long a successful renewal surely keeps a key (memcached's clock
-    ticks in whole seconds: one second less than the TTL it sets). An exception of type
-    ``failures`` from ``renew`` is logged (text by ``describe``) and each hold whose lease
-    ends before the next beat is reported lost.
-    """
+    """Holds renewed every ``lease / 3`` seconds by ``renew`` (``lease``: how long a renewal
+    surely keeps a key); a ``failures`` exception loses the holds whose lease ends first."""
 
     def __init__(self, backend: str, lease: float, renew: RenewBatch[K],
                  describe: Describe, failures: tuple[type[BaseException], ...]) -> None:
@@ -60,13 +48,10 @@ class TtlSession(Generic[K]):
         self.lease = lease
         self.interval = lease / 3
         self.holds: Holds[TtlHold[K]] = Holds()
-        self._renew = renew
-        self._describe = describe
-        self._failures = failures
+        self._renew, self._describe, self._failures = renew, describe, failures
         self._heartbeat: Heartbeat | None = None
 
     def start(self) -> None:
-        """Start renewing."""
         self._heartbeat = Heartbeat(f"conch-{self.backend}-renewal", self.interval, self.beat)
         self._heartbeat.start()
 
@@ -84,15 +69,12 @@ class TtlSession(Generic[K]):
         return hold
 
     def discard(self, hold: TtlHold[K]) -> None:
-        """Stop renewing ``hold`` (it is being released)."""
         self.holds.discard(hold)
 
     def replace(self, previous: TtlHold[K] | None, keys: K, value: bytes,
                 write: Callable[[], object], on_lost: LossCallback) -> TtlHold[K]:
-        """Renew what ``write`` stores under ``keys`` with ``value`` instead of ``previous``
-        (a group member joining again with new data). ``previous`` stops being renewed
-        before the write, so a renewal crossing it cannot report ``previous`` lost; when
-        ``write`` fails, ``previous`` is renewed again as before."""
+        """Renew what ``write`` stores under ``keys`` instead of ``previous`` (not renewed
+        during the write, so not reported lost; renewed again if ``write`` fails)."""
         if previous is not None:
             self.holds.discard(previous)
         sent = time.monotonic()

@@ -1,5 +1,4 @@
-"""``memcached://host:port``: TTL locks on one memcached 1.6 server, and who holds them
-(``conch show``/``ls``/``break``); docs/memcached.md has the design."""
+"""``memcached://host:port``: TTL locks on one memcached 1.6 server (docs/memcached.md)."""
 
 from __future__ import annotations
 
@@ -106,8 +105,7 @@ def _held_locks(client: MemcachedClient) -> list[LockInfo]:
 
 
 def _metadump(client: MemcachedClient) -> bytes:
-    """The cache's listing, on a connection of its own (with the same TLS): pymemcache
-    4.0's ``raw_command`` keeps only the last chunk of a reply longer than one read."""
+    """The cache's listing, on a connection of its own (docs/memcached.md, "Introspection")."""
     for _ in range(DUMP_TRIES):
         sock = socket.create_connection(client.server, timeout=client.timeout)
         if client.tls_context:  # closes the socket if the handshake fails

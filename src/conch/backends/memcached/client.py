@@ -1,6 +1,5 @@
-"""A ``memcached://`` coordinator's connection: the URL options, the keys and a shared lock's
-value, the two meta commands pymemcache cannot send, and the session its locks borrow
-(pymemcache's pooled client, steps retried on a fresh connection, renewal by kit/ttl.py)."""
+"""A ``memcached://`` coordinator's URL options, keys, client (pymemcache's, with two meta
+commands) and session (docs/memcached.md, "How it works")."""
 
 from __future__ import annotations
 
@@ -73,8 +72,7 @@ class MemcachedOptions:
 
     def describe(self, exc: BaseException, *, first: bool = False,
                  tls_context: ssl.SSLContext | None = None) -> str:
-        """An error's text for users. A connection closed at the ``first`` request may be a
-        TLS problem pymemcache cannot see: a connection of conch's own diagnoses it."""
+        """An error's text for users (a close at the ``first`` request: TLS is diagnosed)."""
         why = explain(exc)
         if why is None and first and isinstance(
                 exc, (MemcacheUnexpectedCloseError, ConnectionResetError, ssl.SSLEOFError)):
@@ -95,8 +93,7 @@ class LockKeys(NamedTuple):
 
 
 def lock_keys(name: bytes, kind: bytes = b"") -> LockKeys:
-    """``conch:<kind><sha256 hex>`` (kind ``semaphore:``: a semaphore's roster) and its
-    ``:token`` counter: short, printable keys, distinct for any name."""
+    """``conch:<kind><sha256 hex>`` (kind ``semaphore:``: a roster) and its ``:token`` counter."""
     holder = KEY_PREFIX + kind + hex_digest(name).encode()
     return LockKeys(holder, holder + b":token")
 
@@ -236,7 +233,6 @@ class MemcachedSession:
                           CLIENT_ERRORS)
 
     def _connect(self, kind: type[C], timeout: float | None = None) -> C:
-        """pymemcache's pool or a client of one connection (the renewer's waits ``timeout``)."""
         options = self.options
         return kind((options.host, options.port), connect_timeout=options.connect_timeout,
                     timeout=min(timeout or options.timeout, options.timeout),
@@ -255,8 +251,7 @@ class MemcachedSession:
             return self.run(step)
 
     def run(self, step: Callable[[MemcachedClient, bool], T]) -> T:
-        """``step(client, retried)``, again on a fresh connection after a connection failure
-        (for idempotent steps: ``retried``, the first try may have done its work)."""
+        """``step(client, retried)``, again on a fresh connection after a connection failure."""
         try:  # one pooled connection for the whole step: one checkout, not one per call
             with self.client.client_pool.get_and_release(destroy_on_fail=True) as client:
                 return step(client, False)
@@ -271,7 +266,7 @@ class MemcachedSession:
                 for hold in holds]
 
     def _extend(self, key: bytes, value: bytes, found: tuple[bytes | None, bytes | None]) -> bool:
-        """Reset ``key``'s expiry if it still keeps ``value`` (``found``: read with its CAS id)."""
+        """Reset ``key``'s expiry if it still keeps ``value`` (``found``: with its CAS id)."""
         current, cas = found
         for _ in range(CAS_TRIES):
             if current is None or not keeps(current, value):

@@ -1,5 +1,4 @@
-"""``memcached://`` groups: a roster key per group listing its members, an entry key with
-the TTL per member, ``conch:groups`` listing the groups (docs/memcached.md, "Groups")."""
+"""``memcached://`` groups: a roster key per group, an entry key per member (docs/memcached.md)."""
 
 from __future__ import annotations
 
@@ -129,7 +128,7 @@ class MemcachedGroupStore(GroupStore):
     def _update(self, client: MemcachedClient, key: bytes,
                 change: Callable[[list[str]], list[str] | None], create: bool) -> bool | None:
         """Replace the JSON list at ``key`` by ``change(list)`` by CAS: True written, False
-        nothing to write (``change`` said None), None no such key (and not ``create``)."""
+        ``change`` said None, None no such key (and not ``create``)."""
         attempts = self._contended(key)
         while True:
             found, cas = client.gets(key)

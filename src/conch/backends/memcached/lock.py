@@ -1,5 +1,4 @@
-"""The ``memcached://`` lock: ``add``, a fencing counter, compare-and-delete, and a wait woken
-by this process's releases, else polling (docs/memcached.md, "How it works")."""
+"""The ``memcached://`` lock: ``add``, a fencing counter, compare-and-delete (docs/memcached.md)."""
 
 from __future__ import annotations
 
@@ -93,8 +92,7 @@ class MemcachedLock(LockHandle):
     def acquire(self, deadline: Deadline) -> int | None:
         waiting, releases = pauses(), LOCAL_RELEASES.watch(self._signal)
         while True:
-            # A new value per attempt (a busy answer means the last one holds nothing),
-            # so that the stamp tells when the hold began.
+            # A new value per attempt: the stamp tells when the hold began.
             value, seen, sent = new_hold_value(self._stamp), releases.count, time.monotonic()
             token, self._cas, at_least = self._try_acquire(value)
             if token is not None:
@@ -132,8 +130,7 @@ class MemcachedLock(LockHandle):
         return self._fenced(client, value, cas)
 
     def _fenced(self, client: MemcachedClient, value: bytes, cas: bytes | None = None) -> Attempt:
-        """The token of a hold just taken (``cas``: its CAS id, if known); in a restart grace,
-        nothing held. A missing counter starts from the wall clock in µs."""
+        """The token of a hold just taken (``cas``: its CAS id); in a restart grace, none."""
         counter, options = self._keys.counter, self._session.options
         token = client.incr(counter, 1)
         if token is None:  # a new name, an eviction, or a server that lost its state

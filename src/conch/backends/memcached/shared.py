@@ -1,6 +1,5 @@
-"""``memcached://`` shared locks and semaphores: each decides on one key listing its members,
-changed only by ``add``, ``cas`` and compare-and-delete; a member counts while a key of its
-own lives (docs/memcached.md, "Shared locks and semaphores")."""
+"""``memcached://`` shared locks and semaphores: one key listing the members, each alive
+while a key of its own lives (docs/memcached.md, "Shared locks and semaphores")."""
 
 from __future__ import annotations
 

@@ -1,3 +1,1 @@
-"""The memory:// backend: locks within one process, for tests.
-
-The backend class is ``backend.MemoryBackend``; docs/memory.md has the design."""
+"""The memory:// backend (``backend.MemoryBackend``): locks within one process, for tests."""

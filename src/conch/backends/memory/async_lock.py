@@ -1,5 +1,4 @@
-"""The ``memory://`` asyncio handle: :class:`.lock.MemoryLock`'s hold, awaited on an event
-that the release sets (imported on first use: a sync user imports no asyncio)."""
+"""The ``memory://`` asyncio handle: a :class:`.lock.MemoryLock`'s hold, awaited."""
 
 from __future__ import annotations
 
@@ -11,8 +10,6 @@ from conch.backends.memory.lock import MemoryLock
 
 
 class MemoryAsyncLock(AsyncLockHandle):
-    """The same hold as a :class:`MemoryLock`, awaited."""
-
     def __init__(self, lock: MemoryLock) -> None:
         self._lock = lock
 

@@ -1,6 +1,5 @@
-"""``memory://[name]``: locks and groups inside this process, for tests and examples. Every
-coordinator of the process with the same URL shares one store, as if it were a server;
-the asyncio handle is imported on first use."""
+"""``memory://[name]``: locks and groups inside this process, one store per URL as if it
+were a server (docs/memory.md)."""
 
 from __future__ import annotations
 
@@ -22,10 +21,9 @@ class MemoryBackend(Backend):
     """Locks shared by the coordinators of one process."""
 
     capabilities = Capabilities(
-        session_bound=True, fencing=True, fifo=False, notify=True,
-        shared_locks=True, distributed=False, introspection=True, breakable=True,
-        native_async=True, groups=True, semaphores=True,
-    )
+        session_bound=True, fencing=True, fifo=False, notify=True, shared_locks=True,
+        distributed=False, introspection=True, breakable=True, native_async=True, groups=True,
+        semaphores=True)
 
     def __init__(self, url: BackendURL, member_id: str) -> None:
         super().__init__(url, member_id)
@@ -105,8 +103,7 @@ class MemoryGroupStore(GroupStore):
     poll_interval = 60.0
 
     def __init__(self, store: Store, member_id: str) -> None:
-        self._store, self._groups = store, store.groups
-        self._member_id = member_id
+        self._store, self._groups, self._member_id = store, store.groups, member_id
 
     def create(self, group: bytes) -> bool:
         with self._store.mutex:

@@ -1,6 +1,4 @@
-"""``memory://`` locks: a store per URL keeps what a server would (holders, waiters, one
-token counter). Both handles try through :meth:`MemoryLock.try_take` and wait for the
-waker it registered, which a release calls (docs/memory.md)."""
+"""``memory://`` locks: a store per URL keeps what a server would (docs/memory.md)."""
 
 from __future__ import annotations
 
@@ -16,25 +14,19 @@ from conch.backends.kit.group_subscribers import GroupSubscribers
 from conch.errors import LimitMismatch, LockLost
 from conch.introspection import HOST, HolderInfo
 
-EXCLUSIVE = 0
-"""A :class:`MemoryLock`'s ``limit`` for an exclusive hold; ``SHARED`` for a shared one;
-a semaphore's permit count otherwise."""
-SHARED = -1
-SEMAPHORES = b"\0semaphore\0"
-"""What a semaphore's name starts with in the store, apart from the locks'."""
+EXCLUSIVE, SHARED = 0, -1  # a MemoryLock's limit, else a semaphore's permit count
+SEMAPHORES = b"\0semaphore\0"  # what a semaphore's name starts with in the store
 
 
 @dataclasses.dataclass
 class Name:
-    """One name's holders, and its waiters' wakers with the kind (``limit``) each waits
-    for; under the store's mutex."""
+    """One name's holders and its waiters' wakers, with their ``limit`` (store's mutex held)."""
 
     holders: dict[MemoryLock, HolderInfo] = dataclasses.field(default_factory=dict)
     wakers: dict[Callable[[], object], int] = dataclasses.field(default_factory=dict)
 
     def admits(self, lock: MemoryLock) -> bool:
-        """Whether ``lock`` may hold now (raise :class:`LimitMismatch` for a semaphore
-        used with another limit)."""
+        """Whether ``lock`` may hold now (:class:`LimitMismatch`: another semaphore limit)."""
         if lock.limit > 0:
             held = next(iter(self.holders), lock)  # the holders share one limit
             if held.limit != lock.limit:
@@ -49,8 +41,7 @@ class Name:
 
 @dataclasses.dataclass
 class Store:
-    """What one ``memory://`` URL keeps, as a server would: the names in use, one token
-    counter, and each group's entries by member id with the group's subscribers."""
+    """One URL's names in use, token counter, and groups' entries by member id."""
 
     mutex: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     names: dict[bytes, Name] = dataclasses.field(default_factory=dict)
@@ -70,8 +61,7 @@ class Store:
 
 
 class MemoryLock(LockHandle):
-    """The blocking handle, whose hold the asyncio handle shares. ``limit``: see
-    :data:`EXCLUSIVE`."""
+    """The blocking handle, whose hold the asyncio handle shares."""
 
     def __init__(self, store: Store, key: bytes, member_id: str, on_lost: LossCallback,
                  closed: threading.Event, limit: int = EXCLUSIVE) -> None:
@@ -79,8 +69,8 @@ class MemoryLock(LockHandle):
         self.closed, self.limit = closed, limit
 
     def try_take(self, waker: Callable[[], object]) -> int | None:
-        """Hold the name if this kind of hold is admitted: the token; else ``None``, and
-        ``waker`` is called when a hold of the name ends (until :meth:`stop_waiting`)."""
+        """The token of a new hold; else ``None``, ``waker`` then called at each release of
+        the name (until :meth:`stop_waiting`)."""
         with self.store.mutex:
             name = self.store.names.setdefault(self.key, Name())
             if not name.admits(self):
