@@ -1,7 +1,5 @@
-"""Groups in two SQL tables (postgresql, mysql): a row per group and one per member entry, an
-entry counting while the coordinator's membership session (opened on first use) holds the
-entry's lock; a heartbeat reports the entries found gone, outside any mutex. A backend gives
-its dialect's statements and its client's ways; docs/kit.md, "SQL groups"."""
+"""Groups in two SQL tables (postgresql, mysql): an entry counts while the membership session
+holds its lock. A backend gives its dialect's statements; docs/kit.md, "SQL groups"."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """``mysql://user:password@host:port/database``: MySQL / MariaDB user-level locks
-(``GET_LOCK``), a session of its own per hold, fencing tokens from table ``conch_fencing``;
-who holds them (``IS_USED_LOCK``, the name's ``conch_fencing`` row, waiters from the process
-list), and breaking a hold with ``KILL CONNECTION``. Options and the design: docs/mysql.md."""
+(``GET_LOCK``), fencing tokens from table ``conch_fencing``. Options and design: docs/mysql.md."""
 
 from __future__ import annotations
 

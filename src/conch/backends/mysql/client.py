@@ -1,6 +1,5 @@
-"""The connection settings of a ``mysql://user:password@host:port/database`` URL, opening one
-connection (one server session) with them, and PyMySQL's errors described for users (never
-the password). Options: docs/mysql.md."""
+"""A ``mysql://`` URL's connection settings, opening a session with them, and PyMySQL's errors
+described for users (never the password). Options: docs/mysql.md."""
 
 from __future__ import annotations
 
@@ -98,7 +97,6 @@ def close_quietly(connection: Connection) -> None:
     """Close ``connection``, ending its session (the server frees its locks). Never raises."""
     with contextlib.suppress(Exception):  # already closed or broken: nothing left to free
         connection.close()
-
 
 
 CLIENT_ERRORS = (pymysql.Error, OSError, TLSFileError)

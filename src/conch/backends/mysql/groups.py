@@ -1,8 +1,5 @@
-"""``mysql://`` groups: a row per group and per member entry, in InnoDB tables made on first
-use. An entry counts while the coordinator's membership session holds the entry's
-``GET_LOCK`` name (``conch-group:`` and a digest: never a lock's ``conch:`` name), so a dead
-process's entries stop counting when its connection ends, and readers delete them. No change
-is pushed: watchers read every second. docs/mysql.md, "Groups"."""
+"""``mysql://`` groups (kit/sql_groups.py): entries live while their ``conch-group:`` lock is
+held; watchers poll. docs/mysql.md, "Groups"."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The ``mysql://`` lock handle and the sessions it draws from. A handle takes a session of its
-own (``GET_LOCK`` is re-entrant per session), waits there server-side and gives the session
-back only after ``RELEASE_LOCK``; the sessions are idle ones kept for reuse (PyMySQL has no
-pool), the waits ``stop()`` kills and the periodic check of the held ones. Tokens come from
-table ``conch_fencing`` (a row per ``GET_LOCK`` name: the last token and holder)."""
+"""The ``mysql://`` lock handle (a session of its own per hold, ``GET_LOCK`` waits server-side)
+and the pool of sessions it draws from; tokens from table ``conch_fencing``. docs/mysql.md"""
 
 from __future__ import annotations
 

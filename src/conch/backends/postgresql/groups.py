@@ -1,9 +1,5 @@
-"""``postgresql://`` groups: a row per group and per member entry, in tables made on first
-use. An entry counts while the coordinator's membership session holds the entry's two-``int``
-advisory lock (a key space apart from the locks' ``bigint`` keys), so a dead process's
-entries stop counting when its connection ends, and readers delete them. Joins and leaves
-``NOTIFY`` channel ``conch_groups``; one thread per coordinator listens, waking that group's
-subscribers (all of them after a reconnect). docs/postgresql.md, "Groups"."""
+"""``postgresql://`` groups (kit/sql_groups.py): entries live while their two-``int`` advisory
+lock is held; changes ``NOTIFY`` ``conch_groups``. docs/postgresql.md, "Groups"."""
 
 from __future__ import annotations
 

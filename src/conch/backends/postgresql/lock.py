@@ -1,7 +1,5 @@
-"""The ``postgresql://`` lock handles and the session pools they draw from, blocking and
-asyncio: each acquire keeps a session of its own while it holds (advisory locks are re-entrant
-within a session); one core says what each outcome of an acquire, a release or a check means
-for a handle and its hold."""
+"""The ``postgresql://`` lock handles (a session of their own per hold) and the session pools
+they draw from, blocking and asyncio, around one core."""
 
 from __future__ import annotations
 
