@@ -23,9 +23,8 @@ MEMBERS_TABLE = "conch_group_members"
 
 
 class SQLGroups(GroupStore, Generic[C]):
-    """The group statements of one dialect, each taking the named parameters ``group``,
-    ``member`` (this member's id, as bytes), ``data``, ``groups`` (a list) and those of
-    :meth:`_entry` (the entry's lock)."""
+    """The group statements of one dialect, taking the named parameters ``group``, ``member``
+    (bytes), ``data``, ``groups`` (a list) and those of :meth:`_entry` (the entry's lock)."""
 
     client_errors: tuple[type[Exception], ...]  # what the client library raises
     missing_table: frozenset[object]  # the error codes (:meth:`_code`) of a missing table

@@ -28,8 +28,7 @@ TABLES = (  # made on first use when missing, in this order (the foreign key)
 
 
 class MySQLGroups(SQLGroups[Connection]):
-    """One coordinator's groups: its entries' locks on a session of its own, checked every
-    quarter of the session timeout (which also keeps that session from timing out)."""
+    """One coordinator's groups, on a session of their own checked every check_interval."""
 
     poll_interval = 1.0  # MySQL cannot notify: watchers read
     client_errors = client.CLIENT_ERRORS
@@ -72,8 +71,7 @@ class MySQLGroups(SQLGroups[Connection]):
             return int(cursor.execute(sql, params)), list(cursor.fetchall())
 
     def _entry(self, group: bytes) -> dict[str, object]:
-        """The ``GET_LOCK`` name of this member's entry in ``group`` (64 characters, scoped
-        to the database like the locks' names)."""
+        """The ``GET_LOCK`` name of this member's entry in ``group``, scoped to the database."""
         scoped = b"\0".join((self._settings.database.encode(), group, self.member))
         return {"lock": ENTRY_LOCK_PREFIX + hex_digest(scoped, 64 - len(ENTRY_LOCK_PREFIX))}
 

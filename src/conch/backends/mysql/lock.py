@@ -26,10 +26,8 @@ from conch.url import BackendURL
 IDLE_CONNECTIONS_KEPT = 8
 FENCING_TABLE = "conch_fencing"
 
-# One round-trip: wait for the lock; if taken, count the token up and record the
-# holder. The INSERT's affected rows say whether the lock was taken (0: timed out),
-# and its OK packet carries the token set by LAST_INSERT_ID(expr). Params: name,
-# wait (seconds), holder (the stamp). NOW(6) is the INSERT's start: after the grant.
+# Wait for the lock, then count the token up and record the holder: the INSERT's affected
+# rows say whether it was taken, its OK packet carries the token. NOW(6): after the grant.
 ACQUIRE = (
     "SET @conch_locked = GET_LOCK(%(name)s, %(wait)s);"
     f" INSERT INTO {FENCING_TABLE} (lock_key, token, holder, connection_id, acquired_at)"

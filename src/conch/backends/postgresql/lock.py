@@ -198,8 +198,7 @@ class SharedAdvisoryLock(AdvisoryLock):
 
 
 class AsyncSessions(SessionsCore[AsyncSession]):
-    """The coordinator's asyncio sessions and the holds they keep. One pool serves every
-    event loop: psycopg puts a socket on the running loop only while it waits for it."""
+    """The coordinator's asyncio sessions (one pool for every event loop) and their holds."""
 
     async def borrow(self) -> AsyncSession:
         """An idle live session, or a new one; statements are prepared on first use."""
@@ -254,8 +253,7 @@ def _cancel_waits(sessions: list[AsyncSession]) -> None:
 
 
 class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
-    """The asyncio handle of one lock name. A cancelled acquire leaves nothing held: its
-    lock wait is cancelled on the server and its session closed."""
+    """The asyncio handle of one lock name; a cancelled acquire leaves nothing held."""
 
     _sessions: AsyncSessions
 
