@@ -1,7 +1,5 @@
-"""Groups in two SQL tables (postgresql, mysql): a row per group and one per member entry, an
-entry counting while the coordinator's membership session (opened on first use) holds the
-entry's lock; a heartbeat reports the entries found gone, outside any mutex. A backend gives
-its dialect's statements and its client's ways; docs/kit.md, "SQL groups"."""
+"""Groups in two SQL tables (postgresql, mysql): an entry counts while the membership session
+holds its lock. A backend gives its dialect's statements; docs/kit.md, "SQL groups"."""
 
 from __future__ import annotations
 
@@ -25,9 +23,8 @@ MEMBERS_TABLE = "conch_group_members"
 
 
 class SQLGroups(GroupStore, Generic[C]):
-    """The group statements of one dialect, each taking the named parameters ``group``,
-    ``member`` (this member's id, as bytes), ``data``, ``groups`` (a list) and those of
-    :meth:`_entry` (the entry's lock)."""
+    """The group statements of one dialect, taking the named parameters ``group``, ``member``
+    (bytes), ``data``, ``groups`` (a list) and those of :meth:`_entry` (the entry's lock)."""
 
     client_errors: tuple[type[Exception], ...]  # what the client library raises
     missing_table: frozenset[object]  # the error codes (:meth:`_code`) of a missing table

@@ -1,7 +1,5 @@
 """``mysql://user:password@host:port/database``: MySQL / MariaDB user-level locks
-(``GET_LOCK``), a session of its own per hold, fencing tokens from table ``conch_fencing``;
-who holds them (``IS_USED_LOCK``, the name's ``conch_fencing`` row, waiters from the process
-list), and breaking a hold with ``KILL CONNECTION``. Options and the design: docs/mysql.md."""
+(``GET_LOCK``), fencing tokens from table ``conch_fencing``. Options and design: docs/mysql.md."""
 
 from __future__ import annotations
 
@@ -127,9 +125,8 @@ class MySQLBackend(Backend):
             return lock
 
     def server_name(self, key: bytes) -> str:
-        """The ``GET_LOCK`` name of lock ``key`` (names are server-wide, at most 64 characters,
-        compared case-insensitively): ``conch:`` and 58 hex digits of SHA-256 over the
-        database name, NUL and the key, so scoped to the database like the tokens."""
+        """The ``GET_LOCK`` name of lock ``key``: ``conch:`` and 58 hex digits of SHA-256 over
+        the database name, NUL and the key (names are server-wide, at most 64 characters)."""
         return SERVER_NAME_PREFIX + hex_digest(self._scoped(key), 64 - len(SERVER_NAME_PREFIX))
 
     def _scoped(self, key: bytes) -> bytes:

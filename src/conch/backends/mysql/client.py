@@ -1,6 +1,5 @@
-"""The connection settings of a ``mysql://user:password@host:port/database`` URL, opening one
-connection (one server session) with them, and PyMySQL's errors described for users (never
-the password). Options: docs/mysql.md."""
+"""A ``mysql://`` URL's connection settings, opening a session with them, and PyMySQL's errors
+described for users (never the password). Options: docs/mysql.md."""
 
 from __future__ import annotations
 
@@ -25,9 +24,7 @@ DEFAULT_PORT = 3306
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Where and how to connect. The server ends a session silent for ``session_timeout``
-    seconds (freeing its locks); a holder checks its session every quarter of that and
-    gives up on a reply after half of it, so it notices a dead link first."""
+    """Where and how to connect; ``session_timeout``: docs/mysql.md."""
 
     host: str
     port: int
@@ -78,9 +75,8 @@ class Settings:
 
 
 def open_connection(settings: Settings) -> Connection:
-    """A new session: autocommit, multi-statements, ``wait_timeout`` = the session timeout.
-    The TLS files are read for each (renewed certificates are used), as a context: PyMySQL's
-    ``ssl_*`` arguments check neither certificate nor host name unless told."""
+    """A new session: autocommit, multi-statements, ``wait_timeout`` = the session timeout,
+    TLS as a context read anew each time (PyMySQL's ``ssl_*`` arguments check nothing)."""
     return pymysql.connect(
         host=settings.host, port=settings.port, unix_socket=settings.unix_socket,
         user=settings.user, password=settings.password or "", database=settings.database,
@@ -98,7 +94,6 @@ def close_quietly(connection: Connection) -> None:
     """Close ``connection``, ending its session (the server frees its locks). Never raises."""
     with contextlib.suppress(Exception):  # already closed or broken: nothing left to free
         connection.close()
-
 
 
 CLIENT_ERRORS = (pymysql.Error, OSError, TLSFileError)

@@ -1,8 +1,5 @@
-"""``mysql://`` groups: a row per group and per member entry, in InnoDB tables made on first
-use. An entry counts while the coordinator's membership session holds the entry's
-``GET_LOCK`` name (``conch-group:`` and a digest: never a lock's ``conch:`` name), so a dead
-process's entries stop counting when its connection ends, and readers delete them. No change
-is pushed: watchers read every second. docs/mysql.md, "Groups"."""
+"""``mysql://`` groups (kit/sql_groups.py): entries live while their ``conch-group:`` lock is
+held; watchers poll. docs/mysql.md, "Groups"."""
 
 from __future__ import annotations
 
@@ -31,8 +28,7 @@ TABLES = (  # made on first use when missing, in this order (the foreign key)
 
 
 class MySQLGroups(SQLGroups[Connection]):
-    """One coordinator's groups: its entries' locks on a session of its own, checked every
-    quarter of the session timeout (which also keeps that session from timing out)."""
+    """One coordinator's groups, on a session of their own checked every check_interval."""
 
     poll_interval = 1.0  # MySQL cannot notify: watchers read
     client_errors = client.CLIENT_ERRORS
@@ -75,8 +71,7 @@ class MySQLGroups(SQLGroups[Connection]):
             return int(cursor.execute(sql, params)), list(cursor.fetchall())
 
     def _entry(self, group: bytes) -> dict[str, object]:
-        """The ``GET_LOCK`` name of this member's entry in ``group`` (64 characters, scoped
-        to the database like the locks' names)."""
+        """The ``GET_LOCK`` name of this member's entry in ``group``, scoped to the database."""
         scoped = b"\0".join((self._settings.database.encode(), group, self.member))
         return {"lock": ENTRY_LOCK_PREFIX + hex_digest(scoped, 64 - len(ENTRY_LOCK_PREFIX))}
 

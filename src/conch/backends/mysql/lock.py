@@ -1,8 +1,5 @@
-"""The ``mysql://`` lock handle and the sessions it draws from. A handle takes a session of its
-own (``GET_LOCK`` is re-entrant per session), waits there server-side and gives the session
-back only after ``RELEASE_LOCK``; the sessions are idle ones kept for reuse (PyMySQL has no
-pool), the waits ``stop()`` kills and the periodic check of the held ones. Tokens come from
-table ``conch_fencing`` (a row per ``GET_LOCK`` name: the last token and holder)."""
+"""The ``mysql://`` lock handle (a session of its own per hold, ``GET_LOCK`` waits server-side)
+and the pool of sessions it draws from; tokens from table ``conch_fencing``. docs/mysql.md"""
 
 from __future__ import annotations
 
@@ -29,10 +26,8 @@ from conch.url import BackendURL
 IDLE_CONNECTIONS_KEPT = 8
 FENCING_TABLE = "conch_fencing"
 
-# One round-trip: wait for the lock; if taken, count the token up and record the
-# holder. The INSERT's affected rows say whether the lock was taken (0: timed out),
-# and its OK packet carries the token set by LAST_INSERT_ID(expr). Params: name,
-# wait (seconds), holder (the stamp). NOW(6) is the INSERT's start: after the grant.
+# Wait for the lock, then count the token up and record the holder: the INSERT's affected
+# rows say whether it was taken, its OK packet carries the token. NOW(6): after the grant.
 ACQUIRE = (
     "SET @conch_locked = GET_LOCK(%(name)s, %(wait)s);"
     f" INSERT INTO {FENCING_TABLE} (lock_key, token, holder, connection_id, acquired_at)"

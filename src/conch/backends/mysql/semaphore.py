@@ -1,7 +1,5 @@
-"""``mysql://`` semaphores: permit *i* is ``GET_LOCK`` name ``conch-sem:<hash>/<i>``. Acquirers
-take turns under ``conch-sem:<hash>`` (the gate), compare their limit with the one stored in
-``conch_semaphores`` while a permit of it is held, and try the permits in order; a waiter
-tries again after a capped back-off (the server has no notification). docs/mysql.md"""
+"""``mysql://`` semaphores: permit *i* is ``GET_LOCK`` name ``conch-sem:<hash>/<i>``, taken
+under a gate lock; waiters poll with a capped back-off. docs/mysql.md"""
 
 from __future__ import annotations
 

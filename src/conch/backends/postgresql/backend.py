@@ -1,7 +1,5 @@
-"""``postgresql://user[:password]@host[:port]/dbname[?options]``: locks as session-level
-advisory locks, one server session per hold, fencing tokens from one sequence; who holds them
-(``pg_locks``, ``pg_stat_activity``, the names table), and breaking a hold by ending its
-session. How it maps the contract, and its options: docs/postgresql.md."""
+"""``postgresql://user[:password]@host[:port]/dbname[?options]``: session-level advisory locks,
+fencing tokens from one sequence. Options and design: docs/postgresql.md."""
 
 from __future__ import annotations
 

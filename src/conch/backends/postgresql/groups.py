@@ -1,9 +1,5 @@
-"""``postgresql://`` groups: a row per group and per member entry, in tables made on first
-use. An entry counts while the coordinator's membership session holds the entry's two-``int``
-advisory lock (a key space apart from the locks' ``bigint`` keys), so a dead process's
-entries stop counting when its connection ends, and readers delete them. Joins and leaves
-``NOTIFY`` channel ``conch_groups``; one thread per coordinator listens, waking that group's
-subscribers (all of them after a reconnect). docs/postgresql.md, "Groups"."""
+"""``postgresql://`` groups (kit/sql_groups.py): entries live while their two-``int`` advisory
+lock is held; changes ``NOTIFY`` ``conch_groups``. docs/postgresql.md, "Groups"."""
 
 from __future__ import annotations
 
@@ -55,9 +51,7 @@ def entry_lock(group: bytes, member: bytes) -> tuple[int, int]:
 
 
 class PostgreSQLGroups(SQLGroups[Session]):
-    """One coordinator's groups: its entries' locks on a session of its own, checked every
-    heartbeat; joins and leaves notify :data:`CHANNEL`, heard by a thread of its own that
-    wakes each group's subscribers."""
+    """One coordinator's groups, on a session of their own; a thread hears :data:`CHANNEL`."""
 
     poll_interval = 1.0  # joins and leaves are pushed; a dead member is seen by reading
     client_errors = (psycopg.Error,)
@@ -89,9 +83,7 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s)
                  heartbeat: float, reply_timeout: float,
                  describe: Callable[[object], str]) -> None:
         self._open_session = open_session
-        # A member gives its session up after heartbeat + reply_timeout without an answer;
-        # the server ends a session silent for three times that (PostgreSQL 14+), so a member
-        # cut off (or frozen that long) leaves for the others too, as on a lease.
+        # The server ends a membership session silent this long (PostgreSQL 14+): a lease.
         self.idle_limit = IDLE_LIMIT_FACTOR * (heartbeat + reply_timeout)
         super().__init__(self._membership_session, Session.end, forget_connection, member_id,
                          heartbeat, describe)
@@ -122,8 +114,7 @@ WHERE member = %(member)s AND group_name = ANY(%(groups)s)
         super().close()
 
     def forget_parent(self) -> None:
-        """In a forked child: a listening thread of its own later; the parent's sessions
-        left be."""
+        """In a forked child: the parent's sessions left be."""
         super().forget_parent()
         self._subscribers.forget_parent()
         session, self._listening = self._listening, None

@@ -1,7 +1,5 @@
-"""The ``postgresql://`` lock handles and the session pools they draw from, blocking and
-asyncio: each acquire keeps a session of its own while it holds (advisory locks are re-entrant
-within a session); one core says what each outcome of an acquire, a release or a check means
-for a handle and its hold."""
+"""The ``postgresql://`` lock handles (a session of their own per hold) and the session pools
+they draw from, blocking and asyncio, around one core."""
 
 from __future__ import annotations
 
@@ -200,8 +198,7 @@ class SharedAdvisoryLock(AdvisoryLock):
 
 
 class AsyncSessions(SessionsCore[AsyncSession]):
-    """The coordinator's asyncio sessions and the holds they keep. One pool serves every
-    event loop: psycopg puts a socket on the running loop only while it waits for it."""
+    """The coordinator's asyncio sessions (one pool for every event loop) and their holds."""
 
     async def borrow(self) -> AsyncSession:
         """An idle live session, or a new one; statements are prepared on first use."""
@@ -256,8 +253,7 @@ def _cancel_waits(sessions: list[AsyncSession]) -> None:
 
 
 class AsyncAdvisoryLock(HandleCore[AsyncSession], AsyncLockHandle):
-    """The asyncio handle of one lock name. A cancelled acquire leaves nothing held: its
-    lock wait is cancelled on the server and its session closed."""
+    """The asyncio handle of one lock name; a cancelled acquire leaves nothing held."""
 
     _sessions: AsyncSessions
 

@@ -1,7 +1,5 @@
-"""``postgresql://`` semaphores: a permit is one of ``limit`` advisory locks in the two-int
-key space (apart from the locks' bigint keys); holders and waiters also hold the limit, in
-share mode, as a marker lock that another limit's acquirer sees in ``pg_locks``. A release
-sends NOTIFY to the waiters. Design and the key layout: docs/postgresql.md."""
+"""``postgresql://`` semaphores: a permit is one of ``limit`` two-int advisory locks, the
+limit a shared marker lock; a release notifies the waiters. docs/postgresql.md"""
 
 from __future__ import annotations
 

@@ -95,7 +95,6 @@ class Session(Bounded, psycopg.Connection[tuple[Any, ...]]):
             self.shutdown()
 
 
-
 class AsyncSession(Bounded, psycopg.AsyncConnection[tuple[Any, ...]]):
     """One server session used by one task at a time on one loop; :meth:`cancel` and
     :meth:`shutdown` may come from any thread."""

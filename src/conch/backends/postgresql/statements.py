@@ -1,6 +1,5 @@
-"""What conch asks PostgreSQL and what each answer means, once for the sync and asyncio
-sessions: *steps*, generators that yield the :class:`Statement` to run next and are sent its
-first value (or thrown what it raised)."""
+"""What conch asks PostgreSQL, for sync and asyncio sessions alike: *steps*, generators that
+yield the next :class:`Statement` and are sent its first value (or thrown its error)."""
 
 from __future__ import annotations
 
