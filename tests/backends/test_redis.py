@@ -289,7 +289,10 @@ def test_contended_acquisitions_take_turns_without_an_attempt_bound_to_fail(
     turns = sum(before is not after for before, after in itertools.pairwise(holders))
     print(f"\n{acquisitions} acquisitions: {scripts} scripts, {waits} BLPOP, {turns} hand-offs")
     assert len(holders) == acquisitions
-    assert scripts <= 2.2 * acquisitions, "an ACQUIRE and a RELEASE, seldom a failed ACQUIRE"
+    # Without turns, every wait follows a failed ACQUIRE: 3 scripts per acquisition. With
+    # them, 2.0-2.23 in 27 runs of two threads sharing the GIL (a pop of its own signal makes a
+    # lock object try at once once more); 2.2 failed 4 of them.
+    assert scripts <= 2.4 * acquisitions, "an ACQUIRE and a RELEASE, seldom a failed ACQUIRE"
     assert waits <= acquisitions + 2
 
 
