@@ -14,11 +14,10 @@ import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conch.backends.base import AsyncLockHandle, Deadline, LossCallback
-from conch.backends.kit.errors import translated
 from conch.backends.kit.fork import forget_in_child
 from conch.backends.kit.ttl import new_hold_value
 from conch.backends.redis import shared, steps
@@ -51,7 +50,7 @@ class LoopClient:
     def calls(self) -> contextlib.AbstractContextManager[None]:
         """Redis errors in the block leave as :class:`BackendUnavailable`."""
         self.check_open()
-        return translated(self.session.url, (RedisError,), self.session.describe)
+        return self.session.calls()
 
     async def try_acquire(self, keys: LockKeys, value: bytes,
                           wait: float | None) -> tuple[Outcome, bytes | None]:
@@ -79,8 +78,7 @@ class LoopClient:
         return outcome, signal
 
     async def run(self, call: ScriptCall, again: ScriptCall | None = None) -> Any:
-        """``EVALSHA`` of ``call``, or of ``again`` (default: ``call``) after a connection
-        failure."""
+        """``EVALSHA`` of ``call``; of ``again`` (or ``call``) after a connection failure."""
         seconds = self.session.options.socket_timeout
         try:
             return await within(seconds, self._evalsha(call))
@@ -96,7 +94,7 @@ class LoopClient:
             return await self.redis.evalsha(self._scripts[source].sha, len(keys), *keys, *args)
 
     def start_closing(self) -> asyncio.Future[Any]:
-        """Begin closing every connection (on this client's loop); the closing, to await."""
+        """Begin closing every connection (on this loop); the closing, to await."""
         if self.closing is None:
             closing = [self.redis.aclose()]
             if self._sentinels is not None:
@@ -140,8 +138,7 @@ class LoopClients:
             await asyncio.shield(client.start_closing())
 
     def close(self) -> None:
-        """Start closing each client on its loop, if that loop runs (its
-        :meth:`close_running` waits for it)."""
+        """Start closing each client on its loop, if running (:meth:`close_running` waits)."""
         with self._mutex:
             for loop, client in self._clients.items():
                 if loop.is_running():

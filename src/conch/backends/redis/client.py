@@ -42,7 +42,6 @@ _MASTER_NOT_FOUND = (redis.sentinel.MasterNotFoundError,
                      redis.asyncio.sentinel.MasterNotFoundError)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class RedisOptions:
     """What a ``redis://`` URL asks for (each option: ``docs/redis.md``)."""

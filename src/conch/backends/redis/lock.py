@@ -17,10 +17,7 @@ class RedisLock(LockHandle):
 
     def __init__(self, session: RedisSession, keys: LockKeys, stamp: HolderStamp,
                  on_lost: LossCallback) -> None:
-        self._session = session
-        self._keys = keys
-        self._stamp = stamp
-        self._on_lost = on_lost
+        self._session, self._keys, self._stamp, self._on_lost = session, keys, stamp, on_lost
         self._hold: RedisHold | None = None
         self._turns = Turns()
 

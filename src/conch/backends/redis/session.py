@@ -57,8 +57,7 @@ class RedisSession:
                 TtlSession("redis", ttl, self._renew_entries, self.describe, failures))
 
     def forget_parent(self) -> None:
-        """In a forked child: drop the parent's holds and renewal threads (the pools see the
-        fork themselves)."""
+        """In a forked child: drop the parent's holds and renewal threads (not its pools)."""
         self.ttl, self.entries = self._new_ttl_sessions()
         self._pinned, self._pinned_idle = None, threading.Lock()
         if not self.closed:
@@ -124,9 +123,8 @@ class RedisSession:
 
     def wait_and_try(self, keys: LockKeys, seconds: float,
                      value: bytes) -> tuple[Outcome, bytes | None]:
-        """``BLPOP`` until a release signals ``keys`` or ``seconds`` pass, then
-        :meth:`try_acquire` in the same round-trip; and the signal the wait took (None:
-        none). A broken connection ends the wait early; then the attempt is made anew."""
+        """``BLPOP`` on ``keys.wake`` for up to ``seconds``, then :meth:`try_acquire` in the
+        same round-trip (anew after a broken wait); and the signal the wait took, if any."""
         self.check_open()
         try:
             replies = self._wait_then(keys.wake, seconds, steps.acquire_call(
@@ -181,8 +179,7 @@ class RedisSession:
         return self.run(call) if replies is None else replies[1]
 
     def abandon(self, call: ScriptCall) -> None:
-        """Best effort: run a script that frees what an attempt may hold (else that expires
-        within the TTL), even once closed."""
+        """Best effort, even once closed: free what an attempt may hold (else it expires)."""
         try:
             self._run(call, call)
         except RedisError:
